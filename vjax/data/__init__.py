@@ -1,0 +1,1 @@
+"""Datasets for vjax: the embedded procedural motion dataset (``motion``, ``motion_builder``)."""
