@@ -1,0 +1,149 @@
+"""ViViT model 1 and the single-frame baseline: shapes, logical names, and numerics checked
+against independent NumPy references."""
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from vjax.models import build_model
+from vjax.models.layers import Attention, TubeletEmbed
+from vjax.models.sizes import parse_size
+
+SMALL = {"size": "Ti/4x2", "hidden_size": 32, "num_layers": 2, "num_heads": 4, "mlp_dim": 64}
+
+
+def _init(model, shape, seed=0):
+    return model.init(jax.random.key(seed), jnp.zeros(shape), train=False)
+
+
+def _perturb(variables, seed=0, scale=0.1):
+    """Random non-zero weights everywhere (the zero-initialised head would hide differences)."""
+    rng = np.random.default_rng(seed)
+    return jax.tree.map(
+        lambda p: p + rng.normal(size=p.shape).astype(np.float32) * scale, nn.meta.unbox(variables)
+    )
+
+
+def test_size_strings():
+    b = parse_size("B/16x2")
+    assert (b.hidden_size, b.num_layers, b.num_heads, b.mlp_dim) == (768, 12, 12, 3072)
+    assert (b.patch, b.tubelet_time) == (16, 2)
+    assert parse_size("L/14").tubelet_time == 1
+    with pytest.raises(ValueError, match="'X/16'"):
+        parse_size("X/16")
+
+
+@pytest.mark.parametrize("pooling", ["cls", "gap"])
+def test_vivit_output_shape_and_token_count(pooling):
+    model = build_model({"name": "vivit", "pooling": pooling, **SMALL}, num_classes=5)
+    variables = _init(model, (2, 4, 8, 8, 3))
+    logits = model.apply(variables, jnp.ones((2, 4, 8, 8, 3)), train=False)
+    assert logits.shape == (2, 5)
+    # (4/2) * (8/4) * (8/4) = 8 tubelet tokens.
+    assert nn.meta.unbox(variables)["params"]["pos_embedding"].shape == (1, 8, 32)
+    assert ("cls" in variables["params"]) == (pooling == "cls")
+
+
+def test_b16x2_parameter_count_matches_vivit_paper_model1():
+    # ViViT-B/16x2 model 1 at 32x224x224 with 400 classes: 88.9M in the paper's Table 2.
+    model = build_model({"name": "vivit", "size": "B/16x2"}, num_classes=400)
+    shapes = jax.eval_shape(lambda: _init(model, (1, 32, 224, 224, 3)))
+    count = sum(x.size for x in jax.tree.leaves(nn.meta.unbox(shapes)))
+    assert abs(count - 88.9e6) / 88.9e6 < 0.01, count
+
+
+def test_indivisible_clip_fails_before_compilation_naming_the_numbers():
+    model = build_model({"name": "vivit", **SMALL}, num_classes=3)
+    with pytest.raises(ValueError, match=r"frames \(5\).*\(2\)"):
+        model.check_input((1, 5, 8, 8, 3))
+    with pytest.raises(ValueError, match=r"height \(10\).*\(4\)"):
+        _init(model, (1, 4, 10, 8, 3))
+
+
+def test_every_parameter_has_logical_axis_names():
+    model = build_model({"name": "vivit", **SMALL}, num_classes=3)
+    boxed = jax.eval_shape(lambda: _init(model, (1, 4, 8, 8, 3)))["params"]
+    leaves = jax.tree.leaves(boxed, is_leaf=lambda x: isinstance(x, nn.LogicallyPartitioned))
+    assert leaves and all(isinstance(x, nn.LogicallyPartitioned) for x in leaves)
+    for leaf in leaves:
+        assert len(leaf.names) == len(leaf.value.shape)
+
+
+def test_single_frame_sees_only_the_middle_frame():
+    model = build_model({"name": "single_frame", **SMALL}, num_classes=3)
+    variables = _init(model, (1, 6, 8, 8, 3))
+    rng = np.random.default_rng(0)
+    video = rng.normal(size=(1, 6, 8, 8, 3)).astype(np.float32)
+    other = rng.normal(size=video.shape).astype(np.float32)
+    other[:, 3] = video[:, 3]  # same middle frame (6 // 2 = 3), every other frame different
+    variables = _perturb(variables)
+    a = model.apply(variables, video, train=False)
+    b = model.apply(variables, other, train=False)
+    np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-6)
+    changed = video.copy()
+    changed[:, 3] += 1.0
+    assert not np.allclose(a, model.apply(variables, changed, train=False))
+
+
+def test_vivit_uses_time_order():
+    model = build_model({"name": "vivit", **SMALL}, num_classes=3)
+    variables = _perturb(_init(model, (1, 4, 8, 8, 3)))
+    video = np.random.default_rng(1).normal(size=(1, 4, 8, 8, 3)).astype(np.float32)
+    forward = model.apply(variables, video, train=False)
+    backward = model.apply(variables, video[:, ::-1], train=False)
+    assert not np.allclose(forward, backward, atol=1e-4)
+
+
+def test_attention_matches_numpy_reference():
+    x = np.random.default_rng(0).normal(size=(2, 5, 12)).astype(np.float32)
+    module = Attention(num_heads=3)
+    params = nn.meta.unbox(module.init(jax.random.key(0), x))["params"]
+    params = _perturb(params, seed=1)
+    got = module.apply({"params": params}, x)
+
+    p = jax.tree.map(np.asarray, params)
+    q, k, v = (
+        np.einsum("btd,dhk->bhtk", x, p[f"{n}_kernel"]) + p[f"{n}_bias"][None, :, None]
+        for n in ("query", "key", "value")
+    )
+    scores = q @ k.transpose(0, 1, 3, 2) / np.sqrt(q.shape[-1])
+    weights = np.exp(scores - scores.max(-1, keepdims=True))
+    weights /= weights.sum(-1, keepdims=True)
+    out = np.einsum("bhtk,hkd->btd", weights @ v, p["out_kernel"]) + p["out_bias"]
+    np.testing.assert_allclose(got, out, rtol=1e-4, atol=1e-5)
+
+
+def test_tubelet_embedding_matches_numpy_patch_projection():
+    video = np.random.default_rng(0).normal(size=(1, 4, 8, 8, 3)).astype(np.float32)
+    module = TubeletEmbed(hidden_size=6, tubelet=(2, 4, 4))
+    params = nn.meta.unbox(module.init(jax.random.key(0), video))["params"]
+    got = module.apply({"params": params}, video)
+    kernel = np.asarray(params["conv"]["kernel"]).reshape(-1, 6)  # (2*4*4*3, 6)
+    bias = np.asarray(params["conv"]["bias"])
+    # Cut into (t, h, w) tubelets in time-major, then row-major order, and project each one.
+    patches = video.reshape(1, 2, 2, 2, 4, 2, 4, 3).transpose(0, 1, 3, 5, 2, 4, 6, 7)
+    expected = patches.reshape(1, 8, -1) @ kernel + bias
+    np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-5)
+
+
+def test_bfloat16_compute_keeps_float32_parameters():
+    model = build_model({"name": "vivit", **SMALL}, num_classes=3, dtype="bfloat16")
+    variables = nn.meta.unbox(_init(model, (1, 4, 8, 8, 3)))
+    assert {x.dtype for x in jax.tree.leaves(variables)} == {jnp.dtype(jnp.float32)}
+    logits = model.apply(variables, jnp.ones((1, 4, 8, 8, 3)), train=False)
+    assert logits.dtype == jnp.float32 and bool(jnp.isfinite(logits).all())
+
+
+def test_drop_path_and_dropout_are_active_only_in_training():
+    model = build_model(
+        {"name": "vivit", **SMALL, "drop_path_rate": 0.5, "dropout_rate": 0.2}, num_classes=3
+    )
+    variables = _perturb(_init(model, (2, 4, 8, 8, 3)))
+    video = jnp.ones((2, 4, 8, 8, 3))
+    eval_a = model.apply(variables, video, train=False)
+    np.testing.assert_array_equal(eval_a, model.apply(variables, video, train=False))
+    train_a = model.apply(variables, video, train=True, rngs={"dropout": jax.random.key(1)})
+    train_b = model.apply(variables, video, train=True, rngs={"dropout": jax.random.key(2)})
+    assert not np.allclose(train_a, train_b)

@@ -1,0 +1,65 @@
+"""Model registry: families plug in by name, configs build them with a checked set of fields."""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import flax.linen as nn
+import jax.numpy as jnp
+
+_MODELS: dict[str, type[nn.Module]] = {}
+_DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16}
+
+
+def register(name: str) -> Callable[[type[nn.Module]], type[nn.Module]]:
+    """Class decorator that makes a model buildable as ``config.model.name = name``."""
+
+    def add(cls: type[nn.Module]) -> type[nn.Module]:
+        if name in _MODELS:
+            raise ValueError(f"model {name!r} is registered twice")
+        _MODELS[name] = cls
+        return cls
+
+    return add
+
+
+def available_models() -> list[str]:
+    return sorted(_MODELS)
+
+
+def model_fields(cls: type[nn.Module]) -> list[str]:
+    """The constructor fields a config may set (flax's own ``parent``/``name`` excluded)."""
+    return [f.name for f in dataclasses.fields(cls) if f.init and f.name not in ("parent", "name")]
+
+
+def _suggest(key: str, choices: list[str]) -> str:
+    close = difflib.get_close_matches(key, choices, n=3, cutoff=0.5)
+    return f"; did you mean {', '.join(close)}?" if close else f"; valid: {', '.join(choices)}"
+
+
+def build_model(
+    model_config: Mapping[str, Any], num_classes: int, dtype: str = "float32"
+) -> nn.Module:
+    """Builds the registered model ``model_config['name']`` with the remaining keys as fields.
+
+    Unknown names and fields raise a ValueError that lists the closest valid ones.
+    """
+    import vjax.models  # noqa: F401  (registers the built-in families)
+
+    kwargs = dict(model_config)
+    name = kwargs.pop("name")
+    if name not in _MODELS:
+        raise ValueError(f"unknown model {name!r}{_suggest(name, available_models())}")
+    cls = _MODELS[name]
+    fields = model_fields(cls)
+    for key in kwargs:
+        if key not in fields:
+            raise ValueError(
+                f"unknown config key 'model.{key}' for model {name!r}{_suggest(key, fields)}"
+            )
+    if dtype not in _DTYPES:
+        raise ValueError(f"unknown dtype {dtype!r}; valid: {', '.join(_DTYPES)}")
+    return cls(num_classes=num_classes, dtype=_DTYPES[dtype], **kwargs)
