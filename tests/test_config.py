@@ -1,0 +1,74 @@
+"""Configs: variants, typed command-line overrides, and errors that name the bad key."""
+
+import pytest
+from conftest import DEMO_CONFIG
+
+from vjax.config_utils import ConfigError, apply_overrides, load_config
+from vjax.models import build_model
+
+
+def test_variants_select_model_and_size():
+    assert load_config(f"{DEMO_CONFIG}:vivit").model.name == "vivit"
+    assert load_config(f"{DEMO_CONFIG}:single_frame").model.name == "single_frame"
+    tiny = load_config(f"{DEMO_CONFIG}:tiny")
+    assert tiny.train.num_steps < 20 and tiny.model.hidden_size == 32
+    with pytest.raises(ValueError, match="unknown demo variant"):
+        load_config(f"{DEMO_CONFIG}:vivitt")
+
+
+def test_overrides_are_parsed_to_the_field_type():
+    config = load_config(DEMO_CONFIG)
+    apply_overrides(
+        config,
+        {
+            "optimizer.lr": "3e-4",
+            "train.num_steps": "7",
+            "model.pooling": "gap",
+            "model.hidden_size": "64",
+            "input.mean": "(0.1, 0.2, 0.3)",
+            "seed": "5",
+        },
+    )
+    assert config.optimizer.lr == pytest.approx(3e-4)
+    assert config.train.num_steps == 7 and isinstance(config.train.num_steps, int)
+    assert config.model.pooling == "gap"
+    assert config.model.hidden_size == 64
+    assert tuple(config.input.mean) == (0.1, 0.2, 0.3)
+    assert config.seed == 5
+
+
+def test_unknown_key_names_it_and_the_closest_valid_keys():
+    config = load_config(DEMO_CONFIG)
+    with pytest.raises(ConfigError) as err:
+        apply_overrides(config, {"optimizer.lrr": "1e-3"})
+    assert "'optimizer.lrr'" in str(err.value) and "optimizer.lr" in str(err.value)
+    with pytest.raises(ConfigError, match="'optimiser.lr'.*optimizer.lr"):
+        apply_overrides(config, {"optimiser.lr": "1e-3"})
+
+
+def test_badly_typed_value_is_an_error():
+    config = load_config(DEMO_CONFIG)
+    with pytest.raises(ConfigError, match="train.num_steps"):
+        apply_overrides(config, {"train.num_steps": "many"})
+
+
+def test_unknown_model_field_and_name():
+    with pytest.raises(ValueError, match="'model.num_layer'.*num_layers"):
+        build_model({"name": "vivit", "num_layer": 2}, num_classes=3)
+    with pytest.raises(ValueError, match="unknown model 'vivt'.*vivit"):
+        build_model({"name": "vivt"}, num_classes=3)
+
+
+def test_main_reports_config_errors_with_exit_code_2(capsys, tmp_path):
+    from vjax.main import main
+
+    code = main(
+        [
+            "--mode=train",
+            f"--config={DEMO_CONFIG}:tiny",
+            f"--workdir={tmp_path}",
+            "--config.train.num_stepz=3",
+        ]
+    )
+    assert code == 2
+    assert "train.num_steps" in capsys.readouterr().err

@@ -1,0 +1,56 @@
+"""The demo job on the tiny config: both models train, test, and the report and plots appear."""
+
+import json
+import os
+import subprocess
+import sys
+
+from conftest import DEMO_CONFIG, REPO
+
+from vjax.demo import run_demo
+
+
+def test_demo_writes_report_and_plots(tmp_path, data_dir):
+    workdir = str(tmp_path)
+    report = run_demo(workdir, f"{DEMO_CONFIG}:tiny", {"dataset.data_dir": data_dir})
+    saved = json.load(open(os.path.join(workdir, "demo_report.json")))
+    assert saved == json.loads(json.dumps(report))
+    assert saved["num_classes"] == 4 and saved["chance"] == 0.25
+    assert set(saved["models"]) == {"vivit", "single_frame"}
+    for metrics in saved["models"].values():
+        assert 0.0 <= metrics["top1"] <= metrics["top5"] <= 1.0
+        assert metrics["num_test_clips"] == 16
+    for name in ("training_curves.png", "confusion_vivit.png", "confusion_single_frame.png"):
+        with open(os.path.join(workdir, name), "rb") as f:
+            assert f.read(8) == b"\x89PNG\r\n\x1a\n"
+
+
+def test_vjax_command_verbs(tmp_path):
+    help_text = subprocess.run(
+        [sys.executable, "-m", "vjax.cli", "--help"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    assert "vjax train" in help_text and "verbs: train, eval, demo" in help_text
+    bad = subprocess.run(
+        [sys.executable, "-m", "vjax.cli", "fly"], cwd=REPO, capture_output=True, text=True
+    )
+    assert bad.returncode == 2
+    wrong_key = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "vjax.cli",
+            "train",
+            f"--config={DEMO_CONFIG}:tiny",
+            f"--workdir={tmp_path}",
+            "--config.optimizer.learning_rate=1e-3",
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+    )
+    assert wrong_key.returncode == 2
+    assert "optimizer.learning_rate" in wrong_key.stderr

@@ -1,0 +1,142 @@
+"""Exact resume after SIGKILL, and restore that survives a kill in the middle of a save."""
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+import jax
+import numpy as np
+import pytest
+from conftest import DEMO_CONFIG, REPO, tiny_config
+
+import vjax
+from vjax import train
+
+
+def _command(workdir: str, data_dir: str, *extra: str) -> list[str]:
+    return [
+        sys.executable,
+        "-m",
+        "vjax.main",
+        "--mode=train",
+        f"--config={DEMO_CONFIG}:tiny",
+        f"--workdir={workdir}",
+        f"--config.dataset.data_dir={data_dir}",
+        "--config.train.log_every=10",
+        "--config.train.eval_every=1000",
+        *extra,
+    ]
+
+
+def _steps(workdir: str) -> list[int]:
+    folder = os.path.join(workdir, "checkpoints")
+    return (
+        sorted(int(e) for e in os.listdir(folder) if e.isdigit()) if os.path.isdir(folder) else []
+    )
+
+
+def _run_and_kill(command: list[str], workdir: str, after_steps: int, delay: float = 0.0) -> None:
+    """Starts training and SIGKILLs it once ``after_steps`` checkpoints exist (+ ``delay``)."""
+    process = subprocess.Popen(
+        command, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    deadline = time.time() + 240
+    while len(_steps(workdir)) < after_steps:
+        assert process.poll() is None, "training ended before it could be killed"
+        assert time.time() < deadline, "no checkpoint appeared in time"
+        time.sleep(0.02)
+    time.sleep(delay)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+
+
+@pytest.fixture(scope="module")
+def prepared(data_dir):
+    """Prepare the tiny dataset once, so subprocesses only read it."""
+    train.setup(tiny_config(data_dir))
+    return data_dir
+
+
+def test_sigkill_then_resume_is_bitwise_identical(prepared, tmp_path):
+    steps = ["--config.train.num_steps=400", "--config.train.checkpoint_every=25"]
+    straight, killed = str(tmp_path / "straight"), str(tmp_path / "killed")
+    subprocess.run(_command(straight, prepared, *steps), cwd=REPO, check=True, capture_output=True)
+
+    _run_and_kill(_command(killed, prepared, *steps), killed, after_steps=1)
+    resumed_from = max(_steps(killed))
+    assert 0 < resumed_from < 400
+    out = subprocess.run(
+        _command(killed, prepared, *steps), cwd=REPO, check=True, capture_output=True, text=True
+    ).stdout
+    assert f"Restored checkpoint at step {resumed_from}" in out
+
+    _, _, a = vjax.load(straight)
+    _, _, b = vjax.load(killed)
+    for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True):
+        np.testing.assert_array_equal(x, y)  # bitwise, not approximately
+
+
+@pytest.mark.parametrize("delay", [0.05, 0.3])
+def test_kill_during_frequent_saves_never_leaves_a_checkpoint_that_fails(prepared, tmp_path, delay):
+    workdir = str(tmp_path)
+    args = [
+        "--config.train.num_steps=3000",
+        "--config.train.checkpoint_every=1",
+        "--config.train.keep_checkpoints=3",
+    ]
+    _run_and_kill(_command(workdir, prepared, *args), workdir, after_steps=2, delay=delay)
+    survivors = _steps(workdir)
+    config = tiny_config(prepared, **{"train.num_steps": str(max(survivors) + 2)})
+    train.train(config, workdir)  # restores the newest complete step and finishes
+    assert max(_steps(workdir)) == max(survivors) + 2
+
+
+def test_truncated_newest_checkpoint_falls_back_to_the_previous_one(prepared, tmp_path, caplog):
+    workdir = str(tmp_path)
+    train.train(tiny_config(prepared), workdir)  # checkpoints at 3 and 6
+    _, _, at3 = vjax.load(os.path.join(workdir, "checkpoints", "3"))
+    # Damage step 6 the way a crash mid-write could: array data files cut to nothing.
+    for root, _, files in os.walk(os.path.join(workdir, "checkpoints", "6", "state")):
+        for name in files:
+            if "d" == os.path.basename(root) or name.endswith(".zarray") or "ocdbt" in root:
+                open(os.path.join(root, name), "wb").close()
+    # A leftover temporary folder of an interrupted save is ignored too.
+    shutil.copytree(
+        os.path.join(workdir, "checkpoints", "3"),
+        os.path.join(workdir, "checkpoints", "9.orbax-checkpoint-tmp-1"),
+    )
+
+    exp = train.setup(tiny_config(prepared))
+    import flax.linen as nn
+
+    from vjax import checkpoint
+
+    manager = checkpoint.make_manager(os.path.join(workdir, "checkpoints"), 2)
+    abstract = jax.eval_shape(lambda k: nn.meta.unbox(exp.init_state(k)), jax.random.key(0))
+    state, step = checkpoint.restore_latest(
+        manager, checkpoint.abstract_like(abstract, exp.state_shardings)
+    )
+    assert step == 3
+    assert "step 6" in caplog.text
+    for x, y in zip(
+        jax.tree.leaves(at3), jax.tree.leaves(jax.device_get(state.params)), strict=True
+    ):
+        np.testing.assert_array_equal(x, y)
+
+
+def test_checkpoint_of_another_model_is_an_error_naming_the_parameter(prepared, tmp_path):
+    workdir = str(tmp_path)
+    train.train(tiny_config(prepared), workdir)
+    from vjax.checkpoint import CheckpointMismatchError
+
+    wider = tiny_config(prepared, **{"model.hidden_size": "48", "train.num_steps": "9"})
+    with pytest.raises(
+        CheckpointMismatchError,
+        match=r"does not fit.*: params/classifier/head/kernel: "
+        r"checkpoint has shape \(32, 4\), model expects \(48, 4\)",
+    ):
+        train.train(wider, workdir)
+    assert _steps(workdir) == [3, 6]  # nothing was overwritten

@@ -1,0 +1,156 @@
+"""Orbax checkpoints of the train state plus the run's config, and a restore that never trusts
+a half-written step: it falls back to the newest checkpoint that restores cleanly."""
+
+from __future__ import annotations
+
+import logging
+import os
+from typing import Any
+
+import jax
+import orbax.checkpoint as ocp
+
+log = logging.getLogger(__name__)
+
+
+def make_manager(
+    directory: str, max_to_keep: int, async_save: bool = True
+) -> ocp.CheckpointManager:
+    """A manager that keeps the newest ``max_to_keep`` steps; saves run in the background."""
+    options = ocp.CheckpointManagerOptions(
+        max_to_keep=max_to_keep,
+        create=True,
+        enable_async_checkpointing=async_save,
+        cleanup_tmp_directories=True,
+    )
+    return ocp.CheckpointManager(
+        os.path.abspath(directory), options=options, item_handlers=_HANDLERS()
+    )
+
+
+def _HANDLERS() -> dict:  # noqa: N802  (fresh handlers per manager)
+    return {"state": ocp.StandardCheckpointHandler(), "metadata": ocp.JsonCheckpointHandler()}
+
+
+class CheckpointMismatchError(ValueError):
+    """A checkpoint that is complete but does not fit the model/optimiser being restored."""
+
+
+def check_compatible(saved: Any, expected: Any, where: str) -> None:
+    """Raises CheckpointMismatchError naming each parameter that is missing, extra or reshaped."""
+    saved_flat = ocp.tree.to_flat_dict(saved)
+    expected_flat = ocp.tree.to_flat_dict(expected)
+    problems = []
+    for key in expected_flat.keys() - saved_flat.keys():
+        problems.append(
+            f"{'/'.join(key)}: missing from the checkpoint "
+            f"(model has {tuple(expected_flat[key].shape)})"
+        )
+    for key in saved_flat.keys() - expected_flat.keys():
+        problems.append(
+            f"{'/'.join(key)}: in the checkpoint {tuple(saved_flat[key].shape)} "
+            f"but not in the model"
+        )
+    for key in saved_flat.keys() & expected_flat.keys():
+        got, want = tuple(saved_flat[key].shape), tuple(expected_flat[key].shape)
+        if got != want:
+            problems.append(f"{'/'.join(key)}: checkpoint has shape {got}, model expects {want}")
+    if problems:
+        problems.sort(key=lambda p: (not p.startswith("params/"), p))  # parameters first
+        more = f" (and {len(problems) - 8} more)" if len(problems) > 8 else ""
+        raise CheckpointMismatchError(
+            f"checkpoint {where} does not fit this model/optimiser: "
+            + "; ".join(problems[:8])
+            + more
+            + ". Use a new workdir, or the config that wrote this checkpoint."
+        )
+
+
+def save(manager: ocp.CheckpointManager, step: int, state: Any, metadata: dict) -> None:
+    """Saves the state plus JSON metadata (the config, class names, clip shape), so a checkpoint
+    folder alone is enough to rebuild the model."""
+    manager.save(
+        step,
+        args=ocp.args.Composite(
+            state=ocp.args.StandardSave(state), metadata=ocp.args.JsonSave(metadata)
+        ),
+    )
+
+
+def _saved_tree(manager: ocp.CheckpointManager, step: int) -> Any | None:
+    """The saved state's tree of array metadata, or None when it cannot be read."""
+    try:
+        return manager.item_metadata(step)["state"]
+    except Exception:  # noqa: BLE001  (unreadable metadata means an incomplete step)
+        return None
+
+
+def restore_latest(manager: ocp.CheckpointManager, abstract_state: Any) -> tuple[Any, int] | None:
+    """Restores the newest checkpoint that loads, onto the shardings in ``abstract_state``.
+
+    A step that fails to restore (a crash mid-write, a truncated file) is logged and skipped,
+    never deleted: the next older step is tried. A complete checkpoint of another model or
+    optimiser raises CheckpointMismatchError instead. Returns None when there is nothing.
+    """
+    for step in sorted(manager.all_steps(), reverse=True):
+        saved = _saved_tree(manager, step)
+        if saved is None:
+            log.warning("checkpoint at step %d has no readable metadata; trying an older one", step)
+            continue
+        check_compatible(saved, abstract_state, f"step {step} in {manager.directory}")
+        try:
+            restored = manager.restore(
+                step, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract_state))
+            )
+            return restored["state"], step
+        except Exception as e:  # noqa: BLE001  (any failure means: try an older step)
+            log.warning(
+                "checkpoint at step %d does not restore (%s: %s); trying an older one",
+                step,
+                type(e).__name__,
+                str(e).splitlines()[0] if str(e) else "",
+            )
+    return None
+
+
+def abstract_like(tree: Any, shardings: Any) -> Any:
+    """ShapeDtypeStructs with shardings: the restore target for a tree of arrays."""
+    return jax.tree.map(
+        lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), tree, shardings
+    )
+
+
+def read_checkpoint(path: str) -> tuple[dict, dict, int]:
+    """Reads ``(metadata, params, step)`` from a workdir, a checkpoints folder or a step folder.
+
+    Parameters come back as host numpy arrays, ready for ``model.apply``.
+    """
+    path = os.path.abspath(path)
+    if os.path.isdir(os.path.join(path, "checkpoints")):
+        path = os.path.join(path, "checkpoints")
+    step_dir = None
+    if os.path.basename(path).isdigit() and os.path.isdir(os.path.join(path, "state")):
+        step_dir, path = path, os.path.dirname(path)
+    manager = ocp.CheckpointManager(
+        path, options=ocp.CheckpointManagerOptions(read_only=True), item_handlers=_HANDLERS()
+    )
+    steps = (
+        [int(os.path.basename(step_dir))] if step_dir else sorted(manager.all_steps(), reverse=True)
+    )
+    if not steps:
+        raise FileNotFoundError(f"no checkpoint found under {path!r}")
+    errors = []
+    for step in steps:
+        try:
+            restored = manager.restore(
+                step,
+                args=ocp.args.Composite(
+                    metadata=ocp.args.JsonRestore(), state=ocp.args.StandardRestore()
+                ),
+            )
+        except Exception as e:  # noqa: BLE001
+            errors.append(f"step {step}: {type(e).__name__}: {e}")
+            continue
+        params = jax.device_get(restored["state"]["params"])
+        return dict(restored["metadata"]), params, step
+    raise ValueError(f"no checkpoint under {path!r} restores: " + "; ".join(errors))

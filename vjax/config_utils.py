@@ -1,0 +1,110 @@
+"""Configs are code: load ``configs/<family>.py:variant``, apply ``--config.a.b=value`` overrides.
+
+Every override is checked against the fields the config already has, so a typo fails at once
+with the closest valid keys instead of being silently ignored.
+"""
+
+from __future__ import annotations
+
+import ast
+import difflib
+import importlib.util
+import json
+import os
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+import ml_collections
+
+
+class ConfigError(ValueError):
+    """A config file, key or value that cannot be used; the message says which and why."""
+
+
+def load_config(spec: str) -> ml_collections.ConfigDict:
+    """Loads ``path/to/config.py[:arg]`` by calling its ``get_config(arg)``.
+
+    >>> config = load_config("configs/demo.py:vivit")
+    """
+    path, _, arg = spec.partition(":")
+    if not os.path.isfile(path):
+        raise ConfigError(f"config file {path!r} does not exist")
+    module_spec = importlib.util.spec_from_file_location(f"vjax_config_{abs(hash(path))}", path)
+    module = importlib.util.module_from_spec(module_spec)
+    module_spec.loader.exec_module(module)
+    if not hasattr(module, "get_config"):
+        raise ConfigError(f"config file {path!r} defines no get_config(arg)")
+    return module.get_config(arg or None)
+
+
+def flat_keys(config: ml_collections.ConfigDict, prefix: str = "") -> list[str]:
+    """All dotted leaf keys of a nested config, e.g. ``optimizer.lr``."""
+    keys = []
+    for key, value in config.items():
+        full = f"{prefix}{key}"
+        if isinstance(value, (Mapping, ml_collections.ConfigDict)):
+            keys.extend(flat_keys(value, full + "."))
+        keys.append(full)
+    return keys
+
+
+def unknown_key_error(key: str, valid: Iterable[str]) -> ConfigError:
+    """An error naming ``key`` and the closest valid keys."""
+    valid = sorted(valid)
+    close = difflib.get_close_matches(key, valid, n=3, cutoff=0.6)
+    hint = f"; closest valid keys: {', '.join(close)}" if close else ""
+    return ConfigError(f"unknown config key {key!r}{hint}")
+
+
+def _parse_value(text: str, current: Any) -> Any:
+    """Parses an override string to the type of the value it replaces."""
+    if isinstance(current, bool):
+        lowered = text.lower()
+        if lowered in ("true", "1", "yes"):
+            return True
+        if lowered in ("false", "0", "no"):
+            return False
+        raise ConfigError(f"expected a boolean, got {text!r}")
+    if isinstance(current, str):
+        return text
+    try:
+        value = ast.literal_eval(text)
+    except (ValueError, SyntaxError):
+        if current is None:
+            return text
+        raise ConfigError(f"cannot parse {text!r} as a {type(current).__name__}") from None
+    if isinstance(current, float) and isinstance(value, int) and not isinstance(value, bool):
+        value = float(value)
+    if current is not None and not isinstance(value, type(current)):
+        if isinstance(current, (tuple, list)) and isinstance(value, (tuple, list)):
+            return type(current)(value)
+        raise ConfigError(f"expected a {type(current).__name__}, got {text!r}")
+    return value
+
+
+def apply_overrides(config: ml_collections.ConfigDict, overrides: Mapping[str, str]) -> None:
+    """Sets each dotted key to its parsed value, in place; unknown keys raise ConfigError."""
+    valid = flat_keys(config)
+    for key, text in overrides.items():
+        *parents, leaf = key.split(".")
+        node = config
+        for part in parents:
+            if part not in node or not isinstance(node[part], ml_collections.ConfigDict):
+                raise unknown_key_error(key, valid)
+            node = node[part]
+        if leaf not in node:
+            raise unknown_key_error(key, valid)
+        try:
+            value = _parse_value(text, node[leaf])
+        except ConfigError as e:
+            raise ConfigError(f"--config.{key}: {e}") from None
+        node[leaf] = value
+
+
+def config_to_json(config: ml_collections.ConfigDict) -> str:
+    return config.to_json(sort_keys=True)
+
+
+def config_from_json(text: str | dict) -> ml_collections.ConfigDict:
+    data = json.loads(text) if isinstance(text, str) else text
+    return ml_collections.ConfigDict(data)

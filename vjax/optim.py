@@ -1,0 +1,59 @@
+"""Optax optimiser from the config: AdamW or SGD+momentum, warmup + cosine, clipping, decay mask."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import jax
+import optax
+
+
+def learning_rate_schedule(opt: Mapping[str, Any], num_steps: int) -> optax.Schedule:
+    """Linear warmup from 0 to ``lr`` over ``warmup_steps``, then cosine decay to ``end_lr``."""
+    warmup = int(opt["warmup_steps"])
+    if warmup >= num_steps:
+        raise ValueError(
+            f"optimizer.warmup_steps ({warmup}) must be < train.num_steps ({num_steps})"
+        )
+    return optax.warmup_cosine_decay_schedule(
+        init_value=0.0,
+        peak_value=float(opt["lr"]),
+        warmup_steps=warmup,
+        decay_steps=num_steps,
+        end_value=float(opt["end_lr"]),
+    )
+
+
+def decay_mask(params: Any) -> Any:
+    """True where weight decay applies: weight matrices (``kernel``) only.
+
+    Norm scales, biases, position embeddings and class tokens are left undecayed.
+    """
+
+    def applies(path, _) -> bool:
+        return any(getattr(p, "key", None) == "kernel" for p in path)
+
+    return jax.tree_util.tree_map_with_path(applies, params)
+
+
+def make_optimizer(opt: Mapping[str, Any], num_steps: int) -> optax.GradientTransformation:
+    """The optimiser the config names; gradient clipping by global norm comes first.
+
+    >>> tx = make_optimizer(config.optimizer, config.train.num_steps)
+    """
+    schedule = learning_rate_schedule(opt, num_steps)
+    name = opt["name"]
+    if name == "adamw":
+        core = optax.adamw(
+            schedule, b1=opt["b1"], b2=opt["b2"], weight_decay=opt["weight_decay"], mask=decay_mask
+        )
+    elif name == "sgd":
+        core = optax.chain(
+            optax.add_decayed_weights(opt["weight_decay"], mask=decay_mask),
+            optax.sgd(schedule, momentum=opt["momentum"], nesterov=opt["nesterov"]),
+        )
+    else:
+        raise ValueError(f"unknown optimizer.name {name!r}; valid: adamw, sgd")
+    clip = opt["grad_clip_norm"]
+    return optax.chain(optax.clip_by_global_norm(clip), core) if clip else core

@@ -1,0 +1,82 @@
+"""Human-readable results: an evaluation table, training-curve and confusion-matrix plots."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from vjax.metric_writers import read_metrics
+
+
+def format_eval(result: Mapping[str, Any]) -> str:
+    """A table: overall metrics, per-class accuracy and the confusion matrix (rows = truth)."""
+    names = result["class_names"]
+    width = max(len(n) for n in names)
+    lines = [
+        f"{result['split']} @ step {result.get('step', '?')}: {result['num_examples']} clips | "
+        f"loss {result['loss']:.4f} | top1 {result['top1']:.4f} | top5 {result['top5']:.4f} | "
+        f"mean class acc {result['mean_class_accuracy']:.4f}",
+        "",
+        f"{'class':<{width}}  accuracy  " + " ".join(f"{i:>4d}" for i in range(len(names))),
+    ]
+    for i, name in enumerate(names):
+        row = " ".join(f"{n:>4d}" for n in result["confusion_matrix"][i])
+        lines.append(f"{name:<{width}}  {result['per_class_accuracy'][name]:8.3f}  {row}")
+    lines.append(f"{'':<{width}}  (confusion matrix: rows = true class, columns = predicted)")
+    return "\n".join(lines)
+
+
+def plot_curves(runs: Mapping[str, str], path: str) -> None:
+    """Training loss and validation top-1 over steps, one line per run (``name -> workdir``)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(11, 4))
+    for name, workdir in runs.items():
+        records = read_metrics(workdir)
+        train = [r for r in records if r["split"] == "train"]
+        val = [r for r in records if r["split"] == "validation"]
+        ax_loss.plot([r["step"] for r in train], [r["loss"] for r in train], label=name)
+        ax_acc.plot([r["step"] for r in val], [r["top1"] for r in val], marker="o", label=name)
+    ax_loss.set(xlabel="step", ylabel="training loss", title="Training loss")
+    ax_acc.set(xlabel="step", ylabel="top-1", title="Validation top-1", ylim=(0, 1.02))
+    for ax in (ax_loss, ax_acc):
+        ax.grid(alpha=0.3)
+        ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def plot_confusion(
+    matrix: Sequence[Sequence[int]], class_names: Sequence[str], title: str, path: str
+) -> None:
+    """The confusion matrix as a heat map with counts (rows = true class)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    matrix = np.asarray(matrix)
+    size = 1.0 + 0.6 * len(class_names)
+    fig, ax = plt.subplots(figsize=(size + 1.5, size))
+    image = ax.imshow(matrix, cmap="Blues")
+    ax.set_xticks(range(len(class_names)), class_names, rotation=45, ha="right")
+    ax.set_yticks(range(len(class_names)), class_names)
+    ax.set(xlabel="predicted", ylabel="true", title=title)
+    for (i, j), count in np.ndenumerate(matrix):
+        color = "white" if count > matrix.max() / 2 else "black"
+        ax.text(j, i, str(count), ha="center", va="center", color=color, fontsize=8)
+    fig.colorbar(image, ax=ax)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def ensure_dir(path: str) -> str:
+    os.makedirs(path, exist_ok=True)
+    return path

@@ -1,0 +1,96 @@
+"""The pure train and eval steps, and the state they carry; no data, I/O or mesh code here."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import flax.linen as nn
+import flax.struct
+import jax
+import jax.numpy as jnp
+import optax
+
+
+@flax.struct.dataclass
+class TrainState:
+    """Everything a run needs to continue: the step, the parameters and the optimiser state."""
+
+    step: jax.Array
+    params: Any
+    opt_state: Any
+
+
+def normalize_video(
+    video: jax.Array, mean: Sequence[float], std: Sequence[float], dtype: Any
+) -> jax.Array:
+    """uint8 frames -> float, per-channel standardised (done on device, so hosts ship uint8)."""
+    video = video.astype(jnp.float32) / 255.0
+    return ((video - jnp.asarray(mean)) / jnp.asarray(std)).astype(dtype)
+
+
+def cross_entropy(logits: jax.Array, labels: jax.Array, label_smoothing: float) -> jax.Array:
+    """Per-example softmax cross-entropy against (optionally smoothed) one-hot labels."""
+    targets = jax.nn.one_hot(labels, logits.shape[-1])
+    if label_smoothing:
+        targets = optax.smooth_labels(targets, label_smoothing)
+    return optax.softmax_cross_entropy(logits.astype(jnp.float32), targets)
+
+
+def topk_correct(logits: jax.Array, labels: jax.Array, k: int) -> jax.Array:
+    """1.0 where the label is among the k highest logits (ties broken by lower class index)."""
+    k = min(k, logits.shape[-1])
+    _, top = jax.lax.top_k(logits, k)
+    return (top == labels[:, None]).any(axis=-1).astype(jnp.float32)
+
+
+def make_train_step(
+    model: nn.Module,
+    tx: optax.GradientTransformation,
+    *,
+    mean: Sequence[float],
+    std: Sequence[float],
+    label_smoothing: float = 0.0,
+) -> Callable[[TrainState, dict[str, jax.Array], jax.Array], tuple[TrainState, dict]]:
+    """Returns ``step(state, batch, key) -> (state, metrics)``; dropout keys fold in the step."""
+
+    def train_step(state: TrainState, batch: dict[str, jax.Array], key: jax.Array):
+        video = normalize_video(batch["video"], mean, std, model.dtype)
+        dropout_key = jax.random.fold_in(key, state.step)
+
+        def loss_fn(params):
+            logits = model.apply(
+                {"params": params}, video, train=True, rngs={"dropout": dropout_key}
+            )
+            loss = cross_entropy(logits, batch["label"], label_smoothing).mean()
+            return loss, logits
+
+        (loss, logits), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+        updates, opt_state = tx.update(grads, state.opt_state, state.params)
+        params = optax.apply_updates(state.params, updates)
+        metrics = {
+            "loss": loss,
+            "top1": topk_correct(logits, batch["label"], 1).mean(),
+            "grad_norm": optax.global_norm(grads),
+        }
+        return TrainState(step=state.step + 1, params=params, opt_state=opt_state), metrics
+
+    return train_step
+
+
+def make_eval_step(
+    model: nn.Module, *, mean: Sequence[float], std: Sequence[float]
+) -> Callable[[Any, dict[str, jax.Array]], dict[str, jax.Array]]:
+    """Returns ``step(params, batch) -> per-example outputs``; padded rows have ``mask == 0``."""
+
+    def eval_step(params: Any, batch: dict[str, jax.Array]) -> dict[str, jax.Array]:
+        video = normalize_video(batch["video"], mean, std, model.dtype)
+        logits = model.apply({"params": params}, video, train=False).astype(jnp.float32)
+        return {
+            "loss": cross_entropy(logits, batch["label"], 0.0),
+            "top1": topk_correct(logits, batch["label"], 1),
+            "top5": topk_correct(logits, batch["label"], 5),
+            "prediction": jnp.argmax(logits, axis=-1),
+        }
+
+    return eval_step

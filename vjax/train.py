@@ -1,0 +1,283 @@
+"""The training loop, top to bottom: config -> data -> model -> optimiser -> sharded state ->
+restore -> jitted steps -> periodic eval, logging and checkpoints.
+
+    >>> from vjax import train
+    >>> result = train.train(config, workdir="/tmp/run")
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import math
+import os
+import time
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+
+from vjax import checkpoint, parallel
+from vjax.config_utils import config_to_json
+from vjax.data.pipeline import TrainBatches, eval_batches, prefetch
+from vjax.metric_writers import MetricWriter, progress_line
+from vjax.models import build_model
+from vjax.optim import make_optimizer
+from vjax.step import TrainState, make_eval_step, make_train_step
+
+log = logging.getLogger(__name__)
+
+
+class NonFiniteLossError(FloatingPointError):
+    """Training produced a NaN/inf loss; the last good checkpoint is left untouched."""
+
+
+@dataclasses.dataclass
+class Experiment:
+    """What both training and evaluation build from a config, before anything is compiled."""
+
+    config: ml_collections.ConfigDict
+    mesh: jax.sharding.Mesh
+    rules: Any
+    builder: Any
+    class_names: list[str]
+    model: nn.Module
+    input_shape: tuple[int, ...]
+    state_shardings: Any
+    batch_sharding: jax.sharding.NamedSharding
+    tx: Any
+    init_state: Any  # key -> boxed TrainState (logical axis metadata on the leaves)
+
+
+def setup(config: ml_collections.ConfigDict, devices: list | None = None) -> Experiment:
+    """Builds mesh (over ``devices``, default all), data, model and optimiser; validates
+    shapes before any compilation."""
+    from vjax.data.datasets import clip_spec, load_dataset
+
+    mesh = parallel.make_mesh(config.sharding.mesh, devices)
+    rules = parallel.normalize_rules(config.sharding.rules)
+    batch_size = config.input.global_batch_size
+    if batch_size % mesh.size:
+        raise ValueError(
+            f"input.global_batch_size ({batch_size}) must be divisible by the "
+            f"number of devices ({mesh.size})"
+        )
+
+    builder = load_dataset(config.dataset)
+    clip_shape, num_classes, class_names = clip_spec(builder)
+    model = build_model(config.model, num_classes, config.train.dtype)
+    input_shape = (batch_size, *clip_shape)
+    model.check_input(input_shape)
+    tx = make_optimizer(config.optimizer, config.train.num_steps)
+
+    def init_state(key: jax.Array) -> TrainState:
+        dummy = jnp.zeros((1, *clip_shape), jnp.float32)
+        params = model.init({"params": key}, dummy, train=False)["params"]
+        return TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=tx.init(params))
+
+    abstract = jax.eval_shape(init_state, jax.random.key(0))
+    return Experiment(
+        config=config,
+        mesh=mesh,
+        rules=rules,
+        builder=builder,
+        class_names=list(class_names),
+        model=model,
+        input_shape=input_shape,
+        state_shardings=parallel.logical_shardings(abstract, mesh, rules),
+        batch_sharding=parallel.batch_sharding(mesh, rules),
+        tx=tx,
+        init_state=init_state,
+    )
+
+
+def create_state(exp: Experiment, seed: int) -> TrainState:
+    """Initialises the train state directly into its shardings (never whole on one device)."""
+    init = jax.jit(
+        lambda key: nn.meta.unbox(exp.init_state(key)), out_shardings=exp.state_shardings
+    )
+    with jax.set_mesh(exp.mesh):
+        return init(jax.random.key(seed))
+
+
+def compile_steps(exp: Experiment):
+    """The jitted train and eval steps with explicit in/out shardings; the state is donated."""
+    cfg = exp.config
+    norm = {"mean": tuple(cfg.input.mean), "std": tuple(cfg.input.std)}
+    replicated = parallel.replicated(exp.mesh)
+    train_step = jax.jit(
+        make_train_step(exp.model, exp.tx, label_smoothing=cfg.optimizer.label_smoothing, **norm),
+        in_shardings=(exp.state_shardings, exp.batch_sharding, replicated),
+        out_shardings=(exp.state_shardings, replicated),
+        donate_argnums=0,
+    )
+    eval_step = jax.jit(
+        make_eval_step(exp.model, **norm),
+        in_shardings=(exp.state_shardings.params, exp.batch_sharding),
+        out_shardings=exp.batch_sharding,
+    )
+    return train_step, eval_step
+
+
+def evaluate(exp: Experiment, eval_step, params: Any, split: str) -> dict[str, Any]:
+    """Loss, top-1, top-5, per-class accuracy and the confusion matrix on a whole split."""
+    from jax.experimental import multihost_utils
+
+    source = exp.builder.as_data_source(split)
+    outputs: dict[str, list[np.ndarray]] = {}
+    batches = eval_batches(
+        source, exp.config.input.global_batch_size, jax.process_index(), jax.process_count()
+    )
+    with jax.set_mesh(exp.mesh), nn.logical_axis_rules(exp.rules):
+        for batch in batches:
+            label, mask = batch["label"], batch["mask"]
+            device_batch = parallel.global_batch(
+                {"video": batch["video"], "label": label}, exp.batch_sharding
+            )
+            out = eval_step(params, device_batch)
+            local = {"label": label, "mask": mask}
+            gathered = multihost_utils.process_allgather(local, tiled=True)
+            for key, value in {**jax.device_get(out), **gathered}.items():
+                outputs.setdefault(key, []).append(np.asarray(value))
+    out = {k: np.concatenate(v) for k, v in outputs.items()}
+    keep = out.pop("mask") > 0
+    out = {k: v[keep] for k, v in out.items()}
+    num_classes = len(exp.class_names)
+    confusion = np.zeros((num_classes, num_classes), np.int64)
+    np.add.at(confusion, (out["label"], out["prediction"]), 1)
+    per_class = confusion.diagonal() / np.maximum(confusion.sum(axis=1), 1)
+    return {
+        "split": split,
+        "num_examples": int(keep.sum()),
+        "loss": float(out["loss"].mean()),
+        "top1": float(out["top1"].mean()),
+        "top5": float(out["top5"].mean()),
+        "mean_class_accuracy": float(per_class.mean()),
+        "per_class_accuracy": dict(zip(exp.class_names, map(float, per_class), strict=True)),
+        "confusion_matrix": confusion.tolist(),
+        "class_names": exp.class_names,
+    }
+
+
+def _check_finite(history: list[tuple[int, dict]]) -> list[tuple[int, dict]]:
+    """Fetches pending step metrics; raises naming the first step whose loss is not finite."""
+    fetched = jax.device_get(history)
+    for step, metrics in fetched:
+        if not all(math.isfinite(float(v)) for v in metrics.values()):
+            bad = {k: float(v) for k, v in metrics.items()}
+            raise NonFiniteLossError(
+                f"non-finite training metrics at step {step}: {bad}. Stopping; the last good "
+                f"checkpoint is intact. Lower optimizer.lr or enable optimizer.grad_clip_norm."
+            )
+    return fetched
+
+
+def train(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
+    """Trains (resuming from the newest good checkpoint in ``workdir``) and returns the last
+    validation metrics."""
+    exp = setup(config)
+    cfg, tcfg = config, config.train
+    is_main = jax.process_index() == 0
+    os.makedirs(workdir, exist_ok=True)
+    config_json = config_to_json(config)
+    if is_main:
+        with open(os.path.join(workdir, "config.json"), "w") as f:
+            f.write(config_json)
+    metadata = {
+        "config": json.loads(config_json),
+        "class_names": exp.class_names,
+        "clip_shape": list(exp.input_shape[1:]),
+    }
+
+    # State: restore the newest checkpoint that loads, else initialise.
+    manager = checkpoint.make_manager(os.path.join(workdir, "checkpoints"), tcfg.keep_checkpoints)
+    abstract = jax.eval_shape(lambda k: nn.meta.unbox(exp.init_state(k)), jax.random.key(0))
+    restored = checkpoint.restore_latest(
+        manager, checkpoint.abstract_like(abstract, exp.state_shardings)
+    )
+    if restored:
+        state, start = restored
+        print(f"Restored checkpoint at step {start} from {workdir}", flush=True)
+    else:
+        state, start = create_state(exp, cfg.seed), 0
+    num_params = sum(x.size for x in jax.tree.leaves(state.params))
+    print(
+        f"{cfg.model.name}: {num_params:,} parameters; mesh {dict(exp.mesh.shape)}; "
+        f"input {exp.input_shape}",
+        flush=True,
+    )
+
+    train_step, eval_step = compile_steps(exp)
+    batches = TrainBatches(
+        exp.builder.as_data_source("train"),
+        cfg.input.global_batch_size,
+        cfg.seed,
+        jax.process_index(),
+        jax.process_count(),
+    )
+    make_batch = lambda step: parallel.global_batch(batches(step), exp.batch_sharding)  # noqa: E731
+    writer = MetricWriter(workdir, enabled=is_main)
+    step_key = jax.random.key(cfg.seed + 1)
+    history: list[tuple[int, dict]] = []
+    last_eval: dict[str, Any] = {}
+    tick, tick_step = time.perf_counter(), start
+
+    try:
+        with jax.set_mesh(exp.mesh), nn.logical_axis_rules(exp.rules):
+            batches_ahead = prefetch(make_batch, range(start, tcfg.num_steps))
+            for step, batch in enumerate(batches_ahead, start=start + 1):  # step = updates done
+                state, metrics = train_step(state, batch, step_key)
+                history.append((step, metrics))
+
+                is_last = step == tcfg.num_steps
+                if step % tcfg.log_every == 0 or is_last:
+                    fetched = _check_finite(history)
+                    history = []
+                    means = {k: float(np.mean([m[k] for _, m in fetched])) for k in fetched[0][1]}
+                    rate = (step - tick_step) / (time.perf_counter() - tick)
+                    tick, tick_step = time.perf_counter(), step
+                    writer.write(step, "train", {**means, "steps_per_sec": rate})
+                    if is_main:
+                        print(progress_line(step, tcfg.num_steps, means, rate), flush=True)
+
+                if step % tcfg.eval_every == 0 or is_last:
+                    last_eval = evaluate(exp, eval_step, state.params, "validation")
+                    writer.write(
+                        step, "validation", {k: last_eval[k] for k in ("loss", "top1", "top5")}
+                    )
+                    if is_main:
+                        print(
+                            f"  validation @ {step}: loss {last_eval['loss']:.4f} | "
+                            f"top1 {last_eval['top1']:.4f} | top5 {last_eval['top5']:.4f}",
+                            flush=True,
+                        )
+
+                if step % tcfg.checkpoint_every == 0 or is_last:
+                    history = _check_finite(history)  # never save a state that went non-finite
+                    checkpoint.save(manager, step, state, metadata)
+    finally:  # an error mid-run still completes the saves already started
+        manager.wait_until_finished()
+        writer.flush()
+    return last_eval
+
+
+def evaluate_checkpoint(config: ml_collections.ConfigDict, workdir: str, split: str) -> dict:
+    """Restores the newest good checkpoint of ``workdir`` and evaluates it on ``split``."""
+    exp = setup(config)
+    manager = checkpoint.make_manager(
+        os.path.join(workdir, "checkpoints"), config.train.keep_checkpoints
+    )
+    abstract = jax.eval_shape(lambda k: nn.meta.unbox(exp.init_state(k)), jax.random.key(0))
+    restored = checkpoint.restore_latest(
+        manager, checkpoint.abstract_like(abstract, exp.state_shardings)
+    )
+    if restored is None:
+        raise FileNotFoundError(f"no checkpoint to evaluate in {workdir!r}; train first")
+    state, step = restored
+    _, eval_step = compile_steps(exp)
+    result = {"step": step, **evaluate(exp, eval_step, state.params, split)}
+    return result
