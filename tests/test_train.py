@@ -120,3 +120,13 @@ def test_nan_loss_stops_run_naming_step_and_keeps_last_good_checkpoint(data_dir,
     assert all(np.isfinite(x).all() for x in jax.tree.leaves(latest))
     if max(steps) == 3:
         jax.tree.map(np.testing.assert_array_equal, good, latest)
+
+
+def test_bfloat16_compute_trains_with_float32_state(data_dir, tmp_path):
+    config = tiny_config(data_dir, **{"train.dtype": "bfloat16", "train.num_steps": "3"})
+    train.train(config, str(tmp_path))
+    loaded_config, model, variables = vjax.load(str(tmp_path))
+    assert loaded_config.train.dtype == "bfloat16" and model.dtype == jax.numpy.bfloat16
+    assert {x.dtype for x in jax.tree.leaves(variables)} == {np.dtype(np.float32)}
+    records = [r for r in read_metrics(str(tmp_path)) if r["split"] == "train"]
+    assert records and all(np.isfinite(r["loss"]) for r in records)

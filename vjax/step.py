@@ -71,7 +71,7 @@ def make_train_step(
         metrics = {
             "loss": loss,
             "top1": topk_correct(logits, batch["label"], 1).mean(),
-            "grad_norm": optax.global_norm(grads),
+            "grad_norm": optax.tree_utils.tree_norm(grads),
         }
         return TrainState(step=state.step + 1, params=params, opt_state=opt_state), metrics
 

@@ -104,6 +104,13 @@ def create_state(exp: Experiment, seed: int) -> TrainState:
         return init(jax.random.key(seed))
 
 
+def restore_state(exp: Experiment, manager) -> tuple[TrainState, int] | None:
+    """The newest good checkpoint of ``manager`` restored straight into the state shardings."""
+    abstract = jax.eval_shape(lambda k: nn.meta.unbox(exp.init_state(k)), jax.random.key(0))
+    target = checkpoint.abstract_like(abstract, exp.state_shardings)
+    return checkpoint.restore_latest(manager, target)
+
+
 def compile_steps(exp: Experiment):
     """The jitted train and eval steps with explicit in/out shardings; the state is donated."""
     cfg = exp.config
@@ -195,10 +202,7 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
 
     # State: restore the newest checkpoint that loads, else initialise.
     manager = checkpoint.make_manager(os.path.join(workdir, "checkpoints"), tcfg.keep_checkpoints)
-    abstract = jax.eval_shape(lambda k: nn.meta.unbox(exp.init_state(k)), jax.random.key(0))
-    restored = checkpoint.restore_latest(
-        manager, checkpoint.abstract_like(abstract, exp.state_shardings)
-    )
+    restored = restore_state(exp, manager)
     if restored:
         state, start = restored
         print(f"Restored checkpoint at step {start} from {workdir}", flush=True)
@@ -271,10 +275,7 @@ def evaluate_checkpoint(config: ml_collections.ConfigDict, workdir: str, split: 
     manager = checkpoint.make_manager(
         os.path.join(workdir, "checkpoints"), config.train.keep_checkpoints
     )
-    abstract = jax.eval_shape(lambda k: nn.meta.unbox(exp.init_state(k)), jax.random.key(0))
-    restored = checkpoint.restore_latest(
-        manager, checkpoint.abstract_like(abstract, exp.state_shardings)
-    )
+    restored = restore_state(exp, manager)
     if restored is None:
         raise FileNotFoundError(f"no checkpoint to evaluate in {workdir!r}; train first")
     state, step = restored

@@ -1,0 +1,104 @@
+"""Optimiser from config: schedule shape, decay mask, clipping, SGD; the loss helpers."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+from vjax.optim import decay_mask, learning_rate_schedule, make_optimizer
+from vjax.step import cross_entropy, topk_correct
+
+OPT = dict(
+    name="adamw",
+    lr=1e-3,
+    end_lr=1e-5,
+    warmup_steps=10,
+    b1=0.9,
+    b2=0.999,
+    momentum=0.9,
+    nesterov=False,
+    weight_decay=0.1,
+    grad_clip_norm=1.0,
+    label_smoothing=0.0,
+)
+PARAMS = {
+    "dense": {"kernel": jnp.ones((3, 2)), "bias": jnp.ones((2,))},
+    "norm": {"scale": jnp.ones((2,)), "bias": jnp.ones((2,))},
+    "pos_embedding": jnp.ones((1, 4, 2)),
+    "cls": jnp.ones((1, 1, 2)),
+}
+
+
+def test_schedule_warms_up_linearly_then_decays_by_cosine():
+    schedule = learning_rate_schedule(OPT, num_steps=110)
+    assert float(schedule(0)) == 0.0
+    assert float(schedule(5)) == pytest.approx(5e-4)
+    assert float(schedule(10)) == pytest.approx(1e-3)
+    # Cosine from step 10 to 110: halfway (step 60) is the mean of peak and end.
+    assert float(schedule(60)) == pytest.approx((1e-3 + 1e-5) / 2, rel=1e-4)
+    assert float(schedule(110)) == pytest.approx(1e-5)
+    with pytest.raises(ValueError, match="warmup_steps"):
+        learning_rate_schedule(OPT, num_steps=10)
+
+
+def test_weight_decay_applies_to_kernels_only():
+    mask = decay_mask(PARAMS)
+    assert mask == {
+        "dense": {"kernel": True, "bias": False},
+        "norm": {"scale": False, "bias": False},
+        "pos_embedding": False,
+        "cls": False,
+    }
+    # With zero gradients only decay moves parameters: kernels shrink, nothing else changes.
+    opt = {**OPT, "warmup_steps": 0, "grad_clip_norm": 0.0}
+    tx = make_optimizer(opt, num_steps=100)
+    zeros = jax.tree.map(jnp.zeros_like, PARAMS)
+    updates, _ = tx.update(zeros, tx.init(PARAMS), PARAMS)
+    new = optax.apply_updates(PARAMS, updates)
+    assert float(new["dense"]["kernel"][0, 0]) == pytest.approx(1 - 1e-3 * 0.1)
+    for path in (("dense", "bias"), ("norm", "scale"), ("norm", "bias")):
+        np.testing.assert_array_equal(new[path[0]][path[1]], 1.0)
+    np.testing.assert_array_equal(new["pos_embedding"], 1.0)
+
+
+def test_gradients_are_clipped_by_global_norm():
+    opt = {**OPT, "name": "sgd", "momentum": 0.0, "weight_decay": 0.0, "warmup_steps": 0}
+    tx = make_optimizer(opt, num_steps=100)
+    grads = jax.tree.map(lambda p: 100.0 * jnp.ones_like(p), PARAMS)
+    updates, _ = tx.update(grads, tx.init(PARAMS), PARAMS)
+    # SGD update = -lr * clipped gradient, and the clipped gradient has global norm 1.
+    assert float(optax.tree_utils.tree_norm(updates)) == pytest.approx(1e-3, rel=1e-5)
+
+
+def test_sgd_momentum_accumulates():
+    opt = {**OPT, "name": "sgd", "weight_decay": 0.0, "grad_clip_norm": 0.0, "warmup_steps": 0}
+    tx = make_optimizer(opt, num_steps=10**9)  # lr ~ constant over two steps
+    grads = jax.tree.map(jnp.ones_like, PARAMS)
+    state = tx.init(PARAMS)
+    first, state = tx.update(grads, state, PARAMS)
+    second, _ = tx.update(grads, state, PARAMS)
+    assert float(second["cls"][0, 0, 0]) == pytest.approx(1.9 * float(first["cls"][0, 0, 0]))
+
+
+def test_unknown_optimizer_is_an_error():
+    with pytest.raises(ValueError, match="'adam'.*adamw, sgd"):
+        make_optimizer({**OPT, "name": "adam"}, num_steps=100)
+
+
+def test_label_smoothed_cross_entropy_matches_numpy():
+    logits = np.array([[2.0, 0.5, -1.0], [0.1, 0.2, 0.3]], np.float32)
+    labels = np.array([0, 2])
+    smoothing = 0.1
+    targets = np.eye(3)[labels] * (1 - smoothing) + smoothing / 3
+    log_probs = logits - np.log(np.exp(logits).sum(-1, keepdims=True))
+    expected = -(targets * log_probs).sum(-1)
+    np.testing.assert_allclose(cross_entropy(logits, labels, smoothing), expected, rtol=1e-6)
+
+
+def test_topk_correct():
+    logits = jnp.array([[0.1, 0.9, 0.5], [0.8, 0.1, 0.2]])
+    labels = jnp.array([2, 0])
+    np.testing.assert_array_equal(topk_correct(logits, labels, 1), [0.0, 1.0])
+    np.testing.assert_array_equal(topk_correct(logits, labels, 2), [1.0, 1.0])
+    np.testing.assert_array_equal(topk_correct(logits, labels, 5), [1.0, 1.0])
