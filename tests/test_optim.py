@@ -5,23 +5,18 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
+from conftest import DEMO_CONFIG
 
+from vjax.config_utils import load_config
 from vjax.optim import decay_mask, learning_rate_schedule, make_optimizer
 from vjax.step import cross_entropy, topk_correct
 
-OPT = dict(
-    name="adamw",
-    lr=1e-3,
-    end_lr=1e-5,
-    warmup_steps=10,
-    b1=0.9,
-    b2=0.999,
-    momentum=0.9,
-    nesterov=False,
-    weight_decay=0.1,
-    grad_clip_norm=1.0,
-    label_smoothing=0.0,
-)
+# The demo config's optimiser section, with round numbers the assertions below rely on.
+OPT = {
+    **load_config(DEMO_CONFIG).optimizer.to_dict(),
+    **dict(name="adamw", lr=1e-3, end_lr=1e-5, warmup_steps=10, weight_decay=0.1),
+    **dict(grad_clip_norm=1.0, label_smoothing=0.0, momentum=0.9),
+}
 PARAMS = {
     "dense": {"kernel": jnp.ones((3, 2)), "bias": jnp.ones((2,))},
     "norm": {"scale": jnp.ones((2,)), "bias": jnp.ones((2,))},
