@@ -92,16 +92,20 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     )
     c.sharding = ml_collections.ConfigDict(
         dict(
-            mesh=(("data", -1),),
-            # logical axis -> mesh axis; every name the models use appears here.
+            # Named mesh axes and sizes; one may be -1 (all remaining devices). fsdp > 1 shards
+            # parameters and optimiser state (ZeRO-3); tensor > 1 splits heads and MLPs.
+            mesh=(("data", -1), ("fsdp", 1), ("tensor", 1)),
+            # logical axis -> mesh axis; every name the models use appears here. A mesh axis
+            # already taken by an earlier dimension of the same array is skipped (so "embed"
+            # of an activation stays whole while "batch" holds fsdp).
             rules=(
-                ("batch", "data"),
+                ("batch", ("data", "fsdp")),
                 ("time", None),
                 ("tokens", None),
-                ("embed", None),
-                ("heads", None),
+                ("embed", "fsdp"),
+                ("heads", "tensor"),
                 ("kv", None),
-                ("mlp", None),
+                ("mlp", "tensor"),
                 ("classes", None),
             ),
         )
