@@ -130,3 +130,13 @@ def test_bfloat16_compute_trains_with_float32_state(data_dir, tmp_path):
     assert {x.dtype for x in jax.tree.leaves(variables)} == {np.dtype(np.float32)}
     records = [r for r in read_metrics(str(tmp_path)) if r["split"] == "train"]
     assert records and all(np.isfinite(r["loss"]) for r in records)
+
+
+def test_clip_not_divisible_into_tubelets_fails_in_setup_naming_the_numbers(data_dir, monkeypatch):
+    def no_compilation(*args, **kwargs):
+        pytest.fail("setup compiled something before validating the clip shape")
+
+    monkeypatch.setattr(jax, "jit", no_compilation)
+    config = tiny_config(data_dir, **{"dataset.num_frames": "5"})
+    with pytest.raises(ValueError, match=r"frames \(5\) is not divisible .* \(2\)"):
+        train.setup(config)
