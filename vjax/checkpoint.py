@@ -24,11 +24,12 @@ def make_manager(
         cleanup_tmp_directories=True,
     )
     return ocp.CheckpointManager(
-        os.path.abspath(directory), options=options, item_handlers=_HANDLERS()
+        os.path.abspath(directory), options=options, item_handlers=_item_handlers()
     )
 
 
-def _HANDLERS() -> dict:  # noqa: N802  (fresh handlers per manager)
+def _item_handlers() -> dict:
+    """Handlers for a checkpoint's two items; new instances for every manager."""
     return {"state": ocp.StandardCheckpointHandler(), "metadata": ocp.JsonCheckpointHandler()}
 
 
@@ -132,7 +133,7 @@ def read_checkpoint(path: str) -> tuple[dict, dict, int]:
     if os.path.basename(path).isdigit() and os.path.isdir(os.path.join(path, "state")):
         step_dir, path = path, os.path.dirname(path)
     manager = ocp.CheckpointManager(
-        path, options=ocp.CheckpointManagerOptions(read_only=True), item_handlers=_HANDLERS()
+        path, options=ocp.CheckpointManagerOptions(read_only=True), item_handlers=_item_handlers()
     )
     steps = (
         [int(os.path.basename(step_dir))] if step_dir else sorted(manager.all_steps(), reverse=True)

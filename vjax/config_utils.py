@@ -7,7 +7,6 @@ with the closest valid keys instead of being silently ignored.
 from __future__ import annotations
 
 import ast
-import difflib
 import importlib.util
 import json
 import os
@@ -15,6 +14,8 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 import ml_collections
+
+from vjax.suggest import closest_hint
 
 
 class ConfigError(ValueError):
@@ -50,10 +51,7 @@ def flat_keys(config: ml_collections.ConfigDict, prefix: str = "") -> list[str]:
 
 def unknown_key_error(key: str, valid: Iterable[str]) -> ConfigError:
     """An error naming ``key`` and the closest valid keys."""
-    valid = sorted(valid)
-    close = difflib.get_close_matches(key, valid, n=3, cutoff=0.6)
-    hint = f"; closest valid keys: {', '.join(close)}" if close else ""
-    return ConfigError(f"unknown config key {key!r}{hint}")
+    return ConfigError(f"unknown config key {key!r}{closest_hint(key, valid)}")
 
 
 def _parse_value(text: str, current: Any) -> Any:

@@ -74,4 +74,3 @@ def plot_confusion(
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
-

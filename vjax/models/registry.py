@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import dataclasses
-import difflib
 from collections.abc import Callable, Mapping
 from typing import Any
 
 import flax.linen as nn
 import jax.numpy as jnp
+
+from vjax.suggest import closest_hint
 
 _MODELS: dict[str, type[nn.Module]] = {}
 _DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16}
@@ -35,11 +36,6 @@ def model_fields(cls: type[nn.Module]) -> list[str]:
     return [f.name for f in dataclasses.fields(cls) if f.init and f.name not in ("parent", "name")]
 
 
-def _suggest(key: str, choices: list[str]) -> str:
-    close = difflib.get_close_matches(key, choices, n=3, cutoff=0.5)
-    return f"; did you mean {', '.join(close)}?" if close else f"; valid: {', '.join(choices)}"
-
-
 def build_model(
     model_config: Mapping[str, Any], num_classes: int, dtype: str = "float32"
 ) -> nn.Module:
@@ -52,13 +48,13 @@ def build_model(
     kwargs = dict(model_config)
     name = kwargs.pop("name")
     if name not in _MODELS:
-        raise ValueError(f"unknown model {name!r}{_suggest(name, available_models())}")
+        raise ValueError(f"unknown model {name!r}{closest_hint(name, available_models())}")
     cls = _MODELS[name]
     fields = model_fields(cls)
     for key in kwargs:
         if key not in fields:
             raise ValueError(
-                f"unknown config key 'model.{key}' for model {name!r}{_suggest(key, fields)}"
+                f"unknown config key 'model.{key}' for model {name!r}{closest_hint(key, fields)}"
             )
     if dtype not in _DTYPES:
         raise ValueError(f"unknown dtype {dtype!r}; valid: {', '.join(_DTYPES)}")
