@@ -4,6 +4,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+TEST_STAMP := $(VENV)/.installed-test
 WORKDIR ?= runs/demo
 
 .PHONY: install demo test lint clean
@@ -16,10 +17,15 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[test]'
 	touch $(STAMP)
 
+# The tests also need the reference packages the weight converters are checked against.
+$(TEST_STAMP): $(STAMP)
+	$(BIN)/python -m pip install --quiet -e '.[test,torch]'
+	touch $(TEST_STAMP)
+
 demo: $(STAMP)
 	$(BIN)/vjax demo --workdir=$(WORKDIR)
 
-test: $(STAMP)
+test: $(TEST_STAMP)
 	$(BIN)/python -m pytest -q tests
 
 lint: $(STAMP)

@@ -23,7 +23,7 @@ def load(path: str) -> tuple[Any, Any, dict]:
     from vjax.config_utils import config_from_json
     from vjax.models import build_model
 
-    metadata, params, _ = read_checkpoint(path)
+    metadata, variables, _ = read_checkpoint(path)
     config = config_from_json(metadata["config"])
     model = build_model(config.model, len(metadata["class_names"]), config.train.dtype)
-    return config, model, {"params": params}
+    return config, model, variables

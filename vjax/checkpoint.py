@@ -122,9 +122,9 @@ def abstract_like(tree: Any, shardings: Any) -> Any:
 
 
 def read_checkpoint(path: str) -> tuple[dict, dict, int]:
-    """Reads ``(metadata, params, step)`` from a workdir, a checkpoints folder or a step folder.
-
-    Parameters come back as host numpy arrays, ready for ``model.apply``.
+    """Reads ``(metadata, variables, step)`` from a workdir, a checkpoints folder or a step
+    folder. ``variables`` is ``{"params": ..., **model_state}`` of host numpy arrays, ready for
+    ``model.apply``.
     """
     path = os.path.abspath(path)
     if os.path.isdir(os.path.join(path, "checkpoints")):
@@ -152,6 +152,7 @@ def read_checkpoint(path: str) -> tuple[dict, dict, int]:
         except Exception as e:  # noqa: BLE001
             errors.append(f"step {step}: {type(e).__name__}: {e}")
             continue
-        params = jax.device_get(restored["state"]["params"])
-        return dict(restored["metadata"]), params, step
+        state = jax.device_get(restored["state"])
+        variables = {"params": state["params"], **state.get("model_state", {})}
+        return dict(restored["metadata"]), variables, step
     raise ValueError(f"no checkpoint under {path!r} restores: " + "; ".join(errors))

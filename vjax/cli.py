@@ -1,25 +1,39 @@
-"""The ``vjax`` command: ``vjax VERB [flags]``, the same as ``python -m vjax.main --mode=VERB``.
+"""The ``vjax`` command: ``vjax VERB [flags]``.
 
-vjax train --config=configs/demo.py:vivit --workdir=runs/vivit --config.optimizer.lr=3e-4
-vjax eval  --config=configs/demo.py:vivit --workdir=runs/vivit --split=test
-vjax demo  --workdir=runs/demo
+vjax train  --config=configs/demo.py:vivit --workdir=runs/vivit --config.optimizer.lr=3e-4
+vjax eval   --config=configs/demo.py:vivit --workdir=runs/vivit --split=test
+vjax demo   --workdir=runs/demo
+vjax parity vivit            # params and GFLOPs next to the published tables
+vjax convert --from=SOURCE --src=FILE --out=DIR
 """
 
 from __future__ import annotations
 
+import importlib
 import sys
 from collections.abc import Sequence
 
 from vjax.main import MODES
-from vjax.main import main as run_main
+
+# Verbs other than the training modes: verb -> "module:function(argv) -> exit code".
+COMMANDS = {
+    "parity": "vjax.parity:main",
+    "convert": "vjax.convert.cli:main",
+}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    if not argv or argv[0] in ("-h", "--help") or argv[0] not in MODES:
+    verbs = (*MODES, *COMMANDS)
+    if not argv or argv[0] in ("-h", "--help") or argv[0] not in verbs:
         print(__doc__.strip())
-        print(f"\nverbs: {', '.join(MODES)}")
+        print(f"\nverbs: {', '.join(verbs)}")
         return 0 if not argv or argv[0] in ("-h", "--help") else 2
+    if argv[0] in COMMANDS:
+        module, function = COMMANDS[argv[0]].split(":")
+        return getattr(importlib.import_module(module), function)(argv[1:])
+    from vjax.main import main as run_main
+
     return run_main([f"--mode={argv[0]}", *argv[1:]])
 
 

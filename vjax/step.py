@@ -14,11 +14,19 @@ import optax
 
 @flax.struct.dataclass
 class TrainState:
-    """Everything a run needs to continue: the step, the parameters and the optimiser state."""
+    """Everything a run needs to continue: the step, parameters, optimiser state and the model's
+    other variable collections (``model_state``, e.g. BatchNorm's ``batch_stats``; empty for
+    transformers)."""
 
     step: jax.Array
     params: Any
     opt_state: Any
+    model_state: Any = flax.struct.field(default_factory=dict)
+
+    @property
+    def variables(self) -> dict[str, Any]:
+        """What ``model.apply`` takes: ``{"params": ..., **model_state}``."""
+        return {"params": self.params, **self.model_state}
 
 
 def normalize_video(
@@ -59,13 +67,19 @@ def make_train_step(
         dropout_key = jax.random.fold_in(key, state.step)
 
         def loss_fn(params):
-            logits = model.apply(
-                {"params": params}, video, train=True, rngs={"dropout": dropout_key}
+            logits, model_state = model.apply(
+                {"params": params, **state.model_state},
+                video,
+                train=True,
+                rngs={"dropout": dropout_key},
+                mutable=list(state.model_state),
             )
             loss = cross_entropy(logits, batch["label"], label_smoothing).mean()
-            return loss, logits
+            return loss, (logits, model_state)
 
-        (loss, logits), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+        (loss, (logits, model_state)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
+            state.params
+        )
         updates, opt_state = tx.update(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
         metrics = {
@@ -73,7 +87,8 @@ def make_train_step(
             "top1": topk_correct(logits, batch["label"], 1).mean(),
             "grad_norm": optax.tree_utils.tree_norm(grads),
         }
-        return TrainState(step=state.step + 1, params=params, opt_state=opt_state), metrics
+        new_state = TrainState(state.step + 1, params, opt_state, dict(model_state))
+        return new_state, metrics
 
     return train_step
 
@@ -81,11 +96,14 @@ def make_train_step(
 def make_eval_step(
     model: nn.Module, *, mean: Sequence[float], std: Sequence[float]
 ) -> Callable[[Any, dict[str, jax.Array]], dict[str, jax.Array]]:
-    """Returns ``step(params, batch) -> per-example outputs``; padded rows have ``mask == 0``."""
+    """Returns ``step(variables, batch) -> per-example outputs``; padded rows have ``mask == 0``.
 
-    def eval_step(params: Any, batch: dict[str, jax.Array]) -> dict[str, jax.Array]:
+    ``variables`` is ``{"params": ..., **model_state}`` (see :attr:`TrainState.variables`).
+    """
+
+    def eval_step(variables: Any, batch: dict[str, jax.Array]) -> dict[str, jax.Array]:
         video = normalize_video(batch["video"], mean, std, model.dtype)
-        logits = model.apply({"params": params}, video, train=False).astype(jnp.float32)
+        logits = model.apply(variables, video, train=False).astype(jnp.float32)
         return {
             "loss": cross_entropy(logits, batch["label"], 0.0),
             "top1": topk_correct(logits, batch["label"], 1),

@@ -76,8 +76,9 @@ def setup(config: ml_collections.ConfigDict, devices: list | None = None) -> Exp
 
     def init_state(key: jax.Array) -> TrainState:
         dummy = jnp.zeros((1, *clip_shape), jnp.float32)
-        params = model.init({"params": key}, dummy, train=False)["params"]
-        return TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=tx.init(params))
+        variables = dict(model.init({"params": key}, dummy, train=False))
+        params = variables.pop("params")
+        return TrainState(jnp.zeros((), jnp.int32), params, tx.init(params), variables)
 
     abstract = jax.eval_shape(init_state, jax.random.key(0))
     return Experiment(
@@ -124,13 +125,13 @@ def compile_steps(exp: Experiment):
     )
     eval_step = jax.jit(
         make_eval_step(exp.model, **norm),
-        in_shardings=(exp.state_shardings.params, exp.batch_sharding),
+        in_shardings=(exp.state_shardings.variables, exp.batch_sharding),
         out_shardings=exp.batch_sharding,
     )
     return train_step, eval_step
 
 
-def evaluate(exp: Experiment, eval_step, params: Any, split: str) -> dict[str, Any]:
+def evaluate(exp: Experiment, eval_step, variables: Any, split: str) -> dict[str, Any]:
     """Loss, top-1, top-5, per-class accuracy and the confusion matrix on a whole split."""
     from jax.experimental import multihost_utils
 
@@ -145,7 +146,7 @@ def evaluate(exp: Experiment, eval_step, params: Any, split: str) -> dict[str, A
             device_batch = parallel.global_batch(
                 {"video": batch["video"], "label": label}, exp.batch_sharding
             )
-            out = eval_step(params, device_batch)
+            out = eval_step(variables, device_batch)
             local = {"label": label, "mask": mask}
             gathered = multihost_utils.process_allgather(local, tiled=True)
             for key, value in {**jax.device_get(out), **gathered}.items():
@@ -249,7 +250,7 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
                         print(progress_line(step, tcfg.num_steps, means, rate), flush=True)
 
                 if step % tcfg.eval_every == 0 or is_last:
-                    last_eval = evaluate(exp, eval_step, state.params, "validation")
+                    last_eval = evaluate(exp, eval_step, state.variables, "validation")
                     writer.write(
                         step, "validation", {k: last_eval[k] for k in ("loss", "top1", "top5")}
                     )
@@ -280,5 +281,5 @@ def evaluate_checkpoint(config: ml_collections.ConfigDict, workdir: str, split: 
         raise FileNotFoundError(f"no checkpoint to evaluate in {workdir!r}; train first")
     state, step = restored
     _, eval_step = compile_steps(exp)
-    result = {"step": step, **evaluate(exp, eval_step, state.params, split)}
+    result = {"step": step, **evaluate(exp, eval_step, state.variables, split)}
     return result

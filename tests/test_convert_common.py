@@ -1,0 +1,63 @@
+"""The converters' shared parts: checked assignment, tree comparison, the folder vjax.load opens."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import vjax
+from vjax.convert import ConversionError, assign, pretrained_config, save_converted
+from vjax.convert.common import check_tree_matches
+from vjax.models import build_model
+
+MODEL = {"name": "vivit", "size": "Ti/8x2", "num_layers": 1, "hidden_size": 32, "num_heads": 2}
+
+
+def test_assign_checks_shapes_and_double_assignment():
+    tree: dict = {}
+    assign(tree, "a/b/kernel", np.zeros((2, 3)), (2, 3))
+    assert tree["a"]["b"]["kernel"].shape == (2, 3)
+    with pytest.raises(
+        ConversionError, match=r"a/b/bias: source has shape \(4,\), model expects \(3,\)"
+    ):
+        assign(tree, "a/b/bias", np.zeros(4), (3,))
+    with pytest.raises(ConversionError, match="a/b/kernel: assigned twice"):
+        assign(tree, "a/b/kernel", np.zeros((2, 3)))
+
+
+def test_check_tree_matches_names_missing_extra_and_reshaped():
+    expected = {
+        "dense": {
+            "kernel": jax.ShapeDtypeStruct((4, 2), jnp.float32),
+            "bias": jax.ShapeDtypeStruct((2,), jnp.float32),
+        }
+    }
+    check_tree_matches({"dense": {"kernel": np.zeros((4, 2)), "bias": np.zeros(2)}}, expected)
+    with pytest.raises(ConversionError) as e:
+        check_tree_matches({"dense": {"kernel": np.zeros((4, 3)), "extra": np.zeros(1)}}, expected)
+    message = str(e.value)
+    assert "dense/bias: missing (model expects (2,))" in message
+    assert "dense/extra: not in the model (source has (1,))" in message
+    assert "dense/kernel: source has shape (4, 3), model expects (4, 2)" in message
+
+
+def test_saved_conversion_loads_back_and_predicts_the_same(tmp_path):
+    model = build_model(MODEL, num_classes=5)
+    video = jax.random.normal(jax.random.key(1), (2, 4, 16, 16, 3))
+    variables = model.init(jax.random.key(0), video, train=False)
+    config = pretrained_config(MODEL, (4, 16, 16, 3), [f"c{i}" for i in range(5)], source="test")
+    save_converted(str(tmp_path / "out"), config, jax.device_get(variables))
+
+    loaded_config, loaded_model, loaded = vjax.load(str(tmp_path / "out"))
+    assert loaded_config.source == "test" and list(loaded_config.class_names)[-1] == "c4"
+    np.testing.assert_array_equal(
+        loaded_model.apply(loaded, video, train=False), model.apply(variables, video, train=False)
+    )
+
+
+def test_convert_command_rejects_unknown_source(capsys):
+    from vjax.cli import main
+
+    with pytest.raises(SystemExit):
+        main(["convert", "--from=caffe", "--src=x", "--out=y"])
+    assert "invalid choice: 'caffe'" in capsys.readouterr().err

@@ -1,0 +1,82 @@
+"""MAC counting against hand-computed counts, and the parity command's pass/fail logic."""
+
+import flax.linen as nn
+import jax.numpy as jnp
+import pytest
+
+from vjax import parity
+from vjax.flops import count_macs, count_params
+
+
+class _ConvDense(nn.Module):
+    @nn.compact
+    def __call__(self, x, train):
+        x = nn.Conv(8, (3, 3, 3), strides=(1, 2, 2), feature_group_count=2, padding="SAME")(x)
+        x = nn.relu(x).mean(axis=(1, 2, 3))  # element-wise and reductions count zero
+        return nn.Dense(5)(x)
+
+
+class _Step(nn.Module):
+    @nn.compact
+    def __call__(self, carry, x):
+        return carry, nn.Dense(x.shape[-1])(x)
+
+
+class _Scanned(nn.Module):
+    @nn.compact
+    def __call__(self, x, train):
+        scan = nn.scan(
+            _Step,
+            variable_broadcast="params",
+            split_rngs={"params": False},
+            in_axes=1,
+            out_axes=1,
+        )
+        return scan()(jnp.zeros(()), x)[1]
+
+
+def test_conv_and_dense_macs_match_hand_count():
+    # conv output 2x4x8x8 (stride 2 in space) x 8 channels, each summing 4/2 channels x 27 taps.
+    conv = 2 * 4 * 4 * 4 * 8 * (4 // 2) * 27
+    dense = 2 * 8 * 5
+    assert count_macs(_ConvDense(), (2, 4, 8, 8, 4)) == conv + dense
+    assert count_params(_ConvDense(), (2, 4, 8, 8, 4)) == (27 * 2 * 8 + 8) + (8 * 5 + 5)
+
+
+def test_scan_body_counts_once_per_iteration():
+    # A dense 6->6 applied at each of 7 time steps to 3 examples.
+    assert count_macs(_Scanned(), (3, 7, 6)) == 7 * 3 * 6 * 6
+
+
+def test_attention_matmuls_are_counted():
+    from vjax.models.vivit import ViViT
+
+    model = ViViT(
+        num_classes=2,
+        size="Ti/8x2",
+        num_layers=1,
+        hidden_size=16,
+        num_heads=2,
+        mlp_dim=32,
+        pooling="gap",
+    )
+    tokens, d = 2 * 2 * 2, 16
+    embed = tokens * d * (2 * 8 * 8 * 3)
+    block = tokens * (4 * d * d + 2 * d * 32) + 2 * tokens * tokens * d
+    assert count_macs(model, (1, 4, 16, 16, 3)) == embed + block + d * 2
+
+
+def test_parity_fails_out_of_tolerance(monkeypatch, capsys):
+    from vjax.parity import vivit
+
+    assert parity.run("vivit") == 0
+    wrong = parity.PublishedSize("wrong", vivit.ROWS[0].model, vivit.ROWS[0].clip, 80e6, 455.2)
+    monkeypatch.setattr(vivit, "ROWS", [*vivit.ROWS[:1], wrong])
+    assert parity.run("vivit") == 1
+    out = capsys.readouterr().out
+    assert "OUT OF TOLERANCE: wrong" in out and "+11.19%" in out
+
+
+def test_parity_rejects_unknown_family():
+    with pytest.raises(ValueError, match="unknown parity family 'vit'"):
+        parity.run("vit")

@@ -1,0 +1,23 @@
+"""Weights in from other codebases, each returning ``(config, variables)`` for a vjax model.
+
+Every converter checks what it reads: a missing key, an unexpected key or a wrong shape is an
+error naming the parameter and both shapes (:func:`vjax.convert.common.assign`). Converted
+weights are written with :func:`save_converted` to a folder that :func:`vjax.load` opens and
+that ``train.init_from`` can start a run from.
+
+>>> from vjax.convert import save_converted
+>>> config, variables = from_somewhere(...)   # e.g. vjax.convert.torchvision.from_torchvision
+>>> save_converted("weights/r3d_18", config, variables)
+>>> config, model, variables = vjax.load("weights/r3d_18")
+"""
+
+from __future__ import annotations
+
+from vjax.convert.common import (
+    ConversionError,
+    assign,
+    pretrained_config,
+    save_converted,
+)
+
+__all__ = ["ConversionError", "assign", "pretrained_config", "save_converted"]

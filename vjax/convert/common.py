@@ -1,0 +1,122 @@
+"""What every converter shares: a checked parameter tree builder, the config it returns and the
+folder it writes (an Orbax checkpoint with metadata, the same layout training writes)."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import ml_collections
+import numpy as np
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+class ConversionError(ValueError):
+    """A source checkpoint that does not fit the target model (missing/extra key, bad shape)."""
+
+
+def assign(tree: dict, path: str, value: Any, expected_shape: Sequence[int] | None = None) -> None:
+    """Sets ``tree[a][b][c] = value`` for ``path = "a/b/c"``, checking the shape when given.
+
+    Raises ConversionError naming the parameter and both shapes on a mismatch, or when the
+    path is already set (two source tensors mapped onto one parameter).
+    """
+    value = np.asarray(value)
+    if expected_shape is not None and tuple(value.shape) != tuple(expected_shape):
+        raise ConversionError(
+            f"{path}: source has shape {tuple(value.shape)}, model expects {tuple(expected_shape)}"
+        )
+    *parents, leaf = path.split("/")
+    node = tree
+    for key in parents:
+        node = node.setdefault(key, {})
+    if leaf in node:
+        raise ConversionError(f"{path}: assigned twice")
+    node[leaf] = value
+
+
+def check_tree_matches(converted: Mapping, expected: Mapping, where: str = "") -> None:
+    """Raises ConversionError listing every key missing from/extra in ``converted`` and every
+    shape that differs from ``expected`` (e.g. ``jax.eval_shape`` of ``model.init``)."""
+    problems: list[str] = []
+
+    def walk(a: Any, b: Any, prefix: str) -> None:
+        if isinstance(b, Mapping):
+            if not isinstance(a, Mapping):
+                problems.append(f"{prefix}: expected a sub-tree, got an array")
+                return
+            for key in sorted(set(a) | set(b)):
+                path = f"{prefix}/{key}" if prefix else str(key)
+                if key not in a:
+                    problems.append(f"{path}: missing (model expects {_shape(b[key])})")
+                elif key not in b:
+                    problems.append(f"{path}: not in the model (source has {_shape(a[key])})")
+                else:
+                    walk(a[key], b[key], path)
+        elif tuple(np.shape(a)) != tuple(b.shape):
+            problems.append(
+                f"{prefix}: source has shape {tuple(np.shape(a))}, model expects {tuple(b.shape)}"
+            )
+
+    walk(converted, expected, "")
+    if problems:
+        more = f" (and {len(problems) - 10} more)" if len(problems) > 10 else ""
+        raise ConversionError(f"{where}{'; '.join(problems[:10])}{more}")
+
+
+def _shape(x: Any) -> Any:
+    return "a sub-tree" if isinstance(x, Mapping) else tuple(np.shape(x))
+
+
+def pretrained_config(
+    model: Mapping[str, Any],
+    clip: Sequence[int],
+    class_names: Sequence[str],
+    *,
+    mean: Sequence[float] = IMAGENET_MEAN,
+    std: Sequence[float] = IMAGENET_STD,
+    source: str = "",
+) -> ml_collections.ConfigDict:
+    """The config a converter returns: the model section, the clip ``(T, H, W, C)`` the weights
+    were trained on, normalisation, class names and where the weights came from."""
+    return ml_collections.ConfigDict(
+        {
+            "model": dict(model),
+            "input": {
+                "clip": list(clip),
+                "mean": list(mean),
+                "std": list(std),
+            },
+            "class_names": list(class_names),
+            "train": {"dtype": "float32"},
+            "source": source,
+        }
+    )
+
+
+def save_converted(out_dir: str, config: ml_collections.ConfigDict, variables: Mapping) -> str:
+    """Writes converted ``variables`` as step 0 of an Orbax checkpoint under ``out_dir`` (with
+    the config as metadata), so ``vjax.load(out_dir)`` opens it. Returns the folder."""
+    import flax.linen as nn
+    import jax
+
+    from vjax import checkpoint
+    from vjax.config_utils import config_to_json
+
+    variables = dict(nn.meta.unbox(variables))  # plain arrays, not logical-axis boxes
+    params = variables.pop("params")
+    metadata = {
+        "config": json.loads(config_to_json(config)),
+        "class_names": list(config.class_names),
+        "clip_shape": list(config.input.clip),
+    }
+    state = {"step": np.zeros((), np.int32), "params": params, "model_state": variables}
+    manager = checkpoint.make_manager(os.path.join(out_dir, "checkpoints"), 1, async_save=False)
+    checkpoint.save(manager, 0, jax.tree.map(np.asarray, state), metadata)
+    manager.wait_until_finished()
+    manager.close()
+    return out_dir
