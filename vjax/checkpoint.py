@@ -121,6 +121,10 @@ def abstract_like(tree: Any, shardings: Any) -> Any:
     )
 
 
+def _one_local_device() -> jax.sharding.Sharding:
+    return jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+
+
 def read_checkpoint(path: str) -> tuple[dict, dict, int]:
     """Reads ``(metadata, variables, step)`` from a workdir, a checkpoints folder or a step
     folder. ``variables`` is ``{"params": ..., **model_state}`` of host numpy arrays, ready for
@@ -143,10 +147,15 @@ def read_checkpoint(path: str) -> tuple[dict, dict, int]:
     errors = []
     for step in steps:
         try:
+            # Onto one local device, whatever mesh or process count wrote the checkpoint.
+            target = jax.tree.map(
+                lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=_one_local_device()),
+                manager.item_metadata(step)["state"],
+            )
             restored = manager.restore(
                 step,
                 args=ocp.args.Composite(
-                    metadata=ocp.args.JsonRestore(), state=ocp.args.StandardRestore()
+                    metadata=ocp.args.JsonRestore(), state=ocp.args.StandardRestore(target)
                 ),
             )
         except Exception as e:  # noqa: BLE001

@@ -35,6 +35,12 @@ def parse_args(argv: Sequence[str]) -> tuple[argparse.Namespace, dict[str, str]]
     )
     parser.add_argument("--workdir", required=True, help="checkpoints, metrics and reports")
     parser.add_argument("--split", default="test", help="split to evaluate (mode=eval)")
+    multi = parser.add_argument_group(
+        "multi-process (else from VJAX_* variables, or detected on TPU VMs, SLURM and Open MPI)"
+    )
+    multi.add_argument("--coordinator_address", default=None, help="host:port of process 0")
+    multi.add_argument("--num_processes", type=int, default=None)
+    multi.add_argument("--process_id", type=int, default=None)
     return parser.parse_args(rest), overrides
 
 
@@ -55,12 +61,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"config error: {e}", file=sys.stderr)
         return 2
 
-    from vjax import train
+    import jax
 
+    from vjax import distributed, train
+
+    distributed.initialize(args.coordinator_address, args.num_processes, args.process_id)
     if args.mode == "train":
         train.train(config, args.workdir)
     else:
         result = train.evaluate_checkpoint(config, args.workdir, args.split)
+        if jax.process_index() != 0:  # every process evaluated its shard; one reports
+            return 0
         from vjax.report import format_eval
 
         print(format_eval(result))

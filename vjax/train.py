@@ -146,10 +146,12 @@ def evaluate(exp: Experiment, eval_step, variables: Any, split: str) -> dict[str
             device_batch = parallel.global_batch(
                 {"video": batch["video"], "label": label}, exp.batch_sharding
             )
-            out = eval_step(variables, device_batch)
-            local = {"label": label, "mask": mask}
-            gathered = multihost_utils.process_allgather(local, tiled=True)
-            for key, value in {**jax.device_get(out), **gathered}.items():
+            out = eval_step(variables, device_batch)  # global arrays, sharded over hosts
+            gathered = {
+                **multihost_utils.process_allgather(out, tiled=True),
+                **multihost_utils.process_allgather({"label": label, "mask": mask}, tiled=True),
+            }
+            for key, value in gathered.items():
                 outputs.setdefault(key, []).append(np.asarray(value))
     out = {k: np.concatenate(v) for k, v in outputs.items()}
     keep = out.pop("mask") > 0

@@ -1,0 +1,120 @@
+"""Run one vjax command as N cooperating processes on this machine (``jax.distributed`` over
+localhost): the multi-host code path without a cluster. The tests use it.
+
+    python launch/local.py --num_processes=2 --devices_per_process=2 -- \\
+        vjax train --config=configs/demo.py:tiny --workdir=runs/two_procs
+
+Each process gets ``VJAX_COORDINATOR_ADDRESS``/``VJAX_NUM_PROCESSES``/``VJAX_PROCESS_ID`` (read
+by ``vjax.distributed.initialize``) and, with ``--platform=cpu``, that many host CPU devices.
+Output lines are prefixed with ``[pN]``. If one process fails, the others are stopped and its
+exit code is returned. ``--dry_run`` prints the commands and environment instead.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shlex
+import signal
+import socket
+import subprocess
+import sys
+import threading
+from collections.abc import Sequence
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("localhost", 0))
+        return s.getsockname()[1]
+
+
+def process_env(
+    process_id: int, num_processes: int, port: int, platform: str, devices_per_process: int
+) -> dict[str, str]:
+    """The environment variables (beyond the current ones) process ``process_id`` runs with."""
+    env = {
+        "VJAX_COORDINATOR_ADDRESS": f"localhost:{port}",
+        "VJAX_NUM_PROCESSES": str(num_processes),
+        "VJAX_PROCESS_ID": str(process_id),
+    }
+    if platform == "cpu":
+        env["JAX_PLATFORMS"] = "cpu"
+        env["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={devices_per_process}"
+    return env
+
+
+def _relay(stream, prefix: str) -> None:
+    for line in iter(stream.readline, ""):
+        sys.stdout.write(f"{prefix}{line}")
+        sys.stdout.flush()
+
+
+def run(command: Sequence[str], envs: Sequence[dict[str, str]]) -> int:
+    """Starts one process per env, relays their output, returns the first non-zero exit code."""
+    procs = []
+    for i, extra in enumerate(envs):
+        proc = subprocess.Popen(
+            list(command),
+            env={**os.environ, **extra},
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            start_new_session=True,
+        )
+        threading.Thread(target=_relay, args=(proc.stdout, f"[p{i}] "), daemon=True).start()
+        procs.append(proc)
+    code = 0
+    try:
+        remaining = list(procs)
+        while remaining:
+            for proc in list(remaining):
+                try:
+                    rc = proc.wait(timeout=0.2)
+                except subprocess.TimeoutExpired:
+                    continue
+                remaining.remove(proc)
+                if rc and not code:
+                    code = rc
+                    print(f"process {procs.index(proc)} exited with {rc}; stopping the others")
+                    for other in remaining:
+                        os.killpg(other.pid, signal.SIGTERM)
+    except KeyboardInterrupt:
+        for proc in procs:
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGTERM)
+        raise
+    return code
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if "--" not in argv:
+        raise SystemExit("usage: launch/local.py [options] -- COMMAND ...")
+    split = argv.index("--")
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--num_processes", type=int, default=2)
+    parser.add_argument("--devices_per_process", type=int, default=2)
+    parser.add_argument("--platform", choices=("cpu", "native"), default="cpu")
+    parser.add_argument("--port", type=int, default=0, help="coordinator port (0: a free one)")
+    parser.add_argument("--dry_run", action="store_true", help="print what would run")
+    args = parser.parse_args(argv[:split])
+    command = argv[split + 1 :]
+    if not command:
+        raise SystemExit("no command after --")
+    port = args.port or free_port()
+    envs = [
+        process_env(i, args.num_processes, port, args.platform, args.devices_per_process)
+        for i in range(args.num_processes)
+    ]
+    if args.dry_run:
+        for env in envs:
+            assignments = " ".join(f"{k}={shlex.quote(v)}" for k, v in env.items())
+            print(f"{assignments} {shlex.join(command)} &")
+        print("wait")
+        return 0
+    return run(command, envs)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

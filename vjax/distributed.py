@@ -1,0 +1,84 @@
+"""Multi-process start-up: ``jax.distributed.initialize`` when (and only when) a run spans
+several processes, before any JAX computation.
+
+The decision, in order:
+
+1. explicit: a coordinator address (``--coordinator_address`` or ``VJAX_COORDINATOR_ADDRESS``,
+   with the process count and id), as the local launcher (``launch/local.py``) sets it;
+2. automatic on a Cloud TPU VM, and under SLURM or Open MPI when the job has more than one
+   task: JAX detects the coordinator, process count and id itself;
+3. forced automatic with ``VJAX_DISTRIBUTED=1`` (any other environment JAX can detect);
+4. otherwise one process, nothing to do.
+
+>>> from vjax import distributed
+>>> distributed.initialize()   # at the top of main(), before jax.devices() is first called
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Mapping
+
+import jax
+
+log = logging.getLogger(__name__)
+
+
+def _on_cloud_tpu_vm() -> bool:
+    try:  # JAX's own probe (a private module, hence the guard)
+        from jax._src.cloud_tpu_init import running_in_cloud_tpu_vm
+    except ImportError:
+        return False
+    return bool(running_in_cloud_tpu_vm)
+
+
+def detect(env: Mapping[str, str] | None = None) -> str:
+    """Which start-up applies: ``"explicit"``, ``"auto"`` or ``"single"`` (see module doc)."""
+    env = os.environ if env is None else env
+    if env.get("VJAX_COORDINATOR_ADDRESS"):
+        return "explicit"
+    if env.get("VJAX_DISTRIBUTED") == "1":
+        return "auto"
+    if int(env.get("SLURM_NTASKS", "1")) > 1 and "SLURM_JOB_ID" in env:
+        return "auto"
+    if int(env.get("OMPI_COMM_WORLD_SIZE", "1")) > 1:
+        return "auto"
+    if env is os.environ and _on_cloud_tpu_vm():
+        return "auto"
+    return "single"
+
+
+def initialize(
+    coordinator_address: str | None = None,
+    num_processes: int | None = None,
+    process_id: int | None = None,
+) -> None:
+    """Starts JAX's distributed runtime if this run has several processes; see the module doc.
+
+    Explicit arguments win over the ``VJAX_*`` environment variables. Safe to call twice.
+    """
+    if jax.distributed.is_initialized():
+        return
+    address = coordinator_address or os.environ.get("VJAX_COORDINATOR_ADDRESS")
+    mode = "explicit" if address else detect()
+    if mode == "single":
+        return
+    if mode == "explicit":
+        num = num_processes if num_processes is not None else os.environ.get("VJAX_NUM_PROCESSES")
+        pid = process_id if process_id is not None else os.environ.get("VJAX_PROCESS_ID")
+        if num is None or pid is None:
+            raise ValueError(
+                f"coordinator address {address!r} given without the process count and id: set "
+                "--num_processes and --process_id (or VJAX_NUM_PROCESSES and VJAX_PROCESS_ID)"
+            )
+        jax.distributed.initialize(address, int(num), int(pid))
+    else:
+        jax.distributed.initialize()
+    log.info(
+        "jax.distributed: process %d of %d, %d local of %d devices",
+        jax.process_index(),
+        jax.process_count(),
+        jax.local_device_count(),
+        jax.device_count(),
+    )
