@@ -108,6 +108,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
                 ("mlp", "tensor"),
                 ("classes", None),
             ),
+            # On a mesh with fsdp or tensor > 1, a tensor this large held whole by every
+            # device is an error (a logical name mapped to None by mistake).
+            max_replicated_mib=4.0,
         )
     )
 

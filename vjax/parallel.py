@@ -70,3 +70,85 @@ def global_batch(local: dict[str, np.ndarray], sharding: NamedSharding) -> dict[
     return {
         key: jax.make_array_from_process_local_data(sharding, value) for key, value in local.items()
     }
+
+
+class ReplicationError(ValueError):
+    """A large parameter or optimiser tensor is whole on every device of a model-parallel mesh."""
+
+
+def check_rules_cover(abstract_tree: Any, rules: LogicalRules, where: str = "parameters") -> None:
+    """Raises a ValueError naming every logical axis name in ``abstract_tree`` without a rule.
+
+    An unnamed axis would silently be replicated; every name a model uses must be decided.
+    """
+    known = {name for name, _ in normalize_rules(rules)}
+    missing: dict[str, str] = {}
+    specs = nn.get_partition_spec(abstract_tree)
+    for path, spec in jax.tree_util.tree_flatten_with_path(
+        specs, is_leaf=lambda x: isinstance(x, PartitionSpec)
+    )[0]:
+        for name in spec if isinstance(spec, PartitionSpec) else ():
+            names = name if isinstance(name, tuple) else (name,)
+            for n in names:
+                if n is not None and n not in known:
+                    missing.setdefault(n, _path(path))
+    if missing:
+        listed = ", ".join(f"{n!r} (e.g. {p})" for n, p in sorted(missing.items()))
+        raise ValueError(
+            f"logical axis names used by the {where} have no rule in config.sharding.rules: "
+            f"{listed}. Add e.g. ('{sorted(missing)[0]}', None) to replicate it, or map it to "
+            f"a mesh axis."
+        )
+
+
+def _path(path: tuple) -> str:
+    return "/".join(str(getattr(k, "key", getattr(k, "name", getattr(k, "idx", k)))) for k in path)
+
+
+def _size(num_bytes: float) -> str:
+    return f"{num_bytes / 2**20:.1f} MiB" if num_bytes >= 2**20 else f"{num_bytes / 2**10:.1f} KiB"
+
+
+def _shard_bytes(x: jax.Array) -> int:
+    shape = x.sharding.shard_shape(x.shape)
+    return int(np.prod(shape, dtype=np.int64)) * x.dtype.itemsize
+
+
+def bytes_per_device(tree: Any) -> dict[jax.Device, int]:
+    """Bytes of ``tree``'s arrays held by each addressable device, from the actual shards."""
+    held: dict[jax.Device, int] = {}
+    for x in jax.tree.leaves(tree):
+        for shard in x.addressable_shards:
+            held[shard.device] = held.get(shard.device, 0) + shard.data.nbytes
+    return held
+
+
+def memory_report(tree: Any, mesh: Mesh, max_replicated_bytes: int) -> str:
+    """One line on how ``tree`` (parameters + optimiser state) is spread over devices.
+
+    The ``data`` mesh axis replicates parameters by design; every other mesh axis (fsdp,
+    tensor, ...) exists to split them. So on a mesh where those axes hold more than one device,
+    a tensor of at least ``max_replicated_bytes`` that every device holds whole is an
+    accident (usually a logical name mapped to ``None``): ReplicationError lists them all.
+    """
+    model_parallel = int(np.prod([size for name, size in mesh.shape.items() if name != "data"]))
+    flat = jax.tree_util.tree_flatten_with_path(tree)[0]
+    total = sum(x.nbytes for _, x in flat)
+    whole = [(_path(p), x.nbytes) for p, x in flat if _shard_bytes(x) == x.nbytes]
+    if model_parallel > 1:
+        large = [(p, b) for p, b in whole if b >= max_replicated_bytes]
+        if large:
+            listed = "; ".join(f"{p} ({_size(b)})" for p, b in large[:8])
+            raise ReplicationError(
+                f"{len(large)} tensor(s) of >= {_size(max_replicated_bytes)} are "
+                f"replicated on every device, although the mesh {dict(mesh.shape)} has "
+                f"{model_parallel} devices outside 'data' to split them: {listed}. Map one of "
+                f"their logical axes to a mesh axis "
+                f"in config.sharding.rules (or raise sharding.max_replicated_mib)."
+            )
+    held = bytes_per_device(tree)
+    return (
+        f"parameters + optimiser state: {total / 2**20:.1f} MiB in all, "
+        f"{max(held.values()) / 2**20:.1f} MiB max per device over {len(held)} local devices "
+        f"({sum(b for _, b in whole) / 2**20:.2f} MiB replicated)"
+    )

@@ -32,6 +32,10 @@ from vjax.step import TrainState, make_eval_step, make_train_step
 log = logging.getLogger(__name__)
 
 
+# Larger tensors may not sit whole on every device of an FSDP/tensor-parallel mesh.
+DEFAULT_MAX_REPLICATED_MIB = 4.0
+
+
 class NonFiniteLossError(FloatingPointError):
     """Training produced a NaN/inf loss; the last good checkpoint is left untouched."""
 
@@ -81,6 +85,7 @@ def setup(config: ml_collections.ConfigDict, devices: list | None = None) -> Exp
         return TrainState(jnp.zeros((), jnp.int32), params, tx.init(params), variables)
 
     abstract = jax.eval_shape(init_state, jax.random.key(0))
+    parallel.check_rules_cover(abstract, rules)
     return Experiment(
         config=config,
         mesh=mesh,
@@ -212,11 +217,17 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
     else:
         state, start = create_state(exp, cfg.seed), 0
     num_params = sum(x.size for x in jax.tree.leaves(state.params))
-    print(
-        f"{cfg.model.name}: {num_params:,} parameters; mesh {dict(exp.mesh.shape)}; "
-        f"input {exp.input_shape}",
-        flush=True,
+    memory = parallel.memory_report(
+        (state.params, state.opt_state),
+        exp.mesh,
+        int(cfg.sharding.get("max_replicated_mib", DEFAULT_MAX_REPLICATED_MIB) * 2**20),
     )
+    if is_main:
+        print(
+            f"{cfg.model.name}: {num_params:,} parameters; mesh {dict(exp.mesh.shape)}; "
+            f"input {exp.input_shape}\n{memory}",
+            flush=True,
+        )
 
     train_step, eval_step = compile_steps(exp)
     batches = TrainBatches(
