@@ -95,6 +95,10 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
             # Named mesh axes and sizes; one may be -1 (all remaining devices). fsdp > 1 shards
             # parameters and optimiser state (ZeRO-3); tensor > 1 splits heads and MLPs.
             mesh=(("data", -1), ("fsdp", 1), ("tensor", 1)),
+            # Multi-slice (TPU pods of several slices, or GPU nodes): how many slices each
+            # axis spans over the slower DCN links, e.g. (("data", 2),); ``mesh`` is then the
+            # per-slice shape. () = one slice.
+            dcn_mesh=(),
             # logical axis -> mesh axis; every name the models use appears here. A mesh axis
             # already taken by an earlier dimension of the same array is skipped (so "embed"
             # of an activation stays whole while "batch" holds fsdp).

@@ -13,16 +13,21 @@ from conftest import REPO, tiny_config
 from vjax.checkpoint import read_checkpoint
 
 STEPS = 4
-# data=2 x fsdp=2: the fsdp axis spans both processes, so parameters are sharded across hosts.
-MESH = "(('data', 2), ('fsdp', 2), ('tensor', 1))"
+# One process: data=2 x fsdp=2 over 4 local devices.
+ONE_HOST = ["--config.sharding.mesh=(('data', 2), ('fsdp', 2), ('tensor', 1))"]
+# Two processes as two "slices": fsdp=2 inside each (ICI), data=2 across them (DCN), so the
+# multi-slice mesh code runs too.
+TWO_SLICES = [
+    "--config.sharding.mesh=(('data', 1), ('fsdp', 2), ('tensor', 1))",
+    "--config.sharding.dcn_mesh=(('data', 2),)",
+]
 
 
-def _train_command(data_dir: str, workdir: str) -> list[str]:
+def _train_command(data_dir: str, workdir: str, mesh: list[str]) -> list[str]:
     return [
         sys.executable, "-m", "vjax.main", "--mode=train", f"--workdir={workdir}",
         f"--config={REPO}/configs/demo.py:tiny", f"--config.dataset.data_dir={data_dir}",
-        f"--config.train.num_steps={STEPS}", "--config.train.checkpoint_every=2",
-        f"--config.sharding.mesh={MESH}",
+        f"--config.train.num_steps={STEPS}", "--config.train.checkpoint_every=2", *mesh,
         # SGD: updates are linear in the gradients, so the (legitimately) different reduction
         # order across processes stays at rounding level; Adam's g/sqrt(v) would amplify it
         # for near-zero gradients.
@@ -46,12 +51,12 @@ def prepared(data_dir):
 def test_two_processes_match_one_process(prepared, tmp_path):
     one, two = str(tmp_path / "one"), str(tmp_path / "two")
     env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=4"}
-    subprocess.run(_train_command(prepared, one), check=True, env=env, cwd=REPO, timeout=600)
+    subprocess.run(_train_command(prepared, one, ONE_HOST), check=True, env=env, cwd=REPO, timeout=600)
 
     launcher = [sys.executable, os.path.join(REPO, "launch", "local.py")]
     result = subprocess.run(
         [*launcher, "--num_processes=2", "--devices_per_process=2", "--",
-         *_train_command(prepared, two)],
+         *_train_command(prepared, two, TWO_SLICES)],
         cwd=REPO, capture_output=True, text=True, timeout=600,
     )  # fmt: skip
     assert result.returncode == 0, result.stdout[-4000:]

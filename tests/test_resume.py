@@ -133,3 +133,27 @@ def test_checkpoint_of_another_model_is_an_error_naming_the_parameter(prepared, 
     ):
         train.train(wider, workdir)
     assert _steps(workdir) == [3, 6]  # nothing was overwritten
+
+
+def test_sigterm_saves_the_current_step_and_exits_cleanly(prepared, tmp_path):
+    """A preemption notice (SIGTERM) mid-run: checkpoint at that step, exit 0, resume there."""
+    import re
+
+    workdir = str(tmp_path)
+    args = ["--config.train.num_steps=5000", "--config.train.checkpoint_every=5000"]
+    command = [*_command(workdir, prepared, *args), "--config.train.log_every=1"]
+    process = subprocess.Popen(
+        command, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True
+    )
+    for line in process.stdout:  # wait until training is really under way
+        if line.startswith("step "):
+            break
+    process.send_signal(signal.SIGTERM)
+    out, _ = process.communicate(timeout=120)
+    assert process.returncode == 0, out
+    saved = int(re.search(r"Preempted: saved a checkpoint at step (\d+)", out).group(1))
+    assert 0 < saved < 5000 and _steps(workdir) == [saved]  # not a scheduled checkpoint
+
+    config = tiny_config(prepared, **{"train.num_steps": str(saved + 2)})
+    train.train(config, workdir)
+    assert max(_steps(workdir)) == saved + 2

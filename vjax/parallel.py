@@ -11,32 +11,66 @@ from typing import Any
 import flax.linen as nn
 import jax
 import numpy as np
+from jax.experimental import mesh_utils
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 LogicalRules = Sequence[tuple[str, str | Sequence[str] | None]]
 
 
-def make_mesh(axes: Sequence[tuple[str, int]], devices: Sequence[jax.Device] | None = None) -> Mesh:
+def _fill(names: Sequence[str], sizes: list[int], num_devices: int, what: str) -> list[int]:
+    """Replaces the one -1 in ``sizes`` so that they multiply to ``num_devices``."""
+    asked = dict(zip(names, sizes, strict=True))
+    if sizes.count(-1) > 1:
+        raise ValueError(f"at most one {what} axis may be -1, got {asked}")
+    known = int(np.prod([s for s in sizes if s != -1]))
+    if -1 in sizes:
+        if num_devices % known:
+            raise ValueError(f"{num_devices} devices cannot be split into {what} {asked}")
+        sizes[sizes.index(-1)] = num_devices // known
+    if int(np.prod(sizes)) != num_devices:
+        raise ValueError(
+            f"{what} {dict(zip(names, sizes, strict=True))} needs {int(np.prod(sizes))} devices, "
+            f"but {num_devices} are available"
+        )
+    return sizes
+
+
+def make_mesh(
+    axes: Sequence[tuple[str, int]],
+    devices: Sequence[jax.Device] | None = None,
+    dcn_axes: Sequence[tuple[str, int]] = (),
+) -> Mesh:
     """A mesh with named axes; one size may be -1 and is filled with the remaining devices.
 
+    ``dcn_axes`` makes a multi-slice mesh (fast ICI links inside a slice, slower DCN between
+    slices, built by ``mesh_utils.create_hybrid_device_mesh``): ``axes`` then give the sizes
+    within one slice and ``dcn_axes`` how many slices each axis spans; each axis of the result
+    has size ici x dcn. Slices are the devices' ``slice_index`` where they have several (TPU
+    multi-slice), else their processes (e.g. GPU nodes).
+
     >>> mesh = make_mesh([("data", -1)])   # all devices on the data axis
+    >>> pod = make_mesh([("data", 1), ("fsdp", -1)], dcn_axes=[("data", 2)])  # 2 slices
     """
     devices = list(devices if devices is not None else jax.devices())
     names = [name for name, _ in axes]
     sizes = [int(size) for _, size in axes]
-    if sizes.count(-1) > 1:
-        raise ValueError(f"at most one mesh axis may be -1, got {dict(axes)}")
-    known = int(np.prod([s for s in sizes if s != -1]))
-    if -1 in sizes:
-        if len(devices) % known:
-            raise ValueError(f"{len(devices)} devices cannot be split into mesh {dict(axes)}")
-        sizes[sizes.index(-1)] = len(devices) // known
-    if int(np.prod(sizes)) != len(devices):
-        raise ValueError(
-            f"mesh {dict(zip(names, sizes, strict=True))} needs {int(np.prod(sizes))} devices, "
-            f"but {len(devices)} are available"
-        )
-    return Mesh(np.asarray(devices).reshape(sizes), tuple(names))
+    dcn = {name: int(size) for name, size in dcn_axes}
+    if not dcn:
+        sizes = _fill(names, sizes, len(devices), "mesh")
+        return Mesh(np.asarray(devices).reshape(sizes), tuple(names))
+    unknown = set(dcn) - set(names)
+    if unknown:
+        raise ValueError(f"dcn axes {sorted(unknown)} are not mesh axes {names}")
+    dcn_sizes = [dcn.get(name, 1) for name in names]
+    num_slices = int(np.prod(dcn_sizes))
+    if len(devices) % num_slices:
+        raise ValueError(f"{len(devices)} devices cannot form {num_slices} equal slices")
+    sizes = _fill(names, sizes, len(devices) // num_slices, "per-slice mesh")
+    by_slice = len({getattr(d, "slice_index", None) for d in devices}) > 1
+    grid = mesh_utils.create_hybrid_device_mesh(
+        sizes, dcn_sizes, devices, process_is_granule=not by_slice
+    )
+    return Mesh(grid, tuple(names))
 
 
 def normalize_rules(rules: Any) -> tuple[tuple[str, Any], ...]:

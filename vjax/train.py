@@ -7,6 +7,7 @@ restore -> jitted steps -> periodic eval, logging and checkpoints.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import logging
@@ -27,6 +28,7 @@ from vjax.data.pipeline import TrainBatches, eval_batches, prefetch
 from vjax.metric_writers import MetricWriter, progress_line
 from vjax.models import build_model
 from vjax.optim import make_optimizer
+from vjax.preemption import PreemptionWatcher
 from vjax.step import TrainState, make_eval_step, make_train_step
 
 log = logging.getLogger(__name__)
@@ -62,7 +64,7 @@ def setup(config: ml_collections.ConfigDict, devices: list | None = None) -> Exp
     shapes before any compilation."""
     from vjax.data.datasets import clip_spec, load_dataset
 
-    mesh = parallel.make_mesh(config.sharding.mesh, devices)
+    mesh = parallel.make_mesh(config.sharding.mesh, devices, config.sharding.get("dcn_mesh", ()))
     rules = parallel.normalize_rules(config.sharding.rules)
     batch_size = config.input.global_batch_size
     if batch_size % mesh.size:
@@ -244,12 +246,24 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
     last_eval: dict[str, Any] = {}
     tick, tick_step = time.perf_counter(), start
 
+    preempted_at = None
     try:
-        with jax.set_mesh(exp.mesh), nn.logical_axis_rules(exp.rules):
-            batches_ahead = prefetch(make_batch, range(start, tcfg.num_steps))
+        with contextlib.ExitStack() as stack:
+            stack.enter_context(jax.set_mesh(exp.mesh))
+            stack.enter_context(nn.logical_axis_rules(exp.rules))
+            stop = stack.enter_context(PreemptionWatcher())
+            batches_ahead = stack.enter_context(
+                contextlib.closing(prefetch(make_batch, range(start, tcfg.num_steps)))
+            )
             for step, batch in enumerate(batches_ahead, start=start + 1):  # step = updates done
                 state, metrics = train_step(state, batch, step_key)
                 history.append((step, metrics))
+
+                if stop(step):  # preemption notice: save this step and leave cleanly
+                    history = _check_finite(history)
+                    checkpoint.save(manager, step, state, metadata)
+                    preempted_at = step
+                    break
 
                 is_last = step == tcfg.num_steps
                 if step % tcfg.log_every == 0 or is_last:
@@ -280,6 +294,14 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
     finally:  # an error mid-run still completes the saves already started
         manager.wait_until_finished()
         writer.flush()
+    if preempted_at is not None:
+        if is_main:
+            print(
+                f"Preempted: saved a checkpoint at step {preempted_at} in {workdir}; run the "
+                f"same command to resume.",
+                flush=True,
+            )
+        return {"preempted_at": preempted_at}
     return last_eval
 
 
