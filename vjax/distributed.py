@@ -8,6 +8,7 @@ The decision, in order:
 2. automatic on a Cloud TPU VM, and under SLURM or Open MPI when the job has more than one
    task: JAX detects the coordinator, process count and id itself;
 3. forced automatic with ``VJAX_DISTRIBUTED=1`` (any other environment JAX can detect);
+   ``VJAX_LOCAL_DEVICE_IDS`` lists the devices of a process that drives several GPUs;
 4. otherwise one process, nothing to do.
 
 >>> from vjax import distributed
@@ -74,7 +75,12 @@ def initialize(
             )
         jax.distributed.initialize(address, int(num), int(pid))
     else:
-        jax.distributed.initialize()
+        # Under SLURM/MPI on GPUs JAX gives each process one device (one process per GPU);
+        # with one process per node, VJAX_LOCAL_DEVICE_IDS=0,1,...,7 gives it all of them.
+        ids = os.environ.get("VJAX_LOCAL_DEVICE_IDS")
+        jax.distributed.initialize(
+            local_device_ids=[int(i) for i in ids.split(",")] if ids else None
+        )
     log.info(
         "jax.distributed: process %d of %d, %d local of %d devices",
         jax.process_index(),

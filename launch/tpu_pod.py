@@ -1,0 +1,140 @@
+"""Train on a Cloud TPU VM pod: create it (directly or as a queued resource), copy this
+checkout to every worker, run one vjax command on all workers at once, tear it down.
+
+    python launch/tpu_pod.py all --name=vjax-v4 --zone=us-central2-b --accelerator=v4-64 \\
+        --queued -- vjax train --config=configs/demo.py --workdir=gs://BUCKET/runs/demo
+
+Steps: ``create``, ``copy``, ``run``, ``teardown``, or ``all`` (the four in order). Every
+worker runs the same command; ``vjax.distributed`` detects the TPU pod and starts
+``jax.distributed``, so each host feeds its own data shard and process 0 writes the logs.
+Use a ``gs://`` workdir: checkpoints must be on storage every host sees. ``--num_slices=N``
+asks for N slices (multi-slice over DCN; set ``--config.sharding.dcn_mesh=(('data', N),)``).
+``--dry_run`` prints the gcloud commands instead of running them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import shlex
+import sys
+from collections.abc import Callable, Sequence
+
+from common import execute, split_command
+
+# generation -> (TensorCores per chip as counted in the type name, chips per host)
+_GENERATIONS = {
+    "v2": (2, 4),
+    "v3": (2, 4),
+    "v4": (2, 4),
+    "v5p": (2, 4),
+    "v5litepod": (1, 4),
+    "v6e": (1, 4),
+}
+_ALIASES = {"v5e": "v5litepod"}
+
+
+def parse_accelerator(accelerator: str) -> tuple[str, int, int]:
+    """``"v5e-32"`` -> ``("v5litepod-32", chips, hosts)``; raises on an unknown type."""
+    match = re.fullmatch(r"(v\d+[a-z]*|v5litepod)-(\d+)", accelerator)
+    if not match:
+        raise ValueError(f"accelerator type {accelerator!r} is not of the form v4-64 or v5e-32")
+    generation = _ALIASES.get(match[1], match[1])
+    if generation not in _GENERATIONS:
+        raise ValueError(
+            f"unknown TPU generation {match[1]!r}; known: {', '.join([*_GENERATIONS, *_ALIASES])}"
+        )
+    cores_per_chip, chips_per_host = _GENERATIONS[generation]
+    chips = int(match[2]) // cores_per_chip
+    hosts = max(1, chips // chips_per_host) if chips > 8 else 1  # up to 8 chips: one host
+    return f"{generation}-{match[2]}", chips, hosts
+
+
+def commands(args: argparse.Namespace, command: Sequence[str]) -> list[list[str]]:
+    """The gcloud commands of the requested step(s)."""
+    accel, _, _ = parse_accelerator(args.accelerator)
+    where = [f"--zone={args.zone}"] + ([f"--project={args.project}"] if args.project else [])
+    tpu = ["gcloud", "compute", "tpus"]
+    # A multi-slice queued resource names its slices PREFIX-0, PREFIX-1, ...
+    nodes = [args.name] if args.num_slices == 1 else [
+        f"{args.name}-{i}" for i in range(args.num_slices)
+    ]  # fmt: skip
+
+    def on_all_nodes(make: Callable[[str], list[str]]) -> list[list[str]]:
+        """One command per node; several run at once (every host must join the run)."""
+        per_node = [make(node) for node in nodes]
+        if len(per_node) == 1:
+            return per_node
+        return [["bash", "-c", " & ".join(shlex.join(c) for c in per_node) + " & wait"]]
+
+    def ssh(node: str, remote: str) -> list[str]:
+        return [*tpu, "tpu-vm", "ssh", node, *where, "--worker=all", f"--command={remote}"]
+
+    steps: dict[str, list[list[str]]] = {}
+    if args.queued:
+        create = [
+            *tpu, "queued-resources", "create", args.name, *where,
+            f"--accelerator-type={accel}", f"--runtime-version={args.version}",
+        ]  # fmt: skip
+        if args.num_slices > 1:
+            create += [f"--node-count={args.num_slices}", f"--node-prefix={args.name}"]
+        else:
+            create += [f"--node-id={args.name}"]
+        create += ["--spot"] if args.spot else []
+        wait = [
+            *tpu, "queued-resources", "describe", args.name, *where,
+            "--format=value(state.state)",
+        ]  # fmt: skip
+        steps["create"] = [create, wait]
+        steps["teardown"] = [[*tpu, "queued-resources", "delete", args.name, *where, "--force",
+                              "--quiet"]]  # fmt: skip
+    else:
+        if args.num_slices > 1:
+            raise SystemExit("--num_slices > 1 needs --queued (multi-slice is a queued resource)")
+        create = [
+            *tpu, "tpu-vm", "create", args.name, *where,
+            f"--accelerator-type={accel}", f"--version={args.version}",
+        ] + (["--spot"] if args.spot else [])  # fmt: skip
+        steps["create"] = [create]
+        steps["teardown"] = [[*tpu, "tpu-vm", "delete", args.name, *where, "--quiet"]]
+    install = (
+        "mkdir -p ~/vjax && tar xzf ~/vjax.tar.gz -C ~/vjax && cd ~/vjax && "
+        "python3 -m venv .venv && .venv/bin/pip install -q -e . 'jax[tpu]'"
+    )
+    steps["copy"] = [
+        ["git", "archive", "--format=tar.gz", "-o", "/tmp/vjax.tar.gz", "HEAD"],
+        *[[*tpu, "tpu-vm", "scp", "/tmp/vjax.tar.gz", f"{node}:~/vjax.tar.gz", *where,
+           "--worker=all"] for node in nodes],
+        *on_all_nodes(lambda node: ssh(node, install)),
+    ]  # fmt: skip
+    remote = f"cd ~/vjax && VJAX_DISTRIBUTED=1 .venv/bin/{shlex.join(command)}"
+    steps["run"] = on_all_nodes(lambda node: ssh(node, remote))
+    order = ["create", "copy", "run", "teardown"] if args.step == "all" else [args.step]
+    return [c for step in order for c in steps[step]]
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    options, command = split_command(sys.argv[1:] if argv is None else argv)
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("step", choices=("create", "copy", "run", "teardown", "all"))
+    parser.add_argument("--name", required=True, help="TPU (or queued resource) name")
+    parser.add_argument("--zone", required=True)
+    parser.add_argument("--project", default=None)
+    parser.add_argument("--accelerator", required=True, help="e.g. v4-64, v5e-32, v5p-128")
+    parser.add_argument("--version", default="tpu-ubuntu2204-base", help="TPU VM runtime")
+    parser.add_argument("--queued", action="store_true", help="create as a queued resource")
+    parser.add_argument("--num_slices", type=int, default=1)
+    parser.add_argument("--spot", action="store_true", help="preemptible capacity")
+    parser.add_argument("--dry_run", action="store_true", help="print the commands only")
+    args = parser.parse_args(options)
+    accel, chips, hosts = parse_accelerator(args.accelerator)
+    print(
+        f"# {accel}: {chips} chips on {hosts} host(s) per slice, {args.num_slices} slice(s): "
+        f"{hosts * args.num_slices} processes",
+        flush=True,
+    )
+    return execute(commands(args, command), args.dry_run)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,111 @@
+"""Launch scripts: dry runs print valid commands for TPU pods and a SLURM GPU cluster, and the
+multi-process start-up picks the right mode from the environment."""
+
+import os
+import shlex
+import subprocess
+import sys
+
+import pytest
+from conftest import REPO
+
+from vjax import distributed
+
+TRAIN = ["--", "vjax", "train", "--config=configs/demo.py", "--workdir=gs://bucket/runs/demo"]
+
+
+def _dry_run(script: str, *args: str) -> list[str]:
+    result = subprocess.run(
+        [sys.executable, os.path.join(REPO, "launch", script), *args, "--dry_run", *TRAIN[0:1],
+         *TRAIN[1:]],
+        capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    return result.stdout.splitlines()
+
+
+def _assert_valid_shell(line: str) -> list[str]:
+    subprocess.run(["bash", "-n", "-c", line], check=True)  # syntax check, runs nothing
+    return shlex.split(line)
+
+
+@pytest.mark.parametrize(
+    "accelerator, accel_type, hosts",
+    [("v5e-32", "v5litepod-32", 8), ("v4-64", "v4-64", 8), ("v4-8", "v4-8", 1)],
+)
+def test_tpu_pod_dry_run(accelerator, accel_type, hosts):
+    lines = _dry_run(
+        "tpu_pod.py", "all", "--name=pod", "--zone=us-central2-b",
+        f"--accelerator={accelerator}", "--queued", "--spot",
+    )  # fmt: skip
+    assert lines[0].startswith(f"# {accel_type}: ") and f"{hosts} processes" in lines[0]
+    commands = [_assert_valid_shell(line) for line in lines[1:]]
+    create, wait, archive, scp, install, run, teardown = commands
+    assert create[:5] == ["gcloud", "compute", "tpus", "queued-resources", "create"]
+    assert f"--accelerator-type={accel_type}" in create and "--spot" in create
+    assert archive[:2] == ["git", "archive"]
+    assert scp[3:5] == ["tpu-vm", "scp"] and "--worker=all" in scp
+    assert run[3:6] == ["tpu-vm", "ssh", "pod"] and "--worker=all" in run
+    remote = next(a for a in run if a.startswith("--command="))[len("--command=") :]
+    _assert_valid_shell(remote)
+    assert "VJAX_DISTRIBUTED=1 .venv/bin/vjax train --config=configs/demo.py" in remote
+    assert teardown[3:5] == ["queued-resources", "delete"]
+
+
+def test_tpu_multislice_runs_every_slice_at_once():
+    lines = _dry_run(
+        "tpu_pod.py", "run", "--name=ms", "--zone=z", "--accelerator=v5e-32", "--queued",
+        "--num_slices=2",
+    )  # fmt: skip
+    assert "16 processes" in lines[0]
+    (run,) = [_assert_valid_shell(line) for line in lines[1:]]
+    assert run[:2] == ["bash", "-c"] and run[2].endswith("& wait")
+    assert "ssh ms-0 " in run[2] and "ssh ms-1 " in run[2]
+
+
+def test_unknown_tpu_type_is_an_error():
+    result = subprocess.run(
+        [sys.executable, os.path.join(REPO, "launch", "tpu_pod.py"), "run", "--name=x",
+         "--zone=z", "--accelerator=v9-8", "--dry_run", *TRAIN],
+        capture_output=True, text=True,
+    )  # fmt: skip
+    assert result.returncode != 0 and "unknown TPU generation 'v9'" in result.stderr
+
+
+@pytest.mark.parametrize("per, tasks", [("gpu", 8), ("node", 1)])
+def test_slurm_dry_run_two_nodes_of_eight_gpus(tmp_path, per, tasks):
+    lines = _dry_run("slurm.py", "--nodes=2", "--gpus_per_node=8", f"--per={per}",
+                     "--partition=gpu", "--repo=/shared/vjax")  # fmt: skip
+    assert lines[0] == f"# 2 nodes x 8 GPUs, {2 * tasks} processes"
+    assert lines[-1] == "sbatch vjax.sbatch"
+    script = "\n".join(lines[1:-1])
+    path = tmp_path / "job.sbatch"
+    path.write_text(script)
+    subprocess.run(["bash", "-n", str(path)], check=True)
+    for directive in ("--nodes=2", f"--ntasks-per-node={tasks}", "--gpus-per-node=8",
+                      "--signal=TERM@120", "--requeue", "--partition=gpu"):  # fmt: skip
+        assert f"#SBATCH {directive}" in script
+    srun = shlex.split(script.strip().splitlines()[-1])
+    assert srun[0] == "srun" and srun[3:5] == ["/shared/vjax/.venv/bin/vjax", "train"]
+    assert ("VJAX_LOCAL_DEVICE_IDS=0,1,2,3,4,5,6,7" in script) == (per == "node")
+
+
+@pytest.mark.parametrize(
+    "env, mode",
+    [
+        ({}, "single"),
+        ({"VJAX_COORDINATOR_ADDRESS": "host:1234"}, "explicit"),
+        ({"SLURM_JOB_ID": "7", "SLURM_NTASKS": "16"}, "auto"),
+        ({"SLURM_JOB_ID": "7", "SLURM_NTASKS": "1"}, "single"),
+        ({"OMPI_COMM_WORLD_SIZE": "4"}, "auto"),
+        ({"VJAX_DISTRIBUTED": "1"}, "auto"),
+    ],
+)
+def test_distributed_mode_from_environment(env, mode):
+    assert distributed.detect(env) == mode
+
+
+def test_coordinator_without_process_count_is_an_error(monkeypatch):
+    monkeypatch.setenv("VJAX_COORDINATOR_ADDRESS", "localhost:1")
+    monkeypatch.delenv("VJAX_NUM_PROCESSES", raising=False)
+    with pytest.raises(ValueError, match="without the process count and id"):
+        distributed.initialize()
