@@ -51,7 +51,9 @@ def prepared(data_dir):
 def test_two_processes_match_one_process(prepared, tmp_path):
     one, two = str(tmp_path / "one"), str(tmp_path / "two")
     env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=4"}
-    subprocess.run(_train_command(prepared, one, ONE_HOST), check=True, env=env, cwd=REPO, timeout=600)
+    subprocess.run(
+        _train_command(prepared, one, ONE_HOST), check=True, env=env, cwd=REPO, timeout=600
+    )
 
     launcher = [sys.executable, os.path.join(REPO, "launch", "local.py")]
     result = subprocess.run(
@@ -94,3 +96,42 @@ def test_dry_run_prints_each_process(capsys):
     for i, line in enumerate(lines[:3]):
         assert f"VJAX_PROCESS_ID={i} " in line and "VJAX_COORDINATOR_ADDRESS=localhost:1234" in line
         assert line.endswith("vjax train &")
+
+
+def test_preemption_of_one_host_saves_on_all_and_exits_cleanly(prepared, tmp_path):
+    """SIGTERM to process 1 only: JAX's preemption service agrees on a step, every process
+    saves its shards of that step and exits 0; the checkpoint then restores."""
+    import re
+    import signal
+
+    sys.path.insert(0, os.path.join(REPO, "launch"))
+    import local
+
+    workdir = str(tmp_path)
+    command = [
+        *_train_command(prepared, workdir, TWO_SLICES),
+        "--config.train.num_steps=5000", "--config.train.checkpoint_every=5000",
+        "--config.train.log_every=1", "--config.train.eval_every=5000",
+    ]  # fmt: skip
+    port = local.free_port()
+    procs = [
+        subprocess.Popen(
+            command,
+            cwd=REPO,
+            text=True,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, **local.process_env(i, 2, port, "cpu", 2)},
+        )  # fmt: skip
+        for i in range(2)
+    ]
+    for line in procs[0].stdout:  # process 0 prints progress once training is under way
+        if line.startswith("step "):
+            break
+    procs[1].send_signal(signal.SIGTERM)
+    outputs = [p.communicate(timeout=300)[0] for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], outputs[1][-3000:]
+    saved = int(re.search(r"Preempted: saved a checkpoint at step (\d+)", outputs[0]).group(1))
+    assert 0 < saved < 5000
+    _, _, step = read_checkpoint(workdir)
+    assert step == saved
