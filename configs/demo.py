@@ -111,6 +111,10 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
                 ("kv", None),
                 ("mlp", "tensor"),
                 ("classes", None),
+                ("space", None),  # per-frame token axis of factorised transformers
+                ("conv_in", None),  # conv kernels: split output channels like "embed"
+                ("conv_out", "fsdp"),
+                ("rnn", "tensor"),  # recurrent hidden units
             ),
             # On a mesh with fsdp or tensor > 1, a tensor this large held whole by every
             # device is an error (a logical name mapped to None by mistake).
