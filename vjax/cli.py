@@ -5,6 +5,9 @@ vjax eval   --config=configs/demo.py:vivit --workdir=runs/vivit --split=test
 vjax demo   --workdir=runs/demo
 vjax parity vivit            # params and GFLOPs next to the published tables
 vjax convert --from=SOURCE --src=FILE --out=DIR
+vjax prepare video_folder --src=DIR_OR_MANIFEST --data_dir=DIR
+vjax predict --model=DIR video.mp4 [more.mp4]
+vjax bench data|train        # input pipeline / train step speed, written to BENCHMARKS.md
 """
 
 from __future__ import annotations
@@ -19,6 +22,9 @@ from vjax.main import MODES
 COMMANDS = {
     "parity": "vjax.parity:main",
     "convert": "vjax.convert.cli:main",
+    "prepare": "vjax.data.prepare:main",
+    "predict": "vjax.predict:main",
+    "bench": "vjax.bench:main",
 }
 
 

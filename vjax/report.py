@@ -21,7 +21,9 @@ def format_eval(result: Mapping[str, Any]) -> str:
     ]
     for i, name in enumerate(names):
         row = " ".join(f"{n:>4d}" for n in result["confusion_matrix"][i])
-        lines.append(f"{name:<{width}}  {result['per_class_accuracy'][name]:8.3f}  {row}")
+        accuracy = result["per_class_accuracy"][name]
+        shown = f"{accuracy:8.3f}" if accuracy is not None else f"{'-':>8}"  # absent class
+        lines.append(f"{name:<{width}}  {shown}  {row}")
     lines.append(f"{'':<{width}}  (confusion matrix: rows = true class, columns = predicted)")
     return "\n".join(lines)
 

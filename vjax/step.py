@@ -37,9 +37,16 @@ def normalize_video(
     return ((video - jnp.asarray(mean)) / jnp.asarray(std)).astype(dtype)
 
 
-def cross_entropy(logits: jax.Array, labels: jax.Array, label_smoothing: float) -> jax.Array:
-    """Per-example softmax cross-entropy against (optionally smoothed) one-hot labels."""
-    targets = jax.nn.one_hot(labels, logits.shape[-1])
+def cross_entropy(
+    logits: jax.Array,
+    labels: jax.Array,
+    label_smoothing: float,
+    targets: jax.Array | None = None,
+) -> jax.Array:
+    """Per-example softmax cross-entropy against (optionally smoothed) one-hot labels, or
+    against soft ``targets`` (mixup/cutmix's ``label_probs``) when given."""
+    if targets is None:
+        targets = jax.nn.one_hot(labels, logits.shape[-1])
     if label_smoothing:
         targets = optax.smooth_labels(targets, label_smoothing)
     return optax.softmax_cross_entropy(logits.astype(jnp.float32), targets)
@@ -74,7 +81,8 @@ def make_train_step(
                 rngs={"dropout": dropout_key},
                 mutable=list(state.model_state),
             )
-            loss = cross_entropy(logits, batch["label"], label_smoothing).mean()
+            targets = batch.get("label_probs")  # soft labels of mixup/cutmix batches
+            loss = cross_entropy(logits, batch["label"], label_smoothing, targets).mean()
             return loss, (logits, model_state)
 
         (loss, (logits, model_state)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
@@ -95,20 +103,16 @@ def make_train_step(
 
 def make_eval_step(
     model: nn.Module, *, mean: Sequence[float], std: Sequence[float]
-) -> Callable[[Any, dict[str, jax.Array]], dict[str, jax.Array]]:
-    """Returns ``step(variables, batch) -> per-example outputs``; padded rows have ``mask == 0``.
+) -> Callable[[Any, dict[str, jax.Array]], jax.Array]:
+    """Returns ``step(variables, batch) -> float32 logits`` of uint8 ``batch["video"]``;
+    metrics are computed on the host from the gathered logits
+    (:func:`vjax.data.multiview.classification_metrics`).
 
     ``variables`` is ``{"params": ..., **model_state}`` (see :attr:`TrainState.variables`).
     """
 
-    def eval_step(variables: Any, batch: dict[str, jax.Array]) -> dict[str, jax.Array]:
+    def eval_step(variables: Any, batch: dict[str, jax.Array]) -> jax.Array:
         video = normalize_video(batch["video"], mean, std, model.dtype)
-        logits = model.apply(variables, video, train=False).astype(jnp.float32)
-        return {
-            "loss": cross_entropy(logits, batch["label"], 0.0),
-            "top1": topk_correct(logits, batch["label"], 1),
-            "top5": topk_correct(logits, batch["label"], 5),
-            "prediction": jnp.argmax(logits, axis=-1),
-        }
+        return model.apply(variables, video, train=False).astype(jnp.float32)
 
     return eval_step

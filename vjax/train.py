@@ -24,7 +24,9 @@ import numpy as np
 
 from vjax import checkpoint, parallel
 from vjax.config_utils import config_to_json
+from vjax.data.multiview import classification_metrics
 from vjax.data.pipeline import TrainBatches, eval_batches, prefetch
+from vjax.data.transforms import transforms_for
 from vjax.metric_writers import MetricWriter, progress_line
 from vjax.models import build_model
 from vjax.optim import make_optimizer
@@ -74,7 +76,7 @@ def setup(config: ml_collections.ConfigDict, devices: list | None = None) -> Exp
         )
 
     builder = load_dataset(config.dataset)
-    clip_shape, num_classes, class_names = clip_spec(builder)
+    clip_shape, num_classes, class_names = clip_spec(builder, config.input)
     model = build_model(config.model, num_classes, config.train.dtype)
     input_shape = (batch_size, *clip_shape)
     model.check_input(input_shape)
@@ -138,46 +140,75 @@ def compile_steps(exp: Experiment):
     return train_step, eval_step
 
 
+def _report(exp: Experiment, split: str, metrics: dict[str, Any]) -> dict[str, Any]:
+    """Metrics with class names: per-class accuracy keyed by class (None where absent)."""
+    per_class = [None if math.isnan(a) else a for a in metrics["per_class_accuracy"]]
+    return {
+        "split": split,
+        "num_examples": metrics["num_videos"],
+        **metrics,
+        "per_class_accuracy": dict(zip(exp.class_names, per_class, strict=True)),
+        "class_names": exp.class_names,
+    }
+
+
 def evaluate(exp: Experiment, eval_step, variables: Any, split: str) -> dict[str, Any]:
-    """Loss, top-1, top-5, per-class accuracy and the confusion matrix on a whole split."""
+    """Loss, top-1, top-5, per-class accuracy and the confusion matrix on a whole split, one
+    view per example (the centre clip and crop for stored whole videos)."""
     from jax.experimental import multihost_utils
 
     source = exp.builder.as_data_source(split)
-    outputs: dict[str, list[np.ndarray]] = {}
+    logits, labels, masks = [], [], []
     batches = eval_batches(
-        source, exp.config.input.global_batch_size, jax.process_index(), jax.process_count()
+        source,
+        exp.config.input.global_batch_size,
+        jax.process_index(),
+        jax.process_count(),
+        transform=transforms_for(exp.builder, exp.config.input)["eval_transform"],
     )
     with jax.set_mesh(exp.mesh), nn.logical_axis_rules(exp.rules):
         for batch in batches:
-            label, mask = batch["label"], batch["mask"]
-            device_batch = parallel.global_batch(
-                {"video": batch["video"], "label": label}, exp.batch_sharding
-            )
-            out = eval_step(variables, device_batch)  # global arrays, sharded over hosts
-            gathered = {
-                **multihost_utils.process_allgather(out, tiled=True),
-                **multihost_utils.process_allgather({"label": label, "mask": mask}, tiled=True),
-            }
-            for key, value in gathered.items():
-                outputs.setdefault(key, []).append(np.asarray(value))
-    out = {k: np.concatenate(v) for k, v in outputs.items()}
-    keep = out.pop("mask") > 0
-    out = {k: v[keep] for k, v in out.items()}
-    num_classes = len(exp.class_names)
-    confusion = np.zeros((num_classes, num_classes), np.int64)
-    np.add.at(confusion, (out["label"], out["prediction"]), 1)
-    per_class = confusion.diagonal() / np.maximum(confusion.sum(axis=1), 1)
-    return {
-        "split": split,
-        "num_examples": int(keep.sum()),
-        "loss": float(out["loss"].mean()),
-        "top1": float(out["top1"].mean()),
-        "top5": float(out["top5"].mean()),
-        "mean_class_accuracy": float(per_class.mean()),
-        "per_class_accuracy": dict(zip(exp.class_names, map(float, per_class), strict=True)),
-        "confusion_matrix": confusion.tolist(),
-        "class_names": exp.class_names,
-    }
+            video = parallel.global_batch({"video": batch["video"]}, exp.batch_sharding)
+            out = eval_step(variables, video)  # a global array, sharded over hosts
+            logits.append(np.asarray(multihost_utils.process_allgather(out, tiled=True)))
+            local = {"label": batch["label"], "mask": batch["mask"]}
+            gathered = multihost_utils.process_allgather(local, tiled=True)
+            labels.append(np.asarray(gathered["label"]))
+            masks.append(np.asarray(gathered["mask"]) > 0)
+    keep = np.concatenate(masks)
+    scores, labels_all = np.concatenate(logits)[keep], np.concatenate(labels)[keep]
+    return _report(exp, split, classification_metrics(scores, labels_all))
+
+
+def evaluate_views(exp: Experiment, eval_step, variables: Any, split: str) -> dict[str, Any]:
+    """The multi-view test (``input.test_num_clips`` x ``input.test_num_crops`` views per
+    video, logits averaged per video) of a dataset of stored whole videos."""
+    from jax.experimental import multihost_utils
+
+    from vjax.data.multiview import evaluate_views as evaluate_all_views
+
+    index, count = jax.process_index(), jax.process_count()
+    chunk = exp.config.input.global_batch_size // count  # views per process per call
+
+    def apply(views: np.ndarray) -> np.ndarray:
+        batch = parallel.global_batch({"video": views}, exp.batch_sharding)
+        with jax.set_mesh(exp.mesh), nn.logical_axis_rules(exp.rules):
+            logits = multihost_utils.process_allgather(eval_step(variables, batch), tiled=True)
+        return np.asarray(logits)[index * chunk : (index + 1) * chunk]  # this process's rows
+
+    def gather(local):
+        return multihost_utils.process_allgather(local, tiled=True)
+
+    metrics = evaluate_all_views(
+        apply,
+        exp.builder.as_data_source(split),
+        exp.config.input,
+        chunk,
+        index,
+        count,
+        gather if count > 1 else None,
+    )
+    return _report(exp, split, metrics)
 
 
 def _check_finite(history: list[tuple[int, dict]]) -> list[tuple[int, dict]]:
@@ -232,12 +263,15 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
         )
 
     train_step, eval_step = compile_steps(exp)
+    transforms = transforms_for(exp.builder, cfg.input)  # clip sampling and augmentation
     batches = TrainBatches(
         exp.builder.as_data_source("train"),
         cfg.input.global_batch_size,
         cfg.seed,
         jax.process_index(),
         jax.process_count(),
+        transform=transforms["transform"],
+        batch_transform=transforms["batch_transform"],
     )
     make_batch = lambda step: parallel.global_batch(batches(step), exp.batch_sharding)  # noqa: E731
     writer = MetricWriter(workdir, enabled=is_main)
@@ -316,5 +350,7 @@ def evaluate_checkpoint(config: ml_collections.ConfigDict, workdir: str, split: 
         raise FileNotFoundError(f"no checkpoint to evaluate in {workdir!r}; train first")
     state, step = restored
     _, eval_step = compile_steps(exp)
-    result = {"step": step, **evaluate(exp, eval_step, state.variables, split)}
-    return result
+    from vjax.data.datasets import stores_whole_videos
+
+    run = evaluate_views if stores_whole_videos(exp.builder) else evaluate
+    return {"step": step, **run(exp, eval_step, state.variables, split)}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import inspect
 import os
 from collections.abc import Callable, Mapping
@@ -14,8 +15,32 @@ def _motion_preparer() -> Callable[..., Any]:
     return prepare_motion
 
 
+def _video_preparer(name: str) -> Callable[[], Callable[..., Any]]:
+    """The preparer of a video dataset stored as whole videos of JPEG frames."""
+
+    def get() -> Callable[..., Any]:
+        from vjax.data.video_builder import prepare_videos  # lazy: imports TFDS
+
+        return functools.partial(prepare_videos, name)
+
+    return get
+
+
 # name -> a function returning that dataset's ``prepare(data_dir, **fields) -> builder``.
-_PREPARERS: dict[str, Callable[[], Callable[..., Any]]] = {"vjax_motion": _motion_preparer}
+_PREPARERS: dict[str, Callable[[], Callable[..., Any]]] = {
+    "vjax_motion": _motion_preparer,
+    **{
+        name: _video_preparer(name)
+        for name in ("video_folder", "kinetics", "ssv2", "ucf101", "hmdb51")
+    },
+}
+
+
+def preparer(name: str) -> Callable[..., Any]:
+    """The ``prepare(data_dir, **fields) -> builder`` function of dataset ``name``."""
+    if name not in _PREPARERS:
+        raise ValueError(f"unknown dataset {name!r}; valid: {', '.join(sorted(_PREPARERS))}")
+    return _PREPARERS[name]()
 
 
 def load_dataset(dataset_config: Mapping[str, Any]):
@@ -27,10 +52,7 @@ def load_dataset(dataset_config: Mapping[str, Any]):
     from vjax.config_utils import unknown_key_error
 
     kwargs = dict(dataset_config)
-    name = kwargs.pop("name")
-    if name not in _PREPARERS:
-        raise ValueError(f"unknown dataset {name!r}; valid: {', '.join(sorted(_PREPARERS))}")
-    prepare = _PREPARERS[name]()
+    prepare = preparer(kwargs.pop("name"))
     valid = list(inspect.signature(prepare).parameters)
     for key in kwargs:
         if key not in valid:
@@ -39,7 +61,25 @@ def load_dataset(dataset_config: Mapping[str, Any]):
     return prepare(**kwargs)
 
 
-def clip_spec(builder) -> tuple[tuple[int, ...], int, list[str]]:
-    """``((T, H, W, C), num_classes, class_names)`` of a video classification builder."""
+def stores_whole_videos(builder) -> bool:
+    """True for builders whose records are whole videos of JPEG frames (``video_folder`` and
+    the builders sharing its core); clips are then cut by :mod:`vjax.data.transforms`."""
+    return "frames" in builder.info.features
+
+
+def clip_spec(
+    builder, input_config: Mapping[str, Any] | None = None
+) -> tuple[tuple[int, ...], int, list[str]]:
+    """``((T, H, W, C), num_classes, class_names)`` of a video classification builder.
+
+    Fixed-clip datasets (``vjax_motion``) store the clip shape; for whole stored videos it is
+    what ``input_config`` (``config.input``) cuts: ``(num_frames, crop_size, crop_size, 3)``.
+    """
     features = builder.info.features
-    return tuple(features["video"].shape), features["label"].num_classes, features["label"].names
+    label = features["label"]
+    if stores_whole_videos(builder):
+        from vjax.data.transforms import InputOptions
+
+        shape = InputOptions.from_config(input_config).clip_shape
+        return shape, label.num_classes, label.names
+    return tuple(features["video"].shape), label.num_classes, label.names

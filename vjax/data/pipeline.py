@@ -10,6 +10,7 @@ from __future__ import annotations
 import queue
 import threading
 from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Protocol
 
 import numpy as np
@@ -22,13 +23,33 @@ class RandomAccessSource(Protocol):
     def __getitem__(self, index: int) -> dict[str, Any]: ...
 
 
-def _read(source: RandomAccessSource, indices: Sequence[int]) -> Batch:
+Transform = Callable[[dict[str, Any], np.random.Generator], tuple[np.ndarray, int]]
+BatchTransform = Callable[[Batch, np.random.Generator], Batch]
+
+
+def _read(
+    source: RandomAccessSource,
+    indices: Sequence[int],
+    transform: Callable[..., tuple[np.ndarray, int]] | None = None,
+    rngs: Sequence[np.random.Generator] | None = None,
+    pool: ThreadPoolExecutor | None = None,
+) -> Batch:
+    """Reads ``indices``; ``transform(example[, rng])`` turns a stored video into a clip, on
+    ``pool``'s threads when given (JPEG decoding and resizing release the GIL)."""
     getitems = getattr(source, "__getitems__", None)
     examples = getitems(list(indices)) if getitems else [source[int(i)] for i in indices]
-    return {
-        "video": np.stack([np.asarray(np.stack(ex["video"]), np.uint8) for ex in examples]),
-        "label": np.asarray([ex["label"] for ex in examples], np.int32),
-    }
+    if transform is None:
+        return {
+            "video": np.stack([np.asarray(np.stack(ex["video"]), np.uint8) for ex in examples]),
+            "label": np.asarray([ex["label"] for ex in examples], np.int32),
+        }
+    args = [(ex,) for ex in examples] if rngs is None else list(zip(examples, rngs, strict=True))
+    if pool is None:
+        results = [transform(*a) for a in args]
+    else:
+        results = list(pool.map(lambda a: transform(*a), args))
+    clips, labels = zip(*results, strict=True)
+    return {"video": np.stack(clips), "label": np.asarray(labels, np.int32)}
 
 
 class TrainBatches:
@@ -36,6 +57,14 @@ class TrainBatches:
 
     >>> batches = TrainBatches(builder.as_data_source("train"), global_batch_size=32, seed=0)
     >>> batch = batches(step=123)   # {"video": uint8 (32, T, H, W, 3), "label": int32 (32,)}
+
+    ``transform(example, rng) -> (clip, label)`` makes a clip from a stored video (random clip,
+    crop, flip: :func:`vjax.data.transforms.make_train_transform`); its rng is keyed on
+    ``(seed, step, row of the global batch)``, so a batch stays a pure function of
+    ``(seed, step)`` whatever the number of processes. ``batch_transform(batch, rng)`` (mixup /
+    cutmix) gets an rng keyed on ``(seed, step, process_index)`` and mixes within this
+    process's rows. ``num_threads > 0`` runs the transforms of a batch on that many threads
+    (the batch is the same).
     """
 
     def __init__(
@@ -45,6 +74,9 @@ class TrainBatches:
         seed: int,
         process_index: int = 0,
         process_count: int = 1,
+        transform: Transform | None = None,
+        batch_transform: BatchTransform | None = None,
+        num_threads: int = 0,
     ):
         if global_batch_size % process_count:
             raise ValueError(
@@ -58,6 +90,9 @@ class TrainBatches:
         self.seed = seed
         self.local_batch_size = global_batch_size // process_count
         self.process_index = process_index
+        self.transform = transform
+        self.batch_transform = batch_transform
+        self._pool = ThreadPoolExecutor(num_threads) if num_threads and transform else None
         self._permutations: dict[int, np.ndarray] = {}
 
     def _permutation(self, epoch: int) -> np.ndarray:
@@ -76,7 +111,16 @@ class TrainBatches:
         return np.asarray([self._permutation(p // n)[p % n] for p in positions])
 
     def __call__(self, step: int) -> Batch:
-        return _read(self.source, self.indices(step))
+        rngs = None
+        if self.transform is not None:
+            first = self.process_index * self.local_batch_size
+            rows = range(first, first + self.local_batch_size)
+            rngs = [np.random.default_rng([self.seed, step, row]) for row in rows]
+        batch = _read(self.source, self.indices(step), self.transform, rngs, self._pool)
+        if self.batch_transform is not None:
+            rng = np.random.default_rng([self.seed, step, 1 << 32, self.process_index])
+            batch = self.batch_transform(batch, rng)
+        return batch
 
 
 def eval_batches(
@@ -84,14 +128,16 @@ def eval_batches(
     global_batch_size: int,
     process_index: int = 0,
     process_count: int = 1,
+    transform: Callable[[dict[str, Any]], tuple[np.ndarray, int]] | None = None,
 ) -> Iterator[Batch]:
-    """Every example once, in order; the last batch is padded and padded rows have mask 0."""
+    """Every example once, in order; the last batch is padded and padded rows have mask 0.
+    ``transform(example) -> (clip, label)`` is deterministic (e.g. the centre view)."""
     local = global_batch_size // process_count
     n = len(source)
     for start in range(0, n, global_batch_size):
         positions = np.arange(start + process_index * local, start + (process_index + 1) * local)
         valid = positions < n
-        batch = _read(source, np.where(valid, positions, 0))
+        batch = _read(source, np.where(valid, positions, 0), transform)
         batch["mask"] = valid.astype(np.float32)
         yield batch
 
@@ -128,5 +174,6 @@ def prefetch(make: Callable[[int], Any], steps: range, size: int = 2) -> Iterato
             if error is not None:
                 raise error
             yield item
-    finally:
+    finally:  # closed early (e.g. a preemption): let the worker finish before anyone exits
         stop.set()
+        thread.join()

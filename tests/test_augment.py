@@ -1,0 +1,182 @@
+"""Clip sampling and augmentation checked against hand-made arrays and torchvision."""
+
+import io
+
+import numpy as np
+import pytest
+
+from vjax.data import augment, sampling
+
+# ------------------------------------------------------------------ temporal sampling
+
+
+def test_clip_at_stride_loop_and_pad():
+    np.testing.assert_array_equal(sampling.clip_at(3, 10, 4, 2), [3, 5, 7, 9])
+    np.testing.assert_array_equal(sampling.clip_at(3, 8, 4, 2, "loop"), [3, 5, 7, 1])
+    np.testing.assert_array_equal(sampling.clip_at(3, 8, 4, 2, "pad"), [3, 5, 7, 7])
+    # A fractional stride resamples: 2.5 stored frames per clip frame.
+    np.testing.assert_array_equal(sampling.clip_at(0, 20, 4, 2.5), [0, 2, 5, 7])
+    with pytest.raises(ValueError, match="pad_mode"):
+        sampling.clip_at(0, 8, 4, 1, "mirror")
+
+
+def test_uniform_clips_and_centre_clip():
+    clips = sampling.uniform_clips(20, 4, 2, num_clips=3)  # span 7, starts 0, 6.5, 13
+    np.testing.assert_array_equal(clips, [[0, 2, 4, 6], [6, 8, 10, 12], [13, 15, 17, 19]])
+    np.testing.assert_array_equal(sampling.uniform_clips(20, 4, 2), [[6, 8, 10, 12]])
+    # Longer than the video: every view starts at 0 and loops.
+    np.testing.assert_array_equal(sampling.uniform_clips(3, 4, 1, 2), [[0, 1, 2, 0]] * 2)
+
+
+def test_random_clip_covers_every_start_and_stays_inside():
+    starts = set()
+    for i in range(300):
+        idx = sampling.random_clip(np.random.default_rng(i), 12, 4, 2)
+        np.testing.assert_array_equal(np.diff(idx), [2, 2, 2])
+        starts.add(int(idx[0]))
+    assert starts == set(range(0, 6))  # span 7 of 12 frames: starts 0..5
+    short = sampling.random_clip(np.random.default_rng(0), 3, 4, 1, "pad")
+    np.testing.assert_array_equal(short, [0, 1, 2, 2])
+
+
+def test_tsn_segments():
+    np.testing.assert_array_equal(sampling.tsn_segments(10, 5), [1, 3, 5, 7, 9])
+    for i in range(50):
+        idx = sampling.tsn_segments(10, 5, np.random.default_rng(i))
+        assert np.all(idx // 2 == np.arange(5))  # one frame from each 2-frame segment
+    np.testing.assert_array_equal(sampling.tsn_segments(2, 4), [0, 0, 1, 1])
+
+
+# ------------------------------------------------------------------ spatial
+
+
+def _frames(t=3, h=6, w=8):
+    """Every pixel distinct and asymmetric: value encodes (t, y, x, c)."""
+    t_, y, x, c = np.meshgrid(np.arange(t), np.arange(h), np.arange(w), np.arange(3), indexing="ij")
+    return (t_ * 61 + y * 17 + x * 5 + c * 2).astype(np.uint8)
+
+
+def test_crop_of_the_output_size_is_an_exact_slice_and_flip_mirrors_it():
+    frames = _frames()
+    out = augment.decode_crop_resize(frames, (2, 1, 6, 5), 4)
+    np.testing.assert_array_equal(out, frames[:, 1:5, 2:6])
+    flipped = augment.decode_crop_resize(frames, (2, 1, 6, 5), 4, flip=True)
+    np.testing.assert_array_equal(flipped, frames[:, 1:5, 2:6][:, :, ::-1])
+
+
+def test_resize_keeps_a_linear_ramp_linear():
+    ramp = np.broadcast_to((np.arange(64) * 2)[None, None, :, None], (1, 64, 64, 3))
+    out = augment.decode_crop_resize(np.ascontiguousarray(ramp, np.uint8), (0, 0, 64, 64), 32)
+    # Output column j covers source columns 2j, 2j+1: any symmetric filter gives 4j + 1.
+    np.testing.assert_array_equal(out[0, 10, 2:-2, 0], 4 * np.arange(2, 30) + 1)
+
+
+def test_jpeg_frames_decode_like_arrays():
+    from PIL import Image
+
+    frames = _frames(2, 16, 24)
+    jpegs = []
+    for f in frames:
+        buf = io.BytesIO()
+        Image.fromarray(f).save(buf, "JPEG", quality=95)
+        jpegs.append(buf.getvalue())
+    decoded = np.stack([np.asarray(Image.open(io.BytesIO(j))) for j in jpegs])
+    box = (3.5, 2.0, 19.5, 14.0)
+    # PIL is an independent JPEG decoder: the two may differ by rounding only.
+    ours = augment.decode_crop_resize(jpegs, box, 8).astype(int)
+    np.testing.assert_allclose(ours, augment.decode_crop_resize(decoded, box, 8), atol=2)
+
+
+def test_crop_boxes():
+    assert augment.three_crop_boxes(4, 10) == [(0, 0, 4, 4), (3, 0, 7, 4), (6, 0, 10, 4)]
+    assert augment.three_crop_boxes(10, 4) == [(0, 0, 4, 4), (0, 3, 4, 7), (0, 6, 4, 10)]
+    assert augment.centre_box(4, 10, 0.5) == (4, 1, 6, 3)
+    for i in range(100):
+        rng = np.random.default_rng(i)
+        x0, y0, x1, y1 = augment.random_resized_crop_box(rng, 100, 150, (0.2, 0.5), (0.5, 2))
+        assert 0 <= x0 < x1 <= 150 and 0 <= y0 < y1 <= 100
+        assert 0.2 * 15000 * 0.95 <= (x1 - x0) * (y1 - y0) <= 0.5 * 15000 * 1.05
+        assert 0.45 <= (x1 - x0) / (y1 - y0) <= 2.2
+        x0, y0, x1, y1 = augment.scale_jitter_box(rng, 100, 150, (112, 128), 64)
+        side = x1 - x0
+        assert y1 - y0 == pytest.approx(side) and 0 <= x0 and x1 <= 150 and 0 <= y0 and y1 <= 100
+        assert 64 * 100 / 128 - 1e-9 <= side <= 64 * 100 / 112 + 1e-9
+    # Impossible draws fall back to the largest centred box with the ratio in range.
+    box = augment.random_resized_crop_box(np.random.default_rng(0), 10, 100, (1.0, 1.0), (1, 2))
+    assert box == (40, 0, 60, 10)
+
+
+def test_flip_label_map():
+    names = ["push left", "push right", "wave", "turn cw", "turn ccw"]
+    mapping = augment.flip_map_from_names(
+        [("push left", "push right"), ("turn cw", "turn ccw")], names
+    )
+    assert mapping == {0: 1, 1: 0, 3: 4, 4: 3}
+    assert [augment.flip_label(i, mapping) for i in range(5)] == [1, 0, 2, 4, 3]
+    with pytest.raises(ValueError, match="not a pair of class names"):
+        augment.flip_map_from_names([("push left", "jump")], names)
+    ssv2 = [
+        "Pushing something from left to right",
+        "Pushing something from right to left",
+        "Turning the camera left while filming something",
+        "Turning the camera right while filming something",
+        "Moving something up",
+        "Putting something to the left of something",  # no mirrored class: unchanged
+    ]
+    assert augment.flip_map_from_names("left_right", ssv2) == {0: 1, 1: 0, 2: 3, 3: 2}
+
+
+# ------------------------------------------------------------------ colour, erasing, mixing
+
+
+@pytest.mark.parametrize("op", [0, 1, 2])
+def test_colour_ops_match_torchvision(op):
+    torch = pytest.importorskip("torch", reason="torchvision is the reference for colour ops")
+    from torchvision.transforms.v2 import functional as F
+
+    frame = np.random.default_rng(op).integers(0, 256, (1, 16, 16, 3), np.uint8)
+    factor = 1.3
+    ours = augment.adjust_colors(frame, [op], [factor] * 3).astype(int)
+    image = torch.from_numpy(frame[0]).permute(2, 0, 1).float() / 255  # float images: [0, 1]
+    fn = [F.adjust_brightness, F.adjust_contrast, F.adjust_saturation][op]
+    ref = fn(image, factor).permute(1, 2, 0).numpy() * 255
+    np.testing.assert_allclose(ours[0], ref, atol=1.0)
+
+
+def test_colour_jitter_is_identical_across_frames():
+    frame = np.random.default_rng(0).integers(0, 256, (1, 8, 8, 3), np.uint8)
+    clip = np.repeat(frame, 4, axis=0)
+    out = augment.color_jitter(clip, np.random.default_rng(1))
+    assert not np.array_equal(out[0], frame[0])
+    np.testing.assert_array_equal(out, np.repeat(out[:1], 4, axis=0))
+
+
+def test_random_erase_one_rectangle_in_every_frame():
+    clip = np.zeros((3, 20, 30, 3), np.uint8)
+    out = augment.random_erase(clip, np.random.default_rng(0), area=(0.1, 0.2))
+    changed = (out != 0).any(-1)
+    np.testing.assert_array_equal(changed, np.repeat(changed[:1], 3, axis=0))
+    np.testing.assert_array_equal(out, np.repeat(out[:1], 3, axis=0))
+    ys, xs = np.nonzero(changed[0])
+    box = (ys.max() - ys.min() + 1) * (xs.max() - xs.min() + 1)
+    assert 0.09 * 600 <= box <= 0.21 * 600 and changed[0].sum() >= 0.9 * box
+
+
+def test_mixup_and_cutmix_soft_labels():
+    video = np.stack([np.full((2, 8, 10, 3), v, np.uint8) for v in (0, 100, 200)])
+    label = np.array([0, 1, 2])
+    out = augment.mix_batch(video, label, 4, np.random.default_rng(0), mixup_alpha=1.0)
+    probs = out["label_probs"]
+    lam = probs[0, 0]  # row 0 mixed with row 2
+    np.testing.assert_allclose(probs[0], [lam, 0, 1 - lam, 0], atol=1e-6)
+    np.testing.assert_allclose(probs[1], [0, 1, 0, 0])  # the middle row meets itself
+    np.testing.assert_allclose(out["video"][0], np.round(200 * (1 - lam)), atol=1)
+    assert out["label"][0] == (0 if lam >= 0.5 else 2)
+
+    out = augment.mix_batch(video, label, 4, np.random.default_rng(3), cutmix_alpha=1.0)
+    lam = out["label_probs"][0, 0]
+    pasted = (out["video"][0] == 200).all(-1).mean()  # fraction of pixels from row 2
+    assert pasted == pytest.approx(1 - lam)
+    np.testing.assert_allclose(out["label_probs"].sum(1), 1.0, atol=1e-6)
+    plain = augment.mix_batch(video, label, 4, np.random.default_rng(0))
+    np.testing.assert_array_equal(plain["label_probs"], np.eye(4)[label])

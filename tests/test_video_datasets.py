@@ -1,0 +1,156 @@
+"""Kinetics, SSv2, UCF101 and HMDB51 builders from trees laid out like the real downloads:
+real (tiny) video files, official annotation formats, missing and broken files."""
+
+import json
+import os
+import shutil
+
+import numpy as np
+import pytest
+
+from vjax.data.video_io import decode_jpegs, encode_video
+
+FRAMES = np.broadcast_to((8 * np.arange(20))[:, None, None, None], (20, 24, 32, 3)).astype(np.uint8)
+
+
+@pytest.fixture(scope="module")
+def clips(tmp_path_factory):
+    root = tmp_path_factory.mktemp("clips")
+    return {
+        "mp4": encode_video(str(root / "c.mp4"), FRAMES, 10),  # 2 s
+        "webm": encode_video(str(root / "c.webm"), FRAMES, 10, codec="libvpx-vp9"),
+        "avi": encode_video(str(root / "c.avi"), FRAMES, 10, codec="mpeg4"),
+    }
+
+
+def _put(src: str, dest) -> None:
+    os.makedirs(os.path.dirname(dest), exist_ok=True)
+    shutil.copy(src, dest)
+
+
+def _prepare(name, tmp_path, src, **kw):
+    from vjax.data.video_builder import prepare_videos, read_report
+
+    builder = prepare_videos(name, str(tmp_path / "tfds"), src=str(src), fps=5, short_side=16,
+                             num_workers=1, **kw)  # fmt: skip
+    report = read_report(builder)
+    counts = {s: {k: r[k] for k in ("listed", "found", "kept")} for s, r in report.items()}
+    return builder, report, counts
+
+
+def test_kinetics(clips, tmp_path):
+    root = tmp_path / "k400"
+    header = "label,youtube_id,time_start,time_end,split\n"
+    (root / "annotations").mkdir(parents=True)
+    (root / "annotations" / "train.csv").write_text(
+        header + "abseiling,aaaaaaaaaaa,10,20,train\nabseiling,bbbbbbbbbbb,0,10,train\n"
+        "zumba,ccccccccccc,0,1,train\nzumba,ddddddddddd,5,15,train\n"
+    )
+    (root / "annotations" / "validate.csv").write_text(
+        header + "zumba,eeeeeeeeeee,0,10,val\nabseiling,fffffffffff,3,13,val\n"
+    )
+    (root / "annotations" / "test.csv").write_text(
+        "youtube_id,time_start,time_end,split\nx,0,1,test\n"
+    )
+    _put(clips["mp4"], root / "train" / "abseiling" / "aaaaaaaaaaa_000010_000020.mp4")
+    _put(clips["webm"], root / "train" / "abseiling" / "bbbbbbbbbbb_000000_000010.webm")
+    _put(clips["mp4"], root / "raw" / "ccccccccccc.mp4")  # a whole video: cut to 0-1 s
+    _put(clips["mp4"], root / "val" / "eeeeeeeeeee_000000_000010.mp4")
+    (root / "val" / "fffffffffff_000003_000013.mp4").write_bytes(b"")  # broken
+    builder, report, counts = _prepare("kinetics", tmp_path, root)
+    assert counts == {
+        "train": {"listed": 4, "found": 3, "kept": 3},
+        "validation": {"listed": 2, "found": 2, "kept": 1},
+    }
+    assert report["train"]["skipped_by_reason"] == {"missing": 1}
+    assert report["validation"]["skipped_by_reason"] == {"unreadable": 1}
+    assert builder.name == "vjax_kinetics"
+    assert builder.info.features["label"].names == ["abseiling", "zumba"]
+    train = builder.as_data_source("train")
+    lengths = [len(train[i]["frames"]) for i in range(3)]
+    assert lengths == [10, 10, 5]  # the whole video was cut to its 1 s segment (5 fps)
+    assert [int(train[i]["label"]) for i in range(3)] == [0, 0, 1]
+
+
+@pytest.mark.skipif("libvpx-vp9" not in __import__("av").codecs_available, reason="no VP9")
+def test_something_something_v2(clips, tmp_path):
+    root = tmp_path / "ssv2"
+    labels = {
+        "Pushing something from left to right": "1",
+        "Pushing something from right to left": "0",
+    }
+    train = [
+        {"id": "11", "template": "Pushing [something] from left to right", "placeholders": ["a"]},
+        {"id": "12", "template": "Pushing [something] from right to left", "placeholders": ["b"]},
+        {"id": "13", "template": "Pushing [something] from right to left", "placeholders": ["c"]},
+    ]
+    valid = [{"id": "21", "template": "Pushing [something] from left to right"}]
+    (root / "labels").mkdir(parents=True)
+    for name, data in (("labels", labels), ("train", train), ("validation", valid)):
+        (root / "labels" / f"something-something-v2-{name}.json").write_text(json.dumps(data))
+    for vid in ("11", "12", "21"):
+        _put(clips["webm"], root / "20bn-something-something-v2" / f"{vid}.webm")
+    builder, report, counts = _prepare("ssv2", tmp_path, root)
+    assert counts == {
+        "train": {"listed": 3, "found": 2, "kept": 2},
+        "validation": {"listed": 1, "found": 1, "kept": 1},
+    }
+    names = builder.info.features["label"].names
+    assert names == ["Pushing something from right to left", "Pushing something from left to right"]
+    source = builder.as_data_source("train")
+    assert [int(source[i]["label"]) for i in range(2)] == [1, 0]
+    assert decode_jpegs(source[0]["frames"]).shape == (10, 16, 21, 3)
+
+
+def test_ucf101_folds(clips, tmp_path):
+    root = tmp_path / "ucf"
+    lists = root / "ucfTrainTestlist"
+    lists.mkdir(parents=True)
+    (lists / "classInd.txt").write_text("1 ApplyEyeMakeup\n2 Archery\n")
+    names = {
+        "a1": "ApplyEyeMakeup/v_ApplyEyeMakeup_g01_c01.avi",
+        "a2": "ApplyEyeMakeup/v_ApplyEyeMakeup_g08_c01.avi",
+        "b1": "Archery/v_Archery_g01_c01.avi",
+        "b2": "Archery/v_Archery_g08_c02.avi",
+    }
+    (lists / "trainlist01.txt").write_text(f"{names['a2']} 1\n{names['b2']} 2\n")
+    (lists / "testlist01.txt").write_text(f"{names['a1']}\n{names['b1']}\n")
+    (lists / "trainlist02.txt").write_text(f"{names['a1']} 1\n{names['a2']} 1\n{names['b2']} 2\n")
+    (lists / "testlist02.txt").write_text(f"{names['b1']}\n")
+    for key in ("a1", "a2", "b2"):  # b1 is missing
+        _put(clips["avi"], root / "UCF-101" / names[key])
+    builder, report, counts = _prepare("ucf101", tmp_path, root)
+    assert counts == {
+        "train": {"listed": 2, "found": 2, "kept": 2},
+        "test": {"listed": 2, "found": 1, "kept": 1},
+    }
+    assert builder.info.features["label"].names == ["ApplyEyeMakeup", "Archery"]
+    assert report["test"]["skipped_files"][0]["path"].endswith(names["b1"])
+    _, _, counts2 = _prepare("ucf101", tmp_path, root, fold=2)
+    assert counts2 == {
+        "train": {"listed": 3, "found": 3, "kept": 3},
+        "test": {"listed": 1, "found": 0, "kept": 0},
+    }
+
+
+def test_hmdb51(clips, tmp_path):
+    root = tmp_path / "hmdb"
+    splits = root / "testTrainMulti_7030_splits"
+    splits.mkdir(parents=True)
+    (splits / "brush_hair_test_split1.txt").write_text("a.avi 1\nb.avi 2\nc.avi 0\n")
+    (splits / "cartwheel_test_split1.txt").write_text("d.avi 1\ne.avi 1\n")
+    for label, name in (("brush_hair", "a"), ("brush_hair", "b"), ("brush_hair", "c"),
+                        ("cartwheel", "d")):  # fmt: skip
+        _put(clips["avi"], root / label / f"{name}.avi")
+    with open(root / "cartwheel" / "d.avi", "r+b") as f:  # cut short: the index is at the end
+        f.truncate(os.path.getsize(root / "cartwheel" / "d.avi") // 2)
+    builder, report, counts = _prepare("hmdb51", tmp_path, root)
+    assert counts == {
+        "train": {"listed": 3, "found": 2, "kept": 1},
+        "test": {"listed": 1, "found": 1, "kept": 1},
+    }
+    reasons = report["train"]["skipped_by_reason"]
+    assert reasons.pop("missing") == 1 and sum(reasons.values()) == 1
+    assert builder.info.features["label"].names == ["brush_hair", "cartwheel"]
+    with pytest.raises(FileNotFoundError, match="testTrainMulti_7030_splits"):
+        _prepare("hmdb51", tmp_path, tmp_path / "nothing_here")

@@ -1,0 +1,260 @@
+"""``vjax bench data``: how fast the training input pipeline makes clips on CPU.
+
+In one run, on the same source videos (H.264 mp4, 360x480 like much of Kinetics, generated
+unless ``--src`` names a folder of videos):
+
+* **pipeline**: the training transform (random clip of ``--num_frames`` with stride, random
+  resized crop to ``--crop``, flip) over a prepared ``video_folder`` dataset (ArrayRecord of
+  256-short-side JPEG frames, read through ``as_data_source``), in one process: frames/s per
+  core. Only the frames a clip needs are decoded.
+* **plain PyAV**: the source files decoded to RGB frames with PyAV, one video after another,
+  as most PyTorch video loaders do (from the file's start up to the end of one random clip):
+  decoded frames/s and clip frames/s per core, and the pipeline's ratio to each.
+* **workers**: clips/s of the pipeline with 1 and 2 (``--workers``) processes.
+
+Prints a table and writes it as the ``vjax bench data`` section of ``BENCHMARKS.md`` (other
+sections are kept). ``--tiny`` runs a seconds-long version (for tests).
+
+    vjax bench data                     # 8 generated 10 s videos, 16x224x224 clips
+    vjax bench data --src=~/videos --clips=400 --workers=1,2,4
+"""
+
+from __future__ import annotations
+
+import argparse
+import multiprocessing
+import os
+import platform
+import resource
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from concurrent.futures import ProcessPoolExecutor
+
+import numpy as np
+
+from vjax.bench import update_benchmarks
+
+SECTION = "vjax bench data"
+
+
+def _synthetic_frames(rng: np.random.Generator, n: int, height: int, width: int) -> np.ndarray:
+    """A drifting smooth colour pattern with a moving bright square and mild noise: content
+    that compresses like real footage (neither flat nor pure noise)."""
+    y = np.linspace(0, 1, height, dtype=np.float32)[:, None, None]
+    x = np.linspace(0, 1, width, dtype=np.float32)[None, :, None]
+    freq = rng.uniform(1, 4, size=(1, 1, 3)).astype(np.float32)
+    frames = np.empty((n, height, width, 3), np.uint8)
+    for t in range(n):
+        phase = np.float32(0.05 * t)
+        img = 110 + 80 * np.sin(2 * np.pi * (freq * x + phase) + 3 * freq * y)
+        side = max(2, min(height, width) // 6)
+        cy, cx = (t * 3) % (height - side), (t * 5) % (width - side)
+        img[cy : cy + side, cx : cx + side] = 240
+        img += rng.normal(0, 4, size=(height, width, 1)).astype(np.float32)
+        frames[t] = np.clip(img, 0, 255).astype(np.uint8)
+    return frames
+
+
+def make_sources(folder: str, count: int, seconds: float, fps: int, size: tuple[int, int]) -> str:
+    """Writes ``count`` H.264 mp4s under ``folder/bench/`` and returns ``folder``."""
+    from vjax.data.video_io import encode_video
+
+    os.makedirs(os.path.join(folder, "bench"), exist_ok=True)
+    for i in range(count):
+        frames = _synthetic_frames(np.random.default_rng(i), round(seconds * fps), *size)
+        encode_video(os.path.join(folder, "bench", f"{i}.mp4"), frames, fps)
+    return folder
+
+
+def plain_pyav(paths: Sequence[str], num_frames: int, stride: int) -> tuple[float, float, int]:
+    """PyAV the way most PyTorch loaders use it, one decoder thread (the per-core rate): each
+    file decoded to RGB arrays from its start, one clip of ``num_frames`` with ``stride`` kept
+    per file (at a random start; decoding stops after the clip's last frame).
+
+    Returns ``(decoded frames, clip frames)`` per CPU-second, and the frames in the files.
+    """
+    import av
+
+    decoded = delivered = total = 0
+    rng = np.random.default_rng(0)
+    start = cpu_seconds()
+    for path in paths:
+        with av.open(path) as container:
+            stream = container.streams.video[0]
+            stream.codec_context.thread_count = 1
+            length = stream.frames or 0
+            span = (num_frames - 1) * stride + 1
+            first = int(rng.integers(0, max(length - span, 0) + 1))
+            wanted = set(range(first, first + span, stride))
+            for i, frame in enumerate(container.decode(stream)):
+                frame.to_ndarray(format="rgb24")
+                decoded += 1
+                delivered += i in wanted
+                if i >= first + span - 1:
+                    break
+            total += length
+    seconds = cpu_seconds() - start
+    return decoded / seconds, delivered / seconds, total
+
+
+# Per-process state of the worker pool: the data source and the transform.
+_WORKER: dict = {}
+_WARMUP = 1 << 30  # rng keys of the untimed warm-up clips
+
+
+def _init_worker(data_dir: str, src: str, short_side: int, options_kw: dict) -> None:
+    import cv2
+
+    from vjax.data.transforms import InputOptions, make_train_transform
+
+    cv2.setNumThreads(1)  # one core per worker: the per-core rate
+    from vjax.data.video_builder import prepare_video_folder
+
+    builder = prepare_video_folder(data_dir, src=src, short_side=short_side, num_workers=1)
+    _WORKER["source"] = builder.as_data_source("train")
+    names = builder.info.features["label"].names
+    _WORKER["transform"] = make_train_transform(InputOptions(**options_kw), names)
+
+
+def _run_clips(keys: Sequence[int]) -> int:
+    source, transform = _WORKER["source"], _WORKER["transform"]
+    frames = 0
+    for key in keys:
+        rng = np.random.default_rng([0, key])
+        clip, _ = transform(source[int(rng.integers(len(source)))], rng)
+        frames += clip.shape[0]
+    return frames
+
+
+def cpu_seconds() -> float:
+    """CPU time (user + system, all threads) this process has used: a per-core rate measured
+    with it does not depend on what else the machine runs."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+def pipeline_frames_per_cpu_s(clips: int, init_args: tuple) -> float:
+    """Clip frames per CPU-second of the pipeline, in this process (after a warm-up)."""
+    _init_worker(*init_args)
+    _run_clips(range(_WARMUP, _WARMUP + 4))  # first reads and imports, not timed
+    start = cpu_seconds()
+    frames = _run_clips(range(clips))
+    return frames / (cpu_seconds() - start)
+
+
+def pipeline_clips_per_s(workers: int, clips: int, init_args: tuple, chunk: int = 8) -> float:
+    """Wall-clock clips/s of ``workers`` processes making ``clips`` clips (after a warm-up)."""
+    context = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(workers, context, _init_worker, init_args) as pool:
+        warmups = [range(_WARMUP + 4 * w, _WARMUP + 4 * (w + 1)) for w in range(workers)]
+        list(pool.map(_run_clips, warmups))
+        chunks = [range(s, min(s + chunk, clips)) for s in range(0, clips, chunk)]
+        start = time.perf_counter()
+        list(pool.map(_run_clips, chunks))
+        seconds = time.perf_counter() - start
+    return clips / seconds
+
+
+def format_table(rows: Sequence[tuple[str, str]], setup: str) -> str:
+    """A Markdown table of (measurement, value) rows under a one-line set-up description."""
+    width = max(len(name) for name, _ in rows)
+    lines = [
+        setup,
+        "",
+        f"| {'measurement'.ljust(width)} | value |",
+        f"|{'-' * (width + 2)}|-------|",
+    ]
+    lines += [f"| {name.ljust(width)} | {value} |" for name, value in rows]
+    return "\n".join(lines)
+
+
+def run(args: argparse.Namespace) -> str:
+    """Runs the benchmark and returns the Markdown table."""
+    from vjax.data.video_builder import prepare_video_folder
+
+    workers = [int(w) for w in args.workers.split(",")]
+    with tempfile.TemporaryDirectory() as tmp:
+        src = args.src or make_sources(
+            os.path.join(tmp, "src"),
+            args.videos,
+            args.seconds,
+            args.fps,
+            (args.height, args.width),
+        )
+        data_dir = os.path.join(tmp, "tfds")
+        start = time.perf_counter()
+        builder = prepare_video_folder(
+            data_dir, src=src, short_side=args.short_side, num_workers=max(workers)
+        )
+        prepare_s = time.perf_counter() - start
+        from vjax.data.manifests import read_entries
+
+        paths = [e.path for e in read_entries(src)]
+        pyav_fps, pyav_clip_fps, num_frames = plain_pyav(paths, args.num_frames, args.stride)
+        options = dict(
+            num_frames=args.num_frames, frame_stride=args.stride, crop_size=args.crop,
+            train_crop="random_resized", flip=True,
+        )  # fmt: skip
+        init_args = (data_dir, src, args.short_side, options)
+        per_core = pipeline_frames_per_cpu_s(args.clips, init_args)
+        results = {w: pipeline_clips_per_s(w, args.clips, init_args) for w in workers}
+        del builder
+    rows = [
+        (f"pipeline frames/s per core ({args.crop}x{args.crop} train clips)", f"{per_core:.0f}"),
+        ("plain PyAV decoded frames/s per core (source files, rgb24)", f"{pyav_fps:.0f}"),
+        ("plain PyAV clip frames/s per core (one clip per file)", f"{pyav_clip_fps:.0f}"),
+        ("ratio pipeline / PyAV, clip frames", f"{per_core / pyav_clip_fps:.1f}x"),
+        ("ratio pipeline / PyAV, decoded frames", f"{per_core / pyav_fps:.1f}x"),
+    ]
+    rows += [(f"clips/s, {w} worker{'s' * (w > 1)}", f"{results[w]:.1f}") for w in workers]
+    if len(workers) > 1:
+        scale = results[workers[-1]] / results[workers[0]]
+        rows.append((f"scaling {workers[-1]} vs {workers[0]} workers", f"{scale:.2f}x"))
+    rows.append(("prepare (decode + JPEG) videos/s, all workers", f"{len(paths) / prepare_s:.2f}"))
+    source = (
+        "user files" if args.src else f"generated H.264 {args.height}x{args.width} {args.fps} fps"
+    )
+    cpu = platform.processor() or platform.machine()
+    setup = (
+        f"{len(paths)} source videos ({num_frames} frames, {source}) stored as "
+        f"{args.short_side}-short-side JPEG frames;"
+        f" clips of {args.num_frames} frames, stride {args.stride}, random resized crop to "
+        f"{args.crop}, flip; {args.clips} clips per measurement; CPU: {cpu}, {os.cpu_count()} "
+        f"cores, load average {os.getloadavg()[0]:.1f} at the end (per core = per CPU-second "
+        f"of the measuring process; clips/s = wall clock, shared with that load). "
+        f"Command: `vjax bench data {' '.join(args.argv)}`"
+    )
+    return format_table(rows, setup)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of ``vjax bench data``; returns the exit code."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = argparse.ArgumentParser(prog="vjax bench data", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--src", default=None, help="folder of videos (default: generated)")
+    parser.add_argument("--videos", type=int, default=8)
+    parser.add_argument("--seconds", type=float, default=10.0)
+    parser.add_argument("--fps", type=int, default=25)
+    parser.add_argument("--short_side", type=int, default=256, help="stored frames' short side")
+    parser.add_argument("--height", type=int, default=360, help="generated videos' height")
+    parser.add_argument("--width", type=int, default=480, help="generated videos' width")
+    parser.add_argument("--num_frames", type=int, default=16)
+    parser.add_argument("--stride", type=int, default=2)
+    parser.add_argument("--crop", type=int, default=224)
+    parser.add_argument("--clips", type=int, default=200)
+    parser.add_argument("--workers", default="1,2")
+    parser.add_argument("--out", default="BENCHMARKS.md", help="'' to write nothing")
+    parser.add_argument("--tiny", action="store_true", help="seconds-long run (tests)")
+    args = parser.parse_args(argv)
+    if args.tiny:
+        args.videos, args.seconds, args.fps, args.clips = 2, 1.0, 10, 4
+        args.short_side, args.height, args.width, args.num_frames, args.crop = 32, 36, 48, 4, 24
+    args.argv = argv
+    table = run(args)
+    print(table)
+    if args.out:
+        update_benchmarks(args.out, SECTION, table)
+        print(f"\nwrote the '{SECTION}' section of {args.out}")
+    return 0

@@ -1,0 +1,169 @@
+"""Listings of the public action datasets from their official annotation files.
+
+Each function takes the folder a user has downloaded (videos anywhere below it, annotation
+files where the dataset ships them) and returns ``(entries, class_names)``. A video the
+annotations list but the folder lacks gets an entry whose path does not exist; preparation
+counts it as ``missing`` (Kinetics copies are always incomplete). Splits without labels (the
+Kinetics-700 and SSv2 test sets) are left out.
+
+* Kinetics-400/600/700: ``{train,validate,test}.csv`` (``label,youtube_id,time_start,time_end,
+  split``) in the folder or its ``annotations/``; videos named ``<id>_<start:06>_<end:06>.*``
+  (the official downloader's trimmed clips) or ``<id>.*`` (whole videos, cut to the segment).
+* Something-Something v2: ``something-something-v2-{labels,train,validation}.json`` in the
+  folder or its ``labels/``; videos ``<id>.webm``.
+* UCF101: ``ucfTrainTestlist/{classInd,trainlist0F,testlist0F}.txt`` for fold F; videos
+  ``<Class>/v_<Class>_gXX_cYY.avi``.
+* HMDB51: ``testTrainMulti_7030_splits/<class>_test_split<F>.txt`` (``name.avi 1|2|0``: train,
+  test, unused); videos ``<class>/<name>.avi``.
+
+>>> entries, names = ucf101_entries("~/data/ucf101", fold=1)
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+from collections.abc import Callable, Iterable
+
+from vjax.data.manifests import VideoEntry
+
+_ANNOTATION_SUFFIXES = (".csv", ".json", ".txt", ".md", ".rar", ".zip", ".tar", ".gz")
+
+
+def _index_videos(root: str) -> dict[str, str]:
+    """``relative key -> path`` for every non-annotation file below ``root``: keyed by file
+    stem and by ``parent/basename``, so both naming schemes can be looked up."""
+    index: dict[str, str] = {}
+    for folder, dirs, files in os.walk(root):
+        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+        for name in sorted(files):
+            if name.startswith(".") or name.lower().endswith(_ANNOTATION_SUFFIXES):
+                continue
+            path = os.path.join(folder, name)
+            index.setdefault(os.path.splitext(name)[0], path)
+            index.setdefault(f"{os.path.basename(folder)}/{name}", path)
+    return index
+
+
+def _find(root: str, names: Iterable[str]) -> str:
+    """The first of ``names`` (relative paths) that exists under ``root``."""
+    names = list(names)
+    for name in names:
+        path = os.path.join(root, name)
+        if os.path.isfile(path):
+            return path
+    raise FileNotFoundError(f"none of {names} found under {root!r}: is this the right folder?")
+
+
+def _open(root: str, dataset: str, fold: int | None = None) -> tuple[str, dict[str, str]]:
+    """``(absolute root, video index)``, checking ``fold`` for datasets with three splits."""
+    if fold is not None and fold not in (1, 2, 3):
+        raise ValueError(f"{dataset} has folds 1, 2, 3; got {fold}")
+    root = os.path.abspath(os.path.expanduser(root))
+    return root, _index_videos(root)
+
+
+def _missing(root: str, name: str) -> str:
+    return os.path.join(root, "<missing>", name)
+
+
+def kinetics_entries(root: str) -> tuple[list[VideoEntry], list[str]]:
+    """Kinetics-400/600/700 (whichever release's CSVs are in ``root``)."""
+    root, index = _open(root, "Kinetics")
+    entries: list[VideoEntry] = []
+    labels: set[str] = set()
+    for csv_name, split in (("train", "train"), ("validate", "validation"), ("test", "test")):
+        try:
+            path = _find(root, [f"{csv_name}.csv", f"annotations/{csv_name}.csv"])
+        except FileNotFoundError:
+            if split == "train":
+                raise
+            continue
+        with open(path, newline="") as f:
+            rows = list(csv.DictReader(f))
+        if not rows or "label" not in rows[0]:
+            continue  # an unlabelled test set
+        for row in rows:
+            start, end = int(float(row["time_start"])), int(float(row["time_end"]))
+            clip = f"{row['youtube_id']}_{start:06d}_{end:06d}"
+            if clip in index:
+                entry = VideoEntry(index[clip], row["label"], split=split)
+            elif row["youtube_id"] in index:
+                entry = VideoEntry(index[row["youtube_id"]], row["label"], start, end, split)
+            else:
+                entry = VideoEntry(_missing(root, clip), row["label"], split=split)
+            entries.append(entry)
+            labels.add(row["label"])
+    return entries, sorted(labels)
+
+
+def ssv2_entries(root: str) -> tuple[list[VideoEntry], list[str]]:
+    """Something-Something v2 (labels are the templates without their brackets)."""
+    root, index = _open(root, "SSv2")
+
+    def load(name: str):
+        stem = f"something-something-v2-{name}.json"
+        with open(_find(root, [stem, f"labels/{stem}"])) as f:
+            return json.load(f)
+
+    label_ids = load("labels")
+    names = sorted(label_ids, key=lambda n: int(label_ids[n]))
+    entries = []
+    for split in ("train", "validation"):
+        for item in load(split):
+            label = item["template"].replace("[", "").replace("]", "")
+            path = index.get(str(item["id"]), _missing(root, f"{item['id']}.webm"))
+            entries.append(VideoEntry(path, label, split=split))
+    return entries, names
+
+
+def ucf101_entries(root: str, fold: int = 1) -> tuple[list[VideoEntry], list[str]]:
+    """UCF101, official train/test split ``fold`` (1, 2 or 3)."""
+    root, index = _open(root, "UCF101", fold)
+    lists = "ucfTrainTestlist"
+    with open(_find(root, [f"{lists}/classInd.txt"])) as f:
+        names = [line.split()[1] for line in f if line.strip()]
+    entries = []
+    for split, name in (("train", "trainlist"), ("test", "testlist")):
+        with open(_find(root, [f"{lists}/{name}0{fold}.txt"])) as f:
+            for line in f:
+                if not line.strip():
+                    continue
+                relative = line.split()[0]
+                label, file = relative.split("/")
+                path = index.get(f"{label}/{file}", _missing(root, relative))
+                entries.append(VideoEntry(path, label, split=split))
+    return entries, names
+
+
+def hmdb51_entries(root: str, fold: int = 1) -> tuple[list[VideoEntry], list[str]]:
+    """HMDB51, official 70/30 split ``fold`` (1, 2 or 3); videos marked 0 are unused."""
+    root, index = _open(root, "HMDB51", fold)
+    splits_dir = os.path.join(root, "testTrainMulti_7030_splits")
+    suffix = f"_test_split{fold}.txt"
+    if not os.path.isdir(splits_dir):
+        raise FileNotFoundError(f"{splits_dir!r} not found: is this the right folder?")
+    files = sorted(n for n in os.listdir(splits_dir) if n.endswith(suffix))
+    names = [n[: -len(suffix)] for n in files]
+    entries: dict[str, list[VideoEntry]] = {"train": [], "test": []}
+    for label, file in zip(names, files, strict=True):
+        with open(os.path.join(splits_dir, file)) as f:
+            for line in f:
+                parts = line.split()
+                if len(parts) != 2 or parts[1] == "0":
+                    continue
+                split = "train" if parts[1] == "1" else "test"
+                relative = f"{label}/{parts[0]}"
+                path = index.get(relative, _missing(root, relative))
+                entries[split].append(VideoEntry(path, label, split=split))
+    return entries["train"] + entries["test"], names
+
+
+LISTINGS: dict[str, Callable[..., tuple[list[VideoEntry], list[str]]]] = {
+    "kinetics": kinetics_entries,
+    "ssv2": ssv2_entries,
+    "ucf101": ucf101_entries,
+    "hmdb51": hmdb51_entries,
+}
+"""Dataset name -> its listing function (``fold`` argument for ucf101 and hmdb51)."""

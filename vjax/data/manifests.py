@@ -1,0 +1,149 @@
+"""Which videos a dataset holds: a folder of class sub-folders, or a CSV/JSON manifest.
+
+Folder layouts (hidden files are ignored; every other file is a video candidate)::
+
+    SRC/<class>/<video>                 one split, "train"
+    SRC/<split>/<class>/<video>         splits named train / validation / test
+
+Manifests list ``path,label[,start,end][,split]`` (paths relative to the manifest's folder;
+``start``/``end`` in seconds, empty for the whole file; ``split`` defaults to ``train``). A CSV
+may start with a header row naming those columns in any order; a JSON manifest is a list of
+objects with those keys, or ``{split: [objects]}``.
+
+>>> entries = read_entries("~/videos/my_actions")      # or "labels.csv" / "labels.json"
+>>> class_names(entries)                                # sorted labels
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import json
+import os
+from collections.abc import Iterable, Mapping, Sequence
+
+SPLIT_NAMES = ("train", "validation", "test")
+_COLUMNS = ("path", "label", "start", "end", "split")
+
+
+@dataclasses.dataclass(frozen=True)
+class VideoEntry:
+    """One video of a dataset: its file, label, optional segment (seconds) and split."""
+
+    path: str
+    label: str
+    start: float | None = None
+    end: float | None = None
+    split: str = "train"
+
+
+def read_entries(src: str) -> list[VideoEntry]:
+    """The videos that ``src`` (a folder, ``.csv`` or ``.json`` manifest) lists, in a stable
+    order (sorted by split, then as listed; folders are listed in sorted order)."""
+    src = os.path.abspath(os.path.expanduser(src))
+    if os.path.isdir(src):
+        entries = _folder_entries(src)
+    elif src.lower().endswith(".csv"):
+        entries = _csv_entries(src)
+    elif src.lower().endswith(".json"):
+        entries = _json_entries(src)
+    elif not os.path.exists(src):
+        raise FileNotFoundError(f"--src={src!r} does not exist")
+    else:
+        raise ValueError(f"--src={src!r} is neither a folder nor a .csv/.json manifest")
+    if not entries:
+        raise ValueError(f"--src={src!r} lists no videos")
+    return entries
+
+
+def class_names(entries: Iterable[VideoEntry]) -> list[str]:
+    """Sorted distinct labels (numerically when every label is an integer)."""
+    labels = {e.label for e in entries}
+    if all(label.lstrip("-").isdigit() for label in labels):
+        return sorted(labels, key=int)
+    return sorted(labels)
+
+
+def by_split(entries: Sequence[VideoEntry]) -> dict[str, list[VideoEntry]]:
+    """Entries grouped by split, keeping their order."""
+    out: dict[str, list[VideoEntry]] = {}
+    for entry in entries:
+        out.setdefault(entry.split, []).append(entry)
+    return out
+
+
+def _visible(folder: str) -> list[str]:
+    return sorted(n for n in os.listdir(folder) if not n.startswith("."))
+
+
+def _folder_entries(src: str) -> list[VideoEntry]:
+    top = [n for n in _visible(src) if os.path.isdir(os.path.join(src, n))]
+    if top and set(top) <= set(SPLIT_NAMES):
+        roots = [(split, os.path.join(src, split)) for split in top]
+    else:
+        roots = [("train", src)]
+    entries = []
+    for split, root in roots:
+        for label in _visible(root):
+            folder = os.path.join(root, label)
+            if not os.path.isdir(folder):
+                continue
+            for name in _visible(folder):
+                path = os.path.join(folder, name)
+                if os.path.isfile(path):
+                    entries.append(VideoEntry(path, label, split=split))
+    return entries
+
+
+def _entry(row: Mapping[str, object], base: str, where: str) -> VideoEntry:
+    unknown = set(row) - set(_COLUMNS)
+    if unknown:
+        raise ValueError(f"{where}: unknown column(s) {sorted(unknown)}; valid: {_COLUMNS}")
+    if not row.get("path") or row.get("label") in (None, ""):
+        raise ValueError(f"{where}: every row needs a path and a label, got {dict(row)}")
+
+    def seconds(key: str) -> float | None:
+        value = row.get(key)
+        return None if value in (None, "") else float(value)  # type: ignore[arg-type]
+
+    start, end = seconds("start"), seconds("end")
+    if start is not None and end is not None and end <= start:
+        raise ValueError(f"{where}: end ({end}) must be after start ({start})")
+    path = os.path.join(base, os.path.expanduser(str(row["path"])))
+    split = str(row.get("split") or "train")
+    return VideoEntry(os.path.normpath(path), str(row["label"]), start, end, split)
+
+
+def _csv_entries(manifest: str) -> list[VideoEntry]:
+    base = os.path.dirname(manifest)
+    with open(manifest, newline="") as f:
+        rows = [r for r in csv.reader(f) if r and any(c.strip() for c in r)]
+    if not rows:
+        return []
+    header = [c.strip().lower() for c in rows[0]]
+    if "path" in header and "label" in header:
+        names, rows = header, rows[1:]
+    else:
+        names = list(_COLUMNS)
+    entries = []
+    for line, row in enumerate(rows, start=2 if names is header else 1):
+        if len(row) > len(names):
+            raise ValueError(f"{manifest}:{line}: {len(row)} columns, expected <= {len(names)}")
+        cells = {k: v.strip() for k, v in zip(names, row, strict=False)}
+        entries.append(_entry(cells, base, f"{manifest}:{line}"))
+    return _sorted_by_split(entries)
+
+
+def _json_entries(manifest: str) -> list[VideoEntry]:
+    base = os.path.dirname(manifest)
+    with open(manifest) as f:
+        data = json.load(f)
+    if isinstance(data, Mapping):
+        data = [{**row, "split": split} for split, rows in data.items() for row in rows]
+    entries = [_entry(row, base, f"{manifest}[{i}]") for i, row in enumerate(data)]
+    return _sorted_by_split(entries)
+
+
+def _sorted_by_split(entries: list[VideoEntry]) -> list[VideoEntry]:
+    order = {s: i for i, s in enumerate(SPLIT_NAMES)}
+    return sorted(entries, key=lambda e: (order.get(e.split, len(order)), e.split))

@@ -1,0 +1,59 @@
+"""``vjax prepare NAME --key=value ...``: prepares a dataset once, then prints what was kept.
+
+    vjax prepare video_folder --src=~/videos/actions --data_dir=~/tfds --fps=10 --short_side=256
+    vjax prepare vjax_motion --data_dir=~/tfds --num_classes=6
+
+The flags are the dataset's preparation arguments (``vjax.data.datasets``); each value is
+parsed as the type of that argument's default (as ``--config.key=`` overrides are). Skipped
+files are listed in the dataset folder's ``prepare_report.json``.
+"""
+
+from __future__ import annotations
+
+import inspect
+import sys
+from collections.abc import Sequence
+
+
+def main(argv: Sequence[str]) -> int:
+    """Entry point of ``vjax prepare``; returns the exit code."""
+    from vjax.config_utils import _parse_value  # the override parser `--config.x=` uses
+    from vjax.data.datasets import load_dataset, preparer
+
+    argv = list(argv)
+    if not argv or argv[0].startswith("-"):
+        print(__doc__.strip())
+        return 0 if argv[:1] in (["-h"], ["--help"]) else 2
+    name, flags = argv[0], argv[1:]
+    try:
+        signature = inspect.signature(preparer(name)).parameters
+    except ValueError as e:
+        print(f"vjax prepare: {e}", file=sys.stderr)
+        return 2
+    fields: dict[str, object] = {"name": name, "progress_bar": True}
+    for flag in flags:
+        key, sep, value = flag.removeprefix("--").partition("=")
+        if not flag.startswith("--") or not sep:
+            print(f"vjax prepare: expected --key=value, got {flag!r}", file=sys.stderr)
+            return 2
+        default = signature[key].default if key in signature else None
+        default = None if default is inspect.Parameter.empty else default
+        try:
+            fields[key] = _parse_value(value, default)
+        except ValueError as e:
+            print(f"vjax prepare: --{key}: {e}", file=sys.stderr)
+            return 2
+    try:
+        builder = load_dataset(fields)
+    except (ValueError, FileNotFoundError) as e:
+        print(f"vjax prepare: {e}", file=sys.stderr)
+        return 2
+    print(f"{builder.name} prepared in {builder.data_dir}")
+    for split, info in builder.info.splits.items():
+        print(f"  {split}: {info.num_examples} examples")
+    if "frames" in builder.info.features:
+        from vjax.data.video_builder import REPORT_FILE, format_report, read_report
+
+        print(format_report(read_report(builder)))
+        print(f"the skipped files are listed in {builder.data_dir}/{REPORT_FILE}")
+    return 0

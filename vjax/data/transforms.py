@@ -1,0 +1,263 @@
+"""``config.input`` -> the per-example train transform and the test-view sampler.
+
+A stored video (``video_folder`` and the builders sharing its core) is a record of JPEG frames.
+The train transform picks a clip's frame indices (:mod:`vjax.data.sampling`), decodes only those
+frames, cuts and resizes them to ``crop_size`` with one box for the whole clip, flips, jitters
+colours and erases (:mod:`vjax.data.augment`), all from the ``rng`` it is given; the pipeline
+keys that rng on ``(seed, step, row)``, so a batch is a pure function of ``(seed, step)``.
+The view sampler gives the deterministic test views: ``test_num_clips`` uniform clips x
+``test_num_crops`` (1 centre, or 3 along the long side) crops.
+
+Keys of ``config.input`` read here (all optional; defaults in :class:`InputOptions`)::
+
+    num_frames=16  frame_stride=2  fps=0 (0: stride counts stored frames; else target rate)
+    sampling="random" | "tsn"      pad_mode="loop" | "pad"     crop_size=224
+    train_crop="random_resized" | "scale_jitter" | "centre"
+    crop_area=(0.08, 1.0)  crop_ratio=(0.75, 1.333)  jitter_short_side=(256, 320)
+    flip=True  flip_label_map=()  (pairs of class names a mirror swaps, or "left_right")
+    color_jitter=0.0  randaugment_ops=0  randaugment_magnitude=9  erase_prob=0.0
+    mixup_alpha=0.0  cutmix_alpha=0.0  mix_switch_prob=0.5
+    test_num_clips=1  test_num_crops=1  test_crop_fraction=1.0
+
+>>> options = InputOptions.from_config(config.input)
+>>> transform = make_train_transform(options, class_names)
+>>> video, label = transform(source[i], np.random.default_rng([seed, step, row]))
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+from vjax.data import augment, sampling
+
+# Keys of config.input that belong to the trainer, not to clip making.
+TRAINER_KEYS = ("global_batch_size", "mean", "std", "clip")
+
+
+@dataclasses.dataclass(frozen=True)
+class InputOptions:
+    """How clips are cut from stored videos (see the module docstring for each field)."""
+
+    num_frames: int = 16
+    frame_stride: float = 2
+    fps: float = 0.0
+    sampling: str = "random"
+    pad_mode: str = "loop"
+    crop_size: int = 224
+    train_crop: str = "random_resized"
+    crop_area: tuple[float, float] = (0.08, 1.0)
+    crop_ratio: tuple[float, float] = (3 / 4, 4 / 3)
+    jitter_short_side: tuple[int, int] = (256, 320)
+    flip: bool = True
+    flip_label_map: tuple | str = ()
+    color_jitter: float = 0.0
+    randaugment_ops: int = 0
+    randaugment_magnitude: int = 9
+    erase_prob: float = 0.0
+    mixup_alpha: float = 0.0
+    cutmix_alpha: float = 0.0
+    mix_switch_prob: float = 0.5
+    test_num_clips: int = 1
+    test_num_crops: int = 1
+    test_crop_fraction: float = 1.0
+
+    def __post_init__(self) -> None:
+        choices = {
+            "sampling": ("random", "tsn"),
+            "pad_mode": sampling.PAD_MODES,
+            "train_crop": ("random_resized", "scale_jitter", "centre"),
+            "test_num_crops": (1, 3),
+        }
+        for key, valid in choices.items():
+            if getattr(self, key) not in valid:
+                raise ValueError(f"input.{key} must be one of {valid}, got {getattr(self, key)!r}")
+        if self.num_frames < 1 or self.crop_size < 1 or self.test_num_clips < 1:
+            raise ValueError("input.num_frames, crop_size and test_num_clips must be >= 1")
+        if self.frame_stride <= 0 or self.fps < 0:
+            raise ValueError("input.frame_stride must be > 0 and input.fps >= 0")
+
+    @classmethod
+    def from_config(cls, input_config: Mapping[str, Any] | None) -> InputOptions:
+        """Reads the clip keys of ``config.input``; an unknown key is an error naming it."""
+        from vjax.config_utils import unknown_key_error
+
+        fields = {f.name for f in dataclasses.fields(cls)}
+        values = {}
+        for key, value in dict(input_config or {}).items():
+            if key in TRAINER_KEYS:
+                continue
+            if key not in fields:
+                raise unknown_key_error(f"input.{key}", [f"input.{k}" for k in sorted(fields)])
+            values[key] = tuple(value) if isinstance(value, list | tuple) else value
+        return cls(**values)
+
+    @property
+    def clip_shape(self) -> tuple[int, int, int, int]:
+        """``(T, H, W, C)`` of every clip this input makes."""
+        return (self.num_frames, self.crop_size, self.crop_size, 3)
+
+    def stride_for(self, stored_fps: float) -> float:
+        """Frame stride in stored frames (``fps`` set: resampled from ``stored_fps``)."""
+        if self.fps and stored_fps:
+            return self.frame_stride * stored_fps / self.fps
+        return self.frame_stride
+
+
+def _frames_and_size(example: Mapping[str, Any]) -> tuple[Sequence, int, int]:
+    """A stored video's frames (JPEG bytes or arrays) and its frame height and width."""
+    frames = example["frames"] if "frames" in example else example["video"]
+    if "height" in example and "width" in example:
+        return frames, int(example["height"]), int(example["width"])
+    first = frames[0]
+    if isinstance(first, bytes | np.bytes_):
+        from vjax.data.video_io import decode_jpegs
+
+        return frames, *decode_jpegs([first]).shape[1:3]
+    return frames, *np.shape(first)[:2]
+
+
+def _decode_indices(frames: Sequence, indices: np.ndarray, box, size: int, flip: bool):
+    """Decodes each distinct frame once, then repeats as ``indices`` asks."""
+    unique, inverse = np.unique(indices, return_inverse=True)
+    clip = augment.decode_crop_resize([frames[i] for i in unique], box, size, flip)
+    if len(unique) == len(indices) and np.array_equal(unique, indices):
+        return clip  # the usual case: no repeats, in order; no copy
+    return clip[inverse.reshape(-1)]
+
+
+def make_train_transform(
+    options: InputOptions, class_names: Sequence[str]
+) -> Callable[[Mapping[str, Any], np.random.Generator], tuple[np.ndarray, int]]:
+    """``transform(example, rng) -> (uint8 (T, S, S, 3) clip, label)`` for training."""
+    flip_map = augment.flip_map_from_names(options.flip_label_map, class_names)
+    size = options.crop_size
+
+    def transform(example: Mapping[str, Any], rng: np.random.Generator):
+        frames, height, width = _frames_and_size(example)
+        stride = options.stride_for(float(example.get("fps", 0.0)))
+        if options.sampling == "tsn":
+            indices = sampling.tsn_segments(len(frames), options.num_frames, rng)
+        else:
+            indices = sampling.random_clip(
+                rng, len(frames), options.num_frames, stride, options.pad_mode
+            )
+        if options.train_crop == "random_resized":
+            box = augment.random_resized_crop_box(
+                rng, height, width, options.crop_area, options.crop_ratio
+            )
+        elif options.train_crop == "scale_jitter":
+            box = augment.scale_jitter_box(rng, height, width, options.jitter_short_side, size)
+        else:
+            box = augment.centre_box(height, width)
+        flip = bool(options.flip and rng.integers(2))
+        clip = _decode_indices(frames, indices, box, size, flip)
+        label = int(example["label"])
+        if flip:
+            label = augment.flip_label(label, flip_map)
+        if options.randaugment_ops > 0:
+            from vjax.data.randaugment import rand_augment  # needs torchvision
+
+            ops, magnitude = options.randaugment_ops, options.randaugment_magnitude
+            clip = rand_augment(clip, rng, ops, magnitude)
+        if options.color_jitter > 0:
+            s = options.color_jitter
+            clip = augment.color_jitter(clip, rng, s, s, s)
+        if options.erase_prob > 0 and rng.uniform() < options.erase_prob:
+            clip = augment.random_erase(clip, rng)
+        return clip, label
+
+    return transform
+
+
+def make_view_sampler(
+    options: InputOptions,
+) -> Callable[[Mapping[str, Any]], np.ndarray]:
+    """``views(example) -> uint8 (clips * crops, T, S, S, 3)``: the deterministic test views,
+    clip-major (all crops of clip 0, then of clip 1, ...)."""
+    iterate = make_view_iterator(options)
+    return lambda example: np.stack(list(iterate(example)))
+
+
+def make_view_iterator(
+    options: InputOptions,
+) -> Callable[[Mapping[str, Any]], Iterator[np.ndarray]]:
+    """Like :func:`make_view_sampler`, one view at a time (decoded when asked for), so a
+    multi-view test holds only the views of one model call, whatever the number of clips."""
+    size = options.crop_size
+
+    def views(example: Mapping[str, Any]) -> Iterator[np.ndarray]:
+        frames, height, width = _frames_and_size(example)
+        stride = options.stride_for(float(example.get("fps", 0.0)))
+        if options.sampling == "tsn":
+            clips = [sampling.tsn_segments(len(frames), options.num_frames)]
+            clips *= options.test_num_clips
+        else:
+            clips = sampling.uniform_clips(
+                len(frames), options.num_frames, stride, options.test_num_clips, options.pad_mode
+            )
+        if options.test_num_crops == 3:
+            boxes = augment.three_crop_boxes(height, width)
+        else:
+            boxes = [augment.centre_box(height, width, options.test_crop_fraction)]
+        for idx in clips:
+            for box in boxes:
+                yield _decode_indices(frames, idx, box, size, False)
+
+    return views
+
+
+def make_eval_transform(
+    options: InputOptions,
+) -> Callable[[Mapping[str, Any]], tuple[np.ndarray, int]]:
+    """``transform(example) -> (clip, label)``: the first test view (one clip, one crop), for
+    the trainer's quick single-view validation."""
+    single = dataclasses.replace(options, test_num_clips=1, test_num_crops=1)
+    views = make_view_sampler(single)
+    return lambda example: (views(example)[0], int(example["label"]))
+
+
+def make_batch_transform(
+    options: InputOptions, num_classes: int
+) -> Callable[[dict[str, np.ndarray], np.random.Generator], dict[str, np.ndarray]] | None:
+    """Mixup/cutmix over a batch (adds ``label_probs``), or None when both are off."""
+    if options.mixup_alpha <= 0 and options.cutmix_alpha <= 0:
+        return None
+
+    def batch_transform(batch: dict[str, np.ndarray], rng: np.random.Generator):
+        mixed = augment.mix_batch(
+            batch["video"],
+            batch["label"],
+            num_classes,
+            rng,
+            options.mixup_alpha,
+            options.cutmix_alpha,
+            options.mix_switch_prob,
+        )
+        return {**batch, **mixed}
+
+    return batch_transform
+
+
+def transforms_for(builder, input_config: Mapping[str, Any] | None) -> dict[str, Any]:
+    """The pipeline's ``transform``, ``batch_transform`` and ``eval_transform`` for ``builder``
+    (all None for fixed-clip datasets such as ``vjax_motion``, which need none).
+
+    >>> t = transforms_for(builder, config.input)
+    >>> batches = TrainBatches(source, 32, seed, transform=t["transform"],
+    ...                        batch_transform=t["batch_transform"])
+    """
+    from vjax.data.datasets import stores_whole_videos
+
+    if not stores_whole_videos(builder):
+        return {"transform": None, "batch_transform": None, "eval_transform": None}
+    options = InputOptions.from_config(input_config)
+    names = builder.info.features["label"].names
+    return {
+        "transform": make_train_transform(options, names),
+        "batch_transform": make_batch_transform(options, len(names)),
+        "eval_transform": make_eval_transform(options),
+    }

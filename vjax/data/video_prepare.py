@@ -1,0 +1,121 @@
+"""Turning listed videos into stored examples, in parallel over local cores (no TensorFlow).
+
+``encode_entries`` decodes each :class:`~vjax.data.manifests.VideoEntry` with
+:func:`~vjax.data.video_io.iter_video` (target fps, short side), JPEG-encodes its frames and
+yields results in input order, so a dataset build is deterministic whatever the number of
+worker processes. A bad file yields a :class:`Skipped` record instead of raising; any other
+error (a bug, a full disk) propagates and aborts the build.
+
+>>> for i, result in encode_entries(entries, VideoSettings(fps=10, short_side=256)):
+...     print(i, type(result).__name__)
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+import multiprocessing
+import os
+from collections.abc import Iterator, Sequence
+from concurrent.futures import ProcessPoolExecutor
+
+from vjax.data.manifests import VideoEntry
+from vjax.data.video_io import VideoDecodeError, encode_jpeg, iter_video
+
+
+@dataclasses.dataclass(frozen=True)
+class VideoSettings:
+    """How videos are stored: frame rate (0 = each file's own), short side in pixels
+    (0 = native), the fewest frames a kept video has, and the JPEG quality."""
+
+    fps: float = 0.0
+    short_side: int = 256
+    min_frames: int = 1
+    jpeg_quality: int = 90
+
+
+@dataclasses.dataclass(frozen=True)
+class Encoded:
+    """A kept video: JPEG frames, their rate and size."""
+
+    frames: list[bytes]
+    fps: float
+    height: int
+    width: int
+
+
+@dataclasses.dataclass(frozen=True)
+class Skipped:
+    """A video left out, with the reason category and ffmpeg's detail."""
+
+    path: str
+    reason: str
+    detail: str
+
+
+def encode_entry(entry: VideoEntry, settings: VideoSettings) -> Encoded | Skipped:
+    """Decodes and JPEG-encodes one video, or says why it was skipped (``missing``: listed
+    but not on disk, or a :data:`~vjax.data.video_io.REASONS` category)."""
+    if not os.path.isfile(entry.path):
+        return Skipped(entry.path, "missing", "no such file")
+    info: dict = {}
+    frames = iter_video(
+        entry.path,
+        fps=settings.fps or None,
+        short_side=settings.short_side or None,
+        start=entry.start,
+        end=entry.end,
+        min_frames=settings.min_frames,
+        info=info,
+    )
+    jpegs, shape = [], (0, 0)
+    try:
+        for frame in frames:  # JPEG-encoded as decoded: a long video never sits in memory
+            jpegs.append(encode_jpeg(frame, settings.jpeg_quality))
+            shape = frame.shape[:2]
+    except VideoDecodeError as e:
+        return Skipped(entry.path, e.reason, e.detail)
+    return Encoded(jpegs, info["fps"], *shape)
+
+
+def _encode_star(args: tuple[VideoEntry, VideoSettings]) -> Encoded | Skipped:
+    return encode_entry(*args)
+
+
+def encode_entries(
+    entries: Sequence[VideoEntry],
+    settings: VideoSettings,
+    num_workers: int | None = None,
+    progress: str | None = None,
+) -> Iterator[tuple[int, Encoded | Skipped]]:
+    """``(position, result)`` for each entry, in order; ``num_workers`` processes (default: all
+    cores; 1 runs in this process). ``progress`` is a progress-bar title (None: no bar)."""
+    from tqdm import tqdm
+
+    workers = num_workers or os.cpu_count() or 1
+    jobs = [(e, settings) for e in entries]
+    bar = tqdm(total=len(jobs), desc=progress, unit="video", disable=progress is None)
+    try:
+        if workers <= 1 or len(jobs) <= 1:
+            for i, job in enumerate(jobs):
+                yield i, _encode_star(job)
+                bar.update()
+            return
+        # "spawn": workers start clean, never a fork of a process running TF/JAX threads (as with
+        # any spawn pool, a calling script needs an ``if __name__ == "__main__":`` guard). At
+        # most ``4 * workers`` videos are in flight, so memory stays bounded on any dataset.
+        context = multiprocessing.get_context("spawn")
+        workers = min(workers, len(jobs))
+        with ProcessPoolExecutor(workers, mp_context=context) as pool:
+            pending: collections.deque = collections.deque()
+            for i, job in enumerate(jobs):
+                pending.append(pool.submit(_encode_star, job))
+                if len(pending) >= 4 * workers:
+                    yield i - len(pending) + 1, pending.popleft().result()
+                    bar.update()
+            first = len(jobs) - len(pending)
+            for offset, future in enumerate(pending):
+                yield first + offset, future.result()
+                bar.update()
+    finally:
+        bar.close()

@@ -1,0 +1,187 @@
+"""``vjax predict --model=DIR video.mp4 [more.mkv ...]``: top-k labels for raw video files.
+
+Each file is decoded with PyAV (short side scaled to the model's crop size, at the frame rate
+the model was trained on when its config names one), cut into the test views (``--clips``
+uniform clips x ``--crops`` crops, as in :mod:`vjax.data.multiview`), and the view logits are
+averaged before the softmax. ``--window=SECONDS`` adds a timeline: the same views within each
+window of the video, decoded as a stream (any length fits in memory), and the file's top-k then
+averages the windows' logits. ``--json=FILE`` writes everything printed, plus files that could
+not be decoded and why.
+
+    vjax predict --model=runs/vivit clip1.mp4 clip2.webm --top_k=3 --clips=4 --crops=3
+    vjax predict --model=converted/videomae long.mp4 --window=2 --json=timeline.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any
+
+import numpy as np
+
+
+def load_model(path: str) -> tuple[Any, Any, dict, dict]:
+    """``(config, model, variables, metadata)`` of a checkpoint folder, as :func:`vjax.load`
+    plus the checkpoint's metadata (``class_names``, ``clip_shape``)."""
+    from vjax.checkpoint import read_checkpoint
+    from vjax.config_utils import config_from_json
+    from vjax.models import build_model
+
+    metadata, variables, _ = read_checkpoint(path)
+    config = config_from_json(metadata["config"])
+    model = build_model(config.model, len(metadata["class_names"]), config.train.dtype)
+    return config, model, variables, metadata
+
+
+def make_apply(config: Any, model: Any, variables: dict) -> Callable[[np.ndarray], np.ndarray]:
+    """A jitted ``uint8 (B, T, H, W, 3) -> logits (B, K)`` with the model's normalisation."""
+    import jax
+
+    from vjax.step import normalize_video
+
+    mean, std = tuple(config.input.mean), tuple(config.input.std)
+
+    @jax.jit
+    def apply(video):
+        return model.apply(variables, normalize_video(video, mean, std, model.dtype), train=False)
+
+    return lambda video: np.asarray(apply(video))
+
+
+def _trained_fps(config: Any) -> float:
+    """The frame rate the model's clips were cut at, when its config records one."""
+    for section, key in (("input", "fps"), ("dataset", "fps")):
+        value = config.get(section, {}).get(key) if section in config else None
+        if value:
+            return float(value)
+    return 0.0
+
+
+def _top(probs: np.ndarray, names: Sequence[str], k: int) -> list[dict[str, Any]]:
+    order = np.argsort(-probs, kind="stable")[:k]
+    return [{"label": names[i], "score": float(probs[i])} for i in order]
+
+
+def _softmax(x: np.ndarray) -> np.ndarray:
+    e = np.exp(x - x.max(axis=-1, keepdims=True))
+    return e / e.sum(axis=-1, keepdims=True)
+
+
+def predict_files(
+    model_dir: str,
+    paths: Sequence[str],
+    top_k: int = 5,
+    clips: int = 1,
+    crops: int = 1,
+    window: float = 0.0,
+    chunk_size: int = 8,
+) -> dict[str, Any]:
+    """``{"files": {path: {"top": [...], "windows": [...]}}, "skipped": {path: reason}}``.
+
+    >>> result = predict_files("runs/vivit", ["a.mp4"], top_k=3, clips=4, crops=3)
+    >>> result["files"]["a.mp4"]["top"][0]     # {"label": "walking", "score": 0.91}
+    """
+    from vjax.data.multiview import video_scores
+    from vjax.data.transforms import InputOptions, make_view_iterator
+    from vjax.data.video_io import VideoDecodeError, iter_video
+
+    config, model, variables, metadata = load_model(model_dir)
+    names = list(metadata["class_names"])
+    num_frames, height, width, _ = metadata["clip_shape"]
+    if height != width:
+        raise ValueError(f"predict expects square clips, the model's clip is {height}x{width}")
+    model_input = config.get("input", {})
+    options = InputOptions(
+        num_frames=num_frames,
+        frame_stride=float(model_input.get("frame_stride", 1)),
+        crop_size=height,
+        test_num_clips=clips,
+        test_num_crops=crops,
+    )
+    views = make_view_iterator(options)
+    apply = make_apply(config, model, variables)
+    fps = _trained_fps(config)
+    result: dict[str, Any] = {"model": model_dir, "files": {}, "skipped": {}}
+    for path in paths:
+        info: dict = {}
+        frames = iter_video(path, fps=fps or None, short_side=height, info=info)
+        bounds: list[tuple[int, int]] = []
+        try:
+            if window > 0:
+                segments = _windows(frames, window, info, bounds)
+            else:  # the whole file: its views need all its frames
+                segments = iter([{"frames": list(frames), "label": 0}])
+            scores, _ = video_scores(apply, segments, views, chunk_size)
+        except VideoDecodeError as e:
+            result["skipped"][path] = f"{e.reason}: {e.detail}"
+            continue
+        if window > 0:  # the file's scores: its windows' logits averaged, by length
+            lengths = np.asarray([b - a for a, b in bounds], np.float32)[:, None]
+            overall = (scores * lengths).sum(0) / lengths.sum()
+            windows = [
+                {"start": a / info["fps"], "end": b / info["fps"], "top": _top(p, names, top_k)}
+                for (a, b), p in zip(bounds, _softmax(scores), strict=True)
+            ]
+            entry = {"top": _top(_softmax(overall), names, top_k), "windows": windows}
+        else:
+            entry = {"top": _top(_softmax(scores[0]), names, top_k)}
+        result["files"][path] = {**entry, "fps": info["fps"]}
+    return result
+
+
+def _windows(
+    frames: Iterator[np.ndarray], seconds: float, info: dict, bounds: list[tuple[int, int]]
+) -> Iterator[dict[str, Any]]:
+    """Consecutive windows of ``seconds`` of a frame stream (the last may be shorter), so a
+    long video is scored without holding it decoded; appends each window's frame range."""
+    buffer: list[np.ndarray] = []
+    done = 0
+    for frame in frames:
+        buffer.append(frame)
+        if len(buffer) == max(1, round(seconds * info["fps"])):
+            bounds.append((done, done + len(buffer)))
+            done += len(buffer)
+            yield {"frames": buffer, "label": 0}
+            buffer = []
+    if buffer:
+        bounds.append((done, done + len(buffer)))
+        yield {"frames": buffer, "label": 0}
+
+
+def format_result(result: dict[str, Any]) -> str:
+    """The printed form: per file its top-k, then one line per window."""
+    lines = []
+    for path, entry in result["files"].items():
+        lines.append(path)
+        lines += [f"  {t['score']:.3f}  {t['label']}" for t in entry["top"]]
+        for w in entry.get("windows", []):
+            best = ", ".join(f"{t['label']} {t['score']:.2f}" for t in w["top"][:3])
+            lines.append(f"  [{w['start']:7.2f}s - {w['end']:7.2f}s]  {best}")
+    for path, why in result["skipped"].items():
+        lines.append(f"{path}: skipped ({why})")
+    return "\n".join(lines)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of ``vjax predict``; returns the exit code (1 when any file was skipped)."""
+    parser = argparse.ArgumentParser(prog="vjax predict", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--model", required=True, help="checkpoint folder (vjax.load opens it)")
+    parser.add_argument("videos", nargs="+", help="video files (any container ffmpeg reads)")
+    parser.add_argument("--top_k", type=int, default=5)
+    parser.add_argument("--clips", type=int, default=1, help="uniform temporal clips per file")
+    parser.add_argument("--crops", type=int, default=1, choices=(1, 3), help="spatial crops")
+    parser.add_argument("--window", type=float, default=0.0, help="timeline window, seconds")
+    parser.add_argument("--chunk_size", type=int, default=8, help="views per model call")
+    parser.add_argument("--json", default=None, help="also write the result to this file")
+    args = parser.parse_args(sys.argv[1:] if argv is None else argv)
+    result = predict_files(
+        args.model, args.videos, args.top_k, args.clips, args.crops, args.window, args.chunk_size
+    )
+    print(format_result(result))
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(result, f, indent=1)
+    return 1 if result["skipped"] else 0
