@@ -88,6 +88,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
             checkpoint_every=200,
             keep_checkpoints=2,
             dtype="float32",  # "bfloat16": bf16 compute, f32 parameters and optimiser state
+            # BatchNorm models: recompute statistics on this many train batches before each
+            # evaluation (precise BN); 0 keeps the running averages.
+            precise_bn_batches=0,
         )
     )
     c.sharding = ml_collections.ConfigDict(

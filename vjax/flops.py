@@ -77,20 +77,27 @@ def jaxpr_macs(jaxpr: Any) -> int:
     return total
 
 
+def abstract_variables(model: nn.Module, input_shape: Sequence[int]) -> Any:
+    """``model.init``'s variables as shapes only (nothing allocated)."""
+    video = jax.ShapeDtypeStruct(tuple(input_shape), jnp.float32)
+    return jax.eval_shape(lambda v: model.init(jax.random.key(0), v, train=False), video)
+
+
 def count_macs(model: nn.Module, input_shape: Sequence[int], variables: Any = None) -> int:
     """MACs of one inference forward pass of ``model`` on a float32 input of ``input_shape``.
 
     Nothing is run or allocated: the forward pass is traced on abstract values only.
+    ``variables`` (e.g. from :func:`abstract_variables`) saves tracing ``init`` again.
     """
     video = jax.ShapeDtypeStruct(tuple(input_shape), jnp.float32)
     if variables is None:
-        variables = jax.eval_shape(lambda v: model.init(jax.random.key(0), v, train=False), video)
+        variables = abstract_variables(model, input_shape)
     jaxpr = jax.make_jaxpr(lambda v, x: model.apply(v, x, train=False))(variables, video)
     return jaxpr_macs(jaxpr.jaxpr)
 
 
-def count_params(model: nn.Module, input_shape: Sequence[int]) -> int:
+def count_params(model: nn.Module, input_shape: Sequence[int], variables: Any = None) -> int:
     """Number of trainable parameters (the ``params`` collection), from shapes only."""
-    video = jax.ShapeDtypeStruct(tuple(input_shape), jnp.float32)
-    variables = jax.eval_shape(lambda v: model.init(jax.random.key(0), v, train=False), video)
+    if variables is None:
+        variables = abstract_variables(model, input_shape)
     return sum(math.prod(x.shape) for x in jax.tree.leaves(variables["params"]))

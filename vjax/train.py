@@ -29,9 +29,10 @@ from vjax.data.pipeline import TrainBatches, eval_batches, prefetch
 from vjax.data.transforms import transforms_for
 from vjax.metric_writers import MetricWriter, progress_line
 from vjax.models import build_model
+from vjax.models.precise_bn import precise_batch_stats
 from vjax.optim import make_optimizer
 from vjax.preemption import PreemptionWatcher
-from vjax.step import TrainState, make_eval_step, make_train_step
+from vjax.step import TrainState, make_eval_step, make_train_step, normalize_video
 
 log = logging.getLogger(__name__)
 
@@ -211,6 +212,23 @@ def evaluate_views(exp: Experiment, eval_step, variables: Any, split: str) -> di
     return _report(exp, split, metrics)
 
 
+def _precise_batch_stats(exp: Experiment, state: TrainState, make_batch, step: int) -> TrainState:
+    """With ``train.precise_bn_batches = N > 0`` and a BatchNorm model: BatchNorm statistics
+    recomputed exactly on the N training batches that follow ``step`` (precise BN), so the
+    evaluation and the checkpoint use statistics of the current weights."""
+    num = exp.config.train.get("precise_bn_batches", 0)
+    if not num or "batch_stats" not in state.model_state:
+        return state
+    cfg = exp.config.input
+    videos = (
+        normalize_video(make_batch(step + i)["video"], cfg.mean, cfg.std, exp.model.dtype)
+        for i in range(num)
+    )
+    stats = precise_batch_stats(exp.model, state.variables, videos)["batch_stats"]
+    stats = jax.device_put(stats, exp.state_shardings.model_state["batch_stats"])
+    return state.replace(model_state={**state.model_state, "batch_stats": stats})
+
+
 def _check_finite(history: list[tuple[int, dict]]) -> list[tuple[int, dict]]:
     """Fetches pending step metrics; raises naming the first step whose loss is not finite."""
     fetched = jax.device_get(history)
@@ -311,6 +329,7 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
                         print(progress_line(step, tcfg.num_steps, means, rate), flush=True)
 
                 if step % tcfg.eval_every == 0 or is_last:
+                    state = _precise_batch_stats(exp, state, make_batch, step)
                     last_eval = evaluate(exp, eval_step, state.variables, "validation")
                     writer.write(
                         step, "validation", {k: last_eval[k] for k in ("loss", "top1", "top5")}

@@ -19,5 +19,15 @@ from vjax.convert.common import (
     pretrained_config,
     save_converted,
 )
+from vjax.convert.pytorchvideo import from_pytorchvideo  # noqa: E402  (torch imported lazily)
+from vjax.convert.torchvision import from_torchvision, from_torchvision_resnet50  # noqa: E402
 
-__all__ = ["ConversionError", "assign", "pretrained_config", "save_converted"]
+__all__ = [
+    "ConversionError",
+    "assign",
+    "from_pytorchvideo",
+    "from_torchvision",
+    "from_torchvision_resnet50",
+    "pretrained_config",
+    "save_converted",
+]

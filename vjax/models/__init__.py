@@ -1,6 +1,14 @@
 """vjax models: pure Flax linen modules over ``(batch, time, height, width, channels)`` clips."""
 
-from vjax.models import vivit  # noqa: F401  (registers vivit, single_frame)
+# Importing a family registers its models by name (see vjax.models.registry).
+from vjax.models import (  # noqa: F401
+    c3d,
+    recurrent,
+    resnet3d,
+    slowfast,
+    vivit,
+    x3d,
+)
 from vjax.models.registry import available_models, build_model, register
 
 __all__ = ["available_models", "build_model", "register"]

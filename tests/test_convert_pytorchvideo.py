@@ -1,0 +1,110 @@
+"""pytorchvideo zoo nets -> vjax: logits equal pytorchvideo's on small clips (eval mode, random
+weights and BatchNorm statistics), and bad checkpoints name the parameter and both shapes."""
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch", reason="torch is needed to compare with pytorchvideo")
+pytest.importorskip("pytorchvideo", reason="pytorchvideo is needed for the reference models")
+
+from pytorchvideo.models.r2plus1d import create_r2plus1d  # noqa: E402
+from pytorchvideo.models.resnet import create_resnet  # noqa: E402
+from pytorchvideo.models.slowfast import create_slowfast  # noqa: E402
+from pytorchvideo.models.x3d import create_x3d  # noqa: E402
+from test_convert_torchvision import jit_logits, randomized, to_ours  # noqa: E402
+
+from vjax.convert import ConversionError  # noqa: E402
+from vjax.convert.pytorchvideo import from_pytorchvideo  # noqa: E402
+from vjax.models import build_model  # noqa: E402
+from vjax.models.slowfast import slow_frame_indices  # noqa: E402
+
+T, S, N = 8, 32, 5  # frames, crop, classes: final feature maps of 1x1 (X3D, ResNets: /32)
+COMMON = dict(model_num_class=N, dropout_rate=0.0)
+# The zoo builders (pytorchvideo.models.hub) with the head's fixed pooling kernel sized to the
+# small clip, and (X3D, R(2+1)D) without the final softmax, so logits are compared.
+REFERENCES = {
+    "x3d_m": lambda: create_x3d(
+        input_clip_length=T, input_crop_size=S, head_activation=None, **COMMON
+    ),
+    "i3d_r50": lambda: create_resnet(
+        stem_conv_kernel_size=(5, 7, 7),
+        stage1_pool=torch.nn.MaxPool3d,
+        stage_conv_a_kernel_size=(
+            (3, 1, 1),
+            [(3, 1, 1), (1, 1, 1)],
+            [(3, 1, 1), (1, 1, 1)],
+            [(1, 1, 1), (3, 1, 1)],
+        ),
+        head_pool_kernel_size=(T // 2, 1, 1),
+        **COMMON,
+    ),
+    "r2plus1d_r50": lambda: create_r2plus1d(
+        head_activation=None, head_pool_kernel_size=(T // 4, 1, 1), **COMMON
+    ),
+    "slowfast_r50": lambda: create_slowfast(
+        slowfast_fusion_conv_kernel_size=(7, 1, 1),
+        head_pool_kernel_sizes=((T // 4, 1, 1), (T, 1, 1)),
+        **COMMON,
+    ),
+    "slowfast_r50_4x16": lambda: create_slowfast(
+        slowfast_fusion_conv_kernel_size=(5, 1, 1),
+        slowfast_fusion_conv_stride=(8, 1, 1),
+        head_pool_kernel_sizes=((T // 8, 1, 1), (T, 1, 1)),
+        **COMMON,
+    ),
+}
+
+
+@pytest.mark.parametrize("arch", sorted(REFERENCES))
+def test_logits_match_pytorchvideo(arch):
+    reference = randomized(REFERENCES[arch]())
+    config, variables = from_pytorchvideo(reference.state_dict(), arch)
+    video = torch.randn(1, 3, T, S, S, generator=torch.Generator().manual_seed(1))
+    model_config = dict(config.model)
+    inputs = video
+    if arch.startswith("slowfast"):
+        assert model_config.pop("slow_sampling") == "linspace"  # the zoo's PackPathway
+        model = build_model(model_config, N)
+        slow = slow_frame_indices(T, model.alpha, "stride")
+        inputs = [video[:, :, slow], video]
+    model = build_model(model_config, N)
+    with torch.no_grad():
+        expected = reference(inputs).numpy()
+    ours = jit_logits(model, variables, to_ours(video))
+    assert np.abs(expected).max() > 0.1  # non-trivial logits (1000x the tolerance)
+    np.testing.assert_allclose(np.asarray(ours), expected, atol=1e-4, rtol=0)
+
+
+def test_checkpoints_fit_only_their_own_net():
+    """Conversion alone (no forward pass; i3d_r50 and x3d_m cover those code paths): X3D-L's
+    deeper stages and Slow R50's kernels fill their trees and not their neighbours'."""
+    state = create_x3d(input_clip_length=4, input_crop_size=64, depth_factor=5.0).state_dict()
+    _, variables = from_pytorchvideo(state, "x3d_l")
+    assert len(variables["params"]["stage3"]) == 25  # ceil(5 x 5.0) blocks
+    with pytest.raises(ConversionError, match="not in the model"):
+        from_pytorchvideo(state, "x3d_m")
+    slow = create_resnet(stem_conv_kernel_size=(1, 7, 7)).state_dict()
+    _, variables = from_pytorchvideo(slow, "slow_r50")
+    assert variables["params"]["stage3"]["block0"]["conv_a"]["conv"]["kernel"].shape[0] == 3
+    with pytest.raises(ConversionError) as err:
+        from_pytorchvideo(slow, "i3d_r50")
+    assert (
+        "stage1/block0/conv_a/conv/kernel: source has shape (1, 1, 1, 64, 64), "
+        "model expects (3, 1, 1, 64, 64)" in str(err.value)
+    )
+
+
+def test_wrong_checkpoint_names_the_parameter_and_shapes():
+    state = REFERENCES["x3d_m"]().state_dict()
+    state["blocks.2.res_blocks.1.branch2.conv_b.weight"] = torch.zeros(108, 1, 3, 3, 5)
+    with pytest.raises(ConversionError) as err:
+        from_pytorchvideo(state, "x3d_m")
+    assert (
+        "stage2/block1/conv_b/conv/kernel: source has shape (3, 3, 5, 1, 108), "
+        "model expects (3, 3, 3, 1, 108)" in str(err.value)
+    )
+    del state["blocks.5.proj.bias"]
+    with pytest.raises(ConversionError, match=r"blocks\.5\.proj\.bias: missing"):
+        from_pytorchvideo(state, "x3d_m")
+    with pytest.raises(ConversionError, match="unknown pytorchvideo arch 'x3d_q'"):
+        from_pytorchvideo(state, "x3d_q")
