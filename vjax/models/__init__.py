@@ -6,6 +6,8 @@ from vjax.models import (  # noqa: F401
     recurrent,
     resnet3d,
     slowfast,
+    timesformer,
+    videomae,
     vivit,
     x3d,
 )

@@ -1,17 +1,31 @@
-"""Shared transformer layers with logical axis names on every parameter and large activation.
+"""Shared transformer layers for the whole video-transformer family (ViViT 1-4, TimeSformer,
+VideoMAE), with logical axis names on every parameter and large activation.
 
-Logical names used here: ``batch``, ``tokens`` (a flattened token sequence), ``embed``,
-``heads``, ``kv`` (per-head features), ``mlp``, ``classes``. The sharding rules in the config
-map them onto mesh axes; model code never names a mesh axis.
+One block (:class:`EncoderBlock`) covers every attention pattern the family uses, chosen by
+its ``sublayers``: ``"joint"`` attention over all tokens, ``"time"`` / ``"space"`` attention
+along one axis of the ``(time, space)`` token grid (ViViT model 3, TimeSformer's divided
+attention), and ``"split"``, heads split between time and space inside one attention layer
+(ViViT model 4). Layer options that differ between checkpoints (layer-norm epsilon,
+activation, which of q/k/v carry a bias, the attention kernel) live in
+:class:`TransformerOptions` so converters can reproduce any configuration.
+
+Logical names used here: ``batch``, ``tokens`` (a flattened token sequence), ``time``,
+``space`` (the spatial tokens of one frame), ``embed``, ``heads``, ``kv`` (per-head features),
+``mlp``, ``classes``. The sharding rules in the config map them onto mesh axes; model code
+never names a mesh axis.
 """
 
 from __future__ import annotations
 
+import dataclasses
+from collections.abc import Callable
 from typing import Any
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+
+from vjax.models.attention import IMPLEMENTATIONS, grid_attention
 
 Dtype = Any
 _xavier = nn.initializers.xavier_uniform()
@@ -19,6 +33,71 @@ _xavier = nn.initializers.xavier_uniform()
 _xavier_heads = nn.initializers.variance_scaling(
     1.0, "fan_avg", "uniform", in_axis=0, out_axis=(1, 2)
 )
+_xavier_heads_out = nn.initializers.variance_scaling(
+    1.0, "fan_avg", "uniform", in_axis=(0, 1), out_axis=2
+)
+
+
+def _gelu_exact(x: jax.Array) -> jax.Array:
+    return nn.gelu(x, approximate=False)
+
+
+def _gelu_tanh(x: jax.Array) -> jax.Array:
+    return nn.gelu(x, approximate=True)
+
+
+def _quick_gelu(x: jax.Array) -> jax.Array:
+    return x * nn.sigmoid(1.702 * x)
+
+
+# Activation names, including Hugging Face's spellings of the same functions (its "gelu_fast",
+# "gelu_new", "gelu_pytorch_tanh" and "gelu_accurate" are all the tanh approximation).
+ACTIVATIONS: dict[str, Callable[[jax.Array], jax.Array]] = {
+    "gelu": _gelu_exact,
+    "gelu_python": _gelu_exact,
+    "gelu_tanh": _gelu_tanh,
+    "gelu_fast": _gelu_tanh,
+    "gelu_new": _gelu_tanh,
+    "gelu_pytorch_tanh": _gelu_tanh,
+    "gelu_python_tanh": _gelu_tanh,
+    "gelu_accurate": _gelu_tanh,
+    "quick_gelu": _quick_gelu,
+    "relu": nn.relu,
+    "relu6": nn.relu6,
+    "silu": nn.silu,
+    "swish": nn.silu,
+}
+SUBLAYERS = ("joint", "time", "space", "split")
+
+
+@dataclasses.dataclass(frozen=True)
+class TransformerOptions:
+    """Per-layer options that differ between published checkpoints.
+
+    ``qkv_bias`` names the projections that carry a bias: ``"qkv"`` (ViT, ViViT,
+    TimeSformer), ``"qv"`` (VideoMAE: no key bias), ``""`` (none).
+    """
+
+    layer_norm_eps: float = 1e-6
+    activation: str = "gelu"
+    qkv_bias: str = "qkv"
+    attention_impl: str = "auto"
+
+    def validate(self) -> None:
+        """Raises a ValueError naming the bad option (called before any compilation)."""
+        if self.activation not in ACTIVATIONS:
+            raise ValueError(
+                f"unknown activation {self.activation!r}; valid: {', '.join(ACTIVATIONS)}"
+            )
+        if not set(self.qkv_bias) <= set("qkv") or len(set(self.qkv_bias)) != len(self.qkv_bias):
+            raise ValueError(
+                f"qkv_bias must name the biased projections among 'q', 'k', 'v' (e.g. 'qkv', "
+                f"'qv', ''), got {self.qkv_bias!r}"
+            )
+        if self.attention_impl not in IMPLEMENTATIONS:
+            raise ValueError(
+                f"attention_impl must be one of {IMPLEMENTATIONS}, got {self.attention_impl!r}"
+            )
 
 
 def _logical(init, names: tuple[str | None, ...]):
@@ -30,15 +109,39 @@ def constrain(x: jax.Array, names: tuple[str | None, ...]) -> jax.Array:
     return nn.with_logical_constraint(x, names)
 
 
+def token_names(ndim: int, last: tuple[str | None, ...] = ("embed",)) -> tuple[str | None, ...]:
+    """Logical names of a token array: ``(batch, tokens, ...)`` or ``(batch, time, space, ...)``."""
+    grid = {2: ("tokens",), 3: ("time", "space")}[ndim - len(last)]
+    return ("batch", *grid, *last)
+
+
+def learned_embedding(
+    module: nn.Module, name: str, shape: tuple[int, ...], names: tuple[str | None, ...]
+) -> jax.Array:
+    """A learned additive embedding (position, time, class token), N(0, 0.02) initialised."""
+    return module.param(name, _logical(nn.initializers.normal(0.02), names), shape)
+
+
+def prepend(token: jax.Array, x: jax.Array) -> jax.Array:
+    """Puts a ``(1, n, embed)`` token (e.g. cls) in front of every ``(batch, tokens, embed)``."""
+    token = jnp.broadcast_to(token, (x.shape[0], *token.shape[1:])).astype(x.dtype)
+    return jnp.concatenate([token, x], axis=1)
+
+
 class Attention(nn.Module):
-    """Multi-head self-attention over ``(batch, tokens, embed)``.
+    """Multi-head self-attention over ``(batch, *grid, embed)`` token arrays.
 
     Projections are explicit ``(embed, heads, kv)`` kernels so their logical names shard heads
     directly (flax's DenseGeneral would initialise a flattened 2D kernel instead).
+    ``head_groups`` splits the heads into equal groups, each attending over its own grid axes
+    (None: all of them); ``((1,), (2,))`` on ``(batch, time, space, embed)`` is ViViT model 4.
     """
 
     num_heads: int
     dtype: Dtype = jnp.float32
+    qkv_bias: str = "qkv"
+    head_groups: tuple[tuple[int, ...] | None, ...] = (None,)
+    implementation: str = "auto"
 
     def _param(self, name: str, init, shape: tuple[int, ...], names: tuple[str, ...]):
         return self.param(name, _logical(init, names), shape).astype(self.dtype)
@@ -48,6 +151,11 @@ class Attention(nn.Module):
         embed = x.shape[-1]
         if embed % self.num_heads:
             raise ValueError(f"hidden size {embed} is not divisible by num_heads {self.num_heads}")
+        if self.num_heads % len(self.head_groups):
+            raise ValueError(
+                f"num_heads {self.num_heads} cannot be split evenly into "
+                f"{len(self.head_groups)} head groups"
+            )
         heads, head_dim = self.num_heads, embed // self.num_heads
         x = x.astype(self.dtype)
 
@@ -55,55 +163,68 @@ class Attention(nn.Module):
             kernel = self._param(
                 f"{name}_kernel", _xavier_heads, (embed, heads, head_dim), ("embed", "heads", "kv")
             )
-            bias = self._param(
-                f"{name}_bias", nn.initializers.zeros, (heads, head_dim), ("heads", "kv")
-            )
-            return jnp.einsum("btd,dhk->bthk", x, kernel) + bias
+            y = jnp.einsum("...d,dhk->...hk", x, kernel)
+            if name[0] in self.qkv_bias:
+                y = y + self._param(
+                    f"{name}_bias", nn.initializers.zeros, (heads, head_dim), ("heads", "kv")
+                )
+            return y
 
         q, k, v = project("query"), project("key"), project("value")
-        out = jax.nn.dot_product_attention(q, k, v)
-        out = constrain(out, ("batch", "tokens", "heads", "kv"))
+        per_group = heads // len(self.head_groups)
+        outs = [
+            grid_attention(
+                *(t[..., i * per_group : (i + 1) * per_group, :] for t in (q, k, v)),
+                axes,
+                implementation=self.implementation,
+            )
+            for i, axes in enumerate(self.head_groups)
+        ]
+        out = constrain(jnp.concatenate(outs, axis=-2), token_names(x.ndim + 1, ("heads", "kv")))
         kernel = self._param(
-            "out_kernel", _xavier_heads, (heads, head_dim, embed), ("heads", "kv", "embed")
+            "out_kernel", _xavier_heads_out, (heads, head_dim, embed), ("heads", "kv", "embed")
         )
         bias = self._param("out_bias", nn.initializers.zeros, (embed,), ("embed",))
-        return jnp.einsum("bthk,hkd->btd", out, kernel) + bias
+        return jnp.einsum("...hk,hkd->...d", out, kernel) + bias
+
+
+def dense(
+    features: int, names: tuple[str | None, str], dtype: Dtype, name: str, bias_std: float = 0.0
+):
+    """A Dense layer with Xavier kernel and logically named parameters (``names`` of the
+    kernel's input and output dims; the bias takes the output's)."""
+    bias_init = nn.initializers.normal(stddev=bias_std) if bias_std else nn.initializers.zeros
+    return nn.Dense(
+        features,
+        dtype=dtype,
+        kernel_init=_logical(_xavier, names),
+        bias_init=_logical(bias_init, names[1:]),
+        name=name,
+    )
 
 
 class Mlp(nn.Module):
-    """Two-layer GELU MLP of a transformer block."""
+    """Two-layer MLP of a transformer block (``activation`` from :data:`ACTIVATIONS`)."""
 
     mlp_dim: int
     dropout_rate: float = 0.0
     dtype: Dtype = jnp.float32
+    activation: str = "gelu"
 
     @nn.compact
     def __call__(self, x: jax.Array, *, train: bool) -> jax.Array:
         embed = x.shape[-1]
-        bias_init = nn.initializers.normal(stddev=1e-6)
-        y = nn.Dense(
-            self.mlp_dim,
-            dtype=self.dtype,
-            kernel_init=_logical(_xavier, ("embed", "mlp")),
-            bias_init=_logical(bias_init, ("mlp",)),
-            name="fc1",
-        )(x)
-        y = constrain(nn.gelu(y, approximate=False), ("batch", "tokens", "mlp"))
+        y = dense(self.mlp_dim, ("embed", "mlp"), self.dtype, "fc1", bias_std=1e-6)(x)
+        y = constrain(ACTIVATIONS[self.activation](y), token_names(y.ndim, ("mlp",)))
         y = nn.Dropout(self.dropout_rate)(y, deterministic=not train)
-        y = nn.Dense(
-            embed,
-            dtype=self.dtype,
-            kernel_init=_logical(_xavier, ("mlp", "embed")),
-            bias_init=_logical(bias_init, ("embed",)),
-            name="fc2",
-        )(y)
+        y = dense(embed, ("mlp", "embed"), self.dtype, "fc2", bias_std=1e-6)(y)
         return nn.Dropout(self.dropout_rate)(y, deterministic=not train)
 
 
-def layer_norm(name: str, dtype: Dtype) -> nn.LayerNorm:
+def layer_norm(name: str, dtype: Dtype, epsilon: float = 1e-6) -> nn.LayerNorm:
     """Pre-LN layer norm with logically named scale and bias."""
     return nn.LayerNorm(
-        epsilon=1e-6,
+        epsilon=epsilon,
         dtype=dtype,
         scale_init=_logical(nn.initializers.ones, ("embed",)),
         bias_init=_logical(nn.initializers.zeros, ("embed",)),
@@ -112,30 +233,106 @@ def layer_norm(name: str, dtype: Dtype) -> nn.LayerNorm:
 
 
 class EncoderBlock(nn.Module):
-    """Pre-LN transformer block with stochastic depth (drop-path) on both residual branches."""
+    """Pre-LN transformer block over ``(batch, tokens, embed)``: attention sublayer(s), then MLP.
+
+    ``sublayers`` lists the attention sublayers in order, each with its own layer norm and
+    residual: ``"joint"`` (all tokens), ``"time"`` / ``"space"`` (along one axis of the
+    ``grid = (time, space)`` token grid), ``"split"`` (heads half over time, half over space).
+    Tokens beyond the grid at the front (a class token) skip temporal attention and join the
+    spatial attention of every frame, their result averaged over frames (TimeSformer's rule).
+    The ``"time"`` sublayer's parameters are ``norm_time``/``attention_time`` (plus
+    ``time_dense`` with ``time_projection``, TimeSformer's temporal fc); every other attention
+    sublayer uses ``norm1``/``attention``, the names of an image ViT block, so image weights
+    load into the spatial part of every variant unchanged.
+    """
 
     num_heads: int
     mlp_dim: int
     dropout_rate: float = 0.0
     drop_path_rate: float = 0.0
     dtype: Dtype = jnp.float32
+    options: TransformerOptions = TransformerOptions()
+    sublayers: tuple[str, ...] = ("joint",)
+    grid: tuple[int, int] | None = None
+    time_projection: bool = False
+
+    def _attention(self, name: str, head_groups) -> Attention:
+        return Attention(
+            self.num_heads,
+            dtype=self.dtype,
+            qkv_bias=self.options.qkv_bias,
+            head_groups=head_groups,
+            implementation=self.options.attention_impl,
+            name=name,
+        )
+
+    def _attend(self, kind: str, y: jax.Array) -> jax.Array:
+        if kind == "joint":
+            return self._attention("attention", (None,))(y)
+        if self.grid is None:
+            raise ValueError(f"the {kind!r} attention sublayer needs the (time, space) grid")
+        batch, length, embed = y.shape
+        time, space = self.grid
+        prefix = length - time * space
+        if prefix < 0 or (prefix and kind == "split"):
+            raise ValueError(
+                f"{length} tokens do not fit the grid {self.grid} for {kind!r} attention"
+            )
+        head, grid = y[:, :prefix], y[:, prefix:].reshape(batch, time, space, embed)
+        if kind == "time":
+            out = self._attention("attention_time", ((1,),))(grid)
+            if self.time_projection:
+                # (None, "embed"): an array may not repeat a logical name.
+                out = dense(embed, (None, "embed"), self.dtype, "time_dense")(out)
+            head_out = jnp.zeros_like(head)
+        elif kind == "space":
+            head_per_frame = jnp.broadcast_to(head[:, None], (batch, time, prefix, embed))
+            out = self._attention("attention", ((2,),))(
+                jnp.concatenate([head_per_frame, grid], axis=2)
+            )
+            head_out, out = out[:, :, :prefix].mean(axis=1), out[:, :, prefix:]
+        else:  # split
+            out = self._attention("attention", ((1,), (2,)))(grid)
+            head_out = head
+        out = constrain(out, token_names(4))
+        return jnp.concatenate(
+            [head_out.astype(out.dtype), out.reshape(batch, time * space, embed)], axis=1
+        )
 
     @nn.compact
     def __call__(self, x: jax.Array, *, train: bool) -> jax.Array:
         # Drop-path: drop the whole residual branch per example (broadcast over tokens, embed).
         drop_path = nn.Dropout(self.drop_path_rate, broadcast_dims=(1, 2))
-        y = layer_norm("norm1", self.dtype)(x)
-        y = Attention(self.num_heads, dtype=self.dtype, name="attention")(y)
-        y = nn.Dropout(self.dropout_rate)(y, deterministic=not train)
+        eps = self.options.layer_norm_eps
+        for kind in self.sublayers:
+            norm = "norm_time" if kind == "time" else "norm1"
+            y = self._attend(kind, layer_norm(norm, self.dtype, eps)(x))
+            y = nn.Dropout(self.dropout_rate)(y, deterministic=not train)
+            x = x + drop_path(y, deterministic=not train)
+        y = layer_norm("norm2", self.dtype, eps)(x)
+        y = Mlp(self.mlp_dim, self.dropout_rate, self.dtype, self.options.activation, name="mlp")(
+            y, train=train
+        )
         x = x + drop_path(y, deterministic=not train)
-        y = layer_norm("norm2", self.dtype)(x)
-        y = Mlp(self.mlp_dim, self.dropout_rate, dtype=self.dtype, name="mlp")(y, train=train)
-        x = x + drop_path(y, deterministic=not train)
-        return constrain(x, ("batch", "tokens", "embed"))
+        return constrain(x, token_names(3))
+
+
+def check_sublayers(sublayers: tuple[str, ...]) -> None:
+    """Raises a ValueError for unknown or repeated attention sublayers (they share names)."""
+    unknown = [s for s in sublayers if s not in SUBLAYERS]
+    if unknown or not sublayers:
+        raise ValueError(f"attention sublayers {sublayers} must be drawn from {SUBLAYERS}")
+    spatial = [s for s in sublayers if s != "time"]
+    if len(spatial) > 1 or sublayers.count("time") > 1:
+        raise ValueError(
+            f"attention sublayers {sublayers}: at most one 'time' and one other sublayer"
+        )
 
 
 class Encoder(nn.Module):
-    """A stack of encoder blocks; stochastic depth grows linearly from 0 to ``drop_path_rate``."""
+    """A stack of encoder blocks and a final layer norm (``final_norm=False`` leaves it out,
+    as VideoMAE's mean-pooling head does); stochastic depth grows linearly from 0 to
+    ``drop_path_rate``."""
 
     num_layers: int
     num_heads: int
@@ -143,9 +340,15 @@ class Encoder(nn.Module):
     dropout_rate: float = 0.0
     drop_path_rate: float = 0.0
     dtype: Dtype = jnp.float32
+    options: TransformerOptions = TransformerOptions()
+    sublayers: tuple[str, ...] = ("joint",)
+    grid: tuple[int, int] | None = None
+    time_projection: bool = False
+    final_norm: bool = True
 
     @nn.compact
     def __call__(self, x: jax.Array, *, train: bool) -> jax.Array:
+        check_sublayers(self.sublayers)
         for i in range(self.num_layers):
             rate = self.drop_path_rate * i / max(self.num_layers - 1, 1)
             x = EncoderBlock(
@@ -154,13 +357,23 @@ class Encoder(nn.Module):
                 self.dropout_rate,
                 rate,
                 dtype=self.dtype,
+                options=self.options,
+                sublayers=self.sublayers,
+                grid=self.grid,
+                time_projection=self.time_projection,
                 name=f"block{i:02d}",
             )(x, train=train)
-        return layer_norm("encoder_norm", self.dtype)(x)
+        if not self.final_norm:
+            return x
+        return layer_norm("encoder_norm", self.dtype, self.options.layer_norm_eps)(x)
 
 
 class TubeletEmbed(nn.Module):
-    """Non-overlapping 3D patches ("tubelets") projected to ``hidden_size`` by a strided conv."""
+    """Non-overlapping 3D patches ("tubelets") projected to ``hidden_size`` by a strided conv.
+
+    Returns ``(batch, tokens, hidden)`` with tokens in (time, height, width) order; the token
+    grid is ``(frames // t, (height // h) * (width // w))``.
+    """
 
     hidden_size: int
     tubelet: tuple[int, int, int]
@@ -197,3 +410,23 @@ class ClassifierHead(nn.Module):
             name="head",
         )(x)
         return constrain(logits, ("batch", "classes"))
+
+
+def sinusoidal_table(length: int, dim: int) -> jax.Array:
+    """Fixed 1D sin/cos position table ``(1, length, dim)`` as in VideoMAE (and "Attention is
+    all you need"): angle ``p / 10000^(2 * (j // 2) / dim)``, sine on even, cosine on odd dims.
+    """
+    position = jnp.arange(length, dtype=jnp.float32)[:, None]
+    exponent = (2 * (jnp.arange(dim) // 2)).astype(jnp.float32) / dim
+    angle = position / jnp.power(10000.0, exponent)[None]
+    table = jnp.where(jnp.arange(dim) % 2 == 0, jnp.sin(angle), jnp.cos(angle))
+    return table[None]
+
+
+def divisible_heads(num_heads: int, groups: int, what: str) -> None:
+    """Raises a ValueError when ``num_heads`` cannot be split into ``groups`` equal groups."""
+    if num_heads % groups:
+        raise ValueError(
+            f"{what} splits the heads into {groups} equal groups; num_heads={num_heads} is not "
+            f"divisible by {groups}"
+        )

@@ -1,113 +1,156 @@
-"""ViViT model 1 (spatio-temporal attention, Arnab et al. 2021) and the single-frame baseline.
+"""ViViT (Arnab et al., ICCV 2021): all four models and the spatial average-pool baseline,
+plus the single-frame baseline, on one shared set of layers.
 
-Input is ``(batch, time, height, width, channels)``; the video is cut into tubelets, every
-tubelet attends to every other one, and a class token or global average pool feeds the head.
+``variant`` selects the model of the paper:
+
+* ``"spacetime"`` - model 1: every tubelet attends to every other one.
+* ``"factorised_encoder"`` - model 2: a spatial transformer on each tubelet time-slice, its
+  per-slice representation (cls or average: ``pooling``) fed to a temporal transformer of
+  ``temporal_layers`` blocks (4 in the paper's Table 2), pooled by ``temporal_pooling``
+  (default: the same as ``pooling``).
+* ``"factorised_self_attention"`` - model 3: each block attends along time, then along
+  space (``attention_order="space_time"`` swaps them), then its MLP.
+* ``"factorised_dot_product"`` - model 4: one attention layer per block whose heads are
+  split, half attending along time and half along space.
+* ``"average_pool"`` - the paper's baseline: the spatial transformer of model 2 on every
+  slice, its outputs averaged over time (no temporal transformer).
+
+Models 3 and 4 pool by global average (``pooling="gap"``, their default) as in scenic, the
+reference implementation; the others default to a class token. Parameter names are shared
+so that surgery and converters treat every variant alike: ``embedding``,
+``pos_embedding``, ``cls``, ``encoder`` (the spatial or only transformer, with image-ViT
+block names), ``temporal_*`` for model 2's second stage, ``classifier``.
 """
 
 from __future__ import annotations
 
-from typing import Any
-
 import flax.linen as nn
 import jax
-import jax.numpy as jnp
 
-from vjax.models.layers import ClassifierHead, Encoder, TubeletEmbed, constrain
+from vjax.models.layers import (
+    ClassifierHead,
+    divisible_heads,
+    learned_embedding,
+    prepend,
+)
 from vjax.models.registry import register
-from vjax.models.sizes import TransformerSize, parse_size
+from vjax.models.video_transformer import VideoTransformer, check_divisible
 
+__all__ = ["VARIANTS", "SingleFrame", "ViViT", "check_divisible"]
 
-def check_divisible(input_shape: tuple[int, ...], tubelet: tuple[int, int, int]) -> None:
-    """Raises a ValueError naming the numbers when a clip cannot be cut into whole tubelets."""
-    if len(input_shape) != 5:
-        raise ValueError(
-            f"expected video of shape (batch, time, height, width, channels), got "
-            f"{tuple(input_shape)}"
-        )
-    for axis, size, step in zip(
-        ("frames", "height", "width"), input_shape[1:4], tubelet, strict=True
-    ):
-        if size % step:
-            raise ValueError(
-                f"{axis} ({size}) is not divisible by the tubelet size along it ({step}); "
-                f"tubelet (time, height, width) = {tubelet}, clip shape = {tuple(input_shape)}. "
-                f"Change the clip size or the model size string."
-            )
+# variant -> (paper model, default pooling)
+VARIANTS = {
+    "spacetime": ("model 1", "cls"),
+    "factorised_encoder": ("model 2", "cls"),
+    "factorised_self_attention": ("model 3", "gap"),
+    "factorised_dot_product": ("model 4", "gap"),
+    "average_pool": ("spatial average-pool baseline", "cls"),
+}
+_ORDERS = {"time_space": ("time", "space"), "space_time": ("space", "time")}
 
 
 @register("vivit")
-class ViViT(nn.Module):
-    """ViViT model 1: joint space-time attention over all tubelet tokens.
+class ViViT(VideoTransformer):
+    """ViViT models 1-4 and the average-pool baseline, selected by ``variant``.
 
-    >>> model = ViViT(num_classes=400, size="B/16x2")
+    >>> model = ViViT(num_classes=400, size="B/16x2", variant="factorised_encoder")
     >>> variables = model.init(jax.random.key(0), jnp.zeros((1, 32, 224, 224, 3)), train=False)
     """
 
-    num_classes: int
-    size: str = "B/16x2"
-    # Explicit overrides of the size string's width and depth (None keeps the size's value).
-    hidden_size: int | None = None
-    num_layers: int | None = None
-    num_heads: int | None = None
-    mlp_dim: int | None = None
-    pooling: str = "cls"  # "cls" or "gap"
-    dropout_rate: float = 0.0
-    drop_path_rate: float = 0.0
-    dtype: Any = jnp.float32
-
-    def resolved_size(self) -> TransformerSize:
-        """The size string with any explicit width/depth overrides applied."""
-        size = parse_size(self.size)
-        overrides = {
-            k: getattr(self, k)
-            for k in ("hidden_size", "num_layers", "num_heads", "mlp_dim")
-            if getattr(self, k) is not None
-        }
-        return TransformerSize(**{**size.__dict__, **overrides})
+    variant: str = "spacetime"
+    pooling: str | None = None  # "cls" or "gap"; None: the variant's default
+    attention_order: str = "time_space"  # model 3: "time_space" or "space_time"
+    temporal_layers: int = 4  # model 2's temporal transformer
+    temporal_num_heads: int | None = None  # None: as the spatial transformer
+    temporal_mlp_dim: int | None = None
+    temporal_pooling: str | None = None  # model 2's temporal stage; None: as ``pooling``
 
     @property
-    def tubelet(self) -> tuple[int, int, int]:
-        size = self.resolved_size()
-        return (size.tubelet_time, size.patch, size.patch)
+    def resolved_pooling(self) -> str:
+        return self.pooling or VARIANTS[self.variant][1]
+
+    def _pooling(self, prefix: str) -> str:
+        """The pooling of a stage: ``temporal_pooling`` for model 2's temporal stage."""
+        if prefix == "temporal_" and self.temporal_pooling:
+            return self.temporal_pooling
+        return self.resolved_pooling
 
     def check_input(self, input_shape: tuple[int, ...]) -> None:
-        """Validates a clip shape before any compilation (called by the trainer and __call__)."""
-        check_divisible(input_shape, self.tubelet)
-        if self.pooling not in ("cls", "gap"):
-            raise ValueError(f"pooling must be 'cls' or 'gap', got {self.pooling!r}")
+        """Validates a clip shape and the variant's settings before any compilation."""
+        if self.variant not in VARIANTS:
+            raise ValueError(f"unknown ViViT variant {self.variant!r}; valid: {list(VARIANTS)}")
+        super().check_input(input_shape)
+        for name, value in (
+            ("pooling", self.resolved_pooling),
+            ("temporal_pooling", self._pooling("temporal_")),
+        ):
+            if value not in ("cls", "gap"):
+                raise ValueError(f"{name} must be 'cls' or 'gap', got {value!r}")
+        if self.resolved_pooling == "cls" and VARIANTS[self.variant][1] == "gap":
+            raise ValueError(
+                f"variant {self.variant!r} has no class token (its tokens form a time x space "
+                f"grid); use pooling='gap'"
+            )
+        if self.attention_order not in _ORDERS:
+            raise ValueError(
+                f"attention_order must be one of {list(_ORDERS)}, got {self.attention_order!r}"
+            )
+        if self.variant == "factorised_dot_product":
+            divisible_heads(self.resolved_size().num_heads, 2, "factorised_dot_product")
+
+    def _stage(
+        self,
+        x: jax.Array,
+        prefix: str,
+        depth: tuple[int, int, int],
+        *,
+        train: bool,
+        sublayers: tuple[str, ...] = ("joint",),
+        grid: tuple[int, int] | None = None,
+    ) -> jax.Array:
+        """Position embedding, optional class token, encoder and pooling of ``x``."""
+        pos = learned_embedding(
+            self, f"{prefix}pos_embedding", (1, *x.shape[1:]), (None, "tokens", "embed")
+        )
+        x = x + pos.astype(self.dtype)
+        pooling = self._pooling(prefix)
+        if pooling == "cls":
+            cls = self.param(
+                f"{prefix}cls",
+                nn.with_logical_partitioning(nn.initializers.zeros, (None, None, "embed")),
+                (1, 1, x.shape[-1]),
+            )
+            x = prepend(cls, x)
+        x = nn.Dropout(self.dropout_rate)(x, deterministic=not train)
+        x = self.encoder(f"{prefix}encoder", depth, sublayers=sublayers, grid=grid)(x, train=train)
+        return x[:, 0] if pooling == "cls" else x.mean(axis=1)
 
     @nn.compact
     def __call__(self, video: jax.Array, *, train: bool) -> jax.Array:
         self.check_input(video.shape)
         size = self.resolved_size()
-        video = constrain(video.astype(self.dtype), ("batch", "time", None, None, None))
-        x = TubeletEmbed(size.hidden_size, self.tubelet, dtype=self.dtype, name="embedding")(video)
-        pos = self.param(
-            "pos_embedding",
-            nn.with_logical_partitioning(nn.initializers.normal(0.02), (None, "tokens", "embed")),
-            (1, x.shape[1], size.hidden_size),
-        )
-        x = x + pos.astype(self.dtype)
-        if self.pooling == "cls":
-            cls = self.param(
-                "cls",
-                nn.with_logical_partitioning(nn.initializers.zeros, (None, None, "embed")),
-                (1, 1, size.hidden_size),
-            )
-            x = jnp.concatenate(
-                [jnp.broadcast_to(cls, (x.shape[0], 1, x.shape[2])).astype(x.dtype), x], axis=1
-            )
-        x = nn.Dropout(self.dropout_rate)(x, deterministic=not train)
-        x = Encoder(
-            size.num_layers,
-            size.num_heads,
-            size.mlp_dim,
-            self.dropout_rate,
-            self.drop_path_rate,
-            dtype=self.dtype,
-            name="encoder",
-        )(x, train=train)
-        pooled = x[:, 0] if self.pooling == "cls" else x.mean(axis=1)
+        depth = (size.num_layers, size.num_heads, size.mlp_dim)
+        x, (time, space) = self.embed(video)
+        if self.variant in ("factorised_encoder", "average_pool"):
+            frames = x.reshape(x.shape[0] * time, space, x.shape[-1])
+            pooled = self._stage(frames, "", depth, train=train)
+            pooled = pooled.reshape(x.shape[0], time, x.shape[-1])
+            if self.variant == "average_pool":
+                pooled = pooled.mean(axis=1)
+            else:
+                temporal = (
+                    self.temporal_layers,
+                    self.temporal_num_heads or size.num_heads,
+                    self.temporal_mlp_dim or size.mlp_dim,
+                )
+                pooled = self._stage(pooled, "temporal_", temporal, train=train)
+        else:
+            sublayers = {
+                "spacetime": ("joint",),
+                "factorised_self_attention": _ORDERS[self.attention_order],
+                "factorised_dot_product": ("split",),
+            }[self.variant]
+            pooled = self._stage(x, "", depth, train=train, sublayers=sublayers, grid=(time, space))
         return ClassifierHead(self.num_classes, name="classifier")(pooled)
 
 

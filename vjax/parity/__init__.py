@@ -18,7 +18,7 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-FAMILIES = ("vivit", "conv3d")
+FAMILIES = ("vivit", "video_transformers", "conv3d")
 
 
 @dataclasses.dataclass(frozen=True)

@@ -1,0 +1,173 @@
+"""Initialisation surgery (vjax.convert.surgery) checked against hand computations."""
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from vjax.convert.surgery import (
+    SurgeryError,
+    adapt_params,
+    inflate_kernel,
+    resize_linear,
+    token_grid,
+)
+from vjax.models import build_model
+from vjax.models.layers import TubeletEmbed
+
+TINY = {"hidden_size": 16, "num_layers": 1, "num_heads": 2, "mlp_dim": 24}
+
+
+def _shapes(model, shape):
+    init = lambda: model.init(jax.random.key(0), jnp.zeros(shape), train=False)  # noqa: E731
+    return nn.meta.unbox(jax.eval_shape(init))["params"]
+
+
+def _params(model, shape, seed=0, scale=0.2):
+    """Random parameters of ``model``'s shapes (1 + noise for layer-norm scales), no init run."""
+    rng = np.random.default_rng(seed)
+
+    def fill(path, leaf):
+        noise = rng.normal(size=leaf.shape).astype(np.float32) * scale
+        return noise + 1.0 if jax.tree_util.keystr(path).endswith("['scale']") else noise
+
+    return jax.tree_util.tree_map_with_path(fill, _shapes(model, shape))
+
+
+@pytest.mark.parametrize("inflation", ["average", "central"])
+def test_inflated_video_model_on_a_static_clip_equals_the_image_model(inflation):
+    # An image ViT (single frame, 4x4 patches) and ViViT model 1 with 2x4x4 tubelets. On a clip
+    # whose frames are all the same image, inflated kernels give each tubelet the image's patch
+    # embedding, the tiled position table repeats the frame's, and attention over repeated
+    # keys equals attention over one copy (average pooling: no class token, whose single copy
+    # would weigh differently): the logits must be the image model's.
+    gap = {**TINY, "pooling": "gap"}
+    image_model = build_model({"name": "single_frame", "size": "Ti/4", **gap}, num_classes=3)
+    video_model = build_model({"name": "vivit", "size": "Ti/4x2", **gap}, num_classes=3)
+    image_params = _params(image_model, (1, 1, 8, 8, 3))
+    grid = token_grid(video_model, (1, 4, 8, 8, 3))
+    assert grid == (2, 2, 2)
+    target = _shapes(video_model, (1, 4, 8, 8, 3))
+    params, notes = adapt_params(image_params, target, inflation=inflation, target_grid=grid)
+    assert any(
+        "inflated embedding/conv/kernel (1, 4, 4, 3, 16) -> (2, 4, 4, 3, 16)" in n for n in notes
+    )
+    image = np.random.default_rng(2).normal(size=(2, 1, 8, 8, 3)).astype(np.float32)
+    static = np.repeat(image, 4, axis=1)
+    expected = image_model.apply({"params": image_params}, image, train=False)
+    got = video_model.apply({"params": params}, static, train=False)
+    np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-5)
+
+
+def test_central_inflation_sees_only_the_central_frame_of_each_tubelet():
+    kernel = np.random.default_rng(0).normal(size=(1, 2, 2, 3, 5)).astype(np.float32)
+    inflated = inflate_kernel(kernel, 3, "central")
+    assert np.array_equal(inflated[1], kernel[0]) and not inflated[[0, 2]].any()
+    module = TubeletEmbed(5, (3, 2, 2))
+    params = {"conv": {"kernel": inflated, "bias": np.zeros(5, np.float32)}}
+    video = np.random.default_rng(1).normal(size=(1, 3, 4, 4, 3)).astype(np.float32)
+    changed = video.copy()
+    changed[:, [0, 2]] += 1.0  # frames other than the central one
+    a = module.apply({"params": params}, video)
+    np.testing.assert_allclose(a, module.apply({"params": params}, changed), atol=1e-6)
+    np.testing.assert_allclose(inflate_kernel(kernel, 4, "average"), np.repeat(kernel / 4, 4, 0))
+
+
+def test_resized_position_ramp_stays_a_ramp_and_is_tiled_over_time():
+    image_model = build_model({"name": "single_frame", "size": "Ti/4", **TINY}, num_classes=3)
+    video_model = build_model({"name": "vivit", "size": "Ti/4x2", **TINY}, num_classes=3)
+    source = _params(image_model, (1, 1, 12, 12, 3))  # 3x3 patches
+    h, w = np.meshgrid(np.arange(3.0), np.arange(3.0), indexing="ij")
+    ramp = 2.0 * h - 0.5 * w + 1.0  # a linear function of the patch position
+    source["pos_embedding"] = np.repeat(ramp.reshape(1, 9, 1), 16, axis=2).astype(np.float32)
+    shape = (1, 6, 20, 20, 3)  # 3 tubelet slices of 5x5 patches
+    target = _shapes(video_model, shape)
+    params, _ = adapt_params(source, target, target_grid=token_grid(video_model, shape))
+    got = params["pos_embedding"].reshape(3, 5, 5, 16)
+    # Corners aligned: target index i of 5 sits at source coordinate i * (3 - 1) / (5 - 1).
+    h5, w5 = np.meshgrid(np.arange(5) * 0.5, np.arange(5) * 0.5, indexing="ij")
+    expected = 2.0 * h5 - 0.5 * w5 + 1.0
+    for t in range(3):
+        np.testing.assert_allclose(got[t, :, :, 0], expected, atol=1e-5)
+    assert got.dtype == np.float32
+
+
+def test_video_checkpoint_moves_to_another_resolution_and_clip_length():
+    model = build_model({"name": "vivit", "size": "Ti/4x2", **TINY}, num_classes=3)
+    source = _params(model, (1, 4, 8, 8, 3))  # grid (2, 2, 2)
+    t, h, w = np.meshgrid(np.arange(2.0), np.arange(2.0), np.arange(2.0), indexing="ij")
+    ramp = (3.0 * t + h - 2.0 * w).reshape(1, 8, 1)
+    source["pos_embedding"] = np.repeat(ramp, 16, axis=2).astype(np.float32)
+    shape = (1, 8, 12, 12, 3)  # grid (4, 3, 3)
+    target = _shapes(model, shape)
+    params, notes = adapt_params(
+        source, target, source_grid=(2, 2, 2), target_grid=token_grid(model, shape)
+    )
+    assert notes == ["resized pos_embedding grid (2, 2, 2) -> (4, 3, 3)"]
+    t4, h3, w3 = np.meshgrid(np.arange(4) / 3, np.arange(3) / 2, np.arange(3) / 2, indexing="ij")
+    expected = 3.0 * t4 + h3 - 2.0 * w3
+    np.testing.assert_allclose(params["pos_embedding"][0, :, 0], expected.reshape(-1), atol=1e-5)
+    np.testing.assert_array_equal(
+        params["encoder"]["block00"]["mlp"]["fc1"]["kernel"],
+        source["encoder"]["block00"]["mlp"]["fc1"]["kernel"],
+    )
+    logits = model.apply({"params": params}, np.ones(shape, np.float32), train=False)
+    assert logits.shape == (1, 3)
+
+
+def test_head_is_reset_for_another_class_count_and_new_layers_keep_their_init():
+    image_model = build_model({"name": "single_frame", "size": "Ti/4", **TINY}, num_classes=3)
+    source = _params(image_model, (1, 1, 8, 8, 3))
+    target_model = build_model(
+        {"name": "vivit", "size": "Ti/4x2", "variant": "factorised_self_attention", **TINY},
+        num_classes=7,
+    )
+    target = _params(target_model, (1, 4, 8, 8, 3), seed=5)
+    params, notes = adapt_params(source, target, target_grid=(2, 2, 2))
+    np.testing.assert_array_equal(
+        params["classifier"]["head"]["kernel"], target["classifier"]["head"]["kernel"]
+    )
+    block, src_block = params["encoder"]["block00"], source["encoder"]["block00"]
+    np.testing.assert_array_equal(
+        block["attention"]["query_kernel"], src_block["attention"]["query_kernel"]
+    )
+    np.testing.assert_array_equal(
+        block["attention_time"]["query_kernel"],
+        target["encoder"]["block00"]["attention_time"]["query_kernel"],
+    )
+    assert "reset classifier/head/kernel (16, 3) -> (16, 7) (class count differs)" in notes
+    assert "dropped cls (not in target)" in notes  # model 3 pools by average
+    assert any(
+        n.startswith("kept the target's initial encoder/block00/attention_time") for n in notes
+    )
+
+
+def test_unadaptable_parameters_name_the_parameter_and_both_shapes():
+    small = build_model({"name": "vivit", "size": "Ti/4x2", **TINY}, num_classes=3)
+    wide = build_model({"name": "vivit", "size": "Ti/8x2", **TINY}, num_classes=3)
+    source = _params(small, (1, 4, 8, 8, 3))
+    target = _shapes(wide, (1, 4, 8, 8, 3))
+    with pytest.raises(
+        SurgeryError,
+        match=r"embedding/conv/kernel: source shape \(2, 4, 4, 3, 16\), "
+        r"target shape \(2, 8, 8, 3, 16\)",
+    ):
+        adapt_params(source, target)
+    m3 = build_model(
+        {"name": "vivit", "size": "Ti/4x2", "variant": "factorised_self_attention", **TINY},
+        num_classes=3,
+    )
+    abstract = _shapes(m3, (1, 4, 8, 8, 3))
+    with pytest.raises(SurgeryError, match="attention_time.*initialised target parameters"):
+        adapt_params(source, abstract, target_grid=(2, 2, 2))
+    with pytest.raises(SurgeryError, match=r"pos_embedding of shape \(1, 8, 16\).*source_grid"):
+        adapt_params(source, _params(small, (1, 8, 8, 8, 3)))
+    with pytest.raises(ValueError, match="inflation must be one of"):
+        adapt_params(source, target, inflation="tile")
+
+
+def test_resize_linear_tiles_a_single_entry():
+    x = np.arange(3.0).reshape(1, 3)
+    np.testing.assert_array_equal(resize_linear(x, 0, 2), np.repeat(x, 2, axis=0))
+    np.testing.assert_allclose(resize_linear(x, 1, 5), [[0, 0.5, 1, 1.5, 2]])

@@ -1,0 +1,191 @@
+"""One scaled dot-product attention for every model, on the fastest kernel the backend has.
+
+``dot_product_attention(q, k, v, implementation=...)`` takes ``(batch, length, heads,
+head_dim)`` arrays and dispatches:
+
+* ``"cudnn"``: cuDNN flash attention through ``jax.nn.dot_product_attention``. cuDNN only
+  takes half-precision inputs and refuses some sequence lengths (ViT-style lengths such as
+  3137 = 16 * 14 * 14 + cls), so the sequence is zero-padded to a multiple of
+  :data:`CUDNN_PAD` and the padding is masked out with ``query_seq_lengths`` /
+  ``key_value_seq_lengths``; the result is sliced back. Every variant gets the fast path.
+* ``"pallas"``: the Pallas splash-attention kernel for TPU, padded to its block size
+  :data:`PALLAS_PAD`, with segment ids masking the padding (real queries see only real keys).
+* ``"xla"``: the plain XLA softmax(QK^T)V, which runs everywhere.
+* ``"auto"`` (default): ``cudnn`` on GPU for float16/bfloat16 inputs, ``pallas`` on TPU,
+  ``xla`` otherwise (float32 on GPU stays on XLA: cuDNN's fused kernel has no float32 mode),
+  and ``xla`` for sequences shorter than :data:`MIN_FUSED_LENGTH` (e.g. temporal attention
+  over 16 frames), whose small score matrices XLA fuses well and padding would inflate.
+
+A model's ``attention_impl`` config field passes an explicit choice through, and
+:func:`set_interpret` runs the Pallas kernel in interpret mode so CPU tests can check it.
+
+>>> q = k = v = jnp.ones((2, 3137, 12, 64), jnp.bfloat16)
+>>> out = dot_product_attention(q, k, v)  # cuDNN on a GPU, XLA on this CPU
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import math
+from collections.abc import Iterator
+
+import jax
+import jax.numpy as jnp
+
+IMPLEMENTATIONS = ("auto", "xla", "cudnn", "pallas")
+CUDNN_PAD = 64  # sequence padding for cuDNN flash attention
+PALLAS_PAD = 128  # the splash kernel's block size
+MIN_FUSED_LENGTH = 128  # "auto" keeps shorter sequences on XLA
+_HALF = (jnp.dtype(jnp.float16), jnp.dtype(jnp.bfloat16))
+_INTERPRET = {"pallas": False}
+
+
+@contextlib.contextmanager
+def set_interpret(enabled: bool = True) -> Iterator[None]:
+    """Runs the Pallas kernel in interpret mode inside the block (for tests on CPU)."""
+    previous = _INTERPRET["pallas"]
+    _INTERPRET["pallas"] = enabled
+    try:
+        yield
+    finally:
+        _INTERPRET["pallas"] = previous
+
+
+def resolve_implementation(implementation: str, dtype, length: int | None = None) -> str:
+    """The kernel ``"auto"`` stands for on the current default backend for sequences of
+    ``length`` (None: long), else the choice itself."""
+    if implementation not in IMPLEMENTATIONS:
+        raise ValueError(
+            f"attention implementation must be one of {IMPLEMENTATIONS}, got {implementation!r}"
+        )
+    if implementation != "auto":
+        return implementation
+    if length is not None and length < MIN_FUSED_LENGTH:
+        return "xla"
+    backend = jax.default_backend()
+    if backend in ("gpu", "cuda", "rocm") and jnp.dtype(dtype) in _HALF:
+        return "cudnn"
+    if backend == "tpu":
+        return "pallas"
+    return "xla"
+
+
+def _pad_length(x: jax.Array, length: int) -> jax.Array:
+    return jnp.pad(x, ((0, 0), (0, length - x.shape[1]), (0, 0), (0, 0)))
+
+
+def padded_length(length: int, multiple: int = CUDNN_PAD) -> int:
+    """``length`` rounded up to a multiple of ``multiple``."""
+    return -(-length // multiple) * multiple
+
+
+def padded_attention(
+    q: jax.Array, k: jax.Array, v: jax.Array, *, implementation: str = "cudnn"
+) -> jax.Array:
+    """Attention on sequences zero-padded to :data:`CUDNN_PAD`, the padding masked out.
+
+    This is the cuDNN formulation; ``implementation="xla"`` runs the very same padded and
+    masked call through XLA, which is how CPU tests check it against plain attention.
+    """
+    batch, length = q.shape[:2]
+    padded = padded_length(length)
+    if padded == length:
+        return jax.nn.dot_product_attention(q, k, v, implementation=implementation)
+    lengths = jnp.full((batch,), length, jnp.int32)
+    out = jax.nn.dot_product_attention(
+        _pad_length(q, padded),
+        _pad_length(k, padded),
+        _pad_length(v, padded),
+        query_seq_lengths=lengths,
+        key_value_seq_lengths=lengths,
+        implementation=implementation,
+    )
+    return out[:, :length]
+
+
+@functools.lru_cache(maxsize=64)
+def _splash_kernel(heads: int, length: int, interpret: bool):
+    from jax.experimental.pallas.ops.tpu.splash_attention import splash_attention_kernel as sk
+    from jax.experimental.pallas.ops.tpu.splash_attention import splash_attention_mask as sm
+
+    mask = sm.MultiHeadMask([sm.FullMask((length, length)) for _ in range(heads)])
+    return sk.make_splash_mha(mask, head_shards=1, q_seq_shards=1, interpret=interpret)
+
+
+def pallas_attention(q: jax.Array, k: jax.Array, v: jax.Array) -> jax.Array:
+    """Pallas splash attention (TPU), padded to :data:`PALLAS_PAD` with the padding masked.
+
+    Segment id 1 marks real tokens and 0 padding, so real queries attend to real keys only
+    (padded queries see only padding and are sliced away).
+    """
+    from jax.experimental.pallas.ops.tpu.splash_attention import splash_attention_kernel as sk
+
+    length, heads, head_dim = q.shape[1:]
+    padded = padded_length(length, PALLAS_PAD)
+    kernel = _splash_kernel(heads, padded, _INTERPRET["pallas"])
+    segments = (jnp.arange(padded) < length).astype(jnp.int32)
+    segment_ids = sk.SegmentIds(q=segments, kv=segments)
+
+    def one(q1, k1, v1):  # (heads, length, head_dim) per example
+        return kernel(q1, k1, v1, segment_ids=segment_ids)
+
+    # splash does not scale the logits: fold 1/sqrt(head_dim) into the queries.
+    q = q * jnp.asarray(1.0 / math.sqrt(head_dim), q.dtype)
+    q, k, v = (_pad_length(x, padded).transpose(0, 2, 1, 3) for x in (q, k, v))
+    out = jax.vmap(one)(q, k, v)
+    return out.transpose(0, 2, 1, 3)[:, :length]
+
+
+def dot_product_attention(
+    q: jax.Array, k: jax.Array, v: jax.Array, *, implementation: str = "auto"
+) -> jax.Array:
+    """softmax(q k^T / sqrt(head_dim)) v over ``(batch, length, heads, head_dim)`` arrays.
+
+    >>> out = dot_product_attention(q, k, v, implementation="xla")
+    """
+    if q.ndim != 4 or q.shape != k.shape or k.shape != v.shape:
+        raise ValueError(
+            "attention expects q, k, v of one shape (batch, length, heads, head_dim); got "
+            f"{q.shape}, {k.shape}, {v.shape}"
+        )
+    kind = resolve_implementation(implementation, q.dtype, q.shape[1])
+    if kind == "cudnn":
+        return padded_attention(q, k, v, implementation="cudnn")
+    if kind == "pallas":
+        return pallas_attention(q, k, v)
+    return jax.nn.dot_product_attention(q, k, v, implementation="xla")
+
+
+def grid_attention(
+    q: jax.Array,
+    k: jax.Array,
+    v: jax.Array,
+    axes: tuple[int, ...] | None = None,
+    *,
+    implementation: str = "auto",
+) -> jax.Array:
+    """Attention over some axes of a token grid; the other grid axes act as batch.
+
+    ``q``, ``k``, ``v``: ``(batch, *grid, heads, head_dim)``. ``axes`` (indices into that
+    shape, 1-based like the grid axes; None means every grid axis) are attended jointly, e.g.
+    ``axes=(1,)`` on ``(batch, time, space, heads, dim)`` is temporal attention at every
+    spatial position.
+
+    >>> out = grid_attention(q, k, v, axes=(2,))  # spatial attention within each frame
+    """
+    grid = tuple(range(1, q.ndim - 2))
+    axes = grid if axes is None else tuple(axes)
+    if not axes or any(a not in grid for a in axes):
+        raise ValueError(f"attention axes {axes} must be grid axes {grid} of shape {q.shape}")
+    others = tuple(a for a in grid if a not in axes)
+    order = (0, *others, *axes, q.ndim - 2, q.ndim - 1)
+    moved = q.transpose(order).shape
+
+    def fold(x: jax.Array) -> jax.Array:
+        x = x.transpose(order)
+        return x.reshape(-1, math.prod(x.shape[1 + len(others) : -2]), *x.shape[-2:])
+
+    out = dot_product_attention(fold(q), fold(k), fold(v), implementation=implementation)
+    inverse = tuple(order.index(i) for i in range(q.ndim))
+    return out.reshape(moved).transpose(inverse)

@@ -1,0 +1,116 @@
+"""Fields and checks shared by every video transformer (ViViT, TimeSformer, VideoMAE).
+
+Each model is a subclass of :class:`VideoTransformer`: a size string such as ``"B/16x2"``
+with optional width/depth overrides, regularisation, and the per-layer options
+(:class:`vjax.models.layers.TransformerOptions`) a converter sets to match a checkpoint.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from vjax.models.layers import Encoder, TransformerOptions, TubeletEmbed, constrain
+from vjax.models.sizes import TransformerSize, parse_size
+
+
+def check_divisible(input_shape: tuple[int, ...], tubelet: tuple[int, int, int]) -> None:
+    """Raises a ValueError naming the numbers when a clip cannot be cut into whole tubelets."""
+    if len(input_shape) != 5:
+        raise ValueError(
+            f"expected video of shape (batch, time, height, width, channels), got "
+            f"{tuple(input_shape)}"
+        )
+    for axis, size, step in zip(
+        ("frames", "height", "width"), input_shape[1:4], tubelet, strict=True
+    ):
+        if size % step:
+            raise ValueError(
+                f"{axis} ({size}) is not divisible by the tubelet size along it ({step}); "
+                f"tubelet (time, height, width) = {tubelet}, clip shape = {tuple(input_shape)}. "
+                f"Change the clip size or the model size string."
+            )
+
+
+def token_grid(input_shape: tuple[int, ...], tubelet: tuple[int, int, int]) -> tuple[int, int]:
+    """``(time, space)`` token grid of a clip: tubelets along time, patches per frame."""
+    t, h, w = (size // step for size, step in zip(input_shape[1:4], tubelet, strict=True))
+    return t, h * w
+
+
+class VideoTransformer(nn.Module):
+    """Base of the video transformers: size, regularisation and layer options (no __call__)."""
+
+    num_classes: int
+    size: str = "B/16x2"
+    # Explicit overrides of the size string's width and depth (None keeps the size's value).
+    hidden_size: int | None = None
+    num_layers: int | None = None
+    num_heads: int | None = None
+    mlp_dim: int | None = None
+    dropout_rate: float = 0.0
+    drop_path_rate: float = 0.0
+    # Layer options a converter sets to match a checkpoint (see TransformerOptions).
+    layer_norm_eps: float = 1e-6
+    activation: str = "gelu"
+    qkv_bias: str = "qkv"
+    attention_impl: str = "auto"  # "auto", "xla", "cudnn" or "pallas"
+    dtype: Any = jnp.float32
+
+    def resolved_size(self) -> TransformerSize:
+        """The size string with any explicit width/depth overrides applied."""
+        size = parse_size(self.size)
+        overrides = {
+            k: getattr(self, k)
+            for k in ("hidden_size", "num_layers", "num_heads", "mlp_dim")
+            if getattr(self, k) is not None
+        }
+        return TransformerSize(**{**size.__dict__, **overrides})
+
+    @property
+    def tubelet(self) -> tuple[int, int, int]:
+        size = self.resolved_size()
+        return (size.tubelet_time, size.patch, size.patch)
+
+    @property
+    def options(self) -> TransformerOptions:
+        return TransformerOptions(
+            self.layer_norm_eps, self.activation, self.qkv_bias, self.attention_impl
+        )
+
+    def check_input(self, input_shape: tuple[int, ...]) -> None:
+        """Validates a clip shape and the options before any compilation."""
+        check_divisible(input_shape, self.tubelet)
+        self.options.validate()
+        size = self.resolved_size()
+        if size.hidden_size % size.num_heads:
+            raise ValueError(
+                f"hidden_size {size.hidden_size} is not divisible by num_heads {size.num_heads}"
+            )
+
+    def embed(self, video: jax.Array) -> tuple[jax.Array, tuple[int, int]]:
+        """Tubelet tokens ``(batch, time * space, hidden)`` and their ``(time, space)`` grid."""
+        video = constrain(video.astype(self.dtype), ("batch", "time", None, None, None))
+        size = self.resolved_size()
+        x = TubeletEmbed(size.hidden_size, self.tubelet, dtype=self.dtype, name="embedding")(video)
+        return x, token_grid(video.shape, self.tubelet)
+
+    def encoder(self, name: str, depth: tuple[int, int, int] | None = None, **fields) -> Encoder:
+        """An :class:`Encoder` of this model's depth (or ``(layers, heads, mlp_dim)``), dropout
+        and layer options; ``fields`` set its attention pattern (``sublayers``, ``grid``...)."""
+        size = self.resolved_size()
+        layers, heads, mlp = depth or (size.num_layers, size.num_heads, size.mlp_dim)
+        return Encoder(
+            layers,
+            heads,
+            mlp,
+            self.dropout_rate,
+            self.drop_path_rate,
+            dtype=self.dtype,
+            options=self.options,
+            name=name,
+            **fields,
+        )
