@@ -91,6 +91,11 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
             # BatchNorm models: recompute statistics on this many train batches before each
             # evaluation (precise BN); 0 keeps the running averages.
             precise_bn_batches=0,
+            # Start from a pretrained model: a workdir or a `vjax convert` folder; its weights
+            # are moved onto this model (tubelets inflated by init_inflation, "central" or
+            # "average"; position tables resized; a new head if the classes differ).
+            init_from="",
+            init_inflation="central",
         )
     )
     c.sharding = ml_collections.ConfigDict(

@@ -212,6 +212,51 @@ def evaluate_views(exp: Experiment, eval_step, variables: Any, split: str) -> di
     return _report(exp, split, metrics)
 
 
+def init_from_pretrained(
+    exp: Experiment, state: TrainState, path: str, verbose: bool = True
+) -> TrainState:
+    """``train.init_from``: the parameters of a pretrained checkpoint (a workdir or a
+    ``vjax convert`` folder) moved onto this model by :func:`vjax.convert.surgery.adapt_params`
+    (tubelet inflation ``train.init_inflation``, position tables resized to this clip, a new
+    classifier when the class count differs). BatchNorm statistics of the same shape are
+    copied. Anything that cannot be adapted is an error naming the parameter and both shapes.
+    """
+    from jax.experimental import multihost_utils
+
+    from vjax.checkpoint import read_checkpoint
+    from vjax.config_utils import config_from_json
+    from vjax.convert.surgery import adapt_params, token_grid
+
+    metadata, variables, _ = read_checkpoint(path)
+    source_model = build_model(
+        config_from_json(metadata["config"]).model, len(metadata["class_names"])
+    )
+    grids = {}
+    if hasattr(exp.model, "tubelet") and hasattr(source_model, "tubelet"):
+        grids = {
+            "source_grid": token_grid(source_model, tuple(metadata["clip_shape"])),
+            "target_grid": token_grid(exp.model, exp.input_shape),
+        }
+    initial = multihost_utils.process_allgather(state.params, tiled=True)  # whole, on the host
+    params, notes = adapt_params(
+        variables["params"],
+        initial,
+        inflation=exp.config.train.get("init_inflation", "central"),
+        **grids,
+    )
+    model_state = dict(state.model_state)
+    for name, tree in variables.items():
+        same = name in model_state and jax.tree.map(
+            lambda a, b: np.shape(a) == b.shape, tree, model_state[name]
+        )
+        if same and all(jax.tree.leaves(same)):
+            model_state[name] = jax.device_put(tree, exp.state_shardings.model_state[name])
+    if verbose:
+        print(f"Initialised from {path}: " + "; ".join(notes or ["every parameter copied"]))
+    params = jax.device_put(params, exp.state_shardings.params)
+    return state.replace(params=params, model_state=model_state)
+
+
 def _precise_batch_stats(exp: Experiment, state: TrainState, make_batch, step: int) -> TrainState:
     """With ``train.precise_bn_batches = N > 0`` and a BatchNorm model: BatchNorm statistics
     recomputed exactly on the N training batches that follow ``step`` (precise BN), so the
@@ -267,6 +312,8 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
         print(f"Restored checkpoint at step {start} from {workdir}", flush=True)
     else:
         state, start = create_state(exp, cfg.seed), 0
+        if tcfg.get("init_from"):
+            state = init_from_pretrained(exp, state, tcfg.init_from, is_main)
     num_params = sum(x.size for x in jax.tree.leaves(state.params))
     memory = parallel.memory_report(
         (state.params, state.opt_state),

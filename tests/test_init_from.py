@@ -1,0 +1,47 @@
+"""``train.init_from``: a run starts from a pretrained image model through checkpoint surgery."""
+
+import flax.linen as nn
+import jax
+import numpy as np
+from conftest import tiny_config
+
+from vjax import train
+from vjax.convert import pretrained_config, save_converted
+from vjax.models import build_model
+
+FIELDS = {"size": "Ti/8", "hidden_size": 32, "num_layers": 1, "num_heads": 2, "mlp_dim": 64,
+          "pooling": "gap"}  # fmt: skip
+
+
+def _image_model(tmp_path) -> tuple[str, dict]:
+    """A 'pretrained' image ViT (single_frame, 3 classes) saved as a vjax convert folder."""
+    model = build_model({"name": "single_frame", **FIELDS}, num_classes=3)
+    variables = model.init(jax.random.key(7), np.zeros((1, 1, 16, 16, 3)), train=False)
+    variables = jax.tree.map(lambda x: x + 0.5, jax.device_get(variables))  # not an init value
+    config = pretrained_config({"name": "single_frame", **FIELDS}, (1, 16, 16, 3), list("abc"))
+    path = str(tmp_path / "image_vit")
+    save_converted(path, config, variables)
+    return path, jax.tree.map(np.asarray, nn.meta.unbox(variables))
+
+
+def test_video_model_starts_from_an_inflated_image_model(data_dir, tmp_path, capsys):
+    path, source = _image_model(tmp_path)
+    config = tiny_config(data_dir, **{"train.init_from": path, "train.init_inflation": "average",
+                                      "model.pooling": "gap"})  # fmt: skip
+    exp = train.setup(config)  # ViViT Ti/8x2 on 4x16x16 clips, 4 classes
+    state = train.init_from_pretrained(exp, train.create_state(exp, seed=0), path)
+    params = jax.device_get(state.params)
+    src = source["params"]
+
+    kernel = params["embedding"]["conv"]["kernel"]  # (2, 8, 8, 3, 32): averaged over 2 frames
+    np.testing.assert_allclose(kernel, np.repeat(src["embedding"]["conv"]["kernel"] / 2, 2, 0))
+    block = params["encoder"]["block00"]["mlp"]["fc1"]["kernel"]
+    np.testing.assert_array_equal(block, src["encoder"]["block00"]["mlp"]["fc1"]["kernel"])
+    pos = params["pos_embedding"].reshape(2, 4, 32)  # the 2x2 image grid tiled over 2 steps
+    np.testing.assert_allclose(pos, np.tile(src["pos_embedding"].reshape(1, 4, 32), (2, 1, 1)))
+    head = params["classifier"]["head"]["kernel"]  # 3 classes -> 4: a fresh (zero) head
+    assert head.shape == (32, 4) and not head.any()
+    assert "Initialised from" in capsys.readouterr().out
+
+    config.train.update(num_steps=3, eval_every=3, checkpoint_every=3)
+    assert np.isfinite(train.train(config, str(tmp_path / "run"))["loss"])
