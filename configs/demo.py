@@ -11,6 +11,8 @@ baseline near chance (1 / num_classes). Views: 1 clip x 1 crop.
 Variants (``get_config(arg)``):
   vivit         ViViT model 1: 8x8 patches x 4 frames, width 96, 4 layers (default)
   single_frame  the same encoder on frame T//2 only
+  r2plus1d      R(2+1)D-18's blocks, one per stage, 16 channels wide (a 3D CNN, BatchNorm)
+  lrcn          a per-frame ResNet (one block per stage, 16 wide) + LSTM (64 units)
   tiny          a seconds-long run for tests (add ``,single_frame`` for that model)
 
 Command:
@@ -19,13 +21,21 @@ Command:
 
 import ml_collections
 
+# Model sections of the other families, CPU-sized like the ViViT (0.36M-0.78M vs 0.53M params).
+MODELS = {
+    "vivit": None,
+    "single_frame": None,
+    "r2plus1d": dict(name="r2plus1d_18", layers=(1, 1, 1, 1), width=16),
+    "lrcn": dict(name="lrcn", frame_layers=(1, 1, 1, 1), frame_width=16, hidden_size=64),
+}
+
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     variants = set((arg or "vivit").split(","))
-    unknown = variants - {"vivit", "single_frame", "tiny"}
+    unknown = variants - {"tiny", *MODELS}
     if unknown:
         raise ValueError(
-            f"unknown demo variant(s) {sorted(unknown)}; valid: vivit, single_frame, tiny"
+            f"unknown demo variant(s) {sorted(unknown)}; valid: {', '.join(MODELS)}, tiny"
         )
     tiny = "tiny" in variants
     c = ml_collections.ConfigDict()
@@ -130,6 +140,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         )
     )
 
+    family = next((v for v in variants if v in MODELS and v not in ("vivit", "single_frame")), None)
+    if family:  # another model family on the same data, loop and schedule
+        c.model = ml_collections.ConfigDict(MODELS[family])
     if tiny:
         c.dataset.update(
             num_classes=4,
@@ -141,7 +154,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
             num_test=16,
         )
         c.input.global_batch_size = 8
-        c.model.update(size="Ti/8x2", hidden_size=32, num_layers=1, num_heads=2, mlp_dim=64)
+        if not family:
+            c.model.update(size="Ti/8x2", hidden_size=32, num_layers=1, num_heads=2, mlp_dim=64)
         c.optimizer.warmup_steps = 2
         c.train.update(num_steps=6, log_every=2, eval_every=3, checkpoint_every=3)
     c.lock()

@@ -30,10 +30,10 @@ family on the embedded ``vjax_motion`` dataset):
                     (paper); ours 86.53M, 180.3.
 
 Initialisation: ViViT and TimeSformer start from an ImageNet-21k ViT and VideoMAE from its
-self-supervised checkpoint. Convert one with ``vjax convert`` and move it onto the video
-model with ``vjax.convert.surgery.adapt_params`` (central-frame tubelet inflation for ViViT,
-as scenic); the trainer's hook to do this at start-up is not wired yet, so these recipes as
-they stand train from scratch. Differences from the papers: no RandAugment (SSv2) and no
+self-supervised checkpoint. Convert one (``vjax convert --from=vit|hf``) and pass the folder
+as ``--config.train.init_from=DIR``: its weights are moved onto the video model at start-up
+(``train.init_inflation``: ``central``, scenic's choice for ViViT, or ``average``). Without
+it a recipe trains from scratch. Differences from the papers: no RandAugment (SSv2) and no
 layer-wise learning-rate decay (VideoMAE) in vjax yet; TimeSformer's step schedule is cosine.
 
 Command (after ``vjax prepare`` of the dataset into ``dataset.data_dir``):
@@ -45,7 +45,7 @@ import os
 
 import ml_collections
 
-from vjax.config_utils import load_config
+from vjax.config_utils import load_config, recipe_config
 
 _DEMO = os.path.join(os.path.dirname(os.path.abspath(__file__)), "demo.py")
 KINETICS_400_TRAIN = 214834  # scenic's count; Kinetics shrinks as videos leave YouTube
@@ -172,31 +172,11 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     if len(names) != 1 or names[0] not in RECIPES:
         raise ValueError(f"unknown recipe {','.join(names)!r}; valid: {', '.join(RECIPES)}")
     recipe = RECIPES[names[0]]
-    c = load_config(f"{_DEMO}:{'tiny' if tiny else 'vivit'}")
-    c.unlock()
-    model = {k: v for k, v in recipe["model"].items() if k != "drop_path_rate" or not tiny}
+    tiny_model = None
     if tiny:  # demo's tiny data, input, optimiser and schedule; the recipe's model family
-        model.update(_TINY_WIDTH, size=_TINY_SIZE[model["name"]])
-        if model.get("variant") == "factorised_encoder":
-            model["temporal_layers"] = 1
-    else:
-        data = recipe["dataset"]
-        batch = recipe["input"]["global_batch_size"]
-        opt = dict(recipe["optimizer"])
-        steps = _steps(opt.pop("epochs"), data["train_size"], batch)
-        warmup = _steps(opt.pop("warmup_epochs"), data["train_size"], batch)
-        c.dataset = ml_collections.ConfigDict(
-            dict(name=data["name"], data_dir="", src="", short_side=256)
-        )
-        c.input = ml_collections.ConfigDict(recipe["input"])
-        c.optimizer.update(dict(opt, warmup_steps=warmup, end_lr=0.0))
-        c.train.update(
-            num_steps=steps,
-            log_every=100,
-            eval_every=max(steps // 10, 1),
-            checkpoint_every=max(steps // 30, 1),
-            dtype="bfloat16",
-        )
-    c.model = ml_collections.ConfigDict(model)
-    c.lock()
-    return c
+        tiny_model = {k: v for k, v in recipe["model"].items() if k != "drop_path_rate"}
+        tiny_model.update(_TINY_WIDTH, size=_TINY_SIZE[tiny_model["name"]])
+        if tiny_model.get("variant") == "factorised_encoder":
+            tiny_model["temporal_layers"] = 1
+    base = load_config(f"{_DEMO}:{'tiny' if tiny else 'vivit'}")
+    return recipe_config(base, recipe, tiny_model)

@@ -106,3 +106,41 @@ def config_to_json(config: ml_collections.ConfigDict) -> str:
 def config_from_json(text: str | dict) -> ml_collections.ConfigDict:
     data = json.loads(text) if isinstance(text, str) else text
     return ml_collections.ConfigDict(data)
+
+
+def recipe_config(
+    base: ml_collections.ConfigDict, recipe: Mapping[str, Any], tiny_model: Mapping[str, Any] | None
+) -> ml_collections.ConfigDict:
+    """A paper recipe on top of the demo config ``base``.
+
+    ``recipe`` holds ``dataset`` (``name``, ``num_classes``, ``train_size``), ``input``,
+    ``model``, ``optimizer`` (with ``epochs`` and ``warmup_epochs``) and optionally ``train``.
+    With ``tiny_model`` (pass ``base`` = the demo's ``tiny`` config) only the model family
+    changes: the tiny data, input and schedule stay, so the recipe's model runs in seconds.
+    """
+    c = base
+    c.unlock()
+    if tiny_model is not None:
+        c.model = ml_collections.ConfigDict(dict(tiny_model))
+        c.lock()
+        return c
+    data, batch = recipe["dataset"], recipe["input"]["global_batch_size"]
+    opt = dict(recipe["optimizer"])
+    steps = int(opt.pop("epochs") * data["train_size"] // batch)
+    warmup = int(opt.pop("warmup_epochs") * data["train_size"] // batch)
+    c.dataset = ml_collections.ConfigDict(
+        dict(name=data["name"], data_dir="", src="", short_side=data.get("short_side", 256))
+    )
+    c.input = ml_collections.ConfigDict(dict(recipe["input"]))
+    c.optimizer.update(dict(opt, warmup_steps=warmup, end_lr=0.0))
+    c.train.update(
+        num_steps=steps,
+        log_every=100,
+        eval_every=max(steps // 10, 1),
+        checkpoint_every=max(steps // 30, 1),
+        dtype="bfloat16",
+        **recipe.get("train", {}),
+    )
+    c.model = ml_collections.ConfigDict(dict(recipe["model"]))
+    c.lock()
+    return c
