@@ -72,3 +72,16 @@ def test_main_reports_config_errors_with_exit_code_2(capsys, tmp_path):
     )
     assert code == 2
     assert "train.num_steps" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("variant", ["vivit", "single_frame", "r2plus1d", "lrcn"])
+def test_every_demo_variant_builds_its_model_for_the_demo_clip(variant):
+    from vjax.flops import count_params
+
+    for arg in (variant, f"{variant},tiny"):
+        config = load_config(f"{DEMO_CONFIG}:{arg}")
+        data = config.dataset
+        model = build_model(config.model, data.num_classes)
+        clip = (1, data.num_frames, data.height, data.width, 3)
+        model.check_input(clip)
+        assert 1e4 < count_params(model, clip) < 1e6  # CPU-sized, like the demo ViViT
