@@ -1,12 +1,12 @@
-"""The trainer on real video files: a ``video_folder`` dataset trains with clip sampling and
-augmentation, and ``vjax eval`` runs the multi-view test (clips x crops averaged per video)."""
+"""The trainer on real video files (``configs/videos.py``): a ``video_folder`` dataset trains
+with clip sampling and augmentation, and ``vjax eval`` runs the multi-view test (clips x crops
+averaged per video)."""
 
 import os
 
 import jax
 import numpy as np
 import pytest
-from conftest import tiny_config
 
 import vjax
 from vjax import train
@@ -37,12 +37,12 @@ def video_config(tmp_path_factory):
             for i in range(count):
                 encode_video(str(src / split / label / f"{i}.mp4"),
                              _video(10 * s + i, label == "right"), 10.0)  # fmt: skip
-    config = tiny_config(str(tmp_path_factory.mktemp("tfds")))
-    config.unlock()
-    config.dataset = {"name": "video_folder", "data_dir": config.dataset.data_dir,
-                      "src": str(src), "fps": 10.0, "short_side": 16, "num_workers": 1}  # fmt: skip
-    config.input.update(num_frames=4, crop_size=16, flip=True, test_num_clips=2,
-                        test_num_crops=3, global_batch_size=8)  # fmt: skip
+    from conftest import REPO
+
+    from vjax.config_utils import apply_overrides, load_config
+
+    config = load_config(f"{REPO}/configs/videos.py:{src},tiny")
+    apply_overrides(config, {"dataset.data_dir": str(tmp_path_factory.mktemp("tfds"))})
     config.train.update(num_steps=3, eval_every=3, checkpoint_every=3)
     return config
 
