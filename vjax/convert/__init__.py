@@ -19,15 +19,21 @@ from vjax.convert.common import (
     pretrained_config,
     save_converted,
 )
-from vjax.convert.pytorchvideo import from_pytorchvideo  # noqa: E402  (torch imported lazily)
+from vjax.convert.hf import from_hf  # noqa: E402  (torch is only imported to read .bin files)
+from vjax.convert.pytorchvideo import from_pytorchvideo  # noqa: E402
+from vjax.convert.scenic import from_scenic  # noqa: E402
 from vjax.convert.torchvision import from_torchvision, from_torchvision_resnet50  # noqa: E402
+from vjax.convert.vit import from_vit_npz  # noqa: E402
 
 __all__ = [
     "ConversionError",
     "assign",
+    "from_hf",
     "from_pytorchvideo",
+    "from_scenic",
     "from_torchvision",
     "from_torchvision_resnet50",
+    "from_vit_npz",
     "pretrained_config",
     "save_converted",
 ]

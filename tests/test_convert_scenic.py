@@ -1,0 +1,283 @@
+"""scenic ViViT checkpoints -> vjax, for every attention type scenic ships.
+
+There is no scenic package here, so this checks naming and shape fidelity to scenic's
+published layout, not scenic's numerics: each test builds a vjax model with random weights,
+writes its parameters in scenic's exact naming (the rules of ``projects/vivit/model.py`` and
+``model_lib/layers/attention_layers.py``, spelt out independently in :func:`to_scenic`),
+serialises them as a flax msgpack train state, converts that back and requires bitwise-equal
+logits. (That the layers compute what scenic's compute is tested with the models.)
+"""
+
+from functools import partial
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import serialization
+
+from vjax.convert import ConversionError
+from vjax.convert.scenic import from_scenic
+from vjax.models import build_model
+
+D, HEADS, MLP, PATCH, IMAGE, FRAMES, TUBELET, CLASSES = 32, 2, 64, 16, 32, 4, 2, 3
+
+
+def _block(block: dict, variant: str) -> dict:
+    """One vjax encoder block in scenic's names (EncoderBlock or the factorised
+    self-attention block)."""
+    if variant == "factorised_self_attention":
+        names = {
+            "norm_time": "LayerNorm_time",
+            "attention_time": "MultiHeadDotProductAttention_time",
+            "norm1": "LayerNorm_space",
+            "attention": "MultiHeadDotProductAttention_space",
+            "norm2": "LayerNorm_mlp",
+            "mlp": "MlpBlock",
+        }
+    else:
+        names = {
+            "norm1": "LayerNorm_0",
+            "attention": "MultiHeadDotProductAttention_0",
+            "norm2": "LayerNorm_1",
+            "mlp": "MlpBlock_0",
+        }
+    out = {}
+    for ours, theirs in names.items():
+        p = block[ours]
+        if ours.startswith("norm"):
+            out[theirs] = {"scale": p["scale"], "bias": p["bias"]}
+        elif ours == "mlp":
+            out[theirs] = {"Dense_0": dict(p["fc1"]), "Dense_1": dict(p["fc2"])}
+        else:  # flax MultiHeadDotProductAttention: query/key/value/out DenseGeneral
+            out[theirs] = {
+                part: {"kernel": p[f"{part}_kernel"], "bias": p[f"{part}_bias"]}
+                for part in ("query", "key", "value", "out")
+            }
+    return out
+
+
+def _transformer(params: dict, prefix: str, variant: str, cls_row: np.ndarray | None) -> dict:
+    encoder = params[f"{prefix}encoder"]
+    tree = {
+        f"encoderblock_{int(name[5:])}": _block(block, variant)
+        for name, block in encoder.items()
+        if name.startswith("block")
+    }
+    tree["encoder_norm"] = dict(encoder["encoder_norm"])
+    table = params[f"{prefix}pos_embedding"]
+    if cls_row is not None:  # scenic adds its table after prepending the class token
+        table = np.concatenate([cls_row, table], axis=1)
+    tree["posembed_input"] = {"pos_embedding": table}
+    return tree
+
+
+def to_scenic(params: dict, variant: str, cls: bool, two_d: bool = False) -> dict:
+    """vjax ViViT parameters in scenic's ``ViViT`` / ``SpaceTimeViViT`` naming."""
+    params = jax.tree.map(np.asarray, params)
+    kernel = params["embedding"]["conv"]["kernel"]
+    out = {
+        "embedding": {
+            "kernel": kernel[0] if two_d else kernel,
+            "bias": params["embedding"]["conv"]["bias"],
+        },
+        "output_projection": dict(params["classifier"]["head"]),
+    }
+    row = np.full((1, 1, D), 0.25, np.float32) if cls else None
+    stages = (
+        [
+            ("", "SpatialTransformer", "cls_SpatialTransformer"),
+            ("temporal_", "TemporalTransformer", "cls_TemporalTransformer"),
+        ]
+        if variant in ("factorised_encoder", "average_pool")
+        else [("", "Transformer", "cls")]
+    )
+    for prefix, name, cls_name in stages:
+        if f"{prefix}encoder" not in params:
+            continue
+        out[name] = _transformer(params, prefix, variant, row)
+        if cls:  # the vjax class token is scenic's plus that row (exact: see dyadic())
+            out[cls_name] = params[f"{prefix}cls"] - row
+    return out
+
+
+def random_params(model, video, seed: int = 0) -> dict:
+    """Random weights for ``model`` (NumPy, from ``jax.eval_shape``: no slow init), every
+    one a multiple of 1/64 so that the class-token row folding, ``(cls - row) + row``, is
+    exact in float32 and the logits can be compared bitwise."""
+    rng = np.random.default_rng(seed)
+    shapes = nn.meta.unbox(
+        jax.eval_shape(lambda: model.init(jax.random.key(0), video, train=False))
+    )["params"]
+
+    def draw(path, leaf):
+        name = path[-1].key
+        scale = np.prod(leaf.shape[:-1]) ** -0.5 if "kernel" in name else 0.3
+        value = rng.standard_normal(leaf.shape) * scale + (name == "scale")
+        return (np.round(value * 64) / 64).astype(np.float32)
+
+    return jax.tree_util.tree_map_with_path(draw, shapes)
+
+
+def scenic_config(attention: dict, classifier: str, spatial_temporal: bool = False, **model):
+    size = {"num_heads": HEADS, "num_layers": 1, "mlp_dim": MLP}
+    config = {
+        "model": {
+            "hidden_size": D,
+            "patches": {"size": (PATCH, PATCH, TUBELET)},
+            "attention_config": attention,
+            "classifier": classifier,
+            "representation_size": None,
+            "temporal_encoding_config": {"method": "3d_conv"},
+            **model,
+        },
+        "dataset_configs": {"num_frames": FRAMES, "crop_size": IMAGE},
+    }
+    if spatial_temporal:
+        config["model"]["spatial_transformer"] = size
+        config["model"]["temporal_transformer"] = dict(size, num_layers=2)
+    else:
+        config["model"].update(size)
+    return config
+
+
+CASES = {
+    "spacetime_token": ({"type": "spacetime"}, "token", {"variant": "spacetime"}),
+    "spacetime_gap": ({"type": "spacetime"}, "gap", {"variant": "spacetime", "pooling": "gap"}),
+    "factorised_encoder": (
+        {"type": "factorized_encoder"},
+        "token",
+        {"variant": "factorised_encoder", "temporal_layers": 2},
+    ),
+    "average_pool": (
+        {"type": "factorized_encoder", "spatial_only_baseline": True},
+        "gap",
+        {"variant": "average_pool", "pooling": "gap"},
+    ),
+    "self_attention_time_space": (
+        {"type": "factorized_self_attention_block", "attention_order": "time_space"},
+        "gap",
+        {"variant": "factorised_self_attention"},
+    ),
+    "self_attention_space_time": (
+        {"type": "factorized_self_attention_block", "attention_order": "space_time"},
+        "gap",
+        {"variant": "factorised_self_attention", "attention_order": "space_time"},
+    ),
+    "dot_product": (
+        {"type": "factorized_dot_product_attention"},
+        "gap",
+        {"variant": "factorised_dot_product"},
+    ),
+}
+
+
+def vjax_model(fields: dict, tubelet: int = TUBELET):
+    model = {
+        "name": "vivit",
+        "size": f"B/{PATCH}x{tubelet}",
+        "hidden_size": D,
+        "num_layers": 1,
+        "num_heads": HEADS,
+        "mlp_dim": MLP,
+        "activation": "gelu_tanh",
+        **fields,
+    }
+    if fields["variant"] == "factorised_encoder":
+        model["temporal_layers"] = 2
+    return build_model(model, CLASSES)
+
+
+def roundtrip(tmp_path, fields, config, two_d=False):
+    model = vjax_model(fields, 1 if two_d else TUBELET)
+    video = np.random.default_rng(1).standard_normal((2, FRAMES, IMAGE, IMAGE, 3))
+    video = video.astype(np.float32)
+    params = random_params(model, video)
+    cls = model.resolved_pooling == "cls"
+    state = {
+        "global_step": 7,
+        "optimizer": {"target": to_scenic(params, fields["variant"], cls, two_d)},
+    }
+    path = tmp_path / "checkpoint_7"
+    path.write_bytes(serialization.msgpack_serialize(state))
+    config_out, variables = from_scenic(str(path), config)
+    converted = build_model(config_out.model, CLASSES)
+    expected = jax.jit(partial(model.apply, train=False))({"params": params}, video)
+    logits = jax.jit(partial(converted.apply, train=False))(variables, video)
+    np.testing.assert_array_equal(logits, expected)
+    assert list(config_out.input.clip) == [FRAMES, IMAGE, IMAGE, 3]
+    return config_out
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_every_scenic_attention_type_converts_exactly(tmp_path, case):
+    attention, classifier, fields = CASES[case]
+    spatial_temporal = attention["type"] == "factorized_encoder"
+    config = scenic_config(attention, classifier, spatial_temporal)
+    out = roundtrip(tmp_path, fields, config)
+    assert out.model.variant == fields["variant"]
+
+
+def test_temporal_sampling_reads_2d_patches(tmp_path):
+    config = scenic_config({"type": "spacetime"}, "token")
+    config["model"]["temporal_encoding_config"] = {
+        "method": "temporal_sampling",
+        "n_sampled_frames": FRAMES,
+    }
+    roundtrip(tmp_path, {"variant": "spacetime"}, config, two_d=True)
+
+
+def test_clip_is_inferred_from_the_tables_when_the_data_config_is_absent(tmp_path):
+    attention, classifier, fields = CASES["factorised_encoder"]
+    config = scenic_config(attention, classifier, spatial_temporal=True)
+    del config["dataset_configs"]
+    roundtrip(tmp_path, fields, config["model"])
+
+
+def test_bad_checkpoints_and_options_are_named(tmp_path):
+    model = vjax_model({"variant": "spacetime"})
+    video = jnp.zeros((1, FRAMES, IMAGE, IMAGE, 3))
+    params = random_params(model, video)
+    tree = to_scenic(params, "spacetime", cls=True)
+    config = scenic_config({"type": "spacetime"}, "token")
+    wide = scenic_config({"type": "spacetime"}, "token", mlp_dim=80)
+    wide["model"]["mlp_dim"] = 80
+    with pytest.raises(
+        ConversionError,
+        match=r"mlp/fc1/kernel: source has shape \(32, 64\), "
+        r"model expects \(32, 80\)",
+    ):
+        from_scenic(tree, wide)
+    del tree["Transformer"]["encoderblock_0"]["MlpBlock_0"]["Dense_1"]["bias"]
+    with pytest.raises(ConversionError, match=r"encoderblock_0/MlpBlock_0/Dense_1/bias: missing"):
+        from_scenic({"params": tree}, config)
+    for option, message in (
+        ({"classifier": "gmp"}, "classifier='gmp'"),
+        ({"representation_size": 16}, "representation_size"),
+        ({"attention_config": {"type": "axial"}}, "type='axial'"),
+    ):
+        bad = scenic_config({"type": "spacetime"}, "token")
+        bad["model"].update(option)
+        with pytest.raises(ConversionError, match=message):
+            from_scenic(tree, bad)
+
+
+def test_convert_command_reads_the_scenic_config_file(tmp_path):
+    from vjax.convert.scenic import from_cli
+
+    attention, classifier, fields = CASES["self_attention_space_time"]
+    config = scenic_config(attention, classifier)
+    model = vjax_model(fields)
+    params = random_params(model, np.zeros((1, FRAMES, IMAGE, IMAGE, 3), np.float32))
+    path = tmp_path / "checkpoint_1"
+    path.write_bytes(
+        serialization.msgpack_serialize({"params": to_scenic(params, fields["variant"], False)})
+    )
+    (tmp_path / "scenic_config.py").write_text(
+        f"import ml_collections\n\n\ndef get_config():\n"
+        f"    return ml_collections.ConfigDict({config!r})\n"
+    )
+    converted, variables = from_cli(str(path), None, str(tmp_path / "scenic_config.py"))
+    assert converted.model.attention_order == "space_time"
+    jax.tree.map(np.testing.assert_array_equal, variables, {"params": params})
