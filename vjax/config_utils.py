@@ -128,9 +128,8 @@ def recipe_config(
     opt = dict(recipe["optimizer"])
     steps = int(opt.pop("epochs") * data["train_size"] // batch)
     warmup = int(opt.pop("warmup_epochs") * data["train_size"] // batch)
-    c.dataset = ml_collections.ConfigDict(
-        dict(name=data["name"], data_dir="", src="", short_side=data.get("short_side", 256))
-    )
+    fields = {k: v for k, v in data.items() if k not in ("num_classes", "train_size")}
+    c.dataset = ml_collections.ConfigDict(dict(dict(data_dir="", src="", short_side=256), **fields))
     c.input = ml_collections.ConfigDict(dict(recipe["input"]))
     c.optimizer.update(dict(opt, warmup_steps=warmup, end_lr=0.0))
     c.train.update(

@@ -163,7 +163,8 @@ def bottleneck_stage(
     return ResStage(block, depth, strides, per_block, name=name)
 
 
-RESNET_DEPTHS = {50: (3, 4, 6, 3), 101: (3, 4, 23, 3), 152: (3, 8, 36, 3)}
+# Blocks per stage; 14 (one bottleneck per stage) is for quick CPU runs of a recipe's family.
+RESNET_DEPTHS = {14: (1, 1, 1, 1), 50: (3, 4, 6, 3), 101: (3, 4, 23, 3), 152: (3, 8, 36, 3)}
 
 
 def resnet_stem(
@@ -179,7 +180,7 @@ def resnet_stem(
 class ResNet3D(nn.Module):
     """pytorchvideo's bottleneck ResNet (``create_resnet`` / ``create_r2plus1d``).
 
-    Stage ``i`` has ``RESNET_DEPTHS[depth][i]`` blocks of width ``64 * 2**i`` inside and
+    Stage ``i`` has ``RESNET_DEPTHS[depth][i]`` blocks of width ``width * 2**i`` inside and
     4x that outside; ``conv_a_kernels[i]`` is its first conv's kernel (or a list cycled over
     its blocks), ``conv_b_kernel``/``factorise_b`` its middle conv, strided
     ``(temporal_strides[i], spatial_strides[i], spatial_strides[i])``. ``stage1_pool`` adds
@@ -189,6 +190,7 @@ class ResNet3D(nn.Module):
 
     num_classes: int
     depth: int = 50
+    width: int = 64  # stem channels; stage i is width * 2**i inside, 4x that outside
     stem_kernel: Sequence[int] = (1, 7, 7)
     stem_pool: bool = True
     conv_a_kernels: Sequence[Any] = ((1, 1, 1), (1, 1, 1), (3, 1, 1), (3, 1, 1))
@@ -210,9 +212,11 @@ class ResNet3D(nn.Module):
     @nn.compact
     def __call__(self, video: jax.Array, *, train: bool) -> jax.Array:
         x, bn_train = start(self, video, train)
-        x = resnet_stem(x, 64, self.stem_kernel, self.stem_pool, bn_train, self.dtype, "stem")
+        x = resnet_stem(
+            x, self.width, self.stem_kernel, self.stem_pool, bn_train, self.dtype, "stem"
+        )
         for i, depth in enumerate(RESNET_DEPTHS[self.depth]):
-            inner = 64 * 2**i
+            inner = self.width * 2**i
             s, t = self.spatial_strides[i], self.temporal_strides[i]
             x = bottleneck_stage(
                 depth,

@@ -58,6 +58,7 @@ class SlowFast(nn.Module):
 
     num_classes: int
     depth: int = 50
+    width: int = 64  # slow stem channels (the fast pathway has width / beta_inv)
     alpha: int = 4
     beta_inv: int = 8
     fusion_kernel: int = 7
@@ -95,13 +96,13 @@ class SlowFast(nn.Module):
     def __call__(self, video: jax.Array, *, train: bool) -> jax.Array:
         fast, bn_train = start(self, video, train)
         slow = fast[:, slow_frame_indices(video.shape[1], self.alpha, self.slow_sampling)]
-        slow = resnet_stem(slow, 64, (1, 7, 7), True, bn_train, self.dtype, "slow_stem")
-        fast_width = 64 // self.beta_inv
+        slow = resnet_stem(slow, self.width, (1, 7, 7), True, bn_train, self.dtype, "slow_stem")
+        fast_width = self.width // self.beta_inv
         fast = resnet_stem(fast, fast_width, (5, 7, 7), True, bn_train, self.dtype, "fast_stem")
         slow = self._fuse(slow, fast, bn_train, "fuse0")
         depths = RESNET_DEPTHS[self.depth]
         for i, depth in enumerate(depths):
-            inner, s = 64 * 2**i, 1 if i == 0 else 2
+            inner, s = self.width * 2**i, 1 if i == 0 else 2
             for path, kernels, div in (
                 ("slow", self.slow_conv_a_kernels, 1),
                 ("fast", self.fast_conv_a_kernels, self.beta_inv),
