@@ -26,7 +26,7 @@ demo: $(STAMP)
 	$(BIN)/vjax demo --workdir=$(WORKDIR)
 
 test: $(TEST_STAMP)
-	$(BIN)/python -m pytest -q -n auto tests
+	$(BIN)/python -m pytest -q -n auto --durations=15 tests
 
 lint: $(STAMP)
 	$(BIN)/ruff check vjax configs tests launch
