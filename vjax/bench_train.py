@@ -24,7 +24,6 @@ from typing import Any
 
 import flax.linen as nn
 import jax
-import jax.numpy as jnp
 import numpy as np
 
 from vjax import parallel
@@ -32,7 +31,7 @@ from vjax.bench import update_benchmarks
 from vjax.flops import count_macs
 from vjax.models import build_model
 from vjax.optim import make_optimizer
-from vjax.step import TrainState, make_train_step
+from vjax.step import make_init_state, make_train_step
 
 DEFAULT_MODELS = (
     "vivit:size=B/16x2@32x224x224",
@@ -108,11 +107,7 @@ def bench_model(
     rules = (("batch", "data"),)
     tx = make_optimizer(OPTIMIZER, 1000)
 
-    def init(key: jax.Array) -> TrainState:
-        variables = dict(model.init(key, jnp.zeros((1, *shape[1:])), train=False))
-        params = variables.pop("params")
-        return TrainState(jnp.zeros((), jnp.int32), params, tx.init(params), variables)
-
+    init = make_init_state(model, tx, shape[1:])
     abstract = jax.eval_shape(init, jax.random.key(0))
     with nn.logical_axis_rules(rules):  # every other logical name stays replicated
         shardings = nn.logical_to_mesh_sharding(nn.get_partition_spec(abstract), mesh, rules)

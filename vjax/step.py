@@ -29,6 +29,22 @@ class TrainState:
         return {"params": self.params, **self.model_state}
 
 
+def make_init_state(
+    model: nn.Module, tx: optax.GradientTransformation, clip_shape: Sequence[int]
+) -> Callable[[jax.Array], TrainState]:
+    """Returns ``init(key) -> TrainState`` for clips of ``clip_shape`` (T, H, W, C): step 0,
+    the model's parameters and other collections, the optimiser's initial state. Parameters
+    keep their logical-axis boxes, so ``jax.eval_shape`` of it gives the shardings."""
+
+    def init(key: jax.Array) -> TrainState:
+        dummy = jnp.zeros((1, *clip_shape), jnp.float32)
+        variables = dict(model.init({"params": key}, dummy, train=False))
+        params = variables.pop("params")
+        return TrainState(jnp.zeros((), jnp.int32), params, tx.init(params), variables)
+
+    return init
+
+
 def normalize_video(
     video: jax.Array, mean: Sequence[float], std: Sequence[float], dtype: Any
 ) -> jax.Array:

@@ -18,7 +18,6 @@ from typing import Any
 
 import flax.linen as nn
 import jax
-import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
@@ -32,7 +31,13 @@ from vjax.models import build_model
 from vjax.models.precise_bn import precise_batch_stats
 from vjax.optim import make_optimizer
 from vjax.preemption import PreemptionWatcher
-from vjax.step import TrainState, make_eval_step, make_train_step, normalize_video
+from vjax.step import (
+    TrainState,
+    make_eval_step,
+    make_init_state,
+    make_train_step,
+    normalize_video,
+)
 
 log = logging.getLogger(__name__)
 
@@ -83,12 +88,7 @@ def setup(config: ml_collections.ConfigDict, devices: list | None = None) -> Exp
     model.check_input(input_shape)
     tx = make_optimizer(config.optimizer, config.train.num_steps)
 
-    def init_state(key: jax.Array) -> TrainState:
-        dummy = jnp.zeros((1, *clip_shape), jnp.float32)
-        variables = dict(model.init({"params": key}, dummy, train=False))
-        params = variables.pop("params")
-        return TrainState(jnp.zeros((), jnp.int32), params, tx.init(params), variables)
-
+    init_state = make_init_state(model, tx, clip_shape)
     abstract = jax.eval_shape(init_state, jax.random.key(0))
     parallel.check_rules_cover(abstract, rules)
     return Experiment(

@@ -33,10 +33,12 @@ from vjax.models.conv_blocks import (
     ConvUnit,
     ResStage,
     check_video_shape,
+    classify,
     max_pool3d,
+    start,
 )
 from vjax.models.layers import ClassifierHead, constrain
-from vjax.models.registry import build_model, register
+from vjax.models.registry import build_model, dtype_name, register
 
 _CELLS = ("lstm", "gru")
 _POOLING = ("last", "mean")
@@ -157,11 +159,6 @@ class ConvLSTMCell(nn.RNNCellBase):
         return 3
 
 
-def _classify(x: jax.Array, num_classes: int, dropout_rate: float, train: bool) -> jax.Array:
-    x = nn.Dropout(dropout_rate)(x, deterministic=not train)
-    return ClassifierHead(num_classes, name="classifier")(x)
-
-
 @register("lrcn")
 class LRCN(nn.Module):
     """A 2D ResNet on every frame (ResNet-18 by default: ``frame_layers=(2, 2, 2, 2)``,
@@ -189,9 +186,7 @@ class LRCN(nn.Module):
 
     @nn.compact
     def __call__(self, video: jax.Array, *, train: bool) -> jax.Array:
-        self.check_input(video.shape)
-        bn_train = train and not self.frozen_bn
-        x = constrain(video.astype(self.dtype), ("batch", "time", None, None, None))
+        x, bn_train = start(self, video, train)
         x = ConvUnit(self.frame_width, (1, 7, 7), (1, 2, 2), dtype=self.dtype, name="stem")(
             x, train=bn_train
         )
@@ -204,7 +199,7 @@ class LRCN(nn.Module):
             x = ResStage(block, depth, (1, s, s), name=f"layer{i + 1}")(x, train=bn_train)
         x = x.mean(axis=(2, 3))  # (batch, time, channels): one feature vector per frame
         x = head_from_fields(self, name="head")(x)
-        return _classify(x, self.num_classes, self.dropout_rate, train)
+        return classify(x, self.num_classes, self.dropout_rate, train)
 
 
 @register("conv_lstm")
@@ -226,16 +221,15 @@ class ConvLSTMNet(nn.Module):
 
     @nn.compact
     def __call__(self, video: jax.Array, *, train: bool) -> jax.Array:
-        self.check_input(video.shape)
-        x = constrain(video.astype(self.dtype), ("batch", "time", None, None, None))
+        x, bn_train = start(self, video, train)
         k = self.kernel_size
         x = ConvUnit(self.stem_features, (1, k, k), (1, 2, 2), dtype=self.dtype, name="stem")(
-            x, train=train and not self.frozen_bn
+            x, train=bn_train
         )
         for i, features in enumerate(self.hidden_features):
             cell = ConvLSTMCell(features, (k, k), dtype=self.dtype, parent=None)
             x = nn.RNN(cell, name=f"conv_lstm{i}")(x)  # scans over time (axis 1)
-        return _classify(x[:, -1].mean(axis=(1, 2)), self.num_classes, self.dropout_rate, train)
+        return classify(x[:, -1].mean(axis=(1, 2)), self.num_classes, self.dropout_rate, train)
 
 
 class _Captured(Exception):  # noqa: N818  (control flow, not an error)
@@ -268,7 +262,7 @@ class RecurrentOver(nn.Module):
         """The backbone module; any class count will do, it stops before its classifier."""
         if not self.backbone or "name" not in self.backbone:
             raise ValueError("recurrent_over needs model.backbone = {'name': ..., ...}")
-        return build_model(dict(self.backbone), 1, _dtype_name(self.dtype))
+        return build_model(dict(self.backbone), 1, dtype_name(self.dtype))
 
     def check_input(self, input_shape: Sequence[int]) -> None:
         """Called by the trainer on the unbound model, before any compilation."""
@@ -311,7 +305,3 @@ class RecurrentOver(nn.Module):
             )
         x = self.dropout(self.head(features), deterministic=not train)
         return self.classifier(x)
-
-
-def _dtype_name(dtype: Any) -> str:
-    return "bfloat16" if jnp.dtype(dtype) == jnp.bfloat16 else "float32"

@@ -27,6 +27,14 @@ def register(name: str) -> Callable[[type[nn.Module]], type[nn.Module]]:
     return add
 
 
+def dtype_name(dtype: Any) -> str:
+    """The config name (``train.dtype``) of a compute dtype: the inverse of build_model's."""
+    names = {jnp.dtype(v): k for k, v in _DTYPES.items()}
+    if jnp.dtype(dtype) not in names:
+        raise ValueError(f"dtype {dtype!r} has no config name; valid: {', '.join(_DTYPES)}")
+    return names[jnp.dtype(dtype)]
+
+
 def available_models() -> list[str]:
     return sorted(_MODELS)
 
