@@ -299,8 +299,8 @@ def test_prepare_command_and_load_dataset(videos, tmp_path, capsys):
         {"name": "video_folder", "data_dir": str(tmp_path / "d"), "src": str(src), "fps": 5.0,
          "short_side": 16}
     )  # fmt: skip
-    shape, num_classes, names = clip_spec(builder, {"num_frames": 4, "crop_size": 8})
-    assert shape == (4, 8, 8, 3) and num_classes == 2 and names == ["x", "y"]
+    shape, names = clip_spec(builder, {"num_frames": 4, "crop_size": 8})
+    assert shape == (4, 8, 8, 3) and names == ["x", "y"]
     assert main(["prepare", "video_folder", "--src=/nonexistent", f"--data_dir={tmp_path}"]) == 2
     assert "does not exist" in capsys.readouterr().err
 

@@ -22,8 +22,9 @@ def load(path: str) -> tuple[Any, Any, dict]:
     from vjax.checkpoint import read_checkpoint
     from vjax.config_utils import config_from_json
     from vjax.models import build_model
+    from vjax.tasks import head_sizes
 
     metadata, variables, _ = read_checkpoint(path)
     config = config_from_json(metadata["config"])
-    model = build_model(config.model, len(metadata["class_names"]), config.train.dtype)
+    model = build_model(config.model, head_sizes(metadata["class_names"]), config.train.dtype)
     return config, model, variables

@@ -17,10 +17,12 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
 import numpy as np
+
+from vjax.tasks import ClassNames, concat_classes, head_sizes, split_classes
 
 
 def load_model(path: str) -> tuple[Any, Any, dict, dict]:
@@ -29,10 +31,11 @@ def load_model(path: str) -> tuple[Any, Any, dict, dict]:
     from vjax.checkpoint import read_checkpoint
     from vjax.config_utils import config_from_json
     from vjax.models import build_model
+    from vjax.tasks import head_sizes
 
     metadata, variables, _ = read_checkpoint(path)
     config = config_from_json(metadata["config"])
-    model = build_model(config.model, len(metadata["class_names"]), config.train.dtype)
+    model = build_model(config.model, head_sizes(metadata["class_names"]), config.train.dtype)
     return config, model, variables, metadata
 
 
@@ -48,7 +51,7 @@ def make_apply(config: Any, model: Any, variables: dict) -> Callable[[np.ndarray
     def apply(video):
         return model.apply(variables, normalize_video(video, mean, std, model.dtype), train=False)
 
-    return lambda video: np.asarray(apply(video))
+    return lambda video: np.asarray(concat_classes(apply(video)))
 
 
 def _trained_fps(config: Any) -> float:
@@ -60,7 +63,13 @@ def _trained_fps(config: Any) -> float:
     return 0.0
 
 
-def _top(probs: np.ndarray, names: Sequence[str], k: int) -> list[dict[str, Any]]:
+def _top(logits: np.ndarray, names: ClassNames, k: int) -> list[dict[str, Any]] | dict:
+    """The ``k`` most likely labels with their softmax scores; ``{task: [...]}`` for a
+    multi-task model (``names`` a mapping, ``logits`` concatenated over the tasks)."""
+    if isinstance(names, Mapping):
+        parts = split_classes(logits, head_sizes(names))
+        return {task: _top(parts[task], task_names, k) for task, task_names in names.items()}
+    probs = _softmax(logits)
     order = np.argsort(-probs, kind="stable")[:k]
     return [{"label": names[i], "score": float(probs[i])} for i in order]
 
@@ -89,7 +98,7 @@ def predict_files(
     from vjax.data.video_io import VideoDecodeError, iter_video
 
     config, model, variables, metadata = load_model(model_dir)
-    names = list(metadata["class_names"])
+    names = metadata["class_names"]
     num_frames, height, width, _ = metadata["clip_shape"]
     if height != width:
         raise ValueError(f"predict expects square clips, the model's clip is {height}x{width}")
@@ -122,12 +131,12 @@ def predict_files(
             lengths = np.asarray([b - a for a, b in bounds], np.float32)[:, None]
             overall = (scores * lengths).sum(0) / lengths.sum()
             windows = [
-                {"start": a / info["fps"], "end": b / info["fps"], "top": _top(p, names, top_k)}
-                for (a, b), p in zip(bounds, _softmax(scores), strict=True)
+                {"start": a / info["fps"], "end": b / info["fps"], "top": _top(s, names, top_k)}
+                for (a, b), s in zip(bounds, scores, strict=True)
             ]
-            entry = {"top": _top(_softmax(overall), names, top_k), "windows": windows}
+            entry = {"top": _top(overall, names, top_k), "windows": windows}
         else:
-            entry = {"top": _top(_softmax(scores[0]), names, top_k)}
+            entry = {"top": _top(scores[0], names, top_k)}
         result["files"][path] = {**entry, "fps": info["fps"]}
     return result
 
@@ -151,14 +160,25 @@ def _windows(
         yield {"frames": buffer, "label": 0}
 
 
+def _by_task(top: list | dict) -> list[tuple[str, list[dict[str, Any]]]]:
+    """``(prefix, top-k)`` pairs: one with no prefix, or ``"<task>: "`` per task."""
+    if isinstance(top, dict):
+        return [(f"{task}: ", entries) for task, entries in top.items()]
+    return [("", top)]
+
+
 def format_result(result: dict[str, Any]) -> str:
     """The printed form: per file its top-k, then one line per window."""
     lines = []
     for path, entry in result["files"].items():
         lines.append(path)
-        lines += [f"  {t['score']:.3f}  {t['label']}" for t in entry["top"]]
+        for task, top in _by_task(entry["top"]):
+            lines += [f"  {t['score']:.3f}  {task}{t['label']}" for t in top]
         for w in entry.get("windows", []):
-            best = ", ".join(f"{t['label']} {t['score']:.2f}" for t in w["top"][:3])
+            best = "; ".join(
+                ", ".join(f"{task}{t['label']} {t['score']:.2f}" for t in top[:3])
+                for task, top in _by_task(w["top"])
+            )
             lines.append(f"  [{w['start']:7.2f}s - {w['end']:7.2f}s]  {best}")
     for path, why in result["skipped"].items():
         lines.append(f"{path}: skipped ({why})")

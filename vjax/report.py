@@ -7,25 +7,44 @@ from typing import Any
 
 from vjax.metric_writers import read_metrics
 
+MAX_CONFUSION_CLASSES = 30  # wider confusion matrices stay in the JSON report only
+
 
 def format_eval(result: Mapping[str, Any]) -> str:
-    """A table: overall metrics, per-class accuracy and the confusion matrix (rows = truth)."""
-    names = result["class_names"]
-    width = max(len(n) for n in names)
+    """A table: overall metrics, then per-class accuracy and the confusion matrix (rows =
+    truth; up to :data:`MAX_CONFUSION_CLASSES` classes), per task for multi-task models."""
     lines = [
         f"{result['split']} @ step {result.get('step', '?')}: {result['num_examples']} clips | "
-        f"loss {result['loss']:.4f} | top1 {result['top1']:.4f} | top5 {result['top5']:.4f} | "
-        f"mean class acc {result['mean_class_accuracy']:.4f}",
-        "",
-        f"{'class':<{width}}  accuracy  " + " ".join(f"{i:>4d}" for i in range(len(names))),
+        f"loss {result['loss']:.4f} | top1 {result['top1']:.4f} | top5 {result['top5']:.4f}"
     ]
-    for i, name in enumerate(names):
-        row = " ".join(f"{n:>4d}" for n in result["confusion_matrix"][i])
-        accuracy = result["per_class_accuracy"][name]
-        shown = f"{accuracy:8.3f}" if accuracy is not None else f"{'-':>8}"  # absent class
-        lines.append(f"{name:<{width}}  {shown}  {row}")
-    lines.append(f"{'':<{width}}  (confusion matrix: rows = true class, columns = predicted)")
+    if "tasks" not in result:
+        lines[0] += f" | mean class acc {result['mean_class_accuracy']:.4f}"
+        return "\n".join(lines + [""] + _class_table(result, result["class_names"]))
+    lines[0] += " (a video counts when every task is right)"
+    for task, metrics in result["tasks"].items():
+        lines += [
+            "",
+            f"{task}: top1 {metrics['top1']:.4f} | top5 {metrics['top5']:.4f} | "
+            f"mean class acc {metrics['mean_class_accuracy']:.4f} | loss {metrics['loss']:.4f}",
+        ]
+        lines += _class_table(metrics, result["class_names"][task])
     return "\n".join(lines)
+
+
+def _class_table(metrics: Mapping[str, Any], names: Sequence[str]) -> list[str]:
+    """Per-class accuracy, with the confusion matrix's rows when there are few classes."""
+    width = max(len(n) for n in names)
+    confusion = len(names) <= MAX_CONFUSION_CLASSES
+    columns = " ".join(f"{i:>4d}" for i in range(len(names))) if confusion else ""
+    lines = [f"{'class':<{width}}  accuracy  {columns}".rstrip()]
+    for i, name in enumerate(names):
+        row = " ".join(f"{n:>4d}" for n in metrics["confusion_matrix"][i]) if confusion else ""
+        accuracy = metrics["per_class_accuracy"][name]
+        shown = f"{accuracy:8.3f}" if accuracy is not None else f"{'-':>8}"  # absent class
+        lines.append(f"{name:<{width}}  {shown}  {row}".rstrip())
+    if confusion:
+        lines.append(f"{'':<{width}}  (confusion matrix: rows = true class, columns = predicted)")
+    return lines
 
 
 def plot_curves(runs: Mapping[str, str], path: str) -> None:

@@ -11,6 +11,8 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from vjax.tasks import concat_classes, label_columns, split_classes, task_outputs
+
 
 @flax.struct.dataclass
 class TrainState:
@@ -75,6 +77,35 @@ def topk_correct(logits: jax.Array, labels: jax.Array, k: int) -> jax.Array:
     return (top == labels[:, None]).any(axis=-1).astype(jnp.float32)
 
 
+def task_losses(
+    logits: jax.Array | dict[str, jax.Array],
+    batch: dict[str, jax.Array],
+    label_smoothing: float = 0.0,
+) -> tuple[jax.Array, dict[str, jax.Array]]:
+    """``(loss, metrics)`` of a batch: the sum over tasks of each task's mean cross-entropy
+    (one task: just its loss), and ``top1`` = every task right (Epic-Kitchens' action
+    accuracy for verb + noun). Several tasks add ``loss_<task>`` and ``top1_<task>``.
+
+    ``batch["label"]``: ``(B,)`` or one column per task; ``batch["label_probs"]`` (mixup /
+    cutmix soft targets, optional): concatenated over the tasks' classes."""
+    outputs = task_outputs(logits)
+    sizes = {task: out.shape[-1] for task, out in outputs.items()}
+    labels = label_columns(batch["label"], sizes)
+    soft = batch.get("label_probs")
+    targets = split_classes(soft, sizes) if soft is not None else {}
+    metrics, correct = {}, []
+    for task, out in outputs.items():
+        metrics[f"loss_{task}"] = cross_entropy(
+            out, labels[task], label_smoothing, targets.get(task)
+        ).mean()
+        correct.append(topk_correct(out, labels[task], 1))
+        metrics[f"top1_{task}"] = correct[-1].mean()
+    loss = sum(metrics[f"loss_{task}"] for task in outputs)
+    if len(outputs) == 1:
+        metrics = {}
+    return loss, {"loss": loss, "top1": jnp.stack(correct).min(axis=0).mean(), **metrics}
+
+
 def make_train_step(
     model: nn.Module,
     tx: optax.GradientTransformation,
@@ -97,20 +128,13 @@ def make_train_step(
                 rngs={"dropout": dropout_key},
                 mutable=list(state.model_state),
             )
-            targets = batch.get("label_probs")  # soft labels of mixup/cutmix batches
-            loss = cross_entropy(logits, batch["label"], label_smoothing, targets).mean()
-            return loss, (logits, model_state)
+            loss, metrics = task_losses(logits, batch, label_smoothing)
+            return loss, (metrics, model_state)
 
-        (loss, (logits, model_state)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
-            state.params
-        )
+        (_, (metrics, model_state)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
         updates, opt_state = tx.update(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
-        metrics = {
-            "loss": loss,
-            "top1": topk_correct(logits, batch["label"], 1).mean(),
-            "grad_norm": optax.tree_utils.tree_norm(grads),
-        }
+        metrics["grad_norm"] = optax.tree_utils.tree_norm(grads)
         new_state = TrainState(state.step + 1, params, opt_state, dict(model_state))
         return new_state, metrics
 
@@ -120,7 +144,8 @@ def make_train_step(
 def make_eval_step(
     model: nn.Module, *, mean: Sequence[float], std: Sequence[float]
 ) -> Callable[[Any, dict[str, jax.Array]], jax.Array]:
-    """Returns ``step(variables, batch) -> float32 logits`` of uint8 ``batch["video"]``;
+    """Returns ``step(variables, batch) -> float32 logits`` of uint8 ``batch["video"]``
+    (multi-task: concatenated over the tasks, :func:`vjax.tasks.concat_classes`);
     metrics are computed on the host from the gathered logits
     (:func:`vjax.data.multiview.classification_metrics`).
 
@@ -129,6 +154,6 @@ def make_eval_step(
 
     def eval_step(variables: Any, batch: dict[str, jax.Array]) -> jax.Array:
         video = normalize_video(batch["video"], mean, std, model.dtype)
-        return model.apply(variables, video, train=False).astype(jnp.float32)
+        return concat_classes(model.apply(variables, video, train=False)).astype(jnp.float32)
 
     return eval_step

@@ -23,7 +23,7 @@ import numpy as np
 
 from vjax import checkpoint, parallel
 from vjax.config_utils import config_to_json
-from vjax.data.multiview import classification_metrics
+from vjax.data.multiview import task_metrics
 from vjax.data.pipeline import TrainBatches, eval_batches, prefetch
 from vjax.data.transforms import transforms_for
 from vjax.metric_writers import MetricWriter, progress_line
@@ -38,6 +38,7 @@ from vjax.step import (
     make_train_step,
     normalize_video,
 )
+from vjax.tasks import head_sizes
 
 log = logging.getLogger(__name__)
 
@@ -58,7 +59,7 @@ class Experiment:
     mesh: jax.sharding.Mesh
     rules: Any
     builder: Any
-    class_names: list[str]
+    class_names: list[str] | dict[str, list[str]]  # {task: names} for multi-task data
     model: nn.Module
     input_shape: tuple[int, ...]
     state_shardings: Any
@@ -82,8 +83,8 @@ def setup(config: ml_collections.ConfigDict, devices: list | None = None) -> Exp
         )
 
     builder = load_dataset(config.dataset)
-    clip_shape, num_classes, class_names = clip_spec(builder, config.input)
-    model = build_model(config.model, num_classes, config.train.dtype)
+    clip_shape, class_names = clip_spec(builder, config.input)
+    model = build_model(config.model, head_sizes(class_names), config.train.dtype)
     input_shape = (batch_size, *clip_shape)
     model.check_input(input_shape)
     tx = make_optimizer(config.optimizer, config.train.num_steps)
@@ -96,7 +97,7 @@ def setup(config: ml_collections.ConfigDict, devices: list | None = None) -> Exp
         mesh=mesh,
         rules=rules,
         builder=builder,
-        class_names=list(class_names),
+        class_names=class_names,
         model=model,
         input_shape=input_shape,
         state_shardings=parallel.logical_shardings(abstract, mesh, rules),
@@ -141,16 +142,21 @@ def compile_steps(exp: Experiment):
     return train_step, eval_step
 
 
-def _report(exp: Experiment, split: str, metrics: dict[str, Any]) -> dict[str, Any]:
-    """Metrics with class names: per-class accuracy keyed by class (None where absent)."""
+def _named(metrics: dict[str, Any], names: list[str]) -> dict[str, Any]:
+    """One task's metrics with per-class accuracy keyed by class (None where absent)."""
     per_class = [None if math.isnan(a) else a for a in metrics["per_class_accuracy"]]
-    return {
-        "split": split,
-        "num_examples": metrics["num_videos"],
-        **metrics,
-        "per_class_accuracy": dict(zip(exp.class_names, per_class, strict=True)),
-        "class_names": exp.class_names,
-    }
+    return {**metrics, "per_class_accuracy": dict(zip(names, per_class, strict=True))}
+
+
+def _report(exp: Experiment, split: str, metrics: dict[str, Any]) -> dict[str, Any]:
+    """Metrics with class names (per task for multi-task data)."""
+    names = exp.class_names
+    if isinstance(names, dict):
+        tasks = {t: _named(m, names[t]) for t, m in metrics["tasks"].items()}
+        metrics = {**metrics, "tasks": tasks}
+    else:
+        metrics = _named(metrics, names)
+    return {"split": split, "num_examples": metrics["num_videos"], **metrics, "class_names": names}
 
 
 def evaluate(exp: Experiment, eval_step, variables: Any, split: str) -> dict[str, Any]:
@@ -178,7 +184,7 @@ def evaluate(exp: Experiment, eval_step, variables: Any, split: str) -> dict[str
             masks.append(np.asarray(gathered["mask"]) > 0)
     keep = np.concatenate(masks)
     scores, labels_all = np.concatenate(logits)[keep], np.concatenate(labels)[keep]
-    return _report(exp, split, classification_metrics(scores, labels_all))
+    return _report(exp, split, task_metrics(scores, labels_all, exp.class_names))
 
 
 def evaluate_views(exp: Experiment, eval_step, variables: Any, split: str) -> dict[str, Any]:
@@ -208,6 +214,7 @@ def evaluate_views(exp: Experiment, eval_step, variables: Any, split: str) -> di
         index,
         count,
         gather if count > 1 else None,
+        exp.class_names,
     )
     return _report(exp, split, metrics)
 
@@ -229,7 +236,7 @@ def init_from_pretrained(
 
     metadata, variables, _ = read_checkpoint(path)
     source_model = build_model(
-        config_from_json(metadata["config"]).model, len(metadata["class_names"])
+        config_from_json(metadata["config"]).model, head_sizes(metadata["class_names"])
     )
     grids = {}
     if hasattr(exp.model, "tubelet") and hasattr(source_model, "tubelet"):

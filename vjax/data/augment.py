@@ -213,7 +213,7 @@ def random_erase(
 def mix_batch(
     video: np.ndarray,
     label: np.ndarray,
-    num_classes: int,
+    num_classes: int | Sequence[int],
     rng: np.random.Generator,
     mixup_alpha: float = 0.0,
     cutmix_alpha: float = 0.0,
@@ -225,8 +225,15 @@ def mix_batch(
     ``label_probs`` float32 ``(B, num_classes)``: ``lam * onehot(y) + (1 - lam) *
     onehot(y_reversed)`` with ``lam`` the mixup weight or cutmix's exact kept-area fraction.
     Cutmix is chosen with ``switch_prob`` when both are on.
+
+    Several tasks: ``label`` ``(B, tasks)`` and ``num_classes`` one count per task; the
+    one-hots (and so ``label_probs``) are concatenated over the tasks, mixed with one ``lam``.
     """
-    onehot = np.eye(num_classes, dtype=np.float32)[label]
+    sizes = [int(num_classes)] if np.ndim(num_classes) == 0 else list(num_classes)
+    columns = label.reshape(len(label), len(sizes))
+    onehot = np.concatenate(
+        [np.eye(k, dtype=np.float32)[columns[:, i]] for i, k in enumerate(sizes)], axis=1
+    )
     if mixup_alpha <= 0 and cutmix_alpha <= 0:
         return {"video": video, "label": label, "label_probs": onehot}
     use_cutmix = cutmix_alpha > 0 and (mixup_alpha <= 0 or rng.uniform() < switch_prob)

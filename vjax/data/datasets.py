@@ -31,7 +31,7 @@ _PREPARERS: dict[str, Callable[[], Callable[..., Any]]] = {
     "vjax_motion": _motion_preparer,
     **{
         name: _video_preparer(name)
-        for name in ("video_folder", "kinetics", "ssv2", "ucf101", "hmdb51")
+        for name in ("video_folder", "kinetics", "ssv2", "ucf101", "hmdb51", "epic_kitchens")
     },
 }
 
@@ -67,19 +67,28 @@ def stores_whole_videos(builder) -> bool:
     return "frames" in builder.info.features
 
 
+def dataset_class_names(builder) -> list[str] | dict[str, list[str]]:
+    """The class names of a builder's label: a list, or ``{task: names}`` for a multi-task
+    builder (its ``TASKS``, e.g. Epic-Kitchens' ``("verb", "noun")``: one ClassLabel each)."""
+    features = builder.info.features
+    tasks = getattr(builder, "TASKS", ("label",))
+    if tuple(tasks) == ("label",):
+        return list(features["label"].names)
+    return {task: list(features[task].names) for task in tasks}
+
+
 def clip_spec(
     builder, input_config: Mapping[str, Any] | None = None
-) -> tuple[tuple[int, ...], int, list[str]]:
-    """``((T, H, W, C), num_classes, class_names)`` of a video classification builder.
+) -> tuple[tuple[int, ...], list[str] | dict[str, list[str]]]:
+    """``((T, H, W, C), class_names)`` of a video classification builder (class names: see
+    :func:`dataset_class_names`).
 
     Fixed-clip datasets (``vjax_motion``) store the clip shape; for whole stored videos it is
     what ``input_config`` (``config.input``) cuts: ``(num_frames, crop_size, crop_size, 3)``.
     """
-    features = builder.info.features
-    label = features["label"]
+    names = dataset_class_names(builder)
     if stores_whole_videos(builder):
         from vjax.data.transforms import InputOptions
 
-        shape = InputOptions.from_config(input_config).clip_shape
-        return shape, label.num_classes, label.names
-    return tuple(features["video"].shape), label.num_classes, label.names
+        return InputOptions.from_config(input_config).clip_shape, names
+    return tuple(builder.info.features["video"].shape), names

@@ -23,15 +23,19 @@ from typing import Any
 
 import numpy as np
 
+from vjax.tasks import ClassNames, head_sizes, label_columns, split_classes
+
 
 def video_scores(
     apply: Callable[[np.ndarray], Any],
     examples: Iterable[Mapping[str, Any]],
     views: Callable[[Mapping[str, Any]], Iterator[np.ndarray]],
     chunk_size: int,
+    label: Callable[[Mapping[str, Any]], Any] = lambda example: example["label"],
 ) -> tuple[np.ndarray, np.ndarray]:
     """``(scores float32 (N, K), labels)``: each video's logits averaged over its views, and
-    its ``label`` (an int, or a multi-hot vector for multi-label data)."""
+    its ``label(example)`` (an int, a multi-hot vector for multi-label data, or one label per
+    task: :func:`vjax.data.transforms.label_reader`)."""
     if chunk_size < 1:
         raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
     sums: list[np.ndarray | None] = []
@@ -51,7 +55,7 @@ def video_scores(
 
     for example in examples:
         video = len(labels)
-        labels.append(np.asarray(example["label"]))
+        labels.append(np.asarray(label(example)))
         sums.append(None)
         counts.append(0)
         for view in views(example):
@@ -111,8 +115,7 @@ def classification_metrics(scores: np.ndarray, labels: np.ndarray) -> dict[str, 
         per_class[c] = top1[labels == c].mean()
     confusion = np.zeros((num_classes, num_classes), np.int64)
     np.add.at(confusion, (labels, ranked[:, 0]), 1)
-    shifted = scores - scores.max(axis=1, keepdims=True)  # softmax cross-entropy, stably
-    log_probs = shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
+    log_probs = _log_softmax(scores)
     return {
         "num_videos": len(scores),
         "loss": float(-log_probs[np.arange(len(labels)), labels].mean()),
@@ -124,6 +127,53 @@ def classification_metrics(scores: np.ndarray, labels: np.ndarray) -> dict[str, 
     }
 
 
+def task_metrics(scores: np.ndarray, labels: np.ndarray, class_names: ClassNames) -> dict:
+    """:func:`classification_metrics` for one task (``class_names`` a list). Several tasks
+    (``{task: names}``; ``scores`` concatenated over the tasks' classes, ``labels`` one column
+    per task): each task's metrics under ``tasks``, the summed ``loss``, and ``top1`` / ``top5``
+    of the joint prediction (Epic-Kitchens' action accuracy: a video counts when every task is
+    right; the top 5 are the most likely label combinations under the product of the tasks'
+    softmaxes)."""
+    if not isinstance(class_names, Mapping):
+        return classification_metrics(scores, labels)
+    sizes = head_sizes(class_names)
+    per_task = split_classes(np.asarray(scores, np.float32), sizes)
+    columns = label_columns(np.asarray(labels), sizes)
+    tasks = {t: classification_metrics(per_task[t], columns[t]) for t in sizes}
+    return {
+        "num_videos": len(scores),
+        "loss": float(sum(m["loss"] for m in tasks.values())),
+        "top1": joint_topk_accuracy(per_task, columns, 1),
+        "top5": joint_topk_accuracy(per_task, columns, 5),
+        "tasks": tasks,
+    }
+
+
+def joint_topk_accuracy(
+    scores: Mapping[str, np.ndarray], labels: Mapping[str, np.ndarray], k: int
+) -> float:
+    """Fraction of videos whose true label combination is among the ``k`` most likely under
+    the product of the tasks' softmaxes. Only each task's own top ``k`` can take part in the
+    joint top ``k`` (the product is increasing in every factor), so the search is ``k^tasks``
+    combinations per video, not every combination of classes."""
+    hits = []
+    log_probs = {t: _log_softmax(s) for t, s in scores.items()}
+    for i in range(len(next(iter(labels.values())))):
+        candidates = [(0.0, ())]
+        for lp in log_probs.values():
+            best = np.argsort(-lp[i], kind="stable")[:k]
+            candidates = [(p + lp[i, c], combo + (c,)) for p, combo in candidates for c in best]
+        candidates.sort(key=lambda pc: -pc[0])  # stable: ties keep class order
+        truth = tuple(int(labels[t][i]) for t in log_probs)
+        hits.append(truth in [combo for _, combo in candidates[:k]])
+    return float(np.mean(hits))
+
+
+def _log_softmax(scores: np.ndarray) -> np.ndarray:
+    shifted = scores - scores.max(axis=1, keepdims=True)
+    return shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
+
+
 def evaluate_views(
     apply: Callable[[np.ndarray], Any],
     source: Any,
@@ -132,6 +182,7 @@ def evaluate_views(
     process_index: int = 0,
     process_count: int = 1,
     gather: Callable[[Any], Any] | None = None,
+    class_names: ClassNames = (),
 ) -> dict[str, Any]:
     """The multi-view test of a whole random-access ``source`` (e.g.
     ``builder.as_data_source("test")``) with the views ``config.input`` asks for
@@ -141,18 +192,19 @@ def evaluate_views(
     Multi-host: process ``p`` scores videos ``p, p + P, p + 2P, ...``, padded with a masked
     repeat so every process makes the same number of ``apply`` calls (``apply`` and
     ``chunk_size`` are per process); ``gather`` (e.g. ``multihost_utils.process_allgather(x,
-    tiled=True)``) concatenates the processes' ``(scores, labels, valid)``.
+    tiled=True)``) concatenates the processes' ``(scores, labels, valid)``. ``class_names``
+    a mapping ``{task: names}``: a multi-task source, scored by :func:`task_metrics`.
 
     >>> metrics = evaluate_views(lambda v: eval_logits(variables, v), source, config.input, 32)
     """
-    from vjax.data.transforms import InputOptions, make_view_iterator
+    from vjax.data.transforms import InputOptions, label_reader, make_view_iterator
 
     views = make_view_iterator(InputOptions.from_config(input_config))
     total = len(source)
     mine = np.arange(process_index, -(-total // process_count) * process_count, process_count)
     valid = mine < total
     examples = (source[int(i) if i < total else 0] for i in mine)
-    scores, labels = video_scores(apply, examples, views, chunk_size)
+    scores, labels = video_scores(apply, examples, views, chunk_size, label_reader(class_names))
     if gather is not None:
         scores, labels, valid = gather((scores, labels, valid))
-    return classification_metrics(scores[valid], labels[valid])
+    return task_metrics(scores[valid], labels[valid], class_names)

@@ -33,6 +33,7 @@ from typing import Any
 import numpy as np
 
 from vjax.data import augment, sampling
+from vjax.tasks import ClassNames, head_sizes, task_class_names
 
 # Keys of config.input that belong to the trainer, not to clip making.
 TRAINER_KEYS = ("global_batch_size", "mean", "std", "clip")
@@ -129,11 +130,26 @@ def _decode_indices(frames: Sequence, indices: np.ndarray, box, size: int, flip:
     return clip[inverse.reshape(-1)]
 
 
+def label_reader(class_names: ClassNames) -> Callable[[Mapping[str, Any]], Any]:
+    """``label(example)``: its int ``label``, or (several tasks, ``class_names`` a mapping)
+    the int32 vector of its tasks' labels, read from the features named by the tasks."""
+    tasks = list(task_class_names(class_names))
+    if not isinstance(class_names, Mapping):
+        return lambda example: int(example["label"])
+    return lambda example: np.asarray([example[t] for t in tasks], np.int32)
+
+
 def make_train_transform(
-    options: InputOptions, class_names: Sequence[str]
-) -> Callable[[Mapping[str, Any], np.random.Generator], tuple[np.ndarray, int]]:
-    """``transform(example, rng) -> (uint8 (T, S, S, 3) clip, label)`` for training."""
-    flip_map = augment.flip_map_from_names(options.flip_label_map, class_names)
+    options: InputOptions, class_names: ClassNames
+) -> Callable[[Mapping[str, Any], np.random.Generator], tuple[np.ndarray, Any]]:
+    """``transform(example, rng) -> (uint8 (T, S, S, 3) clip, label)`` for training
+    (``label``: see :func:`label_reader`; a flip remaps it by ``flip_label_map``, one task
+    only)."""
+    if isinstance(class_names, Mapping) and options.flip_label_map:
+        raise ValueError("input.flip_label_map remaps one task's labels; this data has several")
+    several = isinstance(class_names, Mapping)
+    flip_map = {} if several else augment.flip_map_from_names(options.flip_label_map, class_names)
+    read_label = label_reader(class_names)
     size = options.crop_size
 
     def transform(example: Mapping[str, Any], rng: np.random.Generator):
@@ -155,8 +171,8 @@ def make_train_transform(
             box = augment.centre_box(height, width)
         flip = bool(options.flip and rng.integers(2))
         clip = _decode_indices(frames, indices, box, size, flip)
-        label = int(example["label"])
-        if flip:
+        label = read_label(example)
+        if flip and flip_map:
             label = augment.flip_label(label, flip_map)
         if options.randaugment_ops > 0:
             from vjax.data.randaugment import rand_augment  # needs torchvision
@@ -211,19 +227,21 @@ def make_view_iterator(
 
 
 def make_eval_transform(
-    options: InputOptions,
-) -> Callable[[Mapping[str, Any]], tuple[np.ndarray, int]]:
+    options: InputOptions, class_names: ClassNames = ()
+) -> Callable[[Mapping[str, Any]], tuple[np.ndarray, Any]]:
     """``transform(example) -> (clip, label)``: the first test view (one clip, one crop), for
     the trainer's quick single-view validation."""
     single = dataclasses.replace(options, test_num_clips=1, test_num_crops=1)
     views = make_view_sampler(single)
-    return lambda example: (views(example)[0], int(example["label"]))
+    read_label = label_reader(class_names)
+    return lambda example: (views(example)[0], read_label(example))
 
 
 def make_batch_transform(
-    options: InputOptions, num_classes: int
+    options: InputOptions, num_classes: int | Sequence[int]
 ) -> Callable[[dict[str, np.ndarray], np.random.Generator], dict[str, np.ndarray]] | None:
-    """Mixup/cutmix over a batch (adds ``label_probs``), or None when both are off."""
+    """Mixup/cutmix over a batch (adds ``label_probs``; ``num_classes`` per task for
+    several), or None when both are off."""
     if options.mixup_alpha <= 0 and options.cutmix_alpha <= 0:
         return None
 
@@ -254,10 +272,15 @@ def transforms_for(builder, input_config: Mapping[str, Any] | None) -> dict[str,
 
     if not stores_whole_videos(builder):
         return {"transform": None, "batch_transform": None, "eval_transform": None}
+    from vjax.data.datasets import dataset_class_names
+
     options = InputOptions.from_config(input_config)
-    names = builder.info.features["label"].names
+    names = dataset_class_names(builder)
+    sizes = head_sizes(names)
     return {
         "transform": make_train_transform(options, names),
-        "batch_transform": make_batch_transform(options, len(names)),
-        "eval_transform": make_eval_transform(options),
+        "batch_transform": make_batch_transform(
+            options, list(sizes.values()) if isinstance(sizes, dict) else sizes
+        ),
+        "eval_transform": make_eval_transform(options, names),
     }

@@ -17,7 +17,7 @@ import jax
 import jax.numpy as jnp
 
 from vjax.models.conv_blocks import ConvUnit, check_video_shape, start
-from vjax.models.layers import ClassifierHead, constrain
+from vjax.models.layers import ClassifierHead, NumClasses, constrain
 from vjax.models.registry import register
 
 # (block name, conv widths) between pools.
@@ -29,7 +29,7 @@ class C3D(nn.Module):
     """C3D. Children: ``conv1a``, ``conv2a``, ``conv3a``/``3b``, ..., ``fc6``, ``fc7``,
     ``classifier``. Needs at least 16 frames (four pools halve time)."""
 
-    num_classes: int
+    num_classes: NumClasses
     hidden: int = 4096
     dropout_rate: float = 0.5
     dtype: Any = jnp.float32

@@ -32,7 +32,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from vjax.models.layers import ClassifierHead, constrain
+from vjax.models.layers import ClassifierHead, NumClasses, constrain
 
 Dtype = Any
 Triple = tuple[int, int, int]
@@ -369,10 +369,14 @@ def check_video_shape(input_shape: Sequence[int], min_size: Triple, channels: in
 
 
 def classify(
-    x: jax.Array, num_classes: int, dropout_rate: float, train: bool, name: str = "classifier"
-) -> jax.Array:
-    """Global average over (T, H, W) (``x`` may already be pooled), dropout, linear head.
-    Call inside a compact module."""
+    x: jax.Array,
+    num_classes: NumClasses,
+    dropout_rate: float,
+    train: bool,
+    name: str = "classifier",
+) -> jax.Array | dict[str, jax.Array]:
+    """Global average over (T, H, W) (``x`` may already be pooled), dropout, linear head(s)
+    (:class:`~vjax.models.layers.ClassifierHead`). Call inside a compact module."""
     if x.ndim == 5:
         x = global_average(x)
     x = nn.Dropout(dropout_rate)(x, deterministic=not train)

@@ -18,7 +18,7 @@ never names a mesh axis.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import flax.linen as nn
@@ -395,21 +395,35 @@ class TubeletEmbed(nn.Module):
         return constrain(x.reshape(batch, t * h * w, d), ("batch", "tokens", "embed"))
 
 
-class ClassifierHead(nn.Module):
-    """Linear classifier, zero-initialised as in ViT so training starts from uniform logits."""
+NumClasses = int | Mapping[str, int]
+"""A model's ``num_classes``: K for one classifier, ``{task: K}`` for multi-task heads."""
 
-    num_classes: int
+
+class ClassifierHead(nn.Module):
+    """Linear classifier, zero-initialised as in ViT so training starts from uniform logits.
+
+    ``num_classes`` an int: one head (``head``), logits ``(B, K)``. A mapping ``{task: K}``
+    (multi-task, e.g. Epic-Kitchens' verb and noun): one head per task, named by the task, and
+    logits ``{task: (B, K_task)}``; every backbone gets multi-task heads through this module.
+    """
+
+    num_classes: NumClasses
 
     @nn.compact
-    def __call__(self, x: jax.Array) -> jax.Array:
-        logits = nn.Dense(
-            self.num_classes,
-            dtype=jnp.float32,
-            kernel_init=_logical(nn.initializers.zeros, ("embed", "classes")),
-            bias_init=_logical(nn.initializers.zeros, ("classes",)),
-            name="head",
-        )(x)
-        return constrain(logits, ("batch", "classes"))
+    def __call__(self, x: jax.Array) -> jax.Array | dict[str, jax.Array]:
+        def head(size: int, name: str) -> jax.Array:
+            logits = nn.Dense(
+                size,
+                dtype=jnp.float32,
+                kernel_init=_logical(nn.initializers.zeros, ("embed", "classes")),
+                bias_init=_logical(nn.initializers.zeros, ("classes",)),
+                name=name,
+            )(x)
+            return constrain(logits, ("batch", "classes"))
+
+        if isinstance(self.num_classes, Mapping):
+            return {task: head(size, task) for task, size in self.num_classes.items()}
+        return head(self.num_classes, "head")
 
 
 def sinusoidal_table(length: int, dim: int) -> jax.Array:

@@ -37,7 +37,7 @@ from vjax.models.conv_blocks import (
     max_pool3d,
     start,
 )
-from vjax.models.layers import ClassifierHead, constrain
+from vjax.models.layers import ClassifierHead, NumClasses, constrain
 from vjax.models.registry import build_model, dtype_name, register
 
 _CELLS = ("lstm", "gru")
@@ -168,7 +168,7 @@ class LRCN(nn.Module):
     would compute them. Children: ``stem``, ``layer1``..``layer4``, ``head``, ``classifier``.
     """
 
-    num_classes: int
+    num_classes: NumClasses
     frame_layers: Sequence[int] = (2, 2, 2, 2)
     frame_width: int = 64
     cell: str = "lstm"
@@ -208,7 +208,7 @@ class ConvLSTMNet(nn.Module):
     ``hidden_features`` channels each, the last hidden state averaged over space, classifier.
     Children: ``stem``, ``conv_lstm0``..., ``classifier``."""
 
-    num_classes: int
+    num_classes: NumClasses
     stem_features: int = 32
     hidden_features: Sequence[int] = (64,)
     kernel_size: int = 3
@@ -247,7 +247,7 @@ class RecurrentOver(nn.Module):
     (the backbone's own tree, so its pretrained weights load), ``head``, ``classifier``.
     """
 
-    num_classes: int
+    num_classes: NumClasses
     backbone: Any = None
     feature_module: str = "layer4"
     cell: str = "lstm"

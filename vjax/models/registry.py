@@ -9,6 +9,7 @@ from typing import Any
 import flax.linen as nn
 import jax.numpy as jnp
 
+from vjax.models.layers import NumClasses
 from vjax.suggest import closest_hint
 
 _MODELS: dict[str, type[nn.Module]] = {}
@@ -45,7 +46,7 @@ def model_fields(cls: type[nn.Module]) -> list[str]:
 
 
 def build_model(
-    model_config: Mapping[str, Any], num_classes: int, dtype: str = "float32"
+    model_config: Mapping[str, Any], num_classes: NumClasses, dtype: str = "float32"
 ) -> nn.Module:
     """Builds the registered model ``model_config['name']`` with the remaining keys as fields.
 

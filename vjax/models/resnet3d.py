@@ -42,7 +42,7 @@ from vjax.models.conv_blocks import (
     register_preset,
     start,
 )
-from vjax.models.layers import constrain
+from vjax.models.layers import NumClasses, constrain
 from vjax.models.registry import register
 
 _CONV_MAKERS = ("3d", "2d", "2plus1d")
@@ -67,7 +67,7 @@ class VideoResNet(nn.Module):
     statistics even in training.
     """
 
-    num_classes: int
+    num_classes: NumClasses
     block: str = "basic"  # "basic" (ResNet-18/34) or "bottleneck" (ResNet-50)
     layers: Sequence[int] = (2, 2, 2, 2)
     conv_makers: Sequence[str] = ("3d", "3d", "3d", "3d")
@@ -188,7 +188,7 @@ class ResNet3D(nn.Module):
     ``stage4``, ``classifier``.
     """
 
-    num_classes: int
+    num_classes: NumClasses
     depth: int = 50
     width: int = 64  # stem channels; stage i is width * 2**i inside, 4x that outside
     stem_kernel: Sequence[int] = (1, 7, 7)

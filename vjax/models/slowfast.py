@@ -38,6 +38,7 @@ from vjax.models.conv_blocks import (
     register_preset,
     start,
 )
+from vjax.models.layers import NumClasses
 from vjax.models.registry import register
 from vjax.models.resnet3d import RESNET_DEPTHS, bottleneck_stage, resnet_stem
 
@@ -56,7 +57,7 @@ class SlowFast(nn.Module):
     """SlowFast ResNet. Children: ``slow_stem``, ``fast_stem``, ``fuse0``..``fuse3``,
     ``slow_stage1``..4, ``fast_stage1``..4, ``classifier``."""
 
-    num_classes: int
+    num_classes: NumClasses
     depth: int = 50
     width: int = 64  # slow stem channels (the fast pathway has width / beta_inv)
     alpha: int = 4

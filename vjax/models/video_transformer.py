@@ -13,7 +13,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from vjax.models.layers import Encoder, TransformerOptions, TubeletEmbed, constrain
+from vjax.models.layers import Encoder, NumClasses, TransformerOptions, TubeletEmbed, constrain
 from vjax.models.sizes import TransformerSize, parse_size
 
 
@@ -44,7 +44,7 @@ def token_grid(input_shape: tuple[int, ...], tubelet: tuple[int, int, int]) -> t
 class VideoTransformer(nn.Module):
     """Base of the video transformers: size, regularisation and layer options (no __call__)."""
 
-    num_classes: int
+    num_classes: NumClasses
     size: str = "B/16x2"
     # Explicit overrides of the size string's width and depth (None keeps the size's value).
     hidden_size: int | None = None

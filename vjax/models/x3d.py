@@ -30,6 +30,7 @@ from vjax.models.conv_blocks import (
     register_preset,
     start,
 )
+from vjax.models.layers import NumClasses
 from vjax.models.registry import register
 
 STAGE_DEPTHS = (1, 2, 5, 3)
@@ -57,7 +58,7 @@ class X3D(nn.Module):
     ``head_proj``, ``classifier``.
     """
 
-    num_classes: int
+    num_classes: NumClasses
     width_factor: float = 2.0
     depth_factor: float = 2.2
     bottleneck_factor: float = 2.25
