@@ -17,9 +17,10 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[test]'
 	touch $(STAMP)
 
-# The tests also need the reference packages the weight converters are checked against.
+# The tests also need the reference packages the weight converters are checked against, and
+# Apache Beam (preparation on Beam's DirectRunner).
 $(TEST_STAMP): $(STAMP)
-	$(BIN)/python -m pip install --quiet -e '.[test,torch]'
+	$(BIN)/python -m pip install --quiet -e '.[test,torch,beam]'
 	touch $(TEST_STAMP)
 
 demo: $(STAMP)

@@ -154,3 +154,49 @@ def test_hmdb51(clips, tmp_path):
     assert builder.info.features["label"].names == ["brush_hair", "cartwheel"]
     with pytest.raises(FileNotFoundError, match="testTrainMulti_7030_splits"):
         _prepare("hmdb51", tmp_path, tmp_path / "nothing_here")
+
+
+def _records(builder, split):
+    keys = ("frames", "label", "fps", "height", "width", "path", "index")
+    source = builder.as_data_source(split)
+    return [{k: source[i][k] for k in keys} for i in range(len(source))]
+
+
+def test_beam_build_matches_local_build(clips, tmp_path, capsys):
+    """``vjax prepare ... --beam_runner=DirectRunner`` writes the local build's records and
+    report; a split with nothing usable fails on Beam too, leaving nothing prepared."""
+    pytest.importorskip("apache_beam", reason="apache_beam is not installed (pip install .[beam])")
+    from vjax.data.prepare import main
+    from vjax.data.video_builder import prepare_video_folder, read_report
+
+    src = tmp_path / "videos"
+    for split, label, name, clip in (("train", "cat", "a.mp4", "mp4"),
+                                     ("train", "cat", "b.avi", "avi"),
+                                     ("train", "dog", "c.mp4", "mp4"),
+                                     ("validation", "dog", "d.avi", "avi")):  # fmt: skip
+        _put(clips[clip], src / split / label / name)
+    (src / "train" / "dog" / "empty.mp4").write_bytes(b"")
+    _put(clips["mp4"], src / "validation" / "cat" / "noise.mp4")
+    (src / "validation" / "cat" / "noise.mp4").write_bytes(bytes(range(256)) * 8)
+    with open(src / "train" / "cat" / "b.avi", "r+b") as f:  # cut short: no index
+        f.truncate(os.path.getsize(src / "train" / "cat" / "b.avi") // 2)
+    kwargs = dict(src=str(src), fps=5, short_side=16)
+    local = prepare_video_folder(str(tmp_path / "local"), num_workers=1, **kwargs)
+    flags = [f"--{k}={v}" for k, v in kwargs.items()]
+    beam_flags = ["--beam_runner=DirectRunner", "--beam_options=--direct_num_workers=1"]
+    assert main(["video_folder", f"--data_dir={tmp_path / 'beam'}", *flags, *beam_flags]) == 0
+    assert "train: kept 2 of 4 (found 4); skipped 2" in capsys.readouterr().out
+    beam = prepare_video_folder(str(tmp_path / "beam"), **kwargs)  # prepared: read back
+    report = read_report(local)
+    assert {s: (r["kept"], r["skipped"]) for s, r in report.items()} == {
+        "train": (2, 2), "validation": (1, 1)}  # fmt: skip
+    assert json.dumps(read_report(beam)) == json.dumps(report)  # same counts, files and order
+    for split in ("train", "validation"):
+        records = _records(beam, split)
+        assert records == _records(local, split) and len(records) == report[split]["kept"]
+    assert not list((tmp_path / "beam").rglob("*.beam-*"))  # the pipeline's working files
+
+    (src / "validation" / "dog" / "d.avi").write_bytes(b"")
+    with pytest.raises(Exception, match="split 'validation': none of its 2 videos could be used"):
+        prepare_video_folder(str(tmp_path / "failed"), beam_runner="DirectRunner", **kwargs)
+    assert not list((tmp_path / "failed").rglob("dataset_info.json"))

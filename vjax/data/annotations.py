@@ -15,6 +15,12 @@ Kinetics-700 and SSv2 test sets) are left out.
   ``<Class>/v_<Class>_gXX_cYY.avi``.
 * HMDB51: ``testTrainMulti_7030_splits/<class>_test_split<F>.txt`` (``name.avi 1|2|0``: train,
   test, unused); videos ``<class>/<name>.avi``.
+* Epic-Kitchens-100 (two tasks, ``verb`` and ``noun``): ``EPIC_100_{train,validation}.csv`` and
+  ``EPIC_100_{verb,noun}_classes.csv`` in the folder, its ``annotations/`` or
+  ``epic-kitchens-100-annotations/``; videos ``<participant>/videos/<video_id>.MP4``. Each CSV
+  row is a segment of a long video; its label is ``(verb, noun)`` and its id the narration id.
+
+Multi-task listings return ``class_names`` as ``{task: names}``.
 
 >>> entries, names = ucf101_entries("~/data/ucf101", fold=1)
 """
@@ -27,6 +33,7 @@ import os
 from collections.abc import Callable, Iterable
 
 from vjax.data.manifests import VideoEntry
+from vjax.tasks import ClassNames
 
 _ANNOTATION_SUFFIXES = (".csv", ".json", ".txt", ".md", ".rar", ".zip", ".tar", ".gz")
 
@@ -160,10 +167,77 @@ def hmdb51_entries(root: str, fold: int = 1) -> tuple[list[VideoEntry], list[str
     return entries["train"] + entries["test"], names
 
 
-LISTINGS: dict[str, Callable[..., tuple[list[VideoEntry], list[str]]]] = {
+def epic_kitchens_entries(root: str) -> tuple[list[VideoEntry], dict[str, list[str]]]:
+    """Epic-Kitchens-100 action segments labelled ``(verb, noun)`` (the test set has no
+    labels and is left out)."""
+    root = os.path.abspath(os.path.expanduser(root))
+    folders = ("", "annotations/", "epic-kitchens-100-annotations/")
+
+    def find(name: str) -> str:
+        return _find(root, [f"{folder}{name}" for folder in folders])
+
+    names = {task: _epic_classes(find(f"EPIC_100_{task}_classes.csv")) for task in ("verb", "noun")}
+    videos: dict[str, dict[str, str]] = {}  # participant -> {video id: path}
+    entries = []
+    for split in ("train", "validation"):
+        try:
+            path = find(f"EPIC_100_{split}.csv")
+        except FileNotFoundError:
+            if split == "train":
+                raise
+            continue
+        with open(path, newline="") as f:
+            for line, row in enumerate(csv.DictReader(f), start=2):
+                label = tuple(
+                    _class_name(names[task], row[f"{task}_class"], f"{path}:{line}")
+                    for task in ("verb", "noun")
+                )
+                participant, video = row["participant_id"], row["video_id"]
+                if participant not in videos:
+                    videos[participant] = _epic_videos(os.path.join(root, participant, "videos"))
+                file = videos[participant].get(video, _missing(root, f"{participant}/{video}.MP4"))
+                start, end = (_seconds(row[f"{k}_timestamp"]) for k in ("start", "stop"))
+                entries.append(VideoEntry(file, label, start, end, split, row["narration_id"]))
+    return entries, names
+
+
+def _epic_classes(path: str) -> list[str]:
+    """Class keys ordered by ``id`` (``id,key,instances,category``); the ids must be 0..K-1."""
+    with open(path, newline="") as f:
+        rows = sorted(csv.DictReader(f), key=lambda r: int(r["id"]))
+    if [int(r["id"]) for r in rows] != list(range(len(rows))):
+        raise ValueError(f"{path}: class ids must be 0..{len(rows) - 1} without gaps")
+    return [r["key"] for r in rows]
+
+
+def _class_name(names: list[str], class_id: str, where: str) -> str:
+    if not class_id.isdigit() or int(class_id) >= len(names):
+        raise ValueError(f"{where}: class {class_id!r} is not in 0..{len(names) - 1}")
+    return names[int(class_id)]
+
+
+def _epic_videos(folder: str) -> dict[str, str]:
+    """``video id -> path`` of the ``.MP4``/``.mp4`` files in a participant's ``videos/``."""
+    if not os.path.isdir(folder):
+        return {}
+    return {
+        os.path.splitext(n)[0]: os.path.join(folder, n)
+        for n in sorted(os.listdir(folder))
+        if n.lower().endswith(".mp4")
+    }
+
+
+def _seconds(timestamp: str) -> float:
+    """``HH:MM:SS.ff`` -> seconds."""
+    hours, minutes, seconds = timestamp.split(":")
+    return 3600 * int(hours) + 60 * int(minutes) + float(seconds)
+
+
+LISTINGS: dict[str, Callable[..., tuple[list[VideoEntry], ClassNames]]] = {
     "kinetics": kinetics_entries,
     "ssv2": ssv2_entries,
     "ucf101": ucf101_entries,
     "hmdb51": hmdb51_entries,
+    "epic_kitchens": epic_kitchens_entries,
 }
 """Dataset name -> its listing function (``fold`` argument for ucf101 and hmdb51)."""

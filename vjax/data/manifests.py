@@ -28,13 +28,15 @@ _COLUMNS = ("path", "label", "start", "end", "split")
 
 @dataclasses.dataclass(frozen=True)
 class VideoEntry:
-    """One video of a dataset: its file, label, optional segment (seconds) and split."""
+    """One video of a dataset: its file, label (a tuple of names, one per task, in a multi-task
+    dataset), optional segment (seconds), split and the dataset's own id of it (if any)."""
 
     path: str
-    label: str
+    label: str | tuple[str, ...]
     start: float | None = None
     end: float | None = None
     split: str = "train"
+    id: str = ""
 
 
 def read_entries(src: str) -> list[VideoEntry]:

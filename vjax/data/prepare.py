@@ -1,11 +1,16 @@
 """``vjax prepare NAME --key=value ...``: prepares a dataset once, then prints what was kept.
 
     vjax prepare video_folder --src=~/videos/actions --data_dir=~/tfds --fps=10 --short_side=256
+    vjax prepare epic_kitchens --src=~/data/EPIC-KITCHENS --data_dir=~/tfds --fps=12
     vjax prepare vjax_motion --data_dir=~/tfds --num_classes=6
+    vjax prepare kinetics --src=/mnt/k400 --data_dir=gs://b/tfds --beam_runner=DataflowRunner \
+        --beam_options="--project=P --region=R --temp_location=gs://b/tmp"   # workers mount /mnt
 
 The flags are the dataset's preparation arguments (``vjax.data.datasets``); each value is
 parsed as the type of that argument's default (as ``--config.key=`` overrides are). Skipped
-files are listed in the dataset folder's ``prepare_report.json``.
+files are listed in the dataset folder's ``prepare_report.json``. Video datasets prepare on
+Apache Beam with ``--beam_runner=`` (``DirectRunner`` locally) and/or ``--beam_options=``
+(pipeline flags in one quoted string); ``pip install 'vjax[beam]'`` first.
 """
 
 from __future__ import annotations

@@ -5,7 +5,8 @@ Usage (or ``vjax prepare video_folder --src=DIR_OR_MANIFEST --data_dir=DIR``)::
     builder = prepare_video_folder("/data/tfds", src="~/videos/actions", fps=10, short_side=256)
     source = builder.as_data_source("train")     # random access
     ex = source[i]   # {"frames": [jpeg bytes, ...], "label", "fps", "height", "width",
-                     #  "path", "index"}
+                     #  "path", "index"}; multi-task datasets (Epic-Kitchens) have one label
+                     #  feature per task (``TASKS``: "verb", "noun") instead of "label"
     report = read_report(builder)   # kept / skipped counts per split and the skipped files
 
 Each record holds one whole video as JPEG frames at the stored rate and short side, so the
@@ -14,6 +15,10 @@ input pipeline decodes only the frames a clip needs (see :mod:`vjax.data.samplin
 ``prepare_report.json`` inside the dataset folder. TFDS writes into a temporary folder that is
 renamed only when everything (records, dataset info, report) is written, so a build that dies
 midway leaves nothing TFDS would read as prepared; the next call starts over.
+
+``prepare_videos(..., beam_runner="DirectRunner")`` (or Dataflow, Flink, Spark, with
+``beam_options``) runs the same encoding on Apache Beam workers through TFDS's Beam support:
+the same records, the same report.
 """
 
 from __future__ import annotations
@@ -24,6 +29,8 @@ import hashlib
 import inspect
 import json
 import os
+import shlex
+from collections.abc import Sequence
 
 import numpy as np
 import tensorflow_datasets as tfds
@@ -31,9 +38,14 @@ from etils import epath
 
 from vjax.data import annotations
 from vjax.data.manifests import VideoEntry, by_split, class_names, read_entries
-from vjax.data.video_prepare import Encoded, Skipped, VideoSettings, encode_entries
+from vjax.data.video_prepare import Encoded, Skipped, VideoSettings, encode_entries, encode_entry
+from vjax.tasks import SINGLE_TASK, ClassNames, task_class_names
 
 REPORT_FILE = "prepare_report.json"
+# A Beam build's working files per split, in TFDS's temporary folder (which the workers share):
+# the entries to encode (a file, not the job graph, which Dataflow caps at a few MB), and the
+# skipped ones, read back into the report once the pipeline has run.
+_BEAM_ENTRIES, _BEAM_SKIPPED = "{split}.beam-entries.json", "{split}.beam-skipped.json"
 
 
 @dataclasses.dataclass(eq=False)
@@ -88,15 +100,19 @@ class VideoFolder(tfds.core.GeneratorBasedBuilder):
     RELEASE_NOTES = {"1.0.0": "Initial release."}
     BUILDER_CONFIG_CLASS = VideoFolderConfig
     LISTING: str | None = None  # a key of annotations.LISTINGS; None: folder or manifest
+    TASKS: tuple[str, ...] = (SINGLE_TASK,)  # one ClassLabel feature per task, named by it
+    STORES_ID = False  # records carry the listing's own id of each video ("id")
 
     def __init__(self, *, num_workers: int | None = None, progress_bar: bool = True, **kwargs):
         self._num_workers = num_workers
         self._progress_bar = progress_bar
         self._report: dict[str, dict] = {}
-        self._listed: tuple[list[VideoEntry], list[str]] | None = None
+        self._beam_splits: dict[str, list[VideoEntry]] = {}
+        self._use_beam = False
+        self._listed: tuple[list[VideoEntry], ClassNames] | None = None
         super().__init__(**kwargs)
 
-    def _listing(self) -> tuple[list[VideoEntry], list[str]]:
+    def _listing(self) -> tuple[list[VideoEntry], ClassNames]:
         """``(entries, class_names)`` of the source (read once)."""
         if self._listed is None:
             cfg: VideoFolderConfig = self.builder_config
@@ -109,14 +125,16 @@ class VideoFolder(tfds.core.GeneratorBasedBuilder):
                 self._listed = listing(cfg.src, **({"fold": cfg.fold} if takes_fold else {}))
         return self._listed
 
-    def _class_names(self) -> list[str]:
-        """The stored class names once prepared (the source may be gone, and listing a large
-        one is slow), else the source's."""
-        stored = os.path.join(str(self.data_dir), "label.labels.txt")
-        if os.path.isfile(stored):
-            with open(stored) as f:
-                return f.read().splitlines()
-        return self._listing()[1]
+    def _class_names(self) -> dict[str, list[str]]:
+        """``{task: class names}``: those stored once prepared (the source may be gone, and
+        listing a large one is slow), else the source's."""
+        stored = {task: epath.Path(self.data_dir) / f"{task}.labels.txt" for task in self.TASKS}
+        if all(path.is_file() for path in stored.values()):
+            return {task: path.read_text().splitlines() for task, path in stored.items()}
+        names = task_class_names(self._listing()[1])
+        if tuple(names) != self.TASKS:
+            raise ValueError(f"{self.name}: the listing has tasks {list(names)}, not {self.TASKS}")
+        return names
 
     @tfds.core.utils.classproperty
     @classmethod
@@ -125,6 +143,11 @@ class VideoFolder(tfds.core.GeneratorBasedBuilder):
         return epath.Path(__file__)
 
     def _info(self) -> tfds.core.DatasetInfo:
+        labels = {
+            task: tfds.features.ClassLabel(names=names)
+            for task, names in self._class_names().items()
+        }
+        ids = {"id": tfds.features.Text(doc="The dataset's own id of the video.")}
         return self.dataset_info_from_configs(
             description=f"{self.__doc__} Stored as JPEG frames, one record per video.",
             features=tfds.features.FeaturesDict(
@@ -133,12 +156,13 @@ class VideoFolder(tfds.core.GeneratorBasedBuilder):
                         tfds.features.Tensor(shape=(), dtype=np.object_),
                         doc="JPEG-encoded RGB frames at `fps`.",
                     ),
-                    "label": tfds.features.ClassLabel(names=self._class_names()),
+                    **labels,
                     "fps": tfds.features.Scalar(dtype=np.float32, doc="Stored frame rate."),
                     "height": tfds.features.Scalar(dtype=np.int32),
                     "width": tfds.features.Scalar(dtype=np.int32),
                     "path": tfds.features.Text(doc="The source file."),
                     "index": tfds.features.Scalar(dtype=np.int64, doc="Position in the listing."),
+                    **(ids if self.STORES_ID else {}),
                 }
             ),
             supervised_keys=None,
@@ -147,8 +171,10 @@ class VideoFolder(tfds.core.GeneratorBasedBuilder):
 
     def _split_generators(self, dl_manager: tfds.download.DownloadManager):
         del dl_manager  # The videos are local (the user's own files).
+        splits = by_split(self._listing()[0])
+        self._report = {split: {} for split in splits}  # the report lists splits in this order
         generators = {}
-        for split, entries in by_split(self._listing()[0]).items():
+        for split, entries in splits.items():
             if any(os.path.isfile(e.path) for e in entries):
                 generators[split] = self._generate_examples(split, entries)
             else:  # TFDS cannot write an empty split: report it and leave it out
@@ -159,40 +185,39 @@ class VideoFolder(tfds.core.GeneratorBasedBuilder):
             raise FileNotFoundError(f"none of the videos {src!r} lists exist; check src=")
         return generators
 
-    def _generate_examples(self, split: str, entries):
-        cfg: VideoFolderConfig = self.builder_config
-        label_ids = {name: i for i, name in enumerate(self.info.features["label"].names)}
+    def _record_maker(self) -> _RecordMaker:
+        label_ids = {
+            task: {name: i for i, name in enumerate(self.info.features[task].names)}
+            for task in self.TASKS
+        }
+        return _RecordMaker(label_ids, self.STORES_ID)
+
+    def _generate_examples(self, split: str, entries: list[VideoEntry]):
+        """The split's ``(index, record)`` pairs: a generator over a local process pool, or a
+        Beam ``PTransform`` when preparation runs on Apache Beam."""
+        if self._use_beam:
+            self._beam_splits[split] = entries
+            folder = epath.Path(self.data_dir)
+            settings = self.builder_config.settings
+            return _beam_examples(split, entries, settings, self._record_maker(), folder)
+        return self._local_examples(split, entries)
+
+    def _local_examples(self, split: str, entries: list[VideoEntry]):
+        make_record = self._record_maker()
         skipped = []
         progress = f"decoding {split}" if self._progress_bar else None
-        for i, result in encode_entries(entries, cfg.settings, self._num_workers, progress):
+        settings = self.builder_config.settings
+        for i, result in encode_entries(entries, settings, self._num_workers, progress):
             if isinstance(result, Encoded):
-                yield (
-                    i,
-                    {
-                        "frames": result.frames,
-                        "label": label_ids[entries[i].label],
-                        "fps": result.fps,
-                        "height": result.height,
-                        "width": result.width,
-                        "path": entries[i].path,
-                        "index": i,
-                    },
-                )
+                yield i, make_record(i, entries[i], result)
             else:
                 skipped.append(result)
-        report = self._record(split, entries, skipped)
-        if not report["kept"]:
-            first = "; ".join(f"{s.path}: {s.reason} ({s.detail})" for s in skipped[:3])
-            raise ValueError(
-                f"split {split!r}: none of its {len(entries)} videos could be used "
-                f"({report['skipped_by_reason']}), e.g. {first}"
-            )
+        self._record(split, entries, skipped)
+        _check_kept(split, len(entries), skipped)
 
     def _record(self, split: str, entries, skipped: list[Skipped]) -> dict:
         """Counts a split's kept and skipped videos into the preparation report."""
-        reasons: dict[str, int] = {}
-        for s in skipped:
-            reasons[s.reason] = reasons.get(s.reason, 0) + 1
+        reasons = _count_reasons(skipped)
         self._report[split] = {
             "listed": len(entries),
             "found": len(entries) - reasons.get("missing", 0),
@@ -204,10 +229,135 @@ class VideoFolder(tfds.core.GeneratorBasedBuilder):
         return self._report[split]
 
     def _download_and_prepare(self, dl_manager, download_config=None):
+        config = download_config
+        self._use_beam = bool(config and (config.beam_runner or config.beam_options))
         super()._download_and_prepare(dl_manager, download_config=download_config)
+        folder = epath.Path(self.data_dir)
+        for split, entries in self._beam_splits.items():  # the pipeline has run
+            skipped_file = folder / _BEAM_SKIPPED.format(split=split)
+            skipped = [Skipped(**s) for s in json.loads(skipped_file.read_text())]
+            self._record(split, entries, skipped)
+            skipped_file.unlink()
+            (folder / _BEAM_ENTRIES.format(split=split)).unlink()
         # Still inside TFDS's temporary folder: the report appears with the records, atomically.
-        with open(os.path.join(self.data_dir, REPORT_FILE), "w") as f:
-            json.dump(self._report, f, indent=1)
+        (folder / REPORT_FILE).write_text(json.dumps(self._report, indent=1))
+
+
+@dataclasses.dataclass(frozen=True)
+class _RecordMaker:
+    """Turns an encoded entry into its record (picklable, so Beam workers can use it too)."""
+
+    label_ids: dict[str, dict[str, int]]  # task -> class name -> id, in task order
+    stores_id: bool
+
+    def __call__(self, index: int, entry: VideoEntry, encoded: Encoded) -> dict:
+        labels = (entry.label,) if isinstance(entry.label, str) else entry.label
+        if len(labels) != len(self.label_ids):
+            tasks = list(self.label_ids)
+            raise ValueError(f"{entry.path}: label {entry.label!r} is not one name per {tasks}")
+        record = {
+            task: ids[name]
+            for (task, ids), name in zip(self.label_ids.items(), labels, strict=True)
+        }
+        record.update(
+            frames=encoded.frames,
+            fps=encoded.fps,
+            height=encoded.height,
+            width=encoded.width,
+            path=entry.path,
+            index=index,
+        )
+        if self.stores_id:
+            record["id"] = entry.id
+        return record
+
+
+def _beam_examples(
+    split: str,
+    entries: list[VideoEntry],
+    settings: VideoSettings,
+    make_record: _RecordMaker,
+    folder: epath.Path,
+):
+    """A Beam ``PTransform`` yielding a split's ``(index, record)`` pairs: the workers encode
+    the entries with :func:`~vjax.data.video_prepare.encode_entry` and write the skipped ones,
+    in listing order, to ``folder``. No record is emitted before that file is written (the
+    records wait on it as a side input), so a split with nothing kept fails with the local
+    build's error."""
+    beam = tfds.core.lazy_imports.apache_beam
+    entries_file = folder / _BEAM_ENTRIES.format(split=split)
+    entries_file.write_text(json.dumps([dataclasses.asdict(e) for e in entries]))
+    skipped_file = folder / _BEAM_SKIPPED.format(split=split)
+
+    def expand(pipeline):
+        results = (
+            pipeline
+            | "Listing" >> beam.Create([entries_file])
+            | "Read" >> beam.FlatMap(_read_entries)
+            | "Distribute" >> beam.Reshuffle()
+            | "Encode" >> beam.Map(_encode_at, settings)
+        )
+        skipped_count = (
+            results
+            | "Skipped" >> beam.FlatMap(_skipped_of)
+            | "Gather" >> beam.combiners.ToList()
+            | "Write" >> beam.Map(_write_skipped, skipped_file, split, len(entries))
+        )
+        checked = beam.pvalue.AsSingleton(skipped_count)
+        return results | "Records" >> beam.FlatMap(_records_of, make_record, checked)
+
+    return beam.ptransform_fn(expand)()
+
+
+def _read_entries(path: epath.Path) -> list[tuple[int, VideoEntry]]:
+    """The ``(index, entry)`` pairs of a split's listing file (JSON; labels back to tuples)."""
+    rows = json.loads(path.read_text())
+    return [
+        (i, VideoEntry(**{**row, "label": row["label"] if isinstance(row["label"], str)
+                          else tuple(row["label"])}))
+        for i, row in enumerate(rows)
+    ]  # fmt: skip
+
+
+def _encode_at(item: tuple[int, VideoEntry], settings: VideoSettings):
+    index, entry = item
+    return index, entry, encode_entry(entry, settings)
+
+
+def _skipped_of(result) -> list[tuple[int, Skipped]]:
+    index, _, outcome = result
+    return [(index, outcome)] if isinstance(outcome, Skipped) else []
+
+
+def _records_of(result, make_record: _RecordMaker, skipped_count: int) -> list[tuple[int, dict]]:
+    del skipped_count  # only orders the records after the skip check
+    index, entry, outcome = result
+    return [(index, make_record(index, entry, outcome))] if isinstance(outcome, Encoded) else []
+
+
+def _write_skipped(indexed: list, path: epath.Path, split: str, listed: int) -> int:
+    """Writes a split's skipped videos (listing order) as JSON; raises if none was kept."""
+    skipped = [s for _, s in sorted(indexed, key=lambda pair: pair[0])]
+    _check_kept(split, listed, skipped)
+    path.write_text(json.dumps([dataclasses.asdict(s) for s in skipped]))
+    return len(skipped)
+
+
+def _count_reasons(skipped: list[Skipped]) -> dict[str, int]:
+    reasons: dict[str, int] = {}
+    for s in skipped:
+        reasons[s.reason] = reasons.get(s.reason, 0) + 1
+    return reasons
+
+
+def _check_kept(split: str, listed: int, skipped: list[Skipped]) -> None:
+    """Raises when every video of a split was skipped (TFDS cannot write an empty split)."""
+    if len(skipped) == listed:
+        first = "; ".join(f"{s.path}: {s.reason} ({s.detail})" for s in skipped[:3])
+        raise ValueError(
+            f"split {split!r}: none of its {listed} videos could be used "
+            f"({_count_reasons(skipped)}), e.g. {first}"
+        )
 
 
 class Kinetics(VideoFolder):
@@ -243,12 +393,27 @@ class Hmdb51(VideoFolder):
     MANUAL_DOWNLOAD_INSTRUCTIONS = "src= the class folders and testTrainMulti_7030_splits/"
 
 
+class EpicKitchens100(VideoFolder):
+    """Epic-Kitchens-100 action segments, labelled by ``verb`` and ``noun``; ``id`` is the
+    narration id (``vjax_epic_kitchens``)."""
+
+    name = "vjax_epic_kitchens"
+    LISTING = "epic_kitchens"
+    TASKS = ("verb", "noun")
+    STORES_ID = True
+    MANUAL_DOWNLOAD_INSTRUCTIONS = (
+        "src= the folder holding <participant>/videos/<video_id>.MP4 and the EPIC_100_*.csv "
+        "annotations (there or in annotations/)"
+    )
+
+
 BUILDERS: dict[str, type[VideoFolder]] = {
     "video_folder": VideoFolder,
     "kinetics": Kinetics,
     "ssv2": SomethingSomethingV2,
     "ucf101": Ucf101,
     "hmdb51": Hmdb51,
+    "epic_kitchens": EpicKitchens100,
 }
 """Dataset names (as in ``config.dataset.name`` and ``vjax prepare NAME``) -> builders."""
 
@@ -256,8 +421,7 @@ BUILDERS: dict[str, type[VideoFolder]] = {
 def read_report(builder: tfds.core.DatasetBuilder) -> dict[str, dict]:
     """The preparation report: per split ``listed``, ``found`` (listed minus missing),
     ``kept``, ``skipped``, ``skipped_by_reason`` and ``skipped_files`` (path, reason, detail)."""
-    with open(os.path.join(str(builder.data_dir), REPORT_FILE)) as f:
-        return json.load(f)
+    return json.loads((epath.Path(builder.data_dir) / REPORT_FILE).read_text())
 
 
 def format_report(report: dict[str, dict]) -> str:
@@ -284,15 +448,22 @@ def prepare_videos(
     fold: int = 1,
     num_workers: int | None = None,
     progress_bar: bool = False,
+    beam_runner: str | None = None,
+    beam_options: str | Sequence[str] | None = None,
 ) -> tfds.core.DatasetBuilder:
     """Prepares (once) and returns the builder of ``dataset`` (a key of :data:`BUILDERS`) for
     ``src`` and these settings.
 
     Files go to ``data_dir/<builder name>/<config name>/1.0.0/`` (ArrayRecord). ``num_workers``
     decode processes (default: all cores). A second call with the same arguments reads what is
-    there.
+    there. ``beam_runner`` (e.g. ``"DirectRunner"``, ``"DataflowRunner"``) and/or
+    ``beam_options`` (pipeline flags, a list or one shell-quoted string) prepare on Apache Beam
+    instead (``pip install 'vjax[beam]'``); the records and report are the same.
 
     >>> builder = prepare_videos("ucf101", "~/tfds", src="~/data/ucf101", fps=10, fold=2)
+    >>> builder = prepare_videos("kinetics", "gs://bucket/tfds", src="/mnt/k400",  # the
+    ...     beam_runner="DataflowRunner",           # workers mount the videos at this path too
+    ...     beam_options="--project=p --region=us-central1 --temp_location=gs://bucket/tmp")
     """
     if dataset not in BUILDERS:
         raise ValueError(f"unknown video dataset {dataset!r}; valid: {sorted(BUILDERS)}")
@@ -313,8 +484,20 @@ def prepare_videos(
         num_workers=num_workers,
         progress_bar=progress_bar,
     )
-    builder.download_and_prepare()
+    builder.download_and_prepare(download_config=_beam_config(beam_runner, beam_options))
     return builder
+
+
+def _beam_config(
+    runner: str | None, options: str | Sequence[str] | None
+) -> tfds.download.DownloadConfig | None:
+    """TFDS's download config running the build on Beam (None: run it locally)."""
+    if not runner and not options:
+        return None
+    beam = tfds.core.lazy_imports.apache_beam
+    flags = shlex.split(options) if isinstance(options, str) else list(options or [])
+    pipeline_options = beam.options.pipeline_options.PipelineOptions(flags=flags)
+    return tfds.download.DownloadConfig(beam_runner=runner, beam_options=pipeline_options)
 
 
 prepare_video_folder = functools.partial(prepare_videos, "video_folder")
