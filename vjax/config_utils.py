@@ -116,12 +116,16 @@ def recipe_config(
     ``recipe`` holds ``dataset`` (``name``, ``num_classes``, ``train_size``), ``input``,
     ``model``, ``optimizer`` (with ``epochs`` and ``warmup_epochs``) and optionally ``train``.
     With ``tiny_model`` (pass ``base`` = the demo's ``tiny`` config) only the model family
-    changes: the tiny data, input and schedule stay, so the recipe's model runs in seconds.
+    changes: the tiny data, input and schedule stay, so the recipe's model runs in seconds; a
+    recipe's ``tiny`` sections (e.g. ``dataset`` and ``input`` of a two-headed dataset, which
+    the demo's data is not) replace the demo's.
     """
     c = base
     c.unlock()
     if tiny_model is not None:
         c.model = ml_collections.ConfigDict(dict(tiny_model))
+        for section, values in recipe.get("tiny", {}).items():
+            c[section] = ml_collections.ConfigDict(dict(values))
         c.lock()
         return c
     data, batch = recipe["dataset"], recipe["input"]["global_batch_size"]
