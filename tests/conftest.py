@@ -11,6 +11,12 @@ os.environ.setdefault("JAX_PLATFORMS", "cpu")
 
 import pytest  # noqa: E402
 
+from vjax.torch_imports import disable_triton  # noqa: E402
+
+# The reference packages' tests import torchvision / pytorchvideo directly, in workers that may
+# have loaded TensorFlow already: without Triton that is safe (see vjax/torch_imports.py).
+disable_triton()
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DEMO_CONFIG = os.path.join(REPO, "configs", "demo.py")
 

@@ -61,3 +61,21 @@ def test_one_draw_for_every_frame_and_determinism():
         out = rand_augment(clip, np.random.default_rng(seed), num_ops=1, magnitude=15)
         np.testing.assert_array_equal(out, apply_op(clip, op, value))
     assert len(drawn) >= 10
+
+
+def test_randaugment_runs_in_a_process_that_loaded_tensorflow_first():
+    """The trainer loads TensorFlow (TFDS) before the first clip; importing torchvision after
+    it used to kill the process in Triton's library (vjax/torch_imports.py). A fresh process,
+    without the test session's own guard."""
+    import subprocess
+    import sys
+
+    code = (
+        "import numpy as np, tensorflow\n"
+        "from vjax.data.randaugment import rand_augment\n"
+        "clip = np.zeros((2, 8, 8, 3), np.uint8)\n"
+        "print(rand_augment(clip, np.random.default_rng(0), 2, 9).shape)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip().endswith("(2, 8, 8, 3)")

@@ -201,9 +201,9 @@ def kinetics400_classes(num_classes: int) -> list[str]:
     ``class_<i>``."""
     if num_classes == 400:
         try:
-            from torchvision.models._meta import _KINETICS400_CATEGORIES
+            from vjax.torch_imports import import_torchvision
 
-            return list(_KINETICS400_CATEGORIES)
+            return list(import_torchvision().models._meta._KINETICS400_CATEGORIES)
         except ImportError:
             pass
     return [f"class_{i}" for i in range(num_classes)]

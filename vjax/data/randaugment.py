@@ -62,7 +62,10 @@ def op_value(op: str, magnitude: int, num_bins: int, height: int, width: int) ->
 def apply_op(clip: np.ndarray, op: str, value: float | None) -> np.ndarray:
     """``op`` with signed strength ``value`` on a uint8 ``(T, H, W, 3)`` clip (all frames)."""
     import torch
-    from torchvision.transforms.v2 import functional as F
+
+    from vjax.torch_imports import import_torchvision
+
+    F = import_torchvision().transforms.v2.functional
 
     if op == "identity":
         return clip
