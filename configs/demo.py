@@ -60,6 +60,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
             global_batch_size=32,
             mean=(0.5, 0.5, 0.5),
             std=(0.25, 0.25, 0.25),
+            num_workers=0,  # loader processes; 0: the trainer's prefetch thread, -1: one per core
         )
     )
     c.model = ml_collections.ConfigDict(

@@ -43,6 +43,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.input.update(
         dict(
             global_batch_size=8 if tiny else 32,
+            num_workers=0 if tiny else -1,  # loader processes (-1: one per core)
             mean=(0.45, 0.45, 0.45),
             std=(0.225, 0.225, 0.225),
         )

@@ -63,3 +63,37 @@ def test_prefetch_preserves_order_and_surfaces_errors():
 
     with pytest.raises(OSError, match="record 2"):
         list(prefetch(fails, range(5)))
+
+
+def _shuffled_batches(seed: int) -> TrainBatches:
+    """A loader process's batch function (module level, so spawned workers can import it)."""
+    return TrainBatches(FakeSource(10), 4, seed=seed)
+
+
+def test_loader_processes_make_the_same_batches_in_any_call_order():
+    import functools
+    import threading
+
+    from vjax.data.pipeline import ProcessBatches
+
+    direct = _shuffled_batches(5)
+    batches = ProcessBatches(functools.partial(_shuffled_batches, 5), 2, stop=12)
+    try:
+        order = [0, 1, 2, 3, 9, 4, 4, 11, 0]  # in order (the trainer), jumps, a repeat, back
+        for step in order:
+            got, want = batches(step), direct(step)
+            np.testing.assert_array_equal(got["video"], want["video"])
+            np.testing.assert_array_equal(got["label"], want["label"])
+        results = {}  # two threads at once (the prefetch thread and precise BN)
+        threads = [
+            threading.Thread(target=lambda s=s: results.update({s: batches(s)}))
+            for s in (5, 6, 5, 7)
+        ]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        for step, got in results.items():
+            np.testing.assert_array_equal(got["video"], direct(step)["video"])
+    finally:
+        batches.close()

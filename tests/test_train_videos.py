@@ -69,3 +69,20 @@ def test_train_then_multiview_eval_on_video_files(video_config, tmp_path):
     loss = -(shifted - np.log(np.exp(shifted).sum(1, keepdims=True)))[np.arange(4), labels]
     assert result["top1"] == pytest.approx(float((scores.argmax(1) == labels).mean()))
     assert result["loss"] == pytest.approx(float(loss.mean()), rel=1e-5)
+
+
+def test_loader_processes_train_exactly_like_the_prefetch_thread(video_config, tmp_path):
+    """``input.num_workers=2``: batches made by two loader processes; the same run."""
+    import copy
+
+    from vjax.checkpoint import read_checkpoint
+
+    runs = {}
+    for workers in (0, 2):
+        config = copy.deepcopy(video_config)
+        config.input.num_workers = workers
+        workdir = str(tmp_path / f"workers{workers}")
+        runs[workers] = train.train(config, workdir)["loss"], read_checkpoint(workdir)[1]
+    assert runs[2][0] == runs[0][0]  # validation loss after 3 steps
+    for a, b in zip(jax.tree.leaves(runs[0][1]), jax.tree.leaves(runs[2][1]), strict=True):
+        np.testing.assert_array_equal(a, b)

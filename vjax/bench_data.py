@@ -3,14 +3,16 @@
 In one run, on the same source videos (H.264 mp4, 360x480 like much of Kinetics, generated
 unless ``--src`` names a folder of videos):
 
-* **pipeline**: the training transform (random clip of ``--num_frames`` with stride, random
-  resized crop to ``--crop``, flip) over a prepared ``video_folder`` dataset (ArrayRecord of
-  256-short-side JPEG frames, read through ``as_data_source``), in one process: frames/s per
-  core. Only the frames a clip needs are decoded.
+* **pipeline**: the trainer's batches (``TrainBatches`` of 8 clips with the training
+  transform: random clip of ``--num_frames`` with stride, random resized crop to ``--crop``,
+  flip) over a prepared ``video_folder`` dataset (ArrayRecord of 256-short-side JPEG frames,
+  read through ``as_data_source``), in one process: frames/s per core. Only the frames a clip
+  needs are decoded.
 * **plain PyAV**: the source files decoded to RGB frames with PyAV, one video after another,
   as most PyTorch video loaders do (from the file's start up to the end of one random clip):
   decoded frames/s and clip frames/s per core, and the pipeline's ratio to each.
-* **workers**: clips/s of the pipeline with 1 and 2 (``--workers``) processes.
+* **workers**: clips/s of the trainer's loader (``input.num_workers``: ``ProcessBatches``)
+  with 1 and 2 (``--workers``) processes.
 
 Prints a table and writes it as the ``vjax bench data`` section of ``BENCHMARKS.md`` (other
 sections are kept). ``--tiny`` runs a seconds-long version (for tests).
@@ -22,21 +24,21 @@ sections are kept). ``--tiny`` runs a seconds-long version (for tests).
 from __future__ import annotations
 
 import argparse
-import multiprocessing
+import functools
 import os
 import platform
 import resource
 import sys
 import tempfile
 import time
-from collections.abc import Sequence
-from concurrent.futures import ProcessPoolExecutor
+from collections.abc import Callable, Sequence
 
 import numpy as np
 
 from vjax.bench import update_benchmarks
 
 SECTION = "vjax bench data"
+BATCH = 8  # clips per batch of the measured loader
 
 
 def _synthetic_frames(rng: np.random.Generator, n: int, height: int, width: int) -> np.ndarray:
@@ -99,33 +101,22 @@ def plain_pyav(paths: Sequence[str], num_frames: int, stride: int) -> tuple[floa
     return decoded / seconds, delivered / seconds, total
 
 
-# Per-process state of the worker pool: the data source and the transform.
-_WORKER: dict = {}
-_WARMUP = 1 << 30  # rng keys of the untimed warm-up clips
-
-
-def _init_worker(data_dir: str, src: str, short_side: int, options_kw: dict) -> None:
+def bench_batches(
+    data_dir: str, src: str, short_side: int, options_kw: dict, batch_size: int
+) -> Callable[[int], dict]:
+    """The trainer's batch function (:class:`~vjax.data.pipeline.TrainBatches` with the train
+    transform) over the prepared benchmark dataset; OpenCV on one thread (the per-core rate)."""
     import cv2
 
+    from vjax.data.pipeline import TrainBatches
     from vjax.data.transforms import InputOptions, make_train_transform
-
-    cv2.setNumThreads(1)  # one core per worker: the per-core rate
     from vjax.data.video_builder import prepare_video_folder
 
+    cv2.setNumThreads(1)
     builder = prepare_video_folder(data_dir, src=src, short_side=short_side, num_workers=1)
-    _WORKER["source"] = builder.as_data_source("train")
     names = builder.info.features["label"].names
-    _WORKER["transform"] = make_train_transform(InputOptions(**options_kw), names)
-
-
-def _run_clips(keys: Sequence[int]) -> int:
-    source, transform = _WORKER["source"], _WORKER["transform"]
-    frames = 0
-    for key in keys:
-        rng = np.random.default_rng([0, key])
-        clip, _ = transform(source[int(rng.integers(len(source)))], rng)
-        frames += clip.shape[0]
-    return frames
+    transform = make_train_transform(InputOptions(**options_kw), names)
+    return TrainBatches(builder.as_data_source("train"), batch_size, 0, transform=transform)
 
 
 def cpu_seconds() -> float:
@@ -135,26 +126,34 @@ def cpu_seconds() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-def pipeline_frames_per_cpu_s(clips: int, init_args: tuple) -> float:
-    """Clip frames per CPU-second of the pipeline, in this process (after a warm-up)."""
-    _init_worker(*init_args)
-    _run_clips(range(_WARMUP, _WARMUP + 4))  # first reads and imports, not timed
+def pipeline_frames_per_cpu_s(clips: int, batch_args: tuple) -> float:
+    """Clip frames per CPU-second of the trainer's batches, in this process (after a warm-up
+    batch: first reads and imports)."""
+    batches = bench_batches(*batch_args)
+    batches(1 << 20)
+    steps = range(max(clips // BATCH, 1))
     start = cpu_seconds()
-    frames = _run_clips(range(clips))
+    frames = sum(int(np.prod(batches(step)["video"].shape[:2])) for step in steps)
     return frames / (cpu_seconds() - start)
 
 
-def pipeline_clips_per_s(workers: int, clips: int, init_args: tuple, chunk: int = 8) -> float:
-    """Wall-clock clips/s of ``workers`` processes making ``clips`` clips (after a warm-up)."""
-    context = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(workers, context, _init_worker, init_args) as pool:
-        warmups = [range(_WARMUP + 4 * w, _WARMUP + 4 * (w + 1)) for w in range(workers)]
-        list(pool.map(_run_clips, warmups))
-        chunks = [range(s, min(s + chunk, clips)) for s in range(0, clips, chunk)]
+def pipeline_clips_per_s(workers: int, clips: int, batch_args: tuple) -> float:
+    """Wall-clock clips/s of the trainer's loader with ``workers`` processes
+    (:class:`~vjax.data.pipeline.ProcessBatches`), steps asked for in order, after each
+    worker has made its first batch."""
+    from vjax.data.pipeline import ProcessBatches
+
+    batches = ProcessBatches(functools.partial(bench_batches, *batch_args), workers)
+    try:
+        for step in range(workers):  # start-up: every worker imports and opens the data
+            batches(step)
+        steps = range(workers, workers + max(clips // BATCH, 1))
         start = time.perf_counter()
-        list(pool.map(_run_clips, chunks))
-        seconds = time.perf_counter() - start
-    return clips / seconds
+        for step in steps:
+            batches(step)
+        return len(steps) * BATCH / (time.perf_counter() - start)
+    finally:
+        batches.close()
 
 
 def format_table(rows: Sequence[tuple[str, str]], setup: str) -> str:
@@ -197,9 +196,9 @@ def run(args: argparse.Namespace) -> str:
             num_frames=args.num_frames, frame_stride=args.stride, crop_size=args.crop,
             train_crop="random_resized", flip=True,
         )  # fmt: skip
-        init_args = (data_dir, src, args.short_side, options)
-        per_core = pipeline_frames_per_cpu_s(args.clips, init_args)
-        results = {w: pipeline_clips_per_s(w, args.clips, init_args) for w in workers}
+        batch_args = (data_dir, src, args.short_side, options, BATCH)
+        per_core = pipeline_frames_per_cpu_s(args.clips, batch_args)
+        results = {w: pipeline_clips_per_s(w, args.clips, batch_args) for w in workers}
         del builder
     rows = [
         (f"pipeline frames/s per core ({args.crop}x{args.crop} train clips)", f"{per_core:.0f}"),
@@ -249,7 +248,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--tiny", action="store_true", help="seconds-long run (tests)")
     args = parser.parse_args(argv)
     if args.tiny:
-        args.videos, args.seconds, args.fps, args.clips = 2, 1.0, 10, 4
+        args.videos, args.seconds, args.fps, args.clips = 2, 1.0, 10, BATCH
         args.short_side, args.height, args.width, args.num_frames, args.crop = 32, 36, 48, 4, 24
     args.argv = argv
     table = run(args)

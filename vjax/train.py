@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import json
 import logging
 import math
@@ -24,7 +25,7 @@ import numpy as np
 from vjax import checkpoint, parallel
 from vjax.config_utils import config_to_json
 from vjax.data.multiview import task_metrics
-from vjax.data.pipeline import TrainBatches, eval_batches, prefetch
+from vjax.data.pipeline import ProcessBatches, TrainBatches, eval_batches, prefetch
 from vjax.data.transforms import transforms_for
 from vjax.metric_writers import MetricWriter, progress_line
 from vjax.models import build_model
@@ -281,6 +282,49 @@ def _precise_batch_stats(exp: Experiment, state: TrainState, make_batch, step: i
     return state.replace(model_state={**state.model_state, "batch_stats": stats})
 
 
+def host_batches(builder, config: ml_collections.ConfigDict, index: int, count: int):
+    """Process ``index`` of ``count``'s rows of every training batch: ``TrainBatches`` with
+    the clip sampling and augmentation ``config.input`` asks for."""
+    transforms = transforms_for(builder, config.input)
+    return TrainBatches(
+        builder.as_data_source("train"),
+        config.input.global_batch_size,
+        config.seed,
+        index,
+        count,
+        transform=transforms["transform"],
+        batch_transform=transforms["batch_transform"],
+    )
+
+
+def _worker_batches(config_json: str, index: int, count: int):
+    """:func:`host_batches` rebuilt inside a loader process from the config's JSON."""
+    from vjax.config_utils import config_from_json
+    from vjax.data.datasets import load_dataset
+
+    config = config_from_json(config_json)
+    return host_batches(load_dataset(config.dataset), config, index, count)
+
+
+@contextlib.contextmanager
+def _loader(exp: Experiment, config_json: str, num_steps: int):
+    """``batches(step)`` of this process: made in the trainer's prefetch thread
+    (``input.num_workers = 0``), or by that many loader processes (``-1``: one per core),
+    which give the same batches."""
+    workers = exp.config.input.get("num_workers", 0)
+    workers = os.cpu_count() or 1 if workers == -1 else workers
+    index, count = jax.process_index(), jax.process_count()
+    if not workers:
+        yield host_batches(exp.builder, exp.config, index, count)
+        return
+    factory = functools.partial(_worker_batches, config_json, index, count)
+    batches = ProcessBatches(factory, workers, stop=num_steps)
+    try:
+        yield batches
+    finally:
+        batches.close()
+
+
 def _check_finite(history: list[tuple[int, dict]]) -> list[tuple[int, dict]]:
     """Fetches pending step metrics; raises naming the first step whose loss is not finite."""
     fetched = jax.device_get(history)
@@ -335,17 +379,6 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
         )
 
     train_step, eval_step = compile_steps(exp)
-    transforms = transforms_for(exp.builder, cfg.input)  # clip sampling and augmentation
-    batches = TrainBatches(
-        exp.builder.as_data_source("train"),
-        cfg.input.global_batch_size,
-        cfg.seed,
-        jax.process_index(),
-        jax.process_count(),
-        transform=transforms["transform"],
-        batch_transform=transforms["batch_transform"],
-    )
-    make_batch = lambda step: parallel.global_batch(batches(step), exp.batch_sharding)  # noqa: E731
     writer = MetricWriter(workdir, enabled=is_main)
     step_key = jax.random.key(cfg.seed + 1)
     history: list[tuple[int, dict]] = []
@@ -355,6 +388,8 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
     preempted_at = None
     try:
         with contextlib.ExitStack() as stack:
+            batches = stack.enter_context(_loader(exp, config_json, tcfg.num_steps))
+            make_batch = lambda step: parallel.global_batch(batches(step), exp.batch_sharding)  # noqa: E731
             stack.enter_context(jax.set_mesh(exp.mesh))
             stack.enter_context(nn.logical_axis_rules(exp.rules))
             stop = stack.enter_context(PreemptionWatcher())

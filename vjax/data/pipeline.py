@@ -7,6 +7,7 @@ therefore sees exactly the batches an uninterrupted run would, with no iterator 
 
 from __future__ import annotations
 
+import os
 import queue
 import threading
 from collections.abc import Callable, Iterator, Sequence
@@ -140,6 +141,68 @@ def eval_batches(
         batch = _read(source, np.where(valid, positions, 0), transform)
         batch["mask"] = valid.astype(np.float32)
         yield batch
+
+
+# A worker process's batch function (set once by the pool's initializer).
+_WORKER_BATCHES: Callable[[int], Batch] | None = None
+
+
+def _start_worker(factory: Callable[[], Callable[[int], Batch]]) -> None:
+    global _WORKER_BATCHES
+    os.environ["JAX_PLATFORMS"] = "cpu"  # a loader never claims the accelerators
+    _WORKER_BATCHES = factory()
+
+
+def _worker_batch(step: int) -> Batch:
+    return _WORKER_BATCHES(step)
+
+
+class ProcessBatches:
+    """``batches(step)`` made by ``num_workers`` processes, each building its own batch
+    function with ``factory()`` (picklable, e.g. a ``functools.partial`` of a module-level
+    function). Batches are pure functions of the step, so the result is the same as in one
+    process; the pool works up to ``ahead`` steps past the one asked for (calls in step order,
+    as the trainer makes them, never wait for more than one batch) and never past ``stop``.
+    Thread-safe; a step asked for twice is made twice.
+
+    >>> batches = ProcessBatches(functools.partial(make_batches, config), 8, stop=num_steps)
+    >>> batch = batches(0)       # the same arrays as make_batches(config)(0)
+    >>> batches.close()
+    """
+
+    def __init__(
+        self,
+        factory: Callable[[], Callable[[int], Batch]],
+        num_workers: int,
+        stop: int | None = None,
+        ahead: int | None = None,
+    ):
+        import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor
+
+        if num_workers < 1:
+            raise ValueError(f"num_workers must be >= 1, got {num_workers}")
+        context = multiprocessing.get_context("spawn")  # no forked JAX/TF state in workers
+        self._pool = ProcessPoolExecutor(num_workers, context, _start_worker, (factory,))
+        self._ahead = ahead or 2 * num_workers
+        self._stop = stop
+        self._pending: dict[int, Any] = {}
+        self._lock = threading.Lock()
+
+    def __call__(self, step: int) -> Batch:
+        last = step + self._ahead if self._stop is None else min(step + self._ahead, self._stop)
+        with self._lock:  # callers may share it (the prefetch thread and precise BN)
+            for s in range(step, max(last, step + 1)):
+                if s not in self._pending:
+                    self._pending[s] = self._pool.submit(_worker_batch, s)
+            for s in [s for s in self._pending if s < step - self._ahead]:  # left far behind
+                self._pending.pop(s).cancel()
+            future = self._pending.pop(step)
+        return future.result()
+
+    def close(self) -> None:
+        """Stops the workers (pending batches are dropped)."""
+        self._pool.shutdown(wait=True, cancel_futures=True)
 
 
 def prefetch(make: Callable[[int], Any], steps: range, size: int = 2) -> Iterator[Any]:

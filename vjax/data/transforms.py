@@ -36,7 +36,7 @@ from vjax.data import augment, sampling
 from vjax.tasks import ClassNames, head_sizes, task_class_names
 
 # Keys of config.input that belong to the trainer, not to clip making.
-TRAINER_KEYS = ("global_batch_size", "mean", "std", "clip")
+TRAINER_KEYS = ("global_batch_size", "mean", "std", "clip", "num_workers")
 
 
 @dataclasses.dataclass(frozen=True)
