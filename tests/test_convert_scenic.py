@@ -173,7 +173,7 @@ CASES = {
 }
 
 
-def vjax_model(fields: dict, tubelet: int = TUBELET):
+def vjax_model(fields: dict, tubelet: int = TUBELET, num_classes=CLASSES):
     model = {
         "name": "vivit",
         "size": f"B/{PATCH}x{tubelet}",
@@ -186,7 +186,7 @@ def vjax_model(fields: dict, tubelet: int = TUBELET):
     }
     if fields["variant"] == "factorised_encoder":
         model["temporal_layers"] = 2
-    return build_model(model, CLASSES)
+    return build_model(model, num_classes)
 
 
 def roundtrip(tmp_path, fields, config, two_d=False):
@@ -281,3 +281,38 @@ def test_convert_command_reads_the_scenic_config_file(tmp_path):
     converted, variables = from_cli(str(path), None, str(tmp_path / "scenic_config.py"))
     assert converted.model.attention_order == "space_time"
     jax.tree.map(np.testing.assert_array_equal, variables, {"params": params})
+
+
+def test_multihead_checkpoint_becomes_one_head_per_split(tmp_path):
+    """scenic's Epic-Kitchens model (``vivit_multihead_classification``): one
+    ``output_projection`` over the concatenated splits (noun first in its config) -> vjax heads
+    named by ``split_names``, saved and reopened by ``vjax.load`` with per-task class names."""
+    import vjax
+    from vjax.convert.common import save_converted
+
+    attention, classifier, fields = CASES["factorised_encoder"]
+    config = scenic_config(attention, classifier, spatial_temporal=True)
+    config["dataset_configs"].update(class_splits=[4, 3], split_names=["noun", "verb"])
+    model = vjax_model(fields, num_classes={"noun": 4, "verb": 3})
+    video = np.random.default_rng(2).standard_normal((2, FRAMES, IMAGE, IMAGE, 3))
+    video = video.astype(np.float32)
+    params = random_params(model, video)
+    heads = params["classifier"]
+    single = {**params, "classifier": {"head": {
+        k: np.concatenate([heads["noun"][k], heads["verb"][k]], axis=-1) for k in ("kernel", "bias")
+    }}}  # fmt: skip
+    tree = to_scenic(single, "factorised_encoder", cls=True)
+    converted, variables = from_scenic(tree, config)
+    assert dict(converted.class_names)["verb"] == ["verb_0", "verb_1", "verb_2"]
+    got = build_model(converted.model, {"noun": 4, "verb": 3}).apply(variables, video, train=False)
+    want = model.apply({"params": params}, video, train=False)
+    for task in ("noun", "verb"):
+        np.testing.assert_array_equal(got[task], want[task])
+
+    _, loaded, loaded_variables = vjax.load(
+        save_converted(str(tmp_path / "out"), converted, variables)
+    )
+    assert set(loaded.apply(loaded_variables, video, train=False)) == {"noun", "verb"}
+    config["dataset_configs"]["class_splits"] = [4, 4]
+    with pytest.raises(ConversionError, match=r"class_splits \[4, 4\].*7 outputs"):
+        from_scenic(tree, config)

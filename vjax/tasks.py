@@ -20,9 +20,14 @@ SINGLE_TASK = "label"
 ClassNames = Sequence[str] | Mapping[str, Sequence[str]]
 
 
+def is_multitask(class_names: ClassNames) -> bool:
+    """True for ``{task: names}`` (a dict, or a ConfigDict read back from a config)."""
+    return isinstance(class_names, Mapping) or callable(getattr(class_names, "items", None))
+
+
 def task_class_names(class_names: ClassNames) -> dict[str, list[str]]:
     """``{task: class names}`` in task order; one task is named ``"label"``."""
-    if isinstance(class_names, Mapping):
+    if is_multitask(class_names):
         if not class_names:
             raise ValueError("a multi-task dataset needs at least one task")
         return {task: list(names) for task, names in class_names.items()}
@@ -31,7 +36,7 @@ def task_class_names(class_names: ClassNames) -> dict[str, list[str]]:
 
 def head_sizes(class_names: ClassNames) -> int | dict[str, int]:
     """What a model's ``num_classes`` is: an int for one task, ``{task: K}`` for several."""
-    if isinstance(class_names, Mapping):
+    if is_multitask(class_names):
         return {task: len(names) for task, names in class_names.items()}
     return len(class_names)
 

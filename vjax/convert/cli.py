@@ -12,6 +12,8 @@ import importlib
 import sys
 from collections.abc import Sequence
 
+from vjax.tasks import head_sizes
+
 SOURCES = ("hf", "scenic", "vit", "torchvision", "pytorchvideo")
 
 
@@ -33,5 +35,5 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"conversion error: {e}", file=sys.stderr)
         return 2
     save_converted(args.out, config, variables)
-    print(f"wrote {args.out} ({config.model.name}, {len(config.class_names)} classes)")
+    print(f"wrote {args.out} ({config.model.name}, classes: {head_sizes(config.class_names)})")
     return 0

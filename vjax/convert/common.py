@@ -75,7 +75,7 @@ def _shape(x: Any) -> Any:
 def pretrained_config(
     model: Mapping[str, Any],
     clip: Sequence[int],
-    class_names: Sequence[str],
+    class_names: Sequence[str] | Mapping[str, Sequence[str]],
     *,
     mean: Sequence[float] = IMAGENET_MEAN,
     std: Sequence[float] = IMAGENET_STD,
@@ -91,11 +91,18 @@ def pretrained_config(
                 "mean": list(mean),
                 "std": list(std),
             },
-            "class_names": list(class_names),
+            "class_names": _plain(class_names),
             "train": {"dtype": "float32"},
             "source": source,
         }
     )
+
+
+def _plain(class_names: Any) -> list[str] | dict[str, list[str]]:
+    """Class names as JSON-ready lists: one list, or ``{task: names}`` for several heads."""
+    from vjax.tasks import is_multitask, task_class_names
+
+    return task_class_names(class_names) if is_multitask(class_names) else list(class_names)
 
 
 def save_converted(out_dir: str, config: ml_collections.ConfigDict, variables: Mapping) -> str:
@@ -111,7 +118,7 @@ def save_converted(out_dir: str, config: ml_collections.ConfigDict, variables: M
     params = variables.pop("params")
     metadata = {
         "config": json.loads(config_to_json(config)),
-        "class_names": list(config.class_names),
+        "class_names": _plain(config.class_names),
         "clip_shape": list(config.input.clip),
     }
     state = {"step": np.zeros((), np.int32), "params": params, "model_state": variables}

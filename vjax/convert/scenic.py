@@ -37,11 +37,13 @@ import os
 from collections.abc import Mapping
 from typing import Any
 
+import numpy as np
 from flax import traverse_util
 
 from vjax.convert.common import ConversionError, check_tree_matches, pretrained_config
 from vjax.convert.torchvision import expected_variables
 from vjax.convert.vit import NUMERICS, FlatSource, flatten, flax_encoder, split_cls_row
+from vjax.tasks import ClassNames, head_sizes, task_sizes
 
 # scenic attention_config.type -> vjax ViViT variant.
 ATTENTION_TYPES = {
@@ -185,20 +187,45 @@ def _stage(src: FlatSource, scenic: str, cls_key: str, prefix: str, tokens: int,
     out.update(flax_encoder(src, scenic, f"{prefix}encoder"))
 
 
+def _head_sizes(data_config: Mapping[str, Any], bias: Any) -> int | dict[str, int]:
+    """The heads of scenic's ``output_projection``: one, or (its multi-head classification,
+    e.g. Epic-Kitchens) ``dataset_configs.class_splits`` consecutive column blocks named by
+    ``split_names``."""
+    splits = data_config.get("class_splits")
+    if not splits:
+        return int(np.shape(bias)[-1])
+    names = list(data_config.get("split_names") or [f"split_{i}" for i in range(len(splits))])
+    if len(names) != len(splits) or sum(splits) != np.shape(bias)[-1]:
+        raise ConversionError(
+            f"dataset_configs.class_splits {list(splits)} / split_names {names} do not divide "
+            f"output_projection's {np.shape(bias)[-1]} outputs"
+        )
+    return dict(zip(names, (int(k) for k in splits), strict=True))
+
+
+def _default_class_names(sizes: int | dict[str, int]) -> list[str] | dict[str, list[str]]:
+    """``class_<i>``, or ``<task>_<i>`` per head."""
+    if isinstance(sizes, int):
+        return [f"class_{i}" for i in range(sizes)]
+    return {task: [f"{task}_{i}" for i in range(size)] for task, size in sizes.items()}
+
+
 def from_scenic(
     params: Any,
     scenic_model_config: Mapping[str, Any],
     *,
     clip: tuple[int, int, int, int] | None = None,
-    class_names: list[str] | None = None,
+    class_names: ClassNames | None = None,
 ):
     """``(config, variables)`` for a scenic ViViT / SpaceTimeViViT checkpoint.
 
     ``params``: the parameter tree, a restored train state, or a checkpoint file path.
     ``scenic_model_config``: scenic's experiment config (with ``model`` and optionally
     ``dataset_configs.num_frames`` / ``crop_size``) or its ``model`` section. ``clip``:
-    ``(T, H, W, C)`` when the config does not give it. A missing or left-over parameter or a
-    wrong shape raises ConversionError naming it and both shapes.
+    ``(T, H, W, C)`` when the config does not give it. A multi-head checkpoint
+    (``vivit_multihead_classification``: ``dataset_configs.class_splits`` and ``split_names``,
+    e.g. Epic-Kitchens' noun 300 + verb 97) becomes one vjax head per split. A missing or
+    left-over parameter or a wrong shape raises ConversionError naming it and both shapes.
 
     >>> state = flax.serialization.msgpack_restore(open("checkpoint_1", "rb").read())
     >>> config, variables = from_scenic(state, scenic_config)
@@ -225,15 +252,20 @@ def from_scenic(
             _stage(src, "TemporalTransformer", "cls_TemporalTransformer", "temporal_", grid[0], out)
     else:
         _stage(src, "Transformer", "cls", "", grid[0] * space, out)
-    out["classifier/head/kernel"] = src.take("output_projection/kernel")
-    out["classifier/head/bias"] = src.take("output_projection/bias")
+    kernel, bias = src.take("output_projection/kernel"), src.take("output_projection/bias")
+    sizes = _head_sizes(config.get("dataset_configs") or {}, bias)
+    start = 0
+    for task, size in task_sizes(sizes).items():
+        head = "head" if isinstance(sizes, int) else task
+        out[f"classifier/{head}/kernel"] = kernel[:, start : start + size]
+        out[f"classifier/{head}/bias"] = bias[start : start + size]
+        start += size
     src.leftovers()
-    num_classes = out["classifier/head/kernel"].shape[-1]
     variables = {"params": traverse_util.unflatten_dict(out, sep="/")}
-    check_tree_matches(variables, expected_variables(model, num_classes, clip))
-    names = list(class_names or [f"class_{i}" for i in range(num_classes)])
-    if len(names) != num_classes:
-        raise ConversionError(f"{len(names)} class names for {num_classes} outputs")
+    check_tree_matches(variables, expected_variables(model, sizes, clip))
+    names = class_names or _default_class_names(sizes)
+    if head_sizes(names) != sizes:
+        raise ConversionError(f"class names for {head_sizes(names)} outputs; the heads: {sizes}")
     kind = _field(model_section, "attention_config.type", "spacetime")
     return pretrained_config(
         model,
