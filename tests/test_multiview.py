@@ -82,7 +82,7 @@ def test_real_views_memory_stays_bounded():
 
 
 def test_evaluate_views_on_a_source_with_config_views():
-    from vjax.data.multiview import evaluate_views
+    from vjax.data.multiview import evaluate_views, views_and_label
 
     class Source:
         def __len__(self):
@@ -124,6 +124,12 @@ def test_evaluate_views_on_a_source_with_config_views():
     assert calls[0] == calls[1]  # the same number of collective calls
     np.testing.assert_array_equal(parts[0][1], [0, 2])
     assert parts[1][2].tolist() == [True, False]
+    decoded_here = {p: [np.copy(x) for x in part] for p, part in parts.items()}
+    for p in range(2):  # the views decoded elsewhere (as loader processes do): the same parts
+        video_views = views_and_label(Source(), config_input, (), p, 2)
+        evaluate_views(apply, Source(), config_input, 3, p, 2, gather_from(p), (), video_views)
+        for got, want in zip(parts[p], decoded_here[p], strict=True):
+            np.testing.assert_array_equal(got, want)
     scores = np.concatenate([parts[0][0], parts[1][0]])
     labels = np.concatenate([parts[0][1], parts[1][1]])
     valid = np.concatenate([parts[0][2], parts[1][2]])

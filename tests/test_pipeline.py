@@ -74,10 +74,10 @@ def test_loader_processes_make_the_same_batches_in_any_call_order():
     import functools
     import threading
 
-    from vjax.data.pipeline import ProcessBatches
+    from vjax.data.pipeline import ProcessMap
 
     direct = _shuffled_batches(5)
-    batches = ProcessBatches(functools.partial(_shuffled_batches, 5), 2, stop=12)
+    batches = ProcessMap(functools.partial(_shuffled_batches, 5), 2, stop=12)
     try:
         order = [0, 1, 2, 3, 9, 4, 4, 11, 0]  # in order (the trainer), jumps, a repeat, back
         for step in order:

@@ -71,8 +71,9 @@ def test_train_then_multiview_eval_on_video_files(video_config, tmp_path):
     assert result["loss"] == pytest.approx(float(loss.mean()), rel=1e-5)
 
 
-def test_loader_processes_train_exactly_like_the_prefetch_thread(video_config, tmp_path):
-    """``input.num_workers=2``: batches made by two loader processes; the same run."""
+def test_loader_processes_train_and_test_exactly_like_one_process(video_config, tmp_path):
+    """``input.num_workers=2``: training batches, validation batches and the multi-view test's
+    views made by two loader processes; the same run and the same metrics."""
     import copy
 
     from vjax.checkpoint import read_checkpoint
@@ -82,7 +83,11 @@ def test_loader_processes_train_exactly_like_the_prefetch_thread(video_config, t
         config = copy.deepcopy(video_config)
         config.input.num_workers = workers
         workdir = str(tmp_path / f"workers{workers}")
-        runs[workers] = train.train(config, workdir)["loss"], read_checkpoint(workdir)[1]
-    assert runs[2][0] == runs[0][0]  # validation loss after 3 steps
-    for a, b in zip(jax.tree.leaves(runs[0][1]), jax.tree.leaves(runs[2][1]), strict=True):
+        validation = train.train(config, workdir)
+        test = train.evaluate_checkpoint(config, workdir, "test")
+        runs[workers] = validation, test, read_checkpoint(workdir)[1]
+    for key in ("loss", "top1", "confusion_matrix"):
+        assert runs[2][0][key] == runs[0][0][key]  # validation after 3 steps
+        assert runs[2][1][key] == runs[0][1][key]  # the 2 clips x 3 crops test
+    for a, b in zip(jax.tree.leaves(runs[0][2]), jax.tree.leaves(runs[2][2]), strict=True):
         np.testing.assert_array_equal(a, b)

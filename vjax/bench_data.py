@@ -11,7 +11,7 @@ unless ``--src`` names a folder of videos):
 * **plain PyAV**: the source files decoded to RGB frames with PyAV, one video after another,
   as most PyTorch video loaders do (from the file's start up to the end of one random clip):
   decoded frames/s and clip frames/s per core, and the pipeline's ratio to each.
-* **workers**: clips/s of the trainer's loader (``input.num_workers``: ``ProcessBatches``)
+* **workers**: clips/s of the trainer's loader (``input.num_workers``: ``ProcessMap``)
   with 1 and 2 (``--workers``) processes.
 
 Prints a table and writes it as the ``vjax bench data`` section of ``BENCHMARKS.md`` (other
@@ -139,11 +139,11 @@ def pipeline_frames_per_cpu_s(clips: int, batch_args: tuple) -> float:
 
 def pipeline_clips_per_s(workers: int, clips: int, batch_args: tuple) -> float:
     """Wall-clock clips/s of the trainer's loader with ``workers`` processes
-    (:class:`~vjax.data.pipeline.ProcessBatches`), steps asked for in order, after each
+    (:class:`~vjax.data.pipeline.ProcessMap`), steps asked for in order, after each
     worker has made its first batch."""
-    from vjax.data.pipeline import ProcessBatches
+    from vjax.data.pipeline import ProcessMap
 
-    batches = ProcessBatches(functools.partial(bench_batches, *batch_args), workers)
+    batches = ProcessMap(functools.partial(bench_batches, *batch_args), workers)
     try:
         for step in range(workers):  # start-up: every worker imports and opens the data
             batches(step)

@@ -25,7 +25,7 @@ import numpy as np
 from vjax import checkpoint, parallel
 from vjax.config_utils import config_to_json
 from vjax.data.multiview import task_metrics
-from vjax.data.pipeline import ProcessBatches, TrainBatches, eval_batches, prefetch
+from vjax.data.pipeline import ProcessMap, TrainBatches, eval_batch, num_eval_batches, prefetch
 from vjax.data.transforms import transforms_for
 from vjax.metric_writers import MetricWriter, progress_line
 from vjax.models import build_model
@@ -165,24 +165,20 @@ def evaluate(exp: Experiment, eval_step, variables: Any, split: str) -> dict[str
     view per example (the centre clip and crop for stored whole videos)."""
     from jax.experimental import multihost_utils
 
-    source = exp.builder.as_data_source(split)
-    logits, labels, masks = [], [], []
-    batches = eval_batches(
-        source,
-        exp.config.input.global_batch_size,
-        jax.process_index(),
-        jax.process_count(),
-        transform=transforms_for(exp.builder, exp.config.input)["eval_transform"],
+    number = num_eval_batches(
+        len(exp.builder.as_data_source(split)), exp.config.input.global_batch_size
     )
-    with jax.set_mesh(exp.mesh), nn.logical_axis_rules(exp.rules):
-        for batch in batches:
-            video = parallel.global_batch({"video": batch["video"]}, exp.batch_sharding)
-            out = eval_step(variables, video)  # a global array, sharded over hosts
-            logits.append(np.asarray(multihost_utils.process_allgather(out, tiled=True)))
-            local = {"label": batch["label"], "mask": batch["mask"]}
-            gathered = multihost_utils.process_allgather(local, tiled=True)
-            labels.append(np.asarray(gathered["label"]))
-            masks.append(np.asarray(gathered["mask"]) > 0)
+    logits, labels, masks = [], [], []
+    with _data_map(exp, "eval", split, number) as batches:
+        with jax.set_mesh(exp.mesh), nn.logical_axis_rules(exp.rules):
+            for batch in map(batches, range(number)):
+                video = parallel.global_batch({"video": batch["video"]}, exp.batch_sharding)
+                out = eval_step(variables, video)  # a global array, sharded over hosts
+                logits.append(np.asarray(multihost_utils.process_allgather(out, tiled=True)))
+                local = {"label": batch["label"], "mask": batch["mask"]}
+                gathered = multihost_utils.process_allgather(local, tiled=True)
+                labels.append(np.asarray(gathered["label"]))
+                masks.append(np.asarray(gathered["mask"]) > 0)
     keep = np.concatenate(masks)
     scores, labels_all = np.concatenate(logits)[keep], np.concatenate(labels)[keep]
     return _report(exp, split, task_metrics(scores, labels_all, exp.class_names))
@@ -207,16 +203,19 @@ def evaluate_views(exp: Experiment, eval_step, variables: Any, split: str) -> di
     def gather(local):
         return multihost_utils.process_allgather(local, tiled=True)
 
-    metrics = evaluate_all_views(
-        apply,
-        exp.builder.as_data_source(split),
-        exp.config.input,
-        chunk,
-        index,
-        count,
-        gather if count > 1 else None,
-        exp.class_names,
-    )
+    per_process = -(-len(exp.builder.as_data_source(split)) // count)
+    with _data_map(exp, "views", split, per_process) as video_views:
+        metrics = evaluate_all_views(
+            apply,
+            exp.builder.as_data_source(split),
+            exp.config.input,
+            chunk,
+            index,
+            count,
+            gather if count > 1 else None,
+            exp.class_names,
+            video_views,
+        )
     return _report(exp, split, metrics)
 
 
@@ -297,32 +296,59 @@ def host_batches(builder, config: ml_collections.ConfigDict, index: int, count: 
     )
 
 
-def _worker_batches(config_json: str, index: int, count: int):
-    """:func:`host_batches` rebuilt inside a loader process from the config's JSON."""
+def data_function(builder, config, kind: str, split: str, index: int, count: int):
+    """This process's input as a function of an integer: ``"train"`` batches by step,
+    ``"eval"`` batches of ``split`` by number (:func:`~vjax.data.pipeline.eval_batch`), or
+    ``"views"``: the multi-view test's views by video
+    (:func:`~vjax.data.multiview.views_and_label`)."""
+    from vjax.data.datasets import dataset_class_names
+    from vjax.data.multiview import views_and_label
+
+    if kind == "train":
+        return host_batches(builder, config, index, count)
+    source = builder.as_data_source(split)
+    if kind == "views":
+        names = dataset_class_names(builder)
+        return views_and_label(source, config.input, names, index, count)
+    transform = transforms_for(builder, config.input)["eval_transform"]
+    size = config.input.global_batch_size
+    return functools.partial(eval_batch, source, size, process_index=index,
+                             process_count=count, transform=transform)  # fmt: skip
+
+
+def _worker_data_function(config_json: str, *args):
+    """:func:`data_function` inside a loader process, its builder rebuilt from the config."""
     from vjax.config_utils import config_from_json
     from vjax.data.datasets import load_dataset
 
     config = config_from_json(config_json)
-    return host_batches(load_dataset(config.dataset), config, index, count)
+    return data_function(load_dataset(config.dataset), config, *args)
+
+
+def _num_workers(config: ml_collections.ConfigDict) -> int:
+    """``input.num_workers`` loader processes (``-1``: one per core; 0: none)."""
+    workers = config.input.get("num_workers", 0)
+    return (os.cpu_count() or 1) if workers == -1 else workers
 
 
 @contextlib.contextmanager
-def _loader(exp: Experiment, config_json: str, num_steps: int):
-    """``batches(step)`` of this process: made in the trainer's prefetch thread
-    (``input.num_workers = 0``), or by that many loader processes (``-1``: one per core),
-    which give the same batches."""
-    workers = exp.config.input.get("num_workers", 0)
-    workers = os.cpu_count() or 1 if workers == -1 else workers
+def _data_map(exp: Experiment, kind: str, split: str, stop: int):
+    """:func:`data_function` of this process, computed here (``input.num_workers = 0``) or by
+    that many loader processes (``-1``: one per core) reading ahead, which give the same
+    results. The multi-view test keeps only a few videos' views ahead (they are large)."""
     index, count = jax.process_index(), jax.process_count()
+    workers = _num_workers(exp.config)
     if not workers:
-        yield host_batches(exp.builder, exp.config, index, count)
+        yield data_function(exp.builder, exp.config, kind, split, index, count)
         return
-    factory = functools.partial(_worker_batches, config_json, index, count)
-    batches = ProcessBatches(factory, workers, stop=num_steps)
+    config_json = config_to_json(exp.config)
+    factory = functools.partial(_worker_data_function, config_json, kind, split, index, count)
+    ahead = workers + 2 if kind == "views" else None
+    mapped = ProcessMap(factory, workers, stop=stop, ahead=ahead)
     try:
-        yield batches
+        yield mapped
     finally:
-        batches.close()
+        mapped.close()
 
 
 def _check_finite(history: list[tuple[int, dict]]) -> list[tuple[int, dict]]:
@@ -388,7 +414,7 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
     preempted_at = None
     try:
         with contextlib.ExitStack() as stack:
-            batches = stack.enter_context(_loader(exp, config_json, tcfg.num_steps))
+            batches = stack.enter_context(_data_map(exp, "train", "train", tcfg.num_steps))
             make_batch = lambda step: parallel.global_batch(batches(step), exp.batch_sharding)  # noqa: E731
             stack.enter_context(jax.set_mesh(exp.mesh))
             stack.enter_context(nn.logical_axis_rules(exp.rules))

@@ -174,6 +174,30 @@ def _log_softmax(scores: np.ndarray) -> np.ndarray:
     return shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
 
 
+def views_and_label(
+    source: Any,
+    input_config: Mapping[str, Any] | None,
+    class_names: ClassNames = (),
+    process_index: int = 0,
+    process_count: int = 1,
+) -> Callable[[int], dict[str, Any]]:
+    """``f(k) -> {"views": uint8 (V, T, S, S, 3), "label"}``: the test views and label of the
+    ``k``-th video process ``process_index`` scores in :func:`evaluate_views` (video
+    ``process_index + k * process_count``; past the end, video 0 as padding), decoded at once
+    (for loader processes)."""
+    from vjax.data.transforms import InputOptions, label_reader, make_view_sampler
+
+    views = make_view_sampler(InputOptions.from_config(input_config))
+    read_label = label_reader(class_names)
+
+    def video(k: int) -> dict[str, Any]:
+        index = process_index + k * process_count
+        example = source[index if index < len(source) else 0]
+        return {"views": views(example), "label": read_label(example)}
+
+    return video
+
+
 def evaluate_views(
     apply: Callable[[np.ndarray], Any],
     source: Any,
@@ -183,6 +207,7 @@ def evaluate_views(
     process_count: int = 1,
     gather: Callable[[Any], Any] | None = None,
     class_names: ClassNames = (),
+    video_views: Callable[[int], Mapping[str, Any]] | None = None,
 ) -> dict[str, Any]:
     """The multi-view test of a whole random-access ``source`` (e.g.
     ``builder.as_data_source("test")``) with the views ``config.input`` asks for
@@ -194,17 +219,25 @@ def evaluate_views(
     ``chunk_size`` are per process); ``gather`` (e.g. ``multihost_utils.process_allgather(x,
     tiled=True)``) concatenates the processes' ``(scores, labels, valid)``. ``class_names``
     a mapping ``{task: names}``: a multi-task source, scored by :func:`task_metrics`.
+    ``video_views``: :func:`views_and_label` of the same source and process, computed
+    elsewhere (e.g. in loader processes, :class:`vjax.data.pipeline.ProcessMap`); by default
+    the views are decoded here, one at a time.
 
     >>> metrics = evaluate_views(lambda v: eval_logits(variables, v), source, config.input, 32)
     """
     from vjax.data.transforms import InputOptions, label_reader, make_view_iterator
 
-    views = make_view_iterator(InputOptions.from_config(input_config))
     total = len(source)
     mine = np.arange(process_index, -(-total // process_count) * process_count, process_count)
     valid = mine < total
-    examples = (source[int(i) if i < total else 0] for i in mine)
-    scores, labels = video_scores(apply, examples, views, chunk_size, label_reader(class_names))
+    if video_views is None:
+        views = make_view_iterator(InputOptions.from_config(input_config))
+        examples = (source[int(i) if i < total else 0] for i in mine)
+        label = label_reader(class_names)
+    else:
+        examples = (video_views(k) for k in range(len(mine)))
+        views, label = (lambda video: iter(video["views"])), (lambda video: video["label"])
+    scores, labels = video_scores(apply, examples, views, chunk_size, label)
     if gather is not None:
         scores, labels, valid = gather((scores, labels, valid))
     return task_metrics(scores[valid], labels[valid], class_names)

@@ -124,6 +124,26 @@ class TrainBatches:
         return batch
 
 
+def eval_batch(
+    source: RandomAccessSource,
+    global_batch_size: int,
+    number: int,
+    process_index: int = 0,
+    process_count: int = 1,
+    transform: Callable[[dict[str, Any]], tuple[np.ndarray, int]] | None = None,
+) -> Batch:
+    """This process's rows of evaluation batch ``number`` (examples ``number *
+    global_batch_size`` on, in order); rows past the end repeat example 0 with mask 0.
+    ``transform(example) -> (clip, label)`` is deterministic (e.g. the centre view)."""
+    local = global_batch_size // process_count
+    start = number * global_batch_size + process_index * local
+    positions = np.arange(start, start + local)
+    valid = positions < len(source)
+    batch = _read(source, np.where(valid, positions, 0), transform)
+    batch["mask"] = valid.astype(np.float32)
+    return batch
+
+
 def eval_batches(
     source: RandomAccessSource,
     global_batch_size: int,
@@ -131,48 +151,46 @@ def eval_batches(
     process_count: int = 1,
     transform: Callable[[dict[str, Any]], tuple[np.ndarray, int]] | None = None,
 ) -> Iterator[Batch]:
-    """Every example once, in order; the last batch is padded and padded rows have mask 0.
-    ``transform(example) -> (clip, label)`` is deterministic (e.g. the centre view)."""
-    local = global_batch_size // process_count
-    n = len(source)
-    for start in range(0, n, global_batch_size):
-        positions = np.arange(start + process_index * local, start + (process_index + 1) * local)
-        valid = positions < n
-        batch = _read(source, np.where(valid, positions, 0), transform)
-        batch["mask"] = valid.astype(np.float32)
-        yield batch
+    """Every example once, in order: :func:`eval_batch` ``0, 1, ...`` (the last one padded,
+    padded rows with mask 0)."""
+    for number in range(num_eval_batches(len(source), global_batch_size)):
+        yield eval_batch(source, global_batch_size, number, process_index, process_count, transform)
 
 
-# A worker process's batch function (set once by the pool's initializer).
-_WORKER_BATCHES: Callable[[int], Batch] | None = None
+def num_eval_batches(num_examples: int, global_batch_size: int) -> int:
+    return -(-num_examples // global_batch_size)
 
 
-def _start_worker(factory: Callable[[], Callable[[int], Batch]]) -> None:
-    global _WORKER_BATCHES
+# A worker process's function (set once by the pool's initializer).
+_WORKER_FUNCTION: Callable[[int], Any] | None = None
+
+
+def _start_worker(factory: Callable[[], Callable[[int], Any]]) -> None:
+    global _WORKER_FUNCTION
     os.environ["JAX_PLATFORMS"] = "cpu"  # a loader never claims the accelerators
-    _WORKER_BATCHES = factory()
+    _WORKER_FUNCTION = factory()
 
 
-def _worker_batch(step: int) -> Batch:
-    return _WORKER_BATCHES(step)
+def _worker_call(index: int) -> Any:
+    return _WORKER_FUNCTION(index)
 
 
-class ProcessBatches:
-    """``batches(step)`` made by ``num_workers`` processes, each building its own batch
-    function with ``factory()`` (picklable, e.g. a ``functools.partial`` of a module-level
-    function). Batches are pure functions of the step, so the result is the same as in one
-    process; the pool works up to ``ahead`` steps past the one asked for (calls in step order,
-    as the trainer makes them, never wait for more than one batch) and never past ``stop``.
-    Thread-safe; a step asked for twice is made twice.
+class ProcessMap:
+    """``f(i)`` computed by ``num_workers`` processes, each building its own ``f`` with
+    ``factory()`` (picklable, e.g. a ``functools.partial`` of a module-level function): the
+    trainer's batches by step, the multi-view test's views by video. For a pure ``f`` the
+    result is the same as in one process. The pool works up to ``ahead`` indices past the one
+    asked for (calls in increasing order never wait for more than one result), never past
+    ``stop``. Thread-safe; an index asked for twice is computed twice.
 
-    >>> batches = ProcessBatches(functools.partial(make_batches, config), 8, stop=num_steps)
+    >>> batches = ProcessMap(functools.partial(make_batches, config), 8, stop=num_steps)
     >>> batch = batches(0)       # the same arrays as make_batches(config)(0)
     >>> batches.close()
     """
 
     def __init__(
         self,
-        factory: Callable[[], Callable[[int], Batch]],
+        factory: Callable[[], Callable[[int], Any]],
         num_workers: int,
         stop: int | None = None,
         ahead: int | None = None,
@@ -189,19 +207,19 @@ class ProcessBatches:
         self._pending: dict[int, Any] = {}
         self._lock = threading.Lock()
 
-    def __call__(self, step: int) -> Batch:
-        last = step + self._ahead if self._stop is None else min(step + self._ahead, self._stop)
+    def __call__(self, index: int) -> Any:
+        last = index + self._ahead if self._stop is None else min(index + self._ahead, self._stop)
         with self._lock:  # callers may share it (the prefetch thread and precise BN)
-            for s in range(step, max(last, step + 1)):
-                if s not in self._pending:
-                    self._pending[s] = self._pool.submit(_worker_batch, s)
-            for s in [s for s in self._pending if s < step - self._ahead]:  # left far behind
-                self._pending.pop(s).cancel()
-            future = self._pending.pop(step)
+            for i in range(index, max(last, index + 1)):
+                if i not in self._pending:
+                    self._pending[i] = self._pool.submit(_worker_call, i)
+            for i in [i for i in self._pending if i < index - self._ahead]:  # left far behind
+                self._pending.pop(i).cancel()
+            future = self._pending.pop(index)
         return future.result()
 
     def close(self) -> None:
-        """Stops the workers (pending batches are dropped)."""
+        """Stops the workers (pending results are dropped)."""
         self._pool.shutdown(wait=True, cancel_futures=True)
 
 
