@@ -20,7 +20,7 @@ from vjax.step import TrainState, make_train_step
 CONV_MODELS = [
     "c3d",
     "r3d_18", "r3d_34", "r3d_50", "mc3_18", "r2plus1d_18", "r2plus1d_34",
-    "slow_r50", "c2d_r50", "i3d_r50", "r2plus1d_r50",
+    "slow_r50", "c2d_r50", "i3d_r50", "r2plus1d_r50", "csn_r101",
     "slowfast_r50", "slowfast_r50_4x16", "slowfast_r101",
     "x3d_xs", "x3d_s", "x3d_m", "x3d_l",
 ]  # fmt: skip

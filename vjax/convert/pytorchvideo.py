@@ -1,9 +1,11 @@
 """pytorchvideo's model-zoo nets -> vjax: X3D (XS/S/M/L), SlowFast R50 (8x8, 4x16) / R101,
-Slow / C2D / I3D R50 and R(2+1)D R50.
+Slow / C2D / I3D R50, R(2+1)D R50 and CSN R101.
 
 pytorchvideo's ``Net`` is a list ``blocks``: a stem, four stages of ``res_blocks`` (with a
 parameter-free temporal pool between stages 1 and 2 in C2D/I3D) and a head; SlowFast wraps
-each step in ``multipathway_blocks`` (slow, fast) plus a ``multipathway_fusion``. Weights are
+each step in ``multipathway_blocks`` (slow, fast) plus a ``multipathway_fusion``. The ResNets'
+depth and stem width are read from the checkpoint, so e.g. ``create_csn(model_depth=50,
+stem_dim_out=8)`` converts as ``{"name": "csn_r101", "depth": 50, "width": 8}``. Weights are
 read in with :class:`vjax.convert.torchvision.TorchWeights` (checked: every key used once,
 every shape as the model expects).
 
@@ -31,6 +33,8 @@ from vjax.convert.torchvision import (
     kinetics400_classes,
     load_state_dict,
 )
+from vjax.models import build_model
+from vjax.models.resnet3d import RESNET_DEPTHS
 
 MEAN = (0.45, 0.45, 0.45)
 STD = (0.225, 0.225, 0.225)
@@ -47,12 +51,14 @@ CLIPS = {
     "c2d_r50": (8, 224, 224, 3),
     "i3d_r50": (8, 224, 224, 3),
     "r2plus1d_r50": (16, 224, 224, 3),
+    "csn_r101": (32, 224, 224, 3),
 }
 
 
 def _block_indices(w: TorchWeights, prefix: str = "blocks") -> list[int]:
-    """Indices ``i`` of ``blocks.i`` that hold tensors (parameter-free pools are skipped)."""
-    found = {int(k.split(".")[1]) for k in w.tensors if k.startswith(f"{prefix}.")}
+    """Indices ``i`` of ``prefix.i`` that hold tensors (parameter-free pools are skipped)."""
+    start = len(prefix) + 1
+    found = {int(k[start:].split(".")[0]) for k in w.tensors if k.startswith(f"{prefix}.")}
     return sorted(found)
 
 
@@ -82,13 +88,27 @@ def _bottleneck(w: TorchWeights, src: str, dst: str, factorised_b: bool = False)
 
 def _stage(w: TorchWeights, src: str, dst: str, factorised_b: bool = False) -> None:
     """A ``ResStage`` (``src.res_blocks.i``) -> :class:`~vjax.models.conv_blocks.ResStage`."""
-    prefix = f"{src}.res_blocks."
-    found = {int(k[len(prefix) :].split(".")[0]) for k in w.tensors if k.startswith(prefix)}
-    for b in sorted(found):
+    for b in _block_indices(w, f"{src}.res_blocks"):
         _bottleneck(w, f"{src}.res_blocks.{b}", f"{dst}/block{b}", factorised_b)
 
 
-def _resnet(w: TorchWeights, arch: str) -> None:
+def _resnet_size(w: TorchWeights, stem: int, stages: list[int], arch: str) -> dict[str, int]:
+    """The :class:`~vjax.models.resnet3d.ResNet3D` ``depth`` (from the blocks per stage) and
+    ``width`` (the stem's channels) of a checkpoint, where they differ from ``arch``'s."""
+    blocks = tuple(len(_block_indices(w, f"blocks.{i}.res_blocks")) for i in stages)
+    depth = next((d for d, per_stage in RESNET_DEPTHS.items() if per_stage == blocks), None)
+    if depth is None:
+        raise ConversionError(
+            f"blocks per stage {blocks} match no ResNet depth; valid: {RESNET_DEPTHS}"
+        )
+    width = int(np.shape(w.tensors[f"blocks.{stem}.conv.weight"])[0])
+    preset = build_model({"name": arch}, 1)
+    return {k: v for k, v in (("depth", depth), ("width", width)) if v != getattr(preset, k)}
+
+
+def _resnet(w: TorchWeights, arch: str) -> dict[str, int]:
+    """Fills a :class:`~vjax.models.resnet3d.ResNet3D`; returns its size fields that differ
+    from ``arch``'s (:func:`_resnet_size`)."""
     stem, *stages, head = _block_indices(w)
     if len(stages) != 4:
         raise ConversionError(f"expected a stem, 4 stages and a head, got blocks {stages}")
@@ -96,6 +116,7 @@ def _resnet(w: TorchWeights, arch: str) -> None:
     for i, index in enumerate(stages):
         _stage(w, f"blocks.{index}", f"stage{i + 1}", factorised_b=arch == "r2plus1d_r50")
     w.dense(f"blocks.{head}.proj", "classifier/head")
+    return _resnet_size(w, stem, stages, arch)
 
 
 def _x3d(w: TorchWeights) -> None:
@@ -139,15 +160,15 @@ def from_pytorchvideo(state_dict: Mapping[str, Any], arch: str):
     if arch not in CLIPS:
         raise ConversionError(f"unknown pytorchvideo arch {arch!r}; valid: {', '.join(CLIPS)}")
     w = TorchWeights(state_dict)
+    model: dict[str, Any] = {"name": arch}
     if arch.startswith("x3d"):
         _x3d(w)
     elif arch.startswith("slowfast"):
         _slowfast(w)
     else:
-        _resnet(w, arch)
+        model.update(_resnet(w, arch))
     head = max(k for k in w.tensors if k.endswith(".proj.weight"))
     num_classes = int(np.shape(w.tensors[head])[0])
-    model: dict[str, Any] = {"name": arch}
     if arch.startswith("slowfast"):
         model["slow_sampling"] = "linspace"  # the zoo's PackPathway transform
     variables = w.finish(expected_variables(model, num_classes, (8, 32, 32, 3)))

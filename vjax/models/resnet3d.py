@@ -9,8 +9,9 @@ R(2+1)D ResNet-50s, all from the blocks in :mod:`vjax.models.conv_blocks`.
   ResNet-50s whose first 1x1x1 conv of a block may look ``k_t`` frames in time. ``slow_r50``
   (Feichtenhofer et al. 2019), ``c2d_r50``, ``i3d_r50`` (Carreira & Zisserman 2017, as
   pytorchvideo inflates it: stem 5x7x7, temporal max-pool after stage 1, 3x1x1 kernels
-  alternating with 1x1x1) and ``r2plus1d_r50``. :func:`inflate_resnet50` turns a 2D
-  ResNet-50 into I3D/Slow parameters.
+  alternating with 1x1x1), ``r2plus1d_r50`` and ``csn_r101`` (ir-CSN, Tran et al. 2019:
+  the bottleneck's 3x3x3 conv depthwise, as pytorchvideo's ``create_csn`` builds it).
+  :func:`inflate_resnet50` turns a 2D ResNet-50 into I3D/Slow parameters.
 
 Heads average over time and space globally (pytorchvideo's fixed-size average pool equals
 this at the zoo's input sizes), apply dropout and a linear classifier (``classes``).
@@ -178,12 +179,14 @@ def resnet_stem(
 
 @register("resnet3d")
 class ResNet3D(nn.Module):
-    """pytorchvideo's bottleneck ResNet (``create_resnet`` / ``create_r2plus1d``).
+    """pytorchvideo's bottleneck ResNet (``create_resnet`` / ``create_r2plus1d`` /
+    ``create_csn``).
 
     Stage ``i`` has ``RESNET_DEPTHS[depth][i]`` blocks of width ``width * 2**i`` inside and
     4x that outside; ``conv_a_kernels[i]`` is its first conv's kernel (or a list cycled over
     its blocks), ``conv_b_kernel``/``factorise_b`` its middle conv, strided
-    ``(temporal_strides[i], spatial_strides[i], spatial_strides[i])``. ``stage1_pool`` adds
+    ``(temporal_strides[i], spatial_strides[i], spatial_strides[i])`` and depthwise (one
+    group per channel) when ``depthwise_b`` (ir-CSN's channel separation). ``stage1_pool`` adds
     I3D/C2D's 2x1x1 temporal max-pool after stage 1. Children: ``stem``, ``stage1``..
     ``stage4``, ``classifier``.
     """
@@ -196,6 +199,7 @@ class ResNet3D(nn.Module):
     conv_a_kernels: Sequence[Any] = ((1, 1, 1), (1, 1, 1), (3, 1, 1), (3, 1, 1))
     conv_b_kernel: Sequence[int] = (1, 3, 3)
     factorise_b: str | None = None
+    depthwise_b: bool = False
     spatial_strides: Sequence[int] = (1, 2, 2, 2)
     temporal_strides: Sequence[int] = (1, 1, 1, 1)
     stage1_pool: bool = False
@@ -228,6 +232,7 @@ class ResNet3D(nn.Module):
                 f"stage{i + 1}",
                 kernel_b=tuple(self.conv_b_kernel),
                 factorise_b=self.factorise_b,
+                depthwise=self.depthwise_b,
             )(x, train=bn_train)
             if i == 0 and self.stage1_pool:
                 x = nn.max_pool(x, (2, 1, 1), strides=(2, 1, 1))
@@ -315,6 +320,18 @@ def _register_presets() -> None:
         factorise_b="temporal_first",
         spatial_strides=(2, 2, 2, 2),
         temporal_strides=(1, 1, 2, 2),
+    )
+    register_preset(
+        "csn_r101",
+        ResNet3D,
+        "ir-CSN R101 32x2 (pytorchvideo csn_r101): depthwise 3x3x3 convs, strided in time",
+        depth=101,
+        stem_kernel=(3, 7, 7),
+        conv_a_kernels=((1, 1, 1),) * 4,
+        conv_b_kernel=(3, 3, 3),
+        depthwise_b=True,
+        temporal_strides=(1, 2, 2, 2),
+        dropout_rate=0.0,
     )
 
 
