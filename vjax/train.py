@@ -24,9 +24,9 @@ import numpy as np
 
 from vjax import checkpoint, parallel
 from vjax.config_utils import config_to_json
+from vjax.data.loaders import data_function, worker_data_function
 from vjax.data.multiview import task_metrics
-from vjax.data.pipeline import ProcessMap, TrainBatches, eval_batch, num_eval_batches, prefetch
-from vjax.data.transforms import transforms_for
+from vjax.data.pipeline import ProcessMap, num_eval_batches, prefetch
 from vjax.metric_writers import MetricWriter, progress_line
 from vjax.models import build_model
 from vjax.models.precise_bn import precise_batch_stats
@@ -281,54 +281,17 @@ def _precise_batch_stats(exp: Experiment, state: TrainState, make_batch, step: i
     return state.replace(model_state={**state.model_state, "batch_stats": stats})
 
 
-def host_batches(builder, config: ml_collections.ConfigDict, index: int, count: int):
-    """Process ``index`` of ``count``'s rows of every training batch: ``TrainBatches`` with
-    the clip sampling and augmentation ``config.input`` asks for."""
-    transforms = transforms_for(builder, config.input)
-    return TrainBatches(
-        builder.as_data_source("train"),
-        config.input.global_batch_size,
-        config.seed,
-        index,
-        count,
-        transform=transforms["transform"],
-        batch_transform=transforms["batch_transform"],
-    )
-
-
-def data_function(builder, config, kind: str, split: str, index: int, count: int):
-    """This process's input as a function of an integer: ``"train"`` batches by step,
-    ``"eval"`` batches of ``split`` by number (:func:`~vjax.data.pipeline.eval_batch`), or
-    ``"views"``: the multi-view test's views by video
-    (:func:`~vjax.data.multiview.views_and_label`)."""
-    from vjax.data.datasets import dataset_class_names
-    from vjax.data.multiview import views_and_label
-
-    if kind == "train":
-        return host_batches(builder, config, index, count)
-    source = builder.as_data_source(split)
-    if kind == "views":
-        names = dataset_class_names(builder)
-        return views_and_label(source, config.input, names, index, count)
-    transform = transforms_for(builder, config.input)["eval_transform"]
-    size = config.input.global_batch_size
-    return functools.partial(eval_batch, source, size, process_index=index,
-                             process_count=count, transform=transform)  # fmt: skip
-
-
-def _worker_data_function(config_json: str, *args):
-    """:func:`data_function` inside a loader process, its builder rebuilt from the config."""
-    from vjax.config_utils import config_from_json
-    from vjax.data.datasets import load_dataset
-
-    config = config_from_json(config_json)
-    return data_function(load_dataset(config.dataset), config, *args)
+# input.num_workers = -1 takes one loader process per core up to this many: each holds its own
+# dataset reader (~0.7 GB with TensorFlow), and 32 cores make clips far faster than one host's
+# accelerators consume them (vjax bench data: ~1,000+ frames/s per core).
+MAX_AUTO_WORKERS = 32
 
 
 def _num_workers(config: ml_collections.ConfigDict) -> int:
-    """``input.num_workers`` loader processes (``-1``: one per core; 0: none)."""
+    """``input.num_workers`` loader processes (``-1``: one per core, at most
+    :data:`MAX_AUTO_WORKERS`; 0: none, the trainer's own thread)."""
     workers = config.input.get("num_workers", 0)
-    return (os.cpu_count() or 1) if workers == -1 else workers
+    return min(os.cpu_count() or 1, MAX_AUTO_WORKERS) if workers == -1 else workers
 
 
 @contextlib.contextmanager
@@ -342,7 +305,7 @@ def _data_map(exp: Experiment, kind: str, split: str, stop: int):
         yield data_function(exp.builder, exp.config, kind, split, index, count)
         return
     config_json = config_to_json(exp.config)
-    factory = functools.partial(_worker_data_function, config_json, kind, split, index, count)
+    factory = functools.partial(worker_data_function, config_json, kind, split, index, count)
     ahead = workers + 2 if kind == "views" else None
     mapped = ProcessMap(factory, workers, stop=stop, ahead=ahead)
     try:

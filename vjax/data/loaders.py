@@ -1,0 +1,71 @@
+"""This process's input as a function of an integer, built from a config: training batches by
+step, evaluation batches by number, the multi-view test's views by video. The trainer calls
+:func:`data_function` in its own process, or :func:`worker_data_function` runs it in loader
+processes (:class:`~vjax.data.pipeline.ProcessMap`), which rebuild the dataset from the
+config's JSON and import only the data stack (no model or training code).
+
+>>> batches = data_function(builder, config, "train", "train", index=0, count=1)
+>>> batch = batches(step)
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from typing import Any
+
+import ml_collections
+
+from vjax.data.datasets import dataset_class_names, load_dataset
+from vjax.data.multiview import views_and_label
+from vjax.data.pipeline import TrainBatches, eval_batch
+from vjax.data.transforms import transforms_for
+
+KINDS = ("train", "eval", "views")
+
+
+def host_batches(
+    builder: Any, config: ml_collections.ConfigDict, index: int, count: int
+) -> TrainBatches:
+    """Process ``index`` of ``count``'s rows of every training batch: ``TrainBatches`` with
+    the clip sampling and augmentation ``config.input`` asks for."""
+    transforms = transforms_for(builder, config.input)
+    return TrainBatches(
+        builder.as_data_source("train"),
+        config.input.global_batch_size,
+        config.seed,
+        index,
+        count,
+        transform=transforms["transform"],
+        batch_transform=transforms["batch_transform"],
+    )
+
+
+def data_function(
+    builder: Any, config: ml_collections.ConfigDict, kind: str, split: str, index: int, count: int
+) -> Callable[[int], Any]:
+    """Process ``index`` of ``count``'s input as a function of an integer: ``"train"``
+    batches by step, ``"eval"`` batches of ``split`` by number
+    (:func:`~vjax.data.pipeline.eval_batch`), or ``"views"``: the multi-view test's views by
+    video (:func:`~vjax.data.multiview.views_and_label`)."""
+    if kind not in KINDS:
+        raise ValueError(f"unknown input kind {kind!r}; valid: {KINDS}")
+    if kind == "train":
+        return host_batches(builder, config, index, count)
+    source = builder.as_data_source(split)
+    if kind == "views":
+        names = dataset_class_names(builder)
+        return views_and_label(source, config.input, names, index, count)
+    transform = transforms_for(builder, config.input)["eval_transform"]
+    size = config.input.global_batch_size
+    return functools.partial(eval_batch, source, size, process_index=index,
+                             process_count=count, transform=transform)  # fmt: skip
+
+
+def worker_data_function(config_json: str, *args: Any) -> Callable[[int], Any]:
+    """:func:`data_function` inside a loader process, its builder rebuilt (prepared already,
+    so only opened) from the config's JSON."""
+    from vjax.config_utils import config_from_json
+
+    config = config_from_json(config_json)
+    return data_function(load_dataset(config.dataset), config, *args)
