@@ -19,12 +19,7 @@ def load(path: str) -> tuple[Any, Any, dict]:
     for ``model.apply(variables, video, train=False)``; the video is normalised as in training
     (``vjax.step.normalize_video`` with ``config.input.mean``/``std``).
     """
-    from vjax.checkpoint import read_checkpoint
-    from vjax.config_utils import config_from_json
-    from vjax.models import build_model
-    from vjax.tasks import head_sizes
+    from vjax.predict import load_model
 
-    metadata, variables, _ = read_checkpoint(path)
-    config = config_from_json(metadata["config"])
-    model = build_model(config.model, head_sizes(metadata["class_names"]), config.train.dtype)
+    config, model, variables, _ = load_model(path)
     return config, model, variables

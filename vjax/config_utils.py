@@ -134,7 +134,7 @@ def recipe_config(
     warmup = int(opt.pop("warmup_epochs") * data["train_size"] // batch)
     fields = {k: v for k, v in data.items() if k not in ("num_classes", "train_size")}
     c.dataset = ml_collections.ConfigDict(dict(dict(data_dir="", src="", short_side=256), **fields))
-    c.input = ml_collections.ConfigDict(dict(num_workers=-1, **recipe["input"]))  # all cores
+    c.input = ml_collections.ConfigDict({"num_workers": -1, **recipe["input"]})  # all cores
     c.optimizer.update(dict(opt, warmup_steps=warmup, end_lr=0.0))
     c.train.update(
         num_steps=steps,

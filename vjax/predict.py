@@ -17,12 +17,13 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import numpy as np
 
-from vjax.tasks import ClassNames, concat_classes, head_sizes, split_classes
+from vjax.data.multiview import log_softmax
+from vjax.tasks import ClassNames, concat_classes, head_sizes, is_multitask, split_classes
 
 
 def load_model(path: str) -> tuple[Any, Any, dict, dict]:
@@ -31,7 +32,6 @@ def load_model(path: str) -> tuple[Any, Any, dict, dict]:
     from vjax.checkpoint import read_checkpoint
     from vjax.config_utils import config_from_json
     from vjax.models import build_model
-    from vjax.tasks import head_sizes
 
     metadata, variables, _ = read_checkpoint(path)
     config = config_from_json(metadata["config"])
@@ -66,17 +66,12 @@ def _trained_fps(config: Any) -> float:
 def _top(logits: np.ndarray, names: ClassNames, k: int) -> list[dict[str, Any]] | dict:
     """The ``k`` most likely labels with their softmax scores; ``{task: [...]}`` for a
     multi-task model (``names`` a mapping, ``logits`` concatenated over the tasks)."""
-    if isinstance(names, Mapping):
+    if is_multitask(names):
         parts = split_classes(logits, head_sizes(names))
         return {task: _top(parts[task], task_names, k) for task, task_names in names.items()}
-    probs = _softmax(logits)
+    probs = np.exp(log_softmax(logits))
     order = np.argsort(-probs, kind="stable")[:k]
     return [{"label": names[i], "score": float(probs[i])} for i in order]
-
-
-def _softmax(x: np.ndarray) -> np.ndarray:
-    e = np.exp(x - x.max(axis=-1, keepdims=True))
-    return e / e.sum(axis=-1, keepdims=True)
 
 
 def predict_files(

@@ -41,13 +41,6 @@ def head_sizes(class_names: ClassNames) -> int | dict[str, int]:
     return len(class_names)
 
 
-def task_sizes(num_classes: int | Mapping[str, int]) -> dict[str, int]:
-    """``{task: K}`` of a model's ``num_classes`` (one task is named ``"label"``)."""
-    if isinstance(num_classes, Mapping):
-        return dict(num_classes)
-    return {SINGLE_TASK: int(num_classes)}
-
-
 def split_classes(values: Any, sizes: Mapping[str, int]) -> dict[str, Any]:
     """``{task: values[..., its classes]}`` of an array concatenated over the tasks' classes
     (NumPy or JAX)."""

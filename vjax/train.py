@@ -39,7 +39,7 @@ from vjax.step import (
     make_train_step,
     normalize_video,
 )
-from vjax.tasks import head_sizes
+from vjax.tasks import head_sizes, is_multitask
 
 log = logging.getLogger(__name__)
 
@@ -143,6 +143,11 @@ def compile_steps(exp: Experiment):
     return train_step, eval_step
 
 
+def _num_examples(exp: Experiment, split: str) -> int:
+    """The size of ``split``, from the dataset's info (no reader opened)."""
+    return exp.builder.info.splits[split].num_examples
+
+
 def _named(metrics: dict[str, Any], names: list[str]) -> dict[str, Any]:
     """One task's metrics with per-class accuracy keyed by class (None where absent)."""
     per_class = [None if math.isnan(a) else a for a in metrics["per_class_accuracy"]]
@@ -152,7 +157,7 @@ def _named(metrics: dict[str, Any], names: list[str]) -> dict[str, Any]:
 def _report(exp: Experiment, split: str, metrics: dict[str, Any]) -> dict[str, Any]:
     """Metrics with class names (per task for multi-task data)."""
     names = exp.class_names
-    if isinstance(names, dict):
+    if is_multitask(names):
         tasks = {t: _named(m, names[t]) for t, m in metrics["tasks"].items()}
         metrics = {**metrics, "tasks": tasks}
     else:
@@ -165,20 +170,21 @@ def evaluate(exp: Experiment, eval_step, variables: Any, split: str) -> dict[str
     view per example (the centre clip and crop for stored whole videos)."""
     from jax.experimental import multihost_utils
 
-    number = num_eval_batches(
-        len(exp.builder.as_data_source(split)), exp.config.input.global_batch_size
-    )
+    number = num_eval_batches(_num_examples(exp, split), exp.config.input.global_batch_size)
     logits, labels, masks = [], [], []
-    with _data_map(exp, "eval", split, number) as batches:
-        with jax.set_mesh(exp.mesh), nn.logical_axis_rules(exp.rules):
-            for batch in map(batches, range(number)):
-                video = parallel.global_batch({"video": batch["video"]}, exp.batch_sharding)
-                out = eval_step(variables, video)  # a global array, sharded over hosts
-                logits.append(np.asarray(multihost_utils.process_allgather(out, tiled=True)))
-                local = {"label": batch["label"], "mask": batch["mask"]}
-                gathered = multihost_utils.process_allgather(local, tiled=True)
-                labels.append(np.asarray(gathered["label"]))
-                masks.append(np.asarray(gathered["mask"]) > 0)
+    with (
+        _data_map(exp, "eval", split, number) as batches,
+        jax.set_mesh(exp.mesh),
+        nn.logical_axis_rules(exp.rules),
+    ):
+        for batch in map(batches, range(number)):
+            video = parallel.global_batch({"video": batch["video"]}, exp.batch_sharding)
+            out = eval_step(variables, video)  # a global array, sharded over hosts
+            logits.append(np.asarray(multihost_utils.process_allgather(out, tiled=True)))
+            local = {"label": batch["label"], "mask": batch["mask"]}
+            gathered = multihost_utils.process_allgather(local, tiled=True)
+            labels.append(np.asarray(gathered["label"]))
+            masks.append(np.asarray(gathered["mask"]) > 0)
     keep = np.concatenate(masks)
     scores, labels_all = np.concatenate(logits)[keep], np.concatenate(labels)[keep]
     return _report(exp, split, task_metrics(scores, labels_all, exp.class_names))
@@ -203,7 +209,7 @@ def evaluate_views(exp: Experiment, eval_step, variables: Any, split: str) -> di
     def gather(local):
         return multihost_utils.process_allgather(local, tiled=True)
 
-    per_process = -(-len(exp.builder.as_data_source(split)) // count)
+    per_process = -(-_num_examples(exp, split) // count)
     with _data_map(exp, "views", split, per_process) as video_views:
         metrics = evaluate_all_views(
             apply,

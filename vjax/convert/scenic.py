@@ -43,7 +43,7 @@ from flax import traverse_util
 from vjax.convert.common import ConversionError, check_tree_matches, pretrained_config
 from vjax.convert.torchvision import expected_variables
 from vjax.convert.vit import NUMERICS, FlatSource, flatten, flax_encoder, split_cls_row
-from vjax.tasks import ClassNames, head_sizes, task_sizes
+from vjax.tasks import ClassNames, head_sizes, split_classes
 
 # scenic attention_config.type -> vjax ViViT variant.
 ATTENTION_TYPES = {
@@ -254,12 +254,10 @@ def from_scenic(
         _stage(src, "Transformer", "cls", "", grid[0] * space, out)
     kernel, bias = src.take("output_projection/kernel"), src.take("output_projection/bias")
     sizes = _head_sizes(config.get("dataset_configs") or {}, bias)
-    start = 0
-    for task, size in task_sizes(sizes).items():
-        head = "head" if isinstance(sizes, int) else task
-        out[f"classifier/{head}/kernel"] = kernel[:, start : start + size]
-        out[f"classifier/{head}/bias"] = bias[start : start + size]
-        start += size
+    heads = {"head": sizes} if isinstance(sizes, int) else sizes  # vjax's parameter names
+    for part, values in (("kernel", kernel), ("bias", bias)):
+        for head, block in split_classes(values, heads).items():
+            out[f"classifier/{head}/{part}"] = block
     src.leftovers()
     variables = {"params": traverse_util.unflatten_dict(out, sep="/")}
     check_tree_matches(variables, expected_variables(model, sizes, clip))

@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from vjax.tasks import ClassNames, head_sizes, label_columns, split_classes
+from vjax.tasks import ClassNames, head_sizes, is_multitask, label_columns, split_classes
 
 
 def video_scores(
@@ -115,7 +115,7 @@ def classification_metrics(scores: np.ndarray, labels: np.ndarray) -> dict[str, 
         per_class[c] = top1[labels == c].mean()
     confusion = np.zeros((num_classes, num_classes), np.int64)
     np.add.at(confusion, (labels, ranked[:, 0]), 1)
-    log_probs = _log_softmax(scores)
+    log_probs = log_softmax(scores)
     return {
         "num_videos": len(scores),
         "loss": float(-log_probs[np.arange(len(labels)), labels].mean()),
@@ -134,7 +134,7 @@ def task_metrics(scores: np.ndarray, labels: np.ndarray, class_names: ClassNames
     of the joint prediction (Epic-Kitchens' action accuracy: a video counts when every task is
     right; the top 5 are the most likely label combinations under the product of the tasks'
     softmaxes)."""
-    if not isinstance(class_names, Mapping):
+    if not is_multitask(class_names):
         return classification_metrics(scores, labels)
     sizes = head_sizes(class_names)
     per_task = split_classes(np.asarray(scores, np.float32), sizes)
@@ -157,7 +157,7 @@ def joint_topk_accuracy(
     joint top ``k`` (the product is increasing in every factor), so the search is ``k^tasks``
     combinations per video, not every combination of classes."""
     hits = []
-    log_probs = {t: _log_softmax(s) for t, s in scores.items()}
+    log_probs = {t: log_softmax(s) for t, s in scores.items()}
     for i in range(len(next(iter(labels.values())))):
         candidates = [(0.0, ())]
         for lp in log_probs.values():
@@ -169,9 +169,10 @@ def joint_topk_accuracy(
     return float(np.mean(hits))
 
 
-def _log_softmax(scores: np.ndarray) -> np.ndarray:
-    shifted = scores - scores.max(axis=1, keepdims=True)
-    return shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
+def log_softmax(scores: np.ndarray) -> np.ndarray:
+    """Log-softmax over the last axis (the classes), computed stably."""
+    shifted = scores - scores.max(axis=-1, keepdims=True)
+    return shifted - np.log(np.exp(shifted).sum(axis=-1, keepdims=True))
 
 
 def views_and_label(

@@ -33,7 +33,7 @@ from typing import Any
 import numpy as np
 
 from vjax.data import augment, sampling
-from vjax.tasks import ClassNames, head_sizes, task_class_names
+from vjax.tasks import ClassNames, is_multitask, task_class_names
 
 # Keys of config.input that belong to the trainer, not to clip making.
 TRAINER_KEYS = ("global_batch_size", "mean", "std", "clip", "num_workers")
@@ -133,9 +133,9 @@ def _decode_indices(frames: Sequence, indices: np.ndarray, box, size: int, flip:
 def label_reader(class_names: ClassNames) -> Callable[[Mapping[str, Any]], Any]:
     """``label(example)``: its int ``label``, or (several tasks, ``class_names`` a mapping)
     the int32 vector of its tasks' labels, read from the features named by the tasks."""
-    tasks = list(task_class_names(class_names))
-    if not isinstance(class_names, Mapping):
+    if not is_multitask(class_names):
         return lambda example: int(example["label"])
+    tasks = list(class_names)
     return lambda example: np.asarray([example[t] for t in tasks], np.int32)
 
 
@@ -145,9 +145,9 @@ def make_train_transform(
     """``transform(example, rng) -> (uint8 (T, S, S, 3) clip, label)`` for training
     (``label``: see :func:`label_reader`; a flip remaps it by ``flip_label_map``, one task
     only)."""
-    if isinstance(class_names, Mapping) and options.flip_label_map:
+    several = is_multitask(class_names)
+    if several and options.flip_label_map:
         raise ValueError("input.flip_label_map remaps one task's labels; this data has several")
-    several = isinstance(class_names, Mapping)
     flip_map = {} if several else augment.flip_map_from_names(options.flip_label_map, class_names)
     read_label = label_reader(class_names)
     size = options.crop_size
@@ -276,11 +276,9 @@ def transforms_for(builder, input_config: Mapping[str, Any] | None) -> dict[str,
 
     options = InputOptions.from_config(input_config)
     names = dataset_class_names(builder)
-    sizes = head_sizes(names)
+    sizes = [len(task_names) for task_names in task_class_names(names).values()]
     return {
         "transform": make_train_transform(options, names),
-        "batch_transform": make_batch_transform(
-            options, list(sizes.values()) if isinstance(sizes, dict) else sizes
-        ),
+        "batch_transform": make_batch_transform(options, sizes),
         "eval_transform": make_eval_transform(options, names),
     }

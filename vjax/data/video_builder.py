@@ -311,12 +311,11 @@ def _beam_examples(
 
 def _read_entries(path: epath.Path) -> list[tuple[int, VideoEntry]]:
     """The ``(index, entry)`` pairs of a split's listing file (JSON; labels back to tuples)."""
-    rows = json.loads(path.read_text())
-    return [
-        (i, VideoEntry(**{**row, "label": row["label"] if isinstance(row["label"], str)
-                          else tuple(row["label"])}))
-        for i, row in enumerate(rows)
-    ]  # fmt: skip
+    entries = []
+    for i, row in enumerate(json.loads(path.read_text())):
+        label = row["label"] if isinstance(row["label"], str) else tuple(row["label"])
+        entries.append((i, VideoEntry(**{**row, "label": label})))
+    return entries
 
 
 def _encode_at(item: tuple[int, VideoEntry], settings: VideoSettings):
