@@ -97,3 +97,20 @@ def test_loader_processes_make_the_same_batches_in_any_call_order():
             np.testing.assert_array_equal(got["video"], direct(step)["video"])
     finally:
         batches.close()
+
+
+def test_one_loader_per_core_is_capped(monkeypatch):
+    """``input.num_workers=-1``: one process per core, at most MAX_AUTO_WORKERS (each holds
+    its own dataset reader); explicit counts are taken as given."""
+    import ml_collections
+
+    from vjax import train
+
+    def workers(value, cores):
+        monkeypatch.setattr(train.os, "cpu_count", lambda: cores)
+        config = ml_collections.ConfigDict({"input": {"num_workers": value}})
+        return train._num_workers(config)
+
+    assert workers(-1, 2) == 2
+    assert workers(-1, 200) == train.MAX_AUTO_WORKERS == 32
+    assert workers(48, 200) == 48 and workers(0, 200) == 0
