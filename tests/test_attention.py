@@ -102,22 +102,28 @@ def _loss_and_grads(implementation: str):
 def test_pallas_kernel_runs_per_shard_under_a_sharded_jit(mesh):
     """``pallas_call`` has no partitioning rule: without ``shard_map`` XLA gathers q, k, v onto
     every device (63 all-gathers in this step). Per shard, the compiled step has none, and
-    its loss and gradients equal the unsharded XLA path's."""
+    its loss and gradients equal the unsharded XLA path's. The kernel it caches (one head per
+    device) then still serves an unsharded call (it holds no tracer or manual-mesh array)."""
     q, k, v = _qkv((4, 37, 2, 64), seed=9)
     sharding = NamedSharding(mesh, PartitionSpec("data", None, "tensor", None))
     step = jax.jit(_loss_and_grads("pallas"), in_shardings=(sharding,) * 3)
     with set_interpret(), jax.set_mesh(mesh), nn.logical_axis_rules(RULES):
         assert batch_heads_spec(q.shape) == PartitionSpec(("data",), None, ("tensor",), None)
-        compiled = step.lower(q, k, v).compile()
-        loss, grads = compiled(*(jax.device_put(x, sharding) for x in (q, k, v)))
+        args = [jax.device_put(x, sharding) for x in (q, k, v)]
+        compiled = step.lower(*args).compile()
+        loss, grads = compiled(*args)
     assert "all-gather" not in compiled.as_text()
     expected_loss, expected_grads = jax.jit(_loss_and_grads("xla"))(q, k, v)
     np.testing.assert_allclose(loss, expected_loss, rtol=1e-5)
     for got, want in zip(grads, expected_grads, strict=True):
         np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
+    one_head = tuple(x[:, :, :1] for x in (q, k, v))
+    with set_interpret():
+        got = dot_product_attention(*one_head, implementation="pallas")
+    np.testing.assert_allclose(got, _reference(*one_head), rtol=1e-4, atol=1e-4)
 
 
-def test_cudnnsequence_lengths_follow_the_batch_sharding(mesh):
+def test_cudnn_sequence_lengths_follow_the_batch_sharding(mesh):
     """The padded (cuDNN) formulation's per-example lengths are sharded like q's batch, so
     the data-sharded step needs no gather; heads that do not divide stay whole."""
     q = np.zeros((8, 37, 3, 8), np.float32)  # 3 heads: not divisible by tensor=2

@@ -35,6 +35,7 @@ from collections.abc import Iterator
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jax.sharding import PartitionSpec
 
 IMPLEMENTATIONS = ("auto", "xla", "cudnn", "pallas")
@@ -138,11 +139,17 @@ def padded_attention(
 
 @functools.lru_cache(maxsize=64)
 def _splash_kernel(heads: int, length: int, interpret: bool):
+    """The kernel for ``heads`` heads of ``length`` tokens, built once. Its mask arrays are
+    kept as NumPy constants: a cached jax array would carry the trace, mesh or device it was
+    first made under (a tracer of that trace, a ``shard_map``'s manual mesh) into every
+    later use."""
     from jax.experimental.pallas.ops.tpu.splash_attention import splash_attention_kernel as sk
     from jax.experimental.pallas.ops.tpu.splash_attention import splash_attention_mask as sm
 
     mask = sm.MultiHeadMask([sm.FullMask((length, length)) for _ in range(heads)])
-    return sk.make_splash_mha(mask, head_shards=1, q_seq_shards=1, interpret=interpret)
+    with jax.ensure_compile_time_eval():  # concrete arrays even when built inside a trace
+        kernel = sk.make_splash_mha(mask, head_shards=1, q_seq_shards=1, interpret=interpret)
+    return jax.tree.map(np.asarray, kernel)  # the kernel is a pytree of its mask arrays
 
 
 def pallas_attention(q: jax.Array, k: jax.Array, v: jax.Array) -> jax.Array:
@@ -152,22 +159,27 @@ def pallas_attention(q: jax.Array, k: jax.Array, v: jax.Array) -> jax.Array:
     whole onto every device. So on a mesh the kernel runs in ``shard_map`` on each device's
     own examples and heads (:func:`batch_heads_spec`).
     """
+    length, heads = q.shape[1:3]
     spec = batch_heads_spec(q.shape)
+    if spec is not None and spec[2]:  # each device holds a slice of the heads
+        axes = (spec[2],) if isinstance(spec[2], str) else spec[2]
+        heads //= math.prod(jax.sharding.get_abstract_mesh().shape[a] for a in axes)
+    kernel = _splash_kernel(heads, padded_length(length, PALLAS_PAD), _INTERPRET["pallas"])
+    attend = functools.partial(_splash_attention, kernel=kernel)
     if spec is None:
-        return _splash_attention(q, k, v)
-    return jax.shard_map(
-        _splash_attention, in_specs=(spec, spec, spec), out_specs=spec, check_vma=False
-    )(q, k, v)
+        return attend(q, k, v)
+    return jax.shard_map(attend, in_specs=(spec, spec, spec), out_specs=spec, check_vma=False)(
+        q, k, v
+    )
 
 
-def _splash_attention(q: jax.Array, k: jax.Array, v: jax.Array) -> jax.Array:
-    """The splash kernel on whole arrays. Segment id 1 marks real tokens and 0 padding, so
+def _splash_attention(q: jax.Array, k: jax.Array, v: jax.Array, *, kernel) -> jax.Array:
+    """The splash ``kernel`` on whole arrays. Segment id 1 marks real tokens and 0 padding, so
     real queries attend to real keys only (padded queries see only padding, sliced away)."""
     from jax.experimental.pallas.ops.tpu.splash_attention import splash_attention_kernel as sk
 
-    length, heads, head_dim = q.shape[1:]
+    length, _, head_dim = q.shape[1:]
     padded = padded_length(length, PALLAS_PAD)
-    kernel = _splash_kernel(heads, padded, _INTERPRET["pallas"])
     segments = (jnp.arange(padded) < length).astype(jnp.int32)
     segment_ids = sk.SegmentIds(q=segments, kv=segments)
 
