@@ -98,7 +98,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
             eval_every=200,
             checkpoint_every=200,
             keep_checkpoints=2,
-            dtype="float32",  # "bfloat16": bf16 compute, f32 parameters and optimiser state
+            # "bfloat16": bf16 compute, f32 parameters and optimiser state; "float16" adds
+            # dynamic loss scaling (GPUs without bfloat16)
+            dtype="float32",
             # BatchNorm models: recompute statistics on this many train batches before each
             # evaluation (precise BN); 0 keeps the running averages.
             precise_bn_batches=0,

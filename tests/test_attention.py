@@ -5,19 +5,23 @@ On CPU we can run the XLA path, the padded-and-masked formulation the cuDNN path
 themselves only run on their hardware.
 """
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from jax.sharding import NamedSharding, PartitionSpec
 
 from vjax.models.attention import (
     CUDNN_PAD,
     MIN_FUSED_LENGTH,
+    batch_heads_spec,
     dot_product_attention,
     grid_attention,
     padded_attention,
     padded_length,
     resolve_implementation,
+    sequence_lengths,
     set_interpret,
 )
 
@@ -74,6 +78,70 @@ def test_pallas_splash_kernel_in_interpret_mode_matches():
     with set_interpret():
         got = dot_product_attention(q, k, v, implementation="pallas")
     np.testing.assert_allclose(got, _reference(q, k, v), rtol=1e-4, atol=1e-4)
+
+
+# 8 host devices: the batch over "data" (4), the heads over "tensor" (2), as the config's
+# rules map them.
+RULES = (("batch", ("data", "fsdp")), ("heads", "tensor"))
+
+
+@pytest.fixture(scope="module")
+def mesh():
+    from vjax.parallel import make_mesh
+
+    return make_mesh([("data", 4), ("fsdp", 1), ("tensor", 2)])
+
+
+def _loss_and_grads(implementation: str):
+    def loss(q, k, v):
+        return jnp.sum(dot_product_attention(q, k, v, implementation=implementation) ** 2)
+
+    return jax.value_and_grad(loss, (0, 1, 2))
+
+
+def test_pallas_kernel_runs_per_shard_under_a_sharded_jit(mesh):
+    """``pallas_call`` has no partitioning rule: without ``shard_map`` XLA gathers q, k, v onto
+    every device (63 all-gathers in this step). Per shard, the compiled step has none, and
+    its loss and gradients equal the unsharded XLA path's. The kernel it caches (one head per
+    device) then still serves an unsharded call (it holds no tracer or manual-mesh array)."""
+    q, k, v = _qkv((4, 37, 2, 64), seed=9)
+    sharding = NamedSharding(mesh, PartitionSpec("data", None, "tensor", None))
+    step = jax.jit(_loss_and_grads("pallas"), in_shardings=(sharding,) * 3)
+    with set_interpret(), jax.set_mesh(mesh), nn.logical_axis_rules(RULES):
+        assert batch_heads_spec(q.shape) == PartitionSpec(("data",), None, ("tensor",), None)
+        args = [jax.device_put(x, sharding) for x in (q, k, v)]
+        compiled = step.lower(*args).compile()
+        loss, grads = compiled(*args)
+    assert "all-gather" not in compiled.as_text()
+    expected_loss, expected_grads = jax.jit(_loss_and_grads("xla"))(q, k, v)
+    np.testing.assert_allclose(loss, expected_loss, rtol=1e-5)
+    for got, want in zip(grads, expected_grads, strict=True):
+        np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
+    one_head = tuple(x[:, :, :1] for x in (q, k, v))
+    with set_interpret():
+        got = dot_product_attention(*one_head, implementation="pallas")
+    np.testing.assert_allclose(got, _reference(*one_head), rtol=1e-4, atol=1e-4)
+
+
+def test_cudnn_sequence_lengths_follow_the_batch_sharding(mesh):
+    """The padded (cuDNN) formulation's per-example lengths are sharded like q's batch, so
+    the data-sharded step needs no gather; heads that do not divide stay whole."""
+    q = np.zeros((8, 37, 3, 8), np.float32)  # 3 heads: not divisible by tensor=2
+    sharding = NamedSharding(mesh, PartitionSpec("data"))
+    with jax.set_mesh(mesh), nn.logical_axis_rules(RULES):
+        assert batch_heads_spec(q.shape) == PartitionSpec(("data",), None, None, None)
+        lengths = jax.jit(lambda q: sequence_lengths(q, 37), in_shardings=sharding)(q)
+        step = jax.jit(_loss_and_grads_padded, in_shardings=(sharding,) * 3)
+        compiled = step.lower(q, q, q).compile()
+    assert lengths.sharding.spec == PartitionSpec(("data",)) and lengths.tolist() == [37] * 8
+    assert "all-gather" not in compiled.as_text()
+    assert batch_heads_spec(q.shape) is None  # outside a mesh nothing is constrained
+
+
+def _loss_and_grads_padded(q, k, v):
+    return jax.value_and_grad(
+        lambda q, k, v: jnp.sum(padded_attention(q, k, v, implementation="xla") ** 2), (0, 1, 2)
+    )(q, k, v)
 
 
 def test_auto_picks_xla_on_cpu_and_rejects_unknown_kernels():

@@ -25,16 +25,25 @@ def learning_rate_schedule(opt: Mapping[str, Any], num_steps: int) -> optax.Sche
     )
 
 
+def is_weight(path: tuple) -> bool:
+    """Whether the parameter at ``path`` is a weight a layer multiplies its input by (a dense
+    matrix, a conv kernel, an attention projection): flax names these ``kernel`` and vjax's
+    own layers ``<role>_kernel`` (``query_kernel``, ``out_kernel``). Biases, norm scales,
+    position tables and class/mask tokens are not weights. ``path`` is a tree path; the last
+    dictionary key names the parameter (a logical-axis box adds an attribute key after it)."""
+    keys = [k.key for k in path if isinstance(k, jax.tree_util.DictKey)]
+    name = str(keys[-1]) if keys else ""
+    return name == "kernel" or name.endswith("_kernel")
+
+
 def decay_mask(params: Any) -> Any:
-    """True where weight decay applies: weight matrices (``kernel``) only.
+    """True where weight decay applies: the weights (:func:`is_weight`), nothing else.
 
-    Norm scales, biases, position embeddings and class tokens are left undecayed.
+    ``tests/test_decay_mask.py`` checks on every model family that these are exactly the
+    parameters that enter a matrix product or convolution. BatchNorm statistics live outside
+    ``params`` and never reach the optimiser.
     """
-
-    def applies(path, _) -> bool:
-        return any(getattr(p, "key", None) == "kernel" for p in path)
-
-    return jax.tree_util.tree_map_with_path(applies, params)
+    return jax.tree_util.tree_map_with_path(lambda path, _: is_weight(path), params)
 
 
 def make_optimizer(opt: Mapping[str, Any], num_steps: int) -> optax.GradientTransformation:

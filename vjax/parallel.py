@@ -106,6 +106,19 @@ def global_batch(local: dict[str, np.ndarray], sharding: NamedSharding) -> dict[
     }
 
 
+def process_rows(array: jax.Array) -> np.ndarray:
+    """This process's rows of a batch-sharded global array, in the order of the local rows
+    :func:`global_batch` took them from (``make_array_from_process_local_data`` places them
+    on the process's global rows in increasing order). A process's rows need not be one block
+    of the global batch (e.g. ``fsdp`` spanning processes, or ``fsdp`` listed before ``data``),
+    so outputs are paired with local labels this way, never by slicing a gathered array.
+    """
+    pieces: dict[int, jax.Array] = {}
+    for shard in array.addressable_shards:
+        pieces.setdefault(shard.index[0].start or 0, shard.data)  # replicas hold equal rows
+    return np.concatenate([np.asarray(pieces[start]) for start in sorted(pieces)])
+
+
 class ReplicationError(ValueError):
     """A large parameter or optimiser tensor is whole on every device of a model-parallel mesh."""
 

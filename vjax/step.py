@@ -11,19 +11,22 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from vjax.loss_scale import initial_loss_scale, keep_if_finite, scaled_value_and_grad
 from vjax.tasks import concat_classes, label_columns, split_classes, task_outputs
 
 
 @flax.struct.dataclass
 class TrainState:
-    """Everything a run needs to continue: the step, parameters, optimiser state and the model's
+    """Everything a run needs to continue: the step, parameters, optimiser state, the model's
     other variable collections (``model_state``, e.g. BatchNorm's ``batch_stats``; empty for
-    transformers)."""
+    transformers) and, for float16 compute, the dynamic loss scale
+    (:mod:`vjax.loss_scale`; None otherwise)."""
 
     step: jax.Array
     params: Any
     opt_state: Any
     model_state: Any = flax.struct.field(default_factory=dict)
+    loss_scale: Any = None
 
     @property
     def variables(self) -> dict[str, Any]:
@@ -35,14 +38,21 @@ def make_init_state(
     model: nn.Module, tx: optax.GradientTransformation, clip_shape: Sequence[int]
 ) -> Callable[[jax.Array], TrainState]:
     """Returns ``init(key) -> TrainState`` for clips of ``clip_shape`` (T, H, W, C): step 0,
-    the model's parameters and other collections, the optimiser's initial state. Parameters
-    keep their logical-axis boxes, so ``jax.eval_shape`` of it gives the shardings."""
+    the model's parameters and other collections, the optimiser's initial state, a loss scale
+    when the model computes in float16. Parameters keep their logical-axis boxes, so
+    ``jax.eval_shape`` of it gives the shardings."""
 
     def init(key: jax.Array) -> TrainState:
         dummy = jnp.zeros((1, *clip_shape), jnp.float32)
         variables = dict(model.init({"params": key}, dummy, train=False))
         params = variables.pop("params")
-        return TrainState(jnp.zeros((), jnp.int32), params, tx.init(params), variables)
+        return TrainState(
+            jnp.zeros((), jnp.int32),
+            params,
+            tx.init(params),
+            variables,
+            initial_loss_scale(model.dtype),
+        )
 
     return init
 
@@ -114,7 +124,11 @@ def make_train_step(
     std: Sequence[float],
     label_smoothing: float = 0.0,
 ) -> Callable[[TrainState, dict[str, jax.Array], jax.Array], tuple[TrainState, dict]]:
-    """Returns ``step(state, batch, key) -> (state, metrics)``; dropout keys fold in the step."""
+    """Returns ``step(state, batch, key) -> (state, metrics)``; dropout keys fold in the step.
+
+    With a loss scale (float16) a step whose gradients overflow leaves parameters, optimiser
+    and model state as they were, halves the scale and reports ``skipped`` 1 and
+    ``grad_norm`` 0; ``loss_scale`` is the scale the step used."""
 
     def train_step(state: TrainState, batch: dict[str, jax.Array], key: jax.Array):
         video = normalize_video(batch["video"], mean, std, model.dtype)
@@ -131,11 +145,20 @@ def make_train_step(
             loss, metrics = task_losses(logits, batch, label_smoothing)
             return loss, (metrics, model_state)
 
-        (_, (metrics, model_state)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+        grad_fn = scaled_value_and_grad(loss_fn, state.loss_scale)
+        loss_scale, finite, (_, (metrics, model_state)), grads = grad_fn(state.params)
         updates, opt_state = tx.update(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
         metrics["grad_norm"] = optax.tree_utils.tree_norm(grads)
-        new_state = TrainState(state.step + 1, params, opt_state, dict(model_state))
+        model_state = dict(model_state)
+        if loss_scale is not None:  # float16: an overflowing step only lowers the scale
+            new = (params, opt_state, model_state)
+            old = (state.params, state.opt_state, state.model_state)
+            params, opt_state, model_state = keep_if_finite(finite, new, old)
+            metrics["grad_norm"] = jnp.where(finite, metrics["grad_norm"], 0.0)
+            metrics["skipped"] = 1.0 - finite.astype(jnp.float32)
+            metrics["loss_scale"] = state.loss_scale.scale
+        new_state = TrainState(state.step + 1, params, opt_state, model_state, loss_scale)
         return new_state, metrics
 
     return train_step

@@ -179,15 +179,14 @@ def evaluate(exp: Experiment, eval_step, variables: Any, split: str) -> dict[str
     ):
         for batch in map(batches, range(number)):
             video = parallel.global_batch({"video": batch["video"]}, exp.batch_sharding)
-            out = eval_step(variables, video)  # a global array, sharded over hosts
-            logits.append(np.asarray(multihost_utils.process_allgather(out, tiled=True)))
-            local = {"label": batch["label"], "mask": batch["mask"]}
-            gathered = multihost_utils.process_allgather(local, tiled=True)
-            labels.append(np.asarray(gathered["label"]))
-            masks.append(np.asarray(gathered["mask"]) > 0)
-    keep = np.concatenate(masks)
-    scores, labels_all = np.concatenate(logits)[keep], np.concatenate(labels)[keep]
-    return _report(exp, split, task_metrics(scores, labels_all, exp.class_names))
+            # This process's logits, row for row with its own labels and masks.
+            logits.append(parallel.process_rows(eval_step(variables, video)))
+            labels.append(np.asarray(batch["label"]))
+            masks.append(np.asarray(batch["mask"]) > 0)
+    local = [np.concatenate(x) for x in (logits, labels, masks)]
+    scores, labels_all, keep = map(np.asarray, multihost_utils.process_allgather(local, tiled=True))
+    metrics = task_metrics(scores[keep], labels_all[keep], exp.class_names)
+    return _report(exp, split, metrics)
 
 
 def evaluate_views(exp: Experiment, eval_step, variables: Any, split: str) -> dict[str, Any]:
@@ -203,8 +202,7 @@ def evaluate_views(exp: Experiment, eval_step, variables: Any, split: str) -> di
     def apply(views: np.ndarray) -> np.ndarray:
         batch = parallel.global_batch({"video": views}, exp.batch_sharding)
         with jax.set_mesh(exp.mesh), nn.logical_axis_rules(exp.rules):
-            logits = multihost_utils.process_allgather(eval_step(variables, batch), tiled=True)
-        return np.asarray(logits)[index * chunk : (index + 1) * chunk]  # this process's rows
+            return parallel.process_rows(eval_step(variables, batch))
 
     def gather(local):
         return multihost_utils.process_allgather(local, tiled=True)

@@ -7,9 +7,11 @@ head_dim)`` arrays and dispatches:
   takes half-precision inputs and refuses some sequence lengths (ViT-style lengths such as
   3137 = 16 * 14 * 14 + cls), so the sequence is zero-padded to a multiple of
   :data:`CUDNN_PAD` and the padding is masked out with ``query_seq_lengths`` /
-  ``key_value_seq_lengths``; the result is sliced back. Every variant gets the fast path.
+  ``key_value_seq_lengths`` (sharded over the batch like q); the result is sliced back. Every
+  variant gets the fast path.
 * ``"pallas"``: the Pallas splash-attention kernel for TPU, padded to its block size
   :data:`PALLAS_PAD`, with segment ids masking the padding (real queries see only real keys).
+  On a mesh it runs per shard of batch and heads (``shard_map``), never on gathered arrays.
 * ``"xla"``: the plain XLA softmax(QK^T)V, which runs everywhere.
 * ``"auto"`` (default): ``cudnn`` on GPU for float16/bfloat16 inputs, ``pallas`` on TPU,
   ``xla`` otherwise (float32 on GPU stays on XLA: cuDNN's fused kernel has no float32 mode),
@@ -30,8 +32,11 @@ import functools
 import math
 from collections.abc import Iterator
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import numpy as np
+from jax.sharding import PartitionSpec
 
 IMPLEMENTATIONS = ("auto", "xla", "cudnn", "pallas")
 CUDNN_PAD = 64  # sequence padding for cuDNN flash attention
@@ -80,6 +85,34 @@ def padded_length(length: int, multiple: int = CUDNN_PAD) -> int:
     return -(-length // multiple) * multiple
 
 
+def batch_heads_spec(shape: tuple[int, ...]) -> PartitionSpec | None:
+    """How a ``(batch, length, heads, head_dim)`` array is split over the mesh in context
+    (``jax.set_mesh``) by the logical rules in context (``nn.logical_axis_rules``): the mesh
+    axes (of size > 1) of ``batch`` and ``heads``, each kept only where it divides that
+    dimension. None when nothing is split: outside a mesh, without rules, on one device."""
+    mesh = jax.sharding.get_abstract_mesh()
+    rules = nn.get_logical_axis_rules()
+    if mesh.empty or not rules:
+        return None
+    logical = nn.logical_to_mesh_axes(("batch", None, "heads", None), rules)
+    dims = []
+    for size, names in zip(shape, logical, strict=True):
+        names = (names,) if isinstance(names, str) else names or ()
+        axes = tuple(a for a in names if mesh.shape.get(a, 1) > 1)
+        dims.append(axes if axes and size % math.prod(mesh.shape[a] for a in axes) == 0 else None)
+    return PartitionSpec(*dims) if any(dims) else None
+
+
+def sequence_lengths(q: jax.Array, length: int) -> jax.Array:
+    """``(batch,)`` lengths for cuDNN's masking, sharded over the batch like ``q`` (a constant
+    would otherwise be replicated while ``q`` is batch-sharded)."""
+    lengths = jnp.full((q.shape[0],), length, jnp.int32)
+    spec = batch_heads_spec(q.shape)
+    if spec is not None:
+        lengths = jax.lax.with_sharding_constraint(lengths, PartitionSpec(spec[0]))
+    return lengths
+
+
 def padded_attention(
     q: jax.Array, k: jax.Array, v: jax.Array, *, implementation: str = "cudnn"
 ) -> jax.Array:
@@ -88,11 +121,11 @@ def padded_attention(
     This is the cuDNN formulation; ``implementation="xla"`` runs the very same padded and
     masked call through XLA, which is how CPU tests check it against plain attention.
     """
-    batch, length = q.shape[:2]
+    length = q.shape[1]
     padded = padded_length(length)
     if padded == length:
         return jax.nn.dot_product_attention(q, k, v, implementation=implementation)
-    lengths = jnp.full((batch,), length, jnp.int32)
+    lengths = sequence_lengths(q, length)
     out = jax.nn.dot_product_attention(
         _pad_length(q, padded),
         _pad_length(k, padded),
@@ -106,24 +139,47 @@ def padded_attention(
 
 @functools.lru_cache(maxsize=64)
 def _splash_kernel(heads: int, length: int, interpret: bool):
+    """The kernel for ``heads`` heads of ``length`` tokens, built once. Its mask arrays are
+    kept as NumPy constants: a cached jax array would carry the trace, mesh or device it was
+    first made under (a tracer of that trace, a ``shard_map``'s manual mesh) into every
+    later use."""
     from jax.experimental.pallas.ops.tpu.splash_attention import splash_attention_kernel as sk
     from jax.experimental.pallas.ops.tpu.splash_attention import splash_attention_mask as sm
 
     mask = sm.MultiHeadMask([sm.FullMask((length, length)) for _ in range(heads)])
-    return sk.make_splash_mha(mask, head_shards=1, q_seq_shards=1, interpret=interpret)
+    with jax.ensure_compile_time_eval():  # concrete arrays even when built inside a trace
+        kernel = sk.make_splash_mha(mask, head_shards=1, q_seq_shards=1, interpret=interpret)
+    return jax.tree.map(np.asarray, kernel)  # the kernel is a pytree of its mask arrays
 
 
 def pallas_attention(q: jax.Array, k: jax.Array, v: jax.Array) -> jax.Array:
     """Pallas splash attention (TPU), padded to :data:`PALLAS_PAD` with the padding masked.
 
-    Segment id 1 marks real tokens and 0 padding, so real queries attend to real keys only
-    (padded queries see only padding and are sliced away).
+    ``pallas_call`` has no partitioning rule: under a sharded ``jit`` XLA would gather q, k, v
+    whole onto every device. So on a mesh the kernel runs in ``shard_map`` on each device's
+    own examples and heads (:func:`batch_heads_spec`).
     """
+    length, heads = q.shape[1:3]
+    spec = batch_heads_spec(q.shape)
+    if spec is not None and spec[2]:  # each device holds a slice of the heads
+        axes = (spec[2],) if isinstance(spec[2], str) else spec[2]
+        heads //= math.prod(jax.sharding.get_abstract_mesh().shape[a] for a in axes)
+    kernel = _splash_kernel(heads, padded_length(length, PALLAS_PAD), _INTERPRET["pallas"])
+    attend = functools.partial(_splash_attention, kernel=kernel)
+    if spec is None:
+        return attend(q, k, v)
+    return jax.shard_map(attend, in_specs=(spec, spec, spec), out_specs=spec, check_vma=False)(
+        q, k, v
+    )
+
+
+def _splash_attention(q: jax.Array, k: jax.Array, v: jax.Array, *, kernel) -> jax.Array:
+    """The splash ``kernel`` on whole arrays. Segment id 1 marks real tokens and 0 padding, so
+    real queries attend to real keys only (padded queries see only padding, sliced away)."""
     from jax.experimental.pallas.ops.tpu.splash_attention import splash_attention_kernel as sk
 
-    length, heads, head_dim = q.shape[1:]
+    length, _, head_dim = q.shape[1:]
     padded = padded_length(length, PALLAS_PAD)
-    kernel = _splash_kernel(heads, padded, _INTERPRET["pallas"])
     segments = (jnp.arange(padded) < length).astype(jnp.int32)
     segment_ids = sk.SegmentIds(q=segments, kv=segments)
 
