@@ -1,8 +1,10 @@
 """Your own videos: a folder of class sub-folders (or a manifest) trained and tested as is.
 
 Paper: none. ``get_config("SRC")`` reads ``SRC`` (a folder ``SRC/<class>/*.mp4``, optionally
-under ``train/validation/test``, or a CSV/JSON manifest ``path,label[,start,end]``); the
-dataset is prepared on first use into ``dataset.data_dir``. The model is the demo's ViViT
+under ``train/validation/test``, or a CSV/JSON manifest ``path,label[,start,end][,split]``); the
+dataset is prepared on first use into ``dataset.data_dir``. Videos given no split are split per
+class, ``dataset.split_fractions`` (train, validation, test) with ``dataset.split_seed``, once,
+when the dataset is prepared (``prepare_report.json`` says how). The model is the demo's ViViT
 (model 1) on 8-frame 112x112 clips; switch families with ``--config.model.name=...`` and
 their fields. Training clips: random clip with stride 2, random resized crop, flip; test:
 2 clips x 3 crops per video, logits averaged. Add ``,tiny`` for a seconds-long CPU run.
@@ -37,6 +39,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
             src=os.path.expanduser(src),
             fps=10.0,
             short_side=16 if tiny else 128,
+            split_fractions=(0.8, 0.1, 0.1),  # of each class, when the source names no split
+            split_seed=0,
             num_workers=1 if tiny else None,  # None: every core
         )
     )

@@ -9,7 +9,9 @@ worker runs the same command; ``vjax.distributed`` detects the TPU pod and start
 ``jax.distributed``, so each host feeds its own data shard and process 0 writes the logs.
 Use a ``gs://`` workdir: checkpoints must be on storage every host sees. ``--num_slices=N``
 asks for N slices (multi-slice over DCN; set ``--config.sharding.dcn_mesh=(('data', N),)``).
-``--dry_run`` prints the gcloud commands instead of running them.
+The TPU VM runtime is the one Cloud TPU documents for the generation (``v2-alpha-tpuv6e``,
+``v2-alpha-tpuv5``, ``v2-alpha-tpuv5-lite``, ``tpu-ubuntu2204-base`` for v4 and older) unless
+``--version`` names another. ``--dry_run`` prints the gcloud commands instead of running them.
 """
 
 from __future__ import annotations
@@ -22,16 +24,31 @@ from collections.abc import Callable, Sequence
 
 from common import execute, split_command
 
-# generation -> (TensorCores per chip as counted in the type name, chips per host)
+# generation -> (TensorCores per chip as counted in the type name, chips per host, most chips
+# a single-host slice has: v5e and v6e come as 8-chip single hosts, the others 4 chips a host)
 _GENERATIONS = {
-    "v2": (2, 4),
-    "v3": (2, 4),
-    "v4": (2, 4),
-    "v5p": (2, 4),
-    "v5litepod": (1, 4),
-    "v6e": (1, 4),
+    "v2": (2, 4, 4),
+    "v3": (2, 4, 4),
+    "v4": (2, 4, 4),
+    "v5p": (2, 4, 4),
+    "v5litepod": (1, 4, 8),
+    "v6e": (1, 4, 8),
 }
 _ALIASES = {"v5e": "v5litepod"}
+# generation -> the TPU VM runtime (software version) Cloud TPU documents for it; --version
+# overrides. v4 and older run the plain Ubuntu base image.
+_RUNTIMES = {
+    "v5litepod": "v2-alpha-tpuv5-lite",
+    "v5p": "v2-alpha-tpuv5",
+    "v6e": "v2-alpha-tpuv6e",
+}
+_BASE_RUNTIME = "tpu-ubuntu2204-base"
+
+
+def default_runtime(accelerator: str) -> str:
+    """The runtime version for an accelerator type such as ``v5e-32`` or ``v4-64``."""
+    generation = parse_accelerator(accelerator)[0].rsplit("-", 1)[0]
+    return _RUNTIMES.get(generation, _BASE_RUNTIME)
 
 
 def parse_accelerator(accelerator: str) -> tuple[str, int, int]:
@@ -44,15 +61,16 @@ def parse_accelerator(accelerator: str) -> tuple[str, int, int]:
         raise ValueError(
             f"unknown TPU generation {match[1]!r}; known: {', '.join([*_GENERATIONS, *_ALIASES])}"
         )
-    cores_per_chip, chips_per_host = _GENERATIONS[generation]
+    cores_per_chip, chips_per_host, single_host = _GENERATIONS[generation]
     chips = int(match[2]) // cores_per_chip
-    hosts = max(1, chips // chips_per_host) if chips > 8 else 1  # up to 8 chips: one host
+    hosts = max(1, chips // chips_per_host) if chips > single_host else 1
     return f"{generation}-{match[2]}", chips, hosts
 
 
 def commands(args: argparse.Namespace, command: Sequence[str]) -> list[list[str]]:
     """The gcloud commands of the requested step(s)."""
     accel, _, _ = parse_accelerator(args.accelerator)
+    version = args.version or default_runtime(args.accelerator)
     where = [f"--zone={args.zone}"] + ([f"--project={args.project}"] if args.project else [])
     tpu = ["gcloud", "compute", "tpus"]
     # A multi-slice queued resource names its slices PREFIX-0, PREFIX-1, ...
@@ -74,7 +92,7 @@ def commands(args: argparse.Namespace, command: Sequence[str]) -> list[list[str]
     if args.queued:
         create = [
             *tpu, "queued-resources", "create", args.name, *where,
-            f"--accelerator-type={accel}", f"--runtime-version={args.version}",
+            f"--accelerator-type={accel}", f"--runtime-version={version}",
         ]  # fmt: skip
         if args.num_slices > 1:
             create += [f"--node-count={args.num_slices}", f"--node-prefix={args.name}"]
@@ -93,7 +111,7 @@ def commands(args: argparse.Namespace, command: Sequence[str]) -> list[list[str]
             raise SystemExit("--num_slices > 1 needs --queued (multi-slice is a queued resource)")
         create = [
             *tpu, "tpu-vm", "create", args.name, *where,
-            f"--accelerator-type={accel}", f"--version={args.version}",
+            f"--accelerator-type={accel}", f"--version={version}",
         ] + (["--spot"] if args.spot else [])  # fmt: skip
         steps["create"] = [create]
         steps["teardown"] = [[*tpu, "tpu-vm", "delete", args.name, *where, "--quiet"]]
@@ -121,7 +139,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--zone", required=True)
     parser.add_argument("--project", default=None)
     parser.add_argument("--accelerator", required=True, help="e.g. v4-64, v5e-32, v5p-128")
-    parser.add_argument("--version", default="tpu-ubuntu2204-base", help="TPU VM runtime")
+    parser.add_argument(
+        "--version",
+        default=None,
+        help="TPU VM runtime (default: the one for the generation, e.g. v2-alpha-tpuv6e)",
+    )
     parser.add_argument("--queued", action="store_true", help="create as a queued resource")
     parser.add_argument("--num_slices", type=int, default=1)
     parser.add_argument("--spot", action="store_true", help="preemptible capacity")

@@ -276,8 +276,8 @@ def test_convert_command_round_trips_a_saved_model(tmp_path):
     video = random_video(hf.config)
     logits = model.apply(variables, jax.numpy.asarray(video), train=False)
     np.testing.assert_allclose(logits, hf_forward(hf, video).logits.numpy(), atol=TOL, rtol=0)
-    bad = main(["--from=hf", "--arch=VivitModel", f"--src={tmp_path / 'hf'}", f"--out={out}2"])
-    assert bad == 2
+    with pytest.raises(ConversionError, match="--arch=VivitModel but the checkpoint"):
+        main(["--from=hf", "--arch=VivitModel", f"--src={tmp_path / 'hf'}", f"--out={out}2"])
 
 
 def test_every_weight_file_format_converts_alike(tmp_path):
@@ -309,3 +309,28 @@ def test_videomae_pretraining_checkpoint_gives_its_encoder():
     assert "decoder.*, encoder_to_decoder.*, mask_token*" in config.source
     hidden = vjax_apply(config, variables, video, capture=True)
     np.testing.assert_allclose(hidden, expected, atol=TOL, rtol=0)
+
+
+def test_videomae_with_a_learned_key_bias_converts(tmp_path):
+    """Some transformers 5 releases give VideoMAE's key projection a learned bias (the
+    installed one may not: the model is built that way here); the folder it saves converts
+    into vjax's full q/k/v bias with equal logits."""
+    hf = build("VideoMAEForVideoClassification", "VideoMAEConfig", VIDEOMAE["mean_pooling"])
+    gen = torch.Generator().manual_seed(3)
+    for layer in hf.videomae.encoder.layer:
+        key = layer.attention.attention.key
+        if key.bias is None:  # the installed transformers' key has no bias: give it one
+            biased = torch.nn.Linear(key.in_features, key.out_features, bias=True)
+            biased.weight = key.weight
+            layer.attention.attention.key = key = biased
+        with torch.no_grad():
+            key.bias.copy_(torch.randn(key.out_features, generator=gen))
+    hf.save_pretrained(str(tmp_path / "hf"))
+    config, variables = from_hf(str(tmp_path / "hf"))  # what vjax convert --from=hf reads
+    assert config.model.qkv_bias == "qkv"
+    hf_bias = hf.videomae.encoder.layer[0].attention.attention.key.bias.detach().numpy()
+    key_bias = variables["params"]["encoder"]["block00"]["attention"]["key_bias"]
+    np.testing.assert_array_equal(np.asarray(key_bias).reshape(-1), hf_bias)
+    video = random_video(hf.config)
+    expected = hf_forward(hf, video).logits.numpy()
+    np.testing.assert_allclose(vjax_apply(config, variables, video), expected, atol=TOL, rtol=0)

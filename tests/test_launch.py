@@ -29,10 +29,16 @@ def _assert_valid_shell(line: str) -> list[str]:
 
 
 @pytest.mark.parametrize(
-    "accelerator, accel_type, hosts",
-    [("v5e-32", "v5litepod-32", 8), ("v4-64", "v4-64", 8), ("v4-8", "v4-8", 1)],
+    "accelerator, accel_type, hosts, runtime",
+    [
+        ("v5e-32", "v5litepod-32", 8, "v2-alpha-tpuv5-lite"),
+        ("v4-64", "v4-64", 8, "tpu-ubuntu2204-base"),
+        ("v4-8", "v4-8", 1, "tpu-ubuntu2204-base"),
+        ("v5p-16", "v5p-16", 2, "v2-alpha-tpuv5"),
+        ("v6e-16", "v6e-16", 4, "v2-alpha-tpuv6e"),
+    ],
 )
-def test_tpu_pod_dry_run(accelerator, accel_type, hosts):
+def test_tpu_pod_dry_run(accelerator, accel_type, hosts, runtime):
     lines = _dry_run(
         "tpu_pod.py", "all", "--name=pod", "--zone=us-central2-b",
         f"--accelerator={accelerator}", "--queued", "--spot",
@@ -42,6 +48,7 @@ def test_tpu_pod_dry_run(accelerator, accel_type, hosts):
     create, wait, archive, scp, install, run, teardown = commands
     assert create[:5] == ["gcloud", "compute", "tpus", "queued-resources", "create"]
     assert f"--accelerator-type={accel_type}" in create and "--spot" in create
+    assert f"--runtime-version={runtime}" in create  # the generation's documented runtime
     assert archive[:2] == ["git", "archive"]
     assert scp[3:5] == ["tpu-vm", "scp"] and "--worker=all" in scp
     assert run[3:6] == ["tpu-vm", "ssh", "pod"] and "--worker=all" in run
@@ -49,6 +56,16 @@ def test_tpu_pod_dry_run(accelerator, accel_type, hosts):
     _assert_valid_shell(remote)
     assert "VJAX_DISTRIBUTED=1 .venv/bin/vjax train --config=configs/demo.py" in remote
     assert teardown[3:5] == ["queued-resources", "delete"]
+
+
+def test_tpu_vm_runtime_defaults_by_generation_and_version_overrides():
+    (create,) = [_assert_valid_shell(line) for line in _dry_run(
+        "tpu_pod.py", "create", "--name=vm", "--zone=z", "--accelerator=v6e-8")[1:]]  # fmt: skip
+    assert create[3:5] == ["tpu-vm", "create"] and "--version=v2-alpha-tpuv6e" in create
+    (create,) = [_assert_valid_shell(line) for line in _dry_run(
+        "tpu_pod.py", "create", "--name=vm", "--zone=z", "--accelerator=v5e-8",
+        "--version=my-runtime")[1:]]  # fmt: skip
+    assert "--version=my-runtime" in create
 
 
 def test_tpu_multislice_runs_every_slice_at_once():

@@ -33,8 +33,11 @@ def test_schedule_warms_up_linearly_then_decays_by_cosine():
     # Cosine from step 10 to 110: halfway (step 60) is the mean of peak and end.
     assert float(schedule(60)) == pytest.approx((1e-3 + 1e-5) / 2, rel=1e-4)
     assert float(schedule(110)) == pytest.approx(1e-5)
-    with pytest.raises(ValueError, match="warmup_steps"):
-        learning_rate_schedule(OPT, num_steps=10)
+    # A warmup not shorter than the run (10 of 10 steps) is clipped to 10% of it: 1 step.
+    short = learning_rate_schedule(OPT, num_steps=10)
+    assert float(short(0)) == 0.0 and float(short(1)) == pytest.approx(1e-3)
+    assert float(short(10)) == pytest.approx(1e-5)
+    assert float(learning_rate_schedule({**OPT, "warmup_steps": 0}, 10)(0)) == pytest.approx(1e-3)
 
 
 def test_weight_decay_applies_to_kernels_only():

@@ -10,7 +10,13 @@ from typing import Any
 import jax
 import orbax.checkpoint as ocp
 
+from vjax.checkpoint_paths import locate
+from vjax.errors import UserError
+from vjax.log_filters import drop_absl_warnings
+
 log = logging.getLogger(__name__)
+# Logged by every read-only manager, i.e. whenever a checkpoint is merely read.
+drop_absl_warnings("Given directory is read only", "CheckpointManagerOptions.read_only=True")
 
 
 def make_manager(
@@ -33,7 +39,7 @@ def _item_handlers() -> dict:
     return {"state": ocp.StandardCheckpointHandler(), "metadata": ocp.JsonCheckpointHandler()}
 
 
-class CheckpointMismatchError(ValueError):
+class CheckpointMismatchError(UserError):
     """A checkpoint that is complete but does not fit the model/optimiser being restored."""
 
 
@@ -130,20 +136,11 @@ def read_checkpoint(path: str) -> tuple[dict, dict, int]:
     folder. ``variables`` is ``{"params": ..., **model_state}`` of host numpy arrays, ready for
     ``model.apply``.
     """
-    path = os.path.abspath(path)
-    if os.path.isdir(os.path.join(path, "checkpoints")):
-        path = os.path.join(path, "checkpoints")
-    step_dir = None
-    if os.path.basename(path).isdigit() and os.path.isdir(os.path.join(path, "state")):
-        step_dir, path = path, os.path.dirname(path)
+    path, step = locate(path)
     manager = ocp.CheckpointManager(
         path, options=ocp.CheckpointManagerOptions(read_only=True), item_handlers=_item_handlers()
     )
-    steps = (
-        [int(os.path.basename(step_dir))] if step_dir else sorted(manager.all_steps(), reverse=True)
-    )
-    if not steps:
-        raise FileNotFoundError(f"no checkpoint found under {path!r}")
+    steps = [step] if step is not None else sorted(manager.all_steps(), reverse=True)
     errors = []
     for step in steps:
         try:
@@ -164,4 +161,4 @@ def read_checkpoint(path: str) -> tuple[dict, dict, int]:
         state = jax.device_get(restored["state"])
         variables = {"params": state["params"], **state.get("model_state", {})}
         return dict(restored["metadata"]), variables, step
-    raise ValueError(f"no checkpoint under {path!r} restores: " + "; ".join(errors))
+    raise UserError(f"no checkpoint under {path!r} restores: " + "; ".join(errors))

@@ -16,9 +16,12 @@ import importlib
 import sys
 from collections.abc import Sequence
 
+from vjax.errors import DEBUG_FLAG, UserError, run_guarded
 from vjax.main import MODES
+from vjax.suggest import closest_hint
 
-# Verbs other than the training modes: verb -> "module:function(argv) -> exit code".
+# Verbs other than the training modes: verb -> "module:function(argv) -> exit code". Every verb
+# runs under the one error boundary (vjax.errors.run_guarded): a UserError is one line, exit 2.
 COMMANDS = {
     "parity": "vjax.parity:main",
     "convert": "vjax.convert.cli:main",
@@ -28,19 +31,32 @@ COMMANDS = {
 }
 
 
+def _verbs() -> tuple[str, ...]:
+    return (*MODES, *COMMANDS)
+
+
+def _dispatch(argv: list[str]) -> int:
+    if not argv or argv[0] in ("-h", "--help"):
+        print(__doc__.strip())
+        print(f"\nverbs: {', '.join(_verbs())}  (vjax VERB --help for one; {DEBUG_FLAG} shows "
+              f"the traceback of an error)")  # fmt: skip
+        return 0
+    verb = argv[0]
+    if verb not in _verbs():
+        hint = closest_hint(verb, _verbs())
+        raise UserError(f"unknown verb {verb!r}{hint} (vjax --help lists them)")
+    if verb in COMMANDS:
+        module, function = COMMANDS[verb].split(":")
+        return getattr(importlib.import_module(module), function)(argv[1:])
+    from vjax.main import run
+
+    return run(argv[1:], mode=verb)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    verbs = (*MODES, *COMMANDS)
-    if not argv or argv[0] in ("-h", "--help") or argv[0] not in verbs:
-        print(__doc__.strip())
-        print(f"\nverbs: {', '.join(verbs)}")
-        return 0 if not argv or argv[0] in ("-h", "--help") else 2
-    if argv[0] in COMMANDS:
-        module, function = COMMANDS[argv[0]].split(":")
-        return getattr(importlib.import_module(module), function)(argv[1:])
-    from vjax.main import main as run_main
-
-    return run_main([f"--mode={argv[0]}", *argv[1:]])
+    verb = next((a for a in argv if a != DEBUG_FLAG), "")
+    return run_guarded(_dispatch, argv, f"vjax {verb}" if verb in _verbs() else "vjax")
 
 
 if __name__ == "__main__":

@@ -15,10 +15,11 @@ from typing import Any
 
 import ml_collections
 
+from vjax.errors import UserError
 from vjax.suggest import closest_hint
 
 
-class ConfigError(ValueError):
+class ConfigError(UserError):
     """A config file, key or value that cannot be used; the message says which and why."""
 
 
@@ -35,7 +36,12 @@ def load_config(spec: str) -> ml_collections.ConfigDict:
     module_spec.loader.exec_module(module)
     if not hasattr(module, "get_config"):
         raise ConfigError(f"config file {path!r} defines no get_config(arg)")
-    return module.get_config(arg or None)
+    try:
+        return module.get_config(arg or None)
+    except ConfigError:
+        raise
+    except ValueError as e:  # a config file's own check of its argument (e.g. a variant name)
+        raise ConfigError(f"--config={spec}: {e}") from e
 
 
 def flat_keys(config: ml_collections.ConfigDict, prefix: str = "") -> list[str]:

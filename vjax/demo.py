@@ -28,12 +28,14 @@ def run_demo(
     from vjax import train
 
     path, _, extra = config_path.partition(":")
+    configs = {}
+    for name in DEMO_MODELS:  # every config checked before anything is written
+        configs[name] = load_config(f"{path}:{','.join(filter(None, [name, extra]))}")
+        apply_overrides(configs[name], overrides or {})
     os.makedirs(workdir, exist_ok=True)
     report: dict = {"models": {}}
     runs = {}
-    for name in DEMO_MODELS:
-        config = load_config(f"{path}:{','.join(filter(None, [name, extra]))}")
-        apply_overrides(config, overrides or {})
+    for name, config in configs.items():
         run_dir = os.path.join(workdir, name)
         print(f"\n=== {name}: training {config.train.num_steps} steps -> {run_dir}", flush=True)
         start = time.perf_counter()

@@ -13,53 +13,81 @@ import sys
 from collections.abc import Sequence
 
 MODES = ("train", "eval", "demo")
+_PURPOSE = {
+    "train": "Trains, resuming from the newest good checkpoint in --workdir.",
+    "eval": "Evaluates the newest good checkpoint in --workdir on --split.",
+    "demo": "Trains and tests the demo models and writes the report into --workdir.",
+}
+_OVERRIDES_HELP = """\
+config overrides (any number):
+  --config.KEY=VALUE    set any field of the config, parsed to the field's type, e.g.
+                        --config.optimizer.lr=3e-4 --config.train.num_steps=200
+                        (an unknown key is an error naming the closest valid keys)
+  --debug               show the traceback of an error in the config or input"""
 
 
-def parse_args(argv: Sequence[str]) -> tuple[argparse.Namespace, dict[str, str]]:
-    """Splits ``--config.x.y=v`` overrides from the ordinary flags."""
+def parse_args(
+    argv: Sequence[str], mode: str | None = None
+) -> tuple[argparse.Namespace, dict[str, str]]:
+    """Splits ``--config.x.y=v`` overrides from the ordinary flags. With ``mode`` (the verb of
+    ``vjax MODE``) there is no ``--mode`` flag and the usage is that mode's."""
+    from vjax.config_utils import ConfigError
+
     overrides, rest = {}, []
     for arg in argv:
         if arg.startswith("--config."):
             key, sep, value = arg[len("--config.") :].partition("=")
             if not sep:
-                raise SystemExit(f"override {arg!r} needs a value: --config.{key}=VALUE")
+                raise ConfigError(f"override {arg!r} needs a value: --config.{key}=VALUE")
             overrides[key] = value
         else:
             rest.append(arg)
-    parser = argparse.ArgumentParser(prog="vjax", description=__doc__)
-    parser.add_argument("--mode", choices=MODES, required=True)
+    parser = argparse.ArgumentParser(
+        prog=f"vjax {mode}" if mode else "python -m vjax.main",
+        description=_PURPOSE[mode] if mode else __doc__.strip().splitlines()[0],
+        epilog=_OVERRIDES_HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    if mode is None:
+        parser.add_argument("--mode", choices=MODES, required=True)
     parser.add_argument(
         "--config",
         default="configs/demo.py",
         help="config file, optionally with :ARG for get_config(ARG)",
     )
     parser.add_argument("--workdir", required=True, help="checkpoints, metrics and reports")
-    parser.add_argument("--split", default="test", help="split to evaluate (mode=eval)")
+    if mode in (None, "eval"):
+        parser.add_argument("--split", default="test", help="split to evaluate (mode=eval)")
     multi = parser.add_argument_group(
         "multi-process (else from VJAX_* variables, or detected on TPU VMs, SLURM and Open MPI)"
     )
     multi.add_argument("--coordinator_address", default=None, help="host:port of process 0")
     multi.add_argument("--num_processes", type=int, default=None)
     multi.add_argument("--process_id", type=int, default=None)
-    return parser.parse_args(rest), overrides
+    args = parser.parse_args(rest)
+    if mode is not None:
+        args.mode = mode
+    return args, overrides
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    args, overrides = parse_args(sys.argv[1:] if argv is None else argv)
+def run(argv: Sequence[str], mode: str | None = None) -> int:
+    """Runs one mode; a user's mistake raises a :class:`vjax.errors.UserError` (see
+    :func:`main`, which prints it as one line)."""
+    args, overrides = parse_args(argv, mode)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    from vjax.config_utils import ConfigError, apply_overrides, load_config
+    from vjax.config_utils import apply_overrides, load_config
 
-    try:
-        if args.mode == "demo":
-            from vjax.demo import run_demo
+    if args.mode == "demo":
+        from vjax.demo import run_demo
 
-            run_demo(args.workdir, args.config, overrides)
-            return 0
-        config = load_config(args.config)
-        apply_overrides(config, overrides)
-    except ConfigError as e:
-        print(f"config error: {e}", file=sys.stderr)
-        return 2
+        run_demo(args.workdir, args.config, overrides)
+        return 0
+    config = load_config(args.config)
+    apply_overrides(config, overrides)
+    if args.mode == "eval":  # at once, before JAX and the dataset load
+        from vjax.checkpoint_paths import require_trained
+
+        require_trained(args.workdir)
 
     import jax
 
@@ -80,6 +108,15 @@ def main(argv: Sequence[str] | None = None) -> int:
             json.dump(result, f, indent=1)
         print(f"wrote {path}")
     return 0
+
+
+def main(argv: Sequence[str] | None = None, mode: str | None = None) -> int:
+    """Entry point; a user's mistake is one line on stderr and exit code 2 (``--debug``: with
+    its traceback)."""
+    from vjax.errors import run_guarded
+
+    argv = sys.argv[1:] if argv is None else argv
+    return run_guarded(lambda a: run(a, mode), argv, f"vjax {mode}" if mode else "vjax")
 
 
 if __name__ == "__main__":

@@ -8,14 +8,22 @@ from typing import Any
 import jax
 import optax
 
+# A warmup as long as the run or longer (a short first run of a long recipe) is clipped to
+# this fraction of the run.
+CLIPPED_WARMUP_FRACTION = 0.1
+
+
+def warmup_steps(opt: Mapping[str, Any], num_steps: int) -> int:
+    """``optimizer.warmup_steps``, or :data:`CLIPPED_WARMUP_FRACTION` of the run when it is
+    not shorter than the run (``train.num_steps``); the trainer prints a note when clipped."""
+    warmup = int(opt["warmup_steps"])
+    return warmup if warmup < num_steps else int(num_steps * CLIPPED_WARMUP_FRACTION)
+
 
 def learning_rate_schedule(opt: Mapping[str, Any], num_steps: int) -> optax.Schedule:
-    """Linear warmup from 0 to ``lr`` over ``warmup_steps``, then cosine decay to ``end_lr``."""
-    warmup = int(opt["warmup_steps"])
-    if warmup >= num_steps:
-        raise ValueError(
-            f"optimizer.warmup_steps ({warmup}) must be < train.num_steps ({num_steps})"
-        )
+    """Linear warmup from 0 to ``lr`` over :func:`warmup_steps`, then cosine decay to
+    ``end_lr``."""
+    warmup = warmup_steps(opt, num_steps)
     return optax.warmup_cosine_decay_schedule(
         init_value=0.0,
         peak_value=float(opt["lr"]),

@@ -27,30 +27,20 @@ from vjax.tasks import ClassNames, concat_classes, head_sizes, is_multitask, spl
 
 
 def load_model(path: str) -> tuple[Any, Any, dict, dict]:
-    """``(config, model, variables, metadata)`` of a checkpoint folder, as :func:`vjax.load`
-    plus the checkpoint's metadata (``class_names``, ``clip_shape``)."""
-    from vjax.checkpoint import read_checkpoint
-    from vjax.config_utils import config_from_json
-    from vjax.models import build_model
+    """``(config, model, variables, metadata)`` of a checkpoint folder (see :func:`vjax.load`);
+    the metadata holds ``class_names`` and ``clip_shape``."""
+    from vjax.loaded import load
 
-    metadata, variables, _ = read_checkpoint(path)
-    config = config_from_json(metadata["config"])
-    model = build_model(config.model, head_sizes(metadata["class_names"]), config.train.dtype)
-    return config, model, variables, metadata
+    loaded = load(path)
+    return loaded.config, loaded.module, loaded.variables, loaded.metadata
 
 
 def make_apply(config: Any, model: Any, variables: dict) -> Callable[[np.ndarray], np.ndarray]:
-    """A jitted ``uint8 (B, T, H, W, 3) -> logits (B, K)`` with the model's normalisation."""
-    import jax
+    """A jitted ``uint8 (B, T, H, W, 3) -> logits (B, K)`` with the model's normalisation
+    (a multi-task model's logits concatenated over its tasks)."""
+    from vjax.loaded import normalized_apply
 
-    from vjax.step import normalize_video
-
-    mean, std = tuple(config.input.mean), tuple(config.input.std)
-
-    @jax.jit
-    def apply(video):
-        return model.apply(variables, normalize_video(video, mean, std, model.dtype), train=False)
-
+    apply = normalized_apply(config, model, variables)
     return lambda video: np.asarray(concat_classes(apply(video)))
 
 

@@ -23,15 +23,18 @@ import ml_collections
 import numpy as np
 
 from vjax import checkpoint, parallel
+from vjax.checkpoint_paths import require_trained
 from vjax.config_utils import config_to_json
 from vjax.data.loaders import data_function, worker_data_function
 from vjax.data.multiview import task_metrics
 from vjax.data.pipeline import ProcessMap, num_eval_batches, prefetch
+from vjax.errors import UserError
 from vjax.metric_writers import MetricWriter, progress_line
 from vjax.models import build_model
 from vjax.models.precise_bn import precise_batch_stats
-from vjax.optim import make_optimizer
+from vjax.optim import CLIPPED_WARMUP_FRACTION, make_optimizer, warmup_steps
 from vjax.preemption import PreemptionWatcher
+from vjax.preflight import check_config
 from vjax.step import (
     TrainState,
     make_eval_step,
@@ -69,21 +72,23 @@ class Experiment:
     init_state: Any  # key -> boxed TrainState (logical axis metadata on the leaves)
 
 
-def setup(config: ml_collections.ConfigDict, devices: list | None = None) -> Experiment:
-    """Builds mesh (over ``devices``, default all), data, model and optimiser; validates
-    shapes before any compilation."""
-    from vjax.data.datasets import clip_spec, load_dataset
+def setup(
+    config: ml_collections.ConfigDict,
+    devices: list | None = None,
+    splits: tuple[str, ...] = (),
+    why: str = "",
+) -> Experiment:
+    """Builds mesh (over ``devices``, default all), data, model and optimiser. The config is
+    checked (:func:`vjax.preflight.check_config`) before the dataset is prepared, and the
+    prepared dataset must hold ``splits`` (``why``: what needs them); nothing is compiled."""
+    from vjax.data.datasets import clip_spec, load_dataset, require_splits
 
-    mesh = parallel.make_mesh(config.sharding.mesh, devices, config.sharding.get("dcn_mesh", ()))
+    mesh = check_config(config, devices)
     rules = parallel.normalize_rules(config.sharding.rules)
     batch_size = config.input.global_batch_size
-    if batch_size % mesh.size:
-        raise ValueError(
-            f"input.global_batch_size ({batch_size}) must be divisible by the "
-            f"number of devices ({mesh.size})"
-        )
 
     builder = load_dataset(config.dataset)
+    require_splits(builder, splits, why)
     clip_shape, class_names = clip_spec(builder, config.input)
     model = build_model(config.model, head_sizes(class_names), config.train.dtype)
     input_shape = (batch_size, *clip_shape)
@@ -334,9 +339,22 @@ def _check_finite(history: list[tuple[int, dict]]) -> list[tuple[int, dict]]:
 def train(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
     """Trains (resuming from the newest good checkpoint in ``workdir``) and returns the last
     validation metrics."""
-    exp = setup(config)
+    exp = setup(
+        config,
+        splits=("train", "validation"),
+        why="training needs train and validation (videos given no split are split by "
+        "dataset.split_fractions when the dataset is prepared: delete it to prepare it again)",
+    )
     cfg, tcfg = config, config.train
     is_main = jax.process_index() == 0
+    warmup = warmup_steps(cfg.optimizer, tcfg.num_steps)
+    if is_main and warmup != cfg.optimizer.warmup_steps:
+        print(
+            f"Note: optimizer.warmup_steps ({cfg.optimizer.warmup_steps}) is not shorter than "
+            f"train.num_steps ({tcfg.num_steps}); warming up over {warmup} steps "
+            f"({CLIPPED_WARMUP_FRACTION:.0%} of the run) instead",
+            flush=True,
+        )
     os.makedirs(workdir, exist_ok=True)
     config_json = config_to_json(config)
     if is_main:
@@ -442,13 +460,14 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
 
 def evaluate_checkpoint(config: ml_collections.ConfigDict, workdir: str, split: str) -> dict:
     """Restores the newest good checkpoint of ``workdir`` and evaluates it on ``split``."""
-    exp = setup(config)
+    require_trained(workdir)  # before the dataset or an empty checkpoints folder is made
+    exp = setup(config, splits=(split,))
     manager = checkpoint.make_manager(
         os.path.join(workdir, "checkpoints"), config.train.keep_checkpoints
     )
     restored = restore_state(exp, manager)
-    if restored is None:
-        raise FileNotFoundError(f"no checkpoint to evaluate in {workdir!r}; train first")
+    if restored is None:  # every saved step failed to restore (each one is logged)
+        raise UserError(f"no checkpoint in {workdir!r} restores (see the warnings above)")
     state, step = restored
     _, eval_step = compile_steps(exp)
     from vjax.data.datasets import stores_whole_videos

@@ -26,14 +26,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--config", default=None, help="source model config, where it needs one")
     args = parser.parse_args(sys.argv[1:] if argv is None else argv)
 
-    from vjax.convert.common import ConversionError, save_converted
+    from vjax.convert.common import save_converted
 
     module = importlib.import_module(f"vjax.convert.{args.source}")
-    try:
-        config, variables = module.from_cli(args.src, args.arch, args.config)
-    except (ConversionError, FileNotFoundError) as e:
-        print(f"conversion error: {e}", file=sys.stderr)
-        return 2
+    # A source that does not fit raises a UserError (ConversionError, NotFoundError): the
+    # `vjax` command prints it as one line, exit code 2.
+    config, variables = module.from_cli(args.src, args.arch, args.config)
     save_converted(args.out, config, variables)
     print(f"wrote {args.out} ({config.model.name}, classes: {head_sizes(config.class_names)})")
     return 0

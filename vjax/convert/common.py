@@ -11,11 +11,13 @@ from typing import Any
 import ml_collections
 import numpy as np
 
+from vjax.errors import UserError
+
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
-class ConversionError(ValueError):
+class ConversionError(UserError):
     """A source checkpoint that does not fit the target model (missing/extra key, bad shape)."""
 
 

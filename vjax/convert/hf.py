@@ -4,7 +4,8 @@
 too), for any config of those classes.
 
 The vjax model is read off the HF config: widths, depth, heads, tubelet/patch and image sizes,
-frames, ``hidden_act``, ``layer_norm_eps``, the q/k/v bias layout, TimeSformer's
+frames, ``hidden_act``, ``layer_norm_eps``, the q/k/v bias layout (for VideoMAE, a learned
+key bias in the checkpoint, as some transformers 5 releases save, makes it ``qkv``), TimeSformer's
 ``attention_type`` and VideoMAE's ``use_mean_pooling``. Both the transformers 5 parameter
 names (``layers.N.attention.q_proj``, ``mlp.fc1``) and the 4.x names the Hub checkpoints use
 (``encoder.layer.N.attention.attention.query``, ``intermediate.dense``, VideoMAE's ``q_bias``)
@@ -42,6 +43,7 @@ from flax import traverse_util
 
 from vjax.convert.common import IMAGENET_MEAN, IMAGENET_STD, ConversionError, pretrained_config
 from vjax.convert.torchvision import TorchWeights, expected_variables, load_state_dict
+from vjax.errors import NotFoundError
 from vjax.models.layers import ACTIVATIONS
 
 MODEL_TYPES = ("vivit", "timesformer", "videomae")
@@ -86,7 +88,7 @@ def hf_config_dict(hf_config: Any) -> dict[str, Any]:
         path = str(hf_config)
         path = os.path.join(path, "config.json") if os.path.isdir(path) else path
         if not os.path.isfile(path):
-            raise FileNotFoundError(f"HF config {path} does not exist")
+            raise NotFoundError(f"HF config {path} does not exist")
         with open(path) as f:
             hf_config = json.load(f)
     if hasattr(hf_config, "to_dict"):
@@ -273,6 +275,25 @@ def _attention(r: _Reader, layer: str, src: str | None, dst: str, fused: str | N
     r.out(r.pick(layer, _LAYER_PARTS["out"]), dst)
 
 
+def _key_biased_layout(state_dict: Mapping[str, Any], layout: str) -> str:
+    """The q/k/v bias layout of a VideoMAE checkpoint: ``layout`` (from its config), unless its
+    key projection has a learned bias (as some transformers 5 releases save): then the
+    projections of layer 0 that hold one, e.g. ``"qkv"``."""
+
+    def biased(name: str) -> bool:
+        parts = _LAYER_PARTS[name]
+        return any(
+            f"{prefix.format(i=0)}{part}.bias" in state_dict
+            or f"{prefix.format(i=0)}attention.attention.{name[0]}_bias" in state_dict
+            for prefix in _LAYER_PREFIXES
+            for part in parts
+        )
+
+    if not biased("key"):
+        return layout
+    return "".join(name[0] for name in ("query", "key", "value") if biased(name))
+
+
 def _layer_prefix(r: _Reader, i: int) -> str:
     for prefix in _LAYER_PREFIXES:
         prefix = prefix.format(i=i)
@@ -356,6 +377,8 @@ def from_hf(path_or_state_dict: Any, hf_config: Any = None):
     model, clip = vjax_model_config(config)
     state_dict = load_state_dict(str(source)) if isinstance(source, str | os.PathLike) else source
     state_dict = _strip_prefix(state_dict, model_type)
+    if model_type == "videomae":
+        model["qkv_bias"] = _key_biased_layout(state_dict, model["qkv_bias"])
     dropped = sorted(k for k in state_dict if k.startswith(_DROPPED[model_type]))
     weights = TorchWeights(state_dict)
     weights.used.update(dropped)
@@ -416,7 +439,7 @@ def read_weights(folder: str) -> dict[str, Any]:
             for shard in shards:
                 state.update(load_state_dict(os.path.join(folder, shard)))
             return state
-    raise FileNotFoundError(
+    raise NotFoundError(
         f"{folder} holds no model.safetensors or pytorch_model.bin (nor a sharded *.index.json)"
     )
 

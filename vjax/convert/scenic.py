@@ -43,6 +43,7 @@ from flax import traverse_util
 from vjax.convert.common import ConversionError, check_tree_matches, pretrained_config
 from vjax.convert.torchvision import expected_variables
 from vjax.convert.vit import NUMERICS, FlatSource, flatten, flax_encoder, split_cls_row
+from vjax.errors import NotFoundError
 from vjax.tasks import ClassNames, head_sizes, split_classes
 
 # scenic attention_config.type -> vjax ViViT variant.
@@ -61,7 +62,7 @@ def read_checkpoint(path: str) -> dict[str, Any]:
     from flax import serialization
 
     if not os.path.isfile(path):
-        raise FileNotFoundError(f"scenic checkpoint {path} does not exist")
+        raise NotFoundError(f"scenic checkpoint {path} does not exist")
     with open(path, "rb") as f:
         return serialization.msgpack_restore(f.read())
 
@@ -282,7 +283,7 @@ def load_scenic_config(spec: str) -> dict[str, Any]:
 
     path, _, arg = spec.partition(":")
     if not os.path.isfile(path):
-        raise FileNotFoundError(f"scenic config {path} does not exist")
+        raise NotFoundError(f"scenic config {path} does not exist")
     module_spec = importlib.util.spec_from_file_location("scenic_config", path)
     module = importlib.util.module_from_spec(module_spec)
     module_spec.loader.exec_module(module)

@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 
 from vjax.convert.common import ConversionError, assign, check_tree_matches, pretrained_config
+from vjax.errors import NotFoundError
 
 # torchvision's video transforms (VideoClassification preset) and training clip.
 KINETICS_MEAN = (0.43216, 0.394666, 0.37645)
@@ -300,14 +301,23 @@ def load_state_dict(path: str) -> dict[str, Any]:
     ``weights_only=True``); a ``{"state_dict": ...}`` / ``{"model_state": ...}`` wrapper
     (pytorchvideo's zoo files) is unwrapped."""
     if not os.path.exists(path):
-        raise FileNotFoundError(f"checkpoint {path} does not exist")
-    if path.endswith(".safetensors"):
-        from safetensors.numpy import load_file
+        raise NotFoundError(f"checkpoint {path} does not exist")
+    try:
+        if path.endswith(".safetensors"):
+            from safetensors.numpy import load_file
 
-        return dict(load_file(path))
-    import torch
+            return dict(load_file(path))
+        import torch
 
-    loaded = torch.load(path, map_location="cpu", weights_only=True)
+        loaded = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # noqa: BLE001  (any failure to parse the user's file)
+        kind = "safetensors" if path.endswith(".safetensors") else "torch.save"
+        raise ConversionError(
+            f"{path} is not a readable {kind} checkpoint ({type(e).__name__}: "
+            f"{str(e).strip().splitlines()[0] if str(e).strip() else ''})"
+        ) from e
+    if not isinstance(loaded, Mapping):
+        raise ConversionError(f"{path} holds a {type(loaded).__name__}, not a state dict")
     for wrapper in ("model_state", "state_dict", "model"):
         if isinstance(loaded, Mapping) and isinstance(loaded.get(wrapper), Mapping):
             loaded = loaded[wrapper]

@@ -33,6 +33,7 @@ import os
 from collections.abc import Callable, Iterable
 
 from vjax.data.manifests import VideoEntry
+from vjax.errors import NotFoundError, UserError
 from vjax.tasks import ClassNames
 
 _ANNOTATION_SUFFIXES = (".csv", ".json", ".txt", ".md", ".rar", ".zip", ".tar", ".gz")
@@ -60,13 +61,13 @@ def _find(root: str, names: Iterable[str]) -> str:
         path = os.path.join(root, name)
         if os.path.isfile(path):
             return path
-    raise FileNotFoundError(f"none of {names} found under {root!r}: is this the right folder?")
+    raise NotFoundError(f"none of {names} found under {root!r}: is this the right folder?")
 
 
 def _open(root: str, dataset: str, fold: int | None = None) -> tuple[str, dict[str, str]]:
     """``(absolute root, video index)``, checking ``fold`` for datasets with three splits."""
     if fold is not None and fold not in (1, 2, 3):
-        raise ValueError(f"{dataset} has folds 1, 2, 3; got {fold}")
+        raise UserError(f"{dataset} has folds 1, 2, 3; got {fold}")
     root = os.path.abspath(os.path.expanduser(root))
     return root, _index_videos(root)
 
@@ -150,7 +151,7 @@ def hmdb51_entries(root: str, fold: int = 1) -> tuple[list[VideoEntry], list[str
     splits_dir = os.path.join(root, "testTrainMulti_7030_splits")
     suffix = f"_test_split{fold}.txt"
     if not os.path.isdir(splits_dir):
-        raise FileNotFoundError(f"{splits_dir!r} not found: is this the right folder?")
+        raise NotFoundError(f"{splits_dir!r} not found: is this the right folder?")
     files = sorted(n for n in os.listdir(splits_dir) if n.endswith(suffix))
     names = [n[: -len(suffix)] for n in files]
     entries: dict[str, list[VideoEntry]] = {"train": [], "test": []}
@@ -206,13 +207,13 @@ def _epic_classes(path: str) -> list[str]:
     with open(path, newline="") as f:
         rows = sorted(csv.DictReader(f), key=lambda r: int(r["id"]))
     if [int(r["id"]) for r in rows] != list(range(len(rows))):
-        raise ValueError(f"{path}: class ids must be 0..{len(rows) - 1} without gaps")
+        raise UserError(f"{path}: class ids must be 0..{len(rows) - 1} without gaps")
     return [r["key"] for r in rows]
 
 
 def _class_name(names: list[str], class_id: str, where: str) -> str:
     if not class_id.isdigit() or int(class_id) >= len(names):
-        raise ValueError(f"{where}: class {class_id!r} is not in 0..{len(names) - 1}")
+        raise UserError(f"{where}: class {class_id!r} is not in 0..{len(names) - 1}")
     return names[int(class_id)]
 
 

@@ -5,8 +5,14 @@ from __future__ import annotations
 import functools
 import inspect
 import os
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
+
+from vjax.log_filters import drop_absl_warnings
+from vjax.suggest import closest_hint
+
+# TFDS warns on every builder made from a config it does not list, i.e. on every vjax dataset.
+drop_absl_warnings("Using custom data configuration")
 
 
 def _motion_preparer() -> Callable[..., Any]:
@@ -36,11 +42,47 @@ _PREPARERS: dict[str, Callable[[], Callable[..., Any]]] = {
 }
 
 
+def check_dataset_name(name: str) -> None:
+    """Raises a ConfigError naming the closest known datasets when ``name`` is unknown."""
+    if name not in _PREPARERS:
+        from vjax.config_utils import ConfigError
+
+        raise ConfigError(f"unknown dataset {name!r}{closest_hint(name, _PREPARERS)}")
+
+
 def preparer(name: str) -> Callable[..., Any]:
     """The ``prepare(data_dir, **fields) -> builder`` function of dataset ``name``."""
-    if name not in _PREPARERS:
-        raise ValueError(f"unknown dataset {name!r}; valid: {', '.join(sorted(_PREPARERS))}")
+    check_dataset_name(name)
     return _PREPARERS[name]()
+
+
+def planned_clip_shape(
+    dataset_config: Mapping[str, Any], input_config: Mapping[str, Any] | None
+) -> tuple[int, ...] | None:
+    """The clip ``(T, H, W, C)`` the config will feed the model, known before the dataset is
+    prepared (so a clip the model cannot take fails at once): ``vjax_motion`` stores fixed
+    clips of its ``num_frames x height x width``; the video datasets cut what ``config.input``
+    asks for. None when the config does not say."""
+    if dataset_config.get("name") == "vjax_motion":
+        sizes = [dataset_config.get(key) for key in ("num_frames", "height", "width")]
+        return (*sizes, 3) if all(sizes) else None
+    from vjax.data.transforms import InputOptions
+
+    return InputOptions.from_config(input_config).clip_shape
+
+
+def require_splits(builder, splits: Sequence[str], why: str = "") -> None:
+    """Raises a UserError naming the closest (or every) available split when the prepared
+    dataset lacks one of ``splits`` (e.g. ``--split=val``); ``why`` says what needs it."""
+    from vjax.errors import UserError
+
+    available = list(builder.info.splits)
+    for split in splits:
+        if split not in available:
+            raise UserError(
+                f"split {split!r} is not in the dataset prepared in {builder.data_dir}"
+                f"{closest_hint(split, available)}" + (f"; {why}" if why else "")
+            )
 
 
 def load_dataset(dataset_config: Mapping[str, Any]):

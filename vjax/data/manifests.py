@@ -2,13 +2,16 @@
 
 Folder layouts (hidden files are ignored; every other file is a video candidate)::
 
-    SRC/<class>/<video>                 one split, "train"
+    SRC/<class>/<video>                 no split given (see below)
     SRC/<split>/<class>/<video>         splits named train / validation / test
 
 Manifests list ``path,label[,start,end][,split]`` (paths relative to the manifest's folder;
 ``start``/``end`` in seconds, empty for the whole file; ``split`` defaults to ``train``). A CSV
 may start with a header row naming those columns in any order; a JSON manifest is a list of
 objects with those keys, or ``{split: [objects]}``.
+
+A listing that names no split (every video in ``train``) is split per class into train /
+validation / test by :func:`split_by_class` when the dataset is prepared.
 
 >>> entries = read_entries("~/videos/my_actions")      # or "labels.csv" / "labels.json"
 >>> class_names(entries)                                # sorted labels
@@ -18,11 +21,16 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import hashlib
 import json
 import os
 from collections.abc import Iterable, Mapping, Sequence
 
+from vjax.errors import NotFoundError, UserError
+
 SPLIT_NAMES = ("train", "validation", "test")
+# (train, validation, test) of a listing that names no split (see split_by_class).
+DEFAULT_SPLIT_FRACTIONS = (0.8, 0.1, 0.1)
 _COLUMNS = ("path", "label", "start", "end", "split")
 
 
@@ -50,11 +58,11 @@ def read_entries(src: str) -> list[VideoEntry]:
     elif src.lower().endswith(".json"):
         entries = _json_entries(src)
     elif not os.path.exists(src):
-        raise FileNotFoundError(f"--src={src!r} does not exist")
+        raise NotFoundError(f"--src={src!r} does not exist")
     else:
-        raise ValueError(f"--src={src!r} is neither a folder nor a .csv/.json manifest")
+        raise UserError(f"--src={src!r} is neither a folder nor a .csv/.json manifest")
     if not entries:
-        raise ValueError(f"--src={src!r} lists no videos")
+        raise UserError(f"--src={src!r} lists no videos")
     return entries
 
 
@@ -64,6 +72,65 @@ def class_names(entries: Iterable[VideoEntry]) -> list[str]:
     if all(label.lstrip("-").isdigit() for label in labels):
         return sorted(labels, key=int)
     return sorted(labels)
+
+
+def check_split_fractions(fractions: Sequence[float]) -> tuple[float, float, float]:
+    """``(train, validation, test)`` fractions as floats; a UserError unless they are three
+    numbers >= 0 with a positive train fraction, summing to 1."""
+    values = tuple(float(f) for f in fractions)
+    if len(values) != 3 or min(values) < 0 or values[0] <= 0 or abs(sum(values) - 1) > 1e-6:
+        raise UserError(
+            f"split_fractions must be (train, validation, test) fractions >= 0 summing to 1 "
+            f"with train > 0, got {tuple(fractions)}; e.g. --config.dataset.split_fractions="
+            f"'(0.8, 0.1, 0.1)'"
+        )
+    return values  # type: ignore[return-value]
+
+
+def _split_counts(count: int, fractions: tuple[float, float, float]) -> tuple[int, int]:
+    """How many of a class's ``count`` videos go to validation and test: the fraction rounded,
+    at least one each (for a positive fraction) once the class has a video for every split,
+    never leaving train empty."""
+    held = []
+    for fraction in fractions[1:]:
+        k = int(count * fraction + 0.5)
+        held.append(max(k, 1) if fraction > 0 and count >= len(SPLIT_NAMES) else k)
+    while sum(held) > count - 1 and any(held):  # train keeps at least one video
+        held[held.index(max(held))] -= 1
+    return held[0], held[1]
+
+
+def split_by_class(
+    entries: Sequence[VideoEntry], fractions: Sequence[float], seed: int
+) -> list[VideoEntry]:
+    """A listing with only training videos (a folder without split sub-folders, a manifest
+    without a split column) split into train / validation / test per class, in the
+    ``fractions`` given: each class's videos are ordered by a hash of ``seed``, the label and
+    the file name (not on where the folder lives), the first go to validation, the next to
+    test. Entries come back by split, in listing order within each.
+
+    >>> split_by_class(read_entries("~/videos"), (0.8, 0.1, 0.1), seed=0)
+    """
+    fractions = check_split_fractions(fractions)
+
+    def key(entry: VideoEntry) -> tuple[str, str]:
+        name = f"{seed}/{entry.label}/{os.path.basename(entry.path)}"
+        return hashlib.sha1(name.encode()).hexdigest(), entry.path
+
+    split_of: dict[int, str] = {}
+    classes: dict[str | tuple[str, ...], list[int]] = {}
+    for i, entry in enumerate(entries):
+        classes.setdefault(entry.label, []).append(i)
+    for members in classes.values():
+        validation, test = _split_counts(len(members), fractions)
+        ordered = sorted(members, key=lambda i: key(entries[i]))
+        for rank, i in enumerate(ordered):
+            split_of[i] = SPLIT_NAMES[
+                1 if rank < validation else 2 if rank < validation + test else 0
+            ]
+    return _sorted_by_split(
+        [dataclasses.replace(e, split=split_of[i]) for i, e in enumerate(entries)]
+    )
 
 
 def by_split(entries: Sequence[VideoEntry]) -> dict[str, list[VideoEntry]]:
@@ -100,9 +167,9 @@ def _folder_entries(src: str) -> list[VideoEntry]:
 def _entry(row: Mapping[str, object], base: str, where: str) -> VideoEntry:
     unknown = set(row) - set(_COLUMNS)
     if unknown:
-        raise ValueError(f"{where}: unknown column(s) {sorted(unknown)}; valid: {_COLUMNS}")
+        raise UserError(f"{where}: unknown column(s) {sorted(unknown)}; valid: {_COLUMNS}")
     if not row.get("path") or row.get("label") in (None, ""):
-        raise ValueError(f"{where}: every row needs a path and a label, got {dict(row)}")
+        raise UserError(f"{where}: every row needs a path and a label, got {dict(row)}")
 
     def seconds(key: str) -> float | None:
         value = row.get(key)
@@ -110,7 +177,7 @@ def _entry(row: Mapping[str, object], base: str, where: str) -> VideoEntry:
 
     start, end = seconds("start"), seconds("end")
     if start is not None and end is not None and end <= start:
-        raise ValueError(f"{where}: end ({end}) must be after start ({start})")
+        raise UserError(f"{where}: end ({end}) must be after start ({start})")
     path = os.path.join(base, os.path.expanduser(str(row["path"])))
     split = str(row.get("split") or "train")
     return VideoEntry(os.path.normpath(path), str(row["label"]), start, end, split)
@@ -130,7 +197,7 @@ def _csv_entries(manifest: str) -> list[VideoEntry]:
     entries = []
     for line, row in enumerate(rows, start=2 if names is header else 1):
         if len(row) > len(names):
-            raise ValueError(f"{manifest}:{line}: {len(row)} columns, expected <= {len(names)}")
+            raise UserError(f"{manifest}:{line}: {len(row)} columns, expected <= {len(names)}")
         cells = {k: v.strip() for k, v in zip(names, row, strict=False)}
         entries.append(_entry(cells, base, f"{manifest}:{line}"))
     return _sorted_by_split(entries)

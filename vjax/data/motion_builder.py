@@ -21,6 +21,7 @@ import tensorflow_datasets as tfds
 from etils import epath
 
 from vjax.data.motion import MOTIONS, generate_example
+from vjax.errors import UserError
 
 _SPLITS = ("train", "validation", "test")
 
@@ -45,11 +46,11 @@ class MotionConfig(tfds.core.BuilderConfig):
 
     def __post_init__(self) -> None:
         if not 2 <= self.num_classes <= len(MOTIONS):
-            raise ValueError(f"num_classes must be in [2, {len(MOTIONS)}], got {self.num_classes}")
+            raise UserError(f"num_classes must be in [2, {len(MOTIONS)}], got {self.num_classes}")
         if min(self.num_frames, self.height, self.width) < 1 or self.seed < 0:
-            raise ValueError("num_frames, height, width must be positive and seed >= 0")
+            raise UserError("num_frames, height, width must be positive and seed >= 0")
         if self.num_train < 1 or min(self.num_validation, self.num_test) < 0:
-            raise ValueError("need num_train >= 1 and num_validation, num_test >= 0")
+            raise UserError("need num_train >= 1 and num_validation, num_test >= 0")
         derived = (
             f"c{self.num_classes}_f{self.num_frames}_{self.height}x{self.width}"
             f"_n{self.num_train}-{self.num_validation}-{self.num_test}_s{self.seed}"

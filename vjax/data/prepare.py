@@ -16,13 +16,12 @@ Apache Beam with ``--beam_runner=`` (``DirectRunner`` locally) and/or ``--beam_o
 from __future__ import annotations
 
 import inspect
-import sys
 from collections.abc import Sequence
 
 
 def main(argv: Sequence[str]) -> int:
     """Entry point of ``vjax prepare``; returns the exit code."""
-    from vjax.config_utils import _parse_value  # the override parser `--config.x=` uses
+    from vjax.config_utils import ConfigError, _parse_value  # the parser `--config.x=` uses
     from vjax.data.datasets import load_dataset, preparer
 
     argv = list(argv)
@@ -30,29 +29,19 @@ def main(argv: Sequence[str]) -> int:
         print(__doc__.strip())
         return 0 if argv[:1] in (["-h"], ["--help"]) else 2
     name, flags = argv[0], argv[1:]
-    try:
-        signature = inspect.signature(preparer(name)).parameters
-    except ValueError as e:
-        print(f"vjax prepare: {e}", file=sys.stderr)
-        return 2
+    signature = inspect.signature(preparer(name)).parameters
     fields: dict[str, object] = {"name": name, "progress_bar": True}
     for flag in flags:
         key, sep, value = flag.removeprefix("--").partition("=")
         if not flag.startswith("--") or not sep:
-            print(f"vjax prepare: expected --key=value, got {flag!r}", file=sys.stderr)
-            return 2
+            raise ConfigError(f"expected --key=value, got {flag!r}")
         default = signature[key].default if key in signature else None
         default = None if default is inspect.Parameter.empty else default
         try:
             fields[key] = _parse_value(value, default)
-        except ValueError as e:
-            print(f"vjax prepare: --{key}: {e}", file=sys.stderr)
-            return 2
-    try:
-        builder = load_dataset(fields)
-    except (ValueError, FileNotFoundError) as e:
-        print(f"vjax prepare: {e}", file=sys.stderr)
-        return 2
+        except ConfigError as e:
+            raise ConfigError(f"--{key}: {e}") from None
+    builder = load_dataset(fields)  # a bad source or setting raises a UserError: one line
     print(f"{builder.name} prepared in {builder.data_dir}")
     for split, info in builder.info.splits.items():
         print(f"  {split}: {info.num_examples} examples")

@@ -37,8 +37,17 @@ import tensorflow_datasets as tfds
 from etils import epath
 
 from vjax.data import annotations
-from vjax.data.manifests import VideoEntry, by_split, class_names, read_entries
+from vjax.data.manifests import (
+    DEFAULT_SPLIT_FRACTIONS,
+    VideoEntry,
+    by_split,
+    check_split_fractions,
+    class_names,
+    read_entries,
+    split_by_class,
+)
 from vjax.data.video_prepare import Encoded, Skipped, VideoSettings, encode_entries, encode_entry
+from vjax.errors import NotFoundError, UserError
 from vjax.tasks import SINGLE_TASK, ClassNames, task_class_names
 
 REPORT_FILE = "prepare_report.json"
@@ -61,22 +70,28 @@ class VideoFolderConfig(tfds.core.BuilderConfig):
     min_frames: int = 1
     jpeg_quality: int = 90
     fold: int = 1  # the official split, for datasets that have several (UCF101, HMDB51)
+    # A listing with only training videos (a folder without train/validation/test
+    # sub-folders) is split per class in these fractions, by this seed (split_by_class).
+    split_fractions: tuple[float, float, float] = DEFAULT_SPLIT_FRACTIONS
+    split_seed: int = 0
 
     def __post_init__(self) -> None:
         if not self.src:
-            raise ValueError(
-                "video_folder needs src= (a folder of class sub-folders or a manifest)"
-            )
+            raise UserError("video_folder needs src= (a folder of class sub-folders or a manifest)")
         self.src = os.path.abspath(os.path.expanduser(self.src))
         if self.fps < 0 or self.short_side < 0 or self.min_frames < 1:
-            raise ValueError(
+            raise UserError(
                 f"need fps >= 0, short_side >= 0 and min_frames >= 1, got fps={self.fps}, "
                 f"short_side={self.short_side}, min_frames={self.min_frames}"
             )
         if not 1 <= self.jpeg_quality <= 100:
-            raise ValueError(f"jpeg_quality must be in [1, 100], got {self.jpeg_quality}")
+            raise UserError(f"jpeg_quality must be in [1, 100], got {self.jpeg_quality}")
+        self.split_fractions = check_split_fractions(self.split_fractions)
         fields = [self.src, self.fps, self.short_side, self.min_frames, self.jpeg_quality]
-        key = json.dumps(fields + ([self.fold] if self.fold != 1 else []))
+        fields += [self.fold] if self.fold != 1 else []
+        split = (self.split_fractions, self.split_seed)
+        fields += [list(split[0]), split[1]] if split != (DEFAULT_SPLIT_FRACTIONS, 0) else []
+        key = json.dumps(fields)
         stem = "".join(c if c.isalnum() else "_" for c in os.path.basename(self.src))
         derived = f"{stem}_{hashlib.sha1(key.encode()).hexdigest()[:10]}"
         if self.name and self.name != derived:
@@ -110,6 +125,7 @@ class VideoFolder(tfds.core.GeneratorBasedBuilder):
         self._beam_splits: dict[str, list[VideoEntry]] = {}
         self._use_beam = False
         self._listed: tuple[list[VideoEntry], ClassNames] | None = None
+        self._auto_split = False  # the listing's splits were made by split_by_class
         super().__init__(**kwargs)
 
     def _listing(self) -> tuple[list[VideoEntry], ClassNames]:
@@ -118,6 +134,9 @@ class VideoFolder(tfds.core.GeneratorBasedBuilder):
             cfg: VideoFolderConfig = self.builder_config
             if self.LISTING is None:
                 entries = read_entries(cfg.src)
+                if {e.split for e in entries} == {"train"}:  # no split given: make one
+                    entries = split_by_class(entries, cfg.split_fractions, cfg.split_seed)
+                    self._auto_split = True
                 self._listed = entries, class_names(entries)
             else:
                 listing = annotations.LISTINGS[self.LISTING]
@@ -182,7 +201,7 @@ class VideoFolder(tfds.core.GeneratorBasedBuilder):
                 self._record(split, entries, missing)
         if not generators:
             src = self.builder_config.src
-            raise FileNotFoundError(f"none of the videos {src!r} lists exist; check src=")
+            raise NotFoundError(f"none of the videos {src!r} lists exist; check src=")
         return generators
 
     def _record_maker(self) -> _RecordMaker:
@@ -226,6 +245,16 @@ class VideoFolder(tfds.core.GeneratorBasedBuilder):
             "skipped_by_reason": reasons,
             "skipped_files": [dataclasses.asdict(s) for s in skipped],
         }
+        if self._auto_split:  # how this split was made, and its videos per class
+            cfg: VideoFolderConfig = self.builder_config
+            per_class: dict[str, int] = {}
+            for entry in entries:
+                per_class[entry.label] = per_class.get(entry.label, 0) + 1
+            self._report[split]["auto_split"] = {
+                "fractions": list(cfg.split_fractions),
+                "seed": cfg.split_seed,
+                "listed_per_class": dict(sorted(per_class.items())),
+            }
         return self._report[split]
 
     def _download_and_prepare(self, dl_manager, download_config=None):
@@ -254,7 +283,7 @@ class _RecordMaker:
         labels = (entry.label,) if isinstance(entry.label, str) else entry.label
         if len(labels) != len(self.label_ids):
             tasks = list(self.label_ids)
-            raise ValueError(f"{entry.path}: label {entry.label!r} is not one name per {tasks}")
+            raise UserError(f"{entry.path}: label {entry.label!r} is not one name per {tasks}")
         record = {
             task: ids[name]
             for (task, ids), name in zip(self.label_ids.items(), labels, strict=True)
@@ -353,7 +382,7 @@ def _check_kept(split: str, listed: int, skipped: list[Skipped]) -> None:
     """Raises when every video of a split was skipped (TFDS cannot write an empty split)."""
     if len(skipped) == listed:
         first = "; ".join(f"{s.path}: {s.reason} ({s.detail})" for s in skipped[:3])
-        raise ValueError(
+        raise UserError(
             f"split {split!r}: none of its {listed} videos could be used "
             f"({_count_reasons(skipped)}), e.g. {first}"
         )
@@ -432,6 +461,12 @@ def format_report(report: dict[str, dict]) -> str:
             f"{split}: kept {r['kept']} of {r['listed']} (found {r['found']}); "
             f"skipped {r['skipped']} ({why})"
         )
+    auto = next((r["auto_split"] for r in report.values() if "auto_split" in r), None)
+    if auto:
+        lines.append(
+            f"(no train/validation/test given: split per class by split_fractions="
+            f"{tuple(auto['fractions'])}, split_seed={auto['seed']})"
+        )
     return "\n".join(lines)
 
 
@@ -445,6 +480,8 @@ def prepare_videos(
     min_frames: int = 1,
     jpeg_quality: int = 90,
     fold: int = 1,
+    split_fractions: Sequence[float] = DEFAULT_SPLIT_FRACTIONS,
+    split_seed: int = 0,
     num_workers: int | None = None,
     progress_bar: bool = False,
     beam_runner: str | None = None,
@@ -457,7 +494,10 @@ def prepare_videos(
     decode processes (default: all cores). A second call with the same arguments reads what is
     there. ``beam_runner`` (e.g. ``"DirectRunner"``, ``"DataflowRunner"``) and/or
     ``beam_options`` (pipeline flags, a list or one shell-quoted string) prepare on Apache Beam
-    instead (``pip install 'vjax[beam]'``); the records and report are the same.
+    instead (``pip install 'vjax[beam]'``); the records and report are the same. A
+    ``video_folder`` source that names no split is split per class in ``split_fractions``
+    (train, validation, test) by ``split_seed`` (see :func:`~vjax.data.manifests.split_by_class`;
+    the report's ``auto_split`` records it).
 
     >>> builder = prepare_videos("ucf101", "~/tfds", src="~/data/ucf101", fps=10, fold=2)
     >>> builder = prepare_videos("kinetics", "gs://bucket/tfds", src="/mnt/k400",  # the
@@ -465,7 +505,7 @@ def prepare_videos(
     ...     beam_options="--project=p --region=us-central1 --temp_location=gs://bucket/tmp")
     """
     if dataset not in BUILDERS:
-        raise ValueError(f"unknown video dataset {dataset!r}; valid: {sorted(BUILDERS)}")
+        raise UserError(f"unknown video dataset {dataset!r}; valid: {sorted(BUILDERS)}")
     if not progress_bar:
         tfds.disable_progress_bar()
     config = VideoFolderConfig(
@@ -475,6 +515,8 @@ def prepare_videos(
         min_frames=min_frames,
         jpeg_quality=jpeg_quality,
         fold=fold,
+        split_fractions=tuple(split_fractions),
+        split_seed=split_seed,
     )
     builder = BUILDERS[dataset](
         config=config,

@@ -88,7 +88,8 @@ class VideoTransformer(nn.Module):
         size = self.resolved_size()
         if size.hidden_size % size.num_heads:
             raise ValueError(
-                f"hidden_size {size.hidden_size} is not divisible by num_heads {size.num_heads}"
+                f"hidden_size {size.hidden_size} is not divisible by num_heads {size.num_heads}; "
+                f"make model.hidden_size a multiple of model.num_heads"
             )
 
     def embed(self, video: jax.Array) -> tuple[jax.Array, tuple[int, int]]:

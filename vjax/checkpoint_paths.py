@@ -1,0 +1,47 @@
+"""Where a run's checkpoints are, found from folder names alone: no Orbax, no JAX, nothing
+created. So a command given a wrong path says so at once, before loading anything.
+
+>>> locate("runs/vivit")            # ("/abs/runs/vivit/checkpoints", None): newest step
+>>> locate("runs/vivit/checkpoints/400")   # ("/abs/runs/vivit/checkpoints", 400)
+"""
+
+from __future__ import annotations
+
+import os
+
+from vjax.errors import NotFoundError
+
+
+def saved_steps(directory: str) -> list[int]:
+    """The step numbers saved under a checkpoints folder (none when it does not exist)."""
+    if not os.path.isdir(directory):
+        return []
+    return sorted(
+        int(name) for name in os.listdir(directory)
+        if name.isdigit() and os.path.isdir(os.path.join(directory, name))
+    )  # fmt: skip
+
+
+def require_trained(workdir: str) -> None:
+    """Raises NotFoundError unless ``workdir`` holds a saved checkpoint (a run to evaluate)."""
+    if not saved_steps(os.path.join(workdir, "checkpoints")):
+        raise NotFoundError(
+            f"no checkpoint to evaluate in {workdir!r}; train first (vjax train --workdir=...)"
+        )
+
+
+def locate(path: str) -> tuple[str, int | None]:
+    """``(checkpoints folder, step or None for the newest)`` of a workdir, its checkpoints
+    folder, one step folder in it, or a ``vjax convert`` folder; NotFoundError otherwise."""
+    path = os.path.abspath(path)
+    if os.path.isdir(os.path.join(path, "checkpoints")):
+        path = os.path.join(path, "checkpoints")
+    if os.path.basename(path).isdigit() and os.path.isdir(os.path.join(path, "state")):
+        return os.path.dirname(path), int(os.path.basename(path))
+    if not saved_steps(path):
+        what = "does not exist" if not os.path.exists(path) else "holds no checkpoint"
+        raise NotFoundError(
+            f"{path!r} {what}; give a training workdir, its checkpoints folder, one step in "
+            f"it, or a folder `vjax convert` wrote"
+        )
+    return path, None

@@ -1,0 +1,113 @@
+"""A trained or converted model, ready to use: what :func:`vjax.load` returns.
+
+Calling it on uint8 clips normalises them as training did (``config.input.mean``/``std``), so
+its logits are the ones evaluation reports; the Flax module and its variables stay available
+for anything else, and it still unpacks as ``config, module, variables``.
+
+>>> model = vjax.load("runs/demo/vivit")     # a workdir, one checkpoint step, a convert folder
+>>> logits = model(video)                    # uint8 (B, T, H, W, 3) -> (B, num_classes)
+>>> model.class_names[int(logits[0].argmax())]
+>>> config, module, variables = model        # the raw pieces
+>>> same = module.apply(variables, model.normalize(video), train=False)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import numpy as np
+
+from vjax.errors import UserError
+
+
+def normalized_apply(config: Any, module: Any, variables: dict) -> Callable[[Any], Any]:
+    """A jitted ``uint8 (B, T, H, W, 3) -> logits`` with the model's normalisation (the model's
+    output: ``(B, K)``, or ``{task: (B, K_task)}`` for a multi-task model)."""
+    import jax
+
+    from vjax.step import normalize_video
+
+    mean, std = tuple(config.input.mean), tuple(config.input.std)
+
+    @jax.jit
+    def apply(video):
+        return module.apply(variables, normalize_video(video, mean, std, module.dtype), train=False)
+
+    return apply
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class LoadedModel:
+    """A model with its config, variables and checkpoint metadata (``class_names``,
+    ``clip_shape``); unpacks (and indexes) as ``(config, module, variables)``."""
+
+    config: Any
+    module: Any
+    variables: dict
+    metadata: dict
+
+    @property
+    def class_names(self) -> list[str] | dict[str, list[str]]:
+        """The classes, in logit order (``{task: names}`` for a multi-task model)."""
+        return self.metadata["class_names"]
+
+    @property
+    def clip_shape(self) -> tuple[int, ...]:
+        """``(T, H, W, C)`` of the clips the model was trained (or converted) on."""
+        return tuple(self.metadata["clip_shape"])
+
+    def _check(self, video: Any) -> None:
+        if np.ndim(video) != 5 or np.dtype(video.dtype) != np.uint8:
+            raise UserError(
+                f"a loaded model takes uint8 frames (0..255) of shape (B, T, H, W, C), got "
+                f"{np.dtype(video.dtype)} of shape {tuple(np.shape(video))}; for input already "
+                f"normalised use model.module.apply(model.variables, video, train=False)"
+            )
+
+    def normalize(self, video: Any) -> Any:
+        """uint8 frames -> the float input the module was trained on."""
+        from vjax.step import normalize_video
+
+        self._check(video)
+        input_config = self.config.input
+        return normalize_video(video, input_config.mean, input_config.std, self.module.dtype)
+
+    @functools.cached_property
+    def _apply(self) -> Callable[[Any], Any]:
+        return normalized_apply(self.config, self.module, self.variables)
+
+    def __call__(self, video: Any) -> np.ndarray | dict[str, np.ndarray]:
+        """Logits of uint8 clips ``(B, T, H, W, 3)``, normalised as in training (jitted; host
+        arrays)."""
+        import jax
+
+        self._check(video)
+        return jax.device_get(self._apply(video))
+
+    def __iter__(self) -> Iterator[Any]:
+        return iter((self.config, self.module, self.variables))
+
+    def __getitem__(self, index: int) -> Any:
+        return (self.config, self.module, self.variables)[index]
+
+    def __len__(self) -> int:
+        return 3
+
+
+def load(path: str) -> LoadedModel:
+    """The newest checkpoint under ``path`` that restores (host arrays), with its model."""
+    from vjax.checkpoint_paths import locate
+
+    locate(path)  # a wrong path fails at once, before Orbax and JAX load
+    from vjax.checkpoint import read_checkpoint
+    from vjax.config_utils import config_from_json
+    from vjax.models import build_model
+    from vjax.tasks import head_sizes
+
+    metadata, variables, _ = read_checkpoint(path)
+    config = config_from_json(metadata["config"])
+    module = build_model(config.model, head_sizes(metadata["class_names"]), config.train.dtype)
+    return LoadedModel(config, module, variables, metadata)

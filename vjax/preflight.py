@@ -1,0 +1,67 @@
+"""What a config must satisfy before any dataset is prepared or anything compiles: a mesh that
+fits the devices, a batch that splits over them, valid input options, and a model that can
+take the clip. Each failure is a :class:`~vjax.config_utils.ConfigError` naming the config
+section (the commands print it as one line).
+
+>>> mesh = check_config(config)   # then prepare data, build the state, compile
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator, Sequence
+
+import jax
+import ml_collections
+
+from vjax import parallel
+from vjax.config_utils import ConfigError
+from vjax.errors import UserError, one_line
+
+# Any number of classes builds the model for its checks; the dataset's is known only later.
+_CHECK_CLASSES = 2
+
+
+@contextlib.contextmanager
+def _section(name: str, fix: str = "") -> Iterator[None]:
+    """Turns a ValueError of the checks inside (a model's, the mesh's) into a ConfigError that
+    names the config section ``name``."""
+    try:
+        yield
+    except UserError:
+        raise
+    except ValueError as e:
+        raise ConfigError(f"config.{name}: {one_line(e)}" + (f"; {fix}" if fix else "")) from e
+
+
+def check_config(
+    config: ml_collections.ConfigDict, devices: Sequence[jax.Device] | None = None
+) -> jax.sharding.Mesh:
+    """Checks the config against ``devices`` (default: all) without touching any data and
+    returns its mesh."""
+    from vjax.data.datasets import check_dataset_name, planned_clip_shape
+    from vjax.models import build_model
+
+    devices = list(devices if devices is not None else jax.devices())
+    with _section(
+        "sharding.mesh",
+        f"set --config.sharding.mesh for the {len(devices)} device(s) here (one axis may be -1: "
+        f"all remaining devices)",
+    ):
+        mesh = parallel.make_mesh(
+            config.sharding.mesh, devices, config.sharding.get("dcn_mesh", ())
+        )
+    batch_size = config.input.global_batch_size
+    if batch_size % mesh.size:
+        raise ConfigError(
+            f"input.global_batch_size ({batch_size}) must be divisible by the number of "
+            f"devices ({mesh.size}); set --config.input.global_batch_size"
+        )
+    check_dataset_name(config.dataset.name)
+    with _section("input"):
+        clip = planned_clip_shape(config.dataset, config.input)
+    with _section("model"):
+        model = build_model(config.model, _CHECK_CLASSES, config.train.dtype)
+        if clip is not None:
+            model.check_input((batch_size, *clip))
+    return mesh
