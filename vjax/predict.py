@@ -23,12 +23,15 @@ from typing import Any
 import numpy as np
 
 from vjax.data.multiview import log_softmax
-from vjax.tasks import ClassNames, concat_classes, head_sizes, is_multitask, split_classes
+from vjax.tasks import ClassNames, head_sizes, is_multitask, split_classes
 
 
-def load_model(path: str) -> tuple[Any, Any, dict, dict]:
+def load_model(path: str, float_model: bool = False) -> tuple[Any, Any, dict, dict]:
     """``(config, model, variables, metadata)`` of a checkpoint folder, as :func:`vjax.load`
-    plus the checkpoint's metadata (``class_names``, ``clip_shape``)."""
+    plus the checkpoint's metadata (``class_names``, ``clip_shape``). A ``vjax quantize``
+    folder gives the int8 model and its variables; a run trained with
+    ``train.quantization`` gives its fake-quantized model (the plain one with
+    ``float_model``)."""
     from vjax.checkpoint import read_checkpoint
     from vjax.config_utils import config_from_json
     from vjax.models import build_model
@@ -36,31 +39,44 @@ def load_model(path: str) -> tuple[Any, Any, dict, dict]:
     metadata, variables, _ = read_checkpoint(path)
     config = config_from_json(metadata["config"])
     model = build_model(config.model, head_sizes(metadata["class_names"]), config.train.dtype)
+    quantized = metadata.get("quantization")
+    if quantized:
+        from vjax.deploy.quantize import from_saved
+
+        model, variables = from_saved(model, quantized["mode"], variables, metadata["clip_shape"])
+    elif config.train.get("quantization") and not float_model:
+        from vjax.deploy.quantize import qat_model
+
+        model = qat_model(model, config.train.quantization)
     return config, model, variables, metadata
 
 
 def make_apply(config: Any, model: Any, variables: dict) -> Callable[[np.ndarray], np.ndarray]:
-    """A jitted ``uint8 (B, T, H, W, 3) -> logits (B, K)`` with the model's normalisation."""
+    """A jitted ``uint8 (B, T, H, W, 3) -> logits (B, K)`` with the model's normalisation
+    (the function ``vjax export`` exports; several tasks: logits concatenated)."""
     import jax
 
-    from vjax.step import normalize_video
+    from vjax.deploy.export import inference_function
 
-    mean, std = tuple(config.input.mean), tuple(config.input.std)
-
-    @jax.jit
-    def apply(video):
-        return model.apply(variables, normalize_video(video, mean, std, model.dtype), train=False)
-
-    return lambda video: np.asarray(concat_classes(apply(video)))
+    infer = jax.jit(inference_function(config, model, variables))
+    return lambda video: np.asarray(infer(video)[0])
 
 
-def _trained_fps(config: Any) -> float:
-    """The frame rate the model's clips were cut at, when its config records one."""
-    for section, key in (("input", "fps"), ("dataset", "fps")):
-        value = config.get(section, {}).get(key) if section in config else None
-        if value:
-            return float(value)
-    return 0.0
+def open_model(path: str) -> tuple[Callable[[np.ndarray], np.ndarray], ClassNames, dict]:
+    """``(apply, class names, clip sampling)`` of a checkpoint folder or of a ``vjax export``
+    folder; the latter runs in its own runtime (StableHLO or ONNX), without the training
+    stack."""
+    from vjax.deploy.signature import is_exported, sampling
+
+    if is_exported(path):
+        from vjax.deploy.runtime import load_exported
+
+        exported = load_exported(path)
+        signature = exported.signature
+        return lambda video: exported(video)[0], signature["class_names"], signature["sampling"]
+    config, model, variables, metadata = load_model(path)
+    apply = make_apply(config, model, variables)
+    return apply, metadata["class_names"], sampling(config, metadata["clip_shape"])
 
 
 def _top(logits: np.ndarray, names: ClassNames, k: int) -> list[dict[str, Any]] | dict:
@@ -92,22 +108,19 @@ def predict_files(
     from vjax.data.transforms import InputOptions, make_view_iterator
     from vjax.data.video_io import VideoDecodeError, iter_video
 
-    config, model, variables, metadata = load_model(model_dir)
-    names = metadata["class_names"]
-    num_frames, height, width, _ = metadata["clip_shape"]
+    apply, names, clip = open_model(model_dir)
+    height, width = clip["crop"]
     if height != width:
         raise ValueError(f"predict expects square clips, the model's clip is {height}x{width}")
-    model_input = config.get("input", {})
     options = InputOptions(
-        num_frames=num_frames,
-        frame_stride=float(model_input.get("frame_stride", 1)),
+        num_frames=clip["num_frames"],
+        frame_stride=clip["frame_stride"],
         crop_size=height,
         test_num_clips=clips,
         test_num_crops=crops,
     )
     views = make_view_iterator(options)
-    apply = make_apply(config, model, variables)
-    fps = _trained_fps(config)
+    fps = clip["fps"]
     result: dict[str, Any] = {"model": model_dir, "files": {}, "skipped": {}}
     for path in paths:
         info: dict = {}
@@ -183,7 +196,9 @@ def format_result(result: dict[str, Any]) -> str:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``vjax predict``; returns the exit code (1 when any file was skipped)."""
     parser = argparse.ArgumentParser(prog="vjax predict", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--model", required=True, help="checkpoint folder (vjax.load opens it)")
+    parser.add_argument(
+        "--model", required=True, help="checkpoint folder (vjax.load opens it) or exported folder"
+    )
     parser.add_argument("videos", nargs="+", help="video files (any container ffmpeg reads)")
     parser.add_argument("--top_k", type=int, default=5)
     parser.add_argument("--clips", type=int, default=1, help="uniform temporal clips per file")
