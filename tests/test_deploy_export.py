@@ -150,7 +150,8 @@ def test_predict_on_an_exported_folder_equals_the_checkpoint_without_the_trainin
 import json, sys
 from vjax.predict import predict_files
 result = predict_files({folder!r}, [{video!r}], top_k=5)
-heavy = [m for m in ("flax", "optax", "tensorflow", "vjax.models", "vjax.train") if m in sys.modules]
+stack = ("flax", "optax", "tensorflow", "vjax.models", "vjax.train")
+heavy = [m for m in stack if m in sys.modules]
 print(json.dumps({{"top": result["files"][{video!r}]["top"], "heavy": heavy}}))
 """
     out = subprocess.run([sys.executable, "-c", script], check=True, capture_output=True,
