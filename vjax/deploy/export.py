@@ -112,6 +112,11 @@ def to_onnx(fn: Callable, clip: Sequence[int], path: str, name: str) -> None:
             return_mode="file",
             output_path=path,
         )
+    import onnxruntime as ort  # a file onnxruntime rejects is no export: check it loads
+
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
+    ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
 
 
 def _tf_function(fn: Callable, clip: Sequence[int], batch: int | None):
@@ -156,6 +161,7 @@ _OP_PATTERNS = (
     r"primitive '([\w.\-]+)'",  # jax2onnx: No plugins registered for primitive 'x'
     r"'([\w.\-]+)' op is not",  # MLIR/TFLite: 'vhlo.x' op is not part of ...
     r"Unsupported (conv layouts)",
+    r"Op \((\w+)\)",  # onnxruntime: Node (node_Add_74) Op (Add) [ShapeInferenceError]
     r"passed to ([\w.\-]+) at position",  # jax2onnx: a layer converter got a non-array
     r"[Uu]nsupported op(?:eration)?:? '?([\w.\-]+)",
 )
