@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from vjax.convert import pretrained_config, save_converted
-from vjax.deploy.export import export_model, main
+from vjax.deploy.export import ExportError, export_model, main
 from vjax.deploy.runtime import load_exported
 from vjax.models import build_model
 from vjax.predict import load_model, make_apply
@@ -83,6 +83,10 @@ def exported(tmp_path_factory):
     out = {}
     for name, model_dir in dirs.items():
         formats = FORMATS + (["tflite"] if name == "vivit" else [])
+        if name == "lrcn":  # jax2onnx 0.17 mis-converts its LSTM scan: export says so
+            with pytest.raises(ExportError, match="cannot export model 'lrcn' to onnx.*JAX's"):
+                export_model(model_dir, str(root / "lrcn_onnx"), ["onnx"])
+            formats.remove("onnx")
         export_model(model_dir, str(root / f"{name}_exported"), formats)
         config, model, variables, _ = load_model(model_dir)
         out[name] = (
@@ -109,7 +113,8 @@ def test_each_format_in_its_runtime_equals_jax_for_batch_1_and_3(exported, name)
             np.testing.assert_allclose(logits, expected[:batch], atol=TOL, err_msg=fmt)
             softmax = np.exp(expected[:batch]) / np.exp(expected[:batch]).sum(-1, keepdims=True)
             np.testing.assert_allclose(probs, softmax, atol=TOL, err_msg=fmt)
-    assert set(signature["files"]) == set(FORMATS + (["tflite"] if name == "vivit" else []))
+    expected_formats = set(FORMATS) - ({"onnx"} if name == "lrcn" else set())
+    assert set(signature["files"]) == expected_formats | ({"tflite"} if name == "vivit" else set())
 
 
 def test_stablehlo_runs_where_vjax_and_flax_cannot_be_imported(exported, tmp_path):

@@ -112,11 +112,27 @@ def to_onnx(fn: Callable, clip: Sequence[int], path: str, name: str) -> None:
             return_mode="file",
             output_path=path,
         )
-    import onnxruntime as ort  # a file onnxruntime rejects is no export: check it loads
+    _check_onnx(fn, clip, path)
+
+
+def _check_onnx(fn: Callable, clip: Sequence[int], path: str, atol: float = 1e-4) -> None:
+    """The file must load in onnxruntime and give JAX's logits on a random 2-clip batch:
+    jax2onnx can mis-convert a graph silently (it does for LRCN's recurrent scan)."""
+    import numpy as np
+    import onnxruntime as ort
 
     options = ort.SessionOptions()
     options.log_severity_level = 3
-    ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
+    session = ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
+    video = np.random.default_rng(0).integers(0, 256, (2, *clip), np.uint8)
+    expected = np.asarray(jax.jit(fn)(video)[0])
+    got = session.run(["logits"], {"video": video})[0]
+    error = float(np.abs(got - expected).max())
+    if not error <= atol * max(1.0, float(np.abs(expected).max())):
+        raise ValueError(
+            f"the ONNX graph gives logits {error:.3g} away from JAX's: an op of this model "
+            f"is mis-converted (error: numerical mismatch)"
+        )
 
 
 def _tf_function(fn: Callable, clip: Sequence[int], batch: int | None):
@@ -173,11 +189,15 @@ def describe_failure(model_name: str, fmt: str, error: BaseException) -> str:
     op = next((m.group(1) for p in _OP_PATTERNS if (m := re.search(p, text))), None)
     lines = [line.strip() for line in text.splitlines() if "error" in line.lower()]
     why = (lines or [line.strip() for line in text.splitlines() if line.strip()] or [""])[0]
-    where = f"op {op!r}" if op else f"{type(error).__name__}"
+    problem = (
+        f"op {op!r} is not supported by {TOOLS[fmt]} ({why[:300]})"
+        if op
+        else f"{TOOLS[fmt]} failed: {why[:300]}"
+    )
+    others = ",".join(f for f in FORMATS if f != fmt)
     return (
-        f"cannot export model {model_name!r} to {fmt}: {where} is not supported by "
-        f"{TOOLS[fmt]} ({why[:300]}). The other formats may still work: try "
-        f"--format={','.join(f for f in FORMATS if f != fmt)}."
+        f"cannot export model {model_name!r} to {fmt}: {problem}. The other formats may still "
+        f"work: try --format={others}."
     )
 
 
