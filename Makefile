@@ -17,10 +17,12 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[test]'
 	touch $(STAMP)
 
-# The tests also need the reference packages the weight converters are checked against, and
-# Apache Beam (preparation on Beam's DirectRunner).
+# The tests also need the reference packages the weight converters are checked against,
+# Apache Beam (preparation on Beam's DirectRunner) and the deployment tools (jax2onnx without
+# its pins, which would downgrade orbax-checkpoint and add equinox).
 $(TEST_STAMP): $(STAMP)
-	$(BIN)/python -m pip install --quiet -e '.[test,torch,beam]'
+	$(BIN)/python -m pip install --quiet -e '.[test,torch,beam,deploy]'
+	$(BIN)/python -m pip install --quiet --no-deps 'jax2onnx>=0.17,<0.18'
 	touch $(TEST_STAMP)
 
 demo: $(STAMP)

@@ -109,6 +109,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
             # "average"; position tables resized; a new head if the classes differ).
             init_from="",
             init_inflation="central",
+            # Quantization-aware training (vjax.deploy.quantize, qwix): "" (off),
+            # "int8_weights" or "int8" (int8 kernels and activations, fake-quantized).
+            quantization="",
         )
     )
     c.sharding = ml_collections.ConfigDict(

@@ -3,6 +3,8 @@ section of ``BENCHMARKS.md`` (other sections are kept).
 
     vjax bench data     # input pipeline: decoded + augmented frames/s vs plain PyAV
     vjax bench train    # train step: clips/s, TFLOP/s, MFU, memory, compile time per model
+    vjax bench infer    # inference latency/throughput per form (float, bf16, int8, exports)
+                        # beside PyTorch (torchvision, transformers)
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ import os
 import sys
 from collections.abc import Sequence
 
-KINDS = {"data": "vjax.bench_data", "train": "vjax.bench_train"}
+KINDS = {"data": "vjax.bench_data", "train": "vjax.bench_train", "infer": "vjax.bench_infer"}
 
 
 def update_benchmarks(path: str, section: str, body: str) -> None:

@@ -8,6 +8,7 @@ import os
 from typing import Any
 
 import jax
+import numpy as np
 import orbax.checkpoint as ocp
 
 from vjax.checkpoint_paths import locate
@@ -82,6 +83,16 @@ def save(manager: ocp.CheckpointManager, step: int, state: Any, metadata: dict) 
             state=ocp.args.StandardSave(state), metadata=ocp.args.JsonSave(metadata)
         ),
     )
+
+
+def write_single(directory: str, state: dict, metadata: dict) -> str:
+    """Writes one checkpoint (step 0, no optimiser) of host arrays into ``directory`` (a
+    ``checkpoints`` folder): what ``vjax convert`` and ``vjax quantize`` leave behind."""
+    manager = make_manager(directory, 1, async_save=False)
+    save(manager, 0, jax.tree.map(np.asarray, state), metadata)
+    manager.wait_until_finished()
+    manager.close()
+    return directory
 
 
 def _saved_tree(manager: ocp.CheckpointManager, step: int) -> Any | None:

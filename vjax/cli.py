@@ -6,8 +6,10 @@ vjax demo   --workdir=runs/demo
 vjax parity vivit            # params and GFLOPs next to the published tables
 vjax convert --from=SOURCE --src=FILE --out=DIR
 vjax prepare video_folder --src=DIR_OR_MANIFEST --data_dir=DIR
-vjax predict --model=DIR video.mp4 [more.mp4]
-vjax bench data|train        # input pipeline / train step speed, written to BENCHMARKS.md
+vjax predict --model=DIR video.mp4 [more.mp4]   # DIR: a checkpoint or an exported folder
+vjax export --model=DIR --out=DIR --format=stablehlo,onnx,savedmodel,tflite
+vjax quantize --model=DIR --out=DIR --mode=int8_weights|int8
+vjax bench data|train|infer  # input pipeline / train step / inference speed -> BENCHMARKS.md
 """
 
 from __future__ import annotations
@@ -28,6 +30,8 @@ COMMANDS = {
     "prepare": "vjax.data.prepare:main",
     "predict": "vjax.predict:main",
     "bench": "vjax.bench:main",
+    "export": "vjax.deploy.export:main",
+    "quantize": "vjax.deploy.quantize:main",
 }
 
 

@@ -97,8 +97,10 @@ class LoadedModel:
         return 3
 
 
-def load(path: str) -> LoadedModel:
-    """The newest checkpoint under ``path`` that restores (host arrays), with its model."""
+def load(path: str, float_model: bool = False) -> LoadedModel:
+    """The newest checkpoint under ``path`` that restores (host arrays), with its model. A
+    ``vjax quantize`` folder gives the int8 model; a run trained with ``train.quantization``
+    its fake-quantized model (the plain one with ``float_model``)."""
     from vjax.checkpoint_paths import locate
 
     locate(path)  # a wrong path fails at once, before Orbax and JAX load
@@ -110,4 +112,13 @@ def load(path: str) -> LoadedModel:
     metadata, variables, _ = read_checkpoint(path)
     config = config_from_json(metadata["config"])
     module = build_model(config.model, head_sizes(metadata["class_names"]), config.train.dtype)
+    quantized = metadata.get("quantization")
+    if quantized:
+        from vjax.deploy.quantize import from_saved
+
+        module, variables = from_saved(module, quantized["mode"], variables, metadata["clip_shape"])
+    elif config.train.get("quantization") and not float_model:
+        from vjax.deploy.quantize import qat_model
+
+        module = qat_model(module, config.train.quantization)
     return LoadedModel(config, module, variables, metadata)

@@ -26,12 +26,13 @@ from vjax.data.multiview import log_softmax
 from vjax.tasks import ClassNames, concat_classes, head_sizes, is_multitask, split_classes
 
 
-def load_model(path: str) -> tuple[Any, Any, dict, dict]:
-    """``(config, model, variables, metadata)`` of a checkpoint folder (see :func:`vjax.load`);
+def load_model(path: str, float_model: bool = False) -> tuple[Any, Any, dict, dict]:
+    """``(config, model, variables, metadata)`` of a checkpoint folder (see :func:`vjax.load`;
+    ``float_model``: a run trained with ``train.quantization`` without its fake quantization);
     the metadata holds ``class_names`` and ``clip_shape``."""
     from vjax.loaded import load
 
-    loaded = load(path)
+    loaded = load(path, float_model=float_model)
     return loaded.config, loaded.module, loaded.variables, loaded.metadata
 
 
@@ -44,13 +45,21 @@ def make_apply(config: Any, model: Any, variables: dict) -> Callable[[np.ndarray
     return lambda video: np.asarray(concat_classes(apply(video)))
 
 
-def _trained_fps(config: Any) -> float:
-    """The frame rate the model's clips were cut at, when its config records one."""
-    for section, key in (("input", "fps"), ("dataset", "fps")):
-        value = config.get(section, {}).get(key) if section in config else None
-        if value:
-            return float(value)
-    return 0.0
+def open_model(path: str) -> tuple[Callable[[np.ndarray], np.ndarray], ClassNames, dict]:
+    """``(apply, class names, clip sampling)`` of a checkpoint folder or of a ``vjax export``
+    folder; the latter runs in its own runtime (StableHLO or ONNX), without the training
+    stack."""
+    from vjax.deploy.signature import is_exported, sampling
+
+    if is_exported(path):
+        from vjax.deploy.runtime import load_exported
+
+        exported = load_exported(path)
+        signature = exported.signature
+        return lambda video: exported(video)[0], signature["class_names"], signature["sampling"]
+    config, model, variables, metadata = load_model(path)
+    apply = make_apply(config, model, variables)
+    return apply, metadata["class_names"], sampling(config, metadata["clip_shape"])
 
 
 def _top(logits: np.ndarray, names: ClassNames, k: int) -> list[dict[str, Any]] | dict:
@@ -82,22 +91,19 @@ def predict_files(
     from vjax.data.transforms import InputOptions, make_view_iterator
     from vjax.data.video_io import VideoDecodeError, iter_video
 
-    config, model, variables, metadata = load_model(model_dir)
-    names = metadata["class_names"]
-    num_frames, height, width, _ = metadata["clip_shape"]
+    apply, names, clip = open_model(model_dir)
+    height, width = clip["crop"]
     if height != width:
         raise ValueError(f"predict expects square clips, the model's clip is {height}x{width}")
-    model_input = config.get("input", {})
     options = InputOptions(
-        num_frames=num_frames,
-        frame_stride=float(model_input.get("frame_stride", 1)),
+        num_frames=clip["num_frames"],
+        frame_stride=clip["frame_stride"],
         crop_size=height,
         test_num_clips=clips,
         test_num_crops=crops,
     )
     views = make_view_iterator(options)
-    apply = make_apply(config, model, variables)
-    fps = _trained_fps(config)
+    fps = clip["fps"]
     result: dict[str, Any] = {"model": model_dir, "files": {}, "skipped": {}}
     for path in paths:
         info: dict = {}
@@ -173,7 +179,9 @@ def format_result(result: dict[str, Any]) -> str:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``vjax predict``; returns the exit code (1 when any file was skipped)."""
     parser = argparse.ArgumentParser(prog="vjax predict", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--model", required=True, help="checkpoint folder (vjax.load opens it)")
+    parser.add_argument(
+        "--model", required=True, help="checkpoint folder (vjax.load opens it) or exported folder"
+    )
     parser.add_argument("videos", nargs="+", help="video files (any container ffmpeg reads)")
     parser.add_argument("--top_k", type=int, default=5)
     parser.add_argument("--clips", type=int, default=1, help="uniform temporal clips per file")

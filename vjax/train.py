@@ -91,6 +91,10 @@ def setup(
     require_splits(builder, splits, why)
     clip_shape, class_names = clip_spec(builder, config.input)
     model = build_model(config.model, head_sizes(class_names), config.train.dtype)
+    if config.train.get("quantization"):  # quantization-aware training
+        from vjax.deploy.quantize import qat_model
+
+        model = qat_model(model, config.train.quantization)
     input_shape = (batch_size, *clip_shape)
     model.check_input(input_shape)
     tx = make_optimizer(config.optimizer, config.train.num_steps)
@@ -462,6 +466,8 @@ def evaluate_checkpoint(config: ml_collections.ConfigDict, workdir: str, split: 
     """Restores the newest good checkpoint of ``workdir`` and evaluates it on ``split``."""
     require_trained(workdir)  # before the dataset or an empty checkpoints folder is made
     exp = setup(config, splits=(split,))
+    if _is_quantized(workdir):
+        return _evaluate_quantized(exp, workdir, split)
     manager = checkpoint.make_manager(
         os.path.join(workdir, "checkpoints"), config.train.keep_checkpoints
     )
@@ -474,3 +480,26 @@ def evaluate_checkpoint(config: ml_collections.ConfigDict, workdir: str, split: 
 
     run = evaluate_views if stores_whole_videos(exp.builder) else evaluate
     return {"step": step, **run(exp, eval_step, state.variables, split)}
+
+
+def _is_quantized(workdir: str) -> bool:
+    """True for a ``vjax quantize`` folder (its checkpoint's metadata says so)."""
+    path = os.path.join(workdir, "checkpoints", "0", "metadata", "metadata")
+    if not os.path.isfile(path):
+        return False
+    with open(path) as f:
+        return bool(json.load(f).get("quantization"))
+
+
+def _evaluate_quantized(exp: Experiment, workdir: str, split: str) -> dict:
+    """Evaluates the int8 model of a ``vjax quantize`` folder on ``split`` with the data and
+    views of ``exp``'s config (its variables replicated on every device)."""
+    from vjax.data.datasets import stores_whole_videos
+    from vjax.predict import load_model
+
+    _, model, variables, _ = load_model(workdir)
+    cfg = exp.config.input
+    eval_step = jax.jit(make_eval_step(model, mean=tuple(cfg.mean), std=tuple(cfg.std)))
+    exp = dataclasses.replace(exp, model=model)
+    run = evaluate_views if stores_whole_videos(exp.builder) else evaluate
+    return {"step": 0, **run(exp, eval_step, variables, split)}

@@ -111,7 +111,6 @@ def save_converted(out_dir: str, config: ml_collections.ConfigDict, variables: M
     """Writes converted ``variables`` as step 0 of an Orbax checkpoint under ``out_dir`` (with
     the config as metadata), so ``vjax.load(out_dir)`` opens it. Returns the folder."""
     import flax.linen as nn
-    import jax
 
     from vjax import checkpoint
     from vjax.config_utils import config_to_json
@@ -124,8 +123,5 @@ def save_converted(out_dir: str, config: ml_collections.ConfigDict, variables: M
         "clip_shape": list(config.input.clip),
     }
     state = {"step": np.zeros((), np.int32), "params": params, "model_state": variables}
-    manager = checkpoint.make_manager(os.path.join(out_dir, "checkpoints"), 1, async_save=False)
-    checkpoint.save(manager, 0, jax.tree.map(np.asarray, state), metadata)
-    manager.wait_until_finished()
-    manager.close()
+    checkpoint.write_single(os.path.join(out_dir, "checkpoints"), state, metadata)
     return out_dir

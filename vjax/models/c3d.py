@@ -54,7 +54,7 @@ class C3D(nn.Module):
                 x = conv(x, train=train)
             window = (1, 2, 2) if i == 0 else (2, 2, 2)
             padding = ((0, 0), (1, 1), (1, 1)) if i == len(BLOCKS) - 1 else "VALID"
-            x = nn.max_pool(x, window, strides=window, padding=padding)
+            x = nn.max_pool(x, window_shape=window, strides=window, padding=padding)
         x = x.reshape(x.shape[0], -1)
         for name, names in (("fc6", (None, "mlp")), ("fc7", ("mlp", "embed"))):
             x = nn.Dense(

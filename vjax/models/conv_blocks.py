@@ -100,10 +100,12 @@ def batch_norm(train: bool, dtype: Dtype, name: str | None = None) -> nn.BatchNo
 
 
 def max_pool3d(x: jax.Array, kernel: Sequence[int], strides: Sequence[int]) -> jax.Array:
-    """Max pooling with torch's ``k // 2`` padding (padded positions never win)."""
-    return nn.max_pool(
-        x, tuple(kernel), strides=tuple(strides), padding=[(k // 2, k // 2) for k in kernel]
-    )
+    """Max pooling with torch's ``k // 2`` padding (padded positions never win).
+
+    ``window_shape`` goes by keyword: the ONNX exporter (jax2onnx) swaps ``nn.max_pool`` for
+    one that takes it only so."""
+    padding = [(k // 2, k // 2) for k in kernel]
+    return nn.max_pool(x, window_shape=tuple(kernel), strides=tuple(strides), padding=padding)
 
 
 def global_average(x: jax.Array) -> jax.Array:

@@ -144,7 +144,10 @@ class Attention(nn.Module):
     implementation: str = "auto"
 
     def _param(self, name: str, init, shape: tuple[int, ...], names: tuple[str, ...]):
-        return self.param(name, _logical(init, names), shape).astype(self.dtype)
+        value = self.param(name, _logical(init, names), shape)
+        # Cast only when needed: an int8-quantized kernel (vjax.deploy.quantize) has the
+        # compute dtype already and cannot be cast as a whole.
+        return value if value.dtype == self.dtype else value.astype(self.dtype)
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:

@@ -61,6 +61,13 @@ def _cell(kind: str, features: int, dtype: Any) -> nn.RNNCellBase:
     )
 
 
+def zero_carry(kind: str, batch: int, features: int) -> Any:
+    """The zero initial state flax's cells start from (LSTM: ``(c, h)``, GRU: ``h``), built
+    without the random key ``nn.RNN`` would otherwise split (an op exporters cannot express)."""
+    h = jnp.zeros((batch, features), jnp.float32)
+    return (h, h) if kind == "lstm" else h
+
+
 def check_recurrent_fields(cell: str, pooling: str) -> None:
     if cell not in _CELLS:
         raise ValueError(f"cell must be one of {_CELLS}, got {cell!r}")
@@ -88,15 +95,17 @@ class RecurrentHead(nn.Module):
     def __call__(self, x: jax.Array) -> jax.Array:
         check_recurrent_fields(self.cell, self.pooling)
         x = constrain(x.astype(self.dtype), ("batch", "time", "embed"))
+        carry = zero_carry(self.cell, x.shape[0], self.hidden_size)
         for i in range(self.num_layers):
 
             def rnn(name: str) -> nn.RNN:  # a fresh cell each: directions never share weights
                 return nn.RNN(_cell(self.cell, self.hidden_size, self.dtype), name=name)
 
             if self.bidirectional:
-                x = nn.Bidirectional(rnn(name=f"forward{i}"), rnn(name=f"backward{i}"))(x)
+                both = nn.Bidirectional(rnn(name=f"forward{i}"), rnn(name=f"backward{i}"))
+                x = both(x, initial_carry=(carry, carry))
             else:
-                x = rnn(name=f"layer{i}")(x)
+                x = rnn(name=f"layer{i}")(x, initial_carry=carry)
         x = constrain(x, ("batch", "time", "rnn"))
         if self.pooling == "mean":
             return x.mean(axis=1)

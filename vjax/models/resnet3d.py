@@ -235,7 +235,7 @@ class ResNet3D(nn.Module):
                 depthwise=self.depthwise_b,
             )(x, train=bn_train)
             if i == 0 and self.stage1_pool:
-                x = nn.max_pool(x, (2, 1, 1), strides=(2, 1, 1))
+                x = nn.max_pool(x, window_shape=(2, 1, 1), strides=(2, 1, 1))
         x = constrain(x, ACTIVATION_AXES)
         return classify(x, self.num_classes, self.dropout_rate, train)
 

@@ -1,0 +1,177 @@
+"""``vjax export``: the demo's ViViT, R(2+1)D and LRCN and a converted Hugging Face VideoMAE,
+each exported once with a symbolic batch, give JAX's logits (within 1e-4) in each format's own
+runtime for batch 1 and batch 3; StableHLO runs where vjax and flax cannot be imported;
+``vjax predict`` on an exported folder equals predict on the checkpoint without loading the
+training stack."""
+
+import json
+import os
+import subprocess
+import sys
+
+import jax
+import numpy as np
+import pytest
+
+from vjax.convert import pretrained_config, save_converted
+from vjax.deploy.export import ExportError, export_model, main
+from vjax.deploy.runtime import load_exported
+from vjax.models import build_model
+from vjax.predict import load_model, make_apply
+
+TOL = 1e-4
+CLIP = (4, 16, 16, 3)
+NAMES = [f"c{i}" for i in range(5)]
+MEAN, STD = (0.4, 0.5, 0.6), (0.2, 0.25, 0.3)
+# The demo's three families (configs/demo.py) at test size, and where each is exported to.
+MODELS = {
+    "vivit": {"name": "vivit", "size": "Ti/8x2", "num_layers": 1, "hidden_size": 32,
+              "num_heads": 2, "mlp_dim": 64},
+    "r2plus1d": {"name": "r2plus1d_18", "layers": (1, 1, 1, 1), "width": 8},
+    "lrcn": {"name": "lrcn", "frame_layers": (1, 1, 1, 1), "frame_width": 8, "hidden_size": 16},
+}  # fmt: skip
+FORMATS = ["stablehlo", "onnx", "savedmodel"]
+
+
+def randomized(variables, seed: int = 0):
+    """Every parameter perturbed (zero-initialised heads would give all-zero logits and hide
+    a mix-up); BatchNorm statistics kept valid."""
+    rng = np.random.default_rng(seed)
+    params = jax.tree.map(
+        lambda p: np.asarray(p) + 0.05 * rng.standard_normal(p.shape).astype(np.float32),
+        variables["params"],
+    )
+    return {**variables, "params": params}
+
+
+def save_model(root, name: str, model_config: dict) -> str:
+    model = build_model(model_config, len(NAMES))
+    init = jax.jit(lambda key: model.init(key, np.zeros((1, *CLIP)), train=False))
+    variables = randomized(jax.device_get(init(jax.random.key(0))))
+    config = pretrained_config(model_config, CLIP, NAMES, mean=MEAN, std=STD, source="test")
+    return save_converted(str(root / name), config, variables)
+
+
+def save_hf_videomae(root) -> str:
+    """A random tiny transformers VideoMAE classifier, converted (vjax convert --from=hf)."""
+    transformers = pytest.importorskip("transformers")
+    torch = pytest.importorskip("torch")
+    from vjax.convert.hf import from_hf
+
+    hf_config = transformers.VideoMAEConfig(
+        hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64,
+        image_size=16, patch_size=8, num_frames=4, tubelet_size=2, num_labels=len(NAMES),
+    )  # fmt: skip
+    torch.manual_seed(0)
+    hf = transformers.VideoMAEForVideoClassification(hf_config).eval()
+    with torch.no_grad():
+        for tensor in hf.state_dict().values():
+            tensor.add_(0.2 * torch.randn(tensor.shape))
+    config, variables = from_hf(hf.state_dict(), hf.config)
+    with config.unlocked():
+        config.class_names = NAMES
+    return save_converted(str(root / "hf_videomae"), config, variables)
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory):
+    """``{name: (checkpoint dir, export dir, JAX logits of the 3-clip batch)}``."""
+    root = tmp_path_factory.mktemp("export")
+    video = np.random.default_rng(1).integers(0, 256, (3, *CLIP), np.uint8)
+    dirs = {name: save_model(root, name, cfg) for name, cfg in MODELS.items()}
+    dirs["hf_videomae"] = save_hf_videomae(root)
+    out = {}
+    for name, model_dir in dirs.items():
+        formats = FORMATS + (["tflite"] if name == "vivit" else [])
+        if name == "lrcn":  # jax2onnx 0.17 mis-converts its LSTM scan: export says so
+            with pytest.raises(ExportError, match="cannot export model 'lrcn' to onnx.*JAX's"):
+                export_model(model_dir, str(root / "lrcn_onnx"), ["onnx"])
+            formats.remove("onnx")
+        export_model(model_dir, str(root / f"{name}_exported"), formats)
+        config, model, variables, _ = load_model(model_dir)
+        out[name] = (
+            model_dir,
+            str(root / f"{name}_exported"),
+            make_apply(config, model, variables)(video),
+        )
+    return root, video, out
+
+
+@pytest.mark.parametrize("name", [*MODELS, "hf_videomae"])
+def test_each_format_in_its_runtime_equals_jax_for_batch_1_and_3(exported, name):
+    _, video, models = exported
+    _, folder, expected = models[name]
+    assert np.abs(expected).max() < 100 and np.ptp(expected, axis=0).max() > 1e-3  # real logits
+    signature = json.load(open(os.path.join(folder, "signature.json")))
+    assert signature["input"]["shape"] == [None, *CLIP] and signature["input"]["dtype"] == "uint8"
+    assert signature["class_names"] == NAMES and signature["tasks"]["label"]["columns"] == [0, 5]
+    assert signature["sampling"]["num_frames"] == 4 and signature["sampling"]["crop"] == [16, 16]
+    for fmt in signature["files"]:
+        model = load_exported(folder, fmt)
+        for batch in (1, 3):
+            logits, probs = model(video[:batch])
+            np.testing.assert_allclose(logits, expected[:batch], atol=TOL, err_msg=fmt)
+            softmax = np.exp(expected[:batch]) / np.exp(expected[:batch]).sum(-1, keepdims=True)
+            np.testing.assert_allclose(probs, softmax, atol=TOL, err_msg=fmt)
+    expected_formats = set(FORMATS) - ({"onnx"} if name == "lrcn" else set())
+    assert set(signature["files"]) == expected_formats | ({"tflite"} if name == "vivit" else set())
+
+
+def test_stablehlo_runs_where_vjax_and_flax_cannot_be_imported(exported, tmp_path):
+    _, video, models = exported
+    np.save(tmp_path / "video.npy", video)
+    script = f"""
+import sys
+sys.modules.update(vjax=None, flax=None)  # importing either now fails
+import jax, numpy as np
+video = np.load({str(tmp_path / "video.npy")!r})
+out = {{}}
+for name, path in [("vivit", {models["vivit"][1] + "/model.stablehlo"!r})]:
+    model = jax.export.deserialize(bytearray(open(path, "rb").read()))
+    out[name + "_1"] = np.asarray(model.call(video[:1])[0])
+    out[name + "_3"] = np.asarray(model.call(video)[0])
+np.savez({str(tmp_path / "out.npz")!r}, **out)
+"""
+    env = {**os.environ, "PYTHONPATH": ""}
+    subprocess.run([sys.executable, "-c", script], check=True, env=env, cwd=tmp_path)
+    got = np.load(tmp_path / "out.npz")
+    expected = models["vivit"][2]
+    np.testing.assert_allclose(got["vivit_1"], expected[:1], atol=TOL)
+    np.testing.assert_allclose(got["vivit_3"], expected, atol=TOL)
+
+
+def test_predict_on_an_exported_folder_equals_the_checkpoint_without_the_training_stack(
+    exported,
+):
+    from vjax.data.video_io import encode_video
+    from vjax.predict import predict_files
+
+    root, _, models = exported
+    model_dir, folder, _ = models["vivit"]
+    frames = np.random.default_rng(2).integers(0, 256, (20, 24, 30, 3), np.uint8)
+    video = encode_video(str(root / "clip.mp4"), frames, 10)
+    on_checkpoint = predict_files(model_dir, [video], top_k=5)["files"][video]["top"]
+    script = f"""
+import json, sys
+from vjax.predict import predict_files
+result = predict_files({folder!r}, [{video!r}], top_k=5)
+stack = ("flax", "optax", "tensorflow", "vjax.models", "vjax.train")
+heavy = [m for m in stack if m in sys.modules]
+print(json.dumps({{"top": result["files"][{video!r}]["top"], "heavy": heavy}}))
+"""
+    out = subprocess.run([sys.executable, "-c", script], check=True, capture_output=True,
+                         text=True, cwd=os.getcwd())  # fmt: skip
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    assert result["heavy"] == []
+    assert [t["label"] for t in result["top"]] == [t["label"] for t in on_checkpoint]
+    np.testing.assert_allclose([t["score"] for t in result["top"]],
+                               [t["score"] for t in on_checkpoint], atol=1e-5)  # fmt: skip
+
+
+def test_bad_format_and_missing_model_are_one_line_errors(exported, capsys):
+    root, _, models = exported
+    assert main([f"--model={models['vivit'][0]}", f"--out={root}/x", "--format=onnx,pdf"]) == 2
+    assert main([f"--model={root}/nothing_here", f"--out={root}/y"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 2 and "unknown export format(s) ['pdf']" in err[0]
+    assert "Traceback" not in "".join(err)

@@ -1,0 +1,89 @@
+"""``vjax quantize`` and ``train.quantization``: int8 kernels (per channel) a quarter of the
+float bytes, logits close to the float model's, a folder that vjax.load, vjax eval, vjax
+export and predict open; quantization-aware training runs and its checkpoint quantizes."""
+
+import jax
+import numpy as np
+import pytest
+from conftest import tiny_config
+
+import vjax
+from vjax import train
+from vjax.deploy import quantize
+from vjax.deploy.export import export_model
+from vjax.deploy.export import main as export_main
+from vjax.deploy.runtime import load_exported
+from vjax.predict import load_model, make_apply
+
+R2PLUS1D = {"name": "r2plus1d_18", "layers": (1, 1, 1, 1), "width": 8}
+CLIP = (4, 16, 16, 3)
+
+
+@pytest.fixture(scope="module")
+def qat_run(data_dir, tmp_path_factory):
+    """A tiny ViViT trained 6 steps with int8 quantization-aware training."""
+    workdir = str(tmp_path_factory.mktemp("qat"))
+    config = tiny_config(data_dir, **{"train.quantization": "int8"})
+    train.train(config, workdir)
+    return config, workdir
+
+
+def _int8_leaves(tree) -> list:
+    return [x for x in jax.tree.leaves(tree) if x.dtype == np.int8]
+
+
+def test_qat_checkpoint_quantizes_to_int8_and_eval_export_accept_it(qat_run, tmp_path, capsys):
+    config, workdir = qat_run
+    _, qat_model, variables, metadata = load_model(workdir)  # the fake-quantized model
+    assert "quant_stats" not in variables  # per-example activation scales while training
+    out = str(tmp_path / "int8")
+    assert quantize.main([f"--model={workdir}", f"--out={out}", "--mode=int8",
+                          "--calibration_batches=2"]) == 0  # fmt: skip
+    assert "smaller" in capsys.readouterr().out
+    _, model, qvariables = vjax.load(out)
+    assert len(_int8_leaves(qvariables["params"])) >= 6  # conv, q/k/v/out, mlp, head kernels
+    video = np.random.default_rng(0).integers(0, 256, (4, *CLIP), np.uint8)
+    float_config, float_model, float_vars, _ = load_model(workdir, float_model=True)
+    expected = make_apply(float_config, float_model, float_vars)(video)
+    got = make_apply(config, model, qvariables)(video)
+    assert np.abs(got - expected).max() <= 0.1 * np.abs(expected).max() + 1e-3
+    # vjax eval on the quantized folder: the same number of test videos, a real accuracy.
+    result = train.evaluate_checkpoint(config, out, "test")
+    assert result["num_examples"] == 16 and 0 <= result["top1"] <= 1
+    # StableHLO of the int8 model equals it; ONNX cannot express qwix's int8 kernels and
+    # says so in one line naming the model and the op.
+    export_model(out, str(tmp_path / "exported"), ["stablehlo"])
+    logits, _ = load_exported(str(tmp_path / "exported"))(video)
+    np.testing.assert_allclose(logits, got, atol=1e-4)
+    code = export_main([f"--model={out}", f"--out={tmp_path}/onnx", "--format=onnx"])
+    err = capsys.readouterr().err
+    assert code == 2 and "cannot export model 'vivit' to onnx: op 'linen.conv'" in err
+    assert "Traceback" not in err
+
+
+def test_int8_weights_are_a_quarter_of_the_bytes_and_close_to_float(tmp_path):
+    from vjax.convert import pretrained_config, save_converted
+
+    model = vjax.models.build_model(R2PLUS1D, 5)
+    variables = jax.device_get(
+        jax.jit(lambda k: model.init(k, np.zeros((1, *CLIP)), train=False))(jax.random.key(0))
+    )
+    rng = np.random.default_rng(0)
+    params = jax.tree.map(lambda p: p + 0.05 * rng.standard_normal(p.shape), variables["params"])
+    variables = {**variables, "params": jax.tree.map(np.float32, params)}
+    config = pretrained_config(R2PLUS1D, CLIP, list("abcde"), source="test")
+    save_converted(str(tmp_path / "float"), config, variables)
+    sizes = quantize.quantize_checkpoint(str(tmp_path / "float"), str(tmp_path / "w8"),
+                                         "int8_weights")  # fmt: skip
+    assert 3.5 < sizes["float_bytes"] / sizes["quantized_bytes"] < 4.0
+    config, qmodel, qvariables, metadata = load_model(str(tmp_path / "w8"))
+    assert metadata["quantization"]["mode"] == "int8_weights"
+    kernels = [x for x in jax.tree.leaves(variables["params"]) if x.ndim >= 2]
+    assert len(_int8_leaves(qvariables["params"])) == len(kernels)  # every conv and dense
+    video = rng.integers(0, 256, (2, *CLIP), np.uint8)
+    expected = make_apply(config, model, variables)(video)
+    got = make_apply(config, qmodel, qvariables)(video)
+    assert np.abs(got - expected).max() <= 0.05 * np.abs(expected).max()
+    # int8 calibrates on training data, which a converted model does not record.
+    with pytest.raises(quantize.QuantizationError, match="records no dataset"):
+        quantize.quantize_checkpoint(str(tmp_path / "float"), str(tmp_path / "a8"), "int8")

@@ -1,0 +1,277 @@
+"""``vjax bench infer``: inference speed of each model in each form, beside PyTorch.
+
+Per model and form (``float32``, ``bfloat16``, ``int8_weights``, ``int8`` in JAX;
+``stablehlo`` deserialized and run by jax; ``onnx`` in onnxruntime; ``savedmodel`` in
+TensorFlow) and per PyTorch peer (``torch`` eager, ``torch.compile``): load + compile seconds
+(first call), batch-1 latency median and p90, throughput at ``--batch`` clips, and peak memory
+where the runtime reports it (XLA's static estimate for JAX forms). Peers at equal configs:
+torchvision's R(2+1)D-18 for ``r2plus1d_18``; Hugging Face ViViT / VideoMAE for ``hf_vivit``
+/ ``hf_videomae``, whose vjax twins are converted from the very same random HF model. Every
+runtime gets the same number of threads (``--threads``; XLA:CPU uses all cores of the
+process, so pin the process with ``taskset`` for fewer). Random weights, uint8 inputs.
+
+    vjax bench infer --models r2plus1d_18@8x112x112 hf_vivit@8x64x64 --batch=8
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import jax
+import numpy as np
+
+from vjax.bench import update_benchmarks
+
+JAX_FORMS = ("float32", "bfloat16", "int8_weights", "int8", "stablehlo", "onnx", "savedmodel")
+TORCH_FORMS = ("torch", "torch.compile")
+DEFAULT_MODELS = ("r2plus1d_18@8x112x112", "hf_vivit@8x112x112", "hf_videomae@8x112x112")
+HF_SIZES = dict(hidden_size=192, num_hidden_layers=4, num_attention_heads=3,
+                intermediate_size=768)  # fmt: skip
+MEAN, STD = (0.45, 0.45, 0.45), (0.225, 0.225, 0.225)
+
+
+def _hf_model(name: str, clip: tuple[int, int, int]):
+    """A random transformers ViViT / VideoMAE classifier of ``HF_SIZES`` on ``clip``."""
+    import torch
+    import transformers
+
+    frames, size, _ = clip
+    torch.manual_seed(0)
+    if name == "hf_vivit":
+        config = transformers.VivitConfig(**HF_SIZES, num_frames=frames, image_size=size,
+                                          tubelet_size=[2, 16, 16], num_labels=400)  # fmt: skip
+        return transformers.VivitForVideoClassification(config).eval()
+    config = transformers.VideoMAEConfig(**HF_SIZES, num_frames=frames, image_size=size,
+                                         patch_size=16, tubelet_size=2, num_labels=400)  # fmt: skip
+    return transformers.VideoMAEForVideoClassification(config).eval()
+
+
+def build_pair(name: str, clip: tuple[int, int, int]) -> tuple[Any, dict, dict, Any]:
+    """``(vjax model, variables, model config, torch module)`` of one architecture."""
+    from vjax.models import build_model
+
+    if name.startswith("hf_"):
+        from vjax.convert.hf import from_hf
+
+        torch_model = _hf_model(name, clip)
+        config, variables = from_hf(torch_model.state_dict(), torch_model.config)
+        model_config = dict(config.model)
+    else:
+        import torchvision
+
+        torch_model = getattr(torchvision.models.video, name)(num_classes=400).eval()
+        model_config = {"name": name}
+        model = build_model(model_config, 400)
+        init = jax.jit(lambda k: model.init(k, np.zeros((1, *clip, 3), np.float32), train=False))
+        variables = jax.device_get(init(jax.random.key(0)))
+    import flax.linen as nn
+
+    variables = nn.meta.unbox(variables)
+    return build_model(model_config, 400), variables, model_config, torch_model
+
+
+def _jax_runner(form: str, model: Any, variables: dict, model_config: dict, clip):
+    """``(run(video) -> logits, memory bytes or None)`` of one JAX form."""
+    from vjax.deploy import quantize
+    from vjax.deploy.export import (
+        FILES,
+        inference_function,
+        to_onnx,
+        to_savedmodel,
+        to_stablehlo,
+    )
+    from vjax.models import build_model
+
+    config = _Config(MEAN, STD)
+    if form == "bfloat16":
+        model = build_model(model_config, 400, "bfloat16")
+    if form in ("int8_weights", "int8"):
+        rng = np.random.default_rng(0)
+        calibration = [rng.standard_normal((2, *clip, 3)).astype(np.float32)]
+        model, variables = quantize.quantize_variables(
+            model, variables, form, (*clip, 3), calibration
+        )
+    fn = inference_function(config, model, variables)
+    if form in ("float32", "bfloat16", "int8_weights", "int8"):
+        jitted = jax.jit(fn)
+        return lambda video: jitted(video)[0], jitted
+    from vjax.deploy.runtime import RUNNERS
+
+    folder = tempfile.mkdtemp(prefix=f"bench_{form}_")
+    path = os.path.join(folder, FILES[form])
+    {"stablehlo": lambda: to_stablehlo(fn, (*clip, 3), path, [jax.default_backend()]),
+     "onnx": lambda: to_onnx(fn, (*clip, 3), path, model_config["name"]),
+     "savedmodel": lambda: to_savedmodel(fn, (*clip, 3), path)}[form]()  # fmt: skip
+    run = RUNNERS[form](path, {})
+    return lambda video: run(video)[0], None
+
+
+class _Config:
+    """The two fields :func:`inference_function` reads from a config."""
+
+    def __init__(self, mean, std):
+        self.input = type("Input", (), {"mean": mean, "std": std})
+
+
+def _torch_runner(form: str, torch_model: Any, hf: bool) -> Callable:
+    import torch
+
+    module = torch.compile(torch_model) if form == "torch.compile" else torch_model
+    mean = torch.tensor(MEAN).view(1, 3, 1, 1, 1)
+    std = torch.tensor(STD).view(1, 3, 1, 1, 1)
+
+    def run(video: np.ndarray):
+        with torch.inference_mode():
+            x = torch.from_numpy(video).permute(0, 4, 1, 2, 3).float() / 255.0  # B C T H W
+            x = (x - mean) / std
+            if hf:  # transformers take (B, T, C, H, W)
+                return module(pixel_values=x.permute(0, 2, 1, 3, 4)).logits
+            return module(x)
+
+    return run
+
+
+def _time(run: Callable, video: np.ndarray, repeats: int) -> list[float]:
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        out = run(video)
+        jax.block_until_ready(out) if isinstance(out, jax.Array) else None
+        times.append(time.perf_counter() - start)
+    return times
+
+
+def bench_form(run: Callable, clip, batch: int, repeats: int) -> dict[str, Any]:
+    """First-call seconds, batch-1 latency (median, p90) and ``batch``-clip throughput."""
+    rng = np.random.default_rng(0)
+    one = rng.integers(0, 256, (1, *clip, 3), np.uint8)
+    many = rng.integers(0, 256, (batch, *clip, 3), np.uint8)
+    start = time.perf_counter()
+    _time(run, one, 1)
+    first = time.perf_counter() - start
+    latency = _time(run, one, repeats)
+    _time(run, many, 1)  # compiles the larger batch where a runtime does
+    throughput = _time(run, many, max(2, repeats // 4))
+    return {
+        "first_s": first,
+        "latency_ms": 1e3 * statistics.median(latency),
+        "p90_ms": 1e3 * float(np.percentile(latency, 90)),
+        "clips_per_s": batch / statistics.median(throughput),
+    }
+
+
+def bench_model(
+    spec: str, forms: Sequence[str], batch: int, repeats: int, threads: int
+) -> list[dict[str, Any]]:
+    """Every requested form of one ``name@TxHxW`` spec, vjax and PyTorch."""
+    import torch
+
+    torch.set_num_threads(threads)
+    name, _, clip_text = spec.partition("@")
+    clip = tuple(int(v) for v in clip_text.split("x"))
+    model, variables, model_config, torch_model = build_pair(name, clip)
+    rows = []
+    for form in forms:
+        start = time.perf_counter()
+        row = {"model": name, "clip": clip_text, "form": form}
+        try:
+            if form in TORCH_FORMS:
+                run, jitted = _torch_runner(form, torch_model, name.startswith("hf_")), None
+            else:
+                with _onnx_threads(threads):
+                    run, jitted = _jax_runner(form, model, variables, model_config, clip)
+            build_s = time.perf_counter() - start
+            row.update(bench_form(run, clip, batch, repeats))
+        except Exception as e:  # noqa: BLE001  (a form that fails is reported, not fatal)
+            rows.append({**row, "error": f"{type(e).__name__}: {str(e).splitlines()[0][:160]}"})
+            print(f"failed {name} {form}: {rows[-1]['error']}", flush=True)
+            continue
+        row["load_s"] = build_s + row.pop("first_s")
+        row["memory_mib"] = _xla_memory(jitted, clip) if jitted is not None else None
+        rows.append(row)
+        print(f"measured {name} {form}", flush=True)
+    return rows
+
+
+@contextlib.contextmanager
+def _onnx_threads(threads: int):
+    """onnxruntime sessions made inside use ``threads`` intra-op threads."""
+    import onnxruntime as ort
+
+    original = ort.SessionOptions
+
+    def options():
+        made = original()
+        made.intra_op_num_threads = threads
+        return made
+
+    ort.SessionOptions = options
+    try:
+        yield
+    finally:
+        ort.SessionOptions = original
+
+
+def _xla_memory(jitted: Any, clip) -> float:
+    """XLA's static estimate (arguments + outputs + temporaries) for a batch-1 call, MiB."""
+    compiled = jitted.lower(jax.ShapeDtypeStruct((1, *clip, 3), np.uint8)).compile()
+    m = compiled.memory_analysis()
+    return (m.argument_size_in_bytes + m.output_size_in_bytes + m.temp_size_in_bytes) / 2**20
+
+
+def format_table(rows: Sequence[dict[str, Any]]) -> str:
+    lines = [
+        "| model | clip | form | load + compile (s) | batch-1 median (ms) | p90 (ms) "
+        "| clips/s at batch | XLA memory, batch 1 (MiB) |",
+        "|---|---|---|---:|---:|---:|---:|---:|",
+    ]
+    for r in rows:
+        if "error" in r:
+            lines.append(f"| {r['model']} | {r['clip']} | {r['form']} | failed: {r['error']} "
+                         "| | | | |")  # fmt: skip
+            continue
+        memory = f"{r['memory_mib']:.0f}" if r["memory_mib"] is not None else "-"
+        lines.append(
+            f"| {r['model']} | {r['clip']} | {r['form']} | {r['load_s']:.1f} "
+            f"| {r['latency_ms']:.1f} | {r['p90_ms']:.1f} | {r['clips_per_s']:.1f} | {memory} |"
+        )
+    return "\n".join(lines)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="vjax bench infer", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--models", nargs="+", default=list(DEFAULT_MODELS))
+    parser.add_argument("--forms", default=",".join((*JAX_FORMS, *TORCH_FORMS)))
+    parser.add_argument("--batch", type=int, default=8, help="clips per call for throughput")
+    parser.add_argument("--repeats", type=int, default=20, help="timed batch-1 calls")
+    parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
+    parser.add_argument("--out", default="BENCHMARKS.md", help="'' to write nothing")
+    args = parser.parse_args(sys.argv[1:] if argv is None else argv)
+    forms = [f for f in args.forms.split(",") if f]
+    unknown = [f for f in forms if f not in (*JAX_FORMS, *TORCH_FORMS)]
+    if unknown:
+        parser.error(f"unknown form(s) {unknown}; valid: {', '.join((*JAX_FORMS, *TORCH_FORMS))}")
+    rows = [r for m in args.models for r in bench_model(m, forms, args.batch, args.repeats,
+                                                         args.threads)]  # fmt: skip
+    table = format_table(rows)
+    print(table)
+    if args.out:
+        import torch
+
+        setup = (
+            f"{os.cpu_count()} CPU cores ({jax.default_backend()}), jax {jax.__version__}, torch "
+            f"{torch.__version__}, {args.threads} threads per runtime, random weights, "
+            f"batch-1 latency over {args.repeats} calls, throughput at batch {args.batch}. "
+            f"Command: `vjax bench infer --models {' '.join(args.models)} --batch={args.batch} "
+            f"--repeats={args.repeats} --forms={args.forms}`"
+        )
+        update_benchmarks(args.out, "vjax bench infer", f"{setup}\n\n{table}")
+    return 0

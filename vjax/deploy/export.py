@@ -1,0 +1,282 @@
+"""``vjax export --model=DIR --out=DIR --format=stablehlo,onnx,savedmodel,tflite``.
+
+What is exported is the whole inference function: a uint8 clip ``(batch, T, H, W, 3)`` in,
+float32 ``logits`` and ``probabilities`` out (concatenated over the tasks of a multi-task
+model, softmax within each task), the training normalisation inside. The batch dimension is
+symbolic (one export runs any batch) in every format but TFLite, which needs static shapes
+and is exported for ``--tflite_batch`` clips. Beside the files, ``signature.json``
+(:mod:`vjax.deploy.signature`) says how to cut and feed clips and how to read the outputs.
+
+* ``stablehlo``: ``model.stablehlo``, ``jax.export`` serialized; runs with plain jax (no vjax,
+  no flax): ``jax.export.deserialize(open(f, "rb").read()).call(video)``.
+* ``onnx``: ``model.onnx`` through jax2onnx; runs in onnxruntime.
+* ``savedmodel``: ``savedmodel/`` through jax2tf, signature ``serving_default``
+  (``video`` -> ``logits``, ``probabilities``), for TF Serving.
+* ``tflite``: ``model.tflite`` (LiteRT) converted from the same TF function.
+
+A format that cannot express the model stops with :class:`ExportError` naming the model, the
+format and the op. ``DIR`` is a training workdir, a ``vjax convert`` folder or a ``vjax
+quantize`` folder.
+
+    vjax export --model=runs/demo/vivit --out=exported/vivit --format=onnx,stablehlo
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import logging
+import os
+import re
+import sys
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+
+from vjax.deploy.signature import make_signature, write_signature
+from vjax.errors import UserError
+
+FORMATS = ("stablehlo", "onnx", "savedmodel", "tflite")
+FILES = {
+    "stablehlo": "model.stablehlo",
+    "onnx": "model.onnx",
+    "savedmodel": "savedmodel",
+    "tflite": "model.tflite",
+}
+TOOLS = {"stablehlo": "jax.export", "onnx": "jax2onnx", "savedmodel": "jax2tf",
+         "tflite": "the TFLite converter"}  # fmt: skip
+OUTPUTS = ("logits", "probabilities")
+
+
+class ExportError(UserError):
+    """A model that a format cannot express (the message names the model, format and op)."""
+
+
+def inference_function(
+    config: Any, model: Any, variables: dict
+) -> Callable[[jax.Array], tuple[jax.Array, jax.Array]]:
+    """``uint8 (B, T, H, W, 3) -> (logits, probabilities)``, float32, normalisation inside;
+    several tasks: both concatenated over the tasks, probabilities a softmax per task."""
+    from vjax.loaded import normalized_apply
+    from vjax.tasks import task_outputs
+
+    apply = normalized_apply(config, model, variables)
+
+    def infer(video: jax.Array) -> tuple[jax.Array, jax.Array]:
+        out = apply(video)
+        logits = [v.astype(jnp.float32) for v in task_outputs(out).values()]
+        probs = [jax.nn.softmax(v, axis=-1) for v in logits]
+        return jnp.concatenate(logits, axis=-1), jnp.concatenate(probs, axis=-1)
+
+    return infer
+
+
+def _video_spec(clip: Sequence[int], batch: int | None = None) -> jax.ShapeDtypeStruct:
+    """The input: a symbolic batch ``b`` (or a fixed one) of uint8 clips."""
+    (b,) = jax.export.symbolic_shape("b") if batch is None else (batch,)
+    return jax.ShapeDtypeStruct((b, *clip), jnp.uint8)
+
+
+def to_stablehlo(fn: Callable, clip: Sequence[int], path: str, platforms: Sequence[str]) -> None:
+    exported = jax.export.export(jax.jit(fn), platforms=tuple(platforms))(_video_spec(clip))
+    with open(path, "wb") as f:
+        f.write(exported.serialize())
+
+
+@contextlib.contextmanager
+def _jax2onnx_without_shape_patch() -> Iterator[None]:
+    """jax2onnx (0.17) replaces ``jnp.shape`` while tracing with a version that returns a
+    traced array, which breaks flax's ``nn.scan`` (recurrent models); keep the real one."""
+    from jax2onnx.plugins.jax.numpy.shape import JnpShapePlugin
+
+    original = JnpShapePlugin.__dict__["binding_specs"]
+    JnpShapePlugin.binding_specs = classmethod(lambda cls: [])
+    try:
+        yield
+    finally:
+        JnpShapePlugin.binding_specs = original
+
+
+def to_onnx(fn: Callable, clip: Sequence[int], path: str, name: str) -> None:
+    logging.getLogger("jax2onnx").setLevel(logging.ERROR)  # it logs every plugin it skips
+    from jax2onnx import to_onnx as convert
+
+    with _jax2onnx_without_shape_patch():
+        convert(
+            fn,
+            [_video_spec(clip)],
+            model_name=name,
+            input_names=["video"],
+            output_names=list(OUTPUTS),
+            return_mode="file",
+            output_path=path,
+        )
+    _check_onnx(fn, clip, path)
+
+
+def _check_onnx(fn: Callable, clip: Sequence[int], path: str, atol: float = 1e-4) -> None:
+    """The file must load in onnxruntime and give JAX's logits on a random 2-clip batch:
+    jax2onnx can mis-convert a graph silently (it does for LRCN's recurrent scan)."""
+    import numpy as np
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
+    session = ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
+    video = np.random.default_rng(0).integers(0, 256, (2, *clip), np.uint8)
+    expected = np.asarray(jax.jit(fn)(video)[0])
+    got = session.run(["logits"], {"video": video})[0]
+    error = float(np.abs(got - expected).max())
+    if not error <= atol * max(1.0, float(np.abs(expected).max())):
+        raise ValueError(
+            f"the ONNX graph gives logits {error:.3g} away from JAX's: an op of this model "
+            f"is mis-converted (error: numerical mismatch)"
+        )
+
+
+def _tf_function(fn: Callable, clip: Sequence[int], batch: int | None):
+    """A ``tf.function`` ``video -> {"logits", "probabilities"}`` wrapping the jax function
+    (its StableHLO embedded), with a symbolic or fixed batch."""
+    import tensorflow as tf
+    from jax.experimental import jax2tf
+
+    dims = ", ".join(str(d) for d in clip)
+    converted = jax2tf.convert(
+        fn, polymorphic_shapes=[f"({batch or 'b'}, {dims})"], with_gradient=False
+    )
+    spec = tf.TensorSpec((batch, *clip), tf.uint8, name="video")
+    return tf.function(
+        lambda video: dict(zip(OUTPUTS, converted(video), strict=True)),
+        autograph=False,
+        input_signature=[spec],
+    )
+
+
+def to_savedmodel(fn: Callable, clip: Sequence[int], path: str) -> None:
+    import tensorflow as tf
+
+    module = tf.Module()
+    module.serve = _tf_function(fn, clip, None)
+    tf.saved_model.save(module, path, signatures={"serving_default": module.serve})
+
+
+def to_tflite(fn: Callable, clip: Sequence[int], path: str, batch: int) -> None:
+    import tensorflow as tf
+
+    module = tf.Module()
+    module.serve = _tf_function(fn, clip, batch)
+    concrete = module.serve.get_concrete_function()
+    converter = tf.lite.TFLiteConverter.from_concrete_functions([concrete], module)
+    with open(path, "wb") as f:
+        f.write(converter.convert())
+
+
+# Where the converters name the operation they cannot express.
+_OP_PATTERNS = (
+    r"primitive '([\w.\-]+)'",  # jax2onnx: No plugins registered for primitive 'x'
+    r"'([\w.\-]+)' op is not",  # MLIR/TFLite: 'vhlo.x' op is not part of ...
+    r"Unsupported (conv layouts)",
+    r"Op \((\w+)\)",  # onnxruntime: Node (node_Add_74) Op (Add) [ShapeInferenceError]
+    r"passed to ([\w.\-]+) at position",  # jax2onnx: a layer converter got a non-array
+    r"[Uu]nsupported op(?:eration)?:? '?([\w.\-]+)",
+)
+
+
+def describe_failure(model_name: str, fmt: str, error: BaseException) -> str:
+    """One line naming the model, the format, the op (when the converter names one) and why."""
+    text = str(error)
+    op = next((m.group(1) for p in _OP_PATTERNS if (m := re.search(p, text))), None)
+    lines = [line.strip() for line in text.splitlines() if "error" in line.lower()]
+    why = (lines or [line.strip() for line in text.splitlines() if line.strip()] or [""])[0]
+    problem = (
+        f"op {op!r} is not supported by {TOOLS[fmt]} ({why[:300]})"
+        if op
+        else f"{TOOLS[fmt]} failed: {why[:300]}"
+    )
+    others = ",".join(f for f in FORMATS if f != fmt)
+    return (
+        f"cannot export model {model_name!r} to {fmt}: {problem}. The other formats may still "
+        f"work: try --format={others}."
+    )
+
+
+def check_formats(formats: Sequence[str]) -> list[str]:
+    unknown = [f for f in formats if f not in FORMATS]
+    if unknown or not formats:
+        raise ExportError(f"unknown export format(s) {unknown}; valid: {', '.join(FORMATS)}")
+    return list(dict.fromkeys(formats))
+
+
+def export_model(
+    model_dir: str,
+    out_dir: str,
+    formats: Sequence[str] = ("stablehlo", "onnx"),
+    *,
+    tflite_batch: int = 1,
+    platforms: Sequence[str] | None = None,
+) -> dict[str, Any]:
+    """Writes ``formats`` of the checkpoint's inference function and ``signature.json`` into
+    ``out_dir``; returns the signature.
+
+    >>> export_model("runs/demo/vivit", "exported/vivit", ["stablehlo", "onnx"])
+    """
+    from vjax.predict import load_model
+
+    formats = check_formats(formats)
+    config, model, variables, metadata = load_model(model_dir)
+    clip = [int(v) for v in metadata["clip_shape"]]
+    fn = inference_function(config, model, variables)
+    name = config.model.name
+    platforms = list(platforms or [jax.default_backend()])
+    os.makedirs(out_dir, exist_ok=True)
+    files = {}
+    for fmt in formats:
+        path = os.path.join(out_dir, FILES[fmt])
+        try:
+            if fmt == "stablehlo":
+                to_stablehlo(fn, clip, path, platforms)
+            elif fmt == "onnx":
+                to_onnx(fn, clip, path, name)
+            elif fmt == "savedmodel":
+                to_savedmodel(fn, clip, path)
+            else:
+                to_tflite(fn, clip, path, tflite_batch)
+        except Exception as e:  # noqa: BLE001  (any converter failure: one clear message)
+            raise ExportError(describe_failure(name, fmt, e)) from e
+        files[fmt] = FILES[fmt]
+    extra = {"source": os.path.abspath(model_dir), "platforms": platforms}
+    if "tflite" in files:
+        extra["tflite_batch"] = tflite_batch
+    if metadata.get("quantization"):
+        extra["quantization"] = metadata["quantization"]
+    signature = make_signature(config.to_dict(), metadata, files, **extra)
+    write_signature(out_dir, signature)
+    return signature
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of ``vjax export``; a model a format cannot express exits 2 with one line."""
+    parser = argparse.ArgumentParser(prog="vjax export", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--model", required=True, help="workdir, convert or quantize folder")
+    parser.add_argument("--out", required=True, help="folder for the files + signature.json")
+    parser.add_argument("--format", default="stablehlo,onnx", help=f"any of {','.join(FORMATS)}")
+    parser.add_argument("--tflite_batch", type=int, default=1, help="TFLite's fixed batch")
+    parser.add_argument("--platforms", default="", help="StableHLO platforms (default: this one)")
+    args = parser.parse_args(sys.argv[1:] if argv is None else argv)
+    try:
+        signature = export_model(
+            args.model,
+            args.out,
+            [f.strip() for f in args.format.split(",") if f.strip()],
+            tflite_batch=args.tflite_batch,
+            platforms=[p for p in args.platforms.split(",") if p] or None,
+        )
+    except (ExportError, FileNotFoundError) as e:
+        print(f"export error: {e}", file=sys.stderr)
+        return 2
+    for fmt, file in signature["files"].items():
+        print(f"{fmt:10s} {os.path.join(args.out, file)}")
+    print(f"signature  {os.path.join(args.out, 'signature.json')}")
+    return 0

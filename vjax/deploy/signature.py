@@ -1,0 +1,115 @@
+"""``signature.json``: what a consumer of an exported model needs to feed it and read it.
+
+The input clip (shape with ``null`` for the batch, dtype uint8, layout, value range), the
+outputs (logits and per-task softmax probabilities, concatenated over the tasks), the class
+names per task with each task's columns, the clip sampling the model was trained with
+(frames, frame stride, frame rate, short-side resize, centre crop) and the normalisation the
+exported function already applies. Reads and writes plain JSON; imports nothing heavy.
+
+>>> sig = read_signature("exported/vivit")
+>>> sig["input"]["shape"]          # [None, 16, 32, 32, 3]
+>>> sig["tasks"]["label"]["classes"][:2]
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Mapping
+from typing import Any
+
+from vjax.errors import NotFoundError
+
+SIGNATURE_FILE = "signature.json"
+FORMAT_VERSION = 1
+
+
+def trained_fps(config: Mapping[str, Any]) -> float:
+    """The frame rate the model's clips were cut at when its config records one, else 0."""
+    for section in ("input", "dataset"):
+        value = (config.get(section) or {}).get("fps")
+        if value:
+            return float(value)
+    return 0.0
+
+
+def sampling(config: Mapping[str, Any], clip_shape: list[int]) -> dict[str, Any]:
+    """How to cut a clip from a video for this model: ``num_frames`` frames ``frame_stride``
+    apart (at ``fps`` when set, else the file's own rate), short side resized to
+    ``resize_short_side``, centre crop ``crop``."""
+    frames, height, width, _ = clip_shape
+    return {
+        "num_frames": int(frames),
+        "frame_stride": float((config.get("input") or {}).get("frame_stride", 1)),
+        "fps": trained_fps(config) or None,
+        "resize_short_side": int(height),
+        "crop": [int(height), int(width)],
+    }
+
+
+def tasks(class_names: list[str] | Mapping[str, list[str]]) -> dict[str, dict[str, Any]]:
+    """``{task: {"classes": names, "columns": [start, stop]}}``: each task's slice of the
+    concatenated outputs (one task is called ``label``)."""
+    from vjax.tasks import task_class_names
+
+    out, start = {}, 0
+    for task, names in task_class_names(class_names).items():
+        out[task] = {"classes": list(names), "columns": [start, start + len(names)]}
+        start += len(names)
+    return out
+
+
+def make_signature(
+    config: Mapping[str, Any], metadata: Mapping[str, Any], files: dict[str, str], **extra: Any
+) -> dict[str, Any]:
+    """The signature of a checkpoint's inference function (``metadata`` as saved with it)."""
+    clip = [int(v) for v in metadata["clip_shape"]]
+    names = metadata["class_names"]
+    classes = sum(len(t["classes"]) for t in tasks(names).values())
+    model_input = config.get("input") or {}
+    return {
+        "format_version": FORMAT_VERSION,
+        "model": config["model"]["name"],
+        "input": {
+            "name": "video",
+            "shape": [None, *clip],
+            "dtype": "uint8",
+            "layout": "batch, time, height, width, RGB channels",
+            "value_range": [0, 255],
+        },
+        "outputs": {
+            "logits": [None, classes],
+            "probabilities": [None, classes],
+            "note": "softmax within each task's columns",
+        },
+        "class_names": names,
+        "tasks": tasks(names),
+        "sampling": sampling(config, clip),
+        "normalization": {
+            "mean": list(model_input.get("mean", ())),
+            "std": list(model_input.get("std", ())),
+            "applied_inside": True,
+        },
+        "files": files,
+        **extra,
+    }
+
+
+def write_signature(folder: str, signature: dict[str, Any]) -> str:
+    path = os.path.join(folder, SIGNATURE_FILE)
+    with open(path, "w") as f:
+        json.dump(signature, f, indent=1)
+    return path
+
+
+def is_exported(folder: str) -> bool:
+    """True for a folder ``vjax export`` wrote (it has a ``signature.json``)."""
+    return os.path.isfile(os.path.join(folder, SIGNATURE_FILE))
+
+
+def read_signature(folder: str) -> dict[str, Any]:
+    path = os.path.join(folder, SIGNATURE_FILE)
+    if not os.path.isfile(path):
+        raise NotFoundError(f"{folder!r} has no {SIGNATURE_FILE}: export it with vjax export")
+    with open(path) as f:
+        return json.load(f)
