@@ -28,8 +28,14 @@ $(TEST_STAMP): $(STAMP)
 demo: $(STAMP)
 	$(BIN)/vjax demo --workdir=$(WORKDIR)
 
-test: $(TEST_STAMP)
-	$(BIN)/python -m pytest -q -n auto --durations=15 tests
+# Prints the 15 slowest tests and the whole command's wall time, installation included.
+test:
+	@start=$$(date +%s); \
+	$(MAKE) --no-print-directory $(TEST_STAMP) && \
+	$(BIN)/python -m pytest -q -n auto --dist worksteal --durations=15 tests; \
+	status=$$?; \
+	echo "make test: $$(( $$(date +%s) - start )) s wall time (install and tests)"; \
+	exit $$status
 
 lint: $(STAMP)
 	$(BIN)/ruff check vjax configs tests launch

@@ -1,6 +1,9 @@
 """Test set-up: 8 host CPU devices for sharding tests, quiet logs, a shared tiny dataset."""
 
+import atexit
 import os
+import shutil
+import tempfile
 
 # Before JAX is imported anywhere: eight CPU devices, so sharded code paths really shard.
 os.environ["XLA_FLAGS"] = (
@@ -8,6 +11,15 @@ os.environ["XLA_FLAGS"] = (
 ).strip()
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
+# One persistent compilation cache for the whole run: the pytest-xdist workers and every
+# subprocess a test starts (resume, multi-host, CLI) inherit it, so the same tiny train step
+# compiles once per run instead of once per process. A fresh folder per run (created by the
+# process that starts pytest, removed when it exits) keeps runs independent of each other.
+if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
+    _cache = tempfile.mkdtemp(prefix="vjax-tests-jax-cache-")
+    atexit.register(shutil.rmtree, _cache, ignore_errors=True)
+    os.environ["JAX_COMPILATION_CACHE_DIR"] = _cache
+os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.05")
 
 import pytest  # noqa: E402
 

@@ -20,10 +20,28 @@ log = logging.getLogger(__name__)
 drop_absl_warnings("Given directory is read only", "CheckpointManagerOptions.read_only=True")
 
 
+# Replica-parallel saving splits every replicated array into one slice per replica, each
+# written by its own device. For small arrays the slicing (an op dispatched per replica) costs
+# far more than it saves: a data-parallel save of a 0.1M-parameter model on 8 devices spent
+# most of its time cutting 1,000+ slices. Arrays whose slices are at least this big still
+# save in parallel across replicas.
+REPLICA_PARALLEL_MIN_SLICE_BYTES = 1 << 20
+
+
+def _use_replica_parallel_for_large_arrays_only() -> None:
+    """Registers Orbax's array handler with :data:`REPLICA_PARALLEL_MIN_SLICE_BYTES` (the
+    same on-disk format; only which device writes which bytes changes)."""
+    handler = ocp.type_handlers.ArrayHandler(
+        min_slice_bytes_for_replica_parallel=REPLICA_PARALLEL_MIN_SLICE_BYTES
+    )
+    ocp.type_handlers.register_type_handler(jax.Array, handler, override=True)
+
+
 def make_manager(
     directory: str, max_to_keep: int, async_save: bool = True
 ) -> ocp.CheckpointManager:
     """A manager that keeps the newest ``max_to_keep`` steps; saves run in the background."""
+    _use_replica_parallel_for_large_arrays_only()
     options = ocp.CheckpointManagerOptions(
         max_to_keep=max_to_keep,
         create=True,
