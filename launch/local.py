@@ -29,6 +29,17 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+DEVICE_COUNT_FLAG = "--xla_force_host_platform_device_count"
+
+
+def host_device_flags(devices: int) -> str:
+    """The caller's ``XLA_FLAGS`` with the number of host CPU devices set to ``devices``
+    (the caller's other XLA flags are kept)."""
+    flags = os.environ.get("XLA_FLAGS", "").split()
+    kept = [f for f in flags if not f.startswith(DEVICE_COUNT_FLAG)]
+    return " ".join([*kept, f"{DEVICE_COUNT_FLAG}={devices}"])
+
+
 def process_env(
     process_id: int, num_processes: int, port: int, platform: str, devices_per_process: int
 ) -> dict[str, str]:
@@ -40,7 +51,7 @@ def process_env(
     }
     if platform == "cpu":
         env["JAX_PLATFORMS"] = "cpu"
-        env["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={devices_per_process}"
+        env["XLA_FLAGS"] = host_device_flags(devices_per_process)
     return env
 
 

@@ -69,12 +69,15 @@ def test_attention_matmuls_are_counted():
 def test_parity_fails_out_of_tolerance(monkeypatch, capsys):
     from vjax.parity import vivit
 
-    assert parity.run("vivit") == 0
-    wrong = parity.PublishedSize("wrong", vivit.ROWS[0].model, vivit.ROWS[0].clip, 80e6, 455.2)
-    monkeypatch.setattr(vivit, "ROWS", [*vivit.ROWS[:1], wrong])
+    # Every real row passing is tests/test_parity_vivit.py's check; here one real row passes
+    # beside a wrong one, which fails the run.
+    right = vivit.ROWS[0]
+    wrong = parity.PublishedSize("wrong", right.model, right.clip, 80e6, 455.2)
+    monkeypatch.setattr(vivit, "ROWS", [right, wrong])
     assert parity.run("vivit") == 1
     out = capsys.readouterr().out
     assert "OUT OF TOLERANCE: wrong" in out and "+11.19%" in out
+    assert f"OUT OF TOLERANCE: {right.name}" not in out
 
 
 def test_parity_rejects_unknown_family():

@@ -126,3 +126,17 @@ def test_coordinator_without_process_count_is_an_error(monkeypatch):
     monkeypatch.delenv("VJAX_NUM_PROCESSES", raising=False)
     with pytest.raises(ValueError, match="without the process count and id"):
         distributed.initialize()
+
+
+def test_local_processes_keep_the_callers_xla_flags_but_their_own_device_count(monkeypatch):
+    from local import process_env
+
+    monkeypatch.setenv(
+        "XLA_FLAGS", "--xla_backend_optimization_level=0 --xla_force_host_platform_device_count=8"
+    )
+    env = process_env(1, 2, 1234, "cpu", 2)
+    assert env["XLA_FLAGS"].split() == [
+        "--xla_backend_optimization_level=0",
+        "--xla_force_host_platform_device_count=2",
+    ]
+    assert env["VJAX_PROCESS_ID"] == "1" and env["VJAX_COORDINATOR_ADDRESS"] == "localhost:1234"

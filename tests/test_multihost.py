@@ -8,7 +8,7 @@ import sys
 
 import numpy as np
 import pytest
-from conftest import REPO, tiny_config
+from conftest import REPO, env_with_host_devices, tiny_config
 
 from vjax.checkpoint import read_checkpoint
 
@@ -50,7 +50,7 @@ def prepared(data_dir):
 
 def test_two_processes_match_one_process(prepared, tmp_path):
     one, two = str(tmp_path / "one"), str(tmp_path / "two")
-    env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=4"}
+    env = env_with_host_devices(4)
     subprocess.run(
         _train_command(prepared, one, ONE_HOST), check=True, env=env, cwd=REPO, timeout=600
     )

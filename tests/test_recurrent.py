@@ -89,7 +89,10 @@ def test_lrcn_frame_backbone_is_a_resnet18():
 
 def test_lrcn_frame_cnn_never_mixes_frames():
     """The per-frame ResNet's features of frame t depend on frame t only."""
-    model = build_model({"name": "lrcn", "frame_width": 8, "hidden_size": 6}, num_classes=3)
+    model = build_model(
+        {"name": "lrcn", "frame_layers": (1, 1, 1, 1), "frame_width": 8, "hidden_size": 6},
+        num_classes=3,
+    )
     video = jax.random.normal(jax.random.key(0), (2, 4, 32, 32, 3))
     variables = model.init(jax.random.key(1), video, train=False)
 
@@ -106,7 +109,8 @@ def test_lrcn_frame_cnn_never_mixes_frames():
 
 
 def test_recurrent_over_a_backbone_equals_head_on_its_captured_features():
-    config = {"name": "recurrent_over", "backbone": {"name": "r3d_18"}, "hidden_size": 8}
+    small_r3d = {"name": "r3d_18", "layers": (1, 1, 1, 1), "width": 8}
+    config = {"name": "recurrent_over", "backbone": small_r3d, "hidden_size": 8}
     model = build_model(config, num_classes=4)
     video = jax.random.normal(jax.random.key(0), (2, 8, 32, 32, 3))
     variables = model.init(jax.random.key(1), video, train=False)
@@ -114,7 +118,7 @@ def test_recurrent_over_a_backbone_equals_head_on_its_captured_features():
     assert "classifier" not in variables["params"]["backbone_model"]  # stopped before it
 
     # Independent path: the standalone backbone's layer4 output via flax's intermediates.
-    backbone = build_model({"name": "r3d_18"}, num_classes=1)
+    backbone = build_model(small_r3d, num_classes=1)
     bb_vars = {k: v["backbone_model"] for k, v in variables.items()}
     full = backbone.init(jax.random.key(2), video, train=False)
     bb_vars["params"] = {**nn.meta.unbox(full["params"]), **nn.meta.unbox(bb_vars["params"])}

@@ -61,13 +61,13 @@ def prepared(data_dir):
 
 
 def test_sigkill_then_resume_is_bitwise_identical(prepared, tmp_path):
-    steps = ["--config.train.num_steps=200", "--config.train.checkpoint_every=20"]
+    steps = ["--config.train.num_steps=100", "--config.train.checkpoint_every=25"]
     straight, killed = str(tmp_path / "straight"), str(tmp_path / "killed")
     subprocess.run(_command(straight, prepared, *steps), cwd=REPO, check=True, capture_output=True)
 
     _run_and_kill(_command(killed, prepared, *steps), killed, after_steps=1)
     resumed_from = max(_steps(killed))
-    assert 0 < resumed_from < 200
+    assert 0 < resumed_from < 100
     out = subprocess.run(
         _command(killed, prepared, *steps), cwd=REPO, check=True, capture_output=True, text=True
     ).stdout

@@ -19,7 +19,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pytest
-from conftest import DEMO_CONFIG, REPO
+from conftest import DEMO_CONFIG, REPO, env_with_host_devices
 from test_train_videos import _video
 
 from vjax.cli import main as vjax_main
@@ -35,7 +35,7 @@ _TF_CPP_LINES = ("WARNING: All log messages before absl::InitializeLog()", "I000
 
 def _command(args: list[str], cwd: str) -> subprocess.CompletedProcess:
     """``python -m MODULE ARGS`` (``vjax.cli`` is the ``vjax`` command) on one CPU device."""
-    env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
+    env = env_with_host_devices(1)
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [REPO, env.get("PYTHONPATH")]))
     return subprocess.run(
         [sys.executable, "-m", *args], cwd=cwd, env=env, capture_output=True, text=True,
