@@ -1,12 +1,15 @@
 """3D-CNN and recurrent recipes: Kinetics-400 (R(2+1)D-18, I3D R50, SlowFast R50 8x8, X3D-M),
-UCF101 fine-tuning of R(2+1)D-18, and LRCN on UCF101.
+UCF101 fine-tuning of R(2+1)D-18, LRCN on UCF101, and SlowFast R50 16x8 on Charades
+(multi-label).
 
 Sources: torchvision's ``R2Plus1D_18_Weights.KINETICS400_V1`` metadata and its reference
 recipe (``references/video_classification``); pytorchvideo's model zoo (``model_zoo.md``,
 Kinetics-400) and the PySlowFast configs it was trained with
 (``configs/Kinetics/pytorchvideo/*.yaml``: SGD, momentum 0.9, cosine, scale jitter
 [256, 320], crop 224, dropout 0.5, precise BN over 200 batches); Donahue et al., "Long-term
-Recurrent Convolutional Networks" (CVPR 2015). Views are temporal clips x spatial crops.
+Recurrent Convolutional Networks" (CVPR 2015); PySlowFast's ``MODEL_ZOO.md`` (Multigrid
+section, Charades) and ``configs/Charades/SLOWFAST_16x8_R50.yaml``. Views are temporal clips x
+spatial crops.
 GFLOPs are multiply-accumulates per view (``vjax parity conv3d`` prints ours next to them).
 
 Recipes (``get_config("RECIPE")``; add ``,tiny`` for a seconds-long CPU run of the same model
@@ -29,10 +32,24 @@ family, narrow and one block per stage, on the embedded ``vjax_motion`` dataset)
                      for Kinetics-pretrained R(2+1)D-34 (RGB).
   lrcn_ucf101        LRCN: ResNet-18 per frame + LSTM(512), UCF101 split 1. Donahue et al.
                      report 68.2% (RGB, CaffeNet frames; quoted, not reproduced).
+  slowfast_r50_charades  SlowFast R50 16x8 (64 fast frames at 24 fps, stride 2; slow 16),
+                     multi-label: 157 sigmoid outputs, binary cross-entropy, dropout 0.5,
+                     fine-tuned from Kinetics-400 SlowFast R50 8x8 (``vjax convert
+                     --from=pytorchvideo --arch=slowfast_r50``, then
+                     ``--config.train.init_from=DIR``). mAP 38.9 on Charades v1 validation,
+                     10 clips x 3 crops, max over the views (PySlowFast model zoo, "standard"
+                     training). vjax reports it as ``mAP`` (video level: every action of a
+                     video, classes without a positive left out, as PySlowFast's
+                     ``get_map``) beside ``frame_mAP`` (Charades_v1_localize's 25 time points
+                     per video, which PySlowFast does not report). Its tiny variant trains on
+                     a small Charades-format folder (``dataset.src``), not the motion data.
 
 Differences from the sources: test views are the short side's 3 square crops resized to the
 training crop (the zoos test at 256 without resizing); warm-up starts from 0, not 0.01; the
-UCF101 and R(2+1)D-18 optimiser values are ours (cosine SGD), not a published schedule.
+UCF101 and R(2+1)D-18 optimiser values are ours (cosine SGD), not a published schedule;
+Charades' step schedule (lr x0.1 at epochs 41 and 49 of 57) is cosine here, and PySlowFast
+reads Charades as 24 fps JPEG frames (``Charades_v1_rgb``) where vjax decodes the videos at
+24 fps.
 
 Command (after ``vjax prepare kinetics|ucf101 --src=... --data_dir=...``):
   vjax train --config=configs/conv3d.py:slowfast_r50_k400 --workdir=runs/slowfast \\
@@ -49,6 +66,7 @@ from vjax.config_utils import load_config, recipe_config
 _DEMO = os.path.join(os.path.dirname(os.path.abspath(__file__)), "demo.py")
 KINETICS_400_TRAIN = 234619  # the official list; every copy is missing some of it
 UCF101_TRAIN = 9537  # split 1
+CHARADES_TRAIN = 7985  # Charades_v1_train.csv
 
 _K400 = dict(name="kinetics", num_classes=400, train_size=KINETICS_400_TRAIN)
 _UCF101 = dict(name="ucf101", num_classes=101, train_size=UCF101_TRAIN, fold=1)
@@ -114,6 +132,35 @@ RECIPES = {
         optimizer=dict(_ZOO_SGD, lr=0.01, epochs=30, warmup_epochs=2, weight_decay=5e-4),
         train=dict(init_from="", init_inflation="central"),  # set to the converted folder
     ),
+    "slowfast_r50_charades": dict(
+        dataset=dict(name="charades", num_classes=157, train_size=CHARADES_TRAIN, fps=24.0),
+        input=dict(
+            _ZOO_INPUT,
+            global_batch_size=16,
+            num_frames=64,
+            frame_stride=2,
+            jitter_short_side=(256, 340),
+            test_ensemble="max",
+        ),
+        model=dict(name="slowfast_r50", slow_sampling="linspace", dropout_rate=0.5),
+        optimizer=dict(_ZOO_SGD, lr=0.0375, epochs=57, warmup_epochs=4),
+        train=dict(_PRECISE_BN, init_from="", init_inflation="central"),  # the K400 SlowFast
+        tiny=dict(  # the tiny variant's own multi-label data: a small Charades-format folder
+            dataset=dict(
+                name="charades", data_dir="", src="", fps=8.0, short_side=16, num_workers=1
+            ),
+            input=dict(
+                num_frames=8,
+                frame_stride=1,
+                crop_size=16,
+                global_batch_size=8,
+                test_num_clips=2,
+                test_ensemble="max",
+                mean=(0.45, 0.45, 0.45),
+                std=(0.225, 0.225, 0.225),
+            ),
+        ),
+    ),  # fmt: skip
     "lrcn_ucf101": dict(
         dataset=dict(_UCF101, short_side=128),
         input=dict(_TORCHVISION_INPUT, global_batch_size=32, test_num_clips=10),

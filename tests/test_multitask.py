@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from vjax.data.augment import mix_batch
-from vjax.data.multiview import joint_topk_accuracy, task_metrics
+from vjax.evaluate.metrics import joint_topk_accuracy, task_metrics
 from vjax.models import build_model
 from vjax.step import task_losses
 from vjax.tasks import head_sizes, label_columns, split_classes

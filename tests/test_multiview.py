@@ -3,8 +3,9 @@
 import numpy as np
 import pytest
 
-from vjax.data.multiview import average_precision, classification_metrics, video_scores
 from vjax.data.transforms import InputOptions, make_view_iterator
+from vjax.evaluate.metrics import average_precision, classification_metrics
+from vjax.evaluate.scoring import video_scores
 
 # Each view carries the logits a fake model reads off it (7 classes).
 VIDEOS = [
@@ -82,7 +83,8 @@ def test_real_views_memory_stays_bounded():
 
 
 def test_evaluate_views_on_a_source_with_config_views():
-    from vjax.data.multiview import evaluate_views, views_and_label
+    from vjax.data.loaders import views_and_label
+    from vjax.evaluate.scoring import evaluate_views
 
     class Source:
         def __len__(self):

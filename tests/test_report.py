@@ -1,40 +1,108 @@
-"""The printed evaluation table: the confusion matrix only while it fits, and one section per
-task for multi-task results."""
+"""What an evaluation writes for people: the printed table (the confusion matrix only while it
+fits, one section per task), eval_<split>_step<N>.json, TensorBoard scalars and the PNGs,
+including the top-confusions view of a wide matrix; and `vjax compare` of two runs."""
 
-from vjax.report import MAX_CONFUSION_CLASSES, format_eval
+import glob
+import json
+import os
 
+import numpy as np
 
-def _metrics(names):
-    k = len(names)
-    confusion = [[int(i == j) for j in range(k)] for i in range(k)]
-    return {
-        "loss": 0.5, "top1": 1.0, "top5": 1.0, "mean_class_accuracy": 1.0,
-        "per_class_accuracy": {n: 1.0 for n in names}, "confusion_matrix": confusion,
-    }  # fmt: skip
+from vjax.evaluate.metrics import task_metrics
+from vjax.evaluate.plots import confused_classes
+from vjax.evaluate.report import MAX_CONFUSION_CLASSES, format_eval, named_result, write_eval
 
-
-def _result(names):
-    return {"split": "test", "step": 3, "num_examples": len(names), "class_names": names,
-            **_metrics(names)}  # fmt: skip
+PNG = b"\x89PNG\r\n\x1a\n"
 
 
-def test_confusion_matrix_is_printed_only_up_to_the_limit():
-    few = [f"c{i}" for i in range(3)]
-    printed = format_eval(_result(few))
-    assert "confusion matrix" in printed and "mean class acc 1.0000" in printed
-    many = [f"c{i}" for i in range(MAX_CONFUSION_CLASSES + 1)]
-    lines = format_eval(_result(many)).splitlines()
+def _result(num_classes, seed=0, multi_label=False, step=3):
+    rng = np.random.default_rng(seed)
+    names = [f"class{i}" for i in range(num_classes)]
+    labels = rng.integers(0, num_classes, size=4 * num_classes)
+    scores = rng.normal(size=(len(labels), num_classes)) + 2.0 * np.eye(num_classes)[labels]
+    if multi_label:
+        labels = (rng.uniform(size=scores.shape) < 0.3).astype(np.int32)
+        scores = rng.normal(size=scores.shape) + 2.0 * labels
+    return {**named_result(task_metrics(scores, labels, names), names, "test"), "step": step}
+
+
+def test_table_has_prf_and_the_confusion_matrix_only_up_to_the_limit():
+    printed = format_eval(_result(3))
+    assert "confusion matrix" in printed and "mean class acc" in printed
+    assert "macro avg" in printed and "weighted avg" in printed and "ECE" in printed
+    assert "precision" in printed.splitlines()[2] and "most confused" in printed
+    many = _result(MAX_CONFUSION_CLASSES + 1)
+    lines = format_eval(many).splitlines()
     assert not any("confusion matrix" in line for line in lines)
-    rows = [line.split() for line in lines if line.split()[:1] and line.split()[0] in many]
-    assert rows == [[name, "1.000"] for name in many]  # accuracy only, no matrix columns
+    rows = {line.split()[0]: line.split()[1:] for line in lines[3 : 3 + 31]}
+    assert rows["class7"] == [
+        f"{many[f'per_class_{k}']['class7']:.3f}" for k in ("precision", "recall", "f1")
+    ] + [str(many["per_class_support"]["class7"])]
 
 
-def test_multi_task_result_has_one_section_per_task():
+def test_multi_task_and_multi_label_tables():
     names = {"verb": ["take", "put"], "noun": ["cup", "knife", "door"]}
-    result = {"split": "validation", "num_examples": 2, "loss": 1.5, "top1": 0.5,
-              "top5": 1.0, "class_names": names,
-              "tasks": {t: _metrics(n) for t, n in names.items()}}  # fmt: skip
+    rng = np.random.default_rng(0)
+    labels = np.stack([rng.integers(0, 2, 12), rng.integers(0, 3, 12)], axis=1)
+    result = named_result(task_metrics(rng.normal(size=(12, 5)), labels, names), names, "val")
     printed = format_eval(result)
     assert "every task is right" in printed
-    assert printed.index("verb: top1") < printed.index("take") < printed.index("noun: top1")
-    assert printed.index("noun: top1") < printed.index("knife")
+    assert printed.index("verb: loss") < printed.index("take") < printed.index("noun: loss")
+    assert printed.index("noun: loss") < printed.index("knife")
+    multi = format_eval(_result(4, multi_label=True))
+    assert "mAP" in multi.splitlines()[0] and "sigmoid > 0.5" in multi
+
+
+def test_write_eval_and_compare(tmp_path, capsys):
+    from vjax.evaluate.compare import main as compare_main
+
+    a, b = str(tmp_path / "a"), str(tmp_path / "b")
+    paths = write_eval(_result(120, seed=0), a)  # wide: the top-confusions view
+    write_eval(_result(120, seed=1, step=5), b, plots=False)
+    write_eval(_result(120, seed=2, step=9), b, plots=False)  # the newest is compared
+    names = sorted(os.path.basename(p) for p in paths)
+    assert names == [
+        "confusion_test.png",
+        "eval_test_step3.json",
+        "f1_test.png",
+        "reliability_test.png",
+    ]
+    for path in paths[1:]:
+        with open(path, "rb") as f:
+            assert f.read(8) == PNG
+    saved = json.load(open(os.path.join(a, "eval_test_step3.json")))
+    assert saved["per_class_f1"]["class5"] == _result(120)["per_class_f1"]["class5"]
+    assert glob.glob(os.path.join(a, "tensorboard", "eval_test", "events.out.*"))
+    record = json.loads(open(os.path.join(a, "metrics.jsonl")).readline())
+    assert record["split"] == "eval_test" and record["macro_f1"] == saved["macro"]["f1"]
+
+    assert compare_main([a, b, "--top=3"]) == 0
+    out = capsys.readouterr().out
+    newer = _result(120, seed=2)
+    deltas = {
+        n: newer["per_class_f1"][n] - saved["per_class_f1"][n]
+        for n in saved["per_class_f1"]
+        if saved["per_class_f1"][n] is not None and newer["per_class_f1"][n] is not None
+    }
+    best = max(deltas, key=deltas.get)
+    assert f"  {best:<8} {deltas[best]:+.3f}" in out and "eval_test_step9.json" in out
+    top1 = f"{'top1':<24}{saved['top1']:>10.4f}{newer['top1']:>10.4f}"
+    assert top1 in out
+    with open(os.path.join(b, "compare_test.png"), "rb") as f:
+        assert f.read(8) == PNG
+    assert compare_main([a, str(tmp_path / "missing")]) == 2
+    assert "no eval_test_step*.json" in capsys.readouterr().err
+
+
+def test_multi_label_plots_and_confused_classes(tmp_path):
+    from vjax.evaluate.plots import write_plots
+
+    paths = write_plots(_result(5, multi_label=True), str(tmp_path), "_x")
+    assert sorted(os.path.basename(p) for p in paths) == [
+        "ap_x.png",
+        "pr_x.png",
+        "reliability_x.png",
+    ]
+    matrix = np.diag([5, 5, 5, 5, 5])
+    matrix[0, 3], matrix[4, 1], matrix[2, 1] = 4, 3, 1
+    assert confused_classes(matrix, limit=4) == [0, 1, 3, 4]  # the two largest pairs' classes

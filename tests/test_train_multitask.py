@@ -15,8 +15,8 @@ from test_epic_kitchens import NOUNS, VERBS, epic_root  # noqa: F401  (fixture: 
 import vjax
 from vjax import train
 from vjax.config_utils import apply_overrides, load_config
+from vjax.evaluate.report import format_eval
 from vjax.predict import format_result, predict_files
-from vjax.report import format_eval
 
 EPIC = os.path.join(REPO, "configs", "video_transformers.py") + ":vivit_l_fe_epic,tiny"
 NAMES = {"verb": VERBS, "noun": NOUNS}

@@ -10,9 +10,9 @@ import pytest
 
 import vjax
 from vjax import train
-from vjax.data.multiview import video_scores
 from vjax.data.transforms import InputOptions, make_view_iterator
 from vjax.data.video_io import encode_video
+from vjax.evaluate.scoring import video_scores
 from vjax.step import normalize_video
 
 SPLITS = {"train": 3, "validation": 1, "test": 2}  # videos per class

@@ -9,6 +9,7 @@ vjax prepare video_folder --src=DIR_OR_MANIFEST --data_dir=DIR
 vjax predict --model=DIR video.mp4 [more.mp4]   # DIR: a checkpoint or an exported folder
 vjax export --model=DIR --out=DIR --format=stablehlo,onnx,savedmodel,tflite
 vjax quantize --model=DIR --out=DIR --mode=int8_weights|int8
+vjax compare RUN_A RUN_B     # two evaluations side by side: per-class deltas, printed and plotted
 vjax bench data|train|infer  # input pipeline / train step / inference speed -> BENCHMARKS.md
 """
 
@@ -32,6 +33,7 @@ COMMANDS = {
     "bench": "vjax.bench:main",
     "export": "vjax.deploy.export:main",
     "quantize": "vjax.deploy.quantize:main",
+    "compare": "vjax.evaluate.compare:main",
 }
 
 

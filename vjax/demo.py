@@ -1,7 +1,9 @@
 """The demo job: train ViViT and the single-frame baseline the same way, test both, report.
 
-Writes into the workdir: one sub-folder per model (checkpoints, metrics, TensorBoard),
-``training_curves.png``, ``confusion_<model>.png`` and ``demo_report.json``.
+Writes into the workdir: one sub-folder per model (checkpoints, metrics, TensorBoard, its
+``eval_test_stepN.json``), ``training_curves.png``, per model ``confusion_<model>.png``
+(normalised), ``f1_<model>.png`` (per-class F1, sorted) and ``reliability_<model>.png``, and
+``demo_report.json``.
 """
 
 from __future__ import annotations
@@ -12,7 +14,8 @@ import time
 from collections.abc import Mapping
 
 from vjax.config_utils import apply_overrides, load_config
-from vjax.report import format_eval, plot_confusion, plot_curves
+from vjax.evaluate.plots import plot_curves, write_plots
+from vjax.evaluate.report import format_eval, write_eval
 
 DEMO_MODELS = ("vivit", "single_frame")
 
@@ -42,12 +45,8 @@ def run_demo(
         train.train(config, run_dir)
         result = train.evaluate_checkpoint(config, run_dir, "test")
         print(format_eval(result), flush=True)
-        plot_confusion(
-            result["confusion_matrix"],
-            result["class_names"],
-            f"{name}: test top-1 {result['top1']:.3f}",
-            os.path.join(workdir, f"confusion_{name}.png"),
-        )
+        write_eval(result, run_dir, plots=False)
+        write_plots({**result, "split": name}, workdir, f"_{name}")
         runs[name] = run_dir
         report["num_classes"] = len(result["class_names"])
         report["models"][name] = {
@@ -55,6 +54,10 @@ def run_demo(
             "top5": result["top5"],
             "loss": result["loss"],
             "mean_class_accuracy": result["mean_class_accuracy"],
+            "macro_precision": result["macro"]["precision"],
+            "macro_recall": result["macro"]["recall"],
+            "macro_f1": result["macro"]["f1"],
+            "ece": result["ece"],
             "num_test_clips": result["num_examples"],
             "steps": result["step"],
             "seconds": round(time.perf_counter() - start, 1),
@@ -64,9 +67,12 @@ def run_demo(
     with open(os.path.join(workdir, "demo_report.json"), "w") as f:
         json.dump(report, f, indent=1)
 
-    print("\n=== demo result (test split)")
-    print(f"{'model':<14}{'top-1':>8}{'top-5':>8}   chance = {report['chance']:.3f}")
+    print("\n=== demo result (test split; P/R/F1: macro averages over the classes)")
+    columns = ("top-1", "top-5", "P", "R", "F1", "ECE")
+    print(f"{'model':<14}" + "".join(f"{c:>8}" for c in columns)
+          + f"   chance = {report['chance']:.3f}")  # fmt: skip
     for name, m in report["models"].items():
-        print(f"{name:<14}{m['top1']:>8.3f}{m['top5']:>8.3f}")
+        values = ("top1", "top5", "macro_precision", "macro_recall", "macro_f1", "ece")
+        print(f"{name:<14}" + "".join(f"{m[v]:>8.3f}" for v in values))
     print(f"report: {os.path.join(workdir, 'demo_report.json')}; plots: {workdir}/*.png")
     return report

@@ -6,9 +6,7 @@ The ``vjax`` command (``vjax train ...``) is the same entry point with the mode 
 from __future__ import annotations
 
 import argparse
-import json
 import logging
-import os
 import sys
 from collections.abc import Sequence
 
@@ -100,13 +98,10 @@ def run(argv: Sequence[str], mode: str | None = None) -> int:
         result = train.evaluate_checkpoint(config, args.workdir, args.split)
         if jax.process_index() != 0:  # every process evaluated its shard; one reports
             return 0
-        from vjax.report import format_eval
+        from vjax.evaluate.report import format_eval, write_eval
 
         print(format_eval(result))
-        path = os.path.join(args.workdir, f"eval_{args.split}_step{result['step']}.json")
-        with open(path, "w") as f:
-            json.dump(result, f, indent=1)
-        print(f"wrote {path}")
+        print("wrote " + ", ".join(write_eval(result, args.workdir)))
     return 0
 
 

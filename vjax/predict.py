@@ -2,11 +2,12 @@
 
 Each file is decoded with PyAV (short side scaled to the model's crop size, at the frame rate
 the model was trained on when its config names one), cut into the test views (``--clips``
-uniform clips x ``--crops`` crops, as in :mod:`vjax.data.multiview`), and the view logits are
-averaged before the softmax. ``--window=SECONDS`` adds a timeline: the same views within each
-window of the video, decoded as a stream (any length fits in memory), and the file's top-k then
-averages the windows' logits. ``--json=FILE`` writes everything printed, plus files that could
-not be decoded and why.
+uniform clips x ``--crops`` crops, as in the multi-view test of :mod:`vjax.evaluate.scoring`),
+and the view logits are averaged before the softmax (a sigmoid per class for a multi-label
+model, whose scores need not sum to 1). ``--window=SECONDS`` adds a timeline: the same views
+within each window of the video, decoded as a stream (any length fits in memory), and the
+file's top-k then averages the windows' logits. ``--json=FILE`` writes everything printed,
+plus files that could not be decoded and why.
 
     vjax predict --model=runs/vivit clip1.mp4 clip2.webm --top_k=3 --clips=4 --crops=3
     vjax predict --model=converted/videomae long.mp4 --window=2 --json=timeline.json
@@ -22,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from vjax.data.multiview import log_softmax
+from vjax.evaluate.metrics import log_softmax, sigmoid
 from vjax.tasks import ClassNames, concat_classes, head_sizes, is_multitask, split_classes
 
 
@@ -45,10 +46,12 @@ def make_apply(config: Any, model: Any, variables: dict) -> Callable[[np.ndarray
     return lambda video: np.asarray(concat_classes(apply(video)))
 
 
-def open_model(path: str) -> tuple[Callable[[np.ndarray], np.ndarray], ClassNames, dict]:
-    """``(apply, class names, clip sampling)`` of a checkpoint folder or of a ``vjax export``
-    folder; the latter runs in its own runtime (StableHLO or ONNX), without the training
-    stack."""
+def open_model(
+    path: str,
+) -> tuple[Callable[[np.ndarray], np.ndarray], ClassNames, dict, bool]:
+    """``(apply, class names, clip sampling, multi-label)`` of a checkpoint folder or of a
+    ``vjax export`` folder; the latter runs in its own runtime (StableHLO or ONNX), without the
+    training stack."""
     from vjax.deploy.signature import is_exported, sampling
 
     if is_exported(path):
@@ -56,19 +59,28 @@ def open_model(path: str) -> tuple[Callable[[np.ndarray], np.ndarray], ClassName
 
         exported = load_exported(path)
         signature = exported.signature
-        return lambda video: exported(video)[0], signature["class_names"], signature["sampling"]
+        return (
+            lambda video: exported(video)[0],
+            signature["class_names"],
+            signature["sampling"],
+            bool(signature.get("multi_label", False)),
+        )
     config, model, variables, metadata = load_model(path)
     apply = make_apply(config, model, variables)
-    return apply, metadata["class_names"], sampling(config, metadata["clip_shape"])
+    clip = sampling(config, metadata["clip_shape"])
+    return apply, metadata["class_names"], clip, bool(metadata.get("multi_label", False))
 
 
-def _top(logits: np.ndarray, names: ClassNames, k: int) -> list[dict[str, Any]] | dict:
-    """The ``k`` most likely labels with their softmax scores; ``{task: [...]}`` for a
-    multi-task model (``names`` a mapping, ``logits`` concatenated over the tasks)."""
+def _top(
+    logits: np.ndarray, names: ClassNames, k: int, multi_label: bool = False
+) -> list[dict[str, Any]] | dict:
+    """The ``k`` most likely labels with their softmax scores (sigmoid for ``multi_label``);
+    ``{task: [...]}`` for a multi-task model (``names`` a mapping, ``logits`` concatenated
+    over the tasks)."""
     if is_multitask(names):
         parts = split_classes(logits, head_sizes(names))
         return {task: _top(parts[task], task_names, k) for task, task_names in names.items()}
-    probs = np.exp(log_softmax(logits))
+    probs = sigmoid(logits) if multi_label else np.exp(log_softmax(logits))
     order = np.argsort(-probs, kind="stable")[:k]
     return [{"label": names[i], "score": float(probs[i])} for i in order]
 
@@ -87,11 +99,11 @@ def predict_files(
     >>> result = predict_files("runs/vivit", ["a.mp4"], top_k=3, clips=4, crops=3)
     >>> result["files"]["a.mp4"]["top"][0]     # {"label": "walking", "score": 0.91}
     """
-    from vjax.data.multiview import video_scores
     from vjax.data.transforms import InputOptions, make_view_iterator
     from vjax.data.video_io import VideoDecodeError, iter_video
+    from vjax.evaluate.scoring import video_scores
 
-    apply, names, clip = open_model(model_dir)
+    apply, names, clip, multi_label = open_model(model_dir)
     height, width = clip["crop"]
     if height != width:
         raise ValueError(f"predict expects square clips, the model's clip is {height}x{width}")
@@ -122,12 +134,16 @@ def predict_files(
             lengths = np.asarray([b - a for a, b in bounds], np.float32)[:, None]
             overall = (scores * lengths).sum(0) / lengths.sum()
             windows = [
-                {"start": a / info["fps"], "end": b / info["fps"], "top": _top(s, names, top_k)}
+                {
+                    "start": a / info["fps"],
+                    "end": b / info["fps"],
+                    "top": _top(s, names, top_k, multi_label),
+                }
                 for (a, b), s in zip(bounds, scores, strict=True)
             ]
-            entry = {"top": _top(overall, names, top_k), "windows": windows}
+            entry = {"top": _top(overall, names, top_k, multi_label), "windows": windows}
         else:
-            entry = {"top": _top(scores[0], names, top_k)}
+            entry = {"top": _top(scores[0], names, top_k, multi_label)}
         result["files"][path] = {**entry, "fps": info["fps"]}
     return result
 

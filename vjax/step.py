@@ -116,6 +116,22 @@ def task_losses(
     return loss, {"loss": loss, "top1": jnp.stack(correct).min(axis=0).mean(), **metrics}
 
 
+def multilabel_losses(
+    logits: jax.Array, batch: dict[str, jax.Array], label_smoothing: float = 0.0
+) -> tuple[jax.Array, dict[str, jax.Array]]:
+    """``(loss, metrics)`` of multi-label data (``batch["label"]`` multi-hot ``(B, K)``): the
+    sigmoid binary cross-entropy averaged over every (example, class), as PySlowFast's
+    ``bce_logit`` for Charades; targets smoothed towards 1/2 by ``label_smoothing``; ``top1``
+    = the top class is one of the video's. Same signature as :func:`task_losses`."""
+    targets = batch["label"].astype(jnp.float32)
+    if label_smoothing:
+        targets = targets * (1.0 - label_smoothing) + 0.5 * label_smoothing
+    loss = optax.sigmoid_binary_cross_entropy(logits.astype(jnp.float32), targets).mean()
+    top = jnp.argmax(logits, axis=-1)
+    hit = jnp.take_along_axis(batch["label"], top[:, None], axis=-1)[:, 0] > 0
+    return loss, {"loss": loss, "top1": hit.astype(jnp.float32).mean()}
+
+
 def make_train_step(
     model: nn.Module,
     tx: optax.GradientTransformation,
@@ -123,12 +139,16 @@ def make_train_step(
     mean: Sequence[float],
     std: Sequence[float],
     label_smoothing: float = 0.0,
+    multi_label: bool = False,
 ) -> Callable[[TrainState, dict[str, jax.Array], jax.Array], tuple[TrainState, dict]]:
     """Returns ``step(state, batch, key) -> (state, metrics)``; dropout keys fold in the step.
+    The loss is :func:`task_losses` (softmax cross-entropy per task), or
+    :func:`multilabel_losses` for ``multi_label`` data.
 
     With a loss scale (float16) a step whose gradients overflow leaves parameters, optimiser
     and model state as they were, halves the scale and reports ``skipped`` 1 and
     ``grad_norm`` 0; ``loss_scale`` is the scale the step used."""
+    losses = multilabel_losses if multi_label else task_losses
 
     def train_step(state: TrainState, batch: dict[str, jax.Array], key: jax.Array):
         video = normalize_video(batch["video"], mean, std, model.dtype)
@@ -142,7 +162,7 @@ def make_train_step(
                 rngs={"dropout": dropout_key},
                 mutable=list(state.model_state),
             )
-            loss, metrics = task_losses(logits, batch, label_smoothing)
+            loss, metrics = losses(logits, batch, label_smoothing)
             return loss, (metrics, model_state)
 
         grad_fn = scaled_value_and_grad(loss_fn, state.loss_scale)
@@ -170,7 +190,7 @@ def make_eval_step(
     """Returns ``step(variables, batch) -> float32 logits`` of uint8 ``batch["video"]``
     (multi-task: concatenated over the tasks, :func:`vjax.tasks.concat_classes`);
     metrics are computed on the host from the gathered logits
-    (:func:`vjax.data.multiview.classification_metrics`).
+    (:mod:`vjax.evaluate`).
 
     ``variables`` is ``{"params": ..., **model_state}`` (see :attr:`TrainState.variables`).
     """

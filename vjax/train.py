@@ -26,9 +26,10 @@ from vjax import checkpoint, parallel
 from vjax.checkpoint_paths import require_trained
 from vjax.config_utils import config_to_json
 from vjax.data.loaders import data_function, worker_data_function
-from vjax.data.multiview import task_metrics
 from vjax.data.pipeline import ProcessMap, num_eval_batches, prefetch
 from vjax.errors import UserError
+from vjax.evaluate import scoring
+from vjax.evaluate.report import named_result, scalars, summary
 from vjax.metric_writers import MetricWriter, progress_line
 from vjax.models import build_model
 from vjax.models.precise_bn import precise_batch_stats
@@ -42,7 +43,7 @@ from vjax.step import (
     make_train_step,
     normalize_video,
 )
-from vjax.tasks import head_sizes, is_multitask
+from vjax.tasks import head_sizes
 
 log = logging.getLogger(__name__)
 
@@ -70,6 +71,7 @@ class Experiment:
     batch_sharding: jax.sharding.NamedSharding
     tx: Any
     init_state: Any  # key -> boxed TrainState (logical axis metadata on the leaves)
+    multi_label: bool = False  # several classes per video: sigmoid loss, mAP
 
 
 def setup(
@@ -81,7 +83,7 @@ def setup(
     """Builds mesh (over ``devices``, default all), data, model and optimiser. The config is
     checked (:func:`vjax.preflight.check_config`) before the dataset is prepared, and the
     prepared dataset must hold ``splits`` (``why``: what needs them); nothing is compiled."""
-    from vjax.data.datasets import clip_spec, load_dataset, require_splits
+    from vjax.data.datasets import clip_spec, is_multilabel, load_dataset, require_splits
 
     mesh = check_config(config, devices)
     rules = parallel.normalize_rules(config.sharding.rules)
@@ -114,6 +116,7 @@ def setup(
         batch_sharding=parallel.batch_sharding(mesh, rules),
         tx=tx,
         init_state=init_state,
+        multi_label=is_multilabel(builder),
     )
 
 
@@ -138,8 +141,11 @@ def compile_steps(exp: Experiment):
     cfg = exp.config
     norm = {"mean": tuple(cfg.input.mean), "std": tuple(cfg.input.std)}
     replicated = parallel.replicated(exp.mesh)
+    smoothing = cfg.optimizer.label_smoothing
     train_step = jax.jit(
-        make_train_step(exp.model, exp.tx, label_smoothing=cfg.optimizer.label_smoothing, **norm),
+        make_train_step(
+            exp.model, exp.tx, label_smoothing=smoothing, multi_label=exp.multi_label, **norm
+        ),
         in_shardings=(exp.state_shardings, exp.batch_sharding, replicated),
         out_shardings=(exp.state_shardings, replicated),
         donate_argnums=0,
@@ -157,79 +163,56 @@ def _num_examples(exp: Experiment, split: str) -> int:
     return exp.builder.info.splits[split].num_examples
 
 
-def _named(metrics: dict[str, Any], names: list[str]) -> dict[str, Any]:
-    """One task's metrics with per-class accuracy keyed by class (None where absent)."""
-    per_class = [None if math.isnan(a) else a for a in metrics["per_class_accuracy"]]
-    return {**metrics, "per_class_accuracy": dict(zip(names, per_class, strict=True))}
+def _apply(exp: Experiment, eval_step, variables: Any):
+    """``apply(this process's uint8 videos) -> its logits``, row for row: the rows of every
+    process make one global batch for the sharded ``eval_step``."""
+
+    def apply(videos: np.ndarray) -> np.ndarray:
+        batch = parallel.global_batch({"video": videos}, exp.batch_sharding)
+        with jax.set_mesh(exp.mesh), nn.logical_axis_rules(exp.rules):
+            return parallel.process_rows(eval_step(variables, batch))
+
+    return apply
 
 
-def _report(exp: Experiment, split: str, metrics: dict[str, Any]) -> dict[str, Any]:
-    """Metrics with class names (per task for multi-task data)."""
-    names = exp.class_names
-    if is_multitask(names):
-        tasks = {t: _named(m, names[t]) for t, m in metrics["tasks"].items()}
-        metrics = {**metrics, "tasks": tasks}
-    else:
-        metrics = _named(metrics, names)
-    return {"split": split, "num_examples": metrics["num_videos"], **metrics, "class_names": names}
+def _gather(local: Any) -> Any:
+    """Every process's arrays concatenated (one process: as they are)."""
+    from jax.experimental import multihost_utils
+
+    if jax.process_count() == 1:
+        return local
+    return multihost_utils.process_allgather(local, tiled=True)
 
 
 def evaluate(exp: Experiment, eval_step, variables: Any, split: str) -> dict[str, Any]:
-    """Loss, top-1, top-5, per-class accuracy and the confusion matrix on a whole split, one
-    view per example (the centre clip and crop for stored whole videos)."""
-    from jax.experimental import multihost_utils
-
+    """Every metric of :mod:`vjax.evaluate` on a whole split, one view per example (the
+    centre clip and crop for stored whole videos)."""
     number = num_eval_batches(_num_examples(exp, split), exp.config.input.global_batch_size)
-    logits, labels, masks = [], [], []
-    with (
-        _data_map(exp, "eval", split, number) as batches,
-        jax.set_mesh(exp.mesh),
-        nn.logical_axis_rules(exp.rules),
-    ):
-        for batch in map(batches, range(number)):
-            video = parallel.global_batch({"video": batch["video"]}, exp.batch_sharding)
-            # This process's logits, row for row with its own labels and masks.
-            logits.append(parallel.process_rows(eval_step(variables, video)))
-            labels.append(np.asarray(batch["label"]))
-            masks.append(np.asarray(batch["mask"]) > 0)
-    local = [np.concatenate(x) for x in (logits, labels, masks)]
-    scores, labels_all, keep = map(np.asarray, multihost_utils.process_allgather(local, tiled=True))
-    metrics = task_metrics(scores[keep], labels_all[keep], exp.class_names)
-    return _report(exp, split, metrics)
+    apply = _apply(exp, eval_step, variables)
+    with _data_map(exp, "eval", split, number) as batches:
+        metrics = scoring.evaluate_batches(apply, batches, number, exp.class_names, _gather)
+    return named_result(metrics, exp.class_names, split)
 
 
 def evaluate_views(exp: Experiment, eval_step, variables: Any, split: str) -> dict[str, Any]:
     """The multi-view test (``input.test_num_clips`` x ``input.test_num_crops`` views per
-    video, logits averaged per video) of a dataset of stored whole videos."""
-    from jax.experimental import multihost_utils
-
-    from vjax.data.multiview import evaluate_views as evaluate_all_views
-
+    video, logits pooled per video) of a dataset of stored whole videos."""
     index, count = jax.process_index(), jax.process_count()
     chunk = exp.config.input.global_batch_size // count  # views per process per call
-
-    def apply(views: np.ndarray) -> np.ndarray:
-        batch = parallel.global_batch({"video": views}, exp.batch_sharding)
-        with jax.set_mesh(exp.mesh), nn.logical_axis_rules(exp.rules):
-            return parallel.process_rows(eval_step(variables, batch))
-
-    def gather(local):
-        return multihost_utils.process_allgather(local, tiled=True)
-
     per_process = -(-_num_examples(exp, split) // count)
     with _data_map(exp, "views", split, per_process) as video_views:
-        metrics = evaluate_all_views(
-            apply,
+        metrics = scoring.evaluate_views(
+            _apply(exp, eval_step, variables),
             exp.builder.as_data_source(split),
             exp.config.input,
             chunk,
             index,
             count,
-            gather if count > 1 else None,
+            _gather if count > 1 else None,
             exp.class_names,
             video_views,
         )
-    return _report(exp, split, metrics)
+    return named_result(metrics, exp.class_names, split)
 
 
 def init_from_pretrained(
@@ -368,6 +351,7 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
         "config": json.loads(config_json),
         "class_names": exp.class_names,
         "clip_shape": list(exp.input_shape[1:]),
+        "multi_label": exp.multi_label,
     }
 
     # State: restore the newest checkpoint that loads, else initialise.
@@ -435,15 +419,9 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
                 if step % tcfg.eval_every == 0 or is_last:
                     state = _precise_batch_stats(exp, state, make_batch, step)
                     last_eval = evaluate(exp, eval_step, state.variables, "validation")
-                    writer.write(
-                        step, "validation", {k: last_eval[k] for k in ("loss", "top1", "top5")}
-                    )
+                    writer.write(step, "validation", scalars(last_eval))
                     if is_main:
-                        print(
-                            f"  validation @ {step}: loss {last_eval['loss']:.4f} | "
-                            f"top1 {last_eval['top1']:.4f} | top5 {last_eval['top5']:.4f}",
-                            flush=True,
-                        )
+                        print(f"  validation @ {step}: {summary(last_eval)}", flush=True)
 
                 if step % tcfg.checkpoint_every == 0 or is_last:
                     history = _check_finite(history)  # never save a state that went non-finite

@@ -20,6 +20,13 @@ Kinetics-700 and SSv2 test sets) are left out.
   ``epic-kitchens-100-annotations/``; videos ``<participant>/videos/<video_id>.MP4``. Each CSV
   row is a segment of a long video; its label is ``(verb, noun)`` and its id the narration id.
 
+* Charades (multi-label, 157 classes): ``Charades_v1_{train,test}.csv`` (``id, ...,
+  actions, length``; ``actions`` like ``c092 11.90 21.20;c147 0.00 12.60``) and
+  ``Charades_v1_classes.txt`` (``c000 Holding some clothes``) in the folder, its
+  ``Charades/`` or ``annotations/``; videos ``<id>.mp4`` anywhere below (``Charades_v1_480/``).
+  The test CSV is the ``validation`` split (PySlowFast's ``val``). A video's label is every
+  class it shows; ``actions`` keeps their times.
+
 Multi-task listings return ``class_names`` as ``{task: names}``.
 
 >>> entries, names = ucf101_entries("~/data/ucf101", fold=1)
@@ -234,11 +241,50 @@ def _seconds(timestamp: str) -> float:
     return 3600 * int(hours) + 60 * int(minutes) + float(seconds)
 
 
+def charades_entries(root: str) -> tuple[list[VideoEntry], list[str]]:
+    """Charades v1: every video with all its actions (class names from the classes file, in
+    id order; a label is the tuple of the video's distinct classes in order of appearance)."""
+    root, index = _open(root, "Charades")
+    folders = ("", "Charades/", "annotations/")
+
+    def find(name: str) -> str:
+        return _find(root, [f"{folder}{name}" for folder in folders])
+
+    classes_file = find("Charades_v1_classes.txt")
+    ids: dict[str, str] = {}  # "c092" -> its name
+    with open(classes_file) as f:
+        for line in f:
+            if line.strip():
+                key, _, name = line.strip().partition(" ")
+                ids[key] = name.strip() or key
+    entries = []
+    for csv_name, split in (("train", "train"), ("test", "validation")):
+        path = find(f"Charades_v1_{csv_name}.csv")
+        with open(path, newline="") as f:
+            for line, row in enumerate(csv.DictReader(f), start=2):
+                actions = []
+                for item in filter(None, (row.get("actions") or "").split(";")):
+                    parts = item.split()
+                    if len(parts) != 3 or parts[0] not in ids:
+                        raise ValueError(
+                            f"{path}:{line}: action {item!r} is not "
+                            f"'<class id> <start> <end>' of a known class"
+                        )
+                    actions.append((ids[parts[0]], float(parts[1]), float(parts[2])))
+                video = row["id"]
+                file = index.get(video, _missing(root, f"{video}.mp4"))
+                label = tuple(dict.fromkeys(name for name, _, _ in actions))
+                entries.append(VideoEntry(file, label, split=split, id=video,
+                                          actions=tuple(actions)))  # fmt: skip
+    return entries, list(ids.values())
+
+
 LISTINGS: dict[str, Callable[..., tuple[list[VideoEntry], ClassNames]]] = {
     "kinetics": kinetics_entries,
     "ssv2": ssv2_entries,
     "ucf101": ucf101_entries,
     "hmdb51": hmdb51_entries,
     "epic_kitchens": epic_kitchens_entries,
+    "charades": charades_entries,
 }
 """Dataset name -> its listing function (``fold`` argument for ucf101 and hmdb51)."""

@@ -37,7 +37,15 @@ _PREPARERS: dict[str, Callable[[], Callable[..., Any]]] = {
     "vjax_motion": _motion_preparer,
     **{
         name: _video_preparer(name)
-        for name in ("video_folder", "kinetics", "ssv2", "ucf101", "hmdb51", "epic_kitchens")
+        for name in (
+            "video_folder",
+            "kinetics",
+            "ssv2",
+            "ucf101",
+            "hmdb51",
+            "epic_kitchens",
+            "charades",
+        )
     },
 }
 
@@ -115,8 +123,15 @@ def dataset_class_names(builder) -> list[str] | dict[str, list[str]]:
     features = builder.info.features
     tasks = getattr(builder, "TASKS", ("label",))
     if tuple(tasks) == ("label",):
-        return list(features["label"].names)
+        label = features["label"]  # multi-label data: a sequence of class ids
+        return list(label.feature.names if is_multilabel(builder) else label.names)
     return {task: list(features[task].names) for task in tasks}
+
+
+def is_multilabel(builder) -> bool:
+    """True for builders whose videos carry several classes at once (``MULTI_LABEL``, e.g.
+    ``vjax_charades``): multi-hot labels, a sigmoid loss and mAP."""
+    return bool(getattr(builder, "MULTI_LABEL", False))
 
 
 def clip_spec(

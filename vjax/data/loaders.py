@@ -17,9 +17,14 @@ from typing import Any
 import ml_collections
 
 from vjax.data.datasets import dataset_class_names, load_dataset
-from vjax.data.multiview import views_and_label
 from vjax.data.pipeline import TrainBatches, eval_batch
-from vjax.data.transforms import transforms_for
+from vjax.data.transforms import (
+    InputOptions,
+    evaluation_label,
+    make_view_sampler,
+    transforms_for,
+)
+from vjax.tasks import ClassNames
 
 KINDS = ("train", "eval", "views")
 
@@ -47,7 +52,7 @@ def data_function(
     """Process ``index`` of ``count``'s input as a function of an integer: ``"train"``
     batches by step, ``"eval"`` batches of ``split`` by number
     (:func:`~vjax.data.pipeline.eval_batch`), or ``"views"``: the multi-view test's views by
-    video (:func:`~vjax.data.multiview.views_and_label`)."""
+    video (:func:`views_and_label`)."""
     if kind not in KINDS:
         raise ValueError(f"unknown input kind {kind!r}; valid: {KINDS}")
     if kind == "train":
@@ -60,6 +65,30 @@ def data_function(
     size = config.input.global_batch_size
     return functools.partial(eval_batch, source, size, process_index=index,
                              process_count=count, transform=transform)  # fmt: skip
+
+
+def views_and_label(
+    source: Any,
+    input_config: Any,
+    class_names: ClassNames = (),
+    process_index: int = 0,
+    process_count: int = 1,
+) -> Callable[[int], dict[str, Any]]:
+    """``f(k) -> {"views": uint8 (V, T, S, S, 3), "label"}``: the test views and label
+    (:func:`~vjax.data.transforms.evaluation_label`) of the ``k``-th video process
+    ``process_index`` scores in :func:`vjax.evaluate.scoring.evaluate_views` (video
+    ``process_index + k * process_count``; past the end, video 0 as padding), decoded at once
+    (for loader processes)."""
+    options = InputOptions.from_config(input_config)
+    views = make_view_sampler(options)
+    read_label = evaluation_label(options, class_names)
+
+    def video(k: int) -> dict[str, Any]:
+        index = process_index + k * process_count
+        example = source[index if index < len(source) else 0]
+        return {"views": views(example), "label": read_label(example)}
+
+    return video
 
 
 def worker_data_function(config_json: str, *args: Any) -> Callable[[int], Any]:

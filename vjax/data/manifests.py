@@ -37,7 +37,9 @@ _COLUMNS = ("path", "label", "start", "end", "split")
 @dataclasses.dataclass(frozen=True)
 class VideoEntry:
     """One video of a dataset: its file, label (a tuple of names, one per task, in a multi-task
-    dataset), optional segment (seconds), split and the dataset's own id of it (if any)."""
+    dataset; every class of the video in a multi-label one), optional segment (seconds),
+    split, the dataset's own id of it (if any) and its timed ``actions`` (``(name, start,
+    end)`` in seconds from the video's start; multi-label datasets such as Charades)."""
 
     path: str
     label: str | tuple[str, ...]
@@ -45,6 +47,7 @@ class VideoEntry:
     end: float | None = None
     split: str = "train"
     id: str = ""
+    actions: tuple[tuple[str, float, float], ...] = ()
 
 
 def read_entries(src: str) -> list[VideoEntry]:

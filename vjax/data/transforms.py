@@ -18,6 +18,12 @@ Keys of ``config.input`` read here (all optional; defaults in :class:`InputOptio
     color_jitter=0.0  randaugment_ops=0  randaugment_magnitude=9  erase_prob=0.0
     mixup_alpha=0.0  cutmix_alpha=0.0  mix_switch_prob=0.5
     test_num_clips=1  test_num_crops=1  test_crop_fraction=1.0
+    test_ensemble="mean" | "max"   (how a video's view logits are pooled; Charades: max)
+
+Multi-label data (a ``label`` holding a video's class ids, e.g. ``vjax_charades``) gives
+multi-hot labels; with timed ``actions`` a training clip is labelled by the actions under way
+during it (PySlowFast's Charades rule) and the test adds localisation targets
+(:func:`evaluation_label`).
 
 >>> options = InputOptions.from_config(config.input)
 >>> transform = make_train_transform(options, class_names)
@@ -65,6 +71,7 @@ class InputOptions:
     test_num_clips: int = 1
     test_num_crops: int = 1
     test_crop_fraction: float = 1.0
+    test_ensemble: str = "mean"
 
     def __post_init__(self) -> None:
         choices = {
@@ -72,6 +79,7 @@ class InputOptions:
             "pad_mode": sampling.PAD_MODES,
             "train_crop": ("random_resized", "scale_jitter", "centre"),
             "test_num_crops": (1, 3),
+            "test_ensemble": ("mean", "max"),
         }
         for key, valid in choices.items():
             if getattr(self, key) not in valid:
@@ -130,13 +138,39 @@ def _decode_indices(frames: Sequence, indices: np.ndarray, box, size: int, flip:
     return clip[inverse.reshape(-1)]
 
 
+def multi_hot(class_ids: Sequence[int], num_classes: int) -> np.ndarray:
+    """int32 ``(num_classes,)`` with 1 at each of ``class_ids``."""
+    out = np.zeros(num_classes, np.int32)
+    out[np.asarray(class_ids, np.int64)] = 1
+    return out
+
+
 def label_reader(class_names: ClassNames) -> Callable[[Mapping[str, Any]], Any]:
-    """``label(example)``: its int ``label``, or (several tasks, ``class_names`` a mapping)
-    the int32 vector of its tasks' labels, read from the features named by the tasks."""
-    if not is_multitask(class_names):
-        return lambda example: int(example["label"])
-    tasks = list(class_names)
-    return lambda example: np.asarray([example[t] for t in tasks], np.int32)
+    """``label(example)``: its int ``label``; for multi-label data (``label`` a sequence of
+    class ids) their multi-hot vector; or (several tasks, ``class_names`` a mapping) the
+    int32 vector of its tasks' labels, read from the features named by the tasks."""
+    if is_multitask(class_names):
+        tasks = list(class_names)
+        return lambda example: np.asarray([example[t] for t in tasks], np.int32)
+    num_classes = len(class_names)
+
+    def read(example: Mapping[str, Any]) -> Any:
+        label = example["label"]
+        return multi_hot(label, num_classes) if np.ndim(label) else int(label)
+
+    return read
+
+
+def actions_between(actions: np.ndarray, start: float, end: float, num_classes: int):
+    """Multi-hot of the timed ``actions`` (rows ``class id, start, end`` in seconds) under way
+    at some time in ``[start, end]``."""
+    actions = np.asarray(actions, np.float64).reshape(-1, 3)
+    during = (actions[:, 1] <= end) & (actions[:, 2] >= start)
+    return multi_hot(actions[during, 0].astype(np.int64), num_classes)
+
+
+# Charades' localisation protocol (Charades_v1_localize.m): 25 time points per video.
+LOCALIZATION_POINTS = 25
 
 
 def make_train_transform(
@@ -172,6 +206,10 @@ def make_train_transform(
         flip = bool(options.flip and rng.integers(2))
         clip = _decode_indices(frames, indices, box, size, flip)
         label = read_label(example)
+        if "actions" in example:  # the actions under way during the clip
+            fps = float(example["fps"])
+            label = actions_between(example["actions"], indices.min() / fps,
+                                    indices.max() / fps, len(class_names))  # fmt: skip
         if flip and flip_map:
             label = augment.flip_label(label, flip_map)
         if options.randaugment_ops > 0:
@@ -207,14 +245,7 @@ def make_view_iterator(
 
     def views(example: Mapping[str, Any]) -> Iterator[np.ndarray]:
         frames, height, width = _frames_and_size(example)
-        stride = options.stride_for(float(example.get("fps", 0.0)))
-        if options.sampling == "tsn":
-            clips = [sampling.tsn_segments(len(frames), options.num_frames)]
-            clips *= options.test_num_clips
-        else:
-            clips = sampling.uniform_clips(
-                len(frames), options.num_frames, stride, options.test_num_clips, options.pad_mode
-            )
+        clips = _test_clips(options, len(frames), float(example.get("fps", 0.0)))
         if options.test_num_crops == 3:
             boxes = augment.three_crop_boxes(height, width)
         else:
@@ -224,6 +255,48 @@ def make_view_iterator(
                 yield _decode_indices(frames, idx, box, size, False)
 
     return views
+
+
+def _test_clips(options: InputOptions, num_frames: int, fps: float) -> np.ndarray:
+    """The frame indices ``(clips, T)`` of a video's test clips."""
+    if options.sampling == "tsn":
+        return np.stack(
+            [sampling.tsn_segments(num_frames, options.num_frames)] * options.test_num_clips
+        )
+    stride = options.stride_for(fps)
+    return sampling.uniform_clips(
+        num_frames, options.num_frames, stride, options.test_num_clips, options.pad_mode
+    )
+
+
+def evaluation_label(
+    options: InputOptions, class_names: ClassNames
+) -> Callable[[Mapping[str, Any]], Any]:
+    """``label(example)`` for the test: :func:`label_reader`'s, or for a video with timed
+    ``actions`` (Charades) a dict of it (``"label"``: every action of the video) and the
+    localisation targets: ``view_times`` (each test view's centre, seconds, in view order),
+    ``frame_times`` (:data:`LOCALIZATION_POINTS` points ``j / 25 * duration``) and
+    ``frame_labels`` (the actions under way at each point, multi-hot), which
+    :func:`vjax.evaluate.metrics.frame_level_map` scores."""
+    read_label = label_reader(class_names)
+
+    def label(example: Mapping[str, Any]) -> Any:
+        value = read_label(example)
+        if "actions" not in example:
+            return value
+        fps, count = float(example["fps"]), len(example["frames"])
+        clips = _test_clips(options, count, fps)
+        centres = (clips.min(axis=1) + clips.max(axis=1)) / 2 / fps
+        times = np.arange(LOCALIZATION_POINTS) / LOCALIZATION_POINTS * (count / fps)
+        frame_labels = [actions_between(example["actions"], t, t, len(class_names)) for t in times]
+        return {
+            "label": value,
+            "view_times": np.repeat(centres, options.test_num_crops).astype(np.float32),
+            "frame_times": times.astype(np.float32),
+            "frame_labels": np.stack(frame_labels),
+        }
+
+    return label
 
 
 def make_eval_transform(
@@ -272,11 +345,16 @@ def transforms_for(builder, input_config: Mapping[str, Any] | None) -> dict[str,
 
     if not stores_whole_videos(builder):
         return {"transform": None, "batch_transform": None, "eval_transform": None}
-    from vjax.data.datasets import dataset_class_names
+    from vjax.data.datasets import dataset_class_names, is_multilabel
 
     options = InputOptions.from_config(input_config)
     names = dataset_class_names(builder)
     sizes = [len(task_names) for task_names in task_class_names(names).values()]
+    if is_multilabel(builder) and (options.mixup_alpha > 0 or options.cutmix_alpha > 0):
+        raise ValueError(
+            f"{builder.name} is multi-label: mixup and cutmix mix one class per video; set "
+            f"input.mixup_alpha=0 and input.cutmix_alpha=0"
+        )
     return {
         "transform": make_train_transform(options, names),
         "batch_transform": make_batch_transform(options, sizes),

@@ -117,6 +117,8 @@ class VideoFolder(tfds.core.GeneratorBasedBuilder):
     LISTING: str | None = None  # a key of annotations.LISTINGS; None: folder or manifest
     TASKS: tuple[str, ...] = (SINGLE_TASK,)  # one ClassLabel feature per task, named by it
     STORES_ID = False  # records carry the listing's own id of each video ("id")
+    # Several classes per video: "label" is a sequence of class ids, "actions" their times.
+    MULTI_LABEL = False
 
     def __init__(self, *, num_workers: int | None = None, progress_bar: bool = True, **kwargs):
         self._num_workers = num_workers
@@ -166,6 +168,14 @@ class VideoFolder(tfds.core.GeneratorBasedBuilder):
             task: tfds.features.ClassLabel(names=names)
             for task, names in self._class_names().items()
         }
+        if self.MULTI_LABEL:
+            labels = {
+                SINGLE_TASK: tfds.features.Sequence(labels[SINGLE_TASK], doc="Every class shown."),
+                "actions": tfds.features.Tensor(
+                    shape=(None, 3), dtype=np.float32,
+                    doc="Timed actions: class id, start, end (seconds from the video's start).",
+                ),
+            }  # fmt: skip
         ids = {"id": tfds.features.Text(doc="The dataset's own id of the video.")}
         return self.dataset_info_from_configs(
             description=f"{self.__doc__} Stored as JPEG frames, one record per video.",
@@ -206,10 +216,10 @@ class VideoFolder(tfds.core.GeneratorBasedBuilder):
 
     def _record_maker(self) -> _RecordMaker:
         label_ids = {
-            task: {name: i for i, name in enumerate(self.info.features[task].names)}
-            for task in self.TASKS
+            task: {name: i for i, name in enumerate(names)}
+            for task, names in self._class_names().items()
         }
-        return _RecordMaker(label_ids, self.STORES_ID)
+        return _RecordMaker(label_ids, self.STORES_ID, self.MULTI_LABEL)
 
     def _generate_examples(self, split: str, entries: list[VideoEntry]):
         """The split's ``(index, record)`` pairs: a generator over a local process pool, or a
@@ -278,16 +288,27 @@ class _RecordMaker:
 
     label_ids: dict[str, dict[str, int]]  # task -> class name -> id, in task order
     stores_id: bool
+    multi_label: bool = False
 
-    def __call__(self, index: int, entry: VideoEntry, encoded: Encoded) -> dict:
+    def _labels(self, entry: VideoEntry) -> dict:
+        if self.multi_label:
+            ids = self.label_ids[SINGLE_TASK]
+            actions = [(ids[name], start, end) for name, start, end in entry.actions]
+            return {
+                SINGLE_TASK: [ids[name] for name in entry.label],
+                "actions": np.asarray(actions, np.float32).reshape(-1, 3),
+            }
         labels = (entry.label,) if isinstance(entry.label, str) else entry.label
         if len(labels) != len(self.label_ids):
             tasks = list(self.label_ids)
             raise UserError(f"{entry.path}: label {entry.label!r} is not one name per {tasks}")
-        record = {
+        return {
             task: ids[name]
             for (task, ids), name in zip(self.label_ids.items(), labels, strict=True)
         }
+
+    def __call__(self, index: int, entry: VideoEntry, encoded: Encoded) -> dict:
+        record = self._labels(entry)
         record.update(
             frames=encoded.frames,
             fps=encoded.fps,
@@ -343,7 +364,8 @@ def _read_entries(path: epath.Path) -> list[tuple[int, VideoEntry]]:
     entries = []
     for i, row in enumerate(json.loads(path.read_text())):
         label = row["label"] if isinstance(row["label"], str) else tuple(row["label"])
-        entries.append((i, VideoEntry(**{**row, "label": label})))
+        actions = tuple(tuple(a) for a in row.get("actions", ()))
+        entries.append((i, VideoEntry(**{**row, "label": label, "actions": actions})))
     return entries
 
 
@@ -435,6 +457,20 @@ class EpicKitchens100(VideoFolder):
     )
 
 
+class Charades(VideoFolder):
+    """Charades v1 (``vjax_charades``): 157 everyday action classes, several per video, each
+    with its times; ``id`` is the video id. Trains with a sigmoid loss, tests by mAP."""
+
+    name = "vjax_charades"
+    LISTING = "charades"
+    STORES_ID = True
+    MULTI_LABEL = True
+    MANUAL_DOWNLOAD_INSTRUCTIONS = (
+        "src= the folder holding Charades_v1_480/<id>.mp4 (or any folder of <id>.mp4 below it) "
+        "and Charades_v1_{train,test}.csv, Charades_v1_classes.txt (there or in Charades/)"
+    )
+
+
 BUILDERS: dict[str, type[VideoFolder]] = {
     "video_folder": VideoFolder,
     "kinetics": Kinetics,
@@ -442,6 +478,7 @@ BUILDERS: dict[str, type[VideoFolder]] = {
     "ucf101": Ucf101,
     "hmdb51": Hmdb51,
     "epic_kitchens": EpicKitchens100,
+    "charades": Charades,
 }
 """Dataset names (as in ``config.dataset.name`` and ``vjax prepare NAME``) -> builders."""
 

@@ -1,0 +1,187 @@
+"""Every metric of ``vjax.evaluate`` against scikit-learn (the independent reference), on
+random scores with absent, never-predicted and tied classes; the multi-label loss of the train
+step against the same reference; the frame-level (Charades localisation) mAP by hand."""
+
+import numpy as np
+import pytest
+from sklearn import metrics as sk
+from sklearn.calibration import calibration_curve
+
+from vjax.evaluate.metrics import (
+    CALIBRATION_BINS,
+    CLASS_PR_POINTS,
+    PR_POINTS,
+    classification_metrics,
+    frame_level_map,
+    sigmoid,
+    task_metrics,
+)
+
+
+def _softmax(scores):
+    e = np.exp(scores - scores.max(axis=1, keepdims=True))
+    return e / e.sum(axis=1, keepdims=True)
+
+
+@pytest.fixture(scope="module")
+def single():
+    """60 videos, 7 classes: class 5 never true, class 6 never predicted nor true."""
+    rng = np.random.default_rng(0)
+    labels = rng.choice([0, 1, 2, 3, 4], size=60, p=[0.3, 0.3, 0.2, 0.1, 0.1])
+    scores = rng.normal(size=(60, 7)).astype(np.float32)
+    scores[np.arange(60), labels] += 1.2  # better than chance, not perfect
+    scores[:, 6] -= 10.0
+    scores[:3, 5] += 10.0  # three videos predicted as the absent class 5
+    return scores, labels
+
+
+def _ece_reference(confidence, correct):
+    """ECE from scikit-learn's calibration curve and bin counts found with np.digitize."""
+    prob_true, prob_pred = calibration_curve(correct, confidence, n_bins=CALIBRATION_BINS)
+    edges = np.linspace(0, 1, CALIBRATION_BINS + 1)
+    counts = np.bincount(
+        np.digitize(confidence, edges[1:-1], right=True), minlength=CALIBRATION_BINS
+    )
+    counts = counts[counts > 0]
+    return float(np.sum(counts * np.abs(prob_true - prob_pred)) / len(confidence)), prob_true
+
+
+def test_single_label_metrics_match_sklearn(single):
+    scores, labels = single
+    m = classification_metrics(scores, labels)
+    predicted = scores.argmax(axis=1)
+    probs = _softmax(scores.astype(np.float64))
+    k = scores.shape[1]
+
+    assert m["top1"] == pytest.approx(sk.accuracy_score(labels, predicted))
+    assert m["top5"] == pytest.approx(sk.top_k_accuracy_score(labels, scores, k=5, labels=range(k)))
+    assert m["mean_class_accuracy"] == pytest.approx(sk.balanced_accuracy_score(labels, predicted))
+    assert m["loss"] == pytest.approx(sk.log_loss(labels, probs, labels=range(k)), rel=1e-5)
+    np.testing.assert_array_equal(
+        m["confusion_matrix"], sk.confusion_matrix(labels, predicted, labels=range(k))
+    )
+
+    present = sorted(set(labels) | set(predicted))  # scikit-learn's classes: 0..5, not 6
+    assert present == [0, 1, 2, 3, 4, 5]
+    p, r, f, s = sk.precision_recall_fscore_support(
+        labels, predicted, labels=present, zero_division=0
+    )
+    for name, ref in (("precision", p), ("recall", r), ("f1", f)):
+        ours = m[f"per_class_{name}"]
+        np.testing.assert_allclose([ours[c] for c in present], ref)
+        assert ours[6] is None  # neither true nor predicted: undefined, left out
+        for average in ("macro", "weighted"):
+            expected = sk.precision_recall_fscore_support(
+                labels, predicted, average=average, zero_division=0
+            )[("precision", "recall", "f1").index(name)]
+            assert m[average][name] == pytest.approx(expected)
+    np.testing.assert_array_equal([m["per_class_support"][c] for c in present], s)
+
+    confusion = sk.confusion_matrix(labels, predicted, labels=range(k))
+    cells = sorted(
+        (-confusion[i, j], i, j) for i in range(k) for j in range(k) if i != j and confusion[i, j]
+    )
+    assert [(p["true"], p["predicted"], p["count"]) for p in m["most_confused"]] == [
+        (i, j, -c) for c, i, j in cells[:20]
+    ]
+    top = m["most_confused"][0]
+    assert top["fraction"] == pytest.approx(top["count"] / np.sum(labels == top["true"]))
+
+    ece, prob_true = _ece_reference(probs.max(axis=1), predicted == labels)
+    assert m["ece"] == pytest.approx(ece)
+    accuracy = [a for a in m["calibration"]["accuracy"] if a is not None]
+    np.testing.assert_allclose(accuracy, prob_true)
+    assert sum(m["calibration"]["count"]) == len(labels)
+
+
+def test_multi_label_metrics_match_sklearn():
+    rng = np.random.default_rng(1)
+    labels = (rng.uniform(size=(40, 6)) < 0.3).astype(np.int32)
+    labels[:, 4] = 0  # no positive: left out of the mAP (PySlowFast's get_map)
+    labels[0, 5] = labels[1, 5] = 1
+    scores = np.round(rng.normal(size=(40, 6)) + 1.5 * labels, 1)  # ties on purpose
+    m = classification_metrics(scores, labels)
+
+    keep = labels.any(axis=0)
+    reference = sk.average_precision_score(labels[:, keep], scores[:, keep], average=None)
+    np.testing.assert_allclose(np.asarray(m["per_class_ap"])[keep], reference)
+    assert np.isnan(m["per_class_ap"][4])
+    assert m["mAP"] == pytest.approx(float(np.mean(reference)))
+
+    predicted = (sigmoid(scores) > 0.5).astype(int)
+    p, r, f, s = sk.precision_recall_fscore_support(labels, predicted, zero_division=0)
+    np.testing.assert_allclose(m["per_class_precision"], p)
+    np.testing.assert_allclose(m["per_class_recall"], r)
+    np.testing.assert_allclose(m["per_class_f1"], f)
+    np.testing.assert_array_equal(m["per_class_support"], s)
+    for average in ("macro", "weighted"):
+        ref = sk.precision_recall_fscore_support(
+            labels, predicted, average=average, zero_division=0
+        )
+        assert [m[average][k] for k in ("precision", "recall", "f1")] == pytest.approx(ref[:3])
+
+    probs = sigmoid(scores).ravel()
+    assert m["loss"] == pytest.approx(sk.log_loss(labels.ravel(), probs), rel=1e-5)
+    assert m["ece"] == pytest.approx(_ece_reference(probs, labels.ravel())[0])
+    top = scores.argmax(axis=1)
+    assert m["top1"] == pytest.approx(labels[np.arange(40), top].mean())
+
+    def envelope(y, s, points):  # max precision at recall >= r, from scikit-learn's curve
+        precision, recall, _ = sk.precision_recall_curve(y, s)
+        return [precision[recall >= r].max() for r in np.linspace(0, 1, points)]
+
+    np.testing.assert_allclose(
+        m["pr_curves"]["micro"], envelope(labels.ravel(), scores.ravel(), PR_POINTS)
+    )
+    np.testing.assert_allclose(
+        m["pr_curves"]["per_class"][0], envelope(labels[:, 0], scores[:, 0], CLASS_PR_POINTS)
+    )
+    assert m["pr_curves"]["per_class"][4] is None
+
+
+def test_each_task_of_a_multitask_result_matches_sklearn(single):
+    scores, labels = single
+    rng = np.random.default_rng(2)
+    nouns = rng.integers(0, 3, size=len(labels))
+    both = np.concatenate([scores, rng.normal(size=(len(labels), 3))], axis=1)
+    m = task_metrics(
+        both, np.stack([labels, nouns], axis=1), {"verb": list("abcdefg"), "noun": list("xyz")}
+    )
+    noun_pred = both[:, 7:].argmax(axis=1)
+    assert m["tasks"]["noun"]["macro"]["f1"] == pytest.approx(
+        sk.f1_score(nouns, noun_pred, average="macro")
+    )
+    assert m["tasks"]["verb"]["macro"] == classification_metrics(scores, labels)["macro"]
+
+
+def test_multilabel_train_loss_matches_sklearn():
+    import jax.numpy as jnp
+
+    from vjax.step import multilabel_losses
+
+    rng = np.random.default_rng(3)
+    logits = rng.normal(size=(8, 5)).astype(np.float32)
+    labels = (rng.uniform(size=(8, 5)) < 0.4).astype(np.int32)
+    loss, metrics = multilabel_losses(jnp.asarray(logits), {"label": jnp.asarray(labels)})
+    reference = sk.log_loss(labels.ravel(), sigmoid(logits.astype(np.float64)).ravel())
+    assert float(loss) == pytest.approx(reference, rel=1e-5)
+    assert float(metrics["top1"]) == pytest.approx(labels[np.arange(8), logits.argmax(1)].mean())
+    smoothed, _ = multilabel_losses(jnp.asarray(logits), {"label": jnp.asarray(labels)}, 0.2)
+    soft = labels * 0.8 + 0.1  # targets pulled towards 1/2
+    x = logits.astype(np.float64)
+    assert float(smoothed) == pytest.approx(np.mean(np.logaddexp(0, x) - x * soft), rel=1e-5)
+
+
+def test_frame_level_map_takes_the_nearest_view():
+    # 2 videos x 2 views (centres 1 s and 3 s; video 1's two crops share a time) x 2 classes;
+    # 3 frames each at 0, 1.9 and 3.5 s.
+    view_scores = np.array([[[0.9, 0.1], [0.2, 0.8]], [[0.3, 0.6], [0.7, 0.2]]])
+    view_times = np.array([[1.0, 3.0], [2.0, 2.0]])
+    frame_times = np.array([[0.0, 1.9, 3.5], [0.0, 1.9, 3.5]])
+    frame_labels = np.array([[[1, 0], [1, 0], [0, 1]], [[0, 1], [1, 0], [0, 0]]])
+    m_ap, aps = frame_level_map(view_scores, view_times, frame_times, frame_labels)
+    # Frames take: video 0 -> views 0, 0, 1; video 1 -> max of its two views (0.7, 0.6).
+    per_frame = np.array([[0.9, 0.1], [0.9, 0.1], [0.2, 0.8], [0.7, 0.6], [0.7, 0.6], [0.7, 0.6]])
+    reference = sk.average_precision_score(frame_labels.reshape(-1, 2), per_frame, average=None)
+    np.testing.assert_allclose(aps, reference)
+    assert m_ap == pytest.approx(reference.mean())

@@ -1,0 +1,138 @@
+"""``vjax compare RUN_A RUN_B``: two evaluations side by side, the question after every ablation.
+
+Each RUN is a workdir (its newest ``eval_<split>_step<N>.json``, written by ``vjax eval``) or
+such a JSON file. Prints the overall metrics of both with B - A, then the classes that changed
+most (F1, or AP for multi-label data), and plots every class's delta sorted
+(``compare_<split>.png`` beside B's result, or ``--out``).
+
+    vjax compare runs/baseline runs/ablation --split=test --top=10
+"""
+
+from __future__ import annotations
+
+import argparse
+import glob
+import json
+import os
+import re
+import sys
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from vjax.evaluate.report import scalars, task_results
+
+
+def find_result(run: str, split: str = "test") -> str:
+    """The JSON of ``run``: the file itself, or the workdir's newest ``eval_<split>_step*``."""
+    if os.path.isfile(run):
+        return run
+    found = glob.glob(os.path.join(run, f"eval_{split}_step*.json"))
+    if not found:
+        raise FileNotFoundError(
+            f"no eval_{split}_step*.json in {run!r}: run `vjax eval --workdir={run} "
+            f"--split={split} ...` first, or pass the JSON file"
+        )
+    return max(found, key=lambda p: int(re.search(r"step(\d+)\.json$", p).group(1)))
+
+
+def class_metric(metrics: Mapping[str, Any]) -> str:
+    """The per-class metric compared: AP for multi-label tasks, else F1."""
+    return "per_class_ap" if "per_class_ap" in metrics else "per_class_f1"
+
+
+def class_deltas(a: Mapping[str, Any], b: Mapping[str, Any]) -> dict[str, dict[str, float]]:
+    """``{task: {class: B - A}}`` of :func:`class_metric` (classes valued in both runs)."""
+    tasks_a, tasks_b = task_results(a), task_results(b)
+    if {t: n for t, (_, n) in tasks_a.items()} != {t: n for t, (_, n) in tasks_b.items()}:
+        raise ValueError(
+            "the two results have different tasks or class names; compare runs "
+            "evaluated on the same dataset"
+        )
+    out = {}
+    for task, (metrics_a, _) in tasks_a.items():
+        key = class_metric(metrics_a)
+        values_a, values_b = metrics_a[key], tasks_b[task][0][key]
+        out[task] = {
+            name: values_b[name] - value
+            for name, value in values_a.items()
+            if value is not None and values_b[name] is not None
+        }
+    return out
+
+
+def format_compare(
+    a: Mapping[str, Any], b: Mapping[str, Any], names: Sequence[str], top: int = 10
+) -> str:
+    """The overall metrics of both runs with B - A, then per task the ``top`` classes that
+    gained and lost most."""
+    sa, sb = scalars(a), scalars(b)
+    lines = [
+        f"A = {names[0]}",
+        f"B = {names[1]}",
+        "",
+        f"{'metric':<24}{'A':>10}{'B':>10}{'B - A':>10}",
+    ]
+    for key in (k for k in sa if k in sb):
+        lines.append(f"{key:<24}{sa[key]:>10.4f}{sb[key]:>10.4f}{sb[key] - sa[key]:>+10.4f}")
+    for task, deltas in class_deltas(a, b).items():
+        metric = class_metric(task_results(a)[task][0]).removeprefix("per_class_").upper()
+        ranked = sorted(deltas.items(), key=lambda nd: nd[1])
+        width = max([len(n) for n in deltas] + [5])
+        title = f"{task + ': ' if task else ''}per-class {metric}, B - A"
+        lines += ["", f"{title} (largest gains, then largest losses)"]
+        gains = [(n, d) for n, d in reversed(ranked) if d > 0][:top]
+        losses = [(n, d) for n, d in ranked if d < 0][:top]
+        lines += [f"  {n:<{width}} {d:+.3f}" for n, d in gains] or ["  (no class gained)"]
+        lines += ["  " + "-" * (width + 7)]
+        lines += [f"  {n:<{width}} {d:+.3f}" for n, d in losses] or ["  (no class lost)"]
+        up, down = (sum(1 for d in deltas.values() if sign * d > 0) for sign in (1, -1))
+        lines.append(
+            f"  {len(deltas)} classes: {up} up, {down} down, {len(deltas) - up - down} unchanged"
+        )
+    return "\n".join(lines)
+
+
+def plot_compare(a: Mapping[str, Any], b: Mapping[str, Any], path: str) -> list[str]:
+    """Every class's B - A of :func:`class_metric`, sorted (one PNG per task)."""
+    from vjax.evaluate.plots import plot_class_bars
+
+    paths = []
+    for task, deltas in class_deltas(a, b).items():
+        metric = class_metric(task_results(a)[task][0]).removeprefix("per_class_").upper()
+        out = path if not task else path.replace(".png", f"_{task}.png")
+        limit = max([abs(d) for d in deltas.values()] + [0.05]) * 1.05
+        title = f"{task + ': ' if task else ''}per-class {metric}, B - A"
+        paths.append(plot_class_bars(deltas, f"{metric} change", title, out, (-limit, limit)))
+    return paths
+
+
+def compare(
+    run_a: str, run_b: str, split: str = "test", out: str | None = None, top: int = 10
+) -> tuple[str, list[str]]:
+    """``(printed text, plot paths)`` of two runs (workdirs or result JSONs).
+
+    >>> text, paths = compare("runs/a", "runs/b")
+    """
+    paths = [find_result(run, split) for run in (run_a, run_b)]
+    a, b = (json.load(open(p)) for p in paths)
+    text = format_compare(a, b, paths, top)
+    out = out or os.path.join(os.path.dirname(paths[1]), f"compare_{split}.png")
+    return text, plot_compare(a, b, out)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="vjax compare", description=__doc__.split("\n")[0])
+    parser.add_argument("run_a", help="baseline: a workdir or an eval_*.json")
+    parser.add_argument("run_b", help="the run compared with it")
+    parser.add_argument("--split", default="test", help="which eval_<split>_step*.json")
+    parser.add_argument("--out", default=None, help="plot path (default: beside B's result)")
+    parser.add_argument("--top", type=int, default=10, help="classes shown per direction")
+    args = parser.parse_args(sys.argv[1:] if argv is None else argv)
+    try:
+        text, paths = compare(args.run_a, args.run_b, args.split, args.out, args.top)
+    except (FileNotFoundError, ValueError) as e:
+        print(f"vjax compare: {e}", file=sys.stderr)
+        return 2
+    print(text)
+    print("wrote " + ", ".join(paths))
+    return 0

@@ -1,0 +1,311 @@
+"""Metrics of per-video scores against labels, in NumPy: what a researcher asks of a classifier.
+
+Single-label (integer labels): loss, top-1/top-5, per-class accuracy and the confusion matrix;
+per-class precision, recall, F1 and support with macro and weighted averages (scikit-learn's
+``classification_report`` conventions); the most confused class pairs; calibration (expected
+calibration error over equal-width confidence bins, and the bins for a reliability diagram).
+Multi-label (multi-hot labels): mean average precision (PySlowFast's ``get_map``: classes
+without a positive are left out), per-class AP, precision/recall/F1 at probability 0.5,
+calibration of every class's sigmoid, and precision-recall curves. Several tasks: each task's
+metrics plus the joint top-1/top-5 (:func:`task_metrics`).
+
+>>> m = classification_metrics(scores, labels)      # scores (N, K); labels (N,) or (N, K)
+>>> m["top1"], m["macro"]["f1"], m["ece"]           # or m["mAP"] for multi-hot labels
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+
+from vjax.tasks import ClassNames, head_sizes, is_multitask, label_columns, split_classes
+
+CALIBRATION_BINS = 15  # equal-width confidence bins (Guo et al. 2017)
+MOST_CONFUSED = 20  # class pairs kept in a report
+PR_POINTS = 101  # recall levels of the micro-averaged precision-recall curve
+CLASS_PR_POINTS = 21  # and of each class's curve
+
+
+def log_softmax(scores: np.ndarray) -> np.ndarray:
+    """Log-softmax over the last axis (the classes), computed stably."""
+    shifted = scores - scores.max(axis=-1, keepdims=True)
+    return shifted - np.log(np.exp(shifted).sum(axis=-1, keepdims=True))
+
+
+def sigmoid(x: np.ndarray) -> np.ndarray:
+    """The logistic function, without overflow for large negative inputs."""
+    return np.exp(-np.logaddexp(0.0, -x))
+
+
+def binary_cross_entropy(logits: np.ndarray, targets: np.ndarray) -> float:
+    """Mean sigmoid binary cross-entropy over every (example, class) entry."""
+    x = np.asarray(logits, np.float64)
+    return float(np.mean(np.logaddexp(0.0, x) - x * targets))
+
+
+def _ranked_counts(scores: np.ndarray, positives: np.ndarray):
+    """Cumulative true and false positives at each distinct score, highest first."""
+    order = np.argsort(-scores, kind="stable")
+    scores, hits = scores[order], positives[order].astype(bool)
+    last = np.r_[np.flatnonzero(np.diff(scores)), len(scores) - 1]  # end of each tie group
+    tp = np.cumsum(hits)[last]
+    return tp, (last + 1) - tp
+
+
+def average_precision(scores: np.ndarray, positives: np.ndarray) -> float:
+    """Area under the precision-recall curve, ``sum_n (R_n - R_{n-1}) P_n`` over the distinct
+    scores from the highest (tied scores form one threshold, as in scikit-learn's
+    ``average_precision_score``). NaN without positives."""
+    total = int(np.sum(positives))
+    if total == 0:
+        return float("nan")
+    tp, fp = _ranked_counts(np.asarray(scores), np.asarray(positives))
+    recall = np.r_[0.0, tp / total]
+    return float(np.sum(np.diff(recall) * tp / (tp + fp)))
+
+
+def interpolated_precision(scores: np.ndarray, positives: np.ndarray, points: int) -> list:
+    """Precision at ``points`` recall levels ``0..1``: the highest precision reached at that
+    recall or beyond (the curve a PR plot draws). None without positives."""
+    total = int(np.sum(positives))
+    if total == 0:
+        return None
+    tp, fp = _ranked_counts(np.asarray(scores), np.asarray(positives))
+    recall, precision = tp / total, tp / (tp + fp)
+    envelope = np.maximum.accumulate(precision[::-1])[::-1]  # max precision at recall >= r
+    at = np.searchsorted(recall, np.linspace(0.0, 1.0, points), side="left")
+    return [float(envelope[i]) for i in np.minimum(at, len(envelope) - 1)]
+
+
+def mean_average_precision(scores: np.ndarray, labels: np.ndarray) -> tuple[float, list]:
+    """``(mAP, per-class AP)``: the mean over the classes with at least one positive (the others
+    are NaN and left out, as PySlowFast's ``get_map`` does)."""
+    aps = [average_precision(scores[:, k], labels[:, k]) for k in range(scores.shape[1])]
+    valid = [ap for ap in aps if not np.isnan(ap)]
+    return (float(np.mean(valid)) if valid else float("nan")), aps
+
+
+def precision_recall_f1(
+    tp: np.ndarray, fp: np.ndarray, fn: np.ndarray, counted: np.ndarray
+) -> dict[str, Any]:
+    """``per_class_precision``, ``per_class_recall``, ``per_class_f1`` (None for classes not
+    ``counted``), ``per_class_support`` (true count) and the ``macro`` (unweighted) and
+    ``weighted`` (by support) means of the first three over the ``counted`` classes. A ratio
+    with a zero denominator is 0 (scikit-learn's default)."""
+    tp, fp, fn = (np.asarray(x, np.float64) for x in (tp, fp, fn))
+
+    def ratio(num, den):
+        return np.divide(num, den, out=np.zeros_like(num), where=den > 0)
+
+    values = {
+        "precision": ratio(tp, tp + fp),
+        "recall": ratio(tp, tp + fn),
+        "f1": ratio(2 * tp, 2 * tp + fp + fn),
+    }
+    support = tp + fn
+    out: dict[str, Any] = {
+        f"per_class_{name}": [float(x) if c else None for x, c in zip(v, counted, strict=True)]
+        for name, v in values.items()
+    }
+    out["per_class_support"] = [int(s) for s in support]
+    weights = support[counted]
+    out["macro"] = {name: float(v[counted].mean()) for name, v in values.items()}
+    out["weighted"] = {
+        name: float(np.sum(v[counted] * weights) / weights.sum()) if weights.sum() else 0.0
+        for name, v in values.items()
+    }
+    return out
+
+
+def most_confused(confusion: np.ndarray, k: int = MOST_CONFUSED) -> list[dict[str, Any]]:
+    """The ``k`` largest off-diagonal cells of a confusion matrix (rows = truth), largest
+    count first (ties: row-major order): ``{"true", "predicted", "count", "fraction"}`` with
+    ``fraction`` the share of the true class's videos given that prediction."""
+    off = np.array(confusion, np.int64)
+    np.fill_diagonal(off, 0)
+    flat = np.argsort(-off, axis=None, kind="stable")[:k]
+    rows = off.sum(axis=1) + np.diag(confusion)
+    pairs = []
+    for i, j in zip(*np.unravel_index(flat, off.shape), strict=True):
+        if off[i, j] == 0:
+            break
+        pairs.append(
+            {
+                "true": int(i),
+                "predicted": int(j),
+                "count": int(off[i, j]),
+                "fraction": float(off[i, j] / rows[i]),
+            }
+        )
+    return pairs
+
+
+def calibration(
+    confidence: np.ndarray, correct: np.ndarray, num_bins: int = CALIBRATION_BINS
+) -> dict[str, Any]:
+    """Expected calibration error ``sum_b n_b / N * |accuracy_b - confidence_b|`` over
+    ``num_bins`` equal-width bins of ``confidence`` (bin ``b`` holds ``(b/B, (b+1)/B]``, the
+    first also 0, as scikit-learn's ``calibration_curve`` bins), and per bin its ``count``,
+    mean ``confidence`` and ``accuracy`` (None when empty): a reliability diagram."""
+    confidence = np.asarray(confidence, np.float64).ravel()
+    correct = np.asarray(correct, np.float64).ravel()
+    edges = np.linspace(0.0, 1.0, num_bins + 1)
+    bins = np.searchsorted(edges[1:-1], confidence)
+    count = np.bincount(bins, minlength=num_bins)
+    sums = np.bincount(bins, weights=confidence, minlength=num_bins)
+    hits = np.bincount(bins, weights=correct, minlength=num_bins)
+    full = count > 0
+    mean_conf = np.divide(sums, count, out=np.zeros(num_bins), where=full)
+    accuracy = np.divide(hits, count, out=np.zeros(num_bins), where=full)
+    ece = float(np.sum(count * np.abs(accuracy - mean_conf)) / max(len(confidence), 1))
+    return {
+        "ece": ece,
+        "calibration": {
+            "edges": edges.tolist(),
+            "count": count.tolist(),
+            "confidence": [float(c) if f else None for c, f in zip(mean_conf, full, strict=True)],
+            "accuracy": [float(a) if f else None for a, f in zip(accuracy, full, strict=True)],
+        },
+    }
+
+
+def single_label_metrics(scores: np.ndarray, labels: np.ndarray) -> dict[str, Any]:
+    """Metrics of ``scores (N, K)`` against integer ``labels (N,)``: ``loss`` (softmax
+    cross-entropy), ``top1``, ``top5`` (top-min(5, K)), ``mean_class_accuracy`` and
+    ``per_class_accuracy`` (NaN for absent classes), ``confusion_matrix`` (rows = truth),
+    :func:`precision_recall_f1` over the classes in the truth or the predictions,
+    :func:`most_confused` and :func:`calibration` of the top softmax probability."""
+    num_classes = scores.shape[1]
+    k = min(5, num_classes)
+    ranked = np.argsort(-scores, axis=1, kind="stable")
+    predicted = ranked[:, 0]
+    top1 = predicted == labels
+    topk = (ranked[:, :k] == labels[:, None]).any(axis=1)
+    per_class = np.full(num_classes, np.nan)
+    for c in np.unique(labels):
+        per_class[c] = top1[labels == c].mean()
+    confusion = np.zeros((num_classes, num_classes), np.int64)
+    np.add.at(confusion, (labels, predicted), 1)
+    log_probs = log_softmax(scores)
+    tp = np.diag(confusion)
+    counted = (confusion.sum(axis=0) + confusion.sum(axis=1)) > 0
+    prf = precision_recall_f1(tp, confusion.sum(axis=0) - tp, confusion.sum(axis=1) - tp, counted)
+    return {
+        "num_videos": len(scores),
+        "loss": float(-log_probs[np.arange(len(labels)), labels].mean()),
+        "top1": float(top1.mean()),
+        "top5": float(topk.mean()),
+        "mean_class_accuracy": float(np.nanmean(per_class)),
+        "per_class_accuracy": per_class.tolist(),
+        "confusion_matrix": confusion.tolist(),
+        **prf,
+        "most_confused": most_confused(confusion),
+        **calibration(np.exp(log_probs.max(axis=1)), top1),
+    }
+
+
+def multi_label_metrics(scores: np.ndarray, labels: np.ndarray) -> dict[str, Any]:
+    """Metrics of logits ``scores (N, K)`` against multi-hot ``labels (N, K)``: ``loss``
+    (sigmoid binary cross-entropy), ``mAP`` and ``per_class_ap``
+    (:func:`mean_average_precision`), ``top1`` (the top class is a positive),
+    :func:`precision_recall_f1` of ``sigmoid > 0.5`` over every class (scikit-learn's
+    multi-label convention), :func:`calibration` of every entry's sigmoid, and
+    ``pr_curves``: micro-averaged and per-class precision at evenly spaced recalls."""
+    labels = np.asarray(labels) > 0
+    m_ap, aps = mean_average_precision(scores, labels)
+    predicted = scores > 0.0  # sigmoid > 0.5
+    tp = (predicted & labels).sum(axis=0)
+    fp = (predicted & ~labels).sum(axis=0)
+    fn = (~predicted & labels).sum(axis=0)
+    prf = precision_recall_f1(tp, fp, fn, np.ones(scores.shape[1], bool))
+    top = np.argmax(scores, axis=1)
+    return {
+        "num_videos": len(scores),
+        "loss": binary_cross_entropy(scores, labels),
+        "mAP": m_ap,
+        "per_class_ap": aps,
+        "top1": float(labels[np.arange(len(top)), top].mean()),
+        **prf,
+        **calibration(sigmoid(scores), labels),
+        "pr_curves": {
+            "micro": interpolated_precision(scores.ravel(), labels.ravel(), PR_POINTS),
+            "per_class": [
+                interpolated_precision(scores[:, k], labels[:, k], CLASS_PR_POINTS)
+                for k in range(scores.shape[1])
+            ],
+        },
+    }
+
+
+def classification_metrics(scores: np.ndarray, labels: np.ndarray) -> dict[str, Any]:
+    """:func:`single_label_metrics` of integer ``labels (N,)``, :func:`multi_label_metrics`
+    of multi-hot ``labels (N, K)``."""
+    scores = np.asarray(scores, np.float32)
+    labels = np.asarray(labels)
+    if labels.ndim == 2:
+        return multi_label_metrics(scores, labels)
+    return single_label_metrics(scores, labels)
+
+
+def task_metrics(scores: np.ndarray, labels: np.ndarray, class_names: ClassNames) -> dict:
+    """:func:`classification_metrics` for one task (``class_names`` a list). Several tasks
+    (``{task: names}``; ``scores`` concatenated over the tasks' classes, ``labels`` one column
+    per task): each task's metrics under ``tasks``, the summed ``loss``, and ``top1`` / ``top5``
+    of the joint prediction (Epic-Kitchens' action accuracy: a video counts when every task is
+    right; the top 5 are the most likely label combinations under the product of the tasks'
+    softmaxes)."""
+    if not is_multitask(class_names):
+        return classification_metrics(scores, labels)
+    sizes = head_sizes(class_names)
+    per_task = split_classes(np.asarray(scores, np.float32), sizes)
+    columns = label_columns(np.asarray(labels), sizes)
+    tasks = {t: classification_metrics(per_task[t], columns[t]) for t in sizes}
+    return {
+        "num_videos": len(scores),
+        "loss": float(sum(m["loss"] for m in tasks.values())),
+        "top1": joint_topk_accuracy(per_task, columns, 1),
+        "top5": joint_topk_accuracy(per_task, columns, 5),
+        "tasks": tasks,
+    }
+
+
+def joint_topk_accuracy(
+    scores: Mapping[str, np.ndarray], labels: Mapping[str, np.ndarray], k: int
+) -> float:
+    """Fraction of videos whose true label combination is among the ``k`` most likely under
+    the product of the tasks' softmaxes. Only each task's own top ``k`` can take part in the
+    joint top ``k`` (the product is increasing in every factor), so the search is ``k^tasks``
+    combinations per video, not every combination of classes."""
+    hits = []
+    log_probs = {t: log_softmax(s) for t, s in scores.items()}
+    for i in range(len(next(iter(labels.values())))):
+        candidates = [(0.0, ())]
+        for lp in log_probs.values():
+            best = np.argsort(-lp[i], kind="stable")[:k]
+            candidates = [(p + lp[i, c], combo + (c,)) for p, combo in candidates for c in best]
+        candidates.sort(key=lambda pc: -pc[0])  # stable: ties keep class order
+        truth = tuple(int(labels[t][i]) for t in log_probs)
+        hits.append(truth in [combo for _, combo in candidates[:k]])
+    return float(np.mean(hits))
+
+
+def frame_level_map(
+    view_scores: np.ndarray,
+    view_times: np.ndarray,
+    frame_times: np.ndarray,
+    frame_labels: np.ndarray,
+) -> tuple[float, list]:
+    """Charades' localisation mAP (``Charades_v1_localize``): every video is scored at
+    ``F`` evenly spaced frames, each frame taking the scores of the test view(s) whose
+    centre is nearest to it (the highest over the crops at that time), against the actions
+    under way at that frame; :func:`mean_average_precision` over all ``N * F`` frames.
+
+    ``view_scores (N, V, K)``, ``view_times (N, V)`` seconds, ``frame_times (N, F)``,
+    ``frame_labels (N, F, K)`` multi-hot."""
+    distance = np.abs(frame_times[:, :, None] - view_times[:, None, :])  # (N, F, V)
+    nearest = np.isclose(distance, distance.min(axis=2, keepdims=True))
+    scores = np.where(nearest[..., None], view_scores[:, None], -np.inf).max(axis=2)
+    k = view_scores.shape[-1]
+    return mean_average_precision(scores.reshape(-1, k), frame_labels.reshape(-1, k))

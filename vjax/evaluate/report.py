@@ -1,0 +1,219 @@
+"""An evaluation's result as people read it: per-class values by class name, the printed
+table, the scalars TensorBoard gets, and everything written to a workdir.
+
+>>> result = named_result(metrics, class_names, "test")
+>>> print(format_eval(result))
+>>> paths = write_eval(result, "runs/vivit")   # eval_test_stepN.json, TensorBoard, PNGs
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from vjax.tasks import is_multitask
+
+MAX_CONFUSION_CLASSES = 30  # wider confusion matrices are plotted, not printed
+# Per-class lists of a task's metrics, keyed by class name in a result.
+PER_CLASS = (
+    "per_class_accuracy",
+    "per_class_precision",
+    "per_class_recall",
+    "per_class_f1",
+    "per_class_support",
+    "per_class_ap",
+    "per_class_frame_ap",
+)
+# Overall scalars of a task's metrics, as TensorBoard and `vjax compare` show them.
+SCALARS = ("loss", "top1", "top5", "mean_class_accuracy", "mAP", "frame_mAP", "ece")
+
+
+def _value(x: Any) -> Any:
+    """NaN (an absent class) -> None, so the JSON is valid."""
+    return None if isinstance(x, float) and math.isnan(x) else x
+
+
+def _named(metrics: Mapping[str, Any], names: Sequence[str]) -> dict[str, Any]:
+    """One task's metrics with per-class values (and confused pairs, PR curves) by class."""
+    out = dict(metrics)
+    for key in PER_CLASS:
+        if key in out:
+            out[key] = {n: _value(v) for n, v in zip(names, out[key], strict=True)}
+    if "most_confused" in out:
+        out["most_confused"] = [
+            {**pair, "true": names[pair["true"]], "predicted": names[pair["predicted"]]}
+            for pair in out["most_confused"]
+        ]
+    if "pr_curves" in out:
+        curves = out["pr_curves"]
+        out["pr_curves"] = {
+            **curves,
+            "per_class": dict(zip(names, curves["per_class"], strict=True)),
+        }
+    return out
+
+
+def named_result(metrics: Mapping[str, Any], class_names: Any, split: str) -> dict[str, Any]:
+    """Metrics (:func:`vjax.evaluate.metrics.task_metrics`) with per-class values keyed by
+    class name (per task for multi-task data), the split, ``num_examples`` and the names."""
+    if is_multitask(class_names):
+        tasks = {t: _named(m, class_names[t]) for t, m in metrics["tasks"].items()}
+        metrics = {**metrics, "tasks": tasks}
+    else:
+        metrics = _named(metrics, class_names)
+    return {
+        "split": split,
+        "num_examples": metrics["num_videos"],
+        **metrics,
+        "class_names": class_names,
+    }
+
+
+def task_results(result: Mapping[str, Any]) -> dict[str, tuple[Mapping[str, Any], list[str]]]:
+    """``{task: (its metrics, its class names)}``; one task is ``""``."""
+    if "tasks" in result:
+        return {t: (m, list(result["class_names"][t])) for t, m in result["tasks"].items()}
+    return {"": (result, list(result["class_names"]))}
+
+
+def scalars(result: Mapping[str, Any]) -> dict[str, float]:
+    """The overall numbers of a result (per task ``<task>/<name>``), for TensorBoard:
+    :data:`SCALARS` plus macro and weighted precision, recall and F1."""
+    out: dict[str, float] = {}
+    for task, (metrics, _) in task_results(result).items():
+        prefix = f"{task}/" if task else ""
+        for key in SCALARS:
+            if isinstance(metrics.get(key), int | float) and math.isfinite(metrics[key]):
+                out[prefix + key] = float(metrics[key])
+        for average in ("macro", "weighted"):
+            for key, value in metrics.get(average, {}).items():
+                out[f"{prefix}{average}_{key}"] = float(value)
+    if "tasks" in result:
+        out.update(loss=result["loss"], top1=result["top1"], top5=result["top5"])
+    return out
+
+
+def summary(result: Mapping[str, Any]) -> str:
+    """One line for the training log: ``loss | top1 | top5 | macro F1`` (multi-label data:
+    ``loss | mAP | top1``)."""
+    if "mAP" in result:
+        keys = ("loss", "mAP", "top1")
+    else:
+        keys = ("loss", "top1", "top5")
+    parts = [f"{key} {result[key]:.4f}" for key in keys]
+    if "macro" in result and "mAP" not in result:
+        parts.append(f"macro F1 {result['macro']['f1']:.4f}")
+    return " | ".join(parts)
+
+
+def _num(x: Any, width: int = 9) -> str:
+    return f"{x:{width}.3f}" if x is not None else f"{'-':>{width}}"
+
+
+def _headline(metrics: Mapping[str, Any]) -> str:
+    """One line: the task's overall metrics."""
+    if "mAP" in metrics:
+        parts = [f"mAP {metrics['mAP']:.4f}"]
+        if "frame_mAP" in metrics:
+            parts.append(f"frame mAP {metrics['frame_mAP']:.4f}")
+        parts += [f"top1 {metrics['top1']:.4f}", f"loss {metrics['loss']:.4f}"]
+    else:
+        parts = [
+            f"loss {metrics['loss']:.4f}",
+            f"top1 {metrics['top1']:.4f}",
+            f"top5 {metrics['top5']:.4f}",
+            f"mean class acc {metrics['mean_class_accuracy']:.4f}",
+        ]
+    macro, weighted = metrics["macro"], metrics["weighted"]
+    parts += [
+        f"macro P/R/F1 {macro['precision']:.3f}/{macro['recall']:.3f}/{macro['f1']:.3f}",
+        f"weighted F1 {weighted['f1']:.3f}",
+        f"ECE {metrics['ece']:.3f}",
+    ]
+    return " | ".join(parts)
+
+
+def _class_table(metrics: Mapping[str, Any], names: Sequence[str]) -> list[str]:
+    """Per class: (AP,) precision, recall (= per-class accuracy for one label), F1, support,
+    and the confusion matrix's row while there are few classes; then the averages and the
+    most confused pairs."""
+    width = max(len(n) for n in [*names, "weighted avg"])
+    multi = "per_class_ap" in metrics
+    matrix = not multi and len(names) <= MAX_CONFUSION_CLASSES
+    head = ["       AP"] if multi else []
+    head += [f"{h:>9}" for h in ("precision", "recall", "f1", "support")]
+    columns = " ".join(f"{i:>4d}" for i in range(len(names))) if matrix else ""
+    lines = [f"{'class':<{width}} {''.join(head)}  {columns}".rstrip()]
+    for i, name in enumerate(names):
+        row = [_num(metrics["per_class_ap"][name])] if multi else []
+        row += [_num(metrics[f"per_class_{k}"][name]) for k in ("precision", "recall", "f1")]
+        row.append(f"{metrics['per_class_support'][name]:>9d}")
+        counts = " ".join(f"{n:>4d}" for n in metrics["confusion_matrix"][i]) if matrix else ""
+        lines.append(f"{name:<{width}} {''.join(row)}  {counts}".rstrip())
+    support = sum(metrics["per_class_support"].values())
+    for average in ("macro", "weighted"):
+        values = metrics[average]
+        row = ([" " * 9] if multi else []) + [
+            _num(values[k]) for k in ("precision", "recall", "f1")
+        ]
+        lines.append(f"{average + ' avg':<{width}} {''.join(row)}{support:>9d}")
+    if matrix:
+        lines.append(f"{'':<{width}}  (confusion matrix: rows = true class, columns = predicted)")
+    if multi:
+        lines.append(f"{'':<{width}}  (precision, recall and F1 of sigmoid > 0.5)")
+    pairs = metrics.get("most_confused", [])[:5]
+    if pairs:
+        shown = ", ".join(
+            f"{p['true']} -> {p['predicted']} {p['count']} ({100 * p['fraction']:.0f}%)"
+            for p in pairs
+        )
+        lines.append(f"most confused (true -> predicted): {shown}")
+    return lines
+
+
+def format_eval(result: Mapping[str, Any]) -> str:
+    """A table: the overall metrics, then per class precision, recall, F1 and support (AP for
+    multi-label data), macro and weighted averages, the confusion matrix (rows = truth; up to
+    :data:`MAX_CONFUSION_CLASSES` classes) and the most confused pairs; per task for
+    multi-task models, after the joint top-1/top-5."""
+    first = f"{result['split']} @ step {result.get('step', '?')}: {result['num_examples']} clips"
+    if "tasks" not in result:
+        lines = [f"{first} | {_headline(result)}", ""]
+        return "\n".join(lines + _class_table(result, result["class_names"]))
+    lines = [
+        f"{first} | loss {result['loss']:.4f} | top1 {result['top1']:.4f} | top5 "
+        f"{result['top5']:.4f} (a video counts when every task is right)"
+    ]
+    for task, (metrics, names) in task_results(result).items():
+        lines += ["", f"{task}: {_headline(metrics)}"] + _class_table(metrics, names)
+    return "\n".join(lines)
+
+
+def eval_path(workdir: str, split: str, step: Any) -> str:
+    """Where ``vjax eval`` writes a result: ``WORKDIR/eval_<split>_step<N>.json``."""
+    return os.path.join(workdir, f"eval_{split}_step{step}.json")
+
+
+def write_eval(result: Mapping[str, Any], workdir: str, plots: bool = True) -> list[str]:
+    """Writes ``result`` into ``workdir``: ``eval_<split>_step<N>.json``, its
+    :func:`scalars` to TensorBoard (``tensorboard/eval_<split>``) and ``metrics.jsonl``,
+    and (``plots``) the PNGs of :func:`vjax.evaluate.plots.write_plots`. Returns the paths."""
+    from vjax.metric_writers import MetricWriter
+
+    split, step = result["split"], result.get("step", 0)
+    path = eval_path(workdir, split, step)
+    os.makedirs(workdir, exist_ok=True)
+    with open(path, "w") as f:
+        json.dump(result, f, indent=1)
+    writer = MetricWriter(workdir)
+    writer.write(step, f"eval_{split}", scalars(result))
+    writer.flush()
+    paths = [path]
+    if plots:
+        from vjax.evaluate.plots import write_plots
+
+        paths += write_plots(result, workdir, f"_{split}")
+    return paths
