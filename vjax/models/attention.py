@@ -213,6 +213,29 @@ def dot_product_attention(
     return jax.nn.dot_product_attention(q, k, v, implementation="xla")
 
 
+def _grid_folding(shape: tuple[int, ...], axes: tuple[int, ...] | None):
+    """``(fold, unfold)`` for attention over ``axes`` of a ``(batch, *grid, heads, dim)``
+    array: ``fold`` moves the other grid axes into the batch and flattens the attended ones
+    into one length; ``unfold`` inverts it."""
+    grid = tuple(range(1, len(shape) - 2))
+    axes = grid if axes is None else tuple(axes)
+    if not axes or any(a not in grid for a in axes):
+        raise ValueError(f"attention axes {axes} must be grid axes {grid} of shape {shape}")
+    others = tuple(a for a in grid if a not in axes)
+    order = (0, *others, *axes, len(shape) - 2, len(shape) - 1)
+    moved = tuple(shape[i] for i in order)
+
+    def fold(x: jax.Array) -> jax.Array:
+        x = x.transpose(order)
+        return x.reshape(-1, math.prod(x.shape[1 + len(others) : -2]), *x.shape[-2:])
+
+    def unfold(x: jax.Array) -> jax.Array:
+        inverse = tuple(order.index(i) for i in range(len(shape)))
+        return x.reshape(moved).transpose(inverse)
+
+    return fold, unfold, moved[: 1 + len(others)]
+
+
 def grid_attention(
     q: jax.Array,
     k: jax.Array,
@@ -230,18 +253,19 @@ def grid_attention(
 
     >>> out = grid_attention(q, k, v, axes=(2,))  # spatial attention within each frame
     """
-    grid = tuple(range(1, q.ndim - 2))
-    axes = grid if axes is None else tuple(axes)
-    if not axes or any(a not in grid for a in axes):
-        raise ValueError(f"attention axes {axes} must be grid axes {grid} of shape {q.shape}")
-    others = tuple(a for a in grid if a not in axes)
-    order = (0, *others, *axes, q.ndim - 2, q.ndim - 1)
-    moved = q.transpose(order).shape
+    fold, unfold, _ = _grid_folding(q.shape, axes)
+    return unfold(dot_product_attention(fold(q), fold(k), fold(v), implementation=implementation))
 
-    def fold(x: jax.Array) -> jax.Array:
-        x = x.transpose(order)
-        return x.reshape(-1, math.prod(x.shape[1 + len(others) : -2]), *x.shape[-2:])
 
-    out = dot_product_attention(fold(q), fold(k), fold(v), implementation=implementation)
-    inverse = tuple(order.index(i) for i in range(q.ndim))
-    return out.reshape(moved).transpose(inverse)
+def attention_weights(q: jax.Array, k: jax.Array, axes: tuple[int, ...] | None = None):
+    """The attention probabilities :func:`grid_attention` applies, materialised (for
+    inspection: fused kernels never form them): float32 ``(batch, *other grid axes, heads,
+    L, L)``, softmax over keys, ``L`` the attended axes' tokens (flattened in order).
+
+    >>> weights = attention_weights(q, k, axes=(1,))   # (batch, space, heads, time, time)
+    """
+    fold, _, outer = _grid_folding(q.shape, axes)
+    q, k = fold(q).astype(jnp.float32), fold(k).astype(jnp.float32)
+    logits = jnp.einsum("bqhd,bkhd->bhqk", q, k) / math.sqrt(q.shape[-1])
+    weights = jax.nn.softmax(logits, axis=-1)
+    return weights.reshape(*outer, *weights.shape[1:])

@@ -25,7 +25,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from vjax.models.attention import IMPLEMENTATIONS, grid_attention
+from vjax.models.attention import IMPLEMENTATIONS, attention_weights, grid_attention
 
 Dtype = Any
 _xavier = nn.initializers.xavier_uniform()
@@ -175,13 +175,17 @@ class Attention(nn.Module):
 
         q, k, v = project("query"), project("key"), project("value")
         per_group = heads // len(self.head_groups)
-        outs = [
-            grid_attention(
-                *(t[..., i * per_group : (i + 1) * per_group, :] for t in (q, k, v)),
-                axes,
-                implementation=self.implementation,
-            )
+        groups = [
+            (axes, *(t[..., i * per_group : (i + 1) * per_group, :] for t in (q, k, v)))
             for i, axes in enumerate(self.head_groups)
+        ]
+        # Inspection only (vjax.explain): applied with mutable=["attention"], never in init.
+        if self.is_mutable_collection("attention") and not self.is_initializing():
+            for axes, qg, kg, _ in groups:
+                self.sow("attention", "weights", attention_weights(qg, kg, axes))
+        outs = [
+            grid_attention(qg, kg, vg, axes, implementation=self.implementation)
+            for axes, qg, kg, vg in groups
         ]
         out = constrain(jnp.concatenate(outs, axis=-2), token_names(x.ndim + 1, ("heads", "kv")))
         kernel = self._param(
