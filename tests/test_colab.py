@@ -1,36 +1,62 @@
-"""The quick-start notebook runs top to bottom (in its small mode)."""
+"""The notebooks run top to bottom in their small mode (``VJAX_COLAB_SMALL=1``), outside Colab
+(their install cell does nothing here), each in a fresh kernel."""
 
 import os
 
 import nbformat
+import pytest
 from conftest import REPO
 from nbclient import NotebookClient
 
+NOTEBOOKS = ("quickstart", "finetune_your_videos", "attention_maps")
 
-def test_quickstart_notebook_runs(tmp_path, data_dir):
-    path = os.path.join(REPO, "colabs", "quickstart.ipynb")
-    notebook = nbformat.read(path, as_version=4)
-    os.environ.update(
-        {
-            "VJAX_COLAB_SMALL": "1",
-            "VJAX_COLAB_WORKDIR": str(tmp_path / "run"),
-            "VJAX_COLAB_DATA_DIR": data_dir,
-        }
-    )
-    try:
-        NotebookClient(
-            notebook,
-            timeout=600,
-            kernel_name="python3",
-            resources={"metadata": {"path": os.path.join(REPO, "colabs")}},
-        ).execute()
-    finally:
-        for key in ("VJAX_COLAB_SMALL", "VJAX_COLAB_WORKDIR", "VJAX_COLAB_DATA_DIR"):
-            os.environ.pop(key)
+
+def _run(name, tmp_path, data_dir, monkeypatch):
+    """Executes ``colabs/<name>.ipynb``; returns its text output and the number of images."""
+    notebook = nbformat.read(os.path.join(REPO, "colabs", f"{name}.ipynb"), as_version=4)
+    monkeypatch.setenv("VJAX_COLAB_SMALL", "1")
+    monkeypatch.setenv("VJAX_COLAB_WORKDIR", str(tmp_path / "work"))
+    monkeypatch.setenv("VJAX_COLAB_DATA_DIR", data_dir)
+    monkeypatch.setenv("PYTHONPATH", REPO)  # the kernel imports this checkout's vjax
+    NotebookClient(
+        notebook,
+        timeout=600,
+        kernel_name="python3",
+        resources={"metadata": {"path": os.path.join(REPO, "colabs")}},
+    ).execute()
     outputs = [o for cell in notebook.cells if cell.cell_type == "code" for o in cell.outputs]
     text = "".join(o.get("text", "") for o in outputs)
-    assert "validation top-1:" in text
+    images = sum("image/png" in o.get("data", {}) for o in outputs)
+    return notebook, text, images
+
+
+@pytest.mark.parametrize("name", NOTEBOOKS)
+def test_notebook_opens_with_what_it_shows_and_installs_only_in_colab(name):
+    notebook = nbformat.read(os.path.join(REPO, "colabs", f"{name}.ipynb"), as_version=4)
+    intro, install = notebook.cells[0].source, notebook.cells[1].source
+    assert "**What it shows:**" in intro and "**What it needs:**" in intro
+    assert f"colab.research.google.com/github/vjax/vjax/blob/main/colabs/{name}.ipynb" in intro
+    assert 'if "google.colab" in sys.modules' in install and "pip install" in install
+
+
+def test_quickstart_notebook_runs(tmp_path, data_dir, monkeypatch):
+    _, text, images = _run("quickstart", tmp_path, data_dir, monkeypatch)
+    assert "validation top-1:" in text and "macro avg" in text
     assert "'right':" in text  # the clip's class probabilities, by class name
-    images = [o for o in outputs if "image/png" in o.get("data", {})]
-    assert len(images) == 2  # the training curves and the clip
-    assert os.path.isdir(tmp_path / "run" / "checkpoints")
+    assert images == 5  # curves, confusion matrix, per-class F1, reliability diagram, the clip
+    assert os.path.isdir(tmp_path / "work" / "vivit" / "checkpoints")
+
+
+def test_finetune_notebook_runs(tmp_path, data_dir, monkeypatch):
+    _, text, images = _run("finetune_your_videos", tmp_path, data_dir, monkeypatch)
+    assert "{'left': 10, 'right': 10}" in text  # the example folder, made here
+    assert "Initialised from" in text and "videomae" in text  # the converted weights
+    assert "train: kept 16" in text  # 80% of each class
+    assert "macro avg" in text and images == 3
+    assert "new_clip.mp4" in text and ("left" in text.split("new_clip.mp4")[-1])
+
+
+def test_attention_notebook_runs(tmp_path, data_dir, monkeypatch):
+    notebook, text, images = _run("attention_maps", tmp_path, data_dir, monkeypatch)
+    assert "of the attention on the object" in text
+    assert images == 4 + 1  # four clips with their rollout, the temporal attention plot

@@ -10,17 +10,28 @@ from conftest import DEMO_CONFIG, REPO
 from vjax.demo import run_demo
 
 
-def test_demo_writes_report_and_plots(tmp_path, data_dir):
+def test_demo_writes_report_and_plots(tmp_path, data_dir, capsys):
     workdir = str(tmp_path)
     report = run_demo(workdir, f"{DEMO_CONFIG}:tiny", {"dataset.data_dir": data_dir})
     saved = json.load(open(os.path.join(workdir, "demo_report.json")))
     assert saved == json.loads(json.dumps(report))
     assert saved["num_classes"] == 4 and saved["chance"] == 0.25
     assert set(saved["models"]) == {"vivit", "single_frame"}
-    for metrics in saved["models"].values():
+    printed = capsys.readouterr().out
+    assert "macro avg" in printed and "F1" in printed.split("=== demo result")[1]
+    for name, metrics in saved["models"].items():
         assert 0.0 <= metrics["top1"] <= metrics["top5"] <= 1.0
         assert metrics["num_test_clips"] == 16
-    for name in ("training_curves.png", "confusion_vivit.png", "confusion_single_frame.png"):
+        result = json.load(
+            open(os.path.join(workdir, name, f"eval_test_step{metrics['steps']}.json"))
+        )
+        assert metrics["macro_f1"] == result["macro"]["f1"] and metrics["ece"] == result["ece"]
+    plots = ["training_curves.png"] + [
+        f"{kind}_{name}.png"
+        for kind in ("confusion", "f1", "reliability")
+        for name in ("vivit", "single_frame")
+    ]
+    for name in plots:
         with open(os.path.join(workdir, name), "rb") as f:
             assert f.read(8) == b"\x89PNG\r\n\x1a\n"
 
@@ -34,6 +45,7 @@ def test_vjax_command_verbs(tmp_path):
         check=True,
     ).stdout
     assert "vjax train" in help_text and "verbs: train, eval, demo" in help_text
+    assert "vjax compare RUN_A RUN_B" in help_text
     bad = subprocess.run(
         [sys.executable, "-m", "vjax.cli", "fly"], cwd=REPO, capture_output=True, text=True
     )

@@ -54,7 +54,7 @@ def test_multi_task_and_multi_label_tables():
 
 
 def test_write_eval_and_compare(tmp_path, capsys):
-    from vjax.evaluate.compare import main as compare_main
+    from vjax.cli import main as vjax_main
 
     a, b = str(tmp_path / "a"), str(tmp_path / "b")
     paths = write_eval(_result(120, seed=0), a)  # wide: the top-confusions view
@@ -76,7 +76,7 @@ def test_write_eval_and_compare(tmp_path, capsys):
     record = json.loads(open(os.path.join(a, "metrics.jsonl")).readline())
     assert record["split"] == "eval_test" and record["macro_f1"] == saved["macro"]["f1"]
 
-    assert compare_main([a, b, "--top=3"]) == 0
+    assert vjax_main(["compare", a, b, "--top=3"]) == 0
     out = capsys.readouterr().out
     newer = _result(120, seed=2)
     deltas = {
@@ -90,8 +90,8 @@ def test_write_eval_and_compare(tmp_path, capsys):
     assert top1 in out
     with open(os.path.join(b, "compare_test.png"), "rb") as f:
         assert f.read(8) == PNG
-    assert compare_main([a, str(tmp_path / "missing")]) == 2
-    assert "no eval_test_step*.json" in capsys.readouterr().err
+    assert vjax_main(["compare", a, str(tmp_path / "missing")]) == 2  # one line, no traceback
+    assert capsys.readouterr().err.startswith("vjax compare: error: no eval_test_step*.json")
 
 
 def test_multi_label_plots_and_confused_classes(tmp_path):

@@ -19,6 +19,7 @@ import sys
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from vjax.errors import NotFoundError, UserError
 from vjax.evaluate.report import scalars, task_results
 
 
@@ -28,7 +29,7 @@ def find_result(run: str, split: str = "test") -> str:
         return run
     found = glob.glob(os.path.join(run, f"eval_{split}_step*.json"))
     if not found:
-        raise FileNotFoundError(
+        raise NotFoundError(
             f"no eval_{split}_step*.json in {run!r}: run `vjax eval --workdir={run} "
             f"--split={split} ...` first, or pass the JSON file"
         )
@@ -44,7 +45,7 @@ def class_deltas(a: Mapping[str, Any], b: Mapping[str, Any]) -> dict[str, dict[s
     """``{task: {class: B - A}}`` of :func:`class_metric` (classes valued in both runs)."""
     tasks_a, tasks_b = task_results(a), task_results(b)
     if {t: n for t, (_, n) in tasks_a.items()} != {t: n for t, (_, n) in tasks_b.items()}:
-        raise ValueError(
+        raise UserError(
             "the two results have different tasks or class names; compare runs "
             "evaluated on the same dataset"
         )
@@ -128,11 +129,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--out", default=None, help="plot path (default: beside B's result)")
     parser.add_argument("--top", type=int, default=10, help="classes shown per direction")
     args = parser.parse_args(sys.argv[1:] if argv is None else argv)
-    try:
-        text, paths = compare(args.run_a, args.run_b, args.split, args.out, args.top)
-    except (FileNotFoundError, ValueError) as e:
-        print(f"vjax compare: {e}", file=sys.stderr)
-        return 2
+    text, paths = compare(args.run_a, args.run_b, args.split, args.out, args.top)
     print(text)
     print("wrote " + ", ".join(paths))
     return 0

@@ -22,19 +22,18 @@ MAX_BAR_CLASSES = 100  # beyond this the bar plots show the best and worst class
 SHOWN_EXTREMES = 30  # ... this many of each
 
 
-def _pyplot():
-    import matplotlib
+def _figure(*grid: int, **options: Any):
+    """``(figure, axes)`` drawn off-screen: a plain Figure, so pyplot's backend (a notebook's
+    inline one included) is left alone."""
+    from matplotlib.figure import Figure
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
+    figure = Figure(figsize=options.pop("figsize"))
+    return figure, figure.subplots(*grid, **options)
 
 
 def _save(fig, path: str) -> str:
     fig.tight_layout()
     fig.savefig(path, dpi=100)
-    _pyplot().close(fig)
     return path
 
 
@@ -63,7 +62,6 @@ def plot_confusion(
     axes, values written while they fit (up to 30 classes). Beyond
     :data:`MAX_MATRIX_CLASSES` classes: the rows and columns of the most confused classes
     (:func:`confused_classes`) only."""
-    plt = _pyplot()
     matrix = np.asarray(matrix, np.float64)
     names = list(class_names)
     if len(names) > MAX_MATRIX_CLASSES:
@@ -77,7 +75,7 @@ def plot_confusion(
     normalised = np.divide(matrix, rows, out=np.zeros_like(matrix), where=rows > 0)
     count = len(names)
     side = float(np.clip(2.5 + 0.22 * count, 4.5, 26))
-    fig, ax = plt.subplots(figsize=(side + 1.5, side))
+    fig, ax = _figure(figsize=(side + 1.5, side))
     image = ax.imshow(normalised, cmap="Blues", vmin=0.0, vmax=1.0)
     font = _font(count)
     ax.set_xticks(range(count), names, rotation=90, fontsize=font)
@@ -110,10 +108,9 @@ def plot_class_bars(
 ) -> str:
     """Horizontal bars of a per-class metric sorted from the worst (top) to the best; with
     many classes only the worst and best (:func:`_extremes`)."""
-    plt = _pyplot()
     names, heights = _extremes(values)
     count = max(len(names), 1)
-    fig, ax = plt.subplots(figsize=(7, float(np.clip(1 + 0.2 * count, 3, 26))))
+    fig, ax = _figure(figsize=(7, float(np.clip(1 + 0.2 * count, 3, 26))))
     colors = ["tab:red" if h < 0 else "tab:blue" for h in heights]
     ax.barh(range(len(names)), heights, color=colors)
     ax.set_yticks(range(len(names)), names, fontsize=_font(count))
@@ -130,12 +127,11 @@ def plot_class_bars(
 def plot_reliability(calibration: Mapping[str, Any], ece: float, title: str, path: str) -> str:
     """The reliability diagram: accuracy per confidence bin against the diagonal of perfect
     calibration, the gap shaded, and how many predictions fall in each bin."""
-    plt = _pyplot()
     edges = np.asarray(calibration["edges"])
     centres, width = (edges[:-1] + edges[1:]) / 2, np.diff(edges)
     accuracy = np.array([np.nan if a is None else a for a in calibration["accuracy"]])
     confidence = np.array([np.nan if c is None else c for c in calibration["confidence"]])
-    fig, (ax, ax_count) = plt.subplots(
+    fig, (ax, ax_count) = _figure(
         2, 1, figsize=(5, 6), sharex=True, gridspec_kw={"height_ratios": [3, 1]}
     )
     ax.bar(centres, np.nan_to_num(accuracy), width=width, edgecolor="black", label="accuracy")
@@ -165,8 +161,7 @@ def plot_pr_curves(
 ) -> str:
     """Precision-recall curves of multi-label data: the micro-average over every class, and
     the ``per_side`` best and worst classes by AP."""
-    plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(6, 5))
+    fig, ax = _figure(figsize=(6, 5))
     micro = curves["micro"]
     if micro is not None:
         ax.plot(np.linspace(0, 1, len(micro)), micro, "k", lw=2.5, label="micro-average")
@@ -186,8 +181,7 @@ def plot_curves(runs: Mapping[str, str], path: str) -> str:
     run (``name -> workdir``)."""
     from vjax.metric_writers import read_metrics
 
-    plt = _pyplot()
-    fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(11, 4))
+    fig, (ax_loss, ax_acc) = _figure(1, 2, figsize=(11, 4))
     metric = "top1"
     for name, workdir in runs.items():
         records = read_metrics(workdir)
