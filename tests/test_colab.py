@@ -11,23 +11,37 @@ from nbclient import NotebookClient
 NOTEBOOKS = ("quickstart", "finetune_your_videos", "attention_maps")
 
 
-def _run(name, tmp_path, data_dir, monkeypatch):
-    """Executes ``colabs/<name>.ipynb``; returns its text output and the number of images."""
+def _run(name, work, data_dir, **env):
+    """Executes ``colabs/<name>.ipynb`` in small mode with its work folder ``work``; returns
+    its text output and the number of images it shows."""
     notebook = nbformat.read(os.path.join(REPO, "colabs", f"{name}.ipynb"), as_version=4)
-    monkeypatch.setenv("VJAX_COLAB_SMALL", "1")
-    monkeypatch.setenv("VJAX_COLAB_WORKDIR", str(tmp_path / "work"))
-    monkeypatch.setenv("VJAX_COLAB_DATA_DIR", data_dir)
-    monkeypatch.setenv("PYTHONPATH", REPO)  # the kernel imports this checkout's vjax
-    NotebookClient(
-        notebook,
-        timeout=600,
-        kernel_name="python3",
-        resources={"metadata": {"path": os.path.join(REPO, "colabs")}},
-    ).execute()
+    with pytest.MonkeyPatch.context() as patch:  # the kernel inherits this environment
+        variables = {
+            "VJAX_COLAB_SMALL": "1",
+            "VJAX_COLAB_WORKDIR": str(work),
+            "VJAX_COLAB_DATA_DIR": data_dir,
+            "PYTHONPATH": REPO,
+            **env,
+        }
+        for key, value in variables.items():
+            patch.setenv(key, value)
+        NotebookClient(
+            notebook,
+            timeout=600,
+            kernel_name="python3",
+            resources={"metadata": {"path": os.path.join(REPO, "colabs")}},
+        ).execute()
     outputs = [o for cell in notebook.cells if cell.cell_type == "code" for o in cell.outputs]
     text = "".join(o.get("text", "") for o in outputs)
     images = sum("image/png" in o.get("data", {}) for o in outputs)
-    return notebook, text, images
+    return text, images
+
+
+@pytest.fixture(scope="module")
+def quickstart(tmp_path_factory, data_dir):
+    """The quick start's run (its trained demo ViViT serves the attention notebook too)."""
+    work = tmp_path_factory.mktemp("quickstart")
+    return work, *_run("quickstart", work, data_dir)
 
 
 @pytest.mark.parametrize("name", NOTEBOOKS)
@@ -39,24 +53,27 @@ def test_notebook_opens_with_what_it_shows_and_installs_only_in_colab(name):
     assert 'if "google.colab" in sys.modules' in install and "pip install" in install
 
 
-def test_quickstart_notebook_runs(tmp_path, data_dir, monkeypatch):
-    _, text, images = _run("quickstart", tmp_path, data_dir, monkeypatch)
+def test_quickstart_notebook_runs(quickstart):
+    work, text, images = quickstart
     assert "validation top-1:" in text and "macro avg" in text
     assert "'right':" in text  # the clip's class probabilities, by class name
     assert images == 5  # curves, confusion matrix, per-class F1, reliability diagram, the clip
-    assert os.path.isdir(tmp_path / "work" / "vivit" / "checkpoints")
+    assert os.path.isdir(work / "vivit" / "checkpoints")
 
 
-def test_finetune_notebook_runs(tmp_path, data_dir, monkeypatch):
-    _, text, images = _run("finetune_your_videos", tmp_path, data_dir, monkeypatch)
+def test_finetune_notebook_runs(tmp_path, data_dir):
+    text, images = _run("finetune_your_videos", tmp_path, data_dir)
     assert "{'left': 10, 'right': 10}" in text  # the example folder, made here
     assert "Initialised from" in text and "videomae" in text  # the converted weights
     assert "train: kept 16" in text  # 80% of each class
     assert "macro avg" in text and images == 3
-    assert "new_clip.mp4" in text and ("left" in text.split("new_clip.mp4")[-1])
+    predicted = text.split("$ vjax predict")[-1]
+    assert "new_clip.mp4" in predicted and "left" in predicted and "right" in predicted
 
 
-def test_attention_notebook_runs(tmp_path, data_dir, monkeypatch):
-    notebook, text, images = _run("attention_maps", tmp_path, data_dir, monkeypatch)
+def test_attention_notebook_runs(quickstart, tmp_path, data_dir):
+    trained = str(quickstart[0] / "vivit")
+    text, images = _run("attention_maps", tmp_path, data_dir, VJAX_COLAB_DEMO_RUN=trained)
+    assert not (tmp_path / "vivit").exists()  # the quick start's model, not trained again
     assert "of the attention on the object" in text
     assert images == 4 + 1  # four clips with their rollout, the temporal attention plot

@@ -126,7 +126,8 @@ def plot_class_bars(
 
 def plot_reliability(calibration: Mapping[str, Any], ece: float, title: str, path: str) -> str:
     """The reliability diagram: accuracy per confidence bin against the diagonal of perfect
-    calibration, the gap shaded, and how many predictions fall in each bin."""
+    calibration, the gap to each bin's mean confidence hatched, and how many predictions fall
+    in each bin."""
     edges = np.asarray(calibration["edges"])
     centres, width = (edges[:-1] + edges[1:]) / 2, np.diff(edges)
     accuracy = np.array([np.nan if a is None else a for a in calibration["accuracy"]])
@@ -140,9 +141,10 @@ def plot_reliability(calibration: Mapping[str, Any], ece: float, title: str, pat
         np.nan_to_num(confidence - accuracy),
         bottom=np.nan_to_num(accuracy),
         width=width,
-        color="tab:red",
-        alpha=0.3,
-        label="gap to confidence",
+        fill=False,
+        hatch="//",
+        edgecolor="tab:red",
+        label="gap to the mean confidence",
     )
     ax.plot([0, 1], [0, 1], "k--", label="perfect calibration")
     ax.set(ylabel="accuracy", title=f"{title} (ECE {ece:.3f})", xlim=(0, 1), ylim=(0, 1))

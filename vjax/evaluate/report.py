@@ -109,7 +109,7 @@ def summary(result: Mapping[str, Any]) -> str:
     return " | ".join(parts)
 
 
-def _num(x: Any, width: int = 9) -> str:
+def _num(x: Any, width: int = 10) -> str:
     return f"{x:{width}.3f}" if x is not None else f"{'-':>{width}}"
 
 
@@ -143,23 +143,24 @@ def _class_table(metrics: Mapping[str, Any], names: Sequence[str]) -> list[str]:
     width = max(len(n) for n in [*names, "weighted avg"])
     multi = "per_class_ap" in metrics
     matrix = not multi and len(names) <= MAX_CONFUSION_CLASSES
-    head = ["       AP"] if multi else []
-    head += [f"{h:>9}" for h in ("precision", "recall", "f1", "support")]
+    head = [
+        f"{h:>10}" for h in (["AP"] if multi else []) + ["precision", "recall", "f1", "support"]
+    ]
     columns = " ".join(f"{i:>4d}" for i in range(len(names))) if matrix else ""
     lines = [f"{'class':<{width}} {''.join(head)}  {columns}".rstrip()]
     for i, name in enumerate(names):
         row = [_num(metrics["per_class_ap"][name])] if multi else []
         row += [_num(metrics[f"per_class_{k}"][name]) for k in ("precision", "recall", "f1")]
-        row.append(f"{metrics['per_class_support'][name]:>9d}")
+        row.append(f"{metrics['per_class_support'][name]:>10d}")
         counts = " ".join(f"{n:>4d}" for n in metrics["confusion_matrix"][i]) if matrix else ""
         lines.append(f"{name:<{width}} {''.join(row)}  {counts}".rstrip())
     support = sum(metrics["per_class_support"].values())
     for average in ("macro", "weighted"):
         values = metrics[average]
-        row = ([" " * 9] if multi else []) + [
+        row = ([" " * 10] if multi else []) + [
             _num(values[k]) for k in ("precision", "recall", "f1")
         ]
-        lines.append(f"{average + ' avg':<{width}} {''.join(row)}{support:>9d}")
+        lines.append(f"{average + ' avg':<{width}} {''.join(row)}{support:>10d}")
     if matrix:
         lines.append(f"{'':<{width}}  (confusion matrix: rows = true class, columns = predicted)")
     if multi:
