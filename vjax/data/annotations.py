@@ -266,7 +266,7 @@ def charades_entries(root: str) -> tuple[list[VideoEntry], list[str]]:
                 for item in filter(None, (row.get("actions") or "").split(";")):
                     parts = item.split()
                     if len(parts) != 3 or parts[0] not in ids:
-                        raise ValueError(
+                        raise UserError(
                             f"{path}:{line}: action {item!r} is not "
                             f"'<class id> <start> <end>' of a known class"
                         )

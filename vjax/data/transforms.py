@@ -39,6 +39,7 @@ from typing import Any
 import numpy as np
 
 from vjax.data import augment, sampling
+from vjax.errors import UserError
 from vjax.tasks import ClassNames, is_multitask, task_class_names
 
 # Keys of config.input that belong to the trainer, not to clip making.
@@ -208,8 +209,8 @@ def make_train_transform(
         label = read_label(example)
         if "actions" in example:  # the actions under way during the clip
             fps = float(example["fps"])
-            label = actions_between(example["actions"], indices.min() / fps,
-                                    indices.max() / fps, len(class_names))  # fmt: skip
+            start, end = indices.min() / fps, indices.max() / fps
+            label = actions_between(example["actions"], start, end, len(class_names))
         if flip and flip_map:
             label = augment.flip_label(label, flip_map)
         if options.randaugment_ops > 0:
@@ -351,7 +352,7 @@ def transforms_for(builder, input_config: Mapping[str, Any] | None) -> dict[str,
     names = dataset_class_names(builder)
     sizes = [len(task_names) for task_names in task_class_names(names).values()]
     if is_multilabel(builder) and (options.mixup_alpha > 0 or options.cutmix_alpha > 0):
-        raise ValueError(
+        raise UserError(
             f"{builder.name} is multi-label: mixup and cutmix mix one class per video; set "
             f"input.mixup_alpha=0 and input.cutmix_alpha=0"
         )
