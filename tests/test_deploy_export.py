@@ -175,3 +175,21 @@ def test_bad_format_and_missing_model_are_one_line_errors(exported, capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 2 and "unknown export format(s) ['pdf']" in err[0]
     assert "Traceback" not in "".join(err)
+
+
+def test_multi_label_exports_give_a_sigmoid_per_class(exported):
+    """A multi-label model's classes are not exclusive: its exported probabilities (and the
+    signature's note) are a sigmoid per class, a single-label model's a softmax."""
+    from vjax.deploy.export import inference_function
+    from vjax.deploy.signature import make_signature
+
+    _, video, out = exported
+    config, model, variables, metadata = load_model(out["vivit"][0])
+    logits = np.asarray(out["vivit"][2])
+    for multi_label, expected in ((True, jax.nn.sigmoid(logits)), (False, jax.nn.softmax(logits))):
+        got_logits, probs = inference_function(config, model, variables, multi_label)(video)
+        np.testing.assert_allclose(got_logits, logits, atol=TOL)
+        np.testing.assert_allclose(probs, expected, atol=TOL)
+        signature = make_signature(config, {**metadata, "multi_label": multi_label}, {})
+        assert signature["multi_label"] is multi_label
+        assert ("sigmoid" in signature["outputs"]["note"]) is multi_label

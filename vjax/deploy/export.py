@@ -30,6 +30,7 @@ import os
 import re
 import sys
 from collections.abc import Callable, Iterator, Sequence
+from functools import partial
 from typing import Any
 
 import jax
@@ -55,10 +56,11 @@ class ExportError(UserError):
 
 
 def inference_function(
-    config: Any, model: Any, variables: dict
+    config: Any, model: Any, variables: dict, multi_label: bool = False
 ) -> Callable[[jax.Array], tuple[jax.Array, jax.Array]]:
     """``uint8 (B, T, H, W, 3) -> (logits, probabilities)``, float32, normalisation inside;
-    several tasks: both concatenated over the tasks, probabilities a softmax per task."""
+    several tasks: both concatenated over the tasks, probabilities a softmax per task (a
+    sigmoid per class for ``multi_label`` models, whose classes are not exclusive)."""
     from vjax.loaded import normalized_apply
     from vjax.tasks import task_outputs
 
@@ -67,7 +69,8 @@ def inference_function(
     def infer(video: jax.Array) -> tuple[jax.Array, jax.Array]:
         out = apply(video)
         logits = [v.astype(jnp.float32) for v in task_outputs(out).values()]
-        probs = [jax.nn.softmax(v, axis=-1) for v in logits]
+        score = jax.nn.sigmoid if multi_label else partial(jax.nn.softmax, axis=-1)
+        probs = [score(v) for v in logits]
         return jnp.concatenate(logits, axis=-1), jnp.concatenate(probs, axis=-1)
 
     return infer
@@ -227,7 +230,7 @@ def export_model(
     formats = check_formats(formats)
     config, model, variables, metadata = load_model(model_dir)
     clip = [int(v) for v in metadata["clip_shape"]]
-    fn = inference_function(config, model, variables)
+    fn = inference_function(config, model, variables, bool(metadata.get("multi_label", False)))
     name = config.model.name
     platforms = list(platforms or [jax.default_backend()])
     os.makedirs(out_dir, exist_ok=True)

@@ -67,6 +67,7 @@ def make_signature(
     names = metadata["class_names"]
     classes = sum(len(t["classes"]) for t in tasks(names).values())
     model_input = config.get("input") or {}
+    multi_label = bool(metadata.get("multi_label", False))
     return {
         "format_version": FORMAT_VERSION,
         "model": config["model"]["name"],
@@ -80,9 +81,10 @@ def make_signature(
         "outputs": {
             "logits": [None, classes],
             "probabilities": [None, classes],
-            "note": "softmax within each task's columns",
+            "note": "a sigmoid per class" if multi_label else "softmax within each task's columns",
         },
         "class_names": names,
+        "multi_label": multi_label,
         "tasks": tasks(names),
         "sampling": sampling(config, clip),
         "normalization": {
