@@ -95,3 +95,36 @@ def plot_confusion(
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
+
+
+RECONSTRUCTION_FRAMES = 8  # frames shown per clip (evenly spaced) in a reconstruction picture
+
+
+def plot_reconstruction(original: Any, masked: Any, reconstruction: Any, path: str) -> None:
+    """Masked-video reconstructions as a PNG: for each clip ``(T, H, W, C)`` in [0, 1], a row
+    of its frames, the masked input (hidden tubelets grey) and the reconstruction."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    clips = len(original)
+    frames = np.unique(np.linspace(0, original.shape[1] - 1, RECONSTRUCTION_FRAMES).astype(int))
+    rows = [(f"clip {i}: {kind}", video[i]) for i in range(clips)
+            for kind, video in (("original", original), ("masked", masked),
+                                ("reconstruction", reconstruction))]  # fmt: skip
+    fig, axes = plt.subplots(
+        len(rows), len(frames), figsize=(1.2 * len(frames) + 1.5, 1.2 * len(rows)), squeeze=False
+    )
+    for (title, video), row in zip(rows, axes, strict=True):
+        row[0].set_ylabel(title, rotation=0, ha="right", va="center", fontsize=8)
+        for ax, frame in zip(row, frames, strict=True):
+            ax.imshow(np.clip(video[frame], 0.0, 1.0).squeeze())
+            ax.set_xticks([])
+            ax.set_yticks([])
+    for ax, frame in zip(axes[0], frames, strict=True):
+        ax.set_title(f"frame {frame}", fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)

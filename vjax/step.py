@@ -11,7 +11,8 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from vjax.tasks import concat_classes, label_columns, split_classes, task_outputs
+from vjax import objectives
+from vjax.objectives import cross_entropy, task_losses, topk_correct  # noqa: F401 (re-exported)
 
 
 @flax.struct.dataclass
@@ -55,57 +56,6 @@ def normalize_video(
     return ((video - jnp.asarray(mean)) / jnp.asarray(std)).astype(dtype)
 
 
-def cross_entropy(
-    logits: jax.Array,
-    labels: jax.Array,
-    label_smoothing: float,
-    targets: jax.Array | None = None,
-) -> jax.Array:
-    """Per-example softmax cross-entropy against (optionally smoothed) one-hot labels, or
-    against soft ``targets`` (mixup/cutmix's ``label_probs``) when given."""
-    if targets is None:
-        targets = jax.nn.one_hot(labels, logits.shape[-1])
-    if label_smoothing:
-        targets = optax.smooth_labels(targets, label_smoothing)
-    return optax.softmax_cross_entropy(logits.astype(jnp.float32), targets)
-
-
-def topk_correct(logits: jax.Array, labels: jax.Array, k: int) -> jax.Array:
-    """1.0 where the label is among the k highest logits (ties broken by lower class index)."""
-    k = min(k, logits.shape[-1])
-    _, top = jax.lax.top_k(logits, k)
-    return (top == labels[:, None]).any(axis=-1).astype(jnp.float32)
-
-
-def task_losses(
-    logits: jax.Array | dict[str, jax.Array],
-    batch: dict[str, jax.Array],
-    label_smoothing: float = 0.0,
-) -> tuple[jax.Array, dict[str, jax.Array]]:
-    """``(loss, metrics)`` of a batch: the sum over tasks of each task's mean cross-entropy
-    (one task: just its loss), and ``top1`` = every task right (Epic-Kitchens' action
-    accuracy for verb + noun). Several tasks add ``loss_<task>`` and ``top1_<task>``.
-
-    ``batch["label"]``: ``(B,)`` or one column per task; ``batch["label_probs"]`` (mixup /
-    cutmix soft targets, optional): concatenated over the tasks' classes."""
-    outputs = task_outputs(logits)
-    sizes = {task: out.shape[-1] for task, out in outputs.items()}
-    labels = label_columns(batch["label"], sizes)
-    soft = batch.get("label_probs")
-    targets = split_classes(soft, sizes) if soft is not None else {}
-    metrics, correct = {}, []
-    for task, out in outputs.items():
-        metrics[f"loss_{task}"] = cross_entropy(
-            out, labels[task], label_smoothing, targets.get(task)
-        ).mean()
-        correct.append(topk_correct(out, labels[task], 1))
-        metrics[f"top1_{task}"] = correct[-1].mean()
-    loss = sum(metrics[f"loss_{task}"] for task in outputs)
-    if len(outputs) == 1:
-        metrics = {}
-    return loss, {"loss": loss, "top1": jnp.stack(correct).min(axis=0).mean(), **metrics}
-
-
 def make_train_step(
     model: nn.Module,
     tx: optax.GradientTransformation,
@@ -113,22 +63,23 @@ def make_train_step(
     mean: Sequence[float],
     std: Sequence[float],
     label_smoothing: float = 0.0,
+    objective: str = "classification",
 ) -> Callable[[TrainState, dict[str, jax.Array], jax.Array], tuple[TrainState, dict]]:
-    """Returns ``step(state, batch, key) -> (state, metrics)``; dropout keys fold in the step."""
+    """Returns ``step(state, batch, key) -> (state, metrics)`` minimising ``objective``
+    (:mod:`vjax.objectives`); dropout (and mask) keys fold in the step."""
+    spec = objectives.get(objective)
+    given = {"label_smoothing": label_smoothing}
+    options = {name: given[name] for name in spec.options}
 
     def train_step(state: TrainState, batch: dict[str, jax.Array], key: jax.Array):
         video = normalize_video(batch["video"], mean, std, model.dtype)
         dropout_key = jax.random.fold_in(key, state.step)
 
         def loss_fn(params):
-            logits, model_state = model.apply(
-                {"params": params, **state.model_state},
-                video,
-                train=True,
-                rngs={"dropout": dropout_key},
-                mutable=list(state.model_state),
+            variables = {"params": params, **state.model_state}
+            loss, metrics, model_state = spec.loss(
+                model, variables, batch, video, dropout_key, list(state.model_state), **options
             )
-            loss, metrics = task_losses(logits, batch, label_smoothing)
             return loss, (metrics, model_state)
 
         (_, (metrics, model_state)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
@@ -142,18 +93,24 @@ def make_train_step(
 
 
 def make_eval_step(
-    model: nn.Module, *, mean: Sequence[float], std: Sequence[float]
+    model: nn.Module,
+    *,
+    mean: Sequence[float],
+    std: Sequence[float],
+    objective: str = "classification",
 ) -> Callable[[Any, dict[str, jax.Array]], jax.Array]:
-    """Returns ``step(variables, batch) -> float32 logits`` of uint8 ``batch["video"]``
-    (multi-task: concatenated over the tasks, :func:`vjax.tasks.concat_classes`);
-    metrics are computed on the host from the gathered logits
-    (:func:`vjax.data.multiview.classification_metrics`).
+    """Returns ``step(variables, batch) -> per-example outputs`` of uint8 ``batch["video"]``:
+    for classification float32 logits (multi-task: concatenated over the tasks,
+    :func:`vjax.tasks.concat_classes`), scored on the host from the gathered logits
+    (:func:`vjax.data.multiview.classification_metrics`); for other objectives their
+    per-example validation losses (:mod:`vjax.objectives`).
 
     ``variables`` is ``{"params": ..., **model_state}`` (see :attr:`TrainState.variables`).
     """
+    evaluate = objectives.get(objective).evaluate
 
     def eval_step(variables: Any, batch: dict[str, jax.Array]) -> jax.Array:
         video = normalize_video(batch["video"], mean, std, model.dtype)
-        return concat_classes(model.apply(variables, video, train=False)).astype(jnp.float32)
+        return evaluate(model, variables, batch, video)
 
     return eval_step

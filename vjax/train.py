@@ -22,7 +22,7 @@ import jax
 import ml_collections
 import numpy as np
 
-from vjax import checkpoint, parallel
+from vjax import checkpoint, objectives, parallel
 from vjax.config_utils import config_to_json
 from vjax.data.loaders import data_function, worker_data_function
 from vjax.data.multiview import task_metrics
@@ -67,6 +67,7 @@ class Experiment:
     batch_sharding: jax.sharding.NamedSharding
     tx: Any
     init_state: Any  # key -> boxed TrainState (logical axis metadata on the leaves)
+    objective: objectives.Objective = objectives.OBJECTIVES["classification"]
 
 
 def setup(config: ml_collections.ConfigDict, devices: list | None = None) -> Experiment:
@@ -86,6 +87,9 @@ def setup(config: ml_collections.ConfigDict, devices: list | None = None) -> Exp
     builder = load_dataset(config.dataset)
     clip_shape, class_names = clip_spec(builder, config.input)
     model = build_model(config.model, head_sizes(class_names), config.train.dtype)
+    objective = objectives.check(
+        config.train.get("objective", "classification"), model, config.model.name, class_names
+    )
     input_shape = (batch_size, *clip_shape)
     model.check_input(input_shape)
     tx = make_optimizer(config.optimizer, config.train.num_steps)
@@ -105,6 +109,7 @@ def setup(config: ml_collections.ConfigDict, devices: list | None = None) -> Exp
         batch_sharding=parallel.batch_sharding(mesh, rules),
         tx=tx,
         init_state=init_state,
+        objective=objective,
     )
 
 
@@ -129,14 +134,15 @@ def compile_steps(exp: Experiment):
     cfg = exp.config
     norm = {"mean": tuple(cfg.input.mean), "std": tuple(cfg.input.std)}
     replicated = parallel.replicated(exp.mesh)
+    smoothing, objective = cfg.optimizer.label_smoothing, exp.objective.name
     train_step = jax.jit(
-        make_train_step(exp.model, exp.tx, label_smoothing=cfg.optimizer.label_smoothing, **norm),
+        make_train_step(exp.model, exp.tx, label_smoothing=smoothing, objective=objective, **norm),
         in_shardings=(exp.state_shardings, exp.batch_sharding, replicated),
         out_shardings=(exp.state_shardings, replicated),
         donate_argnums=0,
     )
     eval_step = jax.jit(
-        make_eval_step(exp.model, **norm),
+        make_eval_step(exp.model, objective=objective, **norm),
         in_shardings=(exp.state_shardings.variables, exp.batch_sharding),
         out_shardings=exp.batch_sharding,
     )
@@ -167,7 +173,8 @@ def _report(exp: Experiment, split: str, metrics: dict[str, Any]) -> dict[str, A
 
 def evaluate(exp: Experiment, eval_step, variables: Any, split: str) -> dict[str, Any]:
     """Loss, top-1, top-5, per-class accuracy and the confusion matrix on a whole split, one
-    view per example (the centre clip and crop for stored whole videos)."""
+    view per example (the centre clip and crop for stored whole videos); for an objective
+    that does not classify (reconstruction), the mean of its per-example losses."""
     from jax.experimental import multihost_utils
 
     number = num_eval_batches(_num_examples(exp, split), exp.config.input.global_batch_size)
@@ -187,6 +194,8 @@ def evaluate(exp: Experiment, eval_step, variables: Any, split: str) -> dict[str
             masks.append(np.asarray(gathered["mask"]) > 0)
     keep = np.concatenate(masks)
     scores, labels_all = np.concatenate(logits)[keep], np.concatenate(labels)[keep]
+    if not exp.objective.classifies:
+        return {"split": split, "num_examples": int(keep.sum()), "loss": float(scores.mean())}
     return _report(exp, split, task_metrics(scores, labels_all, exp.class_names))
 
 
@@ -223,6 +232,45 @@ def evaluate_views(exp: Experiment, eval_step, variables: Any, split: str) -> di
             video_views,
         )
     return _report(exp, split, metrics)
+
+
+RECONSTRUCTION_CLIPS = 4  # validation clips in each reconstruction picture
+
+
+def reconstruction_picture(exp: Experiment, workdir: str):
+    """``picture(variables, step)``: writes ``WORKDIR/reconstruction_stepN.png``, the first
+    validation clips as original frames, masked input and reconstruction (in pixels), with
+    the validation masks (:func:`vjax.objectives.reconstruct`)."""
+    from jax.experimental import multihost_utils
+
+    from vjax.report import plot_reconstruction
+
+    cfg = exp.config.input
+    norm = {"mean": tuple(cfg.mean), "std": tuple(cfg.std)}
+
+    def rebuild(variables, batch):
+        video = normalize_video(batch["video"], dtype=exp.model.dtype, **norm)
+        return objectives.reconstruct(exp.model, variables, batch, video)
+
+    rebuild = jax.jit(
+        rebuild,
+        in_shardings=(exp.state_shardings.variables, exp.batch_sharding),
+        out_shardings=exp.batch_sharding,
+    )
+
+    def picture(variables: Any, step: int) -> None:
+        with (
+            _data_map(exp, "eval", "validation", 1) as batches,
+            jax.set_mesh(exp.mesh),
+            nn.logical_axis_rules(exp.rules),
+        ):
+            batch = parallel.global_batch({"video": batches(0)["video"]}, exp.batch_sharding)
+            clips = multihost_utils.process_allgather(rebuild(variables, batch), tiled=True)
+        if jax.process_index() == 0:
+            path = os.path.join(workdir, f"reconstruction_step{step}.png")
+            plot_reconstruction(*(np.asarray(c)[:RECONSTRUCTION_CLIPS] for c in clips), path)
+
+    return picture
 
 
 def init_from_pretrained(
@@ -265,9 +313,21 @@ def init_from_pretrained(
         if same and all(jax.tree.leaves(same)):
             model_state[name] = jax.device_put(tree, exp.state_shardings.model_state[name])
     if verbose:
+        notes = _group_dropped(notes, initial)
         print(f"Initialised from {path}: " + "; ".join(notes or ["every parameter copied"]))
     params = jax.device_put(params, exp.state_shardings.params)
     return state.replace(params=params, model_state=model_state)
+
+
+def _group_dropped(notes: list[str], target: Any) -> list[str]:
+    """:func:`adapt_params`'s notes with the source parameters this model lacks in one note,
+    by top-level module where the model has none of it (e.g. a pre-training decoder)."""
+    names = [n.split()[1] for n in notes if n.startswith("dropped ")]
+    if not names:
+        return notes
+    groups = sorted({n.split("/")[0] + "/*" if n.split("/")[0] not in target else n for n in names})
+    kept = [n for n in notes if not n.startswith("dropped ")]
+    return [*kept, f"dropped {len(names)} parameters this model lacks: {', '.join(groups)}"]
 
 
 def _precise_batch_stats(exp: Experiment, state: TrainState, make_batch, step: int) -> TrainState:
@@ -374,6 +434,8 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
         )
 
     train_step, eval_step = compile_steps(exp)
+    reconstructs = exp.objective.name == "reconstruction"
+    picture = reconstruction_picture(exp, workdir) if reconstructs else None
     writer = MetricWriter(workdir, enabled=is_main)
     step_key = jax.random.key(cfg.seed + 1)
     history: list[tuple[int, dict]] = []
@@ -415,15 +477,13 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
                 if step % tcfg.eval_every == 0 or is_last:
                     state = _precise_batch_stats(exp, state, make_batch, step)
                     last_eval = evaluate(exp, eval_step, state.variables, "validation")
-                    writer.write(
-                        step, "validation", {k: last_eval[k] for k in ("loss", "top1", "top5")}
-                    )
+                    shown = {k: last_eval[k] for k in ("loss", "top1", "top5") if k in last_eval}
+                    writer.write(step, "validation", shown)
                     if is_main:
-                        print(
-                            f"  validation @ {step}: loss {last_eval['loss']:.4f} | "
-                            f"top1 {last_eval['top1']:.4f} | top5 {last_eval['top5']:.4f}",
-                            flush=True,
-                        )
+                        line = " | ".join(f"{k} {v:.4f}" for k, v in shown.items())
+                        print(f"  validation @ {step}: {line}", flush=True)
+                    if picture is not None:
+                        picture(state.variables, step)
 
                 if step % tcfg.checkpoint_every == 0 or is_last:
                     history = _check_finite(history)  # never save a state that went non-finite
@@ -455,5 +515,6 @@ def evaluate_checkpoint(config: ml_collections.ConfigDict, workdir: str, split: 
     _, eval_step = compile_steps(exp)
     from vjax.data.datasets import stores_whole_videos
 
-    run = evaluate_views if stores_whole_videos(exp.builder) else evaluate
+    views = stores_whole_videos(exp.builder) and exp.objective.classifies
+    run = evaluate_views if views else evaluate
     return {"step": step, **run(exp, eval_step, state.variables, split)}
