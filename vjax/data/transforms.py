@@ -132,7 +132,10 @@ def _decode_indices(frames: Sequence, indices: np.ndarray, box, size: int, flip:
 
 def label_reader(class_names: ClassNames) -> Callable[[Mapping[str, Any]], Any]:
     """``label(example)``: its int ``label``, or (several tasks, ``class_names`` a mapping)
-    the int32 vector of its tasks' labels, read from the features named by the tasks."""
+    the int32 vector of its tasks' labels, read from the features named by the tasks; -1 for
+    unlabelled videos (no class names), which only objectives that ignore labels train on."""
+    if not class_names:
+        return lambda example: -1
     if not is_multitask(class_names):
         return lambda example: int(example["label"])
     tasks = list(class_names)
