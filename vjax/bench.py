@@ -3,6 +3,7 @@ section of ``BENCHMARKS.md`` (other sections are kept).
 
     vjax bench data     # input pipeline: decoded + augmented frames/s vs plain PyAV
     vjax bench train    # train step: clips/s, TFLOP/s, MFU, memory, compile time per model
+    vjax bench ssl      # label efficiency: VideoMAE pre-training vs from scratch, 10% labels
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import os
 import sys
 from collections.abc import Sequence
 
-KINDS = {"data": "vjax.bench_data", "train": "vjax.bench_train"}
+KINDS = {"data": "vjax.bench_data", "train": "vjax.bench_train", "ssl": "vjax.bench_ssl"}
 
 
 def update_benchmarks(path: str, section: str, body: str) -> None:

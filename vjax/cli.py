@@ -7,7 +7,7 @@ vjax parity vivit            # params and GFLOPs next to the published tables
 vjax convert --from=SOURCE --src=FILE --out=DIR
 vjax prepare video_folder --src=DIR_OR_MANIFEST --data_dir=DIR
 vjax predict --model=DIR video.mp4 [more.mp4]
-vjax bench data|train        # input pipeline / train step speed, written to BENCHMARKS.md
+vjax bench data|train|ssl    # input pipeline, train step speed, label efficiency -> BENCHMARKS.md
 """
 
 from __future__ import annotations
