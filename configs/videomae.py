@@ -144,6 +144,7 @@ MOTION_ENCODER = dict(size="Ti/8x2", hidden_size=96, num_layers=4, num_heads=3, 
 MOTION_DECODER = dict(
     decoder_hidden_size=64, decoder_num_layers=2, decoder_num_heads=2, decoder_mlp_dim=256
 )
+_NO_DROPOUT = dict(dropout_rate=0.0, drop_path_rate=0.0)
 # The tiny variants' widths (4 frames of 16x16).
 _TINY_ENCODER = dict(size="Ti/8x2", hidden_size=32, num_layers=1, num_heads=2, mlp_dim=64)
 _TINY_DECODER = dict(
@@ -162,12 +163,14 @@ def _motion(pretrain: bool, tiny: bool) -> ml_collections.ConfigDict:
         decoder = _TINY_DECODER if tiny else MOTION_DECODER
         masking = dict(_MASKING, mask_ratio=0.75, norm_pix_loss=False)
         c.model = ml_collections.ConfigDict(
-            dict(name="videomae_pretraining", **encoder, **decoder, **masking)
+            dict(name="videomae_pretraining", **encoder, **decoder, **masking, **_NO_DROPOUT)
         )
         c.train.objective = "reconstruction"
         c.optimizer.update(label_smoothing=0.0, b2=0.95)
     else:
-        c.model = ml_collections.ConfigDict(dict(name="videomae", **encoder, drop_path_rate=0.1))
+        c.model = ml_collections.ConfigDict(
+            dict(name="videomae", **encoder, dropout_rate=0.0, drop_path_rate=0.1)
+        )
         c.optimizer.layer_decay = 0.75
     c.lock()
     return c

@@ -46,7 +46,7 @@ _EVAL_MASK_SEED = 0  # validation masks: fixed, so evaluations are comparable ac
 
 def _pixels(batch: Batch) -> jax.Array:
     """The batch's uint8 frames as pixels in [0, 1] (reconstruction targets)."""
-    return batch["video"].astype(jnp.float32) / 255.0
+    return jnp.asarray(batch["video"], jnp.float32) / 255.0
 
 
 def cross_entropy(
