@@ -1,4 +1,4 @@
-"""The quick-start notebook runs top to bottom (in its small mode)."""
+"""The notebooks run top to bottom (in their small mode)."""
 
 import os
 
@@ -7,8 +7,9 @@ from conftest import REPO
 from nbclient import NotebookClient
 
 
-def test_quickstart_notebook_runs(tmp_path, data_dir):
-    path = os.path.join(REPO, "colabs", "quickstart.ipynb")
+def _execute(name: str, tmp_path, data_dir) -> list[dict]:
+    """Runs ``colabs/NAME`` in its small mode (workdir under ``tmp_path``); its outputs."""
+    path = os.path.join(REPO, "colabs", name)
     notebook = nbformat.read(path, as_version=4)
     os.environ.update(
         {
@@ -27,10 +28,24 @@ def test_quickstart_notebook_runs(tmp_path, data_dir):
     finally:
         for key in ("VJAX_COLAB_SMALL", "VJAX_COLAB_WORKDIR", "VJAX_COLAB_DATA_DIR"):
             os.environ.pop(key)
-    outputs = [o for cell in notebook.cells if cell.cell_type == "code" for o in cell.outputs]
+    return [o for cell in notebook.cells if cell.cell_type == "code" for o in cell.outputs]
+
+
+def test_quickstart_notebook_runs(tmp_path, data_dir):
+    outputs = _execute("quickstart.ipynb", tmp_path, data_dir)
     text = "".join(o.get("text", "") for o in outputs)
     assert "validation top-1:" in text
     assert "'right':" in text  # the clip's class probabilities, by class name
     images = [o for o in outputs if "image/png" in o.get("data", {})]
     assert len(images) == 2  # the training curves and the clip
     assert os.path.isdir(tmp_path / "run" / "checkpoints")
+
+
+def test_videomae_pretraining_notebook_runs(tmp_path, data_dir):
+    outputs = _execute("videomae_pretraining.ipynb", tmp_path, data_dir)
+    text = "".join(o.get("text", "") for o in outputs)
+    assert "validation reconstruction loss:" in text
+    assert "fine-tuned on 6 labelled clips: validation top-1" in text and "from scratch" in text
+    images = [o for o in outputs if "image/png" in o.get("data", {})]
+    assert len(images) == 2  # the loss curve and the reconstructions
+    assert {"pretrain", "finetune", "scratch"} <= set(os.listdir(tmp_path / "run"))

@@ -102,21 +102,18 @@ RECONSTRUCTION_FRAMES = 8  # frames shown per clip (evenly spaced) in a reconstr
 
 def plot_reconstruction(original: Any, masked: Any, reconstruction: Any, path: str) -> None:
     """Masked-video reconstructions as a PNG: for each clip ``(T, H, W, C)`` in [0, 1], a row
-    of its frames, the masked input (hidden tubelets grey) and the reconstruction."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    of its frames, the masked input (hidden tubelets grey) and the reconstruction. Drawn on a
+    bare ``Figure`` (no pyplot), so a notebook's plotting backend is left alone."""
     import numpy as np
+    from matplotlib.figure import Figure
 
     clips = len(original)
     frames = np.unique(np.linspace(0, original.shape[1] - 1, RECONSTRUCTION_FRAMES).astype(int))
     rows = [(f"clip {i}: {kind}", video[i]) for i in range(clips)
             for kind, video in (("original", original), ("masked", masked),
                                 ("reconstruction", reconstruction))]  # fmt: skip
-    fig, axes = plt.subplots(
-        len(rows), len(frames), figsize=(1.2 * len(frames) + 1.5, 1.2 * len(rows)), squeeze=False
-    )
+    fig = Figure(figsize=(1.2 * len(frames) + 1.5, 1.2 * len(rows)))
+    axes = fig.subplots(len(rows), len(frames), squeeze=False)
     for (title, video), row in zip(rows, axes, strict=True):
         row[0].set_ylabel(title, rotation=0, ha="right", va="center", fontsize=8)
         for ax, frame in zip(row, frames, strict=True):
@@ -127,4 +124,3 @@ def plot_reconstruction(original: Any, masked: Any, reconstruction: Any, path: s
         ax.set_title(f"frame {frame}", fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
-    plt.close(fig)
