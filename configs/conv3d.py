@@ -144,7 +144,10 @@ RECIPES = {
         ),
         model=dict(name="slowfast_r50", slow_sampling="linspace", dropout_rate=0.5),
         optimizer=dict(_ZOO_SGD, lr=0.0375, epochs=57, warmup_epochs=4),
-        train=dict(_PRECISE_BN, init_from="", init_inflation="central"),  # the K400 SlowFast
+        # Several actions per video: sigmoid cross-entropy per class (PySlowFast's bce_logit).
+        train=dict(
+            _PRECISE_BN, objective="multi_label", init_from="", init_inflation="central"
+        ),  # init_from: the K400 SlowFast
         tiny=dict(  # the tiny variant's own multi-label data: a small Charades-format folder
             dataset=dict(
                 name="charades", data_dir="", src="", fps=8.0, short_side=16, num_workers=1

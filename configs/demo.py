@@ -89,10 +89,17 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
             weight_decay=0.05,
             grad_clip_norm=1.0,
             label_smoothing=0.1,
+            # Layer-wise learning-rate decay of a ViT-style encoder (encoder/blockNN): block i
+            # of L trains at lr * layer_decay ** (L - i); 1.0 = off (VideoMAE fine-tunes at 0.75).
+            layer_decay=1.0,
         )
     )
     c.train = ml_collections.ConfigDict(
         dict(
+            # What the step minimises (vjax/objectives.py): "classification", "multi_label"
+            # (several classes per video), or "reconstruction" (masked-video pre-training of
+            # model.name="videomae_pretraining").
+            objective="classification",
             num_steps=800,
             log_every=50,
             eval_every=200,

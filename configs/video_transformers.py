@@ -44,8 +44,9 @@ Initialisation: ViViT and TimeSformer start from an ImageNet-21k ViT and VideoMA
 self-supervised checkpoint. Convert one (``vjax convert --from=vit|hf``) and pass the folder
 as ``--config.train.init_from=DIR``: its weights are moved onto the video model at start-up
 (``train.init_inflation``: ``central``, scenic's choice for ViViT, or ``average``). Without
-it a recipe trains from scratch. Differences from the papers: no RandAugment (SSv2) and no
-layer-wise learning-rate decay (VideoMAE) in vjax yet; TimeSformer's step schedule is cosine.
+it a recipe trains from scratch (VideoMAE's pre-training and per-checkpoint fine-tuning
+recipes: ``configs/videomae.py``). Differences from the papers: no RandAugment (SSv2);
+TimeSformer's step schedule is cosine.
 
 Command (after ``vjax prepare`` of the dataset into ``dataset.data_dir``):
   vjax train --config=configs/video_transformers.py:vivit_b_k400 --workdir=runs/vivit_b_k400 \\
@@ -199,6 +200,7 @@ RECIPES = {
             epochs=75,
             warmup_epochs=5,
             label_smoothing=0.1,
+            layer_decay=0.75,
         ),
     ),
 }

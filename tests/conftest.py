@@ -40,6 +40,7 @@ from vjax.torch_imports import disable_triton  # noqa: E402
 disable_triton()
 
 DEMO_CONFIG = os.path.join(REPO, "configs", "demo.py")
+PRETRAIN_CONFIG = os.path.join(REPO, "configs", "videomae.py:pretrain_k400_800,tiny")
 
 
 @pytest.fixture(scope="session")
@@ -60,3 +61,18 @@ def tiny_config(data_dir: str, *variants: str, **overrides: str):
 def env_with_host_devices(count: int) -> dict[str, str]:
     """This process's environment for a subprocess that sees ``count`` host CPU devices."""
     return {**os.environ, "XLA_FLAGS": host_device_flags(count)}
+
+
+@pytest.fixture(scope="session")
+def pretrained_run(data_dir, tmp_path_factory):
+    """``(config, workdir, last validation)`` of the tiny VideoMAE pre-training run (200 steps,
+    checkpoints every 20, validation at 100 and 200), trained once for the tests of exact
+    resume, validation, pictures and fine-tuning."""
+    from vjax import train
+    from vjax.config_utils import apply_overrides, load_config
+
+    config = load_config(PRETRAIN_CONFIG)
+    steps = {"train.num_steps": "200", "train.checkpoint_every": "20", "train.eval_every": "100"}
+    apply_overrides(config, {"dataset.data_dir": data_dir, "train.log_every": "10", **steps})
+    workdir = str(tmp_path_factory.mktemp("pretrain"))
+    return config, workdir, train.train(config, workdir)

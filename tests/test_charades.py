@@ -166,3 +166,18 @@ def test_slowfast_recipe_and_its_tiny_variant_end_to_end(charades_root, tmp_path
 
     top = _top(scores[0, 0], list(CLASSES.values()), 4, multi_label=True)
     assert [t["score"] for t in top] == pytest.approx(sorted(1 / (1 + np.exp(-scores[0, 0])))[::-1])
+
+
+def test_the_objective_must_fit_the_data():
+    """Multi-label data trains with the sigmoid objective and single-label data with softmax;
+    a mismatch stops before anything compiles, naming the flag that fixes it."""
+    from vjax.config_utils import ConfigError
+    from vjax.objectives import check
+
+    classifier = object()  # no OBJECTIVE attribute: a classifier
+    with pytest.raises(ConfigError, match="several classes per video.*objective=multi_label"):
+        check("classification", classifier, "slowfast_r50", ["a", "b"], multi_label=True)
+    with pytest.raises(ConfigError, match="one class per video.*objective=classification"):
+        check("multi_label", classifier, "slowfast_r50", ["a", "b"], multi_label=False)
+    fits = check("multi_label", classifier, "slowfast_r50", ["a", "b"], multi_label=True)
+    assert fits.multi_label and fits.classifies

@@ -8,7 +8,7 @@ import pytest
 from conftest import REPO
 from nbclient import NotebookClient
 
-NOTEBOOKS = ("quickstart", "finetune_your_videos", "attention_maps")
+NOTEBOOKS = ("quickstart", "finetune_your_videos", "attention_maps", "videomae_pretraining")
 
 
 def _run(name, work, data_dir, **env):
@@ -77,3 +77,11 @@ def test_attention_notebook_runs(quickstart, tmp_path, data_dir):
     assert not (tmp_path / "vivit").exists()  # the quick start's model, not trained again
     assert "of the attention on the object" in text
     assert images == 4 + 1  # four clips with their rollout, the temporal attention plot
+
+
+def test_videomae_pretraining_notebook_runs(tmp_path, data_dir):
+    text, images = _run("videomae_pretraining", tmp_path, data_dir)
+    assert "validation reconstruction loss:" in text
+    assert "fine-tuned on 6 labelled clips: validation top-1" in text and "from scratch" in text
+    assert images == 2  # the loss curve and the reconstructions
+    assert {"pretrain", "finetune", "scratch"} <= set(os.listdir(tmp_path))

@@ -334,3 +334,60 @@ def test_videomae_with_a_learned_key_bias_converts(tmp_path):
     video = random_video(hf.config)
     expected = hf_forward(hf, video).logits.numpy()
     np.testing.assert_allclose(vjax_apply(config, variables, video), expected, atol=TOL, rtol=0)
+
+
+PRETRAINING = {
+    "tubelet_2_normalised_targets": dict(
+        VIDEOMAE["mean_pooling"],
+        decoder_hidden_size=16,
+        decoder_num_hidden_layers=2,
+        decoder_num_attention_heads=2,
+        decoder_intermediate_size=24,
+    ),
+    "tubelet_1_raw_pixels_encoder_norm": dict(
+        VIDEOMAE["first_token_no_bias"],
+        num_hidden_layers=1,
+        norm_pix_loss=False,
+        decoder_hidden_size=24,
+        decoder_num_hidden_layers=1,
+        decoder_num_attention_heads=3,
+        decoder_intermediate_size=40,
+    ),
+}
+
+
+@pytest.mark.parametrize("name", list(PRETRAINING))
+def test_videomae_pretraining_loss_and_pixels_match(name, tmp_path):
+    from vjax.convert.cli import main
+    from vjax.convert.common import IMAGENET_MEAN, IMAGENET_STD
+    from vjax.objectives import masked_pixel_losses
+
+    hf = build("VideoMAEForPreTraining", "VideoMAEConfig", PRETRAINING[name])
+    hf.save_pretrained(str(tmp_path / "hf"))
+    assert main(["--from=hf", f"--src={tmp_path / 'hf'}", f"--out={tmp_path / 'mae'}"]) == 0
+    config, model, variables = vjax.load(str(tmp_path / "mae"))
+    assert config.model.name == "videomae_pretraining"
+    assert config.model.norm_pix_loss == hf.config.norm_pix_loss
+
+    video = random_video(hf.config)  # normalised input; HF's targets un-normalise it
+    tokens = (video.shape[1] // hf.config.tubelet_size) * (32 // hf.config.patch_size) ** 2
+    hidden = tokens * 3 // 4
+    rng = np.random.default_rng(2)
+    mask = np.stack([rng.permutation(tokens) < hidden for _ in range(len(video))])
+    with torch.no_grad():
+        out = hf(
+            pixel_values=torch.from_numpy(video.transpose(0, 1, 4, 2, 3)),
+            bool_masked_pos=torch.from_numpy(mask),
+        )
+    pixels = video * np.float32(IMAGENET_STD) + np.float32(IMAGENET_MEAN)
+    losses, predicted, _ = masked_pixel_losses(model, variables, video, pixels, mask, hidden=hidden)
+    np.testing.assert_allclose(predicted, out.logits.numpy(), atol=TOL, rtol=0)
+    np.testing.assert_allclose(losses.mean(), out.loss.item(), atol=TOL, rtol=0)
+
+    # The same folder converts to an encoder-only classifier for fine-tuning.
+    argv = ["--from=hf", "--arch=VideoMAEModel", f"--src={tmp_path / 'hf'}", f"--out={tmp_path}/c"]
+    assert main(argv) == 0
+    config, _, variables = vjax.load(str(tmp_path / "c"))
+    expected = hf_forward(hf.videomae, video).last_hidden_state.numpy()
+    hidden_state = vjax_apply(config, variables, video, capture=True)
+    np.testing.assert_allclose(hidden_state, expected, atol=TOL, rtol=0)

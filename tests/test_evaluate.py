@@ -157,7 +157,7 @@ def test_each_task_of_a_multitask_result_matches_sklearn(single):
 def test_multilabel_train_loss_matches_sklearn():
     import jax.numpy as jnp
 
-    from vjax.step import multilabel_losses
+    from vjax.objectives import multilabel_losses
 
     rng = np.random.default_rng(3)
     logits = rng.normal(size=(8, 5)).astype(np.float32)

@@ -1,4 +1,5 @@
-"""Exact resume after SIGKILL, and restore that survives a kill in the middle of a save."""
+"""Exact resume after SIGKILL (classification and masked-video pre-training), and restore that
+survives a kill in the middle of a save."""
 
 import os
 import shutil
@@ -10,25 +11,30 @@ import time
 import jax
 import numpy as np
 import pytest
-from conftest import DEMO_CONFIG, REPO, tiny_config
+from conftest import DEMO_CONFIG, PRETRAIN_CONFIG, REPO, tiny_config
 
 import vjax
 from vjax import checkpoint, train
+from vjax.config_utils import apply_overrides, load_config
+
+# The tiny config of each objective (classification; masked-video pre-training).
+OBJECTIVES = {"classification": f"{DEMO_CONFIG}:tiny", "reconstruction": PRETRAIN_CONFIG}
+# (steps, checkpoint every) of each resume test; pre-training's are its shared run's.
+RESUME_STEPS = {"classification": (100, 25), "reconstruction": (200, 20)}
 
 
-def _command(workdir: str, data_dir: str, *extra: str) -> list[str]:
+def _flags(data_dir: str, *extra: str) -> list[str]:
     return [
-        sys.executable,
-        "-m",
-        "vjax.main",
-        "--mode=train",
-        f"--config={DEMO_CONFIG}:tiny",
-        f"--workdir={workdir}",
         f"--config.dataset.data_dir={data_dir}",
         "--config.train.log_every=10",
         "--config.train.eval_every=1000",
         *extra,
     ]
+
+
+def _command(workdir: str, data_dir: str, *extra: str, config: str = f"{DEMO_CONFIG}:tiny"):
+    return [sys.executable, "-m", "vjax.main", "--mode=train", f"--config={config}",
+            f"--workdir={workdir}", *_flags(data_dir, *extra)]  # fmt: skip
 
 
 def _steps(workdir: str) -> list[int]:
@@ -60,17 +66,26 @@ def prepared(data_dir):
     return data_dir
 
 
-def test_sigkill_then_resume_is_bitwise_identical(prepared, tmp_path):
-    steps = ["--config.train.num_steps=100", "--config.train.checkpoint_every=25"]
-    straight, killed = str(tmp_path / "straight"), str(tmp_path / "killed")
-    subprocess.run(_command(straight, prepared, *steps), cwd=REPO, check=True, capture_output=True)
+@pytest.mark.parametrize("objective", list(OBJECTIVES))
+def test_sigkill_then_resume_is_bitwise_identical(prepared, tmp_path, objective, request):
+    spec, steps = OBJECTIVES[objective], RESUME_STEPS[objective]
+    flags = [f"--config.train.num_steps={steps[0]}", f"--config.train.checkpoint_every={steps[1]}"]
+    killed = str(tmp_path / "killed")
+    # The uninterrupted run, in this process (no start-up to pay): pre-training's is shared
+    # with its other tests (its extra validations leave the parameters alone).
+    if objective == "reconstruction":
+        straight = request.getfixturevalue("pretrained_run")[1]
+    else:
+        straight = str(tmp_path / "straight")
+        config = load_config(spec)
+        apply_overrides(config, dict(f[9:].split("=") for f in _flags(prepared, *flags)))
+        train.train(config, straight)
 
-    _run_and_kill(_command(killed, prepared, *steps), killed, after_steps=1)
+    command = _command(killed, prepared, *flags, config=spec)
+    _run_and_kill(command, killed, after_steps=1)
     resumed_from = max(_steps(killed))
-    assert 0 < resumed_from < 100
-    out = subprocess.run(
-        _command(killed, prepared, *steps), cwd=REPO, check=True, capture_output=True, text=True
-    ).stdout
+    assert 0 < resumed_from < steps[0]
+    out = subprocess.run(command, cwd=REPO, check=True, capture_output=True, text=True).stdout
     assert f"Restored checkpoint at step {resumed_from}" in out
 
     _, _, a = vjax.load(straight)

@@ -5,6 +5,7 @@ section of ``BENCHMARKS.md`` (other sections are kept).
     vjax bench train    # train step: clips/s, TFLOP/s, MFU, memory, compile time per model
     vjax bench infer    # inference latency/throughput per form (float, bf16, int8, exports)
                         # beside PyTorch (torchvision, transformers)
+    vjax bench ssl      # label efficiency: VideoMAE pre-training vs from scratch, 10% labels
 """
 
 from __future__ import annotations
@@ -14,7 +15,12 @@ import os
 import sys
 from collections.abc import Sequence
 
-KINDS = {"data": "vjax.bench_data", "train": "vjax.bench_train", "infer": "vjax.bench_infer"}
+KINDS = {
+    "data": "vjax.bench_data",
+    "train": "vjax.bench_train",
+    "infer": "vjax.bench_infer",
+    "ssl": "vjax.bench_ssl",
+}
 
 
 def update_benchmarks(path: str, section: str, body: str) -> None:

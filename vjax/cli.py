@@ -10,7 +10,8 @@ vjax predict --model=DIR video.mp4 [more.mp4]   # DIR: a checkpoint or an export
 vjax export --model=DIR --out=DIR --format=stablehlo,onnx,savedmodel,tflite
 vjax quantize --model=DIR --out=DIR --mode=int8_weights|int8
 vjax compare RUN_A RUN_B     # two evaluations side by side: per-class deltas, printed and plotted
-vjax bench data|train|infer  # input pipeline / train step / inference speed -> BENCHMARKS.md
+vjax bench data|train|infer|ssl  # input pipeline, train step, inference speed, label
+                                 # efficiency of pre-training -> BENCHMARKS.md
 """
 
 from __future__ import annotations

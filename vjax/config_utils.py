@@ -124,12 +124,15 @@ def recipe_config(
     With ``tiny_model`` (pass ``base`` = the demo's ``tiny`` config) only the model family
     changes: the tiny data, input and schedule stay, so the recipe's model runs in seconds; a
     recipe's ``tiny`` sections (e.g. ``dataset`` and ``input`` of a two-headed dataset, which
-    the demo's data is not) replace the demo's.
+    the demo's data is not) replace the demo's; the recipe's ``train.objective`` (what its
+    data needs, e.g. ``multi_label``) is kept.
     """
     c = base
     c.unlock()
     if tiny_model is not None:
         c.model = ml_collections.ConfigDict(dict(tiny_model))
+        if "objective" in recipe.get("train", {}):
+            c.train.objective = recipe["train"]["objective"]
         for section, values in recipe.get("tiny", {}).items():
             c[section] = ml_collections.ConfigDict(dict(values))
         c.lock()

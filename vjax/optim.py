@@ -1,7 +1,9 @@
-"""Optax optimiser from the config: AdamW or SGD+momentum, warmup + cosine, clipping, decay mask."""
+"""Optax optimiser from the config: AdamW or SGD+momentum, warmup + cosine, clipping, decay mask,
+layer-wise learning-rate decay."""
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from typing import Any
 
@@ -54,6 +56,58 @@ def decay_mask(params: Any) -> Any:
     return jax.tree_util.tree_map_with_path(lambda path, _: is_weight(path), params)
 
 
+# Parameters at the bottom of a ViT-style encoder (layer 0 for layer-wise decay).
+_INPUT_PARAMS = ("embedding", "cls", "pos_embedding", "time_embedding", "mask_token")
+_BLOCK = re.compile(r"^block(\d+)$")
+
+
+def _keys(path) -> list[str]:
+    return [str(p.key) for p in path if hasattr(p, "key")]
+
+
+def _layer(path) -> int | None:
+    """Layer of a parameter: 0 for the input embeddings, ``i + 1`` for ``encoder/block<i>``,
+    None for what sits above the encoder (final norms, the head)."""
+    keys = _keys(path)
+    if keys and keys[0] in _INPUT_PARAMS:
+        return 0
+    if len(keys) > 1 and keys[0] == "encoder" and _BLOCK.match(keys[1]):
+        return int(_BLOCK.match(keys[1])[1]) + 1
+    return None
+
+
+def layer_decay_scales(params: Any, decay: float) -> Any:
+    """Per-parameter learning-rate factors of layer-wise decay (BEiT, VideoMAE): with ``L``
+    blocks ``encoder/block<i>``, block ``i`` gets ``decay ** (L - i)``, the embeddings
+    ``decay ** (L + 1)`` and everything above the encoder (final norms, head) 1."""
+    layers = [_layer(path) for path, _ in jax.tree_util.tree_flatten_with_path(params)[0]]
+    depth = max((layer for layer in layers if layer), default=0)
+    if not depth:
+        raise ValueError(
+            "optimizer.layer_decay needs a transformer whose blocks are named encoder/block<i> "
+            "(ViT, VideoMAE); set optimizer.layer_decay=1.0 for this model"
+        )
+
+    def scale(path, _) -> float:
+        layer = _layer(path)
+        return 1.0 if layer is None else float(decay ** (depth + 1 - layer))
+
+    return jax.tree_util.tree_map_with_path(scale, params)
+
+
+def scale_by_layer_decay(decay: float) -> optax.GradientTransformation:
+    """Multiplies each parameter's update by its :func:`layer_decay_scales` factor: after
+    AdamW that is the learning rate scaled per layer (weight decay included, as torch's
+    per-group ``lr_scale``)."""
+
+    def update(updates, state, params=None):
+        del params
+        scales = layer_decay_scales(updates, decay)
+        return jax.tree.map(lambda u, s: u * s, updates, scales), state
+
+    return optax.GradientTransformation(lambda params: optax.EmptyState(), update)
+
+
 def make_optimizer(opt: Mapping[str, Any], num_steps: int) -> optax.GradientTransformation:
     """The optimiser the config names; gradient clipping by global norm comes first.
 
@@ -72,5 +126,10 @@ def make_optimizer(opt: Mapping[str, Any], num_steps: int) -> optax.GradientTran
         )
     else:
         raise ValueError(f"unknown optimizer.name {name!r}; valid: adamw, sgd")
+    layer_decay = float(opt.get("layer_decay", 1.0))
+    if not 0.0 < layer_decay <= 1.0:
+        raise ValueError(f"optimizer.layer_decay must be in (0, 1] (1.0: off), got {layer_decay}")
+    if layer_decay != 1.0:
+        core = optax.chain(core, scale_by_layer_decay(layer_decay))
     clip = opt["grad_clip_norm"]
     return optax.chain(optax.clip_by_global_norm(clip), core) if clip else core

@@ -11,8 +11,9 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from vjax import objectives
 from vjax.loss_scale import initial_loss_scale, keep_if_finite, scaled_value_and_grad
-from vjax.tasks import concat_classes, label_columns, split_classes, task_outputs
+from vjax.objectives import cross_entropy, task_losses, topk_correct  # noqa: F401 (re-exported)
 
 
 @flax.struct.dataclass
@@ -65,73 +66,6 @@ def normalize_video(
     return ((video - jnp.asarray(mean)) / jnp.asarray(std)).astype(dtype)
 
 
-def cross_entropy(
-    logits: jax.Array,
-    labels: jax.Array,
-    label_smoothing: float,
-    targets: jax.Array | None = None,
-) -> jax.Array:
-    """Per-example softmax cross-entropy against (optionally smoothed) one-hot labels, or
-    against soft ``targets`` (mixup/cutmix's ``label_probs``) when given."""
-    if targets is None:
-        targets = jax.nn.one_hot(labels, logits.shape[-1])
-    if label_smoothing:
-        targets = optax.smooth_labels(targets, label_smoothing)
-    return optax.softmax_cross_entropy(logits.astype(jnp.float32), targets)
-
-
-def topk_correct(logits: jax.Array, labels: jax.Array, k: int) -> jax.Array:
-    """1.0 where the label is among the k highest logits (ties broken by lower class index)."""
-    k = min(k, logits.shape[-1])
-    _, top = jax.lax.top_k(logits, k)
-    return (top == labels[:, None]).any(axis=-1).astype(jnp.float32)
-
-
-def task_losses(
-    logits: jax.Array | dict[str, jax.Array],
-    batch: dict[str, jax.Array],
-    label_smoothing: float = 0.0,
-) -> tuple[jax.Array, dict[str, jax.Array]]:
-    """``(loss, metrics)`` of a batch: the sum over tasks of each task's mean cross-entropy
-    (one task: just its loss), and ``top1`` = every task right (Epic-Kitchens' action
-    accuracy for verb + noun). Several tasks add ``loss_<task>`` and ``top1_<task>``.
-
-    ``batch["label"]``: ``(B,)`` or one column per task; ``batch["label_probs"]`` (mixup /
-    cutmix soft targets, optional): concatenated over the tasks' classes."""
-    outputs = task_outputs(logits)
-    sizes = {task: out.shape[-1] for task, out in outputs.items()}
-    labels = label_columns(batch["label"], sizes)
-    soft = batch.get("label_probs")
-    targets = split_classes(soft, sizes) if soft is not None else {}
-    metrics, correct = {}, []
-    for task, out in outputs.items():
-        metrics[f"loss_{task}"] = cross_entropy(
-            out, labels[task], label_smoothing, targets.get(task)
-        ).mean()
-        correct.append(topk_correct(out, labels[task], 1))
-        metrics[f"top1_{task}"] = correct[-1].mean()
-    loss = sum(metrics[f"loss_{task}"] for task in outputs)
-    if len(outputs) == 1:
-        metrics = {}
-    return loss, {"loss": loss, "top1": jnp.stack(correct).min(axis=0).mean(), **metrics}
-
-
-def multilabel_losses(
-    logits: jax.Array, batch: dict[str, jax.Array], label_smoothing: float = 0.0
-) -> tuple[jax.Array, dict[str, jax.Array]]:
-    """``(loss, metrics)`` of multi-label data (``batch["label"]`` multi-hot ``(B, K)``): the
-    sigmoid binary cross-entropy averaged over every (example, class), as PySlowFast's
-    ``bce_logit`` for Charades; targets smoothed towards 1/2 by ``label_smoothing``; ``top1``
-    = the top class is one of the video's. Same signature as :func:`task_losses`."""
-    targets = batch["label"].astype(jnp.float32)
-    if label_smoothing:
-        targets = targets * (1.0 - label_smoothing) + 0.5 * label_smoothing
-    loss = optax.sigmoid_binary_cross_entropy(logits.astype(jnp.float32), targets).mean()
-    top = jnp.argmax(logits, axis=-1)
-    hit = jnp.take_along_axis(batch["label"], top[:, None], axis=-1)[:, 0] > 0
-    return loss, {"loss": loss, "top1": hit.astype(jnp.float32).mean()}
-
-
 def make_train_step(
     model: nn.Module,
     tx: optax.GradientTransformation,
@@ -139,30 +73,23 @@ def make_train_step(
     mean: Sequence[float],
     std: Sequence[float],
     label_smoothing: float = 0.0,
-    multi_label: bool = False,
+    objective: str = "classification",
 ) -> Callable[[TrainState, dict[str, jax.Array], jax.Array], tuple[TrainState, dict]]:
-    """Returns ``step(state, batch, key) -> (state, metrics)``; dropout keys fold in the step.
-    The loss is :func:`task_losses` (softmax cross-entropy per task), or
-    :func:`multilabel_losses` for ``multi_label`` data.
-
-    With a loss scale (float16) a step whose gradients overflow leaves parameters, optimiser
-    and model state as they were, halves the scale and reports ``skipped`` 1 and
-    ``grad_norm`` 0; ``loss_scale`` is the scale the step used."""
-    losses = multilabel_losses if multi_label else task_losses
+    """Returns ``step(state, batch, key) -> (state, metrics)`` minimising ``objective``
+    (:mod:`vjax.objectives`); dropout (and mask) keys fold in the step."""
+    spec = objectives.get(objective)
+    given = {"label_smoothing": label_smoothing}
+    options = {name: given[name] for name in spec.options}
 
     def train_step(state: TrainState, batch: dict[str, jax.Array], key: jax.Array):
         video = normalize_video(batch["video"], mean, std, model.dtype)
         dropout_key = jax.random.fold_in(key, state.step)
 
         def loss_fn(params):
-            logits, model_state = model.apply(
-                {"params": params, **state.model_state},
-                video,
-                train=True,
-                rngs={"dropout": dropout_key},
-                mutable=list(state.model_state),
+            variables = {"params": params, **state.model_state}
+            loss, metrics, model_state = spec.loss(
+                model, variables, batch, video, dropout_key, list(state.model_state), **options
             )
-            loss, metrics = losses(logits, batch, label_smoothing)
             return loss, (metrics, model_state)
 
         grad_fn = scaled_value_and_grad(loss_fn, state.loss_scale)
@@ -185,18 +112,24 @@ def make_train_step(
 
 
 def make_eval_step(
-    model: nn.Module, *, mean: Sequence[float], std: Sequence[float]
+    model: nn.Module,
+    *,
+    mean: Sequence[float],
+    std: Sequence[float],
+    objective: str = "classification",
 ) -> Callable[[Any, dict[str, jax.Array]], jax.Array]:
-    """Returns ``step(variables, batch) -> float32 logits`` of uint8 ``batch["video"]``
-    (multi-task: concatenated over the tasks, :func:`vjax.tasks.concat_classes`);
-    metrics are computed on the host from the gathered logits
-    (:mod:`vjax.evaluate`).
+    """Returns ``step(variables, batch) -> per-example outputs`` of uint8 ``batch["video"]``:
+    for classification float32 logits (multi-task: concatenated over the tasks,
+    :func:`vjax.tasks.concat_classes`), scored on the host from the gathered logits
+    (:mod:`vjax.evaluate`); for other objectives their
+    per-example validation losses (:mod:`vjax.objectives`).
 
     ``variables`` is ``{"params": ..., **model_state}`` (see :attr:`TrainState.variables`).
     """
+    evaluate = objectives.get(objective).evaluate
 
     def eval_step(variables: Any, batch: dict[str, jax.Array]) -> jax.Array:
         video = normalize_video(batch["video"], mean, std, model.dtype)
-        return concat_classes(model.apply(variables, video, train=False)).astype(jnp.float32)
+        return evaluate(model, variables, batch, video)
 
     return eval_step

@@ -22,7 +22,7 @@ import jax
 import ml_collections
 import numpy as np
 
-from vjax import checkpoint, parallel
+from vjax import checkpoint, objectives, parallel
 from vjax.checkpoint_paths import require_trained
 from vjax.config_utils import config_to_json
 from vjax.data.loaders import data_function, worker_data_function
@@ -71,7 +71,7 @@ class Experiment:
     batch_sharding: jax.sharding.NamedSharding
     tx: Any
     init_state: Any  # key -> boxed TrainState (logical axis metadata on the leaves)
-    multi_label: bool = False  # several classes per video: sigmoid loss, mAP
+    objective: objectives.Objective = objectives.OBJECTIVES["classification"]
 
 
 def setup(
@@ -93,6 +93,13 @@ def setup(
     require_splits(builder, splits, why)
     clip_shape, class_names = clip_spec(builder, config.input)
     model = build_model(config.model, head_sizes(class_names), config.train.dtype)
+    objective = objectives.check(
+        config.train.get("objective", "classification"),
+        model,
+        config.model.name,
+        class_names,
+        is_multilabel(builder),
+    )
     if config.train.get("quantization"):  # quantization-aware training
         from vjax.deploy.quantize import qat_model
 
@@ -116,7 +123,7 @@ def setup(
         batch_sharding=parallel.batch_sharding(mesh, rules),
         tx=tx,
         init_state=init_state,
-        multi_label=is_multilabel(builder),
+        objective=objective,
     )
 
 
@@ -141,17 +148,15 @@ def compile_steps(exp: Experiment):
     cfg = exp.config
     norm = {"mean": tuple(cfg.input.mean), "std": tuple(cfg.input.std)}
     replicated = parallel.replicated(exp.mesh)
-    smoothing = cfg.optimizer.label_smoothing
+    smoothing, objective = cfg.optimizer.label_smoothing, exp.objective.name
     train_step = jax.jit(
-        make_train_step(
-            exp.model, exp.tx, label_smoothing=smoothing, multi_label=exp.multi_label, **norm
-        ),
+        make_train_step(exp.model, exp.tx, label_smoothing=smoothing, objective=objective, **norm),
         in_shardings=(exp.state_shardings, exp.batch_sharding, replicated),
         out_shardings=(exp.state_shardings, replicated),
         donate_argnums=0,
     )
     eval_step = jax.jit(
-        make_eval_step(exp.model, **norm),
+        make_eval_step(exp.model, objective=objective, **norm),
         in_shardings=(exp.state_shardings.variables, exp.batch_sharding),
         out_shardings=exp.batch_sharding,
     )
@@ -186,10 +191,16 @@ def _gather(local: Any) -> Any:
 
 def evaluate(exp: Experiment, eval_step, variables: Any, split: str) -> dict[str, Any]:
     """Every metric of :mod:`vjax.evaluate` on a whole split, one view per example (the
-    centre clip and crop for stored whole videos)."""
+    centre clip and crop for stored whole videos); for an objective that does not classify
+    (reconstruction), the mean of its per-example losses."""
     number = num_eval_batches(_num_examples(exp, split), exp.config.input.global_batch_size)
     apply = _apply(exp, eval_step, variables)
     with _data_map(exp, "eval", split, number) as batches:
+        if not exp.objective.classifies:
+            losses = scoring.evaluate_batches(
+                apply, batches, number, gather=_gather, score=lambda outputs, *_: outputs
+            )
+            return {"split": split, "num_examples": len(losses), "loss": float(losses.mean())}
         metrics = scoring.evaluate_batches(apply, batches, number, exp.class_names, _gather)
     return named_result(metrics, exp.class_names, split)
 
@@ -213,6 +224,45 @@ def evaluate_views(exp: Experiment, eval_step, variables: Any, split: str) -> di
             video_views,
         )
     return named_result(metrics, exp.class_names, split)
+
+
+RECONSTRUCTION_CLIPS = 4  # validation clips in each reconstruction picture
+
+
+def reconstruction_picture(exp: Experiment, workdir: str):
+    """``picture(variables, step)``: writes ``WORKDIR/reconstruction_stepN.png``, the first
+    validation clips as original frames, masked input and reconstruction (in pixels), with
+    the validation masks (:func:`vjax.objectives.reconstruct`)."""
+    from jax.experimental import multihost_utils
+
+    from vjax.evaluate.plots import plot_reconstruction
+
+    cfg = exp.config.input
+    norm = {"mean": tuple(cfg.mean), "std": tuple(cfg.std)}
+
+    def rebuild(variables, batch):
+        video = normalize_video(batch["video"], dtype=exp.model.dtype, **norm)
+        return objectives.reconstruct(exp.model, variables, batch, video)
+
+    rebuild = jax.jit(
+        rebuild,
+        in_shardings=(exp.state_shardings.variables, exp.batch_sharding),
+        out_shardings=exp.batch_sharding,
+    )
+
+    def picture(variables: Any, step: int) -> None:
+        with (
+            _data_map(exp, "eval", "validation", 1) as batches,
+            jax.set_mesh(exp.mesh),
+            nn.logical_axis_rules(exp.rules),
+        ):
+            batch = parallel.global_batch({"video": batches(0)["video"]}, exp.batch_sharding)
+            clips = multihost_utils.process_allgather(rebuild(variables, batch), tiled=True)
+        if jax.process_index() == 0:
+            path = os.path.join(workdir, f"reconstruction_step{step}.png")
+            plot_reconstruction(*(np.asarray(c)[:RECONSTRUCTION_CLIPS] for c in clips), path)
+
+    return picture
 
 
 def init_from_pretrained(
@@ -255,9 +305,21 @@ def init_from_pretrained(
         if same and all(jax.tree.leaves(same)):
             model_state[name] = jax.device_put(tree, exp.state_shardings.model_state[name])
     if verbose:
+        notes = _group_dropped(notes, initial)
         print(f"Initialised from {path}: " + "; ".join(notes or ["every parameter copied"]))
     params = jax.device_put(params, exp.state_shardings.params)
     return state.replace(params=params, model_state=model_state)
+
+
+def _group_dropped(notes: list[str], target: Any) -> list[str]:
+    """:func:`adapt_params`'s notes with the source parameters this model lacks in one note,
+    by top-level module where the model has none of it (e.g. a pre-training decoder)."""
+    names = [n.split()[1] for n in notes if n.startswith("dropped ")]
+    if not names:
+        return notes
+    groups = sorted({n.split("/")[0] + "/*" if n.split("/")[0] not in target else n for n in names})
+    kept = [n for n in notes if not n.startswith("dropped ")]
+    return [*kept, f"dropped {len(names)} parameters this model lacks: {', '.join(groups)}"]
 
 
 def _precise_batch_stats(exp: Experiment, state: TrainState, make_batch, step: int) -> TrainState:
@@ -351,7 +413,7 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
         "config": json.loads(config_json),
         "class_names": exp.class_names,
         "clip_shape": list(exp.input_shape[1:]),
-        "multi_label": exp.multi_label,
+        "multi_label": exp.objective.multi_label,
     }
 
     # State: restore the newest checkpoint that loads, else initialise.
@@ -378,6 +440,8 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
         )
 
     train_step, eval_step = compile_steps(exp)
+    reconstructs = exp.objective.name == "reconstruction"
+    picture = reconstruction_picture(exp, workdir) if reconstructs else None
     writer = MetricWriter(workdir, enabled=is_main)
     step_key = jax.random.key(cfg.seed + 1)
     history: list[tuple[int, dict]] = []
@@ -422,6 +486,8 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
                     writer.write(step, "validation", scalars(last_eval))
                     if is_main:
                         print(f"  validation @ {step}: {summary(last_eval)}", flush=True)
+                    if picture is not None:
+                        picture(state.variables, step)
 
                 if step % tcfg.checkpoint_every == 0 or is_last:
                     history = _check_finite(history)  # never save a state that went non-finite
@@ -456,7 +522,8 @@ def evaluate_checkpoint(config: ml_collections.ConfigDict, workdir: str, split: 
     _, eval_step = compile_steps(exp)
     from vjax.data.datasets import stores_whole_videos
 
-    run = evaluate_views if stores_whole_videos(exp.builder) else evaluate
+    views = stores_whole_videos(exp.builder) and exp.objective.classifies
+    run = evaluate_views if views else evaluate
     return {"step": step, **run(exp, eval_step, state.variables, split)}
 
 

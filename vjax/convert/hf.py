@@ -21,6 +21,12 @@ encoder output equals HF's ``last_hidden_state``. ViViT's ``pooler`` (dense + ta
 the classifier never uses) and VideoMAE pre-training's decoder have no vjax counterpart and
 are dropped; ``config.source`` says so.
 
+``from_hf(..., pretraining=True)`` (the convert command's default for a
+``VideoMAEForPreTraining`` folder) keeps the decoder instead: the result is vjax's
+``videomae_pretraining`` model (any decoder depth and width, tubelet, patch, ``norm_pix_loss``),
+whose loss and predicted pixels for a given mask equal Hugging Face's. ``--arch=VideoMAEModel``
+(or ``VideoMAEForVideoClassification``) converts the same folder's encoder to a classifier.
+
 >>> model = transformers.VivitForVideoClassification.from_pretrained("google/vivit-b-16x2")
 >>> config, variables = from_hf(model.state_dict(), model.config)
 >>> logits = build_model(config.model, len(config.class_names)).apply(
@@ -78,6 +84,8 @@ _LAYER_PARTS = {
     "fc2": ("mlp.fc2", "output.dense"),
 }
 _LAYER_PREFIXES = ("layers.{i}.", "encoder.layer.{i}.")
+_DECODER_PREFIXES = ("decoder.decoder_layers.{i}.", "decoder.layers.{i}.")
+_PRETRAINING = "VideoMAEForPreTraining"
 
 
 def hf_config_dict(hf_config: Any) -> dict[str, Any]:
@@ -125,8 +133,11 @@ def _pair(value: Any, what: str) -> tuple[int, int]:
     return pair
 
 
-def vjax_model_config(config: Mapping[str, Any]) -> tuple[dict[str, Any], tuple[int, ...]]:
-    """The vjax model section and training clip ``(T, H, W, C)`` of an HF config dict.
+def vjax_model_config(
+    config: Mapping[str, Any], pretraining: bool = False
+) -> tuple[dict[str, Any], tuple[int, ...]]:
+    """The vjax model section and training clip ``(T, H, W, C)`` of an HF config dict
+    (``pretraining``: VideoMAE's masked autoencoder, decoder included).
 
     Raises ConversionError naming an HF option vjax cannot reproduce (a non-square patch, an
     activation vjax lacks, an unknown attention type).
@@ -153,10 +164,14 @@ def vjax_model_config(config: Mapping[str, Any]) -> tuple[dict[str, Any], tuple[
         mean = bool(_get(config, "use_mean_pooling"))
         # HF's fc_norm is nn.LayerNorm(hidden_size): torch's default epsilon.
         model = {"name": "videomae", "pooling": "mean" if mean else "first", "fc_norm_eps": 1e-5}
+        if pretraining:
+            model = _pretraining_model(config, encoder_norm=not mean)
     else:
         raise ConversionError(
             f"unsupported HF model_type {model_type!r}; supported: {', '.join(MODEL_TYPES)}"
         )
+    if pretraining and model_type != "videomae":
+        raise ConversionError(f"HF {model_type} has no pre-training model in vjax (VideoMAE has)")
     if tubelet[1] != tubelet[2]:
         raise ConversionError(
             f"HF {model_type} patch {tubelet[1]}x{tubelet[2]} is not square; vjax's tubelets "
@@ -175,6 +190,20 @@ def vjax_model_config(config: Mapping[str, Any]) -> tuple[dict[str, Any], tuple[
     )
     clip = (int(_get(config, "num_frames")), *image, int(_get(config, "num_channels")))
     return model, clip
+
+
+def _pretraining_model(config: Mapping[str, Any], encoder_norm: bool) -> dict[str, Any]:
+    """The decoder and target fields of ``videomae_pretraining`` from a VideoMAE config."""
+    return {
+        "name": "videomae_pretraining",
+        "encoder_norm": encoder_norm,
+        "decoder_hidden_size": int(_get(config, "decoder_hidden_size")),
+        "decoder_num_layers": int(_get(config, "decoder_num_hidden_layers")),
+        "decoder_num_heads": int(_get(config, "decoder_num_attention_heads")),
+        "decoder_mlp_dim": int(_get(config, "decoder_intermediate_size")),
+        "decoder_norm_eps": 1e-5,  # HF's decoder norm is nn.LayerNorm(width): torch's default
+        "norm_pix_loss": bool(_get(config, "norm_pix_loss")),
+    }
 
 
 class _Reader:
@@ -294,19 +323,26 @@ def _key_biased_layout(state_dict: Mapping[str, Any], layout: str) -> str:
     return "".join(name[0] for name in ("query", "key", "value") if biased(name))
 
 
-def _layer_prefix(r: _Reader, i: int) -> str:
-    for prefix in _LAYER_PREFIXES:
+def _layer_prefix(r: _Reader, i: int, prefixes: tuple[str, ...] = _LAYER_PREFIXES) -> str:
+    for prefix in prefixes:
         prefix = prefix.format(i=i)
         if any(k.startswith(prefix) for k in r.w.tensors):
             return prefix
     raise ConversionError(
-        f"{_LAYER_PREFIXES[0].format(i=i)}*: encoder layer {i} is missing from the checkpoint"
+        f"{prefixes[0].format(i=i)}*: encoder layer {i} is missing from the checkpoint"
     )
 
 
-def _encoder(r: _Reader, model_type: str, num_layers: int, attention_type: str | None) -> None:
+def _encoder(
+    r: _Reader,
+    model_type: str,
+    num_layers: int,
+    attention_type: str | None,
+    prefixes: tuple[str, ...] = _LAYER_PREFIXES,
+    root: str = "encoder",
+) -> None:
     for i in range(num_layers):
-        src, dst = _layer_prefix(r, i), f"encoder/block{i:02d}"
+        src, dst = _layer_prefix(r, i, prefixes), f"{root}/block{i:02d}"
         r.norm(f"{src}layernorm_before", f"{dst}/norm1")
         r.norm(f"{src}layernorm_after", f"{dst}/norm2")
         r.dense(r.pick(src, _LAYER_PARTS["fc1"]), f"{dst}/mlp/fc1")
@@ -320,6 +356,19 @@ def _encoder(r: _Reader, model_type: str, num_layers: int, attention_type: str |
                 r.dense(f"{src}temporal_dense", f"{dst}/time_dense")
         else:
             _attention(r, src, None, f"{dst}/attention")
+
+
+def _decoder(r: _Reader, model: Mapping[str, Any]) -> None:
+    """VideoMAE pre-training's decoder: projection, mask token, blocks, norm and pixel head."""
+    encoder_width, width = r.expected["encoder_to_decoder/kernel"]
+    kernel = r.take(
+        "encoder_to_decoder.weight", "encoder_to_decoder/kernel", (width, encoder_width)
+    )
+    r.put("encoder_to_decoder/kernel", kernel.T)
+    r.copy("mask_token", "mask_token")
+    _encoder(r, "videomae", model["decoder_num_layers"], None, _DECODER_PREFIXES, "decoder")
+    r.norm("decoder.norm", "decoder_norm")
+    r.dense("decoder.head", "decoder_head")
 
 
 def _embeddings(r: _Reader, model_type: str) -> None:
@@ -354,8 +403,9 @@ def _class_names(config: Mapping[str, Any], num_classes: int) -> list[str]:
     return [f"class_{i}" for i in range(num_classes)]
 
 
-def from_hf(path_or_state_dict: Any, hf_config: Any = None):
-    """``(config, variables)`` for an HF ViViT / TimeSformer / VideoMAE checkpoint.
+def from_hf(path_or_state_dict: Any, hf_config: Any = None, *, pretraining: bool = False):
+    """``(config, variables)`` for an HF ViViT / TimeSformer / VideoMAE checkpoint
+    (``pretraining``: a ``VideoMAEForPreTraining`` one as vjax's ``videomae_pretraining``).
 
     ``path_or_state_dict``: a state dict (torch tensors or NumPy arrays), a ``.safetensors``
     or ``pytorch_model.bin`` file, or a model folder (``config.json`` + weights, which then
@@ -374,12 +424,13 @@ def from_hf(path_or_state_dict: Any, hf_config: Any = None):
         raise ConversionError("hf_config is required unless the source is a model folder")
     config = hf_config_dict(hf_config)
     model_type = config.get("model_type")
-    model, clip = vjax_model_config(config)
+    model, clip = vjax_model_config(config, pretraining)
     state_dict = load_state_dict(str(source)) if isinstance(source, str | os.PathLike) else source
     state_dict = _strip_prefix(state_dict, model_type)
     if model_type == "videomae":
         model["qkv_bias"] = _key_biased_layout(state_dict, model["qkv_bias"])
-    dropped = sorted(k for k in state_dict if k.startswith(_DROPPED[model_type]))
+    drop = () if pretraining else _DROPPED[model_type]
+    dropped = sorted(k for k in state_dict if k.startswith(drop)) if drop else []
     weights = TorchWeights(state_dict)
     weights.used.update(dropped)
     has_head = weights.has("classifier.weight")
@@ -398,7 +449,10 @@ def from_hf(path_or_state_dict: Any, hf_config: Any = None):
     parts = [p for p in _DROPPED[model_type] if any(k.startswith(p) for k in dropped)]
     notes = [f"dropped {len(dropped)} tensors: {', '.join(p + '*' for p in parts)}"]
     notes = notes if dropped else []
-    if has_head:
+    if pretraining:
+        _decoder(reader, model)
+        num_classes = 0  # no classes: a pre-training model
+    elif has_head:
         reader.dense("classifier", "classifier/head")
         if "fc_norm/scale" in flat:
             reader.norm("fc_norm", "fc_norm")
@@ -450,12 +504,16 @@ def from_cli(src: str, arch: str | None, config: str | None):
     if not os.path.isdir(src) and config is None:
         raise ConversionError(f"--src={src} must be an HF model folder, or pass --config")
     hf_config = hf_config_dict(config if config is not None else src)
+    listed = hf_config.get("architectures") or []
     if arch is not None:
         if arch not in ARCHITECTURES:
             raise ConversionError(f"unknown HF arch {arch!r}; valid: {', '.join(ARCHITECTURES)}")
-        listed = hf_config.get("architectures") or []
-        if ARCHITECTURES[arch] != hf_config.get("model_type") or (listed and arch not in listed):
+        # A pre-training folder also converts to its encoder (VideoMAEModel or a classifier).
+        encoder_of = _PRETRAINING in listed and ARCHITECTURES[arch] == "videomae"
+        mismatch = listed and arch not in listed and not encoder_of
+        if ARCHITECTURES[arch] != hf_config.get("model_type") or mismatch:
             raise ConversionError(
                 f"--arch={arch} but the checkpoint is a {listed or hf_config.get('model_type')}"
             )
-    return from_hf(src, hf_config)
+    pretraining = _PRETRAINING in listed if arch is None else arch == _PRETRAINING
+    return from_hf(src, hf_config, pretraining=pretraining)

@@ -119,10 +119,13 @@ def stores_whole_videos(builder) -> bool:
 
 def dataset_class_names(builder) -> list[str] | dict[str, list[str]]:
     """The class names of a builder's label: a list, or ``{task: names}`` for a multi-task
-    builder (its ``TASKS``, e.g. Epic-Kitchens' ``("verb", "noun")``: one ClassLabel each)."""
+    builder (its ``TASKS``, e.g. Epic-Kitchens' ``("verb", "noun")``: one ClassLabel each);
+    ``[]`` for unlabelled videos (no label feature)."""
     features = builder.info.features
     tasks = getattr(builder, "TASKS", ("label",))
     if tuple(tasks) == ("label",):
+        if "label" not in features:  # unlabelled videos
+            return []
         label = features["label"]  # multi-label data: a sequence of class ids
         return list(label.feature.names if is_multilabel(builder) else label.names)
     return {task: list(features[task].names) for task in tasks}

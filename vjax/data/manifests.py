@@ -4,11 +4,14 @@ Folder layouts (hidden files are ignored; every other file is a video candidate)
 
     SRC/<class>/<video>                 no split given (see below)
     SRC/<split>/<class>/<video>         splits named train / validation / test
+    SRC/<video>, SRC/<split>/<video>    no class sub-folders: unlabelled videos
 
 Manifests list ``path,label[,start,end][,split]`` (paths relative to the manifest's folder;
 ``start``/``end`` in seconds, empty for the whole file; ``split`` defaults to ``train``). A CSV
 may start with a header row naming those columns in any order; a JSON manifest is a list of
-objects with those keys, or ``{split: [objects]}``.
+objects with those keys, or ``{split: [objects]}``. A manifest without labels (no ``label``
+column, or every label empty) lists unlabelled videos. Unlabelled entries have ``label=None``;
+their dataset has no classes (for pre-training, e.g. ``train.objective=reconstruction``).
 
 A listing that names no split (every video in ``train``) is split per class into train /
 validation / test by :func:`split_by_class` when the dataset is prepared.
@@ -37,12 +40,13 @@ _COLUMNS = ("path", "label", "start", "end", "split")
 @dataclasses.dataclass(frozen=True)
 class VideoEntry:
     """One video of a dataset: its file, label (a tuple of names, one per task, in a multi-task
-    dataset; every class of the video in a multi-label one), optional segment (seconds),
-    split, the dataset's own id of it (if any) and its timed ``actions`` (``(name, start,
-    end)`` in seconds from the video's start; multi-label datasets such as Charades)."""
+    dataset; every class of the video in a multi-label one; None when unlabelled), optional
+    segment (seconds), split, the dataset's own id of it (if any) and its timed ``actions``
+    (``(name, start, end)`` in seconds from the video's start; multi-label datasets such as
+    Charades)."""
 
     path: str
-    label: str | tuple[str, ...]
+    label: str | tuple[str, ...] | None
     start: float | None = None
     end: float | None = None
     split: str = "train"
@@ -66,12 +70,20 @@ def read_entries(src: str) -> list[VideoEntry]:
         raise UserError(f"--src={src!r} is neither a folder nor a .csv/.json manifest")
     if not entries:
         raise UserError(f"--src={src!r} lists no videos")
+    unlabelled = [e.path for e in entries if e.label is None]
+    if unlabelled and len(unlabelled) < len(entries):
+        raise UserError(
+            f"--src={src!r} lists {len(unlabelled)} videos without a label (e.g. "
+            f"{unlabelled[0]!r}) among labelled ones: label every video, or none (an "
+            f"unlabelled dataset, for pre-training)"
+        )
     return entries
 
 
 def class_names(entries: Iterable[VideoEntry]) -> list[str]:
-    """Sorted distinct labels (numerically when every label is an integer)."""
-    labels = {e.label for e in entries}
+    """Sorted distinct labels (numerically when every label is an integer); ``[]`` for
+    unlabelled entries."""
+    labels = {e.label for e in entries if e.label is not None}
     if all(label.lstrip("-").isdigit() for label in labels):
         return sorted(labels, key=int)
     return sorted(labels)
@@ -156,7 +168,12 @@ def _folder_entries(src: str) -> list[VideoEntry]:
         roots = [("train", src)]
     entries = []
     for split, root in roots:
-        for label in _visible(root):
+        names = _visible(root)
+        if not any(os.path.isdir(os.path.join(root, n)) for n in names):  # no classes
+            files = [os.path.join(root, n) for n in names]
+            entries += [VideoEntry(path, None, split=split) for path in files]
+            continue
+        for label in names:
             folder = os.path.join(root, label)
             if not os.path.isdir(folder):
                 continue
@@ -171,8 +188,8 @@ def _entry(row: Mapping[str, object], base: str, where: str) -> VideoEntry:
     unknown = set(row) - set(_COLUMNS)
     if unknown:
         raise UserError(f"{where}: unknown column(s) {sorted(unknown)}; valid: {_COLUMNS}")
-    if not row.get("path") or row.get("label") in (None, ""):
-        raise UserError(f"{where}: every row needs a path and a label, got {dict(row)}")
+    if not row.get("path"):
+        raise UserError(f"{where}: every row needs a path, got {dict(row)}")
 
     def seconds(key: str) -> float | None:
         value = row.get(key)
@@ -183,7 +200,8 @@ def _entry(row: Mapping[str, object], base: str, where: str) -> VideoEntry:
         raise UserError(f"{where}: end ({end}) must be after start ({start})")
     path = os.path.join(base, os.path.expanduser(str(row["path"])))
     split = str(row.get("split") or "train")
-    return VideoEntry(os.path.normpath(path), str(row["label"]), start, end, split)
+    label = None if row.get("label") in (None, "") else str(row["label"])
+    return VideoEntry(os.path.normpath(path), label, start, end, split)
 
 
 def _csv_entries(manifest: str) -> list[VideoEntry]:
@@ -193,7 +211,7 @@ def _csv_entries(manifest: str) -> list[VideoEntry]:
     if not rows:
         return []
     header = [c.strip().lower() for c in rows[0]]
-    if "path" in header and "label" in header:
+    if "path" in header:
         names, rows = header, rows[1:]
     else:
         names = list(_COLUMNS)

@@ -22,7 +22,7 @@ from collections.abc import Sequence
 def main(argv: Sequence[str]) -> int:
     """Entry point of ``vjax prepare``; returns the exit code."""
     from vjax.config_utils import ConfigError, _parse_value  # the parser `--config.x=` uses
-    from vjax.data.datasets import load_dataset, preparer
+    from vjax.data.datasets import dataset_class_names, load_dataset, preparer
 
     argv = list(argv)
     if not argv or argv[0].startswith("-"):
@@ -45,6 +45,8 @@ def main(argv: Sequence[str]) -> int:
     print(f"{builder.name} prepared in {builder.data_dir}")
     for split, info in builder.info.splits.items():
         print(f"  {split}: {info.num_examples} examples")
+    if not dataset_class_names(builder):
+        print("  no labels (videos without classes): pre-train with train.objective=reconstruction")
     if "frames" in builder.info.features:
         from vjax.data.video_builder import REPORT_FILE, format_report, read_report
 

@@ -149,13 +149,16 @@ def multi_hot(class_ids: Sequence[int], num_classes: int) -> np.ndarray:
 def label_reader(class_names: ClassNames) -> Callable[[Mapping[str, Any]], Any]:
     """``label(example)``: its int ``label``; for multi-label data (``label`` a sequence of
     class ids) their multi-hot vector; or (several tasks, ``class_names`` a mapping) the
-    int32 vector of its tasks' labels, read from the features named by the tasks."""
+    int32 vector of its tasks' labels, read from the features named by the tasks; -1 for
+    unlabelled videos (no ``label``), which only objectives that ignore labels train on."""
     if is_multitask(class_names):
         tasks = list(class_names)
         return lambda example: np.asarray([example[t] for t in tasks], np.int32)
     num_classes = len(class_names)
 
     def read(example: Mapping[str, Any]) -> Any:
+        if "label" not in example:  # unlabelled videos
+            return -1
         label = example["label"]
         return multi_hot(label, num_classes) if np.ndim(label) else int(label)
 

@@ -9,6 +9,10 @@ Usage (or ``vjax prepare video_folder --src=DIR_OR_MANIFEST --data_dir=DIR``)::
                      #  feature per task (``TASKS``: "verb", "noun") instead of "label"
     report = read_report(builder)   # kept / skipped counts per split and the skipped files
 
+A source without classes (a folder of videos, or a manifest without labels) makes a dataset
+with no label feature at all: that is how it records that it is unlabelled (for pre-training;
+``dataset_class_names`` gives ``[]`` and a classification run on it is an error).
+
 Each record holds one whole video as JPEG frames at the stored rate and short side, so the
 input pipeline decodes only the frames a clip needs (see :mod:`vjax.data.sampling`). Bad files
 (see :data:`vjax.data.video_io.REASONS`) are skipped, counted and listed in
@@ -148,11 +152,17 @@ class VideoFolder(tfds.core.GeneratorBasedBuilder):
 
     def _class_names(self) -> dict[str, list[str]]:
         """``{task: class names}``: those stored once prepared (the source may be gone, and
-        listing a large one is slow), else the source's."""
-        stored = {task: epath.Path(self.data_dir) / f"{task}.labels.txt" for task in self.TASKS}
+        listing a large one is slow), else the source's; ``{}`` for unlabelled videos."""
+        folder = epath.Path(self.data_dir)
+        stored = {task: folder / f"{task}.labels.txt" for task in self.TASKS}
         if all(path.is_file() for path in stored.values()):
             return {task: path.read_text().splitlines() for task, path in stored.items()}
-        names = task_class_names(self._listing()[1])
+        if (folder / "features.json").is_file():  # prepared without a label feature
+            return {}
+        listed = self._listing()[1]
+        if not listed:  # videos without classes
+            return {}
+        names = task_class_names(listed)
         if tuple(names) != self.TASKS:
             raise ValueError(f"{self.name}: the listing has tasks {list(names)}, not {self.TASKS}")
         return names
@@ -298,7 +308,7 @@ class _RecordMaker:
                 SINGLE_TASK: [ids[name] for name in entry.label],
                 "actions": np.asarray(actions, np.float32).reshape(-1, 3),
             }
-        labels = (entry.label,) if isinstance(entry.label, str) else entry.label
+        labels = (entry.label,) if isinstance(entry.label, str) else entry.label or ()
         if len(labels) != len(self.label_ids):
             tasks = list(self.label_ids)
             raise UserError(f"{entry.path}: label {entry.label!r} is not one name per {tasks}")

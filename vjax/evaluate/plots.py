@@ -228,3 +228,27 @@ def write_plots(result: Mapping[str, Any], directory: str, suffix: str = "") -> 
             plot_reliability(metrics["calibration"], metrics["ece"], label, at("reliability"))
         )
     return paths
+
+
+RECONSTRUCTION_FRAMES = 8  # frames shown per clip (evenly spaced) in a reconstruction picture
+
+
+def plot_reconstruction(original: Any, masked: Any, reconstruction: Any, path: str) -> str:
+    """Masked-video reconstructions as a PNG: for each clip ``(T, H, W, C)`` in [0, 1], a row
+    of its frames, the masked input (hidden tubelets grey) and the reconstruction."""
+    frames = np.unique(np.linspace(0, original.shape[1] - 1, RECONSTRUCTION_FRAMES).astype(int))
+    rows = [(f"clip {i}: {kind}", video[i]) for i in range(len(original))
+            for kind, video in (("original", original), ("masked", masked),
+                                ("reconstruction", reconstruction))]  # fmt: skip
+    fig, axes = _figure(
+        len(rows), len(frames), squeeze=False, figsize=(1.2 * len(frames) + 1.5, 1.2 * len(rows))
+    )
+    for (title, video), row in zip(rows, axes, strict=True):
+        row[0].set_ylabel(title, rotation=0, ha="right", va="center", fontsize=8)
+        for ax, frame in zip(row, frames, strict=True):
+            ax.imshow(np.clip(video[frame], 0.0, 1.0).squeeze())
+            ax.set_xticks([])
+            ax.set_yticks([])
+    for ax, frame in zip(axes[0], frames, strict=True):
+        ax.set_title(f"frame {frame}", fontsize=8)
+    return _save(fig, path)

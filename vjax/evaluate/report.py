@@ -73,7 +73,10 @@ def named_result(metrics: Mapping[str, Any], class_names: Any, split: str) -> di
 
 
 def task_results(result: Mapping[str, Any]) -> dict[str, tuple[Mapping[str, Any], list[str]]]:
-    """``{task: (its metrics, its class names)}``; one task is ``""``."""
+    """``{task: (its metrics, its class names)}``; one task is ``""``; none for the loss-only
+    result of an objective that does not classify (reconstruction)."""
+    if "class_names" not in result:
+        return {}
     if "tasks" in result:
         return {t: (m, list(result["class_names"][t])) for t, m in result["tasks"].items()}
     return {"": (result, list(result["class_names"]))}
@@ -81,7 +84,10 @@ def task_results(result: Mapping[str, Any]) -> dict[str, tuple[Mapping[str, Any]
 
 def scalars(result: Mapping[str, Any]) -> dict[str, float]:
     """The overall numbers of a result (per task ``<task>/<name>``), for TensorBoard:
-    :data:`SCALARS` plus macro and weighted precision, recall and F1."""
+    :data:`SCALARS` plus macro and weighted precision, recall and F1 (a loss-only result:
+    its loss)."""
+    if "class_names" not in result:
+        return {"loss": float(result["loss"])}
     out: dict[str, float] = {}
     for task, (metrics, _) in task_results(result).items():
         prefix = f"{task}/" if task else ""
@@ -98,12 +104,12 @@ def scalars(result: Mapping[str, Any]) -> dict[str, float]:
 
 def summary(result: Mapping[str, Any]) -> str:
     """One line for the training log: ``loss | top1 | top5 | macro F1`` (multi-label data:
-    ``loss | mAP | top1``)."""
+    ``loss | mAP | top1``; a loss-only result: ``loss``)."""
     if "mAP" in result:
         keys = ("loss", "mAP", "top1")
     else:
         keys = ("loss", "top1", "top5")
-    parts = [f"{key} {result[key]:.4f}" for key in keys]
+    parts = [f"{key} {result[key]:.4f}" for key in keys if key in result]
     if "macro" in result and "mAP" not in result:
         parts.append(f"macro F1 {result['macro']['f1']:.4f}")
     return " | ".join(parts)
@@ -179,8 +185,10 @@ def format_eval(result: Mapping[str, Any]) -> str:
     """A table: the overall metrics, then per class precision, recall, F1 and support (AP for
     multi-label data), macro and weighted averages, the confusion matrix (rows = truth; up to
     :data:`MAX_CONFUSION_CLASSES` classes) and the most confused pairs; per task for
-    multi-task models, after the joint top-1/top-5."""
+    multi-task models, after the joint top-1/top-5; one line for a loss-only result."""
     first = f"{result['split']} @ step {result.get('step', '?')}: {result['num_examples']} clips"
+    if "class_names" not in result:
+        return f"{first} | loss {result['loss']:.4f}"
     if "tasks" not in result:
         lines = [f"{first} | {_headline(result)}", ""]
         return "\n".join(lines + _class_table(result, result["class_names"]))

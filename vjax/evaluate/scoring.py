@@ -137,11 +137,14 @@ def evaluate_batches(
     number: int,
     class_names: ClassNames = (),
     gather: Callable[[Any], Any] | None = None,
-) -> dict[str, Any]:
-    """:func:`~vjax.evaluate.metrics.task_metrics` of evaluation batches ``0 .. number - 1``
-    (``batches(i)``: this process's ``video``, ``label`` and ``mask`` rows; masked rows are
-    padding), one view per example. ``apply`` returns this process's logits row for row with
-    its own labels; ``gather`` concatenates the processes' ``(logits, labels, masks)``."""
+    score: Callable[[np.ndarray, np.ndarray, ClassNames], Any] = task_metrics,
+) -> Any:
+    """``score(outputs, labels, class_names)`` (by default
+    :func:`~vjax.evaluate.metrics.task_metrics`) of the real rows of evaluation batches
+    ``0 .. number - 1`` (``batches(i)``: this process's ``video``, ``label`` and ``mask`` rows;
+    masked rows are padding), one view per example. ``apply`` returns this process's outputs
+    (logits) row for row with its own labels; ``gather`` concatenates the processes'
+    ``(outputs, labels, masks)``."""
     logits, labels, masks = [], [], []
     for batch in map(batches, range(number)):
         logits.append(np.asarray(apply(batch["video"])))
@@ -149,7 +152,7 @@ def evaluate_batches(
         masks.append(np.asarray(batch["mask"]) > 0)
     local = [np.concatenate(x) for x in (logits, labels, masks)]
     scores, labels_all, keep = map(np.asarray, gather(local) if gather else local)
-    return task_metrics(scores[keep], labels_all[keep], class_names)
+    return score(scores[keep], labels_all[keep], class_names)
 
 
 def evaluate_views(

@@ -8,6 +8,7 @@ from vjax.models import (  # noqa: F401
     slowfast,
     timesformer,
     videomae,
+    videomae_pretraining,
     vivit,
     x3d,
 )

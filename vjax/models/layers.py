@@ -196,7 +196,12 @@ class Attention(nn.Module):
 
 
 def dense(
-    features: int, names: tuple[str | None, str], dtype: Dtype, name: str, bias_std: float = 0.0
+    features: int,
+    names: tuple[str | None, str | None],
+    dtype: Dtype,
+    name: str,
+    bias_std: float = 0.0,
+    use_bias: bool = True,
 ):
     """A Dense layer with Xavier kernel and logically named parameters (``names`` of the
     kernel's input and output dims; the bias takes the output's)."""
@@ -204,6 +209,7 @@ def dense(
     return nn.Dense(
         features,
         dtype=dtype,
+        use_bias=use_bias,
         kernel_init=_logical(_xavier, names),
         bias_init=_logical(bias_init, names[1:]),
         name=name,

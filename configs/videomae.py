@@ -1,0 +1,189 @@
+"""VideoMAE: masked-video pre-training without labels, then fine-tuning with them.
+
+Paper: Tong et al., "VideoMAE: Masked Autoencoders are Data-Efficient Learners for
+Self-Supervised Video Pre-Training" (NeurIPS 2022); hyper-parameters from the authors'
+scripts (github.com/MCG-NJU/VideoMAE, ``scripts/{kinetics,ssv2}/videomae_vit_base_patch16_224_
+tubemasking_ratio_0.9_epoch_*``), whose learning rates are per 256 clips and scaled by
+batch / 256 as theirs are. Top-1 is the fine-tuned ViT-B/16x2 (87M params, 180 GFLOPs per
+16x224x224 view) after that many pre-training epochs, on the views given.
+
+Pre-training (``train.objective="reconstruction"``, ``model.name="videomae_pretraining"``:
+tube masking at 0.9, decoder 4 blocks x 384, normalised-pixel MSE over the hidden tubelets;
+AdamW betas (0.9, 0.95), lr 1.5e-4 per 256, 40 warm-up epochs, batch 2048; labels unused):
+
+  pretrain_k400_800    Kinetics-400, 800 epochs, 16 frames stride 4 -> 80.0 top-1 (5x3 views)
+  pretrain_k400_1600   Kinetics-400, 1600 epochs                    -> 81.5 top-1 (5x3 views)
+  pretrain_ssv2_800    Something-Something v2, 800 epochs, stride 2 -> 69.6 top-1 (2x3 views)
+  pretrain_ssv2_2400   Something-Something v2, 2400 epochs          -> 70.8 top-1 (2x3 views)
+
+Fine-tuning (``model.name="videomae"``, mean pooling; layer decay 0.75, drop path 0.1,
+mixup 0.8 / cutmix 1.0, label smoothing 0.1, random erasing 0.25, RandAugment 4 ops at
+magnitude 7, AdamW (0.9, 0.999) weight decay 0.05, 5 warm-up epochs), one recipe per
+pre-training above (the authors' scripts differ in batch, lr and epochs):
+
+  finetune_k400_800    batch 512, lr 1e-3 per 256, 100 epochs   (80.0, 5x3 views)
+  finetune_k400_1600   batch 384, lr 5e-4 per 256, 75 epochs    (81.5, 5x3 views)
+  finetune_ssv2_800    batch 512, lr 5e-4 per 256, 50 epochs    (69.6, 2x3 views)
+  finetune_ssv2_2400   batch 384, lr 5e-4 per 256, 30 epochs    (70.8, 2x3 views)
+
+Differences from the authors' code: their multi-scale crop is a random resized crop over
+44-100% of the frame here; their repeated augmentation (2 clips of each video per batch, in
+the 1600- and 2400-epoch fine-tuning) and weight-decay schedule are not reproduced; Kinetics
+copies differ in size (about 240k training videos in the paper).
+
+On the embedded dataset (``vjax bench ssl``, the label-efficiency benchmark on 2 CPU cores):
+
+  pretrain_motion      vjax_motion's 10 classes, labels unused, CPU-sized model
+  finetune_motion      the same encoder fine-tuned on 10% of the training labels
+
+Add ``,tiny`` to any recipe for a seconds-long CPU run of the same objective and model family
+on the demo's tiny data.
+
+Commands (after ``vjax prepare kinetics --src=... --data_dir=...``):
+  vjax train --config=configs/videomae.py:pretrain_k400_1600 --workdir=runs/mae_k400 \\
+    --config.dataset.src=~/data/kinetics400
+  vjax train --config=configs/videomae.py:finetune_k400_1600 --workdir=runs/mae_k400_ft \\
+    --config.dataset.src=~/data/kinetics400 --config.train.init_from=runs/mae_k400
+  vjax eval --config=configs/videomae.py:finetune_k400_1600 --workdir=runs/mae_k400_ft \\
+    --config.dataset.src=~/data/kinetics400 --split=validation
+Public weights: ``vjax convert --from=hf --src=videomae-base --out=weights/mae`` (a Hugging
+Face ``VideoMAEForPreTraining`` folder) gives the pre-training model; pass the folder as
+``--config.train.init_from`` of a fine-tuning recipe.
+"""
+
+import os
+
+import ml_collections
+
+from vjax.config_utils import load_config, recipe_config
+
+_DEMO = os.path.join(os.path.dirname(os.path.abspath(__file__)), "demo.py")
+KINETICS_400_TRAIN = 240_000  # "around 240k training videos" (VideoMAE paper)
+SSV2_TRAIN = 168_913
+_IMAGENET = dict(mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225))
+_K400 = dict(name="kinetics", num_classes=400, train_size=KINETICS_400_TRAIN)
+_SSV2 = dict(name="ssv2", num_classes=174, train_size=SSV2_TRAIN)
+_MASKING = dict(mask_ratio=0.9, masking="tube", norm_pix_loss=True)
+_DECODER = dict(
+    decoder_hidden_size=384, decoder_num_layers=4, decoder_num_heads=6, decoder_mlp_dim=1536
+)
+
+
+def _adamw(lr: float, b2: float, epochs: int, warmup_epochs: int, **fields) -> dict:
+    """The authors' AdamW (weight decay 0.05, no clipping) with a cosine schedule."""
+    return dict(
+        name="adamw", lr=lr, b1=0.9, b2=b2, weight_decay=0.05, grad_clip_norm=0.0,
+        epochs=epochs, warmup_epochs=warmup_epochs, **fields,
+    )  # fmt: skip
+
+
+def _pretrain(dataset: dict, epochs: int, stride: int) -> dict:
+    """The authors' pre-training script: 64 GPUs x 32 clips, no flip, multi-scale crop."""
+    batch = 2048
+    return dict(
+        dataset=dataset,
+        input=dict(
+            _IMAGENET,
+            num_frames=16,
+            frame_stride=stride,
+            crop_size=224,
+            train_crop="random_resized",
+            crop_area=(0.44, 1.0),
+            flip=False,
+            global_batch_size=batch,
+        ),
+        model=dict(name="videomae_pretraining", size="B/16x2", **_MASKING, **_DECODER),
+        optimizer=_adamw(1.5e-4 * batch / 256, 0.95, epochs, 40, label_smoothing=0.0),
+        train=dict(objective="reconstruction"),
+    )
+
+
+def _finetune(dataset: dict, batch: int, lr_per_256: float, epochs: int, views: int) -> dict:
+    """The authors' fine-tuning script (dense sampling with stride 4 for Kinetics; segment
+    sampling and no flip for SSv2, whose labels say left and right)."""
+    ssv2 = dataset["name"] == "ssv2"
+    return dict(
+        dataset=dataset,
+        input=dict(
+            _IMAGENET,
+            num_frames=16,
+            frame_stride=4,
+            sampling="tsn" if ssv2 else "random",
+            crop_size=224,
+            train_crop="random_resized",
+            flip=not ssv2,
+            randaugment_ops=4,
+            randaugment_magnitude=7,
+            mixup_alpha=0.8,
+            cutmix_alpha=1.0,
+            erase_prob=0.25,
+            test_num_clips=views,
+            test_num_crops=3,
+            global_batch_size=batch,
+        ),
+        model=dict(name="videomae", size="B/16x2", drop_path_rate=0.1),
+        optimizer=_adamw(
+            lr_per_256 * batch / 256, 0.999, epochs, 5, label_smoothing=0.1, layer_decay=0.75
+        ),
+    )
+
+
+RECIPES = {
+    "pretrain_k400_800": _pretrain(_K400, 800, stride=4),
+    "pretrain_k400_1600": _pretrain(_K400, 1600, stride=4),
+    "pretrain_ssv2_800": _pretrain(_SSV2, 800, stride=2),
+    "pretrain_ssv2_2400": _pretrain(_SSV2, 2400, stride=2),
+    "finetune_k400_800": _finetune(_K400, 512, 1e-3, 100, views=5),
+    "finetune_k400_1600": _finetune(_K400, 384, 5e-4, 75, views=5),
+    "finetune_ssv2_800": _finetune(_SSV2, 512, 5e-4, 50, views=2),
+    "finetune_ssv2_2400": _finetune(_SSV2, 384, 5e-4, 30, views=2),
+}
+
+# The benchmark's model on vjax_motion (16 frames of 32x32): CPU-sized, same families.
+MOTION_ENCODER = dict(size="Ti/8x2", hidden_size=96, num_layers=4, num_heads=3, mlp_dim=384)
+MOTION_DECODER = dict(
+    decoder_hidden_size=64, decoder_num_layers=2, decoder_num_heads=2, decoder_mlp_dim=256
+)
+_NO_DROPOUT = dict(dropout_rate=0.0, drop_path_rate=0.0)
+# The tiny variants' widths (4 frames of 16x16).
+_TINY_ENCODER = dict(size="Ti/8x2", hidden_size=32, num_layers=1, num_heads=2, mlp_dim=64)
+_TINY_DECODER = dict(
+    decoder_hidden_size=16, decoder_num_layers=1, decoder_num_heads=2, decoder_mlp_dim=32
+)
+
+
+def _motion(pretrain: bool, tiny: bool) -> ml_collections.ConfigDict:
+    """The demo config on vjax_motion with all 10 classes and the VideoMAE model families."""
+    c = load_config(f"{_DEMO}:{'tiny' if tiny else 'vivit'}")
+    c.unlock()
+    if not tiny:
+        c.dataset.num_classes = 10
+    encoder = _TINY_ENCODER if tiny else MOTION_ENCODER
+    if pretrain:
+        decoder = _TINY_DECODER if tiny else MOTION_DECODER
+        masking = dict(_MASKING, mask_ratio=0.75, norm_pix_loss=False)
+        c.model = ml_collections.ConfigDict(
+            dict(name="videomae_pretraining", **encoder, **decoder, **masking, **_NO_DROPOUT)
+        )
+        c.train.objective = "reconstruction"
+        c.optimizer.update(label_smoothing=0.0, b2=0.95)
+    else:
+        c.model = ml_collections.ConfigDict(
+            dict(name="videomae", **encoder, dropout_rate=0.0, drop_path_rate=0.1)
+        )
+        c.optimizer.layer_decay = 0.75
+    c.lock()
+    return c
+
+
+def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
+    parts = [p for p in (arg or "pretrain_k400_1600").split(",") if p]
+    tiny = "tiny" in parts
+    names = [p for p in parts if p != "tiny"] or ["pretrain_k400_1600"]
+    valid = [*RECIPES, "pretrain_motion", "finetune_motion"]
+    if len(names) != 1 or names[0] not in valid:
+        raise ValueError(f"unknown recipe {','.join(names)!r}; valid: {', '.join(valid)}")
+    name = names[0]
+    if name.endswith("_motion") or tiny:
+        return _motion(name.startswith("pretrain"), tiny)
+    return recipe_config(load_config(f"{_DEMO}:vivit"), RECIPES[name], None)

@@ -1,0 +1,348 @@
+"""VideoMAE masked-video pre-training: masks and targets against NumPy, the encoder on visible
+tokens only, the reconstruction objective through the one trainer (validation loss, pictures,
+sharded step = one-device step), fine-tuning from it with layer decay, unlabelled videos, and
+the recipes. (Equality with Hugging Face: tests/test_convert_hf.py; exact resume:
+tests/test_resume.py.)"""
+
+import os
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+from conftest import PRETRAIN_CONFIG, REPO
+
+import vjax
+from vjax import objectives, train
+from vjax.config_utils import ConfigError, apply_overrides, load_config
+from vjax.models import build_model
+from vjax.models.masking import (
+    draw_mask,
+    num_masked,
+    patch_pixels,
+    pixel_targets,
+    split_tokens,
+    take_tokens,
+    unpatchify,
+)
+from vjax.optim import layer_decay_scales, make_optimizer
+
+CONFIG = os.path.join(REPO, "configs", "videomae.py")
+TINY = dict(size="Ti/8x2", hidden_size=32, num_layers=2, num_heads=2, mlp_dim=64)
+DECODER = dict(decoder_hidden_size=16, decoder_num_layers=1, decoder_num_heads=2,
+               decoder_mlp_dim=32)  # fmt: skip
+
+
+def _config(data_dir, recipe, **overrides):
+    config = load_config(f"{CONFIG}:{recipe},tiny")
+    apply_overrides(config, {"dataset.data_dir": data_dir, **overrides})
+    return config
+
+
+# ------------------------------------------------------------------ masks and targets
+
+
+def test_tube_and_random_masks():
+    grid = (4, 16)
+    tube = np.asarray(draw_mask(jax.random.key(0), 3, grid, 0.75, "tube"))
+    assert num_masked(grid, 0.75, "tube") == 48
+    assert tube.shape == (3, 64) and (tube.sum(1) == 48).all()
+    per_time = tube.reshape(3, 4, 16)
+    assert (per_time == per_time[:, :1]).all()  # one spatial mask for every time step
+    assert len({row.tobytes() for row in per_time[:, 0]}) == 3  # each clip its own
+    rand = np.asarray(draw_mask(jax.random.key(0), 3, grid, 0.9, "random"))
+    assert (rand.sum(1) == 57).all()
+    assert not (rand.reshape(3, 4, 16) == rand.reshape(3, 4, 16)[:, :1]).all()
+    again = np.asarray(draw_mask(jax.random.key(0), 3, grid, 0.9, "random"))
+    other = np.asarray(draw_mask(jax.random.key(1), 3, grid, 0.9, "random"))
+    assert (again == rand).all() and (other != rand).any()  # a pure function of the key
+
+
+def test_split_and_gather_follow_boolean_indexing():
+    mask = np.asarray(draw_mask(jax.random.key(3), 2, (2, 8), 0.75, "random"))
+    x = np.random.default_rng(0).standard_normal((2, 16, 5)).astype(np.float32)
+    visible, hidden = split_tokens(jnp.asarray(mask), 12)
+    # Hugging Face's order: x[~mask] then x[mask], row by row.
+    np.testing.assert_array_equal(take_tokens(x, visible), x[~mask].reshape(2, 4, 5))
+    np.testing.assert_array_equal(take_tokens(x, hidden), x[mask].reshape(2, 12, 5))
+
+
+def test_targets_are_per_tubelet_normalised_pixels():
+    rng = np.random.default_rng(0)
+    video = rng.uniform(size=(2, 4, 8, 12, 3)).astype(np.float32)
+    tubelet = (2, 4, 4)
+    # NumPy reference: split every axis into (blocks, block size), tubelet pixels last.
+    blocks = video.reshape(2, 2, 2, 2, 4, 3, 4, 3).transpose(0, 1, 3, 5, 2, 4, 6, 7)
+    blocks = blocks.reshape(2, 12, 32, 3)  # (B, tokens, pixels of a tubelet, C)
+    plain = np.asarray(pixel_targets(video, tubelet, normalize=False))
+    np.testing.assert_array_equal(plain, blocks.reshape(2, 12, 96))
+    mean, std = blocks.mean(2, keepdims=True), blocks.std(2, ddof=1, keepdims=True)
+    expected = ((blocks - mean) / (std + 1e-6)).reshape(2, 12, 96)
+    np.testing.assert_allclose(pixel_targets(video, tubelet), expected, rtol=1e-5, atol=1e-5)
+    assert patch_pixels(video, tubelet).shape == (2, 12, 32, 3)
+    np.testing.assert_array_equal(unpatchify(plain, tubelet, (2, 2, 3), 3), video)
+
+
+def test_bad_masking_is_named():
+    model = build_model({"name": "videomae_pretraining", **TINY, "mask_ratio": 0.1}, 0)
+    with pytest.raises(ValueError, match=r"mask_ratio=0.1 with 'tube' masking hides 0 of 8"):
+        model.check_input((1, 4, 16, 16, 3))
+    with pytest.raises(ValueError, match="masking must be one of"):
+        build_model({"name": "videomae_pretraining", **TINY, "masking": "x"}, 0).check_input(
+            (1, 4, 16, 16, 3)
+        )
+
+
+# ------------------------------------------------------------------ the model
+
+
+def test_every_parameter_has_logical_axis_names():
+    model = build_model({"name": "videomae_pretraining", **TINY, **DECODER}, 0)
+    video = jnp.zeros((1, 4, 16, 16, 3))
+    boxed = jax.eval_shape(lambda key: model.init(key, video, train=False), jax.random.key(0))
+    leaves = jax.tree.leaves(boxed, is_leaf=lambda x: isinstance(x, nn.LogicallyPartitioned))
+    assert leaves and all(isinstance(x, nn.LogicallyPartitioned) for x in leaves)
+    params = boxed["params"]
+    assert params["encoder_to_decoder"]["kernel"].names == (None, "embed")
+    assert params["mask_token"].names == (None, None, "embed")
+    assert params["decoder_head"]["kernel"].value.shape == (16, 2 * 8 * 8 * 3)
+
+
+def test_objective_fits_model_and_data():
+    mae = build_model({"name": "videomae_pretraining", **TINY}, 0)
+    classifier = build_model({"name": "videomae", **TINY}, 4)
+    assert objectives.check("reconstruction", mae, "videomae_pretraining", []).name
+    with pytest.raises(ConfigError, match="masked autoencoder: train it with"):
+        objectives.check("classification", mae, "videomae_pretraining", ["a"])
+    with pytest.raises(ConfigError, match="needs a masked autoencoder"):
+        objectives.check("reconstruction", classifier, "videomae", ["a"])
+    with pytest.raises(ConfigError, match="the dataset has no labels"):
+        objectives.check("classification", classifier, "videomae", [])
+    with pytest.raises(ConfigError, match="unknown train.objective 'mae'"):
+        objectives.get("mae")
+
+
+# ------------------------------------------------------------------ through the trainer
+
+
+@pytest.fixture(scope="module")
+def pretrained(pretrained_run):
+    """The tiny pre-training run (tests/conftest.py): validation at steps 100 and 200."""
+    return pretrained_run
+
+
+def test_encoder_sees_only_the_visible_tubelets(pretrained):
+    _, workdir, _ = pretrained
+    _, model, variables = vjax.load(workdir)
+    rng = np.random.default_rng(0)
+    video = rng.standard_normal((3, 2, 4, 16, 16, 3)).astype(np.float32)
+    mask = np.asarray(draw_mask(jax.random.key(1), 2, (2, 4), model.mask_ratio, "tube"))
+    pixel_mask = unpatchify(np.repeat(mask[..., None], 384, -1), model.tubelet, (2, 2, 2), 3)
+    video[1] = np.where(pixel_mask, video[1], video[0])  # other pixels in hidden tubelets only
+    video[2] = np.where(pixel_mask, video[0], video[2])  # ... in visible tubelets only
+    apply = jax.vmap(lambda v: model.apply(variables, v, mask, train=False))
+    out = np.asarray(jax.jit(apply)(video))
+    assert out.shape == (3, 2, model.num_masked(video.shape[1:]), 384)
+    np.testing.assert_array_equal(out[1], out[0])
+    assert not np.allclose(out[2], out[0])
+
+
+def test_validation_reports_the_reconstruction_loss_of_the_split(pretrained, capsys):
+    from vjax.data.datasets import load_dataset
+    from vjax.main import main
+    from vjax.metric_writers import read_metrics
+    from vjax.step import normalize_video
+
+    config, workdir, last_eval = pretrained
+    assert set(last_eval) == {"split", "num_examples", "loss"}
+    assert last_eval["num_examples"] == config.dataset.num_validation
+    records = [r for r in read_metrics(workdir) if r["split"] == "validation"]
+    assert [r["step"] for r in records] == [100, 200] and set(records[0]) >= {"loss"}
+    # The same per-clip losses computed here, batch by batch, with the same fixed masks.
+    _, model, variables = vjax.load(workdir)
+    source = load_dataset(config.dataset).as_data_source("validation")
+    video = np.stack([np.stack(source[i]["video"]) for i in range(len(source))])
+    losses = []
+    per_clip = jax.jit(lambda b, v: objectives.reconstruction_losses(model, variables, b, v))
+    for batch in np.split(video, len(video) // 8):
+        normal = normalize_video(batch, config.input.mean, config.input.std, jnp.float32)
+        losses.append(per_clip({"video": batch}, normal))
+    assert last_eval["loss"] == pytest.approx(float(np.mean(losses)), rel=1e-5)
+    # vjax eval prints (and writes) the loss of another split.
+    args = [f"--config={PRETRAIN_CONFIG}", f"--workdir={workdir}", "--split=test"]
+    assert main(["--mode=eval", *args, f"--config.dataset.data_dir={config.dataset.data_dir}"]) == 0
+    assert "test @ step 200: 16 clips | loss " in capsys.readouterr().out
+    for step in (100, 200):
+        with open(os.path.join(workdir, f"reconstruction_step{step}.png"), "rb") as f:
+            assert f.read(8) == b"\x89PNG\r\n\x1a\n"
+
+
+def test_reconstruction_keeps_visible_tubelets_and_fills_hidden_ones(pretrained):
+    config, workdir, _ = pretrained
+    _, model, variables = vjax.load(workdir)
+    video = np.random.default_rng(0).integers(0, 256, (2, 4, 16, 16, 3), np.uint8)
+    normal = (video / 255.0 - 0.5) / 0.25
+    rebuild = jax.jit(lambda b, v: objectives.reconstruct(model, variables, b, v))
+    original, masked, rebuilt = (np.asarray(x) for x in rebuild({"video": video}, normal))
+    np.testing.assert_allclose(original, video / 255.0, rtol=1e-6)
+    grey = np.isclose(masked, 0.5).all(-1)
+    assert 0 < grey.mean() < 1  # the hidden tubelets
+    np.testing.assert_allclose(rebuilt[~grey], original[~grey], rtol=1e-6)
+    assert (
+        not np.allclose(rebuilt[grey], original[grey]) and 0 <= rebuilt.min() <= rebuilt.max() <= 1
+    )
+
+
+def test_pretraining_step_on_8_devices_equals_one_device(data_dir):
+    from test_sharding import _one_step
+
+    from vjax.data.pipeline import TrainBatches
+
+    overrides = {"model.dropout_rate": "0.1", "model.drop_path_rate": "0.1",
+                 "model.masking": "random", "optimizer.warmup_steps": "0"}  # fmt: skip
+    single = train.setup(_config(data_dir, "pretrain_k400_800", **overrides), jax.devices()[:1])
+    state = jax.device_get(train.create_state(single, seed=0))
+    batch = TrainBatches(single.builder.as_data_source("train"), 8, seed=0)(0)
+    state1, metrics1 = _one_step(single, state, batch)
+    mesh = "(('data', 2), ('fsdp', 2), ('tensor', 2))"
+    sharded = train.setup(
+        _config(data_dir, "pretrain_k400_800", **overrides, **{"sharding.mesh": mesh})
+    )
+    state8, metrics8 = _one_step(sharded, state, batch)
+    np.testing.assert_allclose(metrics1["loss"], metrics8["loss"], rtol=1e-5)
+    jax.tree.map(
+        lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6),
+        jax.device_get(state1.params),
+        jax.device_get(state8.params),
+    )
+    moved = jax.tree.map(
+        lambda a, b: not np.allclose(a, b), state.params, jax.device_get(state1.params)
+    )
+    assert all(jax.tree.leaves(moved["decoder"])) and any(jax.tree.leaves(moved["encoder"]))
+
+
+def test_finetuning_copies_the_encoder_drops_the_decoder_and_starts_a_new_head(
+    data_dir, pretrained, capsys
+):
+    _, workdir, _ = pretrained
+    _, _, source = vjax.load(workdir)
+    config = _config(data_dir, "finetune_k400_800", **{"train.init_from": workdir})
+    exp = train.setup(config)
+    state = train.init_from_pretrained(exp, train.create_state(exp, seed=0), workdir)
+    params = jax.device_get(state.params)
+    blocks = source["params"]["encoder"]["block00"]
+    jax.tree.map(np.testing.assert_array_equal, params["encoder"]["block00"], blocks)
+    jax.tree.map(np.testing.assert_array_equal, params["embedding"], source["params"]["embedding"])
+    assert not params["classifier"]["head"]["kernel"].any()  # a new (zero) head
+    out = capsys.readouterr().out
+    assert "encoder_norm" in out and "decoder/*" in out and "mask_token/*" in out
+    assert config.optimizer.layer_decay == 0.75  # (trained end to end by the notebook's test)
+
+
+def test_layer_decay_scales_each_block_through_optax():
+    model = build_model({"name": "videomae", **TINY}, 3)  # 2 blocks
+    video = jnp.zeros((1, 4, 16, 16, 3))
+    shapes = jax.eval_shape(lambda key: model.init(key, video, train=False), jax.random.key(0))
+    params = jax.tree.map(lambda x: jnp.zeros(x.shape), nn.meta.unbox(shapes)["params"])
+    scales = layer_decay_scales(params, 0.5)
+    assert scales["embedding"]["conv"]["kernel"] == 0.125
+    assert scales["encoder"]["block00"]["mlp"]["fc1"]["kernel"] == 0.25
+    assert scales["encoder"]["block01"]["attention"]["query_kernel"] == 0.5
+    assert scales["fc_norm"]["scale"] == scales["classifier"]["head"]["kernel"] == 1.0
+    opt = dict(name="sgd", lr=0.1, end_lr=0.1, warmup_steps=0, momentum=0.0, nesterov=False,
+               weight_decay=0.0, grad_clip_norm=0.0, layer_decay=0.5)  # fmt: skip
+    tx = make_optimizer(opt, num_steps=10)
+    grads = jax.tree.map(jnp.ones_like, params)
+    updates, _ = tx.update(grads, tx.init(params), params)
+    jax.tree.map(lambda u, s: np.testing.assert_allclose(u, -0.1 * s), updates, scales)
+    with pytest.raises(ValueError, match="needs a transformer whose blocks"):
+        layer_decay_scales({"conv": {"kernel": jnp.ones(3)}}, 0.75)
+    with pytest.raises(ValueError, match=r"layer_decay must be in \(0, 1\]"):
+        make_optimizer({**opt, "layer_decay": 1.5}, 10)
+    assert isinstance(make_optimizer({**opt, "layer_decay": 1.0}, 10), optax.GradientTransformation)
+
+
+# ------------------------------------------------------------------ unlabelled videos
+
+
+def test_unlabelled_videos_pretrain_and_refuse_classification(tmp_path, capsys, monkeypatch):
+    from vjax.cli import main
+    from vjax.data.loaders import data_function
+    from vjax.data.manifests import read_entries
+    from vjax.data.video_io import encode_video
+
+    rng = np.random.default_rng(0)
+    for split, count in (("train", 3), ("validation", 1)):  # no class sub-folders
+        for i in range(count):
+            frames = rng.integers(0, 256, (6, 16, 16, 3), np.uint8)
+            os.makedirs(tmp_path / "src" / split, exist_ok=True)
+            encode_video(str(tmp_path / "src" / split / f"{i}.mp4"), frames, 5.0)
+    (tmp_path / "m.csv").write_text(
+        "path,split\nsrc/train/0.mp4,\nsrc/validation/0.mp4,validation\n"
+    )
+    assert [(e.label, e.split) for e in read_entries(str(tmp_path / "m.csv"))] == [
+        (None, "train"), (None, "validation")]  # fmt: skip
+    (tmp_path / "mixed.csv").write_text("path,label\nsrc/train/0.mp4,\nsrc/train/1.mp4,run\n")
+    with pytest.raises(ValueError, match="1 videos without a label .* label every video, or none"):
+        read_entries(str(tmp_path / "mixed.csv"))
+
+    data = {"src": str(tmp_path / "src"), "data_dir": str(tmp_path / "tfds"), "fps": "5.0",
+            "short_side": "16"}  # fmt: skip
+    flags = [f"--{k}={v}" for k, v in data.items()]
+    assert main(["prepare", "video_folder", *flags, "--num_workers=1"]) == 0
+    assert "no labels (videos without classes)" in capsys.readouterr().out
+
+    config = _config("", "pretrain_k400_800")
+    config.unlock()
+    config.dataset = dict(data, name="video_folder", fps=5.0, short_side=16, num_workers=1)
+    config.input.update(num_frames=4, crop_size=16, frame_stride=1, test_num_clips=1)
+    exp = train.setup(config)  # pre-training takes it (its step never reads labels)
+    assert exp.class_names == [] and "label" not in exp.builder.info.features
+    batch = data_function(exp.builder, config, "train", "train", 0, 1)(0)
+    assert batch["video"].shape == (8, 4, 16, 16, 3) and (batch["label"] == -1).all()
+    held_out = data_function(exp.builder, config, "eval", "validation", 0, 1)(0)
+    assert held_out["mask"].sum() == 1 and (held_out["label"] == -1).all()
+
+    monkeypatch.setattr(jax, "jit", lambda *a, **k: pytest.fail("compiled before the check"))
+    config.model = dict(name="videomae", **TINY)
+    config.train.objective = "classification"
+    with pytest.raises(
+        ConfigError, match=r"the dataset has no labels .* prepare a folder of class"
+    ):
+        train.setup(config)
+
+
+# ------------------------------------------------------------------ recipes
+
+
+RECIPES = [f"{kind}_{data}" for kind in ("pretrain", "finetune")
+           for data in ("k400_800", "k400_1600", "ssv2_800", "ssv2_2400")]  # fmt: skip
+
+
+def test_recipes_build_their_models_and_tiny_variants_share_two_configs():
+    from vjax.data.transforms import InputOptions
+    from vjax.flops import count_params
+
+    tiny = set()
+    for recipe in RECIPES:
+        config = load_config(f"{CONFIG}:{recipe}")
+        clip = (1, *InputOptions.from_config(config.input).clip_shape)
+        model = build_model(config.model, 0, config.train.dtype)
+        model.check_input(clip)
+        pretraining = recipe.startswith("pretrain")
+        assert config.train.objective == ("reconstruction" if pretraining else "classification")
+        batch = config.input.global_batch_size
+        per_256 = 1.5e-4 if pretraining else (1e-3 if recipe == "finetune_k400_800" else 5e-4)
+        assert config.optimizer.lr == pytest.approx(per_256 * batch / 256)
+        if not pretraining:
+            assert (config.optimizer.layer_decay, config.model.drop_path_rate) == (0.75, 0.1)
+            assert (config.input.mixup_alpha, config.input.cutmix_alpha) == (0.8, 1.0)
+            assert config.optimizer.label_smoothing == 0.1
+        tiny.add(load_config(f"{CONFIG}:{recipe},tiny").to_json())
+    assert len(tiny) == 2  # trained above (pre-training, fine-tuning) and in test_resume.py
+    classifier = build_model(load_config(f"{CONFIG}:finetune_k400_800").model, 400)
+    assert count_params(classifier, (1, 16, 224, 224, 3)) == pytest.approx(87e6, rel=0.01)
+    with pytest.raises(ValueError, match="unknown recipe 'pretrain_x'"):
+        load_config(f"{CONFIG}:pretrain_x")

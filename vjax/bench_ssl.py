@@ -1,0 +1,157 @@
+"""``vjax bench ssl``: label efficiency of VideoMAE pre-training on the embedded dataset.
+
+Pre-trains ``configs/videomae.py:pretrain_motion`` (masked-video reconstruction) on
+vjax_motion's training split with its labels unused (all 10 classes: translations, rotations,
+speed changes, approach / recede), fine-tunes ``finetune_motion`` from it on 10% of the
+training clips with their labels, trains the same classifier from scratch on the same clips
+for the same number of steps, and tests both on the test split. The labelled 10% are the
+first clips of the same training split (vjax_motion's clips are a pure function of their
+index, so ``num_train=400`` holds exactly the first 400 of the 4000), balanced over classes.
+Prints the table and writes it to ``BENCHMARKS.md`` (its ``ssl`` section).
+
+    vjax bench ssl --workdir=runs/bench_ssl --data_dir=~/tensorflow_datasets
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import sys
+import time
+from collections.abc import Sequence
+from typing import Any
+
+from vjax.bench import update_benchmarks
+
+CONFIG = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs",
+                      "videomae.py")  # fmt: skip
+SECTION = "vjax bench ssl"
+
+
+def _config(recipe: str, overrides: dict[str, str]):
+    from vjax.config_utils import apply_overrides, load_config
+
+    if not os.path.isfile(CONFIG):
+        raise FileNotFoundError(f"{CONFIG} is missing: run vjax bench ssl from a vjax checkout")
+    config = load_config(f"{CONFIG}:{recipe}")
+    apply_overrides(config, overrides)
+    return config
+
+
+def _run(config, workdir: str) -> dict[str, Any]:
+    """Trains (resuming if the workdir has checkpoints), then tests; returns the test metrics
+    and the wall time of the training."""
+    from vjax import train
+
+    start = time.perf_counter()
+    train.train(config, workdir)
+    seconds = time.perf_counter() - start
+    result = train.evaluate_checkpoint(config, workdir, "test")
+    return {**result, "seconds": seconds}
+
+
+def run(
+    workdir: str,
+    data_dir: str,
+    pretrain_steps: int,
+    finetune_steps: int,
+    label_fraction: float = 0.1,
+    tiny: bool = False,
+    pretrain_extra: dict[str, str] | None = None,
+    finetune_extra: dict[str, str] | None = None,
+) -> dict[str, Any]:
+    """The three runs and what the table shows. ``tiny``: the recipes' tiny variants (a
+    seconds-long run on the demo's tiny data, as the notebook's small mode);
+    ``pretrain_extra`` / ``finetune_extra``: config overrides of either side."""
+    suffix = ",tiny" if tiny else ""
+    common = {"dataset.data_dir": data_dir}
+    steps = {"train.num_steps": str(pretrain_steps)}
+    pretrain = _config(f"pretrain_motion{suffix}", {**common, **steps, **(pretrain_extra or {})})
+    labelled = max(int(round(pretrain.dataset.num_train * label_fraction)), 1)
+    tune = {**common, "train.num_steps": str(finetune_steps), "dataset.num_train": str(labelled)}
+    tune.update(finetune_extra or {})
+    pretrain_dir = os.path.join(workdir, "pretrain")
+    start = time.perf_counter()
+    from vjax import train
+
+    train.train(pretrain, pretrain_dir)
+    pretrain_seconds = time.perf_counter() - start
+    finetuned = _run(
+        _config(f"finetune_motion{suffix}", {**tune, "train.init_from": pretrain_dir}),
+        os.path.join(workdir, "finetune"),
+    )
+    # From scratch without layer decay, a fine-tuning device that would only slow it down.
+    scratch = _run(
+        _config(f"finetune_motion{suffix}", {**tune, "optimizer.layer_decay": "1.0"}),
+        os.path.join(workdir, "scratch"),
+    )
+    return {
+        "num_classes": pretrain.dataset.num_classes,
+        "pretrain_clips": pretrain.dataset.num_train,
+        "labelled_clips": labelled,
+        "pretrain_steps": pretrain_steps,
+        "finetune_steps": finetune_steps,
+        "pretrain_seconds": pretrain_seconds,
+        "finetuned": finetuned,
+        "scratch": scratch,
+    }
+
+
+def table(result: dict[str, Any], total_seconds: float, command: str) -> str:
+    """The Markdown section: the setting, one row per model, the gain in points."""
+    gain = 100 * (result["finetuned"]["top1"] - result["scratch"]["top1"])
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+    rows = [
+        ("VideoMAE pre-trained, fine-tuned", result["pretrain_steps"], result["finetuned"],
+         result["pretrain_seconds"]),
+        ("from scratch", 0, result["scratch"], 0.0),
+    ]  # fmt: skip
+    lines = [
+        f"vjax_motion, {result['num_classes']} classes: pre-training on the "
+        f"{result['pretrain_clips']} training clips without labels, then "
+        f"{result['finetune_steps']} steps on {result['labelled_clips']} labelled clips "
+        f"({100 * result['labelled_clips'] / result['pretrain_clips']:.0f}% of the labels); "
+        f"test split ({result['scratch']['num_examples']} clips). CPU: {platform.machine()}, "
+        f"{os.cpu_count()} cores, load average {load:.1f} at the end (a shared machine: wall "
+        f"times include other jobs' load). Total {total_seconds / 60:.1f} min. "
+        f"Command: `{command}`",
+        "",
+        "| model | pre-training steps | fine-tuning steps | test top-1 | pre-training s | "
+        "fine-tuning s |",
+        "|---|---|---|---|---|---|",
+    ]
+    for name, steps, metrics, pretrain_seconds in rows:
+        lines.append(
+            f"| {name} | {steps} | {result['finetune_steps']} | {metrics['top1']:.3f} | "
+            f"{pretrain_seconds:.0f} | {metrics['seconds']:.0f} |"
+        )
+    lines += ["", f"Gain from pre-training: {gain:+.1f} points of top-1 (target: +10)."]
+    return "\n".join(lines)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="vjax bench ssl", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--workdir", default="runs/bench_ssl")
+    parser.add_argument("--data_dir", default="~/tensorflow_datasets")
+    parser.add_argument("--pretrain_steps", type=int, default=2000)
+    parser.add_argument("--finetune_steps", type=int, default=400)
+    parser.add_argument("--label_fraction", type=float, default=0.1)
+    parser.add_argument("--out", default="BENCHMARKS.md", help="Markdown file to update ('' none)")
+    parser.add_argument("--tiny", action="store_true", help="the recipes' tiny variants")
+    args = parser.parse_args(sys.argv[1:] if argv is None else argv)
+    start = time.perf_counter()
+    result = run(
+        os.path.expanduser(args.workdir),
+        os.path.expanduser(args.data_dir),
+        args.pretrain_steps,
+        args.finetune_steps,
+        args.label_fraction,
+        args.tiny,
+    )
+    command = "vjax bench ssl " + " ".join(sys.argv[1:] if argv is None else argv)
+    text = table(result, time.perf_counter() - start, command.strip())
+    print(text)
+    if args.out:
+        update_benchmarks(args.out, SECTION, text)
+    return 0

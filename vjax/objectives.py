@@ -1,0 +1,308 @@
+"""What the train step minimises, chosen by ``train.objective``: each objective is a small pure
+function of the model, its variables and a batch, so :mod:`vjax.step` stays the one train step
+and :mod:`vjax.train` the one loop (checkpoints, sharding, resume, metrics, evaluation
+scheduling are shared).
+
+* ``classification`` (default): cross-entropy against the labels (one task or several,
+  :func:`vjax.step.task_losses`); validation scores logits against labels on the host.
+* ``multi_label``: several classes per video (Charades): sigmoid binary cross-entropy
+  against multi-hot labels (:func:`multilabel_losses`); validation reports mAP.
+* ``reconstruction``: VideoMAE's masked-video objective for a masked autoencoder
+  (``model.name="videomae_pretraining"``): a tube or random mask drawn from the step's key
+  (so a resumed run sees the same masks), mean squared error between the predicted and the
+  true pixels of the hidden tubelets (normalised per tubelet with ``norm_pix_loss``). Labels
+  are not read; validation reports this loss on the validation split with fixed masks.
+
+>>> objective = get("reconstruction")
+>>> loss, metrics, model_state = objective.loss(model, variables, batch, video, key)
+>>> per_example = objective.evaluate(model, variables, batch, video)   # (B,) losses
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import einops
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import optax
+
+from vjax.models.masking import (
+    draw_mask,
+    patch_statistics,
+    pixel_targets,
+    split_tokens,
+    take_tokens,
+    unpatchify,
+)
+from vjax.models.video_transformer import token_grid
+from vjax.tasks import concat_classes, label_columns, split_classes, task_outputs
+
+Batch = dict[str, jax.Array]
+_MASK_STREAM = 1  # the mask key: the step's dropout key folded with this
+_EVAL_MASK_SEED = 0  # validation masks: fixed, so evaluations are comparable across steps
+
+
+def _pixels(batch: Batch) -> jax.Array:
+    """The batch's uint8 frames as pixels in [0, 1] (reconstruction targets)."""
+    return jnp.asarray(batch["video"], jnp.float32) / 255.0
+
+
+def cross_entropy(
+    logits: jax.Array,
+    labels: jax.Array,
+    label_smoothing: float,
+    targets: jax.Array | None = None,
+) -> jax.Array:
+    """Per-example softmax cross-entropy against (optionally smoothed) one-hot labels, or
+    against soft ``targets`` (mixup/cutmix's ``label_probs``) when given."""
+    if targets is None:
+        targets = jax.nn.one_hot(labels, logits.shape[-1])
+    if label_smoothing:
+        targets = optax.smooth_labels(targets, label_smoothing)
+    return optax.softmax_cross_entropy(logits.astype(jnp.float32), targets)
+
+
+def topk_correct(logits: jax.Array, labels: jax.Array, k: int) -> jax.Array:
+    """1.0 where the label is among the k highest logits (ties broken by lower class index)."""
+    k = min(k, logits.shape[-1])
+    _, top = jax.lax.top_k(logits, k)
+    return (top == labels[:, None]).any(axis=-1).astype(jnp.float32)
+
+
+def task_losses(
+    logits: jax.Array | dict[str, jax.Array],
+    batch: dict[str, jax.Array],
+    label_smoothing: float = 0.0,
+) -> tuple[jax.Array, dict[str, jax.Array]]:
+    """``(loss, metrics)`` of a batch: the sum over tasks of each task's mean cross-entropy
+    (one task: just its loss), and ``top1`` = every task right (Epic-Kitchens' action
+    accuracy for verb + noun). Several tasks add ``loss_<task>`` and ``top1_<task>``.
+
+    ``batch["label"]``: ``(B,)`` or one column per task; ``batch["label_probs"]`` (mixup /
+    cutmix soft targets, optional): concatenated over the tasks' classes."""
+    outputs = task_outputs(logits)
+    sizes = {task: out.shape[-1] for task, out in outputs.items()}
+    labels = label_columns(batch["label"], sizes)
+    soft = batch.get("label_probs")
+    targets = split_classes(soft, sizes) if soft is not None else {}
+    metrics, correct = {}, []
+    for task, out in outputs.items():
+        metrics[f"loss_{task}"] = cross_entropy(
+            out, labels[task], label_smoothing, targets.get(task)
+        ).mean()
+        correct.append(topk_correct(out, labels[task], 1))
+        metrics[f"top1_{task}"] = correct[-1].mean()
+    loss = sum(metrics[f"loss_{task}"] for task in outputs)
+    if len(outputs) == 1:
+        metrics = {}
+    return loss, {"loss": loss, "top1": jnp.stack(correct).min(axis=0).mean(), **metrics}
+
+
+def multilabel_losses(
+    logits: jax.Array, batch: dict[str, jax.Array], label_smoothing: float = 0.0
+) -> tuple[jax.Array, dict[str, jax.Array]]:
+    """``(loss, metrics)`` of multi-label data (``batch["label"]`` multi-hot ``(B, K)``): the
+    sigmoid binary cross-entropy averaged over every (example, class), as PySlowFast's
+    ``bce_logit`` for Charades; targets smoothed towards 1/2 by ``label_smoothing``; ``top1``
+    = the top class is one of the video's. Same signature as :func:`task_losses`."""
+    targets = batch["label"].astype(jnp.float32)
+    if label_smoothing:
+        targets = targets * (1.0 - label_smoothing) + 0.5 * label_smoothing
+    loss = optax.sigmoid_binary_cross_entropy(logits.astype(jnp.float32), targets).mean()
+    top = jnp.argmax(logits, axis=-1)
+    hit = jnp.take_along_axis(batch["label"], top[:, None], axis=-1)[:, 0] > 0
+    return loss, {"loss": loss, "top1": hit.astype(jnp.float32).mean()}
+
+
+def supervised(losses: Callable[..., tuple[jax.Array, dict[str, jax.Array]]]) -> Callable:
+    """The training loss of an objective that scores the model's logits against
+    ``batch["label"]`` with ``losses(logits, batch, label_smoothing)``."""
+
+    def loss(
+        model: nn.Module,
+        variables: Any,
+        batch: Batch,
+        video: jax.Array,
+        key: jax.Array,
+        mutable: Sequence[str] = (),
+        label_smoothing: float = 0.0,
+    ) -> tuple[jax.Array, dict[str, jax.Array], Any]:
+        logits, model_state = model.apply(
+            variables, video, train=True, rngs={"dropout": key}, mutable=list(mutable)
+        )
+        value, metrics = losses(logits, batch, label_smoothing)
+        return value, metrics, model_state
+
+    return loss
+
+
+def classification_logits(model: nn.Module, variables: Any, batch: Batch, video: jax.Array):
+    """float32 logits ``(B, sum K)`` (concatenated over tasks), scored on the host."""
+    del batch  # the labels are gathered beside the logits
+    return concat_classes(model.apply(variables, video, train=False)).astype(jnp.float32)
+
+
+def masked_pixel_losses(
+    model: nn.Module,
+    variables: Any,
+    video: jax.Array,
+    pixels: jax.Array,
+    mask: jax.Array,
+    *,
+    train: bool = False,
+    rngs: dict[str, jax.Array] | None = None,
+    mutable: Sequence[str] = (),
+    hidden: int | None = None,
+) -> tuple[jax.Array, jax.Array, Any]:
+    """``(per-example loss (B,), predictions (B, hidden, P), model_state)``: the mean squared
+    error over the hidden tokens of ``mask`` between the model's predictions for ``video``
+    (normalised input) and the targets of ``pixels`` (the same clip in [0, 1]). ``hidden``:
+    tokens hidden per clip, when ``mask`` is not the model's own ratio (e.g. a given mask)."""
+    count = model.num_masked(video.shape) if hidden is None else hidden
+    predicted, model_state = model.apply(
+        variables, video, mask, train=train, hidden=count, rngs=rngs, mutable=list(mutable)
+    )
+    targets = pixel_targets(pixels, model.tubelet, model.norm_pix_loss)
+    _, masked = split_tokens(mask, count)
+    error = (predicted.astype(jnp.float32) - take_tokens(targets, masked)) ** 2
+    return error.mean(axis=(1, 2)), predicted, model_state
+
+
+def _mask(model: nn.Module, video: jax.Array, key: jax.Array) -> jax.Array:
+    grid = token_grid(video.shape, model.tubelet)
+    return draw_mask(key, video.shape[0], grid, model.mask_ratio, model.masking)
+
+
+def reconstruction(
+    model: nn.Module,
+    variables: Any,
+    batch: Batch,
+    video: jax.Array,
+    key: jax.Array,
+    mutable: Sequence[str] = (),
+) -> tuple[jax.Array, dict[str, jax.Array], Any]:
+    """VideoMAE's loss on a mask drawn from ``key`` (dropout uses ``key`` itself)."""
+    mask = _mask(model, video, jax.random.fold_in(key, _MASK_STREAM))
+    losses, _, model_state = masked_pixel_losses(
+        model, variables, video, _pixels(batch), mask, train=True, rngs={"dropout": key},
+        mutable=mutable,
+    )  # fmt: skip
+    loss = losses.mean()
+    return loss, {"loss": loss}, model_state
+
+
+def reconstruction_losses(model: nn.Module, variables: Any, batch: Batch, video: jax.Array):
+    """Per-example validation losses ``(B,)`` on fixed masks (row ``i`` of every batch gets
+    the same mask), so evaluations at different steps compare."""
+    mask = _mask(model, video, jax.random.key(_EVAL_MASK_SEED))
+    losses, _, _ = masked_pixel_losses(model, variables, video, _pixels(batch), mask)
+    return losses
+
+
+def reconstruct(
+    model: nn.Module, variables: Any, batch: Batch, video: jax.Array
+) -> tuple[jax.Array, jax.Array, jax.Array]:
+    """``(original, masked input, reconstruction)`` clips in [0, 1] for a picture of the
+    validation masks: hidden tubelets grey in the input; in the reconstruction the visible
+    tubelets are the input's and the hidden ones the predictions, un-normalised with each
+    tubelet's own mean and std under ``norm_pix_loss`` (the paper's visualisation)."""
+    pixels = _pixels(batch)
+    mask = _mask(model, video, jax.random.key(_EVAL_MASK_SEED))
+    count = model.num_masked(video.shape)
+    _, predicted, _ = masked_pixel_losses(model, variables, video, pixels, mask)
+    tokens = pixel_targets(pixels, model.tubelet, normalize=False)
+    _, masked = split_tokens(mask, count)
+    if model.norm_pix_loss:
+        mean, std = (take_tokens(s, masked) for s in patch_statistics(pixels, model.tubelet))
+        channels = einops.rearrange(predicted, "b n (p c) -> b n p c", c=pixels.shape[-1])
+        predicted = einops.rearrange(channels * std + mean, "b n p c -> b n (p c)")
+    rows = jnp.arange(tokens.shape[0])[:, None]
+    rebuilt = tokens.at[rows, masked].set(jnp.clip(predicted, 0.0, 1.0))
+    hidden = jnp.where(mask[..., None], 0.5, tokens)
+    t, h, w = (size // step for size, step in zip(video.shape[1:4], model.tubelet, strict=True))
+    clips = (unpatchify(x, model.tubelet, (t, h, w), pixels.shape[-1]) for x in (hidden, rebuilt))
+    return (pixels, *clips)
+
+
+@dataclasses.dataclass(frozen=True)
+class Objective:
+    """One objective: its training ``loss(model, variables, batch, video, key, mutable,
+    **options) -> (loss, metrics, model_state)``, its per-example validation outputs
+    ``evaluate(model, variables, batch, video)``, the step options it takes (e.g.
+    ``label_smoothing``), and whether validation scores logits against labels."""
+
+    name: str
+    loss: Callable[..., tuple[jax.Array, dict[str, jax.Array], Any]]
+    evaluate: Callable[..., jax.Array]
+    options: tuple[str, ...] = ()
+    classifies: bool = False
+    needs_labels: bool = False
+    multi_label: bool = False  # several classes per video: a sigmoid per class, mAP
+
+
+_LABELLED = {"options": ("label_smoothing",), "classifies": True, "needs_labels": True}
+OBJECTIVES = {
+    "classification": Objective(
+        "classification", supervised(task_losses), classification_logits, **_LABELLED
+    ),
+    "multi_label": Objective(
+        "multi_label",
+        supervised(multilabel_losses),
+        classification_logits,
+        **_LABELLED,
+        multi_label=True,
+    ),
+    "reconstruction": Objective("reconstruction", reconstruction, reconstruction_losses),
+}
+
+
+def get(name: str) -> Objective:
+    """The objective ``train.objective`` names; an unknown name lists the valid ones."""
+    if name not in OBJECTIVES:
+        from vjax.config_utils import ConfigError
+
+        raise ConfigError(f"unknown train.objective {name!r}; valid: {', '.join(OBJECTIVES)}")
+    return OBJECTIVES[name]
+
+
+def check(
+    name: str, model: nn.Module, model_name: str, class_names: Any, multi_label: bool = False
+) -> Objective:
+    """The objective, after checking that it fits the model and the data (``multi_label``:
+    several classes per video) before anything is compiled; a mismatch is an error naming
+    the fix."""
+    from vjax.config_utils import ConfigError
+
+    objective = get(name)
+    trains = getattr(model, "OBJECTIVE", "classification")
+    if (trains == "reconstruction") != (name == "reconstruction"):
+        if trains == "reconstruction":
+            raise ConfigError(
+                f"model {model_name!r} is a masked autoencoder: train it with "
+                f"--config.train.objective=reconstruction, and fine-tune its encoder as "
+                f"model.name='videomae' with --config.train.init_from=PRETRAIN_WORKDIR"
+            )
+        raise ConfigError(
+            f"train.objective={name!r} needs a masked autoencoder "
+            f"(--config.model.name=videomae_pretraining), not model {model_name!r}"
+        )
+    if objective.needs_labels and not class_names:
+        raise ConfigError(
+            f"the dataset has no labels (it was prepared from videos without classes), so "
+            f"train.objective={name!r} cannot train on it: prepare a folder of class "
+            f"sub-folders or a manifest with a label column, or pre-train on these videos "
+            f"with --config.train.objective=reconstruction "
+            f"--config.model.name=videomae_pretraining (configs/videomae.py:pretrain_k400)"
+        )
+    if objective.needs_labels and multi_label != objective.multi_label:
+        fix = "multi_label" if multi_label else "classification"
+        kind = "several classes per video" if multi_label else "one class per video"
+        raise ConfigError(
+            f"the dataset has {kind}, so train.objective={name!r} does not fit it: "
+            f"use --config.train.objective={fix}"
+        )
+    return objective
