@@ -177,7 +177,7 @@ TINY_MODELS = {
     "r2plus1d_18": dict(layers=(1, 1, 1, 1), width=8),
     "i3d_r50": dict(depth=14, width=8),
     "slowfast_r50": dict(depth=14, width=16),
-    "x3d_m": dict(width_factor=1.0, depth_factor=0.5, stem_width=4, head_width=32),
+    "x3d_m": dict(width_factor=1.0, depth_factor=0.2, stem_width=4, head_width=32),
     "lrcn": dict(frame_layers=(1, 1, 1, 1), frame_width=8, hidden_size=16),
 }
 

@@ -65,14 +65,14 @@ def env_with_host_devices(count: int) -> dict[str, str]:
 
 @pytest.fixture(scope="session")
 def pretrained_run(data_dir, tmp_path_factory):
-    """``(config, workdir, last validation)`` of the tiny VideoMAE pre-training run (200 steps,
-    checkpoints every 20, validation at 100 and 200), trained once for the tests of exact
+    """``(config, workdir, last validation)`` of the tiny VideoMAE pre-training run (100 steps,
+    checkpoints every 20, validation at 50 and 100), trained once for the tests of exact
     resume, validation, pictures and fine-tuning."""
     from vjax import train
     from vjax.config_utils import apply_overrides, load_config
 
     config = load_config(PRETRAIN_CONFIG)
-    steps = {"train.num_steps": "200", "train.checkpoint_every": "20", "train.eval_every": "100"}
+    steps = {"train.num_steps": "100", "train.checkpoint_every": "20", "train.eval_every": "50"}
     apply_overrides(config, {"dataset.data_dir": data_dir, "train.log_every": "10", **steps})
     workdir = str(tmp_path_factory.mktemp("pretrain"))
     return config, workdir, train.train(config, workdir)

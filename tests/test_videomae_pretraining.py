@@ -129,7 +129,7 @@ def test_objective_fits_model_and_data():
 
 @pytest.fixture(scope="module")
 def pretrained(pretrained_run):
-    """The tiny pre-training run (tests/conftest.py): validation at steps 100 and 200."""
+    """The tiny pre-training run (tests/conftest.py): validation at steps 50 and 100."""
     return pretrained_run
 
 
@@ -159,7 +159,7 @@ def test_validation_reports_the_reconstruction_loss_of_the_split(pretrained, cap
     assert set(last_eval) == {"split", "num_examples", "loss"}
     assert last_eval["num_examples"] == config.dataset.num_validation
     records = [r for r in read_metrics(workdir) if r["split"] == "validation"]
-    assert [r["step"] for r in records] == [100, 200] and set(records[0]) >= {"loss"}
+    assert [r["step"] for r in records] == [50, 100] and set(records[0]) >= {"loss"}
     # The same per-clip losses computed here, batch by batch, with the same fixed masks.
     _, model, variables = vjax.load(workdir)
     source = load_dataset(config.dataset).as_data_source("validation")
@@ -173,8 +173,8 @@ def test_validation_reports_the_reconstruction_loss_of_the_split(pretrained, cap
     # vjax eval prints (and writes) the loss of another split.
     args = [f"--config={PRETRAIN_CONFIG}", f"--workdir={workdir}", "--split=test"]
     assert main(["--mode=eval", *args, f"--config.dataset.data_dir={config.dataset.data_dir}"]) == 0
-    assert "test @ step 200: 16 clips | loss " in capsys.readouterr().out
-    for step in (100, 200):
+    assert "test @ step 100: 16 clips | loss " in capsys.readouterr().out
+    for step in (50, 100):
         with open(os.path.join(workdir, f"reconstruction_step{step}.png"), "rb") as f:
             assert f.read(8) == b"\x89PNG\r\n\x1a\n"
 
