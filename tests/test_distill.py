@@ -216,3 +216,30 @@ def test_distilled_training_run(data_dir, teachers, tmp_path):
     finally:
         os.rename(teachers["good"] + ".moved", teachers["good"])
     assert evaluated["step"] == 2
+
+
+def test_bench_distill_table(tmp_path):
+    """``vjax bench distill``'s section: one row per model, the FLOPs ratio, the gain over the
+    student alone and the gap to the teacher, written beside the other sections."""
+    from vjax.bench import publish
+    from vjax.bench_distill import table
+
+    def row(params, gmacs, top1):
+        return {"params": params, "gmacs": gmacs, "top1": top1, "steps": 400, "seconds": 60.0,
+                "num_examples": 800}  # fmt: skip
+
+    result = {
+        "models": {"teacher": row(528102, 0.0362, 0.90), "alone": row(96918, 0.0067, 0.70),
+                   "distilled": row(96918, 0.0067, 0.80)},
+        "num_classes": 6, "temperature": 4.0, "alpha": 0.5,
+        "student_model": {"hidden_size": 48, "num_layers": 2},
+    }  # fmt: skip
+    out = tmp_path / "BENCHMARKS.md"
+    out.write_text("# Benchmarks\n\n## vjax bench ssl\n\nkept\n")
+    write = lambda command: table(result, 90.0, command)  # noqa: E731
+    assert publish("distill", ["--tiny"], write, str(out)) == 0
+    text = out.read_text()
+    assert "## vjax bench ssl\n\nkept" in text and "## vjax bench distill" in text
+    assert "5.4x fewer GFLOPs" in text and "`vjax bench distill --tiny`" in text
+    assert "Distilled vs alone: +10.0 points of top-1; 10.0 points below the teacher" in text
+    assert "| student alone | 96,918 | 0.0067 | 400 | 0.700 | 60 |" in text
