@@ -111,6 +111,9 @@ def test_distilled_loss_matches_numpy(kind):
     np.testing.assert_allclose(float(metrics["loss"]), want, rtol=1e-5)
     np.testing.assert_allclose(float(metrics["loss_task"]), want_task, rtol=1e-5)
     np.testing.assert_allclose(float(metrics["loss_distill"]), want_distill, rtol=1e-5)
+    if kind == "single":  # the teacher's own accuracy on the batch, logged beside
+        top1 = (t["head"].argmax(-1) == labels).mean()
+        np.testing.assert_allclose(float(metrics["top1_teacher"]), top1, rtol=1e-6)
     if kind == "multitask":
         for head in s:
             np.testing.assert_allclose(
@@ -200,7 +203,7 @@ def test_distilled_training_run(data_dir, teachers, tmp_path):
     logged = [m for m in read_metrics(workdir) if m["split"] == "train"]
     assert len(logged) == 2
     for m in logged:
-        assert m["loss_distill"] > 0 and m["loss_task"] > 0
+        assert m["loss_distill"] > 0 and m["loss_task"] > 0 and 0 <= m["top1_teacher"] <= 1
         np.testing.assert_allclose(
             m["loss"], 0.7 * m["loss_distill"] + 0.3 * m["loss_task"], rtol=1e-5
         )

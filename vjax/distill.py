@@ -166,8 +166,9 @@ def distilled(
 ) -> Objective:
     """``objective`` (a labelled one) with its training loss mixed with the distillation loss:
     ``alpha * T^2 * KL + (1 - alpha) * task loss``, logged as ``loss`` (the total),
-    ``loss_task`` and ``loss_distill``. Its loss takes the teacher's variables as ``frozen``
-    (the train step's fourth argument); validation is the objective's own."""
+    ``loss_task`` and ``loss_distill``, beside ``top1_teacher`` (the teacher's accuracy on the
+    same batches: a teacher fed wrongly shows here). Its loss takes the teacher's variables
+    as ``frozen`` (the train step's fourth argument); validation is the objective's own."""
     if objective.losses is None:
         raise ConfigError(
             f"train.distill needs a labelled objective (classification or multi_label), not "
@@ -197,7 +198,9 @@ def distilled(
             logits, targets, temperature, objective.multi_label
         )
         total = alpha * kd_loss + (1.0 - alpha) * task_loss
-        return total, {**metrics, **kd_metrics, "loss": total, "loss_task": task_loss}, model_state
+        teacher_top1 = objective.losses(targets, batch, **options)[1]["top1"]
+        metrics = {**metrics, **kd_metrics, "loss_task": task_loss, "top1_teacher": teacher_top1}
+        return total, {**metrics, "loss": total}, model_state
 
     return dataclasses.replace(objective, loss=loss)
 
