@@ -119,6 +119,10 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
             # Quantization-aware training (vjax.deploy.quantize, qwix): "" (off),
             # "int8_weights" or "int8" (int8 kernels and activations, fake-quantized).
             quantization="",
+            # Knowledge distillation (vjax/distill.py): teacher = a workdir or `vjax convert`
+            # folder with the same classes ("" = off); loss = alpha * T^2 * KL(teacher_T ||
+            # student_T) + (1 - alpha) * the task loss, T = temperature (4, as is usual).
+            distill=ml_collections.ConfigDict(dict(teacher="", temperature=4.0, alpha=0.5)),
         )
     )
     c.sharding = ml_collections.ConfigDict(

@@ -6,20 +6,23 @@ section of ``BENCHMARKS.md`` (other sections are kept).
     vjax bench infer    # inference latency/throughput per form (float, bf16, int8, exports)
                         # beside PyTorch (torchvision, transformers)
     vjax bench ssl      # label efficiency: VideoMAE pre-training vs from scratch, 10% labels
+    vjax bench distill  # a 5x smaller ViViT trained alone vs distilled from the demo ViViT
 """
 
 from __future__ import annotations
 
+import argparse
 import importlib
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 KINDS = {
     "data": "vjax.bench_data",
     "train": "vjax.bench_train",
     "infer": "vjax.bench_infer",
     "ssl": "vjax.bench_ssl",
+    "distill": "vjax.bench_distill",
 }
 
 
@@ -37,6 +40,42 @@ def update_benchmarks(path: str, section: str, body: str) -> None:
         lines = [*lines, "", header, "", *body.splitlines()]
     with open(path, "w") as f:
         f.write("\n".join(lines).rstrip("\n") + "\n")
+
+
+CONFIGS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs")
+
+
+def checkout_config(spec: str, overrides: dict[str, str]):
+    """``configs/FILE:VARIANT`` of this vjax checkout with ``overrides`` applied."""
+    from vjax.config_utils import apply_overrides, load_config
+
+    path = os.path.join(CONFIGS, spec.partition(":")[0])
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"{path} is missing: run vjax bench from a vjax checkout")
+    config = load_config(os.path.join(CONFIGS, spec))
+    apply_overrides(config, overrides)
+    return config
+
+
+def training_parser(kind: str, doc: str) -> argparse.ArgumentParser:
+    """The flags of a benchmark that trains on the embedded data: ``--workdir`` (default
+    ``runs/bench_KIND``), ``--data_dir``, ``--out`` (the Markdown file, '' none)."""
+    parser = argparse.ArgumentParser(prog=f"vjax bench {kind}", description=doc.split("\n\n")[0])
+    parser.add_argument("--workdir", default=f"runs/bench_{kind}")
+    parser.add_argument("--data_dir", default="~/tensorflow_datasets")
+    parser.add_argument("--out", default="BENCHMARKS.md", help="Markdown file to update ('' none)")
+    return parser
+
+
+def publish(kind: str, argv: Sequence[str] | None, table: Callable[[str], str], out: str) -> int:
+    """Prints ``table(command)`` (``command``: this ``vjax bench KIND`` line as typed) and
+    writes it as the ``vjax bench KIND`` section of ``out`` ('' none); returns 0."""
+    command = f"vjax bench {kind} " + " ".join(sys.argv[1:] if argv is None else argv)
+    text = table(command.strip())
+    print(text)
+    if out:
+        update_benchmarks(out, f"vjax bench {kind}", text)
+    return 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -14,7 +14,6 @@ Prints the table and writes it to ``BENCHMARKS.md`` (its ``ssl`` section).
 
 from __future__ import annotations
 
-import argparse
 import os
 import platform
 import sys
@@ -22,24 +21,10 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-from vjax.bench import update_benchmarks
-
-CONFIG = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs",
-                      "videomae.py")  # fmt: skip
-SECTION = "vjax bench ssl"
+from vjax.bench import checkout_config, publish, training_parser
 
 
-def _config(recipe: str, overrides: dict[str, str]):
-    from vjax.config_utils import apply_overrides, load_config
-
-    if not os.path.isfile(CONFIG):
-        raise FileNotFoundError(f"{CONFIG} is missing: run vjax bench ssl from a vjax checkout")
-    config = load_config(f"{CONFIG}:{recipe}")
-    apply_overrides(config, overrides)
-    return config
-
-
-def _run(config, workdir: str) -> dict[str, Any]:
+def train_and_test(config, workdir: str) -> dict[str, Any]:
     """Trains (resuming if the workdir has checkpoints), then tests; returns the test metrics
     and the wall time of the training."""
     from vjax import train
@@ -67,7 +52,9 @@ def run(
     suffix = ",tiny" if tiny else ""
     common = {"dataset.data_dir": data_dir}
     steps = {"train.num_steps": str(pretrain_steps)}
-    pretrain = _config(f"pretrain_motion{suffix}", {**common, **steps, **(pretrain_extra or {})})
+    pretrain_recipe = f"videomae.py:pretrain_motion{suffix}"
+    finetune_recipe = f"videomae.py:finetune_motion{suffix}"
+    pretrain = checkout_config(pretrain_recipe, {**common, **steps, **(pretrain_extra or {})})
     labelled = max(int(round(pretrain.dataset.num_train * label_fraction)), 1)
     tune = {**common, "train.num_steps": str(finetune_steps), "dataset.num_train": str(labelled)}
     tune.update(finetune_extra or {})
@@ -77,13 +64,13 @@ def run(
 
     train.train(pretrain, pretrain_dir)
     pretrain_seconds = time.perf_counter() - start
-    finetuned = _run(
-        _config(f"finetune_motion{suffix}", {**tune, "train.init_from": pretrain_dir}),
+    finetuned = train_and_test(
+        checkout_config(finetune_recipe, {**tune, "train.init_from": pretrain_dir}),
         os.path.join(workdir, "finetune"),
     )
     # From scratch without layer decay, a fine-tuning device that would only slow it down.
-    scratch = _run(
-        _config(f"finetune_motion{suffix}", {**tune, "optimizer.layer_decay": "1.0"}),
+    scratch = train_and_test(
+        checkout_config(finetune_recipe, {**tune, "optimizer.layer_decay": "1.0"}),
         os.path.join(workdir, "scratch"),
     )
     return {
@@ -131,13 +118,10 @@ def table(result: dict[str, Any], total_seconds: float, command: str) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="vjax bench ssl", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--workdir", default="runs/bench_ssl")
-    parser.add_argument("--data_dir", default="~/tensorflow_datasets")
+    parser = training_parser("ssl", __doc__)
     parser.add_argument("--pretrain_steps", type=int, default=2000)
     parser.add_argument("--finetune_steps", type=int, default=400)
     parser.add_argument("--label_fraction", type=float, default=0.1)
-    parser.add_argument("--out", default="BENCHMARKS.md", help="Markdown file to update ('' none)")
     parser.add_argument("--tiny", action="store_true", help="the recipes' tiny variants")
     args = parser.parse_args(sys.argv[1:] if argv is None else argv)
     start = time.perf_counter()
@@ -149,9 +133,5 @@ def main(argv: Sequence[str] | None = None) -> int:
         args.label_fraction,
         args.tiny,
     )
-    command = "vjax bench ssl " + " ".join(sys.argv[1:] if argv is None else argv)
-    text = table(result, time.perf_counter() - start, command.strip())
-    print(text)
-    if args.out:
-        update_benchmarks(args.out, SECTION, text)
-    return 0
+    seconds = time.perf_counter() - start
+    return publish("ssl", argv, lambda command: table(result, seconds, command), args.out)

@@ -13,6 +13,9 @@ scheduling are shared).
   true pixels of the hidden tubelets (normalised per tubelet with ``norm_pix_loss``). Labels
   are not read; validation reports this loss on the validation split with fixed masks.
 
+Any labelled objective can be distilled from a teacher (``train.distill.teacher``,
+:mod:`vjax.distill`), which wraps its loss.
+
 >>> objective = get("reconstruction")
 >>> loss, metrics, model_state = objective.loss(model, variables, batch, video, key)
 >>> per_example = objective.evaluate(model, variables, batch, video)   # (B,) losses
@@ -118,6 +121,13 @@ def multilabel_losses(
     return loss, {"loss": loss, "top1": hit.astype(jnp.float32).mean()}
 
 
+def train_logits(
+    model: nn.Module, variables: Any, video: jax.Array, key: jax.Array, mutable: Sequence[str]
+) -> tuple[Any, Any]:
+    """``(logits, model_state)`` of a training forward pass (dropout keyed by ``key``)."""
+    return model.apply(variables, video, train=True, rngs={"dropout": key}, mutable=list(mutable))
+
+
 def supervised(losses: Callable[..., tuple[jax.Array, dict[str, jax.Array]]]) -> Callable:
     """The training loss of an objective that scores the model's logits against
     ``batch["label"]`` with ``losses(logits, batch, label_smoothing)``."""
@@ -131,9 +141,7 @@ def supervised(losses: Callable[..., tuple[jax.Array, dict[str, jax.Array]]]) ->
         mutable: Sequence[str] = (),
         label_smoothing: float = 0.0,
     ) -> tuple[jax.Array, dict[str, jax.Array], Any]:
-        logits, model_state = model.apply(
-            variables, video, train=True, rngs={"dropout": key}, mutable=list(mutable)
-        )
+        logits, model_state = train_logits(model, variables, video, key, mutable)
         value, metrics = losses(logits, batch, label_smoothing)
         return value, metrics, model_state
 
@@ -233,7 +241,9 @@ class Objective:
     """One objective: its training ``loss(model, variables, batch, video, key, mutable,
     **options) -> (loss, metrics, model_state)``, its per-example validation outputs
     ``evaluate(model, variables, batch, video)``, the step options it takes (e.g.
-    ``label_smoothing``), and whether validation scores logits against labels."""
+    ``label_smoothing``), and whether validation scores logits against labels. A labelled
+    objective also gives its ``losses(logits, batch, label_smoothing)`` (what wrappers such
+    as :func:`vjax.distill.distilled` add to)."""
 
     name: str
     loss: Callable[..., tuple[jax.Array, dict[str, jax.Array], Any]]
@@ -242,12 +252,17 @@ class Objective:
     classifies: bool = False
     needs_labels: bool = False
     multi_label: bool = False  # several classes per video: a sigmoid per class, mAP
+    losses: Callable[..., tuple[jax.Array, dict[str, jax.Array]]] | None = None
 
 
 _LABELLED = {"options": ("label_smoothing",), "classifies": True, "needs_labels": True}
 OBJECTIVES = {
     "classification": Objective(
-        "classification", supervised(task_losses), classification_logits, **_LABELLED
+        "classification",
+        supervised(task_losses),
+        classification_logits,
+        **_LABELLED,
+        losses=task_losses,
     ),
     "multi_label": Objective(
         "multi_label",
@@ -255,13 +270,17 @@ OBJECTIVES = {
         classification_logits,
         **_LABELLED,
         multi_label=True,
+        losses=multilabel_losses,
     ),
     "reconstruction": Objective("reconstruction", reconstruction, reconstruction_losses),
 }
 
 
-def get(name: str) -> Objective:
-    """The objective ``train.objective`` names; an unknown name lists the valid ones."""
+def get(name: str | Objective) -> Objective:
+    """The objective ``train.objective`` names (an :class:`Objective` is returned as it is);
+    an unknown name lists the valid ones."""
+    if isinstance(name, Objective):
+        return name
     if name not in OBJECTIVES:
         from vjax.config_utils import ConfigError
 

@@ -73,23 +73,29 @@ def make_train_step(
     mean: Sequence[float],
     std: Sequence[float],
     label_smoothing: float = 0.0,
-    objective: str = "classification",
-) -> Callable[[TrainState, dict[str, jax.Array], jax.Array], tuple[TrainState, dict]]:
-    """Returns ``step(state, batch, key) -> (state, metrics)`` minimising ``objective``
-    (:mod:`vjax.objectives`); dropout (and mask) keys fold in the step."""
+    objective: str | objectives.Objective = "classification",
+) -> Callable[..., tuple[TrainState, dict]]:
+    """Returns ``step(state, batch, key, frozen=None) -> (state, metrics)`` minimising
+    ``objective`` (a name or an :class:`~vjax.objectives.Objective`, e.g. a distilled one);
+    dropout (and mask) keys fold in the step. ``frozen``: variables the objective reads but
+    never trains (a distillation teacher's), passed to its loss as ``frozen=``."""
     spec = objectives.get(objective)
     given = {"label_smoothing": label_smoothing}
     options = {name: given[name] for name in spec.options}
 
-    def train_step(state: TrainState, batch: dict[str, jax.Array], key: jax.Array):
+    def train_step(
+        state: TrainState, batch: dict[str, jax.Array], key: jax.Array, frozen: Any = None
+    ):
         video = normalize_video(batch["video"], mean, std, model.dtype)
         dropout_key = jax.random.fold_in(key, state.step)
+        extra = {} if frozen is None else {"frozen": jax.lax.stop_gradient(frozen)}
 
         def loss_fn(params):
             variables = {"params": params, **state.model_state}
             loss, metrics, model_state = spec.loss(
-                model, variables, batch, video, dropout_key, list(state.model_state), **options
-            )
+                model, variables, batch, video, dropout_key, list(state.model_state),
+                **options, **extra,
+            )  # fmt: skip
             return loss, (metrics, model_state)
 
         grad_fn = scaled_value_and_grad(loss_fn, state.loss_scale)
@@ -116,7 +122,7 @@ def make_eval_step(
     *,
     mean: Sequence[float],
     std: Sequence[float],
-    objective: str = "classification",
+    objective: str | objectives.Objective = "classification",
 ) -> Callable[[Any, dict[str, jax.Array]], jax.Array]:
     """Returns ``step(variables, batch) -> per-example outputs`` of uint8 ``batch["video"]``:
     for classification float32 logits (multi-task: concatenated over the tasks,

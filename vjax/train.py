@@ -72,6 +72,7 @@ class Experiment:
     tx: Any
     init_state: Any  # key -> boxed TrainState (logical axis metadata on the leaves)
     objective: objectives.Objective = objectives.OBJECTIVES["classification"]
+    teacher: Any = None  # vjax.distill.Teacher with train.distill.teacher (training only)
 
 
 def setup(
@@ -79,10 +80,13 @@ def setup(
     devices: list | None = None,
     splits: tuple[str, ...] = (),
     why: str = "",
+    distill: bool = True,
 ) -> Experiment:
     """Builds mesh (over ``devices``, default all), data, model and optimiser. The config is
     checked (:func:`vjax.preflight.check_config`) before the dataset is prepared, and the
-    prepared dataset must hold ``splits`` (``why``: what needs them); nothing is compiled."""
+    prepared dataset must hold ``splits`` (``why``: what needs them); nothing is compiled.
+    ``distill``: load and check ``train.distill.teacher`` (evaluation does not need it)."""
+    from vjax import distill as distillation
     from vjax.data.datasets import clip_spec, is_multilabel, load_dataset, require_splits
 
     mesh = check_config(config, devices)
@@ -100,6 +104,10 @@ def setup(
         class_names,
         is_multilabel(builder),
     )
+    if distill:
+        objective, teacher = distillation.from_config(config, objective, class_names, clip_shape)
+    else:
+        teacher = None
     if config.train.get("quantization"):  # quantization-aware training
         from vjax.deploy.quantize import qat_model
 
@@ -124,6 +132,7 @@ def setup(
         tx=tx,
         init_state=init_state,
         objective=objective,
+        teacher=teacher,
     )
 
 
@@ -144,23 +153,35 @@ def restore_state(exp: Experiment, manager) -> tuple[TrainState, int] | None:
 
 
 def compile_steps(exp: Experiment):
-    """The jitted train and eval steps with explicit in/out shardings; the state is donated."""
+    """The jitted train and eval steps with explicit in/out shardings; the state is donated.
+    A distillation teacher's variables are placed on the mesh by the same logical rules and
+    bound as the train step's frozen argument, so callers still call ``step(state, batch,
+    key)``."""
     cfg = exp.config
     norm = {"mean": tuple(cfg.input.mean), "std": tuple(cfg.input.std)}
     replicated = parallel.replicated(exp.mesh)
-    smoothing, objective = cfg.optimizer.label_smoothing, exp.objective.name
+    smoothing, objective = cfg.optimizer.label_smoothing, exp.objective
+    frozen_shardings = () if exp.teacher is None else (exp.teacher.shardings(exp.mesh, exp.rules),)
     train_step = jax.jit(
         make_train_step(exp.model, exp.tx, label_smoothing=smoothing, objective=objective, **norm),
-        in_shardings=(exp.state_shardings, exp.batch_sharding, replicated),
+        in_shardings=(exp.state_shardings, exp.batch_sharding, replicated, *frozen_shardings),
         out_shardings=(exp.state_shardings, replicated),
         donate_argnums=0,
     )
+    if exp.teacher is not None:
+        frozen = jax.device_put(exp.teacher.variables, frozen_shardings[0])
+        train_step = functools.partial(_with_frozen, train_step, frozen)
     eval_step = jax.jit(
         make_eval_step(exp.model, objective=objective, **norm),
         in_shardings=(exp.state_shardings.variables, exp.batch_sharding),
         out_shardings=exp.batch_sharding,
     )
     return train_step, eval_step
+
+
+def _with_frozen(train_step, frozen: Any, state: TrainState, batch: Any, key: jax.Array):
+    """``train_step`` with its frozen (teacher) variables given."""
+    return train_step(state, batch, key, frozen)
 
 
 def _num_examples(exp: Experiment, split: str) -> int:
@@ -438,6 +459,13 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
             f"input {exp.input_shape}\n{memory}",
             flush=True,
         )
+        if exp.teacher is not None:
+            distill = tcfg.distill
+            print(
+                f"Distilling from a {exp.teacher.describe(exp.input_shape[1:])}; temperature "
+                f"{distill.temperature}, alpha {distill.alpha}",
+                flush=True,
+            )
 
     train_step, eval_step = compile_steps(exp)
     reconstructs = exp.objective.name == "reconstruction"
@@ -509,7 +537,7 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
 def evaluate_checkpoint(config: ml_collections.ConfigDict, workdir: str, split: str) -> dict:
     """Restores the newest good checkpoint of ``workdir`` and evaluates it on ``split``."""
     require_trained(workdir)  # before the dataset or an empty checkpoints folder is made
-    exp = setup(config, splits=(split,))
+    exp = setup(config, splits=(split,), distill=False)
     if _is_quantized(workdir):
         return _evaluate_quantized(exp, workdir, split)
     manager = checkpoint.make_manager(

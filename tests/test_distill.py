@@ -1,0 +1,248 @@
+"""Knowledge distillation (vjax/distill.py): the loss against NumPy, the start-up checks, and a
+tiny distilled run whose teacher takes more frames and a larger frame than the student."""
+
+import os
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from conftest import tiny_config
+
+from vjax import objectives, train
+from vjax.config_utils import ConfigError
+from vjax.convert import pretrained_config, save_converted
+from vjax.data.motion import MOTIONS
+from vjax.distill import Teacher, distilled, resample_clip
+from vjax.metric_writers import read_metrics
+from vjax.models import build_model
+
+MEAN, STD = (0.4, 0.5, 0.6), (0.2, 0.25, 0.3)
+CLIP = (2, 4, 4, 3)
+TEACHER_CLIP = (8, 24, 24, 3)  # the tiny data's clips are (4, 16, 16, 3)
+TEACHER_MODEL = {"name": "vivit", "size": "Ti/8x2", "num_layers": 1, "hidden_size": 32,
+                 "num_heads": 2, "mlp_dim": 64}  # fmt: skip
+
+
+class Heads(nn.Module):
+    """Linear heads on the flattened clip: one ``(B, K)`` output, or ``{task: (B, K)}``."""
+
+    sizes: int | dict[str, int]
+    dtype: jnp.dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, video, train: bool = False):
+        x = video.reshape(video.shape[0], -1)
+        if isinstance(self.sizes, int):
+            return nn.Dense(self.sizes, name="head")(x)
+        return {task: nn.Dense(k, name=task)(x) for task, k in self.sizes.items()}
+
+
+def _log_softmax(x):
+    x = x - x.max(-1, keepdims=True)
+    return x - np.log(np.exp(x).sum(-1, keepdims=True))
+
+
+def _log_sigmoid(x):
+    return -np.logaddexp(0.0, -x)
+
+
+def _numpy_logits(params, x):
+    """``x @ W + b`` per head, in float64 (the reference's own forward pass)."""
+    flat = np.asarray(x, np.float64).reshape(x.shape[0], -1)
+    return {k: flat @ np.asarray(p["kernel"]) + np.asarray(p["bias"]) for k, p in params.items()}
+
+
+@pytest.mark.parametrize("kind", ["single", "multitask", "multi_label"])
+def test_distilled_loss_matches_numpy(kind):
+    """alpha * T^2 * KL(teacher_T || student_T) + (1 - alpha) * task loss, per head, and the
+    logged parts, against an independent float64 NumPy computation."""
+    temperature, alpha, batch_size = 3.0, 0.3, 5
+    rng = np.random.default_rng(0)
+    sizes = {"verb": 4, "noun": 3} if kind == "multitask" else 5
+    video = rng.integers(0, 256, (batch_size, *CLIP), np.uint8)
+    if kind == "multitask":
+        labels = np.stack([rng.integers(0, 4, batch_size), rng.integers(0, 3, batch_size)], -1)
+    elif kind == "multi_label":
+        labels = (rng.random((batch_size, 5)) < 0.4).astype(np.int32)
+    else:
+        labels = rng.integers(0, 5, batch_size)
+    student, teacher_module = Heads(sizes), Heads(sizes)
+    dummy = jnp.zeros((1, *CLIP))
+    scale = lambda t: jax.tree.map(lambda p: p * 40.0, t)  # noqa: E731 (logits of a few units)
+    student_vars = scale(student.init(jax.random.key(1), dummy))
+    teacher_vars = scale(teacher_module.init(jax.random.key(2), dummy))
+    teacher = Teacher("t", teacher_module, teacher_vars, MEAN, STD, CLIP)
+    base = objectives.get("multi_label" if kind == "multi_label" else "classification")
+    objective = distilled(base, teacher, temperature, alpha)
+
+    x_student = (video / 255.0 - 0.5) / 0.25
+    x_teacher = (video / 255.0 - np.asarray(MEAN)) / np.asarray(STD)
+    batch = {"video": jnp.asarray(video), "label": jnp.asarray(labels)}
+    loss, metrics, _ = objective.loss(
+        student, student_vars, batch, jnp.asarray(x_student, jnp.float32), jax.random.key(0),
+        frozen=teacher_vars, label_smoothing=0.0,
+    )  # fmt: skip
+
+    s = _numpy_logits(student_vars["params"], x_student)
+    t = _numpy_logits(teacher_vars["params"], x_teacher)
+    columns = {"verb": labels[:, 0], "noun": labels[:, 1]} if kind == "multitask" else None
+    task, distill = {}, {}
+    for head in s:
+        zs, zt = s[head] / temperature, t[head] / temperature
+        if kind == "multi_label":
+            p = 1.0 / (1.0 + np.exp(-zt))
+            kl = p * (_log_sigmoid(zt) - _log_sigmoid(zs))
+            kl += (1 - p) * (_log_sigmoid(-zt) - _log_sigmoid(-zs))
+            distill[head] = temperature**2 * kl.mean()
+            y = labels.astype(np.float64)
+            task[head] = -(y * _log_sigmoid(s[head]) + (1 - y) * _log_sigmoid(-s[head])).mean()
+        else:
+            pt = np.exp(_log_softmax(zt))
+            kl = (pt * (_log_softmax(zt) - _log_softmax(zs))).sum(-1)
+            distill[head] = temperature**2 * kl.mean()
+            y = columns[head] if columns else labels
+            task[head] = -_log_softmax(s[head])[np.arange(batch_size), y].mean()
+    want_task, want_distill = sum(task.values()), sum(distill.values())
+    want = alpha * want_distill + (1 - alpha) * want_task
+    assert want_distill > 0.05 and want_task > 0.05  # both parts matter in the mix
+    np.testing.assert_allclose(float(loss), want, rtol=1e-5)
+    np.testing.assert_allclose(float(metrics["loss"]), want, rtol=1e-5)
+    np.testing.assert_allclose(float(metrics["loss_task"]), want_task, rtol=1e-5)
+    np.testing.assert_allclose(float(metrics["loss_distill"]), want_distill, rtol=1e-5)
+    if kind == "single":  # the teacher's own accuracy on the batch, logged beside
+        top1 = (t["head"].argmax(-1) == labels).mean()
+        np.testing.assert_allclose(float(metrics["top1_teacher"]), top1, rtol=1e-6)
+    if kind == "multitask":
+        for head in s:
+            np.testing.assert_allclose(
+                float(metrics[f"loss_distill_{head}"]), distill[head], rtol=1e-5
+            )
+    # Gradients reach the student only; the teacher is an input, not a parameter.
+    grads = jax.grad(
+        lambda p: objective.loss(
+            student, {"params": p}, batch, jnp.asarray(x_student, jnp.float32),
+            jax.random.key(0), frozen=teacher_vars, label_smoothing=0.0,
+        )[0]
+    )(student_vars["params"])  # fmt: skip
+    assert all(float(jnp.abs(g).max()) > 0 for g in jax.tree.leaves(grads))
+
+
+def test_resample_clip():
+    """More frames repeat the nearest ones (evenly spaced), fewer stride; space is resized."""
+    video = np.arange(2 * 4 * 2 * 2 * 1, dtype=np.uint8).reshape(2, 4, 2, 2, 1)
+    more = np.asarray(resample_clip(video, (8, 2, 2, 1)))
+    np.testing.assert_array_equal(more, video[:, [0, 0, 1, 1, 2, 2, 3, 3]].astype(np.float32))
+    fewer = np.asarray(resample_clip(video, (2, 2, 2, 1)))
+    np.testing.assert_array_equal(fewer, video[:, [1, 3]].astype(np.float32))
+    flat = np.full((1, 2, 4, 4, 3), 77, np.uint8)
+    larger = np.asarray(resample_clip(flat, (2, 6, 6, 3)))
+    assert larger.shape == (1, 2, 6, 6, 3) and np.allclose(larger, 77.0)
+
+
+def _save_teacher(root, name: str, class_names) -> str:
+    """A random-weight ViViT teacher on 8 frames of 24x24 saved as a `vjax convert` folder."""
+    model = build_model(TEACHER_MODEL, len(class_names))
+    variables = model.init(jax.random.key(3), np.zeros((1, *TEACHER_CLIP)), train=False)
+    noise = np.random.default_rng(0)  # a zero-initialised head would teach only uniform odds
+    variables = jax.tree.map(lambda p: p + 0.3 * noise.standard_normal(p.shape), variables)
+    config = pretrained_config(TEACHER_MODEL, TEACHER_CLIP, class_names, mean=MEAN, std=STD)
+    return save_converted(str(root / name), config, jax.device_get(variables))
+
+
+@pytest.fixture(scope="module")
+def teachers(tmp_path_factory):
+    root = tmp_path_factory.mktemp("teachers")
+    names = list(MOTIONS[:4])  # the tiny demo data's classes
+    return {
+        "good": _save_teacher(root, "good", names),
+        "reordered": _save_teacher(root, "reordered", [names[1], names[0], *names[2:]]),
+    }
+
+
+def test_startup_checks(data_dir, teachers, tmp_path):
+    """Wrong classes name both lists; a missing teacher is one clear error; a teacher needs a
+    labelled objective."""
+    with pytest.raises(ConfigError, match=r"classes \['left', 'right'.*has \['right', 'left'"):
+        train.setup(tiny_config(data_dir, **{"train.distill.teacher": teachers["reordered"]}))
+    missing = str(tmp_path / "nowhere")
+    with pytest.raises(ConfigError, match=r"train.distill.teacher: .*nowhere.* does not exist"):
+        train.setup(tiny_config(data_dir, **{"train.distill.teacher": missing}))
+    with pytest.raises(ConfigError, match=r"alpha must be in \[0, 1\]"):
+        train.setup(
+            tiny_config(
+                data_dir,
+                **{"train.distill.teacher": teachers["good"], "train.distill.alpha": "1.5"},
+            )
+        )
+
+
+def test_distilled_training_run(data_dir, teachers, tmp_path):
+    """A few steps of a tiny student distilled from a ViViT teacher on a larger clip (more
+    frames, larger frames), on an fsdp=2 mesh: the teacher's variables are sharded by the same
+    rules, both loss parts are logged and mix as configured, the checkpoint holds the student
+    only, and evaluation does not need the teacher."""
+    overrides = {
+        "train.distill.teacher": teachers["good"],
+        "train.distill.alpha": "0.7",
+        "train.distill.temperature": "1.0",
+        "train.num_steps": "2",
+        "train.log_every": "1",
+        "train.eval_every": "2",
+        "train.checkpoint_every": "2",
+        "sharding.mesh": "(('data', 4), ('fsdp', 2), ('tensor', 1))",
+    }
+    config = tiny_config(data_dir, **overrides)
+    exp = train.setup(config)
+    specs = [s.spec for s in jax.tree.leaves(exp.teacher.shardings(exp.mesh, exp.rules))]
+    assert any("fsdp" in str(spec) for spec in specs)  # sharded, not gathered on one device
+    workdir = str(tmp_path / "student")
+    result = train.train(config, workdir)
+    assert 0.0 <= result["top1"] <= 1.0
+    logged = [m for m in read_metrics(workdir) if m["split"] == "train"]
+    assert len(logged) == 2
+    for m in logged:
+        assert m["loss_distill"] > 0 and m["loss_task"] > 0 and 0 <= m["top1_teacher"] <= 1
+        np.testing.assert_allclose(
+            m["loss"], 0.7 * m["loss_distill"] + 0.3 * m["loss_task"], rtol=1e-5
+        )
+    import vjax
+
+    student = vjax.load(workdir)
+    assert student.clip_shape == (4, 16, 16, 3)
+    plain = jax.eval_shape(lambda k: nn.meta.unbox(exp.init_state(k)), jax.random.key(0))
+    assert jax.tree.structure(student.variables["params"]) == jax.tree.structure(plain.params)
+    os.rename(teachers["good"], teachers["good"] + ".moved")  # evaluation needs no teacher
+    try:
+        evaluated = train.evaluate_checkpoint(config, workdir, "test")
+    finally:
+        os.rename(teachers["good"] + ".moved", teachers["good"])
+    assert evaluated["step"] == 2
+
+
+def test_bench_distill_table(tmp_path):
+    """``vjax bench distill``'s section: one row per model, the FLOPs ratio, the gain over the
+    student alone and the gap to the teacher, written beside the other sections."""
+    from vjax.bench import publish
+    from vjax.bench_distill import table
+
+    def row(params, gmacs, top1):
+        return {"params": params, "gmacs": gmacs, "top1": top1, "steps": 400, "seconds": 60.0,
+                "num_examples": 800}  # fmt: skip
+
+    result = {
+        "models": {"teacher": row(528102, 0.0362, 0.90), "alone": row(96918, 0.0067, 0.70),
+                   "distilled": row(96918, 0.0067, 0.80)},
+        "num_classes": 6, "temperature": 4.0, "alpha": 0.5,
+        "student_model": {"hidden_size": 48, "num_layers": 2},
+    }  # fmt: skip
+    out = tmp_path / "BENCHMARKS.md"
+    out.write_text("# Benchmarks\n\n## vjax bench ssl\n\nkept\n")
+    write = lambda command: table(result, 90.0, command)  # noqa: E731
+    assert publish("distill", ["--tiny"], write, str(out)) == 0
+    text = out.read_text()
+    assert "## vjax bench ssl\n\nkept" in text and "## vjax bench distill" in text
+    assert "5.4x fewer GFLOPs" in text and "`vjax bench distill --tiny`" in text
+    assert "Distilled vs alone: +10.0 points of top-1; 10.0 points below the teacher" in text
+    assert "| student alone | 96,918 | 0.0067 | 400 | 0.700 | 60 |" in text

@@ -1,0 +1,147 @@
+"""``vjax bench distill``: a small student trained alone vs distilled from the demo ViViT.
+
+The teacher is ``configs/demo.py:vivit`` (6 classes of vjax_motion), trained here (or given
+with ``--teacher``); the student is the same ViViT narrower and shallower (:data:`STUDENT`:
+width 48, 2 layers, 5.4x fewer multiply-accumulates per clip). The student trains twice for
+the same steps on the same data, once alone and once with ``train.distill.teacher``; teacher
+and both students are tested on the test split. Prints the table and writes it to
+``BENCHMARKS.md`` (its ``vjax bench distill`` section).
+
+    vjax bench distill --workdir=runs/bench_distill --data_dir=~/tensorflow_datasets
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import sys
+import time
+from collections.abc import Sequence
+from typing import Any
+
+from vjax.bench import checkout_config, publish, training_parser
+from vjax.bench_ssl import train_and_test
+
+# The student's model section over the demo ViViT's (width 96, 4 layers, 3 heads, MLP 384).
+STUDENT = {"hidden_size": 48, "num_layers": 2, "num_heads": 2, "mlp_dim": 192}
+TINY_STUDENT = {"hidden_size": 16, "num_heads": 1, "mlp_dim": 32}  # under the tiny ViViT (32)
+
+
+def _size(config) -> dict[str, float]:
+    """Parameters and GMACs per clip (the papers' "GFLOPs") of a config's model."""
+    from vjax.flops import count_macs, count_params
+    from vjax.models import build_model
+
+    model = build_model(config.model, config.dataset.num_classes)
+    shape = (1, config.dataset.num_frames, config.dataset.height, config.dataset.width, 3)
+    return {"params": count_params(model, shape), "gmacs": count_macs(model, shape) / 1e9}
+
+
+def run(
+    workdir: str,
+    data_dir: str,
+    teacher_steps: int | None,
+    student_steps: int | None,
+    teacher: str = "",
+    temperature: float = 4.0,
+    alpha: float = 0.5,
+    tiny: bool = False,
+) -> dict[str, Any]:
+    """Trains (or reuses) the teacher, then the student alone and distilled; returns each
+    one's size and test metrics. Steps ``None``: the demo config's own."""
+    variant = "tiny" if tiny else "vivit"
+    common = {"dataset.data_dir": data_dir}
+    teacher_config = checkout_config(f"demo.py:{variant}", common)
+    if teacher_steps:
+        teacher_config.train.num_steps = teacher_steps
+    teacher_dir = teacher or os.path.join(workdir, "teacher")
+    if teacher:
+        from vjax import train
+
+        tested = {**train.evaluate_checkpoint(teacher_config, teacher_dir, "test"), "seconds": 0}
+    else:
+        tested = train_and_test(teacher_config, teacher_dir)
+    models = {"teacher": {**_size(teacher_config), **tested}}
+    student = {f"model.{k}": str(v) for k, v in (TINY_STUDENT if tiny else STUDENT).items()}
+    if student_steps:
+        student["train.num_steps"] = str(student_steps)
+    distill = {
+        "train.distill.teacher": teacher_dir,
+        "train.distill.temperature": str(temperature),
+        "train.distill.alpha": str(alpha),
+    }
+    for name, extra in (("alone", {}), ("distilled", distill)):
+        config = checkout_config(f"demo.py:{variant}", {**common, **student, **extra})
+        models[name] = {
+            **_size(config),
+            **train_and_test(config, os.path.join(workdir, name)),
+            "steps": config.train.num_steps,
+        }
+    student_model = {k: config.model[k] for k in ("hidden_size", "num_layers")}
+    models["teacher"]["steps"] = teacher_config.train.num_steps
+    return {
+        "models": models,
+        "num_classes": teacher_config.dataset.num_classes,
+        "temperature": temperature,
+        "alpha": alpha,
+        "student_model": student_model,
+    }
+
+
+def table(result: dict[str, Any], total_seconds: float, command: str) -> str:
+    """The Markdown section: the setting, one row per model, the gain and the teacher gap."""
+    models = result["models"]
+    teacher, alone, distilled = models["teacher"], models["alone"], models["distilled"]
+    student = result["student_model"]
+    gain = 100 * (distilled["top1"] - alone["top1"])
+    gap = 100 * (teacher["top1"] - distilled["top1"])
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+    lines = [
+        f"vjax_motion, {result['num_classes']} classes; test split ({alone['num_examples']} "
+        f"clips). Student: the teacher's ViViT at width {student['hidden_size']} with "
+        f"{student['num_layers']} layers, {teacher['gmacs'] / alone['gmacs']:.1f}x fewer "
+        f"GFLOPs than the teacher; distilled with temperature {result['temperature']}, alpha "
+        f"{result['alpha']}. CPU: {platform.machine()}, {os.cpu_count()} cores, load average "
+        f"{load:.1f} at the end (a shared machine: wall times include other jobs' load). "
+        f"Total {total_seconds / 60:.1f} min. Command: `{command}`",
+        "",
+        "| model | params | GFLOPs | steps | test top-1 | train s |",
+        "|---|---|---|---|---|---|",
+    ]
+    for name in ("teacher", "alone", "distilled"):
+        m = models[name]
+        label = {"teacher": "teacher (demo ViViT)", "alone": "student alone"}.get(name, name)
+        lines.append(
+            f"| {label} | {m['params']:,} | {m['gmacs']:.4f} | {m['steps']} | {m['top1']:.3f} | "
+            f"{m['seconds']:.0f} |"
+        )
+    lines += [
+        "",
+        f"Distilled vs alone: {gain:+.1f} points of top-1; {gap:.1f} points below the teacher "
+        f"(target: +3 points, or within 1 point of the teacher).",
+    ]
+    return "\n".join(lines)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = training_parser("distill", __doc__)
+    parser.add_argument("--teacher", default="", help="a trained demo ViViT workdir to reuse")
+    parser.add_argument("--teacher_steps", type=int, default=0, help="0: the demo's own")
+    parser.add_argument("--student_steps", type=int, default=0, help="0: the demo's own")
+    parser.add_argument("--temperature", type=float, default=4.0)
+    parser.add_argument("--alpha", type=float, default=0.5)
+    parser.add_argument("--tiny", action="store_true", help="the demo's tiny variant (seconds)")
+    args = parser.parse_args(sys.argv[1:] if argv is None else argv)
+    start = time.perf_counter()
+    result = run(
+        os.path.expanduser(args.workdir),
+        os.path.expanduser(args.data_dir),
+        args.teacher_steps or None,
+        args.student_steps or None,
+        os.path.expanduser(args.teacher),
+        args.temperature,
+        args.alpha,
+        args.tiny,
+    )
+    seconds = time.perf_counter() - start
+    return publish("distill", argv, lambda command: table(result, seconds, command), args.out)
