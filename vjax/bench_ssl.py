@@ -68,10 +68,8 @@ def run(
         checkout_config(finetune_recipe, {**tune, "train.init_from": pretrain_dir}),
         os.path.join(workdir, "finetune"),
     )
-    # From scratch without layer decay, a fine-tuning device that would only slow it down.
-    scratch = train_and_test(
-        checkout_config(finetune_recipe, {**tune, "optimizer.layer_decay": "1.0"}),
-        os.path.join(workdir, "scratch"),
+    scratch = train_and_test(  # the same recipe and steps, from a random initialisation
+        checkout_config(finetune_recipe, tune), os.path.join(workdir, "scratch")
     )
     return {
         "num_classes": pretrain.dataset.num_classes,
