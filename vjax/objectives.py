@@ -255,23 +255,25 @@ class Objective:
     losses: Callable[..., tuple[jax.Array, dict[str, jax.Array]]] | None = None
 
 
-_LABELLED = {"options": ("label_smoothing",), "classifies": True, "needs_labels": True}
+def labelled(name: str, losses: Callable[..., Any], **extra: Any) -> Objective:
+    """An objective that scores the model's logits against ``batch["label"]`` with
+    ``losses(logits, batch, label_smoothing)``: its training loss is :func:`supervised`
+    of them, its validation the host-side scoring of the logits."""
+    return Objective(
+        name,
+        supervised(losses),
+        classification_logits,
+        options=("label_smoothing",),
+        classifies=True,
+        needs_labels=True,
+        losses=losses,
+        **extra,
+    )
+
+
 OBJECTIVES = {
-    "classification": Objective(
-        "classification",
-        supervised(task_losses),
-        classification_logits,
-        **_LABELLED,
-        losses=task_losses,
-    ),
-    "multi_label": Objective(
-        "multi_label",
-        supervised(multilabel_losses),
-        classification_logits,
-        **_LABELLED,
-        multi_label=True,
-        losses=multilabel_losses,
-    ),
+    "classification": labelled("classification", task_losses),
+    "multi_label": labelled("multi_label", multilabel_losses, multi_label=True),
     "reconstruction": Objective("reconstruction", reconstruction, reconstruction_losses),
 }
 
