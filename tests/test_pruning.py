@@ -215,3 +215,35 @@ def test_prune_refuses_bad_requests(data_dir, tmp_path, capsys):
         assert prune_main(argv) == 2
         err = capsys.readouterr().err
         assert message in err and len(err.strip().splitlines()) == 1, err
+
+
+def test_bench_prune_table(tmp_path):
+    """``vjax bench prune``'s section: three rows per model, the speed-up, FLOPs and parameter
+    ratios and the points lost against the target, beside the other sections."""
+    from vjax.bench import publish
+    from vjax.bench_prune import table
+
+    def row(params, gmacs, top1, steps, ms):
+        return {"params": params, "gmacs": gmacs, "top1": top1, "steps": steps,
+                "latency_ms": ms, "p90_ms": ms * 1.2, "clips_per_s": 1000 / ms}  # fmt: skip
+
+    result = {
+        "models": {"vivit": {
+            "rows": {"original": row(528102, 0.0362, 0.99, 800, 4.0),
+                     "pruned": row(300000, 0.0181, 0.60, 0, 2.0),
+                     "fine-tuned": row(300000, 0.0181, 0.98, 80, 2.0)},
+            "units": {"heads": (12, 6), "mlp": (1536, 768)}, "num_classes": 6}},
+        "ratio": 0.5, "by": "magnitude", "batch": 8, "repeats": 20,
+    }  # fmt: skip
+    out = tmp_path / "BENCHMARKS.md"
+    out.write_text("# Benchmarks\n\n## vjax bench distill\n\nkept\n")
+    assert publish("prune", ["--models=vivit"], lambda c: table(result, 60.0, c), str(out)) == 0
+    text = out.read_text()
+    assert "## vjax bench distill\n\nkept" in text and "`vjax bench prune --models=vivit`" in text
+    assert (
+        "| vivit | fine-tuned | heads 6/12, mlp 768/1536 | 300,000 | 0.0181 | 80 | 0.980 |" in text
+    )
+    assert (
+        "vivit: 2.00x lower batch-1 latency, 2.00x fewer GFLOPs, 1.76x fewer parameters, "
+        "+1.0 points of top-1 lost after fine-tuning (target: >= 1.6x at <= 2 points: met)" in text
+    )
