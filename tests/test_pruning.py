@@ -18,7 +18,7 @@ from vjax.models import build_model
 from vjax.pruning import main as prune_main
 from vjax.pruning import prunable_groups, prune_variables
 from vjax.pruning.scores import taylor
-from vjax.pruning.units import _get
+from vjax.pruning.units import get_path
 
 CLIP = (4, 16, 16, 3)
 MODELS = {
@@ -49,7 +49,7 @@ def _silence(variables, group, units):
     """Zeroes what reads ``units`` of ``group``: afterwards nothing depends on them."""
     for s in group.slices:
         if s.role == "consumer":
-            array = _get(variables[s.collection], s.path)
+            array = get_path(variables[s.collection], s.path)
             index = [slice(None)] * array.ndim
             index[s.axis] = units
             array[tuple(index)] = 0.0

@@ -15,6 +15,7 @@ the kept weights, in a checkpoint folder that ``vjax.load``, ``vjax eval``, ``vj
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -157,12 +158,17 @@ def prune_checkpoint(
         "source": model_dir,
         "units": {k: list(v) for k, v in units.items()},
     }
-    import json
-
     saved = {**metadata, "config": json.loads(config_to_json(config)), "pruning": info}
     write_single(os.path.join(out_dir, "checkpoints"), state, saved)
-    count = lambda tree: int(sum(np.size(x) for x in jax.tree.leaves(tree)))  # noqa: E731
-    return {"units": units, "params": (count(variables["params"]), count(params)), "widths": widths}
+    return {
+        "units": units,
+        "params": (_count(variables["params"]), _count(params)),
+        "widths": widths,
+    }
+
+
+def _count(tree: Any) -> int:
+    return int(sum(np.size(x) for x in jax.tree.leaves(tree)))
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -15,10 +15,9 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
-from vjax.pruning.units import Slice, UnitGroup, _get
+from vjax.pruning.units import Slice, UnitGroup, get_path
 
 CRITERIA = ("magnitude", "taylor")
 
@@ -32,7 +31,7 @@ def per_unit(array: Any, axis: int, fn: Callable[[np.ndarray], np.ndarray]) -> n
 def _sum_squares(tree: Mapping, slices: Iterable[Slice], size: int) -> np.ndarray:
     total = np.zeros(size)
     for s in slices:
-        total += per_unit(_get(tree[s.collection], s.path), s.axis, lambda a: (a**2).sum(1))
+        total += per_unit(get_path(tree[s.collection], s.path), s.axis, lambda a: (a**2).sum(1))
     return total
 
 
@@ -53,7 +52,7 @@ def gate_derivative(variables: Mapping, grads: Mapping, group: UnitGroup) -> np.
     total = np.zeros(group.size)
     for s in group.slices:
         if s.role == "consumer":
-            w, g = _get(variables[s.collection], s.path), _get(grads, s.path)
+            w, g = get_path(variables[s.collection], s.path), get_path(grads, s.path)
             total += per_unit(np.asarray(w) * np.asarray(g), s.axis, lambda a: a.sum(1))
     return total
 
@@ -77,13 +76,3 @@ def taylor(
     if not count:
         raise ValueError("taylor scores need at least one training batch")
     return [t / count for t in totals]
-
-
-def as_float(tree: Any) -> Any:
-    """Host float arrays of a variables tree (scores are computed in float64 on the host)."""
-    return jax.tree.map(
-        lambda x: (
-            np.asarray(x, np.float64) if jnp.issubdtype(x.dtype, jnp.floating) else np.asarray(x)
-        ),
-        tree,
-    )

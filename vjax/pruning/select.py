@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from vjax.pruning.units import UnitGroup, _get
+from vjax.pruning.units import UnitGroup, get_path
 
 
 def keep_counts(
@@ -61,6 +61,6 @@ def remove_units(variables: Mapping, kept: Mapping[UnitGroup, np.ndarray]) -> di
     out = _plain(copy.copy(variables))
     for group, indices in kept.items():
         for s in group.slices:
-            parent = _get(out[s.collection], s.path[:-1])
+            parent = get_path(out[s.collection], s.path[:-1])
             parent[s.path[-1]] = np.take(parent[s.path[-1]], indices, axis=s.axis)
     return out

@@ -24,7 +24,6 @@ from collections.abc import Iterator, Mapping
 from typing import Any
 
 Path = tuple[str, ...]
-ROLES = ("producer", "scale", "consumer", "other")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -49,7 +48,8 @@ class UnitGroup:
     parts: int = 1
 
 
-def _get(tree: Mapping, path: Path) -> Any:
+def get_path(tree: Mapping, path: Path) -> Any:
+    """The node at ``path`` of a nested mapping, or None."""
     for part in path:
         if not isinstance(tree, Mapping) or part not in tree:
             return None
@@ -64,23 +64,20 @@ def _walk(tree: Mapping, path: Path = ()) -> Iterator[tuple[Path, Mapping]]:
             yield from _walk(child, (*path, name))
 
 
-def _norm(path: Path, params: Mapping, batch_stats: Mapping, role_of_scale: str) -> list[Slice]:
+def _norm(path: Path, params: Mapping, batch_stats: Mapping) -> list[Slice]:
     """A BatchNorm's channel slices: its scale, bias and running statistics."""
-    found = [Slice("params", (*path, "scale"), 0, role_of_scale)]
-    found += (
-        [Slice("params", (*path, "bias"), 0, "other")]
-        if _get(params, path + ("bias",)) is not None
-        else []
-    )
+    found = [Slice("params", (*path, "scale"), 0, "scale")]
+    if get_path(params, (*path, "bias")) is not None:
+        found.append(Slice("params", (*path, "bias"), 0, "other"))
     for stat in ("mean", "var"):
-        if _get(batch_stats, (*path, stat)) is not None:
+        if get_path(batch_stats, (*path, stat)) is not None:
             found.append(Slice("batch_stats", (*path, stat), 0, "other"))
     return found
 
 
 def _conv_unit_ends(params: Mapping, unit: Path) -> tuple[Path, Path] | None:
     """Paths of the first and the last conv kernel of a ConvUnit (one conv, or (2+1)D's two)."""
-    conv = _get(params, (*unit, "conv"))
+    conv = get_path(params, (*unit, "conv"))
     if not isinstance(conv, Mapping):
         return None
     if "kernel" in conv:
@@ -91,7 +88,7 @@ def _conv_unit_ends(params: Mapping, unit: Path) -> tuple[Path, Path] | None:
 
 
 def _ungrouped(params: Mapping, kernel: Path, in_channels: int) -> bool:
-    return _get(params, kernel).shape[-2] == in_channels
+    return get_path(params, kernel).shape[-2] == in_channels
 
 
 def _attention(path: Path, node: Mapping, parts: int) -> UnitGroup:
@@ -119,13 +116,13 @@ def _channels(params: Mapping, stats: Mapping, unit: Path, reader: Path) -> Unit
     """The output channels of ConvUnit ``unit`` (with its BatchNorm), read by ConvUnit
     ``reader``; None where either is grouped or not a plain conv unit."""
     ends, reader_ends = _conv_unit_ends(params, unit), _conv_unit_ends(params, reader)
-    if ends is None or reader_ends is None or _get(params, (*unit, "norm")) is None:
+    if ends is None or reader_ends is None or get_path(params, (*unit, "norm")) is None:
         return None
-    width = _get(params, ends[1]).shape[-1]
+    width = get_path(params, ends[1]).shape[-1]
     if not _ungrouped(params, reader_ends[0], width):
         return None
     slices = [Slice("params", ends[1], -1, "producer")]
-    slices += _norm((*unit, "norm"), params, stats, "scale")
+    slices += _norm((*unit, "norm"), params, stats)
     slices.append(Slice("params", reader_ends[0], -2, "consumer"))
     return UnitGroup("/".join(unit), "channels", width, tuple(slices))
 
@@ -133,23 +130,22 @@ def _channels(params: Mapping, stats: Mapping, unit: Path, reader: Path) -> Unit
 def _mid_channels(params: Mapping, stats: Mapping, conv: Path) -> UnitGroup | None:
     """The middle channels of a (2+1)D conv (``conv_1`` -> ``norm_1`` -> ``conv_2``)."""
     first, second = (
-        _get(params, (*conv, "conv_1", "kernel")),
-        _get(params, (*conv, "conv_2", "kernel")),
+        get_path(params, (*conv, "conv_1", "kernel")),
+        get_path(params, (*conv, "conv_2", "kernel")),
     )
-    if first is None or second is None or _get(params, (*conv, "norm_1")) is None:
+    if first is None or second is None or get_path(params, (*conv, "norm_1")) is None:
         return None
     width = first.shape[-1]
     if second.shape[-2] != width:  # a grouped second conv (X3D's stem)
         return None
     slices = [Slice("params", (*conv, "conv_1", "kernel"), -1, "producer")]
-    slices += _norm((*conv, "norm_1"), params, stats, "scale")
+    slices += _norm((*conv, "norm_1"), params, stats)
     slices.append(Slice("params", (*conv, "conv_2", "kernel"), -2, "consumer"))
-    # The unit that owns the conv is the widths key's parent: ConvUnit/conv is the Conv2Plus1D.
     return UnitGroup("/".join(conv), "channels", width, tuple(slices))
 
 
 def _recurrent(params: Mapping, head: Path, layer: str, reader: list[Slice]) -> UnitGroup:
-    cell = _get(params, (*head, layer, "cell"))
+    cell = get_path(params, (*head, layer, "cell"))
     slices = []
     for gate, dense in sorted(cell.items()):
         base = (*head, layer, "cell", gate)
@@ -165,7 +161,7 @@ def _recurrent(params: Mapping, head: Path, layer: str, reader: list[Slice]) -> 
 def _recurrent_groups(params: Mapping, classifier: Path = ("classifier",)) -> list[UnitGroup]:
     """Units of a unidirectional recurrent head ``head/layer0..`` read by the next layer's input
     kernels or, for the top layer, by every classifier head."""
-    head = _get(params, ("head",))
+    head = get_path(params, ("head",))
     if not isinstance(head, Mapping):
         return []
     if any(name.startswith(("forward", "backward")) for name in head):
@@ -174,14 +170,14 @@ def _recurrent_groups(params: Mapping, classifier: Path = ("classifier",)) -> li
     groups = []
     for i, layer in enumerate(layers):
         if i + 1 < len(layers):
-            nxt = _get(params, ("head", layers[i + 1], "cell"))
+            nxt = get_path(params, ("head", layers[i + 1], "cell"))
             reader = [
                 Slice("params", ("head", layers[i + 1], "cell", gate, "kernel"), 0, "consumer")
                 for gate in sorted(nxt)
                 if gate.startswith("i")
             ]
         else:
-            heads = _get(params, classifier)
+            heads = get_path(params, classifier)
             reader = [
                 Slice("params", (*classifier, task, "kernel"), 0, "consumer")
                 for task in sorted(heads)
