@@ -7,6 +7,8 @@ section of ``BENCHMARKS.md`` (other sections are kept).
                         # beside PyTorch (torchvision, transformers)
     vjax bench ssl      # label efficiency: VideoMAE pre-training vs from scratch, 10% labels
     vjax bench distill  # a 5x smaller ViViT trained alone vs distilled from the demo ViViT
+    vjax bench prune    # the demo ViViT and R(2+1)D pruned by half and fine-tuned: size,
+                        # latency and accuracy before and after
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ KINDS = {
     "infer": "vjax.bench_infer",
     "ssl": "vjax.bench_ssl",
     "distill": "vjax.bench_distill",
+    "prune": "vjax.bench_prune",
 }
 
 

@@ -191,3 +191,15 @@ def read_checkpoint(path: str) -> tuple[dict, dict, int]:
         variables = {"params": state["params"], **state.get("model_state", {})}
         return dict(restored["metadata"]), variables, step
     raise UserError(f"no checkpoint under {path!r} restores: " + "; ".join(errors))
+
+
+def read_metadata(path: str) -> dict:
+    """The run metadata (config, class names, clip shape) of the newest checkpoint under
+    ``path``, without reading any array."""
+    path, step = locate(path)
+    manager = ocp.CheckpointManager(
+        path, options=ocp.CheckpointManagerOptions(read_only=True), item_handlers=_item_handlers()
+    )
+    step = step if step is not None else manager.latest_step()
+    restored = manager.restore(step, args=ocp.args.Composite(metadata=ocp.args.JsonRestore()))
+    return dict(restored["metadata"])

@@ -9,6 +9,7 @@ vjax prepare video_folder --src=DIR_OR_MANIFEST --data_dir=DIR
 vjax predict --model=DIR video.mp4 [more.mp4]   # DIR: a checkpoint or an exported folder
 vjax export --model=DIR --out=DIR --format=stablehlo,onnx,savedmodel,tflite
 vjax quantize --model=DIR --out=DIR --mode=int8_weights|int8
+vjax prune --model=DIR --out=DIR --ratio=0.5 --by=magnitude|taylor  # a smaller dense model
 vjax compare RUN_A RUN_B     # two evaluations side by side: per-class deltas, printed and plotted
 vjax bench data|train|infer|ssl  # input pipeline, train step, inference speed, label
                                  # efficiency of pre-training -> BENCHMARKS.md
@@ -34,6 +35,7 @@ COMMANDS = {
     "bench": "vjax.bench:main",
     "export": "vjax.deploy.export:main",
     "quantize": "vjax.deploy.quantize:main",
+    "prune": "vjax.pruning:main",
     "compare": "vjax.evaluate.compare:main",
 }
 

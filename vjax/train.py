@@ -24,7 +24,7 @@ import numpy as np
 
 from vjax import checkpoint, objectives, parallel
 from vjax.checkpoint_paths import require_trained
-from vjax.config_utils import config_to_json
+from vjax.config_utils import ConfigError, config_to_json
 from vjax.data.loaders import data_function, worker_data_function
 from vjax.data.pipeline import ProcessMap, num_eval_batches, prefetch
 from vjax.errors import UserError
@@ -33,6 +33,7 @@ from vjax.evaluate.report import named_result, scalars, summary
 from vjax.metric_writers import MetricWriter, progress_line
 from vjax.models import build_model
 from vjax.models.precise_bn import precise_batch_stats
+from vjax.models.widths import check_widths
 from vjax.optim import CLIPPED_WARMUP_FRACTION, make_optimizer, warmup_steps
 from vjax.preemption import PreemptionWatcher
 from vjax.preflight import check_config
@@ -89,6 +90,7 @@ def setup(
     from vjax import distill as distillation
     from vjax.data.datasets import clip_spec, is_multilabel, load_dataset, require_splits
 
+    config = widths_from(config, config.train.get("init_from"))
     mesh = check_config(config, devices)
     rules = parallel.normalize_rules(config.sharding.rules)
     batch_size = config.input.global_batch_size
@@ -118,6 +120,10 @@ def setup(
 
     init_state = make_init_state(model, tx, clip_shape)
     abstract = jax.eval_shape(init_state, jax.random.key(0))
+    try:
+        check_widths(config.model.get("widths"), abstract.params)
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
     parallel.check_rules_cover(abstract, rules)
     return Experiment(
         config=config,
@@ -286,6 +292,39 @@ def reconstruction_picture(exp: Experiment, workdir: str):
     return picture
 
 
+def widths_from(
+    config: ml_collections.ConfigDict, source: str, what: str = "train.init_from"
+) -> ml_collections.ConfigDict:
+    """The config with ``model.widths`` taken from the checkpoint ``source`` (``what`` names
+    it) when that is a pruned model (``vjax prune``) of the same family and the config gives
+    none: fine-tuning or evaluating a pruned model needs only its folder. Widths given in both
+    that differ are an error naming both."""
+    from vjax.checkpoint import read_metadata
+
+    if not source:
+        return config
+    model = read_metadata(source)["config"]["model"]
+    widths, ours = model.get("widths") or {}, dict(config.model.get("widths") or {})
+    if not widths or ours == widths:
+        return config
+    if ours:
+        raise ConfigError(
+            f"model.widths {ours} differ from those of the pruned model in {what} {source!r}: "
+            f"{widths}; leave model.widths unset to take the pruned model's"
+        )
+    if model["name"] != config.model.name:
+        raise ConfigError(
+            f"{what} {source!r} is a pruned {model['name']!r}; its per-layer widths fit only "
+            f"that model, not model.name={config.model.name!r}"
+        )
+    config = config.copy_and_resolve_references()
+    with config.unlocked():
+        config.model.widths = widths
+    if jax.process_index() == 0:
+        print(f"model.widths from the pruned model in {source} ({len(widths)} narrowed layers)")
+    return config
+
+
 def init_from_pretrained(
     exp: Experiment, state: TrainState, path: str, verbose: bool = True
 ) -> TrainState:
@@ -415,6 +454,7 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
         why="training needs train and validation (videos given no split are split by "
         "dataset.split_fractions when the dataset is prepared: delete it to prepare it again)",
     )
+    config = exp.config  # with what setup adds (a pruned train.init_from's widths)
     cfg, tcfg = config, config.train
     is_main = jax.process_index() == 0
     warmup = warmup_steps(cfg.optimizer, tcfg.num_steps)
@@ -537,9 +577,9 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
 def evaluate_checkpoint(config: ml_collections.ConfigDict, workdir: str, split: str) -> dict:
     """Restores the newest good checkpoint of ``workdir`` and evaluates it on ``split``."""
     require_trained(workdir)  # before the dataset or an empty checkpoints folder is made
-    exp = setup(config, splits=(split,), distill=False)
-    if _is_quantized(workdir):
-        return _evaluate_quantized(exp, workdir, split)
+    exp = setup(widths_from(config, workdir, "--workdir"), splits=(split,), distill=False)
+    if _is_model_folder(workdir):
+        return _evaluate_model_folder(exp, workdir, split)
     manager = checkpoint.make_manager(
         os.path.join(workdir, "checkpoints"), config.train.keep_checkpoints
     )
@@ -555,18 +595,20 @@ def evaluate_checkpoint(config: ml_collections.ConfigDict, workdir: str, split: 
     return {"step": step, **run(exp, eval_step, state.variables, split)}
 
 
-def _is_quantized(workdir: str) -> bool:
-    """True for a ``vjax quantize`` folder (its checkpoint's metadata says so)."""
+def _is_model_folder(workdir: str) -> bool:
+    """True for a ``vjax quantize`` or ``vjax prune`` folder: a model without training state
+    (its checkpoint's metadata says so)."""
     path = os.path.join(workdir, "checkpoints", "0", "metadata", "metadata")
     if not os.path.isfile(path):
         return False
     with open(path) as f:
-        return bool(json.load(f).get("quantization"))
+        metadata = json.load(f)
+    return bool(metadata.get("quantization") or metadata.get("pruning"))
 
 
-def _evaluate_quantized(exp: Experiment, workdir: str, split: str) -> dict:
-    """Evaluates the int8 model of a ``vjax quantize`` folder on ``split`` with the data and
-    views of ``exp``'s config (its variables replicated on every device)."""
+def _evaluate_model_folder(exp: Experiment, workdir: str, split: str) -> dict:
+    """Evaluates the model of a ``vjax quantize`` / ``vjax prune`` folder on ``split`` with
+    the data and views of ``exp``'s config (its variables replicated on every device)."""
     from vjax.data.datasets import stores_whole_videos
     from vjax.predict import load_model
 

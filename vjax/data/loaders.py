@@ -11,7 +11,7 @@ config's JSON and import only the data stack (no model or training code).
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import ml_collections
@@ -98,3 +98,18 @@ def worker_data_function(config_json: str, *args: Any) -> Callable[[int], Any]:
 
     config = config_from_json(config_json)
     return data_function(load_dataset(config.dataset), config, *args)
+
+
+def training_batches(
+    config: ml_collections.ConfigDict, count: int, data_dir: str | None = None
+) -> Iterator[Any]:
+    """The first ``count`` training batches of a run's config (one process, no loader
+    workers), e.g. to calibrate or score a trained model; ``data_dir`` if the data moved."""
+    config = config.copy_and_resolve_references()
+    with config.unlocked():
+        if data_dir:
+            config.dataset.data_dir = data_dir
+        config.input.num_workers = 0
+    make_batch = data_function(load_dataset(config.dataset), config, "train", "train", 0, 1)
+    for step in range(count):
+        yield make_batch(step)

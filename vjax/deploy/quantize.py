@@ -207,8 +207,7 @@ def weight_bytes(tree: Any) -> int:
 def calibration_videos(config: Any, batches: int, data_dir: str | None = None) -> Iterator:
     """The first ``batches`` training batches of the checkpoint's own dataset, normalised
     (what ``int8`` calibrates its activation scales on)."""
-    from vjax.data.datasets import load_dataset
-    from vjax.data.loaders import data_function
+    from vjax.data.loaders import training_batches
     from vjax.step import normalize_video
 
     if "dataset" not in config:
@@ -216,15 +215,9 @@ def calibration_videos(config: Any, batches: int, data_dir: str | None = None) -
             "int8 calibrates on training batches, and this checkpoint records no dataset "
             "(a converted model?); use --mode=int8_weights, or fine-tune it with vjax train first"
         )
-    config = config.copy_and_resolve_references()
-    with config.unlocked():
-        if data_dir:
-            config.dataset.data_dir = data_dir
-        config.input.num_workers = 0
-    make_batch = data_function(load_dataset(config.dataset), config, "train", "train", 0, 1)
     mean, std = tuple(config.input.mean), tuple(config.input.std)
-    for step in range(batches):
-        yield normalize_video(make_batch(step)["video"], mean, std, jnp.float32)
+    for batch in training_batches(config, batches, data_dir):
+        yield normalize_video(batch["video"], mean, std, jnp.float32)
 
 
 def quantize_checkpoint(

@@ -33,6 +33,7 @@ import jax
 import jax.numpy as jnp
 
 from vjax.models.layers import ClassifierHead, NumClasses, constrain
+from vjax.models.widths import layer_width
 
 Dtype = Any
 Triple = tuple[int, int, int]
@@ -138,7 +139,8 @@ class Conv2Plus1D(nn.Module):
         spatial = ((1, kh, kw), (1, sh, sw))
         temporal = ((kt, 1, 1), (st, 1, 1))
         first, second = (spatial, temporal) if self.spatial_first else (temporal, spatial)
-        x = conv3d(self.mid_features, *first, dtype=self.dtype, name="conv_1")(x)
+        mid = layer_width(self, self.mid_features)  # a pruned model's may be narrower
+        x = conv3d(mid, *first, dtype=self.dtype, name="conv_1")(x)
         if self.mid_norm:
             x = nn.relu(batch_norm(train, self.dtype, "norm_1")(x))
         return conv3d(
@@ -151,6 +153,7 @@ class ConvUnit(nn.Module):
 
     ``factorise``: None (one ``kernel`` conv), ``"spatial_first"`` or ``"temporal_first"``
     (a :class:`Conv2Plus1D` through ``mid_features`` channels). Children: ``conv``, ``norm``.
+    A pruned model (``model.widths``) may give the unit, or its middle width, fewer channels.
     """
 
     features: int
@@ -168,9 +171,10 @@ class ConvUnit(nn.Module):
 
     @nn.compact
     def __call__(self, x: jax.Array, *, train: bool) -> jax.Array:
+        features = layer_width(self, self.features)  # a pruned model's may be narrower
         if self.factorise is None:
             x = conv3d(
-                self.features,
+                features,
                 self.kernel,
                 self.strides,
                 groups=self.groups,
@@ -180,7 +184,7 @@ class ConvUnit(nn.Module):
             )(x)
         elif self.factorise in ("spatial_first", "temporal_first"):
             x = Conv2Plus1D(
-                self.features,
+                features,
                 self.mid_features or self.features,
                 tuple(self.kernel),
                 tuple(self.strides),

@@ -26,6 +26,7 @@ import jax
 import jax.numpy as jnp
 
 from vjax.models.attention import IMPLEMENTATIONS, attention_weights, grid_attention
+from vjax.models.widths import layer_width
 
 Dtype = Any
 _xavier = nn.initializers.xavier_uniform()
@@ -135,6 +136,8 @@ class Attention(nn.Module):
     directly (flax's DenseGeneral would initialise a flattened 2D kernel instead).
     ``head_groups`` splits the heads into equal groups, each attending over its own grid axes
     (None: all of them); ``((1,), (2,))`` on ``(batch, time, space, embed)`` is ViViT model 4.
+    Each head is ``embed // num_heads`` wide; a pruned model (``model.widths``) may keep fewer
+    heads than ``num_heads``.
     """
 
     num_heads: int
@@ -159,7 +162,12 @@ class Attention(nn.Module):
                 f"num_heads {self.num_heads} cannot be split evenly into "
                 f"{len(self.head_groups)} head groups"
             )
-        heads, head_dim = self.num_heads, embed // self.num_heads
+        heads, head_dim = layer_width(self, self.num_heads), embed // self.num_heads
+        if heads % len(self.head_groups):
+            raise ValueError(
+                f"{'/'.join(self.path)} keeps {heads} heads, which cannot be split evenly into "
+                f"{len(self.head_groups)} head groups (model.widths)"
+            )
         x = x.astype(self.dtype)
 
         def project(name: str) -> jax.Array:
@@ -217,7 +225,8 @@ def dense(
 
 
 class Mlp(nn.Module):
-    """Two-layer MLP of a transformer block (``activation`` from :data:`ACTIVATIONS`)."""
+    """Two-layer MLP of a transformer block (``activation`` from :data:`ACTIVATIONS`); a pruned
+    model (``model.widths``) may give it fewer hidden units than ``mlp_dim``."""
 
     mlp_dim: int
     dropout_rate: float = 0.0
@@ -227,7 +236,8 @@ class Mlp(nn.Module):
     @nn.compact
     def __call__(self, x: jax.Array, *, train: bool) -> jax.Array:
         embed = x.shape[-1]
-        y = dense(self.mlp_dim, ("embed", "mlp"), self.dtype, "fc1", bias_std=1e-6)(x)
+        units = layer_width(self, self.mlp_dim)
+        y = dense(units, ("embed", "mlp"), self.dtype, "fc1", bias_std=1e-6)(x)
         y = constrain(ACTIVATIONS[self.activation](y), token_names(y.ndim, ("mlp",)))
         y = nn.Dropout(self.dropout_rate)(y, deterministic=not train)
         y = dense(embed, ("mlp", "embed"), self.dtype, "fc2", bias_std=1e-6)(y)

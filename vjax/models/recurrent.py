@@ -39,6 +39,7 @@ from vjax.models.conv_blocks import (
 )
 from vjax.models.layers import ClassifierHead, NumClasses, constrain
 from vjax.models.registry import build_model, dtype_name, register
+from vjax.models.widths import layer_width
 
 _CELLS = ("lstm", "gru")
 _POOLING = ("last", "mean")
@@ -81,7 +82,7 @@ class RecurrentHead(nn.Module):
     ``pooling="last"`` is PyTorch's ``h_n`` of the top layer: the forward direction's state
     after the last frame and, when bidirectional, the backward direction's after the first.
     Children: ``layer0``... (``nn.RNN``s with a ``cell``); bidirectional: ``forward0``,
-    ``backward0``, ...
+    ``backward0``, ... A pruned model (``model.widths``) may give each of them fewer units.
     """
 
     cell: str = "lstm"
@@ -95,23 +96,27 @@ class RecurrentHead(nn.Module):
     def __call__(self, x: jax.Array) -> jax.Array:
         check_recurrent_fields(self.cell, self.pooling)
         x = constrain(x.astype(self.dtype), ("batch", "time", "embed"))
-        carry = zero_carry(self.cell, x.shape[0], self.hidden_size)
+        batch = x.shape[0]
+
+        def rnn(name: str) -> tuple[nn.RNN, Any]:
+            """A fresh cell (directions never share weights) and its zero state."""
+            units = layer_width(self, self.hidden_size, name)
+            cell = nn.RNN(_cell(self.cell, units, self.dtype), name=name)
+            return cell, zero_carry(self.cell, batch, units)
+
         for i in range(self.num_layers):
-
-            def rnn(name: str) -> nn.RNN:  # a fresh cell each: directions never share weights
-                return nn.RNN(_cell(self.cell, self.hidden_size, self.dtype), name=name)
-
             if self.bidirectional:
-                both = nn.Bidirectional(rnn(name=f"forward{i}"), rnn(name=f"backward{i}"))
-                x = both(x, initial_carry=(carry, carry))
+                (forward, c_f), (backward, c_b) = rnn(f"forward{i}"), rnn(f"backward{i}")
+                x = nn.Bidirectional(forward, backward)(x, initial_carry=(c_f, c_b))
+                h = layer_width(self, self.hidden_size, f"forward{i}")
             else:
-                x = rnn(name=f"layer{i}")(x, initial_carry=carry)
+                layer, carry = rnn(f"layer{i}")
+                x = layer(x, initial_carry=carry)
         x = constrain(x, ("batch", "time", "rnn"))
         if self.pooling == "mean":
             return x.mean(axis=1)
         if not self.bidirectional:
             return x[:, -1]
-        h = self.hidden_size
         return jnp.concatenate([x[:, -1, :h], x[:, 0, h:]], axis=-1)
 
 
@@ -187,6 +192,8 @@ class LRCN(nn.Module):
     pooling: str = "last"
     dropout_rate: float = 0.0
     frozen_bn: bool = False
+    # Per-layer widths of a pruned model (vjax.models.widths): conv and recurrent units.
+    widths: Any = None
     dtype: Any = jnp.float32
 
     def check_input(self, input_shape: Sequence[int]) -> None:

@@ -76,6 +76,8 @@ class VideoResNet(nn.Module):
     width: int = 64
     dropout_rate: float = 0.0
     frozen_bn: bool = False
+    # Per-layer widths of a pruned model (vjax.models.widths): conv units by layer path.
+    widths: Any = None
     dtype: Any = jnp.float32
 
     def check_input(self, input_shape: Sequence[int]) -> None:
@@ -205,6 +207,8 @@ class ResNet3D(nn.Module):
     stage1_pool: bool = False
     dropout_rate: float = 0.5
     frozen_bn: bool = False
+    # Per-layer widths of a pruned model (vjax.models.widths): conv units by layer path.
+    widths: Any = None
     dtype: Any = jnp.float32
 
     def check_input(self, input_shape: Sequence[int]) -> None:

@@ -58,6 +58,8 @@ class VideoTransformer(nn.Module):
     activation: str = "gelu"
     qkv_bias: str = "qkv"
     attention_impl: str = "auto"  # "auto", "xla", "cudnn" or "pallas"
+    # Per-layer widths of a pruned model (vjax.models.widths): heads / MLP units by layer path.
+    widths: Any = None
     dtype: Any = jnp.float32
 
     def resolved_size(self) -> TransformerSize:

@@ -1,0 +1,250 @@
+"""Structured pruning (vjax/pruning): removing units whose output nothing reads leaves the
+logits unchanged in every family; Taylor scores equal the squared derivative of the loss
+through a gate on the unit; pruned checkpoints load, export, count fewer FLOPs, fine-tune
+through train.init_from (which takes their widths) and evaluate; bad requests are one line."""
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from conftest import tiny_config
+
+import vjax
+from vjax import train
+from vjax.config_utils import ConfigError
+from vjax.flops import count_macs, count_params
+from vjax.models import build_model
+from vjax.pruning import main as prune_main
+from vjax.pruning import prunable_groups, prune_variables
+from vjax.pruning.scores import taylor
+from vjax.pruning.units import get_path
+
+CLIP = (4, 16, 16, 3)
+MODELS = {
+    # ViViT model 4: heads in two halves (time, space), pruned alike; MLP units.
+    "vivit_split": {"name": "vivit", "variant": "factorised_dot_product", "size": "Ti/8x2",
+                    "hidden_size": 32, "num_layers": 2, "num_heads": 4, "mlp_dim": 16},
+    # (2+1)D blocks: the channels of conv_1 and the middle widths of both factorised convs.
+    "r2plus1d": {"name": "r2plus1d_18", "layers": (1, 1, 1, 1), "width": 8},
+    # Per-frame basic blocks and two stacked LSTMs, the top one read by the classifier.
+    "lrcn": {"name": "lrcn", "frame_layers": (1, 1, 1, 1), "frame_width": 8, "hidden_size": 8,
+             "num_layers": 2},
+    # Bottleneck blocks: conv_a and conv_b.
+    "slow": {"name": "slow_r50", "depth": 14, "width": 8},
+}  # fmt: skip
+
+
+def _random_variables(model, clip=CLIP, seed=0, noise_std=0.2):
+    """Initialised variables plus noise (zero-initialised heads would make every logit 0)."""
+    variables = model.init(jax.random.key(seed), jnp.zeros((1, *clip)), train=False)
+    noise = np.random.default_rng(seed)
+    return jax.tree.map(
+        lambda p: np.asarray(p) + noise_std * noise.standard_normal(p.shape).astype(np.float32),
+        jax.device_get(nn.meta.unbox(variables)),
+    )
+
+
+def _silence(variables, group, units):
+    """Zeroes what reads ``units`` of ``group``: afterwards nothing depends on them."""
+    for s in group.slices:
+        if s.role == "consumer":
+            array = get_path(variables[s.collection], s.path)
+            index = [slice(None)] * array.ndim
+            index[s.axis] = units
+            array[tuple(index)] = 0.0
+
+
+@pytest.mark.parametrize("name", list(MODELS))
+def test_removing_silent_units_keeps_the_logits(name):
+    """Half the units of every group are silenced (nothing reads them); magnitude pruning of
+    that share removes exactly those, and the smaller model gives the same logits."""
+    clip = (4, 32, 32, 3) if name == "slow" else CLIP
+    model = build_model(MODELS[name], 5)
+    variables = _random_variables(model, clip)
+    rng = np.random.default_rng(1)
+    silenced, kinds = {}, {}
+    for group in prunable_groups(model, variables):
+        part = group.size // group.parts
+        units = np.concatenate(
+            [p * part + rng.choice(part, part // 2, replace=False) for p in range(group.parts)]
+        )
+        _silence(variables, group, units)
+        silenced[group.key] = group.size - len(units)
+        total, zero = kinds.get(group.kind, (0, 0))
+        kinds[group.kind] = (total + group.size, zero + len(units))
+    ratios = {zero / total for total, zero in kinds.values()}
+    assert len(ratios) == 1, kinds  # one ratio silences the same share of every kind
+    pruned, widths, units = prune_variables(model, variables, ratios.pop())
+    assert widths == silenced
+    assert all(after < before for before, after in units.values())
+    smaller = build_model({**MODELS[name], "widths": widths}, 5)
+    video = np.random.default_rng(2).standard_normal((2, *clip)).astype(np.float32)
+    want = model.apply(variables, video, train=False)
+    got = smaller.apply(pruned, video, train=False)
+    assert float(jnp.abs(want).max()) > 0.1  # the logits are not trivially zero
+    np.testing.assert_allclose(np.asarray(got), np.asarray(want), rtol=1e-4, atol=1e-4)
+    assert count_params(smaller, (1, *clip), pruned) < count_params(model, (1, *clip), variables)
+
+
+def _gated_loss(model, variables, batch, module: tuple[str, ...]):
+    """The loss as a function of gates (one per channel) on the input of the sub-module at
+    path ``module`` (flax interception, independent of vjax.pruning's slices)."""
+
+    def loss(gates):
+        def scale_input(next_fun, args, kwargs, context):
+            if context.module.path == module and context.method_name == "__call__":
+                args = (args[0] * gates, *args[1:])
+            return next_fun(*args, **kwargs)
+
+        with nn.intercept_methods(scale_input):
+            logits, _ = model.apply(
+                variables, batch["video"], train=True, mutable=["batch_stats"],
+                rngs={"dropout": jax.random.key(0)},
+            )  # fmt: skip
+        one_hot = jax.nn.one_hot(batch["label"], logits.shape[-1])
+        return -(one_hot * jax.nn.log_softmax(logits)).sum(-1).mean()
+
+    return loss
+
+
+@pytest.mark.parametrize("name,group_key,module", [
+    ("vivit_split", "encoder/block01/mlp", "encoder/block01/mlp/fc2"),
+    ("r3d", "layer2/block0/conv_1", "layer2/block0/conv_2"),
+])  # fmt: skip
+def test_taylor_scores_are_gate_derivatives(name, group_key, module):
+    """Taylor importance = mean over batches of (dL/dm)^2 for a gate m on the unit's output,
+    computed here by scaling the reading layer's input channel. In float64: through train-mode
+    BatchNorm on a batch of 2, float32 rounding alone moves them apart by ~0.5%."""
+    with jax.enable_x64(True):
+        _check_taylor(name, group_key, tuple(module.split("/")))
+
+
+def _check_taylor(name, group_key, module):
+    config = (
+        {"name": "r3d_18", "layers": (1, 1, 1, 1), "width": 8} if name == "r3d" else MODELS[name]
+    )
+    model = build_model(config, 5).clone(dtype=jnp.float64)
+    variables = jax.tree.map(
+        lambda a: np.asarray(a, np.float64), _random_variables(model, noise_std=0.02)
+    )
+    rng = np.random.default_rng(3)
+    batches = [
+        {"video": jnp.asarray(rng.standard_normal((2, *CLIP))),
+         "label": jnp.asarray(rng.integers(0, 5, 2))}
+        for _ in range(2)
+    ]  # fmt: skip
+
+    def loss(params, batch):
+        state = {k: v for k, v in variables.items() if k != "params"}
+        logits, _ = model.apply(
+            {"params": params, **state}, batch["video"], train=True, mutable=list(state),
+            rngs={"dropout": jax.random.key(0)},
+        )  # fmt: skip
+        one_hot = jax.nn.one_hot(batch["label"], logits.shape[-1])
+        return -(one_hot * jax.nn.log_softmax(logits)).sum(-1).mean()
+
+    group = next(g for g in prunable_groups(model, variables) if g.key == group_key)
+    (scores,) = taylor(variables, [group], loss, batches)
+    want = np.zeros(group.size)
+    for batch in batches:  # at gates = 1, d/d gate_j is unit j's own gate derivative
+        gates = jax.grad(_gated_loss(model, variables, batch, module))
+        want += np.asarray(gates(jnp.ones(group.size))) ** 2 / len(batches)
+    assert want.min() > 0
+    np.testing.assert_allclose(scores, want, rtol=1e-8)
+
+
+def test_prune_finetune_export_and_evaluate(data_dir, tmp_path, capsys):
+    """The user's path: a trained run -> `vjax prune --by=taylor` (on its own training batches)
+    -> a smaller model that vjax.load, vjax export and the FLOP counter take -> fine-tuned with
+    train.init_from (the widths come along) -> evaluated, as is the pruned folder itself."""
+    steps = {"train.num_steps": "2", "train.eval_every": "2", "train.checkpoint_every": "2"}
+    config = tiny_config(data_dir, **steps)
+    source, pruned_dir = str(tmp_path / "run"), str(tmp_path / "pruned")
+    train.train(config, source)
+    args = [f"--model={source}", f"--out={pruned_dir}", "--ratio=0.5", "--by=taylor"]
+    assert prune_main([*args, "--batches=2"]) == 0
+    assert "heads 2->1, mlp 64->32" in capsys.readouterr().out
+
+    original, pruned = vjax.load(source), vjax.load(pruned_dir)
+    widths = dict(pruned.config.model.widths)
+    assert widths == {"encoder/block00/attention": 1, "encoder/block00/mlp": 32}
+    clip = (1, *original.clip_shape)
+    assert count_macs(pruned.module, clip) < 0.8 * count_macs(original.module, clip)
+    video = np.random.default_rng(0).integers(0, 256, (3, *original.clip_shape), np.uint8)
+    logits = pruned(video)
+    assert logits.shape == (3, 4) and np.isfinite(logits).all()
+
+    from vjax.deploy.export import export_model
+    from vjax.deploy.runtime import load_exported
+
+    export_model(pruned_dir, str(tmp_path / "exported"), ["stablehlo"])
+    exported = load_exported(str(tmp_path / "exported"))
+    np.testing.assert_allclose(exported(video)[0], logits, rtol=1e-4, atol=1e-4)
+
+    assert train.evaluate_checkpoint(config, pruned_dir, "test")["step"] == 0
+    finetuned = str(tmp_path / "finetuned")
+    train.train(tiny_config(data_dir, **steps, **{"train.init_from": pruned_dir}), finetuned)
+    assert dict(vjax.load(finetuned).config.model.widths) == widths
+    # Evaluating the fine-tuned run needs no widths on the command line: its checkpoint has them.
+    assert train.evaluate_checkpoint(config, finetuned, "test")["step"] == 2
+    conflicting = tiny_config(data_dir, **{"train.init_from": pruned_dir})
+    with conflicting.unlocked():
+        conflicting.model.widths = {"encoder/block00/mlp": 16}
+    with pytest.raises(ConfigError, match="differ from those of the pruned model"):
+        train.setup(conflicting)
+
+
+def test_prune_refuses_bad_requests(data_dir, tmp_path, capsys):
+    """A bad ratio, a model family without per-layer widths and a taken --out are one line each
+    and exit 2."""
+    from vjax.convert import pretrained_config, save_converted
+
+    model = {"name": "conv_lstm", "stem_features": 4, "hidden_features": (4,)}
+    clip = (2, 8, 8, 3)
+    init = build_model(model, 3).init(jax.random.key(0), jnp.zeros((1, *clip)), train=False)
+    config = pretrained_config(model, clip, ["a", "b", "c"])
+    folder = save_converted(str(tmp_path / "conv_lstm"), config, jax.device_get(init))
+    cases = [
+        (["--ratio=1.0"], "--ratio must be in [0, 1)"),
+        ([], "cannot be pruned: it has no per-layer widths"),
+        ([f"--out={folder}"], "already holds a checkpoint"),
+    ]
+    for extra, message in cases:
+        argv = [f"--model={folder}", f"--out={tmp_path / 'out'}", *extra]
+        assert prune_main(argv) == 2
+        err = capsys.readouterr().err
+        assert message in err and len(err.strip().splitlines()) == 1, err
+
+
+def test_bench_prune_table(tmp_path):
+    """``vjax bench prune``'s section: three rows per model, the speed-up, FLOPs and parameter
+    ratios and the points lost against the target, beside the other sections."""
+    from vjax.bench import publish
+    from vjax.bench_prune import table
+
+    def row(params, gmacs, top1, steps, ms):
+        return {"params": params, "gmacs": gmacs, "top1": top1, "steps": steps,
+                "latency_ms": ms, "p90_ms": ms * 1.2, "clips_per_s": 1000 / ms}  # fmt: skip
+
+    result = {
+        "models": {"vivit": {
+            "rows": {"original": row(528102, 0.0362, 0.99, 800, 4.0),
+                     "pruned": row(300000, 0.0181, 0.60, 0, 2.0),
+                     "fine-tuned": row(300000, 0.0181, 0.98, 80, 2.0)},
+            "units": {"heads": (12, 6), "mlp": (1536, 768)}, "num_classes": 6}},
+        "ratio": 0.5, "by": "magnitude", "batch": 8, "repeats": 20, "finetune_lr": 3e-4,
+    }  # fmt: skip
+    out = tmp_path / "BENCHMARKS.md"
+    out.write_text("# Benchmarks\n\n## vjax bench distill\n\nkept\n")
+    assert publish("prune", ["--models=vivit"], lambda c: table(result, 60.0, c), str(out)) == 0
+    text = out.read_text()
+    assert "## vjax bench distill\n\nkept" in text and "`vjax bench prune --models=vivit`" in text
+    assert "for a tenth of the training steps at peak learning rate 0.0003" in text
+    assert (
+        "| vivit | fine-tuned | heads 6/12, mlp 768/1536 | 300,000 | 0.0181 | 80 | 0.980 |" in text
+    )
+    assert (
+        "vivit: 2.00x lower batch-1 latency, 2.00x fewer GFLOPs, 1.76x fewer parameters, "
+        "+1.0 points of top-1 lost after fine-tuning (target: >= 1.6x at <= 2 points: met)" in text
+    )
