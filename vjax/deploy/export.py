@@ -116,12 +116,27 @@ def to_onnx(fn: Callable, clip: Sequence[int], path: str, name: str) -> None:
             return_mode="file",
             output_path=path,
         )
+    _drop_intermediate_shapes(path)
     _check_onnx(fn, clip, path)
+
+
+def _drop_intermediate_shapes(path: str) -> None:
+    """Removes the graph's shape annotations of intermediate values (inputs and outputs keep
+    theirs). jax2onnx (0.17) moves elementwise ops between its channels-first convs out of
+    their transposes but keeps their channels-last shapes: onnxruntime then rejects the
+    stale shapes at load (R(2+1)D-18: ``Node (node_Add_72) Op (Add) [ShapeInferenceError]``
+    at the second block of a stage) and infers the true ones without them."""
+    import onnx
+
+    model = onnx.load(path, load_external_data=False)
+    del model.graph.value_info[:]
+    onnx.save(model, path)
 
 
 def _check_onnx(fn: Callable, clip: Sequence[int], path: str, atol: float = 1e-4) -> None:
     """The file must load in onnxruntime and give JAX's logits on a random 2-clip batch:
-    jax2onnx can mis-convert a graph silently (it does for LRCN's recurrent scan)."""
+    jax2onnx can mis-convert a graph silently (it did for max pooling with explicit padding,
+    see :func:`vjax.models.conv_blocks.max_pool3d`)."""
     import numpy as np
     import onnxruntime as ort
 
