@@ -23,10 +23,11 @@ def test_latency_and_throughput_follow_the_calls():
     assert calls.count((1, 2, 8, 8, 3)) == 5 and row["calls"] == 4  # a first call, 4 timed
     assert row["latency_ms"] == pytest.approx(11, abs=8) and row["p90_ms"] >= row["latency_ms"]
     assert row["clips_per_s"] == pytest.approx(6 / 0.016, rel=0.5)
-    # A budget of 30 ms: at least 3 batch-1 and 2 batch calls, far fewer than 40 repeats.
+    # A budget of 30 ms: at least 3 batch-1 calls and 1 batch call (after its warm-up), far
+    # fewer than the 40 and 10 repeats.
     calls.clear()
     row = bench_form(run, (2, 8, 8), batch=6, repeats=40, budget_s=0.03)
-    assert 3 <= row["calls"] <= 5 and 3 <= calls.count((6, 2, 8, 8, 3)) <= 5
+    assert 3 <= row["calls"] <= 5 and 2 <= calls.count((6, 2, 8, 8, 3)) <= 4
     measured = {"model": "m", "clip": "2x8x8", "form": "onnx", "load_s": 1.0, **row}
     failed = {"model": "m", "clip": "2x8x8", "form": "tflite", "error": "E: no"}
     table = format_table([{**measured, "memory_mib": None}, failed])
