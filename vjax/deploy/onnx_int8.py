@@ -55,9 +55,23 @@ def to_onnx_int8(
             batches = int(info.get("calibration_batches", 8))
             clips = calibration_clips(config, batches, data_dir)
             quantize_onnx(float_path, path, "int8", clips, tmp)
-            return f"onnxruntime static QDQ, calibrated on {batches} training batches"
-        quantize_onnx(float_path, path, "int8_weights", (), tmp)
-        return "onnxruntime dynamic (int8 weights, activations quantized per call)"
+            how = f"onnxruntime static QDQ, calibrated on {batches} training batches"
+        else:
+            quantize_onnx(float_path, path, "int8_weights", (), tmp)
+            how = "onnxruntime dynamic (int8 weights, activations quantized per call)"
+    _check_runs(path, clip)
+    return how
+
+
+def _check_runs(path: str, clip: Sequence[int]) -> None:
+    """The int8 file must load in onnxruntime and give finite logits for a 2-clip batch (its
+    closeness to the float model is what tests/test_deploy_quantize.py measures)."""
+    from vjax.deploy.runtime import RUNNERS
+
+    video = np.random.default_rng(0).integers(0, 256, (2, *clip), np.uint8)
+    logits = np.asarray(RUNNERS["onnx"](path, {})(video)[0])
+    if logits.shape[0] != 2 or not np.isfinite(logits).all():
+        raise ValueError(f"the int8 ONNX graph gives logits of shape {logits.shape} with NaN/inf")
 
 
 def quantize_onnx(
