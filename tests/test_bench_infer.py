@@ -1,12 +1,13 @@
-"""``vjax bench infer``: the timing of one form and the table it writes (the model pairs are
-measured by the command itself, see BENCHMARKS.md)."""
+"""``vjax bench infer``: the timing of one form, its time budget, the table it writes and how a
+failed form is reported (the model pairs are measured by the command itself, see
+BENCHMARKS.md)."""
 
 import time
 
 import numpy as np
 import pytest
 
-from vjax.bench_infer import bench_form, format_table
+from vjax.bench_infer import bench_form, format_table, why_failed
 
 
 def test_latency_and_throughput_follow_the_calls():
@@ -19,12 +20,26 @@ def test_latency_and_throughput_follow_the_calls():
 
     row = bench_form(run, (2, 8, 8), batch=6, repeats=4)
     assert calls[0] == (1, 2, 8, 8, 3) and calls[-1] == (6, 2, 8, 8, 3)
-    assert calls.count((1, 2, 8, 8, 3)) == 5  # a first call, then the timed ones
+    assert calls.count((1, 2, 8, 8, 3)) == 5 and row["calls"] == 4  # a first call, 4 timed
     assert row["latency_ms"] == pytest.approx(11, abs=8) and row["p90_ms"] >= row["latency_ms"]
     assert row["clips_per_s"] == pytest.approx(6 / 0.016, rel=0.5)
+    # A budget of 30 ms: at least 3 batch-1 calls and 1 batch call (after its warm-up), far
+    # fewer than the 40 and 10 repeats.
+    calls.clear()
+    row = bench_form(run, (2, 8, 8), batch=6, repeats=40, budget_s=0.03)
+    assert 3 <= row["calls"] <= 5 and 2 <= calls.count((6, 2, 8, 8, 3)) <= 4
     measured = {"model": "m", "clip": "2x8x8", "form": "onnx", "load_s": 1.0, **row}
     failed = {"model": "m", "clip": "2x8x8", "form": "tflite", "error": "E: no"}
     table = format_table([{**measured, "memory_mib": None}, failed])
     lines = table.splitlines()
     assert len(lines) == 4 and lines[2].startswith("| m | 2x8x8 | onnx | 1.0 |")
-    assert "failed: E: no" in lines[3]
+    assert "failed: E: no" in lines[3] and lines[3].count("|") == lines[0].count("|")
+
+
+def test_a_failed_form_says_why_in_one_line():
+    # torch.compile's errors introduce the cause on a first line ending with ':'.
+    error = RuntimeError("backend='inductor' raised:\nInvalidCxxCompiler: no C++ compiler\n\nmore")
+    assert why_failed(error) == (
+        "RuntimeError: backend='inductor' raised: InvalidCxxCompiler: no C++ compiler"
+    )
+    assert why_failed(ValueError("bad shape\ndetails")) == "ValueError: bad shape"

@@ -1,22 +1,29 @@
 """``vjax bench infer``: inference speed of each model in each form, beside PyTorch.
 
 Per model and form (``float32``, ``bfloat16``, ``int8_weights``, ``int8`` in JAX;
-``stablehlo`` deserialized and run by jax; ``onnx`` in onnxruntime; ``savedmodel`` in
-TensorFlow) and per PyTorch peer (``torch`` eager, ``torch.compile``): load + compile seconds
-(first call), batch-1 latency median and p90, throughput at ``--batch`` clips, and peak memory
-where the runtime reports it (XLA's static estimate for JAX forms). Peers at equal configs:
-torchvision's R(2+1)D-18 for ``r2plus1d_18``; Hugging Face ViViT / VideoMAE for ``hf_vivit``
-/ ``hf_videomae``, whose vjax twins are converted from the very same random HF model. Every
-runtime gets the same number of threads (``--threads``; XLA:CPU uses all cores of the
-process, so pin the process with ``taskset`` for fewer). Random weights, uint8 inputs.
+``stablehlo`` deserialized and run by jax; ``onnx`` and ``onnx_int8`` (onnxruntime's static
+int8, :mod:`vjax.deploy.onnx_int8`) in onnxruntime; ``savedmodel`` in TensorFlow) and per
+PyTorch peer (``torch`` eager, ``torch.compile``): load + compile seconds (first call), batch-1
+latency median and p90, throughput at ``--batch`` clips, and peak memory where the runtime
+reports it (XLA's static estimate for JAX forms). Each measurement repeats up to ``--repeats``
+calls but stops after ``--budget`` seconds (at least 3 batch-1 calls and 1 batch call), so slow
+forms (XLA's int8 convolutions) do not stretch the run; a form that fails (no C++ compiler
+for torch.compile, an op an exporter cannot express) becomes a row saying why. Peers at
+equal configs: torchvision's R(2+1)D-18 for ``r2plus1d_18``; Hugging Face ViViT / VideoMAE
+for ``hf_vivit`` / ``hf_videomae``, whose vjax twins are converted from the very same random
+HF model. Every runtime gets the same number of threads (``--threads``; XLA:CPU uses all
+cores of the process, so pin the process with ``taskset`` for fewer). Random weights, uint8
+inputs.
 
-    vjax bench infer --models r2plus1d_18@8x112x112 hf_vivit@8x64x64 --batch=8
+    vjax bench infer            # defaults: the three pairs at 8x112x112, every form, batch 4
+    vjax bench infer --models r2plus1d_18@4x32x32 --forms=float32,onnx,torch --out=
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import math
 import os
 import statistics
 import sys
@@ -30,9 +37,14 @@ import numpy as np
 
 from vjax.bench import update_benchmarks
 
-JAX_FORMS = ("float32", "bfloat16", "int8_weights", "int8", "stablehlo", "onnx", "savedmodel")
+JAX_FORMS = ("float32", "bfloat16", "int8_weights", "int8", "stablehlo", "onnx", "onnx_int8",
+             "savedmodel")  # fmt: skip
 TORCH_FORMS = ("torch", "torch.compile")
 DEFAULT_MODELS = ("r2plus1d_18@8x112x112", "hf_vivit@8x112x112", "hf_videomae@8x112x112")
+# Sized so the default run (every form, both peers) ends in about 10-15 minutes on 2 CPU
+# cores: R(2+1)D-18 at 8x112x112 takes ~1 s per clip there, 5-15 s in XLA's int8 convs.
+DEFAULT_BATCH = 4
+DEFAULT_BUDGET_S = 10.0
 HF_SIZES = dict(hidden_size=192, num_hidden_layers=4, num_attention_heads=3,
                 intermediate_size=768)  # fmt: skip
 MEAN, STD = (0.45, 0.45, 0.45), (0.225, 0.225, 0.225)
@@ -79,7 +91,7 @@ def build_pair(name: str, clip: tuple[int, int, int]) -> tuple[Any, dict, dict, 
 
 
 def _jax_runner(form: str, model: Any, variables: dict, model_config: dict, clip):
-    """``(run(video) -> logits, memory bytes or None)`` of one JAX form."""
+    """``(run(video) -> logits, memory() -> MiB or None)`` of one JAX form."""
     from vjax.deploy import quantize
     from vjax.deploy.export import (
         FILES,
@@ -88,6 +100,7 @@ def _jax_runner(form: str, model: Any, variables: dict, model_config: dict, clip
         to_savedmodel,
         to_stablehlo,
     )
+    from vjax.deploy.onnx_int8 import quantize_onnx
     from vjax.models import build_model
 
     config = _Config(MEAN, STD)
@@ -101,17 +114,41 @@ def _jax_runner(form: str, model: Any, variables: dict, model_config: dict, clip
         )
     fn = inference_function(config, model, variables)
     if form in ("float32", "bfloat16", "int8_weights", "int8"):
-        jitted = jax.jit(fn)
-        return lambda video: jitted(video)[0], jitted
+        return _compiled_runner(fn, clip)
     from vjax.deploy.runtime import RUNNERS
 
+    fmt = "onnx" if form == "onnx_int8" else form
     folder = tempfile.mkdtemp(prefix=f"bench_{form}_")
-    path = os.path.join(folder, FILES[form])
-    {"stablehlo": lambda: to_stablehlo(fn, (*clip, 3), path, [jax.default_backend()]),
-     "onnx": lambda: to_onnx(fn, (*clip, 3), path, model_config["name"]),
-     "savedmodel": lambda: to_savedmodel(fn, (*clip, 3), path)}[form]()  # fmt: skip
-    run = RUNNERS[form](path, {})
+    path = os.path.join(folder, FILES[fmt])
+    if form == "onnx_int8":  # the float graph, then onnxruntime's static int8 of it
+        float_path = os.path.join(folder, "float.onnx")
+        to_onnx(fn, (*clip, 3), float_path, model_config["name"])
+        calibration = [np.random.default_rng(0).integers(0, 256, (2, *clip, 3), np.uint8)]
+        quantize_onnx(float_path, path, "int8", calibration, folder)
+    else:
+        {"stablehlo": lambda: to_stablehlo(fn, (*clip, 3), path, [jax.default_backend()]),
+         "onnx": lambda: to_onnx(fn, (*clip, 3), path, model_config["name"]),
+         "savedmodel": lambda: to_savedmodel(fn, (*clip, 3), path)}[form]()  # fmt: skip
+    run = RUNNERS[fmt](path, {})
     return lambda video: run(video)[0], None
+
+
+def _compiled_runner(fn: Callable, clip) -> tuple[Callable, Callable[[], float]]:
+    """``fn`` compiled once per batch size; the memory XLA plans for the batch-1 executable
+    (arguments + outputs + temporaries, MiB), read from that very compilation."""
+    jitted, compiled = jax.jit(fn), {}
+
+    def run(video: np.ndarray) -> jax.Array:
+        if video.shape not in compiled:
+            spec = jax.ShapeDtypeStruct(video.shape, video.dtype)
+            compiled[video.shape] = jitted.lower(spec).compile()
+        return compiled[video.shape](video)[0]
+
+    def memory() -> float:
+        m = compiled[(1, *clip, 3)].memory_analysis()
+        return (m.argument_size_in_bytes + m.output_size_in_bytes + m.temp_size_in_bytes) / 2**20
+
+    return run, memory
 
 
 class _Config:
@@ -139,9 +176,14 @@ def _torch_runner(form: str, torch_model: Any, hf: bool) -> Callable:
     return run
 
 
-def _time(run: Callable, video: np.ndarray, repeats: int) -> list[float]:
-    times = []
-    for _ in range(repeats):
+def _time(
+    run: Callable, video: np.ndarray, repeats: int, budget_s: float = math.inf, least: int = 1
+) -> list[float]:
+    """Seconds of up to ``repeats`` calls; after ``least`` calls, none starts once
+    ``budget_s`` seconds have passed (slow forms get fewer samples, not hours)."""
+    times: list[float] = []
+    begin = time.perf_counter()
+    while len(times) < repeats and (len(times) < least or time.perf_counter() - begin < budget_s):
         start = time.perf_counter()
         out = run(video)
         jax.block_until_ready(out) if isinstance(out, jax.Array) else None
@@ -149,27 +191,37 @@ def _time(run: Callable, video: np.ndarray, repeats: int) -> list[float]:
     return times
 
 
-def bench_form(run: Callable, clip, batch: int, repeats: int) -> dict[str, Any]:
-    """First-call seconds, batch-1 latency (median, p90) and ``batch``-clip throughput."""
+def bench_form(
+    run: Callable, clip, batch: int, repeats: int, budget_s: float = math.inf
+) -> dict[str, Any]:
+    """First-call seconds, batch-1 latency (median, p90 of up to ``repeats`` calls, at least
+    3) and ``batch``-clip throughput (median of up to ``repeats // 4`` calls after a warm-up
+    call, at least 1), each measurement stopping after ``budget_s`` seconds."""
     rng = np.random.default_rng(0)
     one = rng.integers(0, 256, (1, *clip, 3), np.uint8)
     many = rng.integers(0, 256, (batch, *clip, 3), np.uint8)
     start = time.perf_counter()
     _time(run, one, 1)
     first = time.perf_counter() - start
-    latency = _time(run, one, repeats)
+    latency = _time(run, one, repeats, budget_s, least=3)
     _time(run, many, 1)  # compiles the larger batch where a runtime does
-    throughput = _time(run, many, max(2, repeats // 4))
+    throughput = _time(run, many, max(2, repeats // 4), budget_s, least=1)
     return {
         "first_s": first,
         "latency_ms": 1e3 * statistics.median(latency),
         "p90_ms": 1e3 * float(np.percentile(latency, 90)),
         "clips_per_s": batch / statistics.median(throughput),
+        "calls": len(latency),
     }
 
 
 def bench_model(
-    spec: str, forms: Sequence[str], batch: int, repeats: int, threads: int
+    spec: str,
+    forms: Sequence[str],
+    batch: int,
+    repeats: int,
+    threads: int,
+    budget_s: float = math.inf,
 ) -> list[dict[str, Any]]:
     """Every requested form of one ``name@TxHxW`` spec, vjax and PyTorch."""
     import torch
@@ -184,21 +236,29 @@ def bench_model(
         row = {"model": name, "clip": clip_text, "form": form}
         try:
             if form in TORCH_FORMS:
-                run, jitted = _torch_runner(form, torch_model, name.startswith("hf_")), None
+                run, memory = _torch_runner(form, torch_model, name.startswith("hf_")), None
             else:
                 with _onnx_threads(threads):
-                    run, jitted = _jax_runner(form, model, variables, model_config, clip)
+                    run, memory = _jax_runner(form, model, variables, model_config, clip)
             build_s = time.perf_counter() - start
-            row.update(bench_form(run, clip, batch, repeats))
+            row.update(bench_form(run, clip, batch, repeats, budget_s))
         except Exception as e:  # noqa: BLE001  (a form that fails is reported, not fatal)
-            rows.append({**row, "error": f"{type(e).__name__}: {str(e).splitlines()[0][:160]}"})
+            rows.append({**row, "error": why_failed(e)})
             print(f"failed {name} {form}: {rows[-1]['error']}", flush=True)
             continue
         row["load_s"] = build_s + row.pop("first_s")
-        row["memory_mib"] = _xla_memory(jitted, clip) if jitted is not None else None
+        row["memory_mib"] = memory() if memory is not None else None
         rows.append(row)
         print(f"measured {name} {form}", flush=True)
     return rows
+
+
+def why_failed(error: BaseException) -> str:
+    """One line: the exception's type and first line, and the next line when the first only
+    introduces it (torch.compile: "backend='inductor' raised:" then the cause)."""
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()] or [""]
+    text = " ".join(lines[:2]) if lines[0].endswith(":") and len(lines) > 1 else lines[0]
+    return f"{type(error).__name__}: {text[:240]}"
 
 
 @contextlib.contextmanager
@@ -220,28 +280,22 @@ def _onnx_threads(threads: int):
         ort.SessionOptions = original
 
 
-def _xla_memory(jitted: Any, clip) -> float:
-    """XLA's static estimate (arguments + outputs + temporaries) for a batch-1 call, MiB."""
-    compiled = jitted.lower(jax.ShapeDtypeStruct((1, *clip, 3), np.uint8)).compile()
-    m = compiled.memory_analysis()
-    return (m.argument_size_in_bytes + m.output_size_in_bytes + m.temp_size_in_bytes) / 2**20
-
-
 def format_table(rows: Sequence[dict[str, Any]]) -> str:
     lines = [
         "| model | clip | form | load + compile (s) | batch-1 median (ms) | p90 (ms) "
-        "| clips/s at batch | XLA memory, batch 1 (MiB) |",
-        "|---|---|---|---:|---:|---:|---:|---:|",
+        "| clips/s at batch | XLA memory, batch 1 (MiB) | batch-1 calls |",
+        "|---|---|---|---:|---:|---:|---:|---:|---:|",
     ]
     for r in rows:
         if "error" in r:
             lines.append(f"| {r['model']} | {r['clip']} | {r['form']} | failed: {r['error']} "
-                         "| | | | |")  # fmt: skip
+                         "| | | | | |")  # fmt: skip
             continue
         memory = f"{r['memory_mib']:.0f}" if r["memory_mib"] is not None else "-"
         lines.append(
             f"| {r['model']} | {r['clip']} | {r['form']} | {r['load_s']:.1f} "
-            f"| {r['latency_ms']:.1f} | {r['p90_ms']:.1f} | {r['clips_per_s']:.1f} | {memory} |"
+            f"| {r['latency_ms']:.1f} | {r['p90_ms']:.1f} | {r['clips_per_s']:.1f} | {memory} "
+            f"| {r['calls']} |"
         )
     return "\n".join(lines)
 
@@ -250,8 +304,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="vjax bench infer", description=__doc__.split("\n\n")[0])
     parser.add_argument("--models", nargs="+", default=list(DEFAULT_MODELS))
     parser.add_argument("--forms", default=",".join((*JAX_FORMS, *TORCH_FORMS)))
-    parser.add_argument("--batch", type=int, default=8, help="clips per call for throughput")
-    parser.add_argument("--repeats", type=int, default=20, help="timed batch-1 calls")
+    parser.add_argument("--batch", type=int, default=DEFAULT_BATCH, help="clips per call for "
+                        "throughput")  # fmt: skip
+    parser.add_argument("--repeats", type=int, default=20, help="most timed batch-1 calls")
+    parser.add_argument("--budget", type=float, default=DEFAULT_BUDGET_S,
+                        help="seconds per measurement before it stops repeating (at least 3 "
+                        "batch-1 calls and 1 batch call); 0: no limit")  # fmt: skip
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--out", default="BENCHMARKS.md", help="'' to write nothing")
     args = parser.parse_args(sys.argv[1:] if argv is None else argv)
@@ -259,19 +317,25 @@ def main(argv: Sequence[str] | None = None) -> int:
     unknown = [f for f in forms if f not in (*JAX_FORMS, *TORCH_FORMS)]
     if unknown:
         parser.error(f"unknown form(s) {unknown}; valid: {', '.join((*JAX_FORMS, *TORCH_FORMS))}")
+    begin = time.perf_counter()
+    budget = args.budget or math.inf
     rows = [r for m in args.models for r in bench_model(m, forms, args.batch, args.repeats,
-                                                         args.threads)]  # fmt: skip
+                                                         args.threads, budget)]  # fmt: skip
+    minutes = (time.perf_counter() - begin) / 60
     table = format_table(rows)
     print(table)
+    print(f"total {minutes:.1f} min")
     if args.out:
         import torch
 
         setup = (
             f"{os.cpu_count()} CPU cores ({jax.default_backend()}), jax {jax.__version__}, torch "
             f"{torch.__version__}, {args.threads} threads per runtime, random weights, "
-            f"batch-1 latency over {args.repeats} calls, throughput at batch {args.batch}. "
-            f"Command: `vjax bench infer --models {' '.join(args.models)} --batch={args.batch} "
-            f"--repeats={args.repeats} --forms={args.forms}`"
+            f"batch-1 latency over up to {args.repeats} calls (at least 3; each measurement "
+            f"stops after {args.budget:g} s), throughput at batch {args.batch}; whole run "
+            f"{minutes:.1f} min. Command: `vjax bench infer --models {' '.join(args.models)} "
+            f"--batch={args.batch} --repeats={args.repeats} --budget={args.budget:g} "
+            f"--forms={args.forms}`"
         )
         update_benchmarks(args.out, "vjax bench infer", f"{setup}\n\n{table}")
     return 0

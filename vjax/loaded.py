@@ -97,6 +97,14 @@ class LoadedModel:
         return 3
 
 
+def plain_module(config: Any, metadata: dict) -> Any:
+    """The checkpoint's Flax module as its config builds it (no quantization wrapper)."""
+    from vjax.models import build_model
+    from vjax.tasks import head_sizes
+
+    return build_model(config.model, head_sizes(metadata["class_names"]), config.train.dtype)
+
+
 def load(path: str, float_model: bool = False) -> LoadedModel:
     """The newest checkpoint under ``path`` that restores (host arrays), with its model. A
     ``vjax quantize`` folder gives the int8 model; a run trained with ``train.quantization``
@@ -106,12 +114,10 @@ def load(path: str, float_model: bool = False) -> LoadedModel:
     locate(path)  # a wrong path fails at once, before Orbax and JAX load
     from vjax.checkpoint import read_checkpoint
     from vjax.config_utils import config_from_json
-    from vjax.models import build_model
-    from vjax.tasks import head_sizes
 
     metadata, variables, _ = read_checkpoint(path)
     config = config_from_json(metadata["config"])
-    module = build_model(config.model, head_sizes(metadata["class_names"]), config.train.dtype)
+    module = plain_module(config, metadata)
     quantized = metadata.get("quantization")
     if quantized:
         from vjax.deploy.quantize import from_saved

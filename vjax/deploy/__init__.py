@@ -6,6 +6,7 @@
 * :mod:`vjax.deploy.runtime`: runs an exported folder in its own runtime (``vjax predict``).
 * :mod:`vjax.deploy.quantize`: int8 post-training quantization and QAT with qwix
   (``vjax quantize``, ``train.quantization``).
+* :mod:`vjax.deploy.onnx_int8`: the ONNX file of an int8 folder, in onnxruntime's int8 ops.
 
 >>> from vjax.deploy.export import export_model
 >>> export_model("runs/demo/vivit", "exported/vivit", ["stablehlo", "onnx"])

@@ -9,7 +9,8 @@ and is exported for ``--tflite_batch`` clips. Beside the files, ``signature.json
 
 * ``stablehlo``: ``model.stablehlo``, ``jax.export`` serialized; runs with plain jax (no vjax,
   no flax): ``jax.export.deserialize(open(f, "rb").read()).call(video)``.
-* ``onnx``: ``model.onnx`` through jax2onnx; runs in onnxruntime.
+* ``onnx``: ``model.onnx`` through jax2onnx; runs in onnxruntime. From a ``vjax quantize``
+  folder: an int8 graph of onnxruntime's quantized ops (:mod:`vjax.deploy.onnx_int8`).
 * ``savedmodel``: ``savedmodel/`` through jax2tf, signature ``serving_default``
   (``video`` -> ``logits``, ``probabilities``), for TF Serving.
 * ``tflite``: ``model.tflite`` (LiteRT) converted from the same TF function.
@@ -116,12 +117,27 @@ def to_onnx(fn: Callable, clip: Sequence[int], path: str, name: str) -> None:
             return_mode="file",
             output_path=path,
         )
+    _drop_intermediate_shapes(path)
     _check_onnx(fn, clip, path)
+
+
+def _drop_intermediate_shapes(path: str) -> None:
+    """Removes the graph's shape annotations of intermediate values (inputs and outputs keep
+    theirs). jax2onnx (0.17) moves elementwise ops between its channels-first convs out of
+    their transposes but keeps their channels-last shapes: onnxruntime then rejects the
+    stale shapes at load (R(2+1)D-18: ``Node (node_Add_72) Op (Add) [ShapeInferenceError]``
+    at the second block of a stage) and infers the true ones without them."""
+    import onnx
+
+    model = onnx.load(path, load_external_data=False)
+    del model.graph.value_info[:]
+    onnx.save(model, path)
 
 
 def _check_onnx(fn: Callable, clip: Sequence[int], path: str, atol: float = 1e-4) -> None:
     """The file must load in onnxruntime and give JAX's logits on a random 2-clip batch:
-    jax2onnx can mis-convert a graph silently (it does for LRCN's recurrent scan)."""
+    jax2onnx can mis-convert a graph silently (it did for max pooling with explicit padding,
+    see :func:`vjax.models.conv_blocks.max_pool3d`)."""
     import numpy as np
     import onnxruntime as ort
 
@@ -219,9 +235,12 @@ def export_model(
     *,
     tflite_batch: int = 1,
     platforms: Sequence[str] | None = None,
+    data_dir: str | None = None,
 ) -> dict[str, Any]:
     """Writes ``formats`` of the checkpoint's inference function and ``signature.json`` into
-    ``out_dir``; returns the signature.
+    ``out_dir``; returns the signature. The ONNX file of a ``vjax quantize`` folder runs
+    onnxruntime's int8 ops (:mod:`vjax.deploy.onnx_int8`; ``int8`` calibrates on the
+    checkpoint's training data, found in ``data_dir`` if it moved).
 
     >>> export_model("runs/demo/vivit", "exported/vivit", ["stablehlo", "onnx"])
     """
@@ -234,22 +253,30 @@ def export_model(
     name = config.model.name
     platforms = list(platforms or [jax.default_backend()])
     os.makedirs(out_dir, exist_ok=True)
-    files = {}
+    files, extra = {}, {}
     for fmt in formats:
         path = os.path.join(out_dir, FILES[fmt])
         try:
             if fmt == "stablehlo":
                 to_stablehlo(fn, clip, path, platforms)
+            elif fmt == "onnx" and metadata.get("quantization"):
+                from vjax.deploy.onnx_int8 import to_onnx_int8
+
+                extra["onnx_quantization"] = to_onnx_int8(
+                    config, metadata, variables, clip, path, data_dir
+                )
             elif fmt == "onnx":
                 to_onnx(fn, clip, path, name)
             elif fmt == "savedmodel":
                 to_savedmodel(fn, clip, path)
             else:
                 to_tflite(fn, clip, path, tflite_batch)
+        except UserError as e:  # already says what to do (e.g. no calibration data)
+            raise ExportError(f"cannot export model {name!r} to {fmt}: {e}") from e
         except Exception as e:  # noqa: BLE001  (any converter failure: one clear message)
             raise ExportError(describe_failure(name, fmt, e)) from e
         files[fmt] = FILES[fmt]
-    extra = {"source": os.path.abspath(model_dir), "platforms": platforms}
+    extra.update(source=os.path.abspath(model_dir), platforms=platforms)
     if "tflite" in files:
         extra["tflite_batch"] = tflite_batch
     if metadata.get("quantization"):
@@ -267,6 +294,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--format", default="stablehlo,onnx", help=f"any of {','.join(FORMATS)}")
     parser.add_argument("--tflite_batch", type=int, default=1, help="TFLite's fixed batch")
     parser.add_argument("--platforms", default="", help="StableHLO platforms (default: this one)")
+    parser.add_argument("--data_dir", default=None, help="int8 ONNX calibration data, if moved")
     args = parser.parse_args(sys.argv[1:] if argv is None else argv)
     try:
         signature = export_model(
@@ -275,6 +303,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             [f.strip() for f in args.format.split(",") if f.strip()],
             tflite_batch=args.tflite_batch,
             platforms=[p for p in args.platforms.split(",") if p] or None,
+            data_dir=args.data_dir,
         )
     except (ExportError, FileNotFoundError) as e:
         print(f"export error: {e}", file=sys.stderr)

@@ -183,6 +183,21 @@ def _abstract_params(qmodel: nn.Module, clip_shape: Sequence[int]) -> Any:
     return nn.meta.unbox(abstract["params"])
 
 
+def dequantized_params(params: dict) -> dict:
+    """The plain model's float parameters from a quantized tree: each int8 kernel times its
+    per-channel scales (the values the int8 model computes with); activation scales dropped.
+    What the ONNX int8 export starts from (:mod:`vjax.deploy.onnx_int8`)."""
+    out = {}
+    for key, value in params.items():
+        if isinstance(value, dict):
+            out[key] = dequantized_params(value)
+        elif type(value).__name__ != "WithAux":
+            out[key] = value
+        elif isinstance(value.array, qwix.QArray):  # else a calibrated activation scale
+            out[key] = qwix.dequantize(value.array)
+    return out
+
+
 def to_saved(qvariables: dict) -> dict:
     """Plain nested dicts of arrays (int8 values, float scales) for an Orbax checkpoint."""
     return {k: flax.serialization.to_state_dict(v) for k, v in qvariables.items()}
@@ -205,19 +220,27 @@ def weight_bytes(tree: Any) -> int:
 
 
 def calibration_videos(config: Any, batches: int, data_dir: str | None = None) -> Iterator:
-    """The first ``batches`` training batches of the checkpoint's own dataset, normalised
-    (what ``int8`` calibrates its activation scales on)."""
-    from vjax.data.loaders import training_batches
+    """The :func:`calibration_clips`, normalised (what ``int8`` calibrates its activation
+    scales on)."""
     from vjax.step import normalize_video
+
+    mean, std = tuple(config.input.mean), tuple(config.input.std)
+    for clips in calibration_clips(config, batches, data_dir):
+        yield normalize_video(clips, mean, std, jnp.float32)
+
+
+def calibration_clips(config: Any, batches: int, data_dir: str | None = None) -> Iterator:
+    """The first ``batches`` training batches of the checkpoint's own dataset, uint8
+    ``(batch, T, H, W, 3)`` clips as the model takes them."""
+    from vjax.data.loaders import training_batches
 
     if "dataset" not in config:
         raise QuantizationError(
             "int8 calibrates on training batches, and this checkpoint records no dataset "
             "(a converted model?); use --mode=int8_weights, or fine-tune it with vjax train first"
         )
-    mean, std = tuple(config.input.mean), tuple(config.input.std)
     for batch in training_batches(config, batches, data_dir):
-        yield normalize_video(batch["video"], mean, std, jnp.float32)
+        yield np.asarray(batch["video"])
 
 
 def quantize_checkpoint(

@@ -16,7 +16,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from vjax.models.conv_blocks import ConvUnit, check_video_shape, start
+from vjax.models.conv_blocks import ConvUnit, check_video_shape, max_pool3d, start
 from vjax.models.layers import ClassifierHead, NumClasses, constrain
 from vjax.models.registry import register
 
@@ -53,8 +53,8 @@ class C3D(nn.Module):
                 )
                 x = conv(x, train=train)
             window = (1, 2, 2) if i == 0 else (2, 2, 2)
-            padding = ((0, 0), (1, 1), (1, 1)) if i == len(BLOCKS) - 1 else "VALID"
-            x = nn.max_pool(x, window_shape=window, strides=window, padding=padding)
+            padding = ((0, 0), (1, 1), (1, 1)) if i == len(BLOCKS) - 1 else ((0, 0),) * 3
+            x = max_pool3d(x, window, window, padding)
         x = x.reshape(x.shape[0], -1)
         for name, names in (("fc6", (None, "mlp")), ("fc7", ("mlp", "embed"))):
             x = nn.Dense(

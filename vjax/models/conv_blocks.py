@@ -100,13 +100,23 @@ def batch_norm(train: bool, dtype: Dtype, name: str | None = None) -> nn.BatchNo
     )
 
 
-def max_pool3d(x: jax.Array, kernel: Sequence[int], strides: Sequence[int]) -> jax.Array:
-    """Max pooling with torch's ``k // 2`` padding (padded positions never win).
+def max_pool3d(
+    x: jax.Array,
+    kernel: Sequence[int],
+    strides: Sequence[int],
+    padding: Sequence[tuple[int, int]] | None = None,
+) -> jax.Array:
+    """Max pooling over (time, height, width), padded with ``-inf`` (padded positions never
+    win) by ``padding`` per axis, torch's ``k // 2`` by default.
 
-    ``window_shape`` goes by keyword: the ONNX exporter (jax2onnx) swaps ``nn.max_pool`` for
-    one that takes it only so."""
-    padding = [(k // 2, k // 2) for k in kernel]
-    return nn.max_pool(x, window_shape=tuple(kernel), strides=tuple(strides), padding=padding)
+    The padding is an explicit ``jnp.pad`` before a ``VALID`` pool: the ONNX exporter
+    (jax2onnx 0.17) reads only "SAME"/"VALID" pool padding and silently drops a list of
+    pairs, which shifted every window of LRCN's and the 3D ResNets' stems. ``window_shape``
+    goes by keyword, the only way its replacement ``nn.max_pool`` takes it."""
+    padding = [(k // 2, k // 2) for k in kernel] if padding is None else padding
+    if any(p for pair in padding for p in pair):
+        x = jnp.pad(x, ((0, 0), *padding, (0, 0)), constant_values=-jnp.inf)
+    return nn.max_pool(x, window_shape=tuple(kernel), strides=tuple(strides), padding="VALID")
 
 
 def global_average(x: jax.Array) -> jax.Array:
