@@ -18,7 +18,8 @@ from vjax.models import build_model
 from vjax.pruning import main as prune_main
 from vjax.pruning import prunable_groups, prune_variables
 from vjax.pruning.scores import taylor
-from vjax.pruning.units import get_path
+from vjax.pruning.select import keep_counts
+from vjax.pruning.units import UnitGroup, get_path
 
 CLIP = (4, 16, 16, 3)
 MODELS = {
@@ -85,6 +86,23 @@ def test_removing_silent_units_keeps_the_logits(name):
     assert float(jnp.abs(want).max()) > 0.1  # the logits are not trivially zero
     np.testing.assert_allclose(np.asarray(got), np.asarray(want), rtol=1e-4, atol=1e-4)
     assert count_params(smaller, (1, *clip), pruned) < count_params(model, (1, *clip), variables)
+
+
+def test_kept_widths_round_to_multiples_of_8():
+    """Channels, MLP and recurrent units are kept in multiples of 8 (fast kernels), at least 8
+    and at most the layer's width; heads, and layers of 8 units or fewer, keep exact counts."""
+    sizes = {"channels": [64, 36, 6], "mlp": [384], "heads": [3, 3]}
+    groups = [UnitGroup(f"{kind}{i}", kind, n, ()) for kind, ns in sizes.items()
+              for i, n in enumerate(ns)]  # fmt: skip
+    scores = [np.linspace(1.0, 2.0, g.size) for g in groups]
+    exact = keep_counts(groups, scores, 0.5)
+    rounded = keep_counts(groups, scores, 0.5, multiple=8)
+    assert sum(exact[:3]) == 53 and exact[3] == 192 and sum(exact[4:]) == 3
+    for group, a, b in zip(groups, exact, rounded, strict=True):
+        if group.kind == "heads" or group.size <= 8:
+            assert b == a
+        else:
+            assert b % 8 == 0 and abs(b - a) <= 4 and 8 <= b <= group.size
 
 
 def _gated_loss(model, variables, batch, module: tuple[str, ...]):

@@ -27,7 +27,7 @@ import numpy as np
 
 from vjax.errors import UserError
 from vjax.pruning.scores import CRITERIA, magnitude, taylor
-from vjax.pruning.select import keep_counts, kept_units, remove_units
+from vjax.pruning.select import MULTIPLE, keep_counts, kept_units, remove_units
 from vjax.pruning.units import UnitGroup, unit_groups
 
 
@@ -68,21 +68,24 @@ def prune_variables(
     by: str = "magnitude",
     loss: Callable[[Any, Any], jax.Array] | None = None,
     batches: Iterable[Any] = (),
+    multiple: int = 1,
 ) -> tuple[dict, dict[str, int], dict[str, tuple[int, int]]]:
     """``(pruned variables, widths, {kind: (units before, after)})``: ``ratio`` of each
     kind's units removed, the lowest ``by`` score first (``taylor`` needs the training
-    ``loss(params, batch)`` and ``batches``)."""
+    ``loss(params, batch)`` and ``batches``), widths rounded to a ``multiple``."""
     if not 0.0 <= ratio < 1.0:
         raise PruningError(f"--ratio must be in [0, 1), got {ratio}")
     if by not in CRITERIA:
         raise PruningError(f"--by must be one of {', '.join(CRITERIA)}, got {by!r}")
+    if multiple < 1:
+        raise PruningError(f"--multiple must be a positive integer, got {multiple}")
     variables = jax.device_get(nn.meta.unbox(dict(variables)))  # plain host arrays
     groups = prunable_groups(model, variables)
     if by == "taylor":
         scores = taylor(variables, groups, loss, batches)
     else:
         scores = [magnitude(variables, g) for g in groups]
-    counts = keep_counts(groups, scores, ratio)
+    counts = keep_counts(groups, scores, ratio, multiple)
     kept = {g: kept_units(g, s, c) for g, s, c in zip(groups, scores, counts, strict=True)}
     units: dict[str, tuple[int, int]] = {}
     for group, count in zip(groups, counts, strict=True):
@@ -120,6 +123,7 @@ def prune_checkpoint(
     by: str = "magnitude",
     batches: int = 8,
     data_dir: str | None = None,
+    multiple: int = MULTIPLE,
 ) -> dict[str, Any]:
     """Writes the pruned model of a checkpoint (or ``vjax convert`` folder) to ``out_dir``;
     ``taylor`` scores on the first ``batches`` training batches of the run's own dataset.
@@ -146,7 +150,7 @@ def prune_checkpoint(
             _training_loss(config, model, variables),
             training_batches(config, batches, data_dir),
         )
-    pruned, widths, units = prune_variables(model, variables, ratio, by, loss, data)
+    pruned, widths, units = prune_variables(model, variables, ratio, by, loss, data, multiple)
     config = config.copy_and_resolve_references()
     with config.unlocked():
         config.model.widths = {**dict(config.model.get("widths") or {}), **widths}
@@ -183,11 +187,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument("--by", default="magnitude", choices=CRITERIA)
     parser.add_argument("--batches", type=int, default=8, help="training batches (taylor)")
+    parser.add_argument(
+        "--multiple",
+        type=int,
+        default=MULTIPLE,
+        help="round kept channels/MLP/recurrent units to this (fast kernels); 1: exact ratio",
+    )
     parser.add_argument("--data_dir", default=None, help="dataset location, if it moved")
     args = parser.parse_args(sys.argv[1:] if argv is None else argv)
     try:
         summary = prune_checkpoint(
-            args.model, args.out, args.ratio, args.by, args.batches, args.data_dir
+            args.model, args.out, args.ratio, args.by, args.batches, args.data_dir, args.multiple
         )
     except (UserError, FileNotFoundError) as e:
         print(f"prune error: {e}", file=sys.stderr)

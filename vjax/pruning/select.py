@@ -4,6 +4,11 @@ Scores are compared within a kind of unit (heads with heads, channels with chann
 layer's divided by its mean so that layers of different scale compete fairly (Molchanov et al.
 2019 normalise per layer likewise); ``ratio`` of each kind's units go, the lowest first, and
 every layer keeps at least one unit per part. So a layer may end narrower than its neighbours.
+
+Widths are then rounded to a multiple of 8 (:data:`MULTIPLE`, ``vjax prune --multiple``):
+CPU and GPU kernels run fastest on such channel counts. Measured on 2 CPU cores, the demo
+R(2+1)D pruned by half ran at 27-44 ms per clip with the exact counts (no faster than the
+40-45 ms of the original) and at 19-20 ms rounded to multiples of 8.
 """
 
 from __future__ import annotations
@@ -16,11 +21,22 @@ import numpy as np
 
 from vjax.pruning.units import UnitGroup, get_path
 
+MULTIPLE = 8
+
+
+def round_to_multiple(count: int, group: UnitGroup, multiple: int) -> int:
+    """``count`` to the nearest multiple of ``multiple`` (at least one, at most the group's
+    size). Heads and groups no larger than ``multiple`` keep their count."""
+    if multiple <= 1 or group.kind == "heads" or group.size <= multiple:
+        return count
+    return min(group.size, max(multiple, multiple * round(count / multiple)))
+
 
 def keep_counts(
-    groups: Sequence[UnitGroup], scores: Sequence[np.ndarray], ratio: float
+    groups: Sequence[UnitGroup], scores: Sequence[np.ndarray], ratio: float, multiple: int = 1
 ) -> list[int]:
-    """How many units each group keeps when ``ratio`` of every kind's units are removed."""
+    """How many units each group keeps when ``ratio`` of every kind's units are removed,
+    rounded to a ``multiple`` (channels, MLP and recurrent units; see :data:`MULTIPLE`)."""
     counts = [g.parts for g in groups]
     for kind in {g.kind for g in groups}:
         members = [i for i, g in enumerate(groups) if g.kind == kind]
@@ -35,6 +51,7 @@ def keep_counts(
                 ranked.append((-unit_score, i))
         for _, i in sorted(ranked)[: max(budget, 0)]:
             counts[i] += 1
+    counts = [round_to_multiple(c, g, multiple) for g, c in zip(groups, counts, strict=True)]
     return [max(g.parts, c - c % g.parts) for g, c in zip(groups, counts, strict=True)]
 
 
