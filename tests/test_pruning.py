@@ -266,3 +266,38 @@ def test_bench_prune_table(tmp_path):
         "vivit: 2.00x lower batch-1 latency, 2.00x fewer GFLOPs, 1.76x fewer parameters, "
         "+1.0 points of top-1 lost after fine-tuning (target: >= 1.6x at <= 2 points: met)" in text
     )
+
+
+def test_batchnorm_statistics_are_measured_again_after_pruning(data_dir, tmp_path):
+    """A BatchNorm layer whose input lost channels sees other activations than its running
+    averages describe: `vjax prune` measures them again (precise BN) on training batches."""
+    from vjax.convert import save_converted
+    from vjax.data.loaders import training_batches
+    from vjax.data.motion import MOTIONS
+    from vjax.models.precise_bn import precise_batch_stats
+    from vjax.pruning import prune_checkpoint
+    from vjax.step import normalize_video
+
+    model_config = {"name": "r3d_18", "layers": (1, 1, 1, 1), "width": 8}
+    config = tiny_config(data_dir)
+    with config.unlocked():
+        config.model = model_config
+        config.class_names = list(MOTIONS[:4])
+        config.input.clip = list(CLIP)
+    model = build_model(model_config, 4)
+    variables = _random_variables(model, noise_std=0.05)
+    folder = save_converted(str(tmp_path / "r3d"), config, variables)
+    summary = prune_checkpoint(folder, str(tmp_path / "pruned"), 0.5, batches=2)
+    assert summary["batch_stats"] == "recomputed on 2 training batches"
+
+    sliced, widths, _ = prune_variables(model, variables, 0.5, multiple=8)
+    assert widths == summary["widths"]
+    smaller = build_model({**model_config, "widths": widths}, 4)
+    videos = [normalize_video(b["video"], config.input.mean, config.input.std, jnp.float32)
+              for b in training_batches(config, 2)]  # fmt: skip
+    want = precise_batch_stats(smaller, sliced, videos)["batch_stats"]
+    got = vjax.load(str(tmp_path / "pruned")).variables["batch_stats"]
+    for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(want), strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+    stale = jax.tree.leaves(sliced["batch_stats"])
+    assert not all(np.allclose(a, b) for a, b in zip(jax.tree.leaves(got), stale, strict=True))

@@ -125,9 +125,11 @@ def prune_checkpoint(
     data_dir: str | None = None,
     multiple: int = MULTIPLE,
 ) -> dict[str, Any]:
-    """Writes the pruned model of a checkpoint (or ``vjax convert`` folder) to ``out_dir``;
-    ``taylor`` scores on the first ``batches`` training batches of the run's own dataset.
-    Returns ``{"units": {kind: (before, after)}, "params": (before, after), "widths": ...}``."""
+    """Writes the pruned model of a checkpoint (or ``vjax convert`` folder) to ``out_dir``.
+    The first ``batches`` training batches of the run's own dataset give ``taylor`` its
+    scores and a BatchNorm model new statistics (precise BN: a layer whose input lost channels
+    sees other activations than its running averages describe). Returns ``{"units": {kind:
+    (before, after)}, "params": (before, after), "widths": ..., "batch_stats": note}``."""
     from vjax.checkpoint import write_single
     from vjax.config_utils import config_to_json
     from vjax.predict import load_model
@@ -137,30 +139,34 @@ def prune_checkpoint(
     config, model, variables, metadata = load_model(model_dir, float_model=True)
     if metadata.get("quantization"):
         raise PruningError(f"{model_dir!r} is quantized; prune the float model, then quantize")
-    loss, data = None, ()
-    if by == "taylor":
-        if "dataset" not in config:
-            raise PruningError(
-                f"--by=taylor scores on training batches and {model_dir!r} records no dataset "
-                f"(a converted model?); use --by=magnitude"
-            )
+    data: list[Any] = []
+    if "dataset" in config and (by == "taylor" or "batch_stats" in variables):
         from vjax.data.loaders import training_batches
 
-        loss, data = (
-            _training_loss(config, model, variables),
-            training_batches(config, batches, data_dir),
+        data = list(training_batches(config, batches, data_dir))
+    elif by == "taylor":
+        raise PruningError(
+            f"--by=taylor scores on training batches and {model_dir!r} records no dataset "
+            f"(a converted model?); use --by=magnitude"
         )
+    loss = _training_loss(config, model, variables) if by == "taylor" else None
     pruned, widths, units = prune_variables(model, variables, ratio, by, loss, data, multiple)
     config = config.copy_and_resolve_references()
     with config.unlocked():
         config.model.widths = {**dict(config.model.get("widths") or {}), **widths}
+    note = "none" if "batch_stats" not in pruned else "kept (no training data recorded)"
+    if "batch_stats" in pruned and data:
+        pruned = _recomputed_batch_stats(config, metadata, pruned, data)
+        note = f"recomputed on {len(data)} training batches"
     params = pruned.pop("params")
     state = {"step": np.zeros((), np.int32), "params": params, "model_state": pruned}
     info = {
         "ratio": ratio,
         "by": by,
+        "multiple": multiple,
         "source": model_dir,
         "units": {k: list(v) for k, v in units.items()},
+        "batch_stats": note,
     }
     saved = {**metadata, "config": json.loads(config_to_json(config)), "pruning": info}
     write_single(os.path.join(out_dir, "checkpoints"), state, saved)
@@ -168,7 +174,21 @@ def prune_checkpoint(
         "units": units,
         "params": (_count(variables["params"]), _count(params)),
         "widths": widths,
+        "batch_stats": note,
     }
+
+
+def _recomputed_batch_stats(config: Any, metadata: dict, variables: dict, data: list) -> dict:
+    """The pruned model's BatchNorm statistics measured on the training batches ``data``."""
+    import jax.numpy as jnp
+
+    from vjax.loaded import plain_module
+    from vjax.models.precise_bn import precise_batch_stats
+    from vjax.step import normalize_video
+
+    mean, std = tuple(config.input.mean), tuple(config.input.std)
+    videos = (normalize_video(b["video"], mean, std, jnp.float32) for b in data)
+    return jax.device_get(precise_batch_stats(plain_module(config, metadata), variables, videos))
 
 
 def _count(tree: Any) -> int:
@@ -186,7 +206,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--ratio", type=float, default=0.5, help="share of each kind of unit removed"
     )
     parser.add_argument("--by", default="magnitude", choices=CRITERIA)
-    parser.add_argument("--batches", type=int, default=8, help="training batches (taylor)")
+    parser.add_argument(
+        "--batches", type=int, default=8, help="training batches (taylor; BatchNorm statistics)"
+    )
     parser.add_argument(
         "--multiple",
         type=int,
@@ -206,7 +228,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     before, after = summary["params"]
     print(
         f"wrote {args.out}: {kinds}; parameters {before:,} -> {after:,} "
-        f"({before / max(after, 1):.2f}x fewer). Fine-tune it with "
+        f"({before / max(after, 1):.2f}x fewer); BatchNorm statistics: {summary['batch_stats']}. "
+        f"Fine-tune it with "
         f"--config.train.init_from={args.out} (the run takes its widths)."
     )
     return 0
