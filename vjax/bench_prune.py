@@ -205,7 +205,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                 args.tiny,
                 args.batch,
                 args.repeats,
-            )  # fmt: skip
+                args.finetune_lr or FINETUNE_LR[name],
+                args.distill,
+            )
             for name in models
         },
         "ratio": args.ratio,
