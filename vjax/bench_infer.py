@@ -41,7 +41,7 @@ JAX_FORMS = ("float32", "bfloat16", "int8_weights", "int8", "stablehlo", "onnx",
              "savedmodel")  # fmt: skip
 TORCH_FORMS = ("torch", "torch.compile")
 DEFAULT_MODELS = ("r2plus1d_18@8x112x112", "hf_vivit@8x112x112", "hf_videomae@8x112x112")
-# Sized so the default run (every form, both peers) ends in about 10-15 minutes on 2 CPU
+# Sized so the default run (every form, both peers) ends in minutes (7.7 idle) on 2 CPU
 # cores: R(2+1)D-18 at 8x112x112 takes ~1 s per clip there, 5-15 s in XLA's int8 convs.
 DEFAULT_BATCH = 4
 DEFAULT_BUDGET_S = 10.0
