@@ -184,6 +184,11 @@ def test_prune_finetune_export_and_evaluate(data_dir, tmp_path, capsys):
     assert prune_main([*args, "--batches=2"]) == 0
     assert "heads 2->1, mlp 64->32" in capsys.readouterr().out
 
+    from vjax.bench_prune import reusable_units
+
+    assert reusable_units(pruned_dir, 0.5, "taylor")["heads"] == [2, 1]
+    with pytest.raises(ValueError, match="pruned with --ratio=0.5 --by=taylor, not --ratio=0.25"):
+        reusable_units(pruned_dir, 0.25, "taylor")
     original, pruned = vjax.load(source), vjax.load(pruned_dir)
     widths = dict(pruned.config.model.widths)
     assert widths == {"encoder/block00/attention": 1, "encoder/block00/mlp": 32}

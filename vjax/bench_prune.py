@@ -52,6 +52,22 @@ def _speed(path: str, batch: int, repeats: int) -> dict[str, Any]:
     }
 
 
+def reusable_units(pruned: str, ratio: float, by: str) -> dict | None:
+    """The units of an earlier run's pruned folder, reused when it was pruned alike (None if
+    there is none); a folder pruned otherwise is an error naming both settings."""
+    if not os.path.isdir(pruned):
+        return None
+    from vjax.checkpoint import read_metadata
+
+    done = read_metadata(pruned)["pruning"]
+    if (done["ratio"], done["by"]) != (ratio, by):
+        raise ValueError(
+            f"{pruned} was pruned with --ratio={done['ratio']} --by={done['by']}, not "
+            f"--ratio={ratio} --by={by}; give a new --workdir"
+        )
+    return done["units"]
+
+
 def run_model(
     name: str,
     workdir: str,
@@ -78,18 +94,15 @@ def run_model(
     if steps:
         config.train.num_steps = steps
     original = source or os.path.join(workdir, name)
+    pruned = os.path.join(workdir, f"{name}_pruned")
+    units = reusable_units(pruned, ratio, by)  # before any training: a mismatch fails at once
     if source:
         tested = train.evaluate_checkpoint(config, original, "test")
     else:
         tested = train_and_test(config, original)
     rows = {"original": {**tested, "steps": config.train.num_steps}}
-    pruned = os.path.join(workdir, f"{name}_pruned")
-    if not os.path.isdir(pruned):
+    if units is None:
         units = prune_checkpoint(original, pruned, ratio, by, data_dir=data_dir)["units"]
-    else:  # a rerun reuses it; its units are in its metadata
-        from vjax.checkpoint import read_metadata
-
-        units = read_metadata(pruned)["pruning"]["units"]
     rows["pruned"] = {**train.evaluate_checkpoint(config, pruned, "test"), "steps": 0}
     finetune_steps = max(1, config.train.num_steps // 10)
     overrides = {
