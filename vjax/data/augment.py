@@ -218,6 +218,8 @@ def mix_batch(
     mixup_alpha: float = 0.0,
     cutmix_alpha: float = 0.0,
     switch_prob: float = 0.5,
+    audio: np.ndarray | None = None,
+    has_audio: np.ndarray | None = None,
 ) -> dict[str, np.ndarray]:
     """Mixup or cutmix of a batch with its reverse (row ``i`` with row ``B-1-i``, as timm does).
 
@@ -228,14 +230,19 @@ def mix_batch(
 
     Several tasks: ``label`` ``(B, tasks)`` and ``num_classes`` one count per task; the
     one-hots (and so ``label_probs``) are concatenated over the tasks, mixed with one ``lam``.
+
+    With ``audio`` (spectrograms ``(B, frames, mel_bins)``) and ``has_audio`` ``(B,)``, the
+    same rows mix with the same ``lam`` (cutmix too: its kept-area fraction), and a mixed row
+    has audio when either partner has.
     """
     sizes = [int(num_classes)] if np.ndim(num_classes) == 0 else list(num_classes)
     columns = label.reshape(len(label), len(sizes))
     onehot = np.concatenate(
         [np.eye(k, dtype=np.float32)[columns[:, i]] for i, k in enumerate(sizes)], axis=1
     )
+    sound = {} if audio is None else {"audio": audio, "has_audio": has_audio}
     if mixup_alpha <= 0 and cutmix_alpha <= 0:
-        return {"video": video, "label": label, "label_probs": onehot}
+        return {"video": video, "label": label, "label_probs": onehot, **sound}
     use_cutmix = cutmix_alpha > 0 and (mixup_alpha <= 0 or rng.uniform() < switch_prob)
     other = video[::-1]
     if use_cutmix:
@@ -254,4 +261,9 @@ def mix_batch(
         mixed = (blend + 0.5).astype(np.uint8)
     probs = lam * onehot + (1 - lam) * onehot[::-1]
     dominant = np.where(lam >= 0.5, label, label[::-1]).astype(np.int32)
-    return {"video": mixed, "label": dominant, "label_probs": probs.astype(np.float32)}
+    if audio is not None:
+        sound = {
+            "audio": (lam * audio + (1 - lam) * audio[::-1]).astype(np.float32),
+            "has_audio": np.asarray(has_audio) | np.asarray(has_audio)[::-1],
+        }
+    return {"video": mixed, "label": dominant, "label_probs": probs.astype(np.float32), **sound}

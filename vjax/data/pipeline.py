@@ -28,6 +28,22 @@ Transform = Callable[[dict[str, Any], np.random.Generator], tuple[np.ndarray, in
 BatchTransform = Callable[[Batch, np.random.Generator], Batch]
 
 
+def stack(items: Sequence[Any]) -> Any:
+    """Arrays stacked on a new first axis; dicts of arrays (clips with audio) key by key."""
+    if isinstance(items[0], dict):
+        return {key: np.stack([item[key] for item in items]) for key in items[0]}
+    return np.stack(items)
+
+
+def unstack(stacked: Any) -> Iterator[Any]:
+    """The items :func:`stack` stacked, one at a time."""
+    if isinstance(stacked, dict):
+        for i in range(len(next(iter(stacked.values())))):
+            yield {key: value[i] for key, value in stacked.items()}
+    else:
+        yield from stacked
+
+
 def _read(
     source: RandomAccessSource,
     indices: Sequence[int],
@@ -50,7 +66,9 @@ def _read(
     else:
         results = list(pool.map(lambda a: transform(*a), args))
     clips, labels = zip(*results, strict=True)
-    return {"video": np.stack(clips), "label": np.asarray(labels, np.int32)}
+    inputs = stack(clips)  # several inputs per clip: {"video", "audio", "has_audio"}
+    inputs = inputs if isinstance(inputs, dict) else {"video": inputs}
+    return {**inputs, "label": np.asarray(labels, np.int32)}
 
 
 class TrainBatches:
@@ -58,6 +76,9 @@ class TrainBatches:
 
     >>> batches = TrainBatches(builder.as_data_source("train"), global_batch_size=32, seed=0)
     >>> batch = batches(step=123)   # {"video": uint8 (32, T, H, W, 3), "label": int32 (32,)}
+
+    A transform giving ``({"video", "audio", "has_audio"}, label)`` (``config.input.audio``)
+    adds ``audio`` float32 ``(B, frames, mel_bins)`` and ``has_audio`` bool ``(B,)``.
 
     ``transform(example, rng) -> (clip, label)`` makes a clip from a stored video (random clip,
     crop, flip: :func:`vjax.data.transforms.make_train_transform`); its rng is keyed on

@@ -19,6 +19,14 @@ Keys of ``config.input`` read here (all optional; defaults in :class:`InputOptio
     mixup_alpha=0.0  cutmix_alpha=0.0  mix_switch_prob=0.5
     test_num_clips=1  test_num_crops=1  test_crop_fraction=1.0
     test_ensemble="mean" | "max"   (how a video's view logits are pooled; Charades: max)
+    audio=None | dict(sample_rate, mel_bins, window_ms, hop_ms, frames, mean, std,
+                      spec_augment=dict(time_masks, time_width, freq_masks, freq_width))
+
+With ``audio`` set (a dataset prepared with its sound, :mod:`vjax.data.audio`), every clip
+comes with the log-mel spectrogram of the seconds its frames cover: the train transform and
+the views give ``{"video", "audio", "has_audio"}`` instead of the bare clip; SpecAugment draws
+from the same rng after the video's augmentation, and mixup/cutmix mix the spectrograms of
+the same rows with the same weight.
 
 Multi-label data (a ``label`` holding a video's class ids, e.g. ``vjax_charades``) gives
 multi-hot labels; with timed ``actions`` a training clip is labelled by the actions under way
@@ -39,6 +47,8 @@ from typing import Any
 import numpy as np
 
 from vjax.data import augment, sampling
+from vjax.data.audio import AudioOptions, clip_audio
+from vjax.data.pipeline import stack
 from vjax.errors import UserError
 from vjax.tasks import ClassNames, is_multitask, task_class_names
 
@@ -73,6 +83,7 @@ class InputOptions:
     test_num_crops: int = 1
     test_crop_fraction: float = 1.0
     test_ensemble: str = "mean"
+    audio: AudioOptions | None = None
 
     def __post_init__(self) -> None:
         choices = {
@@ -102,6 +113,9 @@ class InputOptions:
                 continue
             if key not in fields:
                 raise unknown_key_error(f"input.{key}", [f"input.{k}" for k in sorted(fields)])
+            if key == "audio":
+                values[key] = AudioOptions.from_config(value) if value else None
+                continue
             values[key] = tuple(value) if isinstance(value, list | tuple) else value
         return cls(**values)
 
@@ -226,6 +240,9 @@ def make_train_transform(
             clip = augment.color_jitter(clip, rng, s, s, s)
         if options.erase_prob > 0 and rng.uniform() < options.erase_prob:
             clip = augment.random_erase(clip, rng)
+        if options.audio is not None:  # drawn last: the video's draws are as without audio
+            spec, has_audio = clip_audio(example, indices, options.audio, rng)
+            return {"video": clip, "audio": spec, "has_audio": has_audio}, label
         return clip, label
 
     return transform
@@ -233,18 +250,21 @@ def make_train_transform(
 
 def make_view_sampler(
     options: InputOptions,
-) -> Callable[[Mapping[str, Any]], np.ndarray]:
+) -> Callable[[Mapping[str, Any]], Any]:
     """``views(example) -> uint8 (clips * crops, T, S, S, 3)``: the deterministic test views,
-    clip-major (all crops of clip 0, then of clip 1, ...)."""
+    clip-major (all crops of clip 0, then of clip 1, ...); with ``audio``, a dict of those
+    ``"video"``, each view's ``"audio"`` spectrogram and ``"has_audio"``."""
     iterate = make_view_iterator(options)
-    return lambda example: np.stack(list(iterate(example)))
+    return lambda example: stack(list(iterate(example)))
 
 
 def make_view_iterator(
     options: InputOptions,
 ) -> Callable[[Mapping[str, Any]], Iterator[np.ndarray]]:
     """Like :func:`make_view_sampler`, one view at a time (decoded when asked for), so a
-    multi-view test holds only the views of one model call, whatever the number of clips."""
+    multi-view test holds only the views of one model call, whatever the number of clips.
+    With ``audio`` each view is ``{"video", "audio", "has_audio"}``; the crops of a clip
+    share its spectrogram."""
     size = options.crop_size
 
     def views(example: Mapping[str, Any]) -> Iterator[np.ndarray]:
@@ -255,8 +275,13 @@ def make_view_iterator(
         else:
             boxes = [augment.centre_box(height, width, options.test_crop_fraction)]
         for idx in clips:
+            sound = {}
+            if options.audio is not None:
+                spec, has_audio = clip_audio(example, idx, options.audio)
+                sound = {"audio": spec, "has_audio": has_audio}
             for box in boxes:
-                yield _decode_indices(frames, idx, box, size, False)
+                clip = _decode_indices(frames, idx, box, size, False)
+                yield {"video": clip, **sound} if sound else clip
 
     return views
 
@@ -309,9 +334,9 @@ def make_eval_transform(
     """``transform(example) -> (clip, label)``: the first test view (one clip, one crop), for
     the trainer's quick single-view validation."""
     single = dataclasses.replace(options, test_num_clips=1, test_num_crops=1)
-    views = make_view_sampler(single)
+    views = make_view_iterator(single)
     read_label = label_reader(class_names)
-    return lambda example: (views(example)[0], read_label(example))
+    return lambda example: (next(iter(views(example))), read_label(example))
 
 
 def make_batch_transform(
@@ -331,6 +356,8 @@ def make_batch_transform(
             options.mixup_alpha,
             options.cutmix_alpha,
             options.mix_switch_prob,
+            batch.get("audio"),
+            batch.get("has_audio"),
         )
         return {**batch, **mixed}
 

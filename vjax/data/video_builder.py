@@ -5,8 +5,10 @@ Usage (or ``vjax prepare video_folder --src=DIR_OR_MANIFEST --data_dir=DIR``)::
     builder = prepare_video_folder("/data/tfds", src="~/videos/actions", fps=10, short_side=256)
     source = builder.as_data_source("train")     # random access
     ex = source[i]   # {"frames": [jpeg bytes, ...], "label", "fps", "height", "width",
-                     #  "path", "index"}; multi-task datasets (Epic-Kitchens) have one label
-                     #  feature per task (``TASKS``: "verb", "noun") instead of "label"
+                     #  "path", "index"; with audio_sample_rate > 0 also "audio" (int16
+                     #  mono), "has_audio", "sample_rate"}; multi-task datasets
+                     #  (Epic-Kitchens) have one label feature per task (``TASKS``:
+                     #  "verb", "noun") instead of "label"
     report = read_report(builder)   # kept / skipped counts per split and the skipped files
 
 A source without classes (a folder of videos, or a manifest without labels) makes a dataset
@@ -78,15 +80,18 @@ class VideoFolderConfig(tfds.core.BuilderConfig):
     # sub-folders) is split per class in these fractions, by this seed (split_by_class).
     split_fractions: tuple[float, float, float] = DEFAULT_SPLIT_FRACTIONS
     split_seed: int = 0
+    # > 0: each video's sound track is stored too, mono at this rate (16000 is usual).
+    audio_sample_rate: int = 0
 
     def __post_init__(self) -> None:
         if not self.src:
             raise UserError("video_folder needs src= (a folder of class sub-folders or a manifest)")
         self.src = os.path.abspath(os.path.expanduser(self.src))
-        if self.fps < 0 or self.short_side < 0 or self.min_frames < 1:
+        if self.fps < 0 or self.short_side < 0 or self.min_frames < 1 or self.audio_sample_rate < 0:
             raise UserError(
-                f"need fps >= 0, short_side >= 0 and min_frames >= 1, got fps={self.fps}, "
-                f"short_side={self.short_side}, min_frames={self.min_frames}"
+                f"need fps >= 0, short_side >= 0, min_frames >= 1 and audio_sample_rate >= 0, "
+                f"got fps={self.fps}, short_side={self.short_side}, "
+                f"min_frames={self.min_frames}, audio_sample_rate={self.audio_sample_rate}"
             )
         if not 1 <= self.jpeg_quality <= 100:
             raise UserError(f"jpeg_quality must be in [1, 100], got {self.jpeg_quality}")
@@ -95,6 +100,7 @@ class VideoFolderConfig(tfds.core.BuilderConfig):
         fields += [self.fold] if self.fold != 1 else []
         split = (self.split_fractions, self.split_seed)
         fields += [list(split[0]), split[1]] if split != (DEFAULT_SPLIT_FRACTIONS, 0) else []
+        fields += [f"audio{self.audio_sample_rate}"] if self.audio_sample_rate else []
         key = json.dumps(fields)
         stem = "".join(c if c.isalnum() else "_" for c in os.path.basename(self.src))
         derived = f"{stem}_{hashlib.sha1(key.encode()).hexdigest()[:10]}"
@@ -109,7 +115,9 @@ class VideoFolderConfig(tfds.core.BuilderConfig):
 
     @property
     def settings(self) -> VideoSettings:
-        return VideoSettings(self.fps, self.short_side, self.min_frames, self.jpeg_quality)
+        return VideoSettings(
+            self.fps, self.short_side, self.min_frames, self.jpeg_quality, self.audio_sample_rate
+        )
 
 
 class VideoFolder(tfds.core.GeneratorBasedBuilder):
@@ -187,6 +195,7 @@ class VideoFolder(tfds.core.GeneratorBasedBuilder):
                 ),
             }  # fmt: skip
         ids = {"id": tfds.features.Text(doc="The dataset's own id of the video.")}
+        sound = audio_features() if self.builder_config.audio_sample_rate else {}
         return self.dataset_info_from_configs(
             description=f"{self.__doc__} Stored as JPEG frames, one record per video.",
             features=tfds.features.FeaturesDict(
@@ -202,6 +211,7 @@ class VideoFolder(tfds.core.GeneratorBasedBuilder):
                     "path": tfds.features.Text(doc="The source file."),
                     "index": tfds.features.Scalar(dtype=np.int64, doc="Position in the listing."),
                     **(ids if self.STORES_ID else {}),
+                    **sound,
                 }
             ),
             supervised_keys=None,
@@ -229,7 +239,8 @@ class VideoFolder(tfds.core.GeneratorBasedBuilder):
             task: {name: i for i, name in enumerate(names)}
             for task, names in self._class_names().items()
         }
-        return _RecordMaker(label_ids, self.STORES_ID, self.MULTI_LABEL)
+        rate = self.builder_config.audio_sample_rate
+        return _RecordMaker(label_ids, self.STORES_ID, self.MULTI_LABEL, rate)
 
     def _generate_examples(self, split: str, entries: list[VideoEntry]):
         """The split's ``(index, record)`` pairs: a generator over a local process pool, or a
@@ -243,15 +254,18 @@ class VideoFolder(tfds.core.GeneratorBasedBuilder):
 
     def _local_examples(self, split: str, entries: list[VideoEntry]):
         make_record = self._record_maker()
-        skipped = []
+        skipped, kept = [], []
         progress = f"decoding {split}" if self._progress_bar else None
         settings = self.builder_config.settings
         for i, result in encode_entries(entries, settings, self._num_workers, progress):
             if isinstance(result, Encoded):
+                kept.append((entries[i].path, result))
                 yield i, make_record(i, entries[i], result)
             else:
                 skipped.append(result)
         self._record(split, entries, skipped)
+        if settings.audio_sample_rate:
+            self._report[split]["audio"] = _audio_counts(kept)
         _check_kept(split, len(entries), skipped)
 
     def _record(self, split: str, entries, skipped: list[Skipped]) -> dict:
@@ -299,6 +313,7 @@ class _RecordMaker:
     label_ids: dict[str, dict[str, int]]  # task -> class name -> id, in task order
     stores_id: bool
     multi_label: bool = False
+    audio_sample_rate: int = 0  # > 0: the record carries the sound (audio_features)
 
     def _labels(self, entry: VideoEntry) -> dict:
         if self.multi_label:
@@ -329,7 +344,44 @@ class _RecordMaker:
         )
         if self.stores_id:
             record["id"] = entry.id
+        if self.audio_sample_rate:
+            record.update(audio_record(encoded.audio, self.audio_sample_rate))
         return record
+
+
+def audio_features() -> dict[str, tfds.features.FeatureConnector]:
+    """The features of a stored sound track (:func:`audio_record` fills them)."""
+    return {
+        "audio": tfds.features.Tensor(
+            shape=(None,), dtype=np.int16, doc="Mono samples from frame 0's time on (int16)."
+        ),
+        "has_audio": tfds.features.Scalar(
+            dtype=np.bool_, doc="False: no sound track (audio is then empty)."
+        ),
+        "sample_rate": tfds.features.Scalar(dtype=np.int32, doc="Audio samples per second."),
+    }
+
+
+def audio_record(samples: np.ndarray | None, sample_rate: int) -> dict:
+    """The audio features of a record: int16 ``samples``, or None for a video without sound."""
+    empty = np.zeros(0, np.int16)
+    return {
+        "audio": empty if samples is None else np.asarray(samples, np.int16),
+        "has_audio": samples is not None,
+        "sample_rate": sample_rate,
+    }
+
+
+def _audio_counts(kept: list[tuple[str, Encoded]]) -> dict:
+    """The report's ``audio`` entry of a split: kept videos with and without sound, and the
+    files whose sound track could not be decoded (kept, marked without sound)."""
+    errors = [{"path": path, "detail": e.audio_error} for path, e in kept if e.audio_error]
+    with_audio = sum(e.audio is not None for _, e in kept)
+    return {
+        "with_audio": with_audio,
+        "without_audio": len(kept) - with_audio,
+        "audio_errors": errors,
+    }
 
 
 def _beam_examples(
@@ -504,9 +556,16 @@ def format_report(report: dict[str, dict]) -> str:
     lines = []
     for split, r in report.items():
         why = ", ".join(f"{k} {v}" for k, v in sorted(r["skipped_by_reason"].items())) or "none"
+        sound = r.get("audio")
         lines.append(
             f"{split}: kept {r['kept']} of {r['listed']} (found {r['found']}); "
             f"skipped {r['skipped']} ({why})"
+            + (
+                f"; with sound {sound['with_audio']}, without {sound['without_audio']}"
+                f" ({len(sound['audio_errors'])} undecodable)"
+                if sound
+                else ""
+            )
         )
     auto = next((r["auto_split"] for r in report.values() if "auto_split" in r), None)
     if auto:
@@ -529,6 +588,7 @@ def prepare_videos(
     fold: int = 1,
     split_fractions: Sequence[float] = DEFAULT_SPLIT_FRACTIONS,
     split_seed: int = 0,
+    audio_sample_rate: int = 0,
     num_workers: int | None = None,
     progress_bar: bool = False,
     beam_runner: str | None = None,
@@ -544,7 +604,9 @@ def prepare_videos(
     instead (``pip install 'vjax[beam]'``); the records and report are the same. A
     ``video_folder`` source that names no split is split per class in ``split_fractions``
     (train, validation, test) by ``split_seed`` (see :func:`~vjax.data.manifests.split_by_class`;
-    the report's ``auto_split`` records it).
+    the report's ``auto_split`` records it). ``audio_sample_rate > 0`` stores each video's
+    sound (mono int16 at that rate, from frame 0's time; :mod:`vjax.data.audio`); a video
+    without a sound track is kept with ``has_audio`` False, and the report counts both.
 
     >>> builder = prepare_videos("ucf101", "~/tfds", src="~/data/ucf101", fps=10, fold=2)
     >>> builder = prepare_videos("kinetics", "gs://bucket/tfds", src="/mnt/k400",  # the
@@ -564,6 +626,7 @@ def prepare_videos(
         fold=fold,
         split_fractions=tuple(split_fractions),
         split_seed=split_seed,
+        audio_sample_rate=audio_sample_rate,
     )
     builder = BUILDERS[dataset](
         config=config,

@@ -76,9 +76,10 @@ def iter_video(
     info: dict | None = None,
 ) -> Iterator[np.ndarray]:
     """Yields the RGB frames :func:`decode_video` returns, one at a time, so an hour-long file
-    never sits decoded in memory. ``info`` (a dict) receives ``fps`` and ``source_fps``. A bad
-    file raises :class:`VideoDecodeError`; ``too_short`` and ``truncated`` are only known, and
-    raised, after the last frame.
+    never sits decoded in memory. ``info`` (a dict) receives ``fps`` and ``source_fps``, and
+    once the last frame is out ``start``: the time (seconds, the file's clock) output frame 0
+    stands for. A bad file raises :class:`VideoDecodeError`; ``too_short`` and ``truncated``
+    are only known, and raised, after the last frame.
     """
     import av
 
@@ -109,7 +110,7 @@ def iter_video(
                 container.seek(0, stream=stream)
         rgb = _Converter(short_side)
         count = 0
-        prev, prev_t, first_t, last_t = None, None, None, None
+        prev, prev_t, first_t, last_t, shown_t = None, None, None, None, None
         try:
             for index, frame in enumerate(container.decode(stream)):
                 t = frame.time if frame.time is not None else index / source_fps
@@ -119,6 +120,7 @@ def iter_video(
                     prev, prev_t = frame, t  # the frame showing at ``start``
                     continue
                 last_t = t
+                shown_t = t if shown_t is None else shown_t
                 if fps is None:
                     count += 1
                     yield rgb(frame)
@@ -141,6 +143,8 @@ def iter_video(
         raise VideoDecodeError(path, "corrupt", "no frame could be decoded")
     if last_t is None:  # every frame lies before ``start``
         first_t, last_t = start, prev_t
+    if info is not None:  # the time of output frame 0 (where a stored sound track starts)
+        info["start"] = float(first_t if first_t is not None else shown_t)
     last_end = last_t + 1.0 / source_fps
     segment_end = last_end if end is None else min(end, last_end)
     if fps is not None:

@@ -1,7 +1,8 @@
 """Turning listed videos into stored examples, in parallel over local cores (no TensorFlow).
 
 ``encode_entries`` decodes each :class:`~vjax.data.manifests.VideoEntry` with
-:func:`~vjax.data.video_io.iter_video` (target fps, short side), JPEG-encodes its frames and
+:func:`~vjax.data.video_io.iter_video` (target fps, short side), JPEG-encodes its frames (and,
+when asked, decodes the sound of the same time span: :func:`~vjax.data.audio.decode_audio`) and
 yields results in input order, so a dataset build is deterministic whatever the number of
 worker processes. A bad file yields a :class:`Skipped` record instead of raising; any other
 error (a bug, a full disk) propagates and aborts the build.
@@ -19,6 +20,9 @@ import os
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
 
+import numpy as np
+
+from vjax.data.audio import AudioDecodeError, decode_audio, to_int16
 from vjax.data.manifests import VideoEntry
 from vjax.data.video_io import VideoDecodeError, encode_jpeg, iter_video
 
@@ -26,22 +30,27 @@ from vjax.data.video_io import VideoDecodeError, encode_jpeg, iter_video
 @dataclasses.dataclass(frozen=True)
 class VideoSettings:
     """How videos are stored: frame rate (0 = each file's own), short side in pixels
-    (0 = native), the fewest frames a kept video has, and the JPEG quality."""
+    (0 = native), the fewest frames a kept video has, the JPEG quality, and the rate of the
+    stored mono sound track (0: no sound stored)."""
 
     fps: float = 0.0
     short_side: int = 256
     min_frames: int = 1
     jpeg_quality: int = 90
+    audio_sample_rate: int = 0
 
 
 @dataclasses.dataclass(frozen=True)
 class Encoded:
-    """A kept video: JPEG frames, their rate and size."""
+    """A kept video: JPEG frames, their rate and size; with sound asked for, its int16 mono
+    samples from frame 0's time on (None: no sound track, or ``audio_error`` says why not)."""
 
     frames: list[bytes]
     fps: float
     height: int
     width: int
+    audio: np.ndarray | None = None
+    audio_error: str = ""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -75,7 +84,15 @@ def encode_entry(entry: VideoEntry, settings: VideoSettings) -> Encoded | Skippe
             shape = frame.shape[:2]
     except VideoDecodeError as e:
         return Skipped(entry.path, e.reason, e.detail)
-    return Encoded(jpegs, info["fps"], *shape)
+    audio, audio_error = None, ""
+    if settings.audio_sample_rate:  # the sound of exactly the stored frames' time span
+        end = info["start"] + len(jpegs) / info["fps"]
+        try:
+            samples = decode_audio(entry.path, settings.audio_sample_rate, info["start"], end)
+        except AudioDecodeError as e:  # the frames are kept, marked without sound
+            samples, audio_error = None, e.detail
+        audio = None if samples is None else to_int16(samples)
+    return Encoded(jpegs, info["fps"], *shape, audio, audio_error)
 
 
 def _encode_star(args: tuple[VideoEntry, VideoSettings]) -> Encoded | Skipped:
