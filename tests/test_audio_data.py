@@ -1,0 +1,240 @@
+"""Audio through the data pipeline: real mp4 files with and without sound -> the prepared
+dataset -> clips whose spectrogram covers the same seconds as their frames.
+
+The "tone" videos (written here with PyAV: H.264 + AAC in mp4) are silent until a 1 kHz tone
+starts exactly at frame ``ONSET`` and show grey level ``8 * i`` in frame ``i``, so the frame a
+clip starts at is read off its pixels and where its spectrogram must turn loud follows.
+"""
+
+import fractions
+import os
+
+import av
+import numpy as np
+import pytest
+
+from vjax.data import audio
+from vjax.data.pipeline import TrainBatches
+from vjax.data.transforms import InputOptions, make_train_transform, make_view_iterator
+from vjax.errors import UserError
+
+FPS, N, ONSET, TONE_HZ, SR = 10, 30, 12, 1000.0, 16000
+HOP_MS = 10.0  # 10 spectrogram frames per video frame at FPS
+AUDIO = dict(sample_rate=SR, mel_bins=32, window_ms=25.0, hop_ms=HOP_MS, frames=70)
+
+
+def write_tone_video(path: str, with_audio: bool = True, codec: str = "aac") -> str:
+    """H.264 frames of grey level 8 * i; silence, then a tone from frame ONSET's time on."""
+    rate = 44100  # a source rate other than SR: decoding resamples
+    with av.open(path, "w") as container:
+        video = container.add_stream("libx264", rate=fractions.Fraction(FPS))
+        video.width = video.height = 32
+        video.pix_fmt = "yuv420p"
+        sound = container.add_stream(codec, rate=rate) if with_audio else None
+        if sound is not None:
+            sound.layout = "mono"
+        for i in range(N):
+            image = np.full((32, 32, 3), 8 * i, np.uint8)
+            container.mux(video.encode(av.VideoFrame.from_ndarray(image, format="rgb24")))
+        container.mux(video.encode(None))
+        if sound is not None:
+            t = np.arange(N * rate // FPS) / rate
+            wave = np.where(t >= ONSET / FPS, 0.5 * np.sin(2 * np.pi * TONE_HZ * t), 0.0)
+            for k in range(0, len(wave), 1024):
+                frame = av.AudioFrame.from_ndarray(
+                    wave[None, k : k + 1024].astype(np.float32), format="flt", layout="mono"
+                )
+                frame.sample_rate, frame.pts = rate, k
+                container.mux(sound.encode(frame))
+            container.mux(sound.encode(None))
+    return path
+
+
+@pytest.fixture(scope="module")
+def prepared(tmp_path_factory, data_dir):
+    """A video_folder with sound at SR: tone videos, silent-less (no track) videos and one
+    whose sound track has an unknown codec; every split has some of each kind."""
+    from vjax.data.video_builder import prepare_video_folder
+
+    root = tmp_path_factory.mktemp("av_videos")
+    for split in ("train", "validation", "test"):
+        folder = root / split / "tone"
+        os.makedirs(folder)
+        write_tone_video(str(folder / "a.mp4"))
+        write_tone_video(str(folder / "b.mp4"))
+        write_tone_video(str(folder / "mute.mp4"), with_audio=False)
+    mkv = open(write_tone_video(str(root / "x.mkv")), "rb").read()
+    os.remove(root / "x.mkv")
+    (root / "train" / "tone" / "badsound.mkv").write_bytes(mkv.replace(b"A_AAC", b"A_XYZ"))
+    builder = prepare_video_folder(
+        data_dir, src=str(root), fps=FPS, short_side=32, audio_sample_rate=SR, num_workers=1
+    )
+    return builder
+
+
+def first_frame(clip: np.ndarray) -> int:
+    """Which stored frame a clip starts with (grey level / 8)."""
+    return int(np.round(clip[0].astype(np.float32).mean() / 8))
+
+
+def tone_onset(spec: np.ndarray) -> int | None:
+    """The first spectrogram frame whose loudest mel bin is well above silence."""
+    loud = np.flatnonzero(spec.max(axis=1) > spec.min() + 2.0)
+    return int(loud[0]) if loud.size else None
+
+
+def expected_onset(start_frame: int, frames: int) -> int | None:
+    """Where the tone starts in the spectrogram of a clip starting at ``start_frame``."""
+    at = round((ONSET - start_frame) * 1000 / FPS / HOP_MS)
+    return max(at, 0) if at < frames else None
+
+
+def check_aligned(clip: np.ndarray, spec: np.ndarray) -> int:
+    start = first_frame(clip)
+    want, got = expected_onset(start, spec.shape[0]), tone_onset(spec)
+    if want is None:
+        assert got is None or got >= spec.shape[0] - 3, (start, got)
+    else:  # AAC spreads an onset over a few ms: within 3 spectrogram frames (30 ms)
+        assert got is not None and abs(got - want) <= 3, (start, want, got)
+    return start
+
+
+def test_preparation_keeps_and_marks_videos_with_and_without_sound(prepared):
+    from vjax.data.video_builder import format_report, read_report
+
+    report = read_report(prepared)
+    assert report["train"]["kept"] == 4 and report["train"]["skipped"] == 0
+    assert report["train"]["audio"]["with_audio"] == 2
+    assert report["train"]["audio"]["without_audio"] == 2
+    (error,) = report["train"]["audio"]["audio_errors"]
+    assert error["path"].endswith("badsound.mkv") and "Decoder" in error["detail"]
+    assert report["test"]["audio"] == {"with_audio": 2, "without_audio": 1, "audio_errors": []}
+    assert "with sound 2, without 2 (1 undecodable)" in format_report(report)
+    source = prepared.as_data_source("train")
+    by_name = {os.path.basename(str(source[i]["path"].decode())): source[i] for i in range(4)}
+    assert not by_name["mute.mp4"]["has_audio"] and by_name["mute.mp4"]["audio"].size == 0
+    assert not by_name["badsound.mkv"]["has_audio"]
+    stored = by_name["a.mp4"]
+    assert stored["has_audio"] and stored["sample_rate"] == SR and stored["audio"].dtype == np.int16
+    assert abs(len(stored["audio"]) - N / FPS * SR) <= 1  # exactly the frames' time span
+    onset = np.flatnonzero(np.abs(stored["audio"]) > 0.05 * audio.INT16_SCALE)[0]
+    assert abs(onset - ONSET / FPS * SR) < 0.003 * SR  # the tone starts at frame ONSET's time
+    decoded = audio.decode_audio(str(stored["path"].decode()), SR, 0.0, N / FPS)
+    np.testing.assert_array_equal(stored["audio"], audio.to_int16(decoded))
+    assert audio.decode_audio(str(by_name["mute.mp4"]["path"].decode()), SR) is None
+
+
+def test_clip_audio_is_aligned_with_the_frames_in_every_sampling_mode(prepared):
+    source = prepared.as_data_source("train")
+    tone = next(source[i] for i in range(len(source)) if source[i]["has_audio"])
+    starts = set()
+    for mode in [dict(), dict(sampling="tsn"), dict(pad_mode="pad")]:
+        options = InputOptions.from_config(
+            dict(num_frames=4, frame_stride=2, crop_size=32, flip=False, audio=AUDIO, **mode)
+        )
+        transform = make_train_transform(options, ["tone"])
+        for seed in range(6):
+            inputs, _ = transform(tone, np.random.default_rng([seed, 0, 0]))
+            assert inputs["audio"].shape == (70, 32) and inputs["has_audio"]
+            starts.add(check_aligned(inputs["video"], inputs["audio"]))
+    assert len(starts) >= 4  # random starts before, at and after the onset
+    tsn = InputOptions.from_config(
+        dict(num_frames=4, crop_size=32, sampling="tsn", audio={**AUDIO, "frames": 300})
+    )
+    view = next(iter(make_view_iterator(tsn)(tone)))  # segment middles 3, 10, 18, 25
+    assert check_aligned(view["video"], view["audio"]) == 3
+    views = InputOptions.from_config(
+        dict(num_frames=4, frame_stride=2, crop_size=32, test_num_clips=3, test_num_crops=3,
+             audio=AUDIO)
+    )  # fmt: skip
+    seen = [check_aligned(v["video"], v["audio"]) for v in make_view_iterator(views)(tone)]
+    assert seen == [0] * 3 + [11] * 3 + [23] * 3  # uniform clips x 3 crops sharing the audio
+
+
+def test_spectrogram_against_a_dft_matrix_and_the_htk_mel_formula():
+    options = audio.AudioOptions(**AUDIO)
+    rng = np.random.default_rng(0)
+    samples = (0.3 * rng.standard_normal(8000)).astype(np.float32)
+    got = audio.log_mel(samples, options)
+    # Independent: frames every hop from 0 (zero-padded to `frames`), a periodic Hann window,
+    # an explicit DFT matrix, power, TF-style triangles on the HTK mel scale from 20 Hz.
+    win, hop, n_fft = 400, 160, 512
+    padded = np.zeros((options.frames - 1) * hop + win)
+    padded[: len(samples)] = samples[: len(padded)]
+    frames = np.stack([padded[j * hop : j * hop + win] for j in range(options.frames)])
+    hann = 0.5 - 0.5 * np.cos(2 * np.pi * np.arange(win) / win)
+    k, n = np.arange(n_fft // 2 + 1)[:, None], np.arange(win)[None, :]
+    dft = np.exp(-2j * np.pi * k * n / n_fft)
+    power = np.abs((frames * hann) @ dft.T) ** 2
+
+    def hz_to_mel(f):
+        return 1127.0 * np.log(1.0 + f / 700.0)
+
+    edges = np.linspace(hz_to_mel(20.0), hz_to_mel(SR / 2), 32 + 2)
+    bin_mel = hz_to_mel(np.linspace(0, SR / 2, n_fft // 2 + 1))
+    lower, centre, upper = edges[:-2], edges[1:-1], edges[2:]
+    up = (bin_mel[:, None] - lower) / (centre - lower)
+    down = (upper - bin_mel[:, None]) / (upper - centre)
+    weights = np.maximum(0.0, np.minimum(up, down))
+    weights[0] = 0.0  # TF leaves out the DC bin
+    want = np.log(power @ weights + audio.LOG_EPS)
+    np.testing.assert_allclose(got, want, atol=2e-3)
+    normalized = audio.normalized_log_mel(samples, options)
+    np.testing.assert_allclose(normalized, (want - options.mean) / (2 * options.std), atol=1e-3)
+
+
+def test_train_batches_with_audio_resume_exactly_and_mix_like_the_video(prepared):
+    source = prepared.as_data_source("train")
+    masks = dict(time_masks=2, time_width=10, freq_masks=2, freq_width=6)
+    base = dict(num_frames=4, frame_stride=2, crop_size=32, audio={**AUDIO, "spec_augment": masks})
+
+    def batches(**extra):
+        from vjax.data.transforms import make_batch_transform
+
+        options = InputOptions.from_config({**base, **extra})
+        return TrainBatches(
+            source, 4, seed=1, transform=make_train_transform(options, ["tone"]),
+            batch_transform=make_batch_transform(options, 1),
+        )  # fmt: skip
+
+    mixed = batches(mixup_alpha=0.8)
+    first = [mixed(step) for step in range(3)]
+    fresh = batches(mixup_alpha=0.8)(2)  # a resumed run: step 2 without steps 0 and 1
+    for key in ("video", "audio", "has_audio", "label_probs"):
+        np.testing.assert_array_equal(first[2][key], fresh[key])
+    plain = batches()(2)  # the same clips, unmixed
+    assert plain["audio"].dtype == np.float32 and plain["has_audio"].dtype == bool
+    assert not plain["audio"][~plain["has_audio"]].any()  # no sound: exact zeros
+    voiced = plain["audio"][plain["has_audio"]]
+    assert (voiced == 0).all(axis=1).any() and (voiced == 0).all(axis=2).any()  # masks drawn
+    lam = _mix_weight(plain["video"], fresh["video"])  # read off the mixed pixels
+    assert 0.1 < lam < 0.9, lam  # a step where both partners count
+    want = lam * plain["audio"] + (1 - lam) * plain["audio"][::-1]
+    assert np.abs(fresh["audio"] - plain["audio"]).max() > 0.1  # the audio did mix
+    np.testing.assert_allclose(fresh["audio"], want, atol=0.01 * np.abs(want).max())
+    np.testing.assert_array_equal(fresh["has_audio"], plain["has_audio"] | plain["has_audio"][::-1])
+
+
+def _mix_weight(video: np.ndarray, mixed: np.ndarray) -> float:
+    """The mixup weight lam with ``mixed ~ lam * video + (1 - lam) * video[::-1]`` (least
+    squares over the pixels that differ between the partners)."""
+    a, b = video.astype(np.float64), video[::-1].astype(np.float64)
+    d = (a - b).ravel()
+    return float(((mixed.astype(np.float64) - b).ravel() @ d) / (d @ d))
+
+
+def test_audio_config_errors_name_the_fix():
+    options = audio.AudioOptions(**AUDIO)
+    record = {"frames": [b""] * 4, "fps": 10.0}
+    with pytest.raises(UserError, match="prepared without audio.*audio_sample_rate"):
+        audio.clip_audio(record, [0, 1], options)
+    record.update(audio=np.zeros(100, np.int16), has_audio=True, sample_rate=8000)
+    with pytest.raises(UserError, match="input.audio.sample_rate=8000"):
+        audio.clip_audio(record, [0, 1], options)
+    with pytest.raises(Exception, match="input.audio.mels"):
+        InputOptions.from_config({"audio": {"mels": 64}})
+    with pytest.raises(Exception, match="spec_augment.time_mask"):
+        audio.AudioOptions.from_config({"spec_augment": {"time_mask": 2}})
+    # A window past the stored samples is silence; one before sample 0 too.
+    window = audio.window(np.ones(4, np.float32), -2, 8)
+    np.testing.assert_array_equal(window, [0, 0, 1, 1, 1, 1, 0, 0])
