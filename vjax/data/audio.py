@@ -174,6 +174,31 @@ def to_int16(samples: np.ndarray) -> np.ndarray:
     return np.round(np.clip(samples, -1.0, 1.0) * INT16_SCALE).astype(np.int16)
 
 
+def audio_features() -> dict[str, Any]:
+    """The TFDS features of a stored sound track (:func:`audio_record` fills them)."""
+    import tensorflow_datasets as tfds
+
+    return {
+        "audio": tfds.features.Tensor(
+            shape=(None,), dtype=np.int16, doc="Mono samples from frame 0's time on (int16)."
+        ),
+        "has_audio": tfds.features.Scalar(
+            dtype=np.bool_, doc="False: no sound track (audio is then empty)."
+        ),
+        "sample_rate": tfds.features.Scalar(dtype=np.int32, doc="Audio samples per second."),
+    }
+
+
+def audio_record(samples: np.ndarray | None, sample_rate: int) -> dict:
+    """The audio features of a record: int16 ``samples``, or None for a video without sound."""
+    empty = np.zeros(0, np.int16)
+    return {
+        "audio": empty if samples is None else np.asarray(samples, np.int16),
+        "has_audio": samples is not None,
+        "sample_rate": sample_rate,
+    }
+
+
 def clip_window(
     samples: np.ndarray, sample_rate: int, fps: float, indices: Sequence[int], num_available: int
 ) -> np.ndarray:

@@ -21,6 +21,12 @@ def _motion_preparer() -> Callable[..., Any]:
     return prepare_motion
 
 
+def _av_motion_preparer() -> Callable[..., Any]:
+    from vjax.data.motion_builder import prepare_av_motion  # lazy: imports TFDS
+
+    return prepare_av_motion
+
+
 def _video_preparer(name: str) -> Callable[[], Callable[..., Any]]:
     """The preparer of a video dataset stored as whole videos of JPEG frames."""
 
@@ -35,6 +41,7 @@ def _video_preparer(name: str) -> Callable[[], Callable[..., Any]]:
 # name -> a function returning that dataset's ``prepare(data_dir, **fields) -> builder``.
 _PREPARERS: dict[str, Callable[[], Callable[..., Any]]] = {
     "vjax_motion": _motion_preparer,
+    "vjax_av_motion": _av_motion_preparer,
     **{
         name: _video_preparer(name)
         for name in (

@@ -304,3 +304,72 @@ def generate_arrays(
             seed, split, i, num_classes, num_frames, height, width
         )
     return videos, labels
+
+
+# --- the audio-visual variant (``vjax_av_motion``): a motion and a sound decide the class ---
+
+AV_MOTIONS: tuple[str, ...] = ("right", "left")
+"""The audio-visual variant's motions (rendered by :func:`render_clip`)."""
+SOUNDS: tuple[str, ...] = ("rising", "falling", "pulsed")
+"""Its sound patterns: a tone gliding up two octaves, gliding down two octaves, or steady and
+switched on and off (:func:`render_sound`)."""
+AV_CLASSES: tuple[str, ...] = tuple(f"{m}_{s}" for m in AV_MOTIONS for s in SOUNDS)
+"""Class ``k`` is motion ``AV_MOTIONS[k // 3]`` with sound ``SOUNDS[k % 3]``: the video alone
+tells 2 of the 6 apart (at most 1/3 right), the sound alone 3 (at most 1/2), both all."""
+TONE_LOW_HZ = (300.0, 600.0)
+"""Range of the lowest frequency of a clip's tone (a glide spans 4x from there)."""
+PULSE_HZ = (3.0, 5.0)
+"""On/off rate of the pulsed tone."""
+TONE_AMPLITUDE = (0.2, 0.5)
+SOUND_NOISE_SIGMA = 0.05
+"""Std of the white noise under every sound (and the whole sound of a silent stretch)."""
+
+
+def render_sound(
+    rng: np.random.Generator, pattern: str, num_samples: int, sample_rate: int
+) -> np.ndarray:
+    """float32 ``(num_samples,)`` in [-1, 1]: a tone of ``pattern`` (:data:`SOUNDS`) at a
+    random pitch, level and phase, plus white noise. The glides are exponential in frequency
+    (straight lines on a mel scale)."""
+    if pattern not in SOUNDS:
+        raise ValueError(f"unknown sound {pattern!r}; expected one of {SOUNDS}")
+    t = np.arange(num_samples) / sample_rate
+    duration = max(num_samples / sample_rate, 1e-9)
+    low = rng.uniform(*TONE_LOW_HZ)
+    amplitude = rng.uniform(*TONE_AMPLITUDE)
+    phase0 = rng.uniform(0, 2 * np.pi)
+    if pattern == "pulsed":
+        freq = np.full_like(t, 2 * low)
+        rate, offset = rng.uniform(*PULSE_HZ), rng.uniform(0, 1)
+        gate = (np.floor(2 * (rate * t + offset)) % 2 == 0).astype(np.float64)
+    else:
+        octaves = 2 * t / duration if pattern == "rising" else 2 * (1 - t / duration)
+        freq = low * 2.0**octaves
+        gate = np.ones_like(t)
+    phase = phase0 + 2 * np.pi * np.cumsum(freq) / sample_rate
+    noise = rng.normal(0.0, SOUND_NOISE_SIGMA, num_samples)
+    return np.clip(amplitude * gate * np.sin(phase) + noise, -1, 1).astype(np.float32)
+
+
+def generate_av_example(
+    seed: int,
+    split: str,
+    index: int,
+    num_frames: int,
+    height: int,
+    width: int,
+    fps: float,
+    sample_rate: int,
+) -> tuple[np.ndarray, np.ndarray, int]:
+    """Example ``index`` of the audio-visual variant: ``(video uint8 (T, H, W, 3), sound
+    float32 (round(T / fps * sample_rate),), label)``, label ``index % 6``
+    (:data:`AV_CLASSES`). Deterministic from ``(seed, split, index)``; the frames are
+    :func:`render_clip`'s and the sound lasts exactly as long as they do at ``fps``."""
+    if seed < 0 or index < 0:
+        raise ValueError("seed and index must be non-negative")
+    rng = np.random.default_rng([seed, split_code(split), index, 1])
+    label = index % len(AV_CLASSES)
+    motion, pattern = AV_MOTIONS[label // len(SOUNDS)], SOUNDS[label % len(SOUNDS)]
+    video = render_clip(rng, motion, num_frames, height, width)
+    sound = render_sound(rng, pattern, round(num_frames / fps * sample_rate), sample_rate)
+    return video, sound, label

@@ -1,4 +1,5 @@
-"""TFDS builder ``vjax_motion`` for the procedural motion dataset (see :mod:`vjax.data.motion`).
+"""TFDS builders ``vjax_motion`` (the procedural motion dataset, :mod:`vjax.data.motion`) and
+``vjax_av_motion`` (its audio-visual variant: a motion and a sound decide the class).
 
 Usage::
 
@@ -20,7 +21,8 @@ import numpy as np
 import tensorflow_datasets as tfds
 from etils import epath
 
-from vjax.data.motion import MOTIONS, generate_example
+from vjax.data.audio import audio_features, audio_record, to_int16
+from vjax.data.motion import AV_CLASSES, MOTIONS, generate_av_example, generate_example
 from vjax.errors import UserError
 
 _SPLITS = ("train", "validation", "test")
@@ -167,5 +169,147 @@ def prepare_motion(
     # TFDS refuses a new config object that shares a name with a predefined one.
     config = VjaxMotion.builder_configs.get(config.name, config)
     builder = VjaxMotion(config=config, data_dir=data_dir, file_format="array_record")
+    builder.download_and_prepare()
+    return builder
+
+
+@dataclasses.dataclass(eq=False)
+class AvMotionConfig(tfds.core.BuilderConfig):
+    """The audio-visual variant's geometry, frame and sample rates, sizes and seed; ``name``
+    is derived from all of them."""
+
+    name: str = ""
+    num_frames: int = 8
+    height: int = 32
+    width: int = 32
+    fps: float = 8.0
+    sample_rate: int = 16000
+    num_train: int = 600
+    num_validation: int = 120
+    num_test: int = 240
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if min(self.num_frames, self.height, self.width, self.sample_rate) < 1 or self.fps <= 0:
+            raise UserError("num_frames, height, width, sample_rate and fps must be positive")
+        if self.seed < 0 or self.num_train < 1 or min(self.num_validation, self.num_test) < 0:
+            raise UserError("need seed >= 0, num_train >= 1 and num_validation, num_test >= 0")
+        derived = (
+            f"f{self.num_frames}_{self.height}x{self.width}_{self.fps:g}fps_{self.sample_rate}hz"
+            f"_n{self.num_train}-{self.num_validation}-{self.num_test}_s{self.seed}"
+        )
+        if self.name and self.name != derived:
+            raise ValueError(
+                f"AvMotionConfig name must be {derived!r} (derived), got {self.name!r}"
+            )
+        self.name = derived
+
+    @property
+    def split_sizes(self) -> dict[str, int]:
+        sizes = dict(
+            zip(_SPLITS, (self.num_train, self.num_validation, self.num_test), strict=True)
+        )
+        return {k: v for k, v in sizes.items() if v > 0}
+
+
+class VjaxAvMotion(tfds.core.GeneratorBasedBuilder):
+    """``vjax_motion``'s object moving right or left, with a rising, falling or pulsed tone:
+    the class is the pair (:data:`vjax.data.motion.AV_CLASSES`). Stored like a prepared video
+    with its sound (``frames``, ``fps``, ``audio``...), so clips and their audio windows are
+    cut by the same code as for real videos (``config.input``, ``input.audio``)."""
+
+    VERSION = tfds.core.Version("1.0.0")
+    RELEASE_NOTES = {"1.0.0": "Initial release."}
+    BUILDER_CONFIG_CLASS = AvMotionConfig
+    BUILDER_CONFIGS = [AvMotionConfig()]
+
+    @tfds.core.utils.classproperty
+    @classmethod
+    def code_path(cls) -> epath.Path:
+        """This file (TFDS 4.9's default needs the ``importlib_resources`` backport)."""
+        return epath.Path(__file__)
+
+    def _info(self) -> tfds.core.DatasetInfo:
+        cfg: AvMotionConfig = self.builder_config
+        shape = (cfg.num_frames, cfg.height, cfg.width, 3)
+        return self.dataset_info_from_configs(
+            description=(
+                f"{self.__doc__} Label = index % 6; video alone caps at 1/3, audio alone at 1/2."
+            ),
+            features=tfds.features.FeaturesDict(
+                {
+                    "frames": tfds.features.Tensor(shape=shape, dtype=np.uint8, encoding="zlib"),
+                    "label": tfds.features.ClassLabel(names=list(AV_CLASSES)),
+                    "fps": tfds.features.Scalar(dtype=np.float32, doc="Stored frame rate."),
+                    "height": tfds.features.Scalar(dtype=np.int32),
+                    "width": tfds.features.Scalar(dtype=np.int32),
+                    "index": tfds.features.Scalar(dtype=np.int64, doc="Index within the split."),
+                    **audio_features(),
+                }
+            ),
+            supervised_keys=None,
+            disable_shuffling=True,  # records in index order; the pipeline shuffles
+        )
+
+    def _split_generators(self, dl_manager: tfds.download.DownloadManager):
+        del dl_manager  # Nothing to download: everything is rendered.
+        cfg: AvMotionConfig = self.builder_config
+        return {split: self._generate_examples(split, n) for split, n in cfg.split_sizes.items()}
+
+    def _generate_examples(self, split: str, num_examples: int):
+        cfg: AvMotionConfig = self.builder_config
+        for i in range(num_examples):
+            video, sound, label = generate_av_example(
+                cfg.seed, split, i, cfg.num_frames, cfg.height, cfg.width, cfg.fps, cfg.sample_rate
+            )
+            yield (
+                i,
+                {
+                    "frames": video,
+                    "label": label,
+                    "fps": cfg.fps,
+                    "height": cfg.height,
+                    "width": cfg.width,
+                    "index": i,
+                    **audio_record(to_int16(sound), cfg.sample_rate),
+                },
+            )
+
+
+def prepare_av_motion(
+    data_dir: str,
+    *,
+    num_frames: int = 8,
+    height: int = 32,
+    width: int = 32,
+    fps: float = 8.0,
+    sample_rate: int = 16000,
+    num_train: int = 600,
+    num_validation: int = 120,
+    num_test: int = 240,
+    seed: int = 0,
+    progress_bar: bool = False,
+) -> tfds.core.DatasetBuilder:
+    """Generate (once) and return the ``vjax_av_motion`` builder for this configuration
+    (``data_dir/vjax_av_motion/<config name>/1.0.0/``, ArrayRecord).
+
+    >>> builder = prepare_av_motion("/tmp/tfds")
+    >>> ex = builder.as_data_source("train")[0]   # frames (8, 32, 32, 3), audio int16 (16000,)
+    """
+    if not progress_bar:
+        tfds.disable_progress_bar()
+    config = AvMotionConfig(
+        num_frames=num_frames,
+        height=height,
+        width=width,
+        fps=fps,
+        sample_rate=sample_rate,
+        num_train=num_train,
+        num_validation=num_validation,
+        num_test=num_test,
+        seed=seed,
+    )
+    config = VjaxAvMotion.builder_configs.get(config.name, config)
+    builder = VjaxAvMotion(config=config, data_dir=data_dir, file_format="array_record")
     builder.download_and_prepare()
     return builder

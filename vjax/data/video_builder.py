@@ -43,6 +43,7 @@ import tensorflow_datasets as tfds
 from etils import epath
 
 from vjax.data import annotations
+from vjax.data.audio import audio_features, audio_record
 from vjax.data.manifests import (
     DEFAULT_SPLIT_FRACTIONS,
     VideoEntry,
@@ -347,29 +348,6 @@ class _RecordMaker:
         if self.audio_sample_rate:
             record.update(audio_record(encoded.audio, self.audio_sample_rate))
         return record
-
-
-def audio_features() -> dict[str, tfds.features.FeatureConnector]:
-    """The features of a stored sound track (:func:`audio_record` fills them)."""
-    return {
-        "audio": tfds.features.Tensor(
-            shape=(None,), dtype=np.int16, doc="Mono samples from frame 0's time on (int16)."
-        ),
-        "has_audio": tfds.features.Scalar(
-            dtype=np.bool_, doc="False: no sound track (audio is then empty)."
-        ),
-        "sample_rate": tfds.features.Scalar(dtype=np.int32, doc="Audio samples per second."),
-    }
-
-
-def audio_record(samples: np.ndarray | None, sample_rate: int) -> dict:
-    """The audio features of a record: int16 ``samples``, or None for a video without sound."""
-    empty = np.zeros(0, np.int16)
-    return {
-        "audio": empty if samples is None else np.asarray(samples, np.int16),
-        "has_audio": samples is not None,
-        "sample_rate": sample_rate,
-    }
 
 
 def _audio_counts(kept: list[tuple[str, Encoded]]) -> dict:

@@ -24,6 +24,7 @@ from typing import Any
 
 import numpy as np
 
+from vjax.data.pipeline import stack, unstack
 from vjax.evaluate.metrics import frame_level_map, task_metrics
 from vjax.tasks import ClassNames
 
@@ -70,7 +71,8 @@ def video_scores(
     pool = np.add if ensemble == "mean" else np.maximum
 
     def flush() -> None:
-        batch = np.stack(buffer + [np.zeros_like(buffer[0])] * (chunk_size - len(buffer)))
+        padding = [_zeros_like(buffer[0])] * (chunk_size - len(buffer))
+        batch = stack(buffer + padding)  # views with audio: a dict of stacked inputs
         logits = np.asarray(apply(batch), np.float32)[: len(buffer)]
         for owner, row in zip(owners, logits, strict=True):
             held = per_video[owner]
@@ -107,6 +109,13 @@ def video_scores(
         v[0] / c if ensemble == "mean" else v[0] for v, c in zip(per_video, counts, strict=True)
     ]
     return np.stack(pooled).astype(np.float32), np.stack(labels)
+
+
+def _zeros_like(view: Any) -> Any:
+    """A padding view: zeros shaped like ``view`` (an array, or a dict of them)."""
+    if isinstance(view, Mapping):
+        return {key: np.zeros_like(value) for key, value in view.items()}
+    return np.zeros_like(view)
 
 
 def pool_views(scores: np.ndarray, ensemble: str = "mean") -> np.ndarray:
@@ -195,7 +204,7 @@ def evaluate_views(
         label = evaluation_label(options, class_names)
     else:
         examples = (video_views(k) for k in range(len(mine)))
-        views, label = (lambda video: iter(video["views"])), (lambda video: video["label"])
+        views, label = (lambda video: unstack(video["views"])), (lambda video: video["label"])
     scores, labels = video_scores(apply, examples, views, chunk_size, label, options.test_ensemble)
     if gather is not None:
         scores, labels, valid = gather((scores, labels, valid))
