@@ -238,3 +238,50 @@ def test_audio_config_errors_name_the_fix():
     # A window past the stored samples is silence; one before sample 0 too.
     window = audio.window(np.ones(4, np.float32), -2, 8)
     np.testing.assert_array_equal(window, [0, 0, 1, 1, 1, 1, 0, 0])
+
+
+def test_vggsound_and_kinetics_sounds_listings_prepare_with_sound(tmp_path):
+    from vjax.data.video_builder import prepare_videos, read_report
+
+    vgg = tmp_path / "vggsound"
+    (vgg / "clips").mkdir(parents=True)
+    (vgg / "vggsound.csv").write_text(
+        'aaaaaaaaaaa,0,"dog barking, whining",train\n'
+        "bbbbbbbbbbb,1,playing piano,train\n"
+        "ccccccccccc,20,playing piano,test\n"
+        'ddddddddddd,0,"dog barking, whining",test\n'
+    )
+    write_tone_video(str(vgg / "clips" / "aaaaaaaaaaa_000000.mp4"))
+    write_tone_video(str(vgg / "clips" / "bbbbbbbbbbb.mp4"))  # a whole video: cut from 1 s
+    write_tone_video(str(vgg / "clips" / "ddddddddddd_000000_000010.mp4"), with_audio=False)
+    data = str(tmp_path / "tfds")
+    builder = prepare_videos("vggsound", data, src=str(vgg), fps=FPS, short_side=16,
+                             num_workers=1)  # fmt: skip
+    assert builder.name == "vjax_vggsound"
+    assert builder.info.features["label"].names == ["dog barking, whining", "playing piano"]
+    report = read_report(builder)
+    assert report["train"]["audio"]["with_audio"] == 2
+    assert report["test"]["kept"] == 1 and report["test"]["skipped_by_reason"] == {"missing": 1}
+    assert report["test"]["audio"]["without_audio"] == 1
+    train = builder.as_data_source("train")
+    cut = next(train[i] for i in range(2) if train[i]["id"] == b"bbbbbbbbbbb_000001")
+    assert len(cut["frames"]) == (N - FPS) and cut["has_audio"]
+    onset = np.flatnonzero(np.abs(cut["audio"]) > 0.05 * audio.INT16_SCALE)[0]
+    assert abs(onset - (ONSET / FPS - 1.0) * SR) < 0.003 * SR  # the segment's sound from 1 s
+
+    kinetics = tmp_path / "k400"
+    kinetics.mkdir()
+    header = "label,youtube_id,time_start,time_end,split\n"
+    (kinetics / "train.csv").write_text(
+        header + "playing piano,eeeeeeeeeee,0,3,train\nabseiling,fffffffffff,0,3,train\n"
+    )
+    (kinetics / "validate.csv").write_text(header + "tickling,ggggggggggg,0,3,val\n")
+    for video_id in ("eeeeeeeeeee", "fffffffffff", "ggggggggggg"):
+        write_tone_video(str(kinetics / f"{video_id}_000000_000003.mp4"))
+    sounds = prepare_videos("kinetics_sounds", data, src=str(kinetics), fps=FPS,
+                            short_side=16, num_workers=1)  # fmt: skip
+    assert sounds.info.features["label"].names == ["playing piano", "tickling"]
+    assert {s: i.num_examples for s, i in sounds.info.splits.items()} == {
+        "train": 1, "validation": 1,
+    }  # fmt: skip
+    assert sounds.as_data_source("train")[0]["has_audio"]

@@ -27,6 +27,12 @@ Kinetics-700 and SSv2 test sets) are left out.
   The test CSV is the ``validation`` split (PySlowFast's ``val``). A video's label is every
   class it shows; ``actions`` keeps their times.
 
+* VGGSound (audio-visual, 309 classes): ``vggsound.csv`` (no header: ``youtube_id,
+  start_seconds,label,split``, split ``train`` or ``test``) in the folder or its
+  ``annotations/``; videos ``<id>_<start:06>.*`` or ``<id>_<start:06>_<start+10:06>.*`` (10 s
+  clips) or ``<id>.*`` (whole videos, cut to ``[start, start + 10)``). No validation split.
+* Kinetics-Sounds (audio-visual): the Kinetics listing kept to :data:`KINETICS_SOUNDS`.
+
 Multi-task listings return ``class_names`` as ``{task: names}``.
 
 >>> entries, names = ucf101_entries("~/data/ucf101", fold=1)
@@ -111,6 +117,64 @@ def kinetics_entries(root: str) -> tuple[list[VideoEntry], list[str]]:
             entries.append(entry)
             labels.add(row["label"])
     return entries, sorted(labels)
+
+
+KINETICS_SOUNDS: tuple[str, ...] = (
+    "blowing nose", "blowing out candles", "bowling", "chopping wood", "dribbling basketball",
+    "laughing", "mowing lawn", "playing accordion", "playing bagpipes", "playing bass guitar",
+    "playing clarinet", "playing drums", "playing guitar", "playing harmonica",
+    "playing keyboard", "playing organ", "playing piano", "playing saxophone",
+    "playing trombone", "playing trumpet", "playing violin", "playing xylophone",
+    "ripping paper", "shoveling snow", "shuffling cards", "singing", "stomping grapes",
+    "tap dancing", "tapping guitar", "tapping pen", "tickling",
+)  # fmt: skip
+"""Kinetics-Sounds (Arandjelovic & Zisserman, "Look, Listen and Learn", 2017): the Kinetics-400
+classes that can be heard, as the 31-class subset later audio-visual work uses (the paper's
+34 include three names Kinetics-400 no longer has)."""
+
+
+def kinetics_sounds_entries(root: str) -> tuple[list[VideoEntry], list[str]]:
+    """Kinetics-Sounds: the Kinetics listing of ``root`` kept to :data:`KINETICS_SOUNDS`."""
+    entries, names = kinetics_entries(root)
+    keep = set(KINETICS_SOUNDS)
+    entries = [e for e in entries if e.label in keep]
+    if not entries:
+        raise UserError(
+            f"the Kinetics annotations in {root!r} list none of the {len(keep)} Kinetics-Sounds "
+            f"classes (e.g. {KINETICS_SOUNDS[0]!r}); is this a Kinetics-400 download?"
+        )
+    return entries, sorted(keep.intersection(names))
+
+
+VGGSOUND_SECONDS = 10
+"""Each VGGSound clip lasts 10 s from its ``start_seconds``."""
+
+
+def vggsound_entries(root: str) -> tuple[list[VideoEntry], list[str]]:
+    """VGGSound's clips (labels as written in its CSV; splits train and test)."""
+    root, index = _open(root, "VGGSound")
+    path = _find(root, ["vggsound.csv", "annotations/vggsound.csv"])
+    with open(path, newline="") as f:
+        rows = [row for row in csv.reader(f) if row and not row[0].startswith("#")]
+    if rows and rows[0][0].strip().lower() in ("youtube_id", "ytid", "youtube id"):
+        rows = rows[1:]  # a header someone added
+    entries: list[VideoEntry] = []
+    for line, row in enumerate(rows, 1):
+        if len(row) != 4 or row[3].strip() not in ("train", "test"):
+            raise UserError(f"{path}: row {line} is not youtube_id,start_seconds,label,train|test")
+        video_id, start, label, split = (x.strip() for x in row)
+        start_s = int(float(start))
+        end_s = start_s + VGGSOUND_SECONDS
+        clips = [f"{video_id}_{start_s:06d}", f"{video_id}_{start_s:06d}_{end_s:06d}"]
+        found = next((index[c] for c in clips if c in index), None)
+        if found is not None:
+            entry = VideoEntry(found, label, split=split, id=clips[0])
+        elif video_id in index:
+            entry = VideoEntry(index[video_id], label, start_s, end_s, split, clips[0])
+        else:
+            entry = VideoEntry(_missing(root, clips[0]), label, split=split, id=clips[0])
+        entries.append(entry)
+    return entries, sorted({e.label for e in entries})
 
 
 def ssv2_entries(root: str) -> tuple[list[VideoEntry], list[str]]:
@@ -286,5 +350,7 @@ LISTINGS: dict[str, Callable[..., tuple[list[VideoEntry], ClassNames]]] = {
     "hmdb51": hmdb51_entries,
     "epic_kitchens": epic_kitchens_entries,
     "charades": charades_entries,
+    "vggsound": vggsound_entries,
+    "kinetics_sounds": kinetics_sounds_entries,
 }
 """Dataset name -> its listing function (``fold`` argument for ucf101 and hmdb51)."""

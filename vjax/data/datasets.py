@@ -52,6 +52,8 @@ _PREPARERS: dict[str, Callable[[], Callable[..., Any]]] = {
             "hmdb51",
             "epic_kitchens",
             "charades",
+            "vggsound",
+            "kinetics_sounds",
         )
     },
 }

@@ -132,6 +132,7 @@ class VideoFolder(tfds.core.GeneratorBasedBuilder):
     STORES_ID = False  # records carry the listing's own id of each video ("id")
     # Several classes per video: "label" is a sequence of class ids, "actions" their times.
     MULTI_LABEL = False
+    AUDIO_SAMPLE_RATE = 0  # audio_sample_rate when prepare_videos is given none (0: no sound)
 
     def __init__(self, *, num_workers: int | None = None, progress_bar: bool = True, **kwargs):
         self._num_workers = num_workers
@@ -511,6 +512,28 @@ class Charades(VideoFolder):
     )
 
 
+class VggSound(VideoFolder):
+    """VGGSound (``vjax_vggsound``, Chen et al. 2020): 10 s YouTube clips of 309 sound
+    classes, prepared with their sound (16 kHz unless ``audio_sample_rate`` says otherwise);
+    ``id`` is ``<youtube_id>_<start:06>``. Splits train and test."""
+
+    name = "vjax_vggsound"
+    LISTING = "vggsound"
+    STORES_ID = True
+    AUDIO_SAMPLE_RATE = 16000
+    MANUAL_DOWNLOAD_INSTRUCTIONS = "src= the folder holding vggsound.csv and the clips"
+
+
+class KineticsSounds(VideoFolder):
+    """Kinetics-Sounds (``vjax_kinetics_sounds``): the Kinetics-400 videos of the 31 classes
+    that can be heard (:data:`~vjax.data.annotations.KINETICS_SOUNDS`), with their sound."""
+
+    name = "vjax_kinetics_sounds"
+    LISTING = "kinetics_sounds"
+    AUDIO_SAMPLE_RATE = 16000
+    MANUAL_DOWNLOAD_INSTRUCTIONS = "src= a Kinetics-400 folder (videos, {train,validate}.csv)"
+
+
 BUILDERS: dict[str, type[VideoFolder]] = {
     "video_folder": VideoFolder,
     "kinetics": Kinetics,
@@ -519,6 +542,8 @@ BUILDERS: dict[str, type[VideoFolder]] = {
     "hmdb51": Hmdb51,
     "epic_kitchens": EpicKitchens100,
     "charades": Charades,
+    "vggsound": VggSound,
+    "kinetics_sounds": KineticsSounds,
 }
 """Dataset names (as in ``config.dataset.name`` and ``vjax prepare NAME``) -> builders."""
 
@@ -566,7 +591,7 @@ def prepare_videos(
     fold: int = 1,
     split_fractions: Sequence[float] = DEFAULT_SPLIT_FRACTIONS,
     split_seed: int = 0,
-    audio_sample_rate: int = 0,
+    audio_sample_rate: int | None = None,
     num_workers: int | None = None,
     progress_bar: bool = False,
     beam_runner: str | None = None,
@@ -582,7 +607,8 @@ def prepare_videos(
     instead (``pip install 'vjax[beam]'``); the records and report are the same. A
     ``video_folder`` source that names no split is split per class in ``split_fractions``
     (train, validation, test) by ``split_seed`` (see :func:`~vjax.data.manifests.split_by_class`;
-    the report's ``auto_split`` records it). ``audio_sample_rate > 0`` stores each video's
+    the report's ``auto_split`` records it). ``audio_sample_rate > 0`` (None: the builder's
+    ``AUDIO_SAMPLE_RATE``, 16000 for VGGSound and Kinetics-Sounds, else 0) stores each video's
     sound (mono int16 at that rate, from frame 0's time; :mod:`vjax.data.audio`); a video
     without a sound track is kept with ``has_audio`` False, and the report counts both.
 
@@ -604,7 +630,9 @@ def prepare_videos(
         fold=fold,
         split_fractions=tuple(split_fractions),
         split_seed=split_seed,
-        audio_sample_rate=audio_sample_rate,
+        audio_sample_rate=(
+            BUILDERS[dataset].AUDIO_SAMPLE_RATE if audio_sample_rate is None else audio_sample_rate
+        ),
     )
     builder = BUILDERS[dataset](
         config=config,
