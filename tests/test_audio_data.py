@@ -8,6 +8,7 @@ clip starts at is read off its pixels and where its spectrogram must turn loud f
 
 import fractions
 import os
+from types import SimpleNamespace
 
 import av
 import numpy as np
@@ -15,7 +16,12 @@ import pytest
 
 from vjax.data import audio
 from vjax.data.pipeline import TrainBatches
-from vjax.data.transforms import InputOptions, make_train_transform, make_view_iterator
+from vjax.data.transforms import (
+    InputOptions,
+    make_train_transform,
+    make_view_iterator,
+    transforms_for,
+)
 from vjax.errors import UserError
 
 FPS, N, ONSET, TONE_HZ, SR = 10, 30, 12, 1000.0, 16000
@@ -235,6 +241,9 @@ def test_audio_config_errors_name_the_fix():
         InputOptions.from_config({"audio": {"mels": 64}})
     with pytest.raises(Exception, match="spec_augment.time_mask"):
         audio.AudioOptions.from_config({"spec_augment": {"time_mask": 2}})
+    fixed_clips = SimpleNamespace(name="vjax_motion", info=SimpleNamespace(features={"video": 0}))
+    with pytest.raises(UserError, match="vjax_motion stores fixed clips without sound"):
+        transforms_for(fixed_clips, {"audio": AUDIO})
     # A window past the stored samples is silence; one before sample 0 too.
     window = audio.window(np.ones(4, np.float32), -2, 8)
     np.testing.assert_array_equal(window, [0, 0, 1, 1, 1, 1, 0, 0])

@@ -3,6 +3,8 @@
     vjax prepare video_folder --src=~/videos/actions --data_dir=~/tfds --fps=10 --short_side=256
     vjax prepare epic_kitchens --src=~/data/EPIC-KITCHENS --data_dir=~/tfds --fps=12
     vjax prepare vjax_motion --data_dir=~/tfds --num_classes=6
+    vjax prepare video_folder --src=~/videos --data_dir=~/tfds --audio_sample_rate=16000  # + sound
+    vjax prepare vggsound --src=~/data/vggsound --data_dir=~/tfds --fps=10   # sound by default
     vjax prepare kinetics --src=/mnt/k400 --data_dir=gs://b/tfds --beam_runner=DataflowRunner \
         --beam_options="--project=P --region=R --temp_location=gs://b/tmp"   # workers mount /mnt
 

@@ -375,6 +375,12 @@ def transforms_for(builder, input_config: Mapping[str, Any] | None) -> dict[str,
     from vjax.data.datasets import stores_whole_videos
 
     if not stores_whole_videos(builder):
+        if dict(input_config or {}).get("audio"):
+            raise UserError(
+                f"input.audio is set but {builder.name} stores fixed clips without sound; use "
+                f"vjax_av_motion (configs/demo.py:av) or videos prepared with their sound, or "
+                f"set input.audio=None"
+            )
         return {"transform": None, "batch_transform": None, "eval_transform": None}
     from vjax.data.datasets import dataset_class_names, is_multilabel
 
