@@ -249,7 +249,7 @@ def test_audio_config_errors_name_the_fix():
     np.testing.assert_array_equal(window, [0, 0, 1, 1, 1, 1, 0, 0])
 
 
-def test_vggsound_and_kinetics_sounds_listings_prepare_with_sound(tmp_path):
+def test_vggsound_kinetics_sounds_and_audioset_prepare_with_sound(tmp_path):
     from vjax.data.video_builder import prepare_videos, read_report
 
     vgg = tmp_path / "vggsound"
@@ -294,3 +294,25 @@ def test_vggsound_and_kinetics_sounds_listings_prepare_with_sound(tmp_path):
         "train": 1, "validation": 1,
     }  # fmt: skip
     assert sounds.as_data_source("train")[0]["has_audio"]
+
+    audioset = tmp_path / "audioset"
+    audioset.mkdir()
+    (audioset / "class_labels_indices.csv").write_text(
+        'index,mid,display_name\n1,/m/b,"Dog, bark"\n0,/m/a,Speech\n'
+    )
+    comment = "# Segments csv created Sun Mar  5 10:54:31 2017\n# YTID, start_seconds, ...\n"
+    (audioset / "balanced_train_segments.csv").write_text(
+        comment + 'hhhhhhhhhhh, 0.000, 3.000, "/m/a,/m/b"\niiiiiiiiiii, 0.000, 3.000, "/m/b"\n'
+    )
+    (audioset / "eval_segments.csv").write_text(comment + 'jjjjjjjjjjj, 0.000, 3.000, "/m/a"\n')
+    write_tone_video(str(audioset / "hhhhhhhhhhh_000000.mp4"))
+    write_tone_video(str(audioset / "iiiiiiiiiii.mp4"))
+    write_tone_video(str(audioset / "jjjjjjjjjjj_000000_000003.mp4"), with_audio=False)
+    tagged = prepare_videos("audioset", data, src=str(audioset), fps=FPS, short_side=16,
+                            num_workers=1)  # fmt: skip
+    assert tagged.info.features["label"].feature.names == ["Speech", "Dog, bark"]
+    train = tagged.as_data_source("train")
+    labels = {train[i]["id"].decode(): sorted(train[i]["label"]) for i in range(2)}
+    assert labels == {"hhhhhhhhhhh_000000": [0, 1], "iiiiiiiiiii_000000": [1]}
+    assert all(train[i]["has_audio"] for i in range(2))
+    assert not tagged.as_data_source("test")[0]["has_audio"]

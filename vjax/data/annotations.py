@@ -32,6 +32,11 @@ Kinetics-700 and SSv2 test sets) are left out.
   ``annotations/``; videos ``<id>_<start:06>.*`` or ``<id>_<start:06>_<start+10:06>.*`` (10 s
   clips) or ``<id>.*`` (whole videos, cut to ``[start, start + 10)``). No validation split.
 * Kinetics-Sounds (audio-visual): the Kinetics listing kept to :data:`KINETICS_SOUNDS`.
+* AudioSet (multi-label, 527 classes): ``class_labels_indices.csv`` (``index,mid,
+  display_name``), ``balanced_train_segments.csv`` (and ``unbalanced_train_segments.csv``,
+  AS-2M, when present) for train and ``eval_segments.csv`` for test (``# YTID, start_seconds,
+  end_seconds, positive_labels``), in the folder or its ``annotations/``; videos named like
+  VGGSound's (or whole, cut). Each label holds for the whole clip (its ``actions``).
 
 Multi-task listings return ``class_names`` as ``{task: names}``.
 
@@ -89,6 +94,26 @@ def _missing(root: str, name: str) -> str:
     return os.path.join(root, "<missing>", name)
 
 
+def _youtube_clip(
+    root: str,
+    index: dict[str, str],
+    video_id: str,
+    start: float,
+    end: float,
+    names: list[str],
+    **fields,
+) -> VideoEntry:
+    """A clip of a YouTube video: the trimmed file named by the first of ``names`` (file stems)
+    found, else the whole video ``<video_id>.*`` cut to ``[start, end)``, else a missing file;
+    ``fields``: the entry's label, split, id, actions."""
+    found = next((index[name] for name in names if name in index), None)
+    if found is not None:
+        return VideoEntry(found, **fields)
+    if video_id in index:
+        return VideoEntry(index[video_id], start=start, end=end, **fields)
+    return VideoEntry(_missing(root, names[0]), **fields)
+
+
 def kinetics_entries(root: str) -> tuple[list[VideoEntry], list[str]]:
     """Kinetics-400/600/700 (whichever release's CSVs are in ``root``)."""
     root, index = _open(root, "Kinetics")
@@ -108,13 +133,10 @@ def kinetics_entries(root: str) -> tuple[list[VideoEntry], list[str]]:
         for row in rows:
             start, end = int(float(row["time_start"])), int(float(row["time_end"]))
             clip = f"{row['youtube_id']}_{start:06d}_{end:06d}"
-            if clip in index:
-                entry = VideoEntry(index[clip], row["label"], split=split)
-            elif row["youtube_id"] in index:
-                entry = VideoEntry(index[row["youtube_id"]], row["label"], start, end, split)
-            else:
-                entry = VideoEntry(_missing(root, clip), row["label"], split=split)
-            entries.append(entry)
+            entries.append(
+                _youtube_clip(root, index, row["youtube_id"], start, end, [clip],
+                              label=row["label"], split=split)
+            )  # fmt: skip
             labels.add(row["label"])
     return entries, sorted(labels)
 
@@ -166,15 +188,56 @@ def vggsound_entries(root: str) -> tuple[list[VideoEntry], list[str]]:
         start_s = int(float(start))
         end_s = start_s + VGGSOUND_SECONDS
         clips = [f"{video_id}_{start_s:06d}", f"{video_id}_{start_s:06d}_{end_s:06d}"]
-        found = next((index[c] for c in clips if c in index), None)
-        if found is not None:
-            entry = VideoEntry(found, label, split=split, id=clips[0])
-        elif video_id in index:
-            entry = VideoEntry(index[video_id], label, start_s, end_s, split, clips[0])
-        else:
-            entry = VideoEntry(_missing(root, clips[0]), label, split=split, id=clips[0])
-        entries.append(entry)
+        entries.append(
+            _youtube_clip(root, index, video_id, start_s, end_s, clips,
+                          label=label, split=split, id=clips[0])
+        )  # fmt: skip
     return entries, sorted({e.label for e in entries})
+
+
+def audioset_entries(root: str) -> tuple[list[VideoEntry], list[str]]:
+    """AudioSet's segments, each labelled with all its classes (display names, in index
+    order); train = the balanced (plus, when present, the unbalanced) segments, test = eval."""
+    root, index = _open(root, "AudioSet")
+
+    def find(name: str) -> str:
+        return _find(root, [name, f"annotations/{name}"])
+
+    with open(find("class_labels_indices.csv"), newline="") as f:
+        rows = sorted(csv.DictReader(f), key=lambda row: int(row["index"]))
+    names = {row["mid"]: row["display_name"] for row in rows}
+    entries: list[VideoEntry] = []
+    for csv_name, split in (
+        ("balanced_train_segments", "train"),
+        ("unbalanced_train_segments", "train"),
+        ("eval_segments", "test"),
+    ):
+        try:
+            path = find(f"{csv_name}.csv")
+        except NotFoundError:
+            if csv_name == "unbalanced_train_segments":
+                continue
+            raise
+        with open(path, newline="") as f:
+            lines = (line for line in f if line.strip() and not line.startswith("#"))
+            for number, row in enumerate(csv.reader(lines, skipinitialspace=True), 1):
+                mids = row[3].split(",") if len(row) == 4 else []
+                if not mids or any(m not in names for m in mids):
+                    raise UserError(
+                        f'{path}: segment {number} is not YTID, start, end, "labels" of '
+                        f"classes in class_labels_indices.csv: {row}"
+                    )
+                start, end = float(row[1]), float(row[2])
+                clip = f"{row[0]}_{int(start):06d}"
+                label = tuple(dict.fromkeys(names[m] for m in mids))
+                entries.append(
+                    _youtube_clip(
+                        root, index, row[0], start, end, [clip, f"{clip}_{int(end):06d}"],
+                        label=label, split=split, id=clip,
+                        actions=tuple((name, 0.0, end - start) for name in label),
+                    )
+                )  # fmt: skip
+    return entries, list(names.values())
 
 
 def ssv2_entries(root: str) -> tuple[list[VideoEntry], list[str]]:
@@ -352,5 +415,6 @@ LISTINGS: dict[str, Callable[..., tuple[list[VideoEntry], ClassNames]]] = {
     "charades": charades_entries,
     "vggsound": vggsound_entries,
     "kinetics_sounds": kinetics_sounds_entries,
+    "audioset": audioset_entries,
 }
 """Dataset name -> its listing function (``fold`` argument for ucf101 and hmdb51)."""

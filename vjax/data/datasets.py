@@ -54,6 +54,7 @@ _PREPARERS: dict[str, Callable[[], Callable[..., Any]]] = {
             "charades",
             "vggsound",
             "kinetics_sounds",
+            "audioset",
         )
     },
 }

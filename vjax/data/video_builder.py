@@ -534,6 +534,23 @@ class KineticsSounds(VideoFolder):
     MANUAL_DOWNLOAD_INSTRUCTIONS = "src= a Kinetics-400 folder (videos, {train,validate}.csv)"
 
 
+class AudioSet(VideoFolder):
+    """AudioSet (``vjax_audioset``, Gemmeke et al. 2017): 10 s YouTube clips, each with all of
+    its 527 sound classes (multi-label: a sigmoid loss, mAP), prepared with their sound;
+    ``id`` is ``<YTID>_<start:06>``. Splits train (balanced, plus unbalanced when listed) and
+    test (eval)."""
+
+    name = "vjax_audioset"
+    LISTING = "audioset"
+    STORES_ID = True
+    MULTI_LABEL = True
+    AUDIO_SAMPLE_RATE = 16000
+    MANUAL_DOWNLOAD_INSTRUCTIONS = (
+        "src= the folder holding class_labels_indices.csv, balanced_train_segments.csv, "
+        "eval_segments.csv (and unbalanced_train_segments.csv) and the clips"
+    )
+
+
 BUILDERS: dict[str, type[VideoFolder]] = {
     "video_folder": VideoFolder,
     "kinetics": Kinetics,
@@ -544,6 +561,7 @@ BUILDERS: dict[str, type[VideoFolder]] = {
     "charades": Charades,
     "vggsound": VggSound,
     "kinetics_sounds": KineticsSounds,
+    "audioset": AudioSet,
 }
 """Dataset names (as in ``config.dataset.name`` and ``vjax prepare NAME``) -> builders."""
 
