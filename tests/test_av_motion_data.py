@@ -86,3 +86,12 @@ def test_the_av_config_yields_clips_with_their_spectrograms(av):
     # Normalised near zero mean and unit-ish spread (mean 1.1, 2 * std 3.4 in the config)
     spec = first["audio"]
     assert abs(spec.mean()) < 0.3 and 0.2 < spec.std() < 1.0
+
+
+def test_prepare_command(av, data_dir, capsys):
+    from vjax.cli import main
+
+    sizes = ["--num_train=48", "--num_validation=12", "--num_test=12"]
+    assert main(["prepare", "vjax_av_motion", f"--data_dir={data_dir}", *sizes]) == 0
+    out = capsys.readouterr().out
+    assert "vjax_av_motion prepared in" in out and "train: 48 examples" in out

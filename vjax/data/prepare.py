@@ -49,9 +49,11 @@ def main(argv: Sequence[str]) -> int:
         print(f"  {split}: {info.num_examples} examples")
     if not dataset_class_names(builder):
         print("  no labels (videos without classes): pre-train with train.objective=reconstruction")
-    if "frames" in builder.info.features:
-        from vjax.data.video_builder import REPORT_FILE, format_report, read_report
+    from etils import epath
 
+    from vjax.data.video_builder import REPORT_FILE, format_report, read_report
+
+    if (epath.Path(builder.data_dir) / REPORT_FILE).exists():  # decoded videos (not rendered)
         print(format_report(read_report(builder)))
         print(f"the skipped files are listed in {builder.data_dir}/{REPORT_FILE}")
     return 0
