@@ -10,8 +10,9 @@ their fields. Training clips: random clip with stride 2, random resized crop, fl
 2 clips x 3 crops per video, logits averaged. Add ``,tiny`` for a seconds-long CPU run, and
 ``,audio`` to store each video's sound (16 kHz mono; ``dataset.audio_sample_rate``) and feed
 each clip's log-mel spectrogram (``input.audio``: 128 bins, 25 ms windows every 10 ms, the
-clip's 1.5 s = 150 frames; AST's AudioSet mean and std, re-measure them for your data) to a
-model that takes audio (``model.name="mbt"`` or ``"ast"``).
+clip's 1.5 s = 150 frames; AST's AudioSet mean and std: measure yours with
+``vjax.data.audio.log_mel_statistics``) to a model that takes audio (``model.name="mbt"`` or
+``"ast"``).
 
 Command:
   vjax prepare video_folder --src=~/videos --data_dir=~/tfds       # optional: prepare first

@@ -260,6 +260,33 @@ def normalized_log_mel(samples: np.ndarray, options: AudioOptions) -> np.ndarray
     return ((log_mel(samples, options) - options.mean) / (2 * options.std)).astype(np.float32)
 
 
+def log_mel_statistics(
+    source: Sequence[Mapping[str, Any]], options: AudioOptions, count: int = 1000
+) -> tuple[float, float]:
+    """``(mean, std)`` of the log-mel values (:func:`log_mel`, before normalisation) of the
+    first ``count`` videos of ``source`` that have sound, each from its first sample for up
+    to ``options.frames`` frames of real samples (no padding): the ``input.audio.mean`` and
+    ``std`` a dataset needs.
+
+    >>> source = load_dataset(config.dataset).as_data_source("train")
+    >>> mean, std = log_mel_statistics(source, AudioOptions.from_config(config.input.audio))
+    """
+    from vjax.errors import UserError
+
+    values = []
+    for i in range(min(len(source), count)):
+        example = source[i]
+        if "audio" not in example or not bool(example["has_audio"]):
+            continue
+        samples = window(example["audio"], 0, len(example["audio"]))
+        real = max(1, 1 + (len(samples) - options.window) // options.hop)
+        values.append(log_mel(samples, options)[: min(real, options.frames)])
+    if not values:
+        raise UserError(f"none of the first {count} videos has sound: nothing to measure")
+    stacked = np.concatenate(values)
+    return float(stacked.mean()), float(stacked.std())
+
+
 def spec_augment(spec: np.ndarray, rng: np.random.Generator, options: AudioOptions) -> np.ndarray:
     """SpecAugment (Park et al. 2019) without time warping: ``time_masks`` runs of up to
     ``time_width`` frames and ``freq_masks`` runs of up to ``freq_width`` mel bins set to 0
