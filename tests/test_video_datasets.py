@@ -180,7 +180,7 @@ def test_beam_build_matches_local_build(clips, tmp_path, capsys):
     (src / "validation" / "cat" / "noise.mp4").write_bytes(bytes(range(256)) * 8)
     with open(src / "train" / "cat" / "b.avi", "r+b") as f:  # cut short: no index
         f.truncate(os.path.getsize(src / "train" / "cat" / "b.avi") // 2)
-    kwargs = dict(src=str(src), fps=5, short_side=16)
+    kwargs = dict(src=str(src), fps=5, short_side=16, audio_sample_rate=16000)  # + sound
     local = prepare_video_folder(str(tmp_path / "local"), num_workers=1, **kwargs)
     flags = [f"--{k}={v}" for k, v in kwargs.items()]
     beam_flags = ["--beam_runner=DirectRunner", "--beam_options=--direct_num_workers=1"]
@@ -190,6 +190,7 @@ def test_beam_build_matches_local_build(clips, tmp_path, capsys):
     report = read_report(local)
     assert {s: (r["kept"], r["skipped"]) for s, r in report.items()} == {
         "train": (2, 2), "validation": (1, 1)}  # fmt: skip
+    assert report["train"]["audio"] == {"with_audio": 0, "without_audio": 2, "audio_errors": []}
     assert json.dumps(read_report(beam)) == json.dumps(report)  # same counts, files and order
     for split in ("train", "validation"):
         records = _records(beam, split)

@@ -62,6 +62,7 @@ REPORT_FILE = "prepare_report.json"
 # the entries to encode (a file, not the job graph, which Dataflow caps at a few MB), and the
 # skipped ones, read back into the report once the pipeline has run.
 _BEAM_ENTRIES, _BEAM_SKIPPED = "{split}.beam-entries.json", "{split}.beam-skipped.json"
+_BEAM_SOUND = "{split}.beam-sound.json"  # with sound stored: each kept video's sound status
 
 
 @dataclasses.dataclass(eq=False)
@@ -256,18 +257,18 @@ class VideoFolder(tfds.core.GeneratorBasedBuilder):
 
     def _local_examples(self, split: str, entries: list[VideoEntry]):
         make_record = self._record_maker()
-        skipped, kept = [], []
+        skipped, sound = [], []
         progress = f"decoding {split}" if self._progress_bar else None
         settings = self.builder_config.settings
         for i, result in encode_entries(entries, settings, self._num_workers, progress):
             if isinstance(result, Encoded):
-                kept.append((entries[i].path, result))
+                sound.append(_sound_status(entries[i], result))
                 yield i, make_record(i, entries[i], result)
             else:
                 skipped.append(result)
         self._record(split, entries, skipped)
         if settings.audio_sample_rate:
-            self._report[split]["audio"] = _audio_counts(kept)
+            self._report[split]["audio"] = _audio_counts(sound)
         _check_kept(split, len(entries), skipped)
 
     def _record(self, split: str, entries, skipped: list[Skipped]) -> dict:
@@ -304,6 +305,10 @@ class VideoFolder(tfds.core.GeneratorBasedBuilder):
             self._record(split, entries, skipped)
             skipped_file.unlink()
             (folder / _BEAM_ENTRIES.format(split=split)).unlink()
+            sound_file = folder / _BEAM_SOUND.format(split=split)
+            if self.builder_config.audio_sample_rate:
+                self._report[split]["audio"] = _audio_counts(json.loads(sound_file.read_text()))
+                sound_file.unlink()
         # Still inside TFDS's temporary folder: the report appears with the records, atomically.
         (folder / REPORT_FILE).write_text(json.dumps(self._report, indent=1))
 
@@ -351,14 +356,20 @@ class _RecordMaker:
         return record
 
 
-def _audio_counts(kept: list[tuple[str, Encoded]]) -> dict:
-    """The report's ``audio`` entry of a split: kept videos with and without sound, and the
-    files whose sound track could not be decoded (kept, marked without sound)."""
-    errors = [{"path": path, "detail": e.audio_error} for path, e in kept if e.audio_error]
-    with_audio = sum(e.audio is not None for _, e in kept)
+def _sound_status(entry: VideoEntry, encoded: Encoded) -> tuple[str, bool, str]:
+    """``(path, has sound, why not)`` of a kept video, for the report."""
+    return entry.path, encoded.audio is not None, encoded.audio_error
+
+
+def _audio_counts(statuses: list) -> dict:
+    """The report's ``audio`` entry of a split from its kept videos' :func:`_sound_status`:
+    how many have sound and how many not, and the files whose sound track could not be
+    decoded (kept, marked without sound)."""
+    errors = [{"path": path, "detail": error} for path, _, error in statuses if error]
+    with_audio = sum(bool(has) for _, has, _ in statuses)
     return {
         "with_audio": with_audio,
-        "without_audio": len(kept) - with_audio,
+        "without_audio": len(statuses) - with_audio,
         "audio_errors": errors,
     }
 
@@ -379,6 +390,7 @@ def _beam_examples(
     entries_file = folder / _BEAM_ENTRIES.format(split=split)
     entries_file.write_text(json.dumps([dataclasses.asdict(e) for e in entries]))
     skipped_file = folder / _BEAM_SKIPPED.format(split=split)
+    sound_file = folder / _BEAM_SOUND.format(split=split)
 
     def expand(pipeline):
         results = (
@@ -395,6 +407,13 @@ def _beam_examples(
             | "Write" >> beam.Map(_write_skipped, skipped_file, split, len(entries))
         )
         checked = beam.pvalue.AsSingleton(skipped_count)
+        if settings.audio_sample_rate:  # each kept video's sound status, for the report
+            _ = (
+                results
+                | "Sound" >> beam.FlatMap(_sound_of)
+                | "GatherSound" >> beam.combiners.ToList()
+                | "WriteSound" >> beam.Map(_write_sound, sound_file)
+            )
         return results | "Records" >> beam.FlatMap(_records_of, make_record, checked)
 
     return beam.ptransform_fn(expand)()
@@ -418,6 +437,16 @@ def _encode_at(item: tuple[int, VideoEntry], settings: VideoSettings):
 def _skipped_of(result) -> list[tuple[int, Skipped]]:
     index, _, outcome = result
     return [(index, outcome)] if isinstance(outcome, Skipped) else []
+
+
+def _sound_of(result) -> list[tuple[int, tuple[str, bool, str]]]:
+    index, entry, outcome = result
+    return [(index, _sound_status(entry, outcome))] if isinstance(outcome, Encoded) else []
+
+
+def _write_sound(indexed: list, path: epath.Path) -> None:
+    """Writes a split's kept videos' sound statuses (listing order) as JSON."""
+    path.write_text(json.dumps([status for _, status in sorted(indexed, key=lambda p: p[0])]))
 
 
 def _records_of(result, make_record: _RecordMaker, skipped_count: int) -> list[tuple[int, dict]]:
