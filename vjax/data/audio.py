@@ -11,7 +11,9 @@ track gets an all-zero spectrogram and ``has_audio`` False.
 ``config.input.audio`` (None or absent: video only)::
 
     sample_rate=16000  mel_bins=128  window_ms=25.0  hop_ms=10.0  frames=100
-    mean=-4.27  std=4.57  (the dataset's log-mel statistics; AST's AudioSet values)
+    mean=-4.27  std=4.57  (the dataset's log-mel statistics: :func:`log_mel_statistics`;
+                           the defaults are AST's AudioSet values for Kaldi fbank features,
+                           close to but not the same as these)
     spec_augment=dict(time_masks=2, time_width=20, freq_masks=2, freq_width=24)
 
 >>> options = AudioOptions.from_config(config.input.audio)
