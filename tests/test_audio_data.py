@@ -29,8 +29,11 @@ HOP_MS = 10.0  # 10 spectrogram frames per video frame at FPS
 AUDIO = dict(sample_rate=SR, mel_bins=32, window_ms=25.0, hop_ms=HOP_MS, frames=70)
 
 
-def write_tone_video(path: str, with_audio: bool = True, codec: str = "aac") -> str:
-    """H.264 frames of grey level 8 * i; silence, then a tone from frame ONSET's time on."""
+def write_tone_video(
+    path: str, with_audio: bool = True, codec: str = "aac", audio_delay: float = 0.0
+) -> str:
+    """H.264 frames of grey level 8 * i; silence, then a tone from frame ONSET's time on; the
+    sound track starts ``audio_delay`` seconds after the frames."""
     rate = 44100  # a source rate other than SR: decoding resamples
     with av.open(path, "w") as container:
         video = container.add_stream("libx264", rate=fractions.Fraction(FPS))
@@ -44,13 +47,14 @@ def write_tone_video(path: str, with_audio: bool = True, codec: str = "aac") -> 
             container.mux(video.encode(av.VideoFrame.from_ndarray(image, format="rgb24")))
         container.mux(video.encode(None))
         if sound is not None:
-            t = np.arange(N * rate // FPS) / rate
+            first = round(audio_delay * rate)
+            t = np.arange(first, N * rate // FPS) / rate
             wave = np.where(t >= ONSET / FPS, 0.5 * np.sin(2 * np.pi * TONE_HZ * t), 0.0)
             for k in range(0, len(wave), 1024):
                 frame = av.AudioFrame.from_ndarray(
                     wave[None, k : k + 1024].astype(np.float32), format="flt", layout="mono"
                 )
-                frame.sample_rate, frame.pts = rate, k
+                frame.sample_rate, frame.pts = rate, first + k
                 container.mux(sound.encode(frame))
             container.mux(sound.encode(None))
     return path
@@ -155,6 +159,16 @@ def test_clip_audio_is_aligned_with_the_frames_in_every_sampling_mode(prepared):
     )  # fmt: skip
     seen = [check_aligned(v["video"], v["audio"]) for v in make_view_iterator(views)(tone)]
     assert seen == [0] * 3 + [11] * 3 + [23] * 3  # uniform clips x 3 crops sharing the audio
+
+
+def test_a_sound_track_that_starts_late_keeps_its_time(tmp_path):
+    path = write_tone_video(str(tmp_path / "late.mp4"), audio_delay=0.5)
+    samples = audio.decode_audio(path, SR, 0.0, N / FPS)
+    assert len(samples) == N / FPS * SR and not samples[: SR // 2].any()  # silence before
+    onset = np.flatnonzero(np.abs(samples) > 0.05)[0]
+    assert abs(onset - ONSET / FPS * SR) < 0.003 * SR  # still at frame ONSET's time
+    later = audio.decode_audio(path, SR, 1.0, 2.0)  # a segment: sample 0 at 1 s
+    assert len(later) == SR and abs(np.flatnonzero(np.abs(later) > 0.05)[0] - 0.2 * SR) < 50
 
 
 def test_spectrogram_against_a_dft_matrix_and_the_htk_mel_formula():
