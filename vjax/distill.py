@@ -183,7 +183,7 @@ def distilled(
         model: nn.Module,
         variables: Any,
         batch: dict[str, jax.Array],
-        video: jax.Array,
+        inputs: Any,
         key: jax.Array,
         mutable: Sequence[str] = (),
         frozen: Any = None,
@@ -191,7 +191,7 @@ def distilled(
     ) -> tuple[jax.Array, dict[str, jax.Array], Any]:
         if frozen is None:
             raise ValueError("a distilled loss needs the teacher's variables: frozen=...")
-        logits, model_state = train_logits(model, variables, video, key, mutable)
+        logits, model_state = train_logits(model, variables, inputs, key, mutable)
         task_loss, metrics = objective.losses(logits, batch, **options)
         targets = teacher.logits(frozen, batch["video"])
         kd_loss, kd_metrics = distillation_losses(

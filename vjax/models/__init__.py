@@ -2,7 +2,9 @@
 
 # Importing a family registers its models by name (see vjax.models.registry).
 from vjax.models import (  # noqa: F401
+    ast,
     c3d,
+    mbt,
     recurrent,
     resnet3d,
     slowfast,
@@ -12,6 +14,6 @@ from vjax.models import (  # noqa: F401
     vivit,
     x3d,
 )
-from vjax.models.registry import available_models, build_model, register
+from vjax.models.registry import available_models, build_model, model_modalities, register
 
-__all__ = ["available_models", "build_model", "register"]
+__all__ = ["available_models", "build_model", "model_modalities", "register"]

@@ -1,0 +1,336 @@
+"""MBT and AST (vjax.models.mbt / ast) and the multi-modal input through the step: the
+bottleneck property, the paper's logit averaging, missing audio, the sharded train step
+against one device, checkpoints and ``vjax.load`` of an MBT, AST's surgery from an image ViT,
+and the start-up error of an audio model on data without audio."""
+
+import os
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from conftest import REPO
+from flax import traverse_util
+from test_sharding import _one_step
+
+import vjax
+from vjax import checkpoint, parallel, train
+from vjax.config_utils import ConfigError, apply_overrides, config_to_json, load_config
+from vjax.convert.surgery import adapt_params, token_grid
+from vjax.models import build_model, model_modalities
+from vjax.models.layers import TubeletEmbed
+from vjax.preflight import check_config
+from vjax.step import model_input
+
+CONFIG = os.path.join(REPO, "configs", "mbt.py")
+CLIP = (4, 16, 16, 3)  # the demo's tiny clip
+CLASSES = ["a", "b", "c", "d"]
+# Width 16, two layers; 2x8x8 tubelets (8 video tokens), 8x8 spectrogram patches (4 tokens).
+TINY = dict(size="Ti/8x2", hidden_size=16, num_layers=2, num_heads=2, mlp_dim=32)
+
+
+def _mbt(**fields):
+    return build_model({"name": "mbt", **TINY, **fields}, 4)
+
+
+def _inputs(seed: int, batch: int = 2) -> dict:
+    rng = np.random.default_rng(seed)
+    return {
+        "video": jnp.asarray(rng.normal(size=(batch, *CLIP)), jnp.float32),
+        "audio": jnp.asarray(rng.normal(size=(batch, 16, 16)), jnp.float32),
+    }
+
+
+def _run(model, variables, inputs, train_mode=False, key=0):
+    """``(logits, {module path: output})`` with every module's output captured (jitted)."""
+
+    @jax.jit
+    def run(variables, inputs):
+        return model.apply(
+            variables, inputs, train=train_mode, capture_intermediates=True,
+            rngs={"dropout": jax.random.key(key)},
+        )  # fmt: skip
+
+    out, state = run(variables, inputs)
+    flat = traverse_util.flatten_dict(state["intermediates"], sep="/")
+    return out, {k.rsplit("/", 1)[0]: v[0] for k, v in flat.items()}
+
+
+def _init(model, inputs):
+    return jax.jit(lambda x: model.init(jax.random.key(0), x, train=False))(inputs)
+
+
+@pytest.fixture(scope="module")
+def pair():
+    """Two inputs that differ only in their audio, and a different-audio check."""
+    first = _inputs(0)
+    second = dict(first, audio=first["audio"] + 1.0)
+    return first, second
+
+
+def _video_cls_pair(model, first, second):
+    """The video cls token (after the final norm) and every module's output on two inputs,
+    from one initialisation (one compiled function)."""
+
+    @jax.jit
+    def run(first, second):
+        variables = model.init(jax.random.key(0), first, train=False)
+        outs = [
+            model.apply(variables, x, train=False, capture_intermediates=True)[1]
+            for x in (first, second)
+        ]
+        return variables, outs
+
+    variables, states = run(first, second)
+    outs = [
+        {k.rsplit("/", 1)[0]: v[0] for k, v in traverse_util.flatten_dict(
+            state["intermediates"], sep="/").items()}
+        for state in states
+    ]  # fmt: skip
+    return variables, [o["video_encoder_norm"][:, 0] for o in outs], outs
+
+
+@pytest.mark.parametrize(
+    "fields, crosses",
+    [
+        (dict(num_layers=3, fusion_layer=1, num_bottlenecks=2), True),
+        # One fusion layer: what the audio writes into the bottlenecks there no video layer
+        # reads (each fusion layer reads the bottlenecks of the layer before).
+        (dict(fusion_layer=1, num_bottlenecks=2), False),
+        (dict(num_layers=3, fusion_layer=1, num_bottlenecks=0), False),  # nothing to cross
+        (dict(fusion_layer=2, num_bottlenecks=2), False),  # late fusion
+        (dict(fusion_layer=1, fusion="cross"), True),  # vanilla cross-attention: at once
+    ],
+)
+def test_audio_reaches_the_video_cls_only_through_fusion(pair, fields, crosses):
+    model = _mbt(**fields)
+    variables, (before, after), (outs, outs2) = _video_cls_pair(model, *pair)
+    # Layer 0 comes before the fusion layer: never any audio in it.
+    np.testing.assert_array_equal(outs["video_block00"], outs2["video_block00"])
+    assert not np.allclose(outs["audio_block00"], outs2["audio_block00"])
+    if crosses:
+        assert np.abs(np.asarray(before - after)).max() > 1e-4
+    else:
+        np.testing.assert_array_equal(before, after)
+    bottleneck = variables["params"].get("bottleneck")
+    if fields.get("fusion") == "cross" or fields["fusion_layer"] == model.num_layers:
+        assert bottleneck is None
+    else:
+        assert bottleneck.value.shape == (1, fields["num_bottlenecks"], 16)
+
+
+def test_logits_average_one_classifier_over_both_cls_tokens():
+    model = _mbt(fusion_layer=1, num_bottlenecks=2)
+    inputs = _inputs(1)
+    variables = _init(model, inputs)
+    # A non-zero classifier (it is zero-initialised), so the check has something to compare.
+    params = jax.tree.map(lambda x: x, nn.meta.unbox(variables["params"]))
+    rng = np.random.default_rng(2)
+    params["classifier"]["head"]["kernel"] = jnp.asarray(rng.normal(size=(16, 4)), jnp.float32)
+    logits, outs = _run(model, {"params": params}, inputs)
+    head = params["classifier"]["head"]
+    per_modality = [
+        outs[f"{m}_encoder_norm"][:, 0] @ head["kernel"] + head["bias"] for m in ("video", "audio")
+    ]
+    np.testing.assert_allclose(logits, (per_modality[0] + per_modality[1]) / 2, rtol=1e-5)
+
+    # An example without audio: the video branch's logits alone, whatever its audio holds.
+    for audio in (inputs["audio"], -inputs["audio"]):
+        missing = dict(inputs, audio=audio, has_audio=jnp.array([False, True]))
+        out, outs_m = _run(model, {"params": params}, missing)
+        video_only = outs_m["video_encoder_norm"][:, 0] @ head["kernel"] + head["bias"]
+        np.testing.assert_allclose(out[0], video_only[0], rtol=1e-5)
+        if audio is inputs["audio"]:
+            first = out
+    np.testing.assert_allclose(out[0], first[0], rtol=1e-5)
+    assert not np.allclose(out[1], first[1])
+
+
+def test_audio_dropout_drops_audio_in_training_only(pair):
+    model = _mbt(fusion_layer=1, num_bottlenecks=2, audio_dropout=0.999)
+    variables = _init(model, pair[0])
+    params = nn.meta.unbox(variables["params"])
+    params["classifier"]["head"]["kernel"] = jnp.ones((16, 4)) * 0.1
+    train_out = [_run(model, {"params": params}, x, train_mode=True)[0] for x in pair]
+    eval_out = [_run(model, {"params": params}, x)[0] for x in pair]
+    np.testing.assert_allclose(train_out[0], train_out[1], rtol=1e-6)
+    assert not np.allclose(eval_out[0], eval_out[1])
+
+
+def test_single_modality_baselines_take_one_array():
+    inputs = _inputs(3)
+    for modality, other in (("video", "audio"), ("audio", "video")):
+        model = _mbt(modalities=(modality,), fusion_layer=1)
+        assert model_modalities(model) == (modality,)
+        variables = _init(model, inputs[modality])
+        names = set(variables["params"])
+        assert not any(n.startswith(other) for n in names) and "bottleneck" not in names
+        assert _run(model, variables, inputs[modality])[0].shape == (2, 4)
+    with pytest.raises(ValueError, match="fusion_layer"):
+        _mbt(fusion_layer=3).init(jax.random.key(0), inputs, train=False)
+
+
+def test_ast_patches_and_init_from_an_image_vit():
+    # Overlapping patches: 16 frames x 12 mel bins, 4x4 patches every 2 -> 5 x 7 tokens.
+    ast = build_model({"name": "ast", "size": "Ti/4", **_width(), "patch_stride": 2}, 3)
+    audio = jnp.asarray(np.random.default_rng(4).normal(size=(2, 16, 12)), jnp.float32)
+    target = _init(ast, audio)["params"]
+    assert target["pos_embedding"].value.shape == (1, 5 * 7, 16)
+    assert token_grid(ast, audio.shape) == (1, 5, 7)
+    with pytest.raises(ValueError, match="smaller than one 4x4 patch"):
+        ast.check_input((2, 3, 12))
+
+    # A tiny random image ViT (the single-frame model on one 16x16 RGB frame, 4x4 patches).
+    vit = build_model({"name": "single_frame", "size": "Ti/4", **_width(), "pooling": "cls"}, 10)
+    source = _init(vit, jnp.zeros((1, 1, 16, 16, 3)))["params"]
+    params, notes = adapt_params(source, target, source_grid=(1, 4, 4), target_grid=(1, 5, 7))
+    source = nn.meta.unbox(source)
+    kernel = source["embedding"]["conv"]["kernel"]
+    np.testing.assert_allclose(params["embedding"]["conv"]["kernel"], kernel.sum(3, keepdims=True))
+    np.testing.assert_array_equal(params["encoder"]["block00"]["mlp"]["fc1"]["kernel"],
+                                  source["encoder"]["block00"]["mlp"]["fc1"]["kernel"])  # fmt: skip
+    np.testing.assert_array_equal(params["cls"], source["cls"])
+    assert params["pos_embedding"].shape == (1, 35, 16)
+    assert any("summed embedding/conv/kernel" in n for n in notes)
+    assert any("reset classifier" in n for n in notes)
+    # The summed kernel embeds a spectrogram as the ViT embeds it repeated on 3 channels.
+    image = jnp.asarray(np.random.default_rng(5).normal(size=(1, 1, 12, 16, 1)), jnp.float32)
+    embed = TubeletEmbed(16, (1, 4, 4))
+    one = embed.apply({"params": params["embedding"]}, image)
+    three = embed.apply({"params": source["embedding"]}, jnp.repeat(image, 3, axis=-1))
+    np.testing.assert_allclose(one, three, rtol=1e-5, atol=1e-6)
+    logits = _run(ast, {"params": params}, audio)[0]
+    assert logits.shape == (2, 3) and np.isfinite(logits).all()
+
+
+def _width():
+    return {"hidden_size": 16, "num_layers": 1, "num_heads": 2, "mlp_dim": 32}
+
+
+def _config(mesh: str = "(('data', -1), ('fsdp', 1), ('tensor', 1))", recipe="mbt_vggsound"):
+    config = load_config(f"{CONFIG}:{recipe},tiny")
+    # SGD (the paper's): updates linear in the gradients, so meshes compare to round-off
+    # (Adam's first step is ~lr * sign(g), which magnifies round-off where g is near 0).
+    overrides = {"optimizer.name": "sgd", "optimizer.lr": "0.1", "optimizer.warmup_steps": "0"}
+    apply_overrides(config, {"sharding.mesh": mesh, **overrides})
+    with config.unlocked():  # dropout and drop-path on: their masks must agree across meshes
+        config.model.update(dropout_rate=0.1, drop_path_rate=0.1)
+    return config
+
+
+def _experiment(config, devices=None):
+    mesh = check_config(config, devices)
+    return train.build_experiment(config, mesh, None, CLIP, CLASSES)
+
+
+def _batch(seed: int = 0) -> dict:
+    rng = np.random.default_rng(seed)
+    return {
+        "video": rng.integers(0, 256, (8, *CLIP), dtype=np.uint8),
+        "audio": rng.normal(size=(8, 16, 16)).astype(np.float32),
+        "has_audio": np.arange(8) % 3 != 0,
+        "label": rng.integers(0, 4, 8).astype(np.int32),
+    }
+
+
+def _step(exp, state, batch):
+    """test_sharding's one step, then the validation logits of the new state."""
+    new_state, metrics = _one_step(exp, state, batch)
+    _, eval_step = train.compile_steps(exp)  # jitted lazily: only the eval step compiles
+    with jax.set_mesh(exp.mesh), nn.logical_axis_rules(exp.rules):
+        logits = eval_step(new_state.variables, parallel.global_batch(batch, exp.batch_sharding))
+    return new_state, metrics, np.asarray(logits)
+
+
+@pytest.fixture(scope="module")
+def one_device():
+    """The tiny MBT recipe on one device: its experiment, initial state, a batch, and the
+    state, metrics and validation logits after one step."""
+    exp = _experiment(_config(), jax.devices()[:1])
+    state = jax.device_get(train.create_state(exp, seed=0))
+    # A non-zero classifier (it starts at zero), so every layer gets a gradient in one step.
+    head = dict(state.params["classifier"]["head"])
+    head["kernel"] = np.random.default_rng(3).normal(size=head["kernel"].shape).astype(np.float32)
+    state = state.replace(params={**state.params, "classifier": {"head": head}})
+    batch = _batch()
+    new_state, metrics, logits = _step(exp, state, batch)
+    return exp, state, batch, jax.device_get(new_state), metrics, logits
+
+
+@pytest.mark.parametrize("mesh", ["(('data', 8), ('fsdp', 1), ('tensor', 1))",
+                                  "(('data', 2), ('fsdp', 4), ('tensor', 1))"])  # fmt: skip
+def test_mbt_step_on_8_devices_equals_one_device(one_device, mesh):
+    exp1, state, batch, state1, metrics1, logits1 = one_device
+    assert exp1.input_shapes == {"video": (8, *CLIP), "audio": (8, 16, 16)}
+    exp = _experiment(_config(mesh))
+    assert exp.mesh.size == 8
+    state8, metrics8, logits8 = _step(exp, state, batch)
+    np.testing.assert_allclose(metrics1["loss"], metrics8["loss"], rtol=1e-5)
+    np.testing.assert_allclose(metrics1["grad_norm"], metrics8["grad_norm"], rtol=1e-4)
+    jax.tree.map(
+        lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6),
+        state1.params,
+        jax.device_get(state8.params),
+    )
+    np.testing.assert_allclose(logits1, logits8, rtol=1e-4, atol=1e-4)  # logits up to ~10
+    changed = jax.tree.map(lambda a, b: not np.allclose(a, b), state.params, state1.params)
+    assert all(jax.tree.leaves(changed["bottleneck"]))  # the fused tokens really trained
+
+
+def test_mbt_checkpoint_restores_and_loads(one_device, tmp_path):
+    exp, _, batch, state1, _, logits1 = one_device
+    workdir = str(tmp_path)
+    manager = checkpoint.make_manager(os.path.join(workdir, "checkpoints"), 1)
+    metadata = train.checkpoint_metadata(exp, config_to_json(exp.config))
+    checkpoint.save(manager, 1, jax.device_put(state1, exp.state_shardings), metadata)
+    manager.wait_until_finished()
+    restored, step = train.restore_state(exp, manager)
+    assert step == 1
+    jax.tree.map(np.testing.assert_array_equal, state1.params, jax.device_get(restored.params))
+
+    loaded = vjax.load(workdir)
+    assert loaded.modalities == ("video", "audio")
+    assert loaded.input_shapes == {"video": list(CLIP), "audio": [16, 16]}
+    inputs = {k: batch[k] for k in ("video", "audio", "has_audio")}
+    np.testing.assert_allclose(loaded(inputs), logits1, rtol=1e-5, atol=1e-6)
+    with pytest.raises(vjax.errors.UserError, match="audio"):
+        loaded(batch["video"])
+
+
+def test_model_input_normalises_video_and_passes_audio():
+    model = _mbt()
+    batch = _batch(1)
+    inputs = model_input(model, batch, (0.5,) * 3, (0.25,) * 3)
+    assert set(inputs) == {"video", "audio", "has_audio"}
+    expected = (batch["video"] / 255.0 - 0.5) / 0.25
+    np.testing.assert_allclose(inputs["video"], expected, rtol=1e-5, atol=1e-5)
+    np.testing.assert_array_equal(inputs["audio"], batch["audio"])
+    video_model = build_model({"name": "vivit", "size": "Ti/8x2", **_width()}, 4)
+    assert model_input(video_model, batch, (0.5,) * 3, (0.25,) * 3).shape == (8, *CLIP)
+
+
+@pytest.mark.parametrize("recipe", ["mbt_vggsound", "ast_audioset_mini"])
+def test_audio_model_without_input_audio_is_a_config_error(recipe):
+    config = _config(recipe=recipe)
+    with config.unlocked():
+        del config.input["audio"]
+    with pytest.raises(ConfigError, match=r"model '(mbt|ast)' takes audio.*config\.input\.audio"):
+        check_config(config)
+    if recipe == "mbt_vggsound":  # the same MBT on video alone needs no audio
+        with config.unlocked():
+            config.model.modalities = ("video",)
+        check_config(config)
+
+
+@pytest.mark.parametrize("recipe", ["mbt_audioset_mini", "mbt_vggsound", "mbt_epic"])
+def test_recipes_build_their_model_on_their_input(recipe):
+    config = load_config(f"{CONFIG}:{recipe}")
+    model = build_model(config.model, 5, config.train.dtype)
+    cfg = config.input
+    clip = (cfg.num_frames, cfg.crop_size, cfg.crop_size, 3)
+    audio = (cfg.audio.frames, cfg.audio.mel_bins)
+    model.check_input({"video": (1, *clip), "audio": (1, *audio)})
+    assert (model.fusion_layer, model.num_bottlenecks) == (8, 4)
+    single = load_config(f"{CONFIG}:{recipe},audio")
+    assert tuple(single.model.modalities) == ("audio",)
