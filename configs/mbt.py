@@ -29,7 +29,7 @@ on one modality, the paper's single-modality baselines):
                      AS-mini, audio only; the AST paper trains on 10 s (1024 frames).
 
 Params: MBT-B is two ViT-B encoders (no shared weights), one per modality, plus 4
-bottleneck tokens and one classifier: ``vjax parity --family=mbt`` prints ours beside the ViT
+bottleneck tokens and one classifier: ``vjax parity mbt`` prints ours beside the ViT
 (86M per encoder, paper) sizes. Initialisation: from an ImageNet-21k ViT-B/16 converted with
 ``vjax convert --from=vit`` and given as ``--config.train.init_from=DIR`` for AST (the patch
 kernel summed over RGB, the position table resized to the spectrogram's patch grid); MBT's

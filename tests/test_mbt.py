@@ -18,8 +18,10 @@ import vjax
 from vjax import checkpoint, parallel, train
 from vjax.config_utils import ConfigError, apply_overrides, config_to_json, load_config
 from vjax.convert.surgery import adapt_params, token_grid
+from vjax.flops import count_params
 from vjax.models import build_model, model_modalities
 from vjax.models.layers import TubeletEmbed
+from vjax.parity import PublishedSize, format_table, measure
 from vjax.preflight import check_config
 from vjax.step import model_input
 
@@ -334,3 +336,21 @@ def test_recipes_build_their_model_on_their_input(recipe):
     assert (model.fusion_layer, model.num_bottlenecks) == (8, 4)
     single = load_config(f"{CONFIG}:{recipe},audio")
     assert tuple(single.model.modalities) == ("audio",)
+
+
+def test_mbt_is_a_video_and_an_audio_encoder_in_parity():
+    """Parameters of the tiny MBT = its video-only baseline (a ViViT model 1) + AST on the
+    spectrogram - the shared classifier + the bottleneck tokens, counted through the parity
+    module's audio-visual rows (abstractly: nothing is allocated)."""
+    width = {**TINY, "num_layers": 2}
+    clip, audio = (4, 16, 16, 3), (16, 16)
+    vivit = count_params(build_model({"name": "vivit", **width}, 4), (1, *clip))
+    ast = count_params(
+        build_model({"name": "ast", **width, "size": "Ti/8"}, 4), (1, *audio)
+    )  # fmt: skip
+    classifier, bottlenecks = 16 * 4 + 4, 3 * 16
+    row = PublishedSize("tiny", {"name": "mbt", **width, "fusion_layer": 1, "num_bottlenecks": 3},
+                        clip, vivit + ast - classifier + bottlenecks, None, 4, audio)  # fmt: skip
+    measured = measure(row, 0.0, 0.0)
+    assert measured.params == row.params and measured.ok
+    assert "4x16x16+16x16" in format_table([measured], "s", "n")
