@@ -12,12 +12,14 @@ import numpy as np
 import pytest
 from conftest import REPO
 from flax import traverse_util
-from test_sharding import _one_step
+from test_sharding import _one_step, assert_same_step
 
 import vjax
 from vjax import checkpoint, parallel, train
 from vjax.config_utils import ConfigError, apply_overrides, config_to_json, load_config
-from vjax.convert.surgery import adapt_params, token_grid
+from vjax.convert import pretrained_config, save_converted
+from vjax.convert.surgery import token_grid
+from vjax.distill import load_teacher
 from vjax.flops import count_params
 from vjax.models import build_model, model_modalities
 from vjax.models.layers import TubeletEmbed
@@ -94,27 +96,32 @@ def _video_cls_pair(model, first, second):
 
 
 @pytest.mark.parametrize(
-    "fields, crosses",
+    "fields, reaches",
     [
-        (dict(num_layers=3, fusion_layer=1, num_bottlenecks=2), True),
-        # One fusion layer: what the audio writes into the bottlenecks there no video layer
-        # reads (each fusion layer reads the bottlenecks of the layer before).
-        (dict(fusion_layer=1, num_bottlenecks=2), False),
-        (dict(num_layers=3, fusion_layer=1, num_bottlenecks=0), False),  # nothing to cross
-        (dict(fusion_layer=2, num_bottlenecks=2), False),  # late fusion
-        (dict(fusion_layer=1, fusion="cross"), True),  # vanilla cross-attention: at once
+        # Bottlenecks: the video layer that first sees the audio is the one after the first
+        # fusion layer (each fusion layer reads the bottlenecks the layer before wrote).
+        (dict(num_layers=3, fusion_layer=1, num_bottlenecks=2), 2),
+        (dict(fusion_layer=1, num_bottlenecks=0), None),  # nothing to cross through
+        (dict(fusion_layer=2, num_bottlenecks=2), None),  # late fusion
+        (dict(fusion_layer=1, fusion="cross"), 1),  # vanilla cross-attention: at once
     ],
 )
-def test_audio_reaches_the_video_cls_only_through_fusion(pair, fields, crosses):
+def test_audio_reaches_the_video_only_through_fusion(pair, fields, reaches):
+    """Changing only the audio changes the video tokens from layer ``reaches`` on (None:
+    never, the video cls token included)."""
     model = _mbt(**fields)
     variables, (before, after), (outs, outs2) = _video_cls_pair(model, *pair)
-    # Layer 0 comes before the fusion layer: never any audio in it.
-    np.testing.assert_array_equal(outs["video_block00"], outs2["video_block00"])
     assert not np.allclose(outs["audio_block00"], outs2["audio_block00"])
-    if crosses:
-        assert np.abs(np.asarray(before - after)).max() > 1e-4
-    else:
+    for layer in range(model.num_layers):
+        name = f"video_block{layer:02d}"
+        if reaches is None or layer < reaches:
+            np.testing.assert_array_equal(outs[name], outs2[name])
+        else:
+            assert np.abs(np.asarray(outs[name] - outs2[name])).max() > 1e-4
+    if reaches is None:
         np.testing.assert_array_equal(before, after)
+    else:
+        assert np.abs(np.asarray(before - after)).max() > 1e-4
     bottleneck = variables["params"].get("bottleneck")
     if fields.get("fusion") == "cross" or fields["fusion_layer"] == model.num_layers:
         assert bottleneck is None
@@ -173,37 +180,47 @@ def test_single_modality_baselines_take_one_array():
         _mbt(fusion_layer=3).init(jax.random.key(0), inputs, train=False)
 
 
-def test_ast_patches_and_init_from_an_image_vit():
-    # Overlapping patches: 16 frames x 12 mel bins, 4x4 patches every 2 -> 5 x 7 tokens.
-    ast = build_model({"name": "ast", "size": "Ti/4", **_width(), "patch_stride": 2}, 3)
-    audio = jnp.asarray(np.random.default_rng(4).normal(size=(2, 16, 12)), jnp.float32)
-    target = _init(ast, audio)["params"]
-    assert target["pos_embedding"].value.shape == (1, 5 * 7, 16)
-    assert token_grid(ast, audio.shape) == (1, 5, 7)
-    with pytest.raises(ValueError, match="smaller than one 4x4 patch"):
-        ast.check_input((2, 3, 12))
+def test_ast_starts_from_an_image_vit(tmp_path, capsys):
+    """``train.init_from`` of the tiny AST recipe from a tiny random image ViT (the
+    single-frame model on one 16x16 RGB frame, 4x4 patches) saved as a convert folder."""
+    fields = {"size": "Ti/4", "hidden_size": 32, "num_layers": 2, "num_heads": 2, "mlp_dim": 64}
+    vit = build_model({"name": "single_frame", **fields, "pooling": "cls"}, 10)
+    variables = jax.device_get(_init(vit, jnp.zeros((1, 1, 16, 16, 3))))
+    variables = jax.tree.map(lambda x: x + 0.5, variables)  # not an initial value
+    path = str(tmp_path / "vit")
+    config = pretrained_config(
+        {"name": "single_frame", **fields}, (1, 16, 16, 3), list("0123456789")
+    )
+    save_converted(path, config, variables)
 
-    # A tiny random image ViT (the single-frame model on one 16x16 RGB frame, 4x4 patches).
-    vit = build_model({"name": "single_frame", "size": "Ti/4", **_width(), "pooling": "cls"}, 10)
-    source = _init(vit, jnp.zeros((1, 1, 16, 16, 3)))["params"]
-    params, notes = adapt_params(source, target, source_grid=(1, 4, 4), target_grid=(1, 5, 7))
-    source = nn.meta.unbox(source)
+    exp = _experiment(_config(recipe="ast_audioset_mini"), jax.devices()[:1])
+    # 16 frames x 16 mel bins in overlapping 4x4 patches every 2 bins: 7 x 7 tokens.
+    assert exp.input_shapes == (8, 16, 16) and token_grid(exp.model, (8, 16, 16)) == (1, 7, 7)
+    with pytest.raises(ValueError, match="smaller than one 4x4 patch"):
+        exp.model.check_input((2, 3, 16))
+    state = train.init_from_pretrained(exp, train.create_state(exp, seed=0), path)
+    params, source = jax.device_get(state.params), nn.meta.unbox(variables["params"])
     kernel = source["embedding"]["conv"]["kernel"]
     np.testing.assert_allclose(params["embedding"]["conv"]["kernel"], kernel.sum(3, keepdims=True))
-    np.testing.assert_array_equal(params["encoder"]["block00"]["mlp"]["fc1"]["kernel"],
-                                  source["encoder"]["block00"]["mlp"]["fc1"]["kernel"])  # fmt: skip
+    np.testing.assert_array_equal(params["encoder"]["block01"]["mlp"]["fc1"]["kernel"],
+                                  source["encoder"]["block01"]["mlp"]["fc1"]["kernel"])  # fmt: skip
     np.testing.assert_array_equal(params["cls"], source["cls"])
-    assert params["pos_embedding"].shape == (1, 35, 16)
-    assert any("summed embedding/conv/kernel" in n for n in notes)
-    assert any("reset classifier" in n for n in notes)
+    # The 4x4 table resized linearly (corners aligned) to AST's 7x7 patch grid.
+    table = source["pos_embedding"].reshape(4, 4, 32)
+    pos = params["pos_embedding"].reshape(7, 7, 32)
+    np.testing.assert_allclose(pos[::2, ::2], table, rtol=1e-6)
+    np.testing.assert_allclose(pos[1, 0], (table[0, 0] + table[1, 0]) / 2, rtol=1e-6)
+    out = capsys.readouterr().out
+    assert "summed embedding/conv/kernel" in out and "reset classifier" in out
     # The summed kernel embeds a spectrogram as the ViT embeds it repeated on 3 channels.
     image = jnp.asarray(np.random.default_rng(5).normal(size=(1, 1, 12, 16, 1)), jnp.float32)
-    embed = TubeletEmbed(16, (1, 4, 4))
+    embed = TubeletEmbed(32, (1, 4, 4))
     one = embed.apply({"params": params["embedding"]}, image)
     three = embed.apply({"params": source["embedding"]}, jnp.repeat(image, 3, axis=-1))
-    np.testing.assert_allclose(one, three, rtol=1e-5, atol=1e-6)
-    logits = _run(ast, {"params": params}, audio)[0]
-    assert logits.shape == (2, 3) and np.isfinite(logits).all()
+    np.testing.assert_allclose(one, three, rtol=1e-5, atol=1e-5)
+    audio = np.random.default_rng(6).normal(size=(2, 16, 16)).astype(np.float32)
+    logits = _run(exp.model, {"params": params}, audio)[0]
+    assert logits.shape == (2, 4) and np.isfinite(logits).all()
 
 
 def _width():
@@ -223,7 +240,8 @@ def _config(mesh: str = "(('data', -1), ('fsdp', 1), ('tensor', 1))", recipe="mb
 
 def _experiment(config, devices=None):
     mesh = check_config(config, devices)
-    return train.build_experiment(config, mesh, None, CLIP, CLASSES)
+    multi_label = config.train.objective == "multi_label"  # data made to fit the recipe
+    return train.build_experiment(config, mesh, None, CLIP, CLASSES, multi_label)
 
 
 def _batch(seed: int = 0) -> dict:
@@ -268,15 +286,8 @@ def test_mbt_step_on_8_devices_equals_one_device(one_device, mesh):
     exp = _experiment(_config(mesh))
     assert exp.mesh.size == 8
     state8, metrics8, logits8 = _step(exp, state, batch)
-    np.testing.assert_allclose(metrics1["loss"], metrics8["loss"], rtol=1e-5)
-    np.testing.assert_allclose(metrics1["grad_norm"], metrics8["grad_norm"], rtol=1e-4)
-    jax.tree.map(
-        lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6),
-        state1.params,
-        jax.device_get(state8.params),
-    )
+    changed = assert_same_step((state1, metrics1), (state8, metrics8), state)
     np.testing.assert_allclose(logits1, logits8, rtol=1e-4, atol=1e-4)  # logits up to ~10
-    changed = jax.tree.map(lambda a, b: not np.allclose(a, b), state.params, state1.params)
     assert all(jax.tree.leaves(changed["bottleneck"]))  # the fused tokens really trained
 
 
@@ -290,6 +301,9 @@ def test_mbt_checkpoint_restores_and_loads(one_device, tmp_path):
     restored, step = train.restore_state(exp, manager)
     assert step == 1
     jax.tree.map(np.testing.assert_array_equal, state1.params, jax.device_get(restored.params))
+    # Evaluation's apply takes this process's batch and feeds the model its inputs only.
+    apply = train._apply(exp, train.compile_steps(exp)[1], restored.variables)
+    np.testing.assert_allclose(apply(batch), logits1, rtol=1e-5, atol=1e-6)
 
     loaded = vjax.load(workdir)
     assert loaded.modalities == ("video", "audio")
@@ -298,6 +312,12 @@ def test_mbt_checkpoint_restores_and_loads(one_device, tmp_path):
     np.testing.assert_allclose(loaded(inputs), logits1, rtol=1e-5, atol=1e-6)
     with pytest.raises(vjax.errors.UserError, match="audio"):
         loaded(batch["video"])
+
+    # An audio-visual teacher (train.distill) hears the student's batch too.
+    teacher = load_teacher(workdir, CLASSES, CLIP)
+    assert jax.tree.leaves(teacher.shardings(exp.mesh, exp.rules))
+    teacher_logits = jax.jit(teacher.logits)(teacher.variables, batch)
+    np.testing.assert_allclose(teacher_logits, logits1, rtol=1e-5, atol=1e-6)
 
 
 def test_model_input_normalises_video_and_passes_audio():
