@@ -543,7 +543,7 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
     if is_main:
         print(
             f"{cfg.model.name}: {num_params:,} parameters; mesh {dict(exp.mesh.shape)}; "
-            f"input {exp.input_shape}\n{memory}",
+            f"input {exp.input_shapes}\n{memory}",
             flush=True,
         )
         if exp.teacher is not None:

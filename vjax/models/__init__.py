@@ -1,4 +1,5 @@
-"""vjax models: pure Flax linen modules over ``(batch, time, height, width, channels)`` clips."""
+"""vjax models: pure Flax linen modules over ``(batch, time, height, width, channels)`` clips;
+AST over log-mel spectrograms and MBT over both (:func:`model_modalities` says which)."""
 
 # Importing a family registers its models by name (see vjax.models.registry).
 from vjax.models import (  # noqa: F401
