@@ -35,13 +35,15 @@ bottleneck tokens and one classifier: ``vjax parity mbt`` prints ours beside the
 kernel summed over RGB, the position table resized to the spectrogram's patch grid); MBT's
 per-modality parameter names are not yet mapped from a ViT (it trains from scratch here).
 
-Data: the dataset must be prepared with its sound (``dataset.audio_sample_rate=16000``) and
-``config.input.audio`` set (vjax.data.audio); the model's input shapes are checked against it
-at start-up.
+Data: the ``audioset``, ``vggsound`` and ``epic_kitchens`` builders, prepared with their
+sound (``dataset.audio_sample_rate=16000``), and ``config.input.audio`` set (vjax.data.audio:
+``input.audio.mean``/``std`` are AST's AudioSet statistics; measure a dataset's own with
+``vjax.data.audio.log_mel_statistics``); the model's input shapes are checked against it at
+start-up. ``dataset.src``: where the builder reads the dataset (see its docs).
 
 Command (after ``vjax prepare`` of the dataset with audio into ``dataset.data_dir``):
   vjax train --config=configs/mbt.py:mbt_vggsound --workdir=runs/mbt_vggsound \\
-    --config.dataset.src=~/data/vggsound/manifest.csv
+    --config.dataset.src=~/data/vggsound
 """
 
 import os
@@ -88,14 +90,14 @@ def _dataset(name: str, num_classes, train_size: int, **fields) -> dict:
 
 RECIPES = {
     "mbt_audioset_mini": dict(
-        dataset=_dataset("video_folder", 527, AUDIOSET_MINI_TRAIN),
+        dataset=_dataset("audioset", 527, AUDIOSET_MINI_TRAIN),
         input=_INPUT,
         model=_MBT,
         optimizer=_OPTIMIZER,
         train=dict(objective="multi_label"),
     ),
     "mbt_vggsound": dict(
-        dataset=_dataset("video_folder", 309, VGGSOUND_TRAIN),
+        dataset=_dataset("vggsound", 309, VGGSOUND_TRAIN),
         input=_INPUT,
         model=_MBT,
         optimizer=_OPTIMIZER,
@@ -107,7 +109,7 @@ RECIPES = {
         optimizer=_OPTIMIZER,
     ),
     "ast_audioset_mini": dict(
-        dataset=_dataset("video_folder", 527, AUDIOSET_MINI_TRAIN),
+        dataset=_dataset("audioset", 527, AUDIOSET_MINI_TRAIN),
         input=_INPUT,
         model=dict(name="ast", size="B/16", patch_stride=10, drop_path_rate=0.1),
         optimizer=_OPTIMIZER,
