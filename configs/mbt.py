@@ -31,9 +31,10 @@ on one modality, the paper's single-modality baselines):
 Params: MBT-B is two ViT-B encoders (no shared weights), one per modality, plus 4
 bottleneck tokens and one classifier: ``vjax parity mbt`` prints ours beside the ViT
 (86M per encoder, paper) sizes. Initialisation: from an ImageNet-21k ViT-B/16 converted with
-``vjax convert --from=vit`` and given as ``--config.train.init_from=DIR`` for AST (the patch
-kernel summed over RGB, the position table resized to the spectrogram's patch grid); MBT's
-per-modality parameter names are not yet mapped from a ViT (it trains from scratch here).
+``vjax convert --from=vit`` and given as ``--config.train.init_from=DIR`` (scenic's MBT
+starts so): AST's patch kernel is summed over RGB and its position table resized to the
+spectrogram's patch grid; MBT gets the ViT on each modality's encoder (video tubelets
+inflated by ``train.init_inflation``, audio as AST), its bottlenecks as initialised.
 
 Data: the ``audioset``, ``vggsound`` and ``epic_kitchens`` builders, prepared with their
 sound (``dataset.audio_sample_rate=16000``), and ``config.input.audio`` set (vjax.data.audio:

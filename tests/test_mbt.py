@@ -180,9 +180,9 @@ def test_single_modality_baselines_take_one_array():
         _mbt(fusion_layer=3).init(jax.random.key(0), inputs, train=False)
 
 
-def test_ast_starts_from_an_image_vit(tmp_path, capsys):
-    """``train.init_from`` of the tiny AST recipe from a tiny random image ViT (the
-    single-frame model on one 16x16 RGB frame, 4x4 patches) saved as a convert folder."""
+def test_ast_and_mbt_start_from_an_image_vit(tmp_path, capsys):
+    """``train.init_from`` of the tiny AST recipe and a tiny MBT from a tiny random image ViT
+    (the single-frame model on one 16x16 RGB frame, 4x4 patches) saved as a convert folder."""
     fields = {"size": "Ti/4", "hidden_size": 32, "num_layers": 2, "num_heads": 2, "mlp_dim": 64}
     vit = build_model({"name": "single_frame", **fields, "pooling": "cls"}, 10)
     variables = jax.device_get(_init(vit, jnp.zeros((1, 1, 16, 16, 3))))
@@ -221,6 +221,34 @@ def test_ast_starts_from_an_image_vit(tmp_path, capsys):
     audio = np.random.default_rng(6).normal(size=(2, 16, 16)).astype(np.float32)
     logits = _run(exp.model, {"params": params}, audio)[0]
     assert logits.shape == (2, 4) and np.isfinite(logits).all()
+
+    # MBT: the ViT onto each modality's encoder (video tubelets inflated over 2 frames,
+    # "central"; the audio patches summed over RGB), the bottlenecks as initialised.
+    config = _config()
+    with config.unlocked():
+        config.model.size = "Ti/4x2"
+    exp = _experiment(config, jax.devices()[:1])
+    initial = jax.device_get(train.create_state(exp, seed=0))
+    state = train.init_from_pretrained(exp, initial, path)
+    params = jax.device_get(state.params)
+    np.testing.assert_array_equal(params["bottleneck"], initial.params["bottleneck"])
+    video_kernel = params["video_embedding"]["conv"]["kernel"]  # (2, 4, 4, 3, 32)
+    np.testing.assert_array_equal(video_kernel[1], kernel[0])
+    assert not video_kernel[0].any()
+    np.testing.assert_allclose(
+        params["audio_embedding"]["conv"]["kernel"], kernel.sum(3, keepdims=True)
+    )
+    fc1 = source["encoder"]["block01"]["mlp"]["fc1"]["kernel"]
+    for modality in ("video", "audio"):
+        np.testing.assert_array_equal(params[f"{modality}_block01"]["mlp"]["fc1"]["kernel"], fc1)
+        np.testing.assert_array_equal(
+            params[f"{modality}_encoder_norm"]["scale"], source["encoder"]["encoder_norm"]["scale"]
+        )
+    # Video: the 4x4 table tiled over 2 tubelet steps; audio: 4x4 mel x time patches, as is.
+    video_pos = params["video_pos_embedding"].reshape(2, 4, 4, 32)
+    np.testing.assert_allclose(video_pos[1], table, rtol=1e-6)
+    np.testing.assert_allclose(params["audio_pos_embedding"].reshape(4, 4, 32), table, rtol=1e-6)
+    assert "kept the initial bottleneck" in capsys.readouterr().out
 
 
 def _width():

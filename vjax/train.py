@@ -403,12 +403,13 @@ def init_from_pretrained(
             "target_grid": token_grid(exp.model, exp.input_shapes),
         }
     initial = multihost_utils.process_allgather(state.params, tiled=True)  # whole, on the host
-    params, notes = adapt_params(
-        variables["params"],
-        initial,
-        inflation=exp.config.train.get("init_inflation", "central"),
-        **grids,
-    )
+    inflation = exp.config.train.get("init_inflation", "central")
+    if hasattr(exp.model, "vit_view"):  # MBT: the source onto each modality's encoder
+        params, notes = _adapt_per_modality(
+            exp, variables["params"], initial, inflation, source_model, source_shape
+        )
+    else:
+        params, notes = adapt_params(variables["params"], initial, inflation=inflation, **grids)
     model_state = dict(state.model_state)
     for name, tree in variables.items():
         same = name in model_state and jax.tree.map(
@@ -421,6 +422,39 @@ def init_from_pretrained(
         print(f"Initialised from {path}: " + "; ".join(notes or ["every parameter copied"]))
     params = jax.device_put(params, exp.state_shardings.params)
     return state.replace(params=params, model_state=model_state)
+
+
+def _adapt_per_modality(
+    exp: Experiment, source: Any, initial: Any, inflation: str, source_model: Any, source_shape
+) -> tuple[dict, list[str]]:
+    """An image ViT (or ViViT) moved by surgery onto each modality's encoder of a model with
+    ``vit_view`` (MBT): tubelets inflated for video, the RGB kernel summed for audio, each
+    position table resized to its modality's grid; the bottlenecks keep their initial values."""
+    from vjax.convert.surgery import adapt_params, token_grid
+    from vjax.models import model_modalities
+
+    model = exp.model
+    modalities = model_modalities(model)
+    shapes = exp.input_shapes
+    shapes = shapes if isinstance(shapes, Mapping) else {modalities[0]: shapes}
+    grid = None
+    if hasattr(source_model, "tubelet") and isinstance(source_shape, list):
+        grid = token_grid(source_model, tuple(source_shape))
+    params, notes = dict(nn.meta.unbox(initial)), []
+    for modality in modalities:
+        view, done = adapt_params(
+            source,
+            model.vit_view(params, modality),
+            inflation=inflation,
+            source_grid=grid,
+            target_grid=model.patch_grid(modality, shapes[modality]),
+        )
+        params = model.from_vit_view(params, modality, view)
+        notes += [f"{modality}: {note}" for note in done]
+    prefixes = tuple(f"{m}_" for m in modalities)
+    kept = [n for n in sorted(params) if n != "classifier" and not n.startswith(prefixes)]
+    notes += [f"kept the initial {name} (not in an image model)" for name in kept]
+    return jax.tree.map(np.asarray, params), notes
 
 
 def _group_dropped(notes: list[str], target: Any) -> list[str]:

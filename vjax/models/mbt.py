@@ -39,7 +39,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from vjax.models.ast import check_spectrogram, spectrogram_tokens
+from vjax.models.ast import check_spectrogram, patch_grid, spectrogram_tokens
 from vjax.models.layers import ClassifierHead, EncoderBlock, layer_norm, learned_embedding, prepend
 from vjax.models.registry import register
 from vjax.models.video_transformer import VideoTransformer, check_divisible, class_token
@@ -116,6 +116,40 @@ class MBT(VideoTransformer):
         if "audio" in mods:
             check_spectrogram(tuple(shapes["audio"]), self.resolved_size().patch, self.audio_stride)
         self.check_options()
+
+    def vit_view(self, params: Mapping[str, Any], modality: str) -> dict[str, Any]:
+        """One modality's parameters under an image ViT's names (``embedding``,
+        ``pos_embedding``, ``cls``, ``encoder/blockNN``, ``encoder/encoder_norm``,
+        ``classifier``), so :func:`vjax.convert.surgery.adapt_params` moves a ViT onto each
+        encoder (scenic initialises MBT so); :meth:`from_vit_view` puts them back."""
+        layers = self.resolved_size().num_layers
+        encoder = {f"block{i:02d}": params[f"{modality}_block{i:02d}"] for i in range(layers)}
+        return {
+            "embedding": params[f"{modality}_embedding"],
+            "pos_embedding": params[f"{modality}_pos_embedding"],
+            "cls": params[f"{modality}_cls"],
+            "encoder": {**encoder, "encoder_norm": params[f"{modality}_encoder_norm"]},
+            "classifier": params["classifier"],
+        }
+
+    def from_vit_view(
+        self, params: Mapping[str, Any], modality: str, view: Mapping[str, Any]
+    ) -> dict[str, Any]:
+        """``params`` with ``modality``'s parameters taken from a :meth:`vit_view` tree."""
+        out = dict(params)
+        for name in ("embedding", "pos_embedding", "cls"):
+            out[f"{modality}_{name}"] = view[name]
+        for name, value in view["encoder"].items():  # blockNN and encoder_norm
+            out[f"{modality}_{name}"] = value
+        out["classifier"] = view["classifier"]
+        return out
+
+    def patch_grid(self, modality: str, input_shape: tuple[int, ...]) -> tuple[int, int, int]:
+        """The ``(time, height, width)`` token grid of one modality's input (with the batch)."""
+        if modality == "audio":
+            return patch_grid(input_shape, self.resolved_size().patch, self.audio_stride)
+        t, h, w = (n // k for n, k in zip(input_shape[1:4], self.tubelet, strict=True))
+        return (t, h, w)
 
     def _block(self, modality: str, layer: int) -> EncoderBlock:
         """Layer ``layer`` of ``modality``'s transformer (stochastic depth grows linearly)."""
