@@ -49,7 +49,14 @@ def test_sharded_step_matches_one_device(data_dir, reference, mesh):
     exp = train.setup(tiny_config(data_dir, **OVERRIDES, **{"sharding.mesh": MESHES[mesh]}))
     assert exp.mesh.size == 8
     state8, metrics8 = _one_step(exp, state, batch)
+    changed = assert_same_step((state1, metrics1), (state8, metrics8), state)
+    assert any(jax.tree.leaves(changed))  # the step really moved the parameters
 
+
+def assert_same_step(one: tuple, many: tuple, before) -> dict:
+    """Asserts that two ``(state, metrics)`` after one step from the state ``before`` agree
+    (loss, gradient norm, every parameter); returns which parameters the step changed."""
+    (state1, metrics1), (state8, metrics8) = one, many
     np.testing.assert_allclose(metrics1["loss"], metrics8["loss"], rtol=1e-5)
     np.testing.assert_allclose(metrics1["grad_norm"], metrics8["grad_norm"], rtol=1e-4)
     jax.tree.map(
@@ -58,8 +65,7 @@ def test_sharded_step_matches_one_device(data_dir, reference, mesh):
         jax.device_get(state8.params),
     )
     assert int(state8.step) == 1
-    changed = jax.tree.map(lambda a, b: not np.allclose(a, b), state.params, state1.params)
-    assert any(jax.tree.leaves(changed))  # the step really moved the parameters
+    return jax.tree.map(lambda a, b: not np.allclose(a, b), before.params, state1.params)
 
 
 def test_batch_is_split_over_data_and_fsdp(data_dir, reference):

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import flax.linen as nn
@@ -25,8 +25,10 @@ import numpy as np
 
 from vjax import parallel
 from vjax.config_utils import ConfigError
+from vjax.flops import abstract_variables
+from vjax.models.registry import model_modalities
 from vjax.objectives import Objective, train_logits
-from vjax.step import normalize_video
+from vjax.step import batched, model_input
 from vjax.tasks import task_outputs
 
 
@@ -88,20 +90,23 @@ class Teacher:
     mean: tuple[float, ...]
     std: tuple[float, ...]
     clip_shape: tuple[int, ...]
+    # The teacher's input shapes without the batch axis (vjax.load's input_shapes): its clip,
+    # or {modality: shape} for an audio-visual teacher, which also hears the batch's audio.
+    input_shapes: Any = None
 
-    def logits(self, variables: Any, video: jax.Array) -> Any:
-        """The teacher's logits of the student's uint8 batch ``video``, resampled to its clip
-        and normalised with its own mean and std (inside the step: traced, not a pipeline)."""
-        clip = resample_clip(video, self.clip_shape)
-        normalized = normalize_video(clip, self.mean, self.std, self.module.dtype)
-        return self.module.apply(variables, normalized, train=False)
+    def logits(self, variables: Any, batch: Mapping[str, jax.Array]) -> Any:
+        """The teacher's logits of the student's batch: uint8 ``video`` resampled to its clip
+        and normalised with its own mean and std, and what else it takes (``audio``) as it is
+        (:func:`vjax.step.model_input`; inside the step: traced, not a pipeline)."""
+        if "video" in model_modalities(self.module):
+            batch = {**batch, "video": resample_clip(batch["video"], self.clip_shape)}
+        inputs = model_input(self.module, batch, self.mean, self.std)
+        return self.module.apply(variables, inputs, train=False)
 
     def shardings(self, mesh: jax.sharding.Mesh, rules: Any) -> Any:
         """Shardings of the teacher's variables by the same logical axis rules as the student."""
-        dummy = jnp.zeros((1, *self.clip_shape), jnp.float32)
-        abstract = jax.eval_shape(
-            lambda: self.module.init({"params": jax.random.key(0)}, dummy, train=False)
-        )
+        shapes = self.clip_shape if self.input_shapes is None else self.input_shapes
+        abstract = abstract_variables(self.module, batched(shapes, 1))
         parallel.check_rules_cover(abstract, rules, "teacher's variables")
         return parallel.logical_shardings(abstract, mesh, rules)
 
@@ -157,7 +162,7 @@ def load_teacher(
     input_config = loaded.config.input
     return Teacher(
         path, loaded.module, loaded.variables, tuple(input_config.mean),
-        tuple(input_config.std), clip,
+        tuple(input_config.std), clip, loaded.input_shapes,
     )  # fmt: skip
 
 
@@ -183,7 +188,7 @@ def distilled(
         model: nn.Module,
         variables: Any,
         batch: dict[str, jax.Array],
-        video: jax.Array,
+        inputs: Any,
         key: jax.Array,
         mutable: Sequence[str] = (),
         frozen: Any = None,
@@ -191,9 +196,9 @@ def distilled(
     ) -> tuple[jax.Array, dict[str, jax.Array], Any]:
         if frozen is None:
             raise ValueError("a distilled loss needs the teacher's variables: frozen=...")
-        logits, model_state = train_logits(model, variables, video, key, mutable)
+        logits, model_state = train_logits(model, variables, inputs, key, mutable)
         task_loss, metrics = objective.losses(logits, batch, **options)
-        targets = teacher.logits(frozen, batch["video"])
+        targets = teacher.logits(frozen, batch)
         kd_loss, kd_metrics = distillation_losses(
             logits, targets, temperature, objective.multi_label
         )

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping
 from typing import Any
 
 import flax.linen as nn
@@ -77,26 +77,34 @@ def jaxpr_macs(jaxpr: Any) -> int:
     return total
 
 
-def abstract_variables(model: nn.Module, input_shape: Sequence[int]) -> Any:
-    """``model.init``'s variables as shapes only (nothing allocated)."""
-    video = jax.ShapeDtypeStruct(tuple(input_shape), jnp.float32)
-    return jax.eval_shape(lambda v: model.init(jax.random.key(0), v, train=False), video)
+def abstract_input(input_shape: Any) -> Any:
+    """float32 abstract values of an input shape: one array's, or ``{modality: shape}``."""
+    if isinstance(input_shape, Mapping):
+        return {name: abstract_input(shape) for name, shape in input_shape.items()}
+    return jax.ShapeDtypeStruct(tuple(input_shape), jnp.float32)
 
 
-def count_macs(model: nn.Module, input_shape: Sequence[int], variables: Any = None) -> int:
+def abstract_variables(model: nn.Module, input_shape: Any) -> Any:
+    """``model.init``'s variables as shapes only (nothing allocated); ``input_shape`` with
+    the batch axis, a dict of them for a model of several modalities."""
+    inputs = abstract_input(input_shape)
+    return jax.eval_shape(lambda v: model.init(jax.random.key(0), v, train=False), inputs)
+
+
+def count_macs(model: nn.Module, input_shape: Any, variables: Any = None) -> int:
     """MACs of one inference forward pass of ``model`` on a float32 input of ``input_shape``.
 
     Nothing is run or allocated: the forward pass is traced on abstract values only.
     ``variables`` (e.g. from :func:`abstract_variables`) saves tracing ``init`` again.
     """
-    video = jax.ShapeDtypeStruct(tuple(input_shape), jnp.float32)
+    video = abstract_input(input_shape)
     if variables is None:
         variables = abstract_variables(model, input_shape)
     jaxpr = jax.make_jaxpr(lambda v, x: model.apply(v, x, train=False))(variables, video)
     return jaxpr_macs(jaxpr.jaxpr)
 
 
-def count_params(model: nn.Module, input_shape: Sequence[int], variables: Any = None) -> int:
+def count_params(model: nn.Module, input_shape: Any, variables: Any = None) -> int:
     """Number of trainable parameters (the ``params`` collection), from shapes only."""
     if variables is None:
         variables = abstract_variables(model, input_shape)

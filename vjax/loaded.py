@@ -9,18 +9,42 @@ for anything else, and it still unpacks as ``config, module, variables``.
 >>> model.class_names[int(logits[0].argmax())]
 >>> config, module, variables = model        # the raw pieces
 >>> same = module.apply(variables, model.normalize(video), train=False)
+
+A model of several modalities (MBT) takes a dict of them, an audio model (AST) the
+spectrogram; audio is the normalised log-mel spectrogram ``(B, frames, mel_bins)`` the data
+yields (``config.input.audio``):
+
+>>> logits = mbt({"video": video, "audio": spectrogram, "has_audio": has_audio})
+>>> logits = ast(spectrogram)
 """
 
 from __future__ import annotations
 
 import dataclasses
 import functools
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 import numpy as np
 
 from vjax.errors import UserError
+
+
+def batch_apply(config: Any, module: Any, variables: dict) -> Callable[[Mapping[str, Any]], Any]:
+    """A jitted ``batch -> logits`` of the model's inputs in ``batch`` (uint8 ``video``,
+    ``audio`` spectrograms, optional ``has_audio``), prepared as training prepares them
+    (:func:`vjax.step.model_input`)."""
+    import jax
+
+    from vjax.step import model_input
+
+    mean, std = tuple(config.input.mean), tuple(config.input.std)
+
+    @jax.jit
+    def apply(batch):
+        return module.apply(variables, model_input(module, batch, mean, std), train=False)
+
+    return apply
 
 
 def normalized_apply(config: Any, module: Any, variables: dict) -> Callable[[Any], Any]:
@@ -59,6 +83,19 @@ class LoadedModel:
         """``(T, H, W, C)`` of the clips the model was trained (or converted) on."""
         return tuple(self.metadata["clip_shape"])
 
+    @property
+    def modalities(self) -> tuple[str, ...]:
+        """The inputs the model takes (:func:`vjax.models.model_modalities`)."""
+        from vjax.models import model_modalities
+
+        return model_modalities(self.module)
+
+    @property
+    def input_shapes(self) -> Any:
+        """The model input's shape without the batch axis: the clip's for a video model, the
+        spectrogram's for AST, ``{modality: shape}`` for a model of several."""
+        return self.metadata.get("input_shapes", list(self.clip_shape))
+
     def _check(self, video: Any) -> None:
         if np.ndim(video) != 5 or np.dtype(video.dtype) != np.uint8:
             raise UserError(
@@ -77,15 +114,26 @@ class LoadedModel:
 
     @functools.cached_property
     def _apply(self) -> Callable[[Any], Any]:
-        return normalized_apply(self.config, self.module, self.variables)
+        return batch_apply(self.config, self.module, self.variables)
 
-    def __call__(self, video: Any) -> np.ndarray | dict[str, np.ndarray]:
-        """Logits of uint8 clips ``(B, T, H, W, 3)``, normalised as in training (jitted; host
-        arrays)."""
+    def __call__(self, inputs: Any) -> np.ndarray | dict[str, np.ndarray]:
+        """Logits of uint8 clips ``(B, T, H, W, 3)`` (or, for an audio model, spectrograms;
+        for a model of several modalities a dict of them), prepared as in training (jitted;
+        host arrays)."""
         import jax
 
-        self._check(video)
-        return jax.device_get(self._apply(video))
+        modalities = self.modalities
+        batch = dict(inputs) if isinstance(inputs, Mapping) else {modalities[0]: inputs}
+        missing = [name for name in modalities if name not in batch]
+        if missing:
+            raise UserError(
+                f"this model takes {modalities}; give a dict with {missing} too (audio: the "
+                f"normalised log-mel spectrogram (B, frames, mel_bins) of config.input.audio)"
+            )
+        if "video" in modalities:
+            self._check(batch["video"])
+        keep = (*modalities, "has_audio") if len(modalities) > 1 else modalities
+        return jax.device_get(self._apply({k: v for k, v in batch.items() if k in keep}))
 
     def __iter__(self) -> Iterator[Any]:
         return iter((self.config, self.module, self.variables))

@@ -122,10 +122,11 @@ def multilabel_losses(
 
 
 def train_logits(
-    model: nn.Module, variables: Any, video: jax.Array, key: jax.Array, mutable: Sequence[str]
+    model: nn.Module, variables: Any, inputs: Any, key: jax.Array, mutable: Sequence[str]
 ) -> tuple[Any, Any]:
-    """``(logits, model_state)`` of a training forward pass (dropout keyed by ``key``)."""
-    return model.apply(variables, video, train=True, rngs={"dropout": key}, mutable=list(mutable))
+    """``(logits, model_state)`` of a training forward pass (dropout keyed by ``key``) on the
+    model input (:func:`vjax.step.model_input`: a video, or a dict of modalities)."""
+    return model.apply(variables, inputs, train=True, rngs={"dropout": key}, mutable=list(mutable))
 
 
 def supervised(losses: Callable[..., tuple[jax.Array, dict[str, jax.Array]]]) -> Callable:
@@ -136,22 +137,22 @@ def supervised(losses: Callable[..., tuple[jax.Array, dict[str, jax.Array]]]) ->
         model: nn.Module,
         variables: Any,
         batch: Batch,
-        video: jax.Array,
+        inputs: Any,
         key: jax.Array,
         mutable: Sequence[str] = (),
         label_smoothing: float = 0.0,
     ) -> tuple[jax.Array, dict[str, jax.Array], Any]:
-        logits, model_state = train_logits(model, variables, video, key, mutable)
+        logits, model_state = train_logits(model, variables, inputs, key, mutable)
         value, metrics = losses(logits, batch, label_smoothing)
         return value, metrics, model_state
 
     return loss
 
 
-def classification_logits(model: nn.Module, variables: Any, batch: Batch, video: jax.Array):
+def classification_logits(model: nn.Module, variables: Any, batch: Batch, inputs: Any):
     """float32 logits ``(B, sum K)`` (concatenated over tasks), scored on the host."""
     del batch  # the labels are gathered beside the logits
-    return concat_classes(model.apply(variables, video, train=False)).astype(jnp.float32)
+    return concat_classes(model.apply(variables, inputs, train=False)).astype(jnp.float32)
 
 
 def masked_pixel_losses(
@@ -238,9 +239,11 @@ def reconstruct(
 
 @dataclasses.dataclass(frozen=True)
 class Objective:
-    """One objective: its training ``loss(model, variables, batch, video, key, mutable,
+    """One objective: its training ``loss(model, variables, batch, inputs, key, mutable,
     **options) -> (loss, metrics, model_state)``, its per-example validation outputs
-    ``evaluate(model, variables, batch, video)``, the step options it takes (e.g.
+    ``evaluate(model, variables, batch, inputs)`` (``inputs``: the model input of
+    :func:`vjax.step.model_input`, passed to the model untouched: a normalised video, or a
+    dict of modalities), the step options it takes (e.g.
     ``label_smoothing``), and whether validation scores logits against labels. A labelled
     objective also gives its ``losses(logits, batch, label_smoothing)`` (what wrappers such
     as :func:`vjax.distill.distilled` add to)."""

@@ -1,7 +1,8 @@
 """What a config must satisfy before any dataset is prepared or anything compiles: a mesh that
 fits the devices, a batch that splits over them, valid input options, and a model that can
-take the clip. Each failure is a :class:`~vjax.config_utils.ConfigError` naming the config
-section (the commands print it as one line).
+take the clip (and, for an audio model, the spectrogram of ``config.input.audio``). Each
+failure is a :class:`~vjax.config_utils.ConfigError` naming the config section (the commands
+print it as one line).
 
 >>> mesh = check_config(config)   # then prepare data, build the state, compile
 """
@@ -10,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator, Sequence
+from typing import Any
 
 import jax
 import ml_collections
@@ -17,6 +19,7 @@ import ml_collections
 from vjax import parallel
 from vjax.config_utils import ConfigError
 from vjax.errors import UserError, one_line
+from vjax.models.registry import model_modalities
 
 # Any number of classes builds the model for its checks; the dataset's is known only later.
 _CHECK_CLASSES = 2
@@ -41,6 +44,7 @@ def check_config(
     returns its mesh."""
     from vjax.data.datasets import check_dataset_name, planned_clip_shape
     from vjax.models import build_model
+    from vjax.step import batched
 
     devices = list(devices if devices is not None else jax.devices())
     with _section(
@@ -63,5 +67,33 @@ def check_config(
     with _section("model"):
         model = build_model(config.model, _CHECK_CLASSES, config.train.dtype)
         if clip is not None:
-            model.check_input((batch_size, *clip))
+            shapes = model_input_shapes(model, config.model.name, clip, config.input)
+            model.check_input(batched(shapes, batch_size))
     return mesh
+
+
+def model_input_shapes(
+    model: Any, model_name: str, clip_shape: tuple[int, ...], input_config: Any
+) -> Any:
+    """The model input's shape without the batch axis, by the modalities the model takes
+    (:func:`vjax.models.model_modalities`): the data's clip for ``video``, ``(input.audio.frames,
+    input.audio.mel_bins)`` for ``audio``; one modality's shape, or ``{modality: shape}``. A
+    model that takes audio on a config without ``input.audio`` is an error naming both."""
+    modalities = model_modalities(model)
+    audio = input_config.get("audio")
+    shapes: dict[str, tuple[int, ...]] = {}
+    for name in modalities:
+        if name == "video":
+            shapes[name] = tuple(clip_shape)
+        elif name == "audio":
+            if not audio:
+                raise ConfigError(
+                    f"model {model_name!r} takes audio (its modalities are {modalities}), but "
+                    f"config.input.audio is not set, so the data yields no spectrograms: set "
+                    f"config.input.audio (frames, mel_bins, ...) for a dataset with sound, or "
+                    f"train a video model (for MBT: --config.model.modalities=\"('video',)\")"
+                )
+            shapes[name] = (int(audio.frames), int(audio.mel_bins))
+        else:
+            raise ConfigError(f"model {model_name!r} takes {name!r}, which no dataset yields")
+    return shapes[modalities[0]] if len(modalities) == 1 else shapes

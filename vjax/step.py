@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import flax.linen as nn
@@ -13,7 +13,10 @@ import optax
 
 from vjax import objectives
 from vjax.loss_scale import initial_loss_scale, keep_if_finite, scaled_value_and_grad
+from vjax.models.registry import model_modalities
 from vjax.objectives import cross_entropy, task_losses, topk_correct  # noqa: F401 (re-exported)
+
+Batch = Mapping[str, Any]
 
 
 @flax.struct.dataclass
@@ -35,16 +38,33 @@ class TrainState:
         return {"params": self.params, **self.model_state}
 
 
+InputShapes = Sequence[int] | Mapping[str, Sequence[int]]
+"""A model input's shape without the batch axis: one array's (``(T, H, W, C)`` of a video
+model), or ``{modality: shape}`` for a model that takes several (:func:`model_input`)."""
+
+
+def batched(shapes: InputShapes, batch: int) -> Any:
+    """``shapes`` with a leading batch axis of ``batch`` (what ``model.check_input`` takes)."""
+    if isinstance(shapes, Mapping):
+        return {name: (batch, *shape) for name, shape in shapes.items()}
+    return (batch, *shapes)
+
+
 def make_init_state(
-    model: nn.Module, tx: optax.GradientTransformation, clip_shape: Sequence[int]
+    model: nn.Module, tx: optax.GradientTransformation, input_shape: InputShapes
 ) -> Callable[[jax.Array], TrainState]:
-    """Returns ``init(key) -> TrainState`` for clips of ``clip_shape`` (T, H, W, C): step 0,
+    """Returns ``init(key) -> TrainState`` for inputs of ``input_shape`` (a clip's
+    ``(T, H, W, C)``, or ``{modality: shape}`` for a model of several modalities): step 0,
     the model's parameters and other collections, the optimiser's initial state, a loss scale
     when the model computes in float16. Parameters keep their logical-axis boxes, so
     ``jax.eval_shape`` of it gives the shardings."""
 
     def init(key: jax.Array) -> TrainState:
-        dummy = jnp.zeros((1, *clip_shape), jnp.float32)
+        dummy = jax.tree.map(
+            lambda shape: jnp.zeros(shape, jnp.float32),
+            batched(input_shape, 1),
+            is_leaf=lambda x: isinstance(x, tuple),
+        )
         variables = dict(model.init({"params": key}, dummy, train=False))
         params = variables.pop("params")
         return TrainState(
@@ -64,6 +84,33 @@ def normalize_video(
     """uint8 frames -> float, per-channel standardised (done on device, so hosts ship uint8)."""
     video = video.astype(jnp.float32) / 255.0
     return ((video - jnp.asarray(mean)) / jnp.asarray(std)).astype(dtype)
+
+
+def model_input(model: nn.Module, batch: Batch, mean: Sequence[float], std: Sequence[float]) -> Any:
+    """What the model is called with, from a batch: for each of its modalities
+    (:func:`~vjax.models.model_modalities`) ``video`` normalised by :func:`normalize_video`,
+    ``audio`` (a normalised log-mel spectrogram) cast to the compute dtype. One modality: that
+    array; several: ``{modality: array}``, plus ``has_audio`` when the batch has it.
+
+    >>> inputs = model_input(model, batch, mean, std)   # (B, T, H, W, C) or {"video", "audio"}
+    >>> logits = model.apply(variables, inputs, train=False)
+    """
+    modalities = model_modalities(model)
+    missing = [name for name in modalities if name not in batch]
+    if missing:
+        raise KeyError(f"the model takes {modalities}, but the batch has no {missing}")
+
+    def one(name: str) -> jax.Array:
+        if name == "video":
+            return normalize_video(batch["video"], mean, std, model.dtype)
+        return jnp.asarray(batch[name]).astype(model.dtype)
+
+    if len(modalities) == 1:
+        return one(modalities[0])
+    inputs = {name: one(name) for name in modalities}
+    if "has_audio" in batch:
+        inputs["has_audio"] = jnp.asarray(batch["has_audio"], bool)
+    return inputs
 
 
 def make_train_step(
@@ -86,14 +133,14 @@ def make_train_step(
     def train_step(
         state: TrainState, batch: dict[str, jax.Array], key: jax.Array, frozen: Any = None
     ):
-        video = normalize_video(batch["video"], mean, std, model.dtype)
+        inputs = model_input(model, batch, mean, std)
         dropout_key = jax.random.fold_in(key, state.step)
         extra = {} if frozen is None else {"frozen": jax.lax.stop_gradient(frozen)}
 
         def loss_fn(params):
             variables = {"params": params, **state.model_state}
             loss, metrics, model_state = spec.loss(
-                model, variables, batch, video, dropout_key, list(state.model_state),
+                model, variables, batch, inputs, dropout_key, list(state.model_state),
                 **options, **extra,
             )  # fmt: skip
             return loss, (metrics, model_state)
@@ -124,7 +171,8 @@ def make_eval_step(
     std: Sequence[float],
     objective: str | objectives.Objective = "classification",
 ) -> Callable[[Any, dict[str, jax.Array]], jax.Array]:
-    """Returns ``step(variables, batch) -> per-example outputs`` of uint8 ``batch["video"]``:
+    """Returns ``step(variables, batch) -> per-example outputs`` of the batch's model input
+    (:func:`model_input`: uint8 ``batch["video"]``, and ``batch["audio"]`` for audio models):
     for classification float32 logits (multi-task: concatenated over the tasks,
     :func:`vjax.tasks.concat_classes`), scored on the host from the gathered logits
     (:mod:`vjax.evaluate`); for other objectives their
@@ -135,7 +183,6 @@ def make_eval_step(
     evaluate = objectives.get(objective).evaluate
 
     def eval_step(variables: Any, batch: dict[str, jax.Array]) -> jax.Array:
-        video = normalize_video(batch["video"], mean, std, model.dtype)
-        return evaluate(model, variables, batch, video)
+        return evaluate(model, variables, batch, model_input(model, batch, mean, std))
 
     return eval_step

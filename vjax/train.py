@@ -15,6 +15,7 @@ import logging
 import math
 import os
 import time
+from collections.abc import Mapping
 from typing import Any
 
 import flax.linen as nn
@@ -36,9 +37,10 @@ from vjax.models.precise_bn import precise_batch_stats
 from vjax.models.widths import check_widths
 from vjax.optim import CLIPPED_WARMUP_FRACTION, make_optimizer, warmup_steps
 from vjax.preemption import PreemptionWatcher
-from vjax.preflight import check_config
+from vjax.preflight import check_config, model_input_shapes
 from vjax.step import (
     TrainState,
+    batched,
     make_eval_step,
     make_init_state,
     make_train_step,
@@ -48,6 +50,9 @@ from vjax.tasks import head_sizes
 
 log = logging.getLogger(__name__)
 
+
+# The batch keys a model may read (vjax.step.model_input); evaluation ships only these.
+INPUT_KEYS = ("video", "audio", "has_audio")
 
 # Larger tensors may not sit whole on every device of an FSDP/tensor-parallel mesh.
 DEFAULT_MAX_REPLICATED_MIB = 4.0
@@ -67,13 +72,16 @@ class Experiment:
     builder: Any
     class_names: list[str] | dict[str, list[str]]  # {task: names} for multi-task data
     model: nn.Module
-    input_shape: tuple[int, ...]
+    input_shape: tuple[int, ...]  # (batch, T, H, W, C) of the data's clips
     state_shardings: Any
     batch_sharding: jax.sharding.NamedSharding
     tx: Any
     init_state: Any  # key -> boxed TrainState (logical axis metadata on the leaves)
     objective: objectives.Objective = objectives.OBJECTIVES["classification"]
     teacher: Any = None  # vjax.distill.Teacher with train.distill.teacher (training only)
+    # The model input's shapes with the batch axis: input_shape for a video model, the
+    # spectrogram's for AST, {modality: shape} for a model of several (vjax.step.model_input).
+    input_shapes: Any = None
 
 
 def setup(
@@ -87,38 +95,57 @@ def setup(
     checked (:func:`vjax.preflight.check_config`) before the dataset is prepared, and the
     prepared dataset must hold ``splits`` (``why``: what needs them); nothing is compiled.
     ``distill``: load and check ``train.distill.teacher`` (evaluation does not need it)."""
-    from vjax import distill as distillation
     from vjax.data.datasets import clip_spec, is_multilabel, load_dataset, require_splits
 
     config = widths_from(config, config.train.get("init_from"))
     mesh = check_config(config, devices)
-    rules = parallel.normalize_rules(config.sharding.rules)
-    batch_size = config.input.global_batch_size
 
     builder = load_dataset(config.dataset)
     require_splits(builder, splits, why)
     clip_shape, class_names = clip_spec(builder, config.input)
+    return build_experiment(
+        config, mesh, builder, clip_shape, class_names, is_multilabel(builder), distill
+    )
+
+
+def build_experiment(
+    config: ml_collections.ConfigDict,
+    mesh: jax.sharding.Mesh,
+    builder: Any,
+    clip_shape: tuple[int, ...],
+    class_names: Any,
+    multi_label: bool = False,
+    distill: bool = True,
+) -> Experiment:
+    """The model, objective, optimiser and sharded initial state of :func:`setup`, for data of
+    clips ``clip_shape`` and ``class_names`` (and ``config.input.audio``'s spectrograms for a
+    model that takes audio); nothing is compiled."""
+    from vjax import distill as distillation
+
+    rules = parallel.normalize_rules(config.sharding.rules)
+    batch_size = config.input.global_batch_size
     model = build_model(config.model, head_sizes(class_names), config.train.dtype)
     objective = objectives.check(
         config.train.get("objective", "classification"),
         model,
         config.model.name,
         class_names,
-        is_multilabel(builder),
+        multi_label,
     )
     if distill:
         objective, teacher = distillation.from_config(config, objective, class_names, clip_shape)
     else:
         teacher = None
+    input_shape = (batch_size, *clip_shape)
+    shapes = model_input_shapes(model, config.model.name, clip_shape, config.input)
     if config.train.get("quantization"):  # quantization-aware training
         from vjax.deploy.quantize import qat_model
 
         model = qat_model(model, config.train.quantization)
-    input_shape = (batch_size, *clip_shape)
-    model.check_input(input_shape)
+    model.check_input(batched(shapes, batch_size))
     tx = make_optimizer(config.optimizer, config.train.num_steps)
 
-    init_state = make_init_state(model, tx, clip_shape)
+    init_state = make_init_state(model, tx, shapes)
     abstract = jax.eval_shape(init_state, jax.random.key(0))
     try:
         check_widths(config.model.get("widths"), abstract.params)
@@ -139,7 +166,27 @@ def setup(
         init_state=init_state,
         objective=objective,
         teacher=teacher,
+        input_shapes=batched(shapes, batch_size),
     )
+
+
+def unbatched(shapes: Any) -> dict[str, list[int]] | list[int]:
+    """Input shapes without the batch axis, as JSON values (for the checkpoint metadata)."""
+    if isinstance(shapes, Mapping):
+        return {name: list(shape[1:]) for name, shape in shapes.items()}
+    return list(shapes[1:])
+
+
+def checkpoint_metadata(exp: Experiment, config_json: str) -> dict[str, Any]:
+    """What every checkpoint of a run records beside its state: the config, the classes, the
+    data's clip and the model's input shapes (``vjax.load`` rebuilds the model from them)."""
+    return {
+        "config": json.loads(config_json),
+        "class_names": exp.class_names,
+        "clip_shape": list(exp.input_shape[1:]),
+        "input_shapes": unbatched(exp.input_shapes),
+        "multi_label": exp.objective.multi_label,
+    }
 
 
 def create_state(exp: Experiment, seed: int) -> TrainState:
@@ -196,11 +243,14 @@ def _num_examples(exp: Experiment, split: str) -> int:
 
 
 def _apply(exp: Experiment, eval_step, variables: Any):
-    """``apply(this process's uint8 videos) -> its logits``, row for row: the rows of every
-    process make one global batch for the sharded ``eval_step``."""
+    """``apply(this process's batch, or its uint8 videos) -> its logits``, row for row: the
+    rows of every process (the model's inputs among :data:`INPUT_KEYS`) make one global batch
+    for the sharded ``eval_step``."""
 
-    def apply(videos: np.ndarray) -> np.ndarray:
-        batch = parallel.global_batch({"video": videos}, exp.batch_sharding)
+    def apply(local: np.ndarray | Mapping[str, np.ndarray]) -> np.ndarray:
+        rows = local if isinstance(local, Mapping) else {"video": local}
+        inputs = {k: v for k, v in rows.items() if k in INPUT_KEYS}
+        batch = parallel.global_batch(inputs, exp.batch_sharding)
         with jax.set_mesh(exp.mesh), nn.logical_axis_rules(exp.rules):
             return parallel.process_rows(eval_step(variables, batch))
 
@@ -345,18 +395,21 @@ def init_from_pretrained(
         config_from_json(metadata["config"]).model, head_sizes(metadata["class_names"])
     )
     grids = {}
-    if hasattr(exp.model, "tubelet") and hasattr(source_model, "tubelet"):
+    source_shape = metadata.get("input_shapes") or metadata["clip_shape"]
+    single_input = not isinstance(exp.input_shapes, Mapping) and isinstance(source_shape, list)
+    if single_input and all(hasattr(m, "tubelet") for m in (exp.model, source_model)):
         grids = {
-            "source_grid": token_grid(source_model, tuple(metadata["clip_shape"])),
-            "target_grid": token_grid(exp.model, exp.input_shape),
+            "source_grid": token_grid(source_model, tuple(source_shape)),
+            "target_grid": token_grid(exp.model, exp.input_shapes),
         }
     initial = multihost_utils.process_allgather(state.params, tiled=True)  # whole, on the host
-    params, notes = adapt_params(
-        variables["params"],
-        initial,
-        inflation=exp.config.train.get("init_inflation", "central"),
-        **grids,
-    )
+    inflation = exp.config.train.get("init_inflation", "central")
+    if hasattr(exp.model, "vit_view"):  # MBT: the source onto each modality's encoder
+        params, notes = _adapt_per_modality(
+            exp, variables["params"], initial, inflation, source_model, source_shape
+        )
+    else:
+        params, notes = adapt_params(variables["params"], initial, inflation=inflation, **grids)
     model_state = dict(state.model_state)
     for name, tree in variables.items():
         same = name in model_state and jax.tree.map(
@@ -369,6 +422,39 @@ def init_from_pretrained(
         print(f"Initialised from {path}: " + "; ".join(notes or ["every parameter copied"]))
     params = jax.device_put(params, exp.state_shardings.params)
     return state.replace(params=params, model_state=model_state)
+
+
+def _adapt_per_modality(
+    exp: Experiment, source: Any, initial: Any, inflation: str, source_model: Any, source_shape
+) -> tuple[dict, list[str]]:
+    """An image ViT (or ViViT) moved by surgery onto each modality's encoder of a model with
+    ``vit_view`` (MBT): tubelets inflated for video, the RGB kernel summed for audio, each
+    position table resized to its modality's grid; the bottlenecks keep their initial values."""
+    from vjax.convert.surgery import adapt_params, token_grid
+    from vjax.models import model_modalities
+
+    model = exp.model
+    modalities = model_modalities(model)
+    shapes = exp.input_shapes
+    shapes = shapes if isinstance(shapes, Mapping) else {modalities[0]: shapes}
+    grid = None
+    if hasattr(source_model, "tubelet") and isinstance(source_shape, list):
+        grid = token_grid(source_model, tuple(source_shape))
+    params, notes = dict(nn.meta.unbox(initial)), []
+    for modality in modalities:
+        view, done = adapt_params(
+            source,
+            model.vit_view(params, modality),
+            inflation=inflation,
+            source_grid=grid,
+            target_grid=model.patch_grid(modality, shapes[modality]),
+        )
+        params = model.from_vit_view(params, modality, view)
+        notes += [f"{modality}: {note}" for note in done]
+    prefixes = tuple(f"{m}_" for m in modalities)
+    kept = [n for n in sorted(params) if n != "classifier" and not n.startswith(prefixes)]
+    notes += [f"kept the initial {name} (not in an image model)" for name in kept]
+    return jax.tree.map(np.asarray, params), notes
 
 
 def _group_dropped(notes: list[str], target: Any) -> list[str]:
@@ -470,12 +556,7 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
     if is_main:
         with open(os.path.join(workdir, "config.json"), "w") as f:
             f.write(config_json)
-    metadata = {
-        "config": json.loads(config_json),
-        "class_names": exp.class_names,
-        "clip_shape": list(exp.input_shape[1:]),
-        "multi_label": exp.objective.multi_label,
-    }
+    metadata = checkpoint_metadata(exp, config_json)
 
     # State: restore the newest checkpoint that loads, else initialise.
     manager = checkpoint.make_manager(os.path.join(workdir, "checkpoints"), tcfg.keep_checkpoints)
@@ -496,7 +577,7 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
     if is_main:
         print(
             f"{cfg.model.name}: {num_params:,} parameters; mesh {dict(exp.mesh.shape)}; "
-            f"input {exp.input_shape}\n{memory}",
+            f"input {exp.input_shapes}\n{memory}",
             flush=True,
         )
         if exp.teacher is not None:

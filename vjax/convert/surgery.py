@@ -6,6 +6,9 @@ another resolution or clip length) and the target model's parameters, and return
 target tree filled from the source:
 
 * same shape: copied;
+* a 3-channel patch kernel onto a 1-channel one (an image ViT initialising AST's spectrogram
+  patches): summed over the channels, AST's rule, so a spectrogram embeds as the source
+  embeds it repeated on three channels;
 * tubelet kernel ``(t, h, w, in, out)`` from a kernel with another time extent: inflated,
   ``"central"`` (the 2D filter on the central frame, zeros elsewhere) or ``"average"``
   (the 2D filter divided by ``t`` on every frame, I3D's filter inflation); a source with
@@ -54,6 +57,8 @@ def token_grid(model: Any, clip_shape: tuple[int, ...]) -> Grid:
     >>> token_grid(ViViT(num_classes=400, size="B/16x2"), (1, 32, 224, 224, 3))
     (16, 14, 14)
     """
+    if hasattr(model, "patch_grid"):  # a spectrogram model (AST): its own patch layout
+        return model.patch_grid(clip_shape)
     dims = clip_shape[1:4] if len(clip_shape) == 5 else clip_shape[:3]
     return tuple(size // step for size, step in zip(dims, model.tubelet, strict=True))
 
@@ -137,10 +142,18 @@ def _adapt_leaf(
     if name.startswith("classifier/"):
         return _initial(name, target), f"reset {name} {shape} -> {want} (class count differs)"
     if key == "kernel" and source.ndim == 5 and len(want) == 5:
-        if shape[1:] != want[1:]:
-            raise fail("only the tubelet's time extent can change")
-        inflated = inflate_kernel(source, want[0], inflation)
-        return inflated, f"inflated {name} {shape} -> {want} ({inflation})"
+        summed = shape[3] != want[3] and want[3] == 1  # RGB patches -> one-channel spectrogram
+        if summed:
+            source = source.sum(axis=3, keepdims=True)
+        if source.shape[1:] != want[1:]:
+            raise fail("only the tubelet's time extent and RGB -> 1 input channel can change")
+        inflated = source.shape[0] != want[0]
+        if inflated:
+            source = inflate_kernel(source, want[0], inflation)
+        if not summed:
+            return source, f"inflated {name} {shape} -> {want} ({inflation})"
+        also = f", then inflated ({inflation})" if inflated else ""
+        return source, f"summed {name} {shape} -> {want} over its input channels{also}"
     if key in _TIME_EMBEDDINGS and source.ndim == 3 and len(want) == 3 and shape[2] == want[2]:
         resized = resize_linear(source, 1, want[1])
         return resized, f"resized {name} {shape} -> {want} over time"

@@ -150,13 +150,14 @@ def evaluate_batches(
 ) -> Any:
     """``score(outputs, labels, class_names)`` (by default
     :func:`~vjax.evaluate.metrics.task_metrics`) of the real rows of evaluation batches
-    ``0 .. number - 1`` (``batches(i)``: this process's ``video``, ``label`` and ``mask`` rows;
-    masked rows are padding), one view per example. ``apply`` returns this process's outputs
-    (logits) row for row with its own labels; ``gather`` concatenates the processes'
+    ``0 .. number - 1`` (``batches(i)``: this process's ``video``, ``label`` and ``mask`` rows,
+    and ``audio`` for audio data; masked rows are padding), one view per example. ``apply``
+    takes this process's batch (it picks the model's inputs) and returns its outputs (logits)
+    row for row with its own labels; ``gather`` concatenates the processes'
     ``(outputs, labels, masks)``."""
     logits, labels, masks = [], [], []
     for batch in map(batches, range(number)):
-        logits.append(np.asarray(apply(batch["video"])))
+        logits.append(np.asarray(apply(batch)))
         labels.append(np.asarray(batch["label"]))
         masks.append(np.asarray(batch["mask"]) > 0)
     local = [np.concatenate(x) for x in (logits, labels, masks)]

@@ -392,22 +392,24 @@ class Encoder(nn.Module):
 
 
 class TubeletEmbed(nn.Module):
-    """Non-overlapping 3D patches ("tubelets") projected to ``hidden_size`` by a strided conv.
+    """3D patches ("tubelets") projected to ``hidden_size`` by a strided conv.
 
     Returns ``(batch, tokens, hidden)`` with tokens in (time, height, width) order; the token
-    grid is ``(frames // t, (height // h) * (width // w))``.
+    grid is ``(frames // t, (height // h) * (width // w))``. ``strides`` smaller than the
+    tubelet make overlapping patches (AST's spectrogram patches); None: the tubelet itself.
     """
 
     hidden_size: int
     tubelet: tuple[int, int, int]
     dtype: Dtype = jnp.float32
+    strides: tuple[int, int, int] | None = None
 
     @nn.compact
     def __call__(self, video: jax.Array) -> jax.Array:
         x = nn.Conv(
             self.hidden_size,
             kernel_size=self.tubelet,
-            strides=self.tubelet,
+            strides=self.strides or self.tubelet,
             padding="VALID",
             dtype=self.dtype,
             kernel_init=_logical(nn.initializers.lecun_normal(), (None, None, None, None, "embed")),

@@ -36,6 +36,13 @@ def dtype_name(dtype: Any) -> str:
     return names[jnp.dtype(dtype)]
 
 
+def model_modalities(model: Any) -> tuple[str, ...]:
+    """The inputs a model takes, by batch key: its ``modalities`` (AST ``("audio",)``, MBT
+    ``("video", "audio")`` or one of them), ``("video",)`` for every other model. One name:
+    the model is called with that array; several: with a dict of them."""
+    return tuple(getattr(model, "modalities", ("video",)))
+
+
 def available_models() -> list[str]:
     return sorted(_MODELS)
 

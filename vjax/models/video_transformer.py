@@ -13,7 +13,15 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from vjax.models.layers import Encoder, NumClasses, TransformerOptions, TubeletEmbed, constrain
+from vjax.models.layers import (
+    Encoder,
+    NumClasses,
+    TransformerOptions,
+    TubeletEmbed,
+    constrain,
+    learned_embedding,
+    prepend,
+)
 from vjax.models.sizes import TransformerSize, parse_size
 
 
@@ -39,6 +47,12 @@ def token_grid(input_shape: tuple[int, ...], tubelet: tuple[int, int, int]) -> t
     """``(time, space)`` token grid of a clip: tubelets along time, patches per frame."""
     t, h, w = (size // step for size, step in zip(input_shape[1:4], tubelet, strict=True))
     return t, h * w
+
+
+def class_token(module: nn.Module, name: str, width: int) -> jax.Array:
+    """A zero-initialised ``(1, 1, width)`` class token parameter of ``module``."""
+    init = nn.with_logical_partitioning(nn.initializers.zeros, (None, None, "embed"))
+    return module.param(name, init, (1, 1, width))
 
 
 class VideoTransformer(nn.Module):
@@ -86,6 +100,10 @@ class VideoTransformer(nn.Module):
     def check_input(self, input_shape: tuple[int, ...]) -> None:
         """Validates a clip shape and the options before any compilation."""
         check_divisible(input_shape, self.tubelet)
+        self.check_options()
+
+    def check_options(self) -> None:
+        """Validates the layer options and that the width splits into the heads."""
         self.options.validate()
         size = self.resolved_size()
         if size.hidden_size % size.num_heads:
@@ -94,12 +112,36 @@ class VideoTransformer(nn.Module):
                 f"make model.hidden_size a multiple of model.num_heads"
             )
 
-    def embed(self, video: jax.Array) -> tuple[jax.Array, tuple[int, int]]:
+    def embed(self, video: jax.Array, name: str = "embedding") -> tuple[jax.Array, tuple[int, int]]:
         """Tubelet tokens ``(batch, time * space, hidden)`` and their ``(time, space)`` grid."""
         video = constrain(video.astype(self.dtype), ("batch", "time", None, None, None))
         size = self.resolved_size()
-        x = TubeletEmbed(size.hidden_size, self.tubelet, dtype=self.dtype, name="embedding")(video)
+        x = TubeletEmbed(size.hidden_size, self.tubelet, dtype=self.dtype, name=name)(video)
         return x, token_grid(video.shape, self.tubelet)
+
+    def stage(
+        self,
+        x: jax.Array,
+        prefix: str,
+        depth: tuple[int, int, int],
+        *,
+        train: bool,
+        pooling: str = "cls",
+        sublayers: tuple[str, ...] = ("joint",),
+        grid: tuple[int, int] | None = None,
+    ) -> jax.Array:
+        """Position embedding, optional class token (``pooling="cls"``), encoder and pooling
+        of the tokens ``x``; parameters ``{prefix}pos_embedding``, ``{prefix}cls``,
+        ``{prefix}encoder``."""
+        pos = learned_embedding(
+            self, f"{prefix}pos_embedding", (1, *x.shape[1:]), (None, "tokens", "embed")
+        )
+        x = x + pos.astype(self.dtype)
+        if pooling == "cls":
+            x = prepend(class_token(self, f"{prefix}cls", x.shape[-1]), x)
+        x = nn.Dropout(self.dropout_rate)(x, deterministic=not train)
+        x = self.encoder(f"{prefix}encoder", depth, sublayers=sublayers, grid=grid)(x, train=train)
+        return x[:, 0] if pooling == "cls" else x.mean(axis=1)
 
     def encoder(self, name: str, depth: tuple[int, int, int] | None = None, **fields) -> Encoder:
         """An :class:`Encoder` of this model's depth (or ``(layers, heads, mlp_dim)``), dropout

@@ -27,12 +27,7 @@ from __future__ import annotations
 import flax.linen as nn
 import jax
 
-from vjax.models.layers import (
-    ClassifierHead,
-    divisible_heads,
-    learned_embedding,
-    prepend,
-)
+from vjax.models.layers import ClassifierHead, divisible_heads
 from vjax.models.registry import register
 from vjax.models.video_transformer import VideoTransformer, check_divisible
 
@@ -98,32 +93,9 @@ class ViViT(VideoTransformer):
         if self.variant == "factorised_dot_product":
             divisible_heads(self.resolved_size().num_heads, 2, "factorised_dot_product")
 
-    def _stage(
-        self,
-        x: jax.Array,
-        prefix: str,
-        depth: tuple[int, int, int],
-        *,
-        train: bool,
-        sublayers: tuple[str, ...] = ("joint",),
-        grid: tuple[int, int] | None = None,
-    ) -> jax.Array:
-        """Position embedding, optional class token, encoder and pooling of ``x``."""
-        pos = learned_embedding(
-            self, f"{prefix}pos_embedding", (1, *x.shape[1:]), (None, "tokens", "embed")
-        )
-        x = x + pos.astype(self.dtype)
-        pooling = self._pooling(prefix)
-        if pooling == "cls":
-            cls = self.param(
-                f"{prefix}cls",
-                nn.with_logical_partitioning(nn.initializers.zeros, (None, None, "embed")),
-                (1, 1, x.shape[-1]),
-            )
-            x = prepend(cls, x)
-        x = nn.Dropout(self.dropout_rate)(x, deterministic=not train)
-        x = self.encoder(f"{prefix}encoder", depth, sublayers=sublayers, grid=grid)(x, train=train)
-        return x[:, 0] if pooling == "cls" else x.mean(axis=1)
+    def _stage(self, x: jax.Array, prefix: str, depth: tuple[int, int, int], **kw) -> jax.Array:
+        """:meth:`VideoTransformer.stage` with this stage's pooling."""
+        return self.stage(x, prefix, depth, pooling=self._pooling(prefix), **kw)
 
     @nn.compact
     def __call__(self, video: jax.Array, *, train: bool) -> jax.Array:

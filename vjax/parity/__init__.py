@@ -18,7 +18,7 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-FAMILIES = ("vivit", "video_transformers", "conv3d")
+FAMILIES = ("vivit", "video_transformers", "conv3d", "mbt")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -31,6 +31,19 @@ class PublishedSize:
     params: float  # published parameter count
     gmacs: float | None  # published GFLOPs (multiply-accumulates), None where not published
     num_classes: int = 400
+    audio: tuple[int, int] | None = None  # (frames, mel_bins) for a model that also hears
+
+    @property
+    def input_shape(self) -> Any:
+        """The model input's shape with a batch of 1 (a dict for audio-visual models)."""
+        if self.audio is None:
+            return (1, *self.clip)
+        return {"video": (1, *self.clip), "audio": (1, *self.audio)}
+
+    @property
+    def input_name(self) -> str:
+        t, h, w, _ = self.clip
+        return f"{t}x{h}x{w}" + (f"+{self.audio[0]}x{self.audio[1]}" if self.audio else "")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -56,7 +69,7 @@ def measure(row: PublishedSize, params_tolerance: float, gmacs_tolerance: float)
     from vjax.models import build_model
 
     model = build_model(row.model, row.num_classes)
-    shape = (1, *row.clip)
+    shape = row.input_shape
     variables = abstract_variables(model, shape)  # traced once for both counts
     params = count_params(model, shape, variables)
     gmacs = count_macs(model, shape, variables) / 1e9
@@ -68,11 +81,10 @@ def measure(row: PublishedSize, params_tolerance: float, gmacs_tolerance: float)
 def format_table(results: Sequence[Measured], source: str, note: str) -> str:
     """A fixed-width table: name, input, params ours/published, GMACs ours/published."""
     lines = [
-        f"{'model':<28} {'input':<14} {'params':>10} {'published':>10} {'diff':>7}"
+        f"{'model':<28} {'input':<18} {'params':>10} {'published':>10} {'diff':>7}"
         f" {'GFLOPs':>8} {'published':>9} {'diff':>7}  ok",
     ]
     for m in results:
-        t, h, w, _ = m.row.clip
         pub_g = f"{m.row.gmacs:9.2f}" if m.row.gmacs is not None else f"{'-':>9}"
         diff_g = (
             f"{100 * _relative(m.gmacs, m.row.gmacs):+6.2f}%"
@@ -80,7 +92,7 @@ def format_table(results: Sequence[Measured], source: str, note: str) -> str:
             else " " * 7
         )
         lines.append(
-            f"{m.row.name:<28} {f'{t}x{h}x{w}':<14} {m.params / 1e6:9.2f}M"
+            f"{m.row.name:<28} {m.row.input_name:<18} {m.params / 1e6:9.2f}M"
             f" {m.row.params / 1e6:9.2f}M {100 * _relative(m.params, m.row.params):+6.2f}%"
             f" {m.gmacs:8.2f} {pub_g} {diff_g}  {'yes' if m.ok else 'NO'}"
         )

@@ -1,0 +1,404 @@
+"""MBT and AST (vjax.models.mbt / ast) and the multi-modal input through the step: the
+bottleneck property, the paper's logit averaging, missing audio, the sharded train step
+against one device, checkpoints and ``vjax.load`` of an MBT, AST's surgery from an image ViT,
+and the start-up error of an audio model on data without audio."""
+
+import os
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from conftest import REPO
+from flax import traverse_util
+from test_sharding import _one_step, assert_same_step
+
+import vjax
+from vjax import checkpoint, parallel, train
+from vjax.config_utils import ConfigError, apply_overrides, config_to_json, load_config
+from vjax.convert import pretrained_config, save_converted
+from vjax.convert.surgery import token_grid
+from vjax.distill import load_teacher
+from vjax.flops import count_params
+from vjax.models import build_model, model_modalities
+from vjax.models.layers import TubeletEmbed
+from vjax.parity import PublishedSize, format_table, measure
+from vjax.preflight import check_config
+from vjax.step import model_input
+
+CONFIG = os.path.join(REPO, "configs", "mbt.py")
+CLIP = (4, 16, 16, 3)  # the demo's tiny clip
+CLASSES = ["a", "b", "c", "d"]
+# Width 16, two layers; 2x8x8 tubelets (8 video tokens), 8x8 spectrogram patches (4 tokens).
+TINY = dict(size="Ti/8x2", hidden_size=16, num_layers=2, num_heads=2, mlp_dim=32)
+
+
+def _mbt(**fields):
+    return build_model({"name": "mbt", **TINY, **fields}, 4)
+
+
+def _inputs(seed: int, batch: int = 2) -> dict:
+    rng = np.random.default_rng(seed)
+    return {
+        "video": jnp.asarray(rng.normal(size=(batch, *CLIP)), jnp.float32),
+        "audio": jnp.asarray(rng.normal(size=(batch, 16, 16)), jnp.float32),
+    }
+
+
+def _run(model, variables, inputs, train_mode=False, key=0):
+    """``(logits, {module path: output})`` with every module's output captured (jitted)."""
+
+    @jax.jit
+    def run(variables, inputs):
+        return model.apply(
+            variables, inputs, train=train_mode, capture_intermediates=True,
+            rngs={"dropout": jax.random.key(key)},
+        )  # fmt: skip
+
+    out, state = run(variables, inputs)
+    flat = traverse_util.flatten_dict(state["intermediates"], sep="/")
+    return out, {k.rsplit("/", 1)[0]: v[0] for k, v in flat.items()}
+
+
+def _init(model, inputs):
+    return jax.jit(lambda x: model.init(jax.random.key(0), x, train=False))(inputs)
+
+
+@pytest.fixture(scope="module")
+def pair():
+    """Two inputs that differ only in their audio, and a different-audio check."""
+    first = _inputs(0)
+    second = dict(first, audio=first["audio"] + 1.0)
+    return first, second
+
+
+def _video_cls_pair(model, first, second):
+    """The video cls token (after the final norm) and every module's output on two inputs,
+    from one initialisation (one compiled function)."""
+
+    @jax.jit
+    def run(first, second):
+        variables = model.init(jax.random.key(0), first, train=False)
+        outs = [
+            model.apply(variables, x, train=False, capture_intermediates=True)[1]
+            for x in (first, second)
+        ]
+        return variables, outs
+
+    variables, states = run(first, second)
+    outs = [
+        {k.rsplit("/", 1)[0]: v[0] for k, v in traverse_util.flatten_dict(
+            state["intermediates"], sep="/").items()}
+        for state in states
+    ]  # fmt: skip
+    return variables, [o["video_encoder_norm"][:, 0] for o in outs], outs
+
+
+@pytest.mark.parametrize(
+    "fields, reaches",
+    [
+        # Bottlenecks: the video layer that first sees the audio is the one after the first
+        # fusion layer (each fusion layer reads the bottlenecks the layer before wrote).
+        (dict(num_layers=3, fusion_layer=1, num_bottlenecks=2), 2),
+        (dict(fusion_layer=1, num_bottlenecks=0), None),  # nothing to cross through
+        (dict(fusion_layer=2, num_bottlenecks=2), None),  # late fusion
+        (dict(fusion_layer=1, fusion="cross"), 1),  # vanilla cross-attention: at once
+    ],
+)
+def test_audio_reaches_the_video_only_through_fusion(pair, fields, reaches):
+    """Changing only the audio changes the video tokens from layer ``reaches`` on (None:
+    never, the video cls token included)."""
+    model = _mbt(**fields)
+    variables, (before, after), (outs, outs2) = _video_cls_pair(model, *pair)
+    assert not np.allclose(outs["audio_block00"], outs2["audio_block00"])
+    for layer in range(model.num_layers):
+        name = f"video_block{layer:02d}"
+        if reaches is None or layer < reaches:
+            np.testing.assert_array_equal(outs[name], outs2[name])
+        else:
+            assert np.abs(np.asarray(outs[name] - outs2[name])).max() > 1e-4
+    if reaches is None:
+        np.testing.assert_array_equal(before, after)
+    else:
+        assert np.abs(np.asarray(before - after)).max() > 1e-4
+    bottleneck = variables["params"].get("bottleneck")
+    if fields.get("fusion") == "cross" or fields["fusion_layer"] == model.num_layers:
+        assert bottleneck is None
+    else:
+        assert bottleneck.value.shape == (1, fields["num_bottlenecks"], 16)
+
+
+def test_logits_average_one_classifier_over_both_cls_tokens():
+    model = _mbt(fusion_layer=1, num_bottlenecks=2)
+    inputs = _inputs(1)
+    variables = _init(model, inputs)
+    # A non-zero classifier (it is zero-initialised), so the check has something to compare.
+    params = jax.tree.map(lambda x: x, nn.meta.unbox(variables["params"]))
+    rng = np.random.default_rng(2)
+    params["classifier"]["head"]["kernel"] = jnp.asarray(rng.normal(size=(16, 4)), jnp.float32)
+    logits, outs = _run(model, {"params": params}, inputs)
+    head = params["classifier"]["head"]
+    per_modality = [
+        outs[f"{m}_encoder_norm"][:, 0] @ head["kernel"] + head["bias"] for m in ("video", "audio")
+    ]
+    np.testing.assert_allclose(logits, (per_modality[0] + per_modality[1]) / 2, rtol=1e-5)
+
+    # An example without audio: the video branch's logits alone, whatever its audio holds.
+    for audio in (inputs["audio"], -inputs["audio"]):
+        missing = dict(inputs, audio=audio, has_audio=jnp.array([False, True]))
+        out, outs_m = _run(model, {"params": params}, missing)
+        video_only = outs_m["video_encoder_norm"][:, 0] @ head["kernel"] + head["bias"]
+        np.testing.assert_allclose(out[0], video_only[0], rtol=1e-5)
+        if audio is inputs["audio"]:
+            first = out
+    np.testing.assert_allclose(out[0], first[0], rtol=1e-5)
+    assert not np.allclose(out[1], first[1])
+
+
+def test_audio_dropout_drops_audio_in_training_only(pair):
+    model = _mbt(fusion_layer=1, num_bottlenecks=2, audio_dropout=0.999)
+    variables = _init(model, pair[0])
+    params = nn.meta.unbox(variables["params"])
+    params["classifier"]["head"]["kernel"] = jnp.ones((16, 4)) * 0.1
+    train_out = [_run(model, {"params": params}, x, train_mode=True)[0] for x in pair]
+    eval_out = [_run(model, {"params": params}, x)[0] for x in pair]
+    np.testing.assert_allclose(train_out[0], train_out[1], rtol=1e-6)
+    assert not np.allclose(eval_out[0], eval_out[1])
+
+
+def test_single_modality_baselines_take_one_array():
+    inputs = _inputs(3)
+    for modality, other in (("video", "audio"), ("audio", "video")):
+        model = _mbt(modalities=(modality,), fusion_layer=1)
+        assert model_modalities(model) == (modality,)
+        variables = _init(model, inputs[modality])
+        names = set(variables["params"])
+        assert not any(n.startswith(other) for n in names) and "bottleneck" not in names
+        assert _run(model, variables, inputs[modality])[0].shape == (2, 4)
+    with pytest.raises(ValueError, match="fusion_layer"):
+        _mbt(fusion_layer=3).init(jax.random.key(0), inputs, train=False)
+
+
+def test_ast_and_mbt_start_from_an_image_vit(tmp_path, capsys):
+    """``train.init_from`` of the tiny AST recipe and a tiny MBT from a tiny random image ViT
+    (the single-frame model on one 16x16 RGB frame, 4x4 patches) saved as a convert folder."""
+    fields = {"size": "Ti/4", "hidden_size": 32, "num_layers": 2, "num_heads": 2, "mlp_dim": 64}
+    vit = build_model({"name": "single_frame", **fields, "pooling": "cls"}, 10)
+    variables = jax.device_get(_init(vit, jnp.zeros((1, 1, 16, 16, 3))))
+    variables = jax.tree.map(lambda x: x + 0.5, variables)  # not an initial value
+    path = str(tmp_path / "vit")
+    config = pretrained_config(
+        {"name": "single_frame", **fields}, (1, 16, 16, 3), list("0123456789")
+    )
+    save_converted(path, config, variables)
+
+    exp = _experiment(_config(recipe="ast_audioset_mini"), jax.devices()[:1])
+    # 16 frames x 16 mel bins in overlapping 4x4 patches every 2 bins: 7 x 7 tokens.
+    assert exp.input_shapes == (8, 16, 16) and token_grid(exp.model, (8, 16, 16)) == (1, 7, 7)
+    with pytest.raises(ValueError, match="smaller than one 4x4 patch"):
+        exp.model.check_input((2, 3, 16))
+    state = train.init_from_pretrained(exp, train.create_state(exp, seed=0), path)
+    params, source = jax.device_get(state.params), nn.meta.unbox(variables["params"])
+    kernel = source["embedding"]["conv"]["kernel"]
+    np.testing.assert_allclose(params["embedding"]["conv"]["kernel"], kernel.sum(3, keepdims=True))
+    np.testing.assert_array_equal(params["encoder"]["block01"]["mlp"]["fc1"]["kernel"],
+                                  source["encoder"]["block01"]["mlp"]["fc1"]["kernel"])  # fmt: skip
+    np.testing.assert_array_equal(params["cls"], source["cls"])
+    # The 4x4 table resized linearly (corners aligned) to AST's 7x7 patch grid.
+    table = source["pos_embedding"].reshape(4, 4, 32)
+    pos = params["pos_embedding"].reshape(7, 7, 32)
+    np.testing.assert_allclose(pos[::2, ::2], table, rtol=1e-6)
+    np.testing.assert_allclose(pos[1, 0], (table[0, 0] + table[1, 0]) / 2, rtol=1e-6)
+    out = capsys.readouterr().out
+    assert "summed embedding/conv/kernel" in out and "reset classifier" in out
+    # The summed kernel embeds a spectrogram as the ViT embeds it repeated on 3 channels.
+    image = jnp.asarray(np.random.default_rng(5).normal(size=(1, 1, 12, 16, 1)), jnp.float32)
+    embed = TubeletEmbed(32, (1, 4, 4))
+    one = embed.apply({"params": params["embedding"]}, image)
+    three = embed.apply({"params": source["embedding"]}, jnp.repeat(image, 3, axis=-1))
+    np.testing.assert_allclose(one, three, rtol=1e-5, atol=1e-5)
+    audio = np.random.default_rng(6).normal(size=(2, 16, 16)).astype(np.float32)
+    logits = _run(exp.model, {"params": params}, audio)[0]
+    assert logits.shape == (2, 4) and np.isfinite(logits).all()
+
+    # MBT: the ViT onto each modality's encoder (video tubelets inflated over 2 frames,
+    # "central"; the audio patches summed over RGB), the bottlenecks as initialised.
+    config = _config()
+    with config.unlocked():
+        config.model.size = "Ti/4x2"
+    exp = _experiment(config, jax.devices()[:1])
+    initial = jax.device_get(train.create_state(exp, seed=0))
+    state = train.init_from_pretrained(exp, initial, path)
+    params = jax.device_get(state.params)
+    np.testing.assert_array_equal(params["bottleneck"], initial.params["bottleneck"])
+    video_kernel = params["video_embedding"]["conv"]["kernel"]  # (2, 4, 4, 3, 32)
+    np.testing.assert_array_equal(video_kernel[1], kernel[0])
+    assert not video_kernel[0].any()
+    np.testing.assert_allclose(
+        params["audio_embedding"]["conv"]["kernel"], kernel.sum(3, keepdims=True)
+    )
+    fc1 = source["encoder"]["block01"]["mlp"]["fc1"]["kernel"]
+    for modality in ("video", "audio"):
+        np.testing.assert_array_equal(params[f"{modality}_block01"]["mlp"]["fc1"]["kernel"], fc1)
+        np.testing.assert_array_equal(
+            params[f"{modality}_encoder_norm"]["scale"], source["encoder"]["encoder_norm"]["scale"]
+        )
+    # Video: the 4x4 table tiled over 2 tubelet steps; audio: 4x4 mel x time patches, as is.
+    video_pos = params["video_pos_embedding"].reshape(2, 4, 4, 32)
+    np.testing.assert_allclose(video_pos[1], table, rtol=1e-6)
+    np.testing.assert_allclose(params["audio_pos_embedding"].reshape(4, 4, 32), table, rtol=1e-6)
+    assert "kept the initial bottleneck" in capsys.readouterr().out
+
+
+def _width():
+    return {"hidden_size": 16, "num_layers": 1, "num_heads": 2, "mlp_dim": 32}
+
+
+def _config(mesh: str = "(('data', -1), ('fsdp', 1), ('tensor', 1))", recipe="mbt_vggsound"):
+    config = load_config(f"{CONFIG}:{recipe},tiny")
+    # SGD (the paper's): updates linear in the gradients, so meshes compare to round-off
+    # (Adam's first step is ~lr * sign(g), which magnifies round-off where g is near 0).
+    overrides = {"optimizer.name": "sgd", "optimizer.lr": "0.1", "optimizer.warmup_steps": "0"}
+    apply_overrides(config, {"sharding.mesh": mesh, **overrides})
+    with config.unlocked():  # dropout and drop-path on: their masks must agree across meshes
+        config.model.update(dropout_rate=0.1, drop_path_rate=0.1)
+    return config
+
+
+def _experiment(config, devices=None):
+    mesh = check_config(config, devices)
+    multi_label = config.train.objective == "multi_label"  # data made to fit the recipe
+    return train.build_experiment(config, mesh, None, CLIP, CLASSES, multi_label)
+
+
+def _batch(seed: int = 0) -> dict:
+    rng = np.random.default_rng(seed)
+    return {
+        "video": rng.integers(0, 256, (8, *CLIP), dtype=np.uint8),
+        "audio": rng.normal(size=(8, 16, 16)).astype(np.float32),
+        "has_audio": np.arange(8) % 3 != 0,
+        "label": rng.integers(0, 4, 8).astype(np.int32),
+    }
+
+
+def _step(exp, state, batch):
+    """test_sharding's one step, then the validation logits of the new state."""
+    new_state, metrics = _one_step(exp, state, batch)
+    _, eval_step = train.compile_steps(exp)  # jitted lazily: only the eval step compiles
+    with jax.set_mesh(exp.mesh), nn.logical_axis_rules(exp.rules):
+        logits = eval_step(new_state.variables, parallel.global_batch(batch, exp.batch_sharding))
+    return new_state, metrics, np.asarray(logits)
+
+
+@pytest.fixture(scope="module")
+def one_device():
+    """The tiny MBT recipe on one device: its experiment, initial state, a batch, and the
+    state, metrics and validation logits after one step."""
+    exp = _experiment(_config(), jax.devices()[:1])
+    state = jax.device_get(train.create_state(exp, seed=0))
+    # A non-zero classifier (it starts at zero), so every layer gets a gradient in one step.
+    head = dict(state.params["classifier"]["head"])
+    head["kernel"] = np.random.default_rng(3).normal(size=head["kernel"].shape).astype(np.float32)
+    state = state.replace(params={**state.params, "classifier": {"head": head}})
+    batch = _batch()
+    new_state, metrics, logits = _step(exp, state, batch)
+    return exp, state, batch, jax.device_get(new_state), metrics, logits
+
+
+@pytest.mark.parametrize("mesh", ["(('data', 8), ('fsdp', 1), ('tensor', 1))",
+                                  "(('data', 2), ('fsdp', 4), ('tensor', 1))"])  # fmt: skip
+def test_mbt_step_on_8_devices_equals_one_device(one_device, mesh):
+    exp1, state, batch, state1, metrics1, logits1 = one_device
+    assert exp1.input_shapes == {"video": (8, *CLIP), "audio": (8, 16, 16)}
+    exp = _experiment(_config(mesh))
+    assert exp.mesh.size == 8
+    state8, metrics8, logits8 = _step(exp, state, batch)
+    changed = assert_same_step((state1, metrics1), (state8, metrics8), state)
+    np.testing.assert_allclose(logits1, logits8, rtol=1e-4, atol=1e-4)  # logits up to ~10
+    assert all(jax.tree.leaves(changed["bottleneck"]))  # the fused tokens really trained
+
+
+def test_mbt_checkpoint_restores_and_loads(one_device, tmp_path):
+    exp, _, batch, state1, _, logits1 = one_device
+    workdir = str(tmp_path)
+    manager = checkpoint.make_manager(os.path.join(workdir, "checkpoints"), 1)
+    metadata = train.checkpoint_metadata(exp, config_to_json(exp.config))
+    checkpoint.save(manager, 1, jax.device_put(state1, exp.state_shardings), metadata)
+    manager.wait_until_finished()
+    restored, step = train.restore_state(exp, manager)
+    assert step == 1
+    jax.tree.map(np.testing.assert_array_equal, state1.params, jax.device_get(restored.params))
+    # Evaluation's apply takes this process's batch and feeds the model its inputs only.
+    apply = train._apply(exp, train.compile_steps(exp)[1], restored.variables)
+    np.testing.assert_allclose(apply(batch), logits1, rtol=1e-5, atol=1e-6)
+
+    loaded = vjax.load(workdir)
+    assert loaded.modalities == ("video", "audio")
+    assert loaded.input_shapes == {"video": list(CLIP), "audio": [16, 16]}
+    inputs = {k: batch[k] for k in ("video", "audio", "has_audio")}
+    np.testing.assert_allclose(loaded(inputs), logits1, rtol=1e-5, atol=1e-6)
+    with pytest.raises(vjax.errors.UserError, match="audio"):
+        loaded(batch["video"])
+
+    # An audio-visual teacher (train.distill) hears the student's batch too.
+    teacher = load_teacher(workdir, CLASSES, CLIP)
+    assert jax.tree.leaves(teacher.shardings(exp.mesh, exp.rules))
+    teacher_logits = jax.jit(teacher.logits)(teacher.variables, batch)
+    np.testing.assert_allclose(teacher_logits, logits1, rtol=1e-5, atol=1e-6)
+
+
+def test_model_input_normalises_video_and_passes_audio():
+    model = _mbt()
+    batch = _batch(1)
+    inputs = model_input(model, batch, (0.5,) * 3, (0.25,) * 3)
+    assert set(inputs) == {"video", "audio", "has_audio"}
+    expected = (batch["video"] / 255.0 - 0.5) / 0.25
+    np.testing.assert_allclose(inputs["video"], expected, rtol=1e-5, atol=1e-5)
+    np.testing.assert_array_equal(inputs["audio"], batch["audio"])
+    video_model = build_model({"name": "vivit", "size": "Ti/8x2", **_width()}, 4)
+    assert model_input(video_model, batch, (0.5,) * 3, (0.25,) * 3).shape == (8, *CLIP)
+
+
+@pytest.mark.parametrize("recipe", ["mbt_vggsound", "ast_audioset_mini"])
+def test_audio_model_without_input_audio_is_a_config_error(recipe):
+    config = _config(recipe=recipe)
+    with config.unlocked():
+        del config.input["audio"]
+    with pytest.raises(ConfigError, match=r"model '(mbt|ast)' takes audio.*config\.input\.audio"):
+        check_config(config)
+    if recipe == "mbt_vggsound":  # the same MBT on video alone needs no audio
+        with config.unlocked():
+            config.model.modalities = ("video",)
+        check_config(config)
+
+
+@pytest.mark.parametrize("recipe", ["mbt_audioset_mini", "mbt_vggsound", "mbt_epic"])
+def test_recipes_build_their_model_on_their_input(recipe):
+    config = load_config(f"{CONFIG}:{recipe}")
+    model = build_model(config.model, 5, config.train.dtype)
+    cfg = config.input
+    clip = (cfg.num_frames, cfg.crop_size, cfg.crop_size, 3)
+    audio = (cfg.audio.frames, cfg.audio.mel_bins)
+    model.check_input({"video": (1, *clip), "audio": (1, *audio)})
+    assert (model.fusion_layer, model.num_bottlenecks) == (8, 4)
+    single = load_config(f"{CONFIG}:{recipe},audio")
+    assert tuple(single.model.modalities) == ("audio",)
+
+
+def test_mbt_is_a_video_and_an_audio_encoder_in_parity():
+    """Parameters of the tiny MBT = its video-only baseline (a ViViT model 1) + AST on the
+    spectrogram - the shared classifier + the bottleneck tokens, counted through the parity
+    module's audio-visual rows (abstractly: nothing is allocated)."""
+    width = {**TINY, "num_layers": 2}
+    clip, audio = (4, 16, 16, 3), (16, 16)
+    vivit = count_params(build_model({"name": "vivit", **width}, 4), (1, *clip))
+    ast = count_params(
+        build_model({"name": "ast", **width, "size": "Ti/8"}, 4), (1, *audio)
+    )  # fmt: skip
+    classifier, bottlenecks = 16 * 4 + 4, 3 * 16
+    row = PublishedSize("tiny", {"name": "mbt", **width, "fusion_layer": 1, "num_bottlenecks": 3},
+                        clip, vivit + ast - classifier + bottlenecks, None, 4, audio)  # fmt: skip
+    measured = measure(row, 0.0, 0.0)
+    assert measured.params == row.params and measured.ok
+    assert "4x16x16+16x16" in format_table([measured], "s", "n")
