@@ -14,8 +14,9 @@ devices. Imports no TensorFlow: it runs where only JAX is installed.
 from __future__ import annotations
 
 import argparse
-import ast
 import dataclasses
+import math
+import os
 import statistics
 import sys
 import time
@@ -24,14 +25,24 @@ from typing import Any
 
 import flax.linen as nn
 import jax
-import numpy as np
+import jax.numpy as jnp
 
 from vjax import parallel
 from vjax.bench import update_benchmarks
+from vjax.bench_peers import (
+    MEAN,
+    OPTIMIZER,
+    STD,
+    ModelSpec,
+    has_peer,
+    run_child,
+    synthetic_batch,
+    time_calls,
+)
 from vjax.flops import count_macs
 from vjax.models import build_model
 from vjax.optim import make_optimizer
-from vjax.step import make_init_state, make_train_step
+from vjax.step import TrainState, make_init_state, make_train_step
 
 DEFAULT_MODELS = (
     "vivit:size=B/16x2@32x224x224",
@@ -41,42 +52,19 @@ DEFAULT_MODELS = (
     "x3d_m@16x224x224",
     "slowfast_r50@32x224x224",
 )
+# `--peers` defaults: the issue's CPU row (Ti transformers, float32) and its GPU table.
+CPU_PEERS = ("hf_vivit:size=Ti@8x112x112", "hf_videomae:size=Ti@8x112x112",
+             "r2plus1d_18@8x112x112")  # fmt: skip
+GPU_PEERS = ("hf_vivit:size=B@32x224x224", "hf_videomae:size=B@16x224x224",
+             "hf_timesformer:size=B@8x224x224", "r2plus1d_18@16x112x112",
+             "r3d_18@16x112x112")  # fmt: skip
+DEFAULT_CPU_BATCH, DEFAULT_GPU_BATCH = 4, 16
+DEFAULT_BUDGET_S = 30.0
+# The custom call of cuDNN's fused attention in XLA:GPU's compiled HLO.
+CUDNN_ATTENTION = 'custom_call_target="__cudnn$fmha'
 # Dense bf16 peak TFLOP/s per device (vendor figures, without sparsity).
 PEAK_TFLOPS = {"H100": 989.0, "H200": 989.0, "A100": 312.0, "TPU v4": 275.0, "TPU v5e": 197.0,
                "TPU v5p": 459.0, "TPU v6e": 918.0}  # fmt: skip
-OPTIMIZER = {"name": "adamw", "lr": 1e-3, "end_lr": 1e-5, "warmup_steps": 10, "b1": 0.9,
-             "b2": 0.999, "weight_decay": 0.05, "grad_clip_norm": 1.0}  # fmt: skip
-
-
-@dataclasses.dataclass(frozen=True)
-class ModelSpec:
-    """``name[:field=value,...]@TxHxW``: a registry model config and the clip it runs on."""
-
-    config: dict[str, Any]
-    clip: tuple[int, int, int]
-
-    @classmethod
-    def parse(cls, text: str) -> ModelSpec:
-        model, sep, clip = text.partition("@")
-        if not sep:
-            raise ValueError(f"model spec {text!r} needs @TxHxW, e.g. 'r2plus1d_18@16x112x112'")
-        name, _, fields = model.partition(":")
-        config: dict[str, Any] = {"name": name}
-        for item in filter(None, fields.split(",")):
-            key, eq, value = item.partition("=")
-            if not eq:
-                raise ValueError(f"model field {item!r} in {text!r} is not key=value")
-            try:
-                config[key] = ast.literal_eval(value)
-            except (ValueError, SyntaxError):
-                config[key] = value  # a bare string such as B/16x2
-        frames, height, width = (int(v) for v in clip.split("x"))
-        return cls(config, (frames, height, width))
-
-    @property
-    def label(self) -> str:
-        fields = ",".join(f"{k}={v}" for k, v in self.config.items() if k != "name")
-        return self.config["name"] + (f" {fields}" if fields else "")
 
 
 def peak_tflops(device: jax.Device) -> float | None:
@@ -96,22 +84,56 @@ def peak_memory_bytes(device: jax.Device, compiled: Any) -> tuple[float, str]:
     )
 
 
-def bench_model(
-    spec: ModelSpec, batch: int, steps: int, dtype: str, num_classes: int = 400
-) -> dict[str, Any]:
-    """Compiles and times the sharded train step of one model on synthetic clips."""
-    model = build_model(spec.config, num_classes, dtype)
-    shape = (batch, *spec.clip, 3)
+@dataclasses.dataclass
+class CompiledStep:
+    """One model's sharded train step, compiled, with its state and a synthetic batch."""
+
+    model: nn.Module
+    mesh: jax.sharding.Mesh
+    compiled: Any
+    state: Any
+    data: dict[str, jax.Array]
+    key: jax.Array
+    compile_s: float
+
+    def __call__(self) -> dict[str, jax.Array]:
+        """One step (the state advances); its metrics once they are computed."""
+        with jax.set_mesh(self.mesh):
+            self.state, metrics = self.compiled(self.state, self.data, self.key)
+        return jax.block_until_ready(metrics)
+
+
+def compile_step(
+    model_config: dict[str, Any],
+    clip: tuple[int, int, int],
+    batch: int,
+    dtype: str,
+    num_classes: int = 400,
+    variables: dict[str, Any] | None = None,
+) -> CompiledStep:
+    """The train step of ``model_config`` data-parallel over all local devices, compiled
+    (seconds measured), on :func:`vjax.bench_peers.synthetic_batch`; ``variables``
+    (``{"params": ..., **model_state}``, e.g. converted from a PyTorch peer) replace the
+    random initial ones."""
+    model = build_model(model_config, num_classes, dtype)
+    shape = (batch, *clip, 3)
     model.check_input(shape)
     mesh = parallel.make_mesh([("data", -1)], jax.local_devices())
     rules = (("batch", "data"),)
     tx = make_optimizer(OPTIMIZER, 1000)
 
     init = make_init_state(model, tx, shape[1:])
+    if variables is not None:  # noqa: SIM108
+        given = dict(variables)
+        params = given.pop("params")
+
+        def init(key: jax.Array) -> TrainState:
+            return TrainState(jnp.zeros((), jnp.int32), params, tx.init(params), given)
+
     abstract = jax.eval_shape(init, jax.random.key(0))
     with nn.logical_axis_rules(rules):  # every other logical name stays replicated
         shardings = nn.logical_to_mesh_sharding(nn.get_partition_spec(abstract), mesh, rules)
-    step = make_train_step(model, tx, mean=(0.45,) * 3, std=(0.225,) * 3)
+    step = make_train_step(model, tx, mean=MEAN, std=STD)
     batch_sharding = parallel.batch_sharding(mesh, rules)
     jitted = jax.jit(
         step,
@@ -119,30 +141,30 @@ def bench_model(
         out_shardings=(shardings, parallel.replicated(mesh)),
         donate_argnums=0,
     )
-    rng = np.random.default_rng(0)
-    data = parallel.global_batch(
-        {
-            "video": rng.integers(0, 256, shape, dtype=np.uint8),
-            "label": rng.integers(0, num_classes, (batch,), dtype=np.int32),
-        },
-        batch_sharding,
-    )
+    data = parallel.global_batch(synthetic_batch(batch, clip), batch_sharding)
     key = jax.random.key(1)
     with jax.set_mesh(mesh):
         state = jax.jit(lambda k: nn.meta.unbox(init(k)), out_shardings=shardings)(key)
         start = time.perf_counter()
         compiled = jitted.lower(state, data, key).compile()
-        compile_s = time.perf_counter() - start
-        state, metrics = compiled(state, data, key)  # warm-up
-        jax.block_until_ready(metrics)
-        times = []
-        for _ in range(steps):
-            start = time.perf_counter()
-            state, metrics = compiled(state, data, key)
-            jax.block_until_ready(metrics)
-            times.append(time.perf_counter() - start)
-    step_s = statistics.median(times)
-    macs = count_macs(model, (1, *shape[1:]))
+    return CompiledStep(model, mesh, compiled, state, data, key, time.perf_counter() - start)
+
+
+def bench_model(
+    spec: ModelSpec,
+    batch: int,
+    steps: int,
+    dtype: str,
+    num_classes: int = 400,
+    budget_s: float = math.inf,
+) -> dict[str, Any]:
+    """Compiles and times the sharded train step of one model on synthetic clips: a warm-up
+    step, then up to ``steps`` timed ones (at least 2 once ``budget_s`` seconds have passed)."""
+    step = compile_step(spec.config, spec.clip, batch, dtype, num_classes)
+    step()  # warm-up
+    step_s = statistics.median(time_calls(step, steps, budget_s, least=min(2, steps)))
+    mesh, compiled = step.mesh, step.compiled
+    macs = count_macs(step.model, (1, *spec.clip, 3))
     tflops = 3 * 2 * macs * batch / step_s / 1e12
     device = jax.local_devices()[0]
     peak = peak_tflops(device)
@@ -150,15 +172,17 @@ def bench_model(
     return {
         "model": spec.label,
         "clip": "x".join(map(str, spec.clip)),
-        "params_m": sum(x.size for x in jax.tree.leaves(state.params)) / 1e6,
+        "params_m": sum(x.size for x in jax.tree.leaves(step.state.params)) / 1e6,
         "gflops": macs / 1e9,
-        "compile_s": compile_s,
+        "compile_s": step.compile_s,
         "step_ms": 1e3 * step_s,
         "clips_per_s": batch / step_s,
         "tflops": tflops / mesh.size,  # per device
         "mfu": tflops / mesh.size / peak if peak else None,
         "memory_gib": memory / 2**30,
         "memory_kind": memory_kind,
+        "fused_attention_calls": compiled.as_text().count(CUDNN_ATTENTION),
+        "device": f"{mesh.size} x {device.device_kind} ({jax.default_backend()})",
     }
 
 
@@ -180,14 +204,137 @@ def format_table(rows: Sequence[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+def _cell(values: Sequence[float | None], fmt: str) -> str:
+    """``a / b / c`` of the values a row has (``-`` where one is missing)."""
+    return " / ".join("-" if v is None else format(v, fmt) for v in values)
+
+
+def format_peer_table(rows: Sequence[dict[str, Any]], peak: float | None) -> str:
+    """The ``--peers`` table: per model vjax beside PyTorch eager and ``torch.compile``; a
+    side that failed shows ``failed [n]`` and the reasons follow the table."""
+    lines = [
+        "| model | clip | batch | vjax clips/s | torch eager clips/s | torch.compile clips/s "
+        "| vjax / eager | vjax / compiled | TFLOP/s vjax / eager / compiled | MFU vjax / eager "
+        "/ compiled | peak memory GiB vjax / eager / compiled | compile s vjax / eager / "
+        "compiled |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    notes: list[str] = []
+
+    def speed(side: dict[str, Any]) -> str:
+        if "error" not in side:
+            return f"{side['clips_per_s']:.2f}"
+        notes.append(side["error"])
+        return f"failed [{len(notes)}]"
+
+    for r in rows:
+        sides = [r["vjax"], r["torch"], r["torch.compile"]]
+        ok = [s if "error" not in s and s else None for s in sides]
+        gflops = r["vjax"].get("gflops")
+        tflops = [6 * gflops * s["clips_per_s"] / 1e3 if s and gflops else None for s in ok]
+        mfu = [100 * t / peak if t and peak else None for t in tflops]
+        ratio = [ok[0]["clips_per_s"] / s["clips_per_s"] if ok[0] and s else None for s in ok[1:]]
+        cells = [speed(s) if s else "-" for s in sides]
+        lines.append(
+            f"| {r['model']} | {r['clip']} | {r['batch']} | {' | '.join(cells)} "
+            f"| {_cell(ratio[:1], '.2f')} | {_cell(ratio[1:], '.2f')} | {_cell(tflops, '.2f')} "
+            f"| {_cell(mfu, '.1f')} | {_cell([s and s['memory_gib'] for s in ok], '.2f')} "
+            f"| {_cell([s and s['compile_s'] for s in ok], '.1f')} |"
+        )
+    lines += [""] + [f"[{i}] {why}" for i, why in enumerate(notes, 1)] if notes else []
+    return "\n".join(lines)
+
+
+def bench_peers(
+    specs: Sequence[ModelSpec],
+    batch: int,
+    dtype: str,
+    steps: int,
+    budget_s: float,
+    forms: Sequence[str],
+    timeout_s: float | None,
+    env: dict[str, str] | None = None,
+) -> list[dict[str, Any]]:
+    """Per spec: vjax's train step and each PyTorch form (``torch``, ``torch.compile``), each
+    in a fresh process (:func:`vjax.bench_peers.run_child`), in that order."""
+    rows = []
+    for spec in specs:
+        options = [f"--batch={batch}", f"--dtype={dtype}", f"--steps={steps}",
+                   f"--budget={budget_s}"]  # fmt: skip
+        row = {"model": spec.label, "clip": "x".join(map(str, spec.clip)), "batch": batch}
+        for runtime in ("vjax", "torch", "torch.compile"):
+            wanted = runtime == "vjax" or (runtime in forms and has_peer(spec))
+            row[runtime] = run_child(runtime, spec, options, timeout_s, env) if wanted else {}
+            if runtime == "vjax" and "error" not in row[runtime] and jax.default_backend() == "cpu":
+                row[runtime]["memory_gib"] = row[runtime]["rss_gib"]  # like torch's on CPU
+            print(f"measured {spec.label} {runtime}: {row[runtime]}", flush=True)
+        rows.append(row)
+    return rows
+
+
+def peers_main(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    """``vjax bench train --peers``: the comparison table, printed and written to ``--out``."""
+    gpu = jax.default_backend() == "gpu"
+    models = args.models or list(GPU_PEERS if gpu else CPU_PEERS)
+    batch = args.batch or (DEFAULT_GPU_BATCH if gpu else DEFAULT_CPU_BATCH)
+    dtype = args.dtype or ("bfloat16" if gpu else "float32")
+    forms = [f for f in args.forms.split(",") if f]
+    if set(forms) - {"torch", "torch.compile"}:
+        parser.error(f"--forms takes torch and/or torch.compile, got {args.forms!r}")
+    budget = args.budget or math.inf
+    begin = time.perf_counter()
+    rows = bench_peers([ModelSpec.parse(m) for m in models], batch, dtype, args.steps, budget,
+                       forms, args.timeout or None, args.env)  # fmt: skip
+    minutes = (time.perf_counter() - begin) / 60
+    import torch
+
+    device = jax.local_devices()[0]
+    threads = f"{os.cpu_count()} CPU cores, " if not gpu else ""
+    setup = (
+        f"{device.device_kind} ({jax.default_backend()}), {threads}jax {jax.__version__}, torch "
+        f"{torch.__version__}; batch {batch}, {dtype} compute (torch: "
+        f"{'autocast' if dtype == 'bfloat16' else 'float32'}), float32 parameters, AdamW "
+        f"(clipped at {OPTIMIZER['grad_clip_norm']}) on both sides, random weights, uint8 "
+        f"clips normalised on the device; each runtime in its own process; median of up to "
+        f"{args.steps} steps after a warm-up (each measurement stops after {args.budget:g} s, "
+        f"at least 2 steps); TFLOP/s count a step as 3 forward passes of vjax's MACs; memory: "
+        f"{'allocator peaks' if gpu else 'process RSS high-water (runtime included)'}; "
+        f"whole run {minutes:.1f} min. Command: `vjax bench train --peers --models "
+        f"{' '.join(models)} --batch={batch} --dtype={dtype} --steps={args.steps} "
+        f"--budget={args.budget:g} --forms={args.forms}`"
+    )
+    table = format_peer_table(rows, peak_tflops(device))
+    print(f"{setup}\n\n{table}")
+    if args.out:
+        update_benchmarks(args.out, "vjax bench train --peers", f"{setup}\n\n{table}\n")
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="vjax bench train", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--models", nargs="+", default=list(DEFAULT_MODELS))
-    parser.add_argument("--batch", type=int, default=8, help="global batch (clips per step)")
+    parser.add_argument("--models", nargs="+", default=None)
+    parser.add_argument("--batch", type=int, default=None, help="global batch (clips per step); "
+                        "default 8, with --peers 4 on CPU and 16 on GPU")  # fmt: skip
     parser.add_argument("--steps", type=int, default=10, help="timed steps after a warm-up")
-    parser.add_argument("--dtype", default="bfloat16", choices=("float32", "bfloat16"))
+    parser.add_argument("--dtype", default=None, choices=("float32", "bfloat16"),
+                        help="default bfloat16; with --peers float32 on CPU")  # fmt: skip
     parser.add_argument("--out", default="BENCHMARKS.md", help="'' to write nothing")
+    peers = parser.add_argument_group("--peers: PyTorch beside vjax, each in its own process")
+    peers.add_argument("--peers", action="store_true")
+    peers.add_argument("--forms", default="torch,torch.compile", help="PyTorch forms")
+    peers.add_argument("--budget", type=float, default=DEFAULT_BUDGET_S, help="seconds of timed "
+                       "steps per measurement (at least 2 steps); 0: no limit")  # fmt: skip
+    peers.add_argument("--timeout", type=float, default=0, help="seconds one process may take "
+                       "(its row then says so); 0: no limit")  # fmt: skip
     args = parser.parse_args(sys.argv[1:] if argv is None else argv)
+    if args.peers:
+        # This process only reads the device: the measuring processes (with the environment
+        # as given) get the accelerator's memory.
+        args.env = dict(os.environ)
+        os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
+        return peers_main(args, parser)
+    args.models = args.models or list(DEFAULT_MODELS)
+    args.batch, args.dtype = args.batch or 8, args.dtype or "bfloat16"
     specs = [ModelSpec.parse(m) for m in args.models]
     rows = []
     for spec in specs:
