@@ -118,7 +118,7 @@ def setup(
     model.check_input(input_shape)
     tx = make_optimizer(config.optimizer, config.train.num_steps)
 
-    init_state = make_init_state(model, tx, clip_shape)
+    init_state = make_init_state(model, tx, clip_shape, config.train.get("param_dtype", "float32"))
     abstract = jax.eval_shape(init_state, jax.random.key(0))
     try:
         check_widths(config.model.get("widths"), abstract.params)
@@ -367,6 +367,7 @@ def init_from_pretrained(
     if verbose:
         notes = _group_dropped(notes, initial)
         print(f"Initialised from {path}: " + "; ".join(notes or ["every parameter copied"]))
+    params = jax.tree.map(lambda p, i: np.asarray(p, i.dtype), params, initial)  # param_dtype
     params = jax.device_put(params, exp.state_shardings.params)
     return state.replace(params=params, model_state=model_state)
 

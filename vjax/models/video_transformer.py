@@ -13,7 +13,14 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from vjax.models.layers import Encoder, NumClasses, TransformerOptions, TubeletEmbed, constrain
+from vjax.models.layers import (
+    Encoder,
+    NumClasses,
+    TransformerOptions,
+    TubeletEmbed,
+    check_remat,
+    constrain,
+)
 from vjax.models.sizes import TransformerSize, parse_size
 
 
@@ -60,6 +67,8 @@ class VideoTransformer(nn.Module):
     attention_impl: str = "auto"  # "auto", "xla", "cudnn" or "pallas"
     # Per-layer widths of a pruned model (vjax.models.widths): heads / MLP units by layer path.
     widths: Any = None
+    # Rematerialisation of each encoder block (layers.REMAT_POLICIES): "none", "block", "dots".
+    remat: str = "none"
     dtype: Any = jnp.float32
 
     def resolved_size(self) -> TransformerSize:
@@ -87,6 +96,7 @@ class VideoTransformer(nn.Module):
         """Validates a clip shape and the options before any compilation."""
         check_divisible(input_shape, self.tubelet)
         self.options.validate()
+        check_remat(self.remat)
         size = self.resolved_size()
         if size.hidden_size % size.num_heads:
             raise ValueError(
@@ -114,6 +124,7 @@ class VideoTransformer(nn.Module):
             self.drop_path_rate,
             dtype=self.dtype,
             options=self.options,
+            remat=self.remat,
             name=name,
             **fields,
         )
