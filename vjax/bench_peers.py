@@ -1,7 +1,7 @@
 """The PyTorch peers of ``vjax bench infer`` and ``vjax bench train --peers``: one spec names an
 architecture on a clip, and the same spec builds the random PyTorch model (Hugging Face ViViT,
 VideoMAE, TimeSformer; torchvision R(2+1)D-18, R3D-18), its vjax twin (converted from that very
-model, or only its config) and the peer's training step (AdamW, clipping, bf16 autocast on GPU).
+model) and the peer's training step (AdamW, clipping, bf16 autocast on GPU).
 
 A spec is ``name[:field=value,...]@TxHxW``. For ``hf_*`` names the fields set the
 transformers config (``size=Ti``, ``S`` or ``B`` picks the ViT width and depth; without it the
@@ -134,16 +134,6 @@ def torch_model(spec: ModelSpec) -> Any:
     return getattr(torchvision.models.video, spec.name)(num_classes=NUM_CLASSES).eval()
 
 
-def vjax_config(spec: ModelSpec) -> dict[str, Any]:
-    """The vjax model config of a spec: the HF config converted, the torchvision preset, or
-    (no peer) the spec's own registry config."""
-    if spec.name in HF_CLASSES:
-        from vjax.convert.hf import hf_config_dict, vjax_model_config
-
-        return vjax_model_config(hf_config_dict(hf_config(spec)))[0]
-    return dict(spec.config)
-
-
 def build_pair(spec: ModelSpec) -> tuple[Any, dict, dict, Any]:
     """``(vjax model, variables, model config, torch module)``: the random PyTorch model and
     the vjax twin converted from its very weights."""
@@ -153,14 +143,14 @@ def build_pair(spec: ModelSpec) -> tuple[Any, dict, dict, Any]:
 
     module = torch_model(spec)
     if spec.name in HF_CLASSES:
-        from vjax.convert.hf import from_hf
+        from vjax.convert.hf import hf_variables
 
-        config, variables = from_hf(module.state_dict(), module.config)
+        model_config, _, variables, *_ = hf_variables(module.state_dict(), module.config)
     else:
-        from vjax.convert.torchvision import from_torchvision
+        from vjax.convert.torchvision import torchvision_variables
 
-        config, variables = from_torchvision(module.state_dict(), spec.name)
-    model_config = dict(config.model)
+        model_config, variables = torchvision_variables(module.state_dict(), spec.name)
+    model_config = dict(model_config)
     return build_model(model_config, NUM_CLASSES), nn.meta.unbox(variables), model_config, module
 
 
@@ -264,11 +254,14 @@ def bench_torch(
         if device.type == "cuda":
             torch.cuda.synchronize()
 
-    first = time_calls(run, 1)[0]
+    start = time.perf_counter()
+    first_loss = float(step(video, labels))  # before any update; compiles for torch.compile
+    first = time.perf_counter() - start
     times = time_calls(run, steps, budget_s, least=2)
     step_s = sorted(times)[len(times) // 2]
     cuda = device.type == "cuda"
     return {
+        "first_loss": first_loss,
         "compile_s": first,
         "clips_per_s": batch / step_s,
         "steps": len(times),
@@ -313,12 +306,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.runtime == "vjax":
         from vjax.bench_train import bench_model
 
+        # A peer's twin starts from the peer's very weights (its first loss must match).
+        _, variables, config, _ = build_pair(spec) if has_peer(spec) else (0, None, spec.config, 0)
         row = bench_model(
-            ModelSpec(vjax_config(spec), spec.clip),
+            ModelSpec(config, spec.clip),
             args.batch,
             args.steps,
             args.dtype,
             budget_s=args.budget,
+            variables=variables,
         )
         row["rss_gib"] = rss_gib()
     else:

@@ -157,11 +157,13 @@ def bench_model(
     dtype: str,
     num_classes: int = 400,
     budget_s: float = math.inf,
+    variables: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Compiles and times the sharded train step of one model on synthetic clips: a warm-up
-    step, then up to ``steps`` timed ones (at least 2 once ``budget_s`` seconds have passed)."""
-    step = compile_step(spec.config, spec.clip, batch, dtype, num_classes)
-    step()  # warm-up
+    step (its loss is ``first_loss``), then up to ``steps`` timed ones (at least 2 once
+    ``budget_s`` seconds have passed). ``variables``: initial ones (random when None)."""
+    step = compile_step(spec.config, spec.clip, batch, dtype, num_classes, variables)
+    first_loss = float(step()["loss"])  # warm-up
     step_s = statistics.median(time_calls(step, steps, budget_s, least=min(2, steps)))
     mesh, compiled = step.mesh, step.compiled
     macs = count_macs(step.model, (1, *spec.clip, 3))
@@ -170,6 +172,7 @@ def bench_model(
     peak = peak_tflops(device)
     memory, memory_kind = peak_memory_bytes(device, compiled)
     return {
+        "first_loss": first_loss,
         "model": spec.label,
         "clip": "x".join(map(str, spec.clip)),
         "params_m": sum(x.size for x in jax.tree.leaves(step.state.params)) / 1e6,
@@ -227,9 +230,11 @@ def format_peer_table(rows: Sequence[dict[str, Any]], peak: float | None) -> str
         notes.append(side["error"])
         return f"failed [{len(notes)}]"
 
+    oks = []
     for r in rows:
         sides = [r["vjax"], r["torch"], r["torch.compile"]]
         ok = [s if "error" not in s and s else None for s in sides]
+        oks.append(ok)
         gflops = r["vjax"].get("gflops")
         tflops = [6 * gflops * s["clips_per_s"] / 1e3 if s and gflops else None for s in ok]
         mfu = [100 * t / peak if t and peak else None for t in tflops]
@@ -237,34 +242,67 @@ def format_peer_table(rows: Sequence[dict[str, Any]], peak: float | None) -> str
         cells = [speed(s) if s else "-" for s in sides]
         lines.append(
             f"| {r['model']} | {r['clip']} | {r['batch']} | {' | '.join(cells)} "
-            f"| {_cell(ratio[:1], '.2f')} | {_cell(ratio[1:], '.2f')} | {_cell(tflops, '.2f')} "
+            f"| {_cell(ratio[:1], '.2f')} | {_cell(ratio[1:], '.2f')} | {_cell(tflops, '.3g')} "
             f"| {_cell(mfu, '.1f')} | {_cell([s and s['memory_gib'] for s in ok], '.2f')} "
             f"| {_cell([s and s['compile_s'] for s in ok], '.1f')} |"
         )
     lines += [""] + [f"[{i}] {why}" for i, why in enumerate(notes, 1)] if notes else []
+    losses = [
+        f"{r['model']}: {_cell([s and s.get('first_loss') for s in ok], '.5f')}"
+        for r, ok in zip(rows, oks, strict=True)
+        if ok[0] and "first_loss" in ok[0]
+    ]
+    if losses:
+        lines += ["", "First-step loss (same weights and batch, before any update) vjax / eager "
+                  "/ compiled: " + "; ".join(losses)]  # fmt: skip
     return "\n".join(lines)
 
 
-def bench_peers(
-    specs: Sequence[ModelSpec],
-    batch: int,
-    dtype: str,
-    steps: int,
-    budget_s: float,
-    forms: Sequence[str],
-    timeout_s: float | None,
-    env: dict[str, str] | None = None,
-) -> list[dict[str, Any]]:
+@dataclasses.dataclass
+class PeerOptions:
+    """How ``--peers`` measures: the step (batch, dtype), timing (``steps`` at most,
+    ``budget_s`` per measurement), which PyTorch forms (``torch.compile`` only for the model
+    names in ``compile_models``, all when empty) and the limits: ``timeout_s`` per process,
+    ``deadline_s`` for the whole run (processes due after it become rows saying so)."""
+
+    batch: int
+    dtype: str
+    steps: int
+    budget_s: float = math.inf
+    forms: Sequence[str] = ("torch", "torch.compile")
+    compile_models: Sequence[str] = ()
+    timeout_s: float | None = None
+    deadline_s: float | None = None
+    env: dict[str, str] | None = None
+
+    def wants(self, runtime: str, spec: ModelSpec) -> bool:
+        if runtime == "vjax":
+            return True
+        compiled = not self.compile_models or spec.name in self.compile_models
+        return runtime in self.forms and has_peer(spec) and (runtime == "torch" or compiled)
+
+
+def bench_peers(specs: Sequence[ModelSpec], options: PeerOptions) -> list[dict[str, Any]]:
     """Per spec: vjax's train step and each PyTorch form (``torch``, ``torch.compile``), each
     in a fresh process (:func:`vjax.bench_peers.run_child`), in that order."""
+    o = options
+    flags = [f"--batch={o.batch}", f"--dtype={o.dtype}", f"--steps={o.steps}",
+             f"--budget={o.budget_s}"]  # fmt: skip
+    end = time.perf_counter() + (o.deadline_s or math.inf)
     rows = []
     for spec in specs:
-        options = [f"--batch={batch}", f"--dtype={dtype}", f"--steps={steps}",
-                   f"--budget={budget_s}"]  # fmt: skip
-        row = {"model": spec.label, "clip": "x".join(map(str, spec.clip)), "batch": batch}
+        row = {"model": spec.label, "clip": "x".join(map(str, spec.clip)), "batch": o.batch}
         for runtime in ("vjax", "torch", "torch.compile"):
-            wanted = runtime == "vjax" or (runtime in forms and has_peer(spec))
-            row[runtime] = run_child(runtime, spec, options, timeout_s, env) if wanted else {}
+            left = end - time.perf_counter()
+            if not o.wants(runtime, spec):
+                row[runtime] = {}
+            elif left <= 0:
+                row[runtime] = {"error": f"not run: the --deadline ({o.deadline_s:g} s) passed"}
+            else:
+                timeout = min(o.timeout_s or math.inf, left)
+                row[runtime] = run_child(
+                    runtime, spec, flags, None if timeout == math.inf else timeout, o.env
+                )
             if runtime == "vjax" and "error" not in row[runtime] and jax.default_backend() == "cpu":
                 row[runtime]["memory_gib"] = row[runtime]["rss_gib"]  # like torch's on CPU
             print(f"measured {spec.label} {runtime}: {row[runtime]}", flush=True)
@@ -272,45 +310,70 @@ def bench_peers(
     return rows
 
 
-def peers_main(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
-    """``vjax bench train --peers``: the comparison table, printed and written to ``--out``."""
+def fused_attention_note(rows: Sequence[dict[str, Any]]) -> str:
+    """One line: how many cuDNN fused-attention custom calls each vjax step compiled to."""
+    counts = [f"{r['model']}: {r['vjax']['fused_attention_calls']}" for r in rows
+              if "fused_attention_calls" in r["vjax"]]  # fmt: skip
+    return "cuDNN fused attention calls in vjax's compiled step: " + "; ".join(counts)
+
+
+def run_peers(args: argparse.Namespace, parser: argparse.ArgumentParser) -> list[dict[str, Any]]:
+    """``vjax bench train --peers``: the comparison table, printed and written to ``--out``;
+    returns its rows. This process only reads the device, so that the measuring processes
+    (given ``args.env``, the environment as it was) get all its memory."""
+    os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")  # before jax's backend
     gpu = jax.default_backend() == "gpu"
     models = args.models or list(GPU_PEERS if gpu else CPU_PEERS)
-    batch = args.batch or (DEFAULT_GPU_BATCH if gpu else DEFAULT_CPU_BATCH)
-    dtype = args.dtype or ("bfloat16" if gpu else "float32")
     forms = [f for f in args.forms.split(",") if f]
     if set(forms) - {"torch", "torch.compile"}:
         parser.error(f"--forms takes torch and/or torch.compile, got {args.forms!r}")
-    budget = args.budget or math.inf
+    options = PeerOptions(
+        batch=args.batch or (DEFAULT_GPU_BATCH if gpu else DEFAULT_CPU_BATCH),
+        dtype=args.dtype or ("bfloat16" if gpu else "float32"),
+        steps=args.steps,
+        budget_s=args.budget or math.inf,
+        forms=forms,
+        compile_models=[m for m in args.compile_models.split(",") if m],
+        timeout_s=args.timeout or None,
+        deadline_s=args.deadline or None,
+        env=args.env,
+    )
     begin = time.perf_counter()
-    rows = bench_peers([ModelSpec.parse(m) for m in models], batch, dtype, args.steps, budget,
-                       forms, args.timeout or None, args.env)  # fmt: skip
+    rows = bench_peers([ModelSpec.parse(m) for m in models], options)
     minutes = (time.perf_counter() - begin) / 60
     import torch
 
     device = jax.local_devices()[0]
     threads = f"{os.cpu_count()} CPU cores, " if not gpu else ""
+    o = options
+    limits = [f" --{k}={getattr(args, k):g}" for k in ("timeout", "deadline") if getattr(args, k)]
+    extra = "".join(limits) + (
+        f" --compile_models={args.compile_models}" if o.compile_models else ""
+    )
     setup = (
         f"{device.device_kind} ({jax.default_backend()}), {threads}jax {jax.__version__}, torch "
-        f"{torch.__version__}; batch {batch}, {dtype} compute (torch: "
-        f"{'autocast' if dtype == 'bfloat16' else 'float32'}), float32 parameters, AdamW "
+        f"{torch.__version__}; batch {o.batch}, {o.dtype} compute (torch: "
+        f"{'autocast' if o.dtype == 'bfloat16' else 'float32'}), float32 parameters, AdamW "
         f"(clipped at {OPTIMIZER['grad_clip_norm']}) on both sides, random weights, uint8 "
         f"clips normalised on the device; each runtime in its own process; median of up to "
-        f"{args.steps} steps after a warm-up (each measurement stops after {args.budget:g} s, "
+        f"{o.steps} steps after a warm-up (each measurement stops after {args.budget:g} s, "
         f"at least 2 steps); TFLOP/s count a step as 3 forward passes of vjax's MACs; memory: "
         f"{'allocator peaks' if gpu else 'process RSS high-water (runtime included)'}; "
         f"whole run {minutes:.1f} min. Command: `vjax bench train --peers --models "
-        f"{' '.join(models)} --batch={batch} --dtype={dtype} --steps={args.steps} "
-        f"--budget={args.budget:g} --forms={args.forms}`"
+        f"{' '.join(models)} --batch={o.batch} --dtype={o.dtype} --steps={o.steps} "
+        f"--budget={args.budget:g} --forms={args.forms}{extra}`"
     )
     table = format_peer_table(rows, peak_tflops(device))
+    if gpu:
+        table += "\n\n" + fused_attention_note(rows)
     print(f"{setup}\n\n{table}")
     if args.out:
         update_benchmarks(args.out, "vjax bench train --peers", f"{setup}\n\n{table}\n")
-    return 0
+    return rows
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def parse_args(argv: Sequence[str] | None = None) -> tuple[argparse.Namespace, Any]:
+    """``vjax bench train``'s flags: ``(args, parser)``."""
     parser = argparse.ArgumentParser(prog="vjax bench train", description=__doc__.split("\n\n")[0])
     parser.add_argument("--models", nargs="+", default=None)
     parser.add_argument("--batch", type=int, default=None, help="global batch (clips per step); "
@@ -326,13 +389,20 @@ def main(argv: Sequence[str] | None = None) -> int:
                        "steps per measurement (at least 2 steps); 0: no limit")  # fmt: skip
     peers.add_argument("--timeout", type=float, default=0, help="seconds one process may take "
                        "(its row then says so); 0: no limit")  # fmt: skip
+    peers.add_argument("--deadline", type=float, default=0, help="seconds for the whole run: "
+                       "processes due after it are rows saying so; 0: no limit")  # fmt: skip
+    peers.add_argument("--compile_models", default="", help="comma-separated names (e.g. "
+                       "hf_videomae,r2plus1d_18) torch.compile runs for; '': all")  # fmt: skip
     args = parser.parse_args(sys.argv[1:] if argv is None else argv)
+    args.env = dict(os.environ)  # as given: what --peers' measuring processes get
+    return args, parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args, parser = parse_args(argv)
     if args.peers:
-        # This process only reads the device: the measuring processes (with the environment
-        # as given) get the accelerator's memory.
-        args.env = dict(os.environ)
-        os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
-        return peers_main(args, parser)
+        run_peers(args, parser)
+        return 0
     args.models = args.models or list(DEFAULT_MODELS)
     args.batch, args.dtype = args.batch or 8, args.dtype or "bfloat16"
     specs = [ModelSpec.parse(m) for m in args.models]
