@@ -277,11 +277,15 @@ def run_child(
     options: Sequence[str],
     timeout_s: float | None = None,
     env: dict[str, str] | None = None,
+    cores: int = 0,
 ) -> dict[str, Any]:
     """``python -m vjax.bench_peers RUNTIME SPEC OPTIONS`` in a fresh process (environment
-    ``env``, default this one's): its RESULT row, or ``{"error": why}`` when it fails or runs
-    past ``timeout_s``."""
+    ``env``, default this one's; ``cores`` > 0: pinned to CPU cores 0..cores-1 with taskset,
+    and torch given as many threads): its RESULT row, or ``{"error": why}`` when it fails or
+    runs past ``timeout_s``."""
     command = [sys.executable, "-m", "vjax.bench_peers", runtime, spec.text, *options]
+    if cores:
+        command = ["taskset", "-c", f"0-{cores - 1}", *command, f"--threads={cores}"]
     try:
         done = subprocess.run(command, capture_output=True, text=True, timeout=timeout_s, env=env)
     except subprocess.TimeoutExpired:
@@ -301,7 +305,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--dtype", default="float32", choices=("float32", "bfloat16"))
     parser.add_argument("--steps", type=int, default=10, help="most timed steps")
     parser.add_argument("--budget", type=float, default=math.inf, help="seconds of timed steps")
+    parser.add_argument("--threads", type=int, default=0, help="torch's threads (0: its own)")
     args = parser.parse_args(argv)
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
     spec = ModelSpec.parse(args.spec)
     if args.runtime == "vjax":
         from vjax.bench_train import bench_model

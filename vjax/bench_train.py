@@ -274,6 +274,7 @@ class PeerOptions:
     timeout_s: float | None = None
     deadline_s: float | None = None
     env: dict[str, str] | None = None
+    cores: int = 0  # > 0: every process pinned to cores 0..cores-1 (taskset), torch as many
 
     def wants(self, runtime: str, spec: ModelSpec) -> bool:
         if runtime == "vjax":
@@ -301,7 +302,7 @@ def bench_peers(specs: Sequence[ModelSpec], options: PeerOptions) -> list[dict[s
             else:
                 timeout = min(o.timeout_s or math.inf, left)
                 row[runtime] = run_child(
-                    runtime, spec, flags, None if timeout == math.inf else timeout, o.env
+                    runtime, spec, flags, None if timeout == math.inf else timeout, o.env, o.cores
                 )
             if runtime == "vjax" and "error" not in row[runtime] and jax.default_backend() == "cpu":
                 row[runtime]["memory_gib"] = row[runtime]["rss_gib"]  # like torch's on CPU
@@ -337,6 +338,7 @@ def run_peers(args: argparse.Namespace, parser: argparse.ArgumentParser) -> list
         timeout_s=args.timeout or None,
         deadline_s=args.deadline or None,
         env=args.env,
+        cores=args.cores,
     )
     begin = time.perf_counter()
     rows = bench_peers([ModelSpec.parse(m) for m in models], options)
@@ -344,9 +346,11 @@ def run_peers(args: argparse.Namespace, parser: argparse.ArgumentParser) -> list
     import torch
 
     device = jax.local_devices()[0]
-    threads = f"{os.cpu_count()} CPU cores, " if not gpu else ""
     o = options
-    limits = [f" --{k}={getattr(args, k):g}" for k in ("timeout", "deadline") if getattr(args, k)]
+    cores = f"pinned to {o.cores} of " if o.cores else ""
+    threads = f"{cores}{os.cpu_count()} CPU cores, " if not gpu else ""
+    limits = [f" --{k}={getattr(args, k):g}" for k in ("timeout", "deadline", "cores")
+              if getattr(args, k)]  # fmt: skip
     extra = "".join(limits) + (
         f" --compile_models={args.compile_models}" if o.compile_models else ""
     )
@@ -391,6 +395,8 @@ def parse_args(argv: Sequence[str] | None = None) -> tuple[argparse.Namespace, A
                        "(its row then says so); 0: no limit")  # fmt: skip
     peers.add_argument("--deadline", type=float, default=0, help="seconds for the whole run: "
                        "processes due after it are rows saying so; 0: no limit")  # fmt: skip
+    peers.add_argument("--cores", type=int, default=0, help="pin every measuring process to "
+                       "cores 0..N-1 (taskset; torch gets N threads); 0: all cores")  # fmt: skip
     peers.add_argument("--compile_models", default="", help="comma-separated names (e.g. "
                        "hf_videomae,r2plus1d_18) torch.compile runs for; '': all")  # fmt: skip
     args = parser.parse_args(sys.argv[1:] if argv is None else argv)
