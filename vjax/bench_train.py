@@ -67,6 +67,15 @@ PEAK_TFLOPS = {"H100": 989.0, "H200": 989.0, "A100": 312.0, "TPU v4": 275.0, "TP
                "TPU v5p": 459.0, "TPU v6e": 918.0}  # fmt: skip
 
 
+def device_name(device: jax.Device) -> str:
+    """The accelerator's kind, or on CPU the processor's model name (Linux) where known."""
+    if device.platform != "cpu" or not os.path.exists("/proc/cpuinfo"):
+        return device.device_kind
+    with open("/proc/cpuinfo") as f:
+        names = [line.split(":", 1)[1].strip() for line in f if line.startswith("model name")]
+    return f"CPU {names[0]}" if names else device.device_kind
+
+
 def peak_tflops(device: jax.Device) -> float | None:
     kind = device.device_kind
     return next((v for k, v in PEAK_TFLOPS.items() if k.lower() in kind.lower()), None)
@@ -355,7 +364,7 @@ def run_peers(args: argparse.Namespace, parser: argparse.ArgumentParser) -> list
         f" --compile_models={args.compile_models}" if o.compile_models else ""
     )
     setup = (
-        f"{device.device_kind} ({jax.default_backend()}), {threads}jax {jax.__version__}, torch "
+        f"{device_name(device)} ({jax.default_backend()}), {threads}jax {jax.__version__}, torch "
         f"{torch.__version__}; batch {o.batch}, {o.dtype} compute (torch: "
         f"{'autocast' if o.dtype == 'bfloat16' else 'float32'}), float32 parameters, AdamW "
         f"(clipped at {OPTIMIZER['grad_clip_norm']}) on both sides, random weights, uint8 "
