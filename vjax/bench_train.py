@@ -7,8 +7,16 @@ and peak device memory. Inputs are synthetic uint8 clips, so only the model and 
 measured (``vjax bench data`` measures the input pipeline). Data-parallel over all local
 devices. Imports no TensorFlow: it runs where only JAX is installed.
 
+``--peers``: each model beside its PyTorch peer (:mod:`vjax.bench_peers`: Hugging Face
+ViViT / VideoMAE / TimeSformer, torchvision R(2+1)D-18 / R3D-18), eager and
+``torch.compile``, on the same configuration, clip, batch and optimiser, every runtime in its
+own process (memory and threads unshared; on a GPU, JAX's preallocation would otherwise
+starve torch); the vjax twin starts from the peer's converted weights, so both first-step
+losses must agree. One table: clips/s, ratios, TFLOP/s, MFU, peak memory, compile seconds.
+
     vjax bench train --models "vivit:size=B/16x2@32x224x224" "r2plus1d_18@16x112x112" \\
         --batch=8 --dtype=bfloat16
+    vjax bench train --peers      # CPU: ViViT-Ti, VideoMAE-Ti, R(2+1)D-18; GPU: issue 14's table
 """
 
 from __future__ import annotations
