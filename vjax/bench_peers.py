@@ -306,6 +306,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--steps", type=int, default=10, help="most timed steps")
     parser.add_argument("--budget", type=float, default=math.inf, help="seconds of timed steps")
     parser.add_argument("--threads", type=int, default=0, help="torch's threads (0: its own)")
+    parser.add_argument("--remat", default="none", help="vjax: model.remat")
+    parser.add_argument("--param_dtype", default="float32", help="vjax: train.param_dtype")
     args = parser.parse_args(argv)
     if args.threads:
         import torch
@@ -317,13 +319,16 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         # A peer's twin starts from the peer's very weights (its first loss must match).
         _, variables, config, _ = build_pair(spec) if has_peer(spec) else (0, None, spec.config, 0)
+        from vjax.bench_train import with_remat
+
         row = bench_model(
-            ModelSpec(config, spec.clip),
+            with_remat(ModelSpec(config, spec.clip), args.remat),
             args.batch,
             args.steps,
             args.dtype,
             budget_s=args.budget,
             variables=variables,
+            param_dtype=args.param_dtype,
         )
         row["rss_gib"] = rss_gib()
     else:

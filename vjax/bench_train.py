@@ -49,8 +49,16 @@ from vjax.bench_peers import (
 )
 from vjax.flops import count_macs
 from vjax.models import build_model
+from vjax.models.layers import REMAT_POLICIES
 from vjax.optim import make_optimizer
-from vjax.step import TrainState, make_init_state, make_train_step
+from vjax.step import (
+    PARAM_DTYPES,
+    TrainState,
+    cast_floating,
+    check_param_dtype,
+    make_init_state,
+    make_train_step,
+)
 
 DEFAULT_MODELS = (
     "vivit:size=B/16x2@32x224x224",
@@ -73,6 +81,14 @@ CUDNN_ATTENTION = 'custom_call_target="__cudnn$fmha'
 # Dense bf16 peak TFLOP/s per device (vendor figures, without sparsity).
 PEAK_TFLOPS = {"H100": 989.0, "H200": 989.0, "A100": 312.0, "TPU v4": 275.0, "TPU v5e": 197.0,
                "TPU v5p": 459.0, "TPU v6e": 918.0}  # fmt: skip
+
+
+VJAX_DEFAULTS = {"remat": "none", "param_dtype": "float32"}
+
+
+def with_remat(spec: ModelSpec, remat: str) -> ModelSpec:
+    """``spec`` with ``model.remat`` set (unchanged for ``none``, so any model takes it)."""
+    return spec if remat == "none" else ModelSpec({**spec.config, "remat": remat}, spec.clip)
 
 
 def device_name(device: jax.Device) -> str:
@@ -127,11 +143,12 @@ def compile_step(
     dtype: str,
     num_classes: int = 400,
     variables: dict[str, Any] | None = None,
+    param_dtype: str = "float32",
 ) -> CompiledStep:
     """The train step of ``model_config`` data-parallel over all local devices, compiled
     (seconds measured), on :func:`vjax.bench_peers.synthetic_batch`; ``variables``
     (``{"params": ..., **model_state}``, e.g. converted from a PyTorch peer) replace the
-    random initial ones."""
+    random initial ones; parameters stored as ``param_dtype`` (``train.param_dtype``)."""
     model = build_model(model_config, num_classes, dtype)
     shape = (batch, *clip, 3)
     model.check_input(shape)
@@ -139,10 +156,10 @@ def compile_step(
     rules = (("batch", "data"),)
     tx = make_optimizer(OPTIMIZER, 1000)
 
-    init = make_init_state(model, tx, shape[1:])
+    init = make_init_state(model, tx, shape[1:], param_dtype)
     if variables is not None:  # noqa: SIM108
         given = dict(variables)
-        params = given.pop("params")
+        params = cast_floating(given.pop("params"), check_param_dtype(param_dtype))
 
         def init(key: jax.Array) -> TrainState:
             return TrainState(jnp.zeros((), jnp.int32), params, tx.init(params), given)
@@ -175,11 +192,12 @@ def bench_model(
     num_classes: int = 400,
     budget_s: float = math.inf,
     variables: dict[str, Any] | None = None,
+    param_dtype: str = "float32",
 ) -> dict[str, Any]:
     """Compiles and times the sharded train step of one model on synthetic clips: a warm-up
     step (its loss is ``first_loss``), then up to ``steps`` timed ones (at least 2 once
     ``budget_s`` seconds have passed). ``variables``: initial ones (random when None)."""
-    step = compile_step(spec.config, spec.clip, batch, dtype, num_classes, variables)
+    step = compile_step(spec.config, spec.clip, batch, dtype, num_classes, variables, param_dtype)
     first_loss = float(step()["loss"])  # warm-up
     step_s = statistics.median(time_calls(step, steps, budget_s, least=min(2, steps)))
     mesh, compiled = step.mesh, step.compiled
@@ -291,6 +309,7 @@ class PeerOptions:
     timeout_s: float | None = None
     deadline_s: float | None = None
     env: dict[str, str] | None = None
+    vjax_flags: Sequence[str] = ()  # --remat / --param_dtype for the vjax processes
     cores: int = 0  # > 0: every process pinned to cores 0..cores-1 (taskset), torch as many
 
     def wants(self, runtime: str, spec: ModelSpec) -> bool:
@@ -318,8 +337,9 @@ def bench_peers(specs: Sequence[ModelSpec], options: PeerOptions) -> list[dict[s
                 row[runtime] = {"error": f"not run: the --deadline ({o.deadline_s:g} s) passed"}
             else:
                 timeout = min(o.timeout_s or math.inf, left)
+                given = [*flags, *o.vjax_flags] if runtime == "vjax" else flags
                 row[runtime] = run_child(
-                    runtime, spec, flags, None if timeout == math.inf else timeout, o.env, o.cores
+                    runtime, spec, given, None if timeout == math.inf else timeout, o.env, o.cores
                 )
             if runtime == "vjax" and "error" not in row[runtime] and jax.default_backend() == "cpu":
                 row[runtime]["memory_gib"] = row[runtime]["rss_gib"]  # like torch's on CPU
@@ -356,6 +376,7 @@ def run_peers(args: argparse.Namespace, parser: argparse.ArgumentParser) -> list
         deadline_s=args.deadline or None,
         env=args.env,
         cores=args.cores,
+        vjax_flags=[f"--remat={args.remat}", f"--param_dtype={args.param_dtype}"],
     )
     begin = time.perf_counter()
     rows = bench_peers([ModelSpec.parse(m) for m in models], options)
@@ -368,13 +389,16 @@ def run_peers(args: argparse.Namespace, parser: argparse.ArgumentParser) -> list
     threads = f"{cores}{os.cpu_count()} CPU cores, " if not gpu else ""
     limits = [f" --{k}={getattr(args, k):g}" for k in ("timeout", "deadline", "cores")
               if getattr(args, k)]  # fmt: skip
+    limits += [f" --{k}={getattr(args, k)}" for k, default in VJAX_DEFAULTS.items()
+               if getattr(args, k) != default]  # fmt: skip
     extra = "".join(limits) + (
         f" --compile_models={args.compile_models}" if o.compile_models else ""
     )
     setup = (
         f"{device_name(device)} ({jax.default_backend()}), {threads}jax {jax.__version__}, torch "
         f"{torch.__version__}; batch {o.batch}, {o.dtype} compute (torch: "
-        f"{'autocast' if o.dtype == 'bfloat16' else 'float32'}), float32 parameters, AdamW "
+        f"{'autocast' if o.dtype == 'bfloat16' else 'float32'}), {args.param_dtype} vjax "
+        f"parameters (torch: float32), vjax remat {args.remat}, AdamW "
         f"(clipped at {OPTIMIZER['grad_clip_norm']}) on both sides, random weights, uint8 "
         f"clips normalised on the device; each runtime in its own process; median of up to "
         f"{o.steps} steps after a warm-up (each measurement stops after {args.budget:g} s, "
@@ -403,6 +427,10 @@ def parse_args(argv: Sequence[str] | None = None) -> tuple[argparse.Namespace, A
     parser.add_argument("--dtype", default=None, choices=("float32", "bfloat16"),
                         help="default bfloat16; with --peers float32 on CPU")  # fmt: skip
     parser.add_argument("--out", default="BENCHMARKS.md", help="'' to write nothing")
+    parser.add_argument("--remat", default="none", choices=tuple(REMAT_POLICIES),
+                        help="model.remat of vjax's transformers")  # fmt: skip
+    parser.add_argument("--param_dtype", default="float32", choices=tuple(PARAM_DTYPES),
+                        help="train.param_dtype of vjax's step")  # fmt: skip
     peers = parser.add_argument_group("--peers: PyTorch beside vjax, each in its own process")
     peers.add_argument("--peers", action="store_true")
     peers.add_argument("--forms", default="torch,torch.compile", help="PyTorch forms")
@@ -428,17 +456,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     args.models = args.models or list(DEFAULT_MODELS)
     args.batch, args.dtype = args.batch or 8, args.dtype or "bfloat16"
-    specs = [ModelSpec.parse(m) for m in args.models]
+    specs = [with_remat(ModelSpec.parse(m), args.remat) for m in args.models]
     rows = []
     for spec in specs:
-        rows.append(bench_model(spec, args.batch, args.steps, args.dtype))
+        rows.append(bench_model(spec, args.batch, args.steps, args.dtype,
+                                param_dtype=args.param_dtype))  # fmt: skip
         print(f"measured {spec.label}", flush=True)
     devices = jax.local_devices()
     setup = (
         f"{len(devices)} x {devices[0].device_kind} ({jax.default_backend()}), jax "
-        f"{jax.__version__}, batch {args.batch}, {args.dtype} compute / float32 params, AdamW, "
+        f"{jax.__version__}, batch {args.batch}, {args.dtype} compute / {args.param_dtype} params, "
+        f"remat {args.remat}, AdamW, "
         f"median of {args.steps} steps. Command: `vjax bench train --batch={args.batch} "
-        f"--dtype={args.dtype} --models {' '.join(args.models)}`"
+        f"--dtype={args.dtype} --remat={args.remat} --param_dtype={args.param_dtype} --models "
+        f"{' '.join(args.models)}`"
     )
     table = format_table(rows)
     print(f"{setup}\n\n{table}")
