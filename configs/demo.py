@@ -114,6 +114,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
             # "bfloat16": bf16 compute, f32 parameters and optimiser state; "float16" adds
             # dynamic loss scaling (GPUs without bfloat16)
             dtype="float32",
+            # Parameters and optimiser state: "float32", or "bfloat16" (half the memory, for
+            # a larger batch; BatchNorm statistics stay float32).
+            param_dtype="float32",
             # BatchNorm models: recompute statistics on this many train batches before each
             # evaluation (precise BN); 0 keeps the running averages.
             precise_bn_batches=0,

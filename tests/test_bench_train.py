@@ -36,10 +36,11 @@ def test_measures_are_consistent_with_the_model():
 def test_writes_its_section_and_keeps_the_others(tmp_path, capsys):
     path = tmp_path / "BENCHMARKS.md"
     path.write_text("# Benchmarks\n\n## vjax bench data\n\nkept\n")
-    assert main(["--models", TINY, "--batch=8", "--steps=1", "--dtype=float32",
-                 f"--out={path}"]) == 0  # fmt: skip
+    assert main(["--models", TINY, "--batch=8", "--steps=1", "--dtype=float32", "--remat=block",
+                 "--param_dtype=bfloat16", f"--out={path}"]) == 0  # fmt: skip
     text = path.read_text()
     assert "## vjax bench data\n\nkept" in text and "## vjax bench train" in text
     table = [line for line in text.splitlines() if line.startswith("| vivit")]
-    assert len(table) == 1 and table[0].count("|") == 11
+    assert len(table) == 1 and table[0].count("|") == 11 and "remat=block" in table[0]
+    assert "float32 compute / bfloat16 params, remat block" in text
     assert "| model | clip | params (M)" in capsys.readouterr().out

@@ -3,6 +3,7 @@ section of ``BENCHMARKS.md`` (other sections are kept).
 
     vjax bench data     # input pipeline: decoded + augmented frames/s vs plain PyAV
     vjax bench train    # train step: clips/s, TFLOP/s, MFU, memory, compile time per model
+                        # (--peers: beside the PyTorch peers, eager and torch.compile)
     vjax bench infer    # inference latency/throughput per form (float, bf16, int8, exports)
                         # beside PyTorch (torchvision, transformers)
     vjax bench ssl      # label efficiency: VideoMAE pre-training vs from scratch, 10% labels

@@ -36,6 +36,7 @@ import jax
 import numpy as np
 
 from vjax.bench import update_benchmarks
+from vjax.bench_peers import MEAN, STD, ModelSpec, build_pair, time_calls
 
 JAX_FORMS = ("float32", "bfloat16", "int8_weights", "int8", "stablehlo", "onnx", "onnx_int8",
              "savedmodel")  # fmt: skip
@@ -45,49 +46,6 @@ DEFAULT_MODELS = ("r2plus1d_18@8x112x112", "hf_vivit@8x112x112", "hf_videomae@8x
 # cores: R(2+1)D-18 at 8x112x112 takes ~1 s per clip there, 5-15 s in XLA's int8 convs.
 DEFAULT_BATCH = 4
 DEFAULT_BUDGET_S = 10.0
-HF_SIZES = dict(hidden_size=192, num_hidden_layers=4, num_attention_heads=3,
-                intermediate_size=768)  # fmt: skip
-MEAN, STD = (0.45, 0.45, 0.45), (0.225, 0.225, 0.225)
-
-
-def _hf_model(name: str, clip: tuple[int, int, int]):
-    """A random transformers ViViT / VideoMAE classifier of ``HF_SIZES`` on ``clip``."""
-    import torch
-    import transformers
-
-    frames, size, _ = clip
-    torch.manual_seed(0)
-    if name == "hf_vivit":
-        config = transformers.VivitConfig(**HF_SIZES, num_frames=frames, image_size=size,
-                                          tubelet_size=[2, 16, 16], num_labels=400)  # fmt: skip
-        return transformers.VivitForVideoClassification(config).eval()
-    config = transformers.VideoMAEConfig(**HF_SIZES, num_frames=frames, image_size=size,
-                                         patch_size=16, tubelet_size=2, num_labels=400)  # fmt: skip
-    return transformers.VideoMAEForVideoClassification(config).eval()
-
-
-def build_pair(name: str, clip: tuple[int, int, int]) -> tuple[Any, dict, dict, Any]:
-    """``(vjax model, variables, model config, torch module)`` of one architecture."""
-    from vjax.models import build_model
-
-    if name.startswith("hf_"):
-        from vjax.convert.hf import from_hf
-
-        torch_model = _hf_model(name, clip)
-        config, variables = from_hf(torch_model.state_dict(), torch_model.config)
-        model_config = dict(config.model)
-    else:
-        import torchvision
-
-        torch_model = getattr(torchvision.models.video, name)(num_classes=400).eval()
-        model_config = {"name": name}
-        model = build_model(model_config, 400)
-        init = jax.jit(lambda k: model.init(k, np.zeros((1, *clip, 3), np.float32), train=False))
-        variables = jax.device_get(init(jax.random.key(0)))
-    import flax.linen as nn
-
-    variables = nn.meta.unbox(variables)
-    return build_model(model_config, 400), variables, model_config, torch_model
 
 
 def _jax_runner(form: str, model: Any, variables: dict, model_config: dict, clip):
@@ -179,16 +137,9 @@ def _torch_runner(form: str, torch_model: Any, hf: bool) -> Callable:
 def _time(
     run: Callable, video: np.ndarray, repeats: int, budget_s: float = math.inf, least: int = 1
 ) -> list[float]:
-    """Seconds of up to ``repeats`` calls; after ``least`` calls, none starts once
-    ``budget_s`` seconds have passed (slow forms get fewer samples, not hours)."""
-    times: list[float] = []
-    begin = time.perf_counter()
-    while len(times) < repeats and (len(times) < least or time.perf_counter() - begin < budget_s):
-        start = time.perf_counter()
-        out = run(video)
-        jax.block_until_ready(out) if isinstance(out, jax.Array) else None
-        times.append(time.perf_counter() - start)
-    return times
+    """Seconds of up to ``repeats`` calls of ``run(video)`` within ``budget_s`` (at least
+    ``least``), each waiting for its result (:func:`vjax.bench_peers.time_calls`)."""
+    return time_calls(lambda: jax.block_until_ready(run(video)), repeats, budget_s, least)
 
 
 def bench_form(
@@ -227,16 +178,16 @@ def bench_model(
     import torch
 
     torch.set_num_threads(threads)
-    name, _, clip_text = spec.partition("@")
-    clip = tuple(int(v) for v in clip_text.split("x"))
-    model, variables, model_config, torch_model = build_pair(name, clip)
+    parsed = ModelSpec.parse(spec)
+    name, clip, clip_text = parsed.label, parsed.clip, spec.partition("@")[2]
+    model, variables, model_config, torch_model = build_pair(parsed)
     rows = []
     for form in forms:
         start = time.perf_counter()
         row = {"model": name, "clip": clip_text, "form": form}
         try:
             if form in TORCH_FORMS:
-                run, memory = _torch_runner(form, torch_model, name.startswith("hf_")), None
+                run, memory = _torch_runner(form, torch_model, parsed.name.startswith("hf_")), None
             else:
                 with _onnx_threads(threads):
                     run, memory = _jax_runner(form, model, variables, model_config, clip)

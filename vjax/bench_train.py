@@ -7,15 +7,24 @@ and peak device memory. Inputs are synthetic uint8 clips, so only the model and 
 measured (``vjax bench data`` measures the input pipeline). Data-parallel over all local
 devices. Imports no TensorFlow: it runs where only JAX is installed.
 
+``--peers``: each model beside its PyTorch peer (:mod:`vjax.bench_peers`: Hugging Face
+ViViT / VideoMAE / TimeSformer, torchvision R(2+1)D-18 / R3D-18), eager and
+``torch.compile``, on the same configuration, clip, batch and optimiser, every runtime in its
+own process (memory and threads unshared; on a GPU, JAX's preallocation would otherwise
+starve torch); the vjax twin starts from the peer's converted weights, so both first-step
+losses must agree. One table: clips/s, ratios, TFLOP/s, MFU, peak memory, compile seconds.
+
     vjax bench train --models "vivit:size=B/16x2@32x224x224" "r2plus1d_18@16x112x112" \\
         --batch=8 --dtype=bfloat16
+    vjax bench train --peers      # CPU: ViViT-Ti, VideoMAE-Ti, R(2+1)D-18; GPU: issue 14's table
 """
 
 from __future__ import annotations
 
 import argparse
-import ast
 import dataclasses
+import math
+import os
 import statistics
 import sys
 import time
@@ -24,14 +33,32 @@ from typing import Any
 
 import flax.linen as nn
 import jax
-import numpy as np
+import jax.numpy as jnp
 
 from vjax import parallel
 from vjax.bench import update_benchmarks
+from vjax.bench_peers import (
+    MEAN,
+    OPTIMIZER,
+    STD,
+    ModelSpec,
+    has_peer,
+    run_child,
+    synthetic_batch,
+    time_calls,
+)
 from vjax.flops import count_macs
 from vjax.models import build_model
+from vjax.models.layers import REMAT_POLICIES
 from vjax.optim import make_optimizer
-from vjax.step import make_init_state, make_train_step
+from vjax.step import (
+    PARAM_DTYPES,
+    TrainState,
+    cast_floating,
+    check_param_dtype,
+    make_init_state,
+    make_train_step,
+)
 
 DEFAULT_MODELS = (
     "vivit:size=B/16x2@32x224x224",
@@ -41,42 +68,36 @@ DEFAULT_MODELS = (
     "x3d_m@16x224x224",
     "slowfast_r50@32x224x224",
 )
+# `--peers` defaults: the issue's CPU row (Ti transformers, float32) and its GPU table.
+CPU_PEERS = ("hf_vivit:size=Ti@8x112x112", "hf_videomae:size=Ti@8x112x112",
+             "r2plus1d_18@8x112x112")  # fmt: skip
+GPU_PEERS = ("hf_vivit:size=B@32x224x224", "hf_videomae:size=B@16x224x224",
+             "hf_timesformer:size=B@8x224x224", "r2plus1d_18@16x112x112",
+             "r3d_18@16x112x112")  # fmt: skip
+DEFAULT_CPU_BATCH, DEFAULT_GPU_BATCH = 4, 16
+DEFAULT_BUDGET_S = 30.0
+# The custom call of cuDNN's fused attention in XLA:GPU's compiled HLO.
+CUDNN_ATTENTION = 'custom_call_target="__cudnn$fmha'
 # Dense bf16 peak TFLOP/s per device (vendor figures, without sparsity).
 PEAK_TFLOPS = {"H100": 989.0, "H200": 989.0, "A100": 312.0, "TPU v4": 275.0, "TPU v5e": 197.0,
                "TPU v5p": 459.0, "TPU v6e": 918.0}  # fmt: skip
-OPTIMIZER = {"name": "adamw", "lr": 1e-3, "end_lr": 1e-5, "warmup_steps": 10, "b1": 0.9,
-             "b2": 0.999, "weight_decay": 0.05, "grad_clip_norm": 1.0}  # fmt: skip
 
 
-@dataclasses.dataclass(frozen=True)
-class ModelSpec:
-    """``name[:field=value,...]@TxHxW``: a registry model config and the clip it runs on."""
+VJAX_DEFAULTS = {"remat": "none", "param_dtype": "float32"}
 
-    config: dict[str, Any]
-    clip: tuple[int, int, int]
 
-    @classmethod
-    def parse(cls, text: str) -> ModelSpec:
-        model, sep, clip = text.partition("@")
-        if not sep:
-            raise ValueError(f"model spec {text!r} needs @TxHxW, e.g. 'r2plus1d_18@16x112x112'")
-        name, _, fields = model.partition(":")
-        config: dict[str, Any] = {"name": name}
-        for item in filter(None, fields.split(",")):
-            key, eq, value = item.partition("=")
-            if not eq:
-                raise ValueError(f"model field {item!r} in {text!r} is not key=value")
-            try:
-                config[key] = ast.literal_eval(value)
-            except (ValueError, SyntaxError):
-                config[key] = value  # a bare string such as B/16x2
-        frames, height, width = (int(v) for v in clip.split("x"))
-        return cls(config, (frames, height, width))
+def with_remat(spec: ModelSpec, remat: str) -> ModelSpec:
+    """``spec`` with ``model.remat`` set (unchanged for ``none``, so any model takes it)."""
+    return spec if remat == "none" else ModelSpec({**spec.config, "remat": remat}, spec.clip)
 
-    @property
-    def label(self) -> str:
-        fields = ",".join(f"{k}={v}" for k, v in self.config.items() if k != "name")
-        return self.config["name"] + (f" {fields}" if fields else "")
+
+def device_name(device: jax.Device) -> str:
+    """The accelerator's kind, or on CPU the processor's model name (Linux) where known."""
+    if device.platform != "cpu" or not os.path.exists("/proc/cpuinfo"):
+        return device.device_kind
+    with open("/proc/cpuinfo") as f:
+        names = [line.split(":", 1)[1].strip() for line in f if line.startswith("model name")]
+    return f"CPU {names[0]}" if names else device.device_kind
 
 
 def peak_tflops(device: jax.Device) -> float | None:
@@ -96,22 +117,57 @@ def peak_memory_bytes(device: jax.Device, compiled: Any) -> tuple[float, str]:
     )
 
 
-def bench_model(
-    spec: ModelSpec, batch: int, steps: int, dtype: str, num_classes: int = 400
-) -> dict[str, Any]:
-    """Compiles and times the sharded train step of one model on synthetic clips."""
-    model = build_model(spec.config, num_classes, dtype)
-    shape = (batch, *spec.clip, 3)
+@dataclasses.dataclass
+class CompiledStep:
+    """One model's sharded train step, compiled, with its state and a synthetic batch."""
+
+    model: nn.Module
+    mesh: jax.sharding.Mesh
+    compiled: Any
+    state: Any
+    data: dict[str, jax.Array]
+    key: jax.Array
+    compile_s: float
+
+    def __call__(self) -> dict[str, jax.Array]:
+        """One step (the state advances); its metrics once they are computed."""
+        with jax.set_mesh(self.mesh):
+            self.state, metrics = self.compiled(self.state, self.data, self.key)
+        return jax.block_until_ready(metrics)
+
+
+def compile_step(
+    model_config: dict[str, Any],
+    clip: tuple[int, int, int],
+    batch: int,
+    dtype: str,
+    num_classes: int = 400,
+    variables: dict[str, Any] | None = None,
+    param_dtype: str = "float32",
+) -> CompiledStep:
+    """The train step of ``model_config`` data-parallel over all local devices, compiled
+    (seconds measured), on :func:`vjax.bench_peers.synthetic_batch`; ``variables``
+    (``{"params": ..., **model_state}``, e.g. converted from a PyTorch peer) replace the
+    random initial ones; parameters stored as ``param_dtype`` (``train.param_dtype``)."""
+    model = build_model(model_config, num_classes, dtype)
+    shape = (batch, *clip, 3)
     model.check_input(shape)
     mesh = parallel.make_mesh([("data", -1)], jax.local_devices())
     rules = (("batch", "data"),)
     tx = make_optimizer(OPTIMIZER, 1000)
 
-    init = make_init_state(model, tx, shape[1:])
+    init = make_init_state(model, tx, shape[1:], param_dtype)
+    if variables is not None:  # noqa: SIM108
+        given = dict(variables)
+        params = cast_floating(given.pop("params"), check_param_dtype(param_dtype))
+
+        def init(key: jax.Array) -> TrainState:
+            return TrainState(jnp.zeros((), jnp.int32), params, tx.init(params), given)
+
     abstract = jax.eval_shape(init, jax.random.key(0))
     with nn.logical_axis_rules(rules):  # every other logical name stays replicated
         shardings = nn.logical_to_mesh_sharding(nn.get_partition_spec(abstract), mesh, rules)
-    step = make_train_step(model, tx, mean=(0.45,) * 3, std=(0.225,) * 3)
+    step = make_train_step(model, tx, mean=MEAN, std=STD)
     batch_sharding = parallel.batch_sharding(mesh, rules)
     jitted = jax.jit(
         step,
@@ -119,46 +175,52 @@ def bench_model(
         out_shardings=(shardings, parallel.replicated(mesh)),
         donate_argnums=0,
     )
-    rng = np.random.default_rng(0)
-    data = parallel.global_batch(
-        {
-            "video": rng.integers(0, 256, shape, dtype=np.uint8),
-            "label": rng.integers(0, num_classes, (batch,), dtype=np.int32),
-        },
-        batch_sharding,
-    )
+    data = parallel.global_batch(synthetic_batch(batch, clip), batch_sharding)
     key = jax.random.key(1)
     with jax.set_mesh(mesh):
         state = jax.jit(lambda k: nn.meta.unbox(init(k)), out_shardings=shardings)(key)
         start = time.perf_counter()
         compiled = jitted.lower(state, data, key).compile()
-        compile_s = time.perf_counter() - start
-        state, metrics = compiled(state, data, key)  # warm-up
-        jax.block_until_ready(metrics)
-        times = []
-        for _ in range(steps):
-            start = time.perf_counter()
-            state, metrics = compiled(state, data, key)
-            jax.block_until_ready(metrics)
-            times.append(time.perf_counter() - start)
-    step_s = statistics.median(times)
-    macs = count_macs(model, (1, *shape[1:]))
+    return CompiledStep(model, mesh, compiled, state, data, key, time.perf_counter() - start)
+
+
+def bench_model(
+    spec: ModelSpec,
+    batch: int,
+    steps: int,
+    dtype: str,
+    num_classes: int = 400,
+    budget_s: float = math.inf,
+    variables: dict[str, Any] | None = None,
+    param_dtype: str = "float32",
+) -> dict[str, Any]:
+    """Compiles and times the sharded train step of one model on synthetic clips: a warm-up
+    step (its loss is ``first_loss``), then up to ``steps`` timed ones (at least 2 once
+    ``budget_s`` seconds have passed). ``variables``: initial ones (random when None)."""
+    step = compile_step(spec.config, spec.clip, batch, dtype, num_classes, variables, param_dtype)
+    first_loss = float(step()["loss"])  # warm-up
+    step_s = statistics.median(time_calls(step, steps, budget_s, least=min(2, steps)))
+    mesh, compiled = step.mesh, step.compiled
+    macs = count_macs(step.model, (1, *spec.clip, 3))
     tflops = 3 * 2 * macs * batch / step_s / 1e12
     device = jax.local_devices()[0]
     peak = peak_tflops(device)
     memory, memory_kind = peak_memory_bytes(device, compiled)
     return {
+        "first_loss": first_loss,
         "model": spec.label,
         "clip": "x".join(map(str, spec.clip)),
-        "params_m": sum(x.size for x in jax.tree.leaves(state.params)) / 1e6,
+        "params_m": sum(x.size for x in jax.tree.leaves(step.state.params)) / 1e6,
         "gflops": macs / 1e9,
-        "compile_s": compile_s,
+        "compile_s": step.compile_s,
         "step_ms": 1e3 * step_s,
         "clips_per_s": batch / step_s,
         "tflops": tflops / mesh.size,  # per device
         "mfu": tflops / mesh.size / peak if peak else None,
         "memory_gib": memory / 2**30,
         "memory_kind": memory_kind,
+        "fused_attention_calls": compiled.as_text().count(CUDNN_ATTENTION),
+        "device": f"{mesh.size} x {device.device_kind} ({jax.default_backend()})",
     }
 
 
@@ -180,25 +242,234 @@ def format_table(rows: Sequence[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="vjax bench train", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--models", nargs="+", default=list(DEFAULT_MODELS))
-    parser.add_argument("--batch", type=int, default=8, help="global batch (clips per step)")
-    parser.add_argument("--steps", type=int, default=10, help="timed steps after a warm-up")
-    parser.add_argument("--dtype", default="bfloat16", choices=("float32", "bfloat16"))
-    parser.add_argument("--out", default="BENCHMARKS.md", help="'' to write nothing")
-    args = parser.parse_args(sys.argv[1:] if argv is None else argv)
-    specs = [ModelSpec.parse(m) for m in args.models]
+def _cell(values: Sequence[float | None], fmt: str) -> str:
+    """``a / b / c`` of the values a row has (``-`` where one is missing)."""
+    return " / ".join("-" if v is None else format(v, fmt) for v in values)
+
+
+def format_peer_table(rows: Sequence[dict[str, Any]], peak: float | None) -> str:
+    """The ``--peers`` table: per model vjax beside PyTorch eager and ``torch.compile``; a
+    side that failed shows ``failed [n]`` and the reasons follow the table."""
+    lines = [
+        "| model | clip | batch | vjax clips/s | torch eager clips/s | torch.compile clips/s "
+        "| vjax / eager | vjax / compiled | TFLOP/s vjax / eager / compiled | MFU vjax / eager "
+        "/ compiled | peak memory GiB vjax / eager / compiled | compile s vjax / eager / "
+        "compiled |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    notes: list[str] = []
+
+    def speed(side: dict[str, Any]) -> str:
+        if "error" not in side:
+            return f"{side['clips_per_s']:.2f}"
+        notes.append(side["error"])
+        return f"failed [{len(notes)}]"
+
+    oks = []
+    for r in rows:
+        sides = [r["vjax"], r["torch"], r["torch.compile"]]
+        ok = [s if "error" not in s and s else None for s in sides]
+        oks.append(ok)
+        gflops = r["vjax"].get("gflops")
+        tflops = [6 * gflops * s["clips_per_s"] / 1e3 if s and gflops else None for s in ok]
+        mfu = [100 * t / peak if t and peak else None for t in tflops]
+        ratio = [ok[0]["clips_per_s"] / s["clips_per_s"] if ok[0] and s else None for s in ok[1:]]
+        cells = [speed(s) if s else "-" for s in sides]
+        lines.append(
+            f"| {r['model']} | {r['clip']} | {r['batch']} | {' | '.join(cells)} "
+            f"| {_cell(ratio[:1], '.2f')} | {_cell(ratio[1:], '.2f')} | {_cell(tflops, '.3g')} "
+            f"| {_cell(mfu, '.1f')} | {_cell([s and s['memory_gib'] for s in ok], '.2f')} "
+            f"| {_cell([s and s['compile_s'] for s in ok], '.1f')} |"
+        )
+    lines += [""] + [f"[{i}] {why}" for i, why in enumerate(notes, 1)] if notes else []
+    losses = [
+        f"{r['model']}: {_cell([s and s.get('first_loss') for s in ok], '.5f')}"
+        for r, ok in zip(rows, oks, strict=True)
+        if ok[0] and "first_loss" in ok[0]
+    ]
+    if losses:
+        lines += ["", "First-step loss (same weights and batch, before any update) vjax / eager "
+                  "/ compiled: " + "; ".join(losses)]  # fmt: skip
+    return "\n".join(lines)
+
+
+@dataclasses.dataclass
+class PeerOptions:
+    """How ``--peers`` measures: the step (batch, dtype), timing (``steps`` at most,
+    ``budget_s`` per measurement), which PyTorch forms (``torch.compile`` only for the model
+    names in ``compile_models``, all when empty) and the limits: ``timeout_s`` per process,
+    ``deadline_s`` for the whole run (processes due after it become rows saying so)."""
+
+    batch: int
+    dtype: str
+    steps: int
+    budget_s: float = math.inf
+    forms: Sequence[str] = ("torch", "torch.compile")
+    compile_models: Sequence[str] = ()
+    timeout_s: float | None = None
+    deadline_s: float | None = None
+    env: dict[str, str] | None = None
+    vjax_flags: Sequence[str] = ()  # --remat / --param_dtype for the vjax processes
+    cores: int = 0  # > 0: every process pinned to cores 0..cores-1 (taskset), torch as many
+
+    def wants(self, runtime: str, spec: ModelSpec) -> bool:
+        if runtime == "vjax":
+            return True
+        compiled = not self.compile_models or spec.name in self.compile_models
+        return runtime in self.forms and has_peer(spec) and (runtime == "torch" or compiled)
+
+
+def bench_peers(specs: Sequence[ModelSpec], options: PeerOptions) -> list[dict[str, Any]]:
+    """Per spec: vjax's train step and each PyTorch form (``torch``, ``torch.compile``), each
+    in a fresh process (:func:`vjax.bench_peers.run_child`), in that order."""
+    o = options
+    flags = [f"--batch={o.batch}", f"--dtype={o.dtype}", f"--steps={o.steps}",
+             f"--budget={o.budget_s}"]  # fmt: skip
+    end = time.perf_counter() + (o.deadline_s or math.inf)
     rows = []
     for spec in specs:
-        rows.append(bench_model(spec, args.batch, args.steps, args.dtype))
+        row = {"model": spec.label, "clip": "x".join(map(str, spec.clip)), "batch": o.batch}
+        for runtime in ("vjax", "torch", "torch.compile"):
+            left = end - time.perf_counter()
+            if not o.wants(runtime, spec):
+                row[runtime] = {}
+            elif left <= 0:
+                row[runtime] = {"error": f"not run: the --deadline ({o.deadline_s:g} s) passed"}
+            else:
+                timeout = min(o.timeout_s or math.inf, left)
+                given = [*flags, *o.vjax_flags] if runtime == "vjax" else flags
+                row[runtime] = run_child(
+                    runtime, spec, given, None if timeout == math.inf else timeout, o.env, o.cores
+                )
+            if runtime == "vjax" and "error" not in row[runtime] and jax.default_backend() == "cpu":
+                row[runtime]["memory_gib"] = row[runtime]["rss_gib"]  # like torch's on CPU
+            print(f"measured {spec.label} {runtime}: {row[runtime]}", flush=True)
+        rows.append(row)
+    return rows
+
+
+def fused_attention_note(rows: Sequence[dict[str, Any]]) -> str:
+    """One line: how many cuDNN fused-attention custom calls each vjax step compiled to."""
+    counts = [f"{r['model']}: {r['vjax']['fused_attention_calls']}" for r in rows
+              if "fused_attention_calls" in r["vjax"]]  # fmt: skip
+    return "cuDNN fused attention calls in vjax's compiled step: " + "; ".join(counts)
+
+
+def run_peers(args: argparse.Namespace, parser: argparse.ArgumentParser) -> list[dict[str, Any]]:
+    """``vjax bench train --peers``: the comparison table, printed and written to ``--out``;
+    returns its rows. This process only reads the device, so that the measuring processes
+    (given ``args.env``, the environment as it was) get all its memory."""
+    os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")  # before jax's backend
+    gpu = jax.default_backend() == "gpu"
+    models = args.models or list(GPU_PEERS if gpu else CPU_PEERS)
+    forms = [f for f in args.forms.split(",") if f]
+    if set(forms) - {"torch", "torch.compile"}:
+        parser.error(f"--forms takes torch and/or torch.compile, got {args.forms!r}")
+    options = PeerOptions(
+        batch=args.batch or (DEFAULT_GPU_BATCH if gpu else DEFAULT_CPU_BATCH),
+        dtype=args.dtype or ("bfloat16" if gpu else "float32"),
+        steps=args.steps,
+        budget_s=args.budget or math.inf,
+        forms=forms,
+        compile_models=[m for m in args.compile_models.split(",") if m],
+        timeout_s=args.timeout or None,
+        deadline_s=args.deadline or None,
+        env=args.env,
+        cores=args.cores,
+        vjax_flags=[f"--remat={args.remat}", f"--param_dtype={args.param_dtype}"],
+    )
+    begin = time.perf_counter()
+    rows = bench_peers([ModelSpec.parse(m) for m in models], options)
+    minutes = (time.perf_counter() - begin) / 60
+    import torch
+
+    device = jax.local_devices()[0]
+    o = options
+    cores = f"pinned to {o.cores} of " if o.cores else ""
+    threads = f"{cores}{os.cpu_count()} CPU cores, " if not gpu else ""
+    limits = [f" --{k}={getattr(args, k):g}" for k in ("timeout", "deadline", "cores")
+              if getattr(args, k)]  # fmt: skip
+    limits += [f" --{k}={getattr(args, k)}" for k, default in VJAX_DEFAULTS.items()
+               if getattr(args, k) != default]  # fmt: skip
+    extra = "".join(limits) + (
+        f" --compile_models={args.compile_models}" if o.compile_models else ""
+    )
+    setup = (
+        f"{device_name(device)} ({jax.default_backend()}), {threads}jax {jax.__version__}, torch "
+        f"{torch.__version__}; batch {o.batch}, {o.dtype} compute (torch: "
+        f"{'autocast' if o.dtype == 'bfloat16' else 'float32'}), {args.param_dtype} vjax "
+        f"parameters (torch: float32), vjax remat {args.remat}, AdamW "
+        f"(clipped at {OPTIMIZER['grad_clip_norm']}) on both sides, random weights, uint8 "
+        f"clips normalised on the device; each runtime in its own process; median of up to "
+        f"{o.steps} steps after a warm-up (each measurement stops after {args.budget:g} s, "
+        f"at least 2 steps); TFLOP/s count a step as 3 forward passes of vjax's MACs; memory: "
+        f"{'allocator peaks' if gpu else 'process RSS high-water (runtime included)'}; "
+        f"whole run {minutes:.1f} min. Command: `vjax bench train --peers --models "
+        f"{' '.join(models)} --batch={o.batch} --dtype={o.dtype} --steps={o.steps} "
+        f"--budget={args.budget:g} --forms={args.forms}{extra}`"
+    )
+    table = format_peer_table(rows, peak_tflops(device))
+    if gpu:
+        table += "\n\n" + fused_attention_note(rows)
+    print(f"{setup}\n\n{table}")
+    if args.out:
+        update_benchmarks(args.out, "vjax bench train --peers", f"{setup}\n\n{table}\n")
+    return rows
+
+
+def parse_args(argv: Sequence[str] | None = None) -> tuple[argparse.Namespace, Any]:
+    """``vjax bench train``'s flags: ``(args, parser)``."""
+    parser = argparse.ArgumentParser(prog="vjax bench train", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--models", nargs="+", default=None)
+    parser.add_argument("--batch", type=int, default=None, help="global batch (clips per step); "
+                        "default 8, with --peers 4 on CPU and 16 on GPU")  # fmt: skip
+    parser.add_argument("--steps", type=int, default=10, help="timed steps after a warm-up")
+    parser.add_argument("--dtype", default=None, choices=("float32", "bfloat16"),
+                        help="default bfloat16; with --peers float32 on CPU")  # fmt: skip
+    parser.add_argument("--out", default="BENCHMARKS.md", help="'' to write nothing")
+    parser.add_argument("--remat", default="none", choices=tuple(REMAT_POLICIES),
+                        help="model.remat of vjax's transformers")  # fmt: skip
+    parser.add_argument("--param_dtype", default="float32", choices=tuple(PARAM_DTYPES),
+                        help="train.param_dtype of vjax's step")  # fmt: skip
+    peers = parser.add_argument_group("--peers: PyTorch beside vjax, each in its own process")
+    peers.add_argument("--peers", action="store_true")
+    peers.add_argument("--forms", default="torch,torch.compile", help="PyTorch forms")
+    peers.add_argument("--budget", type=float, default=DEFAULT_BUDGET_S, help="seconds of timed "
+                       "steps per measurement (at least 2 steps); 0: no limit")  # fmt: skip
+    peers.add_argument("--timeout", type=float, default=0, help="seconds one process may take "
+                       "(its row then says so); 0: no limit")  # fmt: skip
+    peers.add_argument("--deadline", type=float, default=0, help="seconds for the whole run: "
+                       "processes due after it are rows saying so; 0: no limit")  # fmt: skip
+    peers.add_argument("--cores", type=int, default=0, help="pin every measuring process to "
+                       "cores 0..N-1 (taskset; torch gets N threads); 0: all cores")  # fmt: skip
+    peers.add_argument("--compile_models", default="", help="comma-separated names (e.g. "
+                       "hf_videomae,r2plus1d_18) torch.compile runs for; '': all")  # fmt: skip
+    args = parser.parse_args(sys.argv[1:] if argv is None else argv)
+    args.env = dict(os.environ)  # as given: what --peers' measuring processes get
+    return args, parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args, parser = parse_args(argv)
+    if args.peers:
+        run_peers(args, parser)
+        return 0
+    args.models = args.models or list(DEFAULT_MODELS)
+    args.batch, args.dtype = args.batch or 8, args.dtype or "bfloat16"
+    specs = [with_remat(ModelSpec.parse(m), args.remat) for m in args.models]
+    rows = []
+    for spec in specs:
+        rows.append(bench_model(spec, args.batch, args.steps, args.dtype,
+                                param_dtype=args.param_dtype))  # fmt: skip
         print(f"measured {spec.label}", flush=True)
     devices = jax.local_devices()
     setup = (
         f"{len(devices)} x {devices[0].device_kind} ({jax.default_backend()}), jax "
-        f"{jax.__version__}, batch {args.batch}, {args.dtype} compute / float32 params, AdamW, "
+        f"{jax.__version__}, batch {args.batch}, {args.dtype} compute / {args.param_dtype} params, "
+        f"remat {args.remat}, AdamW, "
         f"median of {args.steps} steps. Command: `vjax bench train --batch={args.batch} "
-        f"--dtype={args.dtype} --models {' '.join(args.models)}`"
+        f"--dtype={args.dtype} --remat={args.remat} --param_dtype={args.param_dtype} --models "
+        f"{' '.join(args.models)}`"
     )
     table = format_table(rows)
     print(f"{setup}\n\n{table}")

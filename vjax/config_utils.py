@@ -96,13 +96,24 @@ def apply_overrides(config: ml_collections.ConfigDict, overrides: Mapping[str, s
             if part not in node or not isinstance(node[part], ml_collections.ConfigDict):
                 raise unknown_key_error(key, valid)
             node = node[part]
-        if leaf not in node:
-            raise unknown_key_error(key, valid)
+        optional = _optional_model_fields(config) if parents == ["model"] else {}
+        if leaf not in node and leaf not in optional:
+            raise unknown_key_error(key, [*valid, *(f"model.{k}" for k in optional)])
         try:
-            value = _parse_value(text, node[leaf])
+            value = _parse_value(text, node[leaf] if leaf in node else optional[leaf])
         except ConfigError as e:
             raise ConfigError(f"--config.{key}: {e}") from None
-        node[leaf] = value
+        with node.unlocked():  # a model field the config file left at its default
+            node[leaf] = value
+
+
+def _optional_model_fields(config: ml_collections.ConfigDict) -> dict[str, Any]:
+    """The fields of ``config.model``'s model that the section may set beyond its own keys
+    (``--config.model.remat=block`` on a config that does not name ``remat``)."""
+    from vjax.models.registry import field_defaults
+
+    name = config.get("model", {}).get("name")
+    return field_defaults(name) if isinstance(name, str) else {}
 
 
 def config_to_json(config: ml_collections.ConfigDict) -> str:

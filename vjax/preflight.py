@@ -44,7 +44,7 @@ def check_config(
     returns its mesh."""
     from vjax.data.datasets import check_dataset_name, planned_clip_shape
     from vjax.models import build_model
-    from vjax.step import batched
+    from vjax.step import batched, check_param_dtype
 
     devices = list(devices if devices is not None else jax.devices())
     with _section(
@@ -64,6 +64,8 @@ def check_config(
     check_dataset_name(config.dataset.name)
     with _section("input"):
         clip = planned_clip_shape(config.dataset, config.input)
+    with _section("train"):
+        check_param_dtype(config.train.get("param_dtype", "float32"))
     with _section("model"):
         model = build_model(config.model, _CHECK_CLASSES, config.train.dtype)
         if clip is not None:

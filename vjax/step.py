@@ -50,14 +50,36 @@ def batched(shapes: InputShapes, batch: int) -> Any:
     return (batch, *shapes)
 
 
+PARAM_DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
+
+
+def check_param_dtype(name: str) -> Any:
+    """The dtype ``train.param_dtype`` names; a ValueError naming the valid ones otherwise."""
+    if name not in PARAM_DTYPES:
+        raise ValueError(f"unknown param_dtype {name!r}; valid: {', '.join(PARAM_DTYPES)}")
+    return PARAM_DTYPES[name]
+
+
+def cast_floating(tree: Any, dtype: Any) -> Any:
+    """Every floating-point leaf of ``tree`` as ``dtype`` (integer leaves kept)."""
+    floating = lambda x: jnp.issubdtype(x.dtype, jnp.floating)  # noqa: E731
+    return jax.tree.map(lambda x: x.astype(dtype) if floating(x) else x, tree)
+
+
 def make_init_state(
-    model: nn.Module, tx: optax.GradientTransformation, input_shape: InputShapes
+    model: nn.Module,
+    tx: optax.GradientTransformation,
+    input_shape: InputShapes,
+    param_dtype: str = "float32",
 ) -> Callable[[jax.Array], TrainState]:
     """Returns ``init(key) -> TrainState`` for inputs of ``input_shape`` (a clip's
     ``(T, H, W, C)``, or ``{modality: shape}`` for a model of several modalities): step 0,
     the model's parameters and other collections, the optimiser's initial state, a loss scale
     when the model computes in float16. Parameters keep their logical-axis boxes, so
-    ``jax.eval_shape`` of it gives the shardings."""
+    ``jax.eval_shape`` of it gives the shardings. ``param_dtype="bfloat16"`` stores the
+    parameters, and so the optimiser's moments and the gradients, in bf16 (half the memory;
+    other collections such as BatchNorm statistics stay float32)."""
+    dtype = check_param_dtype(param_dtype)
 
     def init(key: jax.Array) -> TrainState:
         dummy = jax.tree.map(
@@ -66,7 +88,7 @@ def make_init_state(
             is_leaf=lambda x: isinstance(x, tuple),
         )
         variables = dict(model.init({"params": key}, dummy, train=False))
-        params = variables.pop("params")
+        params = cast_floating(variables.pop("params"), dtype)
         return TrainState(
             jnp.zeros((), jnp.int32),
             params,

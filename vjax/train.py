@@ -145,7 +145,7 @@ def build_experiment(
     model.check_input(batched(shapes, batch_size))
     tx = make_optimizer(config.optimizer, config.train.num_steps)
 
-    init_state = make_init_state(model, tx, shapes)
+    init_state = make_init_state(model, tx, shapes, config.train.get("param_dtype", "float32"))
     abstract = jax.eval_shape(init_state, jax.random.key(0))
     try:
         check_widths(config.model.get("widths"), abstract.params)
@@ -420,6 +420,7 @@ def init_from_pretrained(
     if verbose:
         notes = _group_dropped(notes, initial)
         print(f"Initialised from {path}: " + "; ".join(notes or ["every parameter copied"]))
+    params = jax.tree.map(lambda p, i: np.asarray(p, i.dtype), params, initial)  # param_dtype
     params = jax.device_put(params, exp.state_shardings.params)
     return state.replace(params=params, model_state=model_state)
 

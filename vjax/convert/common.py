@@ -6,12 +6,14 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import ml_collections
 import numpy as np
 
 from vjax.errors import UserError
+
+if TYPE_CHECKING:  # imported where a config is made: the converters' config helpers and
+    import ml_collections  # vjax bench train --peers run where ml_collections is not installed
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -85,6 +87,8 @@ def pretrained_config(
 ) -> ml_collections.ConfigDict:
     """The config a converter returns: the model section, the clip ``(T, H, W, C)`` the weights
     were trained on, normalisation, class names and where the weights came from."""
+    import ml_collections
+
     return ml_collections.ConfigDict(
         {
             "model": dict(model),

@@ -416,6 +416,25 @@ def from_hf(path_or_state_dict: Any, hf_config: Any = None, *, pretraining: bool
     >>> hf = transformers.TimesformerForVideoClassification(transformers.TimesformerConfig())
     >>> config, variables = from_hf(hf.state_dict(), hf.config)
     """
+    model, clip, variables, config, num_classes, notes = hf_variables(
+        path_or_state_dict, hf_config, pretraining=pretraining
+    )
+    mean, std = _NORMALISATION[config["model_type"]]
+    channels = clip[-1]
+    name = config.get("_name_or_path") or config["model_type"]
+    return pretrained_config(
+        model,
+        clip,
+        _class_names(config, num_classes),
+        mean=mean if channels == 3 else (mean[0],) * channels,
+        std=std if channels == 3 else (std[0],) * channels,
+        source=f"hf {name}" + (f" ({'; '.join(notes)})" if notes else ""),
+    ), variables
+
+
+def hf_variables(path_or_state_dict: Any, hf_config: Any = None, *, pretraining: bool = False):
+    """What :func:`from_hf` converts, before it is wrapped in a config (no ml_collections
+    needed): ``(model section, clip, variables, HF config dict, classes, notes)``."""
     source = path_or_state_dict
     if isinstance(source, str | os.PathLike) and os.path.isdir(source):
         hf_config = source if hf_config is None else hf_config
@@ -465,18 +484,7 @@ def from_hf(path_or_state_dict: Any, hf_config: Any = None, *, pretraining: bool
             reader.put("fc_norm/bias", np.zeros(flat["fc_norm/bias"]))
             notes.append("identity fc_norm")
     weights.params = traverse_util.unflatten_dict(weights.params, sep="/")
-    variables = weights.finish(expected)
-    mean, std = _NORMALISATION[model_type]
-    channels = clip[-1]
-    name = config.get("_name_or_path") or model_type
-    return pretrained_config(
-        model,
-        clip,
-        _class_names(config, num_classes),
-        mean=mean if channels == 3 else (mean[0],) * channels,
-        std=std if channels == 3 else (std[0],) * channels,
-        source=f"hf {name}" + (f" ({'; '.join(notes)})" if notes else ""),
-    ), variables
+    return model, clip, weights.finish(expected), config, num_classes, notes
 
 
 def read_weights(folder: str) -> dict[str, Any]:

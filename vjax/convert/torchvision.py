@@ -220,6 +220,24 @@ def from_torchvision(state_dict: Mapping[str, Any], arch: str | None = None):
 
     >>> config, variables = from_torchvision(torch.load("r3d_18.pth"), "r3d_18")
     """
+    model, variables = torchvision_variables(state_dict, arch)
+    num_classes = int(np.shape(state_dict["fc.weight"])[0])
+    config = pretrained_config(
+        model,
+        CLIP,
+        kinetics400_classes(num_classes),
+        mean=KINETICS_MEAN,
+        std=KINETICS_STD,
+        source=f"torchvision {model['name']}",
+    )
+    return config, variables
+
+
+def torchvision_variables(
+    state_dict: Mapping[str, Any], arch: str | None = None
+) -> tuple[dict[str, Any], dict]:
+    """What :func:`from_torchvision` converts, before it is wrapped in a config (no
+    ml_collections needed): ``(model section, variables)``."""
     from vjax.models import available_models, build_model
     from vjax.models.resnet3d import VideoResNet
 
@@ -240,16 +258,7 @@ def from_torchvision(state_dict: Mapping[str, Any], arch: str | None = None):
     model = {"name": arch or match} if (arch or match) else {"name": "video_resnet", **fields}
     num_classes = int(np.shape(state_dict["fc.weight"])[0])
     w = video_resnet_variables(state_dict, fields)
-    variables = w.finish(expected_variables(model, num_classes, (4, 32, 32, 3)))
-    config = pretrained_config(
-        model,
-        CLIP,
-        kinetics400_classes(num_classes),
-        mean=KINETICS_MEAN,
-        std=KINETICS_STD,
-        source=f"torchvision {model['name']}",
-    )
-    return config, variables
+    return model, w.finish(expected_variables(model, num_classes, (4, 32, 32, 3)))
 
 
 def _as_tuple(value: Any) -> Any:

@@ -69,6 +69,29 @@ ACTIVATIONS: dict[str, Callable[[jax.Array], jax.Array]] = {
     "swish": nn.silu,
 }
 SUBLAYERS = ("joint", "time", "space", "split")
+# model.remat: what the backward pass of each block keeps from the forward pass. "none": every
+# activation; "block": only the block's input (the rest is recomputed); "dots": the outputs of
+# the weight matmuls (projections, MLP), the rest (attention scores, norms, GELU) recomputed.
+REMAT_POLICIES = {
+    "none": None,
+    "block": jax.checkpoint_policies.nothing_saveable,
+    "dots": jax.checkpoint_policies.dots_with_no_batch_dims_saveable,
+}
+
+
+def check_remat(remat: str) -> None:
+    """Raises a ValueError naming the valid ``model.remat`` policies."""
+    if remat not in REMAT_POLICIES:
+        raise ValueError(f"unknown remat {remat!r}; valid: {', '.join(REMAT_POLICIES)}")
+
+
+def remat_block(cls: type[nn.Module], remat: str) -> type[nn.Module]:
+    """``cls`` itself, or rematerialised with the policy ``remat`` names; the wrapped
+    block takes ``train`` as its second positional argument (a static one)."""
+    check_remat(remat)
+    if remat == "none":
+        return cls
+    return nn.remat(cls, static_argnums=(2,), policy=REMAT_POLICIES[remat])
 
 
 @dataclasses.dataclass(frozen=True)
@@ -323,7 +346,7 @@ class EncoderBlock(nn.Module):
         )
 
     @nn.compact
-    def __call__(self, x: jax.Array, *, train: bool) -> jax.Array:
+    def __call__(self, x: jax.Array, train: bool) -> jax.Array:
         # Drop-path: drop the whole residual branch per example (broadcast over tokens, embed).
         drop_path = nn.Dropout(self.drop_path_rate, broadcast_dims=(1, 2))
         eps = self.options.layer_norm_eps
@@ -368,13 +391,15 @@ class Encoder(nn.Module):
     grid: tuple[int, int] | None = None
     time_projection: bool = False
     final_norm: bool = True
+    remat: str = "none"  # REMAT_POLICIES: "none", "block" or "dots"
 
     @nn.compact
     def __call__(self, x: jax.Array, *, train: bool) -> jax.Array:
         check_sublayers(self.sublayers)
+        block = remat_block(EncoderBlock, self.remat)
         for i in range(self.num_layers):
             rate = self.drop_path_rate * i / max(self.num_layers - 1, 1)
-            x = EncoderBlock(
+            x = block(
                 self.num_heads,
                 self.mlp_dim,
                 self.dropout_rate,
@@ -385,7 +410,7 @@ class Encoder(nn.Module):
                 grid=self.grid,
                 time_projection=self.time_projection,
                 name=f"block{i:02d}",
-            )(x, train=train)
+            )(x, train)
         if not self.final_norm:
             return x
         return layer_norm("encoder_norm", self.dtype, self.options.layer_norm_eps)(x)

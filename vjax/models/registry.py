@@ -52,6 +52,18 @@ def model_fields(cls: type[nn.Module]) -> list[str]:
     return [f.name for f in dataclasses.fields(cls) if f.init and f.name not in ("parent", "name")]
 
 
+def field_defaults(name: str) -> dict[str, Any]:
+    """``{field: default}`` of the registered model ``name`` (empty for an unknown name): the
+    optional fields a config may add to its ``model`` section (e.g. ``remat``)."""
+    import vjax.models  # noqa: F401  (registers the built-in families)
+
+    cls = _MODELS.get(name)
+    if cls is None:
+        return {}
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    return {k: fields[k].default for k in model_fields(cls)}
+
+
 def build_model(
     model_config: Mapping[str, Any], num_classes: NumClasses, dtype: str = "float32"
 ) -> nn.Module:

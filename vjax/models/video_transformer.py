@@ -18,6 +18,7 @@ from vjax.models.layers import (
     NumClasses,
     TransformerOptions,
     TubeletEmbed,
+    check_remat,
     constrain,
     learned_embedding,
     prepend,
@@ -74,6 +75,8 @@ class VideoTransformer(nn.Module):
     attention_impl: str = "auto"  # "auto", "xla", "cudnn" or "pallas"
     # Per-layer widths of a pruned model (vjax.models.widths): heads / MLP units by layer path.
     widths: Any = None
+    # Rematerialisation of each encoder block (layers.REMAT_POLICIES): "none", "block", "dots".
+    remat: str = "none"
     dtype: Any = jnp.float32
 
     def resolved_size(self) -> TransformerSize:
@@ -105,6 +108,7 @@ class VideoTransformer(nn.Module):
     def check_options(self) -> None:
         """Validates the layer options and that the width splits into the heads."""
         self.options.validate()
+        check_remat(self.remat)
         size = self.resolved_size()
         if size.hidden_size % size.num_heads:
             raise ValueError(
@@ -156,6 +160,7 @@ class VideoTransformer(nn.Module):
             self.drop_path_rate,
             dtype=self.dtype,
             options=self.options,
+            remat=self.remat,
             name=name,
             **fields,
         )

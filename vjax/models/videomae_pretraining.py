@@ -126,6 +126,7 @@ class VideoMAEPretraining(VideoTransformer):
             dtype=self.dtype,
             options=self.options,
             final_norm=False,
+            remat=self.remat,
             name="decoder",
         )(x, train=train)
         x = layer_norm("decoder_norm", self.dtype, self.decoder_norm_eps)(x[:, -count:])

@@ -1,0 +1,94 @@
+"""``model.remat`` and ``train.param_dtype``: a train step with either option computes what the
+default one does (float32 tolerance for remat, bf16 tolerance for bf16 parameters over 3
+steps), the options really apply (a remat in the gradient's jaxpr, bf16 leaves in the state
+and the checkpoint), and a bad value is a ConfigError naming the valid ones."""
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+from vjax import checkpoint
+from vjax.bench_peers import synthetic_batch
+from vjax.config_utils import ConfigError
+from vjax.models import build_model
+from vjax.preflight import check_config
+from vjax.step import make_init_state, make_train_step
+
+TINY = {"size": "Ti/8x2", "num_layers": 2, "hidden_size": 16, "num_heads": 2, "mlp_dim": 32}
+CLIP = (4, 16, 16, 3)
+NORM = {"mean": (0.45,) * 3, "std": (0.225,) * 3}
+
+
+def _steps(model_config, tx, steps=1, param_dtype="float32"):
+    """``(state, [loss per step], gradient jaxpr text)`` of ``steps`` jitted train steps."""
+    model = build_model(model_config, 10)
+    init = make_init_state(model, tx, CLIP, param_dtype)
+    state = jax.jit(lambda key: nn.meta.unbox(init(key)))(jax.random.key(0))
+    batch = synthetic_batch(2, CLIP[:3])
+    batch["label"] = batch["label"] % 10
+    step = make_train_step(model, tx, **NORM)
+    jitted = jax.jit(step)
+    losses = []
+    for _ in range(steps):
+        state, metrics = jitted(state, batch, jax.random.key(1))
+        losses.append(float(metrics["loss"]))
+    jaxpr = str(jax.make_jaxpr(step)(state, batch, jax.random.key(1)))
+    return state, losses, jaxpr
+
+
+@pytest.mark.parametrize(
+    "model_config,policies",
+    [({"name": "vivit", **TINY}, ("block", "dots")),
+     ({"name": "timesformer", **TINY, "size": "Ti/8"}, ("block",))],  # divided attention
+    ids=["vivit", "timesformer_divided"],
+)  # fmt: skip
+def test_remat_computes_the_default_step(model_config, policies):
+    sgd = optax.sgd(1.0)  # new params = params - gradients: the update shows the gradients
+    base, base_loss, base_jaxpr = _steps(model_config, sgd)
+    assert "remat" not in base_jaxpr and "checkpoint" not in base_jaxpr
+    for policy in policies:
+        state, loss, jaxpr = _steps({**model_config, "remat": policy}, sgd)
+        assert "checkpoint" in jaxpr or "remat" in jaxpr, policy
+        assert loss == pytest.approx(base_loss, rel=1e-6)
+        jax.tree.map(
+            lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6),
+            state.params,
+            base.params,
+        )
+
+
+def test_bf16_params_follow_the_float32_run(tmp_path):
+    tx = optax.adamw(1e-3)
+    config = {"name": "vivit", **TINY}
+    base, base_losses, _ = _steps(config, tx, steps=3)
+    state, losses, _ = _steps(config, tx, steps=3, param_dtype="bfloat16")
+    assert {x.dtype for x in jax.tree.leaves(state.params)} == {jnp.dtype(jnp.bfloat16)}
+    mu = state.opt_state[0].mu
+    assert {x.dtype for x in jax.tree.leaves(mu)} == {jnp.dtype(jnp.bfloat16)}
+    np.testing.assert_allclose(losses, base_losses, rtol=2e-2)  # bf16: 8 bits of mantissa
+    jax.tree.map(
+        lambda a, b: np.testing.assert_allclose(np.float32(a), b, rtol=2e-2, atol=2e-2),
+        state.params,
+        base.params,
+    )
+    manager = checkpoint.make_manager(str(tmp_path), 1, async_save=False)
+    checkpoint.save(manager, 3, state, {})
+    manager.wait_until_finished()
+    saved = manager.item_metadata(3)["state"]
+    assert {m.dtype for m in jax.tree.leaves(saved["params"])} == {jnp.dtype(jnp.bfloat16)}
+    manager.close()
+
+
+def test_bad_values_are_config_errors_naming_the_valid_ones(data_dir):
+    from conftest import tiny_config
+
+    config = tiny_config(data_dir, **{"train.param_dtype": "float16"})
+    with pytest.raises(ConfigError, match="train: unknown param_dtype 'float16'; valid: float32, "
+                       "bfloat16"):  # fmt: skip
+        check_config(config)
+    config = tiny_config(data_dir, **{"model.remat": "all"})
+    with pytest.raises(ConfigError, match="model: unknown remat 'all'; valid: none, block, dots"):
+        check_config(config)
