@@ -46,9 +46,13 @@ def run(
     temperature: float = 4.0,
     alpha: float = 0.5,
     tiny: bool = False,
+    train_fraction: float = 1.0,
+    mixup_alpha: float = 0.0,
 ) -> dict[str, Any]:
     """Trains (or reuses) the teacher, then the student alone and distilled; returns each
-    one's size and test metrics. Steps ``None``: the demo config's own."""
+    one's size and test metrics. Steps ``None``: the demo config's own. Both students train
+    on the first ``train_fraction`` of the training clips with mixup at ``mixup_alpha`` (the
+    teacher sees the same mixed clips)."""
     variant = "tiny" if tiny else "vivit"
     common = {"dataset.data_dir": data_dir}
     teacher_config = checkout_config(f"demo.py:{variant}", common)
@@ -63,6 +67,8 @@ def run(
         tested = train_and_test(teacher_config, teacher_dir)
     models = {"teacher": {**_size(teacher_config), **tested}}
     student = {f"model.{k}": str(v) for k, v in (TINY_STUDENT if tiny else STUDENT).items()}
+    num_train = max(round(teacher_config.dataset.num_train * train_fraction), 1)
+    student.update({"dataset.num_train": str(num_train), "input.mixup_alpha": str(mixup_alpha)})
     if student_steps:
         student["train.num_steps"] = str(student_steps)
     distill = {
@@ -85,6 +91,8 @@ def run(
         "temperature": temperature,
         "alpha": alpha,
         "student_model": student_model,
+        "num_train": (num_train, teacher_config.dataset.num_train),
+        "mixup_alpha": mixup_alpha,
     }
 
 
@@ -96,12 +104,17 @@ def table(result: dict[str, Any], total_seconds: float, command: str) -> str:
     gain = 100 * (distilled["top1"] - alone["top1"])
     gap = 100 * (teacher["top1"] - distilled["top1"])
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+    used, total = result["num_train"]
+    mixup = result["mixup_alpha"]
+    mixed = f", mixup alpha {mixup} on every batch (the teacher scores the same mixed clips)"
     lines = [
         f"vjax_motion, {result['num_classes']} classes; test split ({alone['num_examples']} "
         f"clips). Student: the teacher's ViViT at width {student['hidden_size']} with "
         f"{student['num_layers']} layers, {teacher['gmacs'] / alone['gmacs']:.1f}x fewer "
         f"GFLOPs than the teacher; distilled with temperature {result['temperature']}, alpha "
-        f"{result['alpha']}. CPU: {platform.machine()}, {os.cpu_count()} cores, load average "
+        f"{result['alpha']}. Both students: the same config apart from the teacher, {used} of "
+        f"the {total} training clips (the teacher trained on all){mixed if mixup else ''}. "
+        f"CPU: {platform.machine()}, {os.cpu_count()} cores, load average "
         f"{load:.1f} at the end (a shared machine: wall times include other jobs' load). "
         f"Total {total_seconds / 60:.1f} min. Command: `{command}`",
         "",
@@ -131,6 +144,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--temperature", type=float, default=4.0)
     parser.add_argument("--alpha", type=float, default=0.5)
     parser.add_argument("--tiny", action="store_true", help="the demo's tiny variant (seconds)")
+    parser.add_argument(
+        "--train_fraction", type=float, default=1.0, help="of the training clips, both students"
+    )
+    parser.add_argument("--mixup_alpha", type=float, default=0.0, help="both students; 0: off")
     args = parser.parse_args(sys.argv[1:] if argv is None else argv)
     start = time.perf_counter()
     result = run(
@@ -142,6 +159,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         args.temperature,
         args.alpha,
         args.tiny,
+        args.train_fraction,
+        args.mixup_alpha,
     )
     seconds = time.perf_counter() - start
     return publish("distill", argv, lambda command: table(result, seconds, command), args.out)
