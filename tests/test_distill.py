@@ -237,7 +237,7 @@ def test_bench_distill_table(tmp_path):
                    "distilled": row(96918, 0.0067, 0.80)},
         "num_classes": 6, "temperature": 4.0, "alpha": 0.5,
         "student_model": {"hidden_size": 48, "num_layers": 2}, "num_train": (400, 4000),
-        "mixup_alpha": 1.0,
+        "mixup_alpha": 1.0, "seed": 1,
     }  # fmt: skip
     out = tmp_path / "BENCHMARKS.md"
     out.write_text("# Benchmarks\n\n## vjax bench ssl\n\nkept\n")
@@ -247,5 +247,6 @@ def test_bench_distill_table(tmp_path):
     assert "## vjax bench ssl\n\nkept" in text and "## vjax bench distill" in text
     assert "5.4x fewer GFLOPs" in text and "`vjax bench distill --tiny`" in text
     assert "400 of the 4000 training clips" in text and "mixup alpha 1.0 on every batch" in text
+    assert "(the teacher scores the same mixed clips), seed 1." in text
     assert "Distilled vs alone: +10.0 points of top-1; 10.0 points below the teacher" in text
     assert "| student alone | 96,918 | 0.0067 | 400 | 0.700 | 60 |" in text

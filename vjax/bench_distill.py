@@ -48,11 +48,12 @@ def run(
     tiny: bool = False,
     train_fraction: float = 1.0,
     mixup_alpha: float = 0.0,
+    seed: int = 0,
 ) -> dict[str, Any]:
     """Trains (or reuses) the teacher, then the student alone and distilled; returns each
     one's size and test metrics. Steps ``None``: the demo config's own. Both students train
     on the first ``train_fraction`` of the training clips with mixup at ``mixup_alpha`` (the
-    teacher sees the same mixed clips)."""
+    teacher sees the same mixed clips), from initialisation and batch-order ``seed``."""
     variant = "tiny" if tiny else "vivit"
     common = {"dataset.data_dir": data_dir}
     teacher_config = checkout_config(f"demo.py:{variant}", common)
@@ -68,7 +69,8 @@ def run(
     models = {"teacher": {**_size(teacher_config), **tested}}
     student = {f"model.{k}": str(v) for k, v in (TINY_STUDENT if tiny else STUDENT).items()}
     num_train = max(round(teacher_config.dataset.num_train * train_fraction), 1)
-    student.update({"dataset.num_train": str(num_train), "input.mixup_alpha": str(mixup_alpha)})
+    student.update({"dataset.num_train": str(num_train), "input.mixup_alpha": str(mixup_alpha),
+                    "seed": str(seed)})  # fmt: skip
     if student_steps:
         student["train.num_steps"] = str(student_steps)
     distill = {
@@ -93,6 +95,7 @@ def run(
         "student_model": student_model,
         "num_train": (num_train, teacher_config.dataset.num_train),
         "mixup_alpha": mixup_alpha,
+        "seed": seed,
     }
 
 
@@ -113,7 +116,8 @@ def table(result: dict[str, Any], total_seconds: float, command: str) -> str:
         f"{student['num_layers']} layers, {teacher['gmacs'] / alone['gmacs']:.1f}x fewer "
         f"GFLOPs than the teacher; distilled with temperature {result['temperature']}, alpha "
         f"{result['alpha']}. Both students: the same config apart from the teacher, {used} of "
-        f"the {total} training clips (the teacher trained on all){mixed if mixup else ''}. "
+        f"the {total} training clips (the teacher trained on all){mixed if mixup else ''}, "
+        f"seed {result['seed']}. "
         f"CPU: {platform.machine()}, {os.cpu_count()} cores, load average "
         f"{load:.1f} at the end (a shared machine: wall times include other jobs' load). "
         f"Total {total_seconds / 60:.1f} min. Command: `{command}`",
@@ -148,6 +152,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--train_fraction", type=float, default=1.0, help="of the training clips, both students"
     )
     parser.add_argument("--mixup_alpha", type=float, default=0.0, help="both students; 0: off")
+    parser.add_argument("--seed", type=int, default=0, help="both students' config.seed")
     args = parser.parse_args(sys.argv[1:] if argv is None else argv)
     start = time.perf_counter()
     result = run(
@@ -161,6 +166,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         args.tiny,
         args.train_fraction,
         args.mixup_alpha,
+        args.seed,
     )
     seconds = time.perf_counter() - start
     return publish("distill", argv, lambda command: table(result, seconds, command), args.out)
