@@ -67,6 +67,10 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
             mean=(0.5, 0.5, 0.5),
             std=(0.25, 0.25, 0.25),
             num_workers=0,  # loader processes; 0: the trainer's prefetch thread, -1: one per core
+            # Mixup / cutmix of each training batch (soft labels; a distilled student's teacher
+            # sees the same mixed clips): Beta(alpha, alpha) mixing weights, 0 = off.
+            mixup_alpha=0.0,
+            cutmix_alpha=0.0,
         )
     )
     c.model = ml_collections.ConfigDict(

@@ -180,11 +180,12 @@ def test_startup_checks(data_dir, teachers, tmp_path):
 
 def test_distilled_training_run(data_dir, teachers, tmp_path):
     """A few steps of a tiny student distilled from a ViViT teacher on a larger clip (more
-    frames, larger frames), on an fsdp=2 mesh: the teacher's variables are sharded by the same
-    rules, both loss parts are logged and mix as configured, the checkpoint holds the student
-    only, and evaluation does not need the teacher."""
+    frames, larger frames), on an fsdp=2 mesh and mixup-mixed batches: the teacher's variables
+    are sharded by the same rules, both loss parts are logged and mix as configured, the
+    checkpoint holds the student only, and evaluation does not need the teacher."""
     overrides = {
         "train.distill.teacher": teachers["good"],
+        "input.mixup_alpha": "1.0",
         "train.distill.alpha": "0.7",
         "train.distill.temperature": "1.0",
         "train.num_steps": "2",
@@ -235,7 +236,8 @@ def test_bench_distill_table(tmp_path):
         "models": {"teacher": row(528102, 0.0362, 0.90), "alone": row(96918, 0.0067, 0.70),
                    "distilled": row(96918, 0.0067, 0.80)},
         "num_classes": 6, "temperature": 4.0, "alpha": 0.5,
-        "student_model": {"hidden_size": 48, "num_layers": 2},
+        "student_model": {"hidden_size": 48, "num_layers": 2}, "num_train": (400, 4000),
+        "mixup_alpha": 1.0, "seed": 1,
     }  # fmt: skip
     out = tmp_path / "BENCHMARKS.md"
     out.write_text("# Benchmarks\n\n## vjax bench ssl\n\nkept\n")
@@ -244,5 +246,7 @@ def test_bench_distill_table(tmp_path):
     text = out.read_text()
     assert "## vjax bench ssl\n\nkept" in text and "## vjax bench distill" in text
     assert "5.4x fewer GFLOPs" in text and "`vjax bench distill --tiny`" in text
+    assert "400 of the 4000 training clips" in text and "mixup alpha 1.0 on every batch" in text
+    assert "(the teacher scores the same mixed clips), seed 1." in text
     assert "Distilled vs alone: +10.0 points of top-1; 10.0 points below the teacher" in text
     assert "| student alone | 96,918 | 0.0067 | 400 | 0.700 | 60 |" in text

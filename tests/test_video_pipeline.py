@@ -136,12 +136,29 @@ def test_batches_from_a_prepared_video_folder(tmp_path):
     assert batch["video"].shape == (4, 4, 16, 16, 3)
     ids = np.round(batch["video"].astype(float).mean((2, 3, 4)) / 8)
     np.testing.assert_array_equal(np.diff(ids, axis=1), np.full((4, 3), 6))  # 2 stored = 6 src
-    assert transforms_for(_MotionLike(), config_input)["transform"] is None
+    fixed = transforms_for(_MotionLike(), config_input)
+    assert fixed["transform"] is None and fixed["batch_transform"] is None
+
+
+def test_fixed_clip_data_is_mixed_when_asked():
+    """Fixed-clip datasets (vjax_motion) cut no clips but take the batch's mixup: row i blended
+    with row B-1-i by the weight its soft label shows."""
+    from vjax.data.transforms import transforms_for
+
+    t = transforms_for(_MotionLike(), {"global_batch_size": 4, "mixup_alpha": 1.0})
+    assert t["transform"] is None and t["eval_transform"] is None
+    video = np.stack([np.full((2, 4, 4, 3), 50 * i, np.uint8) for i in range(4)])
+    batch = {"video": video, "label": np.array([0, 1, 2, 1])}
+    mixed = t["batch_transform"](batch, np.random.default_rng(0))
+    lam = mixed["label_probs"][0, 0]
+    np.testing.assert_allclose(mixed["label_probs"][0], [lam, 1 - lam, 0], atol=1e-6)
+    np.testing.assert_allclose(mixed["video"][0], 150 * (1 - lam), atol=1)
+    assert 0 < lam < 1
 
 
 class _MotionLike:
     class info:  # noqa: N801  (mimics builder.info)
-        features = {"video": None, "label": None}
+        features = {"video": None, "label": type("ClassLabel", (), {"names": ["a", "b", "c"]})}
 
 
 def test_threads_make_the_same_batches():

@@ -7,6 +7,13 @@ the same steps on the same data, once alone and once with ``train.distill.teache
 and both students are tested on the test split. Prints the table and writes it to
 ``BENCHMARKS.md`` (its ``vjax bench distill`` section).
 
+The default setting is "function matching" (Beyer et al. 2022, "a good teacher is patient and
+consistent"): both students see a tenth of the training clips, mixed by mixup on every batch,
+for twice the demo's steps; the alone student learns the mixed one-hot labels, the distilled
+one only the teacher's outputs on the same mixed clips (alpha 1, temperature 1). On the plain
+clips the student memorises its few examples and the teacher's outputs there add nothing
+(BENCHMARKS.md lists every setting tried, and the seed-to-seed spread).
+
     vjax bench distill --workdir=runs/bench_distill --data_dir=~/tensorflow_datasets
 """
 
@@ -25,6 +32,9 @@ from vjax.bench_ssl import train_and_test
 # The student's model section over the demo ViViT's (width 96, 4 layers, 3 heads, MLP 384).
 STUDENT = {"hidden_size": 48, "num_layers": 2, "num_heads": 2, "mlp_dim": 192}
 TINY_STUDENT = {"hidden_size": 16, "num_heads": 1, "mlp_dim": 32}  # under the tiny ViViT (32)
+# The students train this many times the demo's steps by default: matching the teacher's
+# function on ever new mixed clips keeps improving after the student alone has levelled off.
+STUDENT_STEPS_FACTOR = 2
 
 
 def _size(config) -> dict[str, float]:
@@ -43,12 +53,18 @@ def run(
     teacher_steps: int | None,
     student_steps: int | None,
     teacher: str = "",
-    temperature: float = 4.0,
-    alpha: float = 0.5,
+    temperature: float = 1.0,
+    alpha: float = 1.0,
     tiny: bool = False,
+    train_fraction: float = 0.1,
+    mixup_alpha: float = 1.0,
+    seed: int = 0,
 ) -> dict[str, Any]:
     """Trains (or reuses) the teacher, then the student alone and distilled; returns each
-    one's size and test metrics. Steps ``None``: the demo config's own."""
+    one's size and test metrics. Steps ``None``: the demo config's own for the teacher,
+    :data:`STUDENT_STEPS_FACTOR` times that for the students. Both students train
+    on the first ``train_fraction`` of the training clips with mixup at ``mixup_alpha`` (the
+    teacher sees the same mixed clips), from initialisation and batch-order ``seed``."""
     variant = "tiny" if tiny else "vivit"
     common = {"dataset.data_dir": data_dir}
     teacher_config = checkout_config(f"demo.py:{variant}", common)
@@ -63,8 +79,11 @@ def run(
         tested = train_and_test(teacher_config, teacher_dir)
     models = {"teacher": {**_size(teacher_config), **tested}}
     student = {f"model.{k}": str(v) for k, v in (TINY_STUDENT if tiny else STUDENT).items()}
-    if student_steps:
-        student["train.num_steps"] = str(student_steps)
+    num_train = max(round(teacher_config.dataset.num_train * train_fraction), 1)
+    student.update({"dataset.num_train": str(num_train), "input.mixup_alpha": str(mixup_alpha),
+                    "seed": str(seed)})  # fmt: skip
+    demo_steps = checkout_config(f"demo.py:{variant}", {}).train.num_steps
+    student["train.num_steps"] = str(student_steps or STUDENT_STEPS_FACTOR * demo_steps)
     distill = {
         "train.distill.teacher": teacher_dir,
         "train.distill.temperature": str(temperature),
@@ -85,6 +104,9 @@ def run(
         "temperature": temperature,
         "alpha": alpha,
         "student_model": student_model,
+        "num_train": (num_train, teacher_config.dataset.num_train),
+        "mixup_alpha": mixup_alpha,
+        "seed": seed,
     }
 
 
@@ -96,12 +118,18 @@ def table(result: dict[str, Any], total_seconds: float, command: str) -> str:
     gain = 100 * (distilled["top1"] - alone["top1"])
     gap = 100 * (teacher["top1"] - distilled["top1"])
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+    used, total = result["num_train"]
+    mixup = result["mixup_alpha"]
+    mixed = f", mixup alpha {mixup} on every batch (the teacher scores the same mixed clips)"
     lines = [
         f"vjax_motion, {result['num_classes']} classes; test split ({alone['num_examples']} "
         f"clips). Student: the teacher's ViViT at width {student['hidden_size']} with "
         f"{student['num_layers']} layers, {teacher['gmacs'] / alone['gmacs']:.1f}x fewer "
         f"GFLOPs than the teacher; distilled with temperature {result['temperature']}, alpha "
-        f"{result['alpha']}. CPU: {platform.machine()}, {os.cpu_count()} cores, load average "
+        f"{result['alpha']}. Both students: the same config apart from the teacher, {used} of "
+        f"the {total} training clips (the teacher trained on all){mixed if mixup else ''}, "
+        f"seed {result['seed']}. "
+        f"CPU: {platform.machine()}, {os.cpu_count()} cores, load average "
         f"{load:.1f} at the end (a shared machine: wall times include other jobs' load). "
         f"Total {total_seconds / 60:.1f} min. Command: `{command}`",
         "",
@@ -127,10 +155,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = training_parser("distill", __doc__)
     parser.add_argument("--teacher", default="", help="a trained demo ViViT workdir to reuse")
     parser.add_argument("--teacher_steps", type=int, default=0, help="0: the demo's own")
-    parser.add_argument("--student_steps", type=int, default=0, help="0: the demo's own")
-    parser.add_argument("--temperature", type=float, default=4.0)
-    parser.add_argument("--alpha", type=float, default=0.5)
+    parser.add_argument(
+        "--student_steps", type=int, default=0, help="0: twice the demo's own (1600)"
+    )
+    parser.add_argument("--temperature", type=float, default=1.0)
+    parser.add_argument("--alpha", type=float, default=1.0, help="1: the teacher's outputs only")
     parser.add_argument("--tiny", action="store_true", help="the demo's tiny variant (seconds)")
+    parser.add_argument(
+        "--train_fraction", type=float, default=0.1, help="of the training clips, both students"
+    )
+    parser.add_argument("--mixup_alpha", type=float, default=1.0, help="both students; 0: off")
+    parser.add_argument("--seed", type=int, default=0, help="both students' config.seed")
     args = parser.parse_args(sys.argv[1:] if argv is None else argv)
     start = time.perf_counter()
     result = run(
@@ -142,6 +177,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         args.temperature,
         args.alpha,
         args.tiny,
+        args.train_fraction,
+        args.mixup_alpha,
+        args.seed,
     )
     seconds = time.perf_counter() - start
     return publish("distill", argv, lambda command: table(result, seconds, command), args.out)

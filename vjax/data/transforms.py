@@ -365,24 +365,22 @@ def make_batch_transform(
 
 
 def transforms_for(builder, input_config: Mapping[str, Any] | None) -> dict[str, Any]:
-    """The pipeline's ``transform``, ``batch_transform`` and ``eval_transform`` for ``builder``
-    (all None for fixed-clip datasets such as ``vjax_motion``, which need none).
+    """The pipeline's ``transform``, ``batch_transform`` and ``eval_transform`` for ``builder``.
+    Fixed-clip datasets such as ``vjax_motion`` need no clip making: only the batch's mixup /
+    cutmix (``input.mixup_alpha``, ``input.cutmix_alpha``) applies to them.
 
     >>> t = transforms_for(builder, config.input)
     >>> batches = TrainBatches(source, 32, seed, transform=t["transform"],
     ...                        batch_transform=t["batch_transform"])
     """
-    from vjax.data.datasets import stores_whole_videos
+    from vjax.data.datasets import dataset_class_names, is_multilabel, stores_whole_videos
 
-    if not stores_whole_videos(builder):
-        if dict(input_config or {}).get("audio"):
-            raise UserError(
-                f"input.audio is set but {builder.name} stores fixed clips without sound; use "
-                f"vjax_av_motion (configs/demo.py:av) or videos prepared with their sound, or "
-                f"set input.audio=None"
-            )
-        return {"transform": None, "batch_transform": None, "eval_transform": None}
-    from vjax.data.datasets import dataset_class_names, is_multilabel
+    if not stores_whole_videos(builder) and dict(input_config or {}).get("audio"):
+        raise UserError(
+            f"input.audio is set but {builder.name} stores fixed clips without sound; use "
+            f"vjax_av_motion (configs/demo.py:av) or videos prepared with their sound, or "
+            f"set input.audio=None"
+        )
 
     options = InputOptions.from_config(input_config)
     names = dataset_class_names(builder)
@@ -392,8 +390,11 @@ def transforms_for(builder, input_config: Mapping[str, Any] | None) -> dict[str,
             f"{builder.name} is multi-label: mixup and cutmix mix one class per video; set "
             f"input.mixup_alpha=0 and input.cutmix_alpha=0"
         )
+    batch_transform = make_batch_transform(options, sizes)
+    if not stores_whole_videos(builder):
+        return {"transform": None, "batch_transform": batch_transform, "eval_transform": None}
     return {
         "transform": make_train_transform(options, names),
-        "batch_transform": make_batch_transform(options, sizes),
+        "batch_transform": batch_transform,
         "eval_transform": make_eval_transform(options, names),
     }
