@@ -83,3 +83,73 @@ def test_multi_view_and_window_timeline(saved):
     probs = _expected_probs(model, variables, frames)
     got = {t["label"]: t["score"] for t in single["windows"][0]["top"]}
     np.testing.assert_allclose([got[n] for n in NAMES], probs, atol=1e-5)
+
+
+def test_an_audio_visual_model_hears_each_clips_seconds_and_says_when_a_file_is_silent(
+    tmp_path, capsys
+):
+    """MBT through ``vjax predict``: a file's view is its centre clip with the sound of that
+    clip's seconds (computed here from the file's samples, by time), and a file without a
+    sound track is predicted from its frames alone, which the output says."""
+    import ml_collections
+    from test_audio_data import FPS, N, write_tone_video
+
+    from vjax.cli import main
+    from vjax.data.audio import AudioOptions, decode_audio, normalized_log_mel
+
+    audio = dict(sample_rate=16000, mel_bins=16, window_ms=25.0, hop_ms=25.0, frames=16,
+                 mean=-4.0, std=4.0)  # fmt: skip
+    fields = {"name": "mbt", "size": "Ti/8x2", "hidden_size": 16, "num_layers": 2,
+              "num_heads": 2, "mlp_dim": 32, "fusion_layer": 1}  # fmt: skip
+    model = build_model(fields, num_classes=5)
+    shapes = {"video": (1, 4, 16, 16, 3), "audio": (1, 16, 16)}
+    inputs = {k: np.zeros(v, np.float32) for k, v in shapes.items()}
+    variables = jax.device_get(jax.jit(lambda k: model.init(k, inputs, train=False))(
+        jax.random.key(0)))  # fmt: skip
+    # Random weights everywhere (the head starts at zero), so the logits depend on both inputs.
+    leaves, tree = jax.tree.flatten(variables)
+    rng = np.random.default_rng(1)
+    variables = jax.tree.unflatten(tree, [0.3 * rng.standard_normal(x.shape).astype(x.dtype)
+                                          for x in leaves])  # fmt: skip
+    config = pretrained_config(fields, (4, 16, 16, 3), NAMES, mean=MEAN, std=STD, source="test")
+    config.input.audio = ml_collections.ConfigDict(audio)
+    save_converted(str(tmp_path / "model"), config, variables)
+    loud = write_tone_video(str(tmp_path / "tone.mp4"))
+    silent = write_tone_video(str(tmp_path / "silent.mp4"), with_audio=False)
+
+    out = str(tmp_path / "out.json")
+    assert main(["predict", f"--model={tmp_path}/model", loud, silent, f"--json={out}"]) == 0
+    result = json.load(open(out))
+    assert result["files"][loud]["has_audio"] and not result["files"][silent]["has_audio"]
+    assert "no audio track" in capsys.readouterr().out
+
+    # A timeline of two 1.5 s windows: the second one's clip lies past the tone's onset, the
+    # first one's before it, so each window must hear its own seconds of the file.
+    timeline = str(tmp_path / "timeline.json")
+    assert main(["predict", f"--model={tmp_path}/model", loud, "--window=1.5",
+                 f"--json={timeline}"]) == 0  # fmt: skip
+    windows = json.load(open(timeline))["files"][loud]["windows"]
+
+    def probs_at(path: str, start: int, has_audio: bool) -> np.ndarray:
+        """By hand: frames [start, start + 4) (32x32 scaled to 16x16) and their seconds."""
+        frames = decode_video(path, short_side=16).frames[start : start + 4][None]
+        spec = np.zeros((1, 16, 16), np.float32)
+        if has_audio:
+            sound = decode_audio(path, 16000)[round(start / FPS * 16000) :][: 4 * 16000 // FPS]
+            spec = normalized_log_mel(sound, AudioOptions(**audio))[None]
+        video = normalize_video(frames, MEAN, STD, np.float32)
+        batch = {"video": video, "audio": spec, "has_audio": np.full(1, has_audio)}
+        return np.asarray(jax.nn.softmax(model.apply(variables, batch, train=False)[0]))
+
+    centre = (N - 4) // 2
+    for top, probs in (
+        (result["files"][loud]["top"], probs_at(loud, centre, True)),
+        (result["files"][silent]["top"], probs_at(silent, centre, False)),
+        (windows[0]["top"], probs_at(loud, (15 - 4) // 2, True)),
+        (windows[1]["top"], probs_at(loud, 15 + (15 - 4) // 2, True)),
+    ):
+        assert [t["label"] for t in top] == [NAMES[i] for i in np.argsort(-probs)]
+        np.testing.assert_allclose([t["score"] for t in top], np.sort(probs)[::-1], atol=1e-4)
+    # The sound mattered: with silence instead, the tone file's scores differ.
+    scores = [t["score"] for t in result["files"][loud]["top"]]
+    assert not np.allclose(scores, [t["score"] for t in result["files"][silent]["top"]], atol=1e-3)

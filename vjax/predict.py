@@ -6,8 +6,10 @@ uniform clips x ``--crops`` crops, as in the multi-view test of :mod:`vjax.evalu
 and the view logits are averaged before the softmax (a sigmoid per class for a multi-label
 model, whose scores need not sum to 1). ``--window=SECONDS`` adds a timeline: the same views
 within each window of the video, decoded as a stream (any length fits in memory), and the
-file's top-k then averages the windows' logits. ``--json=FILE`` writes everything printed,
-plus files that could not be decoded and why.
+file's top-k then averages the windows' logits. A model that hears (MBT, AST) gets each
+view's sound too, the file's audio track cut to the clip's seconds as in training; a file
+without one is said so (MBT then predicts from the frames). ``--json=FILE`` writes
+everything printed, plus files that could not be decoded and why.
 
     vjax predict --model=runs/vivit clip1.mp4 clip2.webm --top_k=3 --clips=4 --crops=3
     vjax predict --model=converted/videomae long.mp4 --window=2 --json=timeline.json
@@ -18,7 +20,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -37,13 +39,19 @@ def load_model(path: str, float_model: bool = False) -> tuple[Any, Any, dict, di
     return loaded.config, loaded.module, loaded.variables, loaded.metadata
 
 
-def make_apply(config: Any, model: Any, variables: dict) -> Callable[[np.ndarray], np.ndarray]:
+def make_apply(config: Any, model: Any, variables: dict) -> Callable[[Any], np.ndarray]:
     """A jitted ``uint8 (B, T, H, W, 3) -> logits (B, K)`` with the model's normalisation
-    (a multi-task model's logits concatenated over its tasks)."""
-    from vjax.loaded import normalized_apply
+    (a multi-task model's logits concatenated over its tasks); a model that hears takes the
+    views' dict (``video``, ``audio`` spectrograms, ``has_audio``)."""
+    from vjax.loaded import batch_apply
 
-    apply = normalized_apply(config, model, variables)
-    return lambda video: np.asarray(concat_classes(apply(video)))
+    apply = batch_apply(config, model, variables)
+
+    def run(views: Any) -> np.ndarray:
+        batch = dict(views) if isinstance(views, Mapping) else {"video": views}
+        return np.asarray(concat_classes(apply(batch)))
+
+    return run
 
 
 def open_model(
@@ -65,9 +73,13 @@ def open_model(
             signature["sampling"],
             bool(signature.get("multi_label", False)),
         )
+    from vjax.models import model_modalities
+
     config, model, variables, metadata = load_model(path)
     apply = make_apply(config, model, variables)
     clip = sampling(config, metadata["clip_shape"])
+    if "audio" in model_modalities(model):
+        clip["audio"] = dict(config.input.audio)
     return apply, metadata["class_names"], clip, bool(metadata.get("multi_label", False))
 
 
@@ -99,6 +111,7 @@ def predict_files(
     >>> result = predict_files("runs/vivit", ["a.mp4"], top_k=3, clips=4, crops=3)
     >>> result["files"]["a.mp4"]["top"][0]     # {"label": "walking", "score": 0.91}
     """
+    from vjax.data.audio import AudioDecodeError, AudioOptions, decode_audio
     from vjax.data.transforms import InputOptions, make_view_iterator
     from vjax.data.video_io import VideoDecodeError, iter_video
     from vjax.evaluate.scoring import video_scores
@@ -107,12 +120,14 @@ def predict_files(
     height, width = clip["crop"]
     if height != width:
         raise ValueError(f"predict expects square clips, the model's clip is {height}x{width}")
+    audio = AudioOptions.from_config(clip["audio"]) if clip.get("audio") else None
     options = InputOptions(
         num_frames=clip["num_frames"],
         frame_stride=clip["frame_stride"],
         crop_size=height,
         test_num_clips=clips,
         test_num_crops=crops,
+        audio=audio,
     )
     views = make_view_iterator(options)
     fps = clip["fps"]
@@ -122,13 +137,17 @@ def predict_files(
         frames = iter_video(path, fps=fps or None, short_side=height, info=info)
         bounds: list[tuple[int, int]] = []
         try:
+            sound = None if audio is None else decode_audio(path, audio.sample_rate)
             if window > 0:
                 segments = _windows(frames, window, info, bounds)
             else:  # the whole file: its views need all its frames
                 segments = iter([{"frames": list(frames), "label": 0}])
+            if audio is not None:
+                segments = _with_sound(segments, sound, audio.sample_rate, info, bounds)
             scores, _ = video_scores(apply, segments, views, chunk_size)
-        except VideoDecodeError as e:
-            result["skipped"][path] = f"{e.reason}: {e.detail}"
+        except (VideoDecodeError, AudioDecodeError) as e:
+            reason = f"{e.reason}: {e.detail}" if isinstance(e, VideoDecodeError) else str(e)
+            result["skipped"][path] = reason
             continue
         if window > 0:  # the file's scores: its windows' logits averaged, by length
             lengths = np.asarray([b - a for a, b in bounds], np.float32)[:, None]
@@ -144,8 +163,32 @@ def predict_files(
             entry = {"top": _top(overall, names, top_k, multi_label), "windows": windows}
         else:
             entry = {"top": _top(scores[0], names, top_k, multi_label)}
+        if audio is not None:  # the model hears: say whether this file let it
+            entry["has_audio"] = sound is not None
         result["files"][path] = {**entry, "fps": info["fps"]}
     return result
+
+
+def _with_sound(
+    segments: Iterator[dict[str, Any]],
+    sound: np.ndarray | None,
+    sample_rate: int,
+    info: dict,
+    bounds: list[tuple[int, int]],
+) -> Iterator[dict[str, Any]]:
+    """Each segment with the sound of its own seconds (``sound``: the file's samples from
+    time 0; None: no sound track), stored as a prepared video stores it, so the views cut the
+    window each clip covers exactly as in training (:func:`vjax.data.audio.clip_audio`)."""
+    from vjax.data.audio import audio_record, to_int16, window
+
+    for segment in segments:
+        first = bounds[-1][0] if bounds else 0  # the segment's first frame in the file
+        samples = None
+        if sound is not None:
+            start = round((info["start"] + first / info["fps"]) * sample_rate)
+            length = round(len(segment["frames"]) / info["fps"] * sample_rate)
+            samples = to_int16(window(sound, start, length))
+        yield {**segment, "fps": info["fps"], **audio_record(samples, sample_rate)}
 
 
 def _windows(
@@ -179,6 +222,8 @@ def format_result(result: dict[str, Any]) -> str:
     lines = []
     for path, entry in result["files"].items():
         lines.append(path)
+        if entry.get("has_audio") is False:
+            lines.append("  (no audio track: an audio-visual model predicts from the frames alone)")
         for task, top in _by_task(entry["top"]):
             lines += [f"  {t['score']:.3f}  {task}{t['label']}" for t in top]
         for w in entry.get("windows", []):

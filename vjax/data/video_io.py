@@ -77,7 +77,7 @@ def iter_video(
 ) -> Iterator[np.ndarray]:
     """Yields the RGB frames :func:`decode_video` returns, one at a time, so an hour-long file
     never sits decoded in memory. ``info`` (a dict) receives ``fps`` and ``source_fps``, and
-    once the last frame is out ``start``: the time (seconds, the file's clock) output frame 0
+    once the first frame is out ``start``: the time (seconds, the file's clock) output frame 0
     stands for. A bad file raises :class:`VideoDecodeError`; ``too_short`` and ``truncated``
     are only known, and raised, after the last frame.
     """
@@ -122,11 +122,15 @@ def iter_video(
                 last_t = t
                 shown_t = t if shown_t is None else shown_t
                 if fps is None:
+                    if info is not None:  # known now, so a stream's reader can align sound
+                        info.setdefault("start", float(shown_t))
                     count += 1
                     yield rgb(frame)
                     continue
                 if first_t is None:
                     first_t = start if (start is not None and prev is not None) else t
+                    if info is not None:
+                        info.setdefault("start", float(first_t))
                 # Output time first_t + k / fps shows the last frame at or before it (1 ms of
                 # slack absorbs timestamps rounded to milliseconds, as in webm/mkv).
                 while prev is not None and first_t + count / fps + 1e-3 < t:
