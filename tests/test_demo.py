@@ -66,3 +66,24 @@ def test_vjax_command_verbs(tmp_path):
     )
     assert wrong_key.returncode == 2
     assert "optimizer.learning_rate" in wrong_key.stderr
+
+
+def test_audio_visual_demo_trains_mbt_and_both_single_modality_baselines(tmp_path, data_dir):
+    """``vjax demo --audio_visual`` on the tiny av config: the three models of one MBT, each
+    trained and tested on vjax_av_motion, in one report with their plots."""
+    from vjax.main import run
+
+    workdir = str(tmp_path / "av")
+    assert run(["--workdir", workdir, f"--config={DEMO_CONFIG}:tiny", "--audio_visual",
+                f"--config.dataset.data_dir={data_dir}"], mode="demo") == 0  # fmt: skip
+    saved = json.load(open(os.path.join(workdir, "demo_report.json")))
+    assert set(saved["models"]) == {"mbt", "frames_only", "sound_only"}
+    assert saved["num_classes"] == 6
+    for name, metrics in saved["models"].items():
+        assert 0.0 <= metrics["top1"] <= metrics["top5"] <= 1.0 and metrics["num_test_clips"] > 0
+        config = json.load(open(os.path.join(workdir, name, "config.json")))
+        assert config["model"]["name"] == "mbt"
+        assert os.path.exists(os.path.join(workdir, f"confusion_{name}.png"))
+    modalities = {name: json.load(open(os.path.join(workdir, name, "config.json")))["model"].get(
+        "modalities") for name in saved["models"]}  # fmt: skip
+    assert modalities["frames_only"] == ["video"] and modalities["sound_only"] == ["audio"]

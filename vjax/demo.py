@@ -1,4 +1,6 @@
 """The demo job: train ViViT and the single-frame baseline the same way, test both, report.
+With ``audio_visual`` (``vjax demo --audio_visual``): MBT on frames and sound beside the same
+model on the frames only and on the sound only, on ``vjax_av_motion`` (``configs/demo.py:av``).
 
 Writes into the workdir: one sub-folder per model (checkpoints, metrics, TensorBoard, its
 ``eval_test_stepN.json``), ``training_curves.png``, per model ``confusion_<model>.png``
@@ -17,23 +19,32 @@ from vjax.config_utils import apply_overrides, load_config
 from vjax.evaluate.plots import plot_curves, write_plots
 from vjax.evaluate.report import format_eval, write_eval
 
-DEMO_MODELS = ("vivit", "single_frame")
+# Each demo's models: report name -> the config variant that trains it.
+DEMO_MODELS = {"vivit": "vivit", "single_frame": "single_frame"}
+AUDIO_VISUAL_MODELS = {"mbt": "av", "frames_only": "av,video_only", "sound_only": "av,audio_only"}
 
 
 def run_demo(
-    workdir: str, config_path: str = "configs/demo.py", overrides: Mapping[str, str] | None = None
+    workdir: str,
+    config_path: str = "configs/demo.py",
+    overrides: Mapping[str, str] | None = None,
+    audio_visual: bool = False,
 ) -> dict:
     """Trains and tests each demo model; returns (and writes) the report.
 
     ``config_path`` may carry extra variants after a colon (e.g. ``configs/demo.py:tiny``),
-    which are combined with each model's name.
+    which are combined with each model's variant.
+
+    >>> report = run_demo("runs/av_demo", audio_visual=True)
+    >>> report["models"]["mbt"]["top1"], report["models"]["sound_only"]["top1"]
     """
     from vjax import train
 
     path, _, extra = config_path.partition(":")
+    models = AUDIO_VISUAL_MODELS if audio_visual else DEMO_MODELS
     configs = {}
-    for name in DEMO_MODELS:  # every config checked before anything is written
-        configs[name] = load_config(f"{path}:{','.join(filter(None, [name, extra]))}")
+    for name, variant in models.items():  # every config checked before anything is written
+        configs[name] = load_config(f"{path}:{','.join(filter(None, [variant, extra]))}")
         apply_overrides(configs[name], overrides or {})
     os.makedirs(workdir, exist_ok=True)
     report: dict = {"models": {}}

@@ -56,6 +56,12 @@ def parse_args(
     parser.add_argument("--workdir", required=True, help="checkpoints, metrics and reports")
     if mode in (None, "eval"):
         parser.add_argument("--split", default="test", help="split to evaluate (mode=eval)")
+    if mode in (None, "demo"):
+        parser.add_argument(
+            "--audio_visual",
+            action="store_true",
+            help="demo: MBT on frames + sound beside frames only and sound only (vjax_av_motion)",
+        )
     multi = parser.add_argument_group(
         "multi-process (else from VJAX_* variables, or detected on TPU VMs, SLURM and Open MPI)"
     )
@@ -78,7 +84,7 @@ def run(argv: Sequence[str], mode: str | None = None) -> int:
     if args.mode == "demo":
         from vjax.demo import run_demo
 
-        run_demo(args.workdir, args.config, overrides)
+        run_demo(args.workdir, args.config, overrides, args.audio_visual)
         return 0
     config = load_config(args.config)
     apply_overrides(config, overrides)
