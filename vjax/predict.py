@@ -111,7 +111,7 @@ def predict_files(
     >>> result = predict_files("runs/vivit", ["a.mp4"], top_k=3, clips=4, crops=3)
     >>> result["files"]["a.mp4"]["top"][0]     # {"label": "walking", "score": 0.91}
     """
-    from vjax.data.audio import AudioDecodeError, AudioOptions, decode_audio
+    from vjax.data.audio import AudioDecodeError, AudioOptions
     from vjax.data.transforms import InputOptions, make_view_iterator
     from vjax.data.video_io import VideoDecodeError, iter_video
     from vjax.evaluate.scoring import video_scores
@@ -134,16 +134,16 @@ def predict_files(
     result: dict[str, Any] = {"model": model_dir, "files": {}, "skipped": {}}
     for path in paths:
         info: dict = {}
+        heard: dict = {}
         frames = iter_video(path, fps=fps or None, short_side=height, info=info)
         bounds: list[tuple[int, int]] = []
         try:
-            sound = None if audio is None else decode_audio(path, audio.sample_rate)
             if window > 0:
                 segments = _windows(frames, window, info, bounds)
             else:  # the whole file: its views need all its frames
                 segments = iter([{"frames": list(frames), "label": 0}])
-            if audio is not None:
-                segments = _with_sound(segments, sound, audio.sample_rate, info, bounds)
+            if audio is not None:  # decoded once the frames are (a bad file is named so)
+                segments = _with_sound(segments, path, audio.sample_rate, info, bounds, heard)
             scores, _ = video_scores(apply, segments, views, chunk_size)
         except (VideoDecodeError, AudioDecodeError) as e:
             reason = f"{e.reason}: {e.detail}" if isinstance(e, VideoDecodeError) else str(e)
@@ -164,24 +164,29 @@ def predict_files(
         else:
             entry = {"top": _top(scores[0], names, top_k, multi_label)}
         if audio is not None:  # the model hears: say whether this file let it
-            entry["has_audio"] = sound is not None
+            entry["has_audio"] = heard["sound"] is not None
         result["files"][path] = {**entry, "fps": info["fps"]}
     return result
 
 
 def _with_sound(
     segments: Iterator[dict[str, Any]],
-    sound: np.ndarray | None,
+    path: str,
     sample_rate: int,
     info: dict,
     bounds: list[tuple[int, int]],
+    heard: dict,
 ) -> Iterator[dict[str, Any]]:
-    """Each segment with the sound of its own seconds (``sound``: the file's samples from
-    time 0; None: no sound track), stored as a prepared video stores it, so the views cut the
-    window each clip covers exactly as in training (:func:`vjax.data.audio.clip_audio`)."""
-    from vjax.data.audio import audio_record, to_int16, window
+    """Each segment with the sound of its own seconds, stored as a prepared video stores it,
+    so the views cut the window each clip covers exactly as in training
+    (:func:`vjax.data.audio.clip_audio`). The file's sound is decoded once its first frames
+    are; ``heard["sound"]`` holds it (None: no sound track)."""
+    from vjax.data.audio import audio_record, decode_audio, to_int16, window
 
     for segment in segments:
+        if "sound" not in heard:
+            heard["sound"] = decode_audio(path, sample_rate)
+        sound = heard["sound"]
         first = bounds[-1][0] if bounds else 0  # the segment's first frame in the file
         samples = None
         if sound is not None:
