@@ -42,8 +42,9 @@ def _steps(model_config, tx, steps=1, param_dtype="float32"):
 @pytest.mark.parametrize(
     "model_config,policies",
     [({"name": "vivit", **TINY}, ("block", "dots")),
-     ({"name": "timesformer", **TINY, "size": "Ti/8"}, ("block",))],  # divided attention
-    ids=["vivit", "timesformer_divided"],
+     ({"name": "timesformer", **TINY, "size": "Ti/8"}, ("block",)),  # divided attention
+     ({"name": "mbt", **TINY, "modalities": ("video",), "fusion_layer": 1}, ("block",))],
+    ids=["vivit", "timesformer_divided", "mbt"],
 )  # fmt: skip
 def test_remat_computes_the_default_step(model_config, policies):
     sgd = optax.sgd(1.0)  # new params = params - gradients: the update shows the gradients

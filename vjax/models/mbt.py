@@ -40,7 +40,14 @@ import jax
 import jax.numpy as jnp
 
 from vjax.models.ast import check_spectrogram, patch_grid, spectrogram_tokens
-from vjax.models.layers import ClassifierHead, EncoderBlock, layer_norm, learned_embedding, prepend
+from vjax.models.layers import (
+    ClassifierHead,
+    EncoderBlock,
+    layer_norm,
+    learned_embedding,
+    prepend,
+    remat_block,
+)
 from vjax.models.registry import register
 from vjax.models.video_transformer import VideoTransformer, check_divisible, class_token
 
@@ -151,11 +158,12 @@ class MBT(VideoTransformer):
         t, h, w = (n // k for n, k in zip(input_shape[1:4], self.tubelet, strict=True))
         return (t, h, w)
 
-    def _block(self, modality: str, layer: int) -> EncoderBlock:
-        """Layer ``layer`` of ``modality``'s transformer (stochastic depth grows linearly)."""
+    def _block(self, modality: str, layer: int) -> nn.Module:
+        """Layer ``layer`` of ``modality``'s transformer (stochastic depth grows linearly),
+        rematerialised as ``remat`` says; called as ``block(x, train)``."""
         size = self.resolved_size()
         rate = self.drop_path_rate * layer / max(size.num_layers - 1, 1)
-        return EncoderBlock(
+        return remat_block(EncoderBlock, self.remat)(
             size.num_heads,
             size.mlp_dim,
             self.dropout_rate,
@@ -199,7 +207,7 @@ class MBT(VideoTransformer):
             updates = []
             for m in mods:
                 length = tokens[m].shape[1]
-                y = self._block(m, layer)(jnp.concatenate([tokens[m], bottleneck], 1), train=train)
+                y = self._block(m, layer)(jnp.concatenate([tokens[m], bottleneck], 1), train)
                 out[m], update = y[:, :length], y[:, length:]
                 updates.append(update)
             return out, _average(updates, present)
@@ -207,9 +215,9 @@ class MBT(VideoTransformer):
             length = tokens[m].shape[1]
             block = self._block(m, layer)
             context = [tokens[o] for o in mods if o != m]
-            y = block(jnp.concatenate([*context, tokens[m]], 1), train=train)[:, -length:]
+            y = block(jnp.concatenate([*context, tokens[m]], 1), train)[:, -length:]
             if present is not None and m == "video":  # no audio: attend over the video alone
-                alone = block(tokens[m], train=train)
+                alone = block(tokens[m], train)
                 y = jnp.where(present[:, None, None], y, alone)
             out[m] = y
         return out, bottleneck
@@ -232,7 +240,7 @@ class MBT(VideoTransformer):
             )
         for layer in range(size.num_layers):
             if layer < self.fusion_layer or len(mods) == 1:
-                tokens = {m: self._block(m, layer)(x, train=train) for m, x in tokens.items()}
+                tokens = {m: self._block(m, layer)(x, train) for m, x in tokens.items()}
             else:
                 tokens, bottleneck = self._fuse(tokens, bottleneck, layer, present, train)
         head = ClassifierHead(self.num_classes, name="classifier")
