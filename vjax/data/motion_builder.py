@@ -28,6 +28,30 @@ from vjax.errors import UserError
 _SPLITS = ("train", "validation", "test")
 
 
+def _split_sizes(config: tfds.core.BuilderConfig) -> dict[str, int]:
+    """A generated dataset's examples per split (``num_train``, ``num_validation``,
+    ``num_test``), leaving out the empty ones."""
+    sizes = (config.num_train, config.num_validation, config.num_test)
+    return {split: n for split, n in zip(_SPLITS, sizes, strict=True) if n > 0}
+
+
+def _prepared(
+    builder_class: type[tfds.core.GeneratorBasedBuilder],
+    config: tfds.core.BuilderConfig,
+    data_dir: str,
+    progress_bar: bool,
+) -> tfds.core.DatasetBuilder:
+    """The builder of ``config`` under ``data_dir`` (ArrayRecord), generated unless it is
+    there already. TFDS refuses a new config object that shares a name with a predefined one,
+    so a predefined config of the same name is used."""
+    if not progress_bar:
+        tfds.disable_progress_bar()
+    config = builder_class.builder_configs.get(config.name, config)
+    builder = builder_class(config=config, data_dir=data_dir, file_format="array_record")
+    builder.download_and_prepare()
+    return builder
+
+
 @dataclasses.dataclass(eq=False)
 class MotionConfig(tfds.core.BuilderConfig):
     """Dataset geometry, sizes and seed. ``name`` is derived from all of them.
@@ -69,10 +93,7 @@ class MotionConfig(tfds.core.BuilderConfig):
     @property
     def split_sizes(self) -> dict[str, int]:
         """Number of examples per split (splits with 0 examples are not generated)."""
-        sizes = dict(
-            zip(_SPLITS, (self.num_train, self.num_validation, self.num_test), strict=True)
-        )
-        return {k: v for k, v in sizes.items() if v > 0}
+        return _split_sizes(self)
 
 
 class VjaxMotion(tfds.core.GeneratorBasedBuilder):
@@ -154,8 +175,6 @@ def prepare_motion(
     ``progress_bar=False`` calls ``tfds.disable_progress_bar()``, which is a global
     TFDS setting for the rest of the process.
     """
-    if not progress_bar:
-        tfds.disable_progress_bar()
     config = MotionConfig(
         num_classes=num_classes,
         num_frames=num_frames,
@@ -166,11 +185,7 @@ def prepare_motion(
         num_test=num_test,
         seed=seed,
     )
-    # TFDS refuses a new config object that shares a name with a predefined one.
-    config = VjaxMotion.builder_configs.get(config.name, config)
-    builder = VjaxMotion(config=config, data_dir=data_dir, file_format="array_record")
-    builder.download_and_prepare()
-    return builder
+    return _prepared(VjaxMotion, config, data_dir, progress_bar)
 
 
 @dataclasses.dataclass(eq=False)
@@ -206,10 +221,7 @@ class AvMotionConfig(tfds.core.BuilderConfig):
 
     @property
     def split_sizes(self) -> dict[str, int]:
-        sizes = dict(
-            zip(_SPLITS, (self.num_train, self.num_validation, self.num_test), strict=True)
-        )
-        return {k: v for k, v in sizes.items() if v > 0}
+        return _split_sizes(self)
 
 
 class VjaxAvMotion(tfds.core.GeneratorBasedBuilder):
@@ -296,8 +308,6 @@ def prepare_av_motion(
     >>> builder = prepare_av_motion("/tmp/tfds")
     >>> ex = builder.as_data_source("train")[0]   # frames (8, 32, 32, 3), audio int16 (16000,)
     """
-    if not progress_bar:
-        tfds.disable_progress_bar()
     config = AvMotionConfig(
         num_frames=num_frames,
         height=height,
@@ -309,7 +319,4 @@ def prepare_av_motion(
         num_test=num_test,
         seed=seed,
     )
-    config = VjaxAvMotion.builder_configs.get(config.name, config)
-    builder = VjaxAvMotion(config=config, data_dir=data_dir, file_format="array_record")
-    builder.download_and_prepare()
-    return builder
+    return _prepared(VjaxAvMotion, config, data_dir, progress_bar)
