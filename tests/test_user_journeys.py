@@ -214,6 +214,9 @@ def _mistakes(root, trained) -> dict[str, tuple[list[str], str, str]]:
             ["vjax.cli", "convert", "--from=torchvision", f"--src={root / 'notes.txt'}",
              f"--out={never / 'converted'}"], "vjax convert",
             f"{root / 'notes.txt'} is not a readable torch.save checkpoint"),
+        "demo_fusion_layer_past_the_layers": (
+            ["vjax.cli", "demo", "--audio_visual", *tiny, "--config.model.fusion_layer=9"],
+            "vjax demo", "config.model: model.fusion_layer (9) must be in 0..num_layers (2)"),
         "verb_typo": (["vjax.cli", "trian"], "vjax", "unknown verb 'trian'; did you mean train?"),
         "python_m_vjax_main": (
             ["vjax.main", "--mode=train", *tiny, "--config.train.num_stepz=3"], "vjax",
@@ -255,6 +258,7 @@ MISTAKES = [
     "predict_missing_model",
     "predict_folder_with_only_config",
     "convert_a_text_file",
+    "demo_fusion_layer_past_the_layers",
     "verb_typo",
     "python_m_vjax_main",
 ]

@@ -39,6 +39,7 @@ def run_demo(
     >>> report["models"]["mbt"]["top1"], report["models"]["sound_only"]["top1"]
     """
     from vjax import train
+    from vjax.preflight import check_config
 
     path, _, extra = config_path.partition(":")
     models = AUDIO_VISUAL_MODELS if audio_visual else DEMO_MODELS
@@ -46,6 +47,7 @@ def run_demo(
     for name, variant in models.items():  # every config checked before anything is written
         configs[name] = load_config(f"{path}:{','.join(filter(None, [variant, extra]))}")
         apply_overrides(configs[name], overrides or {})
+        check_config(configs[name])  # the model, mesh and input, as training will check them
     os.makedirs(workdir, exist_ok=True)
     report: dict = {"models": {}}
     runs = {}
