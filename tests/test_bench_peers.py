@@ -9,10 +9,11 @@ import sys
 import gpu_bench_train
 import numpy as np
 import pytest
-import torch
 
 from vjax.bench_peers import ModelSpec, build_pair, synthetic_batch, torch_train_step
 from vjax.bench_train import compile_step, format_peer_table, parse_args
+
+torch = pytest.importorskip("torch", reason="the peers are PyTorch models")
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY = "num_hidden_layers=1,hidden_size=32,num_attention_heads=2,intermediate_size=64"
@@ -118,3 +119,16 @@ def test_imports_without_tensorflow_or_ml_collections():
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO)
     assert done.returncode == 0, done.stderr
     assert done.stdout.startswith("timesformer\n") and "--budget" in done.stdout
+
+
+def test_a_wrong_form_is_one_error_line_and_exit_code_2():
+    """``vjax bench train --peers --forms=tourch``: argparse's usage, then one line naming
+    the valid forms; exit 2, no traceback, nothing measured."""
+    done = subprocess.run(
+        [sys.executable, "-m", "vjax.cli", "bench", "train", "--peers", "--forms=tourch",
+         "--out="], capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert done.returncode == 2 and "Traceback" not in done.stderr
+    last = done.stderr.strip().splitlines()[-1]
+    assert last == "vjax bench train: error: --forms takes torch and/or torch.compile, got 'tourch'"
+    assert "measured" not in done.stdout
