@@ -152,6 +152,33 @@ def prepend(token: jax.Array, x: jax.Array) -> jax.Array:
     return jnp.concatenate([token, x], axis=1)
 
 
+def residual_bias(module: nn.Module, name: str, x: jax.Array) -> jax.Array:
+    """What a residual sublayer pruned to zero width (``model.widths`` 0) outputs: its output
+    bias, broadcast over the tokens ``x``; the block's residual connection carries ``x`` on."""
+    bias = module.param(
+        name, _logical(nn.initializers.zeros, ("embed",)), (x.shape[-1],), jnp.float32
+    )
+    return jnp.broadcast_to(bias.astype(module.dtype), x.shape)
+
+
+class _Bias(nn.Module):
+    """An MLP pruned to zero units: the ``bias`` of its ``fc2``."""
+
+    dtype: Dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        return residual_bias(self, "bias", x)
+
+
+def sow_consumer_input(module: nn.Module, features: jax.Array) -> None:
+    """Records what a layer's output projection reads (one row per token) when the
+    ``consumer_inputs`` collection is mutable: pruning refits that projection from it
+    (:mod:`vjax.pruning.refit`). Free otherwise."""
+    if module.is_mutable_collection("consumer_inputs") and not module.is_initializing():
+        module.sow("consumer_inputs", "consumer_input", features)
+
+
 class Attention(nn.Module):
     """Multi-head self-attention over ``(batch, *grid, embed)`` token arrays.
 
@@ -186,6 +213,8 @@ class Attention(nn.Module):
                 f"{len(self.head_groups)} head groups"
             )
         heads, head_dim = layer_width(self, self.num_heads), embed // self.num_heads
+        if heads == 0:  # pruned away: only the output bias is left (the residual carries x)
+            return residual_bias(self, "out_bias", x)
         if heads % len(self.head_groups):
             raise ValueError(
                 f"{'/'.join(self.path)} keeps {heads} heads, which cannot be split evenly into "
@@ -219,6 +248,7 @@ class Attention(nn.Module):
             for axes, qg, kg, vg in groups
         ]
         out = constrain(jnp.concatenate(outs, axis=-2), token_names(x.ndim + 1, ("heads", "kv")))
+        sow_consumer_input(self, out.reshape(*out.shape[:-2], heads * head_dim))
         kernel = self._param(
             "out_kernel", _xavier_heads_out, (heads, head_dim, embed), ("heads", "kv", "embed")
         )
@@ -260,9 +290,12 @@ class Mlp(nn.Module):
     def __call__(self, x: jax.Array, *, train: bool) -> jax.Array:
         embed = x.shape[-1]
         units = layer_width(self, self.mlp_dim)
+        if units == 0:  # pruned away: only fc2's bias is left (the residual carries x)
+            return _Bias(self.dtype, name="fc2")(x)
         y = dense(units, ("embed", "mlp"), self.dtype, "fc1", bias_std=1e-6)(x)
         y = constrain(ACTIVATIONS[self.activation](y), token_names(y.ndim, ("mlp",)))
         y = nn.Dropout(self.dropout_rate)(y, deterministic=not train)
+        sow_consumer_input(self, y)
         y = dense(embed, ("mlp", "embed"), self.dtype, "fc2", bias_std=1e-6)(y)
         return nn.Dropout(self.dropout_rate)(y, deterministic=not train)
 

@@ -26,6 +26,7 @@ import jax
 import numpy as np
 
 from vjax.errors import UserError
+from vjax.pruning.refit import consumer_grams, refit_consumers
 from vjax.pruning.scores import CRITERIA, magnitude, taylor
 from vjax.pruning.select import MULTIPLE, keep_counts, kept_units, remove_units
 from vjax.pruning.units import UnitGroup, unit_groups
@@ -69,10 +70,13 @@ def prune_variables(
     loss: Callable[[Any, Any], jax.Array] | None = None,
     batches: Iterable[Any] = (),
     multiple: int = 1,
+    grams: Mapping[str, np.ndarray] | None = None,
 ) -> tuple[dict, dict[str, int], dict[str, tuple[int, int]]]:
     """``(pruned variables, widths, {kind: (units before, after)})``: ``ratio`` of each
     kind's units removed, the lowest ``by`` score first (``taylor`` needs the training
-    ``loss(params, batch)`` and ``batches``), widths rounded to a ``multiple``."""
+    ``loss(params, batch)`` and ``batches``), widths rounded to a ``multiple``. With the
+    calibration ``grams`` of :func:`~vjax.pruning.refit.consumer_grams`, the layers that read
+    the kept units are refit to keep their output (:mod:`vjax.pruning.refit`)."""
     if not 0.0 <= ratio < 1.0:
         raise PruningError(f"--ratio must be in [0, 1), got {ratio}")
     if by not in CRITERIA:
@@ -85,8 +89,10 @@ def prune_variables(
         scores = taylor(variables, groups, loss, batches)
     else:
         scores = [magnitude(variables, g) for g in groups]
-    counts = keep_counts(groups, scores, ratio, multiple)
+    counts = keep_counts(groups, scores, ratio, multiple, per_layer=by == "magnitude")
     kept = {g: kept_units(g, s, c) for g, s, c in zip(groups, scores, counts, strict=True)}
+    if grams:
+        variables = refit_consumers(variables, groups, kept, grams)
     units: dict[str, tuple[int, int]] = {}
     for group, count in zip(groups, counts, strict=True):
         before, after = units.get(group.kind, (0, 0))
@@ -127,8 +133,9 @@ def prune_checkpoint(
 ) -> dict[str, Any]:
     """Writes the pruned model of a checkpoint (or ``vjax convert`` folder) to ``out_dir``.
     The first ``batches`` training batches of the run's own dataset give ``taylor`` its
-    scores and a BatchNorm model new statistics (precise BN: a layer whose input lost channels
-    sees other activations than its running averages describe). Returns ``{"units": {kind:
+    scores, a transformer its refit output projections (:mod:`vjax.pruning.refit`) and a
+    BatchNorm model new statistics (precise BN: a layer whose input lost channels sees other
+    activations than its running averages describe). Returns ``{"units": {kind:
     (before, after)}, "params": (before, after), "widths": ..., "batch_stats": note}``."""
     from vjax.checkpoint import write_single
     from vjax.config_utils import config_to_json
@@ -140,7 +147,7 @@ def prune_checkpoint(
     if metadata.get("quantization"):
         raise PruningError(f"{model_dir!r} is quantized; prune the float model, then quantize")
     data: list[Any] = []
-    if "dataset" in config and (by == "taylor" or "batch_stats" in variables):
+    if "dataset" in config:
         from vjax.data.loaders import training_batches
 
         data = list(training_batches(config, batches, data_dir))
@@ -150,10 +157,16 @@ def prune_checkpoint(
             f"(a converted model?); use --by=magnitude"
         )
     loss = _training_loss(config, model, variables) if by == "taylor" else None
-    pruned, widths, units = prune_variables(model, variables, ratio, by, loss, data, multiple)
+    grams = _calibration_grams(config, model, variables, data) if data else None
+    pruned, widths, units = prune_variables(
+        model, variables, ratio, by, loss, data, multiple, grams
+    )
     config = config.copy_and_resolve_references()
     with config.unlocked():
         config.model.widths = {**dict(config.model.get("widths") or {}), **widths}
+    sizes = {g.key: g.size for g in prunable_groups(model, variables)}
+    narrowed = sum(1 for key in grams or {} if widths[key] < sizes[key])
+    refit = f"{narrowed} layers on {len(data)} training batches" if narrowed else "none"
     note = "none" if "batch_stats" not in pruned else "kept (no training data recorded)"
     if "batch_stats" in pruned and data:
         pruned = _recomputed_batch_stats(config, metadata, pruned, data)
@@ -167,6 +180,7 @@ def prune_checkpoint(
         "source": model_dir,
         "units": {k: list(v) for k, v in units.items()},
         "batch_stats": note,
+        "refit": refit,
     }
     saved = {**metadata, "config": json.loads(config_to_json(config)), "pruning": info}
     write_single(os.path.join(out_dir, "checkpoints"), state, saved)
@@ -175,7 +189,23 @@ def prune_checkpoint(
         "params": (_count(variables["params"]), _count(params)),
         "widths": widths,
         "batch_stats": note,
+        "refit": refit,
     }
+
+
+def _calibration_grams(config: Any, model: Any, variables: Mapping, data: list) -> dict:
+    """The Gram matrices of every transformer layer's consumer input on the training batches
+    ``data`` (:func:`~vjax.pruning.refit.consumer_grams`); empty for models without any."""
+    from vjax.pruning.refit import COLLECTION
+    from vjax.step import model_input
+
+    mean, std = tuple(config.input.mean), tuple(config.input.std)
+
+    def apply(variables, inputs):
+        return model.apply(variables, inputs, train=False, mutable=[COLLECTION])
+
+    inputs = (model_input(model, b, mean, std) for b in data)
+    return consumer_grams(apply, variables, inputs)
 
 
 def _recomputed_batch_stats(config: Any, metadata: dict, variables: dict, data: list) -> dict:
@@ -228,7 +258,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     before, after = summary["params"]
     print(
         f"wrote {args.out}: {kinds}; parameters {before:,} -> {after:,} "
-        f"({before / max(after, 1):.2f}x fewer); BatchNorm statistics: {summary['batch_stats']}. "
+        f"({before / max(after, 1):.2f}x fewer); BatchNorm statistics: {summary['batch_stats']}; "
+        f"output projections refit: {summary['refit']}. "
         f"Fine-tune it with "
         f"--config.train.init_from={args.out} (the run takes its widths)."
     )
