@@ -260,8 +260,8 @@ def audio_visual(c: ml_collections.ConfigDict, variants: set[str]) -> None:
             modalities=modalities,
         )
     )
-    c.train.update(num_steps=6 if tiny else 400, eval_every=3 if tiny else 100)
-    c.train.update(log_every=2 if tiny else 50, checkpoint_every=3 if tiny else 100)
+    c.train.update(num_steps=4 if tiny else 400, eval_every=4 if tiny else 100)
+    c.train.update(log_every=2 if tiny else 50, checkpoint_every=4 if tiny else 100)
     if tiny:
         c.input.global_batch_size = 8
         c.optimizer.warmup_steps = 2

@@ -256,8 +256,8 @@ def test_bench_prune_table(tmp_path):
                      "pruned": row(300000, 0.0181, 0.60, 0, 2.0),
                      "fine-tuned": row(300000, 0.0181, 0.98, 80, 2.0)},
             "units": {"heads": (12, 6), "mlp": (1536, 768)}, "num_classes": 6,
-            "finetune_lr": 3e-4}},
-        "ratio": 0.5, "by": "magnitude", "batch": 8, "repeats": 20,
+            "finetune_lr": 3e-4, "by": "taylor"}},
+        "ratio": 0.5, "batch": 8, "repeats": 20,
     }  # fmt: skip
     out = tmp_path / "BENCHMARKS.md"
     out.write_text("# Benchmarks\n\n## vjax bench distill\n\nkept\n")
@@ -268,7 +268,8 @@ def test_bench_prune_table(tmp_path):
         "| vivit | fine-tuned | heads 6/12, mlp 768/1536 | 300,000 | 0.0181 | 80 | 0.980 |" in text
     )
     assert (
-        "vivit (fine-tuned at peak learning rate 0.0003): 2.00x lower batch-1 latency, "
+        "vivit (pruned --by=taylor, fine-tuned at peak learning rate 0.0003): 2.00x lower "
+        "batch-1 latency, "
         "2.00x fewer GFLOPs, 1.76x fewer parameters, "
         "+1.0 points of top-1 lost after fine-tuning (target: >= 1.6x at <= 2 points: met)" in text
     )

@@ -40,7 +40,8 @@ def layer_width(module: nn.Module, default: int, child: str = "") -> int:
 
 def check_widths(widths: Any, params: Mapping[str, Any]) -> None:
     """Raises a ValueError naming every ``model.widths`` key that is not a layer of ``params``
-    (a typo would otherwise be silently ignored) or whose width is not a positive integer."""
+    (a typo would otherwise be silently ignored) or whose width is not a positive integer
+    (0 is allowed for an attention or MLP sublayer: a pruned model may remove it whole)."""
     if not widths:
         return
     for path, width in dict(widths).items():
@@ -52,5 +53,8 @@ def check_widths(widths: Any, params: Mapping[str, Any]) -> None:
                 f"model.widths names {path!r}, which is not a layer of this model; keys are "
                 f"module paths of the parameter tree, e.g. 'encoder/block00/mlp'"
             )
-        if not isinstance(width, int) or isinstance(width, bool) or width < 1:
-            raise ValueError(f"model.widths[{path!r}] must be a positive integer, got {width!r}")
+        # An attention or MLP sublayer (output bias beside its kernels) may be removed whole.
+        least = 0 if "out_bias" in node or "fc2" in node else 1
+        if not isinstance(width, int) or isinstance(width, bool) or width < least:
+            kind = "a non-negative" if least == 0 else "a positive"
+            raise ValueError(f"model.widths[{path!r}] must be {kind} integer, got {width!r}")
