@@ -342,10 +342,17 @@ def test_mbt_checkpoint_restores_and_loads(one_device, tmp_path):
         loaded(batch["video"])
 
     # An audio-visual teacher (train.distill) hears the student's batch too.
-    teacher = load_teacher(workdir, CLASSES, CLIP)
+    teacher = load_teacher(workdir, CLASSES, CLIP, audio_shape=(16, 16))
     assert jax.tree.leaves(teacher.shardings(exp.mesh, exp.rules))
     teacher_logits = jax.jit(teacher.logits)(teacher.variables, batch)
     np.testing.assert_allclose(teacher_logits, logits1, rtol=1e-5, atol=1e-6)
+    # A student whose data yields other spectrograms, or none, is told so at start-up.
+    with pytest.raises(
+        ConfigError, match=r"hears spectrograms of \(16, 16\).*yields spectrograms of \(32, 16\)"
+    ):
+        load_teacher(workdir, CLASSES, CLIP, audio_shape=(32, 16))
+    with pytest.raises(ConfigError, match="no spectrograms"):
+        load_teacher(workdir, CLASSES, CLIP)
 
 
 def test_model_input_normalises_video_and_passes_audio():

@@ -127,11 +127,16 @@ def _plain(value: Any) -> Any:
 
 
 def load_teacher(
-    path: str, class_names: Any, clip_shape: Sequence[int], multi_label: bool = False
+    path: str,
+    class_names: Any,
+    clip_shape: Sequence[int],
+    multi_label: bool = False,
+    audio_shape: Sequence[int] | None = None,
 ) -> Teacher:
     """The teacher at ``path``, after the start-up checks: it exists, its classes (names and
-    order, per task) are the student's, it is single- or multi-label as the data is, and its
-    clip has the student's channels."""
+    order, per task) are the student's, it is single- or multi-label as the data is, its clip
+    has the student's channels and, where it hears sound, its spectrograms are the shape the
+    student's data yields (``audio_shape``: ``(input.audio.frames, mel_bins)``, None without)."""
     from vjax.errors import NotFoundError
     from vjax.loaded import load
 
@@ -158,6 +163,18 @@ def load_teacher(
             f"train.distill.teacher {path!r} takes {clip[-1]} channels per frame, the "
             f"student's clips have {clip_shape[-1]}: frames and size are resampled, channels "
             f"cannot be"
+        )
+    heard = loaded.input_shapes.get("audio") if isinstance(loaded.input_shapes, dict) else None
+    if heard is not None and tuple(heard) != tuple(audio_shape or ()):
+        given = (
+            f"spectrograms of {tuple(audio_shape)} (frames, mel bins)"
+            if audio_shape
+            else "no spectrograms (config.input.audio is not set)"
+        )
+        raise ConfigError(
+            f"train.distill.teacher {path!r} hears spectrograms of {tuple(heard)} (frames, mel "
+            f"bins), but the student's data yields {given}: set config.input.audio like the "
+            f"teacher's (frames={heard[0]}, mel_bins={heard[1]}) or distil from a video teacher"
         )
     input_config = loaded.config.input
     return Teacher(
@@ -218,6 +235,10 @@ def from_config(
     settings = config.train.get("distill") or {}
     if not settings.get("teacher"):
         return objective, None
-    teacher = load_teacher(settings["teacher"], class_names, clip_shape, objective.multi_label)
+    audio = config.input.get("audio")
+    audio_shape = (int(audio.frames), int(audio.mel_bins)) if audio else None
+    teacher = load_teacher(
+        settings["teacher"], class_names, clip_shape, objective.multi_label, audio_shape
+    )
     temperature, alpha = settings.get("temperature", 4.0), settings.get("alpha", 0.5)
     return distilled(objective, teacher, temperature, alpha), teacher
