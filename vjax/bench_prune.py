@@ -26,6 +26,7 @@ from typing import Any
 
 from vjax.bench import checkout_config, publish, training_parser
 from vjax.bench_ssl import train_and_test
+from vjax.pruning.scores import CRITERIA
 
 MODELS = ("vivit", "r2plus1d")
 # Peak learning rate of the fine-tuning after pruning (the demo trains both at 1e-3), the best
@@ -193,9 +194,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.add_argument(f"--{name}_steps", type=int, default=0, help="0: the demo's own")
     parser.add_argument("--models", default=",".join(MODELS), help="which of " + ",".join(MODELS))
     parser.add_argument("--ratio", type=float, default=0.5)
-    parser.add_argument(
-        "--by", default="", choices=("", "magnitude", "taylor"), help=f"'': {CRITERION}"
-    )
+    parser.add_argument("--by", default="", choices=("", *CRITERIA), help=f"'': {CRITERION}")
     parser.add_argument(
         "--finetune_lr", type=float, default=0.0, help=f"peak learning rate; 0: {FINETUNE_LR}"
     )

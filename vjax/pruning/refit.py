@@ -104,8 +104,10 @@ def refit_consumers(
         new = stacked.copy()
         new[rows] = solved
         dtype = get_path(params, consumer.path).dtype
-        _set(params, consumer.path, new[:-1].reshape(kernel.shape).astype(dtype))
-        _set(params, bias_path, new[-1].astype(dtype))
+        get_path(params, consumer.path[:-1])[consumer.path[-1]] = (
+            new[:-1].reshape(kernel.shape).astype(dtype)
+        )
+        get_path(params, bias_path[:-1])[bias_path[-1]] = new[-1].astype(dtype)
     return {**variables, "params": params}
 
 
@@ -114,9 +116,3 @@ def _bias_path(kernel_path: tuple[str, ...]) -> tuple[str, ...]:
     ``fc2/bias``."""
     last = kernel_path[-1]
     return (*kernel_path[:-1], "bias" if last == "kernel" else last.replace("_kernel", "_bias"))
-
-
-def _set(tree: dict, path: tuple[str, ...], value: np.ndarray) -> None:
-    for part in path[:-1]:
-        tree = tree[part]
-    tree[path[-1]] = value

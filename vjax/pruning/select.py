@@ -4,9 +4,9 @@ Scores are compared within a kind of unit (heads with heads, channels with chann
 ``ratio`` of each kind's units go, the lowest first. So a layer may end narrower than its
 neighbours. An attention or MLP sublayer may lose every unit (:data:`REMOVABLE`: the block's
 residual carries the tokens past it, and only its output bias is left); every other layer keeps
-at least one unit per part. Weight magnitudes carry each layer's own
-scale, so each layer's are divided by their mean first; Taylor scores estimate the change of
-the loss itself and are compared as they are: layers differ in how much they matter. (The demo
+at least one unit per part. Weight magnitudes carry each layer's own scale, so each layer's are
+divided by their mean first; Taylor scores estimate the change of the loss itself and are
+compared as they are: layers differ in how much they matter. (The demo
 ViViT: silencing one head of its first block raises the training loss by 0.09-0.21, one of its
 last block by 0.002-0.01; normalised per layer, Taylor kept one head of the first block and
 two of the last, and the pruned model tested at 0.809 against 0.909 unnormalised.)
