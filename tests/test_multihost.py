@@ -8,13 +8,13 @@ import sys
 
 import numpy as np
 import pytest
-from conftest import REPO, env_with_host_devices, tiny_config
+from conftest import REPO, tiny_config
 
 from vjax.checkpoint import read_checkpoint
 
 STEPS = 4
-# One process: data=2 x fsdp=2 over 4 local devices.
-ONE_HOST = ["--config.sharding.mesh=(('data', 2), ('fsdp', 2), ('tensor', 1))"]
+# One process, this one: data=4 x fsdp=2 over its 8 host devices (tests/conftest.py).
+ONE_HOST = {"sharding.mesh": "(('data', 4), ('fsdp', 2), ('tensor', 1))"}
 # Two processes as two "slices": fsdp=2 inside each (ICI), data=2 across them (DCN), so the
 # multi-slice mesh code runs too.
 TWO_SLICES = [
@@ -23,15 +23,18 @@ TWO_SLICES = [
 ]
 
 
+# SGD: updates are linear in the gradients, so the (legitimately) different reduction order
+# across processes stays at rounding level; Adam's g/sqrt(v) would amplify it for near-zero
+# gradients.
+OVERRIDES = {"train.num_steps": str(STEPS), "train.checkpoint_every": "2",
+             "optimizer.name": "sgd", "optimizer.lr": "0.5"}  # fmt: skip
+
+
 def _train_command(data_dir: str, workdir: str, mesh: list[str]) -> list[str]:
     return [
         sys.executable, "-m", "vjax.main", "--mode=train", f"--workdir={workdir}",
         f"--config={REPO}/configs/demo.py:tiny", f"--config.dataset.data_dir={data_dir}",
-        f"--config.train.num_steps={STEPS}", "--config.train.checkpoint_every=2", *mesh,
-        # SGD: updates are linear in the gradients, so the (legitimately) different reduction
-        # order across processes stays at rounding level; Adam's g/sqrt(v) would amplify it
-        # for near-zero gradients.
-        "--config.optimizer.name=sgd", "--config.optimizer.lr=0.5",
+        *[f"--config.{key}={value}" for key, value in OVERRIDES.items()], *mesh,
     ]  # fmt: skip
 
 
@@ -49,11 +52,10 @@ def prepared(data_dir):
 
 
 def test_two_processes_match_one_process(prepared, tmp_path):
+    from vjax import train
+
     one, two = str(tmp_path / "one"), str(tmp_path / "two")
-    env = env_with_host_devices(4)
-    subprocess.run(
-        _train_command(prepared, one, ONE_HOST), check=True, env=env, cwd=REPO, timeout=600
-    )
+    train.train(tiny_config(prepared, **OVERRIDES, **ONE_HOST), one)
 
     launcher = [sys.executable, os.path.join(REPO, "launch", "local.py")]
     result = subprocess.run(

@@ -20,7 +20,7 @@ from vjax.config_utils import apply_overrides, load_config
 # The tiny config of each objective (classification; masked-video pre-training).
 OBJECTIVES = {"classification": f"{DEMO_CONFIG}:tiny", "reconstruction": PRETRAIN_CONFIG}
 # (steps, checkpoint every) of each resume test; pre-training's are its shared run's.
-RESUME_STEPS = {"classification": (100, 25), "reconstruction": (100, 20)}
+RESUME_STEPS = {"classification": (48, 12), "reconstruction": (100, 20)}
 
 
 def _flags(data_dir: str, *extra: str) -> list[str]:
