@@ -43,3 +43,30 @@ def test_a_failed_form_says_why_in_one_line():
         "RuntimeError: backend='inductor' raised: InvalidCxxCompiler: no C++ compiler"
     )
     assert why_failed(ValueError("bad shape\ndetails")) == "ValueError: bad shape"
+
+
+def test_forms_are_timed_in_turn_so_drift_hits_both_alike():
+    """Two runners on a machine that slows by 0.5 ms per round of calls: timed in turn, their
+    median latencies differ by their own costs (2 ms); timed one after the other, by far more."""
+    from vjax.bench_infer import bench_forms
+
+    calls = []
+
+    def runner(name, cost):
+        def run(video):
+            calls.append((name, len(video)))
+            rounds = sum(n == "a" for n, _ in calls)
+            time.sleep(cost + 0.0005 * rounds)
+            return np.zeros((len(video), 3), np.float32)
+
+        return run
+
+    runs = {"a": runner("a", 0.004), "b": runner("b", 0.002)}
+    rows = bench_forms(runs, (2, 8, 8), batch=4, repeats=20)
+    # First calls, then 20 batch-1 calls of each in turn, ..., the batch calls in turn.
+    assert calls[:6] == [("a", 1), ("b", 1)] * 3 and calls[-2:] == [("a", 4), ("b", 4)]
+    assert rows["a"]["calls"] == rows["b"]["calls"] == 20
+    assert rows["a"]["latency_ms"] - rows["b"]["latency_ms"] == pytest.approx(2, abs=0.8)
+    calls.clear()
+    apart = {name: bench_form(run, (2, 8, 8), batch=4, repeats=20) for name, run in runs.items()}
+    assert apart["a"]["latency_ms"] - apart["b"]["latency_ms"] < 0  # b measured 26 rounds on

@@ -29,7 +29,7 @@ import statistics
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import jax
@@ -134,36 +134,64 @@ def _torch_runner(form: str, torch_model: Any, hf: bool) -> Callable:
     return run
 
 
-def _time(
-    run: Callable, video: np.ndarray, repeats: int, budget_s: float = math.inf, least: int = 1
-) -> list[float]:
-    """Seconds of up to ``repeats`` calls of ``run(video)`` within ``budget_s`` (at least
-    ``least``), each waiting for its result (:func:`vjax.bench_peers.time_calls`)."""
-    return time_calls(lambda: jax.block_until_ready(run(video)), repeats, budget_s, least)
+def _time_in_turn(
+    runs: Mapping[str, Callable],
+    video: np.ndarray,
+    repeats: int,
+    budget_s: float = math.inf,
+    least: int = 1,
+) -> dict[str, list[float]]:
+    """Seconds of each of up to ``repeats`` calls of every ``run(video)`` in ``runs``, taken in
+    turn (a call of each, then again) within ``budget_s`` (at least ``least`` rounds), each
+    waiting for its result (:func:`vjax.bench_peers.time_calls`)."""
+    times: dict[str, list[float]] = {name: [] for name in runs}
+
+    def one_round() -> None:
+        for name, run in runs.items():
+            start = time.perf_counter()
+            jax.block_until_ready(run(video))
+            times[name].append(time.perf_counter() - start)
+
+    time_calls(one_round, repeats, budget_s, least)
+    return times
+
+
+def bench_forms(
+    runs: Mapping[str, Callable], clip, batch: int, repeats: int, budget_s: float = math.inf
+) -> dict[str, dict[str, Any]]:
+    """Per runner in ``runs``: first-call seconds, batch-1 latency (median, p90 of up to
+    ``repeats`` calls, at least 3) and ``batch``-clip throughput (median of up to
+    ``repeats // 4`` calls after a warm-up call, at least 1), each measurement stopping after
+    ``budget_s`` seconds. The runners' calls alternate (A, B, A, B, ...), so a drift in the
+    machine's speed hits each alike and their ratios compare like with like.
+
+    >>> rows = bench_forms({"original": run_a, "pruned": run_b}, (16, 32, 32), 8, 200)
+    >>> rows["original"]["latency_ms"] / rows["pruned"]["latency_ms"]   # the speed-up
+    """
+    rng = np.random.default_rng(0)
+    one = rng.integers(0, 256, (1, *clip, 3), np.uint8)
+    many = rng.integers(0, 256, (batch, *clip, 3), np.uint8)
+    first = _time_in_turn(runs, one, 1)
+    latency = _time_in_turn(runs, one, repeats, budget_s, least=3)
+    _time_in_turn(runs, many, 1)  # compiles the larger batch where a runtime does
+    throughput = _time_in_turn(runs, many, max(2, repeats // 4), budget_s, least=1)
+    return {
+        name: {
+            "first_s": first[name][0],
+            "latency_ms": 1e3 * statistics.median(latency[name]),
+            "p90_ms": 1e3 * float(np.percentile(latency[name], 90)),
+            "clips_per_s": batch / statistics.median(throughput[name]),
+            "calls": len(latency[name]),
+        }
+        for name in runs
+    }
 
 
 def bench_form(
     run: Callable, clip, batch: int, repeats: int, budget_s: float = math.inf
 ) -> dict[str, Any]:
-    """First-call seconds, batch-1 latency (median, p90 of up to ``repeats`` calls, at least
-    3) and ``batch``-clip throughput (median of up to ``repeats // 4`` calls after a warm-up
-    call, at least 1), each measurement stopping after ``budget_s`` seconds."""
-    rng = np.random.default_rng(0)
-    one = rng.integers(0, 256, (1, *clip, 3), np.uint8)
-    many = rng.integers(0, 256, (batch, *clip, 3), np.uint8)
-    start = time.perf_counter()
-    _time(run, one, 1)
-    first = time.perf_counter() - start
-    latency = _time(run, one, repeats, budget_s, least=3)
-    _time(run, many, 1)  # compiles the larger batch where a runtime does
-    throughput = _time(run, many, max(2, repeats // 4), budget_s, least=1)
-    return {
-        "first_s": first,
-        "latency_ms": 1e3 * statistics.median(latency),
-        "p90_ms": 1e3 * float(np.percentile(latency, 90)),
-        "clips_per_s": batch / statistics.median(throughput),
-        "calls": len(latency),
-    }
+    """:func:`bench_forms` of one runner."""
+    return bench_forms({"": run}, clip, batch, repeats, budget_s)[""]
 
 
 def bench_model(

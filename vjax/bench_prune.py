@@ -6,8 +6,8 @@ its attention heads and MLP units, or of the channels inside its conv blocks), t
 fine-tuned from the pruned weights (``train.init_from``) for a tenth of its training steps,
 distilled from the original (``train.distill.teacher``; ``--no-distill`` for the task loss
 alone), and tested again. Parameters and GFLOPs come from :mod:`vjax.flops`; CPU latency
-(batch 1, median and p90) and throughput from :func:`vjax.bench_infer.bench_form`, all in
-this one process and alternating between the original and the pruned model, so the speed-ups
+(batch 1, median and p90) and throughput from :func:`vjax.bench_infer.bench_forms`, in this
+one process with the original's and the pruned model's calls alternating, so the speed-ups
 are ratios measured side by side. Prints the table and writes it to
 ``BENCHMARKS.md`` (its ``vjax bench prune`` section).
 
@@ -42,19 +42,28 @@ CRITERION = {"vivit": "taylor", "r2plus1d": "magnitude"}
 FORMS = ("original", "pruned", "fine-tuned")
 
 
-def _speed(path: str, batch: int, repeats: int) -> dict[str, Any]:
-    """Size and CPU speed of the model in a checkpoint folder (float32, jitted, batch 1)."""
-    from vjax.bench_infer import bench_form
+def _speeds(folders: dict[str, str], batch: int, repeats: int) -> dict[str, dict[str, Any]]:
+    """Size and CPU speed of the model in each checkpoint folder (float32, jitted, uint8 in),
+    their calls alternating (:func:`vjax.bench_infer.bench_forms`)."""
+    from vjax.bench_infer import bench_forms
     from vjax.flops import count_macs, count_params
     from vjax.loaded import load, normalized_apply
 
-    model = load(path)
-    shape = (1, *model.clip_shape)
-    run = normalized_apply(model.config, model.module, model.variables)
+    models = {form: load(path) for form, path in folders.items()}
+    clip = next(iter(models.values())).clip_shape
+    timed = bench_forms(
+        {form: normalized_apply(m.config, m.module, m.variables) for form, m in models.items()},
+        clip[:3],
+        batch,
+        repeats,
+    )
     return {
-        "params": count_params(model.module, shape, model.variables),
-        "gmacs": count_macs(model.module, shape, model.variables) / 1e9,
-        **bench_form(run, model.clip_shape[:3], batch, repeats),
+        form: {
+            "params": count_params(m.module, (1, *clip), m.variables),
+            "gmacs": count_macs(m.module, (1, *clip), m.variables) / 1e9,
+            **timed[form],
+        }
+        for form, m in models.items()
     }
 
 
@@ -123,12 +132,10 @@ def run_model(
         **train_and_test(finetune, os.path.join(workdir, f"{name}_finetuned")),
         "steps": finetune_steps,
     }
-    # Three passes, alternating, each model's fastest one kept: drift in the machine's load
-    # hits both alike. The fine-tuned model has the pruned one's shapes, hence its speed.
-    folders = {"original": original, "pruned": pruned}
-    passes = [{f: _speed(p, batch, repeats) for f, p in folders.items()} for _ in range(3)]
-    for form in ("original", "pruned"):
-        rows[form].update(min((p[form] for p in passes), key=lambda r: r["latency_ms"]))
+    # The two models' calls alternate, so drift in the machine's load hits both alike. The
+    # fine-tuned model has the pruned one's shapes, hence its speed.
+    for form, speed in _speeds({"original": original, "pruned": pruned}, batch, repeats).items():
+        rows[form].update(speed)
     rows["fine-tuned"].update(
         {k: v for k, v in rows["pruned"].items() if k not in rows["fine-tuned"]}
     )
@@ -153,7 +160,8 @@ def table(result: dict[str, Any], total_seconds: float, command: str) -> str:
         f"model below). "
         f"CPU: {platform.machine()}, {os.cpu_count()} cores, "
         f"float32, batch-1 latency over {result['repeats']} calls and throughput at batch "
-        f"{result['batch']}, all measured in one process; load average {load:.1f} at the end. "
+        f"{result['batch']}, all measured in one process, the original's and the pruned "
+        f"model's calls alternating; load average {load:.1f} at the end. "
         f"Total {total_seconds / 60:.1f} min. Command: `{command}`",
         "",
         "| model | form | units kept | params | GFLOPs | steps | test top-1 | batch-1 ms (median) "
@@ -205,7 +213,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="fine-tune with the original model as teacher (train.distill)",
     )
     parser.add_argument("--batch", type=int, default=8, help="throughput batch")
-    parser.add_argument("--repeats", type=int, default=50, help="latency calls")
+    parser.add_argument("--repeats", type=int, default=200, help="latency calls per model")
     parser.add_argument("--tiny", action="store_true", help="the demo's tiny variants (seconds)")
     args = parser.parse_args(sys.argv[1:] if argv is None else argv)
     models = [m for m in args.models.split(",") if m]
