@@ -84,7 +84,8 @@ def refit_consumers(
         if group.key not in grams or len(kept[group]) == group.size:
             continue  # not sown (a conv), or nothing removed: left exactly as it was
         consumer = next(s for s in group.slices if s.role == "consumer")
-        kernel = np.asarray(get_path(params, consumer.path), np.float64)
+        original = get_path(params, consumer.path)
+        kernel = np.asarray(original, np.float64)
         bias_path = _bias_path(consumer.path)
         bias = np.asarray(get_path(params, bias_path), np.float64)
         per_unit = int(np.prod(kernel.shape[1:-1]))
@@ -103,7 +104,7 @@ def refit_consumers(
         solved = np.linalg.solve(lhs, gram[rows] @ stacked)
         new = stacked.copy()
         new[rows] = solved
-        dtype = get_path(params, consumer.path).dtype
+        dtype = original.dtype
         get_path(params, consumer.path[:-1])[consumer.path[-1]] = (
             new[:-1].reshape(kernel.shape).astype(dtype)
         )
