@@ -32,6 +32,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from vjax.models.conv import Conv
 from vjax.models.layers import ClassifierHead, NumClasses, constrain
 from vjax.models.widths import layer_width
 
@@ -64,14 +65,15 @@ def conv3d(
     use_bias: bool = False,
     dtype: Dtype = jnp.float32,
     name: str | None = None,
-) -> nn.Conv:
-    """A 3D conv with torch's symmetric ``k // 2`` padding and logically named parameters."""
+) -> Conv:
+    """A 3D conv with torch's symmetric ``k // 2`` padding and logically named parameters
+    (computed as 2D convs where its kernel allows, :mod:`vjax.models.conv`)."""
     in_axis = "conv_in" if groups == 1 else None
-    return nn.Conv(
+    return Conv(
         features,
         kernel_size=tuple(kernel),
         strides=tuple(strides),
-        padding=[(k // 2, k // 2) for k in kernel],
+        padding=tuple((k // 2, k // 2) for k in kernel),
         feature_group_count=groups,
         use_bias=use_bias,
         dtype=dtype,

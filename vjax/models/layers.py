@@ -26,6 +26,7 @@ import jax
 import jax.numpy as jnp
 
 from vjax.models.attention import IMPLEMENTATIONS, attention_weights, grid_attention
+from vjax.models.conv import Conv
 from vjax.models.widths import layer_width
 
 Dtype = Any
@@ -450,7 +451,8 @@ class Encoder(nn.Module):
 
 
 class TubeletEmbed(nn.Module):
-    """3D patches ("tubelets") projected to ``hidden_size`` by a strided conv.
+    """3D patches ("tubelets") projected to ``hidden_size`` by a strided conv (one matmul
+    when they do not overlap, :mod:`vjax.models.conv`).
 
     Returns ``(batch, tokens, hidden)`` with tokens in (time, height, width) order; the token
     grid is ``(frames // t, (height // h) * (width // w))``. ``strides`` smaller than the
@@ -464,11 +466,10 @@ class TubeletEmbed(nn.Module):
 
     @nn.compact
     def __call__(self, video: jax.Array) -> jax.Array:
-        x = nn.Conv(
+        x = Conv(
             self.hidden_size,
-            kernel_size=self.tubelet,
-            strides=self.strides or self.tubelet,
-            padding="VALID",
+            tuple(self.tubelet),
+            tuple(self.strides or self.tubelet),
             dtype=self.dtype,
             kernel_init=_logical(nn.initializers.lecun_normal(), (None, None, None, None, "embed")),
             bias_init=_logical(nn.initializers.zeros, ("embed",)),

@@ -1,0 +1,90 @@
+"""vjax.models.conv.Conv computes each conv as a matmul or a 2D conv where its kernel allows:
+every form equals ``lax.conv_general_dilated``'s 3D conv of the same parameters (values and
+gradients), the cheaper form is the one compiled, and init (which qwix's quantizer records)
+runs the conv as declared."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from vjax.models.conv import Conv
+
+# (kernel, strides, padding, groups, the primitive the lowered form must use or lack)
+CASES = {
+    "tubelet_drops_the_remainder": ((2, 4, 4), (2, 4, 4), ((0, 0),) * 3, 1, "dot_general"),
+    "spatial_strided": ((1, 3, 3), (2, 2, 2), ((0, 0), (1, 1), (1, 1)), 1, "2d"),
+    "pointwise_shortcut": ((1, 1, 1), (2, 2, 2), ((0, 0),) * 3, 1, "2d"),
+    "depthwise_spatial": ((1, 3, 3), (1, 1, 1), ((0, 0), (1, 1), (1, 1)), 8, "2d"),
+    "temporal_strided": ((3, 1, 1), (2, 1, 1), ((1, 1), (0, 0), (0, 0)), 1, "2d"),
+    "temporal_grouped": ((3, 1, 1), (1, 1, 1), ((1, 1), (0, 0), (0, 0)), 2, "2d"),
+    "full_3d": ((3, 3, 3), (1, 2, 2), ((1, 1),) * 3, 1, "3d"),
+}
+
+
+def _reference(x, kernel, bias, strides, padding, groups):
+    out = jax.lax.conv_general_dilated(
+        x, kernel, strides, padding, dimension_numbers=("NDHWC", "DHWIO", "NDHWC"),
+        feature_group_count=groups, precision=jax.lax.Precision.HIGHEST,
+    )  # fmt: skip
+    return out + bias
+
+
+def _conv_ranks(jaxpr) -> list[int]:
+    """The operand rank of every conv in a jaxpr, nested calls included."""
+    ranks = []
+    for eqn in jaxpr.eqns:
+        if eqn.primitive.name == "conv_general_dilated":
+            ranks.append(eqn.invars[0].aval.ndim)
+        for value in eqn.params.values():
+            inner = getattr(value, "jaxpr", value)
+            if hasattr(inner, "eqns"):
+                ranks += _conv_ranks(inner)
+    return ranks
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_each_form_equals_the_3d_conv_and_is_the_one_compiled(case):
+    kernel_size, strides, padding, groups, form = CASES[case]
+    rng = np.random.default_rng(0)
+    x = jnp.asarray(rng.standard_normal((2, 5, 10, 9, 8)), jnp.float32)
+    conv = Conv(16, kernel_size, strides, padding, groups)
+    variables = conv.init(jax.random.key(0), x)
+    variables = {"params": {**variables["params"], "bias": jnp.arange(16.0) / 16}}
+    kernel, bias = variables["params"]["kernel"], variables["params"]["bias"]
+
+    got = jax.jit(conv.apply)(variables, x)
+    want = _reference(x, kernel, bias, strides, padding, groups)
+    assert got.shape == want.shape
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+
+    # Gradients (training) of both the input and the parameters.
+    def loss(fn):
+        return lambda v, x: jnp.sum(jnp.sin(fn(v, x)))
+
+    def ref(v, x):
+        return _reference(x, v["params"]["kernel"], v["params"]["bias"], strides, padding, groups)
+
+    got_grads = jax.jit(jax.grad(loss(conv.apply), argnums=(0, 1)))(variables, x)
+    want_grads = jax.grad(loss(ref), argnums=(0, 1))(variables, x)
+    for g, w in zip(jax.tree.leaves(got_grads), jax.tree.leaves(want_grads), strict=True):
+        np.testing.assert_allclose(g, w, rtol=1e-4, atol=1e-4)
+
+    ranks = _conv_ranks(jax.make_jaxpr(conv.apply)(variables, x).jaxpr)
+    expected = {"dot_general": [], "2d": [4], "3d": [5]}[form]
+    assert ranks == expected, f"{case}: convs of rank {ranks}, expected {expected}"
+
+
+def test_init_runs_the_conv_as_declared_and_bfloat16_computes_in_bfloat16():
+    """qwix's post-training quantizer records each kernel in the shape its op sees at init,
+    so init keeps the declared 3D conv; apply takes the 2D form, with the same output."""
+    x = jnp.asarray(np.random.default_rng(1).standard_normal((1, 4, 6, 6, 4)), jnp.float32)
+    conv = Conv(8, (1, 3, 3), padding=((0, 0), (1, 1), (1, 1)), use_bias=False)
+    init_jaxpr = jax.make_jaxpr(lambda x: conv.init_with_output(jax.random.key(0), x))(x)
+    assert _conv_ranks(init_jaxpr.jaxpr) == [5]
+    out, variables = conv.init_with_output(jax.random.key(0), x)
+    assert "bias" not in variables["params"]
+    np.testing.assert_allclose(conv.apply(variables, x), out, rtol=1e-5, atol=1e-5)
+
+    half = Conv(8, (1, 3, 3), padding=((0, 0), (1, 1), (1, 1)), dtype=jnp.bfloat16)
+    assert half.apply(half.init(jax.random.key(0), x), x).dtype == jnp.bfloat16

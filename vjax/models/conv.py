@@ -1,0 +1,132 @@
+"""A 3D convolution with ``nn.Conv``'s parameters, computed as the cheapest equivalent op.
+
+XLA:CPU runs 3D convolutions far slower than the same work as 2D convolutions or a matmul
+(2 cores, float32, measured side by side): a ``(1, 3, 3)`` conv over 8 frames of 32x32x16 took
+27 ms as a 3D conv and 4 ms as a 2D conv over the frames, a ``(3, 1, 1)`` one 8.6 and 2.2 ms,
+and the demo ViViT's tubelet embedding (a conv whose stride is its kernel) 0.28 ms against
+0.06 ms as one matmul over the patches. So :class:`Conv` keeps ``nn.Conv``'s parameters
+(``kernel`` ``(k_t, k_h, k_w, C_in / groups, C_out)``, ``bias``), which every converter and
+checkpoint relies on, and picks the computation from the kernel's shape:
+
+* patches that do not overlap (stride = kernel, no padding): one ``dot_general``;
+* ``k_t = 1`` (spatial, pointwise and strided shortcut convs): a 2D conv over the frames;
+* ``k_h = k_w = 1`` at spatial stride 1 ((2+1)D's temporal convs): a 2D conv over
+  ``(time, height * width)``;
+* anything else (``3x3x3``, the stems): the 3D conv.
+
+Every form sums the same products; only the order of the float additions may differ. The
+2D forms are plain reshapes of the same conv (no extra memory traffic), so they should not
+cost accelerators anything; a full ``3x3x3`` kernel stays 3D (as ``k_t`` summed 2D convs it
+runs 2.5-12x faster on XLA:CPU, but adds ``k_t - 1`` output-sized sums elsewhere).
+
+>>> y, variables = Conv(64, (1, 3, 3), padding=((0, 0), (1, 1), (1, 1))).init_with_output(
+...     key, video)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+Triple = tuple[int, int, int]
+Padding = Sequence[tuple[int, int]]
+_NO_PADDING = ((0, 0), (0, 0), (0, 0))
+_DIMS_3D = ("NDHWC", "DHWIO", "NDHWC")
+_DIMS_2D = ("NHWC", "HWIO", "NHWC")
+
+
+class Conv(nn.Module):
+    """``nn.Conv`` over ``(batch, time, height, width, channels)`` with a 3D kernel and explicit
+    ``(low, high)`` padding per axis, lowered as the module docstring says."""
+
+    features: int
+    kernel_size: Triple
+    strides: Triple = (1, 1, 1)
+    padding: Padding = _NO_PADDING
+    feature_group_count: int = 1
+    use_bias: bool = True
+    dtype: Any = jnp.float32
+    kernel_init: Callable = nn.initializers.lecun_normal()
+    bias_init: Callable = nn.initializers.zeros
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        shape = (*self.kernel_size, x.shape[-1] // self.feature_group_count, self.features)
+        kernel = self.param("kernel", self.kernel_init, shape, jnp.float32)
+        bias = None
+        if self.use_bias:
+            bias = self.param("bias", self.bias_init, (self.features,), jnp.float32)
+        x, kernel, bias = nn.dtypes.promote_dtype(x, kernel, bias, dtype=self.dtype)
+        strides, padding = tuple(self.strides), tuple(tuple(p) for p in self.padding)
+        groups = self.feature_group_count
+        if self.is_initializing() or not isinstance(kernel, jax.Array):
+            # As declared: qwix's post-training quantizer stores the kernel in the shape its
+            # op sees at init, and hands it back at apply as a wrapper that keeps that shape.
+            y = _conv_3d(x, kernel, strides, padding, groups)
+        else:
+            y = _lowered(x, kernel, strides, padding, groups)
+        return y if bias is None else y + bias
+
+
+def _lowered(x: jax.Array, kernel: jax.Array, strides, padding, groups: int) -> jax.Array:
+    """The conv in the cheapest equivalent form (see the module docstring)."""
+    (kt, kh, kw), (st, sh, sw) = kernel.shape[:3], strides
+    if groups == 1 and strides == (kt, kh, kw) and padding == _NO_PADDING:
+        return _patches(x, kernel)
+    if kt == 1 and padding[0] == (0, 0):
+        return _over_frames(x[:, ::st], kernel, (sh, sw), padding[1:], groups)
+    if (kh, kw, sh, sw) == (1, 1, 1, 1) and padding[1:] == _NO_PADDING[1:]:
+        return _over_time(x, kernel, st, padding[0], groups)
+    return _conv_3d(x, kernel, strides, padding, groups)
+
+
+def _conv_3d(x, kernel, strides, padding, groups) -> jax.Array:
+    return jax.lax.conv_general_dilated(
+        x, kernel, strides, padding, dimension_numbers=_DIMS_3D, feature_group_count=groups
+    )
+
+
+def _patches(x: jax.Array, kernel: jax.Array) -> jax.Array:
+    """Non-overlapping ``(t, h, w)`` patches times the kernel; frames or pixels past the last
+    whole patch are dropped, as a ``VALID`` conv drops them."""
+    (batch, frames, height, width, channels), (t, h, w) = x.shape, kernel.shape[:3]
+    grid = (frames // t, height // h, width // w)
+    x = x[:, : grid[0] * t, : grid[1] * h, : grid[2] * w]
+    # At most 6 dimensions at a time (TFLite's transpose takes no more): (B T', t, H', h,
+    # W', w C) -> (B T', H', W', t, h, w C) -> one row of (t, h, w, C) per patch.
+    patches = x.reshape(batch * grid[0], t, grid[1], h, grid[2], w * channels)
+    patches = patches.transpose(0, 2, 4, 1, 3, 5).reshape(-1, t, h, w, channels)
+    out = jax.lax.dot_general(patches, kernel, (((1, 2, 3, 4), (0, 1, 2, 3)), ((), ())))
+    return out.reshape(batch, *grid, kernel.shape[-1])
+
+
+def _over_frames(x, kernel, strides, padding, groups) -> jax.Array:
+    """A ``(1, k_h, k_w)`` conv as a 2D conv of every frame (the batch holds the frames)."""
+    batch, frames = x.shape[:2]
+    y = jax.lax.conv_general_dilated(
+        x.reshape(batch * frames, *x.shape[2:]),
+        kernel.reshape(kernel.shape[1:]),
+        strides,
+        padding,
+        dimension_numbers=_DIMS_2D,
+        feature_group_count=groups,
+    )
+    return y.reshape(batch, frames, *y.shape[1:])
+
+
+def _over_time(x, kernel, stride, padding, groups) -> jax.Array:
+    """A ``(k_t, 1, 1)`` conv as a ``(k_t, 1)`` 2D conv over ``(time, height * width)``."""
+    batch, frames, height, width, channels = x.shape
+    y = jax.lax.conv_general_dilated(
+        x.reshape(batch, frames, height * width, channels),
+        kernel.reshape(kernel.shape[0], 1, *kernel.shape[3:]),
+        (stride, 1),
+        (padding, (0, 0)),
+        dimension_numbers=_DIMS_2D,
+        feature_group_count=groups,
+    )
+    return y.reshape(batch, y.shape[1], height, width, y.shape[-1])
