@@ -61,7 +61,10 @@ def test_peers_run_in_their_processes_and_write_the_table(tmp_path, monkeypatch)
     rows, found = gpu_bench_train.run(["--cpu-smoke", f"--out={path}", "--models", *conv_pair])
     assert found == []  # the vjax row ran; first-step losses agree to 1e-4
     (row,) = rows  # the twin started from its peer's weights, on the same batch
-    assert row["vjax"]["first_loss"] == pytest.approx(row["torch"]["first_loss"], rel=1e-5)
+    # 1e-4 as the harness checks: at this 2x16x16 clip the last stage's training-mode
+    # BatchNorm normalises 2 values per channel, which magnifies rounding (vjax's own 3D and
+    # summed-2D forms of the same convs give losses 6e-6 apart); a wrong conv is off by 1e-2.
+    assert row["vjax"]["first_loss"] == pytest.approx(row["torch"]["first_loss"], rel=1e-4)
     text = path.read_text()
     assert "## vjax bench train\n\nkept" in text and "## vjax bench train --peers" in text
     rows = [line for line in text.splitlines() if line.startswith("| r3d_18")]

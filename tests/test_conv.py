@@ -18,7 +18,8 @@ CASES = {
     "depthwise_spatial": ((1, 3, 3), (1, 1, 1), ((0, 0), (1, 1), (1, 1)), 8, "2d"),
     "temporal_strided": ((3, 1, 1), (2, 1, 1), ((1, 1), (0, 0), (0, 0)), 1, "2d"),
     "temporal_grouped": ((3, 1, 1), (1, 1, 1), ((1, 1), (0, 0), (0, 0)), 2, "2d"),
-    "full_3d": ((3, 3, 3), (1, 2, 2), ((1, 1),) * 3, 1, "3d"),
+    "full_3d_strided": ((3, 3, 3), (2, 2, 2), ((1, 1),) * 3, 1, "summed"),
+    "stem_depthwise": ((5, 3, 3), (1, 2, 2), ((2, 2), (1, 1), (1, 1)), 8, "summed"),
 }
 
 
@@ -43,8 +44,11 @@ def _conv_ranks(jaxpr) -> list[int]:
     return ranks
 
 
+@pytest.mark.parametrize("backend", ["cpu", "gpu"])
 @pytest.mark.parametrize("case", CASES)
-def test_each_form_equals_the_3d_conv_and_is_the_one_compiled(case):
+def test_each_form_equals_the_3d_conv_and_is_the_one_compiled(case, backend, monkeypatch):
+    """On CPU (and, traced as if for a GPU, elsewhere: full kernels then stay 3D)."""
+    monkeypatch.setattr(jax, "default_backend", lambda: backend)
     kernel_size, strides, padding, groups, form = CASES[case]
     rng = np.random.default_rng(0)
     x = jnp.asarray(rng.standard_normal((2, 5, 10, 9, 8)), jnp.float32)
@@ -71,7 +75,8 @@ def test_each_form_equals_the_3d_conv_and_is_the_one_compiled(case):
         np.testing.assert_allclose(g, w, rtol=1e-4, atol=1e-4)
 
     ranks = _conv_ranks(jax.make_jaxpr(conv.apply)(variables, x).jaxpr)
-    expected = {"dot_general": [], "2d": [4], "3d": [5]}[form]
+    summed = [4] * kernel_size[0] if backend == "cpu" else [5]
+    expected = {"dot_general": [], "2d": [4], "summed": summed}[form]
     assert ranks == expected, f"{case}: convs of rank {ranks}, expected {expected}"
 
 
