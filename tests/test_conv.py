@@ -31,7 +31,7 @@ def _reference(x, kernel, bias, strides, padding, groups):
     return out + bias
 
 
-def _conv_ranks(jaxpr) -> list[int]:
+def conv_ranks(jaxpr) -> list[int]:
     """The operand rank of every conv in a jaxpr, nested calls included."""
     ranks = []
     for eqn in jaxpr.eqns:
@@ -40,7 +40,7 @@ def _conv_ranks(jaxpr) -> list[int]:
         for value in eqn.params.values():
             inner = getattr(value, "jaxpr", value)
             if hasattr(inner, "eqns"):
-                ranks += _conv_ranks(inner)
+                ranks += conv_ranks(inner)
     return ranks
 
 
@@ -74,7 +74,7 @@ def test_each_form_equals_the_3d_conv_and_is_the_one_compiled(case, backend, mon
     for g, w in zip(jax.tree.leaves(got_grads), jax.tree.leaves(want_grads), strict=True):
         np.testing.assert_allclose(g, w, rtol=1e-4, atol=1e-4)
 
-    ranks = _conv_ranks(jax.make_jaxpr(conv.apply)(variables, x).jaxpr)
+    ranks = conv_ranks(jax.make_jaxpr(conv.apply)(variables, x).jaxpr)
     summed = [4] * kernel_size[0] if backend == "cpu" else [5]
     expected = {"dot_general": [], "2d": [4], "summed": summed}[form]
     assert ranks == expected, f"{case}: convs of rank {ranks}, expected {expected}"
@@ -86,7 +86,7 @@ def test_init_runs_the_conv_as_declared_and_bfloat16_computes_in_bfloat16():
     x = jnp.asarray(np.random.default_rng(1).standard_normal((1, 4, 6, 6, 4)), jnp.float32)
     conv = Conv(8, (1, 3, 3), padding=((0, 0), (1, 1), (1, 1)), use_bias=False)
     init_jaxpr = jax.make_jaxpr(lambda x: conv.init_with_output(jax.random.key(0), x))(x)
-    assert _conv_ranks(init_jaxpr.jaxpr) == [5]
+    assert conv_ranks(init_jaxpr.jaxpr) == [5]
     out, variables = conv.init_with_output(jax.random.key(0), x)
     assert "bias" not in variables["params"]
     np.testing.assert_allclose(conv.apply(variables, x), out, rtol=1e-5, atol=1e-5)

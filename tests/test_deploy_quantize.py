@@ -6,6 +6,7 @@ import jax
 import numpy as np
 import pytest
 from conftest import tiny_config
+from test_conv import conv_ranks
 
 import vjax
 from vjax import train
@@ -106,6 +107,10 @@ def test_int8_weights_are_a_quarter_of_the_bytes_and_close_to_float(tmp_path):
     expected = make_apply(config, model, variables)(video)
     got = make_apply(config, qmodel, qvariables)(video)
     assert np.abs(got - expected).max() <= 0.05 * np.abs(expected).max()
+    # The dequantized kernels run in vjax's 2D conv forms, as the float model's do.
+    clips = np.zeros((2, *CLIP), np.float32)
+    jaxpr = jax.make_jaxpr(lambda x: qmodel.apply(qvariables, x, train=False))(clips).jaxpr
+    assert conv_ranks(jaxpr) and 5 not in conv_ranks(jaxpr)
     # ONNX: onnxruntime's dynamic int8 (int8 weights, activations quantized per call).
     export_model(str(tmp_path / "w8"), str(tmp_path / "w8_onnx"), ["onnx"])
     _check_int8_onnx(str(tmp_path / "w8_onnx"), "ConvInteger", len(kernels) - 1, expected, video)

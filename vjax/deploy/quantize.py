@@ -35,6 +35,7 @@ import qwix
 from qwix._src.utils import flax_util
 
 from vjax.errors import UserError
+from vjax.models.conv import cheapest_conv
 
 MODES = ("int8_weights", "int8")
 RECURRENT_CELLS = r"(.*/)?cell/.*"
@@ -108,7 +109,21 @@ class PtqProvider(_WeightOpsOnly, qwix.PtqProvider):
             )
             rhs = create_quantized_param(flax_util.find_param(rhs), rhs, how)
         kernel = qwix.dequantize(rhs.array).astype(lhs.dtype)
+        if _is_video_conv(lhs, args, kwargs):  # vjax's Conv: its fast 2D forms, in float
+            return cheapest_conv(lhs, kernel, *args, kwargs.get("feature_group_count", 1))
         return jax.lax.conv_general_dilated(lhs, kernel, *args, **kwargs)
+
+
+def _is_video_conv(lhs: jax.Array, args: tuple, kwargs: dict) -> bool:
+    """Whether a conv call is :class:`vjax.models.conv.Conv`'s declared 3D conv (channels-last
+    video, strides and explicit padding only), which :func:`cheapest_conv` computes alike."""
+    return (
+        lhs.ndim == 5
+        and len(args) == 2
+        and not isinstance(args[1], str)
+        and set(kwargs) <= {"dimension_numbers", "feature_group_count"}
+        and tuple(kwargs.get("dimension_numbers") or ()) == ("NDHWC", "DHWIO", "NDHWC")
+    )
 
 
 class QatProvider(_WeightOpsOnly, qwix.QtProvider):

@@ -69,12 +69,17 @@ class Conv(nn.Module):
             # op sees at init, and hands it back at apply as a wrapper that keeps that shape.
             y = _conv_3d(x, kernel, strides, padding, groups)
         else:
-            y = _lowered(x, kernel, strides, padding, groups)
+            y = cheapest_conv(x, kernel, strides, padding, groups)
         return y if bias is None else y + bias
 
 
-def _lowered(x: jax.Array, kernel: jax.Array, strides, padding, groups: int) -> jax.Array:
-    """The conv in the cheapest equivalent form (see the module docstring)."""
+def cheapest_conv(
+    x: jax.Array, kernel: jax.Array, strides: Triple, padding: Padding, groups: int = 1
+) -> jax.Array:
+    """``lax.conv_general_dilated`` of ``(B, T, H, W, C)`` and a ``DHWIO`` kernel with explicit
+    padding, in the cheapest equivalent form (see the module docstring); also what
+    ``int8_weights`` runs its dequantized kernels through (:mod:`vjax.deploy.quantize`)."""
+    strides, padding = tuple(strides), tuple(tuple(p) for p in padding)
     (kt, kh, kw), (st, sh, sw) = kernel.shape[:3], strides
     if groups == 1 and strides == (kt, kh, kw) and padding == _NO_PADDING:
         return _patches(x, kernel)
