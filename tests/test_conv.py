@@ -1,8 +1,9 @@
 """vjax.models.conv.Conv computes each conv as a matmul or a 2D conv where its kernel allows:
 every form equals ``lax.conv_general_dilated``'s 3D conv of the same parameters (values and
-gradients), the cheaper form is the one compiled, and init (which qwix's quantizer records)
-runs the conv as declared."""
+gradients), the cheaper form is the one compiled, and under qwix's quantizers every conv runs
+as declared."""
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -86,16 +87,44 @@ def test_each_form_equals_the_3d_conv_and_is_the_one_compiled(case, backend, mon
     assert ranks == expected, f"{case}: convs of rank {ranks}, expected {expected}"
 
 
-def test_init_runs_the_conv_as_declared_and_bfloat16_computes_in_bfloat16():
-    """qwix's post-training quantizer records each kernel in the shape its op sees at init,
-    so init keeps the declared 3D conv; apply takes the 2D form, with the same output."""
-    x = jnp.asarray(np.random.default_rng(1).standard_normal((1, 4, 6, 6, 4)), jnp.float32)
-    conv = Conv(8, (1, 3, 3), padding=((0, 0), (1, 1), (1, 1)), use_bias=False)
-    init_jaxpr = jax.make_jaxpr(lambda x: conv.init_with_output(jax.random.key(0), x))(x)
-    assert conv_ranks(init_jaxpr.jaxpr) == [5]
-    out, variables = conv.init_with_output(jax.random.key(0), x)
-    assert "bias" not in variables["params"]
-    np.testing.assert_allclose(conv.apply(variables, x), out, rtol=1e-5, atol=1e-5)
+class _ThreeConvs(nn.Module):
+    """A spatial, a temporal and a full conv: each of the lowered forms."""
 
-    half = Conv(8, (1, 3, 3), padding=((0, 0), (1, 1), (1, 1)), dtype=jnp.bfloat16)
+    @nn.compact
+    def __call__(self, x, train: bool = False):
+        x = Conv(8, (1, 3, 3), padding=((0, 0), (1, 1), (1, 1)))(x)
+        x = Conv(8, (3, 1, 1), padding=((1, 1), (0, 0), (0, 0)))(nn.relu(x))
+        return Conv(4, (3, 3, 3), padding=((1, 1),) * 3)(nn.relu(x))
+
+
+def test_under_a_quantizer_convs_run_as_declared_and_quantization_aware_training_works():
+    """qwix quantizes each conv as its op declares it (one kernel, one activation scale per
+    clip), so while it intercepts lax's conv every form is the 3D conv, and quantization-aware
+    training's gradients reach the kernels; afterwards the plain model compiles the cheap
+    forms again."""
+    from vjax.deploy.quantize import qat_model
+
+    model = _ThreeConvs()
+    qat = qat_model(model, "int8")
+    x = jnp.asarray(np.random.default_rng(2).standard_normal((2, 4, 8, 8, 3)), jnp.float32)
+    variables = qat.init(jax.random.key(0), x)
+
+    def loss(params, x):
+        return jnp.sum(qat.apply({**variables, "params": params}, x) ** 2)
+
+    grads = jax.jit(jax.grad(loss))(variables["params"], x)
+    for g in jax.tree.leaves(grads):
+        assert bool(jnp.isfinite(g).all()) and float(jnp.abs(g).max()) > 0
+    assert conv_ranks(jax.make_jaxpr(loss)(variables["params"], x).jaxpr) == [5, 5, 5]
+    plain = jax.make_jaxpr(model.apply)(variables, x).jaxpr
+    assert conv_ranks(plain) == [4, 4, 4, 4, 4]  # one over frames, one over time, 3 summed
+
+
+def test_short_clips_and_bfloat16():
+    """A clip shorter than a full kernel gives lax's empty output; bfloat16 stays bfloat16."""
+    x = jnp.ones((1, 2, 6, 6, 4), jnp.float32)
+    conv = Conv(8, (3, 3, 3), padding=((0, 0), (1, 1), (1, 1)))
+    variables = conv.init(jax.random.key(0), x)
+    assert conv.apply(variables, x).shape == (1, 0, 6, 6, 8)
+    half = Conv(8, (3, 3, 3), padding=((1, 1),) * 3, dtype=jnp.bfloat16)
     assert half.apply(half.init(jax.random.key(0), x), x).dtype == jnp.bfloat16

@@ -8,7 +8,7 @@ and the demo ViViT's tubelet embedding (a conv whose stride is its kernel) 0.28 
 (``kernel`` ``(k_t, k_h, k_w, C_in / groups, C_out)``, ``bias``), which every converter and
 checkpoint relies on, and picks the computation from the kernel's shape:
 
-* patches that do not overlap (stride = kernel, no padding): one ``dot_general``;
+* patches that do not overlap (stride = kernel, no padding, no groups): one ``dot_general``;
 * ``k_t = 1`` (spatial, pointwise and strided shortcut convs): a 2D conv over the frames;
 * ``k_h = k_w = 1`` at spatial stride 1 ((2+1)D's temporal convs): a 2D conv over
   ``(time, height * width)``;
@@ -17,8 +17,11 @@ checkpoint relies on, and picks the computation from the kernel's shape:
   3x3x3 kernel at 16-64 channels); on GPUs and TPUs the 3D conv, which the sums would add
   memory traffic to.
 
-Every form sums the same products; only the order of the float additions may differ. The
-other 2D forms are plain reshapes of the same conv, with no extra memory traffic.
+Every form sums the same products; only the order of the float additions may differ (the
+summed form adds its partial sums in float32 at least). The choice is made when the function
+is traced, for ``jax.default_backend()``: a model exported from a CPU host carries the CPU
+forms. While a quantizer intercepts lax's conv (qwix: ``train.quantization``,
+``vjax quantize``, an int8 model), every conv runs as declared, which is what it quantizes.
 
 >>> y, variables = Conv(64, (1, 3, 3), padding=((0, 0), (1, 1), (1, 1))).init_with_output(
 ...     key, video)
@@ -64,13 +67,24 @@ class Conv(nn.Module):
         x, kernel, bias = nn.dtypes.promote_dtype(x, kernel, bias, dtype=self.dtype)
         strides, padding = tuple(self.strides), tuple(tuple(p) for p in self.padding)
         groups = self.feature_group_count
-        if self.is_initializing() or not isinstance(kernel, jax.Array):
-            # As declared: qwix's post-training quantizer stores the kernel in the shape its
-            # op sees at init, and hands it back at apply as a wrapper that keeps that shape.
+        if quantizer_intercepts():
             y = _conv_3d(x, kernel, strides, padding, groups)
         else:
             y = cheapest_conv(x, kernel, strides, padding, groups)
         return y if bias is None else y + bias
+
+
+_LAX_CONV = jax.lax.conv_general_dilated
+_LAX_CONV_CODE = _LAX_CONV.__code__
+
+
+def quantizer_intercepts() -> bool:
+    """Whether a quantizer (qwix, :mod:`vjax.deploy.quantize`) has replaced lax's conv, as it
+    does while a quantized or quantization-aware model runs: it then gets the conv as declared,
+    which is what it quantizes (one kernel of the declared shape, one activation scale per
+    clip), stores, and for ``int8_weights`` hands back to :func:`cheapest_conv`."""
+    conv = jax.lax.conv_general_dilated  # qwix swaps the function, or its code object
+    return conv is not _LAX_CONV or conv.__code__ is not _LAX_CONV_CODE
 
 
 def cheapest_conv(
@@ -112,8 +126,9 @@ def _patches(x: jax.Array, kernel: jax.Array) -> jax.Array:
     return out.reshape(batch, *grid, kernel.shape[-1])
 
 
-def _over_frames(x, kernel, strides, padding, groups) -> jax.Array:
-    """A ``(1, k_h, k_w)`` conv as a 2D conv of every frame (the batch holds the frames)."""
+def _over_frames(x, kernel, strides, padding, groups, wide: bool = False) -> jax.Array:
+    """A ``(1, k_h, k_w)`` conv as a 2D conv of every frame (the batch holds the frames);
+    ``wide``: the result in float32 at least (a partial sum)."""
     batch, frames = x.shape[:2]
     y = jax.lax.conv_general_dilated(
         x.reshape(batch * frames, *x.shape[2:]),
@@ -122,6 +137,7 @@ def _over_frames(x, kernel, strides, padding, groups) -> jax.Array:
         padding,
         dimension_numbers=_DIMS_2D,
         feature_group_count=groups,
+        preferred_element_type=jnp.promote_types(x.dtype, jnp.float32) if wide else None,
     )
     return y.reshape(batch, frames, *y.shape[1:])
 
@@ -131,13 +147,15 @@ def _summed_over_time(x, kernel, strides, padding, groups) -> jax.Array:
     XLA:CPU only: elsewhere the sums would add memory traffic that the 3D conv does not have."""
     kt, (st, *spatial) = kernel.shape[0], strides
     x = jnp.pad(x, ((0, 0), padding[0], (0, 0), (0, 0), (0, 0)))
+    if x.shape[1] < kt:  # no whole window: the (empty) 3D conv
+        return _conv_3d(x, kernel, strides, ((0, 0), *padding[1:]), groups)
     last = (x.shape[1] - kt) // st * st  # the first frame of the last window
     out = None
-    for dt in range(kt):
+    for dt in range(kt):  # partial sums in float32 at least, rounded once at the end
         frames = x[:, dt : dt + last + 1 : st]
-        y = _over_frames(frames, kernel[dt : dt + 1], tuple(spatial), padding[1:], groups)
+        y = _over_frames(frames, kernel[dt : dt + 1], tuple(spatial), padding[1:], groups, True)
         out = y if out is None else out + y
-    return out
+    return out.astype(x.dtype)
 
 
 def _over_time(x, kernel, stride, padding, groups) -> jax.Array:
