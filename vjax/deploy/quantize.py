@@ -35,7 +35,7 @@ import qwix
 from qwix._src.utils import flax_util
 
 from vjax.errors import UserError
-from vjax.models.conv import cheapest_conv
+from vjax.models.conv import DIMS_3D, cheapest_conv
 
 MODES = ("int8_weights", "int8")
 RECURRENT_CELLS = r"(.*/)?cell/.*"
@@ -122,7 +122,7 @@ def _is_video_conv(lhs: jax.Array, args: tuple, kwargs: dict) -> bool:
         and len(args) == 2
         and not isinstance(args[1], str)
         and set(kwargs) <= {"dimension_numbers", "feature_group_count"}
-        and tuple(kwargs.get("dimension_numbers") or ()) == ("NDHWC", "DHWIO", "NDHWC")
+        and tuple(kwargs.get("dimension_numbers") or ()) == DIMS_3D
     )
 
 

@@ -39,7 +39,7 @@ import jax.numpy as jnp
 Triple = tuple[int, int, int]
 Padding = Sequence[tuple[int, int]]
 _NO_PADDING = ((0, 0), (0, 0), (0, 0))
-_DIMS_3D = ("NDHWC", "DHWIO", "NDHWC")
+DIMS_3D = ("NDHWC", "DHWIO", "NDHWC")  # the layout of the conv Conv declares
 _DIMS_2D = ("NHWC", "HWIO", "NHWC")
 
 
@@ -65,12 +65,8 @@ class Conv(nn.Module):
         if self.use_bias:
             bias = self.param("bias", self.bias_init, (self.features,), jnp.float32)
         x, kernel, bias = nn.dtypes.promote_dtype(x, kernel, bias, dtype=self.dtype)
-        strides, padding = tuple(self.strides), tuple(tuple(p) for p in self.padding)
-        groups = self.feature_group_count
-        if quantizer_intercepts():
-            y = _conv_3d(x, kernel, strides, padding, groups)
-        else:
-            y = cheapest_conv(x, kernel, strides, padding, groups)
+        conv = _conv_3d if quantizer_intercepts() else cheapest_conv
+        y = conv(x, kernel, self.strides, self.padding, self.feature_group_count)
         return y if bias is None else y + bias
 
 
@@ -108,7 +104,7 @@ def cheapest_conv(
 
 def _conv_3d(x, kernel, strides, padding, groups) -> jax.Array:
     return jax.lax.conv_general_dilated(
-        x, kernel, strides, padding, dimension_numbers=_DIMS_3D, feature_group_count=groups
+        x, kernel, strides, padding, dimension_numbers=DIMS_3D, feature_group_count=groups
     )
 
 
