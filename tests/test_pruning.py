@@ -15,8 +15,8 @@ from vjax import train
 from vjax.config_utils import ConfigError
 from vjax.flops import count_macs, count_params
 from vjax.models import build_model
+from vjax.pruning import PruningError, prunable_groups, prune_variables
 from vjax.pruning import main as prune_main
-from vjax.pruning import prunable_groups, prune_variables
 from vjax.pruning.scores import taylor
 from vjax.pruning.select import keep_counts
 from vjax.pruning.units import UnitGroup, get_path
@@ -106,6 +106,29 @@ def test_kept_widths_round_to_multiples_of_8():
             assert b % 8 == 0 and abs(b - a) <= 4 and 8 <= b <= group.size
 
 
+def test_sublayer_granularity_removes_whole_sublayers_lowest_summed_score_first():
+    """--granularity=sublayer: attention and MLP sublayers keep all their units or none, the
+    lowest summed scores go first while that brings the share removed closer to the ratio;
+    channels are still pruned unit by unit."""
+    sizes = {"heads": [3, 3, 3, 3], "mlp": [384, 384, 192, 384], "channels": [16]}
+    sums = {"heads": [4.0, 3.0, 1.0, 2.0], "mlp": [1.0, 3.0, 0.5, 2.0], "channels": [1.0]}
+    groups, scores = [], []
+    for kind, ns in sizes.items():
+        for i, n in enumerate(ns):
+            groups.append(UnitGroup(f"{kind}{i}", kind, n, ()))
+            scores.append(np.linspace(0.5, 1.5, n) * sums[kind][i] / n)  # sums to sums[kind][i]
+    counts = keep_counts(groups, scores, 0.5, multiple=8, per_layer=False, granularity="sublayer")
+    assert counts[:4] == [3, 3, 0, 0]  # the two lowest of four equal sublayers
+    # MLP: the 192-unit sublayer (0.5) goes, then the 384 (1.0): 576 of 1344 removed, closer to
+    # 672 than 384 is; a third (960) would be further.
+    assert counts[4:8] == [0, 384, 0, 384]
+    assert counts[8] == 8  # channels: half, unit by unit
+    assert keep_counts(groups, scores, 0.5, per_layer=False)[4:8] != [0, 384, 0, 384]
+    model = build_model(MODELS["vivit_split"], 3)
+    with pytest.raises(PruningError, match="--granularity must be one of unit, sublayer"):
+        prune_variables(model, _random_variables(model), 0.5, granularity="layer")
+
+
 def _gated_loss(model, variables, module: tuple[str, ...]):
     """The loss as a function of gates (one per channel) on the input of the sub-module at
     path ``module``, and the batch (flax interception, independent of vjax.pruning's slices)."""
@@ -188,8 +211,10 @@ def test_prune_finetune_export_and_evaluate(data_dir, tmp_path, capsys):
     from vjax.bench_prune import reusable_units
 
     assert reusable_units(pruned_dir, 0.5, "taylor")["heads"] == [2, 1]
-    with pytest.raises(ValueError, match="pruned with --ratio=0.5 --by=taylor, not --ratio=0.25"):
+    with pytest.raises(ValueError, match="--by=taylor --granularity=unit, not --ratio=0.25"):
         reusable_units(pruned_dir, 0.25, "taylor")
+    with pytest.raises(ValueError, match="not --ratio=0.5 --by=taylor --granularity=sublayer"):
+        reusable_units(pruned_dir, 0.5, "taylor", "sublayer")
     original, pruned = vjax.load(source), vjax.load(pruned_dir)
     widths = dict(pruned.config.model.widths)
     assert widths == {"encoder/block00/attention": 1, "encoder/block00/mlp": 32}
@@ -257,7 +282,7 @@ def test_bench_prune_table(tmp_path):
                      "pruned": row(300000, 0.0181, 0.60, 0, 2.0),
                      "fine-tuned": row(300000, 0.0181, 0.98, 80, 2.0)},
             "units": {"heads": (12, 6), "mlp": (1536, 768)}, "num_classes": 6,
-            "finetune_lr": 3e-4, "by": "taylor"}},
+            "finetune_lr": 3e-4, "by": "taylor", "granularity": "sublayer"}},
         "ratio": 0.5, "batch": 8, "repeats": 20,
     }  # fmt: skip
     out = tmp_path / "BENCHMARKS.md"
@@ -269,8 +294,8 @@ def test_bench_prune_table(tmp_path):
         "| vivit | fine-tuned | heads 6/12, mlp 768/1536 | 300,000 | 0.0181 | 80 | 0.980 |" in text
     )
     assert (
-        "vivit (pruned --by=taylor, fine-tuned at peak learning rate 0.0003): 2.00x lower "
-        "batch-1 latency, "
+        "vivit (pruned --by=taylor --granularity=sublayer, fine-tuned at peak learning rate "
+        "0.0003): 2.00x lower batch-1 latency, "
         "2.00x fewer GFLOPs, 1.76x fewer parameters, "
         "+1.0 points of top-1 lost after fine-tuning (target: >= 1.6x at <= 2 points: met)" in text
     )

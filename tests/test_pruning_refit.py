@@ -4,6 +4,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 from conftest import tiny_config
 
 from vjax.models import build_model
@@ -128,10 +129,12 @@ def test_models_without_sown_layers_have_no_grams():
     assert consumer_grams(_apply(model), variables, _videos(1)) == {}
 
 
-def test_a_sublayer_can_be_removed_whole_and_the_folder_reloads(data_dir, tmp_path):
+@pytest.mark.parametrize("granularity", ["unit", "sublayer"])
+def test_a_sublayer_can_be_removed_whole_and_the_folder_reloads(data_dir, tmp_path, granularity):
     """Every head and MLP unit of the second block silenced: `vjax prune` removes both
-    sublayers whole (width 0, only their output biases left), refits the rest on training
-    batches, and the folder `vjax.load` opens gives the original logits."""
+    sublayers whole (width 0, only their output biases left), unit by unit or as the lowest
+    scored sublayers, refits the rest on training batches, and the folder `vjax.load` opens
+    gives the original logits."""
     import vjax
     from vjax.convert import save_converted
     from vjax.data.motion import MOTIONS
@@ -147,7 +150,9 @@ def test_a_sublayer_can_be_removed_whole_and_the_folder_reloads(data_dir, tmp_pa
     block["attention"]["out_kernel"][:] = 0.0
     block["mlp"]["fc2"]["kernel"][:] = 0.0
     folder = save_converted(str(tmp_path / "vivit"), config, variables)
-    summary = prune_checkpoint(folder, str(tmp_path / "pruned"), 0.5, batches=2, multiple=1)
+    summary = prune_checkpoint(
+        folder, str(tmp_path / "pruned"), 0.5, batches=2, multiple=1, granularity=granularity
+    )
     assert summary["widths"] == {
         "encoder/block00/attention": 4, "encoder/block00/mlp": 16,
         "encoder/block01/attention": 0, "encoder/block01/mlp": 0,

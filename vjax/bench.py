@@ -46,6 +46,14 @@ def update_benchmarks(path: str, section: str, body: str) -> None:
         f.write("\n".join(lines).rstrip("\n") + "\n")
 
 
+def cpu_cores() -> str:
+    """The CPU cores this process may run on, as a table states them: ``"2 cores"``, or
+    ``"1 of 2 cores"`` when it is pinned (``taskset``)."""
+    total = os.cpu_count() or 1
+    usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else total
+    return f"{total} cores" if usable == total else f"{usable} of {total} cores"
+
+
 CONFIGS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs")
 
 

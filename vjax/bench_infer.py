@@ -35,7 +35,7 @@ from typing import Any
 import jax
 import numpy as np
 
-from vjax.bench import update_benchmarks
+from vjax.bench import cpu_cores, update_benchmarks
 from vjax.bench_peers import MEAN, STD, ModelSpec, build_pair, time_calls
 
 JAX_FORMS = ("float32", "bfloat16", "int8_weights", "int8", "stablehlo", "onnx", "onnx_int8",
@@ -308,7 +308,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         import torch
 
         setup = (
-            f"{os.cpu_count()} CPU cores ({jax.default_backend()}), jax {jax.__version__}, torch "
+            f"CPU: {cpu_cores()} ({jax.default_backend()}), jax {jax.__version__}, torch "
             f"{torch.__version__}, {args.threads} threads per runtime, random weights, "
             f"batch-1 latency over up to {args.repeats} calls (at least 3; each measurement "
             f"stops after {args.budget:g} s), throughput at batch {args.batch}; whole run "

@@ -28,7 +28,7 @@ import numpy as np
 from vjax.errors import UserError
 from vjax.pruning.refit import consumer_grams, refit_consumers
 from vjax.pruning.scores import CRITERIA, magnitude, taylor
-from vjax.pruning.select import MULTIPLE, keep_counts, kept_units, remove_units
+from vjax.pruning.select import GRANULARITIES, MULTIPLE, keep_counts, kept_units, remove_units
 from vjax.pruning.units import UnitGroup, unit_groups
 
 
@@ -71,16 +71,22 @@ def prune_variables(
     batches: Iterable[Any] = (),
     multiple: int = 1,
     grams: Mapping[str, np.ndarray] | None = None,
+    granularity: str = "unit",
 ) -> tuple[dict, dict[str, int], dict[str, tuple[int, int]]]:
     """``(pruned variables, widths, {kind: (units before, after)})``: ``ratio`` of each
     kind's units removed, the lowest ``by`` score first (``taylor`` needs the training
-    ``loss(params, batch)`` and ``batches``), widths rounded to a ``multiple``. With the
+    ``loss(params, batch)`` and ``batches``), widths rounded to a ``multiple``;
+    ``granularity="sublayer"``: attention and MLP sublayers kept or removed whole. With the
     calibration ``grams`` of :func:`~vjax.pruning.refit.consumer_grams`, the layers that read
     the kept units are refit to keep their output (:mod:`vjax.pruning.refit`)."""
     if not 0.0 <= ratio < 1.0:
         raise PruningError(f"--ratio must be in [0, 1), got {ratio}")
     if by not in CRITERIA:
         raise PruningError(f"--by must be one of {', '.join(CRITERIA)}, got {by!r}")
+    if granularity not in GRANULARITIES:
+        raise PruningError(
+            f"--granularity must be one of {', '.join(GRANULARITIES)}, got {granularity!r}"
+        )
     if multiple < 1:
         raise PruningError(f"--multiple must be a positive integer, got {multiple}")
     variables = jax.device_get(nn.meta.unbox(dict(variables)))  # plain host arrays
@@ -89,7 +95,7 @@ def prune_variables(
         scores = taylor(variables, groups, loss, batches)
     else:
         scores = [magnitude(variables, g) for g in groups]
-    counts = keep_counts(groups, scores, ratio, multiple, per_layer=by == "magnitude")
+    counts = keep_counts(groups, scores, ratio, multiple, by == "magnitude", granularity)
     kept = {g: kept_units(g, s, c) for g, s, c in zip(groups, scores, counts, strict=True)}
     if grams:
         variables = refit_consumers(variables, groups, kept, grams)
@@ -130,6 +136,7 @@ def prune_checkpoint(
     batches: int = 8,
     data_dir: str | None = None,
     multiple: int = MULTIPLE,
+    granularity: str = "unit",
 ) -> dict[str, Any]:
     """Writes the pruned model of a checkpoint (or ``vjax convert`` folder) to ``out_dir``.
     The first ``batches`` training batches of the run's own dataset give ``taylor`` its
@@ -159,7 +166,7 @@ def prune_checkpoint(
     loss = _training_loss(config, model, variables) if by == "taylor" else None
     grams = _calibration_grams(config, model, variables, data) if data else None
     pruned, widths, units = prune_variables(
-        model, variables, ratio, by, loss, data, multiple, grams
+        model, variables, ratio, by, loss, data, multiple, grams, granularity
     )
     config = config.copy_and_resolve_references()
     with config.unlocked():
@@ -176,6 +183,7 @@ def prune_checkpoint(
     info = {
         "ratio": ratio,
         "by": by,
+        "granularity": granularity,
         "multiple": multiple,
         "source": model_dir,
         "units": {k: list(v) for k, v in units.items()},
@@ -245,11 +253,24 @@ def main(argv: Sequence[str] | None = None) -> int:
         default=MULTIPLE,
         help="round kept channels/MLP/recurrent units to this (fast kernels); 1: exact ratio",
     )
+    parser.add_argument(
+        "--granularity",
+        default="unit",
+        choices=GRANULARITIES,
+        help="sublayer: attention and MLP sublayers kept or removed whole (fewer ops)",
+    )
     parser.add_argument("--data_dir", default=None, help="dataset location, if it moved")
     args = parser.parse_args(sys.argv[1:] if argv is None else argv)
     try:
         summary = prune_checkpoint(
-            args.model, args.out, args.ratio, args.by, args.batches, args.data_dir, args.multiple
+            args.model,
+            args.out,
+            args.ratio,
+            args.by,
+            args.batches,
+            args.data_dir,
+            args.multiple,
+            args.granularity,
         )
     except (UserError, FileNotFoundError) as e:
         print(f"prune error: {e}", file=sys.stderr)
