@@ -266,11 +266,17 @@ def test_prune_refuses_bad_requests(data_dir, tmp_path, capsys):
         assert message in err and len(err.strip().splitlines()) == 1, err
 
 
-def test_bench_prune_table(tmp_path):
+def test_bench_prune_table(tmp_path, monkeypatch):
     """``vjax bench prune``'s section: three rows per model, the speed-up, FLOPs and parameter
-    ratios and the points lost against the target, beside the other sections."""
+    ratios and the points lost against the target, beside the other sections; the setting
+    names the cores the process may use (here pinned to one of two)."""
+    import os
+
     from vjax.bench import publish
     from vjax.bench_prune import table
+
+    monkeypatch.setattr(os, "cpu_count", lambda: 2)
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {1}, raising=False)
 
     def row(params, gmacs, top1, steps, ms):
         return {"params": params, "gmacs": gmacs, "top1": top1, "steps": steps,
@@ -290,6 +296,7 @@ def test_bench_prune_table(tmp_path):
     assert publish("prune", ["--models=vivit"], lambda c: table(result, 60.0, c), str(out)) == 0
     text = out.read_text()
     assert "## vjax bench distill\n\nkept" in text and "`vjax bench prune --models=vivit`" in text
+    assert ", 1 of 2 cores, float32," in text
     assert (
         "| vivit | fine-tuned | heads 6/12, mlp 768/1536 | 300,000 | 0.0181 | 80 | 0.980 |" in text
     )
