@@ -127,6 +127,11 @@ def test_sublayer_granularity_removes_whole_sublayers_lowest_summed_score_first(
     model = build_model(MODELS["vivit_split"], 3)
     with pytest.raises(PruningError, match="--granularity must be one of unit, sublayer"):
         prune_variables(model, _random_variables(model), 0.5, granularity="layer")
+    model = build_model(MODELS["r2plus1d"], 3)
+    with pytest.raises(
+        PruningError, match="VideoResNet_r2plus1d_18 has none; its units go one by one"
+    ):
+        prune_variables(model, _random_variables(model), 0.5, granularity="sublayer")
 
 
 def _gated_loss(model, variables, module: tuple[str, ...]):

@@ -28,7 +28,14 @@ import numpy as np
 from vjax.errors import UserError
 from vjax.pruning.refit import consumer_grams, refit_consumers
 from vjax.pruning.scores import CRITERIA, magnitude, taylor
-from vjax.pruning.select import GRANULARITIES, MULTIPLE, keep_counts, kept_units, remove_units
+from vjax.pruning.select import (
+    GRANULARITIES,
+    MULTIPLE,
+    REMOVABLE,
+    keep_counts,
+    kept_units,
+    remove_units,
+)
 from vjax.pruning.units import UnitGroup, unit_groups
 
 
@@ -91,6 +98,11 @@ def prune_variables(
         raise PruningError(f"--multiple must be a positive integer, got {multiple}")
     variables = jax.device_get(nn.meta.unbox(dict(variables)))  # plain host arrays
     groups = prunable_groups(model, variables)
+    if granularity == "sublayer" and not any(g.kind in REMOVABLE for g in groups):
+        raise PruningError(
+            f"--granularity=sublayer removes attention and MLP sublayers whole, and model "
+            f"{type(model).__name__} has none; its units go one by one: --granularity=unit"
+        )
     if by == "taylor":
         scores = taylor(variables, groups, loss, batches)
     else:
