@@ -5,7 +5,10 @@ session's few minutes should not be spent finding that the script broke."""
 import gpu_checks
 
 
-def test_the_gpu_checks_run_at_toy_sizes_on_cpu(capsys):
+def test_the_gpu_checks_run_at_toy_sizes_on_cpu(capsys, monkeypatch):
+    # The script sets JAX_PLATFORMS and puts the repository on sys.path: both undone afterwards.
+    monkeypatch.setenv("JAX_PLATFORMS", "cpu")
+    monkeypatch.syspath_prepend(gpu_checks.REPO)
     assert gpu_checks.main(["--cpu-smoke"]) == 0
     out = capsys.readouterr().out
     assert "x 8" in out  # all 8 host devices: the sharded check ran

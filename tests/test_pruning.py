@@ -124,13 +124,17 @@ def test_sublayer_granularity_removes_whole_sublayers_lowest_summed_score_first(
     assert counts[4:8] == [0, 384, 0, 384]
     assert counts[8] == 8  # channels: half, unit by unit
     assert keep_counts(groups, scores, 0.5, per_layer=False)[4:8] != [0, 384, 0, 384]
+    # A sublayer kept whole stays whole: no rounding to multiples of 8 narrows it afterwards.
+    odd = [UnitGroup("mlp0", "mlp", 20, ()), UnitGroup("mlp1", "mlp", 20, ())]
+    kept = keep_counts(odd, [np.ones(20), np.full(20, 2.0)], 0.5, 8, False, "sublayer")
+    assert kept == [0, 20]
     model = build_model(MODELS["vivit_split"], 3)
     with pytest.raises(PruningError, match="--granularity must be one of unit, sublayer"):
         prune_variables(model, _random_variables(model), 0.5, granularity="layer")
+    with pytest.raises(PruningError, match="use --by=taylor, not --by=magnitude"):
+        prune_variables(model, _random_variables(model), 0.5, granularity="sublayer")
     model = build_model(MODELS["r2plus1d"], 3)
-    with pytest.raises(
-        PruningError, match="VideoResNet_r2plus1d_18 has none; its units go one by one"
-    ):
+    with pytest.raises(PruningError, match="VideoResNet_r2plus1d_18 has none; use --granularity"):
         prune_variables(model, _random_variables(model), 0.5, granularity="sublayer")
 
 
@@ -216,6 +220,15 @@ def test_prune_finetune_export_and_evaluate(data_dir, tmp_path, capsys):
     from vjax.bench_prune import reusable_units
 
     assert reusable_units(pruned_dir, 0.5, "taylor")["heads"] == [2, 1]
+    import vjax.checkpoint
+
+    older = vjax.checkpoint.read_metadata(pruned_dir)  # a folder pruned before --granularity
+    del older["pruning"]["granularity"]
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(vjax.checkpoint, "read_metadata", lambda path: older)
+        assert reusable_units(pruned_dir, 0.5, "taylor", "unit")["heads"] == [2, 1]
+        with pytest.raises(ValueError, match="--granularity=unit, not"):
+            reusable_units(pruned_dir, 0.5, "taylor", "sublayer")
     with pytest.raises(ValueError, match="--by=taylor --granularity=unit, not --ratio=0.25"):
         reusable_units(pruned_dir, 0.25, "taylor")
     with pytest.raises(ValueError, match="not --ratio=0.5 --by=taylor --granularity=sublayer"):
@@ -269,6 +282,20 @@ def test_prune_refuses_bad_requests(data_dir, tmp_path, capsys):
         assert prune_main(argv) == 2
         err = capsys.readouterr().err
         assert message in err and len(err.strip().splitlines()) == 1, err
+
+
+def test_bench_prune_refuses_sublayers_where_vjax_prune_would_at_once(capsys):
+    """Before any training: a conv net, or magnitude scores, with --granularity=sublayer."""
+    from vjax.bench_prune import main as bench_prune_main
+
+    cases = [
+        (["--granularity=sublayer"], "not r2plus1d --by=magnitude"),
+        (["--models=vivit", "--by=magnitude"], "not vivit --by=magnitude"),
+    ]
+    for argv, bad in cases:
+        with pytest.raises(SystemExit):
+            bench_prune_main([*argv, "--out=", "--workdir=/nonexistent"])
+        assert bad in capsys.readouterr().err
 
 
 def test_bench_prune_table(tmp_path, monkeypatch):

@@ -151,7 +151,13 @@ def test_a_sublayer_can_be_removed_whole_and_the_folder_reloads(data_dir, tmp_pa
     block["mlp"]["fc2"]["kernel"][:] = 0.0
     folder = save_converted(str(tmp_path / "vivit"), config, variables)
     summary = prune_checkpoint(
-        folder, str(tmp_path / "pruned"), 0.5, batches=2, multiple=1, granularity=granularity
+        folder,
+        str(tmp_path / "pruned"),
+        0.5,
+        "taylor" if granularity == "sublayer" else "magnitude",
+        batches=2,
+        multiple=1,
+        granularity=granularity,
     )
     assert summary["widths"] == {
         "encoder/block00/attention": 4, "encoder/block00/mlp": 16,

@@ -41,10 +41,11 @@ FINETUNE_LR = {"vivit": 3e-4, "r2plus1d": 1e-3}
 # R(2+1)D meets its accuracy target by magnitude.
 CRITERION = {"vivit": "taylor", "r2plus1d": "magnitude"}
 # ``vjax prune --granularity`` per model. The ViViT's attention and MLP sublayers go whole:
-# unit by unit it kept 80 of its 116 compiled ops and ran 1.41-1.48x faster at batch 1 (0.968
-# test, 0.975 validation top-1 after fine-tuning); four whole sublayers leave 64 ops (FLOPs
-# alike), 1.58-1.65x (0.975 test, 0.970 validation). The R(2+1)D has no such sublayers.
+# unit by unit it kept 79 of its 115 compiled fusions and ran 1.41-1.48x faster at batch 1
+# (0.968 test, 0.975 validation top-1 after fine-tuning); four whole sublayers leave 63 (FLOPs
+# alike), 1.56-1.63x (0.975 test, 0.970 validation). The R(2+1)D has no such sublayers.
 GRANULARITY = {"vivit": "sublayer", "r2plus1d": "unit"}
+SUBLAYERED = ("vivit",)  # the models with attention and MLP sublayers
 FORMS = ("original", "pruned", "fine-tuned")
 
 
@@ -169,9 +170,9 @@ def table(result: dict[str, Any], total_seconds: float, command: str) -> str:
     num_classes = next(iter(result["models"].values()))["num_classes"]
     lines = [
         f"vjax_motion, {num_classes} classes, test split. Pruned with `vjax prune "
-        f"--ratio={result['ratio']}` (criterion per model below), then fine-tuned from the "
-        f"pruned weights for a tenth of the training steps (learning rate and teacher per "
-        f"model below). "
+        f"--ratio={result['ratio']}` (criterion and granularity per model below), then "
+        f"fine-tuned from the pruned weights for a tenth of the training steps (learning rate "
+        f"and teacher per model below). "
         f"CPU: {platform.machine()}, {cpu_cores()}, "
         f"float32, batch-1 latency over {result['repeats']} calls and throughput at batch "
         f"{result['batch']}, all measured in one process, the original's and the pruned "
@@ -238,6 +239,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     unknown = [m for m in models if m not in MODELS]
     if unknown:
         parser.error(f"unknown --models {unknown}; valid: {', '.join(MODELS)}")
+    for name in models:  # before any training: vjax prune would refuse these only after it
+        by, granularity = args.by or CRITERION[name], args.granularity or GRANULARITY[name]
+        if granularity == "sublayer" and (name not in SUBLAYERED or by != "taylor"):
+            parser.error(
+                f"--granularity=sublayer takes a transformer ({', '.join(SUBLAYERED)}) pruned "
+                f"--by=taylor, not {name} --by={by}"
+            )
     start = time.perf_counter()
     workdir, data_dir = os.path.expanduser(args.workdir), os.path.expanduser(args.data_dir)
     result = {

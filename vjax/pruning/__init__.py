@@ -1,4 +1,5 @@
-"""Structured pruning: ``vjax prune --model=DIR --out=DIR --ratio=0.5 [--by=magnitude|taylor]``.
+"""Structured pruning: ``vjax prune --model=DIR --out=DIR --ratio=0.5 [--by=magnitude|taylor]
+[--granularity=unit|sublayer]``.
 
 Removes whole units (attention heads and MLP units of transformers, channels inside 3D-conv
 blocks with their BatchNorm, units of recurrent heads; :mod:`vjax.pruning.units`), ranked by
@@ -101,7 +102,12 @@ def prune_variables(
     if granularity == "sublayer" and not any(g.kind in REMOVABLE for g in groups):
         raise PruningError(
             f"--granularity=sublayer removes attention and MLP sublayers whole, and model "
-            f"{type(model).__name__} has none; its units go one by one: --granularity=unit"
+            f"{type(model).__name__} has none; use --granularity=unit (one unit at a time)"
+        )
+    if granularity == "sublayer" and by != "taylor":
+        raise PruningError(
+            f"--granularity=sublayer ranks sublayers by their summed Taylor scores (magnitudes "
+            f"carry each layer's own scale); use --by=taylor, not --by={by}"
         )
     if by == "taylor":
         scores = taylor(variables, groups, loss, batches)

@@ -15,9 +15,10 @@ With ``granularity="sublayer"`` (``vjax prune --granularity=sublayer``) attentio
 sublayers are kept or removed whole, the lowest summed scores first: narrowing a layer keeps
 every one of its ops, and at small sizes an op's fixed cost, not its FLOPs, sets the latency.
 The demo ViViT at batch 1 on 2 CPU cores: half its heads and MLP units pruned unit by unit
-(the attention of its last two blocks, narrower MLPs) compiles to 80 ops (original 116) and ran
+(the attention of its last two blocks, narrower MLPs) compiles to 79 fusions (original 115) and ran
 1.41-1.48x faster over five timings; the same share removed as four whole sublayers (the same
-FLOPs), 64 ops and 1.56-1.65x.
+FLOPs), 63 fusions and 1.56-1.63x. Magnitudes, which carry each layer's scale, do not rank
+whole sublayers: this granularity takes Taylor scores.
 
 Widths are then rounded to a multiple of 8 (:data:`MULTIPLE`, ``vjax prune --multiple``):
 CPU and GPU kernels run fastest on such channel counts. Measured on 2 CPU cores, the demo
@@ -90,16 +91,21 @@ def keep_counts(
                 ranked.append((-unit_score, i))
         for _, i in sorted(ranked)[: max(budget, 0)]:
             counts[i] += 1
-    counts = [round_to_multiple(c, g, multiple) for g, c in zip(groups, counts, strict=True)]
+    whole = granularity == "sublayer"  # kept whole: no rounding narrows them afterwards
+    counts = [
+        c if whole and g.kind in REMOVABLE else round_to_multiple(c, g, multiple)
+        for g, c in zip(groups, counts, strict=True)
+    ]
     return [max(minimum_units(g), c - c % g.parts) for g, c in zip(groups, counts, strict=True)]
 
 
 def whole_sublayers(
     groups: Sequence[UnitGroup], scores: Sequence[np.ndarray], ratio: float
 ) -> list[int]:
-    """Units kept per group when groups go whole, the lowest summed score first (for Taylor
-    scores, the summed estimate of the loss change), each only if that brings the removed units
-    closer to ``ratio`` of all of them."""
+    """Units kept per group when groups go whole, the lowest sum of its units' scores first,
+    each only if that brings the removed units strictly closer to ``ratio`` of all of them (so
+    two equal sublayers at ratio 0.25 both stay). Summed Taylor scores rank sublayers by their
+    units' squared gate derivatives, a proxy for, not the estimate of, removing them whole."""
     target = ratio * sum(g.size for g in groups)
     counts, removed = [g.size for g in groups], 0
     for i in sorted(range(len(groups)), key=lambda i: (float(np.sum(scores[i])), i)):
