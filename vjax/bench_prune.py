@@ -120,9 +120,8 @@ def run_model(
         config.train.num_steps = steps
     original = source or os.path.join(workdir, name)
     pruned = os.path.join(workdir, f"{name}_pruned")
-    units = reusable_units(
-        pruned, ratio, by, granularity
-    )  # before any training: a mismatch fails at once
+    # Before any training: a mismatch fails at once.
+    units = reusable_units(pruned, ratio, by, granularity)
     if source:
         tested = train.evaluate_checkpoint(config, original, "test")
     else:
@@ -239,8 +238,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     unknown = [m for m in models if m not in MODELS]
     if unknown:
         parser.error(f"unknown --models {unknown}; valid: {', '.join(MODELS)}")
-    for name in models:  # before any training: vjax prune would refuse these only after it
-        by, granularity = args.by or CRITERION[name], args.granularity or GRANULARITY[name]
+    settings = {  # per model: (criterion, granularity)
+        name: (args.by or CRITERION[name], args.granularity or GRANULARITY[name]) for name in models
+    }
+    for name, (by, granularity) in settings.items():  # vjax prune would refuse these after training
         if granularity == "sublayer" and (name not in SUBLAYERED or by != "taylor"):
             parser.error(
                 f"--granularity=sublayer takes a transformer ({', '.join(SUBLAYERED)}) pruned "
@@ -257,13 +258,13 @@ def main(argv: Sequence[str] | None = None) -> int:
                 getattr(args, f"{name}_steps") or None,
                 os.path.expanduser(getattr(args, name)),
                 args.ratio,
-                args.by or CRITERION[name],
+                settings[name][0],
                 args.tiny,
                 args.batch,
                 args.repeats,
                 args.finetune_lr or FINETUNE_LR[name],
                 args.distill,
-                args.granularity or GRANULARITY[name],
+                settings[name][1],
             )
             for name in models
         },
