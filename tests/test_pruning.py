@@ -216,6 +216,12 @@ def test_prune_finetune_export_and_evaluate(data_dir, tmp_path, capsys):
     args = [f"--model={source}", f"--out={pruned_dir}", "--ratio=0.5", "--by=taylor"]
     assert prune_main([*args, "--batches=2"]) == 0
     assert "heads 2->1, mlp 64->32" in capsys.readouterr().out
+    # A typical mistake: whole sublayers by magnitude. One line, exit 2, nothing written.
+    wrong = [f"--model={source}", f"--out={tmp_path / 'wrong'}", "--granularity=sublayer"]
+    assert prune_main([*wrong, "--batches=2"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "use --by=taylor, not --by=magnitude" in err, err
+    assert not (tmp_path / "wrong").exists()
 
     from vjax.bench_prune import reusable_units
 
