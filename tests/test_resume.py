@@ -67,9 +67,19 @@ def prepared(data_dir):
 
 
 @pytest.mark.parametrize("objective", list(OBJECTIVES))
-def test_sigkill_then_resume_is_bitwise_identical(prepared, tmp_path, objective, request):
+def test_sigkill_then_resume_is_bitwise_identical(prepared, tmp_path, objective, request, capsys):
+    """A run SIGKILLed in its own process after its first checkpoint, resumed (in this process,
+    as a restarted job would: from its folder alone) to the end, ends bitwise where an
+    uninterrupted run ends."""
     spec, steps = OBJECTIVES[objective], RESUME_STEPS[objective]
     flags = [f"--config.train.num_steps={steps[0]}", f"--config.train.checkpoint_every={steps[1]}"]
+    overrides = dict(f[9:].split("=") for f in _flags(prepared, *flags))
+
+    def config():
+        c = load_config(spec)
+        apply_overrides(c, overrides)
+        return c
+
     killed = str(tmp_path / "killed")
     # The uninterrupted run, in this process (no start-up to pay): pre-training's is shared
     # with its other tests (its extra validations leave the parameters alone).
@@ -77,16 +87,14 @@ def test_sigkill_then_resume_is_bitwise_identical(prepared, tmp_path, objective,
         straight = request.getfixturevalue("pretrained_run")[1]
     else:
         straight = str(tmp_path / "straight")
-        config = load_config(spec)
-        apply_overrides(config, dict(f[9:].split("=") for f in _flags(prepared, *flags)))
-        train.train(config, straight)
+        train.train(config(), straight)
 
-    command = _command(killed, prepared, *flags, config=spec)
-    _run_and_kill(command, killed, after_steps=1)
+    _run_and_kill(_command(killed, prepared, *flags, config=spec), killed, after_steps=1)
     resumed_from = max(_steps(killed))
     assert 0 < resumed_from < steps[0]
-    out = subprocess.run(command, cwd=REPO, check=True, capture_output=True, text=True).stdout
-    assert f"Restored checkpoint at step {resumed_from}" in out
+    capsys.readouterr()
+    train.train(config(), killed)
+    assert f"Restored checkpoint at step {resumed_from}" in capsys.readouterr().out
 
     _, _, a = vjax.load(straight)
     _, _, b = vjax.load(killed)
