@@ -37,6 +37,7 @@ import numpy as np
 
 from vjax.bench import cpu_cores, update_benchmarks
 from vjax.bench_peers import MEAN, STD, ModelSpec, build_pair, time_calls
+from vjax.compile_options import compiler_options
 
 JAX_FORMS = ("float32", "bfloat16", "int8_weights", "int8", "stablehlo", "onnx", "onnx_int8",
              "savedmodel")  # fmt: skip
@@ -94,7 +95,7 @@ def _jax_runner(form: str, model: Any, variables: dict, model_config: dict, clip
 def _compiled_runner(fn: Callable, clip) -> tuple[Callable, Callable[[], float]]:
     """``fn`` compiled once per batch size; the memory XLA plans for the batch-1 executable
     (arguments + outputs + temporaries, MiB), read from that very compilation."""
-    jitted, compiled = jax.jit(fn), {}
+    jitted, compiled = jax.jit(fn, compiler_options=compiler_options()), {}
 
     def run(video: np.ndarray) -> jax.Array:
         if video.shape not in compiled:

@@ -47,6 +47,7 @@ from vjax.bench_peers import (
     synthetic_batch,
     time_calls,
 )
+from vjax.compile_options import compiler_options
 from vjax.flops import count_macs
 from vjax.models import build_model
 from vjax.models.layers import REMAT_POLICIES
@@ -174,6 +175,7 @@ def compile_step(
         in_shardings=(shardings, batch_sharding, parallel.replicated(mesh)),
         out_shardings=(shardings, parallel.replicated(mesh)),
         donate_argnums=0,
+        compiler_options=compiler_options(),
     )
     data = parallel.global_batch(synthetic_batch(batch, clip), batch_sharding)
     key = jax.random.key(1)

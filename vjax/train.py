@@ -25,6 +25,7 @@ import numpy as np
 
 from vjax import checkpoint, objectives, parallel
 from vjax.checkpoint_paths import require_trained
+from vjax.compile_options import compiler_options
 from vjax.config_utils import ConfigError, config_to_json
 from vjax.data.loaders import data_function, worker_data_function
 from vjax.data.pipeline import ProcessMap, num_eval_batches, prefetch
@@ -220,6 +221,7 @@ def compile_steps(exp: Experiment):
         in_shardings=(exp.state_shardings, exp.batch_sharding, replicated, *frozen_shardings),
         out_shardings=(exp.state_shardings, replicated),
         donate_argnums=0,
+        compiler_options=compiler_options(),
     )
     if exp.teacher is not None:
         frozen = jax.device_put(exp.teacher.variables, frozen_shardings[0])
@@ -228,6 +230,7 @@ def compile_steps(exp: Experiment):
         make_eval_step(exp.model, objective=objective, **norm),
         in_shardings=(exp.state_shardings.variables, exp.batch_sharding),
         out_shardings=exp.batch_sharding,
+        compiler_options=compiler_options(),
     )
     return train_step, eval_step
 
@@ -696,7 +699,10 @@ def _evaluate_model_folder(exp: Experiment, workdir: str, split: str) -> dict:
 
     _, model, variables, _ = load_model(workdir)
     cfg = exp.config.input
-    eval_step = jax.jit(make_eval_step(model, mean=tuple(cfg.mean), std=tuple(cfg.std)))
+    eval_step = jax.jit(
+        make_eval_step(model, mean=tuple(cfg.mean), std=tuple(cfg.std)),
+        compiler_options=compiler_options(),
+    )
     exp = dataclasses.replace(exp, model=model)
     run = evaluate_views if stores_whole_videos(exp.builder) else evaluate
     return {"step": 0, **run(exp, eval_step, variables, split)}
