@@ -9,7 +9,7 @@ import jax
 import numpy as np
 from conftest import REPO
 
-from vjax import train
+from vjax import compile_options, train
 from vjax.bench_train import compile_step
 from vjax.compile_options import CPU_OPTIONS, YNN_OPTION, compiler_options
 from vjax.config_utils import load_config
@@ -22,14 +22,14 @@ CLIP = (4, 16, 16)
 def ynn_convs(compiled) -> int:
     """How many of a compiled program's YNNPACK fusions hold a convolution with a window wider
     than one pixel (a 1x1 convolution is a matmul, which YNNPACK keeps)."""
-    bodies, name = {}, None
-    for line in compiled.as_text().splitlines():
+    text, bodies, name = compiled.as_text(), {}, None
+    for line in text.splitlines():
         header = re.match(r"%(\S+) .*\{$", line)
         if header:
             name, bodies[header.group(1)] = header.group(1), []
         elif name is not None:
             bodies[name].append(line)
-    called = re.findall(r"%ynn_fusion[.\d]* = .*calls=%([\w.-]+)", compiled.as_text())
+    called = re.findall(r"%ynn_fusion[.\d]* = .*calls=%([\w.-]+)", text)
     return sum(any(map(_wide_convolution, bodies[c])) for c in called)
 
 
@@ -46,6 +46,16 @@ def test_cpu_keeps_ynnpack_for_matmuls_only_and_gpus_get_nothing(monkeypatch):
     # A user who sets the option in XLA_FLAGS keeps it.
     monkeypatch.setenv("XLA_FLAGS", f"--{YNN_OPTION}= --xla_force_host_platform_device_count=8")
     assert compiler_options("cpu") is None
+
+
+def test_a_jaxlib_without_the_option_gets_none(monkeypatch):
+    """The probe compiles once with the options; a jaxlib that rejects them gets XLA's default."""
+    monkeypatch.setattr(compile_options, "CPU_OPTIONS", {"xla_cpu_no_such_option": "1"})
+    compile_options._jaxlib_knows_cpu_options.cache_clear()
+    try:
+        assert compiler_options("cpu") is None
+    finally:
+        compile_options._jaxlib_knows_cpu_options.cache_clear()
 
 
 def test_the_options_move_convs_out_of_ynnpack_with_the_same_logits():
