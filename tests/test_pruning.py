@@ -255,6 +255,27 @@ def test_prune_finetune_export_and_evaluate(data_dir, tmp_path, capsys):
     exported = load_exported(str(tmp_path / "exported"))
     np.testing.assert_allclose(exported(video)[0], logits, rtol=1e-4, atol=1e-4)
 
+    # `vjax bench prune` times each folder's model as `vjax bench infer` times its float32
+    # form: the same compiled runner, whose logits are the loaded model's.
+    import vjax.bench_infer
+    from vjax.bench_prune import _speeds
+
+    runners = {}
+
+    def spy(fn, clip):
+        run, memory = real_runner(fn, clip)
+        runners[len(runners)] = run
+        return run, memory
+
+    real_runner = vjax.bench_infer.compiled_runner
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(vjax.bench_infer, "compiled_runner", spy)
+        speeds = _speeds({"original": source, "pruned": pruned_dir}, batch=2, repeats=3)
+    np.testing.assert_allclose(runners[1](video), logits, rtol=1e-4, atol=1e-4)
+    assert speeds["pruned"]["params"] == count_params(pruned.module, clip, pruned.variables)
+    assert speeds["pruned"]["gmacs"] < speeds["original"]["gmacs"]
+    assert all(s["calls"] == 3 and s["latency_ms"] > 0 for s in speeds.values())
+
     assert train.evaluate_checkpoint(config, pruned_dir, "test")["step"] == 0
     finetuned = str(tmp_path / "finetuned")
     train.train(tiny_config(data_dir, **steps, **{"train.init_from": pruned_dir}), finetuned)

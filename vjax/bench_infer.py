@@ -73,7 +73,7 @@ def _jax_runner(form: str, model: Any, variables: dict, model_config: dict, clip
         )
     fn = inference_function(config, model, variables)
     if form in ("float32", "bfloat16", "int8_weights", "int8"):
-        return _compiled_runner(fn, clip)
+        return compiled_runner(fn, clip)
     from vjax.deploy.runtime import RUNNERS
 
     fmt = "onnx" if form == "onnx_int8" else form
@@ -92,7 +92,7 @@ def _jax_runner(form: str, model: Any, variables: dict, model_config: dict, clip
     return lambda video: run(video)[0], None
 
 
-def _compiled_runner(fn: Callable, clip) -> tuple[Callable, Callable[[], float]]:
+def compiled_runner(fn: Callable, clip) -> tuple[Callable, Callable[[], float]]:
     """``fn`` compiled once per batch size; the memory XLA plans for the batch-1 executable
     (arguments + outputs + temporaries, MiB), read from that very compilation."""
     jitted, compiled = jax.jit(fn, compiler_options=compiler_options()), {}

@@ -6,9 +6,11 @@ its attention heads and MLP units, or of the channels inside its conv blocks), t
 fine-tuned from the pruned weights (``train.init_from``) for a tenth of its training steps,
 distilled from the original (``train.distill.teacher``; ``--no-distill`` for the task loss
 alone), and tested again. Parameters and GFLOPs come from :mod:`vjax.flops`; CPU latency
-(batch 1, median and p90) and throughput from :func:`vjax.bench_infer.bench_forms`, in this
-one process with the original's and the pruned model's calls alternating, so the speed-ups
-are ratios measured side by side. Prints the table and writes it to
+(batch 1, median and p90) and throughput of ``vjax bench infer``'s float32 form (its compiled
+runner and :func:`vjax.bench_infer.bench_forms`), in this one process with the original's and
+the pruned model's calls alternating, so the speed-ups are ratios measured side by side. For
+single-stream latency pin the process to one core (``taskset -c 1``): at batch 1 a second
+thread costs these models more than it gives. Prints the table and writes it to
 ``BENCHMARKS.md`` (its ``vjax bench prune`` section).
 
     vjax bench prune --workdir=runs/bench_prune --data_dir=~/tensorflow_datasets
@@ -50,20 +52,21 @@ FORMS = ("original", "pruned", "fine-tuned")
 
 
 def _speeds(folders: dict[str, str], batch: int, repeats: int) -> dict[str, dict[str, Any]]:
-    """Size and CPU speed of the model in each checkpoint folder (float32, jitted, uint8 in),
+    """Size and CPU speed of the model in each checkpoint folder: ``vjax bench infer``'s
+    float32 form (uint8 in, logits and probabilities out, compiled as that bench compiles it),
     their calls alternating (:func:`vjax.bench_infer.bench_forms`)."""
-    from vjax.bench_infer import bench_forms
+    from vjax.bench_infer import bench_forms, compiled_runner
+    from vjax.deploy.export import inference_function
     from vjax.flops import count_macs, count_params
-    from vjax.loaded import load, normalized_apply
+    from vjax.loaded import load
 
     models = {form: load(path) for form, path in folders.items()}
     clip = next(iter(models.values())).clip_shape
-    timed = bench_forms(
-        {form: normalized_apply(m.config, m.module, m.variables) for form, m in models.items()},
-        clip[:3],
-        batch,
-        repeats,
-    )
+    runs = {
+        form: compiled_runner(inference_function(m.config, m.module, m.variables), clip[:3])[0]
+        for form, m in models.items()
+    }
+    timed = bench_forms(runs, clip[:3], batch, repeats)
     return {
         form: {
             "params": count_params(m.module, (1, *clip), m.variables),
