@@ -8,9 +8,9 @@ distilled from the original (``train.distill.teacher``; ``--no-distill`` for the
 alone), and tested again. Parameters and GFLOPs come from :mod:`vjax.flops`; CPU latency
 (batch 1, median and p90) and throughput of ``vjax bench infer``'s float32 form (its compiled
 runner and :func:`vjax.bench_infer.bench_forms`), in this one process with the original's and
-the pruned model's calls alternating, so the speed-ups are ratios measured side by side. For
-single-stream latency pin the process to one core (``taskset -c 1``): at batch 1 a second
-thread costs these models more than it gives. Prints the table and writes it to
+the pruned model's calls alternating, so the speed-ups are ratios measured side by side. The
+published table is single-stream: the process pinned to one core (``taskset -c 1``); the
+setting line states the cores it ran on. Prints the table and writes it to
 ``BENCHMARKS.md`` (its ``vjax bench prune`` section).
 
     vjax bench prune --workdir=runs/bench_prune --data_dir=~/tensorflow_datasets
