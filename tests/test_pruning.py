@@ -260,11 +260,11 @@ def test_prune_finetune_export_and_evaluate(data_dir, tmp_path, capsys):
     import vjax.bench_infer
     from vjax.bench_prune import _speeds
 
-    runners = {}
+    runners = []
 
     def spy(fn, clip):
         run, memory = real_runner(fn, clip)
-        runners[len(runners)] = run
+        runners.append(run)
         return run, memory
 
     real_runner = vjax.bench_infer.compiled_runner
