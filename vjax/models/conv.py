@@ -17,6 +17,9 @@ checkpoint relies on, and picks the computation from the kernel's shape:
   3x3x3 kernel at 16-64 channels); on GPUs and TPUs the 3D conv, which the sums would add
   memory traffic to.
 
+The 2D convs take a strided conv's input gradient phase by phase on CPU
+(:mod:`vjax.models.strided_conv`).
+
 Every form sums the same products; only the order of the float additions may differ (the
 summed form adds its partial sums in float32 at least). The choice is made when the function
 is traced, for ``jax.default_backend()``: a model exported from a CPU host carries the CPU
@@ -36,11 +39,12 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from vjax.models.strided_conv import conv_2d
+
 Triple = tuple[int, int, int]
 Padding = Sequence[tuple[int, int]]
 _NO_PADDING = ((0, 0), (0, 0), (0, 0))
 DIMS_3D = ("NDHWC", "DHWIO", "NDHWC")  # the layout of the conv Conv declares
-_DIMS_2D = ("NHWC", "HWIO", "NHWC")
 
 
 class Conv(nn.Module):
@@ -126,13 +130,12 @@ def _over_frames(x, kernel, strides, padding, groups, wide: bool = False) -> jax
     """A ``(1, k_h, k_w)`` conv as a 2D conv of every frame (the batch holds the frames);
     ``wide``: the result in float32 at least (a partial sum)."""
     batch, frames = x.shape[:2]
-    y = jax.lax.conv_general_dilated(
+    y = conv_2d(
         x.reshape(batch * frames, *x.shape[2:]),
         kernel.reshape(kernel.shape[1:]),
         strides,
         padding,
-        dimension_numbers=_DIMS_2D,
-        feature_group_count=groups,
+        groups,
         preferred_element_type=jnp.promote_types(x.dtype, jnp.float32) if wide else None,
     )
     return y.reshape(batch, frames, *y.shape[1:])
@@ -157,12 +160,11 @@ def _summed_over_time(x, kernel, strides, padding, groups) -> jax.Array:
 def _over_time(x, kernel, stride, padding, groups) -> jax.Array:
     """A ``(k_t, 1, 1)`` conv as a ``(k_t, 1)`` 2D conv over ``(time, height * width)``."""
     batch, frames, height, width, channels = x.shape
-    y = jax.lax.conv_general_dilated(
+    y = conv_2d(
         x.reshape(batch, frames, height * width, channels),
         kernel.reshape(kernel.shape[0], 1, *kernel.shape[3:]),
         (stride, 1),
         (padding, (0, 0)),
-        dimension_numbers=_DIMS_2D,
-        feature_group_count=groups,
+        groups,
     )
     return y.reshape(batch, y.shape[1], height, width, y.shape[-1])
