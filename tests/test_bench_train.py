@@ -44,3 +44,47 @@ def test_writes_its_section_and_keeps_the_others(tmp_path, capsys):
     assert len(table) == 1 and table[0].count("|") == 11 and "remat=block" in table[0]
     assert "float32 compute / bfloat16 params, remat block" in text
     assert "| model | clip | params (M)" in capsys.readouterr().out
+
+
+def test_rounds_measure_each_runtime_in_turn_and_report_the_median(monkeypatch):
+    """``--rounds=3``: vjax, eager, vjax, eager, ... each a fresh process; the table's clips/s
+    is each side's median round, memory its highest, and every round's ratio is listed."""
+    from vjax import bench_train
+
+    calls = []
+    speeds = {"vjax": iter([1.0, 3.0, 2.0]), "torch": iter([2.0, 2.0, 4.0])}
+
+    def fake_child(runtime, spec, options, timeout, env, cores):
+        calls.append(runtime)
+        return {"clips_per_s": next(speeds[runtime]), "memory_gib": len(calls), "rss_gib": 0.5,
+                "compile_s": 1.0, "gflops": 1.0, "first_loss": 6.0}  # fmt: skip
+
+    monkeypatch.setattr(bench_train, "run_child", fake_child)
+    options = bench_train.PeerOptions(batch=2, dtype="float32", steps=2, forms=("torch",),
+                                      rounds=3)  # fmt: skip
+    spec = ModelSpec.parse("hf_vivit:size=Ti@2x32x32")
+    (row,) = bench_train.bench_peers([spec], options)
+    assert calls == ["vjax", "torch"] * 3
+    assert row["vjax"]["clips_per_s"] == 2.0 and row["torch"]["clips_per_s"] == 2.0
+    assert row["vjax"]["round_clips_per_s"] == [1.0, 3.0, 2.0]
+    assert row["torch"]["memory_gib"] == 6 and row["torch.compile"] == {}
+    line = bench_train.round_ratios([row])
+    assert line == "vjax clips/s ratio in each round: hf_vivit size=Ti / eager: 0.50, 1.50, 0.50"
+
+
+def test_a_round_that_fails_fails_the_side():
+    """A side that fails in any round is a failed side (its error), not a median of the rest."""
+    from vjax.bench_train import merge_rounds
+
+    ok = {"clips_per_s": 1.0, "memory_gib": 1.0}
+    assert merge_rounds([ok, {"error": "exit 1: boom"}, ok]) == {"error": "exit 1: boom"}
+    assert merge_rounds([ok]) == ok  # one round: as measured, no per-round list
+    assert merge_rounds([{}, {}]) == {}  # not asked for
+
+
+def test_rounds_below_one_is_one_error_line(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--peers", "--rounds=0", "--out="])
+    assert exit_info.value.code == 2
+    last = capsys.readouterr().err.strip().splitlines()[-1]
+    assert last == "vjax bench train: error: --rounds takes a count of 1 or more, got 0"

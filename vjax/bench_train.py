@@ -300,7 +300,9 @@ class PeerOptions:
     """How ``--peers`` measures: the step (batch, dtype), timing (``steps`` at most,
     ``budget_s`` per measurement), which PyTorch forms (``torch.compile`` only for the model
     names in ``compile_models``, all when empty) and the limits: ``timeout_s`` per process,
-    ``deadline_s`` for the whole run (processes due after it become rows saying so)."""
+    ``deadline_s`` for the whole run (processes due after it become rows saying so);
+    ``rounds`` > 1 measures every runtime that many times, in turn, each time in a fresh
+    process, so that a machine whose speed drifts during the run moves every side alike."""
 
     batch: int
     dtype: str
@@ -313,6 +315,7 @@ class PeerOptions:
     env: dict[str, str] | None = None
     vjax_flags: Sequence[str] = ()  # --remat / --param_dtype for the vjax processes
     cores: int = 0  # > 0: every process pinned to cores 0..cores-1 (taskset), torch as many
+    rounds: int = 1
 
     def wants(self, runtime: str, spec: ModelSpec) -> bool:
         if runtime == "vjax":
@@ -321,33 +324,71 @@ class PeerOptions:
         return runtime in self.forms and has_peer(spec) and (runtime == "torch" or compiled)
 
 
+RUNTIMES = ("vjax", "torch", "torch.compile")
+
+
 def bench_peers(specs: Sequence[ModelSpec], options: PeerOptions) -> list[dict[str, Any]]:
     """Per spec: vjax's train step and each PyTorch form (``torch``, ``torch.compile``), each
-    in a fresh process (:func:`vjax.bench_peers.run_child`), in that order."""
+    in a fresh process (:func:`vjax.bench_peers.run_child`), in that order, ``rounds`` times
+    (:func:`merge_rounds`)."""
     o = options
     flags = [f"--batch={o.batch}", f"--dtype={o.dtype}", f"--steps={o.steps}",
              f"--budget={o.budget_s}"]  # fmt: skip
     end = time.perf_counter() + (o.deadline_s or math.inf)
     rows = []
     for spec in specs:
+        measured: dict[str, list[dict[str, Any]]] = {runtime: [] for runtime in RUNTIMES}
+        for _ in range(o.rounds):
+            for runtime in RUNTIMES:
+                left = end - time.perf_counter()
+                if not o.wants(runtime, spec):
+                    result = {}
+                elif left <= 0:
+                    result = {"error": f"not run: the --deadline ({o.deadline_s:g} s) passed"}
+                else:
+                    timeout = min(o.timeout_s or math.inf, left)
+                    given = [*flags, *o.vjax_flags] if runtime == "vjax" else flags
+                    result = run_child(
+                        runtime, spec, given, None if timeout == math.inf else timeout, o.env,
+                        o.cores,
+                    )  # fmt: skip
+                if runtime == "vjax" and "error" not in result and jax.default_backend() == "cpu":
+                    result["memory_gib"] = result["rss_gib"]  # like torch's on CPU
+                measured[runtime].append(result)
+                print(f"measured {spec.label} {runtime}: {result}", flush=True)
         row = {"model": spec.label, "clip": "x".join(map(str, spec.clip)), "batch": o.batch}
-        for runtime in ("vjax", "torch", "torch.compile"):
-            left = end - time.perf_counter()
-            if not o.wants(runtime, spec):
-                row[runtime] = {}
-            elif left <= 0:
-                row[runtime] = {"error": f"not run: the --deadline ({o.deadline_s:g} s) passed"}
-            else:
-                timeout = min(o.timeout_s or math.inf, left)
-                given = [*flags, *o.vjax_flags] if runtime == "vjax" else flags
-                row[runtime] = run_child(
-                    runtime, spec, given, None if timeout == math.inf else timeout, o.env, o.cores
-                )
-            if runtime == "vjax" and "error" not in row[runtime] and jax.default_backend() == "cpu":
-                row[runtime]["memory_gib"] = row[runtime]["rss_gib"]  # like torch's on CPU
-            print(f"measured {spec.label} {runtime}: {row[runtime]}", flush=True)
-        rows.append(row)
+        rows.append(row | {runtime: merge_rounds(measured[runtime]) for runtime in RUNTIMES})
     return rows
+
+
+def merge_rounds(results: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """One runtime's rounds as one table entry: the first round's, with clips/s the median
+    over the rounds (each round's kept, in order, as ``round_clips_per_s``) and memory the
+    highest; the first failed round's error if any failed (a side that fails sometimes is not
+    a measurement); ``{}`` for a side not asked for."""
+    if not results or not results[0]:
+        return {}
+    failed = [r for r in results if "error" in r]
+    if failed:
+        return failed[0]
+    speeds = [r["clips_per_s"] for r in results]
+    merged = {**results[0], "clips_per_s": statistics.median(speeds)}
+    merged["memory_gib"] = max(r["memory_gib"] for r in results)
+    return merged | ({"round_clips_per_s": speeds} if len(results) > 1 else {})
+
+
+def round_ratios(rows: Sequence[dict[str, Any]]) -> str:
+    """One line, where rows have several rounds: vjax / eager (and / compiled) in each round,
+    each ratio between processes that ran one after another."""
+    parts = []
+    for r in rows:
+        vjax = r["vjax"].get("round_clips_per_s")
+        for form, label in (("torch", "eager"), ("torch.compile", "compiled")):
+            peer = r[form].get("round_clips_per_s")
+            if vjax and peer:
+                ratios = ", ".join(f"{a / b:.2f}" for a, b in zip(vjax, peer, strict=True))
+                parts.append(f"{r['model']} / {label}: {ratios}")
+    return "vjax clips/s ratio in each round: " + "; ".join(parts) if parts else ""
 
 
 def fused_attention_note(rows: Sequence[dict[str, Any]]) -> str:
@@ -367,6 +408,8 @@ def run_peers(args: argparse.Namespace, parser: argparse.ArgumentParser) -> list
     forms = [f for f in args.forms.split(",") if f]
     if set(forms) - {"torch", "torch.compile"}:
         parser.error(f"--forms takes torch and/or torch.compile, got {args.forms!r}")
+    if args.rounds < 1:
+        parser.error(f"--rounds takes a count of 1 or more, got {args.rounds}")
     options = PeerOptions(
         batch=args.batch or (DEFAULT_GPU_BATCH if gpu else DEFAULT_CPU_BATCH),
         dtype=args.dtype or ("bfloat16" if gpu else "float32"),
@@ -379,6 +422,7 @@ def run_peers(args: argparse.Namespace, parser: argparse.ArgumentParser) -> list
         env=args.env,
         cores=args.cores,
         vjax_flags=[f"--remat={args.remat}", f"--param_dtype={args.param_dtype}"],
+        rounds=args.rounds,
     )
     begin = time.perf_counter()
     rows = bench_peers([ModelSpec.parse(m) for m in models], options)
@@ -393,6 +437,13 @@ def run_peers(args: argparse.Namespace, parser: argparse.ArgumentParser) -> list
               if getattr(args, k)]  # fmt: skip
     limits += [f" --{k}={getattr(args, k)}" for k, default in VJAX_DEFAULTS.items()
                if getattr(args, k) != default]  # fmt: skip
+    limits += [f" --rounds={o.rounds}"] if o.rounds > 1 else []
+    in_turn = (
+        f", {o.rounds} rounds in turn (vjax, eager, compiled, then again), clips/s the "
+        f"median over them"
+        if o.rounds > 1
+        else ""
+    )
     extra = "".join(limits) + (
         f" --compile_models={args.compile_models}" if o.compile_models else ""
     )
@@ -402,7 +453,8 @@ def run_peers(args: argparse.Namespace, parser: argparse.ArgumentParser) -> list
         f"{'autocast' if o.dtype == 'bfloat16' else 'float32'}), {args.param_dtype} vjax "
         f"parameters (torch: float32), vjax remat {args.remat}, AdamW "
         f"(clipped at {OPTIMIZER['grad_clip_norm']}) on both sides, random weights, uint8 "
-        f"clips normalised on the device; each runtime in its own process; median of up to "
+        f"clips normalised on the device; each runtime in its own process{in_turn}; median of "
+        f"up to "
         f"{o.steps} steps after a warm-up (each measurement stops after {args.budget:g} s, "
         f"at least 2 steps); TFLOP/s count a step as 3 forward passes of vjax's MACs; memory: "
         f"{'allocator peaks' if gpu else 'process RSS high-water (runtime included)'}; "
@@ -411,6 +463,8 @@ def run_peers(args: argparse.Namespace, parser: argparse.ArgumentParser) -> list
         f"--budget={args.budget:g} --forms={args.forms}{extra}`"
     )
     table = format_peer_table(rows, peak_tflops(device))
+    if o.rounds > 1:
+        table += "\n\n" + round_ratios(rows)
     if gpu:
         table += "\n\n" + fused_attention_note(rows)
     print(f"{setup}\n\n{table}")
@@ -444,6 +498,8 @@ def parse_args(argv: Sequence[str] | None = None) -> tuple[argparse.Namespace, A
                        "processes due after it are rows saying so; 0: no limit")  # fmt: skip
     peers.add_argument("--cores", type=int, default=0, help="pin every measuring process to "
                        "cores 0..N-1 (taskset; torch gets N threads); 0: all cores")  # fmt: skip
+    peers.add_argument("--rounds", type=int, default=1, help="measure every runtime N times, "
+                       "in turn, each in a fresh process; clips/s the median")  # fmt: skip
     peers.add_argument("--compile_models", default="", help="comma-separated names (e.g. "
                        "hf_videomae,r2plus1d_18) torch.compile runs for; '': all")  # fmt: skip
     args = parser.parse_args(sys.argv[1:] if argv is None else argv)
