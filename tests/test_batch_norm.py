@@ -105,3 +105,17 @@ def test_bfloat16_parameters_get_bfloat16_gradients():
 
     grads = jax.grad(loss)(params)
     assert {g.dtype for g in jax.tree.leaves(grads)} == {jnp.dtype(jnp.bfloat16)}
+
+
+def test_statistics_of_many_rows_keep_float32_precision():
+    """A layer1-sized batch (25,088 rows) with an offset (E[x^2] = 37 var): the variance as
+    exact as jnp's float32 reduction (summing all rows in one product lost ~2 digits)."""
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((4, 8, 28, 28, 8)).astype(np.float32) * 0.5 + 3.0
+    module = BatchNorm(use_running_average=False, momentum=0.0)  # the stats: this batch's
+    variables = module.init(jax.random.key(0), jnp.zeros((1, 8)))
+    _, state = jax.jit(lambda x: module.apply(variables, x, mutable=["batch_stats"]))(x)
+    rows = x.reshape(-1, 8).astype(np.float64)
+    np.testing.assert_allclose(state["batch_stats"]["mean"], rows.mean(0), rtol=1e-6)
+    np.testing.assert_allclose(state["batch_stats"]["var"], rows.var(0), rtol=2e-5)
+    assert batch_norm_module._blocks(rows.shape[0]) == 128  # 196 rows a block

@@ -1,5 +1,7 @@
 """``vjax bench train``: spec parsing, the table, and the BENCHMARKS.md section it writes."""
 
+import itertools
+
 import pytest
 
 from vjax.bench_train import ModelSpec, bench_model, main
@@ -70,6 +72,24 @@ def test_rounds_measure_each_runtime_in_turn_and_report_the_median(monkeypatch):
     assert row["torch"]["memory_gib"] == 6 and row["torch.compile"] == {}
     line = bench_train.round_ratios([row])
     assert line == "vjax clips/s ratio in each round: hf_vivit size=Ti / eager: 0.50, 1.50, 0.50"
+    # The table's ratio pairs each round's sides: the median ratio 0.50, not 2.0 / 2.0.
+    table_row = bench_train.format_peer_table([row], None).splitlines()[2]
+    assert "| 2.00 | 2.00 | - | 0.50 | - |" in table_row
+
+
+def test_rounds_past_the_deadline_keep_the_rounds_measured(monkeypatch):
+    """A --deadline that passes after the first round: each side keeps its measured round."""
+    from vjax import bench_train
+
+    clock = itertools.chain([0.0, 1.0, 2.0], itertools.repeat(50.0))  # start, round 1, after
+    monkeypatch.setattr(bench_train.time, "perf_counter", lambda: next(clock))
+    monkeypatch.setattr(bench_train, "run_child", lambda *a: {"clips_per_s": 1.0,
+                        "memory_gib": 1.0, "rss_gib": 1.0})  # fmt: skip
+    options = bench_train.PeerOptions(batch=2, dtype="float32", steps=2, forms=("torch",),
+                                      rounds=2, deadline_s=10.0)  # fmt: skip
+    (row,) = bench_train.bench_peers([ModelSpec.parse("hf_vivit:size=Ti@2x32x32")], options)
+    assert row["vjax"]["clips_per_s"] == 1.0 and "round_clips_per_s" not in row["vjax"]
+    assert row["torch"]["clips_per_s"] == 1.0
 
 
 def test_a_round_that_fails_fails_the_side():

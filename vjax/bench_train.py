@@ -249,6 +249,15 @@ def _cell(values: Sequence[float | None], fmt: str) -> str:
     return " / ".join("-" if v is None else format(v, fmt) for v in values)
 
 
+def speed_ratio(vjax: dict[str, Any], peer: dict[str, Any]) -> float:
+    """vjax's clips/s over the peer's: with rounds (``--rounds``), the median of each round's
+    ratio (the two sides of a round ran one after another), else of the two speeds."""
+    rounds = vjax.get("round_clips_per_s"), peer.get("round_clips_per_s")
+    if rounds[0] and rounds[1]:
+        return statistics.median(a / b for a, b in zip(*rounds, strict=True))
+    return vjax["clips_per_s"] / peer["clips_per_s"]
+
+
 def format_peer_table(rows: Sequence[dict[str, Any]], peak: float | None) -> str:
     """The ``--peers`` table: per model vjax beside PyTorch eager and ``torch.compile``; a
     side that failed shows ``failed [n]`` and the reasons follow the table."""
@@ -275,7 +284,7 @@ def format_peer_table(rows: Sequence[dict[str, Any]], peak: float | None) -> str
         gflops = r["vjax"].get("gflops")
         tflops = [6 * gflops * s["clips_per_s"] / 1e3 if s and gflops else None for s in ok]
         mfu = [100 * t / peak if t and peak else None for t in tflops]
-        ratio = [ok[0]["clips_per_s"] / s["clips_per_s"] if ok[0] and s else None for s in ok[1:]]
+        ratio = [speed_ratio(ok[0], s) if ok[0] and s else None for s in ok[1:]]
         cells = [speed(s) if s else "-" for s in sides]
         lines.append(
             f"| {r['model']} | {r['clip']} | {r['batch']} | {' | '.join(cells)} "
@@ -343,6 +352,8 @@ def bench_peers(specs: Sequence[ModelSpec], options: PeerOptions) -> list[dict[s
                 left = end - time.perf_counter()
                 if not o.wants(runtime, spec):
                     result = {}
+                elif left <= 0 and measured[runtime]:
+                    continue  # past the --deadline: the rounds already measured stand
                 elif left <= 0:
                     result = {"error": f"not run: the --deadline ({o.deadline_s:g} s) passed"}
                 else:
@@ -362,10 +373,10 @@ def bench_peers(specs: Sequence[ModelSpec], options: PeerOptions) -> list[dict[s
 
 
 def merge_rounds(results: Sequence[dict[str, Any]]) -> dict[str, Any]:
-    """One runtime's rounds as one table entry: the first round's, with clips/s the median
-    over the rounds (each round's kept, in order, as ``round_clips_per_s``) and memory the
-    highest; the first failed round's error if any failed (a side that fails sometimes is not
-    a measurement); ``{}`` for a side not asked for."""
+    """One runtime's rounds as one table entry: the first round's (its other timings too),
+    with clips/s the median over the rounds (each round's kept, in order, as
+    ``round_clips_per_s``) and memory the highest; the first failed round's error if any
+    failed (a side that fails sometimes is not a measurement); ``{}`` for a side not asked for."""
     if not results or not results[0]:
         return {}
     failed = [r for r in results if "error" in r]

@@ -11,7 +11,8 @@ swapped), and the phases interleave into the gradient (45 and 12 ms for the same
 products, summed in another order. The kernel gradient is autodiff's.
 
 Only for ``feature_group_count == 1`` and on CPU; elsewhere this is
-``lax.conv_general_dilated``, and so is the forward pass everywhere.
+``lax.conv_general_dilated``, and so is the forward pass everywhere. The phase split is a
+custom VJP: reverse-mode only (``jax.jvp`` does not go through a strided conv on CPU).
 
 >>> y = conv_2d(x, kernel, (2, 2), ((1, 1), (1, 1)))  # x (N, H, W, C), kernel (kh, kw, C, O)
 """
