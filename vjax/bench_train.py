@@ -249,13 +249,18 @@ def _cell(values: Sequence[float | None], fmt: str) -> str:
     return " / ".join("-" if v is None else format(v, fmt) for v in values)
 
 
-def speed_ratio(vjax: dict[str, Any], peer: dict[str, Any]) -> float:
-    """vjax's clips/s over the peer's: with rounds (``--rounds``), the median of each round's
-    ratio (the two sides of a round ran one after another), else of the two speeds."""
+def per_round_ratios(vjax: dict[str, Any], peer: dict[str, Any]) -> list[float]:
+    """vjax's clips/s over the peer's in each round (``--rounds``; the two sides of a round ran
+    one after another); empty without rounds."""
     rounds = vjax.get("round_clips_per_s"), peer.get("round_clips_per_s")
-    if rounds[0] and rounds[1]:
-        return statistics.median(a / b for a, b in zip(*rounds, strict=True))
-    return vjax["clips_per_s"] / peer["clips_per_s"]
+    return [a / b for a, b in zip(*rounds, strict=True)] if rounds[0] and rounds[1] else []
+
+
+def speed_ratio(vjax: dict[str, Any], peer: dict[str, Any]) -> float:
+    """vjax's clips/s over the peer's: with rounds, the median of each round's ratio, else of
+    the two speeds."""
+    ratios = per_round_ratios(vjax, peer)
+    return statistics.median(ratios) if ratios else vjax["clips_per_s"] / peer["clips_per_s"]
 
 
 def format_peer_table(rows: Sequence[dict[str, Any]], peak: float | None) -> str:
@@ -393,12 +398,9 @@ def round_ratios(rows: Sequence[dict[str, Any]]) -> str:
     each ratio between processes that ran one after another."""
     parts = []
     for r in rows:
-        vjax = r["vjax"].get("round_clips_per_s")
         for form, label in (("torch", "eager"), ("torch.compile", "compiled")):
-            peer = r[form].get("round_clips_per_s")
-            if vjax and peer:
-                ratios = ", ".join(f"{a / b:.2f}" for a, b in zip(vjax, peer, strict=True))
-                parts.append(f"{r['model']} / {label}: {ratios}")
+            if ratios := per_round_ratios(r["vjax"], r[form]):
+                parts.append(f"{r['model']} / {label}: {', '.join(f'{q:.2f}' for q in ratios)}")
     return "vjax clips/s ratio in each round: " + "; ".join(parts) if parts else ""
 
 

@@ -55,7 +55,7 @@ class BatchNorm(nn.Module):
         bias = self.param("bias", self.bias_init, channels, jnp.float32)
         if self.use_running_average:
             mean, var = running_mean.value, running_var.value
-            y = (x.astype(_wide(x)) - mean) * (jax.lax.rsqrt(var + self.epsilon) * scale) + bias
+            y = _normalize(x.astype(_wide(x)), mean, var, scale, bias, self.epsilon)
             return y.astype(self.dtype)
         y, mean, var = normalize_with_batch_statistics(x, scale, bias, self.epsilon)
         if not self.is_initializing():
@@ -91,6 +91,11 @@ def _blocks(n: int) -> int:
     return max(d for d in range(1, math.isqrt(n) + 1) if n % d == 0) if n else 1
 
 
+def _normalize(x, mean, var, scale, bias, epsilon: float) -> jax.Array:
+    """``(x - mean) / sqrt(var + epsilon) * scale + bias``, in flax's order of operations."""
+    return (x - mean) * (jax.lax.rsqrt(var + epsilon) * scale) + bias
+
+
 def _moments(rows: jax.Array) -> tuple[jax.Array, jax.Array]:
     """Per-column mean and (biased, fast: ``E[x^2] - E[x]^2`` clipped at 0) variance."""
     mean = _column_sums(rows) / rows.shape[0]
@@ -105,8 +110,7 @@ def normalize_with_batch_statistics(
     over every axis of ``x`` but the last, in float32 at least (the result too)."""
     rows = x.reshape(-1, x.shape[-1]).astype(_wide(x))
     mean, var = _moments(rows)
-    y = (rows - mean) * (jax.lax.rsqrt(var + epsilon) * scale) + bias
-    return y.reshape(x.shape), mean, var
+    return _normalize(rows, mean, var, scale, bias, epsilon).reshape(x.shape), mean, var
 
 
 def _forward(x, scale, bias, epsilon):

@@ -63,10 +63,12 @@ def _forward(x, kernel, strides, padding, preferred):
 
 
 def _backward(strides, padding, preferred, residuals, dy):
-    x, kernel = residuals
-    _, kernel_vjp = jax.vjp(lambda k: _lax_conv(x, k, strides, padding, 1, preferred), kernel)
+    x, kernel = residuals  # the conv is linear in the kernel: its gradient is the transpose
+    kernel_grad = jax.linear_transpose(
+        lambda k: _lax_conv(x, k, strides, padding, 1, preferred), kernel
+    )
     dx = phase_split_input_grad(dy, kernel.astype(dy.dtype), x.shape, strides, padding)
-    return dx.astype(x.dtype), kernel_vjp(dy)[0]
+    return dx.astype(x.dtype), kernel_grad(dy)[0]
 
 
 _phase_split_conv.defvjp(_forward, _backward)
