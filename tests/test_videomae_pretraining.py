@@ -214,8 +214,8 @@ def test_pretraining_step_on_8_devices_equals_one_device(data_dir):
     np.testing.assert_allclose(metrics1["loss"], metrics8["loss"], rtol=1e-5)
     # atol: Adam's first update is about lr * g / (|g| + eps), so a gradient near eps (the
     # per-tubelet normalised targets make some) moves with the summation order: by ~1e-6 with
-    # XLA:CPU's default kernels, by 1.05e-5 for one value of 12288 with YNNPACK's matmuls only
-    # (vjax/compile_options.py).
+    # XLA's own kernels (vjax/compile_options.py), by 1.05e-5 for one value of 12288 with
+    # YNNPACK's matmuls.
     jax.tree.map(
         lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=3e-5),
         jax.device_get(state1.params),

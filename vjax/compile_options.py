@@ -2,14 +2,20 @@
 steps, `vjax bench train` and `vjax bench infer`); jax only takes them on a top-level jit, so
 functions that others may trace inside their own (``vjax.load``'s apply, exports) go without.
 
-On CPU, XLA (jaxlib 0.10) hands convolutions, reductions and elementwise ops to YNNPACK by
-default. For 3D-conv nets that halves the speed: R(2+1)D-18's train step (8x112x112, batch 4,
-float32, 2 cores) ran at 0.58-0.64 clips/s with the default and 1.17-1.26 clips/s with YNNPACK
-kept for matmuls only, the two compiled in one process and called in turn, with the same loss
-to 7 digits; the transformers' steps (ViViT-Ti, VideoMAE-Ti) moved within the noise (0.9-1.16x).
-So vjax keeps YNNPACK for matmuls (``LIBRARY_FUSION_TYPE_DOT``; XLA may still give it a conv
-it can run as one, e.g. a 1x1 or a tiny strided one) on CPU, asks nothing of GPUs and TPUs,
-and leaves the choice to the user where ``XLA_FLAGS`` already makes it.
+On CPU, XLA (jaxlib 0.10) hands convolutions, reductions, elementwise ops and matmuls to
+YNNPACK by default, and on this 2-core machine every one of them ran slower there than in
+XLA's own kernels (Eigen's convolutions and matmuls, its emitted loops). Each pair compiled in
+one process and called in turn, same losses to 7 digits:
+
+* R(2+1)D-18's train step (8x112x112, batch 4, float32): 0.58-0.64 clips/s with the default,
+  1.17-1.26 with YNNPACK for matmuls only; without YNNPACK 1.03-1.07x faster again.
+* Without YNNPACK against YNNPACK for matmuls only: VideoMAE-Ti's train step 1.09-1.21x,
+  ViViT-Ti's 1.07x; their float32 forward 1.22-1.32x (batch 1 and 8), R(2+1)D's the same.
+  Plain float32 matmuls from 784x192x576 to 2048^3 ran at the same rate both ways.
+
+So vjax turns YNNPACK off on CPU (an empty ``xla_cpu_experimental_ynn_fusion_type``), asks
+nothing of GPUs and TPUs, and leaves the choice to the user where ``XLA_FLAGS`` already makes
+it.
 
 >>> step = jax.jit(train_step, compiler_options=compiler_options())
 """
@@ -22,12 +28,12 @@ import os
 import jax
 
 YNN_OPTION = "xla_cpu_experimental_ynn_fusion_type"
-CPU_OPTIONS = {YNN_OPTION: "LIBRARY_FUSION_TYPE_DOT"}
+CPU_OPTIONS = {YNN_OPTION: ""}
 
 
 def compiler_options(backend: str | None = None) -> dict[str, str] | None:
-    """``jax.jit``'s ``compiler_options`` for ``backend`` (default: JAX's): YNNPACK for matmuls
-    only on CPU; None elsewhere, where ``XLA_FLAGS`` sets the option, or where this jaxlib
+    """``jax.jit``'s ``compiler_options`` for ``backend`` (default: JAX's): no YNNPACK on CPU;
+    None elsewhere, where ``XLA_FLAGS`` sets the option, or where this jaxlib
     does not know it."""
     if (backend or jax.default_backend()) != "cpu" or YNN_OPTION in os.environ.get("XLA_FLAGS", ""):
         return None
