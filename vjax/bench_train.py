@@ -451,7 +451,10 @@ def run_peers(args: argparse.Namespace, parser: argparse.ArgumentParser) -> list
     limits += [f" --{k}={getattr(args, k)}" for k, default in VJAX_DEFAULTS.items()
                if getattr(args, k) != default]  # fmt: skip
     limits += [f" --rounds={o.rounds}"] if o.rounds > 1 else []
+    tunables = (o.env or os.environ).get("GLIBC_TUNABLES")
     in_turn = (
+        f", every one with GLIBC_TUNABLES={tunables} (vjax.huge_pages)" if tunables else ""
+    ) + (
         f", {o.rounds} rounds in turn (vjax, eager, compiled, then again), clips/s the "
         f"median over them"
         if o.rounds > 1

@@ -22,6 +22,7 @@ import sys
 from collections.abc import Sequence
 
 from vjax.errors import DEBUG_FLAG, UserError, run_guarded
+from vjax.huge_pages import reexec_with_huge_pages
 from vjax.main import MODES
 from vjax.suggest import closest_hint
 
@@ -63,6 +64,8 @@ def _dispatch(argv: list[str]) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    if argv is None:  # the command itself (not a caller in this process): XLA:CPU's steps
+        reexec_with_huge_pages()  # fault in their temporaries in huge pages (vjax.huge_pages)
     argv = list(sys.argv[1:] if argv is None else argv)
     verb = next((a for a in argv if a != DEBUG_FLAG), "")
     return run_guarded(_dispatch, argv, f"vjax {verb}" if verb in _verbs() else "vjax")
