@@ -337,7 +337,10 @@ def test_mbt_checkpoint_restores_and_loads(one_device, tmp_path):
     assert loaded.modalities == ("video", "audio")
     assert loaded.input_shapes == {"video": list(CLIP), "audio": [16, 16]}
     inputs = {k: batch[k] for k in ("video", "audio", "has_audio")}
-    np.testing.assert_allclose(loaded(inputs), logits1, rtol=1e-5, atol=1e-6)
+    # atol here and for the teacher: vjax.load's apply and a plain jit compile with XLA's
+    # defaults (YNNPACK's kernels), the trainer's steps without YNNPACK
+    # (vjax/compile_options.py): sums in another order, ~4e-6 apart.
+    np.testing.assert_allclose(loaded(inputs), logits1, rtol=1e-5, atol=2e-5)
     with pytest.raises(vjax.errors.UserError, match="audio"):
         loaded(batch["video"])
 
@@ -345,7 +348,7 @@ def test_mbt_checkpoint_restores_and_loads(one_device, tmp_path):
     teacher = load_teacher(workdir, CLASSES, CLIP, audio_shape=(16, 16))
     assert jax.tree.leaves(teacher.shardings(exp.mesh, exp.rules))
     teacher_logits = jax.jit(teacher.logits)(teacher.variables, batch)
-    np.testing.assert_allclose(teacher_logits, logits1, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(teacher_logits, logits1, rtol=1e-5, atol=2e-5)
     # A student whose data yields other spectrograms, or none, is told so at start-up.
     with pytest.raises(
         ConfigError, match=r"hears spectrograms of \(16, 16\).*yields spectrograms of \(32, 16\)"

@@ -49,6 +49,7 @@ from vjax.bench_peers import (
 )
 from vjax.compile_options import compiler_options
 from vjax.flops import count_macs
+from vjax.huge_pages import ENV, TUNABLE
 from vjax.models import build_model
 from vjax.models.layers import REMAT_POLICIES
 from vjax.optim import make_optimizer
@@ -451,9 +452,12 @@ def run_peers(args: argparse.Namespace, parser: argparse.ArgumentParser) -> list
     limits += [f" --{k}={getattr(args, k)}" for k, default in VJAX_DEFAULTS.items()
                if getattr(args, k) != default]  # fmt: skip
     limits += [f" --rounds={o.rounds}"] if o.rounds > 1 else []
-    tunables = (o.env or os.environ).get("GLIBC_TUNABLES")
+    tunables = (o.env if o.env is not None else os.environ).get(ENV, "")
+    huge = f"{TUNABLE}=1" in tunables.split(":")
     in_turn = (
-        f", every one with GLIBC_TUNABLES={tunables} (vjax.huge_pages)" if tunables else ""
+        f", every one with {ENV}={tunables}{' (vjax.huge_pages)' if huge else ''}"
+        if tunables
+        else ""
     ) + (
         f", {o.rounds} rounds in turn (vjax, eager, compiled, then again), clips/s the "
         f"median over them"

@@ -64,12 +64,19 @@ def _dispatch(argv: list[str]) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    if argv is None:  # the command itself (not a caller in this process): XLA:CPU's steps
-        reexec_with_huge_pages()  # fault in their temporaries in huge pages (vjax.huge_pages)
+    """Runs ``vjax ARGV`` (default: this process's arguments) in this process."""
     argv = list(sys.argv[1:] if argv is None else argv)
     verb = next((a for a in argv if a != DEBUG_FLAG), "")
     return run_guarded(_dispatch, argv, f"vjax {verb}" if verb in _verbs() else "vjax")
 
 
+def command() -> int:
+    """The ``vjax`` command: first re-executed with glibc's huge pages where they take effect
+    (XLA:CPU's per-step temporaries fault in far fewer pages: :mod:`vjax.huge_pages`), then
+    :func:`main`. Only the command does this; a caller's own process is never replaced."""
+    reexec_with_huge_pages()
+    return main()
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(command())

@@ -33,8 +33,8 @@ CPU_OPTIONS = {YNN_OPTION: ""}
 
 def compiler_options(backend: str | None = None) -> dict[str, str] | None:
     """``jax.jit``'s ``compiler_options`` for ``backend`` (default: JAX's): no YNNPACK on CPU;
-    None elsewhere, where ``XLA_FLAGS`` sets the option, or where this jaxlib
-    does not know it."""
+    None elsewhere, where ``XLA_FLAGS`` sets the option, or where this jaxlib does not know
+    it."""
     if (backend or jax.default_backend()) != "cpu" or YNN_OPTION in os.environ.get("XLA_FLAGS", ""):
         return None
     return dict(CPU_OPTIONS) if _jaxlib_knows_cpu_options() else None

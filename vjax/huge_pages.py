@@ -8,9 +8,10 @@ backs such mappings with 2 MiB transparent huge pages: ~550 faults a step, and t
 1.4-1.5x faster (16-17 -> 23-25 clips/s; PyTorch's eager step moved within its noise).
 
 glibc reads tunables only when a process starts, so the ``vjax`` command re-executes itself
-once with the tunable added to ``GLIBC_TUNABLES`` (:func:`reexec_with_huge_pages`), where it
-can take effect: Linux with glibc >= 2.35 and transparent huge pages not ``never``. A user who
-sets ``glibc.malloc.hugetlb`` in ``GLIBC_TUNABLES`` keeps that choice (``=0``: off). In a
+once with the tunable added to ``GLIBC_TUNABLES`` (:func:`reexec_with_huge_pages`, from
+``vjax.cli.command``), where it takes effect: glibc >= 2.35 and the kernel giving huge pages
+on request (``madvise``; under ``always`` every large mapping has them already, and under
+``never`` none can). A user's own ``glibc.malloc.hugetlb`` value is kept (``=0``: off). In a
 notebook or your own script, start Python with the variable set:
 
 >>> # GLIBC_TUNABLES=glibc.malloc.hugetlb=1 python my_training.py
@@ -19,11 +20,13 @@ notebook or your own script, start Python with the variable set:
 from __future__ import annotations
 
 import os
+import re
 import sys
 from collections.abc import Mapping
 
 ENV = "GLIBC_TUNABLES"
 TUNABLE = "glibc.malloc.hugetlb"
+REEXECUTED = "VJAX_HUGE_PAGES_REEXECUTED"  # set in the new process: never a second exec
 THP_SETTING = "/sys/kernel/mm/transparent_hugepage/enabled"
 MIN_GLIBC = (2, 35)  # the first glibc with glibc.malloc.hugetlb
 
@@ -31,21 +34,26 @@ MIN_GLIBC = (2, 35)  # the first glibc with glibc.malloc.hugetlb
 def glibc_version() -> tuple[int, int] | None:
     """The running C library's glibc version, None for another libc or platform."""
     try:
-        name, version = os.confstr("CS_GNU_LIBC_VERSION").split()
-    except (AttributeError, ValueError, OSError):
+        found = re.match(r"glibc (\d+)\.(\d+)", os.confstr("CS_GNU_LIBC_VERSION") or "")
+    except (AttributeError, ValueError, OSError):  # no confstr (Windows), unknown name (macOS)
         return None
-    major, minor, *_ = (*map(int, version.split(".")[:2]), 0)
-    return (major, minor) if name == "glibc" else None
+    return (int(found[1]), int(found[2])) if found else None
 
 
-def huge_pages_available(thp_setting: str = THP_SETTING) -> bool:
-    """Whether the kernel hands out transparent huge pages on request (its setting is
-    ``always`` or ``madvise``, not ``never``)."""
+def huge_pages_on_request(thp_setting: str = THP_SETTING) -> bool:
+    """Whether the kernel hands out transparent huge pages where a program asks (``madvise``
+    mode: what glibc's tunable does; ``always`` needs no asking, ``never`` gives none)."""
     try:
         with open(thp_setting) as f:
-            return "[never]" not in f.read()
+            return "[madvise]" in f.read()
     except OSError:
         return False
+
+
+def takes_effect() -> bool:
+    """Whether glibc's huge-page tunable would change anything on this machine."""
+    version = glibc_version()
+    return version is not None and version >= MIN_GLIBC and huge_pages_on_request()
 
 
 def with_huge_pages(environ: Mapping[str, str]) -> dict[str, str] | None:
@@ -59,11 +67,17 @@ def with_huge_pages(environ: Mapping[str, str]) -> dict[str, str] | None:
 
 def reexec_with_huge_pages() -> None:
     """Replaces this process by the same command line with huge pages asked of glibc, where
-    that takes effect and the environment does not already say; otherwise returns."""
+    that takes effect and neither the environment nor an earlier exec settled it; otherwise
+    (or if the exec fails) returns."""
     environ = with_huge_pages(os.environ)
-    version = glibc_version()
-    if environ is None or version is None or version < MIN_GLIBC or not huge_pages_available():
+    if environ is None or os.environ.get(REEXECUTED) or not takes_effect():
         return
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os.execve(sys.executable, sys.orig_argv, environ)
+    for stream in (sys.stdout, sys.stderr):
+        if stream is not None:
+            stream.flush()
+    try:
+        os.execve(
+            sys.executable, [sys.executable, *sys.orig_argv[1:]], {**environ, REEXECUTED: "1"}
+        )
+    except OSError:  # no huge pages then, but the command still runs
+        return
