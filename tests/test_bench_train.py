@@ -108,3 +108,23 @@ def test_rounds_below_one_is_one_error_line(capsys):
     assert exit_info.value.code == 2
     last = capsys.readouterr().err.strip().splitlines()[-1]
     assert last == "vjax bench train: error: --rounds takes a count of 1 or more, got 0"
+
+
+def test_the_peers_header_names_the_glibc_tunables_its_processes_ran_with(monkeypatch, tmp_path):
+    """Every measuring process inherits ``GLIBC_TUNABLES``; the table says which, crediting
+    vjax.huge_pages only for its own ``glibc.malloc.hugetlb=1``."""
+    pytest.importorskip("torch", reason="the peers table names torch's version")
+    from vjax import bench_train
+
+    row = {"clips_per_s": 1.0, "memory_gib": 1.0, "rss_gib": 1.0, "compile_s": 1.0,
+           "gflops": 1.0, "first_loss": 6.0}  # fmt: skip
+    monkeypatch.setattr(bench_train, "run_child", lambda *a: row)
+    for tunables, credited in [("glibc.malloc.hugetlb=1", True),
+                               ("glibc.malloc.hugetlb=0", False)]:  # fmt: skip
+        monkeypatch.setenv("GLIBC_TUNABLES", tunables)
+        out = tmp_path / "BENCHMARKS.md"
+        assert main(["--peers", "--models", "hf_vivit:size=Ti@2x32x32", "--forms=torch",
+                     "--steps=1", f"--out={out}"]) == 0  # fmt: skip
+        named = f"every one with GLIBC_TUNABLES={tunables}"
+        assert named in out.read_text()
+        assert (f"{named} (vjax.huge_pages)" in out.read_text()) is credited

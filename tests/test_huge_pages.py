@@ -33,6 +33,8 @@ def test_the_tunable_joins_the_users_others_and_never_overrides_a_choice():
     assert with_huge_pages(other)[ENV] == f"glibc.malloc.arena_max=2:{TUNABLE}=1"
     assert with_huge_pages({ENV: f"glibc.malloc.arena_max=2:{TUNABLE}=0"}) is None
     assert with_huge_pages({ENV: f"{TUNABLE}=1"}) is None
+    assert huge_pages.tunable_value({ENV: f"glibc.malloc.arena_max=2:{TUNABLE}=0"}) == "0"
+    assert huge_pages.tunable_value({ENV: "glibc.malloc.arena_max=2"}) is None
 
 
 @pytest.mark.parametrize(

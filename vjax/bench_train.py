@@ -49,7 +49,7 @@ from vjax.bench_peers import (
 )
 from vjax.compile_options import compiler_options
 from vjax.flops import count_macs
-from vjax.huge_pages import ENV, TUNABLE
+from vjax.huge_pages import ENV, tunable_value
 from vjax.models import build_model
 from vjax.models.layers import REMAT_POLICIES
 from vjax.optim import make_optimizer
@@ -452,13 +452,10 @@ def run_peers(args: argparse.Namespace, parser: argparse.ArgumentParser) -> list
     limits += [f" --{k}={getattr(args, k)}" for k, default in VJAX_DEFAULTS.items()
                if getattr(args, k) != default]  # fmt: skip
     limits += [f" --rounds={o.rounds}"] if o.rounds > 1 else []
-    tunables = (o.env if o.env is not None else os.environ).get(ENV, "")
-    huge = f"{TUNABLE}=1" in tunables.split(":")
-    in_turn = (
-        f", every one with {ENV}={tunables}{' (vjax.huge_pages)' if huge else ''}"
-        if tunables
-        else ""
-    ) + (
+    environ = o.env if o.env is not None else os.environ
+    tunables = environ.get(ENV)
+    credit = " (vjax.huge_pages)" if tunable_value(environ) == "1" else ""
+    in_turn = (f", every one with {ENV}={tunables}{credit}" if tunables else "") + (
         f", {o.rounds} rounds in turn (vjax, eager, compiled, then again), clips/s the "
         f"median over them"
         if o.rounds > 1

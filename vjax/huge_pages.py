@@ -56,13 +56,21 @@ def takes_effect() -> bool:
     return version is not None and version >= MIN_GLIBC and huge_pages_on_request()
 
 
+def tunable_value(environ: Mapping[str, str]) -> str | None:
+    """The value ``environ``'s ``GLIBC_TUNABLES`` gives ``glibc.malloc.hugetlb``; None if unset."""
+    for item in environ.get(ENV, "").split(":"):
+        name, _, value = item.partition("=")
+        if name == TUNABLE:
+            return value
+    return None
+
+
 def with_huge_pages(environ: Mapping[str, str]) -> dict[str, str] | None:
     """``environ`` with ``glibc.malloc.hugetlb=1`` added to its ``GLIBC_TUNABLES`` (other
     tunables kept), or None where the user already chose a value for it."""
-    given = environ.get(ENV, "")
-    if any(item.split("=")[0] == TUNABLE for item in given.split(":")):
+    if tunable_value(environ) is not None:
         return None
-    return {**environ, ENV: ":".join(filter(None, (given, f"{TUNABLE}=1")))}
+    return {**environ, ENV: ":".join(filter(None, (environ.get(ENV, ""), f"{TUNABLE}=1")))}
 
 
 def reexec_with_huge_pages() -> None:
