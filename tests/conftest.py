@@ -61,6 +61,24 @@ def tiny_config(data_dir: str, *variants: str, **overrides: str):
     return config
 
 
+# What the GPU machine's image lacks (the device tool's KINDS.md lists what it has): the code
+# that must run there (models, train step, `vjax bench`, tests/gpu_*.py) is tested without them.
+NOT_ON_GPU_IMAGE = ("ml_collections", "tensorflow", "tensorflow_datasets", "grain", "av")
+
+
+@pytest.fixture
+def gpu_image_env(tmp_path) -> dict[str, str]:
+    """This process's environment for subprocesses (and theirs) in which the packages
+    :data:`NOT_ON_GPU_IMAGE` cannot be imported, as on the GPU machine: a ``sitecustomize``
+    first on ``PYTHONPATH`` marks them missing in ``sys.modules``."""
+    site = tmp_path / "gpu_image_site"
+    site.mkdir()
+    blocked = f"import sys\n\nsys.modules.update(dict.fromkeys({NOT_ON_GPU_IMAGE!r}))\n"
+    (site / "sitecustomize.py").write_text(blocked)
+    path = [str(site), REPO, *filter(None, [os.environ.get("PYTHONPATH")])]
+    return {**os.environ, "PYTHONPATH": os.pathsep.join(path)}
+
+
 def env_with_host_devices(count: int) -> dict[str, str]:
     """This process's environment for a subprocess that sees ``count`` host CPU devices."""
     return {**os.environ, "XLA_FLAGS": host_device_flags(count)}

@@ -143,7 +143,7 @@ def checkpoint_then_donation(cpu_smoke: bool) -> bool:
     import jax
 
     from vjax import checkpoint
-    from vjax.config_utils import load_config
+    from vjax.bench_peers import OPTIMIZER  # AdamW, clipped; no ml_collections on the GPU image
     from vjax.models import build_model
     from vjax.optim import make_optimizer
     from vjax.step import make_init_state, make_train_step
@@ -152,8 +152,7 @@ def checkpoint_then_donation(cpu_smoke: bool) -> bool:
     config = {"name": "vivit", "size": "B/16x2", "hidden_size": width, "num_layers": layers}
     config.update(num_heads=max(width // 64, 1), mlp_dim=4 * width)
     model = build_model(config, num_classes=10, dtype="bfloat16")
-    opt = load_config(os.path.join(REPO, "configs", "demo.py")).optimizer.to_dict()
-    tx = make_optimizer({**opt, "warmup_steps": 0}, num_steps=1000)
+    tx = make_optimizer(OPTIMIZER, num_steps=1000)
     init = jax.jit(lambda key: nn.meta.unbox(make_init_state(model, tx, clip)(key)))
     state = init(jax.random.key(0))
     step = jax.jit(make_train_step(model, tx, mean=(0.5,) * 3, std=(0.25,) * 3), donate_argnums=0)

@@ -49,14 +49,16 @@ def test_vjax_and_torch_steps_compute_the_same_loss(spec):
     assert abs(second - torch_loss) > 1e-2
 
 
-def test_peers_run_in_their_processes_and_write_the_table(tmp_path, monkeypatch):
+def test_peers_run_in_their_processes_and_write_the_table(tmp_path, monkeypatch, gpu_image_env):
     """The GPU script's CPU smoke run, eager, one step, on its tiny ViViT pair: each side in its
     own process, their first-step losses equal (as the in-process test above checks of the
     same pair), the table written beside the other sections. The conv pair (R3D-18) costs a
     minute here; its training-mode BatchNorm is checked against torch's in
-    test_convert_torchvision.py."""
+    test_convert_torchvision.py. The measuring processes run without the packages the GPU
+    machine's image lacks."""
     # The measuring processes on one CPU device (the tests' other XLA flags kept).
     monkeypatch.setenv("XLA_FLAGS", host_device_flags(1))
+    monkeypatch.setenv("PYTHONPATH", gpu_image_env["PYTHONPATH"])
     path = tmp_path / "BENCHMARKS.md"
     path.write_text("# Benchmarks\n\n## vjax bench train\n\nkept\n")
     pair = [m for m in gpu_bench_train.SMOKE_ARGS if m.startswith("hf_vivit:")]
@@ -112,16 +114,16 @@ def test_a_failed_side_is_a_numbered_note():
     assert table.endswith("[1] exit 1: boom")
 
 
-def test_imports_without_tensorflow_or_ml_collections():
+def test_imports_without_the_packages_the_gpu_image_lacks(gpu_image_env):
     code = (
-        "import sys\n"
-        "for m in ('tensorflow', 'tensorflow_datasets', 'ml_collections'): sys.modules[m] = None\n"
         "import vjax.bench_train\n"
         "from vjax.bench_peers import ModelSpec, build_pair\n"
         f"print(build_pair(ModelSpec.parse('hf_timesformer:{TINY}@2x32x32'))[2]['name'])\n"
         "vjax.bench_train.main(['--peers', '--help'])\n"
     )
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO)
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, env=gpu_image_env
+    )
     assert done.returncode == 0, done.stderr
     assert done.stdout.startswith("timesformer\n") and "--budget" in done.stdout
 
