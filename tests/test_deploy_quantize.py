@@ -74,14 +74,17 @@ def _check_int8_onnx(folder: str, quantized_op: str, int8_weights: int, expected
     assert quantized_op in {n.op_type for n in graph.node}
     model = load_exported(folder, "onnx")
     assert "onnx_quantization" in model.signature
+    compared = 0
     for batch in (1, 3):
         logits, _ = model(video[:batch])
         error = np.abs(logits - expected[:batch]).max()
+        print(f"batch {batch}: error {error:.2e}, float range {np.ptp(expected[:batch]):.2e}")
         assert 1e-6 < error <= 0.1 * np.ptp(expected[:batch]), error  # quantized, and close
         top2 = np.sort(expected[:batch], axis=-1)[:, -2:]
         clear = top2[:, 1] - top2[:, 0] > 2 * error
-        assert clear.any()
         np.testing.assert_array_equal(logits.argmax(-1)[clear], expected[:batch].argmax(-1)[clear])
+        compared += clear.sum()
+    assert compared  # some clip's top-1 was clear enough to compare
 
 
 def test_int8_weights_are_a_quarter_of_the_bytes_and_close_to_float(tmp_path):
