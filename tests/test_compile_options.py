@@ -1,9 +1,10 @@
 """vjax's XLA:CPU compile options (vjax/compile_options.py): nothing runs in YNNPACK in the
 steps vjax compiles (the train steps of every conv recipe: tests/test_configs_conv3d.py; the
-eval step and `vjax bench train`'s step: here), with XLA's default outputs; GPUs and a user's
-own ``XLA_FLAGS`` choice get nothing."""
+eval step, a loaded model's apply and `vjax bench train`'s step: here), with XLA's default
+outputs; GPUs and a user's own ``XLA_FLAGS`` choice get nothing."""
 
 import re
+from types import SimpleNamespace
 
 import jax
 import numpy as np
@@ -13,6 +14,7 @@ from vjax import compile_options, train
 from vjax.bench_train import compile_step
 from vjax.compile_options import CPU_OPTIONS, YNN_OPTION, compiler_options
 from vjax.config_utils import load_config
+from vjax.loaded import batch_apply
 from vjax.models import build_model
 
 TINY_R2PLUS1D = {"name": "r2plus1d_18", "layers": (1, 1, 1, 1), "width": 8}
@@ -45,13 +47,19 @@ def test_a_jaxlib_without_the_option_gets_none(monkeypatch):
         compile_options._jaxlib_knows_cpu_options.cache_clear()
 
 
+def tiny_r2plus1d() -> tuple:
+    """A tiny R(2+1)D, its variables and a float clip."""
+    model = build_model(TINY_R2PLUS1D, 5)
+    video = np.random.default_rng(0).random((1, *CLIP, 3), np.float32)
+    variables = jax.jit(lambda k: model.init(k, video, train=False))(jax.random.key(0))
+    return model, variables, video
+
+
 def test_the_options_keep_everything_out_of_ynnpack_with_the_same_logits():
     """A tiny R(2+1)D's forward: XLA's default puts its convs in YNNPACK fusions (so the count
     can tell), the options put nothing there and compute the same logits; `vjax bench train`'s
     step (convs and the head's matmul) is compiled with them."""
-    model = build_model(TINY_R2PLUS1D, 5)
-    video = np.random.default_rng(0).random((1, *CLIP, 3), np.float32)
-    variables = jax.jit(lambda k: model.init(k, video, train=False))(jax.random.key(0))
+    model, variables, video = tiny_r2plus1d()
 
     def apply(video):
         return model.apply(variables, video, train=False)
@@ -73,4 +81,13 @@ def test_eval_step_runs_outside_ynnpack(data_dir):
     _, eval_step = train.compile_steps(exp)
     with jax.set_mesh(exp.mesh):
         compiled = eval_step.lower(variables, {"video": video}).compile()
+    assert ynn_fusions(compiled) == 0
+
+
+def test_a_loaded_models_apply_runs_outside_ynnpack():
+    """``model(video)`` and ``vjax predict`` (:func:`vjax.loaded.batch_apply`)."""
+    model, variables, _ = tiny_r2plus1d()
+    config = SimpleNamespace(input=SimpleNamespace(mean=(0.5,) * 3, std=(0.25,) * 3))
+    video = np.zeros((1, *CLIP, 3), np.uint8)
+    compiled = batch_apply(config, model, variables).lower({"video": video}).compile()
     assert ynn_fusions(compiled) == 0

@@ -1,6 +1,7 @@
 """The XLA compile options of the steps vjax compiles itself (the trainer's train and eval
-steps, `vjax bench train` and `vjax bench infer`); jax only takes them on a top-level jit, so
-functions that others may trace inside their own (``vjax.load``'s apply, exports) go without.
+steps, a loaded model's ``model(video)`` and ``vjax predict``, `vjax bench train` and `vjax
+bench infer`); jax only takes them on a top-level jit, so functions that others may trace
+inside their own (``vjax.loaded.normalized_apply``, exports) go without.
 
 On CPU, XLA (jaxlib 0.10) hands convolutions, reductions, elementwise ops and matmuls to
 YNNPACK by default, and on this 2-core machine every one of them ran slower there than in

@@ -33,18 +33,19 @@ from vjax.errors import UserError
 def batch_apply(config: Any, module: Any, variables: dict) -> Callable[[Mapping[str, Any]], Any]:
     """A jitted ``batch -> logits`` of the model's inputs in ``batch`` (uint8 ``video``,
     ``audio`` spectrograms, optional ``has_audio``), prepared as training prepares them
-    (:func:`vjax.step.model_input`)."""
+    (:func:`vjax.step.model_input`). It is called only at top level (``model(video)``,
+    ``vjax predict``), so it compiles with vjax's options (:mod:`vjax.compile_options`)."""
     import jax
 
+    from vjax.compile_options import compiler_options
     from vjax.step import model_input
 
     mean, std = tuple(config.input.mean), tuple(config.input.std)
 
-    @jax.jit
     def apply(batch):
         return module.apply(variables, model_input(module, batch, mean, std), train=False)
 
-    return apply
+    return jax.jit(apply, compiler_options=compiler_options())
 
 
 def normalized_apply(config: Any, module: Any, variables: dict) -> Callable[[Any], Any]:
