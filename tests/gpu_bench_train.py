@@ -14,6 +14,16 @@ slowly; ``torch.compile`` runs for VideoMAE and R(2+1)D, the two targets that na
 
 Extra arguments go to ``vjax bench train`` (e.g. ``--out=`` to write nothing, ``--batch=8``).
 Not collected by pytest (not a ``test_*.py`` file).
+
+Both GPU scripts in one device call (at most 600 s; the machine is given back 30 s after a
+call, and a fresh start costs minutes of the session's 15): issue 19's checks first, bounded,
+then this table in the time left; the outputs and BENCHMARKS.md come back under ``$OUT``.
+Both ran under the image's versions (Python 3.12, jax 0.11.2, torch 2.11, transformers 5.17)
+in their CPU smoke modes; the image has no ml_collections or TensorFlow, and needs none.
+
+    export PYTHONUNBUFFERED=1; timeout 170 python3 tests/gpu_checks.py 2>&1 | tee $OUT/checks.log;
+    python3 tests/gpu_bench_train.py --deadline=$((560 - SECONDS)) 2>&1 | tee $OUT/bench.log;
+    cp BENCHMARKS.md $OUT/
 """
 
 from __future__ import annotations
