@@ -3,6 +3,7 @@
 import atexit
 import os
 import shutil
+import subprocess
 import sys
 import tempfile
 
@@ -18,11 +19,22 @@ from vjax.huge_pages import takes_effect, with_huge_pages  # noqa: E402
 # XLA's older elementwise-fusion emitter, which takes 40-55% off that again (R(2+1)D 6.9 ->
 # 4.3 s, SlowFast 15.7 -> 9.1 s, X3D 9.2 -> 4.3 s, the demo ViViT 2.3 -> 1.3 s per train step)
 # and runs the steps as fast. Both cost little at the tests' tiny sizes. Subprocesses inherit
-# them (launch/local.py and env_with_host_devices change only the device count).
-os.environ["XLA_FLAGS"] = (
-    os.environ.get("XLA_FLAGS", "")
-    + " --xla_backend_optimization_level=0 --xla_cpu_use_fusion_emitters=false"
-).strip()
+# them (launch/local.py and env_with_host_devices change only the device count). jaxlib 0.11
+# has no older emitter, and XLA aborts on a flag it does not know: a process probes it once
+# and the pytest-xdist workers and subprocesses inherit the answer.
+EMITTER_FLAG = "--xla_cpu_use_fusion_emitters=false"
+if "VJAX_TESTS_XLA_FLAGS" not in os.environ:
+    _probe = subprocess.run(
+        [sys.executable, "-c", "import jax; jax.devices()"],
+        env={**os.environ, "XLA_FLAGS": EMITTER_FLAG, "JAX_PLATFORMS": "cpu"},
+        capture_output=True,
+    )
+    _flags = "--xla_backend_optimization_level=0"
+    os.environ["VJAX_TESTS_XLA_FLAGS"] = (
+        f"{_flags} {EMITTER_FLAG}" if not _probe.returncode else _flags
+    )
+_flags = f"{os.environ.get('XLA_FLAGS', '')} {os.environ['VJAX_TESTS_XLA_FLAGS']}"
+os.environ["XLA_FLAGS"] = _flags.strip()
 os.environ["XLA_FLAGS"] = host_device_flags(8)
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
