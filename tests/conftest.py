@@ -29,12 +29,11 @@ if "VJAX_TESTS_XLA_FLAGS" not in os.environ:
         env={**os.environ, "XLA_FLAGS": EMITTER_FLAG, "JAX_PLATFORMS": "cpu"},
         capture_output=True,
     )
-    _flags = "--xla_backend_optimization_level=0"
-    os.environ["VJAX_TESTS_XLA_FLAGS"] = (
-        f"{_flags} {EMITTER_FLAG}" if not _probe.returncode else _flags
-    )
-_flags = f"{os.environ.get('XLA_FLAGS', '')} {os.environ['VJAX_TESTS_XLA_FLAGS']}"
-os.environ["XLA_FLAGS"] = _flags.strip()
+    _emitter = "" if _probe.returncode else EMITTER_FLAG
+    os.environ["VJAX_TESTS_XLA_FLAGS"] = f"--xla_backend_optimization_level=0 {_emitter}"
+os.environ["XLA_FLAGS"] = " ".join(
+    (os.environ.get("XLA_FLAGS", "") + " " + os.environ["VJAX_TESTS_XLA_FLAGS"]).split()
+)
 os.environ["XLA_FLAGS"] = host_device_flags(8)
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
