@@ -2,6 +2,8 @@
 
 * :mod:`vjax.deploy.export`: the inference function (uint8 clip in, logits and probabilities
   out, normalisation inside) as StableHLO, ONNX, TF SavedModel and TFLite (``vjax export``).
+* :mod:`vjax.deploy.tf_stablehlo`: the SavedModel/TFLite StableHLO in a version the installed
+  TensorFlow reads (newer jax writes newer StableHLO than TensorFlow knows).
 * :mod:`vjax.deploy.signature`: ``signature.json``, how to feed an exported model.
 * :mod:`vjax.deploy.runtime`: runs an exported folder in its own runtime (``vjax predict``).
 * :mod:`vjax.deploy.quantize`: int8 post-training quantization and QAT with qwix

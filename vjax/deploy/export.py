@@ -12,7 +12,8 @@ and is exported for ``--tflite_batch`` clips. Beside the files, ``signature.json
 * ``onnx``: ``model.onnx`` through jax2onnx; runs in onnxruntime. From a ``vjax quantize``
   folder: an int8 graph of onnxruntime's quantized ops (:mod:`vjax.deploy.onnx_int8`).
 * ``savedmodel``: ``savedmodel/`` through jax2tf, signature ``serving_default``
-  (``video`` -> ``logits``, ``probabilities``), for TF Serving.
+  (``video`` -> ``logits``, ``probabilities``), for TF Serving. Its StableHLO is written for
+  the installed TensorFlow's version and read back by it (:mod:`vjax.deploy.tf_stablehlo`).
 * ``tflite``: ``model.tflite`` (LiteRT) converted from the same TF function.
 
 A format that cannot express the model stops with :class:`ExportError` naming the model, the
@@ -157,36 +158,43 @@ def _check_onnx(fn: Callable, clip: Sequence[int], path: str, atol: float = 1e-4
 
 def _tf_function(fn: Callable, clip: Sequence[int], batch: int | None):
     """A ``tf.function`` ``video -> {"logits", "probabilities"}`` wrapping the jax function
-    (its StableHLO embedded), with a symbolic or fixed batch."""
+    (its StableHLO embedded), with a symbolic or fixed batch, and its concrete function:
+    traced now, its StableHLO written for and read back by the installed TensorFlow
+    (:mod:`vjax.deploy.tf_stablehlo`)."""
     import tensorflow as tf
     from jax.experimental import jax2tf
+
+    from vjax.deploy.tf_stablehlo import check_tensorflow_reads, serialized_for_tensorflow
 
     dims = ", ".join(str(d) for d in clip)
     converted = jax2tf.convert(
         fn, polymorphic_shapes=[f"({batch or 'b'}, {dims})"], with_gradient=False
     )
     spec = tf.TensorSpec((batch, *clip), tf.uint8, name="video")
-    return tf.function(
+    function = tf.function(
         lambda video: dict(zip(OUTPUTS, converted(video), strict=True)),
         autograph=False,
         input_signature=[spec],
     )
+    with serialized_for_tensorflow():
+        concrete = function.get_concrete_function()
+    check_tensorflow_reads(concrete)
+    return function, concrete
 
 
 def to_savedmodel(fn: Callable, clip: Sequence[int], path: str) -> None:
     import tensorflow as tf
 
     module = tf.Module()
-    module.serve = _tf_function(fn, clip, None)
-    tf.saved_model.save(module, path, signatures={"serving_default": module.serve})
+    module.serve, concrete = _tf_function(fn, clip, None)
+    tf.saved_model.save(module, path, signatures={"serving_default": concrete})
 
 
 def to_tflite(fn: Callable, clip: Sequence[int], path: str, batch: int) -> None:
     import tensorflow as tf
 
     module = tf.Module()
-    module.serve = _tf_function(fn, clip, batch)
-    concrete = module.serve.get_concrete_function()
+    module.serve, concrete = _tf_function(fn, clip, batch)
     converter = tf.lite.TFLiteConverter.from_concrete_functions([concrete], module)
     with open(path, "wb") as f:
         f.write(converter.convert())

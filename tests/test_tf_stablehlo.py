@@ -1,0 +1,71 @@
+"""The SavedModel/TFLite exports embed StableHLO that the installed TensorFlow reads: written
+for the older of jax's target and TensorFlow's version, read back with TensorFlow's reader,
+and an unreadable artifact is an error naming both versions (jax 0.11.2 with TensorFlow 2.21
+wrote artifacts that failed only when served)."""
+
+import re
+import types
+
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+tf = pytest.importorskip("tensorflow")
+
+from jax._src.lib.mlir.dialects import hlo  # noqa: E402
+
+from vjax.deploy.export import _tf_function  # noqa: E402
+from vjax.deploy.tf_stablehlo import (  # noqa: E402
+    TensorFlowCannotReadError,
+    _version_key,
+    check_tensorflow_reads,
+    tensorflow_stablehlo_version,
+)
+
+CLIP = (2, 4, 4, 3)
+
+
+def summed(video):
+    """A stand-in inference function: two float outputs of a uint8 batch."""
+    total = jnp.sum(video.astype(jnp.float32), axis=(1, 2, 3, 4))
+    return total, total / 2
+
+
+def embedded_modules(concrete) -> list[bytes]:
+    return [
+        op.get_attr("module")
+        for op in concrete.graph.get_operations()
+        if op.type == "XlaCallModule"
+    ]
+
+
+@pytest.mark.parametrize("batch", [None, 2])
+def test_embedded_stablehlo_is_written_for_tensorflows_version_and_runs(batch):
+    function, concrete = _tf_function(summed, CLIP, batch)
+    week_4 = hlo.StablehloCompatibilityRequirement.WEEK_4  # what jax.export asks for
+    jax_target = hlo.get_version_from_compatibility_requirement(week_4)
+    expected = min(jax_target, tensorflow_stablehlo_version(), key=_version_key)
+    (module,) = embedded_modules(concrete)
+    assert re.findall(rb"StableHLO_v([\d.]+)", module) == [expected.encode()]
+    assert check_tensorflow_reads(concrete) == 1
+    # The patch is undone after tracing.
+    assert hlo.get_version_from_compatibility_requirement(week_4) == jax_target
+    video = np.arange(2 * np.prod(CLIP), dtype=np.int64).reshape(2, *CLIP) % 256
+    out = function(tf.constant(video.astype(np.uint8)))
+    expected_sum = video.reshape(2, -1).sum(axis=1).astype(np.float32)
+    np.testing.assert_allclose(out["logits"].numpy(), expected_sum, rtol=1e-6)
+    np.testing.assert_allclose(out["probabilities"].numpy(), expected_sum / 2, rtol=1e-6)
+
+
+def test_an_artifact_tensorflow_cannot_read_is_an_error_naming_both_versions():
+    _, concrete = _tf_function(summed, CLIP, None)
+    (module,) = embedded_modules(concrete)
+    cut = module[: len(module) // 2]  # what TF's reader makes of bytes it cannot parse
+    op = types.SimpleNamespace(type="XlaCallModule", get_attr=lambda name: cut)
+    unreadable = types.SimpleNamespace(graph=types.SimpleNamespace(get_operations=lambda: [op]))
+    with pytest.raises(TensorFlowCannotReadError) as error:
+        check_tensorflow_reads(unreadable)
+    message = str(error.value)
+    assert f"TensorFlow {tf.__version__}" in message
+    assert tensorflow_stablehlo_version() in message
+    assert "--format=stablehlo,onnx" in message
