@@ -102,6 +102,7 @@ def test_under_a_quantizer_convs_run_as_declared_and_quantization_aware_training
     clip), so while it intercepts lax's conv every form is the 3D conv, and quantization-aware
     training's gradients reach the kernels; afterwards the plain model compiles the cheap
     forms again."""
+    pytest.importorskip("qwix", reason="qwix is not installed (pip install -e .[deploy])")
     from vjax.deploy.quantize import qat_model
 
     model = _ThreeConvs()

@@ -13,11 +13,14 @@ import jax
 import numpy as np
 import pytest
 
-from vjax.convert import pretrained_config, save_converted
-from vjax.deploy.export import export_model, main
-from vjax.deploy.runtime import load_exported
-from vjax.models import build_model
-from vjax.predict import load_model, make_apply
+pytest.importorskip("jax2onnx", reason="jax2onnx is not installed (pip install -e .[deploy])")
+pytest.importorskip("onnxruntime", reason="onnxruntime is not installed (pip install -e .[deploy])")
+
+from vjax.convert import pretrained_config, save_converted  # noqa: E402
+from vjax.deploy.export import export_model, main  # noqa: E402
+from vjax.deploy.runtime import load_exported  # noqa: E402
+from vjax.models import build_model  # noqa: E402
+from vjax.predict import load_model, make_apply  # noqa: E402
 
 TOL = 1e-4
 CLIP = (4, 16, 16, 3)

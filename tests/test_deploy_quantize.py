@@ -8,13 +8,17 @@ import pytest
 from conftest import tiny_config
 from test_conv import conv_ranks
 
-import vjax
-from vjax import train
-from vjax.deploy import quantize
-from vjax.deploy.export import export_model
-from vjax.deploy.export import main as export_main
-from vjax.deploy.runtime import load_exported
-from vjax.predict import load_model, make_apply
+pytest.importorskip("qwix", reason="qwix is not installed (pip install -e .[deploy])")
+pytest.importorskip("jax2onnx", reason="jax2onnx is not installed (pip install -e .[deploy])")
+pytest.importorskip("onnxruntime", reason="onnxruntime is not installed (pip install -e .[deploy])")
+
+import vjax  # noqa: E402
+from vjax import train  # noqa: E402
+from vjax.deploy import quantize  # noqa: E402
+from vjax.deploy.export import export_model  # noqa: E402
+from vjax.deploy.export import main as export_main  # noqa: E402
+from vjax.deploy.runtime import load_exported  # noqa: E402
+from vjax.predict import load_model, make_apply  # noqa: E402
 
 R2PLUS1D = {"name": "r2plus1d_18", "layers": (1, 1, 1, 1), "width": 8}
 CLIP = (4, 16, 16, 3)

@@ -9,13 +9,11 @@ import types
 import jax.numpy as jnp
 import numpy as np
 import pytest
+import tensorflow as tf
+from jax._src.lib.mlir.dialects import hlo
 
-tf = pytest.importorskip("tensorflow")
-
-from jax._src.lib.mlir.dialects import hlo  # noqa: E402
-
-from vjax.deploy.export import _tf_function  # noqa: E402
-from vjax.deploy.tf_stablehlo import (  # noqa: E402
+from vjax.deploy.export import _tf_function
+from vjax.deploy.tf_stablehlo import (
     TensorFlowCannotReadError,
     _version_key,
     check_tensorflow_reads,
