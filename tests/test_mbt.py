@@ -108,18 +108,20 @@ def _video_cls_pair(model, first, second):
 )
 def test_audio_reaches_the_video_only_through_fusion(pair, fields, reaches):
     """Changing only the audio changes the video tokens from layer ``reaches`` on (None:
-    never, the video cls token included)."""
+    never, the video cls token included). Unreached tokens are equal up to float32 rounding
+    (jaxlib 0.10.0 rounded 3 of 288 values 1 ulp apart; 0.10.2 gives equal bits); reached
+    ones move by more than 1e-4."""
     model = _mbt(**fields)
     variables, (before, after), (outs, outs2) = _video_cls_pair(model, *pair)
     assert not np.allclose(outs["audio_block00"], outs2["audio_block00"])
     for layer in range(model.num_layers):
         name = f"video_block{layer:02d}"
         if reaches is None or layer < reaches:
-            np.testing.assert_array_equal(outs[name], outs2[name])
+            np.testing.assert_allclose(outs[name], outs2[name], rtol=0, atol=1e-6)
         else:
             assert np.abs(np.asarray(outs[name] - outs2[name])).max() > 1e-4
     if reaches is None:
-        np.testing.assert_array_equal(before, after)
+        np.testing.assert_allclose(before, after, rtol=0, atol=1e-6)
     else:
         assert np.abs(np.asarray(before - after)).max() > 1e-4
     bottleneck = variables["params"].get("bottleneck")
