@@ -17,6 +17,7 @@ from vjax.deploy.tf_stablehlo import (
     TensorFlowCannotReadError,
     _version_key,
     check_tensorflow_reads,
+    embedded_artifacts,
     tensorflow_stablehlo_version,
 )
 
@@ -29,21 +30,13 @@ def summed(video):
     return total, total / 2
 
 
-def embedded_modules(concrete) -> list[bytes]:
-    return [
-        op.get_attr("module")
-        for op in concrete.graph.get_operations()
-        if op.type == "XlaCallModule"
-    ]
-
-
 @pytest.mark.parametrize("batch", [None, 2])
 def test_embedded_stablehlo_is_written_for_tensorflows_version_and_runs(batch):
     function, concrete = _tf_function(summed, CLIP, batch)
     week_4 = hlo.StablehloCompatibilityRequirement.WEEK_4  # what jax.export asks for
     jax_target = hlo.get_version_from_compatibility_requirement(week_4)
     expected = min(jax_target, tensorflow_stablehlo_version(), key=_version_key)
-    (module,) = embedded_modules(concrete)
+    (module,) = embedded_artifacts(concrete)
     assert re.findall(rb"StableHLO_v([\d.]+)", module) == [expected.encode()]
     assert check_tensorflow_reads(concrete) == 1
     # The patch is undone after tracing.
@@ -57,7 +50,7 @@ def test_embedded_stablehlo_is_written_for_tensorflows_version_and_runs(batch):
 
 def test_an_artifact_tensorflow_cannot_read_is_an_error_naming_both_versions():
     _, concrete = _tf_function(summed, CLIP, None)
-    (module,) = embedded_modules(concrete)
+    (module,) = embedded_artifacts(concrete)
     cut = module[: len(module) // 2]  # what TF's reader makes of bytes it cannot parse
     op = types.SimpleNamespace(type="XlaCallModule", get_attr=lambda name: cut)
     unreadable = types.SimpleNamespace(graph=types.SimpleNamespace(get_operations=lambda: [op]))

@@ -58,6 +58,15 @@ def serialized_for_tensorflow() -> Iterator[None]:
         hlo.get_version_from_compatibility_requirement = ask
 
 
+def embedded_artifacts(concrete_function: Any) -> list[bytes]:
+    """The StableHLO artifacts (``XlaCallModule`` ops' ``module``) of a traced TF function."""
+    return [
+        op.get_attr("module")
+        for op in concrete_function.graph.get_operations()
+        if op.type == "XlaCallModule"
+    ]
+
+
 class TensorFlowCannotReadError(UserError):
     """The installed TensorFlow cannot read the StableHLO that the installed jax wrote."""
 
@@ -70,11 +79,7 @@ def check_tensorflow_reads(concrete_function: Any) -> int:
     import tensorflow as tf
     from tensorflow.compiler.mlir.stablehlo import stablehlo
 
-    modules = [
-        op.get_attr("module")
-        for op in concrete_function.graph.get_operations()
-        if op.type == "XlaCallModule"
-    ]
+    modules = embedded_artifacts(concrete_function)
     if not modules:
         raise RuntimeError("the TF function holds no XlaCallModule op: jax2tf changed its output")
     for module in modules:
