@@ -1,9 +1,16 @@
 """Configs: variants, typed command-line overrides, and errors that name the bad key."""
 
-import pytest
-from conftest import DEMO_CONFIG
+import os
+import shutil
+import subprocess
+import sys
+import zipfile
 
-from vjax.config_utils import ConfigError, apply_overrides, load_config
+import pytest
+from conftest import DEMO_CONFIG, REPO
+
+from vjax.bench import vjax_recipe
+from vjax.config_utils import RECIPES, ConfigError, apply_overrides, config_file, load_config
 from vjax.models import build_model
 
 
@@ -85,3 +92,48 @@ def test_every_demo_variant_builds_its_model_for_the_demo_clip(variant):
         clip = (1, data.num_frames, data.height, data.width, 3)
         model.check_input(clip)
         assert 1e4 < count_params(model, clip) < 1e6  # CPU-sized, like the demo ViViT
+
+
+def test_configs_path_falls_back_to_the_recipes_installed_with_vjax(tmp_path, monkeypatch):
+    """Outside a checkout ``--config=configs/demo.py`` is vjax's own recipe; a ``configs/``
+    folder in the working directory comes first (not for the benchmarks' recipes); a missing
+    file names the installed ones."""
+    monkeypatch.chdir(tmp_path)
+    assert config_file("configs/demo.py") == os.path.join(RECIPES, "demo.py")
+    assert load_config("configs/demo.py:tiny").model.hidden_size == 32
+    os.makedirs("configs")
+    with open("configs/demo.py", "w") as f:
+        f.write("import ml_collections\n\ndef get_config(arg):\n")
+        f.write("    return ml_collections.ConfigDict({'mine': arg})\n")
+    assert load_config("configs/demo.py:x").mine == "x"
+    assert vjax_recipe("demo.py:tiny", {"train.num_steps": "3"}).train.num_steps == 3  # vjax's
+    with pytest.raises(ConfigError, match=r"'configs/demoo.py' does not exist .*configs/demo.py"):
+        load_config("configs/demoo.py")
+
+
+def test_the_wheel_carries_every_recipe(tmp_path):
+    """``pip install vjax`` (not ``-e``) installs ``configs/`` as ``vjax/configs``: the wheel,
+    built from a copy of the sources without the network, holds each recipe unchanged."""
+    source = tmp_path / "src"
+    for name in ("vjax", "configs"):
+        shutil.copytree(os.path.join(REPO, name), source / name, symlinks=True,
+                        ignore=shutil.ignore_patterns("__pycache__"))  # fmt: skip
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy(os.path.join(REPO, name), source / name)
+    subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation",
+         "--no-index", "-w", str(tmp_path / "dist"), str(source)],
+        check=True,
+    )  # fmt: skip
+    (wheel,) = (tmp_path / "dist").glob("vjax-*.whl")
+    with zipfile.ZipFile(wheel) as archive:
+        packaged = {
+            os.path.basename(name): archive.read(name)
+            for name in archive.namelist()
+            if name.startswith("vjax/configs/")
+        }
+    recipes = sorted(n for n in os.listdir(os.path.join(REPO, "configs")) if n.endswith(".py"))
+    assert sorted(packaged) == recipes
+    for name in recipes:
+        with open(os.path.join(REPO, "configs", name), "rb") as f:
+            assert packaged[name] == f.read(), name

@@ -54,17 +54,12 @@ def cpu_cores() -> str:
     return f"{total} cores" if usable == total else f"{usable} of {total} cores"
 
 
-CONFIGS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs")
+def vjax_recipe(spec: str, overrides: dict[str, str]):
+    """vjax's own recipe ``FILE:VARIANT`` (from ``config_utils.RECIPES``, never a ``configs/`` of
+    the working directory) with ``overrides`` applied."""
+    from vjax.config_utils import RECIPES, apply_overrides, load_config
 
-
-def checkout_config(spec: str, overrides: dict[str, str]):
-    """``configs/FILE:VARIANT`` of this vjax checkout with ``overrides`` applied."""
-    from vjax.config_utils import apply_overrides, load_config
-
-    path = os.path.join(CONFIGS, spec.partition(":")[0])
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"{path} is missing: run vjax bench from a vjax checkout")
-    config = load_config(os.path.join(CONFIGS, spec))
+    config = load_config(os.path.join(RECIPES, spec))
     apply_overrides(config, overrides)
     return config
 

@@ -26,7 +26,7 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-from vjax.bench import checkout_config, publish, training_parser
+from vjax.bench import publish, training_parser, vjax_recipe
 from vjax.bench_ssl import train_and_test
 
 # The student's model section over the demo ViViT's (width 96, 4 layers, 3 heads, MLP 384).
@@ -67,7 +67,7 @@ def run(
     teacher sees the same mixed clips), from initialisation and batch-order ``seed``."""
     variant = "tiny" if tiny else "vivit"
     common = {"dataset.data_dir": data_dir}
-    teacher_config = checkout_config(f"demo.py:{variant}", common)
+    teacher_config = vjax_recipe(f"demo.py:{variant}", common)
     if teacher_steps:
         teacher_config.train.num_steps = teacher_steps
     teacher_dir = teacher or os.path.join(workdir, "teacher")
@@ -82,7 +82,7 @@ def run(
     num_train = max(round(teacher_config.dataset.num_train * train_fraction), 1)
     student.update({"dataset.num_train": str(num_train), "input.mixup_alpha": str(mixup_alpha),
                     "seed": str(seed)})  # fmt: skip
-    demo_steps = checkout_config(f"demo.py:{variant}", {}).train.num_steps
+    demo_steps = vjax_recipe(f"demo.py:{variant}", {}).train.num_steps
     student["train.num_steps"] = str(student_steps or STUDENT_STEPS_FACTOR * demo_steps)
     distill = {
         "train.distill.teacher": teacher_dir,
@@ -90,7 +90,7 @@ def run(
         "train.distill.alpha": str(alpha),
     }
     for name, extra in (("alone", {}), ("distilled", distill)):
-        config = checkout_config(f"demo.py:{variant}", {**common, **student, **extra})
+        config = vjax_recipe(f"demo.py:{variant}", {**common, **student, **extra})
         models[name] = {
             **_size(config),
             **train_and_test(config, os.path.join(workdir, name)),

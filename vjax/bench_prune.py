@@ -26,7 +26,7 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-from vjax.bench import checkout_config, cpu_cores, publish, training_parser
+from vjax.bench import cpu_cores, publish, training_parser, vjax_recipe
 from vjax.bench_ssl import train_and_test
 from vjax.pruning.scores import CRITERIA
 from vjax.pruning.select import GRANULARITIES
@@ -118,7 +118,7 @@ def run_model(
 
     spec = f"demo.py:{name},tiny" if tiny else f"demo.py:{name}"
     common = {"dataset.data_dir": data_dir}
-    config = checkout_config(spec, common)
+    config = vjax_recipe(spec, common)
     if steps:
         config.train.num_steps = steps
     original = source or os.path.join(workdir, name)
@@ -143,7 +143,7 @@ def run_model(
     }
     if distill:
         overrides["train.distill.teacher"] = original
-    finetune = checkout_config(spec, {**common, **overrides})
+    finetune = vjax_recipe(spec, {**common, **overrides})
     rows["fine-tuned"] = {
         **train_and_test(finetune, os.path.join(workdir, f"{name}_finetuned")),
         "steps": finetune_steps,

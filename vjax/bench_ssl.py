@@ -21,7 +21,7 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-from vjax.bench import checkout_config, publish, training_parser
+from vjax.bench import publish, training_parser, vjax_recipe
 
 
 def train_and_test(config, workdir: str) -> dict[str, Any]:
@@ -54,7 +54,7 @@ def run(
     steps = {"train.num_steps": str(pretrain_steps)}
     pretrain_recipe = f"videomae.py:pretrain_motion{suffix}"
     finetune_recipe = f"videomae.py:finetune_motion{suffix}"
-    pretrain = checkout_config(pretrain_recipe, {**common, **steps, **(pretrain_extra or {})})
+    pretrain = vjax_recipe(pretrain_recipe, {**common, **steps, **(pretrain_extra or {})})
     labelled = max(int(round(pretrain.dataset.num_train * label_fraction)), 1)
     tune = {**common, "train.num_steps": str(finetune_steps), "dataset.num_train": str(labelled)}
     tune.update(finetune_extra or {})
@@ -65,11 +65,11 @@ def run(
     train.train(pretrain, pretrain_dir)
     pretrain_seconds = time.perf_counter() - start
     finetuned = train_and_test(
-        checkout_config(finetune_recipe, {**tune, "train.init_from": pretrain_dir}),
+        vjax_recipe(finetune_recipe, {**tune, "train.init_from": pretrain_dir}),
         os.path.join(workdir, "finetune"),
     )
     scratch = train_and_test(  # the same recipe and steps, from a random initialisation
-        checkout_config(finetune_recipe, tune), os.path.join(workdir, "scratch")
+        vjax_recipe(finetune_recipe, tune), os.path.join(workdir, "scratch")
     )
     return {
         "num_classes": pretrain.dataset.num_classes,

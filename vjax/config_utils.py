@@ -23,14 +23,33 @@ class ConfigError(UserError):
     """A config file, key or value that cannot be used; the message says which and why."""
 
 
+RECIPES = os.path.join(os.path.dirname(os.path.abspath(__file__)), "configs")
+"""vjax's recipe files: a link to the checkout's ``configs/``, and in a wheel a copy of it."""
+
+
+def config_file(path: str) -> str:
+    """``path`` if it is a file; else, for ``configs/NAME.py``, the recipe installed with vjax,
+    so that ``--config=configs/demo.py`` works outside a checkout too (vjax from a wheel)."""
+    if os.path.isfile(path):
+        return path
+    first, _, rest = os.path.normpath(path).partition(os.sep)
+    if first == "configs" and os.path.isfile(os.path.join(RECIPES, rest)):
+        return os.path.join(RECIPES, rest)
+    installed = sorted(n for n in os.listdir(RECIPES) if n.endswith(".py"))
+    raise ConfigError(
+        f"config file {path!r} does not exist (the recipes installed with vjax: "
+        f"{', '.join('configs/' + name for name in installed)})"
+    )
+
+
 def load_config(spec: str) -> ml_collections.ConfigDict:
-    """Loads ``path/to/config.py[:arg]`` by calling its ``get_config(arg)``.
+    """Loads ``path/to/config.py[:arg]`` by calling its ``get_config(arg)``; ``configs/NAME.py``
+    is vjax's own recipe where no such file is in the working directory (``config_file``).
 
     >>> config = load_config("configs/demo.py:vivit")
     """
     path, _, arg = spec.partition(":")
-    if not os.path.isfile(path):
-        raise ConfigError(f"config file {path!r} does not exist")
+    path = config_file(path)
     module_spec = importlib.util.spec_from_file_location(f"vjax_config_{abs(hash(path))}", path)
     module = importlib.util.module_from_spec(module_spec)
     module_spec.loader.exec_module(module)
