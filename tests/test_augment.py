@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from vjax.data import augment, sampling
+from vjax.data.transforms import InputOptions, _test_clips
 
 # ------------------------------------------------------------------ temporal sampling
 
@@ -45,6 +46,21 @@ def test_tsn_segments():
         idx = sampling.tsn_segments(10, 5, np.random.default_rng(i))
         assert np.all(idx // 2 == np.arange(5))  # one frame from each 2-frame segment
     np.testing.assert_array_equal(sampling.tsn_segments(2, 4), [0, 0, 1, 1])
+
+
+def test_tsn_test_views_are_distinct_and_two_are_videomaes():
+    """VideoMAE's SSv2 test (ssv2.py, two views): ``int(tick / 2 + tick * x)`` and
+    ``int(tick * x)`` with ``tick = frames / segments``; more views spread within segments."""
+    for frames, segments in [(40, 4), (37, 16), (123, 16)]:
+        tick = frames / segments
+        middles = [int(tick / 2 + tick * x) for x in range(segments)]
+        starts = [int(tick * x) for x in range(segments)]
+        np.testing.assert_array_equal(sampling.tsn_views(frames, segments, 2), [middles, starts])
+        np.testing.assert_array_equal(sampling.tsn_views(frames, segments, 1), [middles])
+    three = sampling.tsn_views(60, 4, 3)  # 15-frame segments: 1/2, 5/6 and 1/6 of the way
+    np.testing.assert_array_equal(three, [[7, 22, 37, 52], [12, 27, 42, 57], [2, 17, 32, 47]])
+    opts = InputOptions(num_frames=4, sampling="tsn", test_num_clips=2, crop_size=8)
+    np.testing.assert_array_equal(_test_clips(opts, 40, 10.0), [[5, 15, 25, 35], [0, 10, 20, 30]])
 
 
 # ------------------------------------------------------------------ spatial

@@ -82,16 +82,27 @@ def uniform_clips(
 
 
 def tsn_segments(
-    num_available: int, num_segments: int, rng: np.random.Generator | None = None
+    num_available: int,
+    num_segments: int,
+    rng: np.random.Generator | None = None,
+    offset: float = 0.5,
 ) -> np.ndarray:
     """TSN sampling: the video cut into ``num_segments`` equal segments, one frame from each
-    (random within the segment with ``rng``, the segment's middle frame without). Short videos
-    repeat frames rather than fail."""
+    (random within the segment with ``rng``; without, the frame ``offset`` of the way into
+    each segment: its middle by default). Short videos repeat frames rather than fail."""
     _check(num_available, num_segments, 1, "pad")
     edges = np.arange(num_segments + 1) * (num_available / num_segments)
     lo, hi = edges[:-1], edges[1:]
-    if rng is None:
-        pos = (lo + hi) / 2
-    else:
-        pos = lo + rng.uniform(size=num_segments) * (hi - lo)
-    return np.minimum(np.floor(pos).astype(np.int64), num_available - 1)
+    share = offset if rng is None else rng.uniform(size=num_segments)
+    return np.minimum(np.floor(lo + share * (hi - lo)).astype(np.int64), num_available - 1)
+
+
+def tsn_views(num_available: int, num_segments: int, num_views: int) -> np.ndarray:
+    """``(num_views, num_segments)`` frame indices of TSN's multi-view test: view ``v`` takes
+    the frame ``(1/2 + v / num_views) mod 1`` of the way into each segment, so one view is the
+    segments' middles and the others spread evenly between (two views: the middles and the
+    starts, as VideoMAE tests Something-Something v2)."""
+    return np.stack(
+        [tsn_segments(num_available, num_segments, offset=(0.5 + v / num_views) % 1.0)
+         for v in range(num_views)]
+    )  # fmt: skip

@@ -5,8 +5,10 @@ The train transform picks a clip's frame indices (:mod:`vjax.data.sampling`), de
 frames, cuts and resizes them to ``crop_size`` with one box for the whole clip, flips, jitters
 colours and erases (:mod:`vjax.data.augment`), all from the ``rng`` it is given; the pipeline
 keys that rng on ``(seed, step, row)``, so a batch is a pure function of ``(seed, step)``.
-The view sampler gives the deterministic test views: ``test_num_clips`` uniform clips x
-``test_num_crops`` (1 centre, or 3 along the long side) crops.
+The view sampler gives the deterministic test views: ``test_num_clips`` uniform clips (with
+``sampling="tsn"``: frames at ``test_num_clips`` offsets within the segments,
+:func:`~vjax.data.sampling.tsn_views`) x ``test_num_crops`` (1 centre, or 3 along the long
+side) crops.
 
 Keys of ``config.input`` read here (all optional; defaults in :class:`InputOptions`)::
 
@@ -289,9 +291,7 @@ def make_view_iterator(
 def _test_clips(options: InputOptions, num_frames: int, fps: float) -> np.ndarray:
     """The frame indices ``(clips, T)`` of a video's test clips."""
     if options.sampling == "tsn":
-        return np.stack(
-            [sampling.tsn_segments(num_frames, options.num_frames)] * options.test_num_clips
-        )
+        return sampling.tsn_views(num_frames, options.num_frames, options.test_num_clips)
     stride = options.stride_for(fps)
     return sampling.uniform_clips(
         num_frames, options.num_frames, stride, options.test_num_clips, options.pad_mode
