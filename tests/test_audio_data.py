@@ -82,9 +82,9 @@ def prepared(tmp_path_factory, data_dir):
     return builder
 
 
-def first_frame(clip: np.ndarray) -> int:
-    """Which stored frame a clip starts with (grey level / 8)."""
-    return int(np.round(clip[0].astype(np.float32).mean() / 8))
+def stored_frame(image: np.ndarray) -> int:
+    """Which stored frame an image of a clip is (grey level / 8)."""
+    return int(np.round(image.astype(np.float32).mean() / 8))
 
 
 def tone_onset(spec: np.ndarray) -> int | None:
@@ -93,15 +93,20 @@ def tone_onset(spec: np.ndarray) -> int | None:
     return int(loud[0]) if loud.size else None
 
 
-def expected_onset(start_frame: int, frames: int) -> int | None:
-    """Where the tone starts in the spectrogram of a clip starting at ``start_frame``."""
-    at = round((ONSET - start_frame) * 1000 / FPS / HOP_MS)
+def expected_onset(first: int, last: int, frames: int) -> int | None:
+    """Where the tone starts in the spectrogram of a clip of stored frames ``first..last``:
+    its window of ``frames`` hops is centred on the clip's seconds, within the 3 s track."""
+    length = (frames - 1) * HOP_MS + 25.0  # ms, the STFT window of AUDIO is 25 ms
+    centre = (first + last + 1) / 2 * 1000 / FPS
+    start = max(0.0, min(centre - length / 2, N * 1000 / FPS - length))
+    at = round((ONSET * 1000 / FPS - start) / HOP_MS)
     return max(at, 0) if at < frames else None
 
 
 def check_aligned(clip: np.ndarray, spec: np.ndarray) -> int:
-    start = first_frame(clip)
-    want, got = expected_onset(start, spec.shape[0]), tone_onset(spec)
+    start = stored_frame(clip[0])
+    want = expected_onset(start, stored_frame(clip[-1]), spec.shape[0])
+    got = tone_onset(spec)
     if want is None:
         assert got is None or got >= spec.shape[0] - 3, (start, got)
     else:  # AAC spreads an onset over a few ms: within 3 spectrogram frames (30 ms)
@@ -159,6 +164,35 @@ def test_clip_audio_is_aligned_with_the_frames_in_every_sampling_mode(prepared):
     )  # fmt: skip
     seen = [check_aligned(v["video"], v["audio"]) for v in make_view_iterator(views)(tone)]
     assert seen == [0] * 3 + [11] * 3 + [23] * 3  # uniform clips x 3 crops sharing the audio
+
+
+def test_a_spectrogram_longer_than_its_clip_hears_the_sound_around_it():
+    """MBT's 8 s of audio beside a 2.5 s clip (configs/mbt.py): all 800 frames are the track's
+    sound, centred on the clip and moved inside the track at its ends; a track shorter than
+    the window starts at 0 and ends in silence."""
+    options = audio.AudioOptions(sample_rate=SR, mel_bins=32, frames=800)  # 10 ms hops
+    assert options.num_samples == 128240  # 799 hops of 160 samples + a 400-sample window
+    track = audio.to_int16(0.3 * np.random.default_rng(0).standard_normal(10 * SR))
+    record = dict(audio=track, has_audio=True, sample_rate=SR, fps=25.0, frames=[0] * 250)
+
+    def heard(start: int, samples: np.ndarray = track) -> np.ndarray:
+        return audio.normalized_log_mel(audio.window(samples, start, 128240), options)
+
+    for frames, start in [
+        (np.arange(93, 156, 2), 15560),  # the clip's 3.72-6.24 s: centre 4.98 s = 79680 - 64120
+        (np.arange(0, 63, 2), 0),  # centre 1.26 s: the window would start before the track
+        (np.arange(187, 250, 2), 31760),  # centre 8.74 s: the track's last 128240 samples
+    ]:
+        spec, has_audio = audio.clip_audio(record, frames, options)
+        assert has_audio
+        np.testing.assert_array_equal(spec, heard(start))
+    silence = (np.log(audio.LOG_EPS) - options.mean) / (2 * options.std)
+    assert not np.isclose(spec, silence).all(axis=1).any()  # no frame is padding
+    short = {**record, "audio": track[:SR], "frames": [0] * 25}  # 1 s of sound
+    spec, _ = audio.clip_audio(short, np.arange(0, 25, 2), options)
+    np.testing.assert_array_equal(spec, heard(0, track[:SR]))
+    padded = np.isclose(spec, silence).all(axis=1)
+    assert not padded[:98].any() and padded[100:].all()  # sound for 1 s, then silence
 
 
 def test_a_sound_track_that_starts_late_keeps_its_time(tmp_path):

@@ -7,9 +7,10 @@ and the view logits are averaged before the softmax (a sigmoid per class for a m
 model, whose scores need not sum to 1). ``--window=SECONDS`` adds a timeline: the same views
 within each window of the video, decoded as a stream (any length fits in memory), and the
 file's top-k then averages the windows' logits. A model that hears (MBT, AST) gets each
-view's sound too, the file's audio track cut to the clip's seconds as in training; a file
-without one is said so (MBT then predicts from the frames). ``--json=FILE`` writes
-everything printed, plus files that could not be decoded and why.
+view's sound too, the file's audio track cut around each clip as in training (with
+``--window``, within the window's own seconds); a file without one is said so (MBT then
+predicts from the frames). ``--json=FILE`` writes everything printed, plus files that could
+not be decoded and why.
 
     vjax predict --model=runs/vivit clip1.mp4 clip2.webm --top_k=3 --clips=4 --crops=3
     vjax predict --model=converted/videomae long.mp4 --window=2 --json=timeline.json
@@ -178,7 +179,7 @@ def _with_sound(
     heard: dict,
 ) -> Iterator[dict[str, Any]]:
     """Each segment with the sound of its own seconds, stored as a prepared video stores it,
-    so the views cut the window each clip covers exactly as in training
+    so the views cut each clip's audio window as in training, within the segment's seconds
     (:func:`vjax.data.audio.clip_audio`). The file's sound is decoded once its first frames
     are; ``heard["sound"]`` holds it (None: no sound track)."""
     from vjax.data.audio import audio_record, decode_audio, to_int16, window

@@ -1,12 +1,15 @@
 """Audio: decode a video's sound track, cut the window a clip covers, log-mel spectrograms.
 
 A prepared video stores its sound as mono int16 samples at ``sample_rate``, sample 0 at the
-time of frame 0, so the audio of stored frames ``[i, j)`` is samples ``[i / fps * sr,
-j / fps * sr)`` (:func:`clip_window`). The model gets the log-mel spectrogram of that window
-(:func:`log_mel`: scipy's STFT with a periodic Hann window, TF's HTK mel filterbank), time
-first, cut or padded (with silence) to ``frames``, normalised as AST does: ``(logmel - mean) /
-(2 * std)``; SpecAugment masks (:func:`spec_augment`) are set to 0. A video without a sound
-track gets an all-zero spectrogram and ``has_audio`` False.
+time of frame 0, so stored frames ``[i, j)`` cover samples ``[i / fps * sr, j / fps * sr)``.
+The model gets the log-mel spectrogram of the ``frames`` spectrogram frames centred on those
+seconds (:func:`clip_window`: the window moves to lie within the track, so a spectrogram longer
+than the clip, as MBT's 8 s beside a 2-3 s clip, hears the sound around the clip, not silence;
+scenic's MBT likewise cuts its audio window apart from the frames' length), from
+:func:`log_mel` (scipy's STFT with a periodic Hann window, TF's HTK mel filterbank), time
+first, normalised as AST does: ``(logmel - mean) / (2 * std)``; SpecAugment masks
+(:func:`spec_augment`) are set to 0. A track shorter than the window ends in silence. A video
+without a sound track gets an all-zero spectrogram and ``has_audio`` False.
 
 ``config.input.audio`` (None or absent: video only)::
 
@@ -202,21 +205,28 @@ def audio_record(samples: np.ndarray | None, sample_rate: int) -> dict:
 
 
 def clip_window(
-    samples: np.ndarray, sample_rate: int, fps: float, indices: Sequence[int], num_available: int
+    samples: np.ndarray,
+    sample_rate: int,
+    fps: float,
+    indices: Sequence[int],
+    num_available: int,
+    length: int,
 ) -> np.ndarray:
-    """The samples a clip of stored frames ``indices`` (at ``fps``) covers: from its first
-    frame's start to its last frame's end, in time order. A clip that loops past the video's
-    end (``pad_mode="loop"``) continues its time past the end, which is silence; a clip padded
-    by repeating the last frame ends there.
+    """``length`` samples around a clip of stored frames ``indices`` (at ``fps``): centred on
+    the seconds the clip covers (its first frame's start to its last frame's end), moved to lie
+    within the track where the track is that long, so a window longer than the clip hears the
+    sound before and after it rather than silence; a shorter track starts at 0 and ends in
+    silence. A clip that loops past the video's end (``pad_mode="loop"``) continues its time.
 
-    >>> clip_window(audio, 16000, 8.0, [4, 5, 6, 7], 16)   # 0.5 s, from 0.5 s on: 8000 samples
+    >>> clip_window(audio, 16000, 8.0, [4, 5, 6, 7], 16, 8000)  # 0.5 s from 0.5 s on (of 2 s)
     """
     indices = np.asarray(indices, np.int64)
     steps = np.diff(indices)
     steps = np.where(steps < 0, steps + num_available, steps)  # a loop wrapped to frame 0
     first, last = int(indices[0]), int(indices[0] + steps.sum())
-    start = round(first / fps * sample_rate)
-    return window(samples, start, round((last + 1) / fps * sample_rate) - start)
+    centre = (first + last + 1) / 2 / fps * sample_rate
+    start = max(0, min(round(centre - length / 2), len(samples) - length))
+    return window(samples, start, length)
 
 
 @functools.lru_cache(maxsize=8)
@@ -337,8 +347,9 @@ def clip_audio(
         return np.zeros(shape, np.float32), False
     frames = example["frames"] if "frames" in example else example["video"]
     samples = clip_window(
-        example["audio"], stored_rate, float(example["fps"]), indices, len(frames)
-    )
+        example["audio"], stored_rate, float(example["fps"]), indices, len(frames),
+        options.num_samples,
+    )  # fmt: skip
     spec = normalized_log_mel(samples, options)
     if rng is not None:
         spec = spec_augment(spec, rng, options)
