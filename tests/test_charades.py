@@ -126,6 +126,8 @@ def test_slowfast_recipe_and_its_tiny_variant_end_to_end(charades_root, tmp_path
             "train.checkpoint_every": "3",
         },
     )
+    with config.unlocked():  # multi-hot labels mix (AudioSet's recipes, configs/mbt.py)
+        config.input.mixup_alpha = 0.5
     workdir = str(tmp_path / "run")
     validation = train.train(config, workdir)
     assert validation["num_examples"] == len(TEST) and 0 <= validation["mAP"] <= 1
@@ -166,6 +168,30 @@ def test_slowfast_recipe_and_its_tiny_variant_end_to_end(charades_root, tmp_path
 
     top = _top(scores[0, 0], list(CLASSES.values()), 4, multi_label=True)
     assert [t["score"] for t in top] == pytest.approx(sorted(1 / (1 + np.exp(-scores[0, 0])))[::-1])
+
+
+def test_mixup_mixes_multi_hot_labels_and_the_sigmoid_loss_takes_them():
+    """Multi-label data with mixup (scenic's AudioSet recipes, configs/mbt.py): each class's
+    target is ``lam`` or ``1 - lam`` by which row has it, 1 where both do; the sigmoid loss
+    scores the logits against those targets, written out here as BCE."""
+    import jax.numpy as jnp
+
+    from vjax.data.augment import mix_batch
+    from vjax.objectives import multilabel_losses
+
+    labels = np.array([[1, 0, 1, 0], [0, 1, 0, 0], [0, 0, 1, 1]], np.int32)
+    video = np.zeros((3, 1, 2, 2, 3), np.uint8)
+    out = mix_batch(video, labels, 4, np.random.default_rng(0), mixup_alpha=0.5, multi_label=True)
+    lam = float(out["label_probs"][0, 0])
+    assert 0 < lam < 1
+    want = [[lam, 0, 1, 1 - lam], [0, 1, 0, 0], [1 - lam, 0, 1, lam]]  # row i with row 2 - i
+    np.testing.assert_allclose(out["label_probs"], want, rtol=1e-6)
+    np.testing.assert_array_equal(out["label"], labels if lam >= 0.5 else labels[::-1])
+    logits = np.random.default_rng(1).normal(size=(3, 4)).astype(np.float32)
+    batch = {k: jnp.asarray(out[k]) for k in ("label", "label_probs")}
+    loss, _ = multilabel_losses(jnp.asarray(logits), batch)
+    t, p = np.asarray(want), 1 / (1 + np.exp(-logits.astype(np.float64)))
+    assert float(loss) == pytest.approx(-(t * np.log(p) + (1 - t) * np.log(1 - p)).mean(), 1e-5)
 
 
 def test_the_objective_must_fit_the_data():

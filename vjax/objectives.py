@@ -110,9 +110,10 @@ def multilabel_losses(
 ) -> tuple[jax.Array, dict[str, jax.Array]]:
     """``(loss, metrics)`` of multi-label data (``batch["label"]`` multi-hot ``(B, K)``): the
     sigmoid binary cross-entropy averaged over every (example, class), as PySlowFast's
-    ``bce_logit`` for Charades; targets smoothed towards 1/2 by ``label_smoothing``; ``top1``
-    = the top class is one of the video's. Same signature as :func:`task_losses`."""
-    targets = batch["label"].astype(jnp.float32)
+    ``bce_logit`` for Charades, against the mixed targets ``batch["label_probs"]`` where
+    mixup/cutmix made them; targets smoothed towards 1/2 by ``label_smoothing``; ``top1`` =
+    the top class is one of the video's. Same signature as :func:`task_losses`."""
+    targets = batch.get("label_probs", batch["label"]).astype(jnp.float32)
     if label_smoothing:
         targets = targets * (1.0 - label_smoothing) + 0.5 * label_smoothing
     loss = optax.sigmoid_binary_cross_entropy(logits.astype(jnp.float32), targets).mean()

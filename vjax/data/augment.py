@@ -220,26 +220,33 @@ def mix_batch(
     switch_prob: float = 0.5,
     audio: np.ndarray | None = None,
     has_audio: np.ndarray | None = None,
+    multi_label: bool = False,
 ) -> dict[str, np.ndarray]:
     """Mixup or cutmix of a batch with its reverse (row ``i`` with row ``B-1-i``, as timm does).
 
-    Returns ``video`` (uint8, mixed), ``label`` (the dominant class, for accuracy) and
+    Returns ``video`` (uint8, mixed), ``label`` (the dominant row's, for accuracy) and
     ``label_probs`` float32 ``(B, num_classes)``: ``lam * onehot(y) + (1 - lam) *
     onehot(y_reversed)`` with ``lam`` the mixup weight or cutmix's exact kept-area fraction.
     Cutmix is chosen with ``switch_prob`` when both are on.
 
     Several tasks: ``label`` ``(B, tasks)`` and ``num_classes`` one count per task; the
     one-hots (and so ``label_probs``) are concatenated over the tasks, mixed with one ``lam``.
+    ``multi_label``: ``label`` is multi-hot ``(B, num_classes)`` and is mixed as it is (each
+    class's target ``lam`` or ``1 - lam``, 1 where both partners have it), as scenic mixes
+    AudioSet's labels.
 
     With ``audio`` (spectrograms ``(B, frames, mel_bins)``) and ``has_audio`` ``(B,)``, the
     same rows mix with the same ``lam`` (cutmix too: its kept-area fraction), and a mixed row
     has audio when either partner has.
     """
     sizes = [int(num_classes)] if np.ndim(num_classes) == 0 else list(num_classes)
-    columns = label.reshape(len(label), len(sizes))
-    onehot = np.concatenate(
-        [np.eye(k, dtype=np.float32)[columns[:, i]] for i, k in enumerate(sizes)], axis=1
-    )
+    if multi_label:
+        onehot = np.asarray(label, np.float32).reshape(len(label), sum(sizes))
+    else:
+        columns = label.reshape(len(label), len(sizes))
+        onehot = np.concatenate(
+            [np.eye(k, dtype=np.float32)[columns[:, i]] for i, k in enumerate(sizes)], axis=1
+        )
     sound = {} if audio is None else {"audio": audio, "has_audio": has_audio}
     if mixup_alpha <= 0 and cutmix_alpha <= 0:
         return {"video": video, "label": label, "label_probs": onehot, **sound}
@@ -260,7 +267,7 @@ def mix_batch(
         blend = video.astype(np.float32) * lam + other.astype(np.float32) * (1 - lam)
         mixed = (blend + 0.5).astype(np.uint8)
     probs = lam * onehot + (1 - lam) * onehot[::-1]
-    dominant = np.where(lam >= 0.5, label, label[::-1]).astype(np.int32)
+    dominant = (label if lam >= 0.5 else label[::-1]).astype(np.int32)
     if audio is not None:
         sound = {
             "audio": (lam * audio + (1 - lam) * audio[::-1]).astype(np.float32),

@@ -340,10 +340,10 @@ def make_eval_transform(
 
 
 def make_batch_transform(
-    options: InputOptions, num_classes: int | Sequence[int]
+    options: InputOptions, num_classes: int | Sequence[int], multi_label: bool = False
 ) -> Callable[[dict[str, np.ndarray], np.random.Generator], dict[str, np.ndarray]] | None:
     """Mixup/cutmix over a batch (adds ``label_probs``; ``num_classes`` per task for
-    several), or None when both are off."""
+    several; ``multi_label``: multi-hot labels), or None when both are off."""
     if options.mixup_alpha <= 0 and options.cutmix_alpha <= 0:
         return None
 
@@ -358,6 +358,7 @@ def make_batch_transform(
             options.mix_switch_prob,
             batch.get("audio"),
             batch.get("has_audio"),
+            multi_label,
         )
         return {**batch, **mixed}
 
@@ -385,12 +386,7 @@ def transforms_for(builder, input_config: Mapping[str, Any] | None) -> dict[str,
     options = InputOptions.from_config(input_config)
     names = dataset_class_names(builder)
     sizes = [len(task_names) for task_names in task_class_names(names).values()]
-    if is_multilabel(builder) and (options.mixup_alpha > 0 or options.cutmix_alpha > 0):
-        raise UserError(
-            f"{builder.name} is multi-label: mixup and cutmix mix one class per video; set "
-            f"input.mixup_alpha=0 and input.cutmix_alpha=0"
-        )
-    batch_transform = make_batch_transform(options, sizes)
+    batch_transform = make_batch_transform(options, sizes, is_multilabel(builder))
     if not stores_whole_videos(builder):
         return {"transform": None, "batch_transform": batch_transform, "eval_transform": None}
     return {
