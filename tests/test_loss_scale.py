@@ -1,5 +1,7 @@
 """float16 training: dynamic loss scaling skips overflowing steps, halves and grows the scale,
-and checkpoints it so a resumed run continues exactly."""
+and checkpoints it so a resumed run continues exactly; bf16 parameters keep a bf16 state."""
+
+from collections.abc import Callable
 
 import flax.linen as nn
 import jax
@@ -12,7 +14,7 @@ from vjax import checkpoint
 from vjax.config_utils import load_config
 from vjax.loss_scale import INITIAL_SCALE, initial_loss_scale
 from vjax.optim import make_optimizer
-from vjax.step import make_init_state, make_train_step
+from vjax.step import TrainState, make_init_state, make_train_step
 
 CLIP = (2, 4, 4, 3)
 
@@ -36,18 +38,25 @@ def _unboxed(tree):
     )
 
 
-@pytest.fixture(scope="module")
-def setup():
-    """State, jitted train step and batch of the float16 model with AdamW; the scale of the
-    state grows after 2 finite steps."""
+def _float16_run(param_dtype: str = "float32") -> tuple[TrainState, Callable, Callable]:
+    """``(state, jitted train step, init)`` of the float16 model with AdamW, parameters stored
+    as ``param_dtype``; the scale of the state grows after 2 finite steps."""
     model = TinyHalf()
     opt = load_config(DEMO_CONFIG).optimizer.to_dict()
     tx = make_optimizer({**opt, "warmup_steps": 0}, num_steps=100)
-    init = make_init_state(model, tx, CLIP)
+    init = make_init_state(model, tx, CLIP, param_dtype)
     scale = initial_loss_scale(jnp.float16, growth_interval=2)
     state = jax.jit(lambda key: _unboxed(init(key)).replace(loss_scale=scale))(jax.random.key(0))
     state = jax.device_put(state, jax.devices()[0])  # committed, like a restored state
     step = jax.jit(make_train_step(model, tx, mean=(0.5,) * 3, std=(0.25,) * 3))
+    return state, step, init
+
+
+@pytest.fixture(scope="module")
+def setup():
+    """State, jitted train step and batch of the float16 model with AdamW (float32
+    parameters), and its init."""
+    state, step, init = _float16_run()
     rng = np.random.default_rng(0)
     batch = {"video": rng.integers(0, 256, (4, *CLIP), np.uint8), "label": np.arange(4) % 3}
     return state, step, batch, init
@@ -110,3 +119,19 @@ def test_overflow_is_skipped_and_halves_the_scale_then_finite_steps_grow_it(setu
     for a, b in zip(jax.tree.leaves(continued), jax.tree.leaves(resumed), strict=True):
         np.testing.assert_array_equal(a, b)
     assert _scale(resumed) == (2.0, 2)
+
+
+def test_bfloat16_params_keep_the_state_dtypes_so_the_step_compiles_once(setup):
+    """float16 compute with ``train.param_dtype="bfloat16"``: the unscaled gradients come
+    back in bf16, so AdamW's moments stay bf16. Each step returns a state of the type it
+    took (the step compiles once, and a checkpoint matches the state ``init`` builds to
+    restore it into)."""
+    batch = setup[2]
+    state, step, _ = _float16_run("bfloat16")
+    types = lambda tree: [jax.typeof(x) for x in jax.tree.leaves(tree)]  # noqa: E731
+    initial = types(state)
+    assert jnp.dtype(jnp.bfloat16) in {x.dtype for x in jax.tree.leaves(state.opt_state)}
+    for _ in range(3):
+        state, metrics = step(state, batch, jax.random.key(1))
+        assert float(metrics["skipped"]) == 0.0
+        assert types(state) == initial

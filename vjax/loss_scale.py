@@ -42,7 +42,12 @@ def scaled_value_and_grad(
 ) -> Callable[[Any], tuple[DynamicScale | None, jax.Array, tuple[jax.Array, Any], Any]]:
     """``jax.value_and_grad(loss_fn, has_aux=True)`` through ``loss_scale``: returns
     ``f(params) -> (new loss_scale, finite, (loss, aux), grads)`` with unscaled loss and
-    gradients; without a scale, plain differentiation and ``finite`` always True."""
+    gradients; without a scale, plain differentiation and ``finite`` always True.
+
+    The gradients have the dtypes of ``params`` either way. flax unscales them in float32,
+    which for bfloat16 parameters (``train.param_dtype``) would turn the optimiser's moments
+    float32 after one step: twice the memory, a second compilation of the step, and a
+    checkpoint whose moments no longer match the state a resumed run restores them into."""
     if loss_scale is None:
 
         def plain(params):
@@ -51,7 +56,14 @@ def scaled_value_and_grad(
 
         return plain
 
-    return loss_scale.value_and_grad(loss_fn, has_aux=True)  # a 4-tuple as above
+    scaled = loss_scale.value_and_grad(loss_fn, has_aux=True)
+
+    def in_param_dtypes(params: Any) -> tuple[DynamicScale, jax.Array, tuple[jax.Array, Any], Any]:
+        new_scale, finite, value, grads = scaled(params)
+        grads = jax.tree.map(lambda g, p: g.astype(p.dtype), grads, params)
+        return new_scale, finite, value, grads
+
+    return in_param_dtypes
 
 
 def keep_if_finite(finite: jax.Array, new: Any, old: Any) -> Any:
