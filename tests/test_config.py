@@ -59,6 +59,35 @@ def test_badly_typed_value_is_an_error():
         apply_overrides(config, {"train.num_steps": "many"})
 
 
+def test_none_leaves_out_a_nested_section_but_not_a_top_level_one():
+    """``--config.input.audio=None`` (what the audio data's errors say to set) leaves the
+    spectrograms out: the input options have no audio, and an MBT that still takes audio
+    fails the preflight naming the fix; ``train.distill=None`` is no distillation. A top-level
+    section cannot be None, and a section takes no other text (``none`` is not None)."""
+    from vjax import objectives
+    from vjax.data.transforms import InputOptions
+    from vjax.distill import from_config as distill_from_config
+    from vjax.preflight import check_config
+
+    config = load_config(f"{DEMO_CONFIG}:av,tiny")
+    apply_overrides(config, {"input.audio": "None", "train.distill": "None"})
+    assert config.input.audio is None and config.train.distill is None
+    assert InputOptions.from_config(config.input).audio is None
+    spec = objectives.get("classification")
+    assert distill_from_config(config, spec, ["left", "right"], (8, 32, 32, 3)) == (spec, None)
+    with pytest.raises(ConfigError, match=r"takes audio.*input\.audio is not set.*modalities"):
+        check_config(config)
+    apply_overrides(config, {"model.modalities": "('video',)"})
+    check_config(config)
+
+    for key, text, message in [
+        ("input.audio", "none", "input.audio: a section: set its keys one at a time, or None"),
+        ("model", "None", "model: a section: set its keys one at a time; got 'None'"),
+    ]:
+        with pytest.raises(ConfigError, match=message):
+            apply_overrides(load_config(f"{DEMO_CONFIG}:av,tiny"), {key: text})
+
+
 def test_unknown_model_field_and_name():
     with pytest.raises(ValueError, match="'model.num_layer'.*num_layers"):
         build_model({"name": "vivit", "num_layer": 2}, num_classes=3)

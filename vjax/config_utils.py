@@ -79,8 +79,18 @@ def unknown_key_error(key: str, valid: Iterable[str]) -> ConfigError:
     return ConfigError(f"unknown config key {key!r}{closest_hint(key, valid)}")
 
 
-def _parse_value(text: str, current: Any) -> Any:
-    """Parses an override string to the type of the value it replaces."""
+def _parse_value(text: str, current: Any, *, top_level: bool = False) -> Any:
+    """Parses an override string to the type of the value it replaces.
+
+    A section (a ConfigDict) takes only ``None``, which leaves it out, and only where it is
+    nested in another (``input.audio``, ``train.distill``: vjax reads None there as off);
+    the top-level sections (``model``, ``input``, ...) every run needs. ``None`` is spelt as
+    Python writes it, as for every other field (``none`` is a string, e.g. ``model.remat``)."""
+    if isinstance(current, ml_collections.ConfigDict):
+        if text == "None" and not top_level:
+            return None
+        also = "" if top_level else ", or None to leave it out"
+        raise ConfigError(f"a section: set its keys one at a time{also}; got {text!r}")
     if isinstance(current, bool):
         lowered = text.lower()
         if lowered in ("true", "1", "yes"):
@@ -119,7 +129,8 @@ def apply_overrides(config: ml_collections.ConfigDict, overrides: Mapping[str, s
         if leaf not in node and leaf not in optional:
             raise unknown_key_error(key, [*valid, *(f"model.{k}" for k in optional)])
         try:
-            value = _parse_value(text, node[leaf] if leaf in node else optional[leaf])
+            current = node[leaf] if leaf in node else optional[leaf]
+            value = _parse_value(text, current, top_level=not parents)
         except ConfigError as e:
             raise ConfigError(f"--config.{key}: {e}") from None
         with node.unlocked():  # a model field the config file left at its default
