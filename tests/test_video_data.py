@@ -15,6 +15,7 @@ import pytest
 
 from vjax.data.manifests import VideoEntry, class_names, read_entries
 from vjax.data.video_io import VideoDecodeError, decode_video, encode_video
+from vjax.errors import UserError
 
 H, W, FPS, N = 32, 48, 15, 30  # 2 s videos
 FORMATS = [("mp4", "libx264"), ("webm", "libvpx-vp9"), ("avi", "mpeg4"), ("mkv", "libx264")]
@@ -158,6 +159,16 @@ def test_folder_and_manifest_listings(tmp_path):
     (tmp_path / "bad2.csv").write_text("x.mp4,a,3,1\n")
     with pytest.raises(ValueError, match="end .* must be after start"):
         read_entries(str(tmp_path / "bad2.csv"))
+    for name, cells in [("split.csv", "x.mp4,a,validation"), ("clock.csv", "x.mp4,a,1:00,2:00")]:
+        (tmp_path / name).write_text(f"{cells}\n")  # a split without a header, a clock time
+        with pytest.raises(UserError, match=rf"{name}:1: start must be a number of seconds"):
+            read_entries(str(tmp_path / name))
+    # Excel's "CSV UTF-8" and some JSON writers begin with a byte-order mark: still a header.
+    (tmp_path / "excel.csv").write_text("path,label\na.mp4,cat\nb.mp4,dog\n", "utf-8-sig")
+    excel = read_entries(str(tmp_path / "excel.csv"))
+    assert [e.label for e in excel] == ["cat", "dog"] and class_names(excel) == ["cat", "dog"]
+    (tmp_path / "bom.json").write_text(json.dumps([{"path": "a.mp4", "label": "c"}]), "utf-8-sig")
+    assert read_entries(str(tmp_path / "bom.json"))[0].label == "c"
 
 
 # ------------------------------------------------------------------ the TFDS builder

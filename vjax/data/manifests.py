@@ -193,7 +193,16 @@ def _entry(row: Mapping[str, object], base: str, where: str) -> VideoEntry:
 
     def seconds(key: str) -> float | None:
         value = row.get(key)
-        return None if value in (None, "") else float(value)  # type: ignore[arg-type]
+        if value in (None, ""):
+            return None
+        try:
+            return float(value)  # type: ignore[arg-type]
+        except (TypeError, ValueError):
+            raise UserError(
+                f"{where}: {key} must be a number of seconds, got {value!r} (a row without a "
+                f"header is path,label[,start,end][,split]: name the columns in a header row "
+                f"to give a split without times)"
+            ) from None
 
     start, end = seconds("start"), seconds("end")
     if start is not None and end is not None and end <= start:
@@ -206,7 +215,7 @@ def _entry(row: Mapping[str, object], base: str, where: str) -> VideoEntry:
 
 def _csv_entries(manifest: str) -> list[VideoEntry]:
     base = os.path.dirname(manifest)
-    with open(manifest, newline="") as f:
+    with open(manifest, newline="", encoding="utf-8-sig") as f:  # as Excel saves "CSV UTF-8"
         rows = [r for r in csv.reader(f) if r and any(c.strip() for c in r)]
     if not rows:
         return []
@@ -226,7 +235,7 @@ def _csv_entries(manifest: str) -> list[VideoEntry]:
 
 def _json_entries(manifest: str) -> list[VideoEntry]:
     base = os.path.dirname(manifest)
-    with open(manifest) as f:
+    with open(manifest, encoding="utf-8-sig") as f:
         data = json.load(f)
     if isinstance(data, Mapping):
         data = [{**row, "split": split} for split, rows in data.items() for row in rows]
