@@ -17,36 +17,62 @@ two-headed dataset, so it needs ``dataset.src``):
   vivit_b_fe_k400   ViViT-B/16x2 model 2 (factorised encoder, 4 temporal layers), 32x224.
                     Top-1 78.4 (scenic model zoo), 4x3 views. Params 115.1M, GFLOPs 284.4
                     (paper Table 2); ours 115.06M, 283.3.
-  vivit_l_fe_k400   ViViT-L/16x2 factorised encoder, 32x224. Top-1 80.3 (scenic model zoo),
-                    4x3 views. Ours 354.9M params, 988.2 GFLOPs.
-  vivit_l_fe_k600   As above on Kinetics-600. Top-1 81.6 (scenic model zoo), 4x3 views.
-                    Ours 355.1M params, 988.2 GFLOPs.
-  vivit_l_fe_ssv2   ViViT-L/16x2 factorised encoder, 32x256 (scenic's SSv2 config: label
-                    smoothing 0.3, mixup 0.3, drop path 0.3), 4x3 views. Top-1: see the
-                    paper's SSv2 table (scenic's zoo lists none). Ours 354.7M, 1301.0 GFLOPs.
-  vivit_l_fe_epic   ViViT-L/16x2 factorised encoder, 32x224, frame stride 1, one head per task
-                    (97 verbs, 300 nouns; loss = verb + noun cross-entropy). Top-1 action 44.0,
-                    verb 66.4, noun 56.8 on Epic-Kitchens-100 validation (paper's Epic table);
-                    4x3 views (scenic's config). Ours 354.9M params, 988.2 GFLOPs. scenic's
-                    config: RandAugment 2 ops at magnitude 15, mixup 0.1, label smoothing 0.2,
-                    drop path 0.2, SGD lr 0.5 for 50 epochs. It does not state the frame rate
-                    of its prepared clips; here videos are stored at 30 fps (``dataset.fps``).
+  vivit_l_fe_k400   ViViT-L/16x2 factorised encoder, 32x224, 24 temporal layers (the temporal
+                    depth of scenic's config that the zoo lists with this checkpoint; scenic's
+                    SSv2 and Epic-Kitchens configs use 4). Top-1 80.3 (scenic model zoo), 4x3
+                    views. Ours 606.8M params, 992.5 GFLOPs.
+  vivit_l_fe_k600   As above on Kinetics-600 (24 temporal layers). Top-1 81.6 (scenic model
+                    zoo), 4x3 views. Ours 607.0M params, 992.5 GFLOPs.
+  vivit_l_fe_ssv2   ViViT-L/16x2 factorised encoder (4 temporal layers), 32x256 (scenic's SSv2
+                    config: label smoothing 0.3, mixup 0.3, drop path 0.3), 4x3 views. Top-1:
+                    see the paper's SSv2 table (scenic's zoo lists none). Ours 354.7M, 1301.0
+                    GFLOPs.
+  vivit_l_fe_epic   ViViT-L/16x2 factorised encoder (4 temporal layers), 32x224, frame stride
+                    1, one head per task (97 verbs, 300 nouns; loss = verb + noun
+                    cross-entropy). Top-1 action 44.0, verb 66.4, noun 56.8 on Epic-Kitchens-100
+                    validation (paper's Epic table); 4x3 views (scenic's config). Ours 354.9M
+                    params, 988.2 GFLOPs. scenic's config: RandAugment 2 ops at magnitude 15,
+                    mixup 0.1, label smoothing 0.2, drop path 0.2, SGD lr 0.5 for 50 epochs. It
+                    does not state the frame rate of its prepared clips; here videos are stored
+                    at 30 fps (``dataset.fps``).
   timesformer_k400  TimeSformer-B/16 divided attention, 8x224, frames 1/32 apart. Top-1
                     78.0, 1x3 views; 121.4M params, 0.59 TFLOPs for the 3 views (paper
                     Table 5; the released, retrained model: 77.9); ours 121.57M, 195.8
-                    GFLOPs per view.
+                    GFLOPs per view. TimeSformer's released training: SGD with Nesterov
+                    momentum, batch 64 (gradients accumulated to ``GLOBAL_BATCH_SIZE``), drop
+                    path 0.1, no gradient clipping.
   videomae_b_k400   VideoMAE ViT-B/16x2 fine-tuning, 16x224 (dense sampling, stride 4).
                     Top-1 81.5 after 1600 epochs of VideoMAE pre-training, 5x3 views
                     (VideoMAE model zoo); 87M params, 180 GFLOPs per view (paper); ours
-                    86.53M, 180.3.
+                    86.53M, 180.3. The recipe is ``configs/videomae.py:finetune_k400_1600``,
+                    taken from that file: the authors' script for that checkpoint (batch 384,
+                    lr 5e-4 per 256, 75 epochs, RandAugment 4 ops at magnitude 7), with the
+                    paper's 240k Kinetics-400 training videos for the step counts.
 
 Initialisation: ViViT and TimeSformer start from an ImageNet-21k ViT and VideoMAE from its
 self-supervised checkpoint. Convert one (``vjax convert --from=vit|hf``) and pass the folder
 as ``--config.train.init_from=DIR``: its weights are moved onto the video model at start-up
 (``train.init_inflation``: ``central``, scenic's choice for ViViT, or ``average``). Without
 it a recipe trains from scratch (VideoMAE's pre-training and per-checkpoint fine-tuning
-recipes: ``configs/videomae.py``). Differences from the papers: no RandAugment (SSv2);
-TimeSformer's step schedule is cosine.
+recipes: ``configs/videomae.py``).
+
+Differences from the cited configurations:
+
+  vivit_l_fe_ssv2   No horizontal flip: scenic's loader (``vivit/data/video_tfrecord_dataset.py``)
+                    keeps DMVR's ``add_image`` default ``random_flip=True``, which mirrors clips
+                    without swapping SSv2's left/right classes (``input.flip=True`` for scenic's
+                    behaviour; add ``input.flip_label_map=left_right`` to swap those labels).
+                    No RandAugment: scenic's 2 ops at magnitude 20 are on the 0-10 scale of its
+                    own op set (see vivit_l_fe_epic), beyond what torchvision's table reaches.
+  vivit_l_fe_epic   RandAugment is torchvision's (14 ops, geometric ones included, in 31
+                    magnitude bins: 15 is half the top strength). scenic's video RandAugment
+                    picks among 11 non-geometric ops (Cutout among them) or none, with levels on
+                    a 0-10 scale, so its magnitude 15 is 1.5x its top level: the same numbers
+                    give weaker, different distortions here.
+  timesformer_k400  Cosine schedule instead of TimeSformer's steps (x0.1 at epochs 11 and 14).
+                    Weight decay on weights only; TimeSformer decays every parameter
+                    (biases, norms, position and time embeddings).
+  videomae_b_k400   Those configs/videomae.py lists (e.g. no repeated augmentation).
 
 Command (after ``vjax prepare`` of the dataset into ``dataset.data_dir``):
   vjax train --config=configs/video_transformers.py:vivit_b_k400 --workdir=runs/vivit_b_k400 \\
@@ -57,9 +83,10 @@ import os
 
 import ml_collections
 
-from vjax.config_utils import load_config, recipe_config
+from vjax.config_utils import config_module, load_config, recipe_config
 
-_DEMO = os.path.join(os.path.dirname(os.path.abspath(__file__)), "demo.py")
+_HERE = os.path.dirname(os.path.abspath(__file__))
+_DEMO = os.path.join(_HERE, "demo.py")
 KINETICS_400_TRAIN = 214834  # scenic's count; Kinetics shrinks as videos leave YouTube
 KINETICS_600_TRAIN = 366016
 SSV2_TRAIN = 168913
@@ -92,22 +119,36 @@ _K400 = dict(name="kinetics", num_classes=400, train_size=KINETICS_400_TRAIN)
 _K600 = dict(name="kinetics", num_classes=600, train_size=KINETICS_600_TRAIN)
 
 
-def _vivit_recipe(size: str, variant: str, dataset: dict) -> dict:
-    """scenic's Kinetics recipe: SGD, lr 0.1 cosine, 2.5 warm-up epochs of 30, batch 64."""
-    extra = {"temporal_layers": 4} if variant == "factorised_encoder" else {}
+def _vivit_recipe(
+    size: str, variant: str, dataset: dict, lr: float, temporal_layers: int = 4
+) -> dict:
+    """scenic's Kinetics recipe: SGD, cosine from ``lr`` (its ``base_learning_rate``), 2.5
+    warm-up epochs of 30, batch 64; ``temporal_layers`` for the factorised encoder."""
+    extra = {"temporal_layers": temporal_layers} if variant == "factorised_encoder" else {}
     return dict(
         dataset=dataset,
         input=dict(_VIVIT_INPUT, global_batch_size=64),
         model=_vivit(size, variant, **extra),
-        optimizer=dict(_SGD, lr=0.1, epochs=30, warmup_epochs=2.5, label_smoothing=0.0),
+        optimizer=dict(_SGD, lr=lr, epochs=30, warmup_epochs=2.5, label_smoothing=0.0),
     )
 
 
+def _sibling_recipes(name: str) -> dict:
+    """``RECIPES`` of another recipe file in this folder (the one place its numbers live)."""
+    return config_module(os.path.join(_HERE, f"{name}.py")).RECIPES
+
+
+# scenic/projects/vivit/configs/<dataset>/<config>.py: lr_configs.base_learning_rate and
+# model.temporal_transformer.num_layers.
 RECIPES = {
-    "vivit_b_k400": _vivit_recipe("B/16x2", "spacetime", _K400),
-    "vivit_b_fe_k400": _vivit_recipe("B/16x2", "factorised_encoder", _K400),
-    "vivit_l_fe_k400": _vivit_recipe("L/16x2", "factorised_encoder", _K400),
-    "vivit_l_fe_k600": _vivit_recipe("L/16x2", "factorised_encoder", _K600),
+    "vivit_b_k400": _vivit_recipe("B/16x2", "spacetime", _K400, lr=0.1),  # vivit_base_k400
+    "vivit_b_fe_k400": _vivit_recipe("B/16x2", "factorised_encoder", _K400, lr=0.05),
+    "vivit_l_fe_k400": _vivit_recipe(
+        "L/16x2", "factorised_encoder", _K400, lr=0.1, temporal_layers=24
+    ),
+    "vivit_l_fe_k600": _vivit_recipe(
+        "L/16x2", "factorised_encoder", _K600, lr=0.05, temporal_layers=24
+    ),
     "vivit_l_fe_ssv2": dict(
         dataset=dict(name="ssv2", num_classes=174, train_size=SSV2_TRAIN),
         input=dict(
@@ -168,41 +209,26 @@ RECIPES = {
             mean=(0.45, 0.45, 0.45),
             std=(0.225, 0.225, 0.225),
         ),
-        model=dict(name="timesformer", size="B/16", attention_type="divided_space_time"),
-        optimizer=dict(
-            _SGD, lr=0.005, epochs=15, warmup_epochs=0, weight_decay=1e-4, label_smoothing=0.0
+        # timesformer/models/vit.py: vit_base_patch16_224(..., drop_path_rate=0.1).
+        model=dict(
+            name="timesformer", size="B/16", attention_type="divided_space_time", drop_path_rate=0.1
         ),
-    ),
-    "videomae_b_k400": dict(
-        dataset=_K400,
-        input=dict(
-            num_frames=16,
-            frame_stride=4,
-            crop_size=224,
-            train_crop="random_resized",
-            mixup_alpha=0.8,
-            cutmix_alpha=1.0,
-            erase_prob=0.25,
-            test_num_clips=5,
-            test_num_crops=3,
-            global_batch_size=512,
-            mean=(0.485, 0.456, 0.406),
-            std=(0.229, 0.224, 0.225),
-        ),
-        model=dict(name="videomae", size="B/16x2", drop_path_rate=0.1),
+        # configs/Kinetics/TimeSformer_divST_8x32_224.yaml's SOLVER over the defaults of
+        # timesformer/config/defaults.py (SOLVER.NESTEROV = True); tools/train_net.py does not
+        # clip gradients.
         optimizer=dict(
-            name="adamw",
-            lr=2e-3,  # 1e-3 per 256 examples
-            b1=0.9,
-            b2=0.999,
-            weight_decay=0.05,
+            _SGD,
+            lr=0.005,
+            nesterov=True,
             grad_clip_norm=0.0,
-            epochs=75,
-            warmup_epochs=5,
-            label_smoothing=0.1,
-            layer_decay=0.75,
+            epochs=15,
+            warmup_epochs=0,
+            weight_decay=1e-4,
+            label_smoothing=0.0,
         ),
     ),
+    # The authors' fine-tuning of the 1600-epoch checkpoint (81.5), kept in configs/videomae.py.
+    "videomae_b_k400": _sibling_recipes("videomae")["finetune_k400_1600"],
 }
 
 # The same families at CPU size for the tiny variants (4 frames of 16x16 on vjax_motion).

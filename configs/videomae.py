@@ -9,7 +9,8 @@ batch / 256 as theirs are. Top-1 is the fine-tuned ViT-B/16x2 (87M params, 180 G
 
 Pre-training (``train.objective="reconstruction"``, ``model.name="videomae_pretraining"``:
 tube masking at 0.9, decoder 4 blocks x 384, normalised-pixel MSE over the hidden tubelets;
-AdamW betas (0.9, 0.95), lr 1.5e-4 per 256, 40 warm-up epochs, batch 2048; labels unused):
+AdamW betas (0.9, 0.95), lr 1.5e-4 per 256 cosine to 1e-5 per 256 (the scripts' ``min_lr``),
+40 warm-up epochs, batch 2048; labels unused):
 
   pretrain_k400_800    Kinetics-400, 800 epochs, 16 frames stride 4 -> 80.0 top-1 (5x3 views)
   pretrain_k400_1600   Kinetics-400, 1600 epochs                    -> 81.5 top-1 (5x3 views)
@@ -18,7 +19,8 @@ AdamW betas (0.9, 0.95), lr 1.5e-4 per 256, 40 warm-up epochs, batch 2048; label
 
 Fine-tuning (``model.name="videomae"``, mean pooling; layer decay 0.75, drop path 0.1,
 mixup 0.8 / cutmix 1.0, label smoothing 0.1, random erasing 0.25, RandAugment 4 ops at
-magnitude 7, AdamW (0.9, 0.999) weight decay 0.05, 5 warm-up epochs), one recipe per
+magnitude 7, AdamW (0.9, 0.999) weight decay 0.05, 5 warm-up epochs, cosine to 1e-6 per
+256), one recipe per
 pre-training above (the authors' scripts differ in batch, lr and epochs):
 
   finetune_k400_800    batch 512, lr 1e-3 per 256, 100 epochs   (80.0, 5x3 views)
@@ -69,11 +71,15 @@ _DECODER = dict(
 )
 
 
-def _adamw(lr: float, b2: float, epochs: int, warmup_epochs: int, **fields) -> dict:
-    """The authors' AdamW (weight decay 0.05, no clipping) with a cosine schedule."""
+def _adamw(
+    batch: int, lr: float, min_lr: float, b2: float, epochs: int, warmup_epochs: int, **fields
+) -> dict:
+    """The authors' AdamW (weight decay 0.05, no clipping) with a cosine from ``lr`` to
+    ``min_lr``, both per 256 clips and scaled by ``batch / 256`` as their scripts scale them."""
     return dict(
-        name="adamw", lr=lr, b1=0.9, b2=b2, weight_decay=0.05, grad_clip_norm=0.0,
-        epochs=epochs, warmup_epochs=warmup_epochs, **fields,
+        name="adamw", lr=lr * batch / 256, end_lr=min_lr * batch / 256, b1=0.9, b2=b2,
+        weight_decay=0.05, grad_clip_norm=0.0, epochs=epochs, warmup_epochs=warmup_epochs,
+        **fields,
     )  # fmt: skip
 
 
@@ -93,7 +99,7 @@ def _pretrain(dataset: dict, epochs: int, stride: int) -> dict:
             global_batch_size=batch,
         ),
         model=dict(name="videomae_pretraining", size="B/16x2", **_MASKING, **_DECODER),
-        optimizer=_adamw(1.5e-4 * batch / 256, 0.95, epochs, 40, label_smoothing=0.0),
+        optimizer=_adamw(batch, 1.5e-4, 1e-5, 0.95, epochs, 40, label_smoothing=0.0),
         train=dict(objective="reconstruction"),
     )
 
@@ -123,7 +129,7 @@ def _finetune(dataset: dict, batch: int, lr_per_256: float, epochs: int, views: 
         ),
         model=dict(name="videomae", size="B/16x2", drop_path_rate=0.1),
         optimizer=_adamw(
-            lr_per_256 * batch / 256, 0.999, epochs, 5, label_smoothing=0.1, layer_decay=0.75
+            batch, lr_per_256, 1e-6, 0.999, epochs, 5, label_smoothing=0.1, layer_decay=0.75
         ),
     )
 

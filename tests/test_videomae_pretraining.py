@@ -340,6 +340,10 @@ def test_recipes_build_their_models_and_tiny_variants_share_two_configs():
         batch = config.input.global_batch_size
         per_256 = 1.5e-4 if pretraining else (1e-3 if recipe == "finetune_k400_800" else 5e-4)
         assert config.optimizer.lr == pytest.approx(per_256 * batch / 256)
+        # The scripts' --min_lr defaults (run_mae_pretraining.py 1e-5, run_class_finetuning.py
+        # 1e-6), scaled by batch / 256 as the learning rate is: the cosine's floor.
+        min_lr = 1e-5 if pretraining else 1e-6
+        assert config.optimizer.end_lr == pytest.approx(min_lr * batch / 256)
         if not pretraining:
             assert (config.optimizer.layer_decay, config.model.drop_path_rate) == (0.75, 0.1)
             assert (config.input.mixup_alpha, config.input.cutmix_alpha) == (0.8, 1.0)

@@ -42,6 +42,14 @@ def config_file(path: str) -> str:
     )
 
 
+def config_module(path: str) -> Any:
+    """The Python module of the config file ``path``, run afresh (configs are code)."""
+    module_spec = importlib.util.spec_from_file_location(f"vjax_config_{abs(hash(path))}", path)
+    module = importlib.util.module_from_spec(module_spec)
+    module_spec.loader.exec_module(module)
+    return module
+
+
 def load_config(spec: str) -> ml_collections.ConfigDict:
     """Loads ``path/to/config.py[:arg]`` by calling its ``get_config(arg)``; ``configs/NAME.py``
     is vjax's own recipe where no such file is in the working directory (``config_file``).
@@ -49,10 +57,7 @@ def load_config(spec: str) -> ml_collections.ConfigDict:
     >>> config = load_config("configs/demo.py:vivit")
     """
     path, _, arg = spec.partition(":")
-    path = config_file(path)
-    module_spec = importlib.util.spec_from_file_location(f"vjax_config_{abs(hash(path))}", path)
-    module = importlib.util.module_from_spec(module_spec)
-    module_spec.loader.exec_module(module)
+    module = config_module(config_file(path))
     if not hasattr(module, "get_config"):
         raise ConfigError(f"config file {path!r} defines no get_config(arg)")
     try:
@@ -161,7 +166,8 @@ def recipe_config(
     """A paper recipe on top of the demo config ``base``.
 
     ``recipe`` holds ``dataset`` (``name``, ``num_classes``, ``train_size``), ``input``,
-    ``model``, ``optimizer`` (with ``epochs`` and ``warmup_epochs``) and optionally ``train``.
+    ``model``, ``optimizer`` (with ``epochs`` and ``warmup_epochs``; the cosine ends at its
+    ``end_lr``, else 0) and optionally ``train``.
     With ``tiny_model`` (pass ``base`` = the demo's ``tiny`` config) only the model family
     changes: the tiny data, input and schedule stay, so the recipe's model runs in seconds; a
     recipe's ``tiny`` sections (e.g. ``dataset`` and ``input`` of a two-headed dataset, which
@@ -185,7 +191,7 @@ def recipe_config(
     fields = {k: v for k, v in data.items() if k not in ("num_classes", "train_size")}
     c.dataset = ml_collections.ConfigDict(dict(dict(data_dir="", src="", short_side=256), **fields))
     c.input = ml_collections.ConfigDict({"num_workers": -1, **recipe["input"]})  # all cores
-    c.optimizer.update(dict(opt, warmup_steps=warmup, end_lr=0.0))
+    c.optimizer.update({"end_lr": 0.0, **opt, "warmup_steps": warmup})  # the recipe's end_lr
     c.train.update(
         num_steps=steps,
         log_every=100,
