@@ -1,18 +1,24 @@
 """Every metric of ``vjax.evaluate`` against scikit-learn (the independent reference), on
-random scores with absent, never-predicted and tied classes; the multi-label loss of the train
-step against the same reference; the frame-level (Charades localisation) mAP by hand."""
+random scores with absent, never-predicted and tied classes (ties at +/-inf too); the
+multi-label loss of the train step against the same reference; the frame-level (Charades
+localisation) mAP and a PR-curve point by hand; non-finite logits and labels outside the
+classes refused with one clear line."""
 
 import numpy as np
 import pytest
 from sklearn import metrics as sk
 from sklearn.calibration import calibration_curve
 
+from vjax.errors import UserError, run_guarded
 from vjax.evaluate.metrics import (
     CALIBRATION_BINS,
     CLASS_PR_POINTS,
     PR_POINTS,
+    MetricInputError,
+    average_precision,
     classification_metrics,
     frame_level_map,
+    interpolated_precision,
     sigmoid,
     task_metrics,
 )
@@ -128,7 +134,8 @@ def test_multi_label_metrics_match_sklearn():
 
     def envelope(y, s, points):  # max precision at recall >= r, from scikit-learn's curve
         precision, recall, _ = sk.precision_recall_curve(y, s)
-        return [precision[recall >= r].max() for r in np.linspace(0, 1, points)]
+        levels = np.arange(points) / (points - 1)  # exact: 12/20 == 3/5, unlike linspace
+        return [precision[recall >= r].max() for r in levels]
 
     np.testing.assert_allclose(
         m["pr_curves"]["micro"], envelope(labels.ravel(), scores.ravel(), PR_POINTS)
@@ -185,3 +192,98 @@ def test_frame_level_map_takes_the_nearest_view():
     reference = sk.average_precision_score(frame_labels.reshape(-1, 2), per_frame, average=None)
     np.testing.assert_allclose(aps, reference)
     assert m_ap == pytest.approx(reference.mean())
+
+
+def _finite_ranks(scores):
+    """The same ranking with finite stand-ins (scikit-learn refuses +/-inf): each distinct
+    score's rank, ties kept."""
+    return np.unique(scores, return_inverse=True)[1].reshape(scores.shape).astype(float)
+
+
+def test_non_finite_logits_are_refused_not_scored_as_confident(capsys):
+    rng = np.random.default_rng(4)
+    scores = rng.normal(size=(40, 3)).astype(np.float32)
+    scores[3] = np.nan  # what a float16 overflow gives: once scored as a sure class 0
+    scores[7, 1] = np.inf  # its softmax is NaN
+    scores[9] = -np.inf  # no class has any probability
+    labels = np.zeros(40, int)
+    message = r"^3 of 40 videos have non-finite logits \(NaN, \+inf or all -inf\)"
+    with pytest.raises(MetricInputError, match=message) as error:
+        classification_metrics(scores, labels)
+    assert isinstance(error.value, UserError)  # shown by the commands as one line
+    multi_hot = np.eye(3, dtype=int)[labels]
+    with pytest.raises(MetricInputError, match=message):
+        classification_metrics(scores, multi_hot)  # the mAP path too
+    names = {"verb": ["a", "b", "c"], "noun": ["x", "y"]}
+    both = np.concatenate([scores, rng.normal(size=(40, 2))], axis=1)
+    with pytest.raises(MetricInputError, match="^task 'verb': 3 of 40 videos"):
+        task_metrics(both, np.stack([labels, labels], axis=1), names)
+
+    def evaluate(argv):
+        return len(classification_metrics(scores, labels))
+
+    assert run_guarded(evaluate, [], "vjax eval") == 2  # the boundary `vjax eval` runs under
+    err = capsys.readouterr().err
+    assert err.startswith("vjax eval: error: 3 of 40 videos have non-finite logits")
+    assert err.count("\n") == 1  # one line, no traceback
+
+
+def test_a_masked_class_at_minus_inf_is_scored_like_sklearn():
+    rng = np.random.default_rng(5)
+    labels = rng.integers(0, 3, size=30)
+    scores = rng.normal(size=(30, 4)) + 2.0 * np.eye(4)[labels]
+    scores[:, 3] = -np.inf  # a masked class: probability 0, never the truth
+    m = classification_metrics(scores, labels)
+    probs = _softmax(scores)
+    assert probs[:, 3].max() == 0.0
+    assert m["loss"] == pytest.approx(sk.log_loss(labels, probs, labels=range(4)), rel=1e-5)
+    assert m["top1"] == pytest.approx(sk.accuracy_score(labels, scores.argmax(axis=1)))
+
+    multi_hot = (rng.uniform(size=(30, 4)) < 0.4).astype(int)
+    multi_hot[:, 3] = 0
+    multi = classification_metrics(scores, multi_hot)  # a -inf negative costs 0, not NaN
+    reference = sk.log_loss(multi_hot.ravel(), sigmoid(scores).ravel())
+    assert multi["loss"] == pytest.approx(reference, rel=1e-5)
+    ap = sk.average_precision_score(multi_hot[:, :3], scores[:, :3], average=None)
+    assert multi["mAP"] == pytest.approx(ap.mean())
+
+
+def test_average_precision_with_ties_at_infinity_matches_sklearn():
+    scores = np.array([np.inf, np.inf, 1.0, -np.inf, -np.inf, -np.inf], np.float32)
+    positives = np.array([0, 1, 1, 1, 0, 0])
+    reference = sk.average_precision_score(positives, _finite_ranks(scores))
+    assert reference == pytest.approx(5 / 9)  # (1/2 + 2/3 + 1/2) / 3, by hand
+    assert average_precision(scores, positives) == pytest.approx(reference)
+    # a tie is one threshold, whatever the order of its members
+    assert average_precision(scores, positives[[1, 0, 2, 5, 4, 3]]) == pytest.approx(reference)
+
+    rng = np.random.default_rng(6)
+    scores = rng.choice([-np.inf, -1.0, 0.0, 2.0, np.inf], size=(50, 3))
+    labels = (rng.uniform(size=(50, 3)) < 0.4).astype(int)
+    reference = sk.average_precision_score(labels, _finite_ranks(scores), average=None)
+    ours = [average_precision(scores[:, k], labels[:, k]) for k in range(3)]
+    np.testing.assert_allclose(ours, reference)
+
+
+def test_pr_curve_has_the_exact_operating_point_at_every_recall_level():
+    # 5 positives, the top 3 ranked first: recall 3/5 = 0.6 at precision 1 (by hand); beyond
+    # it recall 4/5 at precision 4/11 and 5/5 at 5/12, so 5/12 at recall 0.65.
+    positives = np.array([1, 1, 1, 0, 0, 0, 0, 0, 0, 0, 1, 1])
+    scores = np.arange(len(positives), 0, -1).astype(np.float32)
+    curve = interpolated_precision(scores, positives, CLASS_PR_POINTS)  # recall 0, 0.05, ..
+    assert curve[12] == 1.0  # recall 0.60
+    assert curve[13] == pytest.approx(5 / 12)  # recall 0.65
+    m = classification_metrics(
+        np.stack([scores, -scores], 1), np.stack([positives, 1 - positives], 1)
+    )
+    assert m["pr_curves"]["per_class"][0][12] == 1.0
+
+
+def test_labels_outside_the_classes_are_refused():
+    scores = np.array([[0.0, 0.0, 5.0], [5.0, 0.0, 0.0], [0.0, 5.0, 0.0]], np.float32)
+    with pytest.raises(MetricInputError, match=r"^label\(s\) -1, 3 outside the 3 classes 0..2"):
+        classification_metrics(scores, np.array([-1, 0, 3]))  # -1: an unlabelled video
+    names = {"verb": ["a", "b", "c"], "noun": ["x", "y"]}
+    both = np.concatenate([scores, np.zeros((3, 2))], axis=1)
+    with pytest.raises(MetricInputError, match="^task 'noun': label\\(s\\) 2 outside the 2"):
+        task_metrics(both, np.array([[0, 0], [1, 2], [2, 1]]), names)

@@ -1,6 +1,7 @@
 """What an evaluation writes for people: the printed table (the confusion matrix only while it
 fits, one section per task), eval_<split>_step<N>.json, TensorBoard scalars and the PNGs,
-including the top-confusions view of a wide matrix; and `vjax compare` of two runs."""
+including the top-confusions view of a wide matrix; `vjax compare` of two runs; strict JSON
+and kept scalars when a metric is NaN or inf."""
 
 import glob
 import json
@@ -10,7 +11,13 @@ import numpy as np
 
 from vjax.evaluate.metrics import task_metrics
 from vjax.evaluate.plots import confused_classes
-from vjax.evaluate.report import MAX_CONFUSION_CLASSES, format_eval, named_result, write_eval
+from vjax.evaluate.report import (
+    MAX_CONFUSION_CLASSES,
+    format_eval,
+    named_result,
+    scalars,
+    write_eval,
+)
 
 PNG = b"\x89PNG\r\n\x1a\n"
 
@@ -106,3 +113,32 @@ def test_multi_label_plots_and_confused_classes(tmp_path):
     matrix = np.diag([5, 5, 5, 5, 5])
     matrix[0, 3], matrix[4, 1], matrix[2, 1] = 4, 3, 1
     assert confused_classes(matrix, limit=4) == [0, 1, 3, 4]  # the two largest pairs' classes
+
+
+def _strict_json(path):
+    """The file's JSON, refusing the NaN/Infinity tokens that strict JSON does not have."""
+
+    def refuse(name):
+        raise ValueError(f"not strict JSON: {name}")
+
+    with open(path) as f:
+        return json.loads(f.read(), parse_constant=refuse)
+
+
+def test_an_undefined_or_infinite_metric_is_null_in_the_json_and_kept_in_the_scalars(tmp_path):
+    names = ["a", "b", "c"]
+    rng = np.random.default_rng(0)
+    no_positive = np.zeros((6, 3), int)  # a split without positives: the mAP is undefined
+    multi = named_result(task_metrics(rng.normal(size=(6, 3)), no_positive, names), names, "val")
+    scores = rng.normal(size=(6, 3))
+    scores[0, 1] = -np.inf  # the true class of video 0 masked: an infinite loss
+    single = named_result(task_metrics(scores, np.array([1, 0, 2, 1, 0, 2]), names), names, "test")
+    assert np.isnan(multi["mAP"]) and single["loss"] == np.inf
+
+    saved_multi = _strict_json(write_eval(multi, str(tmp_path), plots=False)[0])
+    saved_single = _strict_json(write_eval(single, str(tmp_path), plots=False)[0])
+    assert saved_multi["mAP"] is None and set(saved_multi["per_class_ap"].values()) == {None}
+    assert saved_single["loss"] is None and saved_single["top1"] == single["top1"]
+    for result, saved, key in ((multi, saved_multi, "mAP"), (single, saved_single, "loss")):
+        assert not np.isfinite(scalars(result)[key])  # TensorBoard shows it, not just the rest
+        assert np.isnan(scalars(saved)[key])  # and `vjax compare` reading the JSON too

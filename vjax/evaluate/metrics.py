@@ -7,7 +7,8 @@ calibration error over equal-width confidence bins, and the bins for a reliabili
 Multi-label (multi-hot labels): mean average precision (PySlowFast's ``get_map``: classes
 without a positive are left out), per-class AP, precision/recall/F1 at probability 0.5,
 calibration of every class's sigmoid, and precision-recall curves. Several tasks: each task's
-metrics plus the joint top-1/top-5 (:func:`task_metrics`).
+metrics plus the joint top-1/top-5 (:func:`task_metrics`). A row of scores with a NaN, a +inf or
+only -inf, and a label outside the classes, are refused (:class:`MetricInputError`), not scored.
 
 >>> m = classification_metrics(scores, labels)      # scores (N, K); labels (N,) or (N, K)
 >>> m["top1"], m["macro"]["f1"], m["ece"]           # or m["mAP"] for multi-hot labels
@@ -20,12 +21,44 @@ from typing import Any
 
 import numpy as np
 
+from vjax.errors import UserError
 from vjax.tasks import ClassNames, head_sizes, is_multitask, label_columns, split_classes
 
 CALIBRATION_BINS = 15  # equal-width confidence bins (Guo et al. 2017)
 MOST_CONFUSED = 20  # class pairs kept in a report
 PR_POINTS = 101  # recall levels of the micro-averaged precision-recall curve
 CLASS_PR_POINTS = 21  # and of each class's curve
+
+
+class MetricInputError(UserError):
+    """Scores or labels no metric can be computed from (non-finite logits, a label outside
+    the classes); a command shows it as one line (:func:`vjax.errors.run_guarded`)."""
+
+
+def check_scores(scores: np.ndarray) -> None:
+    """Refuses rows without a finite maximum: a NaN anywhere, a +inf, or every entry -inf
+    (their softmax is undefined, and a sort would rank them as confident predictions). A -inf
+    beside a finite maximum (a masked class) is a valid logit."""
+    bad = int(np.sum(~np.isfinite(scores.max(axis=1))))  # max is NaN if any entry is
+    if bad:
+        raise MetricInputError(
+            f"{bad} of {len(scores)} videos have non-finite logits (NaN, +inf or all -inf): "
+            "the model's evaluation output is broken; check the checkpoint for NaN/inf "
+            "weights or batch statistics, or evaluate in float32 (--config.train.dtype=float32)"
+        )
+
+
+def check_labels(labels: np.ndarray, num_classes: int) -> None:
+    """Refuses integer labels outside ``0 .. num_classes - 1`` (e.g. -1, an unlabelled video),
+    which would index the wrong class or none."""
+    outside = np.unique(labels[(labels < 0) | (labels >= num_classes)])
+    if outside.size:
+        shown = ", ".join(str(int(x)) for x in outside[:5])
+        raise MetricInputError(
+            f"label(s) {shown} outside the {num_classes} classes 0..{num_classes - 1}: "
+            "every scored video needs a label of a class the model predicts (an unlabelled "
+            "video, -1, cannot be scored; a dataset with more classes needs a matching head)"
+        )
 
 
 def log_softmax(scores: np.ndarray) -> np.ndarray:
@@ -40,16 +73,21 @@ def sigmoid(x: np.ndarray) -> np.ndarray:
 
 
 def binary_cross_entropy(logits: np.ndarray, targets: np.ndarray) -> float:
-    """Mean sigmoid binary cross-entropy over every (example, class) entry."""
+    """Mean sigmoid binary cross-entropy over every (example, class) entry of 0/1 ``targets``:
+    ``-log sigmoid(x)`` of a positive, ``-log sigmoid(-x)`` of a negative (so a -inf logit
+    of a negative costs 0, not NaN)."""
     x = np.asarray(logits, np.float64)
-    return float(np.mean(np.logaddexp(0.0, x) - x * targets))
+    return float(
+        np.mean(np.where(np.asarray(targets) > 0, np.logaddexp(0.0, -x), np.logaddexp(0.0, x)))
+    )
 
 
 def _ranked_counts(scores: np.ndarray, positives: np.ndarray):
     """Cumulative true and false positives at each distinct score, highest first."""
     order = np.argsort(-scores, kind="stable")
     scores, hits = scores[order], positives[order].astype(bool)
-    last = np.r_[np.flatnonzero(np.diff(scores)), len(scores) - 1]  # end of each tie group
+    # End of each tie group (not np.diff: inf - inf is NaN, which would split a tie at inf).
+    last = np.r_[np.flatnonzero(scores[1:] != scores[:-1]), len(scores) - 1]
     tp = np.cumsum(hits)[last]
     return tp, (last + 1) - tp
 
@@ -75,7 +113,9 @@ def interpolated_precision(scores: np.ndarray, positives: np.ndarray, points: in
     tp, fp = _ranked_counts(np.asarray(scores), np.asarray(positives))
     recall, precision = tp / total, tp / (tp + fp)
     envelope = np.maximum.accumulate(precision[::-1])[::-1]  # max precision at recall >= r
-    at = np.searchsorted(recall, np.linspace(0.0, 1.0, points), side="left")
+    # i / (points - 1), not np.linspace: its 12/20 is above 3/5 and would skip recall 0.6.
+    levels = np.arange(points) / (points - 1)
+    at = np.searchsorted(recall, levels, side="left")
     return [float(envelope[i]) for i in np.minimum(at, len(envelope) - 1)]
 
 
@@ -176,8 +216,11 @@ def single_label_metrics(scores: np.ndarray, labels: np.ndarray) -> dict[str, An
     cross-entropy), ``top1``, ``top5`` (top-min(5, K)), ``mean_class_accuracy`` and
     ``per_class_accuracy`` (NaN for absent classes), ``confusion_matrix`` (rows = truth),
     :func:`precision_recall_f1` over the classes in the truth or the predictions,
-    :func:`most_confused` and :func:`calibration` of the top softmax probability."""
+    :func:`most_confused` and :func:`calibration` of the top softmax probability. Refuses
+    non-finite rows (:func:`check_scores`) and labels outside the classes (:func:`check_labels`)."""
     num_classes = scores.shape[1]
+    check_scores(scores)
+    check_labels(labels, num_classes)
     k = min(5, num_classes)
     ranked = np.argsort(-scores, axis=1, kind="stable")
     predicted = ranked[:, 0]
@@ -212,7 +255,9 @@ def multi_label_metrics(scores: np.ndarray, labels: np.ndarray) -> dict[str, Any
     (:func:`mean_average_precision`), ``top1`` (the top class is a positive),
     :func:`precision_recall_f1` of ``sigmoid > 0.5`` over every class (scikit-learn's
     multi-label convention), :func:`calibration` of every entry's sigmoid, and
-    ``pr_curves``: micro-averaged and per-class precision at evenly spaced recalls."""
+    ``pr_curves``: micro-averaged and per-class precision at evenly spaced recalls. Refuses
+    non-finite rows (:func:`check_scores`)."""
+    check_scores(scores)
     labels = np.asarray(labels) > 0
     m_ap, aps = mean_average_precision(scores, labels)
     predicted = scores > 0.0  # sigmoid > 0.5
@@ -241,7 +286,9 @@ def multi_label_metrics(scores: np.ndarray, labels: np.ndarray) -> dict[str, Any
 
 def classification_metrics(scores: np.ndarray, labels: np.ndarray) -> dict[str, Any]:
     """:func:`single_label_metrics` of integer ``labels (N,)``, :func:`multi_label_metrics`
-    of multi-hot ``labels (N, K)``."""
+    of multi-hot ``labels (N, K)``. Raises :class:`MetricInputError` for a row of ``scores``
+    with a NaN, a +inf or only -inf (:func:`check_scores`), or an integer label outside
+    ``0 .. K - 1`` (:func:`check_labels`)."""
     scores = np.asarray(scores, np.float32)
     labels = np.asarray(labels)
     if labels.ndim == 2:
@@ -261,7 +308,7 @@ def task_metrics(scores: np.ndarray, labels: np.ndarray, class_names: ClassNames
     sizes = head_sizes(class_names)
     per_task = split_classes(np.asarray(scores, np.float32), sizes)
     columns = label_columns(np.asarray(labels), sizes)
-    tasks = {t: classification_metrics(per_task[t], columns[t]) for t in sizes}
+    tasks = {t: _one_task(t, per_task[t], columns[t]) for t in sizes}
     return {
         "num_videos": len(scores),
         "loss": float(sum(m["loss"] for m in tasks.values())),
@@ -269,6 +316,14 @@ def task_metrics(scores: np.ndarray, labels: np.ndarray, class_names: ClassNames
         "top5": joint_topk_accuracy(per_task, columns, 5),
         "tasks": tasks,
     }
+
+
+def _one_task(task: str, scores: np.ndarray, labels: np.ndarray) -> dict[str, Any]:
+    """:func:`classification_metrics` of one task of several; its input errors name the task."""
+    try:
+        return classification_metrics(scores, labels)
+    except MetricInputError as e:
+        raise MetricInputError(f"task {task!r}: {e}") from e
 
 
 def joint_topk_accuracy(

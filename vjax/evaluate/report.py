@@ -32,8 +32,22 @@ SCALARS = ("loss", "top1", "top5", "mean_class_accuracy", "mAP", "frame_mAP", "e
 
 
 def _value(x: Any) -> Any:
-    """NaN (an absent class) -> None, so the JSON is valid."""
-    return None if isinstance(x, float) and math.isnan(x) else x
+    """NaN (an absent class, an undefined mAP) or +/-inf -> None, so the JSON is valid."""
+    return None if isinstance(x, float) and not math.isfinite(x) else x
+
+
+def _json_ready(x: Any) -> Any:
+    """``x`` with every NaN/inf float, however deeply nested, as None (JSON's null)."""
+    if isinstance(x, Mapping):
+        return {k: _json_ready(v) for k, v in x.items()}
+    if isinstance(x, list | tuple):
+        return [_json_ready(v) for v in x]
+    return _value(x)
+
+
+def _scalar(x: Any) -> float:
+    """A scalar metric as a float; None (a NaN/inf the eval JSON stores as null) as NaN."""
+    return math.nan if x is None else float(x)
 
 
 def _named(metrics: Mapping[str, Any], names: Sequence[str]) -> dict[str, Any]:
@@ -85,20 +99,21 @@ def task_results(result: Mapping[str, Any]) -> dict[str, tuple[Mapping[str, Any]
 def scalars(result: Mapping[str, Any]) -> dict[str, float]:
     """The overall numbers of a result (per task ``<task>/<name>``), for TensorBoard:
     :data:`SCALARS` plus macro and weighted precision, recall and F1 (a loss-only result:
-    its loss)."""
+    its loss). A NaN or inf (an undefined mAP, an infinite loss) is kept, never dropped, so
+    the other numbers do not show alone."""
     if "class_names" not in result:
-        return {"loss": float(result["loss"])}
+        return {"loss": _scalar(result["loss"])}
     out: dict[str, float] = {}
     for task, (metrics, _) in task_results(result).items():
         prefix = f"{task}/" if task else ""
         for key in SCALARS:
-            if isinstance(metrics.get(key), int | float) and math.isfinite(metrics[key]):
-                out[prefix + key] = float(metrics[key])
+            if key in metrics:
+                out[prefix + key] = _scalar(metrics[key])
         for average in ("macro", "weighted"):
             for key, value in metrics.get(average, {}).items():
-                out[f"{prefix}{average}_{key}"] = float(value)
+                out[f"{prefix}{average}_{key}"] = _scalar(value)
     if "tasks" in result:
-        out.update(loss=result["loss"], top1=result["top1"], top5=result["top5"])
+        out.update({key: _scalar(result[key]) for key in ("loss", "top1", "top5")})
     return out
 
 
@@ -209,14 +224,15 @@ def eval_path(workdir: str, split: str, step: Any) -> str:
 def write_eval(result: Mapping[str, Any], workdir: str, plots: bool = True) -> list[str]:
     """Writes ``result`` into ``workdir``: ``eval_<split>_step<N>.json``, its
     :func:`scalars` to TensorBoard (``tensorboard/eval_<split>``) and ``metrics.jsonl``,
-    and (``plots``) the PNGs of :func:`vjax.evaluate.plots.write_plots`. Returns the paths."""
+    and (``plots``) the PNGs of :func:`vjax.evaluate.plots.write_plots`. Returns the paths.
+    The JSON is strict: a NaN or inf metric is written as null."""
     from vjax.metric_writers import MetricWriter
 
     split, step = result["split"], result.get("step", 0)
     path = eval_path(workdir, split, step)
     os.makedirs(workdir, exist_ok=True)
     with open(path, "w") as f:
-        json.dump(result, f, indent=1)
+        json.dump(_json_ready(result), f, indent=1, allow_nan=False)
     writer = MetricWriter(workdir)
     writer.write(step, f"eval_{split}", scalars(result))
     writer.flush()
