@@ -8,6 +8,7 @@ import json
 import os
 
 import numpy as np
+import pytest
 
 from vjax.evaluate.metrics import task_metrics
 from vjax.evaluate.plots import confused_classes
@@ -18,6 +19,7 @@ from vjax.evaluate.report import (
     scalars,
     write_eval,
 )
+from vjax.metric_writers import read_metrics
 
 PNG = b"\x89PNG\r\n\x1a\n"
 
@@ -115,14 +117,14 @@ def test_multi_label_plots_and_confused_classes(tmp_path):
     assert confused_classes(matrix, limit=4) == [0, 1, 3, 4]  # the two largest pairs' classes
 
 
+def _refuse(name):
+    raise ValueError(f"not strict JSON: {name}")
+
+
 def _strict_json(path):
     """The file's JSON, refusing the NaN/Infinity tokens that strict JSON does not have."""
-
-    def refuse(name):
-        raise ValueError(f"not strict JSON: {name}")
-
     with open(path) as f:
-        return json.loads(f.read(), parse_constant=refuse)
+        return json.loads(f.read(), parse_constant=_refuse)
 
 
 def test_an_undefined_or_infinite_metric_is_null_in_the_json_and_kept_in_the_scalars(tmp_path):
@@ -142,3 +144,9 @@ def test_an_undefined_or_infinite_metric_is_null_in_the_json_and_kept_in_the_sca
     for result, saved, key in ((multi, saved_multi, "mAP"), (single, saved_single, "loss")):
         assert not np.isfinite(scalars(result)[key])  # TensorBoard shows it, not just the rest
         assert np.isnan(scalars(saved)[key])  # and `vjax compare` reading the JSON too
+    logged = open(os.path.join(tmp_path, "metrics.jsonl")).read().splitlines()
+    for line in logged:
+        json.loads(line, parse_constant=_refuse)  # strict JSON: the NaN/inf logged as null
+    records = {r["split"]: r for r in read_metrics(str(tmp_path))}
+    assert np.isnan(records["eval_val"]["mAP"]) and np.isnan(records["eval_test"]["loss"])
+    assert records["eval_test"]["top1"] == pytest.approx(single["top1"])

@@ -42,7 +42,7 @@ class MetricWriter:
             "step": int(step),
             "split": split,
             "time": time.time(),
-            **{k: float(v) for k, v in scalars.items()},
+            **{k: _finite_or_none(float(v)) for k, v in scalars.items()},
         }
         with open(os.path.join(self.workdir, "metrics.jsonl"), "a") as f:
             f.write(json.dumps(record) + "\n")
@@ -57,13 +57,21 @@ class MetricWriter:
             writer.flush()
 
 
+def _finite_or_none(value: float) -> float | None:
+    """A NaN or inf (an undefined mAP, an infinite loss) as None: ``metrics.jsonl`` is strict
+    JSON, which has no NaN; :func:`read_metrics` reads the null back as NaN."""
+    return value if math.isfinite(value) else None
+
+
 def read_metrics(workdir: str) -> list[dict]:
-    """All records of ``metrics.jsonl`` (empty if the run has not logged yet)."""
+    """All records of ``metrics.jsonl`` (empty if the run has not logged yet); a value written
+    as null (a NaN or inf) is NaN."""
     path = os.path.join(workdir, "metrics.jsonl")
     if not os.path.exists(path):
         return []
     with open(path) as f:
-        return [json.loads(line) for line in f if line.strip()]
+        records = [json.loads(line) for line in f if line.strip()]
+    return [{k: math.nan if v is None else v for k, v in r.items()} for r in records]
 
 
 def format_duration(seconds: float) -> str:
