@@ -94,13 +94,18 @@ def abstract_variables(model: nn.Module, input_shape: Any) -> Any:
 def count_macs(model: nn.Module, input_shape: Any, variables: Any = None) -> int:
     """MACs of one inference forward pass of ``model`` on a float32 input of ``input_shape``.
 
-    Nothing is run or allocated: the forward pass is traced on abstract values only.
+    Nothing is run or allocated: the forward pass is traced on abstract values only, with
+    XLA's attention (:func:`~vjax.models.attention.force_implementation`), so attention counts
+    the same whichever kernel the model runs on (cuDNN's or Pallas's is one opaque call).
     ``variables`` (e.g. from :func:`abstract_variables`) saves tracing ``init`` again.
     """
+    from vjax.models.attention import force_implementation
+
     video = abstract_input(input_shape)
     if variables is None:
         variables = abstract_variables(model, input_shape)
-    jaxpr = jax.make_jaxpr(lambda v, x: model.apply(v, x, train=False))(variables, video)
+    with force_implementation("xla"):
+        jaxpr = jax.make_jaxpr(lambda v, x: model.apply(v, x, train=False))(variables, video)
     return jaxpr_macs(jaxpr.jaxpr)
 
 

@@ -44,6 +44,7 @@ PALLAS_PAD = 128  # the splash kernel's block size
 MIN_FUSED_LENGTH = 128  # "auto" keeps shorter sequences on XLA
 _HALF = (jnp.dtype(jnp.float16), jnp.dtype(jnp.bfloat16))
 _INTERPRET = {"pallas": False}
+_FORCED: dict[str, str | None] = {"implementation": None}
 
 
 @contextlib.contextmanager
@@ -57,13 +58,29 @@ def set_interpret(enabled: bool = True) -> Iterator[None]:
         _INTERPRET["pallas"] = previous
 
 
+@contextlib.contextmanager
+def force_implementation(implementation: str) -> Iterator[None]:
+    """Every attention traced inside the block uses ``implementation``, whatever a model asks
+    for: :func:`vjax.flops.count_macs` traces with ``"xla"``, whose two matmuls it counts (a
+    cuDNN or Pallas call is one opaque op, and attention's MACs would go uncounted)."""
+    previous = _FORCED["implementation"]
+    _FORCED["implementation"] = implementation
+    try:
+        yield
+    finally:
+        _FORCED["implementation"] = previous
+
+
 def resolve_implementation(implementation: str, dtype, length: int | None = None) -> str:
     """The kernel ``"auto"`` stands for on the current default backend for sequences of
-    ``length`` (None: long), else the choice itself."""
+    ``length`` (None: long), else the choice itself; inside :func:`force_implementation`,
+    the forced one."""
     if implementation not in IMPLEMENTATIONS:
         raise ValueError(
             f"attention implementation must be one of {IMPLEMENTATIONS}, got {implementation!r}"
         )
+    if _FORCED["implementation"] is not None:
+        return _FORCED["implementation"]
     if implementation != "auto":
         return implementation
     if length is not None and length < MIN_FUSED_LENGTH:
