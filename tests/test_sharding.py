@@ -137,6 +137,17 @@ def test_a_logical_name_without_rule_is_an_error_before_compiling(data_dir):
         train.setup(tiny_config(data_dir, **{"sharding.rules": rules}))
 
 
+def test_a_dimension_the_mesh_does_not_divide_is_an_error_naming_it(data_dir):
+    """The tiny ViViT's 2 heads on tensor=8 (as X3D's 54 channels on fsdp=4): one config error
+    naming the tensor, its logical axis and the mesh axis, not jax's later IndivisibleError."""
+    from vjax.config_utils import ConfigError
+
+    mesh = "(('data', 1), ('fsdp', 1), ('tensor', 8))"
+    named = r"key_kernel \(32, 2, 16\): 2 \('heads'\) over tensor=8; .* and 17 more"
+    with pytest.raises(ConfigError, match=named):
+        train.setup(tiny_config(data_dir, **{"sharding.mesh": mesh}))
+
+
 def test_checkpoint_restores_onto_a_different_mesh(data_dir, tmp_path):
     """Saved sharded with fsdp=8, restored with data=2 x fsdp=2 x tensor=2: same values."""
     from vjax import checkpoint

@@ -108,6 +108,7 @@ class Teacher:
         shapes = self.clip_shape if self.input_shapes is None else self.input_shapes
         abstract = abstract_variables(self.module, batched(shapes, 1))
         parallel.check_rules_cover(abstract, rules, "teacher's variables")
+        parallel.check_divisible(abstract, mesh, rules)
         return parallel.logical_shardings(abstract, mesh, rules)
 
     def describe(self, student_clip: Sequence[int]) -> str:

@@ -148,6 +148,33 @@ def check_rules_cover(abstract_tree: Any, rules: LogicalRules, where: str = "par
         )
 
 
+def check_divisible(abstract_tree: Any, mesh: Mesh, rules: LogicalRules) -> None:
+    """Raises a ValueError naming the tensors of ``abstract_tree`` with a dimension that the
+    mesh axes its logical name maps to do not divide (X3D's 54 channels on ``fsdp=4``, 12
+    heads on ``tensor=8``): jax would fail later, naming neither the tensor nor the rule."""
+    rules = normalize_rules(rules)
+    leaves = jax.tree_util.tree_flatten_with_path(nn.unbox(abstract_tree))[0]
+    specs = jax.tree_util.tree_leaves(
+        nn.get_partition_spec(abstract_tree), is_leaf=lambda x: isinstance(x, PartitionSpec)
+    )
+    bad = []
+    for (path, leaf), spec in zip(leaves, specs, strict=True):
+        mesh_axes = nn.logical_to_mesh_axes(tuple(spec), rules) if spec else ()
+        for size, name, axes in zip(leaf.shape, spec or (), mesh_axes, strict=False):
+            axes = (axes,) if isinstance(axes, str) else axes or ()
+            parts = int(np.prod([mesh.shape.get(a, 1) for a in axes]))
+            if size % parts:
+                where = f"{_path(path)} {tuple(leaf.shape)}"
+                bad.append(f"{where}: {size} ({name!r}) over {'x'.join(axes)}={parts}")
+    if bad:
+        shown = "; ".join(bad[:4]) + (f"; and {len(bad) - 4} more" if len(bad) > 4 else "")
+        raise ValueError(
+            f"{len(bad)} tensor dimension(s) cannot be split evenly on the mesh "
+            f"{dict(mesh.shape)}: {shown}. Choose mesh sizes that divide them, or map their "
+            f"logical axis to None in config.sharding.rules (it is then replicated)."
+        )
+
+
 def _path(path: tuple) -> str:
     return "/".join(str(getattr(k, "key", getattr(k, "name", getattr(k, "idx", k)))) for k in path)
 

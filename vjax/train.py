@@ -150,9 +150,10 @@ def build_experiment(
     abstract = jax.eval_shape(init_state, jax.random.key(0))
     try:
         check_widths(config.model.get("widths"), abstract.params)
+        parallel.check_rules_cover(abstract, rules)
+        parallel.check_divisible(abstract, mesh, rules)
     except ValueError as e:
         raise ConfigError(str(e)) from None
-    parallel.check_rules_cover(abstract, rules)
     return Experiment(
         config=config,
         mesh=mesh,
