@@ -195,6 +195,21 @@ def test_small_r3d_trains_through_the_same_loop_with_precise_bn(data_dir, tmp_pa
     jax.tree.map(close, variables["batch_stats"], jax.device_get(expected))
 
 
+def test_precise_bn_on_frozen_batchnorm_is_a_config_error(data_dir):
+    """Precise BN would overwrite the statistics frozen_bn keeps (the model evaluated would not
+    be the one trained): refused before anything is prepared, naming both settings."""
+    from vjax.config_utils import ConfigError
+    from vjax.preflight import check_config
+
+    config = tiny_config(data_dir, **{"train.precise_bn_batches": "2"})
+    with config.unlocked():
+        config.model = ml_collections.ConfigDict({**SMALL_R3D, "frozen_bn": True})
+    with pytest.raises(ConfigError, match=r"precise_bn_batches.*frozen_bn.*=0 or .*=False"):
+        check_config(config)
+    config.train.precise_bn_batches = 0
+    check_config(config)
+
+
 def test_c3d_parameter_count_matches_the_hand_count():
     """C3D at 16x112x112 for UCF101: 3x3x3 convs with biases, 8192 -> 4096 -> 4096 -> 101."""
     from vjax.flops import count_params

@@ -71,6 +71,12 @@ def check_config(
         if clip is not None:
             shapes = model_input_shapes(model, config.model.name, clip, config.input)
             model.check_input(batched(shapes, batch_size))
+    if getattr(model, "frozen_bn", False) and config.train.get("precise_bn_batches", 0):
+        raise ConfigError(
+            "train.precise_bn_batches recomputes the BatchNorm statistics that model.frozen_bn "
+            "keeps fixed (PySlowFast's precise BN skips frozen layers); set "
+            "--config.train.precise_bn_batches=0 or --config.model.frozen_bn=False"
+        )
     return mesh
 
 
