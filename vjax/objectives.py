@@ -6,7 +6,9 @@ scheduling are shared).
 * ``classification`` (default): cross-entropy against the labels (one task or several,
   :func:`vjax.step.task_losses`); validation scores logits against labels on the host.
 * ``multi_label``: several classes per video (Charades): sigmoid binary cross-entropy
-  against multi-hot labels (:func:`multilabel_losses`); validation reports mAP.
+  against multi-hot labels, averaged over the classes as PySlowFast (:func:`multilabel_losses`);
+  validation reports mAP. ``multi_label_sum``: the same summed over the classes, as scenic
+  (MBT's AudioSet recipe), with label smoothing towards ``1/K``.
 * ``reconstruction``: VideoMAE's masked-video objective for a masked autoencoder
   (``model.name="videomae_pretraining"``): a tube or random mask drawn from the step's key
   (so a resumed run sees the same masks), mean squared error between the predicted and the
@@ -24,6 +26,7 @@ Any labelled objective can be distilled from a teacher (``train.distill.teacher`
 from __future__ import annotations
 
 import dataclasses
+import functools
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -106,17 +109,25 @@ def task_losses(
 
 
 def multilabel_losses(
-    logits: jax.Array, batch: dict[str, jax.Array], label_smoothing: float = 0.0
+    logits: jax.Array,
+    batch: dict[str, jax.Array],
+    label_smoothing: float = 0.0,
+    *,
+    sum_classes: bool = False,
 ) -> tuple[jax.Array, dict[str, jax.Array]]:
     """``(loss, metrics)`` of multi-label data (``batch["label"]`` multi-hot ``(B, K)``): the
     sigmoid binary cross-entropy averaged over every (example, class), as PySlowFast's
     ``bce_logit`` for Charades, against the mixed targets ``batch["label_probs"]`` where
-    mixup/cutmix made them; targets smoothed towards 1/2 by ``label_smoothing``; ``top1`` =
+    mixup/cutmix made them; targets smoothed towards 1/2 by ``label_smoothing``. With
+    ``sum_classes`` scenic's instead (``weighted_sigmoid_cross_entropy``, MBT's AudioSet):
+    summed over the classes, averaged over the examples, smoothed towards ``1/K``. ``top1`` =
     the top class is one of the video's. Same signature as :func:`task_losses`."""
     targets = batch.get("label_probs", batch["label"]).astype(jnp.float32)
     if label_smoothing:
-        targets = targets * (1.0 - label_smoothing) + 0.5 * label_smoothing
-    loss = optax.sigmoid_binary_cross_entropy(logits.astype(jnp.float32), targets).mean()
+        toward = 1.0 / logits.shape[-1] if sum_classes else 0.5
+        targets = targets * (1.0 - label_smoothing) + toward * label_smoothing
+    entries = optax.sigmoid_binary_cross_entropy(logits.astype(jnp.float32), targets)
+    loss = entries.sum(axis=-1).mean() if sum_classes else entries.mean()
     top = jnp.argmax(logits, axis=-1)
     hit = jnp.take_along_axis(batch["label"], top[:, None], axis=-1)[:, 0] > 0
     return loss, {"loss": loss, "top1": hit.astype(jnp.float32).mean()}
@@ -278,6 +289,11 @@ def labelled(name: str, losses: Callable[..., Any], **extra: Any) -> Objective:
 OBJECTIVES = {
     "classification": labelled("classification", task_losses),
     "multi_label": labelled("multi_label", multilabel_losses, multi_label=True),
+    "multi_label_sum": labelled(
+        "multi_label_sum",
+        functools.partial(multilabel_losses, sum_classes=True),
+        multi_label=True,
+    ),
     "reconstruction": Objective("reconstruction", reconstruction, reconstruction_losses),
 }
 
