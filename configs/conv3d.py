@@ -15,8 +15,15 @@ GFLOPs are multiply-accumulates per view (``vjax parity conv3d`` prints ours nex
 Recipes (``get_config("RECIPE")``; add ``,tiny`` for a seconds-long CPU run of the same model
 family, narrow and one block per stage, on the embedded ``vjax_motion`` dataset):
 
-  r2plus1d_18_k400   R(2+1)D-18, 16 frames at 112x112. Top-1 67.46 / top-5 86.18 (torchvision
-                     metadata; video-level, 5 clips x 1 crop). 31.51M params, 40.52 GFLOPs.
+  r2plus1d_18_k400   R(2+1)D-18, 16 frames at 15 fps, 112x112. Top-1 67.46 / top-5 86.18
+                     (torchvision metadata; video-level, 5 clips x 1 crop). 31.51M params,
+                     40.52 GFLOPs. torchvision's recipe (``torchvision/models/video/README.md``,
+                     ``references/video_classification/train.py``): SGD momentum 0.9, weight
+                     decay 1e-4, lr 0.01 x 64 GPUs = 0.64 for batch 24 x 64 = 1536 (scaled
+                     linearly here to 0.64 x 64 / 1536 for batch 64), 45 epochs of 5 random
+                     clips per video (``RandomClipSampler``: 225 passes of one clip here), 10
+                     warm-up epochs (50 here); frames resized to 128 x 171, a random 112 crop
+                     and a flip; the test's centre 112 crop.
   i3d_r50_k400       I3D R50 8x8. Top-1 73.27, 10x3 views (pytorchvideo zoo). 28.04M params,
                      37.53 GFLOPs per view as the zoo counts (ours 37.10: the zoo adds
                      training-mode BatchNorm FLOPs).
@@ -44,12 +51,23 @@ family, narrow and one block per stage, on the embedded ``vjax_motion`` dataset)
                      per video, which PySlowFast does not report). Its tiny variant trains on
                      a small Charades-format folder (``dataset.src``), not the motion data.
 
-Differences from the sources: test views are the short side's 3 square crops resized to the
-training crop (the zoos test at 256 without resizing); warm-up starts from 0, not 0.01; the
-UCF101 and R(2+1)D-18 optimiser values are ours (cosine SGD), not a published schedule;
-Charades' step schedule (lr x0.1 at epochs 41 and 49 of 57) is cosine here, and PySlowFast
-reads Charades as 24 fps JPEG frames (``Charades_v1_rgb``) where vjax decodes the videos at
-24 fps.
+SGD: PySlowFast's (``slowfast/config/defaults.py``: ``SOLVER.NESTEROV = True``, which no
+yaml of these recipes overrides; ``BN.WEIGHT_DECAY = 0.0``) uses Nesterov momentum; the
+torchvision-based recipes use plain momentum (``train.py``: ``torch.optim.SGD(...,
+momentum=args.momentum, weight_decay=args.weight_decay)``).
+
+Differences from the sources: test views of the zoo recipes are the short side's 3 square
+crops resized to the training crop (the zoos test at 256 without resizing); warm-up starts
+from 0, not PySlowFast's 0.01 (torchvision: 0.001 x lr); PySlowFast's cosine spans the whole
+run, the warm-up ending on its value (0.093 for 34 of 196 epochs), here it starts from the
+peak after the warm-up; weight decay applies to conv and dense kernels only (PySlowFast
+also decays the head's bias; torchvision every parameter, BatchNorm included). R(2+1)D-18:
+torchvision's steps (lr x0.1 at epochs 20, 30 and 40) are cosine here, and its frames are
+resized to 128 x 171 whatever their aspect where here the short side goes to 128 (the
+random 112 crop and the test's centre crop, 112 / 128 of the short side, as torchvision's).
+The UCF101 optimiser values are ours (cosine SGD), not a published schedule. Charades' step
+schedule (lr x0.1 at epochs 41 and 49 of 57) is cosine here, and PySlowFast reads Charades
+as 24 fps JPEG frames (``Charades_v1_rgb``) where vjax decodes the videos at 24 fps.
 
 Command (after ``vjax prepare kinetics|ucf101 --src=... --data_dir=...``):
   vjax train --config=configs/conv3d.py:slowfast_r50_k400 --workdir=runs/slowfast \\
@@ -80,10 +98,16 @@ _ZOO_INPUT = dict(
     mean=(0.45, 0.45, 0.45),
     std=(0.225, 0.225, 0.225),
 )
+# PySlowFast's SGD (slowfast/config/defaults.py: SOLVER.NESTEROV = True, MOMENTUM = 0.9)
+# and the pytorchvideo Kinetics yamls' schedule (BASE_LR 0.1, MAX_EPOCH 196, WARMUP_EPOCHS 34).
 _ZOO_SGD = dict(
-    name="sgd", lr=0.1, momentum=0.9, nesterov=False, weight_decay=1e-4, grad_clip_norm=0.0,
+    name="sgd", lr=0.1, momentum=0.9, nesterov=True, weight_decay=1e-4, grad_clip_norm=0.0,
     label_smoothing=0.0, epochs=196, warmup_epochs=34,
 )  # fmt: skip
+# torchvision's references/video_classification/train.py: plain momentum, wd 1e-4.
+_TORCHVISION_SGD = dict(_ZOO_SGD, nesterov=False)
+# torchvision's clip count: 5 random clips per video each epoch (--clips-per-video 5).
+_TORCHVISION_CLIPS_PER_VIDEO = 5
 _PRECISE_BN = dict(precise_bn_batches=200)
 _TORCHVISION_INPUT = dict(
     num_frames=16,
@@ -99,10 +123,23 @@ _TORCHVISION_INPUT = dict(
 RECIPES = {
     "r2plus1d_18_k400": dict(
         dataset=dict(_K400, short_side=128),
-        input=dict(_TORCHVISION_INPUT, global_batch_size=64),
+        # Resize (128, 171) + RandomCrop(112) + flip; eval: Resize + CenterCrop(112).
+        input=dict(
+            _TORCHVISION_INPUT,
+            global_batch_size=64,
+            train_crop="scale_jitter",
+            jitter_short_side=(128, 128),
+            test_crop_fraction=112 / 128,
+        ),
         model=dict(name="r2plus1d_18"),
-        # Ours (the zoo's SGD at 45 epochs); torchvision's own schedule is warm-up + steps.
-        optimizer=dict(_ZOO_SGD, lr=0.08, epochs=45, warmup_epochs=10),
+        # --lr 0.64 for 64 GPUs x --batch-size 24, scaled to 64; --epochs 45 and
+        # --lr-warmup-epochs 10 of 5 clips per video; steps (20, 30, 40) -> cosine.
+        optimizer=dict(
+            _TORCHVISION_SGD,
+            lr=0.64 * 64 / (64 * 24),
+            epochs=45 * _TORCHVISION_CLIPS_PER_VIDEO,
+            warmup_epochs=10 * _TORCHVISION_CLIPS_PER_VIDEO,
+        ),
     ),
     "i3d_r50_k400": dict(
         dataset=_K400,
@@ -129,7 +166,7 @@ RECIPES = {
         dataset=dict(_UCF101, short_side=128),
         input=dict(_TORCHVISION_INPUT, global_batch_size=32, test_num_clips=10),
         model=dict(name="r2plus1d_18", dropout_rate=0.5),
-        optimizer=dict(_ZOO_SGD, lr=0.01, epochs=30, warmup_epochs=2, weight_decay=5e-4),
+        optimizer=dict(_TORCHVISION_SGD, lr=0.01, epochs=30, warmup_epochs=2, weight_decay=5e-4),
         train=dict(init_from="", init_inflation="central"),  # set to the converted folder
     ),
     "slowfast_r50_charades": dict(
@@ -168,7 +205,7 @@ RECIPES = {
         dataset=dict(_UCF101, short_side=128),
         input=dict(_TORCHVISION_INPUT, global_batch_size=32, test_num_clips=10),
         model=dict(name="lrcn", cell="lstm", hidden_size=512, pooling="mean", dropout_rate=0.5),
-        optimizer=dict(_ZOO_SGD, lr=0.01, epochs=30, warmup_epochs=2, weight_decay=5e-4),
+        optimizer=dict(_TORCHVISION_SGD, lr=0.01, epochs=30, warmup_epochs=2, weight_decay=5e-4),
     ),
 }
 
