@@ -83,9 +83,6 @@ Differences from the cited configurations:
                      normalised as AST with AST's statistics; scenic reads precomputed log-mels
                      (paper: 25 ms Hamming window, 10 ms hop, 128 bins) normalised by
                      ``(x - 1.102) / 2.762`` (``spec_mean``, ``spec_stddev``).
-                     Colour augmentation is ViViT's recipe's (``color_jitter=0.8`` as a
-                     strength, every clip); scenic applies DMVR's colour augmentation with
-                     probability 0.8 and colour drop with probability 0.1.
   mbt_epic           Stored at 30 fps as ``vivit_l_fe_epic`` (no released MBT config states
                      Epic-Kitchens' frame rate); 4 x 1 views as scenic's audio-visual loader.
   ast_audioset_mini  AST trains the balanced set on PSLA's enhanced labels (``run.sh``:
@@ -136,8 +133,9 @@ _AUDIO = dict(
     spec_augment=dict(time_masks=0, time_width=0, freq_masks=1, freq_width=48),
 )
 # ViViT's Kinetics input (configs/video_transformers.py, as scenic's MBT: 32 frames at stride
-# 2, 224 crops of a scale-jittered short side, colour jitter) with mixup 0.5, the audio, and
-# 4 clips x 1 centre crop at test (scenic's audio-visual loader makes no three-crop views).
+# 2, 224 crops of a scale-jittered short side, DMVR's colour augmentation: prob_color_augment
+# 0.8, prob_color_drop 0.1) with mixup 0.5, the audio, and 4 clips x 1 centre crop at test
+# (scenic's audio-visual loader makes no three-crop views).
 _INPUT = dict(mixup_alpha=0.5, global_batch_size=64, test_num_crops=1, audio=_AUDIO)
 _SGD = dict(name="sgd", momentum=0.9, nesterov=False, weight_decay=0.0, grad_clip_norm=1.0)
 _OPTIMIZER = dict(_SGD, lr=0.5, epochs=50, warmup_epochs=2.5, label_smoothing=0.3)

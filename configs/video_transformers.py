@@ -98,7 +98,10 @@ _VIVIT_INPUT = dict(
     crop_size=224,
     train_crop="scale_jitter",
     jitter_short_side=(230, 340),  # scenic: short side 256 x [0.9, 1.33]
-    color_jitter=0.8,
+    # scenic's Kinetics configs: do_color_augment, prob_color_augment=0.8, prob_color_drop=0.1
+    # (DMVR's colour augmentation; vjax.data.augment.dmvr_color_augment)
+    color_augment_prob=0.8,
+    color_drop_prob=0.1,
     test_num_clips=4,
     test_num_crops=3,
     mean=(0.5, 0.5, 0.5),  # scenic's zero-centring: pixels to [-1, 1]
@@ -157,7 +160,8 @@ RECIPES = {
             frame_stride=1,
             crop_size=256,
             jitter_short_side=(259, 383),  # short side 288 x [0.9, 1.33]
-            color_jitter=0.0,
+            color_augment_prob=0.0,  # scenic: do_color_augment = False
+            color_drop_prob=0.0,
             flip=False,  # left/right matter in SSv2 labels
             mixup_alpha=0.3,
         ),
@@ -187,7 +191,8 @@ RECIPES = {
             _VIVIT_INPUT,
             global_batch_size=64,
             frame_stride=1,
-            color_jitter=0.0,
+            color_augment_prob=0.0,  # scenic: do_color_augment = False
+            color_drop_prob=0.0,
             randaugment_ops=2,
             randaugment_magnitude=15,
             mixup_alpha=0.1,

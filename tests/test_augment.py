@@ -167,6 +167,90 @@ def test_colour_jitter_is_identical_across_frames():
     np.testing.assert_array_equal(out, np.repeat(out[:1], 4, axis=0))
 
 
+def _clip_with_edge_pixels(seed: int) -> np.ndarray:
+    """A small random clip with black, white, grey, primary and tied-channel pixels too."""
+    clip = np.random.default_rng(seed).integers(0, 256, (3, 6, 6, 3), np.uint8)
+    clip[0, 0] = [
+        [0, 0, 0],
+        [255, 255, 255],
+        [128, 128, 128],
+        [255, 0, 0],
+        [0, 255, 0],
+        [9, 9, 200],
+    ]
+    return clip
+
+
+def _tf_colour_ops(clip: np.ndarray, factors, drop: bool) -> np.ndarray:
+    """DMVR's color_default_augm / color_drop with given factors: TensorFlow's own ops on the
+    clip as [0, 1] floats (a [T, H, W, C] tensor: one factor for every frame), x 255."""
+    import tensorflow as tf
+
+    x = tf.constant(clip.astype(np.float32) / 255)
+    if factors is not None:
+        brightness, saturation, contrast, hue = factors
+        x = tf.image.adjust_brightness(x, brightness)
+        x = tf.image.adjust_saturation(x, saturation)
+        x = tf.image.adjust_contrast(x, contrast)
+        x = tf.image.adjust_hue(x, hue)
+        x = tf.clip_by_value(x, 0.0, 1.0)
+    if drop:
+        x = tf.tile(tf.image.rgb_to_grayscale(x), [1, 1, 1, 3])
+    return x.numpy() * 255
+
+
+@pytest.mark.parametrize(
+    "factors, drop",
+    [
+        ((0.1, 1.0, 1.0, 0.0), False),  # brightness alone
+        ((0.0, 1.35, 1.0, 0.0), False),  # saturation alone
+        ((0.0, 0.6, 1.0, 0.0), False),
+        ((0.0, 1.0, 0.65, 0.0), False),  # contrast alone
+        ((0.0, 1.0, 1.4, 0.0), False),
+        ((0.0, 1.0, 1.0, 0.17), False),  # hue alone
+        ((0.0, 1.0, 1.0, -0.2), False),
+        ((-32 / 255, 0.6, 1.4, -0.2), False),  # DMVR's extremes together
+        ((32 / 255, 1.4, 0.6, 0.2), False),
+        ((0.25, 2.5, 2.0, 0.9), False),  # beyond DMVR's ranges: out-of-range values inside
+        (None, True),  # colour drop alone
+        ((-0.1, 1.2, 0.8, 0.05), True),
+    ],
+)
+def test_dmvr_colour_ops_match_tensorflow(factors, drop):
+    clip = _clip_with_edge_pixels(seed=0)
+    ours = augment.dmvr_adjust_colors(clip, factors, drop)
+    assert ours.dtype == np.uint8 and ours.shape == clip.shape
+    np.testing.assert_allclose(ours, _tf_colour_ops(clip, factors, drop), atol=1.0)  # uint8
+
+
+def test_dmvr_colour_augment_draws_once_per_clip():
+    clip = _clip_with_edge_pixels(seed=0)
+    for seed in range(5):
+        whole = augment.dmvr_color_augment(clip, np.random.default_rng(seed), 1.0, 0.0)
+        assert not np.array_equal(whole, clip)
+        for t in range(len(clip)):  # frame t alone, same draws: the same change
+            alone = augment.dmvr_color_augment(clip[t : t + 1], np.random.default_rng(seed), 1.0)
+            np.testing.assert_array_equal(whole[t], alone[0])
+    frame = np.repeat(clip[:1], 4, axis=0)
+    out = augment.dmvr_color_augment(frame, np.random.default_rng(1), 1.0, 0.0)
+    np.testing.assert_array_equal(out, np.repeat(out[:1], 4, axis=0))
+
+
+def test_dmvr_colour_augment_probabilities():
+    clip = _clip_with_edge_pixels(seed=1)
+    for seed in range(20):
+        rng = np.random.default_rng(seed)
+        np.testing.assert_array_equal(augment.dmvr_color_augment(clip, rng, 0.0, 0.0), clip)
+        assert not np.array_equal(augment.dmvr_color_augment(clip, rng, 1.0, 0.0), clip)
+        grey = augment.dmvr_color_augment(clip, rng, rng.uniform(), 1.0)
+        assert (grey == grey[..., :1]).all()  # R = G = B
+    changed = [
+        not np.array_equal(augment.dmvr_color_augment(clip, np.random.default_rng(s), 0.8), clip)
+        for s in range(200)
+    ]
+    assert 0.7 < np.mean(changed) < 0.9
+
+
 def test_random_erase_one_rectangle_in_every_frame():
     clip = np.zeros((3, 20, 30, 3), np.uint8)
     out = augment.random_erase(clip, np.random.default_rng(0), area=(0.1, 0.2))

@@ -36,6 +36,13 @@ HYPERPARAMETERS = [
     ("mbt_vggsound", "dataset.fps", 25.0),
     ("mbt_audioset_mini", "input.crop_size", 224),
     ("mbt_audioset_mini", "input.jitter_short_side", (230, 340)),
+    # SCENIC: augmentation_params.do_color_augment = True, prob_color_augment = 0.8,
+    # prob_color_drop = 0.1 (DMVR's color_default_augm via scenic/dataset_lib/video_ops.py,
+    # which audiovisual_tfrecord_dataset.py applies to the RGB frames)
+    *[(r, "input.color_augment_prob", 0.8) for r in ("mbt_audioset_mini", "mbt_vggsound")],
+    *[(r, "input.color_drop_prob", 0.1) for r in ("mbt_audioset_mini", "mbt_vggsound")],
+    ("mbt_epic", "input.color_augment_prob", 0.8),
+    ("mbt_epic", "input.color_drop_prob", 0.1),
     # SCENIC: num_test_clips = 4, no do_three_spatial_crops (audiovisual_tfrecord_dataset.py:
     # dataset_configs.get('do_three_spatial_crops', False) -> 1 spatial crop)
     ("mbt_audioset_mini", "input.test_num_clips", 4),

@@ -60,6 +60,8 @@ def test_recipe_builds_its_model_on_its_clip(recipe):
     assert config.train.num_steps > config.optimizer.warmup_steps >= 0
 
 
+VIVIT_KINETICS = ("vivit_b_k400", "vivit_b_fe_k400", "vivit_l_fe_k400", "vivit_l_fe_k600")
+
 # The published values each recipe keeps: (recipe, config key, value), each under its source's
 # line. SCENIC: google-research/scenic scenic/projects/vivit/configs/; TIMESFORMER:
 # facebookresearch/TimeSformer; VIDEOMAE_1600: MCG-NJU/VideoMAE scripts/kinetics/
@@ -87,6 +89,17 @@ HYPERPARAMETERS = [
     ("vivit_l_fe_ssv2", "input.flip", False),
     # SCENIC epic_kitchens/vivit_large_factorised_encoder.py: temporal_transformer.num_layers = 4
     ("vivit_l_fe_epic", "model.temporal_layers", 4),
+    # SCENIC kinetics400/vivit_base_k400.py, vivit_base_factorised_encoder.py,
+    # vivit_large_factorised_encoder.py and kinetics600/vivit_large_factorised_encoder.py:
+    # augmentation_params.do_color_augment = True, prob_color_augment = 0.8,
+    # prob_color_drop = 0.1 (DMVR's color_default_augm, which scenic/dataset_lib/video_ops.py
+    # additional_augmentations appends after the crop and flip)
+    *[(r, "input.color_augment_prob", 0.8) for r in VIVIT_KINETICS],
+    *[(r, "input.color_drop_prob", 0.1) for r in VIVIT_KINETICS],
+    # SCENIC something_something_v2/ and epic_kitchens/vivit_large_factorised_encoder.py:
+    # do_color_augment = False (and do_rand_augment, which takes precedence in video_ops.py)
+    *[(r, "input.color_augment_prob", 0.0) for r in ("vivit_l_fe_ssv2", "vivit_l_fe_epic")],
+    *[(r, "input.color_drop_prob", 0.0) for r in ("vivit_l_fe_ssv2", "vivit_l_fe_epic")],
     # TIMESFORMER timesformer/models/vit.py: vit_base_patch16_224(..., drop_path_rate=0.1)
     ("timesformer_k400", "model.drop_path_rate", 0.1),
     # TIMESFORMER timesformer/config/defaults.py: SOLVER.NESTEROV = True (the yaml keeps it),
@@ -109,6 +122,13 @@ def test_recipe_keeps_the_published_hyperparameter(recipe, key, value):
     config = load_config(f"{CONFIG}:{recipe}")
     section, field = key.split(".")
     assert config[section][field] == pytest.approx(value), (recipe, key)
+
+
+@pytest.mark.parametrize("recipe", [r for r in RECIPES if r.startswith("vivit")])
+def test_vivit_recipes_take_no_torchvision_colour_jitter(recipe):
+    # scenic's colour augmentation is DMVR's (input.color_augment_prob), not ColorJitter.
+    config = load_config(f"{CONFIG}:{recipe}")
+    assert InputOptions.from_config(config.input).color_jitter == 0.0
 
 
 def test_videomae_recipe_is_videomae_files_finetune_k400_1600():

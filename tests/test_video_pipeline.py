@@ -5,6 +5,7 @@ import os
 import numpy as np
 import pytest
 
+from vjax.data import augment
 from vjax.data.pipeline import TrainBatches, eval_batches
 from vjax.data.transforms import (
     InputOptions,
@@ -114,6 +115,22 @@ def test_options_from_config_reject_unknown_keys():
         InputOptions.from_config({"num_frame": 8})
     with pytest.raises(ValueError, match="input.pad_mode"):
         InputOptions(pad_mode="mirror")
+
+
+def test_dmvr_colour_augmentation_follows_the_crop_and_flip():
+    rng = np.random.default_rng(0)
+    video = {"frames": list(rng.integers(0, 256, (12, 8, 10, 3), np.uint8)), "label": 1}
+    plain = make_train_transform(InputOptions(**OPTIONS, flip=True), "abc")
+    options = InputOptions(**OPTIONS, flip=True, color_augment_prob=0.8, color_drop_prob=0.5)
+    coloured = make_train_transform(options, "abc")
+    for seed in range(8):  # the same per-example rng: crop and flip first, then the colours
+        rng = np.random.default_rng(seed)
+        clip, _ = plain(video, rng)
+        expected = augment.dmvr_color_augment(clip, rng, 0.8, 0.5)
+        np.testing.assert_array_equal(coloured(video, np.random.default_rng(seed))[0], expected)
+    for key in ("color_augment_prob", "color_drop_prob"):
+        with pytest.raises(ValueError, match=f"input.{key} must be in"):
+            InputOptions(**{key: 1.5})
 
 
 def test_batches_from_a_prepared_video_folder(tmp_path):

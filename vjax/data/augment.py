@@ -6,8 +6,9 @@ out and resized to ``size x size`` in one PIL pass per frame, straight after JPE
 :func:`random_resized_crop_box` (Inception-style area/aspect sampling),
 :func:`scale_jitter_box` (short side scaled to a random length, then a random square crop),
 :func:`centre_box` and :func:`three_crop_boxes` (test views). Then, on the uint8 clip:
-horizontal flip (with a label remap for direction-sensitive classes), colour jitter, random
-erasing; and on a batch: mixup / cutmix, which produce soft labels (``label_probs``).
+horizontal flip (with a label remap for direction-sensitive classes), colour jitter
+(torchvision's) or DMVR's colour augmentation (scenic's), random erasing; and on a batch:
+mixup / cutmix, which produce soft labels (``label_probs``).
 Normalisation happens on device (``vjax.step.normalize_video``).
 
 >>> box = random_resized_crop_box(rng, 256, 341)
@@ -185,8 +186,112 @@ def adjust_colors(clip: np.ndarray, order: Sequence[int], factors: Sequence[floa
     return (x + 0.5).astype(np.uint8)
 
 
-def _gray(x: np.ndarray) -> np.ndarray:
-    return x @ np.asarray([0.299, 0.587, 0.114], np.float32)
+# Luma weights: PIL's / torchvision's, and tf.image.rgb_to_grayscale's.
+PIL_LUMA = (0.299, 0.587, 0.114)
+TF_LUMA = (0.2989, 0.5870, 0.1140)
+
+
+def _gray(x: np.ndarray, weights: Sequence[float] = PIL_LUMA) -> np.ndarray:
+    """The grey level of each pixel of float RGB ``x`` (last axis): ``weights`` . (R, G, B)."""
+    return x @ np.asarray(weights, np.float32)
+
+
+# DMVR's color_default_augm (deepmind/dmvr dmvr/processors.py), scenic's video colour
+# augmentation: random_brightness(max_delta=32/255), random_saturation(0.6, 1.4),
+# random_contrast(0.6, 1.4), random_hue(max_delta=0.2), each factor uniform in its range.
+DMVR_BRIGHTNESS = 32 / 255
+DMVR_SATURATION = (0.6, 1.4)
+DMVR_CONTRAST = (0.6, 1.4)
+DMVR_HUE = 0.2
+
+
+def dmvr_color_augment(
+    clip: np.ndarray, rng: np.random.Generator, augment_prob: float = 0.8, drop_prob: float = 0.0
+) -> np.ndarray:
+    """DMVR's video colour augmentation (scenic's ``do_color_augment``), one draw for the
+    whole clip: with probability ``augment_prob`` a random brightness delta, saturation,
+    contrast and hue (:func:`dmvr_adjust_colors`), then with probability ``drop_prob`` grey.
+    Much milder than ``color_jitter`` of the same number: brightness moves by <= 32 levels."""
+    factors = None
+    if rng.uniform() < augment_prob:
+        factors = (
+            rng.uniform(-DMVR_BRIGHTNESS, DMVR_BRIGHTNESS),
+            rng.uniform(*DMVR_SATURATION),
+            rng.uniform(*DMVR_CONTRAST),
+            rng.uniform(-DMVR_HUE, DMVR_HUE),
+        )
+    drop = bool(rng.uniform() < drop_prob)
+    return dmvr_adjust_colors(clip, factors, drop)
+
+
+def dmvr_adjust_colors(
+    clip: np.ndarray, factors: Sequence[float] | None = None, drop: bool = False
+) -> np.ndarray:
+    """A uint8 ``(T, H, W, 3)`` clip through TF's colour ops on [0, 1] floats, in DMVR's
+    order, every frame alike. ``factors`` (None: skipped) = ``(brightness, saturation,
+    contrast, hue)``: ``tf.image.adjust_brightness`` (adds the delta), ``adjust_saturation``
+    (scales HSV saturation), ``adjust_contrast`` (about each frame's per-channel mean),
+    ``adjust_hue`` (turns HSV hue by that fraction of a turn), then a clip to [0, 1].
+    ``drop``: ``tf.image.rgb_to_grayscale`` in all three channels."""
+    if factors is None and not drop:
+        return clip
+    values = None if factors is None else tuple(np.float32(f) for f in factors)
+    out = np.empty_like(clip)
+    for frame, target in zip(clip, out, strict=True):  # a frame's temporaries stay in cache
+        target[...] = _dmvr_frame(frame, values, drop)
+    return out
+
+
+def _dmvr_frame(frame: np.ndarray, factors: Sequence[np.float32] | None, drop: bool) -> np.ndarray:
+    """:func:`dmvr_adjust_colors` of one uint8 ``(H, W, 3)`` frame, on its channel planes
+    ``(3, H, W)`` (where the per-pixel min / max / hue work is several times faster)."""
+    x = np.moveaxis(frame, -1, 0).astype(np.float32, order="C") / 255
+    if factors is not None:
+        brightness, saturation, contrast, hue = factors
+        x = _adjust_saturation(x + brightness, saturation)
+        mean = x.mean(axis=(1, 2), keepdims=True)  # per channel of the image, as TF's
+        x = _adjust_hue((x - mean) * contrast + mean, hue)
+        np.clip(x, 0.0, 1.0, out=x)
+    x = np.moveaxis(x, 0, -1)
+    if drop:
+        x = np.repeat(_gray(x, TF_LUMA)[..., None], 3, axis=-1)
+    return (x * 255 + 0.5).astype(np.uint8)
+
+
+def _adjust_saturation(planes: np.ndarray, factor: np.float32) -> np.ndarray:
+    """TF's AdjustSaturation kernel on channel planes: HSV saturation ``(high - low) / high``
+    times ``factor``, clipped to [0, 1] (0 where ``high <= 0``), hue and value (``high``)
+    kept; that moves every channel of a pixel towards its ``high`` by one ratio."""
+    low, high, span = _extremes(planes)
+    ratio = np.minimum(factor, np.maximum(high, 0) / span)
+    return high - (high - planes) * ratio
+
+
+def _adjust_hue(planes: np.ndarray, delta: np.float32) -> np.ndarray:
+    """TF's AdjustHue kernel on channel planes: HSV hue turned by ``delta`` (a fraction of a
+    turn), each pixel's smallest and largest channel kept. Hue in sixths of a turn; channel
+    ``n`` in (5, 3, 1) (R, G, B) is ``high - (high - low) * clip(min(k, 4 - k), 0, 1)`` with
+    ``k = (n + hue) mod 6`` (the HSV -> RGB formula)."""
+    r, g, b = planes
+    low, high, span = _extremes(planes)
+    hue = np.where(
+        high == r, (g - b) / span, np.where(high == g, (b - r) / span + 2, (r - g) / span + 4)
+    )
+    hue += 6 * delta
+    hue -= 6 * np.floor(hue / 6)  # [0, 6]
+    out = np.empty_like(planes)
+    for channel, n in enumerate((5, 3, 1)):
+        k = hue + n
+        k = np.where(k >= 6, k - 6, k)
+        out[channel] = high - (high - low) * np.clip(np.minimum(k, 4 - k), 0, 1)
+    return out
+
+
+def _extremes(planes: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Each pixel's smallest and largest channel, and their difference as a divisor (1 where
+    they are equal: grey pixels, whose hue and saturation are 0)."""
+    low, high = planes.min(0), planes.max(0)
+    return low, high, np.where(high > low, high - low, np.float32(1))
 
 
 def random_erase(

@@ -18,6 +18,10 @@ Keys of ``config.input`` read here (all optional; defaults in :class:`InputOptio
     crop_area=(0.08, 1.0)  crop_ratio=(0.75, 1.333)  jitter_short_side=(256, 320)
     flip=True  flip_label_map=()  (pairs of class names a mirror swaps, or "left_right")
     color_jitter=0.0  randaugment_ops=0  randaugment_magnitude=9  erase_prob=0.0
+    color_augment_prob=0.0  color_drop_prob=0.0  (DMVR's colour augmentation as scenic's
+        prob_color_augment / prob_color_drop: with the first probability a random brightness
+        delta <= 32/255, saturation and contrast in [0.6, 1.4], hue turn <= 0.2; then with
+        the second, grey; one draw per clip, after the crop and flip)
     mixup_alpha=0.0  cutmix_alpha=0.0  mix_switch_prob=0.5
     test_num_clips=1  test_num_crops=1  test_crop_fraction=1.0
     test_ensemble="mean" | "max"   (how a video's view logits are pooled; Charades: max)
@@ -78,6 +82,8 @@ class InputOptions:
     randaugment_ops: int = 0
     randaugment_magnitude: int = 9
     erase_prob: float = 0.0
+    color_augment_prob: float = 0.0
+    color_drop_prob: float = 0.0
     mixup_alpha: float = 0.0
     cutmix_alpha: float = 0.0
     mix_switch_prob: float = 0.5
@@ -102,6 +108,9 @@ class InputOptions:
             raise ValueError("input.num_frames, crop_size and test_num_clips must be >= 1")
         if self.frame_stride <= 0 or self.fps < 0:
             raise ValueError("input.frame_stride must be > 0 and input.fps >= 0")
+        for key in ("color_augment_prob", "color_drop_prob"):
+            if not 0 <= getattr(self, key) <= 1:
+                raise ValueError(f"input.{key} must be in [0, 1], got {getattr(self, key)!r}")
 
     @classmethod
     def from_config(cls, input_config: Mapping[str, Any] | None) -> InputOptions:
@@ -240,6 +249,9 @@ def make_train_transform(
         if options.color_jitter > 0:
             s = options.color_jitter
             clip = augment.color_jitter(clip, rng, s, s, s)
+        if options.color_augment_prob > 0 or options.color_drop_prob > 0:
+            probs = options.color_augment_prob, options.color_drop_prob
+            clip = augment.dmvr_color_augment(clip, rng, *probs)
         if options.erase_prob > 0 and rng.uniform() < options.erase_prob:
             clip = augment.random_erase(clip, rng)
         if options.audio is not None:  # drawn last: the video's draws are as without audio
