@@ -20,6 +20,8 @@ import os
 import sys
 from collections.abc import Callable, Sequence
 
+from vjax.errors import UserError
+
 KINDS = {
     "data": "vjax.bench_data",
     "train": "vjax.bench_train",
@@ -86,8 +88,13 @@ def publish(kind: str, argv: Sequence[str] | None, table: Callable[[str], str], 
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of ``vjax bench KIND``: ``--help`` prints the kinds (exit 0); no kind or an
+    unknown one is a UserError listing the valid ones."""
     argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] in (["-h"], ["--help"]):
+        print(__doc__.strip())
+        return 0
     if not argv or argv[0] not in KINDS:
-        print(__doc__.strip(), file=sys.stderr)
-        return 2
+        what = f"unknown bench kind {argv[0]!r}" if argv else "no bench kind given"
+        raise UserError(f"{what}; valid: {', '.join(KINDS)} (vjax bench --help describes them)")
     return importlib.import_module(KINDS[argv[0]]).main(argv[1:])

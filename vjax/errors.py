@@ -7,14 +7,22 @@ name), with a message that says what is wrong, where, and how to fix it. The com
 error as ``vjax VERB: error: MESSAGE`` and exits with code 2; ``--debug`` also prints the
 traceback. Any other exception is a bug in vjax and keeps its traceback.
 
+The verbs' flags are parsed by :class:`ArgumentParser`, whose mistakes (a missing or unknown
+flag, a value its ``type=`` refuses: :func:`positive_int`, :func:`non_negative_float`,
+:func:`output_file`) are such errors too: one line, not argparse's usage and its line.
+
 >>> raise UserError("train.num_steps must be > 0; set --config.train.num_steps=N")
 """
 
 from __future__ import annotations
 
+import argparse
+import math
+import os
 import sys
 import traceback
 from collections.abc import Callable, Sequence
+from typing import NoReturn
 
 DEBUG_FLAG = "--debug"
 EXIT_USER_ERROR = 2
@@ -26,6 +34,51 @@ class UserError(ValueError):
 
 class NotFoundError(UserError, FileNotFoundError):
     """A file or folder the user named does not exist or does not hold what is needed."""
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse for a verb's flags: a mistake raises :class:`UserError` (one line from
+    :func:`run_guarded`, ending with where the flags are listed) instead of printing the usage
+    and exiting. ``--help`` still prints the help and exits 0."""
+
+    def error(self, message: str) -> NoReturn:
+        raise UserError(f"{message} ({self.prog} --help lists the flags)")
+
+
+def positive_int(text: str) -> int:
+    """argparse ``type=``: a whole number of 1 or more (a count: clips, chunk size, top k)."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"takes a whole number of 1 or more, got {text!r}")
+    return value
+
+
+def non_negative_float(text: str) -> float:
+    """argparse ``type=``: a finite number of 0 or more (a duration, 0: off)."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not (math.isfinite(value) and value >= 0):
+        raise argparse.ArgumentTypeError(f"takes a number of 0 or more, got {text!r}")
+    return value
+
+
+def output_file(text: str) -> str:
+    """argparse ``type=``: a file to write, in a folder that exists and is writable (checked
+    when the flags are read, before any work whose result it would hold; no folder is made,
+    so a mistyped folder is named, not created)."""
+    folder = os.path.dirname(os.path.abspath(text))
+    if os.path.isdir(text):
+        raise argparse.ArgumentTypeError(f"{text!r} is a folder; give a file path in it")
+    if not os.path.isdir(folder):
+        raise argparse.ArgumentTypeError(f"folder {folder!r} does not exist; create it first")
+    if not os.access(folder, os.W_OK):
+        raise argparse.ArgumentTypeError(f"folder {folder!r} is not writable")
+    return text
 
 
 def one_line(error: BaseException) -> str:

@@ -18,16 +18,20 @@ not be decoded and why.
 
 from __future__ import annotations
 
-import argparse
 import json
+import logging
+import os
 import sys
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
 import numpy as np
 
+from vjax.errors import ArgumentParser, non_negative_float, output_file, positive_int
 from vjax.evaluate.metrics import log_softmax, sigmoid
 from vjax.tasks import ClassNames, concat_classes, head_sizes, is_multitask, split_classes
+
+log = logging.getLogger(__name__)
 
 
 def load_model(path: str, float_model: bool = False) -> tuple[Any, Any, dict, dict]:
@@ -60,12 +64,13 @@ def open_model(
 ) -> tuple[Callable[[np.ndarray], np.ndarray], ClassNames, dict, bool]:
     """``(apply, class names, clip sampling, multi-label)`` of a checkpoint folder or of a
     ``vjax export`` folder; the latter runs in its own runtime (StableHLO or ONNX), without the
-    training stack."""
+    training stack. A folder holding both uses the export, and says so."""
     from vjax.deploy.signature import is_exported, sampling
 
     if is_exported(path):
         from vjax.deploy.runtime import load_exported
 
+        _say_when_checkpoints_are_beside(path)
         exported = load_exported(path)
         signature = exported.signature
         return (
@@ -82,6 +87,21 @@ def open_model(
     if "audio" in model_modalities(model):
         clip["audio"] = dict(config.input.audio)
     return apply, metadata["class_names"], clip, bool(metadata.get("multi_label", False))
+
+
+def _say_when_checkpoints_are_beside(export_dir: str) -> None:
+    """Logs one warning when an export folder also holds training checkpoints (an export
+    written into a workdir, which may be older than its newest step): the export is used, and
+    the checkpoints are one flag away."""
+    from vjax.checkpoint_paths import saved_steps
+
+    checkpoints = os.path.join(export_dir, "checkpoints")
+    if steps := saved_steps(checkpoints):
+        log.warning(
+            "%s holds both an export (signature.json) and checkpoints (newest step %d); using "
+            "the export: give --model=%s for the checkpoints",
+            export_dir, steps[-1], checkpoints,
+        )  # fmt: skip
 
 
 def _top(
@@ -245,17 +265,21 @@ def format_result(result: dict[str, Any]) -> str:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``vjax predict``; returns the exit code (1 when any file was skipped)."""
-    parser = argparse.ArgumentParser(prog="vjax predict", description=__doc__.split("\n\n")[0])
+    parser = ArgumentParser(prog="vjax predict", description=__doc__.split("\n\n")[0])
     parser.add_argument(
         "--model", required=True, help="checkpoint folder (vjax.load opens it) or exported folder"
     )
     parser.add_argument("videos", nargs="+", help="video files (any container ffmpeg reads)")
-    parser.add_argument("--top_k", type=int, default=5)
-    parser.add_argument("--clips", type=int, default=1, help="uniform temporal clips per file")
+    parser.add_argument("--top_k", type=positive_int, default=5, help="labels shown per file")
+    parser.add_argument("--clips", type=positive_int, default=1, help="uniform clips per file")
     parser.add_argument("--crops", type=int, default=1, choices=(1, 3), help="spatial crops")
-    parser.add_argument("--window", type=float, default=0.0, help="timeline window, seconds")
-    parser.add_argument("--chunk_size", type=int, default=8, help="views per model call")
-    parser.add_argument("--json", default=None, help="also write the result to this file")
+    parser.add_argument(
+        "--window", type=non_negative_float, default=0.0, help="timeline window, seconds (0: off)"
+    )
+    parser.add_argument("--chunk_size", type=positive_int, default=8, help="views per model call")
+    parser.add_argument(
+        "--json", type=output_file, default=None, help="also write the result to this file"
+    )
     args = parser.parse_args(sys.argv[1:] if argv is None else argv)
     result = predict_files(
         args.model, args.videos, args.top_k, args.clips, args.crops, args.window, args.chunk_size

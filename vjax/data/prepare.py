@@ -18,7 +18,43 @@ Apache Beam with ``--beam_runner=`` (``DirectRunner`` locally) and/or ``--beam_o
 from __future__ import annotations
 
 import inspect
-from collections.abc import Sequence
+from collections.abc import Collection, Mapping, Sequence
+
+HELP_FLAGS = ("-h", "--help")
+# Flags vjax prepare sets itself, and data_dir, which load_dataset defaults.
+_NOT_REQUIRED = ("progress_bar", "data_dir")
+
+
+def _required(parameters: Mapping[str, inspect.Parameter]) -> list[str]:
+    """The preparation arguments without a default (``src`` of the video datasets)."""
+    return [
+        key for key, p in parameters.items()
+        if p.default is inspect.Parameter.empty and key not in _NOT_REQUIRED
+        and p.kind not in (inspect.Parameter.VAR_POSITIONAL, inspect.Parameter.VAR_KEYWORD)
+    ]  # fmt: skip
+
+
+def dataset_help(name: str, parameters: Mapping[str, inspect.Parameter]) -> str:
+    """The flags ``vjax prepare NAME`` takes: the required ones, then each with its default."""
+    lines = [f"vjax prepare {name} flags:", "  --data_dir=DIR  (default ~/tensorflow_datasets)"]
+    lines += [f"  --{key}=...  (required)" for key in _required(parameters)]
+    lines += [
+        f"  --{key}={p.default!r}" for key, p in parameters.items()
+        if p.default is not inspect.Parameter.empty and key not in _NOT_REQUIRED
+    ]  # fmt: skip
+    return "\n".join(lines)
+
+
+def check_required(
+    name: str, parameters: Mapping[str, inspect.Parameter], given: Collection[str]
+) -> None:
+    """Raises a ConfigError naming each required flag of dataset ``name`` not ``given``."""
+    from vjax.config_utils import ConfigError
+
+    missing = [key for key in _required(parameters) if key not in given]
+    if missing:
+        flags = " ".join(f"--{key}=..." for key in missing)
+        raise ConfigError(f"{name} needs {flags} (vjax prepare {name} --help lists its flags)")
 
 
 def main(argv: Sequence[str]) -> int:
@@ -29,9 +65,12 @@ def main(argv: Sequence[str]) -> int:
     argv = list(argv)
     if not argv or argv[0].startswith("-"):
         print(__doc__.strip())
-        return 0 if argv[:1] in (["-h"], ["--help"]) else 2
+        return 0 if argv and argv[0] in HELP_FLAGS else 2
     name, flags = argv[0], argv[1:]
     signature = inspect.signature(preparer(name)).parameters
+    if any(flag in HELP_FLAGS for flag in flags):
+        print(__doc__.strip() + "\n\n" + dataset_help(name, signature))
+        return 0
     fields: dict[str, object] = {"name": name, "progress_bar": True}
     for flag in flags:
         key, sep, value = flag.removeprefix("--").partition("=")
@@ -43,6 +82,8 @@ def main(argv: Sequence[str]) -> int:
             fields[key] = _parse_value(value, default)
         except ConfigError as e:
             raise ConfigError(f"--{key}: {e}") from None
+    if all(key in signature for key in fields if key != "name"):  # else load_dataset names a typo
+        check_required(name, signature, fields)
     builder = load_dataset(fields)  # a bad source or setting raises a UserError: one line
     print(f"{builder.name} prepared in {builder.data_dir}")
     for split, info in builder.info.splits.items():

@@ -25,7 +25,6 @@ quantize`` folder.
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import logging
 import os
@@ -39,7 +38,7 @@ import jax
 import jax.numpy as jnp
 
 from vjax.deploy.signature import make_signature, write_signature
-from vjax.errors import UserError
+from vjax.errors import ArgumentParser, UserError, positive_int
 
 FORMATS = ("stablehlo", "onnx", "savedmodel", "tflite")
 FILES = {
@@ -236,6 +235,34 @@ def check_formats(formats: Sequence[str]) -> list[str]:
     return list(dict.fromkeys(formats))
 
 
+def check_out_dir(out_dir: str) -> None:
+    """Raises :class:`ExportError` unless ``out_dir`` is a new or empty folder: never a file,
+    a training workdir (its ``checkpoints/``; ``vjax predict`` would then pick the export over
+    the newer checkpoints) or a folder with other files, which an export would mix with or
+    overwrite."""
+    if os.path.exists(out_dir) and not os.path.isdir(out_dir):
+        raise ExportError(f"--out={out_dir!r} is a file; give a new folder for the export")
+    held = sorted(os.listdir(out_dir)) if os.path.isdir(out_dir) else []
+    if "checkpoints" in held:
+        raise ExportError(
+            f"--out={out_dir!r} is a training workdir (it holds checkpoints/); export into a "
+            f"new folder, e.g. --out={os.path.join(out_dir, 'exported')}"
+        )
+    if held:
+        shown = ", ".join(held[:3]) + (", ..." if len(held) > 3 else "")
+        raise ExportError(
+            f"--out={out_dir!r} is not empty (it holds {shown}); export into a new or empty folder"
+        )
+
+
+def _make_out_dir(out_dir: str) -> None:
+    """Creates ``out_dir`` (and its parents); a path that cannot be one is an ExportError."""
+    try:
+        os.makedirs(out_dir, exist_ok=True)
+    except OSError as e:
+        raise ExportError(f"cannot create --out={out_dir!r}: {e.strerror or e}") from e
+
+
 def export_model(
     model_dir: str,
     out_dir: str,
@@ -246,21 +273,23 @@ def export_model(
     data_dir: str | None = None,
 ) -> dict[str, Any]:
     """Writes ``formats`` of the checkpoint's inference function and ``signature.json`` into
-    ``out_dir``; returns the signature. The ONNX file of a ``vjax quantize`` folder runs
-    onnxruntime's int8 ops (:mod:`vjax.deploy.onnx_int8`; ``int8`` calibrates on the
-    checkpoint's training data, found in ``data_dir`` if it moved).
+    ``out_dir``, a new or empty folder (:func:`check_out_dir`); returns the signature. The
+    ONNX file of a ``vjax quantize`` folder runs onnxruntime's int8 ops
+    (:mod:`vjax.deploy.onnx_int8`; ``int8`` calibrates on the checkpoint's training data,
+    found in ``data_dir`` if it moved).
 
     >>> export_model("runs/demo/vivit", "exported/vivit", ["stablehlo", "onnx"])
     """
     from vjax.predict import load_model
 
     formats = check_formats(formats)
+    check_out_dir(out_dir)
     config, model, variables, metadata = load_model(model_dir)
     clip = [int(v) for v in metadata["clip_shape"]]
     fn = inference_function(config, model, variables, bool(metadata.get("multi_label", False)))
     name = config.model.name
     platforms = list(platforms or [jax.default_backend()])
-    os.makedirs(out_dir, exist_ok=True)
+    _make_out_dir(out_dir)
     files, extra = {}, {}
     for fmt in formats:
         path = os.path.join(out_dir, FILES[fmt])
@@ -296,11 +325,11 @@ def export_model(
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``vjax export``; a model a format cannot express exits 2 with one line."""
-    parser = argparse.ArgumentParser(prog="vjax export", description=__doc__.split("\n\n")[0])
+    parser = ArgumentParser(prog="vjax export", description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", required=True, help="workdir, convert or quantize folder")
-    parser.add_argument("--out", required=True, help="folder for the files + signature.json")
+    parser.add_argument("--out", required=True, help="new folder for the files + signature.json")
     parser.add_argument("--format", default="stablehlo,onnx", help=f"any of {','.join(FORMATS)}")
-    parser.add_argument("--tflite_batch", type=int, default=1, help="TFLite's fixed batch")
+    parser.add_argument("--tflite_batch", type=positive_int, default=1, help="TFLite's batch")
     parser.add_argument("--platforms", default="", help="StableHLO platforms (default: this one)")
     parser.add_argument("--data_dir", default=None, help="int8 ONNX calibration data, if moved")
     args = parser.parse_args(sys.argv[1:] if argv is None else argv)

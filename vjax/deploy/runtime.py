@@ -15,8 +15,8 @@ from typing import Any
 
 import numpy as np
 
-from vjax.deploy.signature import read_signature
-from vjax.errors import NotFoundError, UserError
+from vjax.deploy.signature import SIGNATURE_FILE, read_signature
+from vjax.errors import NotFoundError, UserError, one_line
 
 OUTPUTS = ("logits", "probabilities")
 # What `vjax predict` and load_exported pick by default, in order.
@@ -108,5 +108,24 @@ def load_exported(folder: str, fmt: str | None = None) -> ExportedModel:
             f"{folder!r} holds no {fmt} export (it has: {', '.join(files) or 'none'}); "
             f"export it with vjax export --format={fmt}"
         )
-    run = RUNNERS[fmt](os.path.join(folder, files[fmt]), signature)
-    return ExportedModel(folder, fmt, run, signature)
+    return ExportedModel(folder, fmt, _open_runner(folder, fmt, files[fmt], signature), signature)
+
+
+def _open_runner(folder: str, fmt: str, file: str, signature: dict) -> Runner:
+    """The runner of ``fmt``'s file; a missing or unreadable (truncated, not a model) file is
+    a UserError naming it. A runtime that is not installed keeps its ImportError."""
+    path = os.path.join(folder, file)
+    if not os.path.exists(path):
+        raise NotFoundError(
+            f"{path} is missing ({SIGNATURE_FILE} lists it as the {fmt} export); re-export "
+            f"with vjax export --format={fmt}"
+        )
+    try:
+        return RUNNERS[fmt](path, signature)
+    except ImportError:
+        raise
+    except Exception as e:  # noqa: BLE001  (the runtimes raise anything on a bad file)
+        raise UserError(
+            f"{path} is not a readable {fmt} model ({one_line(e)[:200]}); re-export with "
+            f"vjax export --format={fmt}"
+        ) from e

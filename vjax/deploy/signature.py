@@ -18,10 +18,12 @@ import os
 from collections.abc import Mapping
 from typing import Any
 
-from vjax.errors import NotFoundError
+from vjax.errors import NotFoundError, UserError
 
 SIGNATURE_FILE = "signature.json"
 FORMAT_VERSION = 1
+# What a consumer of the folder reads (vjax.deploy.runtime, vjax predict).
+REQUIRED = ("files", "input", "class_names", "sampling")
 
 
 def trained_fps(config: Mapping[str, Any]) -> float:
@@ -110,8 +112,18 @@ def is_exported(folder: str) -> bool:
 
 
 def read_signature(folder: str) -> dict[str, Any]:
+    """The folder's signature; a missing, unreadable or incomplete file is a UserError
+    naming it (re-export the model)."""
     path = os.path.join(folder, SIGNATURE_FILE)
     if not os.path.isfile(path):
         raise NotFoundError(f"{folder!r} has no {SIGNATURE_FILE}: export it with vjax export")
-    with open(path) as f:
-        return json.load(f)
+    try:
+        with open(path, encoding="utf-8") as f:
+            signature = json.load(f)
+    except (OSError, ValueError) as e:  # JSONDecodeError and UnicodeDecodeError included
+        raise UserError(f"{path} is not readable JSON ({e}); re-export with vjax export") from e
+    missing = [k for k in REQUIRED if k not in signature] if isinstance(signature, dict) else []
+    if not isinstance(signature, dict) or missing:
+        what = f"lacks {', '.join(missing)}" if missing else "is not a JSON object"
+        raise UserError(f"{path} {what}: not a vjax export signature; re-export with vjax export")
+    return signature

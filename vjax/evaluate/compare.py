@@ -10,7 +10,6 @@ most (F1, or AP for multi-label data), and plots every class's delta sorted
 
 from __future__ import annotations
 
-import argparse
 import glob
 import json
 import os
@@ -19,8 +18,11 @@ import sys
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from vjax.errors import NotFoundError, UserError
+from vjax.errors import ArgumentParser, NotFoundError, UserError, output_file, positive_int
 from vjax.evaluate.report import scalars, task_results
+
+# What an eval result is, said by every error about one.
+_GIVE = "give a workdir or the eval_<split>_step<N>.json that vjax eval writes"
 
 
 def find_result(run: str, split: str = "test") -> str:
@@ -34,6 +36,19 @@ def find_result(run: str, split: str = "test") -> str:
             f"--split={split} ...` first, or pass the JSON file"
         )
     return max(found, key=lambda p: int(re.search(r"step(\d+)\.json$", p).group(1)))
+
+
+def read_result(path: str) -> dict[str, Any]:
+    """The evaluation result in ``path``; a file that is not one (a run's ``config.json`` or
+    ``metrics.jsonl``, not JSON at all) is a UserError naming it."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            result = json.load(f)
+    except (OSError, ValueError) as e:  # JSONDecodeError and UnicodeDecodeError included
+        raise UserError(f"{path} is not an eval result: not one JSON object ({e}); {_GIVE}") from e
+    if not (isinstance(result, dict) and {"split", "loss"} <= result.keys()):
+        raise UserError(f"{path} is not an eval result (no split and loss); {_GIVE}")
+    return result
 
 
 def class_metric(metrics: Mapping[str, Any]) -> str:
@@ -115,19 +130,21 @@ def compare(
     >>> text, paths = compare("runs/a", "runs/b")
     """
     paths = [find_result(run, split) for run in (run_a, run_b)]
-    a, b = (json.load(open(p)) for p in paths)
+    a, b = (read_result(p) for p in paths)
     text = format_compare(a, b, paths, top)
     out = out or os.path.join(os.path.dirname(paths[1]), f"compare_{split}.png")
     return text, plot_compare(a, b, out)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="vjax compare", description=__doc__.split("\n")[0])
+    parser = ArgumentParser(prog="vjax compare", description=__doc__.split("\n")[0])
     parser.add_argument("run_a", help="baseline: a workdir or an eval_*.json")
     parser.add_argument("run_b", help="the run compared with it")
     parser.add_argument("--split", default="test", help="which eval_<split>_step*.json")
-    parser.add_argument("--out", default=None, help="plot path (default: beside B's result)")
-    parser.add_argument("--top", type=int, default=10, help="classes shown per direction")
+    parser.add_argument(
+        "--out", type=output_file, default=None, help="plot path (default: beside B's result)"
+    )
+    parser.add_argument("--top", type=positive_int, default=10, help="classes per direction")
     args = parser.parse_args(sys.argv[1:] if argv is None else argv)
     text, paths = compare(args.run_a, args.run_b, args.split, args.out, args.top)
     print(text)

@@ -1,0 +1,233 @@
+"""A user's mistake at the command line of ``vjax predict``, ``export``, ``compare``, ``prepare``
+and ``bench`` is one line on stderr naming the problem, exit code 2, no traceback, and writes
+nothing; the verbs' ``--help`` exits 0. Each runs in this process through the ``vjax`` entry
+point (:func:`vjax.cli.main`) on one tiny converted ViViT and its StableHLO export."""
+
+import json
+import os
+import shutil
+
+import jax
+import numpy as np
+import pytest
+
+from vjax.cli import main as vjax_main
+from vjax.convert import pretrained_config, save_converted
+from vjax.data.video_io import encode_video
+from vjax.deploy.export import export_model
+from vjax.evaluate.metrics import task_metrics
+from vjax.evaluate.report import named_result
+from vjax.models import build_model
+
+MODEL = {"name": "vivit", "size": "Ti/8x2", "num_layers": 1, "hidden_size": 32, "num_heads": 2}
+NAMES = [f"c{i}" for i in range(5)]
+CLIP = (4, 16, 16, 3)
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory):
+    """``{"model": converted checkpoint folder, "export": its StableHLO export, "video": a
+    2 s clip, "root": a folder for the cases' inputs}``."""
+    root = tmp_path_factory.mktemp("cli_mistakes")
+    model = build_model(MODEL, num_classes=len(NAMES))
+    init = jax.jit(lambda key: model.init(key, np.zeros((1, *CLIP)), train=False))
+    config = pretrained_config(MODEL, CLIP, NAMES, mean=(0.5,) * 3, std=(0.25,) * 3, source="t")
+    save_converted(str(root / "model"), config, jax.device_get(init(jax.random.key(0))))
+    export_model(str(root / "model"), str(root / "export"), ["stablehlo"])
+    frames = np.random.default_rng(0).integers(0, 256, (20, 24, 30, 3), np.uint8)
+    video = encode_video(str(root / "clip.mp4"), frames, 10)
+    return {"model": str(root / "model"), "export": str(root / "export"), "video": video,
+            "root": root}  # fmt: skip
+
+
+def _listing(path) -> list[str]:
+    """Every path under ``path`` (none when it does not exist): what a command wrote."""
+    return sorted(str(p) for p in path.rglob("*")) if path.exists() else []
+
+
+def _one_line_error(argv: list[str], capsys, prefix: str | None = None) -> str:
+    """Runs ``vjax ARGV``: exit code 2 and exactly one stderr line, ``PREFIX: ...`` (default
+    ``vjax VERB: error: ``); returns that line."""
+    code = vjax_main(argv)
+    err = capsys.readouterr().err
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert code == 2, err[-3000:]
+    assert "Traceback" not in err and len(lines) == 1, err[-3000:]
+    assert lines[0].startswith(prefix or f"vjax {argv[0]}: error: "), lines
+    return lines[0]
+
+
+# predict's flags: (flag, what the line must name). Refused when the flags are read.
+PREDICT_FLAGS = {
+    "clips_0": ("--clips=0", "argument --clips: takes a whole number of 1 or more, got '0'"),
+    "chunk_size_0": ("--chunk_size=0", "argument --chunk_size: takes a whole number of 1 or"),
+    "top_k_0": ("--top_k=0", "argument --top_k: takes a whole number of 1 or more, got '0'"),
+    "top_k_negative": ("--top_k=-1", "argument --top_k: takes a whole number of 1 or more"),
+    "window_negative": ("--window=-1", "argument --window: takes a number of 0 or more, got '-1'"),
+}
+
+
+@pytest.mark.parametrize("case", PREDICT_FLAGS)
+def test_predict_flag_out_of_range_is_one_line(files, capsys, case):
+    flag, text = PREDICT_FLAGS[case]
+    line = _one_line_error(["predict", f"--model={files['model']}", files["video"], flag], capsys)
+    assert text in line and line.endswith("(vjax predict --help lists the flags)")
+
+
+def test_predict_json_into_a_missing_folder_is_refused_before_inference(files, capsys):
+    missing = files["root"] / "no_such_folder"
+    argv = ["predict", f"--model={files['export']}", files["video"],
+            f"--json={missing / 'out.json'}"]  # fmt: skip
+    line = _one_line_error(argv, capsys)
+    assert f"argument --json: folder '{missing}' does not exist" in line
+    assert not missing.exists()
+
+
+def _broken_export(files, name: str, damage) -> str:
+    """A copy of the export with ``damage(folder)`` done to it."""
+    folder = files["root"] / name
+    if not folder.exists():
+        shutil.copytree(files["export"], folder)
+        damage(folder)
+    return str(folder)
+
+
+BROKEN_EXPORTS = {
+    "model_file_missing": (
+        lambda f: os.remove(f / "model.stablehlo"),
+        "model.stablehlo is missing (signature.json lists it as the stablehlo export)"),
+    "model_file_truncated": (
+        lambda f: os.truncate(f / "model.stablehlo", 100),
+        "model.stablehlo is not a readable stablehlo model"),
+    "signature_not_json": (
+        lambda f: (f / "signature.json").write_text("{bad"),
+        "signature.json is not readable JSON"),
+    "signature_not_a_signature": (
+        lambda f: (f / "signature.json").write_text("{}"),
+        "signature.json lacks files, input, class_names, sampling: not a vjax export signature"),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("case", BROKEN_EXPORTS)
+def test_predict_on_a_broken_export_names_the_file(files, capsys, case):
+    damage, text = BROKEN_EXPORTS[case]
+    folder = _broken_export(files, case, damage)
+    line = _one_line_error(["predict", f"--model={folder}", files["video"]], capsys)
+    assert f"{folder}/{text}" in line and "re-export with vjax export" in line
+
+
+def test_predict_on_a_folder_with_an_export_and_checkpoints_says_which_it_uses(
+    files, capsys, caplog
+):
+    both = files["root"] / "export_beside_checkpoints"
+    if not both.exists():
+        shutil.copytree(files["model"], both)
+        for name in os.listdir(files["export"]):
+            shutil.copy(os.path.join(files["export"], name), both)
+    assert vjax_main(["predict", f"--model={both}", files["video"]]) == 0
+    assert "Traceback" not in capsys.readouterr().err
+    warnings = [r.getMessage() for r in caplog.records if r.name == "vjax.predict"]
+    assert warnings == [
+        f"{both} holds both an export (signature.json) and checkpoints (newest step 0); using "
+        f"the export: give --model={both / 'checkpoints'} for the checkpoints"
+    ]
+
+
+def _export_out(root, case: str):
+    """``(--out, the start of the line after "export error: ")`` of each refused --out."""
+    if case == "workdir":  # the converted model's folder holds checkpoints/, as a workdir does
+        out = root / "model"
+        return out, (f"--out='{out}' is a training workdir (it holds checkpoints/); export "
+                     f"into a new folder, e.g. --out={out / 'exported'}")  # fmt: skip
+    if case == "not_empty":
+        (root / "busy").mkdir(exist_ok=True)
+        (root / "busy" / "notes.txt").write_text("mine\n")
+        out = root / "busy"
+        return out, f"--out='{out}' is not empty (it holds notes.txt); export into a new or"
+    (root / "a_file.txt").write_text("mine\n")
+    out = root / "a_file.txt"
+    return out, f"--out='{out}' is a file; give a new folder for the export"
+
+
+@pytest.mark.parametrize("case", ["workdir", "not_empty", "file"])
+def test_export_refuses_an_out_that_is_not_a_new_folder(files, capsys, case):
+    out, text = _export_out(files["root"], case)
+    before = _listing(out)
+    argv = ["export", f"--model={files['model']}", f"--out={out}", "--format=stablehlo"]
+    assert _one_line_error(argv, capsys, "export error: ").startswith(f"export error: {text}")
+    assert _listing(out) == before
+    if case == "file":
+        assert out.read_text() == "mine\n"
+
+
+def _eval_result(seed: int) -> dict:
+    rng = np.random.default_rng(seed)
+    labels = rng.integers(0, len(NAMES), 20)
+    result = named_result(task_metrics(rng.normal(size=(20, len(NAMES))), labels, NAMES), NAMES,
+                          "test")  # fmt: skip
+    return {**result, "step": 3}
+
+
+@pytest.fixture(scope="module")
+def runs(files):
+    """Two workdirs, each with an ``eval_test_step3.json``, ``config.json`` and
+    ``metrics.jsonl`` as a run has them."""
+    out = []
+    for seed in (0, 1):
+        run = files["root"] / f"run{seed}"
+        run.mkdir()
+        (run / "eval_test_step3.json").write_text(json.dumps(_eval_result(seed)))
+        (run / "config.json").write_text(json.dumps({"model": MODEL, "train": {"num_steps": 3}}))
+        (run / "metrics.jsonl").write_text('{"step": 1, "loss": 1.6}\n{"step": 2, "loss": 1.5}\n')
+        out.append(run)
+    return out
+
+
+@pytest.mark.parametrize(
+    ("name", "text"),
+    [("config.json", "is not an eval result (no split and loss)"),
+     ("metrics.jsonl", "is not an eval result: not one JSON object (Extra data")],
+)  # fmt: skip
+def test_compare_with_a_file_that_is_not_an_eval_result(runs, capsys, name, text):
+    a, b = runs
+    line = _one_line_error(["compare", str(a), str(b / name)], capsys)
+    assert f"{b / name} {text}" in line and "eval_<split>_step<N>.json" in line
+    assert not (b / "compare_test.png").exists()
+
+
+def test_compare_out_into_a_missing_folder(runs, capsys):
+    a, b = runs
+    missing = b / "no_such_folder"
+    line = _one_line_error(["compare", str(a), str(b), f"--out={missing / 'cmp.png'}"], capsys)
+    assert f"argument --out: folder '{missing}' does not exist" in line
+    assert not missing.exists()
+
+
+def test_prepare_without_src_names_it(files, capsys):
+    data_dir = files["root"] / "tfds"
+    argv = ["prepare", "video_folder", f"--data_dir={data_dir}", "--fps=10"]
+    line = _one_line_error(argv, capsys)
+    assert "video_folder needs --src=..." in line
+    assert not data_dir.exists()
+
+
+def test_bench_help_exits_0(capsys):
+    assert vjax_main(["bench", "--help"]) == 0
+    out = capsys.readouterr()
+    assert out.out.startswith("``vjax bench KIND [flags]``") and not out.err
+
+
+def test_prepare_help_of_a_dataset_lists_its_flags_and_exits_0(capsys):
+    assert vjax_main(["prepare", "video_folder", "--help"]) == 0
+    out = capsys.readouterr()
+    assert "vjax prepare video_folder flags:" in out.out and "  --src=...  (required)" in out.out
+    assert "  --fps=0.0" in out.out and not out.err
+
+
+@pytest.mark.parametrize(
+    ("argv", "text"),
+    [(["bench", "trian"], "unknown bench kind 'trian'; valid: data, train, infer, ssl"),
+     (["bench"], "no bench kind given; valid: data, train, infer, ssl")],
+)  # fmt: skip
+def test_bench_without_a_known_kind_lists_the_kinds(capsys, argv, text):
+    assert text in _one_line_error(argv, capsys)
