@@ -65,6 +65,36 @@ def test_prefetch_preserves_order_and_surfaces_errors():
         list(prefetch(fails, range(5)))
 
 
+@pytest.mark.parametrize("steps, fails_at", [(3, None), (4, 3)], ids=["end", "error"])
+def test_prefetch_closed_early_returns_when_the_producer_has_finished(steps, fails_at):
+    """Closing prefetch while its buffer is full and the producer holds its end marker (or the
+    error of its last step) returns: a training loop that stops in its last steps (a NaN,
+    Ctrl-C, a preemption) must not hang in the prefetch thread's join."""
+    import threading
+    import time
+
+    made_last = threading.Event()
+
+    def make(step):
+        if step == steps - 1:
+            made_last.set()
+        if step == fails_at:
+            raise OSError(f"unreadable record {step}")
+        return step
+
+    def take_one_then_close():
+        batches = prefetch(make, range(steps))
+        assert next(batches) == 0  # the next two steps fill the buffer of 2
+        made_last.wait(5)
+        time.sleep(0.3)  # the producer is at its last put, into the full buffer
+        batches.close()
+
+    closer = threading.Thread(target=take_one_then_close, daemon=True)
+    closer.start()
+    closer.join(10)
+    assert not closer.is_alive(), "closing prefetch early never returned"
+
+
 def _shuffled_batches(seed: int) -> TrainBatches:
     """A loader process's batch function (module level, so spawned workers can import it)."""
     return TrainBatches(FakeSource(10), 4, seed=seed)

@@ -1,8 +1,9 @@
-"""What a config must satisfy before any dataset is prepared or anything compiles: a mesh that
-fits the devices, a batch that splits over them, valid input options, and a model that can
-take the clip (and, for an audio model, the spectrogram of ``config.input.audio``). Each
-failure is a :class:`~vjax.config_utils.ConfigError` naming the config section (the commands
-print it as one line).
+"""What a config must satisfy before any dataset is prepared or anything compiles: counts of at
+least one (steps, intervals, batch size, checkpoints kept), a mesh that fits the devices, a
+batch that splits over them, valid input options, and a model that can take the clip (and,
+for an audio model, the spectrogram of ``config.input.audio``). Each failure is a
+:class:`~vjax.config_utils.ConfigError` naming the config section (the commands print it as
+one line).
 
 >>> mesh = check_config(config)   # then prepare data, build the state, compile
 """
@@ -23,6 +24,18 @@ from vjax.models.registry import model_modalities
 
 # Any number of classes builds the model for its checks; the dataset's is known only later.
 _CHECK_CLASSES = 2
+
+# Counts that must be at least 1, with what they count: the training loop divides by the
+# intervals, the schedule decays over num_steps, and keep_checkpoints=0 makes Orbax delete
+# every checkpoint, the ones saved before this run too.
+AT_LEAST_ONE = {
+    "train.num_steps": "training steps",
+    "train.log_every": "steps between logged metrics",
+    "train.eval_every": "steps between validations",
+    "train.checkpoint_every": "steps between checkpoints",
+    "train.keep_checkpoints": "checkpoints kept; 0 would delete every one",
+    "input.global_batch_size": "clips per step",
+}
 
 
 @contextlib.contextmanager
@@ -46,6 +59,7 @@ def check_config(
     from vjax.models import build_model
     from vjax.step import batched, check_param_dtype
 
+    check_counts(config)
     devices = list(devices if devices is not None else jax.devices())
     with _section(
         "sharding.mesh",
@@ -78,6 +92,18 @@ def check_config(
             "--config.train.precise_bn_batches=0 or --config.model.frozen_bn=False"
         )
     return mesh
+
+
+def check_counts(config: ml_collections.ConfigDict) -> None:
+    """Raises a ConfigError naming the first of :data:`AT_LEAST_ONE` set below 1 (a key the
+    config lacks is left to the code that reads it)."""
+    for key, what in AT_LEAST_ONE.items():
+        section, name = key.split(".")
+        value = config[section].get(name)
+        if value is not None and value < 1:
+            raise ConfigError(
+                f"{key} ({what}) must be >= 1, got {value}; set --config.{key}=N with N >= 1"
+            )
 
 
 def model_input_shapes(

@@ -15,11 +15,12 @@ import logging
 import math
 import os
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import flax.linen as nn
 import jax
+import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
@@ -59,8 +60,11 @@ INPUT_KEYS = ("video", "audio", "has_audio")
 DEFAULT_MAX_REPLICATED_MIB = 4.0
 
 
-class NonFiniteLossError(FloatingPointError):
-    """Training produced a NaN/inf loss; the last good checkpoint is left untouched."""
+class NonFiniteLossError(UserError, FloatingPointError):
+    """Training produced a NaN/inf loss or state; nothing non-finite is saved, so the last good
+    checkpoint is left untouched. Not a typo, but its fix is in the config (a lower learning
+    rate, gradient clipping): a UserError, which the commands print as one line naming the
+    step, not a traceback."""
 
 
 @dataclasses.dataclass
@@ -392,7 +396,7 @@ def init_from_pretrained(
 
     from vjax.checkpoint import read_checkpoint
     from vjax.config_utils import config_from_json
-    from vjax.convert.surgery import adapt_params, token_grid
+    from vjax.convert.surgery import SurgeryError, adapt_params, token_grid
 
     metadata, variables, _ = read_checkpoint(path)
     source_model = build_model(
@@ -408,12 +412,15 @@ def init_from_pretrained(
         }
     initial = multihost_utils.process_allgather(state.params, tiled=True)  # whole, on the host
     inflation = exp.config.train.get("init_inflation", "central")
-    if hasattr(exp.model, "vit_view"):  # MBT: the source onto each modality's encoder
-        params, notes = _adapt_per_modality(
-            exp, variables["params"], initial, inflation, source_model, source_shape
-        )
-    else:
-        params, notes = adapt_params(variables["params"], initial, inflation=inflation, **grids)
+    try:
+        if hasattr(exp.model, "vit_view"):  # MBT: the source onto each modality's encoder
+            params, notes = _adapt_per_modality(
+                exp, variables["params"], initial, inflation, source_model, source_shape
+            )
+        else:
+            params, notes = adapt_params(variables["params"], initial, inflation=inflation, **grids)
+    except SurgeryError as e:
+        raise SurgeryError(f"train.init_from {path!r} does not fit this model: {e}") from e
     model_state = dict(state.model_state)
     for name, tree in variables.items():
         same = name in model_state and jax.tree.map(
@@ -523,22 +530,126 @@ def _data_map(exp: Experiment, kind: str, split: str, stop: int):
         mapped.close()
 
 
-def _check_finite(history: list[tuple[int, dict]]) -> list[tuple[int, dict]]:
+def _non_finite(what: str, step: int, detail: Any, manager) -> NonFiniteLossError:
+    """The error that stops a run at ``step`` because ``what`` went non-finite, naming the
+    newest checkpoint of ``manager`` (none is ever saved non-finite, so it is a good one)."""
+    last = manager.latest_step()
+    kept = "no checkpoint was saved" if last is None else f"the last good checkpoint (step {last})"
+    detail = f": {detail}" if detail else ""
+    return NonFiniteLossError(
+        f"non-finite {what} at step {step}{detail}. Stopping; {kept} is intact. Lower "
+        f"optimizer.lr or enable optimizer.grad_clip_norm."
+    )
+
+
+def _check_finite(history: list[tuple[int, dict]], manager) -> list[tuple[int, dict]]:
     """Fetches pending step metrics; raises naming the first step whose loss is not finite."""
     fetched = jax.device_get(history)
     for step, metrics in fetched:
         if not all(math.isfinite(float(v)) for v in metrics.values()):
             bad = {k: float(v) for k, v in metrics.items()}
-            raise NonFiniteLossError(
-                f"non-finite training metrics at step {step}: {bad}. Stopping; the last good "
-                f"checkpoint is intact. Lower optimizer.lr or enable optimizer.grad_clip_norm."
-            )
+            raise _non_finite("training metrics", step, bad, manager)
     return fetched
+
+
+def _all_finite(tree: Any) -> jax.Array:
+    """Whether every floating-point array of ``tree`` is finite: one reduction on the devices,
+    a single bool to fetch."""
+    leaves = [x for x in jax.tree.leaves(tree) if jnp.issubdtype(x.dtype, jnp.inexact)]
+    return jnp.all(jnp.stack([jnp.isfinite(x).all() for x in leaves] or [jnp.bool_(True)]))
+
+
+def _finite_check(exp: Experiment) -> Callable[[TrainState], bool]:
+    """``is_finite(state)``: whether the whole state (parameters, optimiser and model state)
+    is finite, reduced on the devices where it lives; only the answer is fetched."""
+    all_finite = jax.jit(_all_finite, out_shardings=parallel.replicated(exp.mesh))
+    return lambda state: bool(all_finite(state))
+
+
+def _checked_saver(
+    manager, metadata: dict[str, Any], is_finite: Callable[[TrainState], bool]
+) -> Callable[[int, TrainState, list], list]:
+    """``save(step, state, history) -> history fetched``: saves a checkpoint only when the
+    step metrics pending in ``history`` and the state are all finite, else raises
+    :class:`NonFiniteLossError` naming the step. The update of step N can turn the state
+    non-finite while every metric so far (computed with the parameters before it) is finite;
+    saving it would make it the step every resume, eval and ``vjax.load`` picks, and let
+    keep-N delete a good one."""
+
+    def save(step: int, state: TrainState, history: list[tuple[int, dict]]):
+        history = _check_finite(history, manager)
+        if not is_finite(state):
+            raise _non_finite("parameters or optimiser state", step, "not saved", manager)
+        checkpoint.save(manager, step, state, metadata)
+        return history
+
+    return save
+
+
+def _check_restored(
+    state: TrainState, step: int, workdir: str, is_finite: Callable[[TrainState], bool]
+) -> None:
+    """Raises a UserError when the restored checkpoint of ``step`` is not finite (an older
+    vjax could save one): training on from it cannot recover, and every later error would
+    name it as the last good checkpoint."""
+    if step and not is_finite(state):
+        folder = os.path.join(workdir, "checkpoints", str(step))
+        raise UserError(
+            f"the checkpoint at step {step} holds non-finite parameters or optimiser state; "
+            f"move {folder!r} out of the checkpoints folder to resume from the one before"
+        )
+
+
+def _check_workdir(workdir: str) -> None:
+    """Raises a UserError when ``workdir`` or a folder above it is a file (no run can be made
+    there); checked before any dataset is prepared."""
+    path = os.path.abspath(workdir)
+    while not os.path.exists(path):
+        path = os.path.dirname(path)
+    if not os.path.isdir(path):
+        where = "is a file" if path == os.path.abspath(workdir) else f"is inside a file, {path!r}"
+        raise UserError(
+            f"workdir {workdir!r} {where}: give --workdir a folder (a new one, or a run's to "
+            f"resume)"
+        )
+
+
+def _remove_if_empty(*folders: str) -> None:
+    """Removes each folder that is empty, in order (a folder that holds anything stays)."""
+    for folder in folders:
+        with contextlib.suppress(OSError):
+            os.rmdir(folder)
+
+
+def _start_state(exp: Experiment, workdir: str, is_main: bool) -> tuple[Any, TrainState, int]:
+    """``(manager, state, step)``: the checkpoint manager of ``workdir`` and the state to
+    train from, the newest good checkpoint's or else a fresh one (``train.init_from``'s
+    parameters when set). The folders this call creates are removed again when that fails (a
+    ``train.init_from`` that does not fit), so the mistake leaves no empty run behind."""
+    tcfg = exp.config.train
+    folder = os.path.join(workdir, "checkpoints")
+    created = [path for path in (folder, workdir) if not os.path.exists(path)]
+    try:
+        os.makedirs(workdir, exist_ok=True)
+        manager = checkpoint.make_manager(folder, tcfg.keep_checkpoints)
+        restored = restore_state(exp, manager)
+        if restored:
+            print(f"Restored checkpoint at step {restored[1]} from {workdir}", flush=True)
+            return manager, *restored
+        state = create_state(exp, exp.config.seed)
+        if tcfg.get("init_from"):
+            state = init_from_pretrained(exp, state, tcfg.init_from, is_main)
+        return manager, state, 0
+    except BaseException:
+        if is_main:
+            _remove_if_empty(*created)
+        raise
 
 
 def train(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
     """Trains (resuming from the newest good checkpoint in ``workdir``) and returns the last
     validation metrics."""
+    _check_workdir(workdir)
     exp = setup(
         config,
         splits=("train", "validation"),
@@ -556,23 +667,23 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
             f"({CLIPPED_WARMUP_FRACTION:.0%} of the run) instead",
             flush=True,
         )
-    os.makedirs(workdir, exist_ok=True)
+    # State: restore the newest checkpoint that loads, else initialise.
+    manager, state, start = _start_state(exp, workdir, is_main)
+    if start >= tcfg.num_steps:  # a finished run submitted again, or num_steps lowered
+        if is_main:
+            print(
+                f"{workdir} is already at step {start} of train.num_steps={tcfg.num_steps}: "
+                f"nothing to train; raise --config.train.num_steps to continue",
+                flush=True,
+            )
+        return {}
+    is_finite = _finite_check(exp)
+    _check_restored(state, start, workdir, is_finite)
     config_json = config_to_json(config)
-    if is_main:
+    if is_main:  # only now: a rejected resume or init_from leaves the run's config as it was
         with open(os.path.join(workdir, "config.json"), "w") as f:
             f.write(config_json)
-    metadata = checkpoint_metadata(exp, config_json)
-
-    # State: restore the newest checkpoint that loads, else initialise.
-    manager = checkpoint.make_manager(os.path.join(workdir, "checkpoints"), tcfg.keep_checkpoints)
-    restored = restore_state(exp, manager)
-    if restored:
-        state, start = restored
-        print(f"Restored checkpoint at step {start} from {workdir}", flush=True)
-    else:
-        state, start = create_state(exp, cfg.seed), 0
-        if tcfg.get("init_from"):
-            state = init_from_pretrained(exp, state, tcfg.init_from, is_main)
+    save = _checked_saver(manager, checkpoint_metadata(exp, config_json), is_finite)
     num_params = sum(x.size for x in jax.tree.leaves(state.params))
     memory = parallel.memory_report(
         (state.params, state.opt_state),
@@ -618,14 +729,13 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
                 history.append((step, metrics))
 
                 if stop(step):  # preemption notice: save this step and leave cleanly
-                    history = _check_finite(history)
-                    checkpoint.save(manager, step, state, metadata)
+                    history = save(step, state, history)
                     preempted_at = step
                     break
 
                 is_last = step == tcfg.num_steps
                 if step % tcfg.log_every == 0 or is_last:
-                    fetched = _check_finite(history)
+                    fetched = _check_finite(history, manager)
                     history = []
                     means = {k: float(np.mean([m[k] for _, m in fetched])) for k in fetched[0][1]}
                     rate = (step - tick_step) / (time.perf_counter() - tick)
@@ -635,6 +745,8 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
                         print(progress_line(step, tcfg.num_steps, means, rate), flush=True)
 
                 if step % tcfg.eval_every == 0 or is_last:
+                    if not is_finite(state):  # name the step, not the evaluation's NaN logits
+                        raise _non_finite("parameters or optimiser state", step, "", manager)
                     state = _precise_batch_stats(exp, state, make_batch, step)
                     last_eval = evaluate(exp, eval_step, state.variables, "validation")
                     writer.write(step, "validation", scalars(last_eval))
@@ -644,8 +756,7 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
                         picture(state.variables, step)
 
                 if step % tcfg.checkpoint_every == 0 or is_last:
-                    history = _check_finite(history)  # never save a state that went non-finite
-                    checkpoint.save(manager, step, state, metadata)
+                    history = save(step, state, history)  # never a state gone non-finite
     finally:  # an error mid-run still completes the saves already started
         manager.wait_until_finished()
         writer.flush()

@@ -41,13 +41,17 @@ import flax.linen as nn
 import numpy as np
 from flax import traverse_util
 
+from vjax.errors import UserError
+
 INFLATIONS = ("central", "average")
 _TIME_EMBEDDINGS = ("time_embedding", "temporal_pos_embedding")
 Grid = tuple[int, int, int]
 
 
-class SurgeryError(ValueError):
-    """A parameter that cannot be adapted; the message names it and both shapes."""
+class SurgeryError(UserError):
+    """A parameter that cannot be adapted; the message names it and both shapes. A user's
+    error (a ``train.init_from`` or ``vjax convert`` source that does not fit the config's
+    model): the commands print it as one line. Still a ValueError, as before."""
 
 
 def token_grid(model: Any, clip_shape: tuple[int, ...]) -> Grid:

@@ -244,27 +244,34 @@ class ProcessMap:
         self._pool.shutdown(wait=True, cancel_futures=True)
 
 
+def _put(buffer: queue.Queue, stop: threading.Event, item: Any) -> bool:
+    """Puts ``item`` into ``buffer``, waiting while it is full, unless ``stop`` is set first
+    (the consumer has gone: nobody would ever take it). True when it was put."""
+    while not stop.is_set():
+        try:
+            buffer.put(item, timeout=0.1)
+            return True
+        except queue.Full:
+            continue
+    return False
+
+
 def prefetch(make: Callable[[int], Any], steps: range, size: int = 2) -> Iterator[Any]:
-    """Yields ``make(step)`` for each step, computed ``size`` steps ahead in a background thread."""
+    """Yields ``make(step)`` for each step, computed ``size`` steps ahead in a background thread.
+    Closing it early (a break, an error, a preemption) stops the thread, whatever it was about
+    to hand over: every item, the end and an error are put only while the consumer is there."""
     buffer: queue.Queue = queue.Queue(maxsize=size)
     stop = threading.Event()
 
     def worker():
         try:
             for step in steps:
-                item = make(step)
-                while not stop.is_set():
-                    try:
-                        buffer.put((item, None), timeout=0.1)
-                        break
-                    except queue.Full:
-                        continue
-                if stop.is_set():
+                if not _put(buffer, stop, (make(step), None)):
                     return
         except BaseException as e:  # surfaced in the consumer, not lost in the thread
-            buffer.put((None, e))
+            _put(buffer, stop, (None, e))
             return
-        buffer.put((None, StopIteration()))
+        _put(buffer, stop, (None, StopIteration()))
 
     thread = threading.Thread(target=worker, daemon=True)
     thread.start()

@@ -1,0 +1,158 @@
+"""Training on bad input loses nothing already saved and says what is wrong in one line: counts
+below one, a workdir that is a file, a state gone non-finite, a rejected resume or
+init_from, and a run that is already finished."""
+
+import os
+import shutil
+
+import jax
+import numpy as np
+import pytest
+from conftest import DEMO_CONFIG, tiny_config
+
+import vjax
+from vjax import checkpoint, train
+from vjax.checkpoint import CheckpointMismatchError
+from vjax.config_utils import ConfigError
+from vjax.errors import UserError
+from vjax.main import main
+from vjax.preflight import check_config
+
+
+@pytest.fixture(scope="module")
+def finished(data_dir, tmp_path_factory) -> str:
+    """A tiny run trained to its end, step 3 (one checkpoint); tests train on copies of it."""
+    workdir = str(tmp_path_factory.mktemp("finished"))
+    train.train(tiny_config(data_dir, **{"train.num_steps": "3"}), workdir)
+    return workdir
+
+
+@pytest.fixture
+def run_copy(finished, tmp_path) -> str:
+    """A copy of the finished run, for a test to change."""
+    return shutil.copytree(finished, str(tmp_path / "run"))
+
+
+def _steps(workdir: str) -> list[int]:
+    return sorted(int(e) for e in os.listdir(os.path.join(workdir, "checkpoints")))
+
+
+def _read(path: str) -> str:
+    with open(path) as f:
+        return f.read()
+
+
+def _train_command(data_dir: str, workdir: str, **overrides: str) -> int:
+    """``vjax train`` on the tiny demo config (in this process); its exit code."""
+    flags = [f"--config.{k}={v}" for k, v in {"dataset.data_dir": data_dir, **overrides}.items()]
+    return main(["--mode=train", f"--config={DEMO_CONFIG}:tiny", f"--workdir={workdir}", *flags])
+
+
+def _error_line(capsys) -> str:
+    """The one error line the command printed (and no traceback)."""
+    err = capsys.readouterr().err
+    lines = [line for line in err.splitlines() if line.startswith("vjax: error: ")]
+    assert "Traceback" not in err and len(lines) == 1, err
+    return lines[0]
+
+
+COUNTS = [
+    "train.num_steps",
+    "train.num_steps=-3",
+    "train.log_every",
+    "train.eval_every",
+    "train.checkpoint_every",
+    "train.keep_checkpoints",
+    "input.global_batch_size",
+    "input.global_batch_size=-8",
+]
+
+
+@pytest.mark.parametrize("key", COUNTS)
+def test_counts_below_one_are_a_config_error_naming_the_key(data_dir, key):
+    key, _, value = key.partition("=")
+    with pytest.raises(ConfigError, match=rf"^{key} \(.*\) must be >= 1, got {value or 0}"):
+        check_config(tiny_config(data_dir, **{key: value or "0"}))
+
+
+def test_workdir_that_is_a_file_is_one_line(data_dir, tmp_path, capsys):
+    notes = tmp_path / "notes.txt"
+    notes.write_text("keep me")
+    assert _train_command(data_dir, str(notes)) == 2
+    assert "is a file" in _error_line(capsys)
+    assert notes.read_text() == "keep me"
+
+
+@pytest.mark.filterwarnings("ignore:overflow encountered in cast")  # lr 1e39 in float32
+def test_state_gone_non_finite_is_never_saved_and_the_message_is_true(data_dir, run_copy, capsys):
+    """An infinite learning rate makes step 4's update non-finite while its metrics (of the
+    parameters before it) are finite: step 4 is not saved, and with keep 1 the good step 3
+    survives; the run stops with one line naming step 4 and the intact step 3."""
+    code = _train_command(
+        data_dir,
+        run_copy,
+        **{
+            "train.num_steps": "6",
+            "train.checkpoint_every": "1",
+            "train.keep_checkpoints": "1",
+            "train.log_every": "100",
+            "train.eval_every": "100",
+            "optimizer.lr": "1e39",
+            "optimizer.warmup_steps": "0",
+        },
+    )
+    assert code == 2
+    line = _error_line(capsys)
+    assert "non-finite parameters or optimiser state at step 4" in line
+    assert "last good checkpoint (step 3) is intact" in line
+    assert _steps(run_copy) == [3]
+    _, _, variables = vjax.load(run_copy)
+    assert all(np.isfinite(x).all() for x in jax.tree.leaves(variables))
+
+
+def test_non_finite_checkpoint_saved_before_is_named_at_resume(data_dir, run_copy):
+    """A non-finite checkpoint (as an older vjax could save) is not trained on: the error names
+    its step folder, so the last good checkpoint a later error names is really good."""
+    config = tiny_config(
+        data_dir, **{"train.num_steps": "12", "train.log_every": "1", "train.eval_every": "100"}
+    )
+    exp = train.setup(config)
+    manager = checkpoint.make_manager(os.path.join(run_copy, "checkpoints"), 2)
+    state, _ = train.restore_state(exp, manager)
+    nan = state.replace(params=jax.tree.map(lambda p: p * np.nan, state.params))
+    checkpoint.save(manager, 4, nan, checkpoint.read_metadata(run_copy))
+    manager.wait_until_finished()
+    with pytest.raises(UserError, match=r"checkpoint at step 4 holds non-finite .*checkpoints/4"):
+        train.train(config, run_copy)
+    assert _steps(run_copy) == [3, 4]
+
+
+def test_rejected_resume_leaves_the_runs_config_as_it_was(data_dir, run_copy):
+    before = _read(os.path.join(run_copy, "config.json"))
+    wider = tiny_config(data_dir, **{"model.hidden_size": "48", "train.num_steps": "6"})
+    with pytest.raises(CheckpointMismatchError):
+        train.train(wider, run_copy)
+    assert _read(os.path.join(run_copy, "config.json")) == before
+    assert _steps(run_copy) == [3]
+
+
+def test_init_from_that_does_not_fit_is_one_line_and_leaves_no_workdir(
+    data_dir, finished, tmp_path, capsys
+):
+    workdir = str(tmp_path / "new")
+    code = _train_command(
+        data_dir, workdir, **{"train.init_from": finished, "model.hidden_size": "48"}
+    )
+    assert code == 2
+    line = _error_line(capsys)
+    assert f"train.init_from {finished!r} does not fit" in line and "cannot adapt" in line
+    assert not os.path.exists(workdir)
+
+
+def test_finished_run_says_so_and_keeps_its_config(data_dir, run_copy, capsys):
+    before = _read(os.path.join(run_copy, "config.json"))
+    assert train.train(tiny_config(data_dir, **{"train.num_steps": "2"}), run_copy) == {}
+    out = capsys.readouterr().out
+    assert "already at step 3 of train.num_steps=2: nothing to train" in out
+    assert _read(os.path.join(run_copy, "config.json")) == before
+    assert _steps(run_copy) == [3]
