@@ -1,21 +1,29 @@
 """Orbax checkpoints of the train state plus the run's config, and a restore that never trusts
-a half-written step: it falls back to the newest checkpoint that restores cleanly."""
+a half-written step: it falls back to the newest checkpoint that restores cleanly, says which
+step it skipped and why (one line), and a save that Orbax skips is an error, never silent."""
 
 from __future__ import annotations
 
+import functools
+import inspect
 import logging
 import os
-from typing import Any
+import sys
+import traceback
+from collections.abc import Callable, Sequence
+from typing import Any, TypeVar
 
 import jax
 import numpy as np
 import orbax.checkpoint as ocp
+from etils import epath
 
 from vjax.checkpoint_paths import locate
 from vjax.errors import UserError
 from vjax.log_filters import drop_absl_warnings
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 # Logged by every read-only manager, i.e. whenever a checkpoint is merely read.
 drop_absl_warnings("Given directory is read only", "CheckpointManagerOptions.read_only=True")
 
@@ -92,61 +100,229 @@ def check_compatible(saved: Any, expected: Any, where: str) -> None:
         )
 
 
+class CheckpointNotSavedError(UserError):
+    """A save that did not happen: the folder already holds this step or a newer one."""
+
+
+class UnreadableCheckpointError(UserError):
+    """No saved step of a checkpoints folder can be read (each step's reason is named)."""
+
+
 def save(manager: ocp.CheckpointManager, step: int, state: Any, metadata: dict) -> None:
     """Saves the state plus JSON metadata (the config, class names, clip shape), so a checkpoint
-    folder alone is enough to rebuild the model."""
-    manager.save(
+    folder alone is enough to rebuild the model.
+
+    Raises CheckpointNotSavedError when Orbax skips the save: it saves only steps newer than
+    the newest in the folder (its :meth:`should_save`; vjax's managers save at any step, so
+    that is the only reason), and a skipped save would lose the work it was to keep.
+    """
+    saved = manager.save(
         step,
         args=ocp.args.Composite(
             state=ocp.args.StandardSave(state), metadata=ocp.args.JsonSave(metadata)
         ),
     )
+    if not saved:
+        raise CheckpointNotSavedError(
+            f"checkpoint of step {step} was not saved: {manager.directory} already holds step "
+            f"{manager.latest_step()}, and Orbax saves only newer steps; move that step aside "
+            f"or use a new folder"
+        )
 
 
 def write_single(directory: str, state: dict, metadata: dict) -> str:
     """Writes one checkpoint (step 0, no optimiser) of host arrays into ``directory`` (a
-    ``checkpoints`` folder): what ``vjax convert`` and ``vjax quantize`` leave behind."""
+    ``checkpoints`` folder): what ``vjax convert`` and ``vjax quantize`` leave behind. Raises
+    CheckpointNotSavedError when ``directory`` already holds a step (nothing is written)."""
     manager = make_manager(directory, 1, async_save=False)
-    save(manager, 0, jax.tree.map(np.asarray, state), metadata)
-    manager.wait_until_finished()
-    manager.close()
+    try:
+        save(manager, 0, jax.tree.map(np.asarray, state), metadata)
+        manager.wait_until_finished()
+    finally:
+        manager.close()
     return directory
 
 
-def _saved_tree(manager: ocp.CheckpointManager, step: int) -> Any | None:
-    """The saved state's tree of array metadata, or None when it cannot be read."""
+# How much of a failed read's innermost error a warning quotes.
+MAX_REASON_CHARS = 300
+# What an unrestorable step's folder is renamed to (``6`` -> ``6.unreadable``): out of Orbax's
+# list of steps, kept on disk for the user.
+UNREADABLE_SUFFIX = ".unreadable"
+
+
+def failure_reason(error: BaseException) -> str:
+    """Why a read failed, on one readable line: the innermost error of ``error``'s chain
+    (``__cause__``, else ``__context__``), first line, at most :data:`MAX_REASON_CHARS`.
+
+    Orbax wraps TensorStore's useful ``OUT_OF_RANGE: Error reading "params/..." ...`` in an
+    ``Encountered error while reading array index`` whose first line is a TensorStore spec.
+    """
+    seen = {id(error)}
+    while True:
+        inner = error.__cause__ or (None if error.__suppress_context__ else error.__context__)
+        if inner is None or id(inner) in seen:
+            break
+        seen.add(id(inner))
+        error = inner
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    text = lines[0] if lines else ""
+    if len(text) > MAX_REASON_CHARS:
+        text = text[: MAX_REASON_CHARS - 3] + "..."
+    return f"{type(error).__name__}: {text}" if text else type(error).__name__
+
+
+class _AbandonedReadFilter(logging.Filter):
+    """Drops asyncio's "Task (Future, _GatheringFuture) exception was never retrieved" for
+    Orbax's reads (see :func:`_hush_abandoned_reads`)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        if "exception was never retrieved" not in message:
+            return True
+        if record.exc_info and record.exc_info[1] is not None:
+            message += "".join(traceback.format_exception(record.exc_info[1]))
+        return not any(mark in message for mark in ("orbax", "TensorStore", "OCDBT"))
+
+
+_ABANDONED_READS = _AbandonedReadFilter()
+
+
+def _is_abandoned_read(unraisable: Any) -> bool:
+    """True for what an abandoned Orbax read prints when it ends: its coroutine, closed with
+    an error, or TensorStore's callback onto Orbax's closed event loop."""
+    code = getattr(unraisable.object, "cr_code", None)
+    if inspect.iscoroutine(unraisable.object) and code is not None:
+        return f"{os.sep}orbax{os.sep}" in code.co_filename
+    error = unraisable.exc_value
+    return unraisable.object is None and str(error) == "Event loop is closed"
+
+
+def _hush_abandoned_reads() -> None:
+    """Drops what Orbax's abandoned reads print. A failed restore leaves the other arrays'
+    reads in flight; as each ends (whenever its TensorStore read does, often after the failure
+    is reported) Python prints "Exception ignored in: <coroutine ...>" or "Event loop is
+    closed", and asyncio "Task exception was never retrieved", each with a whole TensorStore
+    spec: hundreds of lines for one truncated step. vjax says once why the step does not read
+    (:func:`failure_reason`); every other unraisable error and log record goes on as before.
+    Called before every read: idempotent, and put back when another hook replaced it."""
+    previous = sys.unraisablehook
+    if not getattr(previous, "hushes_abandoned_reads", False):
+
+        def hook(unraisable: Any) -> None:
+            if not _is_abandoned_read(unraisable):
+                previous(unraisable)
+
+        hook.hushes_abandoned_reads = True  # type: ignore[attr-defined]
+        sys.unraisablehook = hook
+    asyncio_log = logging.getLogger("asyncio")
+    if _ABANDONED_READS not in asyncio_log.filters:
+        asyncio_log.addFilter(_ABANDONED_READS)
+
+
+def _try_read(read: Callable[[int], T], step: int) -> tuple[T | None, str | None]:
+    """``(read(step), None)``, or ``(None, reason)`` when it fails for any reason but a
+    UserError (a mismatch the user must see): a half-written or damaged step."""
+    _hush_abandoned_reads()  # before: some end as the read fails, before it is caught
     try:
-        return manager.item_metadata(step)["state"]
-    except Exception:  # noqa: BLE001  (unreadable metadata means an incomplete step)
-        return None
+        return read(step), None
+    except UserError:
+        raise
+    except Exception as e:  # noqa: BLE001  (any failure means: try an older step)
+        return None, failure_reason(e)
+
+
+def _read_newest(
+    steps: Sequence[int], read: Callable[[int], T], where: str
+) -> tuple[T, int, dict[int, str]]:
+    """``(read(step), step, {newer step skipped: why})`` of the newest of ``steps`` that reads,
+    trying them newest first. Raises UnreadableCheckpointError naming every step's reason
+    when none reads."""
+    reasons: dict[int, str] = {}
+    for step in sorted(steps, reverse=True):
+        result, reason = _try_read(read, step)
+        if reason is None:
+            return result, step, reasons
+        reasons[step] = reason
+    raise UnreadableCheckpointError(
+        f"no checkpoint in {where} can be read: "
+        + "; ".join(f"step {step}: {why}" for step, why in reasons.items())
+        + " (a crash mid-write or damaged files); move those steps aside or use a new folder"
+    )
+
+
+def _skipped(step: int, where: str, reason: str) -> str:
+    """The start of the one line that says a step was skipped, and why."""
+    return f"checkpoint at step {step} in {where} cannot be read ({reason})"
+
+
+def _restore_state(manager: ocp.CheckpointManager, abstract_state: Any, step: int) -> Any:
+    """The state saved at ``step``, checked against ``abstract_state`` first (a mismatch
+    raises CheckpointMismatchError) and restored onto its shardings. Its JSON metadata is read
+    too: a step that :func:`read_checkpoint` (``vjax.load``, predict, export) cannot read is
+    not one to resume or evaluate either."""
+    saved = manager.item_metadata(step)["state"]
+    if saved is None:
+        raise ValueError("the saved state has no readable array metadata")
+    check_compatible(saved, abstract_state, f"step {step} in {manager.directory}")
+    restored = manager.restore(
+        step,
+        args=ocp.args.Composite(
+            state=ocp.args.StandardRestore(abstract_state), metadata=ocp.args.JsonRestore()
+        ),
+    )
+    return restored["state"]
+
+
+def _move_aside(manager: ocp.CheckpointManager, reasons: dict[int, str], used: int) -> None:
+    """Renames each unreadable step ``N`` of ``reasons`` to ``N.unreadable`` (its data kept for
+    the user), logs one line for each, and reloads ``manager``. While it stays, Orbax saves no
+    step up to ``N``: a resume from an older step would train to ``N`` again, saving nothing."""
+    if not reasons:
+        return
+    directory = epath.Path(manager.directory)
+    if jax.process_index() == 0:
+        for step, reason in reasons.items():
+            target = directory / f"{step}{UNREADABLE_SUFFIX}"
+            count = 1
+            while target.exists():
+                count += 1
+                target = directory / f"{step}{UNREADABLE_SUFFIX}.{count}"
+            try:
+                (directory / str(step)).rename(target)
+            except OSError as e:
+                raise UserError(
+                    f"{_skipped(step, str(directory), reason)} and could not be moved aside "
+                    f"({e}); move or delete it, then run again"
+                ) from e
+            log.warning(
+                "%s; moved it aside to %s (kept) and using step %d",
+                _skipped(step, str(directory), reason),
+                target.name,
+                used,
+            )
+    if jax.process_count() > 1:
+        from jax.experimental import multihost_utils
+
+        multihost_utils.sync_global_devices("vjax_checkpoint_move_aside")
+    manager.reload()
 
 
 def restore_latest(manager: ocp.CheckpointManager, abstract_state: Any) -> tuple[Any, int] | None:
     """Restores the newest checkpoint that loads, onto the shardings in ``abstract_state``.
 
-    A step that fails to restore (a crash mid-write, a truncated file) is logged and skipped,
-    never deleted: the next older step is tried. A complete checkpoint of another model or
-    optimiser raises CheckpointMismatchError instead. Returns None when there is nothing.
+    A step that fails to restore (a crash mid-write, a truncated file) is skipped and, once an
+    older one restores, moved aside with one line naming it and why (:func:`_move_aside`),
+    never deleted. A complete checkpoint of another model or optimiser raises
+    CheckpointMismatchError instead, and a folder whose every step fails
+    UnreadableCheckpointError. Returns None when there is nothing.
     """
-    for step in sorted(manager.all_steps(), reverse=True):
-        saved = _saved_tree(manager, step)
-        if saved is None:
-            log.warning("checkpoint at step %d has no readable metadata; trying an older one", step)
-            continue
-        check_compatible(saved, abstract_state, f"step {step} in {manager.directory}")
-        try:
-            restored = manager.restore(
-                step, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract_state))
-            )
-            return restored["state"], step
-        except Exception as e:  # noqa: BLE001  (any failure means: try an older step)
-            log.warning(
-                "checkpoint at step %d does not restore (%s: %s); trying an older one",
-                step,
-                type(e).__name__,
-                str(e).splitlines()[0] if str(e) else "",
-            )
-    return None
+    steps = manager.all_steps()
+    if not steps:
+        return None
+    read = functools.partial(_restore_state, manager, abstract_state)
+    state, step, reasons = _read_newest(steps, read, str(manager.directory))
+    _move_aside(manager, reasons, step)
+    return state, step
 
 
 def abstract_like(tree: Any, shardings: Any) -> Any:
@@ -160,46 +336,60 @@ def _one_local_device() -> jax.sharding.Sharding:
     return jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
 
 
-def read_checkpoint(path: str) -> tuple[dict, dict, int]:
-    """Reads ``(metadata, variables, step)`` from a workdir, a checkpoints folder or a step
-    folder. ``variables`` is ``{"params": ..., **model_state}`` of host numpy arrays, ready for
-    ``model.apply``.
-    """
-    path, step = locate(path)
+def _read_newest_logged(
+    path: str, read: Callable[[ocp.CheckpointManager, int], T]
+) -> tuple[T, int]:
+    """``(read(manager, step), step)`` of the newest step under ``path`` (a workdir,
+    checkpoints folder or step folder: then only that step) that reads, through a read-only
+    manager; each newer step that does not is logged as one line naming it and why."""
+    directory, step = locate(path)
     manager = ocp.CheckpointManager(
-        path, options=ocp.CheckpointManagerOptions(read_only=True), item_handlers=_item_handlers()
+        directory,
+        options=ocp.CheckpointManagerOptions(read_only=True),
+        item_handlers=_item_handlers(),
     )
-    steps = [step] if step is not None else sorted(manager.all_steps(), reverse=True)
-    errors = []
-    for step in steps:
-        try:
-            # Onto one local device, whatever mesh or process count wrote the checkpoint.
-            target = jax.tree.map(
-                lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=_one_local_device()),
-                manager.item_metadata(step)["state"],
-            )
-            restored = manager.restore(
-                step,
-                args=ocp.args.Composite(
-                    metadata=ocp.args.JsonRestore(), state=ocp.args.StandardRestore(target)
-                ),
-            )
-        except Exception as e:  # noqa: BLE001
-            errors.append(f"step {step}: {type(e).__name__}: {e}")
-            continue
-        state = jax.device_get(restored["state"])
-        variables = {"params": state["params"], **state.get("model_state", {})}
-        return dict(restored["metadata"]), variables, step
-    raise UserError(f"no checkpoint under {path!r} restores: " + "; ".join(errors))
+    steps = [step] if step is not None else manager.all_steps()
+    result, used, reasons = _read_newest(steps, functools.partial(read, manager), directory)
+    for skipped, reason in reasons.items():
+        log.warning("%s; using step %d", _skipped(skipped, directory, reason), used)
+    return result, used
+
+
+def _read_step(manager: ocp.CheckpointManager, step: int) -> tuple[dict, dict]:
+    """``(metadata, variables)`` of one step, its arrays on one local device (whatever mesh or
+    process count wrote it) then on the host."""
+    target = jax.tree.map(
+        lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=_one_local_device()),
+        manager.item_metadata(step)["state"],
+    )
+    restored = manager.restore(
+        step,
+        args=ocp.args.Composite(
+            metadata=ocp.args.JsonRestore(), state=ocp.args.StandardRestore(target)
+        ),
+    )
+    state = jax.device_get(restored["state"])
+    return dict(restored["metadata"]), {"params": state["params"], **state.get("model_state", {})}
+
+
+def _read_metadata_step(manager: ocp.CheckpointManager, step: int) -> dict:
+    """The JSON metadata of one step, without reading any array."""
+    restored = manager.restore(step, args=ocp.args.Composite(metadata=ocp.args.JsonRestore()))
+    return dict(restored["metadata"])
+
+
+def read_checkpoint(path: str) -> tuple[dict, dict, int]:
+    """Reads ``(metadata, variables, step)`` of the newest checkpoint that reads from a
+    workdir, a checkpoints folder or a step folder; a newer step that does not read is logged
+    as one line naming it and why. ``variables`` is ``{"params": ..., **model_state}`` of host
+    numpy arrays, ready for ``model.apply``.
+    """
+    (metadata, variables), step = _read_newest_logged(path, _read_step)
+    return metadata, variables, step
 
 
 def read_metadata(path: str) -> dict:
     """The run metadata (config, class names, clip shape) of the newest checkpoint under
-    ``path``, without reading any array."""
-    path, step = locate(path)
-    manager = ocp.CheckpointManager(
-        path, options=ocp.CheckpointManagerOptions(read_only=True), item_handlers=_item_handlers()
-    )
-    step = step if step is not None else manager.latest_step()
-    restored = manager.restore(step, args=ocp.args.Composite(metadata=ocp.args.JsonRestore()))
-    return dict(restored["metadata"])
+    ``path`` whose metadata reads (a newer one that does not is logged, as in
+    :func:`read_checkpoint`), without reading any array."""
+    return _read_newest_logged(path, _read_metadata_step)[0]

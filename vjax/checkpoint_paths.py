@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 
-from vjax.errors import NotFoundError
+from vjax.errors import NotFoundError, UserError
 
 
 def saved_steps(directory: str) -> list[int]:
@@ -28,6 +28,16 @@ def require_trained(workdir: str) -> None:
         raise NotFoundError(
             f"no checkpoint to evaluate in {workdir!r}; train first (vjax train --workdir=...)"
         )
+
+
+def require_new_output(out_dir: str, error: type[UserError] = UserError) -> None:
+    """Raises ``error`` unless ``out_dir`` may receive a new model folder (``checkpoints/0``):
+    a file there, or a ``checkpoints`` folder already in it, would leave the old model in
+    place (Orbax saves no step at or below one it already holds)."""
+    if os.path.exists(out_dir) and not os.path.isdir(out_dir):
+        raise error(f"{out_dir!r} is a file; choose a new folder for --out")
+    if os.path.exists(os.path.join(out_dir, "checkpoints")):
+        raise error(f"{out_dir!r} already holds a checkpoint; choose a new --out")
 
 
 def locate(path: str) -> tuple[str, int | None]:

@@ -67,12 +67,14 @@ def normalized_apply(config: Any, module: Any, variables: dict) -> Callable[[Any
 @dataclasses.dataclass(frozen=True, eq=False)
 class LoadedModel:
     """A model with its config, variables and checkpoint metadata (``class_names``,
-    ``clip_shape``); unpacks (and indexes) as ``(config, module, variables)``."""
+    ``clip_shape``); unpacks (and indexes) as ``(config, module, variables)``. ``step`` is the
+    checkpoint step it was read from (an older one than the newest when that did not read)."""
 
     config: Any
     module: Any
     variables: dict
     metadata: dict
+    step: int | None = None
 
     @property
     def class_names(self) -> list[str] | dict[str, list[str]]:
@@ -155,7 +157,8 @@ def plain_module(config: Any, metadata: dict) -> Any:
 
 
 def load(path: str, float_model: bool = False) -> LoadedModel:
-    """The newest checkpoint under ``path`` that restores (host arrays), with its model. A
+    """The newest checkpoint under ``path`` that restores (host arrays), with its model and
+    step (a newer step that does not restore is logged as a warning naming it and why). A
     ``vjax quantize`` folder gives the int8 model; a run trained with ``train.quantization``
     its fake-quantized model (the plain one with ``float_model``)."""
     from vjax.checkpoint_paths import locate
@@ -164,7 +167,7 @@ def load(path: str, float_model: bool = False) -> LoadedModel:
     from vjax.checkpoint import read_checkpoint
     from vjax.config_utils import config_from_json
 
-    metadata, variables, _ = read_checkpoint(path)
+    metadata, variables, step = read_checkpoint(path)
     config = config_from_json(metadata["config"])
     module = plain_module(config, metadata)
     quantized = metadata.get("quantization")
@@ -176,4 +179,4 @@ def load(path: str, float_model: bool = False) -> LoadedModel:
         from vjax.deploy.quantize import qat_model
 
         module = qat_model(module, config.train.quantization)
-    return LoadedModel(config, module, variables, metadata)
+    return LoadedModel(config, module, variables, metadata, step)

@@ -26,11 +26,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--config", default=None, help="source model config, where it needs one")
     args = parser.parse_args(sys.argv[1:] if argv is None else argv)
 
-    from vjax.convert.common import save_converted
+    from vjax.checkpoint_paths import require_new_output
+    from vjax.convert.common import ConversionError, save_converted
 
+    # A source that does not fit, or an --out that holds a model already, raises a UserError
+    # (ConversionError, NotFoundError): the `vjax` command prints it as one line, exit code 2.
+    require_new_output(args.out, ConversionError)  # before the (slow) conversion
     module = importlib.import_module(f"vjax.convert.{args.source}")
-    # A source that does not fit raises a UserError (ConversionError, NotFoundError): the
-    # `vjax` command prints it as one line, exit code 2.
     config, variables = module.from_cli(args.src, args.arch, args.config)
     save_converted(args.out, config, variables)
     print(f"wrote {args.out} ({config.model.name}, classes: {head_sizes(config.class_names)})")

@@ -113,12 +113,15 @@ def _plain(class_names: Any) -> list[str] | dict[str, list[str]]:
 
 def save_converted(out_dir: str, config: ml_collections.ConfigDict, variables: Mapping) -> str:
     """Writes converted ``variables`` as step 0 of an Orbax checkpoint under ``out_dir`` (with
-    the config as metadata), so ``vjax.load(out_dir)`` opens it. Returns the folder."""
+    the config as metadata), so ``vjax.load(out_dir)`` opens it. Returns the folder. A folder
+    that already holds a checkpoint is refused (ConversionError): the old model would stay."""
     import flax.linen as nn
 
     from vjax import checkpoint
+    from vjax.checkpoint_paths import require_new_output
     from vjax.config_utils import config_to_json
 
+    require_new_output(out_dir, ConversionError)
     variables = dict(nn.meta.unbox(variables))  # plain arrays, not logical-axis boxes
     params = variables.pop("params")
     metadata = {
