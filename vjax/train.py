@@ -795,11 +795,9 @@ def evaluate_checkpoint(config: ml_collections.ConfigDict, workdir: str, split: 
 def _is_model_folder(workdir: str) -> bool:
     """True for a ``vjax quantize`` or ``vjax prune`` folder: a model without training state
     (its checkpoint's metadata says so)."""
-    path = os.path.join(workdir, "checkpoints", "0", "metadata", "metadata")
-    if not os.path.isfile(path):
+    if not os.path.isfile(os.path.join(workdir, "checkpoints", "0", "metadata", "metadata")):
         return False
-    with open(path) as f:
-        metadata = json.load(f)
+    metadata = checkpoint.read_metadata(workdir)  # an unreadable one: one line, not a traceback
     return bool(metadata.get("quantization") or metadata.get("pruning"))
 
 

@@ -271,11 +271,11 @@ def quantize_checkpoint(
     >>> quantize_checkpoint("runs/demo/vivit", "runs/demo/vivit_int8", "int8")
     """
     from vjax.checkpoint import write_single
+    from vjax.checkpoint_paths import require_new_output
     from vjax.predict import load_model
 
     check_mode(mode)
-    if os.path.exists(os.path.join(out_dir, "checkpoints")):
-        raise QuantizationError(f"{out_dir!r} already holds a checkpoint; choose a new --out")
+    require_new_output(out_dir, QuantizationError)
     config, model, variables, metadata = load_model(model_dir, float_model=True)
     if metadata.get("quantization"):
         raise QuantizationError(f"{model_dir!r} is quantized already; quantize the float model")

@@ -163,11 +163,11 @@ def prune_checkpoint(
     activations than its running averages describe). Returns ``{"units": {kind:
     (before, after)}, "params": (before, after), "widths": ..., "batch_stats": note}``."""
     from vjax.checkpoint import write_single
+    from vjax.checkpoint_paths import require_new_output
     from vjax.config_utils import config_to_json
     from vjax.predict import load_model
 
-    if os.path.exists(os.path.join(out_dir, "checkpoints")):
-        raise PruningError(f"{out_dir!r} already holds a checkpoint; choose a new --out")
+    require_new_output(out_dir, PruningError)
     config, model, variables, metadata = load_model(model_dir, float_model=True)
     if metadata.get("quantization"):
         raise PruningError(f"{model_dir!r} is quantized; prune the float model, then quantize")
