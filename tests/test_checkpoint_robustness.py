@@ -60,8 +60,14 @@ def test_resume_past_an_unreadable_step_moves_it_aside_and_saves_that_step_again
     directory = _saved(str(tmp_path / "checkpoints"), (1, 1.0), (2, 2.0))
     _truncate(directory, 2)
     manager = checkpoint.make_manager(directory, 5, async_save=False)
-    with caplog.at_level(logging.WARNING):
-        state, step = checkpoint.restore_latest(manager, _target(_state(0.0)))
+    with caplog.at_level(logging.WARNING):  # an evaluation: the folder stays as it is
+        _, step = checkpoint.restore_latest(manager, _target(_state(0.0)))
+    assert step == 1 and sorted(os.listdir(directory)) == ["1", "2"]
+    [line] = _warnings(caplog)
+    assert "step 2" in line and "OUT_OF_RANGE" in line and "using step 1" in line, line
+    caplog.clear()
+    with caplog.at_level(logging.WARNING):  # a resume, which will save step 2 again
+        state, step = checkpoint.restore_latest(manager, _target(_state(0.0)), move_aside=True)
     assert step == 1 and float(state["params"]["w0"][0]) == 1.0
     # Out of Orbax's steps, kept on disk; one readable line names it, the cause and the move.
     assert sorted(os.listdir(directory)) == ["1", "2.unreadable"]
@@ -141,7 +147,8 @@ def test_newest_metadata_json_corrupt_falls_back_with_a_warning(tmp_path, caplog
     [line] = _warnings(caplog)
     assert "step 2" in line and "JSONDecodeError" in line and "using step 1" in line, line
     # Resuming or evaluating takes the same step, and then training can save step 2 again.
-    _, step = checkpoint.restore_latest(checkpoint.make_manager(directory, 5), _target(_state(0.0)))
+    manager = checkpoint.make_manager(directory, 5)
+    _, step = checkpoint.restore_latest(manager, _target(_state(0.0)), move_aside=True)
     assert step == 1 and sorted(os.listdir(directory)) == ["1", "2.unreadable"]
     # A folder whose only metadata is corrupt is one error (vjax eval prints it as one line).
     with open(os.path.join(directory, "1", "metadata", "metadata"), "w") as f:

@@ -86,6 +86,12 @@ def test_none_leaves_out_a_nested_section_but_not_a_top_level_one():
     ]:
         with pytest.raises(ConfigError, match=message):
             apply_overrides(load_config(f"{DEMO_CONFIG}:av,tiny"), {key: text})
+    # A key under a section an earlier override left out is unknown, and not suggested back.
+    with pytest.raises(ConfigError, match=r"'train.distill.alpha'; did you mean train.distill,"):
+        apply_overrides(
+            load_config(f"{DEMO_CONFIG}:av,tiny"),
+            {"train.distill": "None", "train.distill.alpha": "0.5"},
+        )
 
 
 def test_unknown_model_field_and_name():

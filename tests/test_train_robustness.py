@@ -156,3 +156,20 @@ def test_finished_run_says_so_and_keeps_its_config(data_dir, run_copy, capsys):
     assert "already at step 3 of train.num_steps=2: nothing to train" in out
     assert _read(os.path.join(run_copy, "config.json")) == before
     assert _steps(run_copy) == [3]
+
+
+def test_validation_that_cannot_be_scored_is_logged_and_the_step_saved(
+    run_copy, data_dir, capsys, monkeypatch
+):
+    """A finite state whose validation logits are not (float16 overflow on validation clips)
+    is logged for that step; the run saves it and trains on, losing nothing."""
+    from vjax.evaluate.metrics import MetricInputError
+
+    def unscorable(*args, **kwargs):
+        raise MetricInputError("2 of 16 videos have non-finite logits")
+
+    monkeypatch.setattr(train, "evaluate", unscorable)
+    train.train(tiny_config(data_dir, **{"train.num_steps": "6"}), run_copy)
+    out = capsys.readouterr().out
+    assert "validation @ 6: not scored: 2 of 16 videos have non-finite logits" in out
+    assert _steps(run_copy)[-1] == 6

@@ -231,15 +231,33 @@ def _try_read(read: Callable[[int], T], step: int) -> tuple[T | None, str | None
         return None, failure_reason(e)
 
 
+def _every_process_read(reason: str | None) -> str | None:
+    """``reason`` agreed over the processes: a step that one process cannot read is unreadable
+    on all (else they would restore different steps, and their collectives would not match)."""
+    if jax.process_count() == 1:
+        return reason
+    from jax.experimental import multihost_utils
+
+    read_ok = multihost_utils.process_allgather(np.int32(reason is None))
+    if reason is None and not np.all(read_ok):
+        return "cannot be read on another process"
+    return reason
+
+
 def _read_newest(
-    steps: Sequence[int], read: Callable[[int], T], where: str
+    steps: Sequence[int],
+    read: Callable[[int], T],
+    where: str,
+    agree: Callable[[str | None], str | None] = lambda reason: reason,
 ) -> tuple[T, int, dict[int, str]]:
     """``(read(step), step, {newer step skipped: why})`` of the newest of ``steps`` that reads,
-    trying them newest first. Raises UnreadableCheckpointError naming every step's reason
-    when none reads."""
+    trying them newest first (``agree``: the processes' verdict on each, for a restore that
+    every process does). Raises UnreadableCheckpointError naming every step's reason when
+    none reads."""
     reasons: dict[int, str] = {}
     for step in sorted(steps, reverse=True):
         result, reason = _try_read(read, step)
+        reason = agree(reason)
         if reason is None:
             return result, step, reasons
         reasons[step] = reason
@@ -276,43 +294,60 @@ def _restore_state(manager: ocp.CheckpointManager, abstract_state: Any, step: in
 def _move_aside(manager: ocp.CheckpointManager, reasons: dict[int, str], used: int) -> None:
     """Renames each unreadable step ``N`` of ``reasons`` to ``N.unreadable`` (its data kept for
     the user), logs one line for each, and reloads ``manager``. While it stays, Orbax saves no
-    step up to ``N``: a resume from an older step would train to ``N`` again, saving nothing."""
+    step up to ``N``: a resume from an older step would train to ``N`` again, saving nothing.
+    Every process calls it with the same ``reasons``; process 0 renames, and a failure is
+    raised on every process (none is left waiting in a collective)."""
     if not reasons:
         return
     directory = epath.Path(manager.directory)
+    failure = ""
     if jax.process_index() == 0:
-        for step, reason in reasons.items():
-            target = directory / f"{step}{UNREADABLE_SUFFIX}"
-            count = 1
-            while target.exists():
-                count += 1
-                target = directory / f"{step}{UNREADABLE_SUFFIX}.{count}"
-            try:
-                (directory / str(step)).rename(target)
-            except OSError as e:
-                raise UserError(
-                    f"{_skipped(step, str(directory), reason)} and could not be moved aside "
-                    f"({e}); move or delete it, then run again"
-                ) from e
-            log.warning(
-                "%s; moved it aside to %s (kept) and using step %d",
-                _skipped(step, str(directory), reason),
-                target.name,
-                used,
-            )
+        failure = _rename_unreadable(directory, reasons, used)
     if jax.process_count() > 1:
         from jax.experimental import multihost_utils
 
-        multihost_utils.sync_global_devices("vjax_checkpoint_move_aside")
+        failed = multihost_utils.broadcast_one_to_all(np.int32(bool(failure)))
+        failure = failure or ("a step could not be moved aside on process 0" if failed else "")
+    if failure:
+        raise UserError(failure)
     manager.reload()
 
 
-def restore_latest(manager: ocp.CheckpointManager, abstract_state: Any) -> tuple[Any, int] | None:
-    """Restores the newest checkpoint that loads, onto the shardings in ``abstract_state``.
+def _rename_unreadable(directory: epath.Path, reasons: dict[int, str], used: int) -> str:
+    """Renames each step of ``reasons`` in ``directory`` to ``N.unreadable`` (``.2``, ... when
+    taken), logging each; returns what failed ("" when all moved)."""
+    for step, reason in reasons.items():
+        target = directory / f"{step}{UNREADABLE_SUFFIX}"
+        count = 1
+        while target.exists():
+            count += 1
+            target = directory / f"{step}{UNREADABLE_SUFFIX}.{count}"
+        try:
+            (directory / str(step)).rename(target)
+        except OSError as e:
+            return (
+                f"{_skipped(step, str(directory), reason)} and could not be moved aside ({e}); "
+                f"move or delete it, then run again"
+            )
+        log.warning(
+            "%s; moved it aside to %s (kept) and using step %d",
+            _skipped(step, str(directory), reason),
+            target.name,
+            used,
+        )
+    return ""
 
-    A step that fails to restore (a crash mid-write, a truncated file) is skipped and, once an
-    older one restores, moved aside with one line naming it and why (:func:`_move_aside`),
-    never deleted. A complete checkpoint of another model or optimiser raises
+
+def restore_latest(
+    manager: ocp.CheckpointManager, abstract_state: Any, move_aside: bool = False
+) -> tuple[Any, int] | None:
+    """Restores the newest checkpoint that loads, onto the shardings in ``abstract_state``
+    (every process the same step).
+
+    A step that fails to restore (a crash mid-write, a truncated file) is skipped with one
+    line naming it and why; with ``move_aside`` (a run resuming, which will save again) it is
+    also renamed ``N.unreadable`` (:func:`_move_aside`), never deleted; an evaluation changes
+    nothing in the folder. A complete checkpoint of another model or optimiser raises
     CheckpointMismatchError instead, and a folder whose every step fails
     UnreadableCheckpointError. Returns None when there is nothing.
     """
@@ -320,8 +355,13 @@ def restore_latest(manager: ocp.CheckpointManager, abstract_state: Any) -> tuple
     if not steps:
         return None
     read = functools.partial(_restore_state, manager, abstract_state)
-    state, step, reasons = _read_newest(steps, read, str(manager.directory))
-    _move_aside(manager, reasons, step)
+    where = str(manager.directory)
+    state, step, reasons = _read_newest(steps, read, where, _every_process_read)
+    if move_aside:
+        _move_aside(manager, reasons, step)
+    else:
+        for skipped, reason in reasons.items():
+            log.warning("%s; using step %d", _skipped(skipped, where, reason), step)
     return state, step
 
 

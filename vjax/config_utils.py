@@ -122,8 +122,8 @@ def _parse_value(text: str, current: Any, *, top_level: bool = False) -> Any:
 
 def apply_overrides(config: ml_collections.ConfigDict, overrides: Mapping[str, str]) -> None:
     """Sets each dotted key to its parsed value, in place; unknown keys raise ConfigError."""
-    valid = flat_keys(config)
     for key, text in overrides.items():
+        valid = flat_keys(config)  # as the overrides before left it (a section set to None)
         *parents, leaf = key.split(".")
         node = config
         for part in parents:

@@ -32,6 +32,7 @@ from vjax.data.loaders import data_function, worker_data_function
 from vjax.data.pipeline import ProcessMap, num_eval_batches, prefetch
 from vjax.errors import UserError
 from vjax.evaluate import scoring
+from vjax.evaluate.metrics import MetricInputError
 from vjax.evaluate.report import named_result, scalars, summary
 from vjax.metric_writers import MetricWriter, progress_line
 from vjax.models import build_model
@@ -204,11 +205,14 @@ def create_state(exp: Experiment, seed: int) -> TrainState:
         return init(jax.random.key(seed))
 
 
-def restore_state(exp: Experiment, manager) -> tuple[TrainState, int] | None:
-    """The newest good checkpoint of ``manager`` restored straight into the state shardings."""
+def restore_state(
+    exp: Experiment, manager, move_aside: bool = False
+) -> tuple[TrainState, int] | None:
+    """The newest good checkpoint of ``manager`` restored straight into the state shardings
+    (``move_aside``: newer unreadable steps renamed, for a run that will save again)."""
     abstract = jax.eval_shape(lambda k: nn.meta.unbox(exp.init_state(k)), jax.random.key(0))
     target = checkpoint.abstract_like(abstract, exp.state_shardings)
-    return checkpoint.restore_latest(manager, target)
+    return checkpoint.restore_latest(manager, target, move_aside)
 
 
 def compile_steps(exp: Experiment):
@@ -632,7 +636,7 @@ def _start_state(exp: Experiment, workdir: str, is_main: bool) -> tuple[Any, Tra
     try:
         os.makedirs(workdir, exist_ok=True)
         manager = checkpoint.make_manager(folder, tcfg.keep_checkpoints)
-        restored = restore_state(exp, manager)
+        restored = restore_state(exp, manager, move_aside=True)
         if restored:
             print(f"Restored checkpoint at step {restored[1]} from {workdir}", flush=True)
             return manager, *restored
@@ -748,10 +752,15 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
                     if not is_finite(state):  # name the step, not the evaluation's NaN logits
                         raise _non_finite("parameters or optimiser state", step, "", manager)
                     state = _precise_batch_stats(exp, state, make_batch, step)
-                    last_eval = evaluate(exp, eval_step, state.variables, "validation")
-                    writer.write(step, "validation", scalars(last_eval))
-                    if is_main:
-                        print(f"  validation @ {step}: {summary(last_eval)}", flush=True)
+                    try:
+                        last_eval = evaluate(exp, eval_step, state.variables, "validation")
+                    except MetricInputError as e:  # e.g. float16 overflow on validation clips
+                        if is_main:  # the state is finite: log it, save, train on
+                            print(f"  validation @ {step}: not scored: {e}", flush=True)
+                    else:
+                        writer.write(step, "validation", scalars(last_eval))
+                        if is_main:
+                            print(f"  validation @ {step}: {summary(last_eval)}", flush=True)
                     if picture is not None:
                         picture(state.variables, step)
 
