@@ -273,6 +273,12 @@ def _skipped(step: int, where: str, reason: str) -> str:
     return f"checkpoint at step {step} in {where} cannot be read ({reason})"
 
 
+def _log_skipped(reasons: dict[int, str], where: str, used: int) -> None:
+    """One warning per step of ``reasons`` left in place: what failed, and the step used."""
+    for step, reason in reasons.items():
+        log.warning("%s; using step %d", _skipped(step, where, reason), used)
+
+
 def _restore_state(manager: ocp.CheckpointManager, abstract_state: Any, step: int) -> Any:
     """The state saved at ``step``, checked against ``abstract_state`` first (a mismatch
     raises CheckpointMismatchError) and restored onto its shardings. Its JSON metadata is read
@@ -360,8 +366,7 @@ def restore_latest(
     if move_aside:
         _move_aside(manager, reasons, step)
     else:
-        for skipped, reason in reasons.items():
-            log.warning("%s; using step %d", _skipped(skipped, where, reason), step)
+        _log_skipped(reasons, where, step)
     return state, step
 
 
@@ -390,8 +395,7 @@ def _read_newest_logged(
     )
     steps = [step] if step is not None else manager.all_steps()
     result, used, reasons = _read_newest(steps, functools.partial(read, manager), directory)
-    for skipped, reason in reasons.items():
-        log.warning("%s; using step %d", _skipped(skipped, directory, reason), used)
+    _log_skipped(reasons, directory, used)
     return result, used
 
 

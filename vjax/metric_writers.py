@@ -10,6 +10,7 @@ import math
 import os
 import time
 from collections.abc import Mapping
+from typing import Any
 
 
 class MetricWriter:
@@ -42,7 +43,7 @@ class MetricWriter:
             "step": int(step),
             "split": split,
             "time": time.time(),
-            **{k: _finite_or_none(float(v)) for k, v in scalars.items()},
+            **{k: json_number(float(v)) for k, v in scalars.items()},
         }
         with open(os.path.join(self.workdir, "metrics.jsonl"), "a") as f:
             f.write(json.dumps(record) + "\n")
@@ -57,10 +58,11 @@ class MetricWriter:
             writer.flush()
 
 
-def _finite_or_none(value: float) -> float | None:
-    """A NaN or inf (an undefined mAP, an infinite loss) as None: ``metrics.jsonl`` is strict
-    JSON, which has no NaN; :func:`read_metrics` reads the null back as NaN."""
-    return value if math.isfinite(value) else None
+def json_number(value: Any) -> Any:
+    """A NaN or inf float (an undefined mAP, an infinite loss, an absent class) as None, any
+    other value as it is: strict JSON has no NaN (``metrics.jsonl``, the eval JSON);
+    :func:`read_metrics` reads the null back as NaN."""
+    return None if isinstance(value, float) and not math.isfinite(value) else value
 
 
 def read_metrics(workdir: str) -> list[dict]:

@@ -14,6 +14,7 @@ import os
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from vjax.metric_writers import json_number
 from vjax.tasks import is_multitask
 
 MAX_CONFUSION_CLASSES = 30  # wider confusion matrices are plotted, not printed
@@ -31,18 +32,13 @@ PER_CLASS = (
 SCALARS = ("loss", "top1", "top5", "mean_class_accuracy", "mAP", "frame_mAP", "ece")
 
 
-def _value(x: Any) -> Any:
-    """NaN (an absent class, an undefined mAP) or +/-inf -> None, so the JSON is valid."""
-    return None if isinstance(x, float) and not math.isfinite(x) else x
-
-
 def _json_ready(x: Any) -> Any:
     """``x`` with every NaN/inf float, however deeply nested, as None (JSON's null)."""
     if isinstance(x, Mapping):
         return {k: _json_ready(v) for k, v in x.items()}
     if isinstance(x, list | tuple):
         return [_json_ready(v) for v in x]
-    return _value(x)
+    return json_number(x)
 
 
 def _scalar(x: Any) -> float:
@@ -55,7 +51,7 @@ def _named(metrics: Mapping[str, Any], names: Sequence[str]) -> dict[str, Any]:
     out = dict(metrics)
     for key in PER_CLASS:
         if key in out:
-            out[key] = {n: _value(v) for n, v in zip(names, out[key], strict=True)}
+            out[key] = {n: json_number(v) for n, v in zip(names, out[key], strict=True)}
     if "most_confused" in out:
         out["most_confused"] = [
             {**pair, "true": names[pair["true"]], "predicted": names[pair["predicted"]]}
