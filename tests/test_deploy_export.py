@@ -19,8 +19,9 @@ pytest.importorskip("onnxruntime", reason="onnxruntime is not installed (pip ins
 from vjax.convert import pretrained_config, save_converted  # noqa: E402
 from vjax.deploy.export import export_model, main  # noqa: E402
 from vjax.deploy.runtime import load_exported  # noqa: E402
+from vjax.loaded import load  # noqa: E402
 from vjax.models import build_model  # noqa: E402
-from vjax.predict import load_model, make_apply  # noqa: E402
+from vjax.predict import make_apply  # noqa: E402
 
 TOL = 1e-4
 CLIP = (4, 16, 16, 3)
@@ -91,7 +92,7 @@ def exported(tmp_path_factory):
     out = {}
     for name, model_dir in dirs.items():
         export_model(model_dir, str(root / f"{name}_exported"), MODEL_FORMATS.get(name, FORMATS))
-        config, model, variables, _ = load_model(model_dir)
+        config, model, variables = load(model_dir)
         out[name] = (
             model_dir,
             str(root / f"{name}_exported"),
@@ -186,7 +187,9 @@ def test_multi_label_exports_give_a_sigmoid_per_class(exported):
     from vjax.deploy.signature import make_signature
 
     _, video, out = exported
-    config, model, variables, metadata = load_model(out["vivit"][0])
+    loaded = load(out["vivit"][0])
+    config, model, variables = loaded
+    metadata = loaded.metadata
     logits = np.asarray(out["vivit"][2])
     for multi_label, expected in ((True, jax.nn.sigmoid(logits)), (False, jax.nn.softmax(logits))):
         got_logits, probs = inference_function(config, model, variables, multi_label)(video)

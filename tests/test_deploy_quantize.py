@@ -18,7 +18,8 @@ from vjax.deploy import quantize  # noqa: E402
 from vjax.deploy.export import export_model  # noqa: E402
 from vjax.deploy.export import main as export_main  # noqa: E402
 from vjax.deploy.runtime import load_exported  # noqa: E402
-from vjax.predict import load_model, make_apply  # noqa: E402
+from vjax.loaded import load  # noqa: E402
+from vjax.predict import make_apply  # noqa: E402
 
 R2PLUS1D = {"name": "r2plus1d_18", "layers": (1, 1, 1, 1), "width": 8}
 CLIP = (4, 16, 16, 3)
@@ -39,7 +40,7 @@ def _int8_leaves(tree) -> list:
 
 def test_qat_checkpoint_quantizes_to_int8_and_eval_export_accept_it(qat_run, tmp_path, capsys):
     config, workdir = qat_run
-    _, qat_model, variables, metadata = load_model(workdir)  # the fake-quantized model
+    _, qat_model, variables = load(workdir)  # the fake-quantized model
     assert "quant_stats" not in variables  # per-example activation scales while training
     out = str(tmp_path / "int8")
     assert quantize.main([f"--model={workdir}", f"--out={out}", "--mode=int8",
@@ -48,7 +49,7 @@ def test_qat_checkpoint_quantizes_to_int8_and_eval_export_accept_it(qat_run, tmp
     _, model, qvariables = vjax.load(out)
     assert len(_int8_leaves(qvariables["params"])) >= 6  # conv, q/k/v/out, mlp, head kernels
     video = np.random.default_rng(0).integers(0, 256, (4, *CLIP), np.uint8)
-    float_config, float_model, float_vars, _ = load_model(workdir, float_model=True)
+    float_config, float_model, float_vars = load(workdir, float_model=True)
     expected = make_apply(float_config, float_model, float_vars)(video)
     got = make_apply(config, model, qvariables)(video)
     assert np.abs(got - expected).max() <= 0.1 * np.abs(expected).max() + 1e-3
@@ -106,7 +107,9 @@ def test_int8_weights_are_a_quarter_of_the_bytes_and_close_to_float(tmp_path):
     sizes = quantize.quantize_checkpoint(str(tmp_path / "float"), str(tmp_path / "w8"),
                                          "int8_weights")  # fmt: skip
     assert 3.5 < sizes["float_bytes"] / sizes["quantized_bytes"] < 4.0
-    config, qmodel, qvariables, metadata = load_model(str(tmp_path / "w8"))
+    loaded = load(str(tmp_path / "w8"))
+    config, qmodel, qvariables = loaded
+    metadata = loaded.metadata
     assert metadata["quantization"]["mode"] == "int8_weights"
     kernels = [x for x in jax.tree.leaves(variables["params"]) if x.ndim >= 2]
     assert len(_int8_leaves(qvariables["params"])) == len(kernels)  # every conv and dense

@@ -2,6 +2,7 @@
 
 import json
 
+import flax.linen as nn
 import jax
 import numpy as np
 import pytest
@@ -153,3 +154,38 @@ def test_an_audio_visual_model_hears_each_clips_seconds_and_says_when_a_file_is_
     # The sound mattered: with silence instead, the tone file's scores differ.
     scores = [t["score"] for t in result["files"][loud]["top"]]
     assert not np.allclose(scores, [t["score"] for t in result["files"][silent]["top"]], atol=1e-3)
+
+
+def test_predictions_exports_and_derived_models_name_the_checkpoint_step_they_came_from(
+    saved, tmp_path, capsys
+):
+    """A workdir's newest step is not always the one read (an unreadable one is skipped), so
+    predict's output, an export's signature and a quantized model's metadata say which."""
+    from vjax import checkpoint
+    from vjax.cli import main
+    from vjax.deploy.export import export_model
+    from vjax.deploy.quantize import quantize_checkpoint
+
+    root, _, variables, video, _ = saved
+    model_dir = str(tmp_path / "run")
+    config = pretrained_config(MODEL, (4, 16, 16, 3), NAMES, mean=MEAN, std=STD, source="test")
+    save_converted(model_dir, config, jax.device_get(variables))
+    manager = checkpoint.make_manager(f"{model_dir}/checkpoints", 5, async_save=False)
+    params = jax.device_get(nn.meta.unbox(variables["params"]))
+    state = {"step": np.int32(7), "params": params, "model_state": {}}
+    checkpoint.save(manager, 7, state, checkpoint.read_metadata(model_dir))
+    manager.close()
+
+    out_json = str(tmp_path / "out.json")
+    assert main(["predict", f"--model={model_dir}", video, f"--json={out_json}"]) == 0
+    assert f"model {model_dir} (step 7)" in capsys.readouterr().out
+    assert json.load(open(out_json))["step"] == 7
+    signature = export_model(model_dir, str(tmp_path / "exported"), ["stablehlo"])
+    assert signature["source_step"] == 7
+    exported = json.load(open(tmp_path / "exported" / "signature.json"))
+    assert exported["source_step"] == 7
+    from vjax.predict import predict_files
+
+    assert predict_files(str(tmp_path / "exported"), [video])["step"] == 7
+    quantize_checkpoint(model_dir, str(tmp_path / "w8"), "int8_weights")
+    assert checkpoint.read_metadata(str(tmp_path / "w8"))["quantization"]["source_step"] == 7

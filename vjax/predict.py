@@ -23,7 +23,7 @@ import logging
 import os
 import sys
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -32,16 +32,6 @@ from vjax.evaluate.metrics import log_softmax, sigmoid
 from vjax.tasks import ClassNames, concat_classes, head_sizes, is_multitask, split_classes
 
 log = logging.getLogger(__name__)
-
-
-def load_model(path: str, float_model: bool = False) -> tuple[Any, Any, dict, dict]:
-    """``(config, model, variables, metadata)`` of a checkpoint folder (see :func:`vjax.load`;
-    ``float_model``: a run trained with ``train.quantization`` without its fake quantization);
-    the metadata holds ``class_names`` and ``clip_shape``."""
-    from vjax.loaded import load
-
-    loaded = load(path, float_model=float_model)
-    return loaded.config, loaded.module, loaded.variables, loaded.metadata
 
 
 def make_apply(config: Any, model: Any, variables: dict) -> Callable[[Any], np.ndarray]:
@@ -59,12 +49,22 @@ def make_apply(config: Any, model: Any, variables: dict) -> Callable[[Any], np.n
     return run
 
 
-def open_model(
-    path: str,
-) -> tuple[Callable[[np.ndarray], np.ndarray], ClassNames, dict, bool]:
-    """``(apply, class names, clip sampling, multi-label)`` of a checkpoint folder or of a
-    ``vjax export`` folder; the latter runs in its own runtime (StableHLO or ONNX), without the
-    training stack. A folder holding both uses the export, and says so."""
+class OpenedModel(NamedTuple):
+    """What predicting needs of a model folder: its jitted ``uint8 clips -> logits``, classes,
+    clip sampling, whether labels are independent, and the checkpoint step it came from."""
+
+    apply: Callable[[Any], np.ndarray]
+    class_names: ClassNames
+    sampling: dict
+    multi_label: bool
+    step: int | None
+
+
+def open_model(path: str) -> OpenedModel:
+    """The model of a checkpoint folder or of a ``vjax export`` folder; the latter runs in its
+    own runtime (StableHLO or ONNX), without the training stack. A folder holding both uses
+    the export, and says so. ``step``: the checkpoint's (an export's source step; None for an
+    export written before exports recorded it)."""
     from vjax.deploy.signature import is_exported, sampling
 
     if is_exported(path):
@@ -73,20 +73,26 @@ def open_model(
         _say_when_checkpoints_are_beside(path)
         exported = load_exported(path)
         signature = exported.signature
-        return (
+        return OpenedModel(
             lambda video: exported(video)[0],
             signature["class_names"],
             signature["sampling"],
             bool(signature.get("multi_label", False)),
+            signature.get("source_step"),
         )
-    from vjax.models import model_modalities
+    from vjax.loaded import load
 
-    config, model, variables, metadata = load_model(path)
-    apply = make_apply(config, model, variables)
-    clip = sampling(config, metadata["clip_shape"])
-    if "audio" in model_modalities(model):
-        clip["audio"] = dict(config.input.audio)
-    return apply, metadata["class_names"], clip, bool(metadata.get("multi_label", False))
+    loaded = load(path)
+    clip = sampling(loaded.config, list(loaded.clip_shape))
+    if "audio" in loaded.modalities:
+        clip["audio"] = dict(loaded.config.input.audio)
+    return OpenedModel(
+        make_apply(loaded.config, loaded.module, loaded.variables),
+        loaded.class_names,
+        clip,
+        bool(loaded.metadata.get("multi_label", False)),
+        loaded.step,
+    )
 
 
 def _say_when_checkpoints_are_beside(export_dir: str) -> None:
@@ -137,7 +143,7 @@ def predict_files(
     from vjax.data.video_io import VideoDecodeError, iter_video
     from vjax.evaluate.scoring import video_scores
 
-    apply, names, clip, multi_label = open_model(model_dir)
+    apply, names, clip, multi_label, step = open_model(model_dir)
     height, width = clip["crop"]
     if height != width:
         raise ValueError(f"predict expects square clips, the model's clip is {height}x{width}")
@@ -152,7 +158,7 @@ def predict_files(
     )
     views = make_view_iterator(options)
     fps = clip["fps"]
-    result: dict[str, Any] = {"model": model_dir, "files": {}, "skipped": {}}
+    result: dict[str, Any] = {"model": model_dir, "step": step, "files": {}, "skipped": {}}
     for path in paths:
         info: dict = {}
         heard: dict = {}
@@ -244,8 +250,12 @@ def _by_task(top: list | dict) -> list[tuple[str, list[dict[str, Any]]]]:
 
 
 def format_result(result: dict[str, Any]) -> str:
-    """The printed form: per file its top-k, then one line per window."""
+    """The printed form: the model (and its checkpoint step), then per file its top-k and one
+    line per window."""
     lines = []
+    if "model" in result:
+        step = result.get("step")
+        lines.append(f"model {result['model']}" + ("" if step is None else f" (step {step})"))
     for path, entry in result["files"].items():
         lines.append(path)
         if entry.get("has_audio") is False:

@@ -814,9 +814,9 @@ def _evaluate_model_folder(exp: Experiment, workdir: str, split: str) -> dict:
     """Evaluates the model of a ``vjax quantize`` / ``vjax prune`` folder on ``split`` with
     the data and views of ``exp``'s config (its variables replicated on every device)."""
     from vjax.data.datasets import stores_whole_videos
-    from vjax.predict import load_model
+    from vjax.loaded import load
 
-    _, model, variables, _ = load_model(workdir)
+    _, model, variables = load(workdir)
     cfg = exp.config.input
     eval_step = jax.jit(
         make_eval_step(model, mean=tuple(cfg.mean), std=tuple(cfg.std)),

@@ -280,11 +280,13 @@ def export_model(
 
     >>> export_model("runs/demo/vivit", "exported/vivit", ["stablehlo", "onnx"])
     """
-    from vjax.predict import load_model
+    from vjax.loaded import load
 
     formats = check_formats(formats)
     check_out_dir(out_dir)
-    config, model, variables, metadata = load_model(model_dir)
+    loaded = load(model_dir)
+    config, model, variables = loaded
+    metadata = loaded.metadata
     clip = [int(v) for v in metadata["clip_shape"]]
     fn = inference_function(config, model, variables, bool(metadata.get("multi_label", False)))
     name = config.model.name
@@ -313,7 +315,7 @@ def export_model(
         except Exception as e:  # noqa: BLE001  (any converter failure: one clear message)
             raise ExportError(describe_failure(name, fmt, e)) from e
         files[fmt] = FILES[fmt]
-    extra.update(source=os.path.abspath(model_dir), platforms=platforms)
+    extra.update(source=os.path.abspath(model_dir), source_step=loaded.step, platforms=platforms)
     if "tflite" in files:
         extra["tflite_batch"] = tflite_batch
     if metadata.get("quantization"):

@@ -272,18 +272,25 @@ def quantize_checkpoint(
     """
     from vjax.checkpoint import write_single
     from vjax.checkpoint_paths import require_new_output
-    from vjax.predict import load_model
+    from vjax.loaded import load
 
     check_mode(mode)
     require_new_output(out_dir, QuantizationError)
-    config, model, variables, metadata = load_model(model_dir, float_model=True)
+    loaded = load(model_dir, float_model=True)
+    config, model, variables = loaded
+    metadata = loaded.metadata
     if metadata.get("quantization"):
         raise QuantizationError(f"{model_dir!r} is quantized already; quantize the float model")
     videos = calibration_videos(config, calibration_batches, data_dir) if mode == "int8" else ()
     _, qvariables = quantize_variables(model, variables, mode, metadata["clip_shape"], videos)
     saved = to_saved(jax.device_get(qvariables))
     params = saved.pop("params")
-    info = {"mode": mode, "library": f"qwix {qwix.__version__}", "source": model_dir}
+    info = {
+        "mode": mode,
+        "library": f"qwix {qwix.__version__}",
+        "source": model_dir,
+        "source_step": loaded.step,
+    }
     if mode == "int8":
         info["calibration_batches"] = calibration_batches
     state = {"step": np.zeros((), np.int32), "params": params, "model_state": saved}

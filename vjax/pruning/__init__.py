@@ -165,10 +165,12 @@ def prune_checkpoint(
     from vjax.checkpoint import write_single
     from vjax.checkpoint_paths import require_new_output
     from vjax.config_utils import config_to_json
-    from vjax.predict import load_model
+    from vjax.loaded import load
 
     require_new_output(out_dir, PruningError)
-    config, model, variables, metadata = load_model(model_dir, float_model=True)
+    loaded = load(model_dir, float_model=True)
+    config, model, variables = loaded
+    metadata = loaded.metadata
     if metadata.get("quantization"):
         raise PruningError(f"{model_dir!r} is quantized; prune the float model, then quantize")
     data: list[Any] = []
@@ -204,6 +206,7 @@ def prune_checkpoint(
         "granularity": granularity,
         "multiple": multiple,
         "source": model_dir,
+        "source_step": loaded.step,
         "units": {k: list(v) for k, v in units.items()},
         "batch_stats": note,
         "refit": refit,
