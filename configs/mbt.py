@@ -58,12 +58,11 @@ start-up. ``dataset.src``: where the builder reads the dataset (see its docs).
 
 Differences from the cited configurations:
 
-  MBT (all)          Loss: on the averaged logits (what MBT predicts at test); scenic's
-                     training returns each modality's logits and averages their losses
-                     (``model.py``: ``if not train: return x_pool``; ``loss_function`` over
-                     the dict), which differs by Jensen's gap.
-                     Classifier: the paper's (each modality's class token through one
-                     shared linear layer, logits averaged). scenic's released config sets
+  MBT (all)          Classifier: the paper's (each modality's class token through one
+                     shared linear layer, logits averaged), trained as scenic's ``model.py``
+                     trains that classifier (``classifier = 'token'``): one loss per
+                     modality's logits, averaged (``if not train: return x_pool``;
+                     ``loss_function`` over the dict). scenic's released config sets
                      ``config.model.classifier = 'gap'``, which its ``model.py`` reads as one
                      LayerNorm over both modalities' tokens, their mean, one classifier.
                      Stochastic depth rescales kept branches by 1 / (1 - p) (timm); scenic's

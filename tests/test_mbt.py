@@ -9,6 +9,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 import pytest
 from conftest import REPO
 from flax import traverse_util
@@ -156,6 +157,43 @@ def test_logits_average_one_classifier_over_both_cls_tokens():
             first = out
     np.testing.assert_allclose(out[0], first[0], rtol=1e-5)
     assert not np.allclose(out[1], first[1])
+
+
+def test_training_loss_averages_one_loss_per_modality_as_scenic():
+    """scenic's MBT trainer scores each modality's logits against the labels and averages
+    the losses, while the model predicts with the averaged logits; an example without audio
+    is scored on its video's logits alone. Per-modality logits computed here by hand from each
+    cls token and the shared classifier."""
+    from vjax import objectives
+
+    model = _mbt(fusion_layer=1, num_bottlenecks=2)
+    inputs = _inputs(4)
+    params = jax.tree.map(lambda x: x, nn.meta.unbox(_init(model, inputs)["params"]))
+    rng = np.random.default_rng(5)
+    params["classifier"]["head"]["kernel"] = jnp.asarray(rng.normal(size=(16, 4)), jnp.float32)
+    head = params["classifier"]["head"]
+    labels = jnp.array([1, 3])
+    loss_fn = objectives.get("classification").loss
+
+    def per_example_ce(logits):
+        return np.asarray(optax.softmax_cross_entropy_with_integer_labels(logits, labels))
+
+    for has_audio in (None, jnp.array([False, True])):
+        batch_inputs = inputs if has_audio is None else dict(inputs, has_audio=has_audio)
+        logits, outs = _run(model, {"params": params}, batch_inputs, train_mode=True)
+        video, audio = (
+            per_example_ce(outs[f"{m}_encoder_norm"][:, 0] @ head["kernel"] + head["bias"])
+            for m in ("video", "audio")
+        )
+        if has_audio is not None:
+            audio = np.where(has_audio, audio, video)
+        value, metrics, state = jax.jit(loss_fn, static_argnums=0)(
+            model, {"params": params}, {"label": labels}, batch_inputs, jax.random.key(0)
+        )
+        np.testing.assert_allclose(value, ((video + audio) / 2).mean(), rtol=1e-5)
+        assert abs(value - per_example_ce(logits).mean()) > 1e-3  # not the averaged logits'
+        assert metrics["loss"] == value and state == {}
+        assert metrics["top1"] == np.mean(np.argmax(logits, -1) == labels)
 
 
 def test_audio_dropout_drops_audio_in_training_only(pair):

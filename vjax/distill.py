@@ -27,7 +27,7 @@ from vjax import parallel
 from vjax.config_utils import ConfigError
 from vjax.flops import abstract_variables
 from vjax.models.registry import model_modalities
-from vjax.objectives import Objective, train_logits
+from vjax.objectives import Objective, scored_logits
 from vjax.step import batched, model_input
 from vjax.tasks import task_outputs
 
@@ -214,8 +214,9 @@ def distilled(
     ) -> tuple[jax.Array, dict[str, jax.Array], Any]:
         if frozen is None:
             raise ValueError("a distilled loss needs the teacher's variables: frozen=...")
-        logits, model_state = train_logits(model, variables, inputs, key, mutable)
-        task_loss, metrics = objective.losses(logits, batch, **options)
+        task_loss, metrics, model_state, logits = scored_logits(
+            objective.losses, model, variables, batch, inputs, key, mutable, **options
+        )
         targets = teacher.logits(frozen, batch)
         kd_loss, kd_metrics = distillation_losses(
             logits, targets, temperature, objective.multi_label

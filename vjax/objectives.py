@@ -35,7 +35,9 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import optax
+from flax import traverse_util
 
+from vjax.models.layers import MODALITY_LOGITS
 from vjax.models.masking import (
     draw_mask,
     patch_statistics,
@@ -141,22 +143,41 @@ def train_logits(
     return model.apply(variables, inputs, train=True, rngs={"dropout": key}, mutable=list(mutable))
 
 
+def scored_logits(
+    losses: Callable[..., tuple[jax.Array, dict[str, jax.Array]]],
+    model: nn.Module,
+    variables: Any,
+    batch: Batch,
+    inputs: Any,
+    key: jax.Array,
+    mutable: Sequence[str] = (),
+    **options: Any,
+) -> tuple[jax.Array, dict[str, jax.Array], Any, Any]:
+    """``(loss, metrics, model_state, logits)`` of a training forward pass scored by
+    ``losses(logits, batch, **options)``. A model of several modalities that sows each one's
+    logits (MBT: :func:`vjax.models.layers.sow_modality_logits`) is scored on each and the
+    losses averaged, as scenic's MBT trainer does; ``logits`` and the other metrics (top-1)
+    are those of the averaged logits it predicts with."""
+    logits, state = train_logits(model, variables, inputs, key, (*mutable, MODALITY_LOGITS))
+    state = dict(state)
+    sown = traverse_util.flatten_dict(dict(state.pop(MODALITY_LOGITS, None) or {}))
+    value, metrics = losses(logits, batch, **options)
+    if sown:
+        [(per_modality,)] = sown.values()
+        value = sum(losses(x, batch, **options)[0] for x in per_modality) / len(per_modality)
+        metrics = {**metrics, "loss": value}
+    return value, metrics, state, logits
+
+
 def supervised(losses: Callable[..., tuple[jax.Array, dict[str, jax.Array]]]) -> Callable:
     """The training loss of an objective that scores the model's logits against
-    ``batch["label"]`` with ``losses(logits, batch, label_smoothing)``."""
+    ``batch["label"]`` with ``losses(logits, batch, label_smoothing)`` (:func:`scored_logits`)."""
 
-    def loss(
-        model: nn.Module,
-        variables: Any,
-        batch: Batch,
-        inputs: Any,
-        key: jax.Array,
-        mutable: Sequence[str] = (),
-        label_smoothing: float = 0.0,
-    ) -> tuple[jax.Array, dict[str, jax.Array], Any]:
-        logits, model_state = train_logits(model, variables, inputs, key, mutable)
-        value, metrics = losses(logits, batch, label_smoothing)
-        return value, metrics, model_state
+    def loss(model, variables, batch, inputs, key, mutable=(), label_smoothing=0.0):
+        scored = scored_logits(
+            losses, model, variables, batch, inputs, key, mutable, label_smoothing=label_smoothing
+        )
+        return scored[:3]  # (loss, metrics, model_state)
 
     return loss
 

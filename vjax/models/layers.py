@@ -180,6 +180,19 @@ def sow_consumer_input(module: nn.Module, features: jax.Array) -> None:
         module.sow("consumer_inputs", "consumer_input", features)
 
 
+# The collection in which a model of several modalities leaves each one's training logits.
+MODALITY_LOGITS = "modality_logits"
+
+
+def sow_modality_logits(module: nn.Module, logits: list[Any]) -> None:
+    """Records each modality's logits (a list, one per modality, beside the averaged logits
+    the model returns) when the ``modality_logits`` collection is mutable: a labelled
+    objective then averages one loss per modality (:func:`vjax.objectives.supervised`).
+    Free otherwise."""
+    if module.is_mutable_collection(MODALITY_LOGITS) and not module.is_initializing():
+        module.sow(MODALITY_LOGITS, "logits", tuple(logits))
+
+
 class Attention(nn.Module):
     """Multi-head self-attention over ``(batch, *grid, embed)`` token arrays.
 

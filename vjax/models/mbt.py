@@ -16,6 +16,9 @@ patches (:mod:`vjax.models.ast`), each with its position table and class token. 
 
 ``fusion_layer = num_layers`` is late fusion (no exchange; the logits are averaged). The two
 class tokens go through the same linear classifier and the logits are averaged (the paper).
+Training scores each modality's logits against the labels and averages those losses, as
+scenic's MBT trainer does for this classifier (:func:`vjax.models.layers.sow_modality_logits`;
+each branch must classify on its own, not only their mean).
 ``modalities=("video",)`` or ``("audio",)`` is the same model on one modality (the paper's
 single-modality baselines); such a model takes that array, a two-modality one a dict
 ``{"video": ..., "audio": ..., "has_audio": optional (B,) bool}``.
@@ -47,6 +50,7 @@ from vjax.models.layers import (
     learned_embedding,
     prepend,
     remat_block,
+    sow_modality_logits,
 )
 from vjax.models.registry import register
 from vjax.models.video_transformer import VideoTransformer, check_divisible, class_token
@@ -62,13 +66,20 @@ def _average(outputs: list[Any], present: jax.Array | None) -> Any:
     False, the video's alone. Works on logits and multi-task logit dicts alike."""
 
     def mean(*xs: jax.Array) -> jax.Array:
-        both = sum(x.astype(jnp.float32) for x in xs) / len(xs)
-        if present is None:
-            return both.astype(xs[0].dtype)
-        keep = present.reshape(-1, *([1] * (xs[0].ndim - 1)))
-        return jnp.where(keep, both, xs[0].astype(jnp.float32)).astype(xs[0].dtype)
+        return (sum(x.astype(jnp.float32) for x in xs) / len(xs)).astype(xs[0].dtype)
 
-    return jax.tree.map(mean, *outputs)
+    return _or_first(jax.tree.map(mean, *outputs), outputs[0], present)
+
+
+def _or_first(output: Any, first: Any, present: jax.Array | None) -> Any:
+    """``output`` where ``present`` (per example), else ``first`` (the video's)."""
+    if present is None:
+        return output
+
+    def pick(x: jax.Array, y: jax.Array) -> jax.Array:
+        return jnp.where(present.reshape(-1, *([1] * (x.ndim - 1))), x, y)
+
+    return jax.tree.map(pick, output, first)
 
 
 @register("mbt")
@@ -248,4 +259,6 @@ class MBT(VideoTransformer):
         logits = [
             head(layer_norm(f"{m}_encoder_norm", self.dtype, eps)(tokens[m])[:, 0]) for m in mods
         ]
+        if train and len(mods) > 1:  # each trained against the labels (scenic's MBT loss)
+            sow_modality_logits(self, [_or_first(x, logits[0], present) for x in logits])
         return _average(logits, present)
