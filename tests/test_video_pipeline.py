@@ -128,9 +128,15 @@ def test_dmvr_colour_augmentation_follows_the_crop_and_flip():
         clip, _ = plain(video, rng)
         expected = augment.dmvr_color_augment(clip, rng, 0.8, 0.5)
         np.testing.assert_array_equal(coloured(video, np.random.default_rng(seed))[0], expected)
-    for key in ("color_augment_prob", "color_drop_prob"):
+    for key in ("color_augment_prob", "color_drop_prob", "erase_prob", "mix_switch_prob"):
         with pytest.raises(ValueError, match=f"input.{key} must be in"):
             InputOptions(**{key: 1.5})
+    for key in ("color_jitter", "mixup_alpha", "cutmix_alpha"):
+        with pytest.raises(ValueError, match=f"input.{key} must be >= 0"):
+            InputOptions(**{key: -0.1})
+    for bad in ({"test_crop_fraction": 0.0}, {"crop_area": (0.5, 0.2)}, {"crop_area": (0, 1)}):
+        with pytest.raises(ValueError, match=f"input.{next(iter(bad))} must be"):
+            InputOptions(**bad)
 
 
 def test_batches_from_a_prepared_video_folder(tmp_path):

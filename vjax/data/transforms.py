@@ -108,9 +108,20 @@ class InputOptions:
             raise ValueError("input.num_frames, crop_size and test_num_clips must be >= 1")
         if self.frame_stride <= 0 or self.fps < 0:
             raise ValueError("input.frame_stride must be > 0 and input.fps >= 0")
-        for key in ("color_augment_prob", "color_drop_prob"):
+        for key in ("color_augment_prob", "color_drop_prob", "erase_prob", "mix_switch_prob"):
             if not 0 <= getattr(self, key) <= 1:
                 raise ValueError(f"input.{key} must be in [0, 1], got {getattr(self, key)!r}")
+        for key in ("color_jitter", "mixup_alpha", "cutmix_alpha"):
+            if getattr(self, key) < 0:
+                raise ValueError(f"input.{key} must be >= 0, got {getattr(self, key)!r}")
+        if not 0 < self.test_crop_fraction <= 1:
+            raise ValueError(
+                f"input.test_crop_fraction must be in (0, 1], got {self.test_crop_fraction!r}"
+            )
+        low, high = self.crop_area
+        if not 0 < low <= high <= 1:
+            raise ValueError(f"input.crop_area must be (low, high) with 0 < low <= high <= 1, "
+                             f"got {self.crop_area!r}")  # fmt: skip
 
     @classmethod
     def from_config(cls, input_config: Mapping[str, Any] | None) -> InputOptions:
