@@ -1,9 +1,13 @@
-"""``vjax bench data --tiny``: the table's structure and the BENCHMARKS.md section update."""
+"""``vjax bench data --tiny``: the table's structure and the BENCHMARKS.md section update;
+the training benchmarks' run folders."""
 
 import re
 
+import pytest
+
 from vjax.bench import update_benchmarks
 from vjax.cli import main
+from vjax.errors import UserError
 
 ROWS = [
     r"pipeline frames/s per core \(24x24 train clips\)",
@@ -36,3 +40,27 @@ def test_bench_data_tiny_prints_and_records_the_table(tmp_path, capsys):
     assert text.count("## vjax bench data") == 1 and "new body" in text and "keep me" in text
     assert text.index("## models") < text.index("## vjax bench data") < text.index("## other")
     assert main(["bench", "nothing"]) == 2
+
+
+def test_a_bench_run_folder_is_resumed_only_by_its_own_settings(tmp_path, capsys):
+    """Re-running ``vjax bench ssl`` (or distill, prune) with other settings in the same
+    workdir used to skip training ("already at step N") and report the old model under the
+    new settings: a run folder whose config.json differs is refused, naming the keys."""
+    from vjax.bench import check_same_run, vjax_recipe
+    from vjax.config_utils import config_to_json
+
+    config = vjax_recipe("videomae.py:pretrain_motion,tiny", {"train.num_steps": "2"})
+    check_same_run(config, str(tmp_path / "new"))  # nothing there yet: a fresh run
+    (tmp_path / "config.json").write_text(config_to_json(config))
+    check_same_run(config, str(tmp_path))  # the same settings: resume (an interrupted run)
+    config.train.num_steps = 4
+    config.model.mask_ratio = 0.5
+    with pytest.raises(UserError, match=r"holds a run of other settings \(model.mask_ratio=0.75 "
+                       r"there, 0.5 now; train.num_steps=2 there, 4 now\)"):  # fmt: skip
+        check_same_run(config, str(tmp_path))
+    workdir = tmp_path / "bench"
+    (workdir / "pretrain").mkdir(parents=True)
+    (workdir / "pretrain" / "config.json").write_text(config_to_json(config))
+    argv = ["bench", "ssl", "--tiny", "--pretrain_steps=2", f"--workdir={workdir}", "--out="]
+    assert main(argv) == 2
+    assert "pretrain holds a run of other settings" in capsys.readouterr().err

@@ -19,6 +19,7 @@ import importlib
 import os
 import sys
 from collections.abc import Callable, Sequence
+from typing import Any
 
 from vjax.errors import UserError
 
@@ -64,6 +65,56 @@ def vjax_recipe(spec: str, overrides: dict[str, str]):
     config = load_config(os.path.join(RECIPES, spec))
     apply_overrides(config, overrides)
     return config
+
+
+def _flat(tree: Any, prefix: str = "") -> dict[str, Any]:
+    """``{"a.b": leaf}`` of a nested dict."""
+    if not isinstance(tree, dict) or not tree:
+        return {prefix: tree}
+    return {
+        k: v
+        for key, sub in tree.items()
+        for k, v in _flat(sub, f"{prefix}.{key}".lstrip(".")).items()
+    }
+
+
+def check_same_run(config: Any, workdir: str) -> None:
+    """A benchmark's run folder is resumed only by the configuration that started it: one
+    whose ``config.json`` differs (another ``--pretrain_steps``, temperature, ...) is refused,
+    naming the keys, since its checkpoints would be reported under the new settings."""
+    import json
+
+    from vjax.config_utils import config_to_json
+
+    path = os.path.join(workdir, "config.json")
+    if not os.path.isfile(path):
+        return
+    with open(path) as f:
+        saved = _flat(json.load(f))
+    wanted = _flat(json.loads(config_to_json(config)))
+    differ = [
+        f"{k}={saved.get(k)!r} there, {v!r} now" for k, v in wanted.items() if saved.get(k) != v
+    ]
+    if differ:
+        raise UserError(
+            f"{workdir} holds a run of other settings ({'; '.join(differ[:3])}"
+            f"{'; ...' if len(differ) > 3 else ''}): give another --workdir, or delete it"
+        )
+
+
+def train_and_test(config: Any, workdir: str) -> dict[str, Any]:
+    """Trains ``config`` in ``workdir`` (resuming an interrupted run of the same config:
+    :func:`check_same_run`), then tests it; returns the test metrics and the training's wall
+    seconds."""
+    import time
+
+    from vjax import train
+
+    check_same_run(config, workdir)
+    start = time.perf_counter()
+    train.train(config, workdir)
+    seconds = time.perf_counter() - start
+    return {**train.evaluate_checkpoint(config, workdir, "test"), "seconds": seconds}
 
 
 def training_parser(kind: str, doc: str) -> argparse.ArgumentParser:

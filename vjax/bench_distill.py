@@ -26,8 +26,7 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-from vjax.bench import publish, training_parser, vjax_recipe
-from vjax.bench_ssl import train_and_test
+from vjax.bench import publish, train_and_test, training_parser, vjax_recipe
 
 # The student's model section over the demo ViViT's (width 96, 4 layers, 3 heads, MLP 384).
 STUDENT = {"hidden_size": 48, "num_layers": 2, "num_heads": 2, "mlp_dim": 192}

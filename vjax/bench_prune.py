@@ -26,8 +26,7 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-from vjax.bench import cpu_cores, publish, training_parser, vjax_recipe
-from vjax.bench_ssl import train_and_test
+from vjax.bench import cpu_cores, publish, train_and_test, training_parser, vjax_recipe
 from vjax.pruning.scores import CRITERIA
 from vjax.pruning.select import GRANULARITIES
 

@@ -21,19 +21,7 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-from vjax.bench import publish, training_parser, vjax_recipe
-
-
-def train_and_test(config, workdir: str) -> dict[str, Any]:
-    """Trains (resuming if the workdir has checkpoints), then tests; returns the test metrics
-    and the wall time of the training."""
-    from vjax import train
-
-    start = time.perf_counter()
-    train.train(config, workdir)
-    seconds = time.perf_counter() - start
-    result = train.evaluate_checkpoint(config, workdir, "test")
-    return {**result, "seconds": seconds}
+from vjax.bench import check_same_run, publish, train_and_test, training_parser, vjax_recipe
 
 
 def run(
@@ -59,6 +47,7 @@ def run(
     tune = {**common, "train.num_steps": str(finetune_steps), "dataset.num_train": str(labelled)}
     tune.update(finetune_extra or {})
     pretrain_dir = os.path.join(workdir, "pretrain")
+    check_same_run(pretrain, pretrain_dir)
     start = time.perf_counter()
     from vjax import train
 
