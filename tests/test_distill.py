@@ -141,13 +141,13 @@ def test_resample_clip():
     assert larger.shape == (1, 2, 6, 6, 3) and np.allclose(larger, 77.0)
 
 
-def _save_teacher(root, name: str, class_names) -> str:
+def _save_teacher(root, name: str, class_names, model_config=TEACHER_MODEL) -> str:
     """A random-weight ViViT teacher on 8 frames of 24x24 saved as a `vjax convert` folder."""
-    model = build_model(TEACHER_MODEL, len(class_names))
+    model = build_model(model_config, len(class_names))
     variables = model.init(jax.random.key(3), np.zeros((1, *TEACHER_CLIP)), train=False)
     noise = np.random.default_rng(0)  # a zero-initialised head would teach only uniform odds
     variables = jax.tree.map(lambda p: p + 0.3 * noise.standard_normal(p.shape), variables)
-    config = pretrained_config(TEACHER_MODEL, TEACHER_CLIP, class_names, mean=MEAN, std=STD)
+    config = pretrained_config(model_config, TEACHER_CLIP, class_names, mean=MEAN, std=STD)
     return save_converted(str(root / name), config, jax.device_get(variables))
 
 
@@ -169,6 +169,12 @@ def test_startup_checks(data_dir, teachers, tmp_path):
     missing = str(tmp_path / "nowhere")
     with pytest.raises(ConfigError, match=r"train.distill.teacher: .*nowhere.* does not exist"):
         train.setup(tiny_config(data_dir, **{"train.distill.teacher": missing}))
+    # A pre-training run on labelled data keeps its class names, but predicts pixels.
+    masked = {**TEACHER_MODEL, "name": "videomae_pretraining", "decoder_hidden_size": 16,
+              "decoder_num_layers": 1, "decoder_num_heads": 2, "decoder_mlp_dim": 32}
+    pretrained = _save_teacher(tmp_path, "mae", list(MOTIONS[:4]), masked)
+    with pytest.raises(ConfigError, match=r"mae' was trained by .*reconstruction.* fine-tune"):
+        train.setup(tiny_config(data_dir, **{"train.distill.teacher": pretrained}))
     with pytest.raises(ConfigError, match=r"alpha must be in \[0, 1\]"):
         train.setup(
             tiny_config(

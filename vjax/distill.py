@@ -28,6 +28,7 @@ from vjax.config_utils import ConfigError
 from vjax.flops import abstract_variables
 from vjax.models.registry import model_modalities
 from vjax.objectives import Objective, scored_logits
+from vjax.objectives import get as objective_named
 from vjax.step import batched, model_input
 from vjax.tasks import task_outputs
 
@@ -145,6 +146,15 @@ def load_teacher(
         loaded = load(path)
     except NotFoundError as e:
         raise ConfigError(f"train.distill.teacher: {e}") from None
+    trained_by = getattr(loaded.module, "OBJECTIVE", None) or loaded.config.train.get(
+        "objective", "classification"
+    )
+    if not objective_named(trained_by).classifies:
+        raise ConfigError(
+            f"train.distill.teacher {path!r} was trained by train.objective={trained_by!r} "
+            f"and predicts no classes: fine-tune it on labels first (train.init_from), then "
+            f"distil from that"
+        )
     if _plain(loaded.class_names) != _plain(class_names):
         raise ConfigError(
             f"train.distill.teacher {path!r} predicts classes {_plain(loaded.class_names)}, "
