@@ -19,6 +19,7 @@ from flax import serialization
 
 from vjax.convert import ConversionError
 from vjax.convert.scenic import from_scenic
+from vjax.errors import NotFoundError
 from vjax.models import build_model
 
 D, HEADS, MLP, PATCH, IMAGE, FRAMES, TUBELET, CLASSES = 32, 2, 64, 16, 32, 4, 2, 3
@@ -220,12 +221,38 @@ def test_every_scenic_attention_type_converts_exactly(tmp_path, case):
 
 
 def test_temporal_sampling_reads_2d_patches(tmp_path):
+    """scenic's temporal_sampling embeds 2D patches: its patches.size is (h, w) (it refuses
+    three numbers), and so do we."""
     config = scenic_config({"type": "spacetime"}, "token")
     config["model"]["temporal_encoding_config"] = {
         "method": "temporal_sampling",
         "n_sampled_frames": FRAMES,
     }
+    config["model"]["patches"]["size"] = (PATCH, PATCH)
     roundtrip(tmp_path, {"variant": "spacetime"}, config, two_d=True)
+    config["model"]["patches"]["size"] = (PATCH, PATCH, 1)
+    with pytest.raises(ConversionError, match=r"temporal_sampling takes patches.size \(h, w\)"):
+        roundtrip(tmp_path, {"variant": "spacetime"}, config, two_d=True)
+
+
+def test_a_checkpoint_folder_scenic_saves_with_orbax_converts(tmp_path):
+    """scenic saves with flax.training.checkpoints, which writes a checkpoint_N folder (Orbax)
+    with today's flax; the released models are msgpack files (the other tests)."""
+    from flax.training import checkpoints
+
+    model = vjax_model({"variant": "spacetime"})
+    video = np.random.default_rng(1).standard_normal((2, FRAMES, IMAGE, IMAGE, 3)).astype("f4")
+    params = random_params(model, video)
+    state = {"global_step": 3, "optimizer": {"target": to_scenic(params, "spacetime", True)}}
+    folder = checkpoints.save_checkpoint(str(tmp_path / "run"), state, step=3)
+    config = scenic_config({"type": "spacetime"}, "token")
+    expected = model.apply({"params": params}, video, train=False)
+    for path in (folder, str(tmp_path / "run")):  # the step's folder, or the run's
+        config_out, variables = from_scenic(path, config)
+        logits = build_model(config_out.model, CLASSES).apply(variables, video, train=False)
+        np.testing.assert_array_equal(logits, expected)
+    with pytest.raises(NotFoundError, match="holds no checkpoint_N"):
+        from_scenic(str(tmp_path), config)
 
 
 def test_clip_is_inferred_from_the_tables_when_the_data_config_is_absent(tmp_path):

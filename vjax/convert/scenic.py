@@ -58,9 +58,18 @@ _POOLING = {"token": "cls", "gap": "gap"}
 
 
 def read_checkpoint(path: str) -> dict[str, Any]:
-    """The parameter tree of a scenic (flax msgpack) checkpoint file."""
+    """The train state of a scenic checkpoint: a flax msgpack file (the released models), or
+    the ``checkpoint_N`` folder (or the folder of them) that scenic's
+    ``flax.training.checkpoints.save_checkpoint`` writes with Orbax, flax's default now."""
     from flax import serialization
 
+    if os.path.isdir(path):
+        from flax.training import checkpoints
+
+        state = checkpoints.restore_checkpoint(path, target=None)
+        if not state:
+            raise NotFoundError(f"scenic checkpoint folder {path} holds no checkpoint_N")
+        return state
     if not os.path.isfile(path):
         raise NotFoundError(f"scenic checkpoint {path} does not exist")
     with open(path, "rb") as f:
@@ -112,12 +121,15 @@ def vjax_model_config(model: Mapping[str, Any]) -> dict[str, Any]:
         raise ConversionError(
             "scenic representation_size (a tanh pre-logits layer) has no vjax equivalent"
         )
-    fh, fw, ft = (int(v) for v in _field(model, "patches.size"))
+    size = [int(v) for v in _field(model, "patches.size")]
     method = _field(model, "temporal_encoding_config.method", "3d_conv")
     if method not in ("3d_conv", "temporal_sampling"):
         raise ConversionError(f"scenic temporal_encoding_config.method={method!r} is unknown")
-    if method == "temporal_sampling":
-        ft = 1
+    if len(size) != (3 if method == "3d_conv" else 2):  # scenic's embed_3d_patch / _2d_patch
+        shape = "(h, w, t)" if method == "3d_conv" else "(h, w)"
+        raise ConversionError(f"scenic {method} takes patches.size {shape}, got {tuple(size)}")
+    fh, fw = size[:2]
+    ft = size[2] if method == "3d_conv" else 1
     if fh != fw:
         raise ConversionError(f"scenic patches.size {fh}x{fw} is not square; vjax patches are")
     variant = ATTENTION_TYPES[kind]
