@@ -227,6 +227,11 @@ def test_bad_checkpoints_are_named(tmp_path):
         ConversionError, match=r"block00/mlp/fc1/bias: source shape \(64,\), target shape \(80,\)"
     ):
         from_vit_npz(path, wider)
+    for layers in (LAYERS - 1, LAYERS + 1):  # a block dropped, or one left at random values
+        deeper = video_config(4, 2, pooling="gap", num_layers=layers)
+        with pytest.raises(ConversionError, match=f"{LAYERS} encoder blocks and the model "
+                           f"{layers}: set model.num_layers={LAYERS}"):  # fmt: skip
+            from_vit_npz(path, deeper)
     with pytest.raises(ConversionError, match="MAPHead_0"):
         image_vit_params({**big_vision_params(), "MAPHead_0/probe": np.zeros((1, 1, D))})
     extra = {**big_vision_params(), "Transformer/encoderblock_0/Extra_0/kernel": np.zeros(2)}

@@ -281,6 +281,11 @@ def _target_variables(model: Any, clip: tuple[int, ...], seed: int, source: Mapp
     return init()
 
 
+def _blocks(params: Any) -> int:
+    """The number of blocks of a parameter tree's (spatial) ``encoder``."""
+    return sum(1 for name in params.get("encoder", {}) if name.startswith("block"))
+
+
 def from_vit_npz(
     path: str,
     config: Any,
@@ -316,6 +321,14 @@ def from_vit_npz(
     model_cfg.update(NUMERICS)
     model = build_model(model_cfg, classes)
     target = _target_variables(model, clip, seed, source)
+    depth, ours = (_blocks(tree) for tree in (source, target["params"]))
+    if (
+        ours and depth != ours
+    ):  # surgery keeps a missing block's initial values: a silent half-model
+        raise ConversionError(
+            f"{path} has {depth} encoder blocks and the model {ours}: set "
+            f"model.num_layers={depth} (an image ViT gives the video model its encoder whole)"
+        )
     grid = token_grid(model, (1, *clip))
     side = math.isqrt(source["pos_embedding"].shape[1])
     try:
