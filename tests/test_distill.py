@@ -170,8 +170,14 @@ def test_startup_checks(data_dir, teachers, tmp_path):
     with pytest.raises(ConfigError, match=r"train.distill.teacher: .*nowhere.* does not exist"):
         train.setup(tiny_config(data_dir, **{"train.distill.teacher": missing}))
     # A pre-training run on labelled data keeps its class names, but predicts pixels.
-    masked = {**TEACHER_MODEL, "name": "videomae_pretraining", "decoder_hidden_size": 16,
-              "decoder_num_layers": 1, "decoder_num_heads": 2, "decoder_mlp_dim": 32}
+    masked = {
+        **TEACHER_MODEL,
+        "name": "videomae_pretraining",
+        "decoder_hidden_size": 16,
+        "decoder_num_layers": 1,
+        "decoder_num_heads": 2,
+        "decoder_mlp_dim": 32,
+    }
     pretrained = _save_teacher(tmp_path, "mae", list(MOTIONS[:4]), masked)
     with pytest.raises(ConfigError, match=r"mae' was trained by .*reconstruction.* fine-tune"):
         train.setup(tiny_config(data_dir, **{"train.distill.teacher": pretrained}))
