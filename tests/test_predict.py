@@ -189,3 +189,37 @@ def test_predictions_exports_and_derived_models_name_the_checkpoint_step_they_ca
     assert predict_files(str(tmp_path / "exported"), [video])["step"] == 7
     quantize_checkpoint(model_dir, str(tmp_path / "w8"), "int8_weights")
     assert checkpoint.read_metadata(str(tmp_path / "w8"))["quantization"]["source_step"] == 7
+
+
+def test_predict_cuts_and_pools_views_as_the_evaluation_of_its_config(saved, tmp_path):
+    """``input.test_crop_fraction`` (torchvision's R(2+1)D recipe: 112/128), ``sampling="tsn"``
+    (VideoMAE SSv2) and ``test_ensemble="max"`` (Charades) shape what ``vjax eval`` scores;
+    predict, on the checkpoint and on its export, scores a file with the same views: the
+    evaluation's view iterator of ``InputOptions.from_config(config.input)`` on frames stored
+    at the short side whose centre crop is that fraction."""
+    from vjax.data.transforms import InputOptions, make_view_iterator
+    from vjax.deploy.export import export_model
+    from vjax.evaluate.scoring import video_scores
+    from vjax.predict import make_apply, predict_files
+
+    _, model, variables, video, _ = saved
+    noise = np.random.default_rng(4)  # the classifier starts at zero: uniform scores
+    variables = jax.tree.map(lambda p: p + 0.3 * noise.standard_normal(p.shape),
+                             jax.device_get(nn.meta.unbox(variables)))  # fmt: skip
+    config = pretrained_config(MODEL, (4, 16, 16, 3), NAMES, mean=MEAN, std=STD, source="test")
+    config.input.update(num_frames=4, crop_size=16, frame_stride=1, test_crop_fraction=0.75,
+                        sampling="tsn", test_ensemble="max", test_num_clips=2)  # fmt: skip
+    model_dir = save_converted(str(tmp_path / "model"), config, variables)
+    options = InputOptions.from_config(config.input)
+    stored = decode_video(video, short_side=round(16 / 0.75)).frames
+    example = {"frames": list(stored), "fps": 10.0, "label": 0}
+    apply = make_apply(config, model, variables)
+    logits, _ = video_scores(apply, [example], make_view_iterator(options), 8, ensemble="max")
+    expected = np.asarray(jax.nn.softmax(logits[0]))
+    export_model(model_dir, str(tmp_path / "exported"), ["stablehlo"])
+    for folder in (model_dir, str(tmp_path / "exported")):
+        top = predict_files(folder, [video], top_k=5, clips=2)["files"][video]["top"]
+        got = {t["label"]: t["score"] for t in top}
+        np.testing.assert_allclose([got[n] for n in NAMES], expected, atol=1e-5, err_msg=folder)
+    plain = predict_files(str(tmp_path / "exported"), [video], clips=1)["files"][video]["top"]
+    assert abs(plain[0]["score"] - expected.max()) > 1e-3  # the settings change the scores

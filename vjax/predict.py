@@ -151,18 +151,22 @@ def predict_files(
     options = InputOptions(
         num_frames=clip["num_frames"],
         frame_stride=clip["frame_stride"],
+        sampling=clip.get("sampling", "random"),  # an export written before they were kept
+        pad_mode=clip.get("pad_mode", "loop"),
         crop_size=height,
         test_num_clips=clips,
         test_num_crops=crops,
+        test_crop_fraction=clip.get("test_crop_fraction", 1.0),
+        test_ensemble=clip.get("test_ensemble", "mean"),
         audio=audio,
     )
     views = make_view_iterator(options)
-    fps = clip["fps"]
+    fps, short_side = clip["fps"], clip.get("resize_short_side", height)
     result: dict[str, Any] = {"model": model_dir, "step": step, "files": {}, "skipped": {}}
     for path in paths:
         info: dict = {}
         heard: dict = {}
-        frames = iter_video(path, fps=fps or None, short_side=height, info=info)
+        frames = iter_video(path, fps=fps or None, short_side=short_side, info=info)
         bounds: list[tuple[int, int]] = []
         try:
             if window > 0:
@@ -171,7 +175,9 @@ def predict_files(
                 segments = iter([{"frames": list(frames), "label": 0}])
             if audio is not None:  # decoded once the frames are (a bad file is named so)
                 segments = _with_sound(segments, path, audio.sample_rate, info, bounds, heard)
-            scores, _ = video_scores(apply, segments, views, chunk_size)
+            scores, _ = video_scores(
+                apply, segments, views, chunk_size, ensemble=options.test_ensemble
+            )
         except (VideoDecodeError, AudioDecodeError) as e:
             reason = f"{e.reason}: {e.detail}" if isinstance(e, VideoDecodeError) else str(e)
             result["skipped"][path] = reason

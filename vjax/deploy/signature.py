@@ -36,16 +36,25 @@ def trained_fps(config: Mapping[str, Any]) -> float:
 
 
 def sampling(config: Mapping[str, Any], clip_shape: list[int]) -> dict[str, Any]:
-    """How to cut a clip from a video for this model: ``num_frames`` frames ``frame_stride``
-    apart (at ``fps`` when set, else the file's own rate), short side resized to
-    ``resize_short_side``, centre crop ``crop``."""
+    """How the model's evaluation cuts clips from a video: ``num_frames`` frames
+    ``frame_stride`` apart (at ``fps`` when set, else the file's own rate; ``sampling``
+    ``"tsn"``: one per segment; ``pad_mode`` for a short video), short side resized to
+    ``resize_short_side``, centre square of ``test_crop_fraction`` of it resized to ``crop``,
+    and the views' logits pooled by ``test_ensemble`` (``config.input``'s test settings, so
+    ``vjax predict`` scores a file as ``vjax eval`` does)."""
     frames, height, width, _ = clip_shape
+    test = (config.get("input") or {}).get
+    fraction = float(test("test_crop_fraction", 1.0))
     return {
         "num_frames": int(frames),
-        "frame_stride": float((config.get("input") or {}).get("frame_stride", 1)),
+        "frame_stride": float(test("frame_stride", 1)),
         "fps": trained_fps(config) or None,
-        "resize_short_side": int(height),
+        "sampling": str(test("sampling", "random")),
+        "pad_mode": str(test("pad_mode", "loop")),
+        "resize_short_side": round(int(height) / fraction),
+        "test_crop_fraction": fraction,
         "crop": [int(height), int(width)],
+        "test_ensemble": str(test("test_ensemble", "mean")),
     }
 
 
