@@ -66,7 +66,7 @@ def test_qat_checkpoint_quantizes_to_int8_and_eval_export_accept_it(qat_run, tmp
 
 
 def _check_int8_onnx(folder: str, quantized_op: str, int8_weights: int, expected, video):
-    """The folder's ONNX file holds ``int8_weights`` int8 weight tensors and ``quantized_op``
+    """The folder's ONNX file holds ``int8_weights`` 8-bit weight tensors and ``quantized_op``
     nodes, runs in onnxruntime for batch 1 and 3, and its logits are within 10% of the float
     logits' range (int8 steps are ~1/255 of each calibrated activation range and 1/127 of each
     weight channel's; a few percent over the model's layers, while a broken graph is off by
@@ -75,7 +75,8 @@ def _check_int8_onnx(folder: str, quantized_op: str, int8_weights: int, expected
     import onnx
 
     graph = onnx.load(f"{folder}/model.onnx").graph
-    assert sum(i.data_type == onnx.TensorProto.INT8 for i in graph.initializer) >= int8_weights
+    eight_bit = (onnx.TensorProto.INT8, onnx.TensorProto.UINT8)
+    assert sum(i.data_type in eight_bit for i in graph.initializer) >= int8_weights
     assert quantized_op in {n.op_type for n in graph.node}
     model = load_exported(folder, "onnx")
     assert "onnx_quantization" in model.signature

@@ -6,13 +6,22 @@ per channel gives the same int8 values back), then onnxruntime's quantizer rewri
 that carry a weight (Conv, MatMul with a weight, Gemm), as vjax's qwix rules do:
 
 * ``int8``: static QDQ (QuantizeLinear/DequantizeLinear pairs, which onnxruntime fuses into
-  QLinearConv, QLinearMatMul, QGemm), per-channel int8 weights, uint8 activations whose
-  ranges are calibrated (min/max) on the same training batches ``vjax quantize`` used.
-* ``int8_weights``: dynamic quantization (ConvInteger, MatMulInteger): per-channel int8
+  QLinearConv, QLinearMatMul, QGemm), per-channel 8-bit weights, uint8 activations whose
+  ranges are calibrated (min/max, one per tensor) on the same training batches
+  ``vjax quantize`` used.
+* ``int8_weights``: dynamic quantization (ConvInteger, MatMulInteger): per-channel 8-bit
   weights; onnxruntime has no float-activation int8 kernels, so it quantizes each input
-  per call instead of keeping it float.
+  per call instead of keeping it float (one range per call: a clip's logits move a little
+  with the other clips of its batch, which the JAX int8_weights model's do not).
 
-Ops between two activations (attention scores) stay float, as in the JAX int8 model.
+The weights are stored as uint8 (zero point per channel), not int8: x86 CPUs without VNNI
+run onnxruntime's uint8 x int8 kernels with 16-bit partial sums that saturate (its
+quantization docs), which put a tiny ViViT's int8_weights logits 0.18 away from the JAX int8
+model's (range 1.16) where uint8 x uint8 gives 0.010.
+
+Ops between two activations (attention scores) stay float, as in the JAX int8 model. The
+attention projections and the tubelet embedding, which jax2onnx writes as ``Einsum``, stay
+float too (onnxruntime quantizes Conv, MatMul and Gemm).
 
     vjax export --model=runs/demo/vivit_int8 --out=exported/vivit_int8 --format=onnx
 """
@@ -96,7 +105,7 @@ def quantize_onnx(
         ]
         common = {
             "per_channel": True,
-            "weight_type": oq.QuantType.QInt8,
+            "weight_type": oq.QuantType.QUInt8,  # see the module docstring
             "op_types_to_quantize": list(WEIGHT_OPS),
             "nodes_to_exclude": float_ops,
         }

@@ -3,8 +3,10 @@ training (``train.quantization=int8``), through the same rules.
 
 Modes: ``int8_weights`` stores every conv / dense / attention-projection kernel as int8 with
 one float scale per output channel (activations stay float; the kernel is scaled back on the
-fly); ``int8`` also quantizes those ops' input activations to int8 with static per-tensor
-scales calibrated on training batches, so the matmuls and convs run int8 x int8 -> int32.
+fly); ``int8`` also quantizes those ops' input activations to int8 with static scales
+calibrated on training batches (qwix reduces over the batch axis only, so a transformer's
+activations get one scale per token position, a conv's per position too), and the matmuls
+and convs run int8 x int8 -> int32.
 Ops between two activations (attention scores) stay float.
 
 Why qwix and not AQT: qwix quantizes an unchanged Flax module by intercepting its
