@@ -1,5 +1,8 @@
 """Step-indexed batches: deterministic, covering each epoch once, split across processes."""
 
+import os
+import time
+
 import numpy as np
 import pytest
 
@@ -98,6 +101,27 @@ def test_prefetch_closed_early_returns_when_the_producer_has_finished(steps, fai
 def _shuffled_batches(seed: int) -> TrainBatches:
     """A loader process's batch function (module level, so spawned workers can import it)."""
     return TrainBatches(FakeSource(10), 4, seed=seed)
+
+
+def test_loader_processes_outlive_the_signals_sent_to_the_whole_job():
+    """Slurm's preemption notice, systemd and Ctrl-C signal every process of the job: the
+    loaders ignore SIGTERM and SIGINT (the trainer handles them, and saves), so batches keep
+    coming; they broke the pool (BrokenProcessPool) before the preemption checkpoint."""
+    import functools
+    import signal
+
+    from vjax.data.pipeline import ProcessMap
+
+    batches = ProcessMap(functools.partial(_shuffled_batches, 5), 1, stop=12)
+    try:
+        batches(0)  # the worker runs
+        for pid in list(batches._pool._processes):
+            os.kill(pid, signal.SIGTERM)
+            os.kill(pid, signal.SIGINT)
+        time.sleep(0.5)
+        np.testing.assert_array_equal(batches(6)["video"], _shuffled_batches(5)(6)["video"])
+    finally:
+        batches.close()
 
 
 def test_loader_processes_make_the_same_batches_in_any_call_order():

@@ -159,19 +159,23 @@ def test_checkpoint_of_another_model_is_an_error_naming_the_parameter(prepared, 
 
 
 def test_sigterm_saves_the_current_step_and_exits_cleanly(prepared, tmp_path):
-    """A preemption notice (SIGTERM) mid-run: checkpoint at that step, exit 0, resume there."""
+    """A preemption notice (SIGTERM) mid-run: checkpoint at that step, exit 0, resume there.
+    The signal goes to the whole process group, as Slurm and systemd send it, loader
+    workers included (they died of it and broke the pool before the save)."""
     import re
 
     workdir = str(tmp_path)
     args = ["--config.train.num_steps=5000", "--config.train.checkpoint_every=5000"]
-    command = [*_command(workdir, prepared, *args), "--config.train.log_every=1"]
+    command = [*_command(workdir, prepared, *args), "--config.train.log_every=1",
+               "--config.input.num_workers=1"]  # fmt: skip
     process = subprocess.Popen(
-        command, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True
-    )
+        command, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+        start_new_session=True,
+    )  # fmt: skip
     for line in process.stdout:  # wait until training is really under way
         if line.startswith("step "):
             break
-    process.send_signal(signal.SIGTERM)
+    os.killpg(process.pid, signal.SIGTERM)
     out, _ = process.communicate(timeout=120)
     assert process.returncode == 0, out
     saved = int(re.search(r"Preempted: saved a checkpoint at step (\d+)", out).group(1))

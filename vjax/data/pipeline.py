@@ -187,7 +187,14 @@ _WORKER_FUNCTION: Callable[[int], Any] | None = None
 
 
 def _start_worker(factory: Callable[[], Callable[[int], Any]]) -> None:
+    """Builds the worker's function. A worker ignores SIGTERM and SIGINT: Slurm, systemd and
+    Ctrl-C signal the whole process group, and a loader that died of it broke the pool before
+    the trainer could save its preemption checkpoint; the pool's shutdown stops it."""
+    import signal
+
     global _WORKER_FUNCTION
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     os.environ["JAX_PLATFORMS"] = "cpu"  # a loader never claims the accelerators
     _WORKER_FUNCTION = factory()
 
