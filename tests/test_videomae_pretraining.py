@@ -5,6 +5,7 @@ the recipes. (Equality with Hugging Face: tests/test_convert_hf.py; exact resume
 tests/test_resume.py.)"""
 
 import os
+import re
 
 import flax.linen as nn
 import jax
@@ -314,8 +315,11 @@ def test_unlabelled_videos_pretrain_and_refuse_classification(tmp_path, capsys, 
     config.train.objective = "classification"
     with pytest.raises(
         ConfigError, match=r"the dataset has no labels .* prepare a folder of class"
-    ):
+    ) as error:
         train.setup(config)
+    # The command it suggests is the one this test trained with above: recipe and keys exist.
+    suggested = re.search(r"--config=configs/(\S+) --config.dataset.name=(\w+) ", str(error.value))
+    assert suggested.groups() == ("videomae.py:pretrain_k400_800", "video_folder")
 
 
 # ------------------------------------------------------------------ recipes

@@ -11,8 +11,9 @@ vjax export --model=DIR --out=DIR --format=stablehlo,onnx,savedmodel,tflite
 vjax quantize --model=DIR --out=DIR --mode=int8_weights|int8
 vjax prune --model=DIR --out=DIR --ratio=0.5 --by=magnitude|taylor  # a smaller dense model
 vjax compare RUN_A RUN_B     # two evaluations side by side: per-class deltas, printed and plotted
-vjax bench data|train|infer|ssl  # input pipeline, train step, inference speed, label
-                                 # efficiency of pre-training -> BENCHMARKS.md
+vjax bench data|train|infer|ssl|distill|prune  # input pipeline, train step, inference
+                                 # speed, label efficiency of pre-training, distillation,
+                                 # pruning -> BENCHMARKS.md
 """
 
 from __future__ import annotations

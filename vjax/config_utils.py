@@ -110,7 +110,9 @@ def _parse_value(text: str, current: Any, *, top_level: bool = False) -> Any:
     except (ValueError, SyntaxError):
         if current is None:
             return text
-        raise ConfigError(f"cannot parse {text!r} as a {type(current).__name__}") from None
+        kind = type(current).__name__
+        article = "an" if kind[0] in "aeiou" else "a"
+        raise ConfigError(f"cannot parse {text!r} as {article} {kind}") from None
     if isinstance(current, float) and isinstance(value, int) and not isinstance(value, bool):
         value = float(value)
     if current is not None and not isinstance(value, type(current)):

@@ -356,9 +356,9 @@ def check(
         raise ConfigError(
             f"the dataset has no labels (it was prepared from videos without classes), so "
             f"train.objective={name!r} cannot train on it: prepare a folder of class "
-            f"sub-folders or a manifest with a label column, or pre-train on these videos "
-            f"with --config.train.objective=reconstruction "
-            f"--config.model.name=videomae_pretraining (configs/videomae.py:pretrain_k400)"
+            f"sub-folders or a manifest with a label column, or pre-train on these videos: "
+            f"vjax train --config=configs/videomae.py:pretrain_k400_800 "
+            f"--config.dataset.name=video_folder --config.dataset.src=VIDEO_FOLDER"
         )
     if objective.needs_labels and multi_label != objective.multi_label:
         fix = "multi_label" if multi_label else "classification"
