@@ -83,7 +83,11 @@ def commands(args: argparse.Namespace, command: Sequence[str]) -> list[list[str]
         per_node = [make(node) for node in nodes]
         if len(per_node) == 1:
             return per_node
-        return [["bash", "-c", " & ".join(shlex.join(c) for c in per_node) + " & wait"]]
+        # Wait for each, and fail when any failed (a bare `wait` exits 0 whatever they did).
+        started = " ".join(f"{shlex.join(c)} & pids+=($!);" for c in per_node)
+        waits = 'rc=0; for p in "${pids[@]}"; do wait "$p" || rc=1; done; exit $rc'
+        script = f"pids=(); {started} {waits}"
+        return [["bash", "-c", script]]
 
     def ssh(node: str, remote: str) -> list[str]:
         return [*tpu, "tpu-vm", "ssh", node, *where, "--worker=all", f"--command={remote}"]

@@ -68,15 +68,22 @@ def test_tpu_vm_runtime_defaults_by_generation_and_version_overrides():
     assert "--version=my-runtime" in create
 
 
-def test_tpu_multislice_runs_every_slice_at_once():
+def test_tpu_multislice_runs_every_slice_at_once_and_fails_when_one_does(tmp_path):
     lines = _dry_run(
         "tpu_pod.py", "run", "--name=ms", "--zone=z", "--accelerator=v5e-32", "--queued",
         "--num_slices=2",
     )  # fmt: skip
     assert "16 processes" in lines[0]
     (run,) = [_assert_valid_shell(line) for line in lines[1:]]
-    assert run[:2] == ["bash", "-c"] and run[2].endswith("& wait")
+    assert run[:2] == ["bash", "-c"]
     assert "ssh ms-0 " in run[2] and "ssh ms-1 " in run[2]
+    # The launcher fails when any slice fails: a fake gcloud that fails on one slice.
+    fake = tmp_path / "gcloud"
+    for failing, code in (("ms-1", 1), ("nothing", 0)):
+        fake.write_text(f'#!/bin/sh\ncase "$*" in *"{failing}"*) exit 3;; esac\nexit 0\n')
+        fake.chmod(0o755)
+        env = {**os.environ, "PATH": f"{tmp_path}:{os.environ['PATH']}"}
+        assert subprocess.run(run, env=env).returncode == code
 
 
 def test_unknown_tpu_type_is_an_error():
@@ -126,6 +133,21 @@ def test_coordinator_without_process_count_is_an_error(monkeypatch):
     monkeypatch.delenv("VJAX_NUM_PROCESSES", raising=False)
     with pytest.raises(ValueError, match="without the process count and id"):
         distributed.initialize()
+    # The count and id without an address: each process would train alone as "0 of 1".
+    monkeypatch.delenv("VJAX_COORDINATOR_ADDRESS")
+    for given in ({"num_processes": 2}, {"process_id": 1}):
+        with pytest.raises(ValueError, match="need --coordinator_address"):
+            distributed.initialize(**given)
+
+
+def test_a_mesh_axis_of_size_zero_is_an_error_naming_the_mesh():
+    import jax
+
+    from vjax import parallel
+
+    for bad in ((("data", 0),), (("data", -1), ("fsdp", 0)), (("data", -2),)):
+        with pytest.raises(ValueError, match="axis sizes must be >= 1"):
+            parallel.make_mesh(bad, jax.devices()[:1])
 
 
 def test_local_processes_keep_the_callers_xla_flags_but_their_own_device_count(monkeypatch):

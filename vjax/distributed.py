@@ -23,6 +23,8 @@ from collections.abc import Mapping
 
 import jax
 
+from vjax.errors import UserError
+
 log = logging.getLogger(__name__)
 
 
@@ -62,6 +64,11 @@ def initialize(
     if jax.distributed.is_initialized():
         return
     address = coordinator_address or os.environ.get("VJAX_COORDINATOR_ADDRESS")
+    if not address and (num_processes is not None or process_id is not None):
+        raise UserError(  # else each process would train alone, all into one workdir
+            "--num_processes/--process_id need --coordinator_address=HOST:PORT (process 0's "
+            "address, the same on every process)"
+        )
     mode = "explicit" if address else detect()
     if mode == "single":
         return
@@ -69,7 +76,7 @@ def initialize(
         num = num_processes if num_processes is not None else os.environ.get("VJAX_NUM_PROCESSES")
         pid = process_id if process_id is not None else os.environ.get("VJAX_PROCESS_ID")
         if num is None or pid is None:
-            raise ValueError(
+            raise UserError(
                 f"coordinator address {address!r} given without the process count and id: set "
                 "--num_processes and --process_id (or VJAX_NUM_PROCESSES and VJAX_PROCESS_ID)"
             )

@@ -20,6 +20,8 @@ LogicalRules = Sequence[tuple[str, str | Sequence[str] | None]]
 def _fill(names: Sequence[str], sizes: list[int], num_devices: int, what: str) -> list[int]:
     """Replaces the one -1 in ``sizes`` so that they multiply to ``num_devices``."""
     asked = dict(zip(names, sizes, strict=True))
+    if any(s < 1 and s != -1 for s in sizes):
+        raise ValueError(f"{what} axis sizes must be >= 1 (or one of them -1), got {asked}")
     if sizes.count(-1) > 1:
         raise ValueError(f"at most one {what} axis may be -1, got {asked}")
     known = int(np.prod([s for s in sizes if s != -1]))
