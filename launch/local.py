@@ -90,12 +90,22 @@ def run(command: Sequence[str], envs: Sequence[dict[str, str]]) -> int:
                     print(f"process {procs.index(proc)} exited with {rc}; stopping the others")
                     for other in remaining:
                         os.killpg(other.pid, signal.SIGTERM)
-    except KeyboardInterrupt:
-        for proc in procs:
-            if proc.poll() is None:
-                os.killpg(proc.pid, signal.SIGTERM)
-        raise
+    except KeyboardInterrupt:  # as a preemption: each process saves its step, then exits
+        print("Ctrl-C: every process saves its step and stops (Ctrl-C again: kill them now)")
+        _signal_all(procs, signal.SIGTERM)
+        try:
+            for proc in procs:  # their output is still relayed (a closed pipe would hang them)
+                proc.wait()
+        except KeyboardInterrupt:
+            _signal_all(procs, signal.SIGKILL)
+        return 130
     return code
+
+
+def _signal_all(procs: Sequence[subprocess.Popen], signum: int) -> None:
+    for proc in procs:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signum)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

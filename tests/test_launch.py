@@ -11,6 +11,9 @@ from conftest import REPO
 
 from vjax import distributed
 
+# What srun sets in each of its tasks (besides the job's variables).
+SRUN_TASK = {"SLURM_JOB_ID": "7", "SLURM_NTASKS": "16", "SLURM_STEP_NODELIST": "node[01-02]",
+             "SLURM_PROCID": "3", "SLURM_LOCALID": "3"}  # fmt: skip
 TRAIN = ["--", "vjax", "train", "--config=configs/demo.py", "--workdir=gs://bucket/runs/demo"]
 
 
@@ -118,9 +121,12 @@ def test_slurm_dry_run_two_nodes_of_eight_gpus(tmp_path, per, tasks):
     [
         ({}, "single"),
         ({"VJAX_COORDINATOR_ADDRESS": "host:1234"}, "explicit"),
-        ({"SLURM_JOB_ID": "7", "SLURM_NTASKS": "16"}, "auto"),
-        ({"SLURM_JOB_ID": "7", "SLURM_NTASKS": "1"}, "single"),
-        ({"OMPI_COMM_WORLD_SIZE": "4"}, "auto"),
+        (SRUN_TASK, "auto"),
+        # An salloc shell, or the batch script outside srun: job variables only, one process
+        # (JAX's SLURM detection needs a step's; it failed with a raw ValueError).
+        ({"SLURM_JOB_ID": "7", "SLURM_NTASKS": "16"}, "single"),
+        ({**SRUN_TASK, "SLURM_NTASKS": "1"}, "single"),
+        ({"OMPI_COMM_WORLD_SIZE": "4", "OMPI_MCA_orte_hnp_uri": "1@tcp://h:1"}, "auto"),
         ({"VJAX_DISTRIBUTED": "1"}, "auto"),
     ],
 )
@@ -128,7 +134,28 @@ def test_distributed_mode_from_environment(env, mode):
     assert distributed.detect(env) == mode
 
 
+def test_open_mpi_5_processes_are_told_how_to_start_and_read_their_rank(monkeypatch):
+    """Open MPI 5 (PMIx) has no OMPI_MCA_orte_hnp_uri, so JAX cannot find the coordinator;
+    with VJAX_COORDINATOR_ADDRESS the count and id come from mpirun's variables."""
+    mpirun = {"OMPI_COMM_WORLD_SIZE": "2", "OMPI_COMM_WORLD_RANK": "1"}
+    with pytest.raises(ValueError, match="give every process VJAX_COORDINATOR_ADDRESS"):
+        distributed.detect(mpirun)
+    called = {}
+    monkeypatch.setattr(distributed.jax.distributed, "initialize",
+                        lambda *args, **kw: called.update(args=args))  # fmt: skip
+    monkeypatch.setattr(distributed.jax.distributed, "is_initialized", lambda: False)
+    for name in ("VJAX_NUM_PROCESSES", "VJAX_PROCESS_ID"):
+        monkeypatch.delenv(name, raising=False)
+    for name, value in {**mpirun, "VJAX_COORDINATOR_ADDRESS": "host0:1234"}.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setattr(distributed, "log", type("Quiet", (), {"info": lambda *a: None}))
+    distributed.initialize()
+    assert called["args"] == ("host0:1234", 2, 1)
+
+
 def test_coordinator_without_process_count_is_an_error(monkeypatch):
+    for name in ("OMPI_COMM_WORLD_SIZE", "OMPI_COMM_WORLD_RANK"):
+        monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("VJAX_COORDINATOR_ADDRESS", "localhost:1")
     monkeypatch.delenv("VJAX_NUM_PROCESSES", raising=False)
     with pytest.raises(ValueError, match="without the process count and id"):
@@ -162,3 +189,44 @@ def test_local_processes_keep_the_callers_xla_flags_but_their_own_device_count(m
         "--xla_force_host_platform_device_count=2",
     ]
     assert env["VJAX_PROCESS_ID"] == "1" and env["VJAX_COORDINATOR_ADDRESS"] == "localhost:1234"
+
+
+CHILD = """
+import os, signal, sys, time
+def on_term(*_):
+    time.sleep(1.0)  # the preemption checkpoint is written
+    print("saved", flush=True)
+    open(os.path.join(sys.argv[1], os.environ["VJAX_PROCESS_ID"]), "w").write("saved")
+    sys.exit(0)
+signal.signal(signal.SIGTERM, on_term)
+print("step 1", flush=True)
+while True:
+    time.sleep(0.1)
+"""
+
+
+def test_ctrl_c_on_the_local_launcher_lets_every_process_save_then_exits(tmp_path):
+    """Ctrl-C reaches the launcher only (its processes have their own sessions): it passes a
+    SIGTERM on, as a preemption, and keeps relaying their output until they have saved (it
+    exited at once, so their next print hit a closed pipe and they hung in a barrier)."""
+    import signal
+    import time
+
+    child = tmp_path / "child.py"
+    child.write_text(CHILD)
+    launcher = subprocess.Popen(
+        [sys.executable, os.path.join(REPO, "launch", "local.py"), "--num_processes=2", "--",
+         sys.executable, str(child), str(tmp_path)],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )  # fmt: skip
+    started = 0
+    for line in launcher.stdout:
+        started += "step 1" in line
+        if started == 2:
+            break
+    time.sleep(0.2)
+    launcher.send_signal(signal.SIGINT)
+    out = launcher.communicate(timeout=60)[0]
+    assert launcher.returncode == 130, out
+    assert "[p0] saved" in out and "[p1] saved" in out, out
+    assert (tmp_path / "0").read_text() == (tmp_path / "1").read_text() == "saved"

@@ -5,8 +5,10 @@ The decision, in order:
 
 1. explicit: a coordinator address (``--coordinator_address`` or ``VJAX_COORDINATOR_ADDRESS``,
    with the process count and id), as the local launcher (``launch/local.py``) sets it;
-2. automatic on a Cloud TPU VM, and under SLURM or Open MPI when the job has more than one
-   task: JAX detects the coordinator, process count and id itself;
+2. automatic on a Cloud TPU VM, in each task of a SLURM ``srun`` step of several tasks, and
+   under Open MPI's ``mpirun`` of several processes (up to Open MPI 4): JAX detects the
+   coordinator, process count and id itself. Under Open MPI 5 give ``VJAX_COORDINATOR_ADDRESS``
+   (explicit; the count and id come from ``OMPI_COMM_WORLD_SIZE``/``RANK``);
 3. forced automatic with ``VJAX_DISTRIBUTED=1`` (any other environment JAX can detect);
    ``VJAX_LOCAL_DEVICE_IDS`` lists the devices of a process that drives several GPUs;
 4. otherwise one process, nothing to do.
@@ -36,17 +38,29 @@ def _on_cloud_tpu_vm() -> bool:
     return bool(running_in_cloud_tpu_vm)
 
 
+# What JAX's SLURM detection reads: set for each task of an ``srun`` step.
+SLURM_STEP = ("SLURM_JOB_ID", "SLURM_STEP_NODELIST", "SLURM_PROCID", "SLURM_LOCALID")
+
+
 def detect(env: Mapping[str, str] | None = None) -> str:
-    """Which start-up applies: ``"explicit"``, ``"auto"`` or ``"single"`` (see module doc)."""
+    """Which start-up applies: ``"explicit"``, ``"auto"`` or ``"single"`` (see module doc);
+    several Open MPI processes JAX cannot start up by itself are a UserError saying how."""
     env = os.environ if env is None else env
     if env.get("VJAX_COORDINATOR_ADDRESS"):
         return "explicit"
     if env.get("VJAX_DISTRIBUTED") == "1":
         return "auto"
-    if int(env.get("SLURM_NTASKS", "1")) > 1 and "SLURM_JOB_ID" in env:
-        return "auto"
+    if int(env.get("SLURM_NTASKS", "1")) > 1 and all(name in env for name in SLURM_STEP):
+        return "auto"  # a task of srun (in an salloc shell or the batch script: one process)
     if int(env.get("OMPI_COMM_WORLD_SIZE", "1")) > 1:
-        return "auto"
+        if "OMPI_MCA_orte_hnp_uri" in env:  # what JAX's Open MPI detection reads
+            return "auto"
+        raise UserError(
+            "mpirun started several processes, but JAX cannot find this Open MPI's coordinator "
+            "(Open MPI 5 has no OMPI_MCA_orte_hnp_uri): give every process "
+            "VJAX_COORDINATOR_ADDRESS=HOST:PORT (mpirun -x; HOST runs rank 0), and the count "
+            "and id are read from OMPI_COMM_WORLD_SIZE and OMPI_COMM_WORLD_RANK"
+        )
     if env is os.environ and _on_cloud_tpu_vm():
         return "auto"
     return "single"
@@ -73,8 +87,11 @@ def initialize(
     if mode == "single":
         return
     if mode == "explicit":
-        num = num_processes if num_processes is not None else os.environ.get("VJAX_NUM_PROCESSES")
-        pid = process_id if process_id is not None else os.environ.get("VJAX_PROCESS_ID")
+        env = os.environ
+        num = num_processes if num_processes is not None else env.get("VJAX_NUM_PROCESSES")
+        pid = process_id if process_id is not None else env.get("VJAX_PROCESS_ID")
+        num = num if num is not None else env.get("OMPI_COMM_WORLD_SIZE")  # under mpirun
+        pid = pid if pid is not None else env.get("OMPI_COMM_WORLD_RANK")
         if num is None or pid is None:
             raise UserError(
                 f"coordinator address {address!r} given without the process count and id: set "
