@@ -5,7 +5,9 @@ localhost): the multi-host code path without a cluster. The tests use it.
         vjax train --config=configs/demo.py:tiny --workdir=runs/two_procs
 
 Each process gets ``VJAX_COORDINATOR_ADDRESS``/``VJAX_NUM_PROCESSES``/``VJAX_PROCESS_ID`` (read
-by ``vjax.distributed.initialize``) and, with ``--platform=cpu``, that many host CPU devices.
+by ``vjax.distributed.initialize``) and ``--devices_per_process`` devices: that many host CPU
+devices with ``--platform=cpu``, its own accelerators (``VJAX_LOCAL_DEVICE_IDS``) with
+``native``.
 Output lines are prefixed with ``[pN]``. If one process fails, the others are stopped and its
 exit code is returned. ``--dry_run`` prints the commands and environment instead.
 """
@@ -52,6 +54,10 @@ def process_env(
     if platform == "cpu":
         env["JAX_PLATFORMS"] = "cpu"
         env["XLA_FLAGS"] = host_device_flags(devices_per_process)
+    else:  # this process's own accelerators (vjax.distributed passes them to JAX)
+        first = process_id * devices_per_process
+        ids = range(first, first + devices_per_process)
+        env["VJAX_LOCAL_DEVICE_IDS"] = ",".join(str(i) for i in ids)
     return env
 
 

@@ -142,15 +142,16 @@ def test_open_mpi_5_processes_are_told_how_to_start_and_read_their_rank(monkeypa
         distributed.detect(mpirun)
     called = {}
     monkeypatch.setattr(distributed.jax.distributed, "initialize",
-                        lambda *args, **kw: called.update(args=args))  # fmt: skip
+                        lambda *args, **kw: called.update(args=args, **kw))  # fmt: skip
     monkeypatch.setattr(distributed.jax.distributed, "is_initialized", lambda: False)
     for name in ("VJAX_NUM_PROCESSES", "VJAX_PROCESS_ID"):
         monkeypatch.delenv(name, raising=False)
-    for name, value in {**mpirun, "VJAX_COORDINATOR_ADDRESS": "host0:1234"}.items():
+    explicit = {**mpirun, "VJAX_COORDINATOR_ADDRESS": "host0:1234", "VJAX_LOCAL_DEVICE_IDS": "2,3"}
+    for name, value in explicit.items():
         monkeypatch.setenv(name, value)
     monkeypatch.setattr(distributed, "log", type("Quiet", (), {"info": lambda *a: None}))
     distributed.initialize()
-    assert called["args"] == ("host0:1234", 2, 1)
+    assert called["args"] == ("host0:1234", 2, 1) and called["local_device_ids"] == [2, 3]
 
 
 def test_coordinator_without_process_count_is_an_error(monkeypatch):
@@ -189,6 +190,9 @@ def test_local_processes_keep_the_callers_xla_flags_but_their_own_device_count(m
         "--xla_force_host_platform_device_count=2",
     ]
     assert env["VJAX_PROCESS_ID"] == "1" and env["VJAX_COORDINATOR_ADDRESS"] == "localhost:1234"
+    # On accelerators each process drives its own devices (every process claimed every GPU).
+    native = process_env(1, 2, 1234, "native", 4)
+    assert native["VJAX_LOCAL_DEVICE_IDS"] == "4,5,6,7" and "JAX_PLATFORMS" not in native
 
 
 CHILD = """

@@ -66,6 +66,15 @@ def detect(env: Mapping[str, str] | None = None) -> str:
     return "single"
 
 
+def _local_ids() -> list[int] | None:
+    """``VJAX_LOCAL_DEVICE_IDS`` (``0,1``): the accelerators this process drives. Under
+    SLURM/MPI on GPUs JAX gives each process one device (one process per GPU); with one process
+    per node, ``0,1,...,7`` gives it all of them; ``launch/local.py --platform=native`` sets
+    each process's own."""
+    ids = os.environ.get("VJAX_LOCAL_DEVICE_IDS")
+    return [int(i) for i in ids.split(",")] if ids else None
+
+
 def initialize(
     coordinator_address: str | None = None,
     num_processes: int | None = None,
@@ -97,14 +106,9 @@ def initialize(
                 f"coordinator address {address!r} given without the process count and id: set "
                 "--num_processes and --process_id (or VJAX_NUM_PROCESSES and VJAX_PROCESS_ID)"
             )
-        jax.distributed.initialize(address, int(num), int(pid))
+        jax.distributed.initialize(address, int(num), int(pid), local_device_ids=_local_ids())
     else:
-        # Under SLURM/MPI on GPUs JAX gives each process one device (one process per GPU);
-        # with one process per node, VJAX_LOCAL_DEVICE_IDS=0,1,...,7 gives it all of them.
-        ids = os.environ.get("VJAX_LOCAL_DEVICE_IDS")
-        jax.distributed.initialize(
-            local_device_ids=[int(i) for i in ids.split(",")] if ids else None
-        )
+        jax.distributed.initialize(local_device_ids=_local_ids())
     log.info(
         "jax.distributed: process %d of %d, %d local of %d devices",
         jax.process_index(),
