@@ -17,12 +17,22 @@ def split_command(argv: Sequence[str]) -> tuple[list[str], list[str]]:
     return argv[:split], argv[split + 1 :]
 
 
-def execute(commands: Sequence[Sequence[str]], dry_run: bool) -> int:
-    """Runs each command in turn (stopping at the first failure), or prints them all."""
+def execute(
+    commands: Sequence[Sequence[str]], dry_run: bool, always: Sequence[Sequence[str]] = ()
+) -> int:
+    """Runs each command in turn, stopping at the first failure, then the ``always`` ones
+    (a teardown) whatever happened; or prints them all. Returns the first failure's code."""
+    code = 0
     for command in commands:
-        print(shlex.join(command), flush=True)
-        if not dry_run:
-            code = subprocess.run(list(command)).returncode
-            if code:
-                return code
-    return 0
+        code = _run(command, dry_run)
+        if code:
+            break
+    for command in always:
+        failed = _run(command, dry_run)
+        code = code or failed  # the first failure's
+    return code
+
+
+def _run(command: Sequence[str], dry_run: bool) -> int:
+    print(shlex.join(command), flush=True)
+    return 0 if dry_run else subprocess.run(list(command)).returncode

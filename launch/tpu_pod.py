@@ -4,7 +4,9 @@ checkout to every worker, run one vjax command on all workers at once, tear it d
     python launch/tpu_pod.py all --name=vjax-v4 --zone=us-central2-b --accelerator=v4-64 \\
         --queued -- vjax train --config=configs/demo.py --workdir=gs://BUCKET/runs/demo
 
-Steps: ``create``, ``copy``, ``run``, ``teardown``, or ``all`` (the four in order). Every
+Steps: ``create`` (a queued resource: waits until it is ACTIVE), ``copy`` (this checkout as it
+is, uncommitted edits included), ``run``, ``teardown``, or ``all`` (the four in order; the
+teardown runs even when a step before it failed, so nothing is left allocated). Every
 worker runs the same command; ``vjax.distributed`` detects the TPU pod and starts
 ``jax.distributed``, so each host feeds its own data shard and process 0 writes the logs.
 Use a ``gs://`` workdir: checkpoints must be on storage every host sees. ``--num_slices=N``
@@ -103,11 +105,15 @@ def commands(args: argparse.Namespace, command: Sequence[str]) -> list[list[str]
         else:
             create += [f"--node-id={args.name}"]
         create += ["--spot"] if args.spot else []
-        wait = [
+        describe = shlex.join([
             *tpu, "queued-resources", "describe", args.name, *where,
             "--format=value(state.state)",
-        ]  # fmt: skip
-        steps["create"] = [create, wait]
+        ])  # fmt: skip
+        wait = (  # until the slices exist: minutes, or days in a queue
+            f'while true; do state=$({describe}) || exit 1; echo "queued resource: $state"; '
+            f'case "$state" in ACTIVE) exit 0;; FAILED|SUSPENDED) exit 1;; esac; sleep 30; done'
+        )
+        steps["create"] = [create, ["bash", "-c", wait]]
         steps["teardown"] = [[*tpu, "queued-resources", "delete", args.name, *where, "--force",
                               "--quiet"]]  # fmt: skip
     else:
@@ -123,16 +129,29 @@ def commands(args: argparse.Namespace, command: Sequence[str]) -> list[list[str]
         "mkdir -p ~/vjax && tar xzf ~/vjax.tar.gz -C ~/vjax && cd ~/vjax && "
         "python3 -m venv .venv && .venv/bin/pip install -q -e . 'jax[tpu]'"
     )
+    archive = f"/tmp/vjax-{args.name}.tar.gz"
     steps["copy"] = [
-        ["git", "archive", "--format=tar.gz", "-o", "/tmp/vjax.tar.gz", "HEAD"],
-        *[[*tpu, "tpu-vm", "scp", "/tmp/vjax.tar.gz", f"{node}:~/vjax.tar.gz", *where,
+        ["bash", "-c", working_tree_archive(archive)],
+        *[[*tpu, "tpu-vm", "scp", archive, f"{node}:~/vjax.tar.gz", *where,
            "--worker=all"] for node in nodes],
         *on_all_nodes(lambda node: ssh(node, install)),
     ]  # fmt: skip
     remote = f"cd ~/vjax && VJAX_DISTRIBUTED=1 .venv/bin/{shlex.join(command)}"
     steps["run"] = on_all_nodes(lambda node: ssh(node, remote))
-    order = ["create", "copy", "run", "teardown"] if args.step == "all" else [args.step]
-    return [c for step in order for c in steps[step]]
+    if args.step != "all":
+        return steps[args.step], []
+    return [*steps["create"], *steps["copy"], *steps["run"]], steps["teardown"]
+
+
+def working_tree_archive(path: str) -> str:
+    """A shell command writing this checkout as it is (uncommitted edits and new files, not
+    what .gitignore leaves out) to ``path`` as .tar.gz, through a scratch index: the user's
+    index and files are untouched."""
+    return (
+        'index=$(mktemp -u) && export GIT_INDEX_FILE="$index" && git read-tree HEAD && '
+        f'git add -A && git archive --format=tar.gz -o {shlex.quote(path)} "$(git write-tree)"; '
+        'rc=$?; rm -f "$index"; exit $rc'
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -159,7 +178,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"{hosts * args.num_slices} processes",
         flush=True,
     )
-    return execute(commands(args, command), args.dry_run)
+    steps, always = commands(args, command)
+    return execute(steps, args.dry_run, always)
 
 
 if __name__ == "__main__":

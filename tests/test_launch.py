@@ -52,13 +52,73 @@ def test_tpu_pod_dry_run(accelerator, accel_type, hosts, runtime):
     assert create[:5] == ["gcloud", "compute", "tpus", "queued-resources", "create"]
     assert f"--accelerator-type={accel_type}" in create and "--spot" in create
     assert f"--runtime-version={runtime}" in create  # the generation's documented runtime
-    assert archive[:2] == ["git", "archive"]
+    assert archive[:2] == ["bash", "-c"] and "git archive" in archive[2]
+    assert wait[:2] == ["bash", "-c"] and "queued-resources describe pod" in wait[2]
     assert scp[3:5] == ["tpu-vm", "scp"] and "--worker=all" in scp
     assert run[3:6] == ["tpu-vm", "ssh", "pod"] and "--worker=all" in run
     remote = next(a for a in run if a.startswith("--command="))[len("--command=") :]
     _assert_valid_shell(remote)
     assert "VJAX_DISTRIBUTED=1 .venv/bin/vjax train --config=configs/demo.py" in remote
     assert teardown[3:5] == ["queued-resources", "delete"]
+
+
+FAKE_GCLOUD = """#!/bin/sh
+echo "$*" >> "$GCLOUD_LOG"
+case "$*" in *"queued-resources describe"*) echo "$FAKE_STATE";; esac
+exit 0
+"""
+
+
+def _git_checkout(root) -> None:
+    """A small git checkout: a committed file edited since, a new file, an ignored one."""
+
+    def git(*args):
+        subprocess.run(["git", *args], cwd=root, check=True, capture_output=True)
+
+    git("init", "-q")
+    (root / ".gitignore").write_text("runs/\n")
+    (root / "train.py").write_text("committed\n")
+    git("add", "-A")
+    git("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "first")
+    (root / "train.py").write_text("edited\n")
+    (root / "new_config.py").write_text("new\n")
+    (root / "runs").mkdir()
+    (root / "runs" / "big.ckpt").write_text("ignored\n")
+
+
+def test_tpu_pod_all_waits_for_the_queued_resource_and_always_tears_it_down(tmp_path):
+    """``all --queued`` copies and runs only once the queued resource is ACTIVE (it described
+    it once and went on), and deletes it whatever happened before (it was left allocated);
+    the copy is the working tree as it is (it shipped the last commit)."""
+    import tarfile
+
+    checkout = tmp_path / "checkout"
+    checkout.mkdir()
+    _git_checkout(checkout)
+    fake = tmp_path / "bin" / "gcloud"
+    fake.parent.mkdir()
+    fake.write_text(FAKE_GCLOUD)
+    fake.chmod(0o755)
+    log = tmp_path / "gcloud.log"
+    argv = [sys.executable, os.path.join(REPO, "launch", "tpu_pod.py"), "all", "--name=qr",
+            "--zone=z", "--accelerator=v4-8", "--queued", *TRAIN]  # fmt: skip
+    for state, code in (("FAILED", 1), ("ACTIVE", 0)):
+        log.unlink(missing_ok=True)
+        env = {**os.environ, "PATH": f"{fake.parent}:{os.environ['PATH']}",
+               "GCLOUD_LOG": str(log), "FAKE_STATE": state}  # fmt: skip
+        result = subprocess.run(argv, cwd=checkout, env=env, capture_output=True, text=True)
+        assert result.returncode == code, result.stdout + result.stderr
+        calls = log.read_text().splitlines()
+        assert calls[-1].startswith("compute tpus queued-resources delete qr")
+        assert any("tpu-vm ssh" in c for c in calls) == (state == "ACTIVE")
+    with tarfile.open("/tmp/vjax-qr.tar.gz") as archive:
+        names = set(archive.getnames())
+        assert archive.extractfile("train.py").read() == b"edited\n"
+    assert "new_config.py" in names and not any(n.startswith("runs") for n in names)
+    os.unlink("/tmp/vjax-qr.tar.gz")
+    staged = subprocess.run(["git", "diff", "--cached", "--name-only"], cwd=checkout,
+                            capture_output=True, text=True, check=True).stdout  # fmt: skip
+    assert staged == ""  # the user's index is untouched
 
 
 def test_tpu_vm_runtime_defaults_by_generation_and_version_overrides():
