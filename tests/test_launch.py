@@ -6,6 +6,7 @@ import shlex
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 from conftest import REPO
 
@@ -226,6 +227,25 @@ def test_coordinator_without_process_count_is_an_error(monkeypatch):
     for given in ({"num_processes": 2}, {"process_id": 1}):
         with pytest.raises(ValueError, match="need --coordinator_address"):
             distributed.initialize(**given)
+
+
+def test_multi_slice_mesh_of_one_process_per_gpu_groups_a_nodes_processes():
+    """sharding.dcn_mesh with SLURM's default of one process per GPU: each process counted
+    as a slice (16 for 2 nodes of 8), so dcn_mesh=(('data', 2),) was refused. Consecutive
+    processes now make a slice; here 4 processes of 2 devices in 2 slices."""
+    from types import SimpleNamespace
+
+    from vjax.parallel import hybrid_by_process_groups
+
+    devices = [SimpleNamespace(process_index=p, id=10 * p + i) for p in range(4) for i in (0, 1)]
+    ids = np.vectorize(lambda d: d.id)
+    # data spans the 2 slices over DCN, fsdp the 4 devices inside each.
+    grid = hybrid_by_process_groups([1, 4], [2, 1], devices[::-1])
+    np.testing.assert_array_equal(ids(grid), [[0, 1, 10, 11], [20, 21, 30, 31]])
+    grid = hybrid_by_process_groups([2, 2], [1, 2], devices)
+    np.testing.assert_array_equal(ids(grid), [[0, 1, 20, 21], [10, 11, 30, 31]])
+    with pytest.raises(ValueError, match="4 processes cannot form 3 slices"):
+        hybrid_by_process_groups([1, 1], [3, 1], devices)
 
 
 def test_a_mesh_axis_of_size_zero_is_an_error_naming_the_mesh():

@@ -48,7 +48,8 @@ def make_mesh(
     slices, built by ``mesh_utils.create_hybrid_device_mesh``): ``axes`` then give the sizes
     within one slice and ``dcn_axes`` how many slices each axis spans; each axis of the result
     has size ici x dcn. Slices are the devices' ``slice_index`` where they have several (TPU
-    multi-slice), else their processes (e.g. GPU nodes).
+    multi-slice), else groups of consecutive processes (a GPU node's one process, or its 8
+    processes of one GPU each: SLURM numbers a node's tasks consecutively).
 
     >>> mesh = make_mesh([("data", -1)])   # all devices on the data axis
     >>> pod = make_mesh([("data", 1), ("fsdp", -1)], dcn_axes=[("data", 2)])  # 2 slices
@@ -69,10 +70,41 @@ def make_mesh(
         raise ValueError(f"{len(devices)} devices cannot form {num_slices} equal slices")
     sizes = _fill(names, sizes, len(devices) // num_slices, "per-slice mesh")
     by_slice = len({getattr(d, "slice_index", None) for d in devices}) > 1
-    grid = mesh_utils.create_hybrid_device_mesh(
-        sizes, dcn_sizes, devices, process_is_granule=not by_slice
-    )
+    processes = len({d.process_index for d in devices})
+    if by_slice or processes == num_slices:
+        grid = mesh_utils.create_hybrid_device_mesh(
+            sizes, dcn_sizes, devices, process_is_granule=not by_slice
+        )
+    else:  # e.g. one process per GPU, 8 to a node: consecutive processes make a slice
+        grid = hybrid_by_process_groups(sizes, dcn_sizes, devices)
     return Mesh(grid, tuple(names))
+
+
+def hybrid_by_process_groups(
+    sizes: Sequence[int], dcn_sizes: Sequence[int], devices: Sequence[Any]
+) -> np.ndarray:
+    """The device grid of a multi-slice mesh whose slices are groups of consecutive processes
+    (SLURM numbers a node's tasks consecutively): slice ``s`` holds processes ``s * n ..
+    (s + 1) * n - 1``, laid out on each axis as ``mesh_utils.create_hybrid_device_mesh``
+    lays out its granules (each slice's devices reshaped to ``sizes``, slices tiled by
+    ``dcn_sizes``)."""
+    num_slices = int(np.prod(dcn_sizes))
+    processes = sorted({d.process_index for d in devices})
+    if len(processes) % num_slices:
+        raise ValueError(
+            f"{len(processes)} processes cannot form {num_slices} slices of as many processes "
+            f"each (sharding.dcn_mesh)"
+        )
+    per_slice = len(processes) // num_slices
+    slice_of = {p: i // per_slice for i, p in enumerate(processes)}
+    ordered = sorted(devices, key=lambda d: (d.process_index, d.id))
+    grids = [
+        np.asarray([d for d in ordered if slice_of[d.process_index] == s], object).reshape(sizes)
+        for s in range(num_slices)
+    ]
+    tiles = np.empty(num_slices, object)
+    tiles[:] = grids
+    return np.block(tiles.reshape(tuple(dcn_sizes)).tolist())
 
 
 def normalize_rules(rules: Any) -> tuple[tuple[str, Any], ...]:
