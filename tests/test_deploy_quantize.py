@@ -2,6 +2,8 @@
 float bytes, logits close to the float model's, a folder that vjax.load, vjax eval, vjax
 export and predict open; quantization-aware training runs and its checkpoint quantizes."""
 
+import os
+
 import jax
 import numpy as np
 import pytest
@@ -63,6 +65,9 @@ def test_qat_checkpoint_quantizes_to_int8_and_eval_export_accept_it(qat_run, tmp
     # ONNX: onnxruntime's int8 ops, calibrated on the same 2 training batches.
     assert export_main([f"--model={out}", f"--out={tmp_path}/onnx", "--format=onnx"]) == 0
     _check_int8_onnx(str(tmp_path / "onnx"), "QuantizeLinear", 5, expected, video)
+    # No larger than the float weights (the attention kernels were stored once per token).
+    float_bytes = 4 * sum(x.size for x in jax.tree.leaves(float_vars["params"]))
+    assert os.path.getsize(tmp_path / "onnx" / "model.onnx") < 1.2 * float_bytes
 
 
 def _check_int8_onnx(folder: str, quantized_op: str, int8_weights: int, expected, video):
