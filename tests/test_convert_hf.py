@@ -34,7 +34,7 @@ VIVIT = {
         num_hidden_layers=2,
         intermediate_size=40,
         hidden_act="gelu",
-        layer_norm_eps=1e-5,
+        layer_norm_eps=0.3,  # large enough that a norm ignoring it is off by more than TOL
         qkv_bias=False,
         num_channels=2,
     ),
@@ -51,7 +51,7 @@ TIMESFORMER = {
         attention_type="joint_space_time",
         hidden_act="quick_gelu",
         qkv_bias=False,
-        layer_norm_eps=1e-5,
+        layer_norm_eps=0.3,  # large enough that a norm ignoring it is off by more than TOL
     ),
     "space_only": dict(
         SMALL, num_frames=2, patch_size=8, attention_type="space_only", hidden_act="silu"
@@ -72,7 +72,8 @@ VIDEOMAE = {
         hidden_size=48,
         num_attention_heads=4,
     ),
-    "long_tubelet": dict(SMALL, num_frames=8, patch_size=8, tubelet_size=4, layer_norm_eps=1e-5),
+    # eps large enough that a norm ignoring it is off by more than TOL
+    "long_tubelet": dict(SMALL, num_frames=8, patch_size=8, tubelet_size=4, layer_norm_eps=0.3),
 }
 
 
