@@ -302,7 +302,7 @@ def export_model(
                 from vjax.deploy.onnx_int8 import to_onnx_int8
 
                 extra["onnx_quantization"] = to_onnx_int8(
-                    config, metadata, variables, clip, path, data_dir
+                    config, metadata, variables, clip, path, data_dir, reference=fn
                 )
             elif fmt == "onnx":
                 to_onnx(fn, clip, path, name)

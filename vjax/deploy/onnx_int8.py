@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import os
 import tempfile
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 import numpy as np
@@ -46,9 +46,12 @@ def to_onnx_int8(
     clip: Sequence[int],
     path: str,
     data_dir: str | None = None,
-) -> str:
+    reference: Callable[[np.ndarray], Any] | None = None,
+) -> dict[str, Any]:
     """Writes the int8 ONNX file of a quantized checkpoint's ``variables`` to ``path``;
-    returns how it was quantized (for ``signature.json``)."""
+    returns how it was quantized and, given the JAX int8 model's ``reference(video) ->
+    (logits, ...)``, how far the file's logits are from it on two random clips (for
+    ``signature.json``: onnxruntime's int8 arithmetic is not qwix's)."""
     from vjax.deploy.export import inference_function, to_onnx
     from vjax.deploy.quantize import calibration_clips, dequantized_params
     from vjax.loaded import plain_module
@@ -68,19 +71,27 @@ def to_onnx_int8(
         else:
             quantize_onnx(float_path, path, "int8_weights", (), tmp)
             how = "onnxruntime dynamic (int8 weights, activations quantized per call)"
-    _check_runs(path, clip)
-    return how
+    return {"method": how, **_check_runs(path, clip, reference)}
 
 
-def _check_runs(path: str, clip: Sequence[int]) -> None:
-    """The int8 file must load in onnxruntime and give finite logits for a 2-clip batch (its
-    closeness to the float model is what tests/test_deploy_quantize.py measures)."""
+def _check_runs(
+    path: str, clip: Sequence[int], reference: Callable[[np.ndarray], Any] | None
+) -> dict[str, float]:
+    """The int8 file must load in onnxruntime and give finite logits for a 2-clip batch;
+    returns their largest distance from ``reference``'s and the range of those."""
     from vjax.deploy.runtime import RUNNERS
 
     video = np.random.default_rng(0).integers(0, 256, (2, *clip), np.uint8)
     logits = np.asarray(RUNNERS["onnx"](path, {})(video)[0])
     if logits.shape[0] != 2 or not np.isfinite(logits).all():
         raise ValueError(f"the int8 ONNX graph gives logits of shape {logits.shape} with NaN/inf")
+    if reference is None:
+        return {}
+    expected = np.asarray(reference(video)[0], np.float32)
+    return {
+        "max_abs_logit_difference_from_jax": float(np.abs(logits - expected).max()),
+        "jax_logit_range": float(np.ptp(expected)),
+    }
 
 
 def quantize_onnx(
