@@ -125,9 +125,12 @@ def commands(args: argparse.Namespace, command: Sequence[str]) -> list[list[str]
         ] + (["--spot"] if args.spot else [])  # fmt: skip
         steps["create"] = [create]
         steps["teardown"] = [[*tpu, "tpu-vm", "delete", args.name, *where, "--quiet"]]
+    # The TPU VM images are Ubuntu 22.04, whose python3 is 3.10 (vjax needs 3.11): uv brings a
+    # 3.11 interpreter with the venv.
     install = (
         "mkdir -p ~/vjax && tar xzf ~/vjax.tar.gz -C ~/vjax && cd ~/vjax && "
-        "python3 -m venv .venv && .venv/bin/pip install -q -e . 'jax[tpu]'"
+        "python3 -m pip install -q --user uv && ~/.local/bin/uv venv -q -p 3.11 .venv && "
+        "~/.local/bin/uv pip install -q -p .venv/bin/python -e . 'jax[tpu]'"
     )
     archive = f"/tmp/vjax-{args.name}.tar.gz"
     steps["copy"] = [

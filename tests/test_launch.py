@@ -50,6 +50,9 @@ def test_tpu_pod_dry_run(accelerator, accel_type, hosts, runtime):
     assert lines[0].startswith(f"# {accel_type}: ") and f"{hosts} processes" in lines[0]
     commands = [_assert_valid_shell(line) for line in lines[1:]]
     create, wait, archive, scp, install, run, teardown = commands
+    setup = next(a for a in install if a.startswith("--command="))[len("--command=") :]
+    _assert_valid_shell(setup)
+    assert "uv venv -q -p 3.11 .venv" in setup  # the images' python3 is 3.10
     assert create[:5] == ["gcloud", "compute", "tpus", "queued-resources", "create"]
     assert f"--accelerator-type={accel_type}" in create and "--spot" in create
     assert f"--runtime-version={runtime}" in create  # the generation's documented runtime
