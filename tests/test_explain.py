@@ -54,9 +54,13 @@ def _model(variant, **fields):
         temporal_layers=1,
         **fields,
     )
-    model = build_model(config, 3)
+    return _random(build_model(config, 3))
+
+
+def _random(model):
+    """``(model, random weights of its shapes, a video)``: weights drawn on the host, no init
+    to compile."""
     video = jax.random.normal(jax.random.key(1), (2, 4, 16, 16, 3))
-    # Random weights of the model's shapes, drawn on the host: no init to compile.
     shapes = nn.meta.unbox(
         jax.eval_shape(lambda: model.init(jax.random.key(2), video, train=False))
     )
@@ -88,3 +92,17 @@ def test_rollout_of_tiny_vivits():
         assert explain.overlay(clip, over_time[0], model.tubelet).shape == clip.shape
     with pytest.raises(ValueError, match="no joint space-time attention"):
         explain.spacetime_rollout(model, variables, video)
+
+
+@pytest.mark.parametrize("pooling", ["mean", "first"])
+def test_videomae_rollout_follows_the_token_its_head_reads(pooling):
+    """VideoMAE has no class token: mean pooling reads every token (the mean row), Hugging
+    Face's use_mean_pooling=False the first token (its row; the mean row was used)."""
+    model, variables, video = _random(build_model(dict(
+        name="videomae", size="Ti/8x2", hidden_size=16, num_layers=2, num_heads=2, mlp_dim=32,
+        pooling=pooling), 3))  # fmt: skip
+    maps = explain.attention_maps(model, variables, video)
+    rolled = explain.rollout([maps[f"encoder/block0{i}/attention"][0] for i in (0, 1)])
+    row = rolled[:, 0] if pooling == "first" else rolled.mean(axis=1)
+    expected = (row / row.sum(-1, keepdims=True)).reshape(2, 2, 2, 2)
+    np.testing.assert_allclose(explain.spacetime_rollout(model, variables, video), expected)

@@ -23,9 +23,11 @@ import numpy as np
 
 def attention_maps(model: Any, variables: Any, video: Any) -> dict[str, tuple[Any, ...]]:
     """Every attention layer's probabilities for ``video`` (normalised, as ``model.apply``
-    takes it), keyed by the layer's path (``"encoder/block00/attention"``) in call order;
-    each a tuple over the layer's head groups of float32 ``(batch, *other grid axes, heads,
-    L, L)`` (:func:`vjax.models.attention.attention_weights`)."""
+    takes it), keyed by the layer's path (``"encoder/block00/attention"``), sorted by path,
+    not in call order (a factorised block's ``attention_time`` runs before its
+    ``attention_space``; roll out in the model's order); each a tuple over the layer's head
+    groups of float32 ``(batch, *other grid axes, heads, L, L)``
+    (:func:`vjax.models.attention.attention_weights`)."""
     import jax
     from flax.traverse_util import flatten_dict
 
@@ -51,11 +53,12 @@ def rollout(layers: Sequence[Any], residual: float = 0.5) -> np.ndarray:
     return result
 
 
-def _output_row(rolled: np.ndarray, tokens: int) -> np.ndarray:
+def _output_row(rolled: np.ndarray, tokens: int, first: bool = False) -> np.ndarray:
     """The output's draw on the ``tokens`` grid tokens (after any class tokens in front): the
-    class token's row, or for average pooling the mean row; normalised to sum to 1."""
+    class token's row, or the first token's for a model that pools it (VideoMAE's
+    ``pooling="first"``), else (average pooling) the mean row; normalised to sum to 1."""
     prefix = rolled.shape[-1] - tokens
-    row = rolled[:, 0, prefix:] if prefix else rolled.mean(axis=1)
+    row = rolled[:, 0, prefix:] if prefix or first else rolled.mean(axis=1)
     return row / row.sum(axis=-1, keepdims=True)
 
 
@@ -76,13 +79,18 @@ def spacetime_rollout(model: Any, variables: Any, video: Any) -> np.ndarray:
     ]
     if not joint:
         raise ValueError("this model has no joint space-time attention: use temporal_rollout")
-    return _output_row(rollout(joint), t * h * w).reshape(-1, t, h, w)
+    first = getattr(model, "pooling", None) == "first"
+    return _output_row(rollout(joint), t * h * w, first).reshape(-1, t, h, w)
 
 
 def temporal_rollout(model: Any, variables: Any, video: Any) -> np.ndarray:
     """``(batch, t)``: how much the output draws on each time step, through the temporal
-    attention of a factorised model: the ``attention_time`` sublayers (ViViT model 3,
-    TimeSformer), averaged over spatial positions, or model 2's temporal encoder."""
+    attention of a factorised model: model 2's temporal encoder (its exact rollout), or the
+    ``attention_time`` sublayers of ViViT model 3 and TimeSformer averaged over spatial
+    positions. The latter is an approximation: it leaves out the spatial sublayers between
+    them and TimeSformer's class token (with peaked attention its weights can move by a few
+    hundredths and its most-attended step can change); roll out ``attention_maps`` at the
+    token level where that matters."""
     t = _grid(model, video)[0]
     maps = attention_maps(model, variables, video)
     over_time = [g[0].mean(axis=1) for p, g in maps.items() if p.endswith("/attention_time")]
