@@ -124,6 +124,43 @@ def test_loader_processes_outlive_the_signals_sent_to_the_whole_job():
         batches.close()
 
 
+ORPHAN = """
+import functools, sys, time
+sys.path.insert(0, {tests!r})
+from test_pipeline import _shuffled_batches
+from vjax.data.pipeline import ProcessMap
+if __name__ == "__main__":
+    batches = ProcessMap(functools.partial(_shuffled_batches, 5), 1, stop=12)
+    batches(0)
+    print(*batches._pool._processes, flush=True)
+    time.sleep(60)
+"""
+
+
+def test_loader_processes_end_with_a_command_the_signal_ends():
+    """A command without a SIGTERM handler (vjax eval, a bench's test phase) dies of the
+    group's signal; its workers, which ignore it, end with it instead of being left behind
+    holding their dataset readers."""
+    import signal
+    import subprocess
+    import sys
+
+    script = ORPHAN.format(tests=os.path.dirname(os.path.abspath(__file__)))
+    process = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE,
+                               text=True, start_new_session=True)  # fmt: skip
+    workers = [int(pid) for pid in process.stdout.readline().split()]
+    assert workers
+    os.killpg(process.pid, signal.SIGTERM)
+    process.wait(timeout=30)
+    deadline = time.time() + 20
+    while time.time() < deadline and any(os.path.exists(f"/proc/{w}") for w in workers):
+        time.sleep(0.1)
+    alive = [w for w in workers if os.path.exists(f"/proc/{w}")]
+    for pid in alive:
+        os.kill(pid, signal.SIGKILL)
+    assert not alive, "loader workers outlived their command"
+
+
 def test_loader_processes_make_the_same_batches_in_any_call_order():
     import functools
     import threading

@@ -189,14 +189,28 @@ _WORKER_FUNCTION: Callable[[int], Any] | None = None
 def _start_worker(factory: Callable[[], Callable[[int], Any]]) -> None:
     """Builds the worker's function. A worker ignores SIGTERM and SIGINT: Slurm, systemd and
     Ctrl-C signal the whole process group, and a loader that died of it broke the pool before
-    the trainer could save its preemption checkpoint; the pool's shutdown stops it."""
+    the trainer could save its preemption checkpoint; the pool's shutdown stops it, and so
+    does its parent's end, however that comes (a command without a handler dies of the
+    signal the worker ignored)."""
+    import multiprocessing
     import signal
 
     global _WORKER_FUNCTION
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    parent = multiprocessing.parent_process()
+    if parent is not None:
+        threading.Thread(target=_exit_with, args=(parent,), daemon=True).start()
     os.environ["JAX_PLATFORMS"] = "cpu"  # a loader never claims the accelerators
     _WORKER_FUNCTION = factory()
+
+
+def _exit_with(parent: Any) -> None:
+    """Ends this worker as soon as ``parent`` (a multiprocessing process) has ended."""
+    from multiprocessing.connection import wait
+
+    wait([parent.sentinel])
+    os._exit(0)
 
 
 def _worker_call(index: int) -> Any:
