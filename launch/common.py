@@ -20,13 +20,17 @@ def split_command(argv: Sequence[str]) -> tuple[list[str], list[str]]:
 def execute(
     commands: Sequence[Sequence[str]], dry_run: bool, always: Sequence[Sequence[str]] = ()
 ) -> int:
-    """Runs each command in turn, stopping at the first failure, then the ``always`` ones
-    (a teardown) whatever happened; or prints them all. Returns the first failure's code."""
+    """Runs each command in turn, stopping at the first failure (or Ctrl-C: 130), then the
+    ``always`` ones (a teardown) whatever happened; or prints them all. Returns the first
+    failure's code."""
     code = 0
-    for command in commands:
-        code = _run(command, dry_run)
-        if code:
-            break
+    try:
+        for command in commands:
+            code = _run(command, dry_run)
+            if code:
+                break
+    except KeyboardInterrupt:
+        code = 130
     for command in always:
         failed = _run(command, dry_run)
         code = code or failed  # the first failure's

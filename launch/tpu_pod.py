@@ -23,6 +23,7 @@ import re
 import shlex
 import sys
 from collections.abc import Callable, Sequence
+from typing import NamedTuple
 
 from common import execute, split_command
 
@@ -69,7 +70,17 @@ def parse_accelerator(accelerator: str) -> tuple[str, int, int]:
     return f"{generation}-{match[2]}", chips, hosts
 
 
-def commands(args: argparse.Namespace, command: Sequence[str]) -> list[list[str]]:
+class Plan(NamedTuple):
+    """The commands of a launch: ``first`` (the create call of ``all``), then ``rest``, then,
+    once ``first`` has succeeded, ``teardown`` whatever happens in ``rest`` (a resource this
+    launch created is not left allocated; one that existed already is not deleted)."""
+
+    first: list[list[str]]
+    rest: list[list[str]]
+    teardown: list[list[str]]
+
+
+def commands(args: argparse.Namespace, command: Sequence[str]) -> Plan:
     """The gcloud commands of the requested step(s)."""
     accel, _, _ = parse_accelerator(args.accelerator)
     version = args.version or default_runtime(args.accelerator)
@@ -113,7 +124,7 @@ def commands(args: argparse.Namespace, command: Sequence[str]) -> list[list[str]
             f'while true; do state=$({describe}) || exit 1; echo "queued resource: $state"; '
             f'case "$state" in ACTIVE) exit 0;; FAILED|SUSPENDED) exit 1;; esac; sleep 30; done'
         )
-        steps["create"] = [create, ["bash", "-c", wait]]
+        steps["create"] = [create, ["bash", "-c", wait]]  # see Plan: the wait is in `rest`
         steps["teardown"] = [[*tpu, "queued-resources", "delete", args.name, *where, "--force",
                               "--quiet"]]  # fmt: skip
     else:
@@ -129,7 +140,8 @@ def commands(args: argparse.Namespace, command: Sequence[str]) -> list[list[str]
     # 3.11 interpreter with the venv.
     install = (
         "mkdir -p ~/vjax && tar xzf ~/vjax.tar.gz -C ~/vjax && cd ~/vjax && "
-        "python3 -m pip install -q --user uv && ~/.local/bin/uv venv -q -p 3.11 .venv && "
+        "python3 -m pip install -q --user uv && "
+        "~/.local/bin/uv venv -q --allow-existing -p 3.11 .venv && "
         "~/.local/bin/uv pip install -q -p .venv/bin/python -e . 'jax[tpu]'"
     )
     archive = f"/tmp/vjax-{args.name}.tar.gz"
@@ -142,8 +154,9 @@ def commands(args: argparse.Namespace, command: Sequence[str]) -> list[list[str]
     remote = f"cd ~/vjax && VJAX_DISTRIBUTED=1 .venv/bin/{shlex.join(command)}"
     steps["run"] = on_all_nodes(lambda node: ssh(node, remote))
     if args.step != "all":
-        return steps[args.step], []
-    return [*steps["create"], *steps["copy"], *steps["run"]], steps["teardown"]
+        return Plan(steps[args.step], [], [])
+    create, *wait = steps["create"]
+    return Plan([create], [*wait, *steps["copy"], *steps["run"]], steps["teardown"])
 
 
 def working_tree_archive(path: str) -> str:
@@ -181,8 +194,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"{hosts * args.num_slices} processes",
         flush=True,
     )
-    steps, always = commands(args, command)
-    return execute(steps, args.dry_run, always)
+    plan = commands(args, command)
+    code = execute(plan.first, args.dry_run)
+    return code or execute(plan.rest, args.dry_run, plan.teardown)
 
 
 if __name__ == "__main__":

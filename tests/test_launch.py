@@ -52,7 +52,7 @@ def test_tpu_pod_dry_run(accelerator, accel_type, hosts, runtime):
     create, wait, archive, scp, install, run, teardown = commands
     setup = next(a for a in install if a.startswith("--command="))[len("--command=") :]
     _assert_valid_shell(setup)
-    assert "uv venv -q -p 3.11 .venv" in setup  # the images' python3 is 3.10
+    assert "uv venv -q --allow-existing -p 3.11 .venv" in setup  # the images' python3 is 3.10
     assert create[:5] == ["gcloud", "compute", "tpus", "queued-resources", "create"]
     assert f"--accelerator-type={accel_type}" in create and "--spot" in create
     assert f"--runtime-version={runtime}" in create  # the generation's documented runtime
@@ -69,6 +69,7 @@ def test_tpu_pod_dry_run(accelerator, accel_type, hosts, runtime):
 FAKE_GCLOUD = """#!/bin/sh
 echo "$*" >> "$GCLOUD_LOG"
 case "$*" in *"queued-resources describe"*) echo "$FAKE_STATE";; esac
+case "$FAKE_STATE $*" in "EXISTS compute tpus queued-resources create"*) exit 1;; esac
 exit 0
 """
 
@@ -106,14 +107,16 @@ def test_tpu_pod_all_waits_for_the_queued_resource_and_always_tears_it_down(tmp_
     log = tmp_path / "gcloud.log"
     argv = [sys.executable, os.path.join(REPO, "launch", "tpu_pod.py"), "all", "--name=qr",
             "--zone=z", "--accelerator=v4-8", "--queued", *TRAIN]  # fmt: skip
-    for state, code in (("FAILED", 1), ("ACTIVE", 0)):
+    for state, code in (("FAILED", 1), ("ACTIVE", 0), ("EXISTS", 1)):
         log.unlink(missing_ok=True)
         env = {**os.environ, "PATH": f"{fake.parent}:{os.environ['PATH']}",
                "GCLOUD_LOG": str(log), "FAKE_STATE": state}  # fmt: skip
         result = subprocess.run(argv, cwd=checkout, env=env, capture_output=True, text=True)
         assert result.returncode == code, result.stdout + result.stderr
         calls = log.read_text().splitlines()
-        assert calls[-1].startswith("compute tpus queued-resources delete qr")
+        # What this launch created is deleted; a resource of that name already there is not.
+        deleted = calls[-1].startswith("compute tpus queued-resources delete qr")
+        assert deleted == (state != "EXISTS"), calls
         assert any("tpu-vm ssh" in c for c in calls) == (state == "ACTIVE")
     with tarfile.open("/tmp/vjax-qr.tar.gz") as archive:
         names = set(archive.getnames())
