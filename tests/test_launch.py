@@ -219,6 +219,11 @@ def test_open_mpi_5_processes_are_told_how_to_start_and_read_their_rank(monkeypa
     monkeypatch.setattr(distributed, "log", type("Quiet", (), {"info": lambda *a: None}))
     distributed.initialize()
     assert called["args"] == ("host0:1234", 2, 1) and called["local_device_ids"] == [2, 3]
+    # Without it, the rank's own device, as JAX gives an Open MPI 4 rank (not every GPU).
+    monkeypatch.delenv("VJAX_LOCAL_DEVICE_IDS")
+    monkeypatch.setenv("OMPI_COMM_WORLD_LOCAL_RANK", "1")
+    distributed.initialize()
+    assert called["local_device_ids"] == [1]
 
 
 def test_coordinator_without_process_count_is_an_error(monkeypatch):

@@ -70,8 +70,9 @@ def _local_ids() -> list[int] | None:
     """``VJAX_LOCAL_DEVICE_IDS`` (``0,1``): the accelerators this process drives. Under
     SLURM/MPI on GPUs JAX gives each process one device (one process per GPU); with one process
     per node, ``0,1,...,7`` gives it all of them; ``launch/local.py --platform=native`` sets
-    each process's own."""
-    ids = os.environ.get("VJAX_LOCAL_DEVICE_IDS")
+    each process's own. Under Open MPI 5 (which JAX does not detect) the default is JAX's
+    Open MPI one: the device of the process's local rank."""
+    ids = os.environ.get("VJAX_LOCAL_DEVICE_IDS") or os.environ.get("OMPI_COMM_WORLD_LOCAL_RANK")
     return [int(i) for i in ids.split(",")] if ids else None
 
 
