@@ -189,6 +189,10 @@ def test_predictions_exports_and_derived_models_name_the_checkpoint_step_they_ca
     assert predict_files(str(tmp_path / "exported"), [video])["step"] == 7
     quantize_checkpoint(model_dir, str(tmp_path / "w8"), "int8_weights")
     assert checkpoint.read_metadata(str(tmp_path / "w8"))["quantization"]["source_step"] == 7
+    # The quantized folder's own step is 0: what it reports is the step it was made from.
+    assert predict_files(str(tmp_path / "w8"), [video])["step"] == 7
+    signature = export_model(str(tmp_path / "w8"), str(tmp_path / "w8_exported"), ["stablehlo"])
+    assert signature["source_step"] == 7
 
 
 def test_predict_cuts_and_pools_views_as_the_evaluation_of_its_config(saved, tmp_path):

@@ -77,6 +77,16 @@ class LoadedModel:
     step: int | None = None
 
     @property
+    def source_step(self) -> int | None:
+        """The training step the weights come from: the checkpoint's ``step``, or for a
+        ``vjax quantize`` / ``vjax prune`` folder (whose own step is 0) that of the model it
+        was made from (None when it did not record it)."""
+        for derived in ("quantization", "pruning"):
+            if derived in self.metadata:
+                return self.metadata[derived].get("source_step")
+        return self.step
+
+    @property
     def class_names(self) -> list[str] | dict[str, list[str]]:
         """The classes, in logit order (``{task: names}`` for a multi-task model)."""
         return self.metadata["class_names"]

@@ -91,7 +91,7 @@ def open_model(path: str) -> OpenedModel:
         loaded.class_names,
         clip,
         bool(loaded.metadata.get("multi_label", False)),
-        loaded.step,
+        loaded.source_step,
     )
 
 

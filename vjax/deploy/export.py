@@ -315,7 +315,9 @@ def export_model(
         except Exception as e:  # noqa: BLE001  (any converter failure: one clear message)
             raise ExportError(describe_failure(name, fmt, e)) from e
         files[fmt] = FILES[fmt]
-    extra.update(source=os.path.abspath(model_dir), source_step=loaded.step, platforms=platforms)
+    extra.update(
+        source=os.path.abspath(model_dir), source_step=loaded.source_step, platforms=platforms
+    )
     if "tflite" in files:
         extra["tflite_batch"] = tflite_batch
     if metadata.get("quantization"):

@@ -291,7 +291,7 @@ def quantize_checkpoint(
         "mode": mode,
         "library": f"qwix {qwix.__version__}",
         "source": model_dir,
-        "source_step": loaded.step,
+        "source_step": loaded.source_step,
     }
     if mode == "int8":
         info["calibration_batches"] = calibration_batches

@@ -206,7 +206,7 @@ def prune_checkpoint(
         "granularity": granularity,
         "multiple": multiple,
         "source": model_dir,
-        "source_step": loaded.step,
+        "source_step": loaded.source_step,
         "units": {k: list(v) for k, v in units.items()},
         "batch_stats": note,
         "refit": refit,
