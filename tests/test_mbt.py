@@ -196,6 +196,27 @@ def test_training_loss_averages_one_loss_per_modality_as_scenic():
         assert metrics["top1"] == np.mean(np.argmax(logits, -1) == labels)
 
 
+def test_multi_task_mbt_logs_per_task_losses_that_add_up_to_its_loss():
+    """Epic-Kitchens' verb + noun: each task's logged loss is per-modality averaged too."""
+    from vjax import objectives
+
+    model = build_model({"name": "mbt", **TINY, "fusion_layer": 1, "num_bottlenecks": 2},
+                        {"verb": 3, "noun": 5})  # fmt: skip
+    inputs = _inputs(6)
+    rng = np.random.default_rng(7)
+    variables = jax.tree.map(
+        lambda p: p + 0.5 * rng.standard_normal(p.shape).astype(np.float32),
+        nn.meta.unbox(_init(model, inputs)),
+    )
+    batch = {"label": jnp.array([[1, 4], [2, 0]])}
+    loss_fn = objectives.get("classification").loss  # (the model's dict field is unhashable)
+    loss, metrics, _ = jax.jit(lambda v, b, x: loss_fn(model, v, b, x, jax.random.key(1)))(
+        variables, batch, inputs
+    )
+    np.testing.assert_allclose(metrics["loss_verb"] + metrics["loss_noun"], loss, rtol=1e-5)
+    assert metrics["loss"] == loss
+
+
 def test_audio_dropout_drops_audio_in_training_only(pair):
     model = _mbt(fusion_layer=1, num_bottlenecks=2, audio_dropout=0.999)
     variables = _init(model, pair[0])

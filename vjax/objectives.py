@@ -156,16 +156,19 @@ def scored_logits(
     """``(loss, metrics, model_state, logits)`` of a training forward pass scored by
     ``losses(logits, batch, **options)``. A model of several modalities that sows each one's
     logits (MBT: :func:`vjax.models.layers.sow_modality_logits`) is scored on each and the
-    losses averaged, as scenic's MBT trainer does; ``logits`` and the other metrics (top-1)
-    are those of the averaged logits it predicts with."""
+    losses averaged (every ``loss*`` metric too, a task's included), as scenic's MBT trainer
+    does; ``logits`` and the other metrics (top-1) are those of the averaged logits it
+    predicts with."""
     logits, state = train_logits(model, variables, inputs, key, (*mutable, MODALITY_LOGITS))
     state = dict(state)
     sown = traverse_util.flatten_dict(dict(state.pop(MODALITY_LOGITS, None) or {}))
     value, metrics = losses(logits, batch, **options)
     if sown:
         [(per_modality,)] = sown.values()
-        value = sum(losses(x, batch, **options)[0] for x in per_modality) / len(per_modality)
-        metrics = {**metrics, "loss": value}
+        scored = [losses(x, batch, **options) for x in per_modality]
+        value = sum(v for v, _ in scored) / len(scored)
+        for name in (k for k in metrics if k.startswith("loss")):
+            metrics[name] = sum(m[name] for _, m in scored) / len(scored)
     return value, metrics, state, logits
 
 
