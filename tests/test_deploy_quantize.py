@@ -64,7 +64,8 @@ def test_qat_checkpoint_quantizes_to_int8_and_eval_export_accept_it(qat_run, tmp
     np.testing.assert_allclose(logits, got, atol=1e-4)
     # ONNX: onnxruntime's int8 ops, calibrated on the same 2 training batches.
     assert export_main([f"--model={out}", f"--out={tmp_path}/onnx", "--format=onnx"]) == 0
-    _check_int8_onnx(str(tmp_path / "onnx"), "QuantizeLinear", 5, expected, video)
+    # fc1, fc2 and the head: the projections jax2onnx writes as Einsum stay float
+    _check_int8_onnx(str(tmp_path / "onnx"), "QuantizeLinear", 3, expected, video)
     # No larger than the float weights (the attention kernels were stored once per token).
     float_bytes = 4 * sum(x.size for x in jax.tree.leaves(float_vars["params"]))
     assert os.path.getsize(tmp_path / "onnx" / "model.onnx") < 1.2 * float_bytes
@@ -80,8 +81,9 @@ def _check_int8_onnx(folder: str, quantized_op: str, int8_weights: int, expected
     import onnx
 
     graph = onnx.load(f"{folder}/model.onnx").graph
-    eight_bit = (onnx.TensorProto.INT8, onnx.TensorProto.UINT8)
-    assert sum(i.data_type in eight_bit for i in graph.initializer) >= int8_weights
+    eight_bit = (onnx.TensorProto.INT8, onnx.TensorProto.UINT8)  # zero points are 8-bit too
+    weights = [i for i in graph.initializer if not i.name.endswith("_zero_point")]
+    assert sum(i.data_type in eight_bit for i in weights) >= int8_weights
     assert quantized_op in {n.op_type for n in graph.node}
     model = load_exported(folder, "onnx")
     measured = model.signature["onnx_quantization"]  # the distance from the JAX int8 model
