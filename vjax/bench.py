@@ -67,22 +67,13 @@ def vjax_recipe(spec: str, overrides: dict[str, str]):
     return config
 
 
-def _flat(tree: Any, prefix: str = "") -> dict[str, Any]:
-    """``{"a.b": leaf}`` of a nested dict."""
-    if not isinstance(tree, dict) or not tree:
-        return {prefix: tree}
-    return {
-        k: v
-        for key, sub in tree.items()
-        for k, v in _flat(sub, f"{prefix}.{key}".lstrip(".")).items()
-    }
-
-
 def check_same_run(config: Any, workdir: str) -> None:
     """A benchmark's run folder is resumed only by the configuration that started it: one
     whose ``config.json`` differs (another ``--pretrain_steps``, temperature, ...) is refused,
     naming the keys, since its checkpoints would be reported under the new settings."""
     import json
+
+    from flax.traverse_util import flatten_dict
 
     from vjax.config_utils import config_to_json
 
@@ -90,8 +81,8 @@ def check_same_run(config: Any, workdir: str) -> None:
     if not os.path.isfile(path):
         return
     with open(path) as f:
-        saved = _flat(json.load(f))
-    wanted = _flat(json.loads(config_to_json(config)))
+        saved = flatten_dict(json.load(f), sep=".")
+    wanted = flatten_dict(json.loads(config_to_json(config)), sep=".")
     differ = [
         f"{k}={saved.get(k)!r} there, {v!r} now" for k, v in wanted.items() if saved.get(k) != v
     ]
