@@ -56,8 +56,9 @@ def test_peers_run_in_their_processes_and_write_the_table(tmp_path, monkeypatch,
     minute here; its training-mode BatchNorm is checked against torch's in
     test_convert_torchvision.py. The measuring processes run without the packages the GPU
     machine's image lacks."""
-    # The measuring processes on one CPU device (the tests' other XLA flags kept).
-    monkeypatch.setenv("XLA_FLAGS", host_device_flags(1))
+    # The measuring processes see two CPU devices (the tests' other XLA flags kept); the vjax
+    # side uses one, as the peer does (it ran data-parallel over all: N devices against 1).
+    monkeypatch.setenv("XLA_FLAGS", host_device_flags(2))
     monkeypatch.setenv("PYTHONPATH", gpu_image_env["PYTHONPATH"])
     path = tmp_path / "BENCHMARKS.md"
     path.write_text("# Benchmarks\n\n## vjax bench train\n\nkept\n")
@@ -66,6 +67,7 @@ def test_peers_run_in_their_processes_and_write_the_table(tmp_path, monkeypatch,
     assert found == []  # the vjax row ran; first-step losses agree to 1e-4
     (row,) = rows  # the twin started from its peer's weights, on the same batch
     assert row["vjax"]["first_loss"] == pytest.approx(row["torch"]["first_loss"], rel=1e-5)
+    assert row["vjax"]["device"].startswith("1 x "), row["vjax"]["device"]
     text = path.read_text()
     assert "## vjax bench train\n\nkept" in text and "## vjax bench train --peers" in text
     rows = [line for line in text.splitlines() if line.startswith("| hf_vivit")]

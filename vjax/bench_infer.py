@@ -118,19 +118,24 @@ class _Config:
 
 
 def _torch_runner(form: str, torch_model: Any, hf: bool) -> Callable:
+    """PyTorch's ``uint8 clips -> logits`` on the kind of device the JAX forms run on (a GPU
+    when JAX's backend is one: comparing a GPU with a CPU says nothing), the logits brought
+    to the host (on a GPU that waits for the work, as the JAX forms' timing does)."""
     import torch
 
+    device = torch.device("cuda" if jax.default_backend() == "gpu" else "cpu")
+    torch_model = torch_model.to(device)
     module = torch.compile(torch_model) if form == "torch.compile" else torch_model
-    mean = torch.tensor(MEAN).view(1, 3, 1, 1, 1)
-    std = torch.tensor(STD).view(1, 3, 1, 1, 1)
+    mean = torch.tensor(MEAN, device=device).view(1, 3, 1, 1, 1)
+    std = torch.tensor(STD, device=device).view(1, 3, 1, 1, 1)
 
     def run(video: np.ndarray):
         with torch.inference_mode():
-            x = torch.from_numpy(video).permute(0, 4, 1, 2, 3).float() / 255.0  # B C T H W
-            x = (x - mean) / std
+            x = torch.from_numpy(video).to(device).permute(0, 4, 1, 2, 3).float() / 255.0
+            x = (x - mean) / std  # B C T H W
             if hf:  # transformers take (B, T, C, H, W)
-                return module(pixel_values=x.permute(0, 2, 1, 3, 4)).logits
-            return module(x)
+                return module(pixel_values=x.permute(0, 2, 1, 3, 4)).logits.cpu()
+            return module(x).cpu()
 
     return run
 

@@ -146,15 +146,16 @@ def compile_step(
     num_classes: int = 400,
     variables: dict[str, Any] | None = None,
     param_dtype: str = "float32",
+    devices: Sequence[jax.Device] | None = None,
 ) -> CompiledStep:
-    """The train step of ``model_config`` data-parallel over all local devices, compiled
-    (seconds measured), on :func:`vjax.bench_peers.synthetic_batch`; ``variables``
-    (``{"params": ..., **model_state}``, e.g. converted from a PyTorch peer) replace the
-    random initial ones; parameters stored as ``param_dtype`` (``train.param_dtype``)."""
+    """The train step of ``model_config`` data-parallel over ``devices`` (all local ones by
+    default), compiled (seconds measured), on :func:`vjax.bench_peers.synthetic_batch`;
+    ``variables`` (``{"params": ..., **model_state}``, e.g. converted from a PyTorch peer)
+    replace the random initial ones; parameters stored as ``param_dtype``."""
     model = build_model(model_config, num_classes, dtype)
     shape = (batch, *clip, 3)
     model.check_input(shape)
-    mesh = parallel.make_mesh([("data", -1)], jax.local_devices())
+    mesh = parallel.make_mesh([("data", -1)], list(devices or jax.local_devices()))
     rules = (("batch", "data"),)
     tx = make_optimizer(OPTIMIZER, 1000)
 
@@ -196,11 +197,15 @@ def bench_model(
     budget_s: float = math.inf,
     variables: dict[str, Any] | None = None,
     param_dtype: str = "float32",
+    devices: Sequence[jax.Device] | None = None,
 ) -> dict[str, Any]:
     """Compiles and times the sharded train step of one model on synthetic clips: a warm-up
     step (its loss is ``first_loss``), then up to ``steps`` timed ones (at least 2 once
-    ``budget_s`` seconds have passed). ``variables``: initial ones (random when None)."""
-    step = compile_step(spec.config, spec.clip, batch, dtype, num_classes, variables, param_dtype)
+    ``budget_s`` seconds have passed). ``variables``: initial ones (random when None);
+    ``devices``: the data-parallel ones (all local ones by default)."""
+    step = compile_step(
+        spec.config, spec.clip, batch, dtype, num_classes, variables, param_dtype, devices
+    )
     first_loss = float(step()["loss"])  # warm-up
     step_s = statistics.median(time_calls(step, steps, budget_s, least=min(2, steps)))
     mesh, compiled = step.mesh, step.compiled
