@@ -256,6 +256,8 @@ def bench_torch(
     import torch
 
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    # cuDNN picks its fastest kernel per shape, as torchvision's video training script sets.
+    torch.backends.cudnn.benchmark = device.type == "cuda"
     step = torch_train_step(torch_model(spec), dtype, device, compile=form == "torch.compile")
     data = synthetic_batch(batch, spec.clip)
     video = torch.from_numpy(data["video"]).to(device)

@@ -78,7 +78,10 @@ def spacetime_rollout(model: Any, variables: Any, video: Any) -> np.ndarray:
         if len(g) == 1 and g[0].ndim == 4 and g[0].shape[-1] >= t * h * w
     ]
     if not joint:
-        raise ValueError("this model has no joint space-time attention: use temporal_rollout")
+        raise ValueError(
+            "this model has no joint space-time attention layer (ViViT models 2 and 3 and "
+            "divided TimeSformer: temporal_rollout)"
+        )
     first = getattr(model, "pooling", None) == "first"
     return _output_row(rollout(joint), t * h * w, first).reshape(-1, t, h, w)
 
@@ -97,7 +100,10 @@ def temporal_rollout(model: Any, variables: Any, video: Any) -> np.ndarray:
     if not over_time:
         over_time = [g[0] for p, g in maps.items() if p.startswith("temporal_encoder/")]
     if not over_time:
-        raise ValueError("this model has no temporal attention layers (not a factorised model)")
+        raise ValueError(
+            "this model has no temporal attention layer of its own (temporal_rollout takes "
+            "ViViT models 2 and 3 and divided TimeSformer; joint attention: spacetime_rollout)"
+        )
     return _output_row(rollout(over_time), t)
 
 
