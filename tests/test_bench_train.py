@@ -128,3 +128,18 @@ def test_the_peers_header_names_the_glibc_tunables_its_processes_ran_with(monkey
         named = f"every one with GLIBC_TUNABLES={tunables}"
         assert named in out.read_text()
         assert (f"{named} (vjax.huge_pages)" in out.read_text()) is credited
+
+
+def test_mfu_peaks_follow_the_part_and_the_compute_dtype():
+    """An H100 PCIe is not the SXM part (756 vs 989 dense bf16 TFLOP/s), and float32 matmuls
+    run on TF32 tensor cores (half the bf16 peak) on a GPU."""
+    from types import SimpleNamespace
+
+    from vjax.bench_train import peak_tflops
+
+    def peak(kind, dtype="bfloat16"):
+        return peak_tflops(SimpleNamespace(device_kind=kind), dtype)
+
+    assert peak("NVIDIA H100 80GB HBM3") == 989.0 and peak("NVIDIA H100 PCIe") == 756.0
+    assert peak("NVIDIA H200", "float32") == 494.0 and peak("TPU v5 lite") == 197.0
+    assert peak("cpu") is None

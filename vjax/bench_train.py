@@ -81,8 +81,22 @@ DEFAULT_BUDGET_S = 30.0
 # The custom call of cuDNN's fused attention in XLA:GPU's compiled HLO.
 CUDNN_ATTENTION = 'custom_call_target="__cudnn$fmha'
 # Dense bf16 peak TFLOP/s per device (vendor figures, without sparsity).
-PEAK_TFLOPS = {"H100": 989.0, "H200": 989.0, "A100": 312.0, "TPU v4": 275.0, "TPU v5e": 197.0,
-               "TPU v5p": 459.0, "TPU v6e": 918.0}  # fmt: skip
+# Dense peak TFLOP/s per device kind (first match wins: a PCIe or NVL H100 before the SXM
+# part), for bfloat16 and for float32 (GPUs: the TF32 tensor cores XLA's default float32
+# matmuls run on; TPUs: their default float32 matmuls run bfloat16 passes).
+PEAK_TFLOPS = {
+    "H100 PCIe": (756.0, 378.0),
+    "H100 NVL": (835.0, 418.0),
+    "H100": (989.0, 494.0),
+    "H200": (989.0, 494.0),
+    "A100": (312.0, 156.0),
+    "TPU v4": (275.0, 275.0),
+    "TPU v5e": (197.0, 197.0),
+    "TPU v5 lite": (197.0, 197.0),
+    "TPU v5p": (459.0, 459.0),
+    "TPU v6e": (918.0, 918.0),
+    "TPU v6 lite": (918.0, 918.0),
+}
 
 
 VJAX_DEFAULTS = {"remat": "none", "param_dtype": "float32"}
@@ -102,9 +116,11 @@ def device_name(device: jax.Device) -> str:
     return f"CPU {names[0]}" if names else device.device_kind
 
 
-def peak_tflops(device: jax.Device) -> float | None:
-    kind = device.device_kind
-    return next((v for k, v in PEAK_TFLOPS.items() if k.lower() in kind.lower()), None)
+def peak_tflops(device: jax.Device, dtype: str = "bfloat16") -> float | None:
+    """The device's dense peak TFLOP/s for ``dtype`` compute (None for an unknown kind)."""
+    kind = device.device_kind.lower()
+    peaks = next((v for k, v in PEAK_TFLOPS.items() if k.lower() in kind), None)
+    return None if peaks is None else peaks[0 if dtype == "bfloat16" else 1]
 
 
 def peak_memory_bytes(device: jax.Device, compiled: Any) -> tuple[float, str]:
@@ -212,7 +228,7 @@ def bench_model(
     macs = count_macs(step.model, (1, *spec.clip, 3))
     tflops = 3 * 2 * macs * batch / step_s / 1e12
     device = jax.local_devices()[0]
-    peak = peak_tflops(device)
+    peak = peak_tflops(device, dtype)
     memory, memory_kind = peak_memory_bytes(device, compiled)
     return {
         "first_loss": first_loss,
@@ -484,7 +500,7 @@ def run_peers(args: argparse.Namespace, parser: argparse.ArgumentParser) -> list
         f"{' '.join(models)} --batch={o.batch} --dtype={o.dtype} --steps={o.steps} "
         f"--budget={args.budget:g} --forms={args.forms}{extra}`"
     )
-    table = format_peer_table(rows, peak_tflops(device))
+    table = format_peer_table(rows, peak_tflops(device, o.dtype))
     if o.rounds > 1:
         table += "\n\n" + round_ratios(rows)
     if gpu:
