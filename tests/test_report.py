@@ -150,3 +150,38 @@ def test_an_undefined_or_infinite_metric_is_null_in_the_json_and_kept_in_the_sca
     records = {r["split"]: r for r in read_metrics(str(tmp_path))}
     assert np.isnan(records["eval_val"]["mAP"]) and np.isnan(records["eval_test"]["loss"])
     assert records["eval_test"]["top1"] == pytest.approx(single["top1"])
+
+
+def test_compare_names_what_each_side_was_scored_on_and_one_plot_per_task(tmp_path):
+    """A and B scored on other clips (another split, another test set) get a note; a
+    multi-task comparison writes one plot per task in the format ``--out`` names (only the
+    last task's was kept, and 'wrote' named files that did not exist)."""
+    from vjax.evaluate.compare import format_compare, plot_compare
+
+    a, b = _result(4, seed=0), _result(4, seed=1)
+    lines = format_compare(a, b, ["a.json", "b.json"]).splitlines()
+    assert lines[:2] == ["A = a.json (test, 16 clips)", "B = b.json (test, 16 clips)"]
+    assert not any(line.startswith("note:") for line in lines)
+    other = {**b, "num_examples": 20}
+    assert "note: A and B were scored on different clips" in format_compare(a, other, "ab")
+
+    names = {"verb": ["take", "put"], "noun": ["cup", "knife", "door"]}
+    rng = np.random.default_rng(0)
+    labels = np.stack([rng.integers(0, 2, 12), rng.integers(0, 3, 12)], axis=1)
+    runs = [named_result(task_metrics(rng.normal(size=(12, 5)), labels, names), names, "test")
+            for _ in range(2)]  # fmt: skip
+    for out, written in (("cmp.pdf", ["cmp_verb.pdf", "cmp_noun.pdf"]),
+                         ("cmp", ["cmp_verb.png", "cmp_noun.png"])):  # fmt: skip
+        paths = plot_compare(*runs, str(tmp_path / out))
+        assert sorted(os.path.basename(p) for p in paths) == sorted(written)
+        assert all(os.path.isfile(p) for p in paths)
+
+
+def test_training_curves_of_a_resumed_run_keep_the_last_record_of_each_step():
+    from vjax.evaluate.plots import _latest_per_step
+
+    records = [{"split": "train", "step": s, "loss": v}
+               for s, v in ((60, 1.0), (70, 0.9), (60, 0.5), (70, 0.4), (80, 0.3))]  # fmt: skip
+    records.append({"split": "validation", "step": 75, "top1": 0.5})
+    latest = _latest_per_step(records, "train")
+    assert [(r["step"], r["loss"]) for r in latest] == [(60, 0.5), (70, 0.4), (80, 0.3)]

@@ -82,12 +82,11 @@ def format_compare(
     """The overall metrics of both runs with B - A, then per task the ``top`` classes that
     gained and lost most."""
     sa, sb = scalars(a), scalars(b)
-    lines = [
-        f"A = {names[0]}",
-        f"B = {names[1]}",
-        "",
-        f"{'metric':<24}{'A':>10}{'B':>10}{'B - A':>10}",
-    ]
+    scored = [f"({r['split']}, {r.get('num_examples', '?')} clips)" for r in (a, b)]
+    lines = [f"A = {names[0]} {scored[0]}", f"B = {names[1]} {scored[1]}"]
+    if scored[0] != scored[1]:
+        lines.append("note: A and B were scored on different clips: B - A is not the models' alone")
+    lines += ["", f"{'metric':<24}{'A':>10}{'B':>10}{'B - A':>10}"]
     for key in (k for k in sa if k in sb):
         lines.append(f"{key:<24}{sa[key]:>10.4f}{sb[key]:>10.4f}{sb[key] - sa[key]:>+10.4f}")
     for task, deltas in class_deltas(a, b).items():
@@ -109,13 +108,16 @@ def format_compare(
 
 
 def plot_compare(a: Mapping[str, Any], b: Mapping[str, Any], path: str) -> list[str]:
-    """Every class's B - A of :func:`class_metric`, sorted (one PNG per task)."""
+    """Every class's B - A of :func:`class_metric`, sorted: one image per task (``path``'s
+    format, PNG when it names none; a task's name before the extension)."""
     from vjax.evaluate.plots import plot_class_bars
 
+    stem, extension = os.path.splitext(path)
+    extension = extension or ".png"
     paths = []
     for task, deltas in class_deltas(a, b).items():
         metric = class_metric(task_results(a)[task][0]).removeprefix("per_class_").upper()
-        out = path if not task else path.replace(".png", f"_{task}.png")
+        out = f"{stem}_{task}{extension}" if task else f"{stem}{extension}"
         limit = max([abs(d) for d in deltas.values()] + [0.05]) * 1.05
         title = f"{task + ': ' if task else ''}per-class {metric}, B - A"
         paths.append(plot_class_bars(deltas, f"{metric} change", title, out, (-limit, limit)))

@@ -178,6 +178,13 @@ def plot_pr_curves(
     return _save(fig, path)
 
 
+def _latest_per_step(records: list[dict], split: str) -> list[dict]:
+    """``split``'s records in step order, the last one written for each step: a run resumed
+    from an earlier checkpoint logs those steps again, after the attempt that died."""
+    latest = {r["step"]: r for r in records if r["split"] == split}
+    return [latest[step] for step in sorted(latest)]
+
+
 def plot_curves(runs: Mapping[str, str], path: str) -> str:
     """Training loss and validation top-1 (mAP for multi-label runs) over steps, one line per
     run (``name -> workdir``)."""
@@ -187,8 +194,7 @@ def plot_curves(runs: Mapping[str, str], path: str) -> str:
     metric = "top1"
     for name, workdir in runs.items():
         records = read_metrics(workdir)
-        train = [r for r in records if r["split"] == "train"]
-        val = [r for r in records if r["split"] == "validation"]
+        train, val = (_latest_per_step(records, split) for split in ("train", "validation"))
         metric = "mAP" if val and "mAP" in val[0] else "top1"
         ax_loss.plot([r["step"] for r in train], [r["loss"] for r in train], label=name)
         ax_acc.plot([r["step"] for r in val], [r[metric] for r in val], marker="o", label=name)
