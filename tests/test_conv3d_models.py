@@ -206,6 +206,12 @@ def test_precise_bn_on_frozen_batchnorm_is_a_config_error(data_dir):
         config.model = ml_collections.ConfigDict({**SMALL_R3D, "frozen_bn": True})
     with pytest.raises(ConfigError, match=r"precise_bn_batches.*frozen_bn.*=0 or .*=False"):
         check_config(config)
+    with config.unlocked():  # a recurrent_over backbone's frozen_bn too
+        config.model = ml_collections.ConfigDict(
+            {"name": "recurrent_over", "backbone": {**SMALL_R3D, "frozen_bn": True}}
+        )
+    with pytest.raises(ConfigError, match=r"precise_bn_batches.*backbone's frozen_bn"):
+        check_config(config)
     config.train.precise_bn_batches = 0
     check_config(config)
 
@@ -224,8 +230,9 @@ def test_c3d_parameter_count_matches_the_hand_count():
 
 
 def test_precise_batch_stats_average_each_layers_batch_statistics():
-    """The stem's statistics equal the mean over batches of its conv output's per-batch mean
-    and variance, computed here from the captured conv outputs."""
+    """The stem's statistics are its conv output's population mean and variance over the
+    batches (fvcore's update_bn_stats: the spread of the batch means included), computed here
+    from the captured conv outputs."""
     from vjax.models.precise_bn import precise_batch_stats
 
     model = build_model({**SMALL_R3D, "frozen_bn": True}, 5)  # precise BN unfreezes for its pass
@@ -240,11 +247,10 @@ def test_precise_batch_stats_average_each_layers_batch_statistics():
         )[1]["intermediates"]["stem"]["conv"]["__call__"][0]
     )
     conv_outputs = [np.asarray(capture(variables, x)) for x in batches]
-    means = [y.mean(axis=(0, 1, 2, 3)) for y in conv_outputs]
-    variances = [y.var(axis=(0, 1, 2, 3)) for y in conv_outputs]
+    pooled = np.concatenate(conv_outputs).reshape(-1, conv_outputs[0].shape[-1])
     stem = precise["batch_stats"]["stem"]["norm"]
-    np.testing.assert_allclose(stem["mean"], np.mean(means, axis=0), rtol=1e-4, atol=1e-5)
-    np.testing.assert_allclose(stem["var"], np.mean(variances, axis=0), rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(stem["mean"], pooled.mean(axis=0), rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(stem["var"], pooled.var(axis=0), rtol=1e-4, atol=1e-5)
     # deeper layers changed too (their inputs are normalised with batch statistics)
     deep = precise["batch_stats"]["layer4"]["block0"]["conv_2"]["norm"]["var"]
     assert (

@@ -136,6 +136,34 @@ def test_recurrent_over_a_backbone_equals_head_on_its_captured_features():
     with pytest.raises(ValueError, match="has no sub-module named 'layer9'"):
         bad = build_model({**config, "feature_module": "layer9"}, num_classes=4)
         bad.init(jax.random.key(0), video, train=False)
+    # A rematerialised backbone hid the capture (UnexpectedTracerError); a per-frame stage's
+    # (B*T', ...) output gave (B*T') logits.
+    remat = {**config, "backbone": {**small_r3d, "remat": "block"}}
+    with pytest.raises(ValueError, match="model.backbone.remat"):
+        build_model(remat, num_classes=4).init(jax.random.key(0), video, train=False)
+    frames = {"name": "vivit", "variant": "factorised_encoder", "size": "Ti/8x2", "num_layers": 1,
+              "hidden_size": 16, "num_heads": 2, "mlp_dim": 32, "temporal_layers": 1}  # fmt: skip
+    per_frame = {**config, "backbone": frames, "feature_module": "encoder"}
+    with pytest.raises(ValueError, match="rows for 2 clips"):
+        build_model(per_frame, num_classes=4).init(jax.random.key(0), video, train=False)
+
+
+def test_precise_bn_measures_a_frozen_backbone_inside_recurrent_over():
+    """recurrent_over keeps frozen_bn in its backbone section: precise BN unfroze only the top
+    level, the frozen layers never wrote, and every statistic came back 0 (logits x18)."""
+    from vjax.models.precise_bn import has_frozen_bn, precise_batch_stats
+
+    backbone = {"name": "r3d_18", "layers": (1, 1, 1, 1), "width": 8}
+    frozen = build_model({"name": "recurrent_over", "backbone": {**backbone, "frozen_bn": True},
+                          "hidden_size": 8}, num_classes=4)  # fmt: skip
+    plain = build_model({"name": "recurrent_over", "backbone": backbone, "hidden_size": 8}, 4)
+    assert has_frozen_bn(frozen) and not has_frozen_bn(plain)
+    video = jax.random.normal(jax.random.key(0), (2, 8, 32, 32, 3))
+    variables = nn.meta.unbox(frozen.init(jax.random.key(1), video, train=False))
+    got = precise_batch_stats(frozen, variables, [video, 2 * video])["batch_stats"]
+    want = precise_batch_stats(plain, variables, [video, 2 * video])["batch_stats"]
+    jax.tree.map(np.testing.assert_array_equal, got, want)
+    assert all(np.abs(leaf).max() > 0 for leaf in jax.tree.leaves(got))
 
 
 @pytest.mark.parametrize(

@@ -57,6 +57,7 @@ def check_config(
     returns its mesh."""
     from vjax.data.datasets import check_dataset_name, planned_clip_shape
     from vjax.models import build_model
+    from vjax.models.precise_bn import has_frozen_bn
     from vjax.step import batched, check_param_dtype
 
     check_counts(config)
@@ -85,11 +86,12 @@ def check_config(
         if clip is not None:
             shapes = model_input_shapes(model, config.model.name, clip, config.input)
             model.check_input(batched(shapes, batch_size))
-    if getattr(model, "frozen_bn", False) and config.train.get("precise_bn_batches", 0):
+    if has_frozen_bn(model) and config.train.get("precise_bn_batches", 0):
         raise ConfigError(
             "train.precise_bn_batches recomputes the BatchNorm statistics that model.frozen_bn "
             "keeps fixed (PySlowFast's precise BN skips frozen layers); set "
-            "--config.train.precise_bn_batches=0 or --config.model.frozen_bn=False"
+            "--config.train.precise_bn_batches=0 or --config.model.frozen_bn=False (a "
+            "recurrent_over backbone's: model.backbone's frozen_bn)"
         )
     return mesh
 

@@ -21,21 +21,46 @@ import jax.numpy as jnp
 from vjax.models.conv_blocks import BN_MOMENTUM
 
 
+def _backbone(model: nn.Module) -> dict[str, Any]:
+    """The config section of the backbone inside a model (``recurrent_over``), else ``{}``."""
+    section = getattr(model, "backbone", None)
+    return dict(section) if hasattr(section, "get") else {}
+
+
+def has_frozen_bn(model: nn.Module) -> bool:
+    """Whether the model, or the backbone inside it (``recurrent_over``), keeps its BatchNorm
+    statistics fixed (``frozen_bn``)."""
+    nested = bool(_backbone(model).get("frozen_bn", False))
+    return bool(getattr(model, "frozen_bn", False)) or nested
+
+
+def unfrozen(model: nn.Module) -> nn.Module:
+    """``model`` with ``frozen_bn`` off, its backbone's too: every BatchNorm then measures."""
+    if getattr(model, "frozen_bn", False):
+        model = model.clone(frozen_bn=False)
+    backbone = _backbone(model)
+    if backbone.get("frozen_bn", False):
+        model = model.clone(backbone={**backbone, "frozen_bn": False})
+    return model
+
+
 def precise_batch_stats(
     model: nn.Module, variables: Mapping[str, Any], batches: Iterable[jax.Array]
 ) -> dict[str, Any]:
-    """``variables`` with ``batch_stats`` set to the average, over ``batches`` (normalised
-    input clips), of every BatchNorm layer's batch mean and (biased) batch variance.
+    """``variables`` with ``batch_stats`` set to every BatchNorm layer's population statistics
+    over ``batches`` (normalised input clips): the mean of the batch means, and the variance
+    about it, ``E[var_b + mean_b^2] - mean^2`` (fvcore's ``update_bn_stats``, which
+    PySlowFast calls; the mean of the batch variances alone misses the spread of the batch
+    means, about ``var / batch`` too low).
 
     The model runs in training mode (each BatchNorm normalises with its batch's statistics,
-    as in training; ``frozen_bn`` is switched off for this pass), from zeroed running
-    statistics, so one step's update is exactly ``(1 - momentum) x`` the batch's statistics.
-    Parameters are untouched.
+    as in training; ``frozen_bn`` is switched off for this pass, a backbone's too: a frozen
+    layer never wrote the zeroed statistics it started from), so one step's update is
+    exactly ``(1 - momentum) x`` the batch's statistics. Parameters are untouched.
     """
     if "batch_stats" not in variables:
         raise ValueError("the model has no BatchNorm statistics (no 'batch_stats' collection)")
-    if getattr(model, "frozen_bn", False):
-        model = model.clone(frozen_bn=False)
+    model = unfrozen(model)
     zeros = jax.tree.map(jnp.zeros_like, variables["batch_stats"])
     rate = 1.0 - BN_MOMENTUM
 
@@ -49,9 +74,25 @@ def precise_batch_stats(
 
     total, count = None, 0
     for video in batches:  # variables are an argument, not constants baked into the program
-        stats = batch_statistics(variables, video)
+        stats = _with_second_moments(batch_statistics(variables, video))
         total = stats if total is None else jax.tree.map(jnp.add, total, stats)
         count += 1
     if count == 0:
         raise ValueError("precise_batch_stats needs at least one batch")
-    return {**variables, "batch_stats": jax.tree.map(lambda x: x / count, total)}
+    averaged = jax.tree.map(lambda x: x / count, total)
+    return {**variables, "batch_stats": _population(averaged)}
+
+
+def _with_second_moments(stats: Any) -> Any:
+    """Each layer's ``{"mean", "var"}`` with ``var`` replaced by ``E[x^2] = var + mean^2``."""
+    if isinstance(stats, Mapping) and {"mean", "var"} <= set(stats):
+        return {**stats, "var": stats["var"] + jnp.square(stats["mean"])}
+    return {k: _with_second_moments(v) for k, v in stats.items()}
+
+
+def _population(moments: Any) -> Any:
+    """Averaged ``{"mean", E[x^2]}`` per layer back to ``{"mean", "var"}``."""
+    if isinstance(moments, Mapping) and {"mean", "var"} <= set(moments):
+        variance = jnp.maximum(moments["var"] - jnp.square(moments["mean"]), 0.0)
+        return {**moments, "var": variance}
+    return {k: _population(v) for k, v in moments.items()}

@@ -274,12 +274,19 @@ class RecurrentOver(nn.Module):
     dropout_rate: float = 0.0
     dtype: Any = jnp.float32
 
+    @nn.nowrap  # callable on the unbound model (check_input): no parent, no scope
     def _backbone(self) -> nn.Module:
         """The backbone module; any class count will do, it stops before its classifier."""
         if not self.backbone or "name" not in self.backbone:
             raise ValueError("recurrent_over needs model.backbone = {'name': ..., ...}")
+        if self.backbone.get("remat", "none") != "none":  # the capture cannot leave its trace
+            raise ValueError(
+                "recurrent_over takes its features from inside the backbone, which "
+                "model.backbone.remat rematerialises out of reach: set it to 'none'"
+            )
         return build_model(dict(self.backbone), 1, dtype_name(self.dtype))
 
+    @nn.nowrap
     def check_input(self, input_shape: Sequence[int]) -> None:
         """Called by the trainer on the unbound model, before any compilation."""
         check_recurrent_fields(self.cell, self.pooling)
@@ -311,6 +318,12 @@ class RecurrentOver(nn.Module):
             raise ValueError(
                 f"backbone {self.backbone['name']!r} has no sub-module named {target!r} "
                 f"(model.feature_module)"
+            )
+        if features.shape[0] != video.shape[0]:
+            raise ValueError(
+                f"the output of {target!r} has {features.shape[0]} rows for {video.shape[0]} "
+                f"clips (a per-frame stage?): set model.feature_module to a module whose output "
+                f"keeps the batch, (batch, time, ...)"
             )
         if features.ndim == 5:
             features = features.mean(axis=(2, 3))
