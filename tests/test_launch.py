@@ -309,10 +309,13 @@ def test_ctrl_c_on_the_local_launcher_lets_every_process_save_then_exits(tmp_pat
 
     child = tmp_path / "child.py"
     child.write_text(CHILD)
+    # SIGINT as a terminal delivers it: a shell running the tests in the background (no job
+    # control) hands every child SIGINT ignored, and Python then keeps ignoring it.
     launcher = subprocess.Popen(
         [sys.executable, os.path.join(REPO, "launch", "local.py"), "--num_processes=2", "--",
          sys.executable, str(child), str(tmp_path)],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )  # fmt: skip
     started = 0
     for line in launcher.stdout:
