@@ -5,8 +5,9 @@ checkout to every worker, run one vjax command on all workers at once, tear it d
         --queued -- vjax train --config=configs/demo.py --workdir=gs://BUCKET/runs/demo
 
 Steps: ``create`` (a queued resource: waits until it is ACTIVE), ``copy`` (this checkout as it
-is, uncommitted edits included), ``run``, ``teardown``, or ``all`` (the four in order; the
-teardown runs even when a step before it failed, so nothing is left allocated). Every
+is, uncommitted edits included), ``run``, ``teardown``, or ``all`` (the four in order; once
+its create call has succeeded, the teardown runs even when a later step fails or is
+interrupted, so nothing it made is left allocated). Every
 worker runs the same command; ``vjax.distributed`` detects the TPU pod and starts
 ``jax.distributed``, so each host feeds its own data shard and process 0 writes the logs.
 Use a ``gs://`` workdir: checkpoints must be on storage every host sees. ``--num_slices=N``

@@ -93,10 +93,9 @@ def check_same_run(config: Any, workdir: str) -> None:
         )
 
 
-def train_and_test(config: Any, workdir: str) -> dict[str, Any]:
+def timed_training(config: Any, workdir: str) -> float:
     """Trains ``config`` in ``workdir`` (resuming an interrupted run of the same config:
-    :func:`check_same_run`), then tests it; returns the test metrics and the training's wall
-    seconds."""
+    :func:`check_same_run`); returns the training's wall seconds."""
     import time
 
     from vjax import train
@@ -104,7 +103,14 @@ def train_and_test(config: Any, workdir: str) -> dict[str, Any]:
     check_same_run(config, workdir)
     start = time.perf_counter()
     train.train(config, workdir)
-    seconds = time.perf_counter() - start
+    return time.perf_counter() - start
+
+
+def train_and_test(config: Any, workdir: str) -> dict[str, Any]:
+    """:func:`timed_training`, then the test: the test metrics and the training's seconds."""
+    from vjax import train
+
+    seconds = timed_training(config, workdir)
     return {**train.evaluate_checkpoint(config, workdir, "test"), "seconds": seconds}
 
 

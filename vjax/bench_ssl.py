@@ -21,7 +21,7 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-from vjax.bench import check_same_run, publish, train_and_test, training_parser, vjax_recipe
+from vjax.bench import publish, timed_training, train_and_test, training_parser, vjax_recipe
 
 
 def run(
@@ -47,12 +47,7 @@ def run(
     tune = {**common, "train.num_steps": str(finetune_steps), "dataset.num_train": str(labelled)}
     tune.update(finetune_extra or {})
     pretrain_dir = os.path.join(workdir, "pretrain")
-    check_same_run(pretrain, pretrain_dir)
-    start = time.perf_counter()
-    from vjax import train
-
-    train.train(pretrain, pretrain_dir)
-    pretrain_seconds = time.perf_counter() - start
+    pretrain_seconds = timed_training(pretrain, pretrain_dir)
     finetuned = train_and_test(
         vjax_recipe(finetune_recipe, {**tune, "train.init_from": pretrain_dir}),
         os.path.join(workdir, "finetune"),

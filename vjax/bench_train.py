@@ -80,10 +80,10 @@ DEFAULT_CPU_BATCH, DEFAULT_GPU_BATCH = 4, 16
 DEFAULT_BUDGET_S = 30.0
 # The custom call of cuDNN's fused attention in XLA:GPU's compiled HLO.
 CUDNN_ATTENTION = 'custom_call_target="__cudnn$fmha'
-# Dense bf16 peak TFLOP/s per device (vendor figures, without sparsity).
-# Dense peak TFLOP/s per device kind (first match wins: a PCIe or NVL H100 before the SXM
-# part), for bfloat16 and for float32 (GPUs: the TF32 tensor cores XLA's default float32
-# matmuls run on; TPUs: their default float32 matmuls run bfloat16 passes).
+# Dense peak TFLOP/s per device kind (vendor figures, without sparsity; first match wins: a
+# PCIe or NVL H100 before the SXM part), for bfloat16 and for float32 (GPUs: the TF32 tensor
+# cores XLA's default float32 matmuls run on; TPUs: their default float32 matmuls run
+# bfloat16 passes).
 PEAK_TFLOPS = {
     "H100 PCIe": (756.0, 378.0),
     "H100 NVL": (835.0, 418.0),
@@ -227,7 +227,7 @@ def bench_model(
     mesh, compiled = step.mesh, step.compiled
     macs = count_macs(step.model, (1, *spec.clip, 3))
     tflops = 3 * 2 * macs * batch / step_s / 1e12
-    device = jax.local_devices()[0]
+    device = mesh.devices.flat[0]  # one of those it ran on
     peak = peak_tflops(device, dtype)
     memory, memory_kind = peak_memory_bytes(device, compiled)
     return {

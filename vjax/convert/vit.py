@@ -322,9 +322,8 @@ def from_vit_npz(
     model = build_model(model_cfg, classes)
     target = _target_variables(model, clip, seed, source)
     depth, ours = (_blocks(tree) for tree in (source, target["params"]))
-    if (
-        ours and depth != ours
-    ):  # surgery keeps a missing block's initial values: a silent half-model
+    # surgery would keep a missing block at its initial values: a silent half-model
+    if ours and depth != ours:
         raise ConversionError(
             f"{path} has {depth} encoder blocks and the model {ours}: set "
             f"model.num_layers={depth} (an image ViT gives the video model its encoder whole)"

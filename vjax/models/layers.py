@@ -187,7 +187,7 @@ MODALITY_LOGITS = "modality_logits"
 def sow_modality_logits(module: nn.Module, logits: list[Any]) -> None:
     """Records each modality's logits (a list, one per modality, beside the averaged logits
     the model returns) when the ``modality_logits`` collection is mutable: a labelled
-    objective then averages one loss per modality (:func:`vjax.objectives.supervised`).
+    objective then averages one loss per modality (:func:`vjax.objectives.scored_logits`).
     Free otherwise."""
     if module.is_mutable_collection(MODALITY_LOGITS) and not module.is_initializing():
         module.sow(MODALITY_LOGITS, "logits", tuple(logits))

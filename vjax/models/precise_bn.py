@@ -70,29 +70,31 @@ def precise_batch_stats(
         _, state = model.apply(
             inputs, video, train=True, mutable=["batch_stats"], rngs={"dropout": jax.random.key(0)}
         )
-        return jax.tree.map(lambda x: x / rate, state["batch_stats"])
+        return _per_layer(_second_moment, jax.tree.map(lambda x: x / rate, state["batch_stats"]))
 
     total, count = None, 0
     for video in batches:  # variables are an argument, not constants baked into the program
-        stats = _with_second_moments(batch_statistics(variables, video))
+        stats = batch_statistics(variables, video)
         total = stats if total is None else jax.tree.map(jnp.add, total, stats)
         count += 1
     if count == 0:
         raise ValueError("precise_batch_stats needs at least one batch")
     averaged = jax.tree.map(lambda x: x / count, total)
-    return {**variables, "batch_stats": _population(averaged)}
+    return {**variables, "batch_stats": _per_layer(_variance, averaged)}
 
 
-def _with_second_moments(stats: Any) -> Any:
-    """Each layer's ``{"mean", "var"}`` with ``var`` replaced by ``E[x^2] = var + mean^2``."""
+def _per_layer(fn: Any, stats: Any) -> Any:
+    """``fn`` applied to each BatchNorm layer's ``{"mean", "var"}`` of a statistics tree."""
     if isinstance(stats, Mapping) and {"mean", "var"} <= set(stats):
-        return {**stats, "var": stats["var"] + jnp.square(stats["mean"])}
-    return {k: _with_second_moments(v) for k, v in stats.items()}
+        return fn(stats)
+    return {k: _per_layer(fn, v) for k, v in stats.items()}
 
 
-def _population(moments: Any) -> Any:
-    """Averaged ``{"mean", E[x^2]}`` per layer back to ``{"mean", "var"}``."""
-    if isinstance(moments, Mapping) and {"mean", "var"} <= set(moments):
-        variance = jnp.maximum(moments["var"] - jnp.square(moments["mean"]), 0.0)
-        return {**moments, "var": variance}
-    return {k: _population(v) for k, v in moments.items()}
+def _second_moment(layer: Mapping[str, Any]) -> dict[str, Any]:
+    """A batch's ``{"mean", "var"}`` with ``var`` replaced by ``E[x^2] = var + mean^2``."""
+    return {**layer, "var": layer["var"] + jnp.square(layer["mean"])}
+
+
+def _variance(layer: Mapping[str, Any]) -> dict[str, Any]:
+    """The averaged ``{"mean", E[x^2]}`` back to ``{"mean", "var"}``."""
+    return {**layer, "var": jnp.maximum(layer["var"] - jnp.square(layer["mean"]), 0.0)}
