@@ -90,8 +90,128 @@ def test_rollout_of_tiny_vivits():
         assert over_time.shape == (2, 2)
         np.testing.assert_allclose(over_time.sum(axis=1), 1.0)
         assert explain.overlay(clip, over_time[0], model.tubelet).shape == clip.shape
-    with pytest.raises(ValueError, match="no joint space-time attention"):
-        explain.spacetime_rollout(model, variables, video)
+
+
+def _dense(kind, groups, time, space, prefix):
+    """The head-averaged token-to-token matrix ``(B, P + t*s, P + t*s)`` of one attention
+    sublayer, written out entry by entry: time attention at each spatial position (class
+    tokens pass through), space attention within each frame (class tokens attend in every
+    frame and average their rows over frames), model 4's heads half of each, or joint."""
+    maps = [np.asarray(g, np.float64).mean(axis=-3) for g in groups]
+    n = prefix + time * space
+    out = np.zeros((len(maps[0]), n, n))
+
+    def token(frame, j):  # j over [class tokens, the frame's cells]
+        return j if j < prefix else prefix + frame * space + j - prefix
+
+    def over_time(a, share):
+        for i in range(space):
+            for f in range(time):
+                for g in range(time):
+                    out[:, token(f, prefix + i), token(g, prefix + i)] += share * a[:, i, f, g]
+        for c in range(prefix):
+            out[:, c, c] += share
+
+    def over_space(a, share):
+        for f in range(time):
+            for r in range(prefix + space):
+                weight = share / time if r < prefix else share
+                for c in range(prefix + space):
+                    out[:, token(f, r), token(f, c)] += weight * a[:, f, r, c]
+
+    if kind == "joint":
+        return maps[0]
+    if kind == "time":
+        over_time(maps[0], 1.0)
+    elif kind == "space":
+        over_space(maps[0], 1.0)
+    else:
+        over_time(maps[0], 0.5)
+        over_space(maps[1], 0.5)
+    return out
+
+
+def _transformer(name, **fields):
+    return _random(build_model(dict(name=name, hidden_size=16, num_layers=2, num_heads=2,
+                                    mlp_dim=32, **fields), 3))  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    "build, sublayers, prefix",
+    [
+        (lambda: _model("factorised_self_attention"), ("time", "space"), 0),
+        (lambda: _model("factorised_self_attention", attention_order="space_time"),
+         ("space", "time"), 0),
+        (lambda: _model("factorised_dot_product"), ("split",), 0),
+        (lambda: _model("spacetime"), ("joint",), 1),
+        (lambda: _transformer("timesformer", size="Ti/8"), ("time", "space"), 1),
+        (lambda: _transformer("timesformer", size="Ti/8", attention_type="joint_space_time"),
+         ("joint",), 1),
+        (lambda: _transformer("videomae", size="Ti/8x2"), ("joint",), 0),
+    ],
+    ids=["vivit3", "vivit3_space_time", "vivit4", "vivit1", "timesformer", "timesformer_joint",
+         "videomae"],
+)  # fmt: skip
+def test_rollout_equals_the_product_of_the_dense_token_matrices(build, sublayers, prefix):
+    """The exact rollout of every one-encoder model, factorised ones included (time and space
+    sublayers, TimeSformer's class token in every frame's spatial attention), equals the
+    plain product of each sublayer's full token matrix, built entry by entry, in call order."""
+    model, variables, video = build()
+    time, h, w = (n // k for n, k in zip(video.shape[1:4], model.tubelet, strict=True))
+    maps = explain.attention_maps(model, variables, video)
+    names = {"time": "attention_time"}
+    layers = [
+        _dense(kind, maps[f"encoder/block0{b}/{names.get(kind, 'attention')}"], time, h * w,
+               prefix)[:, None]
+        for b in (0, 1)
+        for kind in sublayers
+    ]  # fmt: skip
+    rolled = explain.rollout(layers)
+    row = rolled[:, 0, prefix:] if prefix else rolled.mean(axis=1)
+    expected = (row / row.sum(-1, keepdims=True)).reshape(2, time, h, w)
+    relevance = explain.spacetime_rollout(model, variables, video)
+    np.testing.assert_allclose(relevance, expected, rtol=1e-6)  # float32 rows sum to 1 +- 1e-7
+    np.testing.assert_allclose(
+        explain.temporal_rollout(model, variables, video), expected.sum(axis=(2, 3)), rtol=1e-6
+    )
+
+
+@pytest.mark.parametrize(
+    "build",
+    [
+        lambda: _model("factorised_encoder"),
+        lambda: _model("average_pool", pooling="gap"),
+        lambda: _transformer("timesformer", size="Ti/8", attention_type="space_only"),
+    ],
+    ids=["vivit2", "average_pool", "timesformer_space_only"],
+)
+def test_rollout_through_per_frame_encoders(build):
+    """Models that encode each frame alone: each frame's share is the temporal encoder's
+    rollout (ViViT model 2) or 1/t (a mean over frames), times the frame encoder's row over
+    its tubelets; class tokens' shares are left out."""
+    model, variables, video = build()
+    time, h, w = (n // k for n, k in zip(video.shape[1:4], model.tubelet, strict=True))
+    maps = explain.attention_maps(model, variables, video)
+
+    def output_row(stage, tokens):  # the class token's row without its own share, or the mean
+        rolled = explain.rollout([v[0] for k, v in sorted(maps.items()) if k.startswith(stage)])
+        return rolled[:, 0, 1:] if rolled.shape[-1] > tokens else rolled.mean(axis=1)
+
+    frames = output_row("encoder/", h * w)
+    over_time = np.full((2, time), 1.0 / time)
+    if any(k.startswith("temporal_encoder/") for k in maps):
+        over_time = output_row("temporal_encoder/", time)
+    cells = over_time[:, :, None] * frames.reshape(2, time, h * w)
+    expected = (cells / cells.sum(axis=(1, 2), keepdims=True)).reshape(2, time, h, w)
+    np.testing.assert_allclose(explain.spacetime_rollout(model, variables, video), expected)
+
+
+def test_a_model_whose_attention_misses_the_clip_is_refused():
+    model, variables, video = _model("spacetime")
+    model = build_model(dict(name="single_frame", size="Ti/8x2", hidden_size=16, num_layers=2,
+                             num_heads=2, mlp_dim=32), 3)  # fmt: skip
+    with pytest.raises(ValueError, match="do not cover the clip"):
+        explain.spacetime_rollout(model, _random(model)[1], video)
 
 
 @pytest.mark.parametrize("pooling", ["mean", "first"])

@@ -9,7 +9,7 @@ the layers' head-averaged attention, each mixed with the identity for the residu
 the class token's row (cls pooling) or the mean of all rows (average pooling).
 
 >>> relevance = spacetime_rollout(model, variables, video)  # (B, t, h, w) per tubelet, sums to 1
->>> over_time = temporal_rollout(model, variables, video)   # (B, t) for factorised models
+>>> over_time = temporal_rollout(model, variables, video)   # (B, t), the same summed over space
 >>> frames = overlay(clip_uint8, relevance[0], model.tubelet)  # the heat map over the frames
 """
 
@@ -67,44 +67,119 @@ def _grid(model: Any, video: Any) -> tuple[int, int, int]:
     return tuple(n // t for n, t in zip(np.shape(video)[1:4], model.tubelet, strict=True))
 
 
-def spacetime_rollout(model: Any, variables: Any, video: Any) -> np.ndarray:
-    """``(batch, t, h, w)``: how much the output draws on each tubelet, through every
-    joint (all tokens) attention layer (ViViT model 1, VideoMAE, joint TimeSformer)."""
-    t, h, w = _grid(model, video)
-    maps = attention_maps(model, variables, video)
-    joint = [
-        g[0]
-        for g in maps.values()
-        if len(g) == 1 and g[0].ndim == 4 and g[0].shape[-1] >= t * h * w
-    ]
-    if not joint:
+Layer = tuple[str, tuple[Any, ...]]  # (sublayer kind, the layer's head groups' weights)
+
+
+def _stages(maps: dict[str, tuple[Any, ...]], model: Any) -> dict[str, list[Layer]]:
+    """The attention layers of each encoder (``"encoder"``, ``"temporal_encoder"``) in call
+    order, each with its kind: ``"joint"``, ``"time"``, ``"space"`` or ``"split"`` (model 4's
+    heads, half over time and half over space)."""
+    time_first = getattr(model, "attention_order", "time_space") == "time_space"
+    stages: dict[str, list[tuple[tuple[int, int], Layer]]] = {}
+    for path, groups in maps.items():
+        stage, block, layer = path.rsplit("/", 2)
+        if layer == "attention_time":
+            kind = "time"
+        else:
+            kind = "split" if len(groups) == 2 else "space" if groups[0].ndim == 5 else "joint"
+        order = (int(block.removeprefix("block")), (kind == "time") != time_first)
+        stages.setdefault(stage, []).append((order, (kind, groups)))
+    return {stage: [layer for _, layer in sorted(layers)] for stage, layers in stages.items()}
+
+
+def _mean_heads(weights: Any) -> np.ndarray:
+    """Attention weights averaged over their heads axis (third from last in every layout)."""
+    return np.asarray(weights, np.float64).mean(axis=-3)
+
+
+def _over_time(cells: np.ndarray, weights: Any) -> np.ndarray:
+    """``cells (B, t, s) @`` attention over time at each spatial position ``(B, s, H, t, t)``."""
+    return np.einsum("bts,bstu->bus", cells, _mean_heads(weights))
+
+
+def _over_space(head: np.ndarray, cells: np.ndarray, weights: Any):
+    """``[head, cells] @`` attention within each frame ``(B, t, H, P + s, P + s)``, the ``P``
+    class tokens joining every frame and taking the mean of their rows over frames."""
+    time = cells.shape[1]
+    shared = np.broadcast_to(head[:, None] / time, (len(head), time, head.shape[1]))
+    out = np.einsum("btl,btlm->btm", np.concatenate([shared, cells], 2), _mean_heads(weights))
+    return out[:, :, : head.shape[1]].sum(axis=1), out[:, :, head.shape[1] :]
+
+
+def _through(row: np.ndarray, layer: Layer, grid: tuple[int, int]) -> np.ndarray:
+    """``row @ A``: a row over the tokens (``P`` class tokens, then the time-major grid)
+    through one attention sublayer's head-averaged token-to-token matrix ``A``."""
+    kind, groups = layer
+    time, space = grid
+    prefix = row.shape[1] - time * space
+    head, cells = row[:, :prefix], row[:, prefix:].reshape(len(row), time, space)
+    if kind == "joint":
+        return np.einsum("bl,blm->bm", row, _mean_heads(groups[0]))
+    if kind == "time":  # class tokens skip temporal attention
+        cells = _over_time(cells, groups[0])
+    elif kind == "space":
+        head, cells = _over_space(head, cells, groups[0])
+    else:  # split: equal head groups, so the head mean is the mean of the two
+        cells = 0.5 * (_over_time(cells, groups[0]) + _over_space(head, cells, groups[1])[1])
+    return np.concatenate([head, cells.reshape(len(row), -1)], axis=1)
+
+
+def _stage_row(
+    layers: list[Layer], grid: tuple[int, int], first: bool = False, residual: float = 0.5
+) -> np.ndarray:
+    """``(batch, P + t*s)``: the encoder output's row of the rollout (the class token's, or
+    the first token's for ``first``, else the mean over tokens), propagated from the last
+    layer to the first through each ``residual * I + (1 - residual) * A``."""
+    kind, groups = next(layer for layer in layers if layer[0] != "time")
+    tokens = grid[0] * grid[1]
+    covered = {"joint": tokens, "space": grid[1]}.get(kind, 0)
+    prefix = groups[0].shape[-1] - covered if covered else 0
+    if prefix < 0 or (kind == "space" and groups[0].shape[1] != grid[0]):
         raise ValueError(
-            "this model has no joint space-time attention layer (ViViT models 2 and 3 and "
-            "divided TimeSformer: temporal_rollout)"
+            f"cannot roll out this model: its attention layers do not cover the clip's "
+            f"{grid[0]} x {grid[1]} tubelets (time x space)"
         )
+    row = np.zeros((len(groups[0]), prefix + tokens))
+    if prefix or first:
+        row[:, 0] = 1.0
+    else:
+        row[:] = 1.0 / tokens
+    for layer in reversed(layers):
+        row = residual * row + (1.0 - residual) * _through(row, layer, grid)
+    return row
+
+
+def spacetime_rollout(model: Any, variables: Any, video: Any) -> np.ndarray:
+    """``(batch, t, h, w)``: how much the output draws on each tubelet, rolled out exactly
+    through every attention layer in call order: joint attention (ViViT model 1, VideoMAE,
+    joint TimeSformer); time and space sublayers (ViViT models 3 and 4, divided TimeSformer,
+    whose class token joins every frame's spatial attention and takes the mean over frames, as
+    the model computes it); per-frame encoders under a temporal encoder or a mean over frames
+    (ViViT model 2 and average pool, space-only TimeSformer). Class tokens' own shares are left
+    out; the tubelets' sum to 1."""
+    batch = np.shape(video)[0]
+    t, h, w = _grid(model, video)
+    stages = _stages(attention_maps(model, variables, video), model)
+    if "encoder" not in stages:
+        raise ValueError("this model has no encoder attention layers to roll out")
     first = getattr(model, "pooling", None) == "first"
-    return _output_row(rollout(joint), t * h * w, first).reshape(-1, t, h, w)
+    spatial = stages["encoder"]
+    if t > 1 and len(spatial[0][1][0]) == batch * t:  # frames folded into the batch
+        frames = _stage_row(spatial, (1, h * w), first)[:, -h * w :]
+        over_time = np.full((batch, t), 1.0 / t)  # the mean over frames, without an encoder
+        if "temporal_encoder" in stages:
+            over_time = _stage_row(stages["temporal_encoder"], (t, 1))[:, -t:]
+        cells = over_time[:, :, None] * frames.reshape(batch, t, h * w)
+    else:
+        cells = _stage_row(spatial, (t, h * w), first)[:, -t * h * w :]
+    cells = cells.reshape(batch, -1)
+    return (cells / cells.sum(axis=1, keepdims=True)).reshape(batch, t, h, w)
 
 
 def temporal_rollout(model: Any, variables: Any, video: Any) -> np.ndarray:
-    """``(batch, t)``: how much the output draws on each time step, through the temporal
-    attention of a factorised model: model 2's temporal encoder (its exact rollout), or the
-    ``attention_time`` sublayers of ViViT model 3 and TimeSformer averaged over spatial
-    positions. The latter is an approximation: it leaves out the spatial sublayers between
-    them and TimeSformer's class token (with peaked attention its weights can move by a few
-    hundredths and its most-attended step can change); roll out ``attention_maps`` at the
-    token level where that matters."""
-    t = _grid(model, video)[0]
-    maps = attention_maps(model, variables, video)
-    over_time = [g[0].mean(axis=1) for p, g in maps.items() if p.endswith("/attention_time")]
-    if not over_time:
-        over_time = [g[0] for p, g in maps.items() if p.startswith("temporal_encoder/")]
-    if not over_time:
-        raise ValueError(
-            "this model has no temporal attention layer of its own (temporal_rollout takes "
-            "ViViT models 2 and 3 and divided TimeSformer; joint attention: spacetime_rollout)"
-        )
-    return _output_row(rollout(over_time), t)
+    """``(batch, t)``: how much the output draws on each time step (tubelet along time), the
+    :func:`spacetime_rollout` summed over space; for any of its models."""
+    return spacetime_rollout(model, variables, video).sum(axis=(2, 3))
 
 
 def overlay(
