@@ -100,23 +100,14 @@ def test_dry_run_prints_each_process(capsys):
         assert line.endswith("vjax train &")
 
 
-def test_preemption_of_one_host_saves_on_all_and_exits_cleanly(prepared, tmp_path):
-    """SIGTERM to process 1 only: JAX's preemption service agrees on a step, every process
-    saves its shards of that step and exits 0; the checkpoint then restores."""
-    import re
-    import signal
-
+def _start_two(command: list[str]) -> list[subprocess.Popen]:
+    """``command`` as processes 0 and 1 of a 2-process jax.distributed run (2 CPU devices
+    each), their output merged and piped."""
     sys.path.insert(0, os.path.join(REPO, "launch"))
     import local
 
-    workdir = str(tmp_path)
-    command = [
-        *_train_command(prepared, workdir, TWO_SLICES),
-        "--config.train.num_steps=5000", "--config.train.checkpoint_every=5000",
-        "--config.train.log_every=1", "--config.train.eval_every=5000",
-    ]  # fmt: skip
     port = local.free_port()
-    procs = [
+    return [
         subprocess.Popen(
             command,
             cwd=REPO,
@@ -124,9 +115,25 @@ def test_preemption_of_one_host_saves_on_all_and_exits_cleanly(prepared, tmp_pat
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             env={**os.environ, **local.process_env(i, 2, port, "cpu", 2)},
-        )  # fmt: skip
+        )
         for i in range(2)
     ]
+
+
+def test_preemption_of_one_host_saves_on_all_and_exits_cleanly(prepared, tmp_path):
+    """SIGTERM to process 1 only: JAX's preemption service agrees on a step, every process
+    saves its shards of that step and exits 0; the checkpoint then restores. An evaluation of
+    it by two processes ends at SIGTERM."""
+    import re
+    import signal
+
+    workdir = str(tmp_path)
+    command = [
+        *_train_command(prepared, workdir, TWO_SLICES),
+        "--config.train.num_steps=5000", "--config.train.checkpoint_every=5000",
+        "--config.train.log_every=1", "--config.train.eval_every=5000",
+    ]  # fmt: skip
+    procs = _start_two(command)
     for line in procs[0].stdout:  # process 0 prints progress once training is under way
         if line.startswith("step "):
             break
@@ -137,3 +144,15 @@ def test_preemption_of_one_host_saves_on_all_and_exits_cleanly(prepared, tmp_pat
     assert 0 < saved < 5000
     _, _, step = read_checkpoint(workdir)
     assert step == saved
+
+    # Evaluation has nothing to save: SIGTERM ends both processes at once (JAX's preemption
+    # service, if left on, caught it and the evaluation ran to its end).
+    procs = _start_two([a.replace("--mode=train", "--mode=eval") for a in command])
+    for line in procs[0].stdout:  # the processes have connected: jax.distributed is up
+        if "connected" in line:
+            break
+    for p in procs:
+        p.send_signal(signal.SIGTERM)
+    outputs = [p.communicate(timeout=60)[0] for p in procs]
+    assert [p.returncode for p in procs] == [-signal.SIGTERM] * 2, outputs[0][-3000:]
+    assert not any(name.startswith("eval_") for name in os.listdir(workdir))

@@ -97,6 +97,9 @@ def run(argv: Sequence[str], mode: str | None = None) -> int:
 
     from vjax import distributed, train
 
+    # Only training acts on a preemption notice (it saves, then exits); JAX's preemption
+    # service would otherwise keep SIGTERM from ending an evaluation of several processes.
+    jax.config.update("jax_enable_preemption_service", args.mode == "train")
     distributed.initialize(args.coordinator_address, args.num_processes, args.process_id)
     if args.mode == "train":
         train.train(config, args.workdir)
