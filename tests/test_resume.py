@@ -184,3 +184,31 @@ def test_sigterm_saves_the_current_step_and_exits_cleanly(prepared, tmp_path):
     config = tiny_config(prepared, **{"train.num_steps": str(saved + 2)})
     train.train(config, workdir)
     assert max(_steps(workdir)) == saved + 2
+
+
+def test_sigterm_while_the_last_checkpoint_is_written_keeps_it(prepared, tmp_path, monkeypatch):
+    """A SIGTERM that arrives while the last checkpoint is still being written (it is saved
+    asynchronously) waits for the save: the training loop's handler was removed first, so
+    the signal's default action ended the process and lost that checkpoint."""
+    import orbax.checkpoint as ocp
+
+    class Killed(Exception):  # this test's stand-in for SIGTERM's default action
+        pass
+
+    def kill(signum, frame):
+        raise Killed
+
+    wait = ocp.CheckpointManager.wait_until_finished
+
+    def signalled_wait(manager):
+        os.kill(os.getpid(), signal.SIGTERM)  # delivered before the wait, in this thread
+        return wait(manager)
+
+    monkeypatch.setattr(ocp.CheckpointManager, "wait_until_finished", signalled_wait)
+    previous = signal.signal(signal.SIGTERM, kill)
+    try:
+        train.train(tiny_config(prepared, **{"train.num_steps": "2"}), str(tmp_path))
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    assert _steps(str(tmp_path)) == [2]
+    assert checkpoint.read_checkpoint(str(tmp_path))[2] == 2

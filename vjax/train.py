@@ -403,6 +403,11 @@ def init_from_pretrained(
     from vjax.convert.surgery import SurgeryError, adapt_params, token_grid
 
     metadata, variables, _ = read_checkpoint(path)
+    if quantized := metadata.get("quantization"):  # int8 kernels: no float weight to copy
+        raise ConfigError(
+            f"train.init_from {path!r} is a quantized model (vjax quantize); start from the "
+            f"float model it was made from, {quantized.get('source', 'its --model')!r}"
+        )
     source_model = build_model(
         config_from_json(metadata["config"]).model, head_sizes(metadata["class_names"])
     )
@@ -718,57 +723,62 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
     tick, tick_step = time.perf_counter(), start
 
     preempted_at = None
-    try:
-        with contextlib.ExitStack() as stack:
-            batches = stack.enter_context(_data_map(exp, "train", "train", tcfg.num_steps))
-            make_batch = lambda step: parallel.global_batch(batches(step), exp.batch_sharding)  # noqa: E731
-            stack.enter_context(jax.set_mesh(exp.mesh))
-            stack.enter_context(nn.logical_axis_rules(exp.rules))
-            stop = stack.enter_context(PreemptionWatcher())
-            batches_ahead = stack.enter_context(
-                contextlib.closing(prefetch(make_batch, range(start, tcfg.num_steps)))
-            )
-            for step, batch in enumerate(batches_ahead, start=start + 1):  # step = updates done
-                state, metrics = train_step(state, batch, step_key)
-                history.append((step, metrics))
+    # The SIGTERM handler stays until the saves below have finished (a signal while the last
+    # checkpoint is written would otherwise kill the process and lose it).
+    with contextlib.ExitStack() as until_saved:
+        try:
+            with contextlib.ExitStack() as stack:
+                batches = stack.enter_context(_data_map(exp, "train", "train", tcfg.num_steps))
+                make_batch = lambda step: parallel.global_batch(batches(step), exp.batch_sharding)  # noqa: E731
+                stack.enter_context(jax.set_mesh(exp.mesh))
+                stack.enter_context(nn.logical_axis_rules(exp.rules))
+                stop = until_saved.enter_context(PreemptionWatcher())
+                batches_ahead = stack.enter_context(
+                    contextlib.closing(prefetch(make_batch, range(start, tcfg.num_steps)))
+                )
+                for step, batch in enumerate(batches_ahead, start=start + 1):  # step = updates done
+                    state, metrics = train_step(state, batch, step_key)
+                    history.append((step, metrics))
 
-                if stop(step):  # preemption notice: save this step and leave cleanly
-                    history = save(step, state, history)
-                    preempted_at = step
-                    break
+                    if stop(step):  # preemption notice: save this step and leave cleanly
+                        history = save(step, state, history)
+                        preempted_at = step
+                        break
 
-                is_last = step == tcfg.num_steps
-                if step % tcfg.log_every == 0 or is_last:
-                    fetched = _check_finite(history, manager)
-                    history = []
-                    means = {k: float(np.mean([m[k] for _, m in fetched])) for k in fetched[0][1]}
-                    rate = (step - tick_step) / (time.perf_counter() - tick)
-                    tick, tick_step = time.perf_counter(), step
-                    writer.write(step, "train", {**means, "steps_per_sec": rate})
-                    if is_main:
-                        print(progress_line(step, tcfg.num_steps, means, rate), flush=True)
-
-                if step % tcfg.eval_every == 0 or is_last:
-                    if not is_finite(state):  # name the step, not the evaluation's NaN logits
-                        raise _non_finite("parameters or optimiser state", step, "", manager)
-                    state = _precise_batch_stats(exp, state, make_batch, step)
-                    try:
-                        last_eval = evaluate(exp, eval_step, state.variables, "validation")
-                    except MetricInputError as e:  # e.g. float16 overflow on validation clips
-                        if is_main:  # the state is finite: log it, save, train on
-                            print(f"  validation @ {step}: not scored: {e}", flush=True)
-                    else:
-                        writer.write(step, "validation", scalars(last_eval))
+                    is_last = step == tcfg.num_steps
+                    if step % tcfg.log_every == 0 or is_last:
+                        fetched = _check_finite(history, manager)
+                        history = []
+                        means = {
+                            k: float(np.mean([m[k] for _, m in fetched])) for k in fetched[0][1]
+                        }
+                        rate = (step - tick_step) / (time.perf_counter() - tick)
+                        tick, tick_step = time.perf_counter(), step
+                        writer.write(step, "train", {**means, "steps_per_sec": rate})
                         if is_main:
-                            print(f"  validation @ {step}: {summary(last_eval)}", flush=True)
-                    if picture is not None:
-                        picture(state.variables, step)
+                            print(progress_line(step, tcfg.num_steps, means, rate), flush=True)
 
-                if step % tcfg.checkpoint_every == 0 or is_last:
-                    history = save(step, state, history)  # never a state gone non-finite
-    finally:  # an error mid-run still completes the saves already started
-        manager.wait_until_finished()
-        writer.flush()
+                    if step % tcfg.eval_every == 0 or is_last:
+                        if not is_finite(state):  # name the step, not the evaluation's NaN logits
+                            raise _non_finite("parameters or optimiser state", step, "", manager)
+                        state = _precise_batch_stats(exp, state, make_batch, step)
+                        try:
+                            last_eval = evaluate(exp, eval_step, state.variables, "validation")
+                        except MetricInputError as e:  # e.g. float16 overflow on validation clips
+                            if is_main:  # the state is finite: log it, save, train on
+                                print(f"  validation @ {step}: not scored: {e}", flush=True)
+                        else:
+                            writer.write(step, "validation", scalars(last_eval))
+                            if is_main:
+                                print(f"  validation @ {step}: {summary(last_eval)}", flush=True)
+                        if picture is not None:
+                            picture(state.variables, step)
+
+                    if step % tcfg.checkpoint_every == 0 or is_last:
+                        history = save(step, state, history)  # never a state gone non-finite
+        finally:  # an error mid-run still completes the saves already started
+            manager.wait_until_finished()
+            writer.flush()
     if preempted_at is not None:
         if is_main:
             print(
