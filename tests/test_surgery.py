@@ -165,6 +165,9 @@ def test_unadaptable_parameters_name_the_parameter_and_both_shapes():
         adapt_params(source, _params(small, (1, 8, 8, 8, 3)))
     with pytest.raises(ValueError, match="inflation must be one of"):
         adapt_params(source, target, inflation="tile")
+    conv = build_model({"name": "r2plus1d_18", "layers": (1, 1, 1, 1), "width": 8}, num_classes=3)
+    with pytest.raises(SurgeryError, match="none of the target's .* weight matrices below"):
+        adapt_params(_params(conv, (1, 4, 8, 8, 3)), source)  # another family: nothing copied
 
 
 def test_resize_linear_tiles_a_single_entry():

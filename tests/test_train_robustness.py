@@ -149,6 +149,20 @@ def test_init_from_that_does_not_fit_is_one_line_and_leaves_no_workdir(
     assert not os.path.exists(workdir)
 
 
+def test_init_from_a_quantized_model_names_the_float_model(data_dir, finished, tmp_path, capsys):
+    """Its int8 kernels match no float parameter name: the run would have kept every weight
+    matrix at its random initialisation and trained on as if pretrained."""
+    from vjax.deploy import quantize
+
+    int8 = str(tmp_path / "int8")
+    quantize.quantize_checkpoint(finished, int8, "int8_weights")
+    workdir = str(tmp_path / "new")
+    assert _train_command(data_dir, workdir, **{"train.init_from": int8}) == 2
+    line = _error_line(capsys)
+    assert f"train.init_from {int8!r} is a quantized model" in line and repr(finished) in line
+    assert not os.path.exists(workdir)
+
+
 def test_finished_run_says_so_and_keeps_its_config(data_dir, run_copy, capsys):
     before = _read(os.path.join(run_copy, "config.json"))
     assert train.train(tiny_config(data_dir, **{"train.num_steps": "2"}), run_copy) == {}

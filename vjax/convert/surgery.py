@@ -221,5 +221,15 @@ def adapt_params(
             )
             notes.append(note)
         out[name] = out[name].astype(leaf.dtype)
+    kernels = [  # the weight matrices below the classifier: what pretraining gives
+        name
+        for name in target
+        if name.rsplit("/", 1)[-1].endswith("kernel") and not name.startswith("classifier/")
+    ]
+    if kernels and not any(name in source for name in kernels):
+        raise SurgeryError(
+            f"the source has none of the target's {len(kernels)} weight matrices below its "
+            f"classifier (e.g. {kernels[0]}); is it a model of another family?"
+        )
     notes += [f"dropped {name} (not in target)" for name in source if name not in target]
     return traverse_util.unflatten_dict(out, sep="/"), notes
