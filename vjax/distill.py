@@ -34,31 +34,40 @@ from vjax.tasks import task_outputs
 
 
 def kl_divergence(
-    teacher_logits: jax.Array, student_logits: jax.Array, temperature: float, multi_label: bool
+    teacher_logits: jax.Array,
+    student_logits: jax.Array,
+    temperature: float,
+    multi_label: bool,
+    sum_classes: bool = False,
 ) -> jax.Array:
     """Per-example ``KL(teacher_T || student_T)`` ``(B,)`` of logits softened by ``temperature``:
-    over the classes' softmax, or (``multi_label``) the mean over classes of each class's
-    sigmoid (Bernoulli) KL."""
+    over the classes' softmax, or (``multi_label``) each class's sigmoid (Bernoulli) KL
+    averaged over the classes, or summed with ``sum_classes`` (as its task loss sums them:
+    ``multi_label_sum``; averaged, the teacher's term would weigh 1/K of the ``alpha`` asked)."""
     t = teacher_logits.astype(jnp.float32) / temperature
     s = student_logits.astype(jnp.float32) / temperature
     if multi_label:
         p = jax.nn.sigmoid(t)
         on = p * (jax.nn.log_sigmoid(t) - jax.nn.log_sigmoid(s))
         off = (1.0 - p) * (jax.nn.log_sigmoid(-t) - jax.nn.log_sigmoid(-s))
-        return (on + off).mean(axis=-1)
+        return (on + off).sum(axis=-1) if sum_classes else (on + off).mean(axis=-1)
     log_p = jax.nn.log_softmax(t, axis=-1)
     return (jnp.exp(log_p) * (log_p - jax.nn.log_softmax(s, axis=-1))).sum(axis=-1)
 
 
 def distillation_losses(
-    student_logits: Any, teacher_logits: Any, temperature: float, multi_label: bool = False
+    student_logits: Any,
+    teacher_logits: Any,
+    temperature: float,
+    multi_label: bool = False,
+    sum_classes: bool = False,
 ) -> tuple[jax.Array, dict[str, jax.Array]]:
     """``(loss, metrics)``: ``T^2`` times the batch-mean KL, summed over tasks (the task losses
     are summed the same way); several tasks add ``loss_distill_<task>``."""
     students, teachers = task_outputs(student_logits), task_outputs(teacher_logits)
     metrics = {
         f"loss_distill_{task}": temperature**2
-        * kl_divergence(teachers[task], out, temperature, multi_label).mean()
+        * kl_divergence(teachers[task], out, temperature, multi_label, sum_classes).mean()
         for task, out in students.items()
     }
     loss = sum(metrics.values())
@@ -229,7 +238,7 @@ def distilled(
         )
         targets = teacher.logits(frozen, batch)
         kd_loss, kd_metrics = distillation_losses(
-            logits, targets, temperature, objective.multi_label
+            logits, targets, temperature, objective.multi_label, objective.sum_classes
         )
         total = alpha * kd_loss + (1.0 - alpha) * task_loss
         teacher_top1 = objective.losses(targets, batch, **options)[1]["top1"]

@@ -291,6 +291,7 @@ class Objective:
     classifies: bool = False
     needs_labels: bool = False
     multi_label: bool = False  # several classes per video: a sigmoid per class, mAP
+    sum_classes: bool = False  # multi-label loss summed over the classes, not averaged
     losses: Callable[..., tuple[jax.Array, dict[str, jax.Array]]] | None = None
 
 
@@ -317,6 +318,7 @@ OBJECTIVES = {
         "multi_label_sum",
         functools.partial(multilabel_losses, sum_classes=True),
         multi_label=True,
+        sum_classes=True,
     ),
     "reconstruction": Objective("reconstruction", reconstruction, reconstruction_losses),
 }
