@@ -119,7 +119,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
             # dynamic loss scaling (GPUs without bfloat16)
             dtype="float32",
             # Parameters and optimiser state: "float32", or "bfloat16" (half the memory, for
-            # a larger batch; BatchNorm statistics stay float32).
+            # a larger batch; updates rounded stochastically; BatchNorm statistics stay f32).
             param_dtype="float32",
             # BatchNorm models: recompute statistics on this many train batches before each
             # evaluation (precise BN); 0 keeps the running averages.
