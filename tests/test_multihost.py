@@ -1,5 +1,5 @@
 """Real multi-process training: 2 processes x 2 CPU devices over jax.distributed on localhost
-end with the same parameters as 1 process with 4 devices."""
+prepare their dataset and end with the same parameters as 1 process with 4 devices."""
 
 import json
 import os
@@ -57,10 +57,13 @@ def test_two_processes_match_one_process(prepared, tmp_path):
     one, two = str(tmp_path / "one"), str(tmp_path / "two")
     train.train(tiny_config(prepared, **OVERRIDES, **ONE_HOST), one)
 
+    # The processes prepare the dataset themselves, into a new folder: process 0 first, the
+    # other then reads it (both at once wrote over each other and one failed).
+    fresh = str(tmp_path / "tfds")
     launcher = [sys.executable, os.path.join(REPO, "launch", "local.py")]
     result = subprocess.run(
         [*launcher, "--num_processes=2", "--devices_per_process=2", "--",
-         *_train_command(prepared, two, TWO_SLICES)],
+         *_train_command(fresh, two, TWO_SLICES)],
         cwd=REPO, capture_output=True, text=True, timeout=600,
     )  # fmt: skip
     assert result.returncode == 0, result.stdout[-4000:]

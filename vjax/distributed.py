@@ -21,13 +21,16 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from typing import TypeVar
 
 import jax
+import numpy as np
 
 from vjax.errors import UserError
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 
 def _on_cloud_tpu_vm() -> bool:
@@ -117,3 +120,29 @@ def initialize(
         jax.local_device_count(),
         jax.device_count(),
     )
+
+
+def process_zero_first(task: Callable[[], T], what: str) -> T:
+    """``task()`` on process 0, then, once it has succeeded, on every other process: for work
+    whose first run leaves something the others read (a dataset prepared into a shared
+    folder; run by all at once, they would write over each other). A failure on process 0 is
+    raised on every process, so none is left waiting in a collective.
+
+    >>> builder = process_zero_first(lambda: load_dataset(config.dataset), "preparing the data")
+    """
+    if jax.process_count() == 1:
+        return task()
+    from jax.experimental import multihost_utils
+
+    result, error = None, None
+    if jax.process_index() == 0:
+        try:
+            result = task()
+        except Exception as e:  # re-raised below, after every process has heard of it
+            error = e
+    failed = multihost_utils.broadcast_one_to_all(np.int32(error is not None))
+    if error is not None:
+        raise error
+    if failed:
+        raise UserError(f"{what} failed on process 0 (its output says why)")
+    return result if jax.process_index() == 0 else task()

@@ -30,6 +30,7 @@ from vjax.compile_options import compiler_options
 from vjax.config_utils import ConfigError, config_to_json
 from vjax.data.loaders import data_function, worker_data_function
 from vjax.data.pipeline import ProcessMap, num_eval_batches, prefetch
+from vjax.distributed import process_zero_first
 from vjax.errors import UserError
 from vjax.evaluate import scoring
 from vjax.evaluate.metrics import MetricInputError
@@ -106,7 +107,7 @@ def setup(
     config = widths_from(config, config.train.get("init_from"))
     mesh = check_config(config, devices)
 
-    builder = load_dataset(config.dataset)
+    builder = process_zero_first(lambda: load_dataset(config.dataset), "preparing the dataset")
     require_splits(builder, splits, why)
     clip_shape, class_names = clip_spec(builder, config.input)
     return build_experiment(
