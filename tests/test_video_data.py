@@ -307,14 +307,57 @@ def test_prepare_command_and_load_dataset(videos, tmp_path, capsys):
     assert main(["prepare", "video_folder", *flags, "--num_workers=1"]) == 0
     out = capsys.readouterr().out
     assert "train: kept 2 of 3 (found 3); skipped 1 (unreadable 1)" in out
-    builder = load_dataset(
-        {"name": "video_folder", "data_dir": str(tmp_path / "d"), "src": str(src), "fps": 5.0,
+    builder = load_dataset(  # fps=5 as a Python config writes it; the command parsed 5.0
+        {"name": "video_folder", "data_dir": str(tmp_path / "d"), "src": str(src), "fps": 5,
          "short_side": 16}
     )  # fmt: skip
+    assert len(os.listdir(tmp_path / "d" / "video_folder")) == 1  # the same dataset, reused
     shape, names = clip_spec(builder, {"num_frames": 4, "crop_size": 8})
     assert shape == (4, 8, 8, 3) and names == ["x", "y"]
     assert main(["prepare", "video_folder", "--src=/nonexistent", f"--data_dir={tmp_path}"]) == 2
     assert "does not exist" in capsys.readouterr().err
+
+
+def test_a_source_that_changed_since_it_was_prepared_is_not_reused_silently(
+    videos, tmp_path, capsys, caplog
+):
+    """The source gains a class, or a video missing then is there now: ``vjax prepare``
+    refuses (it reported the old dataset as prepared, the new videos never in it), and
+    training says so and uses the dataset as it was prepared."""
+    from conftest import REPO
+
+    from vjax import train
+    from vjax.cli import main
+    from vjax.config_utils import apply_overrides, load_config
+
+    _, good = videos
+    src = tmp_path / "src"
+    for name in ("x", "y"):
+        os.makedirs(src / name)
+        shutil.copy(good["mp4"], src / name / "1.mp4")
+    manifest = tmp_path / "list.csv"
+    manifest.write_text(f"path,label\n{src}/x/1.mp4,x\n{tmp_path}/later.mp4,y\n")
+    for listing, change, expected in (
+        (src, lambda: shutil.copytree(src / "y", src / "z"), "train: 3 videos listed, 2 then"),
+        (manifest, lambda: shutil.copy(good["mp4"], tmp_path / "later.mp4"),
+         "train: 1 videos missing then are there now"),
+    ):  # fmt: skip
+        flags = [f"--src={listing}", f"--data_dir={tmp_path / 'd'}", "--num_workers=1",
+                 "--fps=10", "--short_side=16"]  # configs/videos.py:tiny's  # fmt: skip
+        assert main(["prepare", "video_folder", *flags]) == 0
+        assert main(["prepare", "video_folder", *flags]) == 0  # the same source: reused
+        change()
+        capsys.readouterr()
+        assert main(["prepare", "video_folder", *flags]) == 2
+        err = capsys.readouterr().err
+        assert "was prepared before" in err and expected in err, err
+
+    config = load_config(f"{REPO}/configs/videos.py:{src},tiny")
+    apply_overrides(config, {"dataset.data_dir": str(tmp_path / "d")})
+    with caplog.at_level("WARNING"):
+        exp = train.setup(config)
+    assert "train: 3 videos listed, 2 then" in caplog.text and "used as prepared" in caplog.text
+    assert exp.class_names == ["x", "y"]
 
 
 def test_a_split_with_no_usable_video_fails_clearly_and_writes_nothing(tmp_path):

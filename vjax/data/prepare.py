@@ -61,6 +61,7 @@ def main(argv: Sequence[str]) -> int:
     """Entry point of ``vjax prepare``; returns the exit code."""
     from vjax.config_utils import ConfigError, _parse_value  # the parser `--config.x=` uses
     from vjax.data.datasets import dataset_class_names, load_dataset, preparer
+    from vjax.errors import UserError
 
     argv = list(argv)
     if not argv or argv[0].startswith("-"):
@@ -85,6 +86,11 @@ def main(argv: Sequence[str]) -> int:
     if all(key in signature for key in fields if key != "name"):  # else load_dataset names a typo
         check_required(name, signature, fields)
     builder = load_dataset(fields)  # a bad source or setting raises a UserError: one line
+    if changes := getattr(builder, "source_changes", str)():  # prepared before, from less
+        raise UserError(
+            f"{builder.data_dir} was prepared before {builder.builder_config.src} changed "
+            f"({changes}); delete that folder to prepare it again"
+        )
     print(f"{builder.name} prepared in {builder.data_dir}")
     for split, info in builder.info.splits.items():
         print(f"  {split}: {info.num_examples} examples")

@@ -89,6 +89,12 @@ class VideoFolderConfig(tfds.core.BuilderConfig):
         if not self.src:
             raise UserError("video_folder needs src= (a folder of class sub-folders or a manifest)")
         self.src = os.path.abspath(os.path.expanduser(self.src))
+        # One type per field before hashing: fps=5 and fps=5.0 (a Python config, the CLI)
+        # are the same dataset, not two folders each prepared in full.
+        self.fps = float(self.fps)
+        for name in ("short_side", "min_frames", "jpeg_quality", "fold", "split_seed",
+                     "audio_sample_rate"):  # fmt: skip
+            setattr(self, name, int(getattr(self, name)))
         if self.fps < 0 or self.short_side < 0 or self.min_frames < 1 or self.audio_sample_rate < 0:
             raise UserError(
                 f"need fps >= 0, short_side >= 0, min_frames >= 1 and audio_sample_rate >= 0, "
@@ -276,6 +282,7 @@ class VideoFolder(tfds.core.GeneratorBasedBuilder):
         reasons = _count_reasons(skipped)
         self._report[split] = {
             "listed": len(entries),
+            "listing_sha1": _fingerprint(entries),
             "found": len(entries) - reasons.get("missing", 0),
             "kept": len(entries) - len(skipped),
             "skipped": len(skipped),
@@ -294,6 +301,35 @@ class VideoFolder(tfds.core.GeneratorBasedBuilder):
             }
         return self._report[split]
 
+    def source_changes(self) -> str:
+        """What the source lists differently from when this dataset was prepared: other or
+        more videos, labels or splits, or videos missing then that are there now. "" when it
+        is the same, or when the source is gone (the prepared dataset stands on its own)."""
+        folder = epath.Path(self.data_dir)
+        if not os.path.exists(self.builder_config.src) or not (folder / REPORT_FILE).exists():
+            return ""
+        try:
+            now = by_split(self._listing()[0])
+        except (UserError, OSError):  # the annotations are gone: nothing to compare with
+            return ""
+        report, changes = read_report(self), []
+        for split in dict.fromkeys([*report, *now]):
+            then, entries = report.get(split, {}), now.get(split, [])
+            if then.get("listed") != len(entries):
+                was = then.get("listed", 0)
+                changes.append(f"{split}: {len(entries)} videos listed, {was} then")
+            elif then.get("listing_sha1", _fingerprint(entries)) != _fingerprint(entries):
+                changes.append(f"{split}: other videos, labels or segments listed")
+            else:
+                back = [
+                    s["path"]
+                    for s in then.get("skipped_files", [])
+                    if s["reason"] == "missing" and os.path.isfile(s["path"])
+                ]
+                if back:
+                    changes.append(f"{split}: {len(back)} videos missing then are there now")
+        return "; ".join(changes)
+
     def _download_and_prepare(self, dl_manager, download_config=None):
         config = download_config
         self._use_beam = bool(config and (config.beam_runner or config.beam_options))
@@ -311,6 +347,12 @@ class VideoFolder(tfds.core.GeneratorBasedBuilder):
                 sound_file.unlink()
         # Still inside TFDS's temporary folder: the report appears with the records, atomically.
         (folder / REPORT_FILE).write_text(json.dumps(self._report, indent=1))
+
+
+def _fingerprint(entries: Sequence[VideoEntry]) -> str:
+    """A hash of a split's listing: each video's path, label, segment, id and actions."""
+    rows = [[e.path, e.label, e.start, e.end, e.id, e.actions] for e in entries]
+    return hashlib.sha1(json.dumps(rows).encode()).hexdigest()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -649,7 +691,8 @@ def prepare_videos(
 
     Files go to ``data_dir/<builder name>/<config name>/1.0.0/`` (ArrayRecord). ``num_workers``
     decode processes (default: all cores). A second call with the same arguments reads what is
-    there. ``beam_runner`` (e.g. ``"DirectRunner"``, ``"DataflowRunner"``) and/or
+    there, even when the source has changed since (``builder.source_changes()`` says what
+    changed; ``vjax prepare`` then refuses and training warns). ``beam_runner`` (e.g. ``"DirectRunner"``, ``"DataflowRunner"``) and/or
     ``beam_options`` (pipeline flags, a list or one shell-quoted string) prepare on Apache Beam
     instead (``pip install 'vjax[beam]'``); the records and report are the same. A
     ``video_folder`` source that names no split is split per class in ``split_fractions``
