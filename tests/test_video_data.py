@@ -293,6 +293,57 @@ def test_a_build_that_dies_leaves_nothing_prepared(videos, tmp_path, monkeypatch
     assert not [n for n in leftovers if "incomplete" in n]
 
 
+def test_sigterm_stops_prepare_as_ctrl_c_does(videos, tmp_path, monkeypatch, capsys):
+    """``kill`` of ``vjax prepare`` mid-build unwinds (exit 143): TFDS's temporary folder is
+    removed and a process pool would be shut down; the signal's default action left both (the
+    workers blocked forever, the folder on disk). The test's own handler comes back after."""
+    import signal
+
+    from vjax.cli import main
+    from vjax.data import video_prepare
+    from vjax.data.video_builder import VideoFolderConfig
+
+    class Killed(Exception):  # this test's stand-in for SIGTERM's default action
+        pass
+
+    def kill(signum, frame):
+        raise Killed
+
+    _, good = videos
+    for i in range(3):
+        os.makedirs(tmp_path / "src" / f"c{i}")
+        shutil.copy(good["mp4"], tmp_path / "src" / f"c{i}" / "1.mp4")
+    real, calls = video_prepare.encode_entry, []
+
+    def signalled_on_second(entry, settings):
+        calls.append(entry.path)
+        if len(calls) == 2:
+            os.kill(os.getpid(), signal.SIGTERM)
+        return real(entry, settings)
+
+    monkeypatch.setattr(video_prepare, "encode_entry", signalled_on_second)
+    data = tmp_path / "d"
+    previous = signal.signal(signal.SIGTERM, kill)
+    try:
+        with pytest.raises(SystemExit) as stopped:
+            main(["prepare", "video_folder", f"--src={tmp_path / 'src'}", f"--data_dir={data}",
+                  "--num_workers=1"])  # fmt: skip
+        assert signal.getsignal(signal.SIGTERM) is kill
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    assert stopped.value.code == 143 and len(calls) == 2
+    left = [str(p) for p in data.rglob("*") if "incomplete" in p.name]
+    assert not left, left
+    # What a SIGKILL leaves (no cleanup can run) is named by the next preparation.
+    name = VideoFolderConfig(src=str(tmp_path / "src")).name
+    killed = data / "video_folder" / name / "incomplete.ABC_1.0.0"
+    os.makedirs(killed)
+    monkeypatch.setattr(video_prepare, "encode_entry", real)
+    assert main(["prepare", "video_folder", f"--src={tmp_path / 'src'}", f"--data_dir={data}",
+                 "--num_workers=1"]) == 0  # fmt: skip
+    assert f"note: {killed} was left by a preparation that was killed" in capsys.readouterr().out
+
+
 def test_prepare_command_and_load_dataset(videos, tmp_path, capsys):
     from vjax.cli import main
     from vjax.data.datasets import clip_spec, load_dataset

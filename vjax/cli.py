@@ -22,7 +22,7 @@ import importlib
 import sys
 from collections.abc import Sequence
 
-from vjax.errors import DEBUG_FLAG, UserError, run_guarded
+from vjax.errors import DEBUG_FLAG, UserError, run_guarded, sigterm_unwinds
 from vjax.huge_pages import reexec_with_huge_pages
 from vjax.main import MODES
 from vjax.suggest import closest_hint
@@ -58,7 +58,8 @@ def _dispatch(argv: list[str]) -> int:
         raise UserError(f"unknown verb {verb!r}{hint} (vjax --help lists them)")
     if verb in COMMANDS:
         module, function = COMMANDS[verb].split(":")
-        return getattr(importlib.import_module(module), function)(argv[1:])
+        with sigterm_unwinds():  # training has its own (it saves first)
+            return getattr(importlib.import_module(module), function)(argv[1:])
     from vjax.main import run
 
     return run(argv[1:], mode=verb)

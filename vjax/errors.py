@@ -17,11 +17,14 @@ flag, a value its ``type=`` refuses: :func:`positive_int`, :func:`non_negative_f
 from __future__ import annotations
 
 import argparse
+import contextlib
 import math
 import os
+import signal
 import sys
+import threading
 import traceback
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import NoReturn
 
 DEBUG_FLAG = "--debug"
@@ -99,3 +102,27 @@ def run_guarded(main: Callable[[list[str]], int], argv: Sequence[str], prog: str
             traceback.print_exc()
         print(f"{prog}: error: {one_line(e)}", file=sys.stderr, flush=True)
         return EXIT_USER_ERROR
+
+
+# A command ended by SIGTERM exits with this code, the shell's for a process killed by it.
+EXIT_SIGTERM = 128 + signal.SIGTERM
+
+
+@contextlib.contextmanager
+def sigterm_unwinds() -> Iterator[None]:
+    """While the block runs, SIGTERM (``kill``, ``docker stop``, Kubernetes) raises
+    ``SystemExit(143)`` in the main thread: the command stops as Ctrl-C stops it, through its
+    cleanup (a process pool's workers shut down, a half-written dataset's temporary folder
+    removed), instead of dying where it stands. The previous handler comes back after."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def stop(signum: int, frame: object) -> NoReturn:
+        raise SystemExit(EXIT_SIGTERM)
+
+    previous = signal.signal(signal.SIGTERM, stop)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)

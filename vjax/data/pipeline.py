@@ -192,17 +192,25 @@ def _start_worker(factory: Callable[[], Callable[[int], Any]]) -> None:
     the trainer could save its preemption checkpoint; the pool's shutdown stops it, and so
     does its parent's end, however that comes (a command without a handler dies of the
     signal the worker ignored)."""
-    import multiprocessing
     import signal
 
     global _WORKER_FUNCTION
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    exit_with_parent()
+    os.environ["JAX_PLATFORMS"] = "cpu"  # a loader never claims the accelerators
+    _WORKER_FUNCTION = factory()
+
+
+def exit_with_parent() -> None:
+    """Ends this worker process as soon as its parent has ended, however that comes (SIGKILL,
+    the out-of-memory killer): a pool's worker otherwise waits for work forever, orphaned. A
+    process pool's ``initializer``; nothing in a process that is not a multiprocessing child."""
+    import multiprocessing
+
     parent = multiprocessing.parent_process()
     if parent is not None:
         threading.Thread(target=_exit_with, args=(parent,), daemon=True).start()
-    os.environ["JAX_PLATFORMS"] = "cpu"  # a loader never claims the accelerators
-    _WORKER_FUNCTION = factory()
 
 
 def _exit_with(parent: Any) -> None:

@@ -103,4 +103,7 @@ def main(argv: Sequence[str]) -> int:
     if (epath.Path(builder.data_dir) / REPORT_FILE).exists():  # decoded videos (not rendered)
         print(format_report(read_report(builder)))
         print(f"the skipped files are listed in {builder.data_dir}/{REPORT_FILE}")
+    folder = epath.Path(builder.data_dir).parent
+    for left in sorted(p for p in folder.iterdir() if p.name.startswith("incomplete.")):
+        print(f"note: {left} was left by a preparation that was killed; delete it (can be large)")
     return 0

@@ -692,7 +692,8 @@ def prepare_videos(
     Files go to ``data_dir/<builder name>/<config name>/1.0.0/`` (ArrayRecord). ``num_workers``
     decode processes (default: all cores). A second call with the same arguments reads what is
     there, even when the source has changed since (``builder.source_changes()`` says what
-    changed; ``vjax prepare`` then refuses and training warns). ``beam_runner`` (e.g. ``"DirectRunner"``, ``"DataflowRunner"``) and/or
+    changed; ``vjax prepare`` then refuses and training warns). ``beam_runner`` (e.g.
+    ``"DirectRunner"``, ``"DataflowRunner"``) and/or
     ``beam_options`` (pipeline flags, a list or one shell-quoted string) prepare on Apache Beam
     instead (``pip install 'vjax[beam]'``); the records and report are the same. A
     ``video_folder`` source that names no split is split per class in ``split_fractions``

@@ -24,6 +24,7 @@ import numpy as np
 
 from vjax.data.audio import AudioDecodeError, decode_audio, to_int16
 from vjax.data.manifests import VideoEntry
+from vjax.data.pipeline import exit_with_parent
 from vjax.data.video_io import VideoDecodeError, encode_jpeg, iter_video
 
 
@@ -123,7 +124,7 @@ def encode_entries(
         # most ``4 * workers`` videos are in flight, so memory stays bounded on any dataset.
         context = multiprocessing.get_context("spawn")
         workers = min(workers, len(jobs))
-        with ProcessPoolExecutor(workers, mp_context=context) as pool:
+        with ProcessPoolExecutor(workers, mp_context=context, initializer=exit_with_parent) as pool:
             pending: collections.deque = collections.deque()
             for i, job in enumerate(jobs):
                 pending.append(pool.submit(_encode_star, job))
