@@ -280,3 +280,79 @@ def test_mixup_and_cutmix_soft_labels():
     np.testing.assert_allclose(out["label_probs"].sum(1), 1.0, atol=1e-6)
     plain = augment.mix_batch(video, label, 4, np.random.default_rng(0))
     np.testing.assert_array_equal(plain["label_probs"], np.eye(4)[label])
+
+
+def test_clip_at_survives_float_error_of_a_resampled_stride():
+    stride = 5 * 29.97 / 6  # 40 * stride = 998.9999999999999 in float64
+    assert sampling.clip_at(0, 2000, 41, stride)[40] == 999
+
+
+def test_random_clip_with_fractional_stride_reaches_every_fitting_start():
+    starts = {
+        int(sampling.random_clip(np.random.default_rng(i), 10, 4, 1.5)[0]) for i in range(300)
+    }
+    assert starts == set(range(6))  # s + 4.5 < 10
+
+
+def test_tsn_random_offsets_are_independent_per_segment():
+    offsets = np.stack(
+        [
+            sampling.tsn_segments(100, 4, np.random.default_rng(i)) - [0, 25, 50, 75]
+            for i in range(200)
+        ]
+    )
+    assert np.mean(offsets.std(axis=1) > 0) > 0.9  # not one shared offset
+    assert abs(np.corrcoef(offsets[:, 0], offsets[:, 1])[0, 1]) < 0.3
+
+
+def _flat_rows(b=4, h=16, w=16):
+    return np.stack([np.full((2, h, w, 3), 60 * i + 7, np.uint8) for i in range(b)])
+
+
+def test_cutmix_alone_mixes():
+    out = augment.mix_batch(
+        _flat_rows(), np.arange(4), 4, np.random.default_rng(3), cutmix_alpha=1.0
+    )
+    assert 0 < out["label_probs"][0, 0] < 1
+
+
+def test_switch_prob_one_is_always_cutmix_with_its_own_alpha():
+    lams = []
+    for seed in range(200):
+        out = augment.mix_batch(
+            _flat_rows(h=32, w=32),
+            np.arange(4),
+            4,
+            np.random.default_rng(seed),
+            mixup_alpha=0.05,
+            cutmix_alpha=1.0,
+            switch_prob=1.0,
+        )
+        # cutmix pastes pixels: every pixel is its own row's or the partner's, none blended
+        assert set(np.unique(out["video"][0])) <= {7, 187}
+        lams.append(out["label_probs"][0, 0])
+    # Beta(1, 1) boxes: few rows keep nearly everything (Beta(0.05, 0.05) would: ~40%)
+    assert np.mean(np.array(lams) > 0.97) < 0.15
+
+
+def test_mixup_rounds_blended_pixels():
+    video = _flat_rows()
+    out = augment.mix_batch(video, np.arange(4), 4, np.random.default_rng(0), mixup_alpha=1.0)
+    lam = float(out["label_probs"][0, 0])
+    want = np.floor(video[0].astype(np.float64) * lam + video[3] * (1 - lam) + 0.5)
+    np.testing.assert_array_equal(out["video"][0], want)
+
+
+def test_a_mixed_row_has_audio_when_either_partner_has():
+    audio = np.ones((4, 8, 5), np.float32)
+    has = np.array([True, False, True, False])
+    out = augment.mix_batch(
+        _flat_rows(),
+        np.arange(4),
+        4,
+        np.random.default_rng(0),
+        mixup_alpha=1.0,
+        audio=audio,
+        has_audio=has,
+    )
+    np.testing.assert_array_equal(out["has_audio"], [True, True, True, True])

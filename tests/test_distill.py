@@ -263,3 +263,31 @@ def test_bench_distill_table(tmp_path):
     assert "(the teacher scores the same mixed clips), seed 1." in text
     assert "Distilled vs alone: +10.0 points of top-1; 10.0 points below the teacher" in text
     assert "| student alone | 96,918 | 0.0067 | 400 | 0.700 | 60 |" in text
+
+
+def test_resample_clip_is_bilinear_like_torch():
+    torch = pytest.importorskip("torch")
+    from vjax.distill import resample_clip
+
+    video = np.random.default_rng(0).integers(0, 256, (1, 2, 4, 6, 3), np.uint8)
+    got = np.asarray(resample_clip(video, (2, 8, 9, 3)))
+    x = torch.from_numpy(video[0].astype(np.float32)).permute(0, 3, 1, 2)
+    want = torch.nn.functional.interpolate(x, size=(8, 9), mode="bilinear", align_corners=False)
+    np.testing.assert_allclose(got[0], want.permute(0, 2, 3, 1).numpy(), rtol=1e-5, atol=1e-3)
+
+
+def test_from_config_passes_temperature_and_alpha(monkeypatch):
+    import ml_collections
+
+    from vjax import distill, objectives
+
+    seen = {}
+    monkeypatch.setattr(distill, "load_teacher", lambda *a, **k: "teacher")
+    monkeypatch.setattr(
+        distill, "distilled", lambda obj, t, temperature, alpha: seen.update(T=temperature, a=alpha)
+    )
+    config = ml_collections.ConfigDict(
+        {"train": {"distill": {"teacher": "x", "temperature": 2.5, "alpha": 0.3}}, "input": {}}
+    )
+    distill.from_config(config, objectives.get("classification"), ["a"], (4, 16, 16, 3))
+    assert seen == {"T": 2.5, "a": 0.3}

@@ -287,3 +287,11 @@ def test_labels_outside_the_classes_are_refused():
     both = np.concatenate([scores, np.zeros((3, 2))], axis=1)
     with pytest.raises(MetricInputError, match="^task 'noun': label\\(s\\) 2 outside the 2"):
         task_metrics(both, np.array([[0, 0], [1, 2], [2, 1]]), names)
+
+
+def test_confidence_on_a_bin_edge_falls_in_the_lower_bin():
+    from vjax.evaluate.metrics import calibration
+
+    edges = np.linspace(0, 1, 16)
+    out = calibration(np.array([edges[5], edges[10]]), np.array([1.0, 0.0]))
+    assert out["calibration"]["count"][4] == 1 and out["calibration"]["count"][9] == 1

@@ -3,6 +3,7 @@ summed loss and its metrics, mixup of several label sets, and the joint (action)
 checked against an independent NumPy computation."""
 
 import itertools
+import types
 
 import flax.linen as nn
 import jax
@@ -172,3 +173,22 @@ def test_task_helpers_reject_labels_without_one_column_per_task():
         label_columns(np.zeros((4, 3), np.int32), TASKS)
     with pytest.raises(ValueError, match="the tasks"):
         split_classes(np.zeros((4, 7)), TASKS)
+
+
+def test_classification_logits_concatenate_in_task_order():
+    from vjax.objectives import classification_logits
+    from vjax.tasks import split_classes
+
+    verb, noun = jnp.arange(6.0).reshape(2, 3), 10 + jnp.arange(8.0).reshape(2, 4)
+    model = types.SimpleNamespace(apply=lambda v, x, train: {"verb": verb, "noun": noun})
+    out = np.asarray(classification_logits(model, None, None, None))
+    np.testing.assert_array_equal(out, np.concatenate([verb, noun], 1))
+    parts = split_classes(out, {"verb": 3, "noun": 4})
+    np.testing.assert_array_equal(parts["verb"], verb)
+
+
+def test_split_classes_refuses_too_many_classes():
+    from vjax.tasks import split_classes
+
+    with pytest.raises(ValueError, match="8 classes given"):
+        split_classes(np.zeros((1, 8)), {"verb": 3, "noun": 4})

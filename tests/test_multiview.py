@@ -137,3 +137,17 @@ def test_evaluate_views_on_a_source_with_config_views():
     valid = np.concatenate([parts[0][2], parts[1][2]])
     whole = classification_metrics(scores[valid], labels[valid])
     assert whole["num_videos"] == 3 and whole["top1"] == m["top1"]
+
+
+def test_video_scores_max_ensemble_is_elementwise_max_of_views():
+    from vjax.evaluate.scoring import video_scores
+
+    rng = np.random.default_rng(0)
+    views = [rng.normal(size=(n, 4)).astype(np.float32) for n in (3, 1, 2)]
+    examples = [
+        {"label": i, "views": [v[None, None, :, None] for v in vs]} for i, vs in enumerate(views)
+    ]
+    apply = lambda b: b[:, 0, 0, :, 0]  # noqa: E731
+    for chunk in (1, 2, 5):
+        scores, _ = video_scores(apply, examples, lambda e: iter(e["views"]), chunk, ensemble="max")
+        np.testing.assert_allclose(scores, np.stack([v.max(0) for v in views]))

@@ -100,3 +100,84 @@ def test_topk_correct():
     np.testing.assert_array_equal(topk_correct(logits, labels, 1), [0.0, 1.0])
     np.testing.assert_array_equal(topk_correct(logits, labels, 2), [1.0, 1.0])
     np.testing.assert_array_equal(topk_correct(logits, labels, 5), [1.0, 1.0])
+
+
+# A constant learning rate of 0.1, no clipping, momentum or layer decay: updates a NumPy
+# optimiser can follow step by step.
+CONSTANT_LR = dict(
+    lr=0.1,
+    end_lr=0.1,
+    warmup_steps=0,
+    b1=0.9,
+    b2=0.999,
+    momentum=0.0,
+    nesterov=False,
+    grad_clip_norm=0.0,
+    layer_decay=1.0,
+)
+
+
+def _numpy_adamw(p, grads, lr, b1, b2, wd, eps=1e-8, scale=1.0):
+    m = v = 0.0
+    for t, g in enumerate(grads, 1):
+        m = b1 * m + (1 - b1) * g
+        v = b2 * v + (1 - b2) * g * g
+        update = (m / (1 - b1**t)) / (np.sqrt(v / (1 - b2**t)) + eps) + wd * p
+        p = p - lr * scale * update
+    return p
+
+
+def test_adamw_three_steps_match_numpy_and_layer_decay_scales_the_whole_update():
+    from vjax.optim import make_optimizer
+
+    params = {
+        "encoder": {
+            "block00": {"kernel": jnp.full((2,), 1.0)},
+            "block01": {"kernel": jnp.full((2,), 1.0)},
+        },
+        "head": {"kernel": jnp.full((2,), 1.0)},
+    }
+    grads = [0.3, -1.0, 0.5]
+    for layer_decay in (1.0, 0.5):
+        tx = make_optimizer(
+            {**CONSTANT_LR, "name": "adamw", "weight_decay": 0.05, "layer_decay": layer_decay},
+            num_steps=100,
+        )
+        state, p = tx.init(params), params
+        for g in grads:
+            gradient = jax.tree.map(lambda x, g=g: jnp.full_like(x, g), p)
+            updates, state = tx.update(gradient, state, p)
+            p = optax.apply_updates(p, updates)
+        # block00 is layer 1 of 2: decay ** (2 + 1 - 1); the head is 1.
+        for path, scale in (
+            (("encoder", "block00"), layer_decay**2),
+            (("encoder", "block01"), layer_decay),
+            (("head",), 1.0),
+        ):
+            got = p
+            for k in path:
+                got = got[k]
+            want = _numpy_adamw(1.0, grads, 0.1, 0.9, 0.999, 0.05, scale=scale)
+            np.testing.assert_allclose(got["kernel"], want, rtol=1e-5, err_msg=str(path))
+
+
+def test_sgd_weight_decay_spares_biases_and_norms():
+    from vjax.optim import make_optimizer
+
+    params = {
+        "dense": {"kernel": jnp.ones((2, 2)), "bias": jnp.ones((2,))},
+        "norm": {"scale": jnp.ones((2,))},
+    }
+    tx = make_optimizer({**CONSTANT_LR, "name": "sgd", "weight_decay": 0.1}, num_steps=100)
+    zeros = jax.tree.map(jnp.zeros_like, params)
+    new = optax.apply_updates(params, tx.update(zeros, tx.init(params), params)[0])
+    np.testing.assert_allclose(new["dense"]["kernel"], 1 - 0.1 * 0.1)
+    np.testing.assert_array_equal(new["dense"]["bias"], 1.0)
+    np.testing.assert_array_equal(new["norm"]["scale"], 1.0)
+
+
+def test_timesformer_time_embedding_is_layer_zero():
+    from vjax.optim import layer_decay_scales
+
+    params = {"time_embedding": jnp.ones(2), "encoder": {"block00": {"k": jnp.ones(2)}}}
+    assert float(layer_decay_scales(params, 0.5)["time_embedding"]) == 0.25

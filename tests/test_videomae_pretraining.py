@@ -6,6 +6,7 @@ tests/test_resume.py.)"""
 
 import os
 import re
+import types
 
 import flax.linen as nn
 import jax
@@ -358,3 +359,61 @@ def test_recipes_build_their_models_and_tiny_variants_share_two_configs():
     assert count_params(classifier, (1, 16, 224, 224, 3)) == pytest.approx(87e6, rel=0.01)
     with pytest.raises(ValueError, match="unknown recipe 'pretrain_x'"):
         load_config(f"{CONFIG}:pretrain_x")
+
+
+def test_targets_of_a_nearly_flat_tubelet_match_videomae():
+    from vjax.models.masking import pixel_targets
+
+    rng = np.random.default_rng(0)
+    video = (0.5 + 1e-4 * rng.standard_normal((1, 2, 4, 4, 3))).astype(np.float32)
+    blocks = video.reshape(1, 32, 3).astype(np.float64)  # one tubelet (2, 4, 4)
+    want = (blocks - blocks.mean(1, keepdims=True)) / (blocks.std(1, ddof=1, keepdims=True) + 1e-6)
+    got = np.asarray(pixel_targets(video, (2, 4, 4))).reshape(1, 32, 3)
+    np.testing.assert_allclose(got, want, rtol=2e-2, atol=2e-2)
+
+
+# ---- objectives: a fresh training mask every step (obj14)
+def test_training_masks_follow_the_step_key(monkeypatch):
+    from vjax import objectives
+
+    seen = []
+
+    def capture(model, variables, video, pixels, mask, **kw):
+        seen.append(np.asarray(mask))
+        return jnp.zeros(video.shape[0]), None, {}
+
+    monkeypatch.setattr(objectives, "masked_pixel_losses", capture)
+    model = types.SimpleNamespace(tubelet=(2, 4, 4), mask_ratio=0.75, masking="tube")
+    batch = {"video": np.zeros((2, 4, 16, 16, 3), np.uint8)}
+    for key in (1, 2):
+        objectives.reconstruction(
+            model, None, batch, jnp.zeros((2, 4, 16, 16, 3)), jax.random.key(key)
+        )
+    assert not np.array_equal(seen[0], seen[1])
+
+
+def test_reconstruct_unnormalises_predictions_per_tubelet(monkeypatch):
+    from vjax import objectives
+
+    rng = np.random.default_rng(0)
+    video = rng.integers(0, 256, (1, 2, 8, 8, 3), np.uint8)  # tubelet (2, 4, 4): 4 tokens
+    mask = np.array([[True, False, True, False]])
+    predicted = 0.1 * rng.standard_normal((1, 2, 96)).astype(np.float32)
+    monkeypatch.setattr(objectives, "_mask", lambda model, v, key: jnp.asarray(mask))
+    monkeypatch.setattr(
+        objectives, "masked_pixel_losses", lambda *a, **k: (None, jnp.asarray(predicted), None)
+    )
+    model = types.SimpleNamespace(tubelet=(2, 4, 4), norm_pix_loss=True, num_masked=lambda s: 2)
+    _, _, rebuilt = objectives.reconstruct(model, None, {"video": video}, jnp.zeros(video.shape))
+    pixels = video / 255.0
+
+    def tokens(x):  # (1, 2, 8, 8, 3) -> (1, 4 tokens (h, w), 32 pixels (pt, ph, pw), 3)
+        x = np.asarray(x).reshape(1, 1, 2, 2, 4, 2, 4, 3).transpose(0, 1, 3, 5, 2, 4, 6, 7)
+        return x.reshape(1, 4, 32, 3)
+
+    blocks = tokens(pixels)
+    mean, std = blocks.mean(2, keepdims=True), blocks.std(2, ddof=1, keepdims=True) + 1e-6
+    want = np.clip(predicted.reshape(1, 2, 32, 3) * std[:, [0, 2]] + mean[:, [0, 2]], 0, 1)
+    got = tokens(rebuilt)
+    np.testing.assert_allclose(got[:, [0, 2]], want, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(got[:, [1, 3]], blocks[:, [1, 3]], rtol=1e-6)
