@@ -8,10 +8,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from conftest import tiny_config
+from conftest import REPO, tiny_config
 
 from vjax import objectives, train
-from vjax.config_utils import ConfigError
+from vjax.config_utils import ConfigError, load_config
 from vjax.convert import pretrained_config, save_converted
 from vjax.data.motion import MOTIONS
 from vjax.distill import Teacher, distilled, resample_clip
@@ -142,14 +142,35 @@ def test_resample_clip():
     assert larger.shape == (1, 2, 6, 6, 3) and np.allclose(larger, 77.0)
 
 
-def _save_teacher(root, name: str, class_names, model_config=TEACHER_MODEL) -> str:
-    """A random-weight ViViT teacher on 8 frames of 24x24 saved as a `vjax convert` folder."""
+def _save_teacher(root, name: str, class_names, model_config=TEACHER_MODEL, **inputs) -> str:
+    """A random-weight ViViT teacher on 8 frames of 24x24 saved as a `vjax convert` folder
+    (``inputs``: its config's input fields, as training would record them)."""
     model = build_model(model_config, len(class_names))
     variables = model.init(jax.random.key(3), np.zeros((1, *TEACHER_CLIP)), train=False)
     noise = np.random.default_rng(0)  # a zero-initialised head would teach only uniform odds
     variables = jax.tree.map(lambda p: p + 0.3 * noise.standard_normal(p.shape), variables)
     config = pretrained_config(model_config, TEACHER_CLIP, class_names, mean=MEAN, std=STD)
+    config.input.update(inputs)
     return save_converted(str(root / name), config, jax.device_get(variables))
+
+
+def test_a_teacher_trained_on_clips_of_another_span_is_warned_about(tmp_path, caplog):
+    """Its frames are resampled by count: 8 frames of 1.28 s given 0.32 s of the student's
+    show it motion 4x as fast as in training (nothing said so)."""
+    from vjax.distill import clip_seconds, load_teacher
+
+    names = list(MOTIONS[:4])
+    teacher = _save_teacher(tmp_path, "t", names, num_frames=8, frame_stride=4, fps=25.0)
+    with caplog.at_level("WARNING"):
+        load_teacher(teacher, names, TEACHER_CLIP, seconds=0.32)
+    assert "trained on clips of 1.28 s, the student's span 0.32 s" in caplog.text
+    assert "motion 4x as fast" in caplog.text
+    caplog.clear()
+    with caplog.at_level("WARNING"):
+        load_teacher(teacher, names, TEACHER_CLIP, seconds=1.28)
+    assert not caplog.text
+    config = load_config(f"{REPO}/configs/videos.py:/videos,tiny")  # stored at 10 fps
+    assert clip_seconds(config) == pytest.approx(4 * 2 / 10)  # 4 frames, every 2nd
 
 
 @pytest.fixture(scope="module")

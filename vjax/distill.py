@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -31,6 +32,8 @@ from vjax.objectives import Objective, scored_logits
 from vjax.objectives import get as objective_named
 from vjax.step import batched, model_input
 from vjax.tasks import task_outputs
+
+log = logging.getLogger(__name__)
 
 
 def kl_divergence(
@@ -137,17 +140,31 @@ def _plain(value: Any) -> Any:
     return json.loads(json.dumps(value))
 
 
+def clip_seconds(config: Any) -> float | None:
+    """Seconds a training clip of ``config`` spans: ``num_frames x frame_stride`` frames at
+    ``input.fps``, or at the dataset's stored rate (``dataset.fps``); None when the rate is
+    each video's own (or the config says neither, as a converted model's)."""
+    inputs, dataset = config.get("input"), config.get("dataset")
+    rate = (inputs.get("fps") if inputs else 0) or (dataset.get("fps") if dataset else 0)
+    if not rate or not inputs or "num_frames" not in inputs:
+        return None
+    return inputs.num_frames * inputs.get("frame_stride", 1) / rate
+
+
 def load_teacher(
     path: str,
     class_names: Any,
     clip_shape: Sequence[int],
     multi_label: bool = False,
     audio_shape: Sequence[int] | None = None,
+    seconds: float | None = None,
 ) -> Teacher:
     """The teacher at ``path``, after the start-up checks: it exists, its classes (names and
     order, per task) are the student's, it is single- or multi-label as the data is, its clip
     has the student's channels and, where it hears sound, its spectrograms are the shape the
-    student's data yields (``audio_shape``: ``(input.audio.frames, mel_bins)``, None without)."""
+    student's data yields (``audio_shape``: ``(input.audio.frames, mel_bins)``, None without).
+    A teacher trained on clips of another span than the student's ``seconds`` (its frames are
+    resampled by count, not time, so it sees motion at another speed) is warned about."""
     from vjax.errors import NotFoundError
     from vjax.loaded import load
 
@@ -196,6 +213,15 @@ def load_teacher(
             f"bins), but the student's data yields {given}: set config.input.audio like the "
             f"teacher's (frames={heard[0]}, mel_bins={heard[1]}) or distil from a video teacher"
         )
+    taught = clip_seconds(loaded.config)
+    if seconds and taught and not 0.9 <= taught / seconds <= 1.1:
+        log.warning(
+            "train.distill.teacher %r was trained on clips of %.2f s, the student's span "
+            "%.2f s: resampled to its %d frames, the teacher sees motion %.2gx as fast as in "
+            "training; sample the student's clips as the teacher's (input.num_frames, "
+            "frame_stride, fps) unless this is meant",
+            path, taught, seconds, clip[0], taught / seconds,
+        )  # fmt: skip
     input_config = loaded.config.input
     return Teacher(
         path, loaded.module, loaded.variables, tuple(input_config.mean),
@@ -259,7 +285,12 @@ def from_config(
     audio = config.input.get("audio")
     audio_shape = (int(audio.frames), int(audio.mel_bins)) if audio else None
     teacher = load_teacher(
-        settings["teacher"], class_names, clip_shape, objective.multi_label, audio_shape
+        settings["teacher"],
+        class_names,
+        clip_shape,
+        objective.multi_label,
+        audio_shape,
+        clip_seconds(config),
     )
     temperature, alpha = settings.get("temperature", 4.0), settings.get("alpha", 0.5)
     return distilled(objective, teacher, temperature, alpha), teacher
