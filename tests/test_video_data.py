@@ -344,6 +344,25 @@ def test_sigterm_stops_prepare_as_ctrl_c_does(videos, tmp_path, monkeypatch, cap
     assert f"note: {killed} was left by a preparation that was killed" in capsys.readouterr().out
 
 
+def test_a_decode_worker_that_dies_is_an_error_naming_the_videos_in_flight():
+    """The out-of-memory killer ending a worker gave a raw BrokenProcessPool traceback that
+    named no file."""
+    import collections
+    from concurrent.futures import Future
+    from concurrent.futures.process import BrokenProcessPool
+
+    from vjax.data.manifests import VideoEntry
+    from vjax.data.video_prepare import _next_result
+    from vjax.errors import UserError
+
+    died, running = Future(), Future()
+    died.set_exception(BrokenProcessPool("A process in the process pool was terminated"))
+    entries = [VideoEntry(f"{i}.mp4", "x") for i in range(3)]
+    pending = collections.deque([(1, died), (2, running)])
+    with pytest.raises(UserError, match=r"decoding process died .* one of: 1.mp4, 2.mp4; try"):
+        _next_result(pending, entries)
+
+
 def test_prepare_command_and_load_dataset(videos, tmp_path, capsys):
     from vjax.cli import main
     from vjax.data.datasets import clip_spec, load_dataset

@@ -19,6 +19,8 @@ import multiprocessing
 import os
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
+from typing import Any
 
 import numpy as np
 
@@ -26,6 +28,7 @@ from vjax.data.audio import AudioDecodeError, decode_audio, to_int16
 from vjax.data.manifests import VideoEntry
 from vjax.data.pipeline import exit_with_parent
 from vjax.data.video_io import VideoDecodeError, encode_jpeg, iter_video
+from vjax.errors import UserError
 
 
 @dataclasses.dataclass(frozen=True)
@@ -100,6 +103,23 @@ def _encode_star(args: tuple[VideoEntry, VideoSettings]) -> Encoded | Skipped:
     return encode_entry(*args)
 
 
+def _next_result(pending: collections.deque, entries: Sequence[VideoEntry]) -> tuple[int, Any]:
+    """The oldest pending ``(position, result)``; a worker that died (the out-of-memory killer,
+    a crash in a decoder) is an error naming the videos it may have been decoding."""
+    i, future = pending[0]
+    try:
+        result = future.result()
+    except BrokenProcessPool:
+        paths = [entries[j].path for j, _ in pending]
+        shown = ", ".join(paths[:5]) + (f" and {len(paths) - 5} more" if len(paths) > 5 else "")
+        raise UserError(
+            f"a decoding process died (out of memory, or a crash in a decoder) on one of: "
+            f"{shown}; try fewer --num_workers, or leave those files out"
+        ) from None
+    pending.popleft()
+    return i, result
+
+
 def encode_entries(
     entries: Sequence[VideoEntry],
     settings: VideoSettings,
@@ -125,15 +145,14 @@ def encode_entries(
         context = multiprocessing.get_context("spawn")
         workers = min(workers, len(jobs))
         with ProcessPoolExecutor(workers, mp_context=context, initializer=exit_with_parent) as pool:
-            pending: collections.deque = collections.deque()
+            pending: collections.deque = collections.deque()  # (position, future), in order
             for i, job in enumerate(jobs):
-                pending.append(pool.submit(_encode_star, job))
+                pending.append((i, pool.submit(_encode_star, job)))
                 if len(pending) >= 4 * workers:
-                    yield i - len(pending) + 1, pending.popleft().result()
+                    yield _next_result(pending, entries)
                     bar.update()
-            first = len(jobs) - len(pending)
-            for offset, future in enumerate(pending):
-                yield first + offset, future.result()
+            while pending:
+                yield _next_result(pending, entries)
                 bar.update()
     finally:
         bar.close()
