@@ -154,11 +154,16 @@ def test_each_task_of_a_multitask_result_matches_sklearn(single):
     m = task_metrics(
         both, np.stack([labels, nouns], axis=1), {"verb": list("abcdefg"), "noun": list("xyz")}
     )
-    noun_pred = both[:, 7:].argmax(axis=1)
-    assert m["tasks"]["noun"]["macro"]["f1"] == pytest.approx(
-        sk.f1_score(nouns, noun_pred, average="macro")
-    )
-    assert m["tasks"]["verb"]["macro"] == classification_metrics(scores, labels)["macro"]
+    for task, truth, part in (("verb", labels, both[:, :7]), ("noun", nouns, both[:, 7:])):
+        predicted = part.argmax(axis=1)
+        precision, recall, f1, _ = sk.precision_recall_fscore_support(
+            truth, predicted, average="macro", zero_division=0
+        )
+        got = m["tasks"][task]
+        assert got["macro"]["f1"] == pytest.approx(f1), task
+        assert got["macro"]["precision"] == pytest.approx(precision), task
+        assert got["macro"]["recall"] == pytest.approx(recall), task
+        assert got["top1"] == pytest.approx(sk.accuracy_score(truth, predicted)), task
 
 
 def test_multilabel_train_loss_matches_sklearn():

@@ -105,9 +105,14 @@ def test_soft_targets_are_split_per_task_and_smoothing_applies_to_each():
 
 def test_one_task_keeps_the_single_label_metrics():
     logits = jnp.asarray(np.random.default_rng(2).normal(size=(4, 3)), jnp.float32)
-    loss, metrics = task_losses(logits, {"label": jnp.asarray([0, 1, 2, 0])})
+    labels = np.asarray([0, 1, 2, 0])
+    loss, metrics = task_losses(logits, {"label": jnp.asarray(labels)})
     assert set(metrics) == {"loss", "top1"}
-    np.testing.assert_allclose(loss, metrics["loss"])
+    x = np.asarray(logits, np.float64)  # the cross-entropy and accuracy, by hand
+    log_p = x - np.log(np.exp(x).sum(axis=1, keepdims=True))
+    np.testing.assert_allclose(loss, -log_p[np.arange(4), labels].mean(), rtol=1e-5)
+    np.testing.assert_allclose(metrics["loss"], loss)
+    assert float(metrics["top1"]) == (x.argmax(axis=1) == labels).mean()
 
 
 def test_mixup_mixes_every_task_with_the_same_weight():
