@@ -25,7 +25,6 @@ from collections.abc import Callable, Mapping
 from typing import TypeVar
 
 import jax
-import numpy as np
 
 from vjax.errors import UserError
 
@@ -125,24 +124,32 @@ def initialize(
 def process_zero_first(task: Callable[[], T], what: str) -> T:
     """``task()`` on process 0, then, once it has succeeded, on every other process: for work
     whose first run leaves something the others read (a dataset prepared into a shared
-    folder; run by all at once, they would write over each other). A failure on process 0 is
-    raised on every process, so none is left waiting in a collective.
+    folder; run by all at once, they would write over each other). The others wait on the
+    coordination service's key-value store, not in a collective (whose 30 s deadline a
+    dataset's preparation outlasts); a failure on process 0 is raised on every process.
 
     >>> builder = process_zero_first(lambda: load_dataset(config.dataset), "preparing the data")
     """
     if jax.process_count() == 1:
         return task()
-    from jax.experimental import multihost_utils
+    from jax._src.distributed import global_state  # the store Orbax's barriers use too
 
-    result, error = None, None
+    global _FIRST_CALLS
+    _FIRST_CALLS += 1  # every process makes these calls in the same order
+    key = f"vjax/process_zero_first/{_FIRST_CALLS}"
     if jax.process_index() == 0:
         try:
             result = task()
-        except Exception as e:  # re-raised below, after every process has heard of it
-            error = e
-    failed = multihost_utils.broadcast_one_to_all(np.int32(error is not None))
-    if error is not None:
-        raise error
-    if failed:
+        except BaseException:
+            global_state.client.key_value_set(key, "failed")
+            raise
+        global_state.client.key_value_set(key, "ok")
+        return result
+    outcome = global_state.client.blocking_key_value_get(key, _FIRST_WAIT_MS)
+    if outcome != "ok":
         raise UserError(f"{what} failed on process 0 (its output says why)")
-    return result if jax.process_index() == 0 else task()
+    return task()
+
+
+_FIRST_CALLS = 0
+_FIRST_WAIT_MS = 7 * 24 * 3600 * 1000  # a week: preparing a large dataset takes hours
