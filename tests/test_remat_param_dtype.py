@@ -105,15 +105,19 @@ def test_bf16_params_keep_small_updates_on_average():
 
 def test_stochastic_rounding_picks_a_neighbour_in_proportion_to_its_distance():
     x = np.asarray([0.0137, -0.0137, 1.0 + 2**-10, -3.3e-5, 0.25, 1e30], np.float32)
-    keys = jax.random.split(jax.random.key(0), 4000)
-    rounded = np.float32(jax.vmap(lambda key: round_stochastically(jnp.asarray(x), key))(keys))
+    seeds = jax.random.bits(jax.random.key(0), (4000,), jnp.uint32)  # one per step
+    rounded = np.float32(jax.vmap(lambda seed: round_stochastically(jnp.asarray(x), seed))(seeds))
     down = (x.view(np.uint32) & np.uint32(0xFFFF0000)).view(np.float32)  # toward zero
     up = ((x.view(np.uint32) & np.uint32(0xFFFF0000)) + np.uint32(0x10000)).view(np.float32)
     assert np.all((rounded == down) | (rounded == up))
     share_up = (np.abs(x) - np.abs(down)) / (np.abs(up) - np.abs(down))
-    sigma = np.sqrt(share_up * (1 - share_up) / len(keys))
+    sigma = np.sqrt(share_up * (1 - share_up) / len(seeds))
     np.testing.assert_array_less(np.abs((rounded == up).mean(0) - share_up), 4 * sigma + 1e-9)
     assert (rounded == up).mean(0)[-2] == 0.0  # 0.25 is a bf16 value: never moved
+    # Inf and NaN stay what they are (the carry turned NaN 0x7FFFFFFF, the GPU's, into -0.0).
+    special = np.asarray([0x7FFFFFFF, 0xFFFFFFFF, 0x7F800001, 0x7F800000, 0xFF800000], np.uint32)
+    out = np.float32(round_stochastically(jnp.asarray(special.view(np.float32)), seeds[0]))
+    assert np.isnan(out[:3]).all() and list(out[3:]) == [np.inf, -np.inf]
 
 
 def test_bad_values_are_config_errors_naming_the_valid_ones(data_dir):

@@ -103,14 +103,22 @@ def make_init_state(
     return init
 
 
-def round_stochastically(x: jax.Array, key: jax.Array) -> jax.Array:
+def round_stochastically(x: jax.Array, seed: jax.Array) -> jax.Array:
     """float32 ``x`` to bfloat16, rounded up or down at random in proportion to the distance
     (unbiased: ``E[result] = x``): uniform noise added below bf16's last mantissa bit, then
-    truncated. Sign-magnitude bits make it symmetric for negative values."""
-    bits = jax.lax.bitcast_convert_type(x.astype(jnp.float32), jnp.uint32)
-    noise = jax.random.bits(key, x.shape, jnp.uint32) >> 16
+    truncated (sign-magnitude bits make it symmetric for negative values). The noise is a
+    counter hash of each element's position and ``seed`` (uint32; murmur3's finalizer): a few
+    integer ops fused into the update, where threefry's bits cost more than the step's own
+    work. Inf and NaN are kept as they are (a carry would turn some NaNs into 0)."""
+    x = x.astype(jnp.float32)
+    h = jax.lax.iota(jnp.uint32, x.size).reshape(x.shape) * jnp.uint32(0x9E3779B1) + seed
+    for shift, multiplier in ((16, 0x85EBCA6B), (13, 0xC2B2AE35)):
+        h = (h ^ (h >> shift)) * jnp.uint32(multiplier)
+    noise = (h ^ (h >> 16)) >> 16
+    bits = jax.lax.bitcast_convert_type(x, jnp.uint32)
     kept = (bits + noise) & jnp.uint32(0xFFFF0000)
-    return jax.lax.bitcast_convert_type(kept, jnp.float32).astype(jnp.bfloat16)
+    rounded = jax.lax.bitcast_convert_type(kept, jnp.float32)
+    return jnp.where(jnp.isfinite(x), rounded, x).astype(jnp.bfloat16)
 
 
 def apply_updates(params: Any, updates: Any, key: jax.Array) -> Any:
@@ -120,13 +128,14 @@ def apply_updates(params: Any, updates: Any, key: jax.Array) -> Any:
     in a cosine: ~6e-5 for a weight of 0.02) is lost at every step, and the run stops
     following the float32 one (Zamirai et al. 2020, "Revisiting BFloat16 Training")."""
     leaves, treedef = jax.tree.flatten(params)
+    seeds = jax.random.bits(key, (len(leaves),), jnp.uint32)  # one per parameter, this step
     added = []
     for i, (p, u) in enumerate(zip(leaves, treedef.flatten_up_to(updates), strict=True)):
         if u is None:
             added.append(p)
         elif p.dtype == jnp.bfloat16:
             total = p.astype(jnp.float32) + u.astype(jnp.float32)
-            added.append(round_stochastically(total, jax.random.fold_in(key, i)))
+            added.append(round_stochastically(total, seeds[i]))
         else:
             added.append((p + u).astype(p.dtype))
     return jax.tree.unflatten(treedef, added)
