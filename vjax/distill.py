@@ -220,7 +220,7 @@ def load_teacher(
             "%.2f s: resampled to its %d frames, the teacher sees motion %.2gx as fast as in "
             "training; sample the student's clips as the teacher's (input.num_frames, "
             "frame_stride, fps) unless this is meant",
-            path, taught, seconds, clip[0], taught / seconds,
+            path, taught, seconds, clip[0], seconds / taught,
         )  # fmt: skip
     input_config = loaded.config.input
     return Teacher(
