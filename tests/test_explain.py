@@ -206,6 +206,18 @@ def test_rollout_through_per_frame_encoders(build):
     np.testing.assert_allclose(explain.spacetime_rollout(model, variables, video), expected)
 
 
+def test_rollout_of_a_video_only_mbt():
+    """MBT names its blocks ``video_block00`` (no encoder folder): rolled out as one stage."""
+    model, variables, video = _transformer(
+        "mbt", size="Ti/8x2", modalities=("video",), fusion_layer=1
+    )
+    maps = explain.attention_maps(model, variables, video)
+    rolled = explain.rollout([maps[f"video_block0{i}/attention"][0] for i in (0, 1)])
+    row = rolled[:, 0, 1:]  # the class token's draw on the 2 x 2 x 2 tubelets
+    expected = (row / row.sum(-1, keepdims=True)).reshape(2, 2, 2, 2)
+    np.testing.assert_allclose(explain.spacetime_rollout(model, variables, video), expected, 1e-6)
+
+
 def test_a_model_whose_attention_misses_the_clip_is_refused():
     model, variables, video = _model("spacetime")
     model = build_model(dict(name="single_frame", size="Ti/8x2", hidden_size=16, num_layers=2,

@@ -15,6 +15,7 @@ the class token's row (cls pooling) or the mean of all rows (average pooling).
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from typing import Any
 
@@ -77,12 +78,14 @@ def _stages(maps: dict[str, tuple[Any, ...]], model: Any) -> dict[str, list[Laye
     time_first = getattr(model, "attention_order", "time_space") == "time_space"
     stages: dict[str, list[tuple[tuple[int, int], Layer]]] = {}
     for path, groups in maps.items():
-        stage, block, layer = path.rsplit("/", 2)
+        *outer, block, layer = path.split("/")  # "encoder/block00/attention"; MBT: no outer
+        prefix, number = re.fullmatch(r"(.*?)block(\d+)", block).groups()
+        stage = "/".join(outer) + prefix  # "encoder", "temporal_encoder", MBT's "video_"
         if layer == "attention_time":
             kind = "time"
         else:
             kind = "split" if len(groups) == 2 else "space" if groups[0].ndim == 5 else "joint"
-        order = (int(block.removeprefix("block")), (kind == "time") != time_first)
+        order = (int(number), (kind == "time") != time_first)
         stages.setdefault(stage, []).append((order, (kind, groups)))
     return {stage: [layer for _, layer in sorted(layers)] for stage, layers in stages.items()}
 
@@ -160,10 +163,10 @@ def spacetime_rollout(model: Any, variables: Any, video: Any) -> np.ndarray:
     batch = np.shape(video)[0]
     t, h, w = _grid(model, video)
     stages = _stages(attention_maps(model, variables, video), model)
-    if "encoder" not in stages:
-        raise ValueError("this model has no encoder attention layers to roll out")
+    spatial = stages.get("encoder") or (next(iter(stages.values())) if len(stages) == 1 else [])
+    if not spatial:
+        raise ValueError(f"cannot roll out this model: its attention layers are {list(stages)}")
     first = getattr(model, "pooling", None) == "first"
-    spatial = stages["encoder"]
     if t > 1 and len(spatial[0][1][0]) == batch * t:  # frames folded into the batch
         frames = _stage_row(spatial, (1, h * w), first)[:, -h * w :]
         over_time = np.full((batch, t), 1.0 / t)  # the mean over frames, without an encoder
