@@ -418,6 +418,12 @@ def test_mbt_checkpoint_restores_and_loads(one_device, tmp_path):
     with pytest.raises(ConfigError, match="no spectrograms"):
         load_teacher(workdir, CLASSES, CLIP)
 
+    # train.init_from of an MBT onto an MBT takes every parameter by name (it was read as an
+    # image ViT for each modality: nothing matched, and the run started from scratch).
+    fresh = train.create_state(exp, seed=7)
+    started = jax.device_get(train.init_from_pretrained(exp, fresh, workdir).params)
+    jax.tree.map(np.testing.assert_array_equal, started, jax.device_get(state1.params))
+
 
 def test_model_input_normalises_video_and_passes_audio():
     model = _mbt()

@@ -429,7 +429,8 @@ def init_from_pretrained(
     initial = multihost_utils.process_allgather(state.params, tiled=True)  # whole, on the host
     inflation = exp.config.train.get("init_inflation", "central")
     try:
-        if hasattr(exp.model, "vit_view"):  # MBT: the source onto each modality's encoder
+        if hasattr(exp.model, "vit_view") and not hasattr(source_model, "vit_view"):
+            # an image model onto each of MBT's modality encoders (MBT onto MBT: by name)
             params, notes = _adapt_per_modality(
                 exp, variables["params"], initial, inflation, source_model, source_shape
             )
