@@ -70,6 +70,11 @@ def test_kinetics(clips, tmp_path):
     lengths = [len(train[i]["frames"]) for i in range(3)]
     assert lengths == [10, 10, 5]  # the whole video was cut to its 1 s segment (5 fps)
     assert [int(train[i]["label"]) for i in range(3)] == [0, 0, 1]
+    assert builder.source_changes() == ""
+    # The missing video downloaded since: the prepared dataset lacks it, and says so.
+    _put(clips["mp4"], root / "train" / "zumba" / "ddddddddddd_000005_000015.mp4")
+    again = type(builder)(config=builder.builder_config, data_dir=str(tmp_path / "tfds"))
+    assert again.source_changes() == "train: 1 videos missing then are there now"
 
 
 @pytest.mark.skipif("libvpx-vp9" not in __import__("av").codecs_available, reason="no VP9")

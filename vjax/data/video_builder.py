@@ -315,19 +315,15 @@ class VideoFolder(tfds.core.GeneratorBasedBuilder):
         report, changes = read_report(self), []
         for split in dict.fromkeys([*report, *now]):
             then, entries = report.get(split, {}), now.get(split, [])
+            found = sum(os.path.isfile(e.path) for e in entries)
             if then.get("listed") != len(entries):
                 was = then.get("listed", 0)
                 changes.append(f"{split}: {len(entries)} videos listed, {was} then")
+            elif found > then.get("found", found):  # fewer (deleted since) need nothing new
+                back = found - then["found"]
+                changes.append(f"{split}: {back} videos missing then are there now")
             elif then.get("listing_sha1", _fingerprint(entries)) != _fingerprint(entries):
                 changes.append(f"{split}: other videos, labels or segments listed")
-            else:
-                back = [
-                    s["path"]
-                    for s in then.get("skipped_files", [])
-                    if s["reason"] == "missing" and os.path.isfile(s["path"])
-                ]
-                if back:
-                    changes.append(f"{split}: {len(back)} videos missing then are there now")
         return "; ".join(changes)
 
     def _download_and_prepare(self, dl_manager, download_config=None):
