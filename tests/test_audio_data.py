@@ -364,3 +364,55 @@ def test_vggsound_kinetics_sounds_and_audioset_prepare_with_sound(tmp_path):
     assert labels == {"hhhhhhhhhhh_000000": [0, 1], "iiiiiiiiiii_000000": [1]}
     assert all(train[i]["has_audio"] for i in range(2))
     assert not tagged.as_data_source("test")[0]["has_audio"]
+
+
+# (vjax/data/audio.py)
+
+
+# kills ad04
+def test_a_looped_clip_hears_the_time_it_continues_to():
+    """A clip that loops (frames 6, 8, 0, 2 of 10) covers 0.6-1.3 s of continued time: its
+    window is centred on 0.95 s, then moved inside the track."""
+    from vjax.data import audio
+
+    samples = np.arange(100, dtype=np.float32)  # 1 s at 100 Hz, frames at 10 fps
+    got = audio.clip_window(samples, 100, 10.0, [6, 8, 0, 2], 10, 10)
+    np.testing.assert_array_equal(got, samples[90:100])
+
+
+# kills ad11, ad12
+def test_spec_augment_masks_whole_rows_or_columns_up_to_the_width():
+    """Time masks blank whole time frames, freq masks whole mel bins, widths 0..width inclusive."""
+    from vjax.data import audio
+
+    spec = np.ones((20, 8), np.float32)
+    for axis, opts in (
+        (0, dict(time_masks=1, time_width=3)),
+        (1, dict(freq_masks=1, freq_width=3)),
+    ):
+        options = audio.AudioOptions(frames=20, mel_bins=8, **opts)
+        widths = set()
+        for s in range(200):
+            out = audio.spec_augment(spec, np.random.default_rng(s), options)
+            zero = out == 0
+            lines = zero.all(axis=1 - axis)  # whole frames (axis 0) or whole bins (axis 1)
+            assert (zero == (lines[:, None] if axis == 0 else lines[None, :])).all()
+            widths.add(int(lines.sum()))
+        assert widths == {0, 1, 2, 3}
+
+
+# kills ad13
+def test_log_mel_statistics_leave_out_the_padding_of_a_short_track():
+    """A track shorter than the window: statistics of its real frames only, no silence."""
+    import dataclasses
+
+    from vjax.data import audio
+
+    options = audio.AudioOptions(mel_bins=16, frames=100)
+    noise = 0.3 * np.random.default_rng(0).standard_normal(8000)  # 0.5 s: 48 real frames
+    record = {"audio": audio.to_int16(noise), "has_audio": True}
+    mean, std = audio.log_mel_statistics([record], options)
+    real = 1 + (8000 - 400) // 160
+    alone = audio.log_mel(audio.window(record["audio"], 0, 8000),
+                          dataclasses.replace(options, frames=real))  # fmt: skip
+    assert mean == pytest.approx(alone.mean(), rel=1e-5) and std == pytest.approx(alone.std(), 1e-5)

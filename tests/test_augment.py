@@ -356,3 +356,152 @@ def test_a_mixed_row_has_audio_when_either_partner_has():
         has_audio=has,
     )
     np.testing.assert_array_equal(out["has_audio"], [True, True, True, True])
+
+
+# (vjax/data/augment.py)
+
+
+# kills au02, au03, au05
+def test_random_resized_crop_draws_like_torchvision():
+    """RandomResizedCrop's rule: area uniform, aspect log-uniform, position uniform."""
+    from vjax.data import augment
+
+    boxes = [augment.random_resized_crop_box(np.random.default_rng(s), 1000, 1000, (0.05, 0.3),
+                                             (0.25, 4.0)) for s in range(400)]  # fmt: skip
+    x0, y0, x1, y1 = np.asarray(boxes, float).T
+    w, h = x1 - x0, y1 - y0
+    area = w * h / 1e6
+    assert area.min() < 0.07 and area.max() > 0.28 and abs(area.mean() - 0.175) < 0.02
+    assert 0.42 < np.mean(w < h) < 0.58  # log-uniform over (1/4, 4): half are taller than wide
+    assert 0.42 < np.mean(x0 / (1000 - w)) < 0.58  # left edge uniform over the free room
+
+
+# kills au01
+def test_random_resized_crop_keeps_an_asymmetric_aspect_range():
+    """crop_ratio=(1.5, 3) gives boxes 1.5 to 3 times wider than tall, never taller."""
+    from vjax.data import augment
+
+    for s in range(100):
+        x0, y0, x1, y1 = augment.random_resized_crop_box(
+            np.random.default_rng(s), 400, 600, (0.1, 0.3), (1.5, 3.0)
+        )
+        assert 1.45 <= (x1 - x0) / (y1 - y0) <= 3.1
+
+
+# kills au04
+def test_random_resized_crop_fallback_for_a_frame_taller_than_the_ratios():
+    """torchvision's fallback for in_ratio < min(ratio): full width, height width / min(ratio)."""
+    from vjax.data import augment
+
+    box = augment.random_resized_crop_box(np.random.default_rng(0), 100, 10, (1.0, 1.0), (0.5, 2))
+    assert box == (0, 40, 10, 60)
+
+
+# kills au06
+def test_scale_jitter_reaches_both_ends_of_the_short_side():
+    """short_side=(112, 113) is inclusive: both lengths are drawn."""
+    from vjax.data import augment
+
+    boxes = [augment.scale_jitter_box(np.random.default_rng(s), 100, 150, (112, 113), 64)
+             for s in range(50)]  # fmt: skip
+    assert {round(64 * 100 / (x1 - x0)) for x0, _, x1, _ in boxes} == {112, 113}
+
+
+# kills au07
+def test_shrinking_averages_the_source_pixels():
+    """A 4x shrink is antialiased: each output pixel is its 4x4 block's mean (area filter)."""
+    from vjax.data import augment
+
+    frames = np.random.default_rng(0).integers(0, 256, (1, 16, 16, 3), np.uint8)
+    out = augment.decode_crop_resize(frames, (0, 0, 16, 16), 4).astype(float)
+    blocks = frames.reshape(1, 4, 4, 4, 4, 3).astype(float).mean(axis=(2, 4))
+    np.testing.assert_allclose(out, blocks, atol=1.0)
+
+
+# kills au08
+def test_a_fractional_box_rounds_to_the_nearest_pixel():
+    """Box coordinates round, not truncate: (0.6, 1.6, 4.6, 5.6) is rows 2:6, columns 1:5."""
+    from vjax.data import augment
+
+    frames = np.random.default_rng(0).integers(0, 256, (2, 8, 8, 3), np.uint8)
+    out = augment.decode_crop_resize(frames, (0.6, 1.6, 4.6, 5.6), 4)
+    np.testing.assert_array_equal(out, frames[:, 2:6, 1:5])
+
+
+# kills au09, au12
+def test_colour_jitter_draws_torchvision_factor_ranges_and_orders(monkeypatch):
+    """ColorJitter(s): each factor uniform in [1 - s, 1 + s], the three ops in a random order."""
+    from vjax.data import augment
+
+    seen = []
+    monkeypatch.setattr(augment, "adjust_colors", lambda c, o, f: seen.append((tuple(o), f)) or c)
+    clip = np.zeros((1, 2, 2, 3), np.uint8)
+    for s in range(300):
+        augment.color_jitter(clip, np.random.default_rng(s), 0.4, 0.4, 0.4)
+    factors = np.asarray([f for _, f in seen])
+    assert factors.min() >= 0.6 and factors.max() <= 1.4
+    assert (factors.min(0) < 0.65).all() and (factors.max(0) > 1.35).all()
+    assert len({o for o, _ in seen}) == 6  # every order of the three ops
+
+
+# kills au10
+def test_contrast_of_a_coloured_frame_matches_torchvision():
+    """Contrast blends with the mean grey level (torchvision), not the mean of R, G and B."""
+    torch = pytest.importorskip("torch")
+    from torchvision.transforms.v2 import functional as F
+
+    from vjax.data import augment
+
+    rng = np.random.default_rng(0)
+    frame = np.stack([rng.integers(150, 250, (16, 16)), rng.integers(0, 40, (16, 16)),
+                      rng.integers(0, 40, (16, 16))], -1).astype(np.uint8)[None]  # fmt: skip
+    ours = augment.adjust_colors(frame, [1], [1.0, 0.5, 1.0]).astype(float)
+    ref = F.adjust_contrast(torch.from_numpy(frame[0]).permute(2, 0, 1), 0.5)
+    np.testing.assert_allclose(ours[0], ref.permute(1, 2, 0).numpy(), atol=1.0)
+
+
+# kills au11
+def test_colour_ops_round_to_the_nearest_level():
+    """A brightness factor's result is rounded to the nearest uint8 level, not truncated."""
+    from vjax.data import augment
+
+    clip = np.random.default_rng(0).integers(0, 190, (1, 16, 16, 3), np.uint8)
+    out = augment.adjust_colors(clip, [0], [1.3, 1.0, 1.0]).astype(float)
+    assert np.abs(out - clip * 1.3).max() <= 0.5 + 1e-3
+
+
+# kills au13, au14
+def test_dmvr_colour_augment_draws_scenics_ranges(monkeypatch):
+    """DMVR: brightness delta in [-32/255, 32/255], saturation and contrast in [0.6, 1.4], hue
+    in [-0.2, 0.2], each uniform."""
+    from vjax.data import augment
+
+    seen = []
+    monkeypatch.setattr(augment, "dmvr_adjust_colors", lambda c, f, d: seen.append(f) or c)
+    for s in range(300):
+        augment.dmvr_color_augment(np.zeros((1, 2, 2, 3), np.uint8), np.random.default_rng(s), 1.0)
+    b, sat, con, hue = np.asarray(seen).T
+    for x, lo, hi in ((b, -32 / 255, 32 / 255), (sat, 0.6, 1.4), (con, 0.6, 1.4), (hue, -0.2, 0.2)):
+        span = hi - lo
+        assert lo <= x.min() < lo + 0.05 * span and hi - 0.05 * span < x.max() <= hi
+
+
+# kills au15
+def test_random_erase_area_spans_its_range():
+    """Random erasing's area is drawn over (0.02, 1/3) of the frame, not fixed."""
+    from vjax.data import augment
+
+    clip = np.zeros((1, 40, 40, 3), np.uint8)
+    areas = [(augment.random_erase(clip, np.random.default_rng(s)) != 0).any(-1).mean()
+             for s in range(200)]  # fmt: skip
+    assert min(areas) < 0.05 and max(areas) > 0.25
+
+
+# kills au17
+def test_capitalised_left_and_right_pair_up():
+    """'Left' and 'Right' capitalised are mirrored too (the swap table lists them)."""
+    from vjax.data import augment
+
+    assert augment.left_right_pairs(["Turn Left", "Turn Right", "Wave"]) == [
+        ("Turn Left", "Turn Right")
+    ]

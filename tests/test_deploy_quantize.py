@@ -137,3 +137,55 @@ def test_int8_weights_are_a_quarter_of_the_bytes_and_close_to_float(tmp_path):
     # int8 calibrates on training data, which a converted model does not record.
     with pytest.raises(quantize.QuantizationError, match="records no dataset"):
         quantize.quantize_checkpoint(str(tmp_path / "float"), str(tmp_path / "a8"), "int8")
+
+
+# (vjax/deploy/quantize.py)
+
+
+def _dense_and_batches():
+    import flax.linen as nn
+    import jax
+    import jax.numpy as jnp
+
+    class Dense(nn.Module):
+        @nn.compact
+        def __call__(self, x, train=False):
+            return nn.Dense(4)(x.reshape(x.shape[0], -1))
+
+    model, clip = Dense(), (2, 3, 3, 3)
+    variables = model.init(jax.random.key(0), jnp.zeros((1, *clip)))
+    rng = np.random.default_rng(0)
+    batches = [jnp.asarray(k * rng.standard_normal((4, *clip)), jnp.float32) for k in (1, 3)]
+    return model, variables, clip, batches
+
+
+# kills q03
+def test_int8_mode_multiplies_int8_activations_by_int8_weights():
+    """--mode=int8 runs its matmuls int8 x int8 -> int32 (activations quantized too)."""
+    import jax
+
+    from vjax.deploy.quantize import quantize_variables
+
+    model, variables, clip, batches = _dense_and_batches()
+    qmodel, qvariables = quantize_variables(model, variables, "int8", clip, batches)
+    jaxpr = jax.make_jaxpr(lambda x: qmodel.apply(qvariables, x, train=False))(batches[0]).jaxpr
+    dots = [e for e in jaxpr.eqns if e.primitive.name == "dot_general"]
+    assert dots and all(str(v.aval.dtype) == "int8" for e in dots for v in e.invars)
+
+
+# kills q06
+def test_int8_activation_scales_average_the_calibration_batches():
+    """Each static activation scale is the mean of the scales the batches give one by one."""
+    import jax
+
+    from vjax.deploy.quantize import quantize_variables
+
+    model, variables, clip, batches = _dense_and_batches()
+    both = jax.tree.leaves(quantize_variables(model, variables, "int8", clip, batches)[1])
+    each = [jax.tree.leaves(quantize_variables(model, variables, "int8", clip, [b])[1])
+            for b in batches]  # fmt: skip
+    floats = [i for i, x in enumerate(both) if x.dtype == np.float32 and x.size == 1]
+    assert floats  # the input activation's scale
+    for i in floats:
+        assert not np.allclose(each[0][i], each[1][i])
+        np.testing.assert_allclose(both[i], (each[0][i] + each[1][i]) / 2, rtol=1e-6)

@@ -89,3 +89,37 @@ def test_parity_fails_out_of_tolerance(monkeypatch, capsys):
 def test_parity_rejects_unknown_family():
     with pytest.raises(ValueError, match="unknown parity family 'vit'"):
         parity.run("vit")
+
+
+# (vjax/flops.py)
+
+
+# kills fl02
+def test_of_cond_branches_the_largest_counts():
+    """A lax.cond counts its costlier branch once (the module docstring's rule), not both."""
+    import jax
+    import jax.numpy as jnp
+
+    from vjax.flops import jaxpr_macs
+
+    def f(x, w):  # branch one: 3x4 @ 4x4 = 48 MACs; branch two: twice that
+        return jax.lax.cond(x.sum() > 0, lambda: x @ w, lambda: (x @ w) @ w)
+
+    jaxpr = jax.make_jaxpr(f)(jnp.ones((3, 4)), jnp.ones((4, 4)))
+    assert jaxpr_macs(jaxpr.jaxpr) == 2 * 3 * 4 * 4
+
+
+# kills fl04
+def test_parameter_count_leaves_out_batchnorm_statistics():
+    """count_params counts trainable parameters only: BatchNorm's running mean/var are not."""
+    import flax.linen as nn
+
+    from vjax.flops import count_params
+
+    class ConvBN(nn.Module):
+        @nn.compact
+        def __call__(self, x, train):
+            x = nn.Conv(8, (3, 3, 3))(x)
+            return nn.BatchNorm(use_running_average=not train)(x)
+
+    assert count_params(ConvBN(), (1, 4, 8, 8, 3)) == (27 * 3 * 8 + 8) + (8 + 8)

@@ -400,3 +400,62 @@ def test_batchnorm_statistics_are_measured_again_after_pruning(data_dir, tmp_pat
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
     stale = jax.tree.leaves(sliced["batch_stats"])
     assert not all(np.allclose(a, b) for a, b in zip(jax.tree.leaves(got), stale, strict=True))
+
+
+# (vjax/pruning/scores.py, select.py)
+
+
+# kills ps01, ps02, ps03
+def test_magnitude_is_the_norm_of_the_scale_or_producer_times_the_norm_of_the_reader():
+    """magnitude = ||BN scale (else producing weights)||_2 x ||consuming weights||_2, per unit."""
+    from vjax.pruning.scores import magnitude
+    from vjax.pruning.units import Slice, UnitGroup
+
+    rng = np.random.default_rng(0)
+    prod, scale, cons = rng.normal(size=(6, 4)), rng.normal(size=4), rng.normal(size=(4, 5))
+    variables = {"params": {"a": {"kernel": prod, "scale": scale}, "b": {"kernel": cons}}}
+    slices = (Slice("params", ("a", "kernel"), 1, "producer"),
+              Slice("params", ("a", "scale"), 0, "scale"),
+              Slice("params", ("b", "kernel"), 0, "consumer"))  # fmt: skip
+    with_scale = magnitude(variables, UnitGroup("g", "channels", 4, slices))
+    np.testing.assert_allclose(with_scale, np.abs(scale) * np.linalg.norm(cons, axis=1))
+    plain = magnitude(variables, UnitGroup("g", "channels", 4, (slices[0], slices[2])))
+    np.testing.assert_allclose(plain, np.linalg.norm(prod, axis=0) * np.linalg.norm(cons, axis=1))
+
+
+def _groups(kind, sizes, parts=1):
+    from vjax.pruning.units import UnitGroup
+
+    return [UnitGroup(f"{kind}{i}", kind, n, (), parts) for i, n in enumerate(sizes)]
+
+
+# kills sl01, sl02, sl03, sl04, sl07
+def test_keep_counts_by_hand():
+    """Counts of kept units: nearest-integer removal, per-layer normalisation, nearest multiple
+    of 8, heads never rounded, and whole heads per part."""
+    from vjax.pruning.select import keep_counts
+
+    (one,) = _groups("channels", [10])
+    assert keep_counts([one], [np.arange(1.0, 11)], 0.37) == [6]  # 3.7 -> 4 of 10 removed
+    pair = _groups("channels", [4, 4])
+    scores = [np.array([10.0, 20, 30, 40]), np.array([1.0, 2, 3, 4])]
+    assert keep_counts(pair, scores, 0.5) == [2, 2]  # normalised per layer: equal
+    assert keep_counts(pair, scores, 0.5, per_layer=False) == [3, 1]
+    wide = _groups("channels", [64])
+    assert keep_counts(wide, [np.arange(64.0)], 43 / 64, multiple=8) == [24]  # 21 -> 24
+    heads = _groups("heads", [12])
+    assert keep_counts(heads, [np.arange(12.0)], 0.5, multiple=8) == [6]
+    split = _groups("heads", [8], parts=2)
+    assert keep_counts(split, [np.arange(8.0)], 0.375) == [4]  # 5 kept -> 2 per part
+
+
+# kills sl05, sl09
+def test_whole_sublayers_go_by_summed_score_and_a_tie_keeps_both():
+    """Sublayer granularity: ranked by summed score; one that only ties the target stays."""
+    from vjax.pruning.select import keep_counts
+
+    equal = _groups("mlp", [10, 10])
+    assert keep_counts(equal, [np.ones(10), np.ones(10)], 0.25, 1, False, "sublayer") == [10, 10]
+    mixed = _groups("mlp", [20, 4])  # sums 20 and 16; means 1 and 4
+    got = keep_counts(mixed, [np.ones(20), np.full(4, 4.0)], 0.5, 1, False, "sublayer")
+    assert got == [20, 0]  # the lower sum (16) goes; the 20 would overshoot

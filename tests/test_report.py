@@ -185,3 +185,87 @@ def test_training_curves_of_a_resumed_run_keep_the_last_record_of_each_step():
     records.append({"split": "validation", "step": 75, "top1": 0.5})
     latest = _latest_per_step(records, "train")
     assert [(r["step"], r["loss"]) for r in latest] == [(60, 0.5), (70, 0.4), (80, 0.3)]
+
+
+# (vjax/evaluate/report.py)
+
+
+def _hand_result(num_classes=3):
+    """A named result whose every number is distinct, so a swapped field shows."""
+    from vjax.evaluate.report import named_result
+
+    names = [f"c{i}" for i in range(num_classes)]
+    n = num_classes
+    metrics = {
+        "num_videos": 10, "loss": 1.25, "top1": 0.5, "top5": 0.9, "mean_class_accuracy": 0.45,
+        "ece": 0.07, "macro": {"precision": 0.41, "recall": 0.42, "f1": 0.43},
+        "weighted": {"precision": 0.51, "recall": 0.52, "f1": 0.53},
+        "per_class_precision": [0.1 + i / 100 for i in range(n)],
+        "per_class_recall": [0.6 + i / 100 for i in range(n)],
+        "per_class_f1": [0.3 + i / 100 for i in range(n)],
+        "per_class_support": [i + 1 for i in range(n)],
+        "confusion_matrix": [[i * n + j for j in range(n)] for i in range(n)],
+        "most_confused": [{"true": 0, "predicted": 2, "count": 4, "fraction": 0.5}],
+    }  # fmt: skip
+    return {**named_result(metrics, names, "test"), "step": 1}
+
+
+# kills rp02
+def test_most_confused_pairs_keep_true_and_predicted_names():
+    """A confused pair (true 0, predicted 2) is named (c0 -> c2), not the other way round."""
+    pair = _hand_result()["most_confused"][0]
+    assert (pair["true"], pair["predicted"]) == ("c0", "c2")
+
+
+# kills rp03
+def test_frame_ap_per_class_is_keyed_by_class_name():
+    """Charades' per-class frame AP is named like the other per-class lists."""
+    from vjax.evaluate.report import named_result
+
+    result = named_result({"num_videos": 2, "per_class_frame_ap": [0.5, 0.25]}, ["a", "b"], "x")
+    assert result["per_class_frame_ap"] == {"a": 0.5, "b": 0.25}
+
+
+# kills rp05, rp06
+def test_scalars_hold_macro_and_weighted_averages_and_the_joint_numbers():
+    """TensorBoard gets macro and weighted P/R/F1; a multi-task result also its joint numbers."""
+    from vjax.evaluate.report import scalars
+
+    got = scalars(_hand_result())
+    assert got["weighted_f1"] == 0.53 and got["macro_recall"] == 0.42
+    task = {k: v for k, v in _hand_result().items() if k not in ("class_names", "split")}
+    multi = {"split": "test", "loss": 2.5, "top1": 0.25, "top5": 0.75, "num_examples": 10,
+             "tasks": {"verb": task}, "class_names": {"verb": ["c0", "c1", "c2"]}}  # fmt: skip
+    got = scalars(multi)
+    assert (got["loss"], got["top1"], got["top5"]) == (2.5, 0.25, 0.75)
+    assert got["verb/weighted_precision"] == 0.51
+
+
+# kills rp07, rp09, rp12
+def test_printed_table_puts_each_number_in_its_column():
+    """The headline's weighted F1, each class row's precision/recall/F1 and its confusion row."""
+    from vjax.evaluate.report import format_eval
+
+    lines = format_eval(_hand_result()).splitlines()
+    assert "weighted F1 0.530" in lines[0] and "macro P/R/F1 0.410/0.420/0.430" in lines[0]
+    (row,) = [line.split() for line in lines if line.startswith("c1 ")]
+    # class c1: precision, recall, f1, support, then its confusion row (truth c1)
+    assert row == ["c1", "0.110", "0.610", "0.310", "2", "3", "4", "5"]
+
+
+# kills rp08
+def test_confusion_matrix_is_printed_up_to_and_including_the_limit():
+    """MAX_CONFUSION_CLASSES classes still print their confusion matrix."""
+    from vjax.evaluate.report import MAX_CONFUSION_CLASSES, format_eval
+
+    assert "confusion matrix" in format_eval(_hand_result(MAX_CONFUSION_CLASSES))
+
+
+# kills rp11
+def test_training_log_summary_of_multi_label_data_has_the_map():
+    """The training log line of multi-label data reads loss | mAP | top1."""
+    from vjax.evaluate.report import summary
+
+    assert summary({"loss": 0.5, "mAP": 0.25, "top1": 0.75}) == (
+        "loss 0.5000 | mAP 0.2500 | top1 0.7500"
+    )

@@ -172,3 +172,40 @@ def test_checkpoint_restores_onto_a_different_mesh(data_dir, tmp_path):
         assert array.sharding.is_equivalent_to(sharding, array.ndim)
     kernel = restored.params["encoder"]["block00"]["mlp"]["fc1"]["kernel"]
     assert kernel.sharding.spec == jax.sharding.PartitionSpec("fsdp", "tensor")
+
+
+# (vjax/parallel.py; needs the 8 host CPU devices conftest.py sets up)
+
+
+# kills pa03
+def test_process_rows_are_in_row_order_whatever_the_device_order():
+    """process_rows gives this process's rows in global row order, even when the mesh's devices
+    (and so the shards) are not in row order."""
+    import jax
+    from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+    from vjax.parallel import process_rows
+
+    if len(jax.devices()) < 8:
+        pytest.skip("needs 8 devices")
+    devices = np.asarray(jax.devices()[:8])[[3, 1, 0, 2, 7, 5, 4, 6]].reshape(2, 4)
+    sharding = NamedSharding(Mesh(devices, ("data", "fsdp")), PartitionSpec(("fsdp", "data")))
+    rows = jax.device_put(np.arange(16), sharding)
+    np.testing.assert_array_equal(process_rows(rows), np.arange(16))
+
+
+# kills pa06
+def test_a_dimension_split_over_two_mesh_axes_must_divide_by_their_product():
+    """A logical axis mapped to ("fsdp", "data") splits over 4 x 2 = 8: 12 does not divide."""
+    import flax.linen as nn
+    import jax
+    from jax.sharding import Mesh
+
+    from vjax.parallel import check_divisible
+
+    if len(jax.devices()) < 8:
+        pytest.skip("needs 8 devices")
+    mesh = Mesh(np.asarray(jax.devices()[:8]).reshape(2, 4), ("data", "fsdp"))
+    tree = {"w": nn.Partitioned(jax.ShapeDtypeStruct((12, 4), np.float32), ("embed", None))}
+    with pytest.raises(ValueError, match=r"w \(12, 4\): 12 \('embed'\) over fsdpxdata=8"):
+        check_divisible(tree, mesh, [("embed", ("fsdp", "data"))])

@@ -174,3 +174,60 @@ def test_resize_linear_tiles_a_single_entry():
     x = np.arange(3.0).reshape(1, 3)
     np.testing.assert_array_equal(resize_linear(x, 0, 2), np.repeat(x, 2, axis=0))
     np.testing.assert_allclose(resize_linear(x, 1, 5), [[0, 0.5, 1, 1.5, 2]])
+
+
+# (vjax/convert/surgery.py)
+
+
+# kills su06, su10
+def test_position_table_resize_equals_scipy_zoom_on_a_non_square_grid():
+    """Trilinear, corners aligned, as scenic's scipy.ndimage.zoom(order=1), on random values."""
+    from scipy import ndimage
+
+    from vjax.convert.surgery import resize_pos_embedding
+
+    table = np.random.default_rng(0).standard_normal((1, 2 * 3 * 4, 5)).astype(np.float32)
+    got = resize_pos_embedding(table, (2, 3, 4), (3, 5, 7))
+    want = ndimage.zoom(table.reshape(2, 3, 4, 5).astype(np.float64), (3 / 2, 5 / 3, 7 / 4, 1),
+                        order=1, grid_mode=False)  # fmt: skip
+    np.testing.assert_allclose(got.reshape(3, 5, 7, 5), want, atol=1e-5)
+
+
+# kills su04
+def test_inflating_a_multi_frame_kernel_keeps_its_response_to_a_static_clip():
+    """A 2-frame tubelet inflated to 4 frames: its frames sum to the source's frames' sum."""
+    from vjax.convert.surgery import inflate_kernel
+
+    kernel = np.random.default_rng(0).standard_normal((2, 3, 3, 2, 4))
+    for how in ("average", "central"):
+        np.testing.assert_allclose(inflate_kernel(kernel, 4, how).sum(0), kernel.sum(0), atol=1e-12)
+
+
+# kills su07
+def test_a_spatial_table_of_a_factorised_model_moves_onto_a_new_grid():
+    """ViViT model 2's spatial table (h*w rows of a (t, h, w) grid) is resized as one frame."""
+    from scipy import ndimage
+
+    from vjax.convert.surgery import adapt_params
+
+    table = np.random.default_rng(0).standard_normal((1, 4, 3)).astype(np.float32)
+    params, _ = adapt_params({"pos_embedding": table}, {"pos_embedding": np.zeros((1, 9, 3))},
+                             source_grid=(2, 2, 2), target_grid=(2, 3, 3))  # fmt: skip
+    want = ndimage.zoom(table.reshape(2, 2, 3).astype(np.float64), (1.5, 1.5, 1), order=1,
+                        grid_mode=False)  # fmt: skip
+    np.testing.assert_allclose(params["pos_embedding"].reshape(3, 3, 3), want, atol=1e-5)
+
+
+# kills su08, su11
+def test_time_embedding_is_resized_in_order_and_keeps_the_target_dtype():
+    """TimeSformer's time_embedding: linear over time, corners aligned, in the target's dtype."""
+    from vjax.convert.surgery import adapt_params
+
+    source = np.random.default_rng(0).standard_normal((1, 4, 3)).astype(np.float32)
+    params, _ = adapt_params({"time_embedding": source},
+                             {"time_embedding": np.zeros((1, 7, 3), np.float32)})  # fmt: skip
+    got = params["time_embedding"]
+    want = np.stack([[np.interp(np.linspace(0, 3, 7), np.arange(4), source[0, :, d])
+                      for d in range(3)]], 0).transpose(0, 2, 1)  # fmt: skip
+    assert got.dtype == np.float32
+    np.testing.assert_allclose(got, want, atol=1e-6)

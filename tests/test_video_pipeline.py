@@ -208,3 +208,120 @@ def test_a_resumed_run_sees_the_uninterrupted_batches():
     rest = [b["video"] for b in prefetch(batches(), range(5, 8))]  # resumed at step 5
     for a, b in zip(whole, first + rest, strict=True):
         np.testing.assert_array_equal(a, b)
+
+
+def _index_frames(n, h=8, w=8):
+    """``n`` uint8 frames whose every pixel holds the frame's index."""
+    return np.broadcast_to(np.arange(n, dtype=np.uint8)[:, None, None, None], (n, h, w, 3)).copy()
+
+
+# (vjax/data/transforms.py)
+
+
+# kills tr07
+def test_a_looped_view_keeps_the_loop_order():
+    """A view that loops past the video's end shows frames in loop order, not sorted."""
+    from vjax.data.transforms import InputOptions, make_view_iterator
+
+    options = InputOptions(num_frames=4, frame_stride=2, crop_size=8, pad_mode="loop")
+    view = next(iter(make_view_iterator(options)({"frames": _index_frames(5)})))
+    # 0, 2, 4, then 6 wraps to frame 1 of 5: no frame repeats, so no dedup path is taken
+    np.testing.assert_array_equal(view[:, 0, 0, 0], [0, 2, 4, 1])
+
+
+# kills tr09
+def test_test_crop_fraction_cuts_the_centred_square():
+    """input.test_crop_fraction=0.5 views the centred half-side square of the frame."""
+    from vjax.data.transforms import InputOptions, make_view_iterator
+
+    frames = np.random.default_rng(0).integers(0, 256, (4, 8, 12, 3), np.uint8)
+    options = InputOptions(num_frames=4, frame_stride=1, crop_size=4, test_crop_fraction=0.5)
+    view = next(iter(make_view_iterator(options)({"frames": frames})))
+    np.testing.assert_array_equal(view, frames[:, 2:6, 4:8])  # side 4 of 8, centred
+
+
+# kills tr08
+def test_quick_validation_view_is_the_centre_clip_whatever_test_num_clips():
+    """The trainer's single-view validation takes the centre clip even with test_num_clips=3."""
+    from vjax.data.transforms import InputOptions, make_eval_transform
+
+    options = InputOptions(num_frames=4, frame_stride=2, crop_size=8, test_num_clips=3)
+    clip, _ = make_eval_transform(options, ["a"])({"frames": _index_frames(30), "label": 0})
+    # span 7 of 30 frames: the centre clip starts at floor((30 - 7) / 2) = 11
+    np.testing.assert_array_equal(clip[:, 0, 0, 0], [11, 13, 15, 17])
+
+
+# kills tr11
+def test_erase_prob_is_the_share_of_erased_training_clips():
+    """input.erase_prob=0.25 erases about a quarter of the training clips, not three quarters."""
+    from vjax.data.transforms import InputOptions, make_train_transform
+
+    options = InputOptions(num_frames=2, frame_stride=1, crop_size=16, train_crop="centre",
+                           flip=False, erase_prob=0.25)  # fmt: skip
+    transform = make_train_transform(options, ["a"])
+    example = {"frames": np.full((4, 16, 16, 3), 128, np.uint8), "label": 0}
+    erased = [(transform(example, np.random.default_rng(s))[0] != 128).any() for s in range(400)]
+    assert 0.18 < np.mean(erased) < 0.32
+
+
+# kills tr13
+def test_color_jitter_strength_applies_to_brightness_contrast_and_saturation(monkeypatch):
+    """input.color_jitter=s is torchvision's ColorJitter(s, s, s): saturation included."""
+    from vjax.data import augment
+    from vjax.data.transforms import InputOptions, make_train_transform
+
+    seen = []
+    monkeypatch.setattr(augment, "color_jitter", lambda clip, rng, *s: seen.append(s) or clip)
+    options = InputOptions(num_frames=2, frame_stride=1, crop_size=8, color_jitter=0.3)
+    example = {"frames": _index_frames(4), "label": 0}
+    make_train_transform(options, ["a"])(example, np.random.default_rng(0))
+    assert seen == [(0.3, 0.3, 0.3)]
+
+
+# kills tr14
+def test_scale_jitter_draws_the_short_side_over_its_whole_range(monkeypatch):
+    """train_crop="scale_jitter" scales the short side to every length of jitter_short_side."""
+    from vjax.data import augment
+    from vjax.data.transforms import InputOptions, make_train_transform
+
+    boxes = []
+    real = augment.decode_crop_resize
+    monkeypatch.setattr(augment, "decode_crop_resize",
+                        lambda f, box, *a: boxes.append(box) or real(f, box, *a))  # fmt: skip
+    options = InputOptions(num_frames=2, frame_stride=1, crop_size=16, train_crop="scale_jitter",
+                           jitter_short_side=(20, 40), flip=False)  # fmt: skip
+    transform = make_train_transform(options, ["a"])
+    example = {"frames": np.zeros((4, 30, 40, 3), np.uint8), "label": 0}
+    for seed in range(300):
+        transform(example, np.random.default_rng(seed))
+    short = {round(16 * 30 / (x1 - x0)) for x0, _, x1, _ in boxes}  # side = 16 * 30 / short
+    assert short == set(range(20, 41))
+
+
+# kills tr06
+def test_view_times_are_clip_major_like_the_views():
+    """Charades localisation: view_times repeat each clip's centre once per crop, clip-major."""
+    from vjax.data.transforms import InputOptions, evaluation_label
+
+    options = InputOptions(num_frames=4, frame_stride=2, crop_size=8, test_num_clips=2,
+                           test_num_crops=3)  # fmt: skip
+    example = {"frames": _index_frames(30), "fps": 10.0, "label": [0],
+               "actions": np.array([[0, 0.0, 1.0]])}  # fmt: skip
+    label = evaluation_label(options, ["a"])(example)
+    # clips 0..6 and 23..29 of 30 frames at 10 fps: centres 0.3 s and 2.6 s
+    np.testing.assert_allclose(label["view_times"], [0.3, 0.3, 0.3, 2.6, 2.6, 2.6], rtol=1e-6)
+
+
+# kills tr15 and ad01
+def test_option_defaults_are_the_documented_ones():
+    """The defaults the transforms and audio module docstrings promise (a config may omit them)."""
+    from vjax.data.audio import AudioOptions
+    from vjax.data.transforms import InputOptions
+
+    o = InputOptions()
+    assert (o.num_frames, o.frame_stride, o.fps, o.crop_size) == (16, 2, 0, 224)
+    assert (o.crop_area, o.crop_ratio, o.jitter_short_side) == ((0.08, 1.0), (3 / 4, 4 / 3),
+                                                                (256, 320))  # fmt: skip
+    a = AudioOptions()
+    assert (a.sample_rate, a.mel_bins, a.window_ms, a.hop_ms, a.frames) == (16000, 128, 25, 10, 100)
+    assert (a.mean, a.std) == (-4.27, 4.57)

@@ -79,3 +79,28 @@ def test_randaugment_runs_in_a_process_that_loaded_tensorflow_first():
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.strip().endswith("(2, 8, 8, 3)")
+
+
+# (vjax/data/randaugment.py)
+
+
+# kills ra04, ra06
+@pytest.mark.parametrize("op, name", [("shear_x", "ShearX"), ("shear_y", "ShearY"),
+                                      ("color", "Color"), ("sharpness", "Sharpness")])  # fmt: skip
+def test_ops_equal_torchvision_randaugment_at_the_same_strength(op, name):
+    """Each op equals torchvision's RandAugment op at the same signed magnitude."""
+    import collections
+
+    torch = pytest.importorskip("torch")
+    from torchvision.transforms import v2
+
+    from vjax.data.randaugment import apply_op, op_value
+
+    clip = np.random.default_rng(0).integers(0, 256, (2, 12, 16, 3), np.uint8)
+    value = -op_value(op, 20, 31, 12, 16)
+    video = torch.from_numpy(clip).permute(0, 3, 1, 2)
+    fill = collections.defaultdict(lambda: None)
+    ref = v2.RandAugment()._apply_image_or_video_transform(
+        video, name, value, v2.InterpolationMode.NEAREST, fill
+    )
+    np.testing.assert_array_equal(apply_op(clip, op, value), ref.permute(0, 2, 3, 1).numpy())
