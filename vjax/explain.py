@@ -54,15 +54,6 @@ def rollout(layers: Sequence[Any], residual: float = 0.5) -> np.ndarray:
     return result
 
 
-def _output_row(rolled: np.ndarray, tokens: int, first: bool = False) -> np.ndarray:
-    """The output's draw on the ``tokens`` grid tokens (after any class tokens in front): the
-    class token's row, or the first token's for a model that pools it (VideoMAE's
-    ``pooling="first"``), else (average pooling) the mean row; normalised to sum to 1."""
-    prefix = rolled.shape[-1] - tokens
-    row = rolled[:, 0, prefix:] if prefix or first else rolled.mean(axis=1)
-    return row / row.sum(axis=-1, keepdims=True)
-
-
 def _grid(model: Any, video: Any) -> tuple[int, int, int]:
     """Tubelets along time, height and width."""
     return tuple(n // t for n, t in zip(np.shape(video)[1:4], model.tubelet, strict=True))

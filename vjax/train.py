@@ -108,12 +108,8 @@ def setup(
     mesh = check_config(config, devices)
 
     builder = process_zero_first(lambda: load_dataset(config.dataset), "preparing the dataset")
-    if jax.process_index() == 0 and (changes := getattr(builder, "source_changes", str)()):
-        log.warning(
-            "the dataset in %s was prepared before %s changed (%s); it is used as prepared: "
-            "delete that folder to prepare it again",
-            builder.data_dir, builder.builder_config.src, changes,
-        )  # fmt: skip
+    if jax.process_index() == 0 and (note := getattr(builder, "source_change_note", str)()):
+        log.warning("%s; it is used as prepared: delete that folder to prepare it again", note)
     require_splits(builder, splits, why)
     clip_shape, class_names = clip_spec(builder, config.input)
     return build_experiment(

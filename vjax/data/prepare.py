@@ -86,11 +86,8 @@ def main(argv: Sequence[str]) -> int:
     if all(key in signature for key in fields if key != "name"):  # else load_dataset names a typo
         check_required(name, signature, fields)
     builder = load_dataset(fields)  # a bad source or setting raises a UserError: one line
-    if changes := getattr(builder, "source_changes", str)():  # prepared before, from less
-        raise UserError(
-            f"{builder.data_dir} was prepared before {builder.builder_config.src} changed "
-            f"({changes}); delete that folder to prepare it again"
-        )
+    if note := getattr(builder, "source_change_note", str)():  # prepared before, from less
+        raise UserError(f"{note}; delete that folder to prepare it again")
     print(f"{builder.name} prepared in {builder.data_dir}")
     for split, info in builder.info.splits.items():
         print(f"  {split}: {info.num_examples} examples")

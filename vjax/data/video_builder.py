@@ -315,16 +315,24 @@ class VideoFolder(tfds.core.GeneratorBasedBuilder):
         report, changes = read_report(self), []
         for split in dict.fromkeys([*report, *now]):
             then, entries = report.get(split, {}), now.get(split, [])
-            found = sum(os.path.isfile(e.path) for e in entries)
             if then.get("listed") != len(entries):
                 was = then.get("listed", 0)
                 changes.append(f"{split}: {len(entries)} videos listed, {was} then")
-            elif found > then.get("found", found):  # fewer (deleted since) need nothing new
-                back = found - then["found"]
+                continue
+            back = sum(os.path.isfile(e.path) for e in entries) - then.get("found", len(entries))
+            if back > 0:  # fewer (deleted since) need nothing new
                 changes.append(f"{split}: {back} videos missing then are there now")
-            elif then.get("listing_sha1", _fingerprint(entries)) != _fingerprint(entries):
+            elif then.get("listing_sha1") not in (None, _fingerprint(entries)):
                 changes.append(f"{split}: other videos, labels or segments listed")
         return "; ".join(changes)
+
+    def source_change_note(self) -> str:
+        """ "FOLDER was prepared before SRC changed (what changed)", or "" (see
+        :meth:`source_changes`): what ``vjax prepare`` refuses and training warns about."""
+        changes = self.source_changes()
+        if not changes:
+            return ""
+        return f"{self.data_dir} was prepared before {self.builder_config.src} changed ({changes})"
 
     def _download_and_prepare(self, dl_manager, download_config=None):
         config = download_config
