@@ -171,6 +171,14 @@ def test_a_teacher_trained_on_clips_of_another_span_is_warned_about(tmp_path, ca
     assert not caplog.text
     config = load_config(f"{REPO}/configs/videos.py:/videos,tiny")  # stored at 10 fps
     assert clip_seconds(config) == pytest.approx(4 * 2 / 10)  # 4 frames, every 2nd
+    with config.unlocked():
+        config.input.sampling = "tsn"  # frames spread over each whole video: no one span
+    assert clip_seconds(config) is None
+    tsn_teacher = _save_teacher(tmp_path, "tsn", names, num_frames=8, fps=25.0, sampling="tsn")
+    caplog.clear()
+    with caplog.at_level("WARNING"):
+        load_teacher(tsn_teacher, names, TEACHER_CLIP, seconds=0.32)
+    assert "trained on clips" not in caplog.text
 
 
 @pytest.fixture(scope="module")

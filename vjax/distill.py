@@ -142,11 +142,12 @@ def _plain(value: Any) -> Any:
 
 def clip_seconds(config: Any) -> float | None:
     """Seconds a training clip of ``config`` spans: ``num_frames x frame_stride`` frames at
-    ``input.fps``, or at the dataset's stored rate (``dataset.fps``); None when the rate is
-    each video's own (or the config says neither, as a converted model's)."""
+    ``input.fps``, or at the dataset's stored rate (``dataset.fps``); None when it is each
+    video's own: the rate is the video's, or ``input.sampling="tsn"`` spreads the frames over
+    the whole video (or the config says neither, as a converted model's)."""
     inputs, dataset = config.get("input"), config.get("dataset")
     rate = (inputs.get("fps") if inputs else 0) or (dataset.get("fps") if dataset else 0)
-    if not rate or not inputs or "num_frames" not in inputs:
+    if not rate or not inputs or "num_frames" not in inputs or inputs.get("sampling") == "tsn":
         return None
     return inputs.num_frames * inputs.get("frame_stride", 1) / rate
 
