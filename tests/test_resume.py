@@ -186,6 +186,36 @@ def test_sigterm_saves_the_current_step_and_exits_cleanly(prepared, tmp_path):
     assert max(_steps(workdir)) == saved + 2
 
 
+def test_sigterm_during_validation_saves_that_step_without_finishing_it(
+    prepared, tmp_path, monkeypatch
+):
+    """A preemption notice in the middle of a validation stops it at the next batch and saves
+    the step it validates: it was acted on only after the whole validation and one more
+    step, and a long validation outlasted Slurm's grace time."""
+    applied = []
+    make_apply = train._apply
+
+    def signalling_apply(*args):
+        apply = make_apply(*args)
+
+        def first_batch_signals(batch):
+            if not applied:
+                os.kill(os.getpid(), signal.SIGTERM)  # handled by the training loop
+            applied.append(len(batch["label"]))
+            return apply(batch)
+
+        return first_batch_signals
+
+    monkeypatch.setattr(train, "_apply", signalling_apply)
+    workdir = str(tmp_path)
+    result = train.train(tiny_config(prepared, **{"train.num_steps": "6"}), workdir)  # eval at 3
+    assert result == {"preempted_at": 3}
+    assert len(applied) == 1  # of its 2 validation batches
+    assert _steps(workdir) == [3] and checkpoint.read_checkpoint(workdir)[2] == 3
+    with open(os.path.join(workdir, "metrics.jsonl")) as f:
+        assert not [line for line in f if '"validation"' in line]
+
+
 def test_sigterm_while_the_last_checkpoint_is_written_keeps_it(prepared, tmp_path, monkeypatch):
     """A SIGTERM that arrives while the last checkpoint is still being written (it is saved
     asynchronously) waits for the save: the training loop's handler was removed first, so

@@ -2,13 +2,15 @@
 a job), finish the current step, save a checkpoint and exit cleanly.
 
 With several processes, JAX's preemption service (started by ``jax.distributed.initialize``)
-catches the signal on whichever host gets it and agrees with all hosts on one step to save
+catches the signal on whichever host gets it and agrees with all hosts on one call to stop
 at (``multihost_utils.reached_preemption_sync_point``); on one process a signal handler does.
+Every process must ask at the same points (after each step, before each validation batch),
+so that the n-th question means the same place on all of them.
 
 >>> with PreemptionWatcher() as preempted:
 ...     for step in steps:
 ...         ...
-...         if preempted(step):
+...         if preempted():
 ...             save(step); break
 """
 
@@ -23,13 +25,15 @@ from jax.experimental import multihost_utils
 
 
 class PreemptionWatcher:
-    """Context manager; calling it with the step number says whether to save and stop now."""
+    """Context manager; calling it says whether to save and stop now (asked at the same
+    points on every process)."""
 
     def __init__(self, signals: tuple[int, ...] = (signal.SIGTERM,)):
         self._signals = signals
         self._received: int | None = None
         self._previous: dict[int, object] = {}
         self._multi = jax.process_count() > 1
+        self._questions = 0  # the service's "step": rises by one per question, on every process
 
     def _handle(self, signum: int, frame: FrameType | None) -> None:
         self._received = signum
@@ -47,7 +51,8 @@ class PreemptionWatcher:
             signal.signal(sig, handler)
         self._previous.clear()
 
-    def __call__(self, step: int) -> bool:
+    def __call__(self) -> bool:
         if self._multi:
-            return multihost_utils.reached_preemption_sync_point(step)
+            self._questions += 1
+            return multihost_utils.reached_preemption_sync_point(self._questions)
         return self._received is not None

@@ -281,19 +281,29 @@ def _gather(local: Any) -> Any:
     return multihost_utils.process_allgather(local, tiled=True)
 
 
-def evaluate(exp: Experiment, eval_step, variables: Any, split: str) -> dict[str, Any]:
+def evaluate(
+    exp: Experiment,
+    eval_step,
+    variables: Any,
+    split: str,
+    interrupted: Callable[[], bool] | None = None,
+) -> dict[str, Any]:
     """Every metric of :mod:`vjax.evaluate` on a whole split, one view per example (the
     centre clip and crop for stored whole videos); for an objective that does not classify
-    (reconstruction), the mean of its per-example losses."""
+    (reconstruction), the mean of its per-example losses. ``interrupted()`` (asked before each
+    batch) ends it early with :class:`~vjax.evaluate.scoring.EvaluationInterrupted`."""
     number = num_eval_batches(_num_examples(exp, split), exp.config.input.global_batch_size)
     apply = _apply(exp, eval_step, variables)
     with _data_map(exp, "eval", split, number) as batches:
         if not exp.objective.classifies:
             losses = scoring.evaluate_batches(
-                apply, batches, number, gather=_gather, score=lambda outputs, *_: outputs
-            )
+                apply, batches, number, gather=_gather, score=lambda outputs, *_: outputs,
+                interrupted=interrupted,
+            )  # fmt: skip
             return {"split": split, "num_examples": len(losses), "loss": float(losses.mean())}
-        metrics = scoring.evaluate_batches(apply, batches, number, exp.class_names, _gather)
+        metrics = scoring.evaluate_batches(
+            apply, batches, number, exp.class_names, _gather, interrupted=interrupted
+        )
     return named_result(metrics, exp.class_names, split)
 
 
@@ -744,7 +754,7 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
                     state, metrics = train_step(state, batch, step_key)
                     history.append((step, metrics))
 
-                    if stop(step):  # preemption notice: save this step and leave cleanly
+                    if stop():  # preemption notice: save this step and leave cleanly
                         history = save(step, state, history)
                         preempted_at = step
                         break
@@ -766,8 +776,16 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
                         if not is_finite(state):  # name the step, not the evaluation's NaN logits
                             raise _non_finite("parameters or optimiser state", step, "", manager)
                         state = _precise_batch_stats(exp, state, make_batch, step)
-                        try:
-                            last_eval = evaluate(exp, eval_step, state.variables, "validation")
+                        try:  # a long validation must not outlast the preemption's grace time
+                            last_eval = evaluate(
+                                exp, eval_step, state.variables, "validation", stop
+                            )
+                        except scoring.EvaluationInterrupted as e:
+                            if is_main:
+                                print(f"  validation @ {step}: preempted, {e}", flush=True)
+                            history = save(step, state, history)
+                            preempted_at = step
+                            break
                         except MetricInputError as e:  # e.g. float16 overflow on validation clips
                             if is_main:  # the state is finite: log it, save, train on
                                 print(f"  validation @ {step}: not scored: {e}", flush=True)

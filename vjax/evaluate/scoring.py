@@ -140,6 +140,11 @@ def localized_metrics(
     return {**metrics, "frame_mAP": frame_map, "per_class_frame_ap": frame_aps}
 
 
+class EvaluationInterrupted(Exception):
+    """An evaluation stopped before its end because ``interrupted()`` said so (a preemption
+    notice during training's validation: the state is saved, the scores are not needed)."""
+
+
 def evaluate_batches(
     apply: Callable[[np.ndarray], Any],
     batches: Callable[[int], Mapping[str, Any]],
@@ -147,6 +152,7 @@ def evaluate_batches(
     class_names: ClassNames = (),
     gather: Callable[[Any], Any] | None = None,
     score: Callable[[np.ndarray, np.ndarray, ClassNames], Any] = task_metrics,
+    interrupted: Callable[[], bool] | None = None,
 ) -> Any:
     """``score(outputs, labels, class_names)`` (by default
     :func:`~vjax.evaluate.metrics.task_metrics`) of the real rows of evaluation batches
@@ -154,9 +160,13 @@ def evaluate_batches(
     and ``audio`` for audio data; masked rows are padding), one view per example. ``apply``
     takes this process's batch (it picks the model's inputs) and returns its outputs (logits)
     row for row with its own labels; ``gather`` concatenates the processes'
-    ``(outputs, labels, masks)``."""
+    ``(outputs, labels, masks)``. ``interrupted()``, asked before each batch (on every process
+    alike), ends it early with :class:`EvaluationInterrupted`."""
     logits, labels, masks = [], [], []
-    for batch in map(batches, range(number)):
+    for index in range(number):
+        if interrupted is not None and interrupted():
+            raise EvaluationInterrupted(f"stopped before batch {index + 1} of {number}")
+        batch = batches(index)
         logits.append(np.asarray(apply(batch)))
         labels.append(np.asarray(batch["label"]))
         masks.append(np.asarray(batch["mask"]) > 0)
