@@ -2,6 +2,7 @@
 sharded over 8 devices, precise), I3D inflation, C3D's size, a small R3D through train.py."""
 
 import functools
+import os
 
 import flax.linen as nn
 import jax
@@ -193,6 +194,34 @@ def test_small_r3d_trains_through_the_same_loop_with_precise_bn(data_dir, tmp_pa
     expected = precise_batch_stats(model, variables, videos)["batch_stats"]
     close = functools.partial(np.testing.assert_allclose, rtol=1e-4, atol=1e-6)
     jax.tree.map(close, variables["batch_stats"], jax.device_get(expected))
+
+
+def test_sigterm_during_precise_bn_saves_that_step(data_dir, tmp_path, monkeypatch):
+    """Precise BN before a validation (200 batches in the SlowFast recipes) stops at the next
+    batch on a preemption notice, and the step is saved with its running statistics, nothing
+    validated: the notice waited for precise BN, the validation and one more step."""
+    import signal
+
+    from vjax import train
+
+    seen, made = [], train.normalize_video
+
+    def signalling_normalize(*args):  # the loop's own steps normalise inside the jitted step
+        if not seen:
+            os.kill(os.getpid(), signal.SIGTERM)
+        seen.append(1)
+        return made(*args)
+
+    monkeypatch.setattr(train, "normalize_video", signalling_normalize)
+    monkeypatch.setattr(train, "_apply", lambda *args: pytest.fail("validation ran"))
+    steps = {"train.num_steps": "8", "train.eval_every": "4", "train.checkpoint_every": "8",
+             "train.precise_bn_batches": "3"}  # fmt: skip
+    config = tiny_config(data_dir, **steps)
+    with config.unlocked():
+        config.model = ml_collections.ConfigDict(SMALL_R3D)
+    assert train.train(config, str(tmp_path)) == {"preempted_at": 4}
+    assert len(seen) == 1  # of precise BN's 3 batches
+    assert [e for e in os.listdir(tmp_path / "checkpoints") if e.isdigit()] == ["4"]
 
 
 def test_precise_bn_on_frozen_batchnorm_is_a_config_error(data_dir):

@@ -503,19 +503,27 @@ def _group_dropped(notes: list[str], target: Any) -> list[str]:
     return [*kept, f"dropped {len(names)} parameters this model lacks: {', '.join(groups)}"]
 
 
-def _precise_batch_stats(exp: Experiment, state: TrainState, make_batch, step: int) -> TrainState:
+def _precise_batch_stats(
+    exp: Experiment, state: TrainState, make_batch, step: int, interrupted: Callable[[], bool]
+) -> TrainState:
     """With ``train.precise_bn_batches = N > 0`` and a BatchNorm model: BatchNorm statistics
     recomputed exactly on the N training batches that follow ``step`` (precise BN), so the
-    evaluation and the checkpoint use statistics of the current weights."""
+    evaluation and the checkpoint use statistics of the current weights. ``interrupted()``
+    (asked before each batch) ends it with :class:`~vjax.evaluate.scoring.EvaluationInterrupted`."""
     num = exp.config.train.get("precise_bn_batches", 0)
     if not num or "batch_stats" not in state.model_state:
         return state
     cfg = exp.config.input
-    videos = (
-        normalize_video(make_batch(step + i)["video"], cfg.mean, cfg.std, exp.model.dtype)
-        for i in range(num)
-    )
-    stats = precise_batch_stats(exp.model, state.variables, videos)["batch_stats"]
+
+    def videos():
+        for i in range(num):
+            if interrupted():
+                raise scoring.EvaluationInterrupted(
+                    f"precise BN stopped before batch {i + 1} of {num}"
+                )
+            yield normalize_video(make_batch(step + i)["video"], cfg.mean, cfg.std, exp.model.dtype)
+
+    stats = precise_batch_stats(exp.model, state.variables, videos())["batch_stats"]
     stats = jax.device_put(stats, exp.state_shardings.model_state["batch_stats"])
     return state.replace(model_state={**state.model_state, "batch_stats": stats})
 
@@ -775,8 +783,8 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
                     if step % tcfg.eval_every == 0 or is_last:
                         if not is_finite(state):  # name the step, not the evaluation's NaN logits
                             raise _non_finite("parameters or optimiser state", step, "", manager)
-                        state = _precise_batch_stats(exp, state, make_batch, step)
                         try:  # a long validation must not outlast the preemption's grace time
+                            state = _precise_batch_stats(exp, state, make_batch, step, stop)
                             last_eval = evaluate(
                                 exp, eval_step, state.variables, "validation", stop
                             )
