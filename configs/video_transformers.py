@@ -52,7 +52,9 @@ two-headed dataset, so it needs ``dataset.src``):
 Initialisation: ViViT and TimeSformer start from an ImageNet-21k ViT and VideoMAE from its
 self-supervised checkpoint. Convert one (``vjax convert --from=vit|hf``) and pass the folder
 as ``--config.train.init_from=DIR``: its weights are moved onto the video model at start-up
-(``train.init_inflation``: ``central``, scenic's choice for ViViT, or ``average``). Without
+(``train.init_inflation``: ``central``, scenic's choice for ViViT, or ``average``;
+TimeSformer's temporal attention and its norm are copied from each block's spatial ones and
+its temporal fc and time embedding start at zero, as TimeSformer's code does). Without
 it a recipe trains from scratch (VideoMAE's pre-training and per-checkpoint fine-tuning
 recipes: ``configs/videomae.py``).
 

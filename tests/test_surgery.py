@@ -116,7 +116,7 @@ def test_video_checkpoint_moves_to_another_resolution_and_clip_length():
     assert logits.shape == (1, 3)
 
 
-def test_head_is_reset_for_another_class_count_and_new_layers_keep_their_init():
+def test_head_is_reset_for_another_class_count_and_model3_copies_spatial_attention_to_time():
     image_model = build_model({"name": "single_frame", "size": "Ti/4", **TINY}, num_classes=3)
     source = _params(image_model, (1, 1, 8, 8, 3))
     target_model = build_model(
@@ -132,15 +132,49 @@ def test_head_is_reset_for_another_class_count_and_new_layers_keep_their_init():
     np.testing.assert_array_equal(
         block["attention"]["query_kernel"], src_block["attention"]["query_kernel"]
     )
+    # Model 3's temporal attention starts as a copy of the spatial one (scenic's ViViT
+    # init_encoderblock); its layer norm keeps its initial value (scenic's default).
+    for name in ("query_kernel", "out_kernel", "value_bias"):
+        np.testing.assert_array_equal(block["attention_time"][name], src_block["attention"][name])
     np.testing.assert_array_equal(
-        block["attention_time"]["query_kernel"],
-        target["encoder"]["block00"]["attention_time"]["query_kernel"],
+        block["norm_time"]["scale"], target["encoder"]["block00"]["norm_time"]["scale"]
     )
     assert "reset classifier/head/kernel (16, 3) -> (16, 7) (class count differs)" in notes
     assert "dropped cls (not in target)" in notes  # model 3 pools by average
-    assert any(
-        n.startswith("kept the target's initial encoder/block00/attention_time") for n in notes
+    assert (
+        "encoder/block00/attention_time/query_kernel from encoder/block00/attention/query_kernel "
+        "(temporal attention as the image model's)" in notes
     )
+    assert (
+        "kept the target's initial encoder/block00/norm_time/scale (16,) (not in source)" in notes
+    )
+
+
+def test_timesformer_from_an_image_vit_starts_as_the_image_model_on_every_frame():
+    """TimeSformer's own initialisation: temporal attention and its norm copied from the
+    block's spatial ones (its load_pretrained), temporal fc and time embedding at zero (its
+    model's init): on a clip of one repeated frame the new model's logits are the image
+    model's. Before, random temporal layers and time embedding perturbed every block."""
+    image_model = build_model({"name": "single_frame", "size": "Ti/4", **TINY}, num_classes=3)
+    video_model = build_model({"name": "timesformer", "size": "Ti/4", **TINY}, num_classes=3)
+    image_params = _params(image_model, (1, 1, 8, 8, 3))
+    shape = (1, 4, 8, 8, 3)
+    init = video_model.init(jax.random.key(1), jnp.zeros(shape), train=False)
+    target = nn.meta.unbox(init)["params"]
+    assert (
+        not target["time_embedding"].any()
+        and not target["encoder"]["block00"]["time_dense"]["kernel"].any()
+    )
+    params, _ = adapt_params(image_params, target, target_grid=token_grid(video_model, shape))
+    block, src_block = params["encoder"]["block00"], image_params["encoder"]["block00"]
+    np.testing.assert_array_equal(block["norm_time"]["scale"], src_block["norm1"]["scale"])
+    np.testing.assert_array_equal(
+        block["attention_time"]["key_kernel"], src_block["attention"]["key_kernel"]
+    )
+    image = np.random.default_rng(2).normal(size=(2, 1, 8, 8, 3)).astype(np.float32)
+    expected = image_model.apply({"params": image_params}, image, train=False)
+    got = video_model.apply({"params": params}, np.repeat(image, 4, axis=1), train=False)
+    np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-6)
 
 
 def test_unadaptable_parameters_name_the_parameter_and_both_shapes():
@@ -159,7 +193,7 @@ def test_unadaptable_parameters_name_the_parameter_and_both_shapes():
         num_classes=3,
     )
     abstract = _shapes(m3, (1, 4, 8, 8, 3))
-    with pytest.raises(SurgeryError, match="attention_time.*initialised target parameters"):
+    with pytest.raises(SurgeryError, match="norm_time.*initialised target parameters"):
         adapt_params(source, abstract, target_grid=(2, 2, 2))
     with pytest.raises(SurgeryError, match=r"pos_embedding of shape \(1, 8, 16\).*source_grid"):
         adapt_params(source, _params(small, (1, 8, 8, 8, 3)))

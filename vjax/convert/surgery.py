@@ -19,9 +19,14 @@ target tree filled from the source:
 * ``time_embedding`` / ``temporal_pos_embedding`` ``(1, frames, D)``: linear over time;
 * the classifier (``classifier/...``) with another class count: reset to the target's
   initial values;
-* target parameters the source lacks (model 3's temporal attention, model 2's temporal
-  transformer, TimeSformer's temporal layers from an image ViT) keep the target's initial
-  values, and source parameters the target lacks are dropped; both are listed in the notes.
+* temporal attention from an image model (ViViT model 3's and TimeSformer's
+  ``attention_time``): a copy of the same block's spatial ``attention``, as scenic's ViViT
+  and TimeSformer's own loader initialise it; TimeSformer's ``norm_time`` likewise from
+  ``norm1`` (its loader's rule; scenic leaves model 3's at its initial value), while its
+  ``time_dense`` keeps its zero initialisation, so each block starts as the image block;
+* other target parameters the source lacks (model 2's temporal transformer, the classifier
+  of another task) keep the target's initial values, and source parameters the target
+  lacks are dropped; both are listed in the notes.
 
 Anything else with a different shape is an error naming the parameter and both shapes.
 
@@ -178,6 +183,21 @@ def _initial(name: str, target: Any) -> np.ndarray:
     return np.asarray(target)
 
 
+def _spatial_twin(name: str, source: Mapping[str, Any], target: Mapping[str, Any]) -> str | None:
+    """The source parameter a temporal attention parameter ``name`` the source lacks is copied
+    from: ``.../attention_time/...`` from the block's ``.../attention/...``, and for
+    TimeSformer's blocks (those with ``time_dense``) ``.../norm_time/...`` from
+    ``.../norm1/...``; None for any other name, or a twin missing or of another shape."""
+    block, _, rest = name.partition("/attention_time/")
+    twin = f"{block}/attention/{rest}" if rest else None
+    block, _, rest = name.partition("/norm_time/")
+    if rest and f"{block}/time_dense/kernel" in target:
+        twin = f"{block}/norm1/{rest}"
+    if twin is None or twin not in source:
+        return None
+    return twin if np.shape(source[twin]) == tuple(target[name].shape) else None
+
+
 def adapt_params(
     source_params: Mapping[str, Any],
     target_params: Mapping[str, Any],
@@ -204,8 +224,13 @@ def adapt_params(
     out, notes = {}, []
     for name, leaf in target.items():
         if name not in source:
-            out[name] = _initial(name, leaf)
-            notes.append(f"kept the target's initial {name} {tuple(leaf.shape)} (not in source)")
+            twin = _spatial_twin(name, source, target)
+            if twin is None:
+                out[name] = _initial(name, leaf)
+                notes.append(f"kept the target's initial {name} {leaf.shape} (not in source)")
+            else:
+                out[name] = np.asarray(source[twin]).astype(leaf.dtype)
+                notes.append(f"{name} from {twin} (temporal attention as the image model's)")
             continue
         value = np.asarray(source[name])
         if value.shape == tuple(leaf.shape):

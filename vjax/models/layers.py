@@ -31,6 +31,7 @@ from vjax.models.widths import layer_width
 
 Dtype = Any
 _xavier = nn.initializers.xavier_uniform()
+_embedding_init = nn.initializers.normal(0.02)
 # Xavier over the (embed) x (heads * kv) matrix the 3D attention kernels stand for.
 _xavier_heads = nn.initializers.variance_scaling(
     1.0, "fan_avg", "uniform", in_axis=0, out_axis=(1, 2)
@@ -141,10 +142,15 @@ def token_names(ndim: int, last: tuple[str | None, ...] = ("embed",)) -> tuple[s
 
 
 def learned_embedding(
-    module: nn.Module, name: str, shape: tuple[int, ...], names: tuple[str | None, ...]
+    module: nn.Module,
+    name: str,
+    shape: tuple[int, ...],
+    names: tuple[str | None, ...],
+    init: nn.initializers.Initializer = _embedding_init,
 ) -> jax.Array:
-    """A learned additive embedding (position, time, class token), N(0, 0.02) initialised."""
-    return module.param(name, _logical(nn.initializers.normal(0.02), names), shape)
+    """A learned additive embedding (position, time, class token), by default N(0, 0.02)
+    initialised."""
+    return module.param(name, _logical(init, names), shape)
 
 
 def prepend(token: jax.Array, x: jax.Array) -> jax.Array:
@@ -277,15 +283,16 @@ def dense(
     name: str,
     bias_std: float = 0.0,
     use_bias: bool = True,
+    kernel_init: nn.initializers.Initializer = _xavier,
 ):
-    """A Dense layer with Xavier kernel and logically named parameters (``names`` of the
-    kernel's input and output dims; the bias takes the output's)."""
+    """A Dense layer with (by default) Xavier kernel and logically named parameters (``names``
+    of the kernel's input and output dims; the bias takes the output's)."""
     bias_init = nn.initializers.normal(stddev=bias_std) if bias_std else nn.initializers.zeros
     return nn.Dense(
         features,
         dtype=dtype,
         use_bias=use_bias,
-        kernel_init=_logical(_xavier, names),
+        kernel_init=_logical(kernel_init, names),
         bias_init=_logical(bias_init, names[1:]),
         name=name,
     )
@@ -334,7 +341,8 @@ class EncoderBlock(nn.Module):
     Tokens beyond the grid at the front (a class token) skip temporal attention and join the
     spatial attention of every frame, their result averaged over frames (TimeSformer's rule).
     The ``"time"`` sublayer's parameters are ``norm_time``/``attention_time`` (plus
-    ``time_dense`` with ``time_projection``, TimeSformer's temporal fc); every other attention
+    ``time_dense`` with ``time_projection``, TimeSformer's temporal fc, initialised to zero
+    as TimeSformer's, so a new block starts as its image ViT block); every other attention
     sublayer uses ``norm1``/``attention``, the names of an image ViT block, so image weights
     load into the spatial part of every variant unchanged.
     """
@@ -376,7 +384,8 @@ class EncoderBlock(nn.Module):
             out = self._attention("attention_time", ((1,),))(grid)
             if self.time_projection:
                 # (None, "embed"): an array may not repeat a logical name.
-                out = dense(embed, (None, "embed"), self.dtype, "time_dense")(out)
+                zero = nn.initializers.zeros
+                out = dense(embed, (None, "embed"), self.dtype, "time_dense", kernel_init=zero)(out)
             head_out = jnp.zeros_like(head)
         elif kind == "space":
             head_per_frame = jnp.broadcast_to(head[:, None], (batch, time, prefix, embed))

@@ -15,6 +15,11 @@ position embedding and a per-frame time embedding; a class token goes in front.
   before the final norm; averaging after it equals averaging the per-frame predictions,
   which is what Hugging Face's per-frame ``space_only`` logits give.)
 
+Initialised as TimeSformer's code does: the time embedding and each block's temporal fc
+(``time_dense``) at zero, so that a new model, or one made from an image ViT
+(:mod:`vjax.convert.surgery` copies each block's spatial attention into its temporal one),
+starts as the image model on every frame.
+
 Parameter names: ``embedding``, ``cls``, ``pos_embedding`` (spatial, ``(1, patches, D)``),
 ``time_embedding`` (``(1, frames, D)``), ``encoder`` (blocks with ``norm_time``,
 ``attention_time``, ``time_dense``, ``norm1``, ``attention``, ``norm2``, ``mlp``; then
@@ -27,6 +32,7 @@ from __future__ import annotations
 
 import flax.linen as nn
 import jax
+from flax.linen.initializers import zeros
 
 from vjax.models.layers import (
     ClassifierHead,
@@ -74,8 +80,8 @@ class TimeSformer(VideoTransformer):
         if space_only:
             x = prepend(cls, x.reshape(batch * time, space, dim))
         else:
-            times = learned_embedding(
-                self, "time_embedding", (1, time, dim), (None, "time", "embed")
+            times = learned_embedding(  # zeros, TimeSformer's: frames start alike
+                self, "time_embedding", (1, time, dim), (None, "time", "embed"), zeros
             )
             x = prepend(cls, (x + times[:, :, None]).reshape(batch, time * space, dim))
         x = nn.Dropout(self.dropout_rate)(x.astype(self.dtype), deterministic=not train)
