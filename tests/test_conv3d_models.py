@@ -286,3 +286,30 @@ def test_precise_batch_stats_average_each_layers_batch_statistics():
         np.abs(deep - variables["batch_stats"]["layer4"]["block0"]["conv_2"]["norm"]["var"]).max()
         > 1e-3
     )
+
+
+def test_c3d_pool5_pads_height_and_width_by_one_on_both_sides(monkeypatch):
+    """Caffe's C3D (and its PyTorch ports) pool5: MaxPool3d((2, 2, 2), stride 2, padding
+    (0, 1, 1)). fc6 must read torch's pooling of the model's own conv5b output (narrow convs
+    keep it fast; the pooling rule does not depend on the widths)."""
+    torch = pytest.importorskip("torch")
+    from vjax.models import c3d
+
+    monkeypatch.setattr(c3d, "BLOCKS", tuple((n, tuple(4 for _ in w)) for n, w in c3d.BLOCKS))
+    model = build_model({"name": "c3d", "hidden": 8, "dropout_rate": 0.0}, 3)
+    video = jnp.asarray(np.random.default_rng(1).normal(size=(1, 16, 48, 48, 3)), jnp.float32)
+    variables = model.init(jax.random.key(0), video, train=False)
+    capture = lambda m, method: m.name in ("conv5b", "fc6")  # noqa: E731
+    _, state = jax.jit(
+        functools.partial(
+            model.apply, train=False, mutable=["intermediates"], capture_intermediates=capture
+        )
+    )(variables, video)
+    conv5b = np.asarray(state["intermediates"]["conv5b"]["__call__"][0])  # 2 x 3 x 3: odd
+    pool = torch.nn.MaxPool3d((2, 2, 2), stride=(2, 2, 2), padding=(0, 1, 1))
+    with torch.no_grad():  # torch is (N, C, T, H, W); vjax flattens (T, H, W, C)
+        pooled = pool(torch.from_numpy(conv5b).permute(0, 4, 1, 2, 3)).permute(0, 2, 3, 4, 1)
+    fc6 = nn.meta.unbox(variables["params"])["fc6"]
+    expected = pooled.reshape(1, -1).numpy() @ np.asarray(fc6["kernel"]) + np.asarray(fc6["bias"])
+    got = state["intermediates"]["fc6"]["__call__"][0]
+    np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-5)

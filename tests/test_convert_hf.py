@@ -392,3 +392,33 @@ def test_videomae_pretraining_loss_and_pixels_match(name, tmp_path):
     expected = hf_forward(hf.videomae, video).last_hidden_state.numpy()
     hidden_state = vjax_apply(config, variables, video, capture=True)
     np.testing.assert_allclose(hidden_state, expected, atol=TOL, rtol=0)
+
+
+def test_videomae_norms_take_hugging_faces_epsilons():
+    """HF's VideoMAE fc_norm and decoder norm are nn.LayerNorm(size): torch's 1e-5, not the
+    encoder's layer_norm_eps (values no logits test of random weights can tell apart)."""
+    sizes = dict(hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64,
+                 image_size=16, patch_size=8, num_frames=2, tubelet_size=2)  # fmt: skip
+    config = transformers.VideoMAEConfig(**sizes, num_labels=3)
+    hf = transformers.VideoMAEForVideoClassification(config).eval()
+    assert from_hf(hf.state_dict(), hf.config)[0].model.fc_norm_eps == hf.fc_norm.eps == 1e-5
+    decoder = dict(decoder_hidden_size=16, decoder_num_hidden_layers=1,
+                   decoder_num_attention_heads=2, decoder_intermediate_size=32)  # fmt: skip
+    config = transformers.VideoMAEConfig(**sizes, **decoder, norm_pix_loss=False)
+    hf = transformers.VideoMAEForPreTraining(config).eval()
+    converted = from_hf(hf.state_dict(), hf.config, pretraining=True)[0]
+    assert converted.model.decoder_norm_eps == hf.decoder.norm.eps == 1e-5
+    assert converted.model.norm_pix_loss is False  # the checkpoint's choice
+
+
+def test_timesformer_is_normalised_as_its_checkpoints():
+    """TimeSformer's configs (DATA.MEAN 0.45, DATA.STD 0.225, as the HF checkpoints'
+    preprocessor_config.json), not ImageNet's statistics."""
+    config = transformers.TimesformerConfig(
+        hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64,
+        image_size=16, patch_size=8, num_frames=2, num_labels=3,
+    )  # fmt: skip
+    hf = transformers.TimesformerForVideoClassification(config).eval()
+    converted = from_hf(hf.state_dict(), hf.config)[0]
+    np.testing.assert_allclose(converted.input.mean, [0.45] * 3)
+    np.testing.assert_allclose(converted.input.std, [0.225] * 3)

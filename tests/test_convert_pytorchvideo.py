@@ -38,6 +38,13 @@ REFERENCES = {
         head_pool_kernel_size=(T // 2, 1, 1),
         **COMMON,
     ),
+    "c2d_r50": lambda: create_resnet(  # hub/resnet.py's c2d_r50: 2D convs, one time pool
+        stem_conv_kernel_size=(1, 7, 7),
+        stage1_pool=torch.nn.MaxPool3d,
+        stage_conv_a_kernel_size=((1, 1, 1),) * 4,
+        head_pool_kernel_size=(T // 2, 1, 1),
+        **COMMON,
+    ),
     "r2plus1d_r50": lambda: create_r2plus1d(
         head_activation=None, head_pool_kernel_size=(T // 4, 1, 1), **COMMON
     ),
@@ -73,6 +80,17 @@ def test_logits_match_pytorchvideo(arch):
     ours = jit_logits(model, variables, to_ours(video))
     assert np.abs(expected).max() > 0.1  # non-trivial logits (1000x the tolerance)
     np.testing.assert_allclose(np.asarray(ours), expected, atol=1e-4, rtol=0)
+
+
+@pytest.mark.parametrize("frames, alpha", [(32, 4), (32, 8), (16, 4), (12, 4), (8, 2)])
+def test_linspace_slow_frames_are_pytorchvideos_uniform_temporal_subsample(frames, alpha):
+    """The zoo's PackPathway picks the slow frames by ``uniform_temporal_subsample``:
+    ``linspace(0, T - 1, T // alpha)`` truncated to integers (ending on the last frame); the
+    logits test above feeds its own slow frames, so it cannot see this choice."""
+    # pytorchvideo/transforms/functional.py's uniform_temporal_subsample, spelt out (that
+    # module does not import with this torchvision).
+    expected = torch.clamp(torch.linspace(0, frames - 1, frames // alpha), 0, frames - 1).long()
+    np.testing.assert_array_equal(slow_frame_indices(frames, alpha, "linspace"), expected.numpy())
 
 
 def test_checkpoints_fit_only_their_own_net():

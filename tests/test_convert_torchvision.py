@@ -167,3 +167,14 @@ def test_convert_command_reports_a_missing_file(tmp_path, capsys):
 
     code = main(["convert", "--from=torchvision", f"--src={tmp_path}/nope.pth", "--out=x"])
     assert code == 2 and "does not exist" in capsys.readouterr().err
+
+
+def test_converted_config_normalises_as_torchvisions_weights_transforms():
+    """The converted config's mean, std and crop are torchvision's own for its video weights."""
+    from torchvision.models.video import R3D_18_Weights, r3d_18
+
+    transforms = R3D_18_Weights.DEFAULT.transforms()
+    config, _ = from_torchvision(r3d_18(num_classes=4).state_dict(), "r3d_18")
+    np.testing.assert_allclose(config.input.mean, transforms.mean)
+    np.testing.assert_allclose(config.input.std, transforms.std)
+    assert list(config.input.clip[1:3]) == list(transforms.crop_size)

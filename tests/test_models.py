@@ -29,6 +29,12 @@ def _perturb(variables, seed=0, scale=0.1):
 def test_size_strings():
     b = parse_size("B/16x2")
     assert (b.hidden_size, b.num_layers, b.num_heads, b.mlp_dim) == (768, 12, 12, 3072)
+    # ViT (Dosovitskiy et al. 2021, Table 1) and DeiT-Ti: (hidden, layers, heads, mlp)
+    table = {"Ti": (192, 12, 3, 768), "S": (384, 12, 6, 1536), "B": (768, 12, 12, 3072),
+             "L": (1024, 24, 16, 4096), "H": (1280, 32, 16, 5120)}  # fmt: skip
+    for name, expected in table.items():
+        size = parse_size(f"{name}/16")
+        assert (size.hidden_size, size.num_layers, size.num_heads, size.mlp_dim) == expected
     assert (b.patch, b.tubelet_time) == (16, 2)
     assert parse_size("L/14").tubelet_time == 1
     with pytest.raises(ValueError, match="'X/16'"):
@@ -147,3 +153,35 @@ def test_drop_path_and_dropout_are_active_only_in_training():
     train_a = model.apply(variables, video, train=True, rngs={"dropout": jax.random.key(1)})
     train_b = model.apply(variables, video, train=True, rngs={"dropout": jax.random.key(2)})
     assert not np.allclose(train_a, train_b)
+
+
+def test_new_transformer_parameters_start_as_vit_does():
+    """ViT / scenic initialisation: zero classifier (uniform logits at step 0), zero class
+    token, position tables N(0, 0.02)."""
+    model = build_model({"name": "vivit", **SMALL, "hidden_size": 64}, num_classes=5)
+    params = nn.meta.unbox(_init(model, (1, 8, 32, 32, 3)))["params"]
+    np.testing.assert_array_equal(params["classifier"]["head"]["kernel"], 0)
+    np.testing.assert_array_equal(params["cls"], 0)
+    pos = np.asarray(params["pos_embedding"])  # 4 x 64 tokens x 64 = 16384 draws
+    assert abs(pos.std() - 0.02) < 0.001 and abs(pos.mean()) < 0.001
+
+
+def test_drop_path_grows_linearly_over_depth_and_drops_whole_examples():
+    """Stochastic depth (Huang et al. 2016) as scenic and timm schedule it: block i of L
+    drops its residual branches with probability rate * i / (L - 1), a whole example at once."""
+    model = build_model({"name": "vivit", **SMALL, "num_layers": 3, "drop_path_rate": 0.4}, 3)
+    video = jnp.zeros((2, 4, 8, 8, 3))
+    variables = model.init(jax.random.key(0), video, train=False)
+    seen = {}
+
+    def record(next_fun, args, kwargs, context):
+        module = context.module
+        if isinstance(module, nn.Dropout) and module.broadcast_dims:
+            seen.setdefault(module.scope.path[-2], set()).add(
+                (module.rate, tuple(module.broadcast_dims))
+            )
+        return next_fun(*args, **kwargs)
+
+    with nn.intercept_methods(record):
+        model.apply(variables, video, train=True, rngs={"dropout": jax.random.key(1)})
+    assert seen == {f"block{i:02d}": {(0.4 * i / 2, (1, 2))} for i in range(3)}

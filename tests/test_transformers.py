@@ -289,6 +289,105 @@ def test_divided_block_with_class_token_equals_hand_made_timesformer_rule():
     np.testing.assert_allclose(got, tokens, rtol=1e-4, atol=1e-4)
 
 
+def _np_patches(video, tubelet):
+    """(B, T, H, W, C) -> (B, tokens, pt*ph*pw*C) tubelets in (time, row, column) order."""
+    b, t, h, w, c = video.shape
+    pt, ph, pw = tubelet
+    x = video.reshape(b, t // pt, pt, h // ph, ph, w // pw, pw, c)
+    return x.transpose(0, 1, 3, 5, 2, 4, 6, 7).reshape(b, -1, pt * ph * pw * c)
+
+
+def _np_block(x, p, sublayers=("joint",), grid=None):
+    for kind in sublayers:
+        if kind == "joint":
+            x = x + _np_attention(_np_ln(x, p["norm1"]), p["attention"])
+            continue
+        g = x.reshape(x.shape[0], *grid, -1)
+        if kind == "time":  # every spatial position attends over the time steps
+            y = _along_time(
+                _np_ln(g, p["norm_time"]), lambda q: _np_attention(q, p["attention_time"])
+            )
+        else:  # every time step attends over its spatial positions
+            y = _along_space(_np_ln(g, p["norm1"]), lambda q: _np_attention(q, p["attention"]))
+        x = x + y.reshape(x.shape)
+    return x + _np_mlp_exact(_np_ln(x, p["norm2"]), p["mlp"])
+
+
+def _np_vivit(p, video, variant, tubelet, pooling, temporal_pooling=None, order=None):
+    """ViViT written from the paper (Arnab et al. 2021, Sec. 3): model 1 (spacetime), 2
+    (a spatial transformer per tubelet slice, then a temporal one over the slices), 3
+    (factorised self-attention in ``order``) and the per-slice average-pool baseline."""
+    p = jax.tree.map(np.asarray, p)
+    b, t = video.shape[0], video.shape[1] // tubelet[0]
+    conv = p["embedding"]["conv"]
+    x = _np_patches(video, tubelet) @ conv["kernel"].reshape(-1, D) + conv["bias"]
+    s = x.shape[1] // t
+
+    def stage(x, prefix, pool, **kw):
+        x = x + p[f"{prefix}pos_embedding"]
+        if pool == "cls":
+            x = np.concatenate([np.broadcast_to(p[f"{prefix}cls"], (x.shape[0], 1, D)), x], 1)
+        encoder = p[f"{prefix}encoder"]
+        for name in sorted(k for k in encoder if k.startswith("block")):
+            x = _np_block(x, encoder[name], **kw)
+        x = _np_ln(x, encoder["encoder_norm"])
+        return x[:, 0] if pool == "cls" else x.mean(1)
+
+    if variant == "spacetime":
+        pooled = stage(x, "", pooling)
+    elif variant == "factorised_self_attention":
+        pooled = stage(x, "", pooling, sublayers=order, grid=(t, s))
+    else:  # model 2 and the baseline: a spatial transformer on every tubelet slice
+        per_slice = stage(x.reshape(b * t, s, D), "", pooling).reshape(b, t, D)
+        if variant == "average_pool":
+            pooled = per_slice.mean(1)
+        else:
+            pooled = stage(per_slice, "temporal_", temporal_pooling or pooling)
+    return pooled @ p["classifier"]["head"]["kernel"] + p["classifier"]["head"]["bias"]
+
+
+@pytest.mark.parametrize(
+    "fields",
+    [
+        {"variant": "spacetime"},
+        {"variant": "spacetime", "pooling": "gap"},
+        {"variant": "factorised_encoder", "temporal_layers": 1},
+        {"variant": "factorised_encoder", "temporal_layers": 1, "temporal_pooling": "gap"},
+        {"variant": "average_pool"},
+        {"variant": "factorised_self_attention"},
+        {"variant": "factorised_self_attention", "attention_order": "space_time"},
+    ],
+    ids=_ids,
+)
+def test_vivit_variants_equal_a_numpy_vivit_written_from_the_paper(fields):
+    """Whole models, not blocks: Hugging Face's ViViT is model 1 only, so model 2's slice
+    order and pooling, model 3's attention order and the baseline's mean had no reference."""
+    model = build_model({"name": "vivit", **SMALL, "num_layers": 1, **fields}, CLASSES)
+    clip = _video(shape=(2, 6, 8, 8, 3))  # 3 tubelet slices x 4 patches
+    params = _random_params(model, jnp.asarray(clip), train=False, seed=2, scale=0.3)
+    got = jax.jit(lambda v: model.apply({"params": params}, v, train=False))(clip)
+    order = {"time_space": ("time", "space"), "space_time": ("space", "time")}
+    expected = _np_vivit(
+        params, clip, fields["variant"], (2, 4, 4), model.resolved_pooling,
+        fields.get("temporal_pooling"), order[fields.get("attention_order", "time_space")],
+    )  # fmt: skip
+    np.testing.assert_allclose(np.asarray(got), expected, rtol=1e-4, atol=1e-4)
+
+
+def test_model2_temporal_transformer_has_its_own_heads_and_mlp_width():
+    """scenic's factorised encoder configures its temporal transformer apart
+    (temporal_transformer.num_heads / mlp_dim): the parameter shapes follow them."""
+    fields = {"variant": "factorised_encoder", "temporal_layers": 1}
+    model = _model({"name": "vivit", **fields, "temporal_num_heads": 2, "temporal_mlp_dim": 40})
+    params = nn.meta.unbox(jax.eval_shape(lambda: _init(model)))["params"]
+    block = params["temporal_encoder"]["block00"]
+    assert block["attention"]["query_kernel"].shape == (D, 2, D // 2)
+    assert block["mlp"]["fc1"]["kernel"].shape == (D, 40)
+    spatial = params["encoder"]["block00"]
+    assert spatial["attention"]["query_kernel"].shape == (D, HEADS, D // HEADS)
+    assert spatial["mlp"]["fc1"]["kernel"].shape == (D, MLP)
+
+
 def _reverse_slices(video, step):
     t = video.shape[1] // step
     return video.reshape(video.shape[0], t, step, *video.shape[2:])[:, ::-1].reshape(video.shape)
