@@ -186,7 +186,12 @@ def load(path: str, float_model: bool = False) -> LoadedModel:
 
         module, variables = from_saved(module, quantized["mode"], variables, metadata["clip_shape"])
     elif config.train.get("quantization") and not float_model:
+        import jax
+        import jax.numpy as jnp
+
         from vjax.deploy.quantize import qat_model
 
         module = qat_model(module, config.train.quantization)
+        # qwix finds each kernel by identity: a host array copied on the way in is not found
+        variables = jax.tree.map(jnp.asarray, variables)
     return LoadedModel(config, module, variables, metadata, step)
