@@ -1,0 +1,90 @@
+"""Command-line config overrides by hand (found by mutation testing): booleans, numbers
+coerced to the field's type, text kept as typed, and recipe_config's merge."""
+
+import os
+
+import pytest
+
+
+def _demo():
+    from vjax.config_utils import RECIPES, load_config
+
+    return load_config(os.path.join(RECIPES, "demo.py"))
+
+
+# kills cu01, cu09
+def test_boolean_overrides_and_no_boolean_into_a_number():
+    """``--config.optimizer.nesterov=False`` is False (and ``no``/``0`` too; ``yes``/``1``
+    True); a bool given to a float field is a ConfigError, not 1.0."""
+    from vjax.config_utils import ConfigError, apply_overrides
+
+    config = _demo()
+    for text, value in (("True", True), ("False", False), ("no", False), ("1", True),
+                        ("0", False), ("yes", True)):  # fmt: skip
+        apply_overrides(config, {"optimizer.nesterov": text})
+        assert config.optimizer.nesterov is value, text
+    with pytest.raises(ConfigError, match="nesterov"):
+        apply_overrides(config, {"optimizer.nesterov": "maybe"})
+    with pytest.raises(ConfigError, match="optimizer.lr"):
+        apply_overrides(config, {"optimizer.lr": "True"})
+
+
+# kills cu02, cu03, cu04
+def test_numeric_overrides_are_coerced_to_the_fields_type_and_checked():
+    """``--config.optimizer.lr=1`` is the float 1.0; a list for a tuple field is a tuple; a
+    float for an int field (``train.num_steps=7.5``) or a number for a tuple is an error."""
+    from vjax.config_utils import ConfigError, apply_overrides
+
+    config = _demo()
+    apply_overrides(config, {"optimizer.lr": "1", "input.mean": "[0.1, 0.2, 0.3]"})
+    assert config.optimizer.lr == 1.0 and isinstance(config.optimizer.lr, float)
+    assert config.input.mean == (0.1, 0.2, 0.3) and isinstance(config.input.mean, tuple)
+    for key, text in (("train.num_steps", "7.5"), ("input.std", "0.5")):
+        with pytest.raises(ConfigError, match=key):
+            apply_overrides(config, {key: text})
+
+
+# kills cu05, cu06
+def test_text_overrides_are_kept_as_typed_and_a_none_field_takes_text():
+    """A string field keeps the text exactly (a path's case matters); a model field whose
+    default is None takes a plain word as a string (``model.temporal_pooling=gap``)."""
+    from vjax.config_utils import apply_overrides
+
+    config = _demo()
+    apply_overrides(config, {"dataset.data_dir": "/Data/My Runs/K400",
+                             "model.temporal_pooling": "gap"})  # fmt: skip
+    assert config.dataset.data_dir == "/Data/My Runs/K400"
+    assert config.model.temporal_pooling == "gap"
+
+
+# kills cu13, cu14, cu16, cu17 (and cu12, cu15)
+def test_recipe_config_by_hand():
+    """A recipe of 2 epochs (0.5 warmup) of 1,000 videos at batch 10 is 200 steps with 50 of
+    warmup; the recipe's end_lr is kept (0 when it names none); its dataset fields (fps) are
+    kept beside the defaults; its train.objective is kept, also by the tiny variant, whose
+    recipe ``tiny`` sections replace the demo's."""
+    from vjax.config_utils import RECIPES, load_config, recipe_config
+
+    recipe = {
+        "dataset": {"name": "kinetics400", "num_classes": 3, "train_size": 1000, "fps": 15.0},
+        "input": {"global_batch_size": 10},
+        "model": {"name": "vivit", "size": "Ti/8x2"},
+        "optimizer": {"name": "sgd", "lr": 0.1, "epochs": 2, "warmup_epochs": 0.5,
+                      "end_lr": 0.001},
+        "train": {"objective": "multi_label"},
+        "tiny": {"dataset": {"name": "charades", "fps": 8.0}},
+    }  # fmt: skip
+    c = recipe_config(load_config(os.path.join(RECIPES, "demo.py")), recipe, None)
+    assert c.train.num_steps == 200 and c.optimizer.warmup_steps == 50
+    assert c.optimizer.end_lr == 0.001 and c.optimizer.lr == 0.1
+    assert c.dataset.fps == 15.0 and c.dataset.name == "kinetics400"
+    assert c.dataset.short_side == 256 and "num_classes" not in c.dataset
+    assert c.train.objective == "multi_label"
+    no_end = {**recipe, "optimizer": {k: v for k, v in recipe["optimizer"].items()
+                                      if k != "end_lr"}}  # fmt: skip
+    assert recipe_config(load_config(os.path.join(RECIPES, "demo.py")), no_end, None
+                         ).optimizer.end_lr == 0.0  # fmt: skip
+    tiny = recipe_config(load_config(os.path.join(RECIPES, "demo.py") + ":tiny"), recipe,
+                         {"name": "vivit", "size": "Ti/8x2", "hidden_size": 16})  # fmt: skip
+    assert tiny.train.objective == "multi_label" and tiny.model.hidden_size == 16
+    assert dict(tiny.dataset) == {"name": "charades", "fps": 8.0}

@@ -1,0 +1,149 @@
+"""Exported models checked against onnxruntime and hand computations (found by mutation
+testing): each format loads its own file, TFLite at batch two, multi-task exports, the ONNX
+check, and the signature's rate and normalisation."""
+
+import json
+import os
+
+import jax
+import numpy as np
+import pytest
+from test_predict_contracts import (
+    CLIP,
+    MEAN,
+    MODEL,
+    NAMES,
+    STD,
+    by_hand_logits,
+    normalised,
+    random_vivit,
+    softmax,
+    write_model,
+)
+
+
+# kills rt01
+def test_load_exported_runs_the_format_it_is_asked_for(tmp_path):
+    """``load_exported(folder, "onnx")`` runs model.onnx (what onnxruntime itself gives for
+    that file, bit for bit), not the StableHLO file beside it: the export test's loop over
+    the formats checks each file only so."""
+    import onnxruntime as ort
+
+    from vjax.deploy.export import export_model
+    from vjax.deploy.runtime import load_exported
+
+    _, variables = random_vivit(8)
+    folder = write_model(str(tmp_path / "model"), variables)
+    out = str(tmp_path / "exported")
+    export_model(folder, out, ["stablehlo", "onnx"])
+    video = np.random.default_rng(9).integers(0, 256, (2, *CLIP), np.uint8)
+    model = load_exported(out, "onnx")
+    assert model.format == "onnx"
+    session = ort.InferenceSession(os.path.join(out, "model.onnx"),
+                                   providers=["CPUExecutionProvider"])  # fmt: skip
+    logits, probs = session.run(["logits", "probabilities"], {"video": video})
+    got = model(video)
+    np.testing.assert_array_equal(got[0], logits)
+    np.testing.assert_array_equal(got[1], probs)
+    assert load_exported(out).format == "stablehlo"  # the documented default
+
+
+# kills rt03, ex07
+def test_a_tflite_export_of_batch_two_runs_in_pieces_of_two(tmp_path):
+    """``--tflite_batch=2``: the signature records 2, a 4-clip batch runs as two pieces of 2
+    and gives the model's logits (by hand, numpy normalisation), a 3-clip batch is refused."""
+    from vjax.deploy.export import export_model
+    from vjax.deploy.runtime import load_exported
+    from vjax.errors import UserError
+
+    model, variables = random_vivit(10)
+    folder = write_model(str(tmp_path / "model"), variables)
+    out = str(tmp_path / "exported")
+    signature = export_model(folder, out, ["tflite"], tflite_batch=2)
+    assert signature["tflite_batch"] == 2
+    assert json.load(open(os.path.join(out, "signature.json")))["tflite_batch"] == 2
+    video = np.random.default_rng(11).integers(0, 256, (4, *CLIP), np.uint8)
+    expected = np.stack([by_hand_logits(model, variables, clip) for clip in video])
+    logits, probs = load_exported(out, "tflite")(video)
+    np.testing.assert_allclose(logits, expected, atol=1e-4)
+    with pytest.raises(UserError, match="batches of 2"):
+        load_exported(out, "tflite")(video[:3])
+
+
+# kills ex02, sg04, sg05
+def test_a_multi_task_export_has_each_tasks_columns_and_softmax(tmp_path):
+    """Two tasks (noun: 2 classes, verb: 3): outputs 5 wide, ``tasks`` gives noun columns
+    [0, 2] and verb [2, 5], and the probabilities are a softmax within each task's columns
+    (numpy, of the model's own per-task logits)."""
+    import flax.linen as nn
+
+    from vjax.deploy.export import export_model
+    from vjax.deploy.runtime import load_exported
+    from vjax.models import build_model
+
+    names = {"noun": ["n0", "n1"], "verb": ["v0", "v1", "v2"]}
+    model = build_model(MODEL, {"noun": 2, "verb": 3})
+    variables = jax.device_get(
+        nn.meta.unbox(
+            jax.jit(lambda k: model.init(k, np.zeros((1, *CLIP)), train=False))(jax.random.key(0))
+        )
+    )
+    rng = np.random.default_rng(12)
+    variables = jax.tree.map(
+        lambda p: np.asarray(p + 0.3 * rng.standard_normal(p.shape), np.float32), variables
+    )
+    folder = write_model(str(tmp_path / "model"), variables, names=names)
+    out = str(tmp_path / "exported")
+    signature = export_model(folder, out, ["stablehlo"])
+    assert signature["outputs"]["logits"] == [None, 5]
+    assert signature["tasks"] == {
+        "noun": {"classes": ["n0", "n1"], "columns": [0, 2]},
+        "verb": {"classes": ["v0", "v1", "v2"], "columns": [2, 5]},
+    }
+    video = np.random.default_rng(13).integers(0, 256, (2, *CLIP), np.uint8)
+    x = normalised(video)
+    heads = model.apply(variables, x, train=False)
+    logits, probs = load_exported(out)(video)
+    for task, (a, b) in (("noun", (0, 2)), ("verb", (2, 5))):
+        np.testing.assert_allclose(logits[:, a:b], np.asarray(heads[task]), atol=1e-4)
+        expected = np.stack([softmax(np.asarray(row)) for row in heads[task]])
+        np.testing.assert_allclose(probs[:, a:b], expected, atol=1e-5)
+    np.testing.assert_allclose(probs.sum(-1), 2.0, atol=1e-5)  # one per task
+
+
+# kills ex03
+def test_the_onnx_check_refuses_a_file_whose_logits_are_not_jaxs(tmp_path):
+    """The guard against a silently mis-converted graph: a file compared with a function
+    whose logits differ (here by 1) is a ValueError naming the mismatch."""
+    from vjax.deploy.export import _check_onnx, inference_function, to_onnx
+    from vjax.loaded import load
+
+    _, variables = random_vivit(14)
+    folder = write_model(str(tmp_path / "model"), variables)
+    config, module, loaded_variables = load(folder)
+    fn = inference_function(config, module, loaded_variables)
+    path = str(tmp_path / "model.onnx")
+    to_onnx(fn, CLIP, path, "vivit")  # the file of fn itself passes
+
+    def shifted(video):
+        logits, probs = fn(video)
+        return logits + 1.0, probs
+
+    with pytest.raises(ValueError, match="mis-converted"):
+        _check_onnx(shifted, CLIP, path)
+
+
+# kills sg01, sg06
+def test_signature_records_the_trained_rate_and_the_normalisation():
+    """``input.fps`` is the rate clips were cut at (``dataset.fps`` the stored one, which
+    ``stride_for`` resamples from), so the signature's fps is input.fps when both are set;
+    its normalisation is the config's mean and std as given."""
+    from vjax.deploy.signature import make_signature
+
+    config = {"model": {"name": "vivit"},
+              "input": {"fps": 5.0, "frame_stride": 2, "mean": list(MEAN), "std": list(STD)},
+              "dataset": {"fps": 10.0}}  # fmt: skip
+    signature = make_signature(config, {"clip_shape": list(CLIP), "class_names": NAMES}, {})
+    assert signature["sampling"]["fps"] == 5.0 and signature["sampling"]["frame_stride"] == 2
+    assert signature["normalization"] == {"mean": list(MEAN), "std": list(STD),
+                                          "applied_inside": True}  # fmt: skip
