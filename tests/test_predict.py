@@ -33,6 +33,27 @@ def saved(tmp_path_factory):
     return str(root), model, variables, video, str(broken)
 
 
+# A tiny MBT on 4x16x16 clips hearing 16x16 log-mel spectrograms (25 ms windows and hops).
+MBT = {"name": "mbt", "size": "Ti/8x2", "hidden_size": 16, "num_layers": 2, "num_heads": 2,
+       "mlp_dim": 32, "fusion_layer": 1}  # fmt: skip
+MBT_AUDIO = dict(sample_rate=16000, mel_bins=16, window_ms=25.0, hop_ms=25.0, frames=16,
+                 mean=-4.0, std=4.0)  # fmt: skip
+
+
+def random_mbt(seed: int):
+    """:data:`MBT` with every parameter random (its head starts at zero), so its logits
+    depend on both inputs."""
+    model = build_model(MBT, num_classes=5)
+    shapes = {"video": (1, 4, 16, 16, 3), "audio": (1, 16, 16)}
+    inputs = {k: np.zeros(v, np.float32) for k, v in shapes.items()}
+    variables = jax.device_get(jax.jit(lambda k: model.init(k, inputs, train=False))(
+        jax.random.key(0)))  # fmt: skip
+    leaves, tree = jax.tree.flatten(variables)
+    rng = np.random.default_rng(seed)
+    noise = [0.3 * rng.standard_normal(x.shape).astype(x.dtype) for x in leaves]
+    return model, jax.tree.unflatten(tree, noise)
+
+
 def _expected_probs(model, variables, frames: np.ndarray) -> np.ndarray:
     """Centre clip of 4 frames, centre 16x16 crop of the 16x20 frames, by hand."""
     start = (len(frames) - 4) // 2
@@ -98,21 +119,9 @@ def test_an_audio_visual_model_hears_each_clips_seconds_and_says_when_a_file_is_
     from vjax.cli import main
     from vjax.data.audio import AudioOptions, decode_audio, normalized_log_mel
 
-    audio = dict(sample_rate=16000, mel_bins=16, window_ms=25.0, hop_ms=25.0, frames=16,
-                 mean=-4.0, std=4.0)  # fmt: skip
-    fields = {"name": "mbt", "size": "Ti/8x2", "hidden_size": 16, "num_layers": 2,
-              "num_heads": 2, "mlp_dim": 32, "fusion_layer": 1}  # fmt: skip
-    model = build_model(fields, num_classes=5)
-    shapes = {"video": (1, 4, 16, 16, 3), "audio": (1, 16, 16)}
-    inputs = {k: np.zeros(v, np.float32) for k, v in shapes.items()}
-    variables = jax.device_get(jax.jit(lambda k: model.init(k, inputs, train=False))(
-        jax.random.key(0)))  # fmt: skip
-    # Random weights everywhere (the head starts at zero), so the logits depend on both inputs.
-    leaves, tree = jax.tree.flatten(variables)
-    rng = np.random.default_rng(1)
-    variables = jax.tree.unflatten(tree, [0.3 * rng.standard_normal(x.shape).astype(x.dtype)
-                                          for x in leaves])  # fmt: skip
-    config = pretrained_config(fields, (4, 16, 16, 3), NAMES, mean=MEAN, std=STD, source="test")
+    audio = MBT_AUDIO
+    model, variables = random_mbt(seed=1)
+    config = pretrained_config(MBT, (4, 16, 16, 3), NAMES, mean=MEAN, std=STD, source="test")
     config.input.audio = ml_collections.ConfigDict(audio)
     save_converted(str(tmp_path / "model"), config, variables)
     loud = write_tone_video(str(tmp_path / "tone.mp4"))

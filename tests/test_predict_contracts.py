@@ -205,7 +205,6 @@ def test_a_file_whose_frames_start_late_is_heard_at_its_frames_seconds(tmp_path)
     from vjax.convert import pretrained_config, save_converted
     from vjax.data.audio import AudioOptions, decode_audio, normalized_log_mel
     from vjax.data.video_io import decode_video
-    from vjax.models import build_model
     from vjax.predict import predict_files
 
     path = str(tmp_path / "late.mp4")
@@ -235,19 +234,11 @@ def test_a_file_whose_frames_start_late_is_heard_at_its_frames_seconds(tmp_path)
         for packet in sound.encode(None):
             container.mux(packet)
 
-    audio = dict(sample_rate=16000, mel_bins=16, window_ms=25.0, hop_ms=25.0, frames=16,
-                 mean=-4.0, std=4.0)  # fmt: skip
-    fields = {"name": "mbt", "size": "Ti/8x2", "hidden_size": 16, "num_layers": 2,
-              "num_heads": 2, "mlp_dim": 32, "fusion_layer": 1}  # fmt: skip
-    model = build_model(fields, num_classes=5)
-    inputs = {"video": np.zeros((1, *CLIP), np.float32), "audio": np.zeros((1, 16, 16), np.float32)}
-    variables = jax.device_get(jax.jit(lambda k: model.init(k, inputs, train=False))(
-        jax.random.key(0)))  # fmt: skip
-    leaves, tree = jax.tree.flatten(variables)
-    noise = np.random.default_rng(21)
-    variables = jax.tree.unflatten(tree, [0.3 * noise.standard_normal(x.shape).astype(x.dtype)
-                                          for x in leaves])  # fmt: skip
-    config = pretrained_config(fields, CLIP, NAMES, mean=MEAN, std=STD, source="test")
+    from test_predict import MBT, MBT_AUDIO, random_mbt
+
+    audio = MBT_AUDIO
+    model, variables = random_mbt(seed=21)
+    config = pretrained_config(MBT, CLIP, NAMES, mean=MEAN, std=STD, source="test")
     config.input.audio = ml_collections.ConfigDict(audio)
     save_converted(str(tmp_path / "model"), config, variables)
 
