@@ -119,3 +119,26 @@ def test_statistics_of_many_rows_keep_float32_precision():
     np.testing.assert_allclose(state["batch_stats"]["mean"], rows.mean(0), rtol=1e-6)
     np.testing.assert_allclose(state["batch_stats"]["var"], rows.var(0), rtol=2e-5)
     assert batch_norm_module._blocks(rows.shape[0]) == 128  # 196 rows a block
+
+
+@pytest.mark.parametrize("train", [True, False])
+def test_epsilon_is_flaxs_for_a_non_default_value(train):
+    """BatchNorm(epsilon=...) against flax's nn.BatchNorm with the same epsilon, on channels
+    whose variance is comparable to it (the suite's case uses 1e-5 only, which a hard-coded
+    1e-5 would pass)."""
+    import flax.linen as nn
+    import jax.numpy as jnp
+
+    from vjax.models.batch_norm import BatchNorm
+
+    x = jnp.asarray(np.random.default_rng(0).standard_normal((4, 2, 3, 3, 5)) * 0.03, jnp.float32)
+    variables = {
+        "params": {"scale": jnp.ones(5), "bias": jnp.zeros(5)},
+        "batch_stats": {"mean": jnp.zeros(5), "var": jnp.full(5, 1e-3)},
+    }
+    kwargs = dict(use_running_average=not train, momentum=0.9, epsilon=1e-3)
+    got, want = (
+        m.apply(variables, x, mutable=["batch_stats"])[0]
+        for m in (BatchNorm(**kwargs), nn.BatchNorm(**kwargs))
+    )
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)

@@ -61,3 +61,20 @@ def test_convert_command_rejects_unknown_source(capsys):
     with pytest.raises(SystemExit):
         main(["convert", "--from=caffe", "--src=x", "--out=y"])
     assert "invalid choice: 'caffe'" in capsys.readouterr().err
+
+
+def test_check_tree_matches_refuses_a_transposed_array_of_the_same_size():
+    """A kernel stored transposed (torch's (out, in) read as flax's (in, out)) has the right
+    number of values but the wrong shape: refused, naming both shapes (the suite's case
+    changes the size too, so it cannot tell a shape check from a size check)."""
+    import jax
+    import jax.numpy as jnp
+
+    from vjax.convert import ConversionError
+    from vjax.convert.common import check_tree_matches
+
+    expected = {"dense": {"kernel": jax.ShapeDtypeStruct((4, 2), jnp.float32)}}
+    with pytest.raises(
+        ConversionError, match=r"dense/kernel: source has shape \(2, 4\), model expects \(4, 2\)"
+    ):
+        check_tree_matches({"dense": {"kernel": np.zeros((2, 4))}}, expected)

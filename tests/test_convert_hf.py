@@ -422,3 +422,66 @@ def test_timesformer_is_normalised_as_its_checkpoints():
     converted = from_hf(hf.state_dict(), hf.config)[0]
     np.testing.assert_allclose(converted.input.mean, [0.45] * 3)
     np.testing.assert_allclose(converted.input.std, [0.225] * 3)
+
+
+def _layer_norm_epsilons(model, *inputs, **kwargs):
+    """{LayerNorm name: epsilon} of every layer norm the model applies (traced only)."""
+    import flax.linen as nn
+    import jax
+
+    variables = jax.eval_shape(lambda: model.init(jax.random.key(0), *inputs, **kwargs))
+    seen = {}
+
+    def record(next_fun, args, kw, context):
+        if isinstance(context.module, nn.LayerNorm):
+            seen.setdefault(context.module.name, set()).add(context.module.epsilon)
+        return next_fun(*args, **kw)
+
+    with nn.intercept_methods(record):
+        jax.eval_shape(lambda v: model.apply(v, *inputs, **kwargs), variables)
+    return seen
+
+
+def test_videomae_models_apply_hugging_faces_norm_epsilons():
+    """The converted VideoMAE nets apply HF's epsilons: fc_norm and the decoder norm are
+    torch's nn.LayerNorm default (hf.fc_norm.eps, hf.decoder.norm.eps), the encoder's norms
+    config.layer_norm_eps. (The config fields alone are in the suite; this checks the layers
+    use them.)"""
+    import jax.numpy as jnp
+    import transformers
+
+    from vjax.convert.hf import from_hf
+    from vjax.models import build_model
+
+    sizes = dict(
+        hidden_size=32,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        intermediate_size=64,
+        image_size=16,
+        patch_size=8,
+        num_frames=2,
+        tubelet_size=2,
+        layer_norm_eps=1e-8,
+    )
+    video = jnp.zeros((1, 2, 16, 16, 3))
+    hf = transformers.VideoMAEForVideoClassification(
+        transformers.VideoMAEConfig(**sizes, num_labels=3)
+    ).eval()
+    config = from_hf(hf.state_dict(), hf.config)[0]
+    eps = _layer_norm_epsilons(build_model(config.model, 3), video, train=False)
+    assert eps.pop("fc_norm") == {hf.fc_norm.eps}
+    assert set().union(*eps.values()) == {hf.config.layer_norm_eps}
+    decoder = dict(
+        decoder_hidden_size=16,
+        decoder_num_hidden_layers=1,
+        decoder_num_attention_heads=2,
+        decoder_intermediate_size=32,
+    )
+    hf = transformers.VideoMAEForPreTraining(
+        transformers.VideoMAEConfig(**sizes, **decoder, norm_pix_loss=False)
+    ).eval()
+    config = from_hf(hf.state_dict(), hf.config, pretraining=True)[0]
+    eps = _layer_norm_epsilons(build_model(config.model, 3), video, train=False)
+    assert eps.pop("decoder_norm") == {hf.decoder.norm.eps}
+    assert set().union(*eps.values()) == {hf.config.layer_norm_eps}

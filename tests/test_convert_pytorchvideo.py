@@ -126,3 +126,68 @@ def test_wrong_checkpoint_names_the_parameter_and_shapes():
         from_pytorchvideo(state, "x3d_m")
     with pytest.raises(ConversionError, match="unknown pytorchvideo arch 'x3d_q'"):
         from_pytorchvideo(state, "x3d_q")
+
+
+def test_x3d_zoo_clips_and_depths_are_the_hubs(monkeypatch):
+    """pytorchvideo's hub builders (models/hub/x3d.py) name each X3D's clip length, crop and
+    depth factor: the converter's clips are theirs, and X3D-L's state dict (depth factor 5.0)
+    fits the vjax x3d_l net."""
+    pytest.importorskip("pytorchvideo")
+    from pytorchvideo.models.hub import x3d as hub
+
+    from vjax.convert.pytorchvideo import CLIPS, from_pytorchvideo
+
+    seen = {}
+    with monkeypatch.context() as m:
+        m.setattr(hub, "_x3d", lambda **kw: seen.update(kw))
+        for arch in ("x3d_xs", "x3d_s", "x3d_m", "x3d_l"):
+            seen.clear()
+            getattr(hub, arch)()
+            crop = seen["input_crop_size"]
+            assert tuple(CLIPS[arch]) == (seen["input_clip_length"], crop, crop, 3), arch
+    config, _ = from_pytorchvideo(hub.x3d_l(model_num_class=5).state_dict(), "x3d_l")
+    assert list(config.input.clip) == [16, 312, 312, 3]
+
+
+def test_converted_config_normalises_as_pytorchvideos_video_transform():
+    """pytorchvideo's create_video_transform (transforms/transforms_factory.py) normalises
+    with video_mean / video_std defaults, which its zoo nets were trained with. That module
+    does not import with the installed torchvision, so its defaults are read from its source."""
+    import ast
+    import importlib.util
+
+    from vjax.convert.pytorchvideo import from_pytorchvideo
+
+    root = importlib.util.find_spec("pytorchvideo").submodule_search_locations[0]
+    tree = ast.parse(open(f"{root}/transforms/transforms_factory.py").read())
+    fn = next(
+        n
+        for n in ast.walk(tree)
+        if isinstance(n, ast.FunctionDef) and n.name == "create_video_transform"
+    )
+    positional = fn.args.args[len(fn.args.args) - len(fn.args.defaults) :]
+    defaults = dict(zip([a.arg for a in positional], fn.args.defaults, strict=True))
+    defaults.update(zip([a.arg for a in fn.args.kwonlyargs], fn.args.kw_defaults, strict=True))
+    mean, std = (ast.literal_eval(defaults[k]) for k in ("video_mean", "video_std"))
+    config, _ = from_pytorchvideo(REFERENCES["x3d_m"]().state_dict(), "x3d_m")
+    np.testing.assert_allclose(config.input.mean, mean)
+    np.testing.assert_allclose(config.input.std, std)
+
+
+def test_x3d_width_and_depth_rounding_are_pytorchvideos():
+    """vjax's round_width / round_repeats equal pytorchvideo.models.x3d's on a grid of widths
+    and multipliers (X3D-M's own widths are all exact multiples of 8, so its logits test
+    cannot tell nearest-multiple rounding from flooring)."""
+    pytest.importorskip("pytorchvideo")
+    from pytorchvideo.models import x3d as ref
+
+    from vjax.models.x3d import round_repeats, round_width
+
+    for multiplier in (0.5, 0.75, 1.3, 2.0, 2.2, 2.25, 2.5, 3.7):
+        for width in range(1, 200):
+            assert round_width(width, multiplier) == ref.round_width(width, multiplier), (
+                width,
+                multiplier,
+            )
+        for repeats in range(1, 8):
+            assert round_repeats(repeats, multiplier) == ref.round_repeats(repeats, multiplier)

@@ -343,3 +343,56 @@ def test_multihead_checkpoint_becomes_one_head_per_split(tmp_path):
     config["dataset_configs"]["class_splits"] = [4, 4]
     with pytest.raises(ConversionError, match=r"class_splits \[4, 4\].*7 outputs"):
         from_scenic(tree, config)
+
+
+def test_factorised_self_attention_without_an_order_is_scenics_time_space(tmp_path):
+    """scenic's EncoderFactorizedSelfAttentionBlock defaults attention_order to 'time_space'
+    (projects/vivit/model.py): a config that leaves it out converts to time-then-space."""
+
+    config = scenic_config({"type": "factorized_self_attention_block"}, "gap")
+    out = roundtrip(
+        tmp_path, {"variant": "factorised_self_attention", "attention_order": "time_space"}, config
+    )
+    assert out.model.attention_order == "time_space"
+
+
+def test_factorized_self_attention_alias_is_model_3(tmp_path):
+    """vjax accepts 'factorized_self_attention' as another spelling of scenic's
+    'factorized_self_attention_block' (model 3): it must read model 3's weights, not model 4's."""
+
+    config = scenic_config(
+        {"type": "factorized_self_attention", "attention_order": "time_space"}, "gap"
+    )
+    out = roundtrip(tmp_path, {"variant": "factorised_self_attention"}, config)
+    assert out.model.variant == "factorised_self_attention"
+
+
+@pytest.mark.parametrize(
+    "classifier, fields",
+    [("token", {"variant": "spacetime"}), ("gap", {"variant": "spacetime", "pooling": "gap"})],
+)
+def test_frames_are_inferred_from_a_joint_table_and_the_crop(tmp_path, classifier, fields):
+    """A model-1 config that names the crop but not num_frames: the table holds
+    (T / t) * (crop / patch)^2 tokens (plus the class token), so T = t * tokens / grid
+    (hand count: 4 frames, tubelet 2, 32 / 16 -> 2 x 4 = 8 tokens)."""
+
+    config = scenic_config({"type": "spacetime"}, classifier)
+    del config["dataset_configs"]["num_frames"]
+    out = roundtrip(tmp_path, fields, config)  # asserts clip == [4, 32, 32, 3]
+    assert list(out.input.clip) == [4, 32, 32, 3]
+
+
+def test_converted_config_zero_centres_pixels_as_scenics_video_pipeline(tmp_path):
+    """scenic's ViViT input pipeline (dmvr, zero_centering) maps pixels to [-1, 1]
+    (from knowledge of scenic's video_tfrecord_dataset): black -> -1 and white -> +1
+    through vjax's own normalize_video of uint8 frames."""
+    import jax.numpy as jnp
+
+    from vjax.step import normalize_video
+
+    config = scenic_config({"type": "spacetime"}, "token")
+    out = roundtrip(tmp_path, {"variant": "spacetime"}, config)
+    frames = jnp.asarray(np.array([0, 255], np.uint8).reshape(2, 1, 1, 1, 1) * np.ones(3, np.uint8))
+    got = np.asarray(normalize_video(frames, out.input.mean, out.input.std, jnp.float32))
+    np.testing.assert_allclose(got[0], -1.0, atol=1e-6)
+    np.testing.assert_allclose(got[1], 1.0, atol=1e-6)

@@ -479,3 +479,170 @@ def test_mbt_is_a_video_and_an_audio_encoder_in_parity():
     measured = measure(row, 0.0, 0.0)
     assert measured.params == row.params and measured.ok
     assert "4x16x16+16x16" in format_table([measured], "s", "n")
+
+
+def test_mbt_drop_path_grows_linearly_over_depth_in_every_modality():
+    """MBT (scenic projects/mbt, as ViViT): layer i of L drops its residual branches with
+    probability rate * i / (L - 1), whole examples at once, in each modality's stream."""
+    import flax.linen as nn
+    import jax
+
+    model = _mbt(num_layers=3, fusion_layer=1, num_bottlenecks=2, drop_path_rate=0.4)
+    inputs = _inputs(0)
+    variables = jax.eval_shape(lambda: model.init(jax.random.key(0), inputs, train=False))
+    seen = {}
+
+    def record(next_fun, args, kwargs, context):
+        module = context.module
+        if isinstance(module, nn.Dropout) and module.broadcast_dims:
+            seen.setdefault(module.scope.path[-2], set()).add(
+                (round(module.rate, 6), tuple(module.broadcast_dims))
+            )
+        return next_fun(*args, **kwargs)
+
+    with nn.intercept_methods(record):  # traced only: the rates are set at trace time
+        jax.eval_shape(
+            lambda v: model.apply(v, inputs, train=True, rngs={"dropout": jax.random.key(1)}),
+            variables,
+        )
+    assert seen == {
+        f"{m}_block{i:02d}": {(round(0.4 * i / 2, 6), (1, 2))}
+        for m in ("video", "audio")
+        for i in range(3)
+    }
+
+
+def test_mbt_bottleneck_tokens_start_as_scenics():
+    """scenic's MBT draws its fusion bottleneck tokens from N(0, 0.02) (from knowledge of
+    projects/mbt/model.py); zeros would make every bottleneck token identical at step 0."""
+    import flax.linen as nn
+
+    model = _mbt(fusion_layer=1, num_bottlenecks=64)
+    bottleneck = np.asarray(nn.meta.unbox(_init(model, _inputs(0))["params"])["bottleneck"])
+    assert bottleneck.shape == (1, 64, 16)  # 1024 draws: std within 0.003 of 0.02
+    assert abs(bottleneck.std() - 0.02) < 0.003 and abs(bottleneck.mean()) < 0.003
+
+
+def test_cross_fusion_example_without_audio_ignores_the_audio():
+    """Vanilla cross-attention fusion with has_audio False for one example: that example's
+    video attends over the video alone, so its logits do not depend on the audio array it
+    carries (the example with audio does)."""
+    import jax.numpy as jnp
+    import test_transformers as tt
+
+    model = _mbt(fusion_layer=1, fusion="cross")
+    first = dict(_inputs(0), has_audio=jnp.array([False, True]))
+    second = dict(first, audio=first["audio"] + 1.0)
+    params = tt._random_params(model, _inputs(0), train=False)
+    out = [np.asarray(_run(model, {"params": params}, x)[0]) for x in (first, second)]
+    np.testing.assert_allclose(out[0][0], out[1][0], rtol=1e-6, atol=1e-6)
+    assert np.abs(out[0][1] - out[1][1]).max() > 1e-4
+
+
+def _np_mbt(p, video, audio, tubelet, patch, fusion_layer, num_layers):
+    """MBT written from the paper (Nagrani et al. 2021, Sec. 3.2, bottleneck fusion): each
+    modality's tokens [cls, patches + positions] go through its own layers; from
+    ``fusion_layer`` on, layer l of modality m attends over [its tokens, the bottlenecks], and
+    the bottlenecks passed on are the mean of the modalities' updates. Logits: one classifier
+    on each modality's final-norm cls token, averaged. The spectrogram is an image with mel
+    bins as height and time as width (AST, Gong et al. 2021)."""
+    import test_transformers as tt
+
+    def tokens(m, patches):
+        conv = p[f"{m}_embedding"]["conv"]
+        x = patches @ conv["kernel"].reshape(-1, conv["kernel"].shape[-1]) + conv["bias"]
+        x = x + p[f"{m}_pos_embedding"]
+        cls = np.broadcast_to(p[f"{m}_cls"], (x.shape[0], 1, x.shape[-1]))
+        return np.concatenate([cls, x], 1)
+
+    image = audio.transpose(0, 2, 1)[:, None, :, :, None]  # (b, 1, mel, time, 1)
+    x = {
+        "video": tokens("video", tt._np_patches(video, tubelet)),
+        "audio": tokens("audio", tt._np_patches(image, (1, patch, patch))),
+    }
+    bottleneck = np.broadcast_to(p["bottleneck"], (video.shape[0], *p["bottleneck"].shape[1:]))
+    for layer in range(num_layers):
+        if layer < fusion_layer:
+            x = {m: tt._np_block(t, p[f"{m}_block{layer:02d}"]) for m, t in x.items()}
+            continue
+        updates = []
+        for m, t in x.items():
+            y = tt._np_block(np.concatenate([t, bottleneck], 1), p[f"{m}_block{layer:02d}"])
+            x[m], update = y[:, : t.shape[1]], y[:, t.shape[1] :]
+            updates.append(update)
+        bottleneck = np.mean(updates, axis=0)
+    head = p["classifier"]["head"]
+    logits = [
+        tt._np_ln(x[m], p[f"{m}_encoder_norm"])[:, 0] @ head["kernel"] + head["bias"]
+        for m in ("video", "audio")
+    ]
+    return np.mean(logits, axis=0)
+
+
+def test_mbt_equals_a_numpy_mbt_written_from_the_paper():
+    """Bottleneck fusion end to end against NumPy (the suite's MBT tests are properties:
+    what reaches what, one classifier, parity of sizes; none computes MBT's numbers)."""
+    import jax
+    import test_transformers as tt
+
+    model = _mbt(num_layers=3, fusion_layer=1, num_bottlenecks=2, activation="gelu")
+    inputs = {k: np.asarray(v) for k, v in _inputs(0).items()}
+    params = tt._random_params(model, inputs, train=False)
+    got = jax.jit(lambda p, x: model.apply({"params": p}, x, train=False))(params, inputs)
+    want = _np_mbt(
+        jax.tree.map(np.asarray, params),
+        inputs["video"],
+        inputs["audio"],
+        (2, 8, 8),
+        8,
+        fusion_layer=1,
+        num_layers=3,
+    )
+    np.testing.assert_allclose(np.asarray(got), want, rtol=2e-4, atol=2e-5)
+
+
+def test_audio_dropout_also_drops_audio_the_batch_marks_present():
+    """MBT's modality dropout (audio_dropout) drops an example's audio whether or not the
+    batch carries has_audio: present = kept AND has_audio. With has_audio all True and a drop
+    rate of 0.999, training outputs must not depend on the audio (as without has_audio)."""
+    import jax.numpy as jnp
+    import test_transformers as tt
+
+    model = _mbt(fusion_layer=1, num_bottlenecks=2, audio_dropout=0.999)
+    first = dict(_inputs(0), has_audio=jnp.array([True, True]))
+    second = dict(first, audio=first["audio"] + 1.0)
+    params = tt._random_params(model, _inputs(0), train=False)
+    out = [_run(model, {"params": params}, x, train_mode=True)[0] for x in (first, second)]
+    np.testing.assert_allclose(out[0], out[1], rtol=1e-6)
+
+
+def test_ast_patch_grid_is_mel_rows_by_time_columns_as_the_paper():
+    """AST (Gong et al. 2021, Sec. 2.1): a 1024-frame x 128-bin spectrogram cut into 16x16
+    patches with stride 10 gives 12 (frequency) x 101 (time) = 1212 patches; the grid is
+    (1, mel rows, time columns), the layout of the tokens the embedding makes (mel bins as
+    height), so a position table resized onto it keeps its frequency axis."""
+    import jax
+    import jax.numpy as jnp
+
+    from vjax.models import build_model
+    from vjax.models.ast import patch_grid
+
+    assert patch_grid((1024, 128), 16, 10) == (1, 12, 101)
+    assert patch_grid((2, 1024, 128), 16, 16) == (1, 8, 64)
+    model = build_model(
+        {
+            "name": "ast",
+            "size": "Ti/8",
+            "hidden_size": 16,
+            "num_layers": 1,
+            "num_heads": 2,
+            "mlp_dim": 32,
+        },
+        3,
+    )
+    audio = jnp.zeros((1, 48, 16))  # 48 frames, 16 mel bins: 2 x 6 patches of 8
+    assert model.patch_grid(audio.shape) == (1, 2, 6)
+    logits = jax.eval_shape(
+        lambda: model.init_with_output(jax.random.key(0), audio, train=False)[0]
+    )
+    assert logits.shape == (1, 3)

@@ -185,3 +185,87 @@ def test_drop_path_grows_linearly_over_depth_and_drops_whole_examples():
     with nn.intercept_methods(record):
         model.apply(variables, video, train=True, rngs={"dropout": jax.random.key(1)})
     assert seen == {f"block{i:02d}": {(0.4 * i / 2, (1, 2))} for i in range(3)}
+
+
+def test_videomae_default_has_videomaes_query_and_value_biases_only():
+    """VideoMAE's attention (and HF's VideoMAESelfAttention, qkv_bias=True by default) learns
+    query and value biases and no key bias: a vjax videomae built without qkv_bias has the same."""
+    import flax.linen as nn
+    import jax
+    import jax.numpy as jnp
+    import transformers
+    from flax import traverse_util
+
+    from vjax.models import build_model
+
+    hf = transformers.VideoMAEModel(
+        transformers.VideoMAEConfig(
+            hidden_size=16,
+            num_hidden_layers=1,
+            num_attention_heads=2,
+            intermediate_size=32,
+            image_size=16,
+            patch_size=8,
+            num_frames=2,
+            tubelet_size=2,
+        )
+    )
+    keys = [k for k in hf.state_dict() if ".attention.attention." in k]
+    assert any(k.endswith("query.bias") for k in keys) and any(
+        k.endswith("value.bias") for k in keys
+    )
+    assert not any(k.endswith("key.bias") for k in keys)
+    model = build_model(
+        {
+            "name": "videomae",
+            "size": "Ti/8x2",
+            "hidden_size": 16,
+            "num_layers": 1,
+            "num_heads": 2,
+            "mlp_dim": 32,
+        },
+        3,
+    )
+    shapes = jax.eval_shape(
+        lambda: model.init(jax.random.key(0), jnp.zeros((1, 2, 16, 16, 3)), train=False)
+    )
+    leaves = traverse_util.flatten_dict(nn.meta.unbox(shapes)["params"], sep="/")
+    biases = {k.rsplit("/", 1)[-1] for k in leaves if "/attention/" in k and "bias" in k}
+    assert {"query_bias", "value_bias"} <= biases and "key_bias" not in biases
+
+
+def test_recurrent_over_logits_with_a_non_zero_classifier_equal_head_on_captured_features():
+    """The suite's recurrent_over test compares logits through the zero-initialised classifier
+    kernel, so any features give the same logits (bias only). With a random kernel: the head
+    reads the spatial mean of layer4's map, computed from the standalone backbone."""
+    import flax.linen as nn
+    import jax
+
+    from vjax.models import build_model
+    from vjax.models.recurrent import RecurrentHead
+
+    small_r3d = {"name": "r3d_18", "layers": (1, 1, 1, 1), "width": 8}
+    model = build_model({"name": "recurrent_over", "backbone": small_r3d, "hidden_size": 8}, 4)
+    video = jax.random.normal(jax.random.key(0), (2, 8, 32, 32, 3))
+    variables = nn.meta.unbox(model.init(jax.random.key(1), video, train=False))
+    kernel = np.random.default_rng(0).normal(size=(8, 4)).astype(np.float32)
+    variables["params"]["classifier"]["head"]["kernel"] = kernel
+    backbone = build_model(small_r3d, num_classes=1)
+    bb_vars = {k: v["backbone_model"] for k, v in variables.items()}
+    full = nn.meta.unbox(backbone.init(jax.random.key(2), video, train=False))
+    bb_vars["params"] = {**full["params"], **bb_vars["params"]}
+    _, state = backbone.apply(
+        bb_vars,
+        video,
+        train=False,
+        mutable=["intermediates"],
+        capture_intermediates=lambda m, _: m.name == "layer4",
+    )
+    features = np.asarray(state["intermediates"]["layer4"]["__call__"][0]).mean(axis=(2, 3))
+    hidden = RecurrentHead("lstm", 8).apply({"params": variables["params"]["head"]}, features)
+    want = np.asarray(hidden) @ kernel + np.asarray(
+        variables["params"]["classifier"]["head"]["bias"]
+    )
+    got = model.apply(variables, video, train=False)
+    assert np.abs(want).max() > 1e-3
+    np.testing.assert_allclose(np.asarray(got), want, atol=1e-5)

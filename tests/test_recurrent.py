@@ -221,3 +221,65 @@ def test_lrcn_sharded_step_with_batchnorm_matches_one_device(data_dir, mesh):
         lambda a, b: not np.allclose(a, b), state.model_state, jax.device_get(state1.model_state)
     )
     assert all(jax.tree.leaves(stats_moved))
+
+
+def test_conv_lstm_net_classifies_the_spatial_mean_of_its_last_hidden_state():
+    """ConvLSTM (Shi et al. 2015) as a clip classifier: the last step's hidden map, averaged
+    over space, through the linear head (not an average over every time step)."""
+    import flax.linen as nn
+    import jax
+    import jax.numpy as jnp
+    from flax import traverse_util
+
+    from vjax.models import build_model
+
+    model = build_model({"name": "conv_lstm", "stem_features": 4, "hidden_features": [6]}, 3)
+    video = jnp.asarray(np.random.default_rng(0).normal(size=(2, 3, 8, 8, 3)), jnp.float32)
+    variables = nn.meta.unbox(model.init(jax.random.key(0), video, train=False))
+    rng = np.random.default_rng(1)
+    head = variables["params"]["classifier"]["head"]
+    head["kernel"] = jnp.asarray(rng.normal(size=head["kernel"].shape), jnp.float32)
+    head["bias"] = jnp.asarray(rng.normal(size=head["bias"].shape), jnp.float32)
+    logits, state = model.apply(variables, video, train=False, capture_intermediates=True)
+    flat = traverse_util.flatten_dict(state["intermediates"], sep="/")
+    hidden = np.asarray(flat["conv_lstm0/__call__"][0])  # (B, T, H, W, 6)
+    want = hidden[:, -1].mean(axis=(1, 2)) @ np.asarray(head["kernel"]) + np.asarray(head["bias"])
+    np.testing.assert_allclose(np.asarray(logits), want, rtol=1e-5, atol=1e-5)
+
+
+def test_lrcn_frame_features_are_resnet18s_average_pooled_layer4():
+    """LRCN (Donahue et al. 2015) on a ResNet-18 frame CNN: each frame's feature is the
+    global average of layer4's map (torchvision's avgpool), and layer4's map has
+    torchvision's size (the stem's 3x3/2 max pool included) for the same frame size."""
+    import flax.linen as nn
+    import jax
+    import jax.numpy as jnp
+    import torch
+    import torchvision
+    from flax import traverse_util
+
+    from vjax.models import build_model
+
+    resnet = torchvision.models.resnet18().eval()
+    with torch.no_grad():
+        x = torch.zeros(1, 3, 64, 64)
+        for name in ("conv1", "bn1", "relu", "maxpool", "layer1", "layer2", "layer3", "layer4"):
+            x = getattr(resnet, name)(x)
+    model = build_model({"name": "lrcn", "hidden_size": 8, "frame_width": 8}, num_classes=3)
+    video = jnp.asarray(np.random.default_rng(0).normal(size=(2, 3, 64, 64, 3)), jnp.float32)
+    variables = model.init(jax.random.key(0), video, train=False)
+    seen = {}
+
+    def record(next_fun, args, kwargs, context):
+        if context.module.scope.path == ("head",) and context.method_name == "__call__":
+            seen["head_input"] = args[0]  # the RecurrentHead (not the classifier's "head")
+        return next_fun(*args, **kwargs)
+
+    with nn.intercept_methods(record):
+        _, state = model.apply(variables, video, train=False, capture_intermediates=True)
+    flat = traverse_util.flatten_dict(state["intermediates"], sep="/")
+    layer4 = np.asarray(flat["layer4/__call__"][0])  # (B, T, H, W, C)
+    assert layer4.shape[2:4] == tuple(x.shape[2:4])  # (2, 2) for 64x64 frames
+    np.testing.assert_allclose(
+        np.asarray(seen["head_input"]), layer4.mean(axis=(2, 3)), rtol=1e-5, atol=1e-6
+    )
