@@ -160,7 +160,7 @@ def test_preemption_of_one_host_saves_on_all_and_exits_cleanly(prepared, tmp_pat
     assert [p.returncode for p in procs] == [-signal.SIGTERM] * 2, outputs[0][-3000:]
     assert not any(name.startswith("eval_") for name in os.listdir(workdir))
 
-    # Resumed, with a validation of 4 batches after each step: process 1 gets SIGTERM in
+    # Resumed, with a validation of 4 slow batches after each step: process 1 gets SIGTERM in
     # the first one, which stops on both within it and saves that step (the validation ran
     # to its end, then one more step, before).
     resumed = [*command, "--config.train.eval_every=1", "--config.input.global_batch_size=4"]
@@ -173,8 +173,10 @@ def test_preemption_of_one_host_saves_on_all_and_exits_cleanly(prepared, tmp_pat
 
 
 # `vjax train` whose process 1 receives SIGTERM at the start of its first validation batch,
-# and whose validation batches are slow there (the processes agree where to stop in the
-# background: a loaded machine needed more than one slow batch).
+# and whose validation batches are slow on both processes (as a real validation's are: with
+# nothing shared per batch, a fast process 0 ran through the validation before the processes
+# had agreed, and the stop fell, correctly, on the next step's question). JAX's watcher polls
+# for the signal once a second, then the processes meet at a barrier to agree.
 SIGTERM_IN_FIRST_VALIDATION = """
 import os, signal, sys, time
 import jax
@@ -182,13 +184,12 @@ from vjax import main, train
 make_apply, signalled = train._apply, []
 def signalling_apply(*args):
     apply = make_apply(*args)
-    def slow_batches_after_a_signal(batch):
-        if jax.process_index() == 1:
-            if not signalled:
-                signalled.append(os.kill(os.getpid(), signal.SIGTERM))
-            time.sleep(1.5)
+    def slow_batches(batch):
+        if jax.process_index() == 1 and not signalled:
+            signalled.append(os.kill(os.getpid(), signal.SIGTERM))
+        time.sleep(2)
         return apply(batch)
-    return slow_batches_after_a_signal
+    return slow_batches
 train._apply = signalling_apply
 sys.exit(main.main(sys.argv[1:]))
 """
