@@ -514,16 +514,11 @@ def _precise_batch_stats(
     if not num or "batch_stats" not in state.model_state:
         return state
     cfg = exp.config.input
-
-    def videos():
-        for i in range(num):
-            if interrupted():
-                raise scoring.EvaluationInterrupted(
-                    f"precise BN stopped before batch {i + 1} of {num}"
-                )
-            yield normalize_video(make_batch(step + i)["video"], cfg.mean, cfg.std, exp.model.dtype)
-
-    stats = precise_batch_stats(exp.model, state.variables, videos())["batch_stats"]
+    videos = (
+        normalize_video(make_batch(step + i)["video"], cfg.mean, cfg.std, exp.model.dtype)
+        for i in scoring.interruptible(num, interrupted, "precise BN ")
+    )
+    stats = precise_batch_stats(exp.model, state.variables, videos)["batch_stats"]
     stats = jax.device_put(stats, exp.state_shardings.model_state["batch_stats"])
     return state.replace(model_state={**state.model_state, "batch_stats": stats})
 

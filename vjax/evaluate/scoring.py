@@ -145,6 +145,17 @@ class EvaluationInterrupted(Exception):
     notice during training's validation: the state is saved, the scores are not needed)."""
 
 
+def interruptible(
+    number: int, interrupted: Callable[[], bool] | None, what: str = ""
+) -> Iterator[int]:
+    """Batch indices ``0 .. number - 1``, asking ``interrupted()`` before each (on every
+    process alike) and raising :class:`EvaluationInterrupted` when it says so."""
+    for index in range(number):
+        if interrupted is not None and interrupted():
+            raise EvaluationInterrupted(f"{what}stopped before batch {index + 1} of {number}")
+        yield index
+
+
 def evaluate_batches(
     apply: Callable[[np.ndarray], Any],
     batches: Callable[[int], Mapping[str, Any]],
@@ -163,10 +174,7 @@ def evaluate_batches(
     ``(outputs, labels, masks)``. ``interrupted()``, asked before each batch (on every process
     alike), ends it early with :class:`EvaluationInterrupted`."""
     logits, labels, masks = [], [], []
-    for index in range(number):
-        if interrupted is not None and interrupted():
-            raise EvaluationInterrupted(f"stopped before batch {index + 1} of {number}")
-        batch = batches(index)
+    for batch in map(batches, interruptible(number, interrupted)):
         logits.append(np.asarray(apply(batch)))
         labels.append(np.asarray(batch["label"]))
         masks.append(np.asarray(batch["mask"]) > 0)
