@@ -1,6 +1,6 @@
 """``vjax bench infer``: the timing of one form, its time budget, the table it writes and how a
-failed form is reported (the model pairs are measured by the command itself, see
-BENCHMARKS.md)."""
+failed form is reported, and the command end to end on a tiny model (the published pairs are
+measured by the command itself, see BENCHMARKS.md)."""
 
 import types
 
@@ -81,3 +81,29 @@ def test_forms_are_timed_in_turn_so_drift_hits_both_alike(clock):
     calls.clear()
     apart = {name: bench_form(run, (2, 8, 8), batch=4, repeats=20) for name, run in runs.items()}
     assert apart["a"]["latency_ms"] - apart["b"]["latency_ms"] < 0  # b measured 26 rounds on
+
+
+TINY_VIVIT = (
+    "hf_vivit:num_hidden_layers=1,hidden_size=32,num_attention_heads=2,intermediate_size=64"
+)
+
+
+def test_every_file_form_is_measured_and_its_files_removed(tmp_path, monkeypatch):
+    """The command end to end on a tiny HF ViViT: each exported form is built, timed and put
+    in the table, and its files (hundreds of MB at published sizes) do not outlive it."""
+    pytest.importorskip("torch", reason="the peer is a PyTorch model")
+    scratch = tmp_path / "tmp"
+    scratch.mkdir()
+    monkeypatch.setattr("tempfile.tempdir", str(scratch))
+    forms = "float32,stablehlo,onnx,onnx_int8,savedmodel,torch"
+    out = tmp_path / "BENCHMARKS.md"
+    argv = [f"--models={TINY_VIVIT}@2x32x32", f"--forms={forms}", "--batch=2", "--repeats=3",
+            "--budget=0.01", "--threads=1", f"--out={out}"]  # fmt: skip
+    assert vjax.bench_infer.main(argv) == 0
+    written = out.read_text()
+    rows = [line for line in written.splitlines() if line.startswith("| hf_vivit ")]
+    assert [row.split(" | ")[2] for row in rows] == forms.split(",")
+    assert not any("failed" in row for row in rows), written
+    # Only the runtimes' own caches stay (torch's inductor, TF's autograph): no exported file.
+    exported = [p for p in scratch.rglob("*") if p.suffix in (".onnx", ".pb", ".stablehlo")]
+    assert exported == []

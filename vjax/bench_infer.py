@@ -49,8 +49,9 @@ DEFAULT_BATCH = 4
 DEFAULT_BUDGET_S = 10.0
 
 
-def _jax_runner(form: str, model: Any, variables: dict, model_config: dict, clip):
-    """``(run(video) -> logits, memory() -> MiB or None)`` of one JAX form."""
+def _jax_runner(form: str, model: Any, variables: dict, model_config: dict, clip, folder: str):
+    """``(run(video) -> logits, memory() -> MiB or None)`` of one JAX form; the file forms
+    are exported into ``folder`` (the caller's to remove)."""
     from vjax.deploy import quantize
     from vjax.deploy.export import (
         FILES,
@@ -77,7 +78,6 @@ def _jax_runner(form: str, model: Any, variables: dict, model_config: dict, clip
     from vjax.deploy.runtime import RUNNERS
 
     fmt = "onnx" if form == "onnx_int8" else form
-    folder = tempfile.mkdtemp(prefix=f"bench_{form}_")
     path = os.path.join(folder, FILES[fmt])
     if form == "onnx_int8":  # the float graph, then onnxruntime's static int8 of it
         float_path = os.path.join(folder, "float.onnx")
@@ -219,14 +219,18 @@ def bench_model(
     for form in forms:
         start = time.perf_counter()
         row = {"model": name, "clip": clip_text, "form": form}
-        try:
-            if form in TORCH_FORMS:
-                run, memory = _torch_runner(form, torch_model, parsed.name.startswith("hf_")), None
-            else:
-                with _onnx_threads(threads):
-                    run, memory = _jax_runner(form, model, variables, model_config, clip)
-            build_s = time.perf_counter() - start
-            row.update(bench_form(run, clip, batch, repeats, budget_s))
+        try:  # a form's exported files (hundreds of MB at published sizes) last as long as it
+            with tempfile.TemporaryDirectory(prefix=f"vjax_bench_{form}_") as folder:
+                if form in TORCH_FORMS:
+                    hf = parsed.name.startswith("hf_")
+                    run, memory = _torch_runner(form, torch_model, hf), None
+                else:
+                    with _onnx_threads(threads):
+                        run, memory = _jax_runner(
+                            form, model, variables, model_config, clip, folder
+                        )
+                build_s = time.perf_counter() - start
+                row.update(bench_form(run, clip, batch, repeats, budget_s))
         except Exception as e:  # noqa: BLE001  (a form that fails is reported, not fatal)
             rows.append({**row, "error": why_failed(e)})
             print(f"failed {name} {form}: {rows[-1]['error']}", flush=True)
