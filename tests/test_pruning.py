@@ -3,6 +3,8 @@ logits unchanged in every family; Taylor scores equal the squared derivative of 
 through a gate on the unit; pruned checkpoints load, export, count fewer FLOPs, fine-tune
 through train.init_from (which takes their widths) and evaluate; bad requests are one line."""
 
+import re
+
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -459,3 +461,31 @@ def test_whole_sublayers_go_by_summed_score_and_a_tie_keeps_both():
     mixed = _groups("mlp", [20, 4])  # sums 20 and 16; means 1 and 4
     got = keep_counts(mixed, [np.ones(20), np.full(4, 4.0)], 0.5, 1, False, "sublayer")
     assert got == [20, 0]  # the lower sum (16) goes; the 20 would overshoot
+
+
+def test_widths_that_no_layer_can_have_are_refused_by_name():
+    """``model.widths`` is checked against the parameter tree before training: a path that is
+    not a layer (a typo would be silently ignored), or a width a layer cannot have. Only an
+    attention or MLP sublayer may be removed whole (width 0); a conv keeps at least a unit."""
+    from vjax.models.widths import check_widths
+
+    def params(name):
+        model = build_model(MODELS[name], 3)
+        shapes = jax.eval_shape(
+            lambda: model.init(jax.random.key(0), jnp.zeros((1, *CLIP)), train=False)
+        )
+        return nn.meta.unbox(shapes)["params"]
+
+    vivit, r2plus1d = params("vivit_split"), params("r2plus1d")
+    check_widths({"encoder/block00/attention": 0, "encoder/block01/mlp": 0}, vivit)
+    check_widths({"layer2/block0/conv_1": 1}, r2plus1d)
+    refused = [
+        ({"encoder/block00/atention": 2}, vivit, "'encoder/block00/atention', which is not a"),
+        ({"layer2/block0/conv_1": 0}, r2plus1d, "must be a positive integer, got 0"),
+        ({"encoder/block00/mlp": -1}, vivit, "must be a non-negative integer, got -1"),
+        ({"encoder/block00/mlp": 8.0}, vivit, "got 8.0"),
+        ({"encoder/block00/mlp": True}, vivit, "got True"),
+    ]
+    for widths, tree, message in refused:
+        with pytest.raises(ValueError, match=re.escape(message)):
+            check_widths(widths, tree)
