@@ -192,3 +192,32 @@ def test_int8_activation_scales_average_the_calibration_batches():
     for i in floats:
         assert not np.allclose(each[0][i], each[1][i])
         np.testing.assert_allclose(both[i], (each[0][i] + each[1][i]) / 2, rtol=1e-6)
+
+
+def test_int8_quantizes_a_recurrent_head_with_its_kernels_only():
+    """LRCN to int8: the per-frame convs get int8 kernels and a calibrated activation scale;
+    the LSTM cells, which run inside a scan where a static scale cannot live, int8 kernels
+    only. The logits stay close to the float model's."""
+    from vjax.deploy.quantize import quantize_variables
+
+    lrcn = {"name": "lrcn", "frame_layers": (1, 1, 1, 1), "frame_width": 8, "hidden_size": 8,
+            "num_layers": 2}  # fmt: skip
+    model = vjax.models.build_model(lrcn, 5)
+    variables = jax.device_get(model.init(jax.random.key(0), np.zeros((1, *CLIP)), train=False))
+    rng = np.random.default_rng(0)
+    params = jax.tree.map(lambda p: p + 0.05 * rng.standard_normal(p.shape), variables["params"])
+    variables = {**variables, "params": jax.tree.map(np.float32, params)}
+    batches = [rng.standard_normal((2, *CLIP)).astype(np.float32) for _ in range(2)]
+    qmodel, qvariables = quantize_variables(model, variables, "int8", CLIP, batches)
+    leaves = jax.tree_util.tree_flatten_with_path(qvariables["params"])[0]
+    names = {jax.tree_util.keystr(path): leaf.dtype for path, leaf in leaves}
+    kernels = [x for x in jax.tree.leaves(variables["params"]) if x.ndim >= 2]
+    assert len(_int8_leaves(qvariables["params"])) == len(kernels)
+    cells = [n for n in names if "'cell'" in n]
+    scales = [n for n in names if "_lhs_scale" in n]
+    assert any("'kernel'].array.qvalue" in n for n in cells)
+    assert scales and not any("'cell'" in n for n in scales)
+    assert any("'stem'" in n for n in scales) and any("'classifier'" in n for n in scales)
+    expected = model.apply(variables, batches[0], train=False)
+    got = qmodel.apply(qvariables, batches[0], train=False)
+    assert np.abs(got - expected).max() <= 0.05 * np.abs(expected).max()

@@ -97,3 +97,30 @@ def test_quantizing_a_derived_model_records_the_step_its_weights_come_from(tmp_p
     folder = write_model(str(tmp_path / "pruned"), variables, pruning={"source_step": 7})
     quantize_checkpoint(folder, str(tmp_path / "w8"), "int8_weights")
     assert checkpoint.read_metadata(str(tmp_path / "w8"))["quantization"]["source_step"] == 7
+
+
+def test_the_int8_files_recorded_distance_is_its_largest_logit_difference(tmp_path):
+    """signature.json's ``max_abs_logit_difference_from_jax`` is the largest difference over
+    the check's clips and classes (not a mean, which hides the one clip that is far off)."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    from vjax.deploy.onnx_int8 import _check_runs
+
+    clip = (1, 1, 1, 2)  # two "classes": the logits are the clip's two channel values
+    graph = helper.make_graph(
+        [helper.make_node("Cast", ["video"], ["as_float"], to=TensorProto.FLOAT),
+         helper.make_node("Reshape", ["as_float", "shape"], ["logits"]),
+         helper.make_node("Softmax", ["logits"], ["probabilities"], axis=-1)],
+        "channels",
+        [helper.make_tensor_value_info("video", TensorProto.UINT8, ["batch", *clip])],
+        [helper.make_tensor_value_info(name, TensorProto.FLOAT, ["batch", 2])
+         for name in ("logits", "probabilities")],
+        [helper.make_tensor("shape", TensorProto.INT64, [2], [-1, 2])],
+    )  # fmt: skip
+    path = str(tmp_path / "model.onnx")
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path)
+    offset = np.array([[0.1, -0.5], [0.2, 0.0]], np.float32)
+    measured = _check_runs(path, clip, lambda video: (video.reshape(2, 2) + offset,))
+    assert measured["max_abs_logit_difference_from_jax"] == pytest.approx(0.5)
+    assert _check_runs(path, clip, None) == {}
