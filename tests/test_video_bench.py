@@ -83,3 +83,20 @@ def test_a_bench_run_folder_is_resumed_only_by_its_own_settings(tmp_path, capsys
     argv = ["bench", "ssl", "--tiny", "--pretrain_steps=2", f"--workdir={workdir}", "--out="]
     assert main(argv) == 2
     assert "pretrain holds a run of other settings" in capsys.readouterr().err
+
+
+def test_generated_sources_have_the_keyframe_interval_asked_for(tmp_path):
+    """``--keyframe_interval`` sets how often the generated files have a keyframe, which is
+    what the PyAV baseline's seek can skip to (libx264's default: one per 250 frames)."""
+    import av
+
+    from vjax.bench_data import make_sources
+
+    def keyframes(folder):
+        with av.open(str(folder / "bench" / "0.mp4")) as container:
+            return [i for i, f in enumerate(container.decode(video=0)) if f.key_frame]
+
+    make_sources(str(tmp_path / "every7"), 1, 3.0, 10, (32, 48), keyframe_interval=7)
+    make_sources(str(tmp_path / "default"), 1, 3.0, 10, (32, 48))
+    assert keyframes(tmp_path / "every7") == list(range(0, 30, 7))
+    assert keyframes(tmp_path / "default") == [0]

@@ -20,6 +20,7 @@ sections are kept). ``--tiny`` runs a seconds-long version (for tests).
 
     vjax bench data                     # 8 generated 10 s videos, 16x224x224 clips
     vjax bench data --src=~/videos --clips=400 --workers=1,2,4
+    vjax bench data --keyframe_interval=50    # a keyframe every 2 s: PyAV's seek skips more
 """
 
 from __future__ import annotations
@@ -61,14 +62,23 @@ def _synthetic_frames(rng: np.random.Generator, n: int, height: int, width: int)
     return frames
 
 
-def make_sources(folder: str, count: int, seconds: float, fps: int, size: tuple[int, int]) -> str:
-    """Writes ``count`` H.264 mp4s under ``folder/bench/`` and returns ``folder``."""
+def make_sources(
+    folder: str,
+    count: int,
+    seconds: float,
+    fps: int,
+    size: tuple[int, int],
+    keyframe_interval: int | None = None,
+) -> str:
+    """Writes ``count`` H.264 mp4s under ``folder/bench/`` and returns ``folder``; a keyframe
+    every ``keyframe_interval`` frames (None: libx264's default, 250)."""
     from vjax.data.video_io import encode_video
 
+    options = {"g": str(keyframe_interval)} if keyframe_interval else None
     os.makedirs(os.path.join(folder, "bench"), exist_ok=True)
     for i in range(count):
         frames = _synthetic_frames(np.random.default_rng(i), round(seconds * fps), *size)
-        encode_video(os.path.join(folder, "bench", f"{i}.mp4"), frames, fps)
+        encode_video(os.path.join(folder, "bench", f"{i}.mp4"), frames, fps, options=options)
     return folder
 
 
@@ -197,6 +207,7 @@ def run(args: argparse.Namespace) -> str:
             args.seconds,
             args.fps,
             (args.height, args.width),
+            args.keyframe_interval,
         )
         data_dir = os.path.join(tmp, "tfds")
         start = time.perf_counter()
@@ -228,8 +239,11 @@ def run(args: argparse.Namespace) -> str:
         scale = results[workers[-1]] / results[workers[0]]
         rows.append((f"scaling {workers[-1]} vs {workers[0]} workers", f"{scale:.2f}x"))
     rows.append(("prepare (decode + JPEG) videos/s, all workers", f"{len(paths) / prepare_s:.2f}"))
+    keyframes = f"a keyframe every {args.keyframe_interval or 250} frames"
     source = (
-        "user files" if args.src else f"generated H.264 {args.height}x{args.width} {args.fps} fps"
+        "user files"
+        if args.src
+        else f"generated H.264 {args.height}x{args.width} {args.fps} fps, {keyframes}"
     )
     cpu = platform.processor() or platform.machine()
     setup = (
@@ -255,6 +269,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--short_side", type=int, default=256, help="stored frames' short side")
     parser.add_argument("--height", type=int, default=360, help="generated videos' height")
     parser.add_argument("--width", type=int, default=480, help="generated videos' width")
+    parser.add_argument("--keyframe_interval", type=int, default=None, help="generated "
+                        "videos' frames per keyframe (default: libx264's 250)")  # fmt: skip
     parser.add_argument("--num_frames", type=int, default=16)
     parser.add_argument("--stride", type=int, default=2)
     parser.add_argument("--crop", type=int, default=224)
