@@ -11,6 +11,7 @@ slowly; ``torch.compile`` runs for VideoMAE and R(2+1)D, the two targets that na
     python tests/gpu_bench_train.py              # on the GPU machine; exit 1 if a check fails
     python tests/gpu_bench_train.py --cpu-smoke  # the same code at toy sizes on CPU, eager
                                                  # only, no cuDNN check: proves it runs
+                                                 # (writes no BENCHMARKS.md unless --out=F)
 
 Extra arguments go to ``vjax bench train`` (e.g. ``--out=`` to write nothing, ``--batch=8``).
 Not collected by pytest (not a ``test_*.py`` file).
@@ -38,7 +39,7 @@ GPU_ARGS = ["--peers", "--steps=10", "--budget=5", "--timeout=240", "--deadline=
             "--compile_models=hf_videomae,r2plus1d_18"]  # fmt: skip
 TINY_HF = "num_hidden_layers=1,hidden_size=32,num_attention_heads=2,intermediate_size=64"
 SMOKE_ARGS = ["--peers", "--models", f"hf_vivit:{TINY_HF}@4x32x32", "r3d_18@2x16x16", "--batch=2",
-              "--forms=torch", "--steps=1", "--budget=0", "--deadline=600"]  # fmt: skip
+              "--forms=torch", "--steps=1", "--budget=0", "--deadline=600", "--out="]  # fmt: skip
 
 
 def problems(rows: Sequence[dict[str, Any]], gpu: bool) -> list[str]:
