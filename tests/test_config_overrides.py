@@ -88,3 +88,31 @@ def test_recipe_config_by_hand():
                          {"name": "vivit", "size": "Ti/8x2", "hidden_size": 16})  # fmt: skip
     assert tiny.train.objective == "multi_label" and tiny.model.hidden_size == 16
     assert dict(tiny.dataset) == {"name": "charades", "fps": 8.0}
+
+
+def test_every_clip_option_can_be_set_where_the_recipe_does_not_name_it():
+    """``--config.input.FIELD`` for any of the input pipeline's options (the module docstring
+    of vjax/data/transforms.py lists them as optional), as ``--config.model.FIELD`` for a
+    model's: the demo names neither ``test_num_clips`` nor ``frame_stride``, and asking for a
+    multi-view test of it was an unknown key. Each value is parsed to the option's type and
+    reaches the pipeline; a misspelt one is still an error naming the closest options."""
+    from vjax.config_utils import ConfigError, apply_overrides
+    from vjax.data.transforms import InputOptions
+
+    config = _demo()
+    assert "test_num_clips" not in config.input and "frame_stride" not in config.input
+    apply_overrides(config, {"input.test_num_clips": "4", "input.frame_stride": "1.5",
+                             "input.flip_label_map": "left_right", "input.fps": "30",
+                             "input.crop_area": "(0.2, 1.0)"})  # fmt: skip
+    options = InputOptions.from_config(config.input)
+    assert options.test_num_clips == 4 and options.frame_stride == 1.5 and options.fps == 30.0
+    assert options.flip_label_map == "left_right" and options.crop_area == (0.2, 1.0)
+    with pytest.raises(ConfigError, match=r"input.test_num_clips: cannot parse 'four' as an int"):
+        apply_overrides(config, {"input.test_num_clips": "four"})
+    with pytest.raises(ConfigError) as error:
+        apply_overrides(config, {"input.test_num_clip": "4"})
+    message = str(error.value)
+    assert "did you mean input.test_num_clips, input.test_num_crops" in message
+    assert message.count("input.test_num_clips") == 1  # named once, set or not
+    with pytest.raises(ConfigError, match="unknown config key 'optimizer.test_num_clips'"):
+        apply_overrides(config, {"optimizer.test_num_clips": "4"})  # only the input section

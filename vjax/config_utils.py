@@ -132,25 +132,33 @@ def apply_overrides(config: ml_collections.ConfigDict, overrides: Mapping[str, s
             if part not in node or not isinstance(node[part], ml_collections.ConfigDict):
                 raise unknown_key_error(key, valid)
             node = node[part]
-        optional = _optional_model_fields(config) if parents == ["model"] else {}
+        optional = _optional_fields(config, parents)
         if leaf not in node and leaf not in optional:
-            raise unknown_key_error(key, [*valid, *(f"model.{k}" for k in optional)])
+            section = ".".join(parents)
+            raise unknown_key_error(key, [*valid, *(f"{section}.{k}" for k in optional)])
         try:
             current = node[leaf] if leaf in node else optional[leaf]
             value = _parse_value(text, current, top_level=not parents)
         except ConfigError as e:
             raise ConfigError(f"--config.{key}: {e}") from None
-        with node.unlocked():  # a model field the config file left at its default
+        with node.unlocked():  # a model or input field the config file left at its default
             node[leaf] = value
 
 
-def _optional_model_fields(config: ml_collections.ConfigDict) -> dict[str, Any]:
-    """The fields of ``config.model``'s model that the section may set beyond its own keys
-    (``--config.model.remat=block`` on a config that does not name ``remat``)."""
-    from vjax.models.registry import field_defaults
+def _optional_fields(config: ml_collections.ConfigDict, section: list[str]) -> dict[str, Any]:
+    """``{field: default}`` a section may set beyond its own keys: the fields of
+    ``config.model``'s model (``--config.model.remat=block`` on a config that does not name
+    ``remat``) and every clip option of ``input`` (``--config.input.test_num_clips=4``)."""
+    if section == ["model"]:
+        from vjax.models.registry import field_defaults
 
-    name = config.get("model", {}).get("name")
-    return field_defaults(name) if isinstance(name, str) else {}
+        name = config.get("model", {}).get("name")
+        return field_defaults(name) if isinstance(name, str) else {}
+    if section == ["input"]:
+        from vjax.data.transforms import InputOptions
+
+        return InputOptions.field_defaults()
+    return {}
 
 
 def config_to_json(config: ml_collections.ConfigDict) -> str:

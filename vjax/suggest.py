@@ -14,7 +14,7 @@ def closest_hint(name: str, valid: Iterable[str]) -> str:
     >>> closest_hint("optimizer.lrr", ["optimizer.lr", "optimizer.b1"])
     '; did you mean optimizer.lr?'
     """
-    valid = sorted(valid)
+    valid = sorted(set(valid))
     close = difflib.get_close_matches(name, valid, n=3, cutoff=0.5)
     if close:
         return f"; did you mean {', '.join(close)}?"
