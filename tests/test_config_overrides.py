@@ -90,12 +90,14 @@ def test_recipe_config_by_hand():
     assert dict(tiny.dataset) == {"name": "charades", "fps": 8.0}
 
 
-def test_every_clip_option_can_be_set_where_the_recipe_does_not_name_it():
+def test_every_clip_and_preparation_option_can_be_set_where_the_recipe_does_not_name_it():
     """``--config.input.FIELD`` for any of the input pipeline's options (the module docstring
-    of vjax/data/transforms.py lists them as optional), as ``--config.model.FIELD`` for a
-    model's: the demo names neither ``test_num_clips`` nor ``frame_stride``, and asking for a
-    multi-view test of it was an unknown key. Each value is parsed to the option's type and
-    reaches the pipeline; a misspelt one is still an error naming the closest options."""
+    of vjax/data/transforms.py lists them as optional) and ``--config.dataset.FIELD`` for any
+    of the dataset's preparation settings, as ``--config.model.FIELD`` for a model's: the demo
+    names neither ``test_num_clips`` nor ``frame_stride``, and asking for a multi-view test of
+    it was an unknown key, as was ``dataset.fps`` on the Kinetics recipes. Each value is parsed
+    to the option's type and reaches the pipeline; a misspelt one is still an error naming the
+    closest options."""
     from vjax.config_utils import ConfigError, apply_overrides
     from vjax.data.transforms import InputOptions
 
@@ -116,3 +118,16 @@ def test_every_clip_option_can_be_set_where_the_recipe_does_not_name_it():
     assert message.count("input.test_num_clips") == 1  # named once, set or not
     with pytest.raises(ConfigError, match="unknown config key 'optimizer.test_num_clips'"):
         apply_overrides(config, {"optimizer.test_num_clips": "4"})  # only the input section
+
+    from vjax.config_utils import RECIPES, load_config
+
+    kinetics = load_config(os.path.join(RECIPES, "conv3d.py") + ":r2plus1d_18_k400")
+    assert "fps" not in kinetics.dataset and "num_workers" not in kinetics.dataset
+    apply_overrides(kinetics, {"dataset.fps": "25", "dataset.num_workers": "8",
+                               "dataset.beam_runner": "DirectRunner"})  # fmt: skip
+    assert kinetics.dataset.fps == 25.0 and isinstance(kinetics.dataset.fps, float)
+    assert kinetics.dataset.num_workers == 8 and kinetics.dataset.beam_runner == "DirectRunner"
+    with pytest.raises(ConfigError, match="dataset.min_frames: expected a int, got '8.5'"):
+        apply_overrides(kinetics, {"dataset.min_frames": "8.5"})
+    with pytest.raises(ConfigError, match="'dataset.fpss'; did you mean dataset.fps"):
+        apply_overrides(kinetics, {"dataset.fpss": "25"})

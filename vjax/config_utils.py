@@ -7,7 +7,9 @@ with the closest valid keys instead of being silently ignored.
 from __future__ import annotations
 
 import ast
+import dataclasses
 import importlib.util
+import inspect
 import json
 import os
 from collections.abc import Iterable, Mapping
@@ -148,7 +150,8 @@ def apply_overrides(config: ml_collections.ConfigDict, overrides: Mapping[str, s
 def _optional_fields(config: ml_collections.ConfigDict, section: list[str]) -> dict[str, Any]:
     """``{field: default}`` a section may set beyond its own keys: the fields of
     ``config.model``'s model (``--config.model.remat=block`` on a config that does not name
-    ``remat``) and every clip option of ``input`` (``--config.input.test_num_clips=4``)."""
+    ``remat``), every clip option of ``input`` (``--config.input.test_num_clips=4``) and every
+    preparation setting of ``config.dataset``'s dataset (``--config.dataset.fps=25``)."""
     if section == ["model"]:
         from vjax.models.registry import field_defaults
 
@@ -157,8 +160,34 @@ def _optional_fields(config: ml_collections.ConfigDict, section: list[str]) -> d
     if section == ["input"]:
         from vjax.data.transforms import InputOptions
 
-        return InputOptions.field_defaults()
+        fields = dataclasses.fields(InputOptions)
+        return {f.name: _parsed_against(f.default, f.type) for f in fields}
+    name = config.get("dataset", {}).get("name")
+    if section == ["dataset"] and isinstance(name, str):
+        from vjax.data.datasets import check_dataset_name, preparer
+
+        try:
+            check_dataset_name(name)
+        except ConfigError:  # an unknown dataset is named where the run starts
+            return {}
+        parameters = inspect.signature(preparer(name)).parameters.values()
+        return {
+            p.name: _parsed_against(p.default, p.annotation)
+            for p in parameters
+            if p.default is not inspect.Parameter.empty
+        }
     return {}
+
+
+def _parsed_against(default: Any, annotation: Any) -> Any:
+    """What an override of a field the config leaves out is parsed to the type of: its default,
+    a float for a float field whose default is written as an int, and None (any literal or
+    text) for a field of several types (``int | None``, ``tuple | str``)."""
+    if "|" in str(annotation):
+        return None
+    if str(annotation) == "float" and isinstance(default, int) and not isinstance(default, bool):
+        return float(default)
+    return default
 
 
 def config_to_json(config: ml_collections.ConfigDict) -> str:

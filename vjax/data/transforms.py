@@ -124,19 +124,6 @@ class InputOptions:
                              f"got {self.crop_area!r}")  # fmt: skip
 
     @classmethod
-    def field_defaults(cls) -> dict[str, Any]:
-        """``{field: default}`` as a ``--config.input.FIELD=VALUE`` override is parsed to it
-        where the config does not name the field: floats as floats, and None (any literal or
-        text) for a field of several types (``flip_label_map``, ``audio``)."""
-        defaults = {}
-        for f in dataclasses.fields(cls):
-            default = None if "|" in str(f.type) else f.default
-            if str(f.type) == "float" and isinstance(default, int):
-                default = float(default)
-            defaults[f.name] = default
-        return defaults
-
-    @classmethod
     def from_config(cls, input_config: Mapping[str, Any] | None) -> InputOptions:
         """Reads the clip keys of ``config.input``; an unknown key is an error naming it."""
         from vjax.config_utils import unknown_key_error
