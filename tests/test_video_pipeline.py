@@ -14,6 +14,7 @@ from vjax.data.transforms import (
     make_train_transform,
     make_view_sampler,
 )
+from vjax.errors import UserError
 
 
 class FrameSource:
@@ -159,8 +160,16 @@ def test_batches_from_a_prepared_video_folder(tmp_path):
     assert batch["video"].shape == (4, 4, 16, 16, 3)
     ids = np.round(batch["video"].astype(float).mean((2, 3, 4)) / 8)
     np.testing.assert_array_equal(np.diff(ids, axis=1), np.full((4, 3), 6))  # 2 stored = 6 src
-    fixed = transforms_for(_MotionLike(), config_input)
+    fixed = transforms_for(_MotionLike(), {"global_batch_size": 4, "num_frames": 16})
     assert fixed["transform"] is None and fixed["batch_transform"] is None
+    # Clip options on fixed clips would do nothing (a multi-view test of the demo was one
+    # view): each one set away from its default is named.
+    with pytest.raises(UserError, match=r"input.crop_size=16, .*input.train_crop='scale_jitter'"
+                       r".*: motion_like stores fixed clips"):  # fmt: skip
+        transforms_for(_MotionLike(), config_input)
+    with pytest.raises(UserError, match=r"^input.test_num_clips=4: motion_like stores fixed "
+                       r"clips, .*; remove it or prepare videos"):  # fmt: skip
+        transforms_for(_MotionLike(), {"test_num_clips": 4, "crop_area": [0.08, 1.0]})
 
 
 def test_fixed_clip_data_is_mixed_when_asked():
@@ -180,6 +189,8 @@ def test_fixed_clip_data_is_mixed_when_asked():
 
 
 class _MotionLike:
+    name = "motion_like"
+
     class info:  # noqa: N801  (mimics builder.info)
         features = {"video": None, "label": type("ClassLabel", (), {"names": ["a", "b", "c"]})}
 

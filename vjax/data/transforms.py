@@ -388,6 +388,29 @@ def make_batch_transform(
     return batch_transform
 
 
+MIXING_KEYS = ("mixup_alpha", "cutmix_alpha", "mix_switch_prob")
+
+
+def _refuse_clip_options(dataset: str, input_config: Mapping[str, Any] | None) -> None:
+    """A dataset of fixed clips makes no clips, so a clip option set away from its default
+    (``input.test_num_clips=4`` for a multi-view test, a crop, a colour augmentation) would
+    silently do nothing: a UserError names them."""
+    defaults = {f.name: f.default for f in dataclasses.fields(InputOptions)}
+    ignored = [
+        f"input.{key}={value!r}"
+        for key, value in dict(input_config or {}).items()
+        if key in defaults and key not in (*MIXING_KEYS, "audio")
+        and (tuple(value) if isinstance(value, list | tuple) else value) != defaults[key]
+    ]  # fmt: skip
+    if ignored:
+        raise UserError(
+            f"{', '.join(ignored)}: {dataset} stores fixed clips, which are used as they are "
+            f"(only input.{', input.'.join(MIXING_KEYS)} apply to them); remove "
+            f"{'it' if len(ignored) == 1 else 'them'} or prepare videos (dataset.name="
+            f"video_folder)"
+        )
+
+
 def transforms_for(builder, input_config: Mapping[str, Any] | None) -> dict[str, Any]:
     """The pipeline's ``transform``, ``batch_transform`` and ``eval_transform`` for ``builder``.
     Fixed-clip datasets such as ``vjax_motion`` need no clip making: only the batch's mixup /
@@ -411,6 +434,7 @@ def transforms_for(builder, input_config: Mapping[str, Any] | None) -> dict[str,
     sizes = [len(task_names) for task_names in task_class_names(names).values()]
     batch_transform = make_batch_transform(options, sizes, is_multilabel(builder))
     if not stores_whole_videos(builder):
+        _refuse_clip_options(builder.name, input_config)
         return {"transform": None, "batch_transform": batch_transform, "eval_transform": None}
     return {
         "transform": make_train_transform(options, names),
