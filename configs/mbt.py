@@ -93,10 +93,12 @@ Differences from the cited configurations:
                      (``lrscheduler_start=10``, ``_step=5``, ``_decay=0.5``) and the weights
                      of epochs 6-25 averaged (``wa``); here cosine, no averaging. torch Adam's
                      L2 of 5e-7 (``traintest.py``) is left out (AdamW without decay). AST
-                     mixes a random half of the examples (``mixup=0.5`` is a rate) with random
-                     partners, on the waveforms; vjax mixes every batch with its reverse, on
-                     the spectrograms, with AST's Beta(10, 10) weights. AST masks the log fbank
-                     with 0 before normalising; here the normalised spectrogram is set to 0.
+                     mixes a random half of the examples (``mixup=0.5`` is a rate), each with
+                     a random partner and a Beta(10, 10) weight of its own, on the waveforms;
+                     vjax mixes a random half too (``input.mixup_rate=0.5``), each with its own
+                     Beta(10, 10) weight, with the example at the other end of the batch, on
+                     the spectrograms. AST masks the log fbank with 0 before normalising; here
+                     the normalised spectrogram is set to 0.
 
 Command (after ``vjax prepare`` of the dataset with audio into ``dataset.data_dir``):
   vjax train --config=configs/mbt.py:mbt_vggsound --workdir=runs/mbt_vggsound \\
@@ -154,6 +156,7 @@ _AST_INPUT = dict(
     _INPUT,
     global_batch_size=_AST_BATCH,
     mixup_alpha=10.0,
+    mixup_rate=0.5,  # src/dataloader.py: each example mixed with probability 0.5
     test_num_clips=1,
     test_num_crops=1,
     audio=_AST_AUDIO,

@@ -505,3 +505,44 @@ def test_capitalised_left_and_right_pair_up():
     assert augment.left_right_pairs(["Turn Left", "Turn Right", "Wave"]) == [
         ("Turn Left", "Turn Right")
     ]
+
+
+def test_mixup_rate_mixes_each_row_by_chance_with_a_weight_of_its_own():
+    """``input.mixup_rate`` (AST's per-example mixup, src/dataloader.py: each example mixed
+    with probability 0.5 and a Beta(10, 10) weight of its own): a row outside the rate keeps
+    its clip, label, sound and ``has_audio``; a mixed row blends with its partner (row
+    B-1-i) by its own weight, in pixels, soft label and spectrogram alike."""
+    from vjax.data.transforms import InputOptions, make_batch_transform
+
+    rows = 64
+    video = np.stack([np.full((2, 4, 4, 3), 3 * i, np.uint8) for i in range(rows)])
+    label = np.arange(rows) % 8  # a row and its partner never share a class (63 is odd)
+    audio = np.stack([np.full((6, 5), float(i), np.float32) for i in range(rows)])
+    has = np.arange(rows) % 3 != 0
+    options = InputOptions(mixup_alpha=10.0, mixup_rate=0.5)
+    mix = make_batch_transform(options, 8)
+    batch = {"video": video, "label": label, "audio": audio, "has_audio": has}
+    out = mix(batch, np.random.default_rng(0))
+    partner = rows - 1 - np.arange(rows)
+    lam = out["label_probs"][np.arange(rows), label].astype(np.float64)
+    onehot = np.eye(8)[label]
+    want = lam[:, None] * onehot + (1 - lam[:, None]) * onehot[partner]
+    np.testing.assert_allclose(out["label_probs"], want, atol=1e-6)
+    blend = 3 * np.arange(rows) * lam + 3 * partner * (1 - lam)
+    per_row = lambda x: x.reshape(rows, -1)[:, 0]  # noqa: E731  (each row is one value)
+    assert all(len(np.unique(row)) == 1 for row in (*out["video"], *out["audio"]))
+    np.testing.assert_allclose(per_row(out["video"]), np.floor(blend + 0.5), atol=1)
+    np.testing.assert_allclose(per_row(out["audio"]), blend / 3, rtol=1e-5)
+    kept = lam == 1
+    assert 20 <= kept.sum() <= 44  # about half of 64 rows (binomial: sd 4)
+    np.testing.assert_array_equal(out["video"][kept], video[kept])
+    np.testing.assert_array_equal(out["has_audio"], has | (has[partner] & ~kept))
+    np.testing.assert_array_equal(out["label"], np.where(lam >= 0.5, label, label[partner]))
+    weights = lam[~kept]
+    assert len(np.unique(weights)) == len(weights)  # a weight per row, not one per batch
+    assert abs(weights.mean() - 0.5) < 0.06 and 0.05 < weights.std() < 0.17  # Beta(10, 10)
+    for bad in (0.0, 1.5):
+        with pytest.raises(ValueError, match="input.mixup_rate must be in"):
+            InputOptions(mixup_alpha=10.0, mixup_rate=bad)
+    with pytest.raises(ValueError, match="which cutmix does not have"):
+        InputOptions(mixup_alpha=1.0, cutmix_alpha=1.0, mixup_rate=0.5)

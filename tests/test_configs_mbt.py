@@ -111,6 +111,7 @@ HYPERPARAMETERS = [
     ("ast_audioset_mini", "optimizer.grad_clip_norm", 0.0),
     ("ast_audioset_mini", "optimizer.label_smoothing", 0.0),
     ("ast_audioset_mini", "input.mixup_alpha", 10.0),
+    ("ast_audioset_mini", "input.mixup_rate", 0.5),  # if random.random() < self.mixup
     ("ast_audioset_mini", "model.drop_path_rate", 0.0),
     ("ast_audioset_mini", "input.test_num_clips", 1),
     ("ast_audioset_mini", "input.test_num_crops", 1),

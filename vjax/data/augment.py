@@ -326,6 +326,7 @@ def mix_batch(
     audio: np.ndarray | None = None,
     has_audio: np.ndarray | None = None,
     multi_label: bool = False,
+    mixup_rate: float | None = None,
 ) -> dict[str, np.ndarray]:
     """Mixup or cutmix of a batch with its reverse (row ``i`` with row ``B-1-i``, as timm does).
 
@@ -343,6 +344,10 @@ def mix_batch(
     With ``audio`` (spectrograms ``(B, frames, mel_bins)``) and ``has_audio`` ``(B,)``, the
     same rows mix with the same ``lam`` (cutmix too: its kept-area fraction), and a mixed row
     has audio when either partner has.
+
+    ``mixup_rate`` (mixup only): each row is mixed with probability ``mixup_rate``, with a
+    weight of its own (AST's per-example mixup); the others keep their clip and label
+    (``lam = 1``). None: every row, one weight for the batch.
     """
     sizes = [int(num_classes)] if np.ndim(num_classes) == 0 else list(num_classes)
     if multi_label:
@@ -368,14 +373,27 @@ def mix_batch(
         mixed[:, :, y0:y1, x0:x1] = other[:, :, y0:y1, x0:x1]
         lam = 1.0 - (y1 - y0) * (x1 - x0) / (h * w)
     else:
-        lam = rng.beta(mixup_alpha, mixup_alpha)
-        blend = video.astype(np.float32) * lam + other.astype(np.float32) * (1 - lam)
+        if mixup_rate is None:
+            lam = rng.beta(mixup_alpha, mixup_alpha)
+        else:  # a weight per row; 1 (unmixed) for the rows outside the rate
+            chosen = rng.uniform(size=len(video)) < mixup_rate
+            lam = np.where(chosen, rng.beta(mixup_alpha, mixup_alpha, size=len(video)), 1.0)
+        weight = _per_row(lam, video.ndim)
+        blend = video.astype(np.float32) * weight + other.astype(np.float32) * (1 - weight)
         mixed = (blend + 0.5).astype(np.uint8)
-    probs = lam * onehot + (1 - lam) * onehot[::-1]
-    dominant = (label if lam >= 0.5 else label[::-1]).astype(np.int32)
+    row = _per_row(lam, 2)
+    probs = row * onehot + (1 - row) * onehot[::-1]
+    dominant = np.where(_per_row(lam, label.ndim) >= 0.5, label, label[::-1]).astype(np.int32)
     if audio is not None:
+        heard, weight = np.asarray(has_audio), _per_row(lam, audio.ndim)
         sound = {
-            "audio": (lam * audio + (1 - lam) * audio[::-1]).astype(np.float32),
-            "has_audio": np.asarray(has_audio) | np.asarray(has_audio)[::-1],
+            "audio": (weight * audio + (1 - weight) * audio[::-1]).astype(np.float32),
+            "has_audio": heard | (heard[::-1] & (np.asarray(lam) < 1)),  # a partner mixed in
         }
     return {"video": mixed, "label": dominant, "label_probs": probs.astype(np.float32), **sound}
+
+
+def _per_row(lam: float | np.ndarray, ndim: int) -> float | np.ndarray:
+    """A batch's mixing weight (a number) as it is, or one weight per row ``(B,)`` shaped to
+    broadcast over arrays of ``ndim`` axes."""
+    return lam if np.ndim(lam) == 0 else np.reshape(lam, (-1,) + (1,) * (ndim - 1))

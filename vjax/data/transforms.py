@@ -23,6 +23,8 @@ Keys of ``config.input`` read here (all optional; defaults in :class:`InputOptio
         delta <= 32/255, saturation and contrast in [0.6, 1.4], hue turn <= 0.2; then with
         the second, grey; one draw per clip, after the crop and flip)
     mixup_alpha=0.0  cutmix_alpha=0.0  mix_switch_prob=0.5
+    mixup_rate=None  (mixup only: each example mixed with this probability and a weight of its
+        own, as AST; None: every example, one weight per batch, as timm)
     test_num_clips=1  test_num_crops=1  test_crop_fraction=1.0
     test_ensemble="mean" | "max"   (how a video's view logits are pooled; Charades: max)
     audio=None | dict(sample_rate, mel_bins, window_ms, hop_ms, frames, mean, std,
@@ -87,6 +89,7 @@ class InputOptions:
     mixup_alpha: float = 0.0
     cutmix_alpha: float = 0.0
     mix_switch_prob: float = 0.5
+    mixup_rate: float | None = None
     test_num_clips: int = 1
     test_num_crops: int = 1
     test_crop_fraction: float = 1.0
@@ -114,6 +117,11 @@ class InputOptions:
         for key in ("color_jitter", "mixup_alpha", "cutmix_alpha"):
             if getattr(self, key) < 0:
                 raise ValueError(f"input.{key} must be >= 0, got {getattr(self, key)!r}")
+        if self.mixup_rate is not None and not 0 < self.mixup_rate <= 1:
+            raise ValueError(f"input.mixup_rate must be in (0, 1] or None, got {self.mixup_rate!r}")
+        if self.mixup_rate is not None and self.cutmix_alpha > 0:
+            raise ValueError("input.mixup_rate is per-example mixup, which cutmix does not have: "
+                             "set input.cutmix_alpha=0 or input.mixup_rate=None")  # fmt: skip
         if not 0 < self.test_crop_fraction <= 1:
             raise ValueError(
                 f"input.test_crop_fraction must be in (0, 1], got {self.test_crop_fraction!r}"
@@ -382,13 +390,14 @@ def make_batch_transform(
             batch.get("audio"),
             batch.get("has_audio"),
             multi_label,
+            options.mixup_rate,
         )
         return {**batch, **mixed}
 
     return batch_transform
 
 
-MIXING_KEYS = ("mixup_alpha", "cutmix_alpha", "mix_switch_prob")
+MIXING_KEYS = ("mixup_alpha", "cutmix_alpha", "mix_switch_prob", "mixup_rate")
 
 
 def _refuse_clip_options(dataset: str, input_config: Mapping[str, Any] | None) -> None:
