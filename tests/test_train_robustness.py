@@ -75,6 +75,26 @@ def test_counts_below_one_are_a_config_error_naming_the_key(data_dir, key):
         check_config(tiny_config(data_dir, **{key: value or "0"}))
 
 
+# Settings that were a Python traceback from the optimiser or the input pipeline (after the
+# model and state were built), or trained without a word (a negative learning rate ascends).
+BAD_SETTINGS = [
+    ("optimizer.layer_decay", "2", r"config.optimizer: optimizer.layer_decay must be in \(0, 1\]"),
+    ("optimizer.lr", "-1", r"config.optimizer: optimizer.lr must be >= 0, got -1.0"),
+    ("optimizer.weight_decay", "-0.1", r"config.optimizer: optimizer.weight_decay must be >= 0"),
+    ("optimizer.name", "adam", r"config.optimizer: unknown optimizer.name 'adam'; valid: adamw"),
+    ("input.mixup_alpha", "-1", r"config.input: input.mixup_alpha must be >= 0, got -1.0"),
+    ("input.mixup_rate", "1.5", r"config.input: input.mixup_rate must be in \(0, 1\]"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("key", "value", "message"), BAD_SETTINGS)
+def test_a_bad_optimiser_or_input_setting_is_a_config_error_before_anything_is_built(
+    data_dir, key, value, message
+):
+    with pytest.raises(ConfigError, match=rf"^{message}"):
+        check_config(tiny_config(data_dir, **{key: value}))
+
+
 def test_workdir_that_is_a_file_is_one_line(data_dir, tmp_path, capsys):
     notes = tmp_path / "notes.txt"
     notes.write_text("keep me")

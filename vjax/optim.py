@@ -24,7 +24,10 @@ def warmup_steps(opt: Mapping[str, Any], num_steps: int) -> int:
 
 def learning_rate_schedule(opt: Mapping[str, Any], num_steps: int) -> optax.Schedule:
     """Linear warmup from 0 to ``lr`` over :func:`warmup_steps`, then cosine decay to
-    ``end_lr``."""
+    ``end_lr``. A negative rate (or weight decay) would ascend the loss: a ValueError."""
+    for key in ("lr", "end_lr", "weight_decay", "warmup_steps"):
+        if float(opt[key]) < 0:
+            raise ValueError(f"optimizer.{key} must be >= 0, got {opt[key]!r}")
     warmup = warmup_steps(opt, num_steps)
     return optax.warmup_cosine_decay_schedule(
         init_value=0.0,

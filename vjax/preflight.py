@@ -1,7 +1,8 @@
 """What a config must satisfy before any dataset is prepared or anything compiles: counts of at
 least one (steps, intervals, batch size, checkpoints kept), a mesh that fits the devices, a
-batch that splits over them, valid input options, and a model that can take the clip (and,
-for an audio model, the spectrogram of ``config.input.audio``). Each failure is a
+batch that splits over them, valid input options, an optimiser that can be built (a known
+name, rates and decays not negative, a layer decay in (0, 1]), and a model that can take the
+clip (and, for an audio model, the spectrogram of ``config.input.audio``). Each failure is a
 :class:`~vjax.config_utils.ConfigError` naming the config section (the commands print it as
 one line).
 
@@ -21,6 +22,7 @@ from vjax import parallel
 from vjax.config_utils import ConfigError
 from vjax.errors import UserError, one_line
 from vjax.models.registry import model_modalities
+from vjax.optim import make_optimizer
 
 # Any number of classes builds the model for its checks; the dataset's is known only later.
 _CHECK_CLASSES = 2
@@ -56,6 +58,7 @@ def check_config(
     """Checks the config against ``devices`` (default: all) without touching any data and
     returns its mesh."""
     from vjax.data.datasets import check_dataset_name, planned_clip_shape
+    from vjax.data.transforms import InputOptions
     from vjax.models import build_model
     from vjax.models.precise_bn import has_frozen_bn
     from vjax.step import batched, check_param_dtype
@@ -78,7 +81,10 @@ def check_config(
         )
     check_dataset_name(config.dataset.name)
     with _section("input"):
+        InputOptions.from_config(config.input)  # every option, whatever the dataset uses
         clip = planned_clip_shape(config.dataset, config.input)
+    with _section("optimizer"):
+        make_optimizer(config.optimizer, config.train.num_steps)
     with _section("train"):
         check_param_dtype(config.train.get("param_dtype", "float32"))
     with _section("model"):
