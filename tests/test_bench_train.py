@@ -20,6 +20,29 @@ def test_model_spec_parses_fields_and_clip():
         ModelSpec.parse("r3d_18")
 
 
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["train", "--models", "r3d_18@1x2"], "the clip of 'r3d_18@1x2' must be TxHxW"),
+        (["train", "--models", "vivit@2x0x16"], "the clip of 'vivit@2x0x16' must be TxHxW"),
+        (["train", "--models", "foo@1x8x8"], "unknown model 'foo' in 'foo@1x8x8'"),
+        (["train", "--peers", "--models", "vivit@2x32x32"], "did you mean hf_vivit"),
+        (["infer", "--models", "hf_vivit@2x32"], "the clip of 'hf_vivit@2x32' must be TxHxW"),
+        (["infer", "--models", "hf_vivit:size@2x32x32"], "'size' in 'hf_vivit:size@2x32x32' is "
+         "not key=value"),
+    ],
+)  # fmt: skip
+def test_a_bad_model_spec_is_one_line_before_anything_is_measured(argv, message, capsys):
+    """Tracebacks (an unpacking error, torchvision's missing attribute, the registry's
+    ValueError) before; each spec is now read, and its name checked, before the first one is
+    measured."""
+    from vjax.cli import main
+
+    assert main(["bench", *argv, "--out="]) == 2
+    err = capsys.readouterr().err.strip()
+    assert message in err and len(err.splitlines()) == 1 and "Traceback" not in err
+
+
 def test_measures_are_consistent_with_the_model():
     spec = ModelSpec.parse(TINY)
     row = bench_model(spec, batch=8, steps=2, dtype="float32")

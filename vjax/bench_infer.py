@@ -36,7 +36,7 @@ import jax
 import numpy as np
 
 from vjax.bench import cpu_cores, update_benchmarks
-from vjax.bench_peers import MEAN, STD, ModelSpec, build_pair, time_calls
+from vjax.bench_peers import MEAN, PEERS, STD, ModelSpec, build_pair, time_calls
 from vjax.compile_options import compiler_options
 
 JAX_FORMS = ("float32", "bfloat16", "int8_weights", "int8", "stablehlo", "onnx", "onnx_int8",
@@ -306,6 +306,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     unknown = [f for f in forms if f not in (*JAX_FORMS, *TORCH_FORMS)]
     if unknown:
         parser.error(f"unknown form(s) {unknown}; valid: {', '.join((*JAX_FORMS, *TORCH_FORMS))}")
+    for spec in args.models:  # every one, before any is measured
+        ModelSpec.parse(spec, PEERS)
     begin = time.perf_counter()
     budget = args.budget or math.inf
     rows = [r for m in args.models for r in bench_model(m, forms, args.batch, args.repeats,

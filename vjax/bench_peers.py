@@ -62,21 +62,33 @@ class ModelSpec:
     clip: tuple[int, int, int]
 
     @classmethod
-    def parse(cls, text: str) -> ModelSpec:
+    def parse(cls, text: str, names: Sequence[str] | None = None) -> ModelSpec:
+        """The spec ``text``; a malformed one, or a name not in ``names`` (when given), is a
+        UserError naming it."""
+        from vjax.errors import UserError
+        from vjax.suggest import closest_hint
+
         model, sep, clip = text.partition("@")
         if not sep:
-            raise ValueError(f"model spec {text!r} needs @TxHxW, e.g. 'r2plus1d_18@16x112x112'")
+            raise UserError(f"model spec {text!r} needs @TxHxW, e.g. 'r2plus1d_18@16x112x112'")
         name, _, fields = model.partition(":")
+        if names is not None and name not in names:
+            raise UserError(f"unknown model {name!r} in {text!r}{closest_hint(name, names)}")
         config: dict[str, Any] = {"name": name}
         for item in filter(None, fields.split(",")):
             key, eq, value = item.partition("=")
             if not eq:
-                raise ValueError(f"model field {item!r} in {text!r} is not key=value")
+                raise UserError(f"model field {item!r} in {text!r} is not key=value")
             try:
                 config[key] = ast.literal_eval(value)
             except (ValueError, SyntaxError):
                 config[key] = value  # a bare string such as B/16x2
-        frames, height, width = (int(v) for v in clip.split("x"))
+        sizes = clip.split("x")
+        if len(sizes) != 3 or not all(v.isdigit() and int(v) > 0 for v in sizes):
+            raise UserError(
+                f"the clip of {text!r} must be TxHxW (three whole numbers), got {clip!r}"
+            )
+        frames, height, width = (int(v) for v in sizes)
         return cls(config, (frames, height, width))
 
     @property
@@ -99,8 +111,11 @@ class ModelSpec:
         return self.name + (f":{fields}" if fields else "") + "@" + "x".join(map(str, self.clip))
 
 
+PEERS = (*HF_CLASSES, *TORCHVISION)  # the specs that have a PyTorch twin
+
+
 def has_peer(spec: ModelSpec) -> bool:
-    return spec.name in HF_CLASSES or spec.name in TORCHVISION
+    return spec.name in PEERS
 
 
 def hf_config(spec: ModelSpec) -> Any:

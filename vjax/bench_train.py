@@ -40,6 +40,7 @@ from vjax.bench import update_benchmarks
 from vjax.bench_peers import (
     MEAN,
     OPTIMIZER,
+    PEERS,
     STD,
     ModelSpec,
     has_peer,
@@ -50,7 +51,7 @@ from vjax.bench_peers import (
 from vjax.compile_options import compiler_options
 from vjax.flops import count_macs
 from vjax.huge_pages import ENV, tunable_value
-from vjax.models import build_model
+from vjax.models import available_models, build_model
 from vjax.models.layers import REMAT_POLICIES
 from vjax.optim import make_optimizer
 from vjax.step import (
@@ -459,8 +460,9 @@ def run_peers(args: argparse.Namespace, parser: argparse.ArgumentParser) -> list
         vjax_flags=[f"--remat={args.remat}", f"--param_dtype={args.param_dtype}"],
         rounds=args.rounds,
     )
+    specs = [ModelSpec.parse(m, PEERS) for m in models]  # every one, before any is measured
     begin = time.perf_counter()
-    rows = bench_peers([ModelSpec.parse(m) for m in models], options)
+    rows = bench_peers(specs, options)
     minutes = (time.perf_counter() - begin) / 60
     import torch
 
@@ -552,7 +554,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     args.models = args.models or list(DEFAULT_MODELS)
     args.batch, args.dtype = args.batch or 8, args.dtype or "bfloat16"
-    specs = [with_remat(ModelSpec.parse(m), args.remat) for m in args.models]
+    names = available_models()
+    specs = [with_remat(ModelSpec.parse(m, names), args.remat) for m in args.models]
     rows = []
     for spec in specs:
         rows.append(bench_model(spec, args.batch, args.steps, args.dtype,
