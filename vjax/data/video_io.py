@@ -215,9 +215,20 @@ def decode_video(
 
 
 def _declared_duration(container, stream) -> float | None:
-    """The duration (seconds) the container or stream header declares, when it does."""
+    """The duration (seconds) the stream's header declares, else its Matroska ``DURATION``
+    tag, else the container's. Matroska and WebM keep no per-stream duration where PyAV
+    reads it, and the container's is the longest stream's: a complete file whose sound
+    outlasts its pictures would otherwise look truncated. ffmpeg's and mkvmerge's muxers tag
+    each track ("HH:MM:SS.nnnnnnnnn"), and a cut file keeps the tag."""
     if stream.duration is not None and stream.time_base is not None:
         return float(stream.duration * stream.time_base)
+    tag = (stream.metadata or {}).get("DURATION")
+    if tag:
+        try:
+            hours, minutes, seconds = tag.split(":")
+            return 3600 * int(hours) + 60 * int(minutes) + float(seconds)
+        except ValueError:  # not the muxers' format: use the container's
+            pass
     if container.duration is not None:
         return container.duration / 1_000_000  # av.time_base
     return None
