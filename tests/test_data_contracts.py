@@ -10,6 +10,7 @@ import os
 import av
 import numpy as np
 import pytest
+from test_pipeline import FakeSource
 
 from vjax.data.manifests import VideoEntry, class_names, read_entries, split_by_class
 from vjax.data.video_io import VideoDecodeError, decode_video, encode_video, iter_video
@@ -363,17 +364,6 @@ def test_planned_clip_shape_of_vjax_motion_is_frames_height_width():
 
 
 # vjax/data/pipeline.py and vjax/data/datasets.py
-class _Source:
-    def __init__(self, n: int):
-        self.n = n
-
-    def __len__(self):
-        return self.n
-
-    def __getitem__(self, i):
-        return {"video": [np.full((2, 2, 3), i, np.uint8)] * 2, "label": i % 3}
-
-
 def _record_rng(draws: list):
     def batch_transform(batch, rng):
         draws.append(float(rng.uniform()))
@@ -390,7 +380,7 @@ def test_the_batch_transform_rng_is_keyed_on_seed_step_and_process():
 
     for process in (0, 1):
         draws: list = []
-        batches = TrainBatches(_Source(8), 4, seed=3, process_index=process, process_count=2,
+        batches = TrainBatches(FakeSource(8), 4, seed=3, process_index=process, process_count=2,
                                batch_transform=_record_rng(draws))  # fmt: skip
         for step in (0, 1, 5):
             batches(step)
@@ -410,7 +400,7 @@ def test_eval_batches_of_several_processes_cover_every_example_once():
     seen = []
     for number in range(num_eval_batches(10, 4)):
         for process in (0, 1):
-            batch = eval_batch(_Source(10), 4, number, process, 2)
+            batch = eval_batch(FakeSource(10), 4, number, process, 2)
             ids = batch["video"][:, 0, 0, 0, 0].tolist()
             first = 4 * number + 2 * process
             expected = [i if i < 10 else 0 for i in (first, first + 1)]
@@ -434,7 +424,7 @@ def test_training_batches_follow_the_configs_seed():
     features = {"video": tfds.features.Tensor(shape=(2, 2, 2, 3), dtype=np.uint8),
                 "label": tfds.features.ClassLabel(names=["a", "b", "c"])}  # fmt: skip
     builder = SimpleNamespace(name="fake", info=SimpleNamespace(features=features),
-                              as_data_source=lambda split: _Source(8))  # fmt: skip
+                              as_data_source=lambda split: FakeSource(8))  # fmt: skip
     for seed in (0, 5):
         config = ml_collections.ConfigDict({"seed": seed, "input": {"global_batch_size": 4}})
         batch = host_batches(builder, config, 0, 1)(0)
