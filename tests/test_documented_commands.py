@@ -31,14 +31,17 @@ class Parsed(Exception):
     """Raised where a command's arguments have all been read, so that nothing runs."""
 
 
-def commands_in(text: str) -> list[list[str]]:
+def commands_in(text: str, prose: bool = False) -> list[list[str]]:
     """The ``vjax ...``, ``python -m vjax.main ...`` and ``python launch/... -- vjax ...``
-    lines of ``text``, continuation lines joined, comments dropped."""
+    lines of ``text``, continuation lines joined, comments dropped. In ``prose`` (a
+    docstring) a line that starts with "vjax" and no verb is a sentence, not a command."""
     commands = []
     for line in text.replace("\\\n", " ").splitlines():
         line = line.strip()
         if not line.startswith(("vjax ", "python ")):
             continue  # output, tables, shell set-up
+        if prose and line.startswith("vjax ") and line.split()[1] not in cli._verbs():
+            continue
         words = shlex.split(line, comments=True)
         if words[:1] == ["vjax"] or words[:3] == ["python", "-m", "vjax.main"]:
             commands.append(words)
@@ -56,7 +59,8 @@ def documented_commands() -> list[list[str]]:
     for name in sorted(os.listdir(os.path.join(REPO, "configs"))):
         if name.endswith(".py"):
             with open(os.path.join(REPO, "configs", name)) as f:
-                commands += commands_in(ast.get_docstring(ast.parse(f.read())) or "")
+                docstring = ast.get_docstring(ast.parse(f.read())) or ""
+                commands += commands_in(docstring, prose=True)
     return commands
 
 
