@@ -143,7 +143,7 @@ def apply_overrides(config: ml_collections.ConfigDict, overrides: Mapping[str, s
             value = _parse_value(text, current, top_level=not parents)
         except ConfigError as e:
             raise ConfigError(f"--config.{key}: {e}") from None
-        with node.unlocked():  # a model or input field the config file left at its default
+        with node.unlocked():  # a model, input or dataset field the recipe left at its default
             node[leaf] = value
 
 
