@@ -75,24 +75,52 @@ def test_counts_below_one_are_a_config_error_naming_the_key(data_dir, key):
         check_config(tiny_config(data_dir, **{key: value or "0"}))
 
 
-# Settings that were a Python traceback from the optimiser or the input pipeline (after the
-# model and state were built), or trained without a word (a negative learning rate ascends).
+# Settings that were a Python traceback from the optimiser, the input pipeline or the mesh
+# (after the model and state were built), or trained without a word: a negative learning rate
+# or clip norm ascends the loss, label smoothing of 1.5 makes the true class the least likely
+# target, a dropout rate of 1.5 zeroes every activation, three test crops ignored the crop
+# fraction. Each is now one line naming the setting, before anything is built.
 BAD_SETTINGS = [
-    ("optimizer.layer_decay", "2", r"config.optimizer: optimizer.layer_decay must be in \(0, 1\]"),
-    ("optimizer.lr", "-1", r"config.optimizer: optimizer.lr must be >= 0, got -1.0"),
-    ("optimizer.weight_decay", "-0.1", r"config.optimizer: optimizer.weight_decay must be >= 0"),
-    ("optimizer.name", "adam", r"config.optimizer: unknown optimizer.name 'adam'; valid: adamw"),
-    ("input.mixup_alpha", "-1", r"config.input: input.mixup_alpha must be >= 0, got -1.0"),
-    ("input.mixup_rate", "1.5", r"config.input: input.mixup_rate must be in \(0, 1\]"),
+    ({"optimizer.layer_decay": "2"}, r"config.optimizer: optimizer.layer_decay must be in"),
+    ({"optimizer.lr": "-1"}, r"config.optimizer: optimizer.lr must be >= 0, got -1.0"),
+    ({"optimizer.weight_decay": "-0.1"}, r"config.optimizer: optimizer.weight_decay must be >= 0"),
+    ({"optimizer.grad_clip_norm": "-1"}, r"config.optimizer: optimizer.grad_clip_norm must be"),
+    ({"optimizer.label_smoothing": "1.5"}, r"config.optimizer: optimizer.label_smoothing must"),
+    ({"optimizer.b2": "1.0"}, r"config.optimizer: optimizer.b2 must be in \[0, 1\), got 1.0"),
+    ({"optimizer.name": "adam"}, r"config.optimizer: unknown optimizer.name 'adam'; valid: adamw"),
+    ({"model.dropout_rate": "1.5"}, r"config.model: model.dropout_rate must be in \[0, 1\)"),
+    ({"train.init_inflation": "centre"}, r"config.train: train.init_inflation must be one of"),
+    ({"seed": "-1"}, r"seed must be >= 0"),
+    ({"input.num_workers": "-5"}, r"input.num_workers must be >= -1"),
+    ({"input.mixup_alpha": "-1"}, r"config.input: input.mixup_alpha must be >= 0, got -1.0"),
+    ({"input.mixup_rate": "1.5"}, r"config.input: input.mixup_rate must be in \(0, 1\]"),
+    ({"input.std": "(0.25, 0.0, 0.25)"}, r"config.input: input.mean and input.std are one value"),
+    ({"input.mean": "(0.5, 0.5)"}, r"config.input: input.mean and input.std are one value"),
+    ({"input.randaugment_magnitude": "31"}, r"config.input: input.randaugment_magnitude must be"),
+    ({"input.crop_ratio": "(1.5, 0.5)"}, r"config.input: input.crop_ratio must be"),
+    ({"input.train_crop": "scale_jitter", "input.jitter_short_side": "(200, 300)"},
+     r"config.input: input.jitter_short_side must be \(low, high\) with crop_size \(224\)"),
+    ({"input.test_num_crops": "3", "input.test_crop_fraction": "0.875"},
+     r"config.input: input.test_crop_fraction applies to one centre crop"),
+    ({"sharding.mesh": "(('data', -1),)"},
+     r"config.sharding: rules map to mesh axes \['fsdp', 'tensor'\] that the mesh \('data',\)"),
 ]  # fmt: skip
 
 
-@pytest.mark.parametrize(("key", "value", "message"), BAD_SETTINGS)
-def test_a_bad_optimiser_or_input_setting_is_a_config_error_before_anything_is_built(
-    data_dir, key, value, message
-):
+@pytest.mark.parametrize(("overrides", "message"), BAD_SETTINGS)
+def test_a_bad_setting_is_a_config_error_before_anything_is_built(data_dir, overrides, message):
     with pytest.raises(ConfigError, match=rf"^{message}"):
-        check_config(tiny_config(data_dir, **{key: value}))
+        check_config(tiny_config(data_dir, **overrides))
+
+
+def test_an_empty_workdir_is_one_line(capsys):
+    """``--workdir=$RUN`` with RUN unset was a FileNotFoundError traceback after the build."""
+    from conftest import DEMO_CONFIG
+
+    from vjax.cli import main
+
+    assert main(["train", f"--config={DEMO_CONFIG}:tiny", "--workdir="]) == 2
+    assert "--workdir is empty" in capsys.readouterr().err
 
 
 def test_workdir_that_is_a_file_is_one_line(data_dir, tmp_path, capsys):

@@ -78,6 +78,10 @@ def run(argv: Sequence[str], mode: str | None = None) -> int:
     """Runs one mode; a user's mistake raises a :class:`vjax.errors.UserError` (see
     :func:`main`, which prints it as one line)."""
     args, overrides = parse_args(argv, mode)
+    if not args.workdir.strip():  # e.g. --workdir=$RUN with RUN unset
+        from vjax.errors import UserError
+
+        raise UserError("--workdir is empty; name the folder for checkpoints and reports")
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     from vjax.config_utils import apply_overrides, load_config
 

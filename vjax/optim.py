@@ -22,12 +22,22 @@ def warmup_steps(opt: Mapping[str, Any], num_steps: int) -> int:
     return warmup if warmup < num_steps else int(num_steps * CLIPPED_WARMUP_FRACTION)
 
 
+def check_optimizer(opt: Mapping[str, Any]) -> None:
+    """Raises a ValueError naming a setting out of its range: a negative rate, decay or clip
+    norm (0: no clipping; below 0 optax's clipping turns each update around, ascending the
+    loss), a momentum or Adam beta outside [0, 1), label smoothing outside [0, 1)."""
+    for key in ("lr", "end_lr", "weight_decay", "warmup_steps", "grad_clip_norm"):
+        if float(opt[key]) < 0:
+            raise ValueError(f"optimizer.{key} must be >= 0, got {opt[key]!r}")
+    for key in ("b1", "b2", "momentum", "label_smoothing"):
+        if key in opt and not 0 <= float(opt[key]) < 1:
+            raise ValueError(f"optimizer.{key} must be in [0, 1), got {opt[key]!r}")
+
+
 def learning_rate_schedule(opt: Mapping[str, Any], num_steps: int) -> optax.Schedule:
     """Linear warmup from 0 to ``lr`` over :func:`warmup_steps`, then cosine decay to
     ``end_lr``. A negative rate (or weight decay) would ascend the loss: a ValueError."""
-    for key in ("lr", "end_lr", "weight_decay", "warmup_steps"):
-        if float(opt[key]) < 0:
-            raise ValueError(f"optimizer.{key} must be >= 0, got {opt[key]!r}")
+    check_optimizer(opt)
     warmup = warmup_steps(opt, num_steps)
     return optax.warmup_cosine_decay_schedule(
         init_value=0.0,

@@ -157,6 +157,27 @@ class ReplicationError(ValueError):
     """A large parameter or optimiser tensor is whole on every device of a model-parallel mesh."""
 
 
+def check_rule_axes(rules: LogicalRules, mesh: Mesh) -> None:
+    """Raises a ValueError naming the mesh axes the rules map to that the mesh lacks (a mesh
+    written with only the axes it uses, ``(('data', -1),)``, or a misspelt axis name)."""
+    named = set(mesh.axis_names)
+    missing = sorted(
+        {
+            axis
+            for _, axes in normalize_rules(rules)
+            for axis in (axes if isinstance(axes, tuple) else (axes,))
+            if axis is not None and axis not in named
+        }
+    )
+    if missing:
+        sizes = ", ".join(f"('{axis}', 1)" for axis in missing)
+        raise ValueError(
+            f"rules map to mesh axes {missing} that the mesh "
+            f"{tuple(mesh.axis_names)} lacks; give each a size in sharding.mesh ({sizes}: "
+            f"unused) or map the rules to the mesh's axes"
+        )
+
+
 def check_rules_cover(abstract_tree: Any, rules: LogicalRules, where: str = "parameters") -> None:
     """Raises a ValueError naming every logical axis name in ``abstract_tree`` without a rule.
 

@@ -57,6 +57,7 @@ def check_config(
 ) -> jax.sharding.Mesh:
     """Checks the config against ``devices`` (default: all) without touching any data and
     returns its mesh."""
+    from vjax.convert.surgery import INFLATIONS
     from vjax.data.datasets import check_dataset_name, planned_clip_shape
     from vjax.data.transforms import InputOptions
     from vjax.models import build_model
@@ -73,20 +74,36 @@ def check_config(
         mesh = parallel.make_mesh(
             config.sharding.mesh, devices, config.sharding.get("dcn_mesh", ())
         )
+    with _section("sharding"):
+        parallel.check_rule_axes(config.sharding.rules, mesh)
     batch_size = config.input.global_batch_size
     if batch_size % mesh.size:
         raise ConfigError(
             f"input.global_batch_size ({batch_size}) must be divisible by the number of "
             f"devices ({mesh.size}); set --config.input.global_batch_size"
         )
+    if config.get("seed", 0) < 0:
+        raise ConfigError(f"seed must be >= 0 (NumPy's generators take none below), got "
+                          f"{config.seed!r}")  # fmt: skip
+    if config.input.get("num_workers", 0) < -1:
+        raise ConfigError(f"input.num_workers must be >= -1 (-1: one per core), got "
+                          f"{config.input.num_workers!r}")  # fmt: skip
     check_dataset_name(config.dataset.name)
     with _section("input"):
         InputOptions.from_config(config.input)  # every option, whatever the dataset uses
+        mean, std = config.input.get("mean", (0, 0, 0)), config.input.get("std", (1, 1, 1))
+        if len(mean) != 3 or len(std) != 3 or min(std) <= 0:
+            raise ValueError(f"input.mean and input.std are one value per RGB channel, the "
+                             f"std's above 0; got {tuple(mean)} and {tuple(std)}")  # fmt: skip
         clip = planned_clip_shape(config.dataset, config.input)
     with _section("optimizer"):
         make_optimizer(config.optimizer, config.train.num_steps)
     with _section("train"):
         check_param_dtype(config.train.get("param_dtype", "float32"))
+        inflation = config.train.get("init_inflation", "central")
+        if inflation not in INFLATIONS:
+            raise ValueError(f"train.init_inflation must be one of {INFLATIONS}, got {inflation!r}")
+
     with _section("model"):
         model = build_model(config.model, _CHECK_CLASSES, config.train.dtype)
         if clip is not None:

@@ -560,11 +560,15 @@ def _non_finite(what: str, step: int, detail: Any, manager) -> NonFiniteLossErro
     """The error that stops a run at ``step`` because ``what`` went non-finite, naming the
     newest checkpoint of ``manager`` (none is ever saved non-finite, so it is a good one)."""
     last = manager.latest_step()
-    kept = "no checkpoint was saved" if last is None else f"the last good checkpoint (step {last})"
+    kept = (
+        "no checkpoint had been saved yet"
+        if last is None
+        else f"the last good checkpoint (step {last}) is intact"
+    )
     detail = f": {detail}" if detail else ""
     return NonFiniteLossError(
-        f"non-finite {what} at step {step}{detail}. Stopping; {kept} is intact. Lower "
-        f"optimizer.lr or enable optimizer.grad_clip_norm."
+        f"non-finite {what} at step {step}{detail}. Stopping; {kept}. Lower optimizer.lr or "
+        f"enable optimizer.grad_clip_norm."
     )
 
 

@@ -96,7 +96,7 @@ def inflate_kernel(kernel: np.ndarray, frames: int, inflation: str) -> np.ndarra
     frames are all the same image gets the same embedding as the source kernel gives it.
     """
     if inflation not in INFLATIONS:
-        raise ValueError(f"inflation must be one of {INFLATIONS}, got {inflation!r}")
+        raise SurgeryError(f"inflation must be one of {INFLATIONS}, got {inflation!r}")
     flat = kernel.sum(axis=0)
     if inflation == "average":
         return np.repeat(flat[None] / frames, frames, axis=0)
@@ -218,7 +218,7 @@ def adapt_params(
     ...                              target_grid=(16, 14, 14))
     """
     if inflation not in INFLATIONS:
-        raise ValueError(f"inflation must be one of {INFLATIONS}, got {inflation!r}")
+        raise SurgeryError(f"inflation must be one of {INFLATIONS}, got {inflation!r}")
     source = traverse_util.flatten_dict(nn.meta.unbox(dict(source_params)), sep="/")
     target = traverse_util.flatten_dict(nn.meta.unbox(dict(target_params)), sep="/")
     out, notes = {}, []

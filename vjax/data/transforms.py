@@ -130,6 +130,25 @@ class InputOptions:
         if not 0 < low <= high <= 1:
             raise ValueError(f"input.crop_area must be (low, high) with 0 < low <= high <= 1, "
                              f"got {self.crop_area!r}")  # fmt: skip
+        low, high = self.crop_ratio
+        if not 0 < low <= high:
+            raise ValueError(f"input.crop_ratio must be (low, high) with 0 < low <= high, got "
+                             f"{self.crop_ratio!r}")  # fmt: skip
+        low, high = self.jitter_short_side
+        if self.train_crop == "scale_jitter" and not self.crop_size <= low <= high:
+            raise ValueError(f"input.jitter_short_side must be (low, high) with crop_size "
+                             f"({self.crop_size}) <= low <= high, got "
+                             f"{self.jitter_short_side!r}")  # fmt: skip
+        if not 0 <= self.randaugment_magnitude < 31:  # torchvision's 31 bins
+            raise ValueError(f"input.randaugment_magnitude must be in [0, 30], got "
+                             f"{self.randaugment_magnitude!r}")  # fmt: skip
+        if isinstance(self.flip_label_map, str) and self.flip_label_map not in ("", "left_right"):
+            raise ValueError(f"input.flip_label_map must be 'left_right' or pairs of class "
+                             f"names, got {self.flip_label_map!r}")  # fmt: skip
+        if self.test_num_crops == 3 and self.test_crop_fraction != 1:
+            raise ValueError("input.test_crop_fraction applies to one centre crop; three crops "
+                             "are full-height squares along the long side (PySlowFast): set "
+                             "input.test_num_crops=1 or input.test_crop_fraction=1.0")  # fmt: skip
 
     @classmethod
     def from_config(cls, input_config: Mapping[str, Any] | None) -> InputOptions:

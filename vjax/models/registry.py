@@ -84,6 +84,9 @@ def build_model(
             raise ValueError(
                 f"unknown config key 'model.{key}' for model {name!r}{closest_hint(key, fields)}"
             )
+    for key, value in kwargs.items():  # a fraction of units dropped: 1 would drop them all
+        if key.endswith("_rate") and isinstance(value, int | float) and not 0 <= value < 1:
+            raise ValueError(f"model.{key} must be in [0, 1), got {value!r}")
     if dtype not in _DTYPES:
         raise ValueError(f"unknown dtype {dtype!r}; valid: {', '.join(_DTYPES)}")
     return cls(num_classes=num_classes, dtype=_DTYPES[dtype], **kwargs)
