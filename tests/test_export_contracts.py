@@ -147,3 +147,27 @@ def test_signature_records_the_trained_rate_and_the_normalisation():
     assert signature["sampling"]["fps"] == 5.0 and signature["sampling"]["frame_stride"] == 2
     assert signature["normalization"] == {"mean": list(MEAN), "std": list(STD),
                                           "applied_inside": True}  # fmt: skip
+
+
+def test_stablehlo_for_another_platform_is_named_at_load_and_unknown_platforms_refused(
+    tmp_path, capsys
+):
+    """A StableHLO file exported for other machines (``--platforms=cuda,tpu``) failed with
+    jax's traceback at the first clip; loading it on this CPU now names both and the fix. A
+    platform jax.export does not know was accepted and made a file no machine can run."""
+    import jax.numpy as jnp
+
+    from vjax.deploy.export import main as export_main
+    from vjax.deploy.runtime import RUNNERS
+    from vjax.errors import UserError
+
+    elsewhere = jax.export.export(jax.jit(lambda x: x + 1), platforms=("cuda", "tpu"))
+    path = tmp_path / "model.stablehlo"
+    path.write_bytes(elsewhere(jax.ShapeDtypeStruct((2,), jnp.float32)).serialize())
+    with pytest.raises(UserError, match=r"exported for cuda, tpu, and this machine runs cpu: "
+                       r"export it again with --platforms=cuda,tpu,cpu"):  # fmt: skip
+        RUNNERS["stablehlo"](str(path), {})
+    argv = ["--model=unused", f"--out={tmp_path}/out", "--platforms=cpu,xyz"]
+    with pytest.raises(UserError, match=r"unknown --platforms \['xyz'\]; valid: cpu, cuda"):
+        export_main(argv)
+    assert not (tmp_path / "out").exists()

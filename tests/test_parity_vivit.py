@@ -36,3 +36,10 @@ def test_timesformer_and_videomae_sizes_match_their_papers():
     results = [measure(r, table.PARAMS_TOLERANCE, table.GMACS_TOLERANCE) for r in table.ROWS]
     assert [m.row.name for m in results if not m.ok] == []
     assert len(results) == 4
+
+
+def test_an_unknown_only_row_is_named_not_checked_as_nothing(capsys):
+    """``--only`` with a row the table lacks (a partial name) checked nothing and passed."""
+    assert main(["parity", "vivit", "--only", "ViViT-B"]) == 2
+    err = capsys.readouterr().err
+    assert "vivit has no row 'ViViT-B'; did you mean ViViT-B/16x2 model" in err

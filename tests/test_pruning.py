@@ -311,6 +311,14 @@ def test_prune_refuses_bad_requests(data_dir, tmp_path, capsys):
         assert prune_main(argv) == 2
         err = capsys.readouterr().err
         assert message in err and len(err.strip().splitlines()) == 1, err
+    # --batches of 0 was a traceback from the Taylor scores (and skipped the refit silently).
+    from vjax.cli import main as vjax_main
+
+    argv = ["prune", f"--model={folder}", f"--out={tmp_path / 'out'}", "--batches=0"]
+    assert vjax_main(argv) == 2
+    err = capsys.readouterr().err
+    assert "argument --batches: takes a whole number of 1 or more, got '0'" in err
+    assert len(err.strip().splitlines()) == 1, err
 
 
 def test_bench_prune_refuses_sublayers_where_vjax_prune_would_at_once(capsys):

@@ -50,6 +50,7 @@ FILES = {
 TOOLS = {"stablehlo": "jax.export", "onnx": "jax2onnx", "savedmodel": "jax2tf",
          "tflite": "the TFLite converter"}  # fmt: skip
 OUTPUTS = ("logits", "probabilities")
+PLATFORMS = ("cpu", "cuda", "rocm", "tpu")  # what jax.export can target
 
 
 class ExportError(UserError):
@@ -337,13 +338,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--platforms", default="", help="StableHLO platforms (default: this one)")
     parser.add_argument("--data_dir", default=None, help="int8 ONNX calibration data, if moved")
     args = parser.parse_args(sys.argv[1:] if argv is None else argv)
+    platforms = [p for p in args.platforms.split(",") if p]
+    if unknown := [p for p in platforms if p not in PLATFORMS]:
+        parser.error(f"unknown --platforms {unknown}; valid: {', '.join(PLATFORMS)}")
     try:
         signature = export_model(
             args.model,
             args.out,
             [f.strip() for f in args.format.split(",") if f.strip()],
             tflite_batch=args.tflite_batch,
-            platforms=[p for p in args.platforms.split(",") if p] or None,
+            platforms=platforms or None,
             data_dir=args.data_dir,
         )
     except (ExportError, FileNotFoundError) as e:

@@ -48,6 +48,14 @@ def _stablehlo(path: str, signature: dict) -> Runner:
 
     with open(path, "rb") as f:
         exported = jax.export.deserialize(bytearray(f.read()))
+    backend = jax.default_backend()
+    here = {"gpu": ("cuda", "rocm")}.get(backend, (backend,))
+    if not set(here) & set(exported.platforms):
+        wanted = ",".join((*exported.platforms, here[0]))
+        raise UserError(
+            f"{path} was exported for {', '.join(exported.platforms)}, and this machine runs "
+            f"{backend}: export it again with --platforms={wanted}"
+        )
     return jax.jit(exported.call)
 
 

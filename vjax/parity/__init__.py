@@ -18,6 +18,9 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
+from vjax.errors import UserError
+from vjax.suggest import closest_hint
+
 FAMILIES = ("vivit", "video_transformers", "conv3d", "mbt")
 
 
@@ -106,6 +109,10 @@ def run(family: str, names: Sequence[str] = ()) -> int:
     if family not in FAMILIES:
         raise ValueError(f"unknown parity family {family!r}; valid: {', '.join(FAMILIES)}")
     table = importlib.import_module(f"vjax.parity.{family}")
+    known = [r.name for r in table.ROWS]
+    for name in names:  # an unknown row would check nothing and pass
+        if name not in known:
+            raise UserError(f"{family} has no row {name!r}{closest_hint(name, known)}")
     rows = [r for r in table.ROWS if not names or r.name in names]
     results = [measure(r, table.PARAMS_TOLERANCE, table.GMACS_TOLERANCE) for r in rows]
     print(format_table(results, table.SOURCE, table.NOTE))

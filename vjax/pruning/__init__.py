@@ -15,7 +15,6 @@ the kept weights, in a checkpoint folder that ``vjax.load``, ``vjax eval``, ``vj
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import sys
@@ -26,7 +25,7 @@ import flax.linen as nn
 import jax
 import numpy as np
 
-from vjax.errors import UserError
+from vjax.errors import ArgumentParser, UserError, positive_int
 from vjax.pruning.refit import consumer_grams, refit_consumers
 from vjax.pruning.scores import CRITERIA, magnitude, taylor
 from vjax.pruning.select import (
@@ -256,7 +255,7 @@ def _count(tree: Any) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``vjax prune``."""
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         prog="vjax prune", description="structured pruning: a smaller dense model"
     )
     parser.add_argument("--model", required=True, help="workdir or vjax convert folder")
@@ -266,7 +265,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument("--by", default="magnitude", choices=CRITERIA)
     parser.add_argument(
-        "--batches", type=int, default=8, help="training batches (taylor; BatchNorm statistics)"
+        "--batches",
+        type=positive_int,
+        default=8,
+        help="training batches (taylor; BatchNorm statistics)",
     )
     parser.add_argument(
         "--multiple",
