@@ -90,3 +90,14 @@ def test_compare_table_has_the_loss_of_both_runs():
 
     a, b = _eval(dict(x=0.5)), {**_eval(dict(x=0.5)), "loss": 0.75}
     assert f"{'loss':<24}{1.0:>10.4f}{0.75:>10.4f}{-0.25:>+10.4f}" in format_compare(a, b, "ab")
+
+
+def test_an_out_that_is_not_a_plot_is_refused_before_comparing(tmp_path, capsys):
+    """``--out=cmp.json`` ran the comparison, then matplotlib's 'Format json is not
+    supported' traceback."""
+    from vjax.cli import main
+
+    argv = ["compare", str(tmp_path / "a"), str(tmp_path / "b"), f"--out={tmp_path}/cmp.json"]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert "--out" in err and "cmp.json' is the plot: end it with one of ('.png'" in err

@@ -512,3 +512,12 @@ def test_a_complete_file_whose_sound_outlasts_its_pictures_is_not_truncated(tmp_
     with av.open(path) as container:  # the reference: PyAV reads every picture
         assert sum(1 for _ in container.decode(video=0)) == 20
     assert decode_video(path).frames.shape == (20, 32, 32, 3)
+
+
+def test_a_data_dir_that_is_a_file_is_named(tmp_path):
+    """TFDS raised NotADirectoryError (a traceback) for a dataset.data_dir that is a file."""
+    from vjax.data.datasets import load_dataset
+
+    (tmp_path / "data").write_text("x")
+    with pytest.raises(UserError, match=r"dataset.data_dir '.*data' is a file; name a folder"):
+        load_dataset({"name": "vjax_motion", "data_dir": str(tmp_path / "data")})

@@ -118,6 +118,10 @@ def load_dataset(dataset_config: Mapping[str, Any]):
         if key not in valid:
             raise unknown_key_error(f"dataset.{key}", [f"dataset.{k}" for k in valid])
     kwargs["data_dir"] = os.path.expanduser(kwargs.get("data_dir") or "~/tensorflow_datasets")
+    if os.path.isfile(kwargs["data_dir"]):  # TFDS's NotADirectoryError, after some set-up
+        from vjax.errors import UserError
+
+        raise UserError(f"dataset.data_dir {kwargs['data_dir']!r} is a file; name a folder")
     return prepare(**kwargs)
 
 

@@ -21,6 +21,9 @@ from typing import Any
 from vjax.errors import ArgumentParser, NotFoundError, UserError, output_file, positive_int
 from vjax.evaluate.report import scalars, task_results
 
+# What matplotlib writes (--out names the plot; a .json there failed after the comparison).
+PLOT_SUFFIXES = (".png", ".pdf", ".svg", ".jpg", ".jpeg")
+
 # What an eval result is, said by every error about one.
 _GIVE = "give a workdir or the eval_<split>_step<N>.json that vjax eval writes"
 
@@ -148,6 +151,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument("--top", type=positive_int, default=10, help="classes per direction")
     args = parser.parse_args(sys.argv[1:] if argv is None else argv)
+    if args.out and os.path.splitext(args.out)[1].lower() not in PLOT_SUFFIXES:
+        parser.error(f"--out {args.out!r} is the plot: end it with one of {PLOT_SUFFIXES}")
     text, paths = compare(args.run_a, args.run_b, args.split, args.out, args.top)
     print(text)
     print("wrote " + ", ".join(paths))
