@@ -235,3 +235,20 @@ def test_validation_that_cannot_be_scored_is_logged_and_the_step_saved(
     out = capsys.readouterr().out
     assert "validation @ 6: not scored: 2 of 16 videos have non-finite logits" in out
     assert _steps(run_copy)[-1] == 6
+
+
+def test_eval_notes_input_settings_other_than_the_runs(data_dir, tmp_path):
+    """``vjax eval`` takes its config from the command line; with another normalisation or
+    clip than the run trained with it scored another input without a word (while predict and
+    export read the run's config.json). The settings that differ are named."""
+    from vjax.config_utils import config_to_json
+    from vjax.train import _changed_from_training
+
+    trained = tiny_config(data_dir)
+    (tmp_path / "config.json").write_text(config_to_json(trained))
+    assert _changed_from_training(trained, str(tmp_path)) == ""
+    other = tiny_config(data_dir, **{"input.std": "(0.5, 0.5, 0.5)", "input.num_workers": "2"})
+    assert _changed_from_training(other, str(tmp_path)) == (
+        "input.std=(0.5, 0.5, 0.5) (trained with (0.25, 0.25, 0.25))"
+    )  # the number of loader workers changes nothing the model sees
+    assert _changed_from_training(other, str(tmp_path / "no_run")) == ""

@@ -822,6 +822,9 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
 def evaluate_checkpoint(config: ml_collections.ConfigDict, workdir: str, split: str) -> dict:
     """Restores the newest good checkpoint of ``workdir`` and evaluates it on ``split``."""
     require_trained(workdir)  # before the dataset or an empty checkpoints folder is made
+    if jax.process_index() == 0 and (changed := _changed_from_training(config, workdir)):
+        print(f"Note: evaluating with {changed}; the numbers are not those of the run as it "
+              f"was trained", flush=True)  # fmt: skip
     exp = setup(widths_from(config, workdir, "--workdir"), splits=(split,), distill=False)
     if _is_model_folder(workdir):
         return _evaluate_model_folder(exp, workdir, split)
@@ -838,6 +841,32 @@ def evaluate_checkpoint(config: ml_collections.ConfigDict, workdir: str, split: 
     views = stores_whole_videos(exp.builder) and exp.objective.classifies
     run = evaluate_views if views else evaluate
     return {"step": step, **run(exp, eval_step, state.variables, split)}
+
+
+# What the model saw in training: evaluating with other values scores another input.
+_AS_TRAINED = ("input.mean", "input.std", "input.num_frames", "input.frame_stride", "input.fps",
+               "input.crop_size", "dataset.name")  # fmt: skip
+
+
+def _changed_from_training(config: ml_collections.ConfigDict, workdir: str) -> str:
+    """The input settings (normalisation, clip, dataset) where ``config`` differs from the
+    run's saved ``config.json`` ("input.std=(0.5, 0.5, 0.5) (trained with ...)"), or ""."""
+    path = os.path.join(workdir, "config.json")
+    if not os.path.isfile(path):
+        return ""
+    with open(path) as f:
+        trained = json.load(f)
+    changed = []
+    for key in _AS_TRAINED:
+        section, field = key.split(".")
+        now, then = config.get(section, {}).get(field), trained.get(section, {}).get(field)
+        if then is not None and now is not None and _plain(now) != _plain(then):
+            changed.append(f"{key}={_plain(now)} (trained with {_plain(then)})")
+    return ", ".join(changed)
+
+
+def _plain(value: Any) -> Any:
+    return tuple(value) if isinstance(value, list | tuple) else value
 
 
 def _is_model_folder(workdir: str) -> bool:
