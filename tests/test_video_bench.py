@@ -100,3 +100,24 @@ def test_generated_sources_have_the_keyframe_interval_asked_for(tmp_path):
     make_sources(str(tmp_path / "default"), 1, 3.0, 10, (32, 48))
     assert keyframes(tmp_path / "every7") == list(range(0, 30, 7))
     assert keyframes(tmp_path / "default") == [0]
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["distill", "--alpha=2"], "argument --alpha: takes a number in [0, 1], got '2'"),
+        (["distill", "--temperature=0"], "--temperature: takes a number in (0, inf), got '0'"),
+        (["distill", "--train_fraction=1.5"], "--train_fraction: takes a number in (0, 1]"),
+        (["ssl", "--label_fraction=0"], "--label_fraction: takes a number in (0, 1], got '0'"),
+        (["prune", "--ratio=1"], "argument --ratio: takes a number in [0, 1), got '1'"),
+        (["data", "--clips=0"], "argument --clips: takes a whole number of 1 or more"),
+        (["data", "--workers=1,-5"], "--workers takes loader process counts of 1 or more"),
+    ],
+)
+def test_a_bench_flag_out_of_range_is_refused_before_anything_trains(argv, message, capsys):
+    """Out-of-range weights, temperatures and shares were refused only after the teacher or
+    base model had trained (minutes), or silently clamped (a share of 0 became one clip); a
+    negative worker count was a traceback."""
+    with pytest.raises(SystemExit) as exit_code:
+        main(["bench", *argv, "--out="])
+    assert exit_code.value.code == 2 and message in capsys.readouterr().err

@@ -39,6 +39,7 @@ from typing import Any
 import numpy as np
 
 from vjax.bench import update_benchmarks
+from vjax.errors import positive_int
 
 SECTION = "vjax bench data"
 BATCH = 8  # clips per batch of the measured loader
@@ -263,7 +264,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = argparse.ArgumentParser(prog="vjax bench data", description=__doc__.split("\n\n")[0])
     parser.add_argument("--src", default=None, help="folder of videos (default: generated)")
-    parser.add_argument("--videos", type=int, default=8)
+    parser.add_argument("--videos", type=positive_int, default=8)
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--fps", type=int, default=25)
     parser.add_argument("--short_side", type=int, default=256, help="stored frames' short side")
@@ -271,14 +272,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--width", type=int, default=480, help="generated videos' width")
     parser.add_argument("--keyframe_interval", type=int, default=None, help="generated "
                         "videos' frames per keyframe (default: libx264's 250)")  # fmt: skip
-    parser.add_argument("--num_frames", type=int, default=16)
-    parser.add_argument("--stride", type=int, default=2)
-    parser.add_argument("--crop", type=int, default=224)
-    parser.add_argument("--clips", type=int, default=200)
+    parser.add_argument("--num_frames", type=positive_int, default=16)
+    parser.add_argument("--stride", type=positive_int, default=2)
+    parser.add_argument("--crop", type=positive_int, default=224)
+    parser.add_argument("--clips", type=positive_int, default=200)
     parser.add_argument("--workers", default="1,2")
     parser.add_argument("--out", default="BENCHMARKS.md", help="'' to write nothing")
     parser.add_argument("--tiny", action="store_true", help="seconds-long run (tests)")
     args = parser.parse_args(argv)
+    counts = args.workers.split(",")
+    if not all(c.strip().isdigit() and int(c) >= 1 for c in counts):
+        parser.error(f"--workers takes loader process counts of 1 or more, got {args.workers!r}")
     if args.tiny:
         args.videos, args.seconds, args.fps, args.clips = 2, 1.0, 10, BATCH
         args.short_side, args.height, args.width, args.num_frames, args.crop = 32, 36, 48, 4, 24

@@ -19,6 +19,7 @@ clips the student memorises its few examples and the teacher's outputs there add
 
 from __future__ import annotations
 
+import math
 import os
 import platform
 import sys
@@ -27,6 +28,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from vjax.bench import publish, train_and_test, training_parser, vjax_recipe
+from vjax.errors import non_negative_float, number_in
 
 # The student's model section over the demo ViViT's (width 96, 4 layers, 3 heads, MLP 384).
 STUDENT = {"hidden_size": 48, "num_layers": 2, "num_heads": 2, "mlp_dim": 192}
@@ -157,13 +159,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--student_steps", type=int, default=0, help="0: twice the demo's own (1600)"
     )
-    parser.add_argument("--temperature", type=float, default=1.0)
-    parser.add_argument("--alpha", type=float, default=1.0, help="1: the teacher's outputs only")
+    parser.add_argument(
+        "--temperature", type=number_in(0, math.inf, low_open=True, high_open=True), default=1.0
+    )
+    parser.add_argument(
+        "--alpha", type=number_in(0, 1), default=1.0, help="1: the teacher's outputs only"
+    )
     parser.add_argument("--tiny", action="store_true", help="the demo's tiny variant (seconds)")
     parser.add_argument(
-        "--train_fraction", type=float, default=0.1, help="of the training clips, both students"
+        "--train_fraction",
+        type=number_in(0, 1, low_open=True),
+        default=0.1,
+        help="of the training clips, both students",
     )
-    parser.add_argument("--mixup_alpha", type=float, default=1.0, help="both students; 0: off")
+    parser.add_argument(
+        "--mixup_alpha", type=non_negative_float, default=1.0, help="both students; 0: off"
+    )
     parser.add_argument("--seed", type=int, default=0, help="both students' config.seed")
     args = parser.parse_args(sys.argv[1:] if argv is None else argv)
     start = time.perf_counter()

@@ -27,6 +27,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from vjax.bench import cpu_cores, publish, train_and_test, training_parser, vjax_recipe
+from vjax.errors import number_in
 from vjax.pruning.scores import CRITERIA
 from vjax.pruning.select import GRANULARITIES
 
@@ -218,7 +219,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.add_argument(f"--{name}", default="", help=f"a trained demo {name} run to reuse")
         parser.add_argument(f"--{name}_steps", type=int, default=0, help="0: the demo's own")
     parser.add_argument("--models", default=",".join(MODELS), help="which of " + ",".join(MODELS))
-    parser.add_argument("--ratio", type=float, default=0.5)
+    parser.add_argument("--ratio", type=number_in(0, 1, high_open=True), default=0.5)
     parser.add_argument("--by", default="", choices=("", *CRITERIA), help=f"'': {CRITERION}")
     parser.add_argument(
         "--granularity", default="", choices=("", *GRANULARITIES), help=f"'': {GRANULARITY}"

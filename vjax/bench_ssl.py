@@ -22,6 +22,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from vjax.bench import publish, timed_training, train_and_test, training_parser, vjax_recipe
+from vjax.errors import number_in, positive_int
 
 
 def run(
@@ -101,9 +102,9 @@ def table(result: dict[str, Any], total_seconds: float, command: str) -> str:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = training_parser("ssl", __doc__)
-    parser.add_argument("--pretrain_steps", type=int, default=2000)
-    parser.add_argument("--finetune_steps", type=int, default=400)
-    parser.add_argument("--label_fraction", type=float, default=0.1)
+    parser.add_argument("--pretrain_steps", type=positive_int, default=2000)
+    parser.add_argument("--finetune_steps", type=positive_int, default=400)
+    parser.add_argument("--label_fraction", type=number_in(0, 1, low_open=True), default=0.1)
     parser.add_argument("--tiny", action="store_true", help="the recipes' tiny variants")
     args = parser.parse_args(sys.argv[1:] if argv is None else argv)
     start = time.perf_counter()

@@ -70,6 +70,30 @@ def non_negative_float(text: str) -> float:
     return value
 
 
+def number_in(low: float, high: float, *, low_open: bool = False, high_open: bool = False):
+    """argparse ``type=``: a number in ``[low, high]`` (``low_open``/``high_open``: that end
+    excluded), so a share, a weight or a temperature out of its range is refused when the
+    flags are read, not after a model has trained.
+
+    >>> parser.add_argument("--label_fraction", type=number_in(0, 1, low_open=True))
+    """
+    span = f"{'(' if low_open else '['}{low:g}, {high:g}{')' if high_open else ']'}"
+
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            value = math.nan
+        inside = (low < value if low_open else low <= value) and (
+            value < high if high_open else value <= high
+        )
+        if not inside:
+            raise argparse.ArgumentTypeError(f"takes a number in {span}, got {text!r}")
+        return value
+
+    return parse
+
+
 def output_file(text: str) -> str:
     """argparse ``type=``: a file to write, in a folder that exists and is writable (checked
     when the flags are read, before any work whose result it would hold; no folder is made,
