@@ -521,3 +521,14 @@ def test_a_data_dir_that_is_a_file_is_named(tmp_path):
     (tmp_path / "data").write_text("x")
     with pytest.raises(UserError, match=r"dataset.data_dir '.*data' is a file; name a folder"):
         load_dataset({"name": "vjax_motion", "data_dir": str(tmp_path / "data")})
+
+
+def test_a_fold_for_a_dataset_without_folds_is_refused(tmp_path):
+    """``fold=3`` on a video folder changed only the dataset folder's name, so the same videos
+    were prepared again in full; only UCF101 and HMDB51 have official folds."""
+    from vjax.data.video_builder import prepare_video_folder
+
+    os.makedirs(tmp_path / "src" / "a")
+    encode_video(str(tmp_path / "src" / "a" / "0.mp4"), _counter(6), 5)
+    with pytest.raises(UserError, match=r"has no official folds \(fold=3\); UCF101 and HMDB51"):
+        prepare_video_folder(str(tmp_path / "d"), src=str(tmp_path / "src"), fold=3)
