@@ -162,8 +162,8 @@ def _optional_fields(config: ml_collections.ConfigDict, section: list[str]) -> d
 
         fields = dataclasses.fields(InputOptions)
         return {f.name: _parsed_against(f.default, f.type) for f in fields}
-    name = config.get("dataset", {}).get("name")
-    if section == ["dataset"] and isinstance(name, str):
+    name = config.get("dataset", {}).get("name") if section == ["dataset"] else None
+    if isinstance(name, str):
         from vjax.data.datasets import check_dataset_name, preparer
 
         try:

@@ -36,8 +36,7 @@ def check_optimizer(opt: Mapping[str, Any]) -> None:
 
 def learning_rate_schedule(opt: Mapping[str, Any], num_steps: int) -> optax.Schedule:
     """Linear warmup from 0 to ``lr`` over :func:`warmup_steps`, then cosine decay to
-    ``end_lr``. A negative rate (or weight decay) would ascend the loss: a ValueError."""
-    check_optimizer(opt)
+    ``end_lr``."""
     warmup = warmup_steps(opt, num_steps)
     return optax.warmup_cosine_decay_schedule(
         init_value=0.0,
@@ -122,10 +121,12 @@ def scale_by_layer_decay(decay: float) -> optax.GradientTransformation:
 
 
 def make_optimizer(opt: Mapping[str, Any], num_steps: int) -> optax.GradientTransformation:
-    """The optimiser the config names; gradient clipping by global norm comes first.
+    """The optimiser the config names; gradient clipping by global norm comes first. A setting
+    out of its range is a ValueError (:func:`check_optimizer`).
 
     >>> tx = make_optimizer(config.optimizer, config.train.num_steps)
     """
+    check_optimizer(opt)
     schedule = learning_rate_schedule(opt, num_steps)
     name = opt["name"]
     if name == "adamw":

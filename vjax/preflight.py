@@ -103,7 +103,6 @@ def check_config(
         inflation = config.train.get("init_inflation", "central")
         if inflation not in INFLATIONS:
             raise ValueError(f"train.init_inflation must be one of {INFLATIONS}, got {inflation!r}")
-
     with _section("model"):
         model = build_model(config.model, _CHECK_CLASSES, config.train.dtype)
         if clip is not None:

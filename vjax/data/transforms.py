@@ -419,17 +419,15 @@ def make_batch_transform(
 MIXING_KEYS = ("mixup_alpha", "cutmix_alpha", "mix_switch_prob", "mixup_rate")
 
 
-def _refuse_clip_options(dataset: str, input_config: Mapping[str, Any] | None) -> None:
+def _refuse_clip_options(dataset: str, options: InputOptions) -> None:
     """A dataset of fixed clips makes no clips, so a clip option set away from its default
     (``input.test_num_clips=4`` for a multi-view test, a crop, a colour augmentation) would
     silently do nothing: a UserError names them."""
-    defaults = {f.name: f.default for f in dataclasses.fields(InputOptions)}
     ignored = [
-        f"input.{key}={value!r}"
-        for key, value in dict(input_config or {}).items()
-        if key in defaults and key not in (*MIXING_KEYS, "audio")
-        and (tuple(value) if isinstance(value, list | tuple) else value) != defaults[key]
-    ]  # fmt: skip
+        f"input.{f.name}={getattr(options, f.name)!r}"
+        for f in dataclasses.fields(InputOptions)
+        if f.name not in (*MIXING_KEYS, "audio") and getattr(options, f.name) != f.default
+    ]
     if ignored:
         raise UserError(
             f"{', '.join(ignored)}: {dataset} stores fixed clips, which are used as they are "
@@ -462,7 +460,7 @@ def transforms_for(builder, input_config: Mapping[str, Any] | None) -> dict[str,
     sizes = [len(task_names) for task_names in task_class_names(names).values()]
     batch_transform = make_batch_transform(options, sizes, is_multilabel(builder))
     if not stores_whole_videos(builder):
-        _refuse_clip_options(builder.name, input_config)
+        _refuse_clip_options(builder.name, options)
         return {"transform": None, "batch_transform": batch_transform, "eval_transform": None}
     return {
         "transform": make_train_transform(options, names),

@@ -156,7 +156,8 @@ class VideoFolder(tfds.core.GeneratorBasedBuilder):
         if self._listed is None:
             cfg: VideoFolderConfig = self.builder_config
             listing = annotations.LISTINGS[self.LISTING] if self.LISTING else read_entries
-            if cfg.fold != 1 and "fold" not in inspect.signature(listing).parameters:
+            takes_fold = "fold" in inspect.signature(listing).parameters
+            if cfg.fold != 1 and not takes_fold:
                 raise UserError(  # it would only change the folder's name: a second copy
                     f"{self.name} has no official folds (fold={cfg.fold}); UCF101 and HMDB51 "
                     f"have three: leave fold at 1"
@@ -168,7 +169,6 @@ class VideoFolder(tfds.core.GeneratorBasedBuilder):
                     self._auto_split = True
                 self._listed = entries, class_names(entries)
             else:
-                takes_fold = "fold" in inspect.signature(listing).parameters
                 self._listed = listing(cfg.src, **({"fold": cfg.fold} if takes_fold else {}))
         return self._listed
 
