@@ -111,6 +111,7 @@ def test_generated_sources_have_the_keyframe_interval_asked_for(tmp_path):
         (["ssl", "--label_fraction=0"], "--label_fraction: takes a number in (0, 1], got '0'"),
         (["prune", "--ratio=1"], "argument --ratio: takes a number in [0, 1), got '1'"),
         (["data", "--clips=0"], "argument --clips: takes a whole number of 1 or more"),
+        (["data", "--keyframe_interval=0"], "--keyframe_interval: takes a whole number of 1 or"),
         (["data", "--workers=1,-5"], "--workers takes loader process counts of 1 or more"),
     ],
 )

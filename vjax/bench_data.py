@@ -270,7 +270,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--short_side", type=int, default=256, help="stored frames' short side")
     parser.add_argument("--height", type=int, default=360, help="generated videos' height")
     parser.add_argument("--width", type=int, default=480, help="generated videos' width")
-    parser.add_argument("--keyframe_interval", type=int, default=None, help="generated "
+    parser.add_argument("--keyframe_interval", type=positive_int, default=None, help="generated "
                         "videos' frames per keyframe (default: libx264's 250)")  # fmt: skip
     parser.add_argument("--num_frames", type=positive_int, default=16)
     parser.add_argument("--stride", type=positive_int, default=2)
