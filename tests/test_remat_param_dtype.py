@@ -127,6 +127,10 @@ def test_bad_values_are_config_errors_naming_the_valid_ones(data_dir):
     with pytest.raises(ConfigError, match="train: unknown param_dtype 'float16'; valid: float32, "
                        "bfloat16"):  # fmt: skip
         check_config(config)
+    config = tiny_config(data_dir, **{"train.dtype": "float64"})  # train's, not model's
+    with pytest.raises(ConfigError, match="^config.train: unknown dtype 'float64'; valid: "
+                       "float32, bfloat16, float16$"):  # fmt: skip
+        check_config(config)
     config = tiny_config(data_dir, **{"model.remat": "all"})
     with pytest.raises(ConfigError, match="model: unknown remat 'all'; valid: none, block, dots"):
         check_config(config)

@@ -21,7 +21,7 @@ import ml_collections
 from vjax import parallel
 from vjax.config_utils import ConfigError
 from vjax.errors import UserError, one_line
-from vjax.models.registry import model_modalities
+from vjax.models.registry import compute_dtype, model_modalities
 from vjax.optim import make_optimizer
 
 # Any number of classes builds the model for its checks; the dataset's is known only later.
@@ -99,6 +99,7 @@ def check_config(
     with _section("optimizer"):
         make_optimizer(config.optimizer, config.train.num_steps)
     with _section("train"):
+        compute_dtype(config.train.dtype)
         check_param_dtype(config.train.get("param_dtype", "float32"))
         inflation = config.train.get("init_inflation", "central")
         if inflation not in INFLATIONS:

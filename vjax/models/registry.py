@@ -28,6 +28,13 @@ def register(name: str) -> Callable[[type[nn.Module]], type[nn.Module]]:
     return add
 
 
+def compute_dtype(name: str) -> Any:
+    """The compute dtype ``train.dtype`` names; a ValueError naming the valid ones otherwise."""
+    if name not in _DTYPES:
+        raise ValueError(f"unknown dtype {name!r}; valid: {', '.join(_DTYPES)}")
+    return _DTYPES[name]
+
+
 def dtype_name(dtype: Any) -> str:
     """The config name (``train.dtype``) of a compute dtype: the inverse of build_model's."""
     names = {jnp.dtype(v): k for k, v in _DTYPES.items()}
@@ -87,6 +94,4 @@ def build_model(
     for key, value in kwargs.items():  # a fraction of units dropped: 1 would drop them all
         if key.endswith("_rate") and isinstance(value, int | float) and not 0 <= value < 1:
             raise ValueError(f"model.{key} must be in [0, 1), got {value!r}")
-    if dtype not in _DTYPES:
-        raise ValueError(f"unknown dtype {dtype!r}; valid: {', '.join(_DTYPES)}")
-    return cls(num_classes=num_classes, dtype=_DTYPES[dtype], **kwargs)
+    return cls(num_classes=num_classes, dtype=compute_dtype(dtype), **kwargs)
