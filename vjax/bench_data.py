@@ -43,6 +43,9 @@ from vjax.errors import positive_int
 
 SECTION = "vjax bench data"
 BATCH = 8  # clips per batch of the measured loader
+# ``--tiny``'s defaults: a seconds-long run (tests).
+TINY = dict(videos=2, seconds=1.0, fps=10, clips=BATCH, short_side=32, height=36, width=48,
+            num_frames=4, crop=24)  # fmt: skip
 
 
 def _synthetic_frames(rng: np.random.Generator, n: int, height: int, width: int) -> np.ndarray:
@@ -278,14 +281,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--clips", type=positive_int, default=200)
     parser.add_argument("--workers", default="1,2")
     parser.add_argument("--out", default="BENCHMARKS.md", help="'' to write nothing")
-    parser.add_argument("--tiny", action="store_true", help="seconds-long run (tests)")
+    parser.add_argument("--tiny", action="store_true", help="seconds-long run (tests): small "
+                        "defaults for the size flags")  # fmt: skip
     args = parser.parse_args(argv)
     counts = args.workers.split(",")
     if not all(c.strip().isdigit() and int(c) >= 1 for c in counts):
         parser.error(f"--workers takes loader process counts of 1 or more, got {args.workers!r}")
-    if args.tiny:
-        args.videos, args.seconds, args.fps, args.clips = 2, 1.0, 10, BATCH
-        args.short_side, args.height, args.width, args.num_frames, args.crop = 32, 36, 48, 4, 24
+    if args.tiny:  # tiny sizes become the defaults: a size flag given with --tiny still wins
+        parser.set_defaults(**TINY)
+        args = parser.parse_args(argv)
     args.argv = argv
     table = run(args)
     print(table)
