@@ -127,7 +127,7 @@ def test_bad_files_raise_with_their_reason(videos, tmp_path):
 # ------------------------------------------------------------------ listings
 
 
-def test_folder_and_manifest_listings(tmp_path):
+def test_folder_and_manifest_listings(tmp_path, caplog):
     for split, label, name in [
         ("train", "b", "1.mp4"),
         ("train", "a", "2.mp4"),
@@ -136,12 +136,20 @@ def test_folder_and_manifest_listings(tmp_path):
         os.makedirs(tmp_path / "tree" / split / label, exist_ok=True)
         (tmp_path / "tree" / split / label / name).write_bytes(b"x")
     (tmp_path / "tree" / "train" / "a" / ".DS_Store").write_bytes(b"x")
+    for not_a_video in ("notes.txt", "2.COVER.JPG", "2.en.srt"):  # left out, with a warning
+        (tmp_path / "tree" / "train" / "a" / not_a_video).write_bytes(b"x")
     entries = read_entries(str(tmp_path / "tree"))
     assert [(os.path.basename(e.path), e.label, e.split) for e in entries] == [
         ("3", "a", "test"),
         ("2.mp4", "a", "train"),
         ("1.mp4", "b", "train"),
     ]
+    left_out = "left out 3 file(s) whose suffix says they are not videos (e.g. train/a/2.COVER.JPG)"
+    assert left_out in caplog.text
+    (tmp_path / "flat").mkdir()  # unlabelled: the same rule
+    for name in ("README.md", "x.webm"):
+        (tmp_path / "flat" / name).write_bytes(b"x")
+    assert [os.path.basename(e.path) for e in read_entries(str(tmp_path / "flat"))] == ["x.webm"]
     (tmp_path / "m.csv").write_text(
         "label,path,start,end,split\n2,v/x.mp4,1,2.5,\n10,y.avi,,,test\n"
     )
@@ -372,7 +380,7 @@ def test_prepare_command_and_load_dataset(videos, tmp_path, capsys):
     os.makedirs(src / "x"), os.makedirs(src / "y")
     shutil.copy(good["mp4"], src / "x" / "1.mp4")
     shutil.copy(good["mkv"], src / "y" / "2.mkv")
-    (src / "y" / "notes.txt").write_text("not a video")
+    (src / "y" / "3.avi").write_text("not a video")
     flags = [f"--src={src}", f"--data_dir={tmp_path / 'd'}", "--fps=5", "--short_side=16"]
     assert main(["prepare", "video_folder", *flags, "--num_workers=1"]) == 0
     out = capsys.readouterr().out

@@ -1,6 +1,8 @@
 """Which videos a dataset holds: a folder of class sub-folders, or a CSV/JSON manifest.
 
-Folder layouts (hidden files are ignored; every other file is a video candidate)::
+Folder layouts (hidden files and files whose suffix says they are no video, such as
+``notes.txt``, ``cover.jpg`` or ``clip.srt`` (:data:`NOT_VIDEO_SUFFIXES`), are left out, the
+latter with a warning; every other file is a video candidate)::
 
     SRC/<class>/<video>                 no split given (see below)
     SRC/<split>/<class>/<video>         splits named train / validation / test
@@ -26,6 +28,7 @@ import csv
 import dataclasses
 import hashlib
 import json
+import logging
 import os
 from collections.abc import Iterable, Mapping, Sequence
 
@@ -35,6 +38,15 @@ SPLIT_NAMES = ("train", "validation", "test")
 # (train, validation, test) of a listing that names no split (see split_by_class).
 DEFAULT_SPLIT_FRACTIONS = (0.8, 0.1, 0.1)
 _COLUMNS = ("path", "label", "start", "end", "split")
+# Files beside the videos in a class folder that ffmpeg would not read as a video (notes,
+# metadata, subtitles, thumbnails, sound, archives, yt-dlp's partial downloads): listed, they
+# would take a validation or test place of their class and then be skipped as unreadable.
+NOT_VIDEO_SUFFIXES = frozenset(
+    ".txt .md .json .csv .tsv .xml .yaml .yml .nfo .log .html .pdf .srt .vtt .ass .ssa .sub "
+    ".jpg .jpeg .png .bmp .webp .tif .tiff .heic .wav .mp3 .flac .m4a .aac .opus .zip .tar .gz "
+    ".7z .rar .db .ini .lnk .url .py .sh .part .ytdl .description".split()
+)
+log = logging.getLogger(__name__)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -166,21 +178,23 @@ def _folder_entries(src: str) -> list[VideoEntry]:
         roots = [(split, os.path.join(src, split)) for split in top]
     else:
         roots = [("train", src)]
-    entries = []
+    entries, not_videos = [], []
     for split, root in roots:
         names = _visible(root)
-        if not any(os.path.isdir(os.path.join(root, n)) for n in names):  # no classes
-            files = [os.path.join(root, n) for n in names]
-            entries += [VideoEntry(path, None, split=split) for path in files]
-            continue
-        for label in names:
-            folder = os.path.join(root, label)
+        classes = any(os.path.isdir(os.path.join(root, n)) for n in names)
+        folders = [(os.path.join(root, n), n) for n in names] if classes else [(root, None)]
+        for folder, label in folders:
             if not os.path.isdir(folder):
                 continue
             for name in _visible(folder):
                 path = os.path.join(folder, name)
-                if os.path.isfile(path):
+                if os.path.splitext(name)[1].lower() in NOT_VIDEO_SUFFIXES:
+                    not_videos.append(path)
+                elif os.path.isfile(path):
                     entries.append(VideoEntry(path, label, split=split))
+    if not_videos:
+        log.warning("%s: left out %d file(s) whose suffix says they are not videos (e.g. %s)",
+                    src, len(not_videos), os.path.relpath(not_videos[0], src))  # fmt: skip
     return entries
 
 
