@@ -83,7 +83,9 @@ def _worker() -> None:
     def eval_batch(i):  # 2 batches of 4 local rows; the last row of each is masked out
         labels = 10 * pid + PER_PROCESS_BATCH * i + np.arange(PER_PROCESS_BATCH)
         mask = np.arange(PER_PROCESS_BATCH) < PER_PROCESS_BATCH - 1
-        return {"video": _pixels(np.where(mask, labels, labels + 1)), "label": labels, "mask": mask}
+        index = 2 * PER_PROCESS_BATCH * i + PER_PROCESS_BATCH * pid + np.arange(PER_PROCESS_BATCH)
+        video = _pixels(np.where(mask, labels, labels + 1))
+        return {"video": video, "label": labels, "mask": mask, "index": index}
 
     def video_views(k):  # process p's k-th video (process 1's last one is padding)
         return {"views": _pixels([10 * pid + k] * VIEWS), "label": 10 * pid + k}
@@ -135,8 +137,12 @@ def test_logits_meet_their_labels_on_two_processes():
         evaluated = result["evaluate"]
         assert evaluated["num_examples"] == 2 * 2 * (PER_PROCESS_BATCH - 1), name
         assert evaluated["top1"] == 1.0 and evaluated["mean_class_accuracy"] == 1.0, name
+        # Scored in the split's order (gathered, process 0's rows came first).
+        in_order = [0, 1, 2, 10, 11, 12, 4, 5, 6, 14, 15, 16]
+        assert evaluated["per_video"]["label"] == in_order, name
         views = result["views"]
         assert views["num_examples"] == NUM_VIDEOS and views["top1"] == 1.0, name
+        assert views["per_video"]["label"] == [0, 10, 1, 11, 2, 12, 3], name  # videos 0, 1, ...
         present = [c for c, a in views["per_class_accuracy"].items() if a is not None]
         assert present == ["c0", "c1", "c2", "c3", "c10", "c11", "c12"], name
 

@@ -137,6 +137,10 @@ def test_evaluate_views_on_a_source_with_config_views():
     valid = np.concatenate([parts[0][2], parts[1][2]])
     whole = classification_metrics(scores[valid], labels[valid])
     assert whole["num_videos"] == 3 and whole["top1"] == m["top1"]
+    # Process 0's result with process 1's parts gathered after its own: in the split's order.
+    gathered = lambda local: [np.concatenate(x) for x in zip(local, parts[1], strict=True)]  # noqa: E731
+    together = evaluate_views(apply, Source(), config_input, 3, 0, 2, gathered)
+    assert together["per_video"]["label"] == [0, 1, 2] == m["per_video"]["label"]
 
 
 def test_video_scores_max_ensemble_is_elementwise_max_of_views():

@@ -97,6 +97,7 @@ def test_write_eval_and_compare(tmp_path, capsys):
     assert f"  {best:<8} {deltas[best]:+.3f}" in out and "eval_test_step9.json" in out
     top1 = f"{'top1':<24}{saved['top1']:>10.4f}{newer['top1']:>10.4f}"
     assert top1 in out
+    assert "no paired test: A and B scored different videos" in out  # other seeds, other labels
     with open(os.path.join(b, "compare_test.png"), "rb") as f:
         assert f.read(8) == PNG
     assert vjax_main(["compare", a, str(tmp_path / "missing")]) == 2  # one line, no traceback

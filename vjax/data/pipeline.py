@@ -154,14 +154,16 @@ def eval_batch(
     transform: Callable[[dict[str, Any]], tuple[np.ndarray, int]] | None = None,
 ) -> Batch:
     """This process's rows of evaluation batch ``number`` (examples ``number *
-    global_batch_size`` on, in order); rows past the end repeat example 0 with mask 0.
-    ``transform(example) -> (clip, label)`` is deterministic (e.g. the centre view)."""
+    global_batch_size`` on, in order; ``index``: each row's example); rows past the end repeat
+    example 0 with mask 0. ``transform(example) -> (clip, label)`` is deterministic (e.g. the
+    centre view)."""
     local = global_batch_size // process_count
     start = number * global_batch_size + process_index * local
     positions = np.arange(start, start + local)
     valid = positions < len(source)
     batch = _read(source, np.where(valid, positions, 0), transform)
     batch["mask"] = valid.astype(np.float32)
+    batch["index"] = positions
     return batch
 
 

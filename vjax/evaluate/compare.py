@@ -1,8 +1,9 @@
 """``vjax compare RUN_A RUN_B``: two evaluations side by side, the question after every ablation.
 
 Each RUN is a workdir (its newest ``eval_<split>_step<N>.json``, written by ``vjax eval``) or
-such a JSON file. Prints the overall metrics of both with B - A, then the classes that changed
-most (F1, or AP for multi-label data), and plots every class's delta sorted
+such a JSON file. Prints the overall metrics of both with B - A; top-1 compared video by video
+with McNemar's exact test (is B - A more than which videos the test holds?); then the classes
+that changed most (F1, or AP for multi-label data), and plots every class's delta sorted
 (``compare_<split>.png`` beside B's result, or ``--out``).
 
     vjax compare runs/baseline runs/ablation --split=test --top=10
@@ -20,6 +21,7 @@ from typing import Any
 
 from vjax.errors import ArgumentParser, NotFoundError, UserError, output_file, positive_int
 from vjax.evaluate.report import scalars, task_results
+from vjax.evaluate.uncertainty import paired_top1
 
 # What matplotlib writes (--out names the plot; a .json there failed after the comparison).
 PLOT_SUFFIXES = (".png", ".pdf", ".svg", ".jpg", ".jpeg")
@@ -92,6 +94,7 @@ def format_compare(
     lines += ["", f"{'metric':<24}{'A':>10}{'B':>10}{'B - A':>10}"]
     for key in (k for k in sa if k in sb):
         lines.append(f"{key:<24}{sa[key]:>10.4f}{sb[key]:>10.4f}{sb[key] - sa[key]:>+10.4f}")
+    lines += paired_lines(a, b)
     for task, deltas in class_deltas(a, b).items():
         metric = class_metric(task_results(a)[task][0]).removeprefix("per_class_").upper()
         ranked = sorted(deltas.items(), key=lambda nd: nd[1])
@@ -108,6 +111,34 @@ def format_compare(
             f"  {len(deltas)} classes: {up} up, {down} down, {len(deltas) - up - down} unchanged"
         )
     return "\n".join(lines)
+
+
+def paired_lines(a: Mapping[str, Any], b: Mapping[str, Any]) -> list[str]:
+    """Per task, B's top-1 against A's video by video
+    (:func:`~vjax.evaluate.uncertainty.paired_top1`): whether the difference is more than the
+    luck of which videos the test holds. Said instead when the results cannot be paired."""
+    lines = []
+    tasks_b = task_results(b)
+    for task, (metrics_a, _) in task_results(a).items():
+        videos = metrics_a.get("per_video"), tasks_b[task][0].get("per_video")
+        title = f"{task}: " if task else ""
+        if videos == (None, None):  # multi-label, or both evaluated before per-video results
+            continue
+        if None in videos:
+            old = "A" if videos[0] is None else "B"
+            lines.append(f"{title}no paired test: {old}'s result has no per-video predictions "
+                         f"(evaluate it again with vjax eval)")  # fmt: skip
+            continue
+        paired = paired_top1(*videos)
+        if paired is None:
+            lines.append(f"{title}no paired test: A and B scored different videos")
+            continue
+        lines.append(
+            f"{title}top1 video by video ({paired['videos']} videos): B - A "
+            f"{paired['difference']:+.4f}; only B right on {paired['only_b']}, only A on "
+            f"{paired['only_a']}; McNemar exact p = {paired['p_value']:.3g}"
+        )
+    return [""] + lines if lines else []
 
 
 def plot_compare(a: Mapping[str, Any], b: Mapping[str, Any], path: str) -> list[str]:

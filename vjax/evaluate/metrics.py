@@ -1,6 +1,7 @@
 """Metrics of per-video scores against labels, in NumPy: what a researcher asks of a classifier.
 
-Single-label (integer labels): loss, top-1/top-5, per-class accuracy and the confusion matrix;
+Single-label (integer labels): loss, top-1/top-5 with their 95% intervals, each video's label
+and prediction, per-class accuracy and the confusion matrix;
 per-class precision, recall, F1 and support with macro and weighted averages (scikit-learn's
 ``classification_report`` conventions); the most confused class pairs; calibration (expected
 calibration error over equal-width confidence bins, and the bins for a reliability diagram).
@@ -22,6 +23,7 @@ from typing import Any
 import numpy as np
 
 from vjax.errors import UserError
+from vjax.evaluate.uncertainty import wilson_interval
 from vjax.tasks import ClassNames, head_sizes, is_multitask, label_columns, split_classes
 
 CALIBRATION_BINS = 15  # equal-width confidence bins (Guo et al. 2017)
@@ -213,8 +215,10 @@ def calibration(
 
 def single_label_metrics(scores: np.ndarray, labels: np.ndarray) -> dict[str, Any]:
     """Metrics of ``scores (N, K)`` against integer ``labels (N,)``: ``loss`` (softmax
-    cross-entropy), ``top1``, ``top5`` (top-min(5, K)), ``mean_class_accuracy`` and
-    ``per_class_accuracy`` (NaN for absent classes), ``confusion_matrix`` (rows = truth),
+    cross-entropy), ``top1``, ``top5`` (top-min(5, K)) and their 95% intervals ``top1_ci95``,
+    ``top5_ci95`` (:func:`~vjax.evaluate.uncertainty.wilson_interval`), ``per_video`` (each
+    row's ``label`` and ``predicted`` class, for paired comparisons), ``mean_class_accuracy``
+    and ``per_class_accuracy`` (NaN for absent classes), ``confusion_matrix`` (rows = truth),
     :func:`precision_recall_f1` over the classes in the truth or the predictions,
     :func:`most_confused` and :func:`calibration` of the top softmax probability. Refuses
     non-finite rows (:func:`check_scores`) and labels outside the classes (:func:`check_labels`)."""
@@ -240,12 +244,15 @@ def single_label_metrics(scores: np.ndarray, labels: np.ndarray) -> dict[str, An
         "loss": float(-log_probs[np.arange(len(labels)), labels].mean()),
         "top1": float(top1.mean()),
         "top5": float(topk.mean()),
+        "top1_ci95": wilson_interval(int(top1.sum()), len(labels)),
+        "top5_ci95": wilson_interval(int(topk.sum()), len(labels)),
         "mean_class_accuracy": float(np.nanmean(per_class)),
         "per_class_accuracy": per_class.tolist(),
         "confusion_matrix": confusion.tolist(),
         **prf,
         "most_confused": most_confused(confusion),
         **calibration(np.exp(log_probs.max(axis=1)), top1),
+        "per_video": {"label": labels.tolist(), "predicted": predicted.tolist()},
     }
 
 

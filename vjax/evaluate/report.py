@@ -130,6 +130,11 @@ def _num(x: Any, width: int = 10) -> str:
     return f"{x:{width}.3f}" if x is not None else f"{'-':>{width}}"
 
 
+def _interval(bounds: Sequence[float] | None) -> str:
+    """`` (95% CI lo-hi)`` of a metric's interval; nothing for a result without one."""
+    return "" if bounds is None else f" (95% CI {bounds[0]:.3f}-{bounds[1]:.3f})"
+
+
 def _headline(metrics: Mapping[str, Any]) -> str:
     """One line: the task's overall metrics."""
     if "mAP" in metrics:
@@ -140,8 +145,8 @@ def _headline(metrics: Mapping[str, Any]) -> str:
     else:
         parts = [
             f"loss {metrics['loss']:.4f}",
-            f"top1 {metrics['top1']:.4f}",
-            f"top5 {metrics['top5']:.4f}",
+            f"top1 {metrics['top1']:.4f}{_interval(metrics.get('top1_ci95'))}",
+            f"top5 {metrics['top5']:.4f}{_interval(metrics.get('top5_ci95'))}",
             f"mean class acc {metrics['mean_class_accuracy']:.4f}",
         ]
     macro, weighted = metrics["macro"], metrics["weighted"]

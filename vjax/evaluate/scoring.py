@@ -168,19 +168,31 @@ def evaluate_batches(
     """``score(outputs, labels, class_names)`` (by default
     :func:`~vjax.evaluate.metrics.task_metrics`) of the real rows of evaluation batches
     ``0 .. number - 1`` (``batches(i)``: this process's ``video``, ``label`` and ``mask`` rows,
-    and ``audio`` for audio data; masked rows are padding), one view per example. ``apply``
-    takes this process's batch (it picks the model's inputs) and returns its outputs (logits)
-    row for row with its own labels; ``gather`` concatenates the processes'
-    ``(outputs, labels, masks)``. ``interrupted()``, asked before each batch (on every process
-    alike), ends it early with :class:`EvaluationInterrupted`."""
-    logits, labels, masks = [], [], []
+    and ``audio`` for audio data; masked rows are padding; ``index``, each row's example, when
+    the batches may come from several processes), one view per example, scored in the split's
+    order. ``apply`` takes this process's batch (it picks the model's inputs) and returns its
+    outputs (logits) row for row with its own labels; ``gather`` concatenates the processes'
+    ``(outputs, labels, masks, indices)``. ``interrupted()``, asked before each batch (on
+    every process alike), ends it early with :class:`EvaluationInterrupted`."""
+    logits, labels, masks, indices = [], [], [], []
     for batch in map(batches, interruptible(number, interrupted)):
         logits.append(np.asarray(apply(batch)))
         labels.append(np.asarray(batch["label"]))
         masks.append(np.asarray(batch["mask"]) > 0)
-    local = [np.concatenate(x) for x in (logits, labels, masks)]
-    scores, labels_all, keep = map(np.asarray, gather(local) if gather else local)
-    return score(scores[keep], labels_all[keep], class_names)
+        if "index" in batch:
+            indices.append(np.asarray(batch["index"]))
+    local = [np.concatenate(x) for x in (logits, labels, masks, indices) if x]
+    scores, labels_all, keep, *index = map(np.asarray, gather(local) if gather else local)
+    order = _in_split_order(index[0], keep) if index else np.flatnonzero(keep)
+    return score(scores[order], labels_all[order], class_names)
+
+
+def _in_split_order(index: np.ndarray, keep: np.ndarray) -> np.ndarray:
+    """The kept rows, ordered by their example's place in the split: the same order with any
+    number of processes (gathered, process 0's rows come first), so that two results can be
+    compared video by video (:func:`vjax.evaluate.uncertainty.paired_top1`)."""
+    rows = np.flatnonzero(keep)
+    return rows[np.argsort(index[rows], kind="stable")]
 
 
 def evaluate_views(
@@ -203,7 +215,8 @@ def evaluate_views(
     Multi-host: process ``p`` scores videos ``p, p + P, p + 2P, ...``, padded with a masked
     repeat so every process makes the same number of ``apply`` calls (``apply`` and
     ``chunk_size`` are per process); ``gather`` (e.g. ``multihost_utils.process_allgather(x,
-    tiled=True)``) concatenates the processes' ``(scores, labels, valid)``. ``class_names``
+    tiled=True)``) concatenates the processes' ``(scores, labels, valid, video indices)``, and
+    the videos are scored in the split's order. ``class_names``
     a mapping ``{task: names}``: a multi-task source. ``video_views``:
     :func:`vjax.data.loaders.views_and_label` of the same source and process, computed
     elsewhere (e.g. in loader processes, :class:`vjax.data.pipeline.ProcessMap`); by default
@@ -226,9 +239,10 @@ def evaluate_views(
         views, label = (lambda video: unstack(video["views"])), (lambda video: video["label"])
     scores, labels = video_scores(apply, examples, views, chunk_size, label, options.test_ensemble)
     if gather is not None:
-        scores, labels, valid = gather((scores, labels, valid))
-        valid = np.asarray(valid)
-    scores, labels = np.asarray(scores)[valid], _take(labels, valid)
+        scores, labels, valid, mine = gather((scores, labels, valid, mine))
+        valid, mine = np.asarray(valid), np.asarray(mine)
+    order = _in_split_order(mine, valid)
+    scores, labels = np.asarray(scores)[order], _take(labels, order)
     if isinstance(labels, Mapping):
         return localized_metrics(scores, labels, class_names, options.test_ensemble)
     return task_metrics(scores, labels, class_names)
