@@ -164,6 +164,13 @@ def test_each_task_of_a_multitask_result_matches_sklearn(single):
         assert got["macro"]["precision"] == pytest.approx(precision), task
         assert got["macro"]["recall"] == pytest.approx(recall), task
         assert got["top1"] == pytest.approx(sk.accuracy_score(truth, predicted)), task
+    # The joint top-1 (both right) with Wilson's interval, as SciPy's.
+    from scipy.stats import binomtest
+
+    both_right = int(((both[:, :7].argmax(1) == labels) & (both[:, 7:].argmax(1) == nouns)).sum())
+    assert m["top1"] == both_right / len(labels)
+    want = binomtest(both_right, len(labels)).proportion_ci(method="wilson")
+    np.testing.assert_allclose(m["top1_ci95"], (want.low, want.high), rtol=1e-12)
 
 
 def test_multilabel_train_loss_matches_sklearn():

@@ -309,18 +309,20 @@ def task_metrics(scores: np.ndarray, labels: np.ndarray, class_names: ClassNames
     per task): each task's metrics under ``tasks``, the summed ``loss``, and ``top1`` / ``top5``
     of the joint prediction (Epic-Kitchens' action accuracy: a video counts when every task is
     right; the top 5 are the most likely label combinations under the product of the tasks'
-    softmaxes)."""
+    softmaxes) with their 95% intervals (``top1_ci95``, ``top5_ci95``)."""
     if not is_multitask(class_names):
         return classification_metrics(scores, labels)
     sizes = head_sizes(class_names)
     per_task = split_classes(np.asarray(scores, np.float32), sizes)
     columns = label_columns(np.asarray(labels), sizes)
     tasks = {t: _one_task(t, per_task[t], columns[t]) for t in sizes}
+    joint = {f"top{k}": joint_topk_accuracy(per_task, columns, k) for k in (1, 5)}
+    n = len(scores)
     return {
-        "num_videos": len(scores),
+        "num_videos": n,
         "loss": float(sum(m["loss"] for m in tasks.values())),
-        "top1": joint_topk_accuracy(per_task, columns, 1),
-        "top5": joint_topk_accuracy(per_task, columns, 5),
+        **joint,
+        **{f"{key}_ci95": wilson_interval(round(value * n), n) for key, value in joint.items()},
         "tasks": tasks,
     }
 

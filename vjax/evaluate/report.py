@@ -209,8 +209,9 @@ def format_eval(result: Mapping[str, Any]) -> str:
         lines = [f"{first} | {_headline(result)}", ""]
         return "\n".join(lines + _class_table(result, result["class_names"]))
     lines = [
-        f"{first} | loss {result['loss']:.4f} | top1 {result['top1']:.4f} | top5 "
-        f"{result['top5']:.4f} (a video counts when every task is right)"
+        f"{first} | loss {result['loss']:.4f} | top1 {result['top1']:.4f}"
+        f"{_interval(result.get('top1_ci95'))} | top5 {result['top5']:.4f}"
+        f"{_interval(result.get('top5_ci95'))} (a video counts when every task is right)"
     ]
     for task, (metrics, names) in task_results(result).items():
         lines += ["", f"{task}: {_headline(metrics)}"] + _class_table(metrics, names)
