@@ -19,6 +19,7 @@ def test_demo_writes_report_and_plots(tmp_path, data_dir, capsys):
     assert set(saved["models"]) == {"vivit", "single_frame"}
     printed = capsys.readouterr().out
     assert "macro avg" in printed and "F1" in printed.split("=== demo result")[1]
+    right = {}
     for name, metrics in saved["models"].items():
         assert 0.0 <= metrics["top1"] <= metrics["top5"] <= 1.0
         assert metrics["num_test_clips"] == 16
@@ -26,6 +27,18 @@ def test_demo_writes_report_and_plots(tmp_path, data_dir, capsys):
             open(os.path.join(workdir, name, f"eval_test_step{metrics['steps']}.json"))
         )
         assert metrics["macro_f1"] == result["macro"]["f1"] and metrics["ece"] == result["ece"]
+        assert metrics["top1_ci95"] == result["top1_ci95"]
+        lo, hi = metrics["top1_ci95"]
+        assert f"{name:<14}{metrics['top1']:>8.3f}{f'{lo:.3f}-{hi:.3f}':>13}" in printed
+        videos = result["per_video"]
+        right[name] = [p == t for p, t in zip(videos["predicted"], videos["label"], strict=True)]
+    # ViViT against the baseline on the same clips: the counts of clips only one got right.
+    paired = saved["paired_with_vivit"]["single_frame"]
+    only = [sum(a and not b for a, b in zip(right[x], right[y], strict=True)) for x, y in
+            (("vivit", "single_frame"), ("single_frame", "vivit"))]  # fmt: skip
+    assert (paired["videos"], paired["only_b"], paired["only_a"]) == (16, *only)
+    assert (f"vivit vs single_frame on the same 16 test clips: only vivit right on {only[0]}, "
+            f"only single_frame on {only[1]}; McNemar exact p = ") in printed  # fmt: skip
     plots = ["training_curves.png"] + [
         f"{kind}_{name}.png"
         for kind in ("confusion", "f1", "reliability")

@@ -18,6 +18,7 @@ from collections.abc import Mapping
 from vjax.config_utils import apply_overrides, load_config
 from vjax.evaluate.plots import plot_curves, write_plots
 from vjax.evaluate.report import format_eval, write_eval
+from vjax.evaluate.uncertainty import paired_top1
 
 # Each demo's models: report name -> the config variant that trains it.
 DEMO_MODELS = {"vivit": "vivit", "single_frame": "single_frame"}
@@ -50,7 +51,7 @@ def run_demo(
         check_config(configs[name])  # the model, mesh and input, as training will check them
     os.makedirs(workdir, exist_ok=True)
     report: dict = {"models": {}}
-    runs = {}
+    runs, results = {}, {}
     for name, config in configs.items():
         run_dir = os.path.join(workdir, name)
         print(f"\n=== {name}: training {config.train.num_steps} steps -> {run_dir}", flush=True)
@@ -62,8 +63,10 @@ def run_demo(
         write_plots({**result, "split": name}, workdir, f"_{name}")
         runs[name] = run_dir
         report["num_classes"] = len(result["class_names"])
+        results[name] = result
         report["models"][name] = {
             "top1": result["top1"],
+            "top1_ci95": list(result["top1_ci95"]),
             "top5": result["top5"],
             "loss": result["loss"],
             "mean_class_accuracy": result["mean_class_accuracy"],
@@ -76,16 +79,30 @@ def run_demo(
             "seconds": round(time.perf_counter() - start, 1),
         }
     report["chance"] = 1.0 / report["num_classes"]
+    first, *others = results
+    report["paired_with_" + first] = {  # the first model against each baseline, video by video
+        name: paired_top1(results[name]["per_video"], results[first]["per_video"])
+        for name in others
+    }
     plot_curves(runs, os.path.join(workdir, "training_curves.png"))
     with open(os.path.join(workdir, "demo_report.json"), "w") as f:
         json.dump(report, f, indent=1)
 
     print("\n=== demo result (test split; P/R/F1: macro averages over the classes)")
-    columns = ("top-1", "top-5", "P", "R", "F1", "ECE")
-    print(f"{'model':<14}" + "".join(f"{c:>8}" for c in columns)
+    columns = ("top-5", "P", "R", "F1", "ECE")
+    print(f"{'model':<14}{'top-1':>8}{'95% CI':>13}" + "".join(f"{c:>8}" for c in columns)
           + f"   chance = {report['chance']:.3f}")  # fmt: skip
     for name, m in report["models"].items():
-        values = ("top1", "top5", "macro_precision", "macro_recall", "macro_f1", "ece")
-        print(f"{name:<14}" + "".join(f"{m[v]:>8.3f}" for v in values))
+        values = ("top5", "macro_precision", "macro_recall", "macro_f1", "ece")
+        interval = "{:.3f}-{:.3f}".format(*m["top1_ci95"])
+        print(f"{name:<14}{m['top1']:>8.3f}{interval:>13}"
+              + "".join(f"{m[v]:>8.3f}" for v in values))  # fmt: skip
+    for name, paired in report["paired_with_" + first].items():
+        if paired is None:
+            print(f"{first} vs {name}: not scored on the same test clips, no paired test")
+            continue
+        print(f"{first} vs {name} on the same {paired['videos']} test clips: only {first} right "
+              f"on {paired['only_b']}, only {name} on {paired['only_a']}; McNemar exact p = "
+              f"{paired['p_value']:.3g}")  # fmt: skip
     print(f"report: {os.path.join(workdir, 'demo_report.json')}; plots: {workdir}/*.png")
     return report
