@@ -16,6 +16,7 @@ from test_predict_contracts import (
     by_hand_logits,
     random_vivit,
     softmax,
+    video_and_sound_streams,
     write_model,
 )
 
@@ -215,17 +216,11 @@ def test_a_window_hears_its_own_seconds_and_silence_after_them(tmp_path, monkeyp
 def _write_corrupt_sound(path: str) -> str:
     """An mp4 of 10 good frames whose AAC track's packets are random bytes (it exists, and
     fails to decode)."""
-    import fractions
-
     import av
 
     rng = np.random.default_rng(36)
     with av.open(path, "w") as container:
-        video = container.add_stream("libx264", rate=fractions.Fraction(10))
-        video.width = video.height = 32
-        video.pix_fmt = "yuv420p"
-        sound = container.add_stream("aac", rate=16000)
-        sound.layout = "mono"
+        video, sound = video_and_sound_streams(container)
         for i in range(10):
             frame = av.VideoFrame.from_ndarray(np.full((32, 32, 3), 8 * i, np.uint8), "rgb24")
             container.mux(video.encode(frame))

@@ -191,6 +191,19 @@ def test_a_loaded_models_normalize_is_the_training_normalisation(tmp_path):
 
 
 # ============================================================ tests/test_predict.py (sound)
+def video_and_sound_streams(container):
+    """``(video, sound)`` streams added to an open PyAV ``container``: H.264 32x32 at 10 fps,
+    mono AAC at 16 kHz."""
+    import fractions
+
+    video = container.add_stream("libx264", rate=fractions.Fraction(10))
+    video.width = video.height = 32
+    video.pix_fmt = "yuv420p"
+    sound = container.add_stream("aac", rate=16000)
+    sound.layout = "mono"
+    return video, sound
+
+
 # kills pd07
 def test_a_file_whose_frames_start_late_is_heard_at_its_frames_seconds(tmp_path):
     """An MP4 whose video stream starts at 1.0 s (audio at 0, a tone from 2.0 s): a view's
@@ -210,11 +223,7 @@ def test_a_file_whose_frames_start_late_is_heard_at_its_frames_seconds(tmp_path)
     path = str(tmp_path / "late.mp4")
     rng = np.random.default_rng(20)
     with av.open(path, "w") as container:
-        video = container.add_stream("libx264", rate=fractions.Fraction(10))
-        video.width = video.height = 32
-        video.pix_fmt = "yuv420p"
-        sound = container.add_stream("aac", rate=16000)
-        sound.layout = "mono"
+        video, sound = video_and_sound_streams(container)
         for i in range(30):
             frame = av.VideoFrame.from_ndarray(rng.integers(0, 256, (32, 32, 3), np.uint8),
                                                format="rgb24")  # fmt: skip
