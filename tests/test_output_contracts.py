@@ -9,6 +9,7 @@ import os
 
 import numpy as np
 import pytest
+from test_compare_contracts import _eval
 from test_predict_contracts import (
     NAMES,
     _scores,
@@ -258,12 +259,6 @@ def test_a_file_whose_sound_track_cannot_be_decoded_is_skipped_and_named(tmp_pat
 
 
 # ================================================================== vjax/evaluate/compare.py
-
-
-def _eval(per_class: dict, **extra) -> dict:
-    """A hand-made eval result: only what compare reads (per-class F1 by class name)."""
-    return {"split": "test", "loss": 1.0, "num_examples": 8, "class_names": list(per_class),
-            "per_class_f1": per_class, **extra}  # fmt: skip
 
 
 # kills cp10
