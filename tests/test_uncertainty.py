@@ -9,9 +9,18 @@ import numpy as np
 import pytest
 from scipy.stats import binomtest
 
-from vjax.evaluate.metrics import task_metrics
+from vjax.evaluate.metrics import average_precision, task_metrics
 from vjax.evaluate.report import format_eval, named_result, write_eval
-from vjax.evaluate.uncertainty import mcnemar_exact_p, paired_top1, wilson_interval
+from vjax.evaluate.uncertainty import (
+    map_interval,
+    mcnemar_exact_p,
+    mean_class_accuracy_interval,
+    paired_map,
+    paired_top1,
+    resample_counts,
+    weighted_average_precisions,
+    wilson_interval,
+)
 
 
 @pytest.mark.parametrize("successes,total", [(0, 1), (1, 1), (3, 7), (7, 20), (1504, 2000),
@@ -82,3 +91,210 @@ def test_eval_shows_intervals_and_compare_pairs_the_same_videos(tmp_path, capsys
     old.write_text(json.dumps(saved))
     assert vjax_main(["compare", str(old), str(tmp_path / "b")]) == 0
     assert "no paired test: A's result has no per-video predictions" in capsys.readouterr().out
+
+
+def _resampled(counts, r, *arrays):
+    """Resample ``r`` written out: each video repeated as often as it was drawn."""
+    rows = np.repeat(np.arange(len(counts)), counts[:, r].astype(int))
+    return [a[rows] for a in arrays]
+
+
+def test_resample_counts_draw_every_resample_of_the_test_set_again():
+    counts = resample_counts(50, 300)
+    assert counts.shape == (50, 300) and np.all(counts.sum(axis=0) == 50)
+    assert np.array_equal(counts, resample_counts(50, 300))  # fixed seed: the same interval
+    assert not np.array_equal(counts[:, 0], counts[:, 1])
+    assert counts.mean() == 1 and 0.3 < (counts == 0).mean() < 0.45  # (49/50)^50 = 0.364
+
+
+def test_weighted_average_precision_is_sklearns_with_sample_weights():
+    from sklearn.metrics import average_precision_score
+
+    rng = np.random.default_rng(3)
+    positives = rng.random(300) < 0.1
+    scores = np.round(rng.normal(size=300) + positives, 1)  # many tied scores
+    scores[:3] = 9.0  # tied at the top too
+    counts = resample_counts(300, 40)
+    counts[positives, 7] = 0  # a resample without a positive: undefined
+    mine = weighted_average_precisions(scores, positives, counts)
+    assert np.isnan(mine[7])
+    want = [average_precision_score(positives, scores, sample_weight=counts[:, r])
+            for r in range(40) if r != 7]  # fmt: skip
+    np.testing.assert_allclose(np.delete(mine, 7), want, rtol=1e-12)
+    # A weight of 2 is the video twice (tied copies), as the resample written out scores.
+    written = average_precision_score(*_resampled(counts, 0, positives, scores))
+    assert mine[0] == pytest.approx(written, rel=1e-12)
+    scores[:3] = np.inf  # ties at inf (a masked class's logits elsewhere) as metrics ties them
+    once = weighted_average_precisions(scores, positives, np.ones((300, 1), np.float32))
+    assert once[0] == pytest.approx(average_precision(scores, positives), rel=1e-12)
+
+
+def test_map_interval_is_the_basic_bootstrap_interval_of_the_resamples_written_out():
+    from sklearn.metrics import average_precision_score
+
+    rng = np.random.default_rng(4)
+    positives = rng.random((80, 6)) < 0.08
+    positives[:, 5] = False  # a class never positive: left out, as mAP leaves it out
+    scores = rng.normal(size=(80, 6)) + positives
+    counts = resample_counts(80, 60)
+    replicates = []
+    for r in range(60):
+        s, p = _resampled(counts, r, scores, positives)
+        replicates.append(np.mean([average_precision_score(p[:, k], s[:, k])
+                                   for k in range(6) if p[:, k].any()]))  # fmt: skip
+    estimate = np.mean([average_precision_score(positives[:, k], scores[:, k]) for k in range(5)])
+    lo, hi = np.percentile(replicates, [2.5, 97.5])
+    np.testing.assert_allclose(map_interval(scores, positives, resamples=60),
+                               (2 * estimate - hi, 2 * estimate - lo), rtol=1e-10)  # fmt: skip
+    assert all(map(np.isnan, map_interval(scores, np.zeros_like(positives))))
+
+
+def test_mean_class_accuracy_interval_is_sklearns_balanced_accuracy_resampled():
+    import warnings
+
+    from sklearn.metrics import balanced_accuracy_score
+
+    rng = np.random.default_rng(5)
+    labels = rng.integers(0, 7, size=90)
+    labels[labels == 6] = 5  # class 6 absent: left out, as mean_class_accuracy's nanmean does
+    predicted = np.where(rng.random(90) < 0.6, labels, rng.integers(0, 7, size=90))
+    counts = resample_counts(90, 60)
+    with warnings.catch_warnings():  # "y_pred contains classes not in y_true"
+        warnings.simplefilter("ignore")
+        replicates = [balanced_accuracy_score(*_resampled(counts, r, labels, predicted))
+                      for r in range(60)]  # fmt: skip
+        estimate = balanced_accuracy_score(labels, predicted)
+    lo, hi = np.percentile(replicates, [2.5, 97.5])
+    got = mean_class_accuracy_interval(predicted == labels, labels, 7, resamples=60)
+    np.testing.assert_allclose(got, (2 * estimate - hi, 2 * estimate - lo), rtol=1e-10)
+    m = task_metrics(np.eye(7)[predicted], labels, list("abcdefg"))
+    assert m["mean_class_accuracy"] == pytest.approx(estimate)
+    assert m["mean_class_accuracy_ci95"] == mean_class_accuracy_interval(predicted == labels,
+                                                                         labels, 7)  # fmt: skip
+
+
+def test_map_interval_covers_the_true_map_where_a_percentile_interval_lies_above_it():
+    """Simulated test sets of 400 videos from one population (8 classes, 5% positives): AP with
+    ~20 positives reads high, and the resamples' duplicated positives higher still, so the
+    percentile interval covers the population's mAP in ~70% of test sets, the basic one ~95%."""
+    from vjax.evaluate.metrics import average_precision, mean_average_precision
+
+    rng = np.random.default_rng(0)
+    sample = rng.random(1_000_000) < 0.05
+    population = average_precision(rng.normal(size=sample.size) + 1.5 * sample, sample)
+    basic = percentile = 0
+    for _ in range(100):
+        positives = rng.random((400, 8)) < 0.05
+        scores = rng.normal(size=(400, 8)) + 1.5 * positives
+        estimate = mean_average_precision(scores, positives)[0]
+        lo, hi = map_interval(scores, positives, resamples=400)
+        basic += lo <= population <= hi
+        percentile += 2 * estimate - hi <= population <= 2 * estimate - lo  # reflected back
+    assert basic >= 88 and percentile <= 80, (basic, percentile)  # measured: 95 and 68
+
+
+def test_eval_prints_the_bootstrap_intervals_and_an_undefined_one_as_nothing(tmp_path):
+    rng = np.random.default_rng(6)
+    positives = rng.random((60, 3)) < 0.3
+    scores = rng.normal(size=(60, 3)) + 2 * positives
+    result = _scored(positives.astype(int), scores, 1)
+    lo, hi = result["mAP_ci95"]
+    assert (lo, hi) == map_interval(scores.astype(np.float32), positives)
+    assert lo < result["mAP"] < hi
+    assert f"mAP {result['mAP']:.4f} (95% CI {lo:.3f}-{hi:.3f})" in format_eval(result)
+    labels = rng.integers(0, 3, size=60)
+    single = _scored(labels, rng.normal(size=(60, 3)) + np.eye(3)[labels], 1)
+    lo, hi = single["mean_class_accuracy_ci95"]
+    assert f"mean class acc {single['mean_class_accuracy']:.4f} (95% CI {lo:.3f}-{hi:.3f})" in (
+        format_eval(single)
+    )
+    # No positive at all: mAP and its interval are undefined, written as null and shown bare.
+    write_eval(_scored(np.zeros((60, 3), int), scores, 2), str(tmp_path), plots=False)
+    saved = json.load(open(tmp_path / "eval_test_step2.json"))
+    assert saved["mAP"] is None and saved["mAP_ci95"] == [None, None]
+    assert "mAP nan |" in format_eval(saved)
+
+
+def test_compare_pairs_a_multitask_models_joint_top1(tmp_path, capsys):
+    from vjax.cli import main as vjax_main
+
+    rng = np.random.default_rng(7)
+    names = {"verb": ["v0", "v1", "v2"], "noun": ["n0", "n1", "n2", "n3"]}
+    labels = np.stack([rng.integers(0, 3, 200), rng.integers(0, 4, 200)], axis=1)
+    hint = np.concatenate([np.eye(3)[labels[:, 0]], np.eye(4)[labels[:, 1]]], axis=1)
+    right = {}
+    for name, strength in (("a", 1.0), ("b", 2.0)):
+        scores = rng.normal(size=(200, 7)) + strength * hint
+        result = {**named_result(task_metrics(scores, labels, names), names, "test"), "step": 1}
+        write_eval(result, str(tmp_path / name), plots=False)
+        verb, noun = scores[:, :3].argmax(axis=1), scores[:, 3:].argmax(axis=1)
+        right[name] = (verb == labels[:, 0]) & (noun == labels[:, 1])
+        assert result["top1"] == pytest.approx(right[name].mean())
+    assert vjax_main(["compare", str(tmp_path / "a"), str(tmp_path / "b")]) == 0
+    only_a = int((right["a"] & ~right["b"]).sum())
+    only_b = int((right["b"] & ~right["a"]).sum())
+    p = binomtest(only_b, only_a + only_b, 0.5).pvalue
+    out = capsys.readouterr().out
+    assert (f"joint (every task right): top1 video by video (200 videos): B - A "
+            f"{(only_b - only_a) / 200:+.4f}; only B right on {only_b}, only A on {only_a}; "
+            f"McNemar exact p = {p:.3g}") in out  # fmt: skip
+    assert "verb: top1 video by video (200 videos)" in out
+
+
+def test_paired_map_is_the_basic_interval_of_the_paired_resamples_written_out():
+    from sklearn.metrics import average_precision_score
+
+    rng = np.random.default_rng(8)
+    positives = rng.random((90, 5)) < 0.15
+    runs = [rng.normal(size=(90, 5)) + strength * positives for strength in (0.5, 1.5)]
+
+    def m_ap(scores, labels):
+        return np.mean([average_precision_score(labels[:, k], scores[:, k])
+                        for k in range(5) if labels[:, k].any()])  # fmt: skip
+
+    counts = resample_counts(90, 60)
+    replicates = []
+    for r in range(60):  # the same videos drawn for both runs
+        labels, a, b = _resampled(counts, r, positives, *runs)
+        replicates.append(m_ap(b, labels) - m_ap(a, labels))
+    difference = m_ap(runs[1], positives) - m_ap(runs[0], positives)
+    lo, hi = np.percentile(replicates, [2.5, 97.5])
+    paired = paired_map(*({"label": positives, "scores": s} for s in runs), resamples=60)
+    assert paired["videos"] == 90
+    assert paired["difference"] == pytest.approx(difference, rel=1e-6)  # float32 scores
+    np.testing.assert_allclose(paired["ci95"], (2 * difference - hi, 2 * difference - lo),
+                               rtol=1e-5)  # fmt: skip
+    assert paired["ci95"][0] > 0  # the stronger run is better beyond the test set's luck
+    other = {"label": np.roll(positives, 1, axis=0), "scores": runs[1]}
+    assert paired_map({"label": positives, "scores": runs[0]}, other) is None
+
+
+def test_compare_pairs_multi_label_runs_by_mAP_from_the_scores_written_beside(tmp_path, capsys):
+    from vjax.cli import main as vjax_main
+
+    rng = np.random.default_rng(9)
+    positives = (rng.random((120, 3)) < 0.2).astype(int)
+    scores = {name: rng.normal(size=(120, 3)) + strength * positives
+              for name, strength in (("a", 0.3), ("b", 1.0))}  # fmt: skip
+    for name in "ab":
+        paths = write_eval(_scored(positives, scores[name], 2), str(tmp_path / name), plots=False)
+        assert paths[:2] == [str(tmp_path / name / f"eval_test_step2{s}")
+                             for s in (".json", "_per_video.npz")]  # fmt: skip
+    saved = json.load(open(tmp_path / "a" / "eval_test_step2.json"))
+    assert saved["per_video"] == {"file": "eval_test_step2_per_video.npz"}
+    with np.load(tmp_path / "a" / "eval_test_step2_per_video.npz") as arrays:
+        np.testing.assert_array_equal(arrays["label"], positives > 0)
+        np.testing.assert_array_equal(arrays["scores"], scores["a"].astype(np.float32))
+    assert vjax_main(["compare", str(tmp_path / "a"), str(tmp_path / "b")]) == 0
+    paired = paired_map(*({"label": positives, "scores": scores[n]} for n in "ab"))
+    lo, hi = paired["ci95"]
+    assert (
+        f"mAP video by video (120 videos): B - A {paired['difference']:+.4f} "
+        f"(95% CI {lo:+.4f} to {hi:+.4f}, paired bootstrap)"
+    ) in capsys.readouterr().out
+    os.remove(tmp_path / "b" / "eval_test_step2_per_video.npz")
+    assert vjax_main(["compare", str(tmp_path / "a"), str(tmp_path / "b")]) == 0
+    assert (
+        "no paired test: " + str(tmp_path / "b" / "eval_test_step2_per_video.npz") + (" is gone")
+        in capsys.readouterr().out
+    )

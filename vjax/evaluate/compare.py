@@ -2,9 +2,10 @@
 
 Each RUN is a workdir (its newest ``eval_<split>_step<N>.json``, written by ``vjax eval``) or
 such a JSON file. Prints the overall metrics of both with B - A; top-1 compared video by video
-with McNemar's exact test (is B - A more than which videos the test holds?); then the classes
-that changed most (F1, or AP for multi-label data), and plots every class's delta sorted
-(``compare_<split>.png`` beside B's result, or ``--out``).
+with McNemar's exact test (is B - A more than which videos the test holds?), per task and for
+a multi-task model's joint top-1 (every task right), or for multi-label data mAP with a paired
+bootstrap interval; then the classes that changed most (F1, or AP for multi-label data), and
+plots every class's delta sorted (``compare_<split>.png`` beside B's result, or ``--out``).
 
     vjax compare runs/baseline runs/ablation --split=test --top=10
 """
@@ -19,9 +20,11 @@ import sys
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+import numpy as np
+
 from vjax.errors import ArgumentParser, NotFoundError, UserError, output_file, positive_int
-from vjax.evaluate.report import scalars, task_results
-from vjax.evaluate.uncertainty import paired_top1
+from vjax.evaluate.report import read_per_video, scalars, task_results
+from vjax.evaluate.uncertainty import paired_map, paired_top1
 
 # What matplotlib writes (--out names the plot; a .json there failed after the comparison).
 PLOT_SUFFIXES = (".png", ".pdf", ".svg", ".jpg", ".jpeg")
@@ -53,7 +56,7 @@ def read_result(path: str) -> dict[str, Any]:
         raise UserError(f"{path} is not an eval result: not one JSON object ({e}); {_GIVE}") from e
     if not (isinstance(result, dict) and {"split", "loss"} <= result.keys()):
         raise UserError(f"{path} is not an eval result (no split and loss); {_GIVE}")
-    return result
+    return read_per_video(result, path)
 
 
 def class_metric(metrics: Mapping[str, Any]) -> str:
@@ -115,30 +118,66 @@ def format_compare(
 
 def paired_lines(a: Mapping[str, Any], b: Mapping[str, Any]) -> list[str]:
     """Per task, B's top-1 against A's video by video
-    (:func:`~vjax.evaluate.uncertainty.paired_top1`): whether the difference is more than the
-    luck of which videos the test holds. Said instead when the results cannot be paired."""
+    (:func:`~vjax.evaluate.uncertainty.paired_top1`), or for multi-label tasks B's mAP against
+    A's on the same resamples of the videos (:func:`~vjax.evaluate.uncertainty.paired_map`):
+    whether the difference is more than the luck of which videos the test holds. Said instead
+    when the results cannot be paired."""
     lines = []
     tasks_b = task_results(b)
     for task, (metrics_a, _) in task_results(a).items():
         videos = metrics_a.get("per_video"), tasks_b[task][0].get("per_video")
         title = f"{task}: " if task else ""
-        if videos == (None, None):  # multi-label, or both evaluated before per-video results
+        if videos == (None, None):  # both evaluated before per-video results
             continue
         if None in videos:
             old = "A" if videos[0] is None else "B"
             lines.append(f"{title}no paired test: {old}'s result has no per-video predictions "
                          f"(evaluate it again with vjax eval)")  # fmt: skip
             continue
-        paired = paired_top1(*videos)
-        if paired is None:
-            lines.append(f"{title}no paired test: A and B scored different videos")
-            continue
-        lines.append(
-            f"{title}top1 video by video ({paired['videos']} videos): B - A "
-            f"{paired['difference']:+.4f}; only B right on {paired['only_b']}, only A on "
-            f"{paired['only_a']}; McNemar exact p = {paired['p_value']:.3g}"
-        )
+        gone = [v["missing"] for v in videos if "missing" in v]
+        if gone:
+            lines.append(f"{title}no paired test: {gone[0]} is gone")
+        elif "scores" in videos[0]:
+            lines.append(_paired_map_line(title, paired_map(*videos)))
+        else:
+            lines.append(_paired_line(title, paired_top1(*videos)))
+    joint = [_every_task_videos(result) for result in (a, b)]
+    if None not in joint:  # several tasks, each with per-video predictions in both
+        lines.append(_paired_line("joint (every task right): ", paired_top1(*joint)))
     return [""] + lines if lines else []
+
+
+def _paired_map_line(title: str, paired: Mapping[str, Any] | None) -> str:
+    """One line of :func:`paired_lines` for a multi-label task: B - A of mAP, its interval."""
+    if paired is None:
+        return f"{title}no paired test: A and B scored different videos"
+    lo, hi = paired["ci95"]
+    return (
+        f"{title}mAP video by video ({paired['videos']} videos): B - A "
+        f"{paired['difference']:+.4f} (95% CI {lo:+.4f} to {hi:+.4f}, paired bootstrap)"
+    )
+
+
+def _paired_line(title: str, paired: Mapping[str, Any] | None) -> str:
+    """One line of :func:`paired_lines`: B - A, the discordant videos and McNemar's p."""
+    if paired is None:
+        return f"{title}no paired test: A and B scored different videos"
+    return (
+        f"{title}top1 video by video ({paired['videos']} videos): B - A "
+        f"{paired['difference']:+.4f}; only B right on {paired['only_b']}, only A on "
+        f"{paired['only_a']}; McNemar exact p = {paired['p_value']:.3g}"
+    )
+
+
+def _every_task_videos(result: Mapping[str, Any]) -> dict[str, Any] | None:
+    """A multi-task result's ``per_video`` of every task at once: per video, each task's
+    label and prediction (right when every task is, the joint top-1's count). None for one
+    task, or when a task has no per-video predictions."""
+    tasks = result.get("tasks")
+    if not tasks or any("predicted" not in m.get("per_video", {}) for m in tasks.values()):
+        return None
+    videos = [m["per_video"] for m in tasks.values()]
+    return {key: np.stack([v[key] for v in videos], axis=1) for key in ("label", "predicted")}
 
 
 def plot_compare(a: Mapping[str, Any], b: Mapping[str, Any], path: str) -> list[str]:

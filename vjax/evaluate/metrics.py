@@ -1,13 +1,14 @@
 """Metrics of per-video scores against labels, in NumPy: what a researcher asks of a classifier.
 
-Single-label (integer labels): loss, top-1/top-5 with their 95% intervals, each video's label
-and prediction, per-class accuracy and the confusion matrix;
+Single-label (integer labels): loss, top-1/top-5 and mean class accuracy with their 95%
+intervals, each video's label and prediction, per-class accuracy and the confusion matrix;
 per-class precision, recall, F1 and support with macro and weighted averages (scikit-learn's
 ``classification_report`` conventions); the most confused class pairs; calibration (expected
 calibration error over equal-width confidence bins, and the bins for a reliability diagram).
 Multi-label (multi-hot labels): mean average precision (PySlowFast's ``get_map``: classes
-without a positive are left out), per-class AP, precision/recall/F1 at probability 0.5,
-calibration of every class's sigmoid, and precision-recall curves. Several tasks: each task's
+without a positive are left out) with its 95% bootstrap interval, per-class AP,
+precision/recall/F1 at probability 0.5, calibration of every class's sigmoid, and
+precision-recall curves. Several tasks: each task's
 metrics plus the joint top-1/top-5 (:func:`task_metrics`). A row of scores with a NaN, a +inf or
 only -inf, and a label outside the classes, are refused (:class:`MetricInputError`), not scored.
 
@@ -23,7 +24,11 @@ from typing import Any
 import numpy as np
 
 from vjax.errors import UserError
-from vjax.evaluate.uncertainty import wilson_interval
+from vjax.evaluate.uncertainty import (
+    map_interval,
+    mean_class_accuracy_interval,
+    wilson_interval,
+)
 from vjax.tasks import ClassNames, head_sizes, is_multitask, label_columns, split_classes
 
 CALIBRATION_BINS = 15  # equal-width confidence bins (Guo et al. 2017)
@@ -218,7 +223,9 @@ def single_label_metrics(scores: np.ndarray, labels: np.ndarray) -> dict[str, An
     cross-entropy), ``top1``, ``top5`` (top-min(5, K)) and their 95% intervals ``top1_ci95``,
     ``top5_ci95`` (:func:`~vjax.evaluate.uncertainty.wilson_interval`), ``per_video`` (each
     row's ``label`` and ``predicted`` class, for paired comparisons), ``mean_class_accuracy``
-    and ``per_class_accuracy`` (NaN for absent classes), ``confusion_matrix`` (rows = truth),
+    with its bootstrap interval ``mean_class_accuracy_ci95``
+    (:func:`~vjax.evaluate.uncertainty.mean_class_accuracy_interval`) and
+    ``per_class_accuracy`` (NaN for absent classes), ``confusion_matrix`` (rows = truth),
     :func:`precision_recall_f1` over the classes in the truth or the predictions,
     :func:`most_confused` and :func:`calibration` of the top softmax probability. Refuses
     non-finite rows (:func:`check_scores`) and labels outside the classes (:func:`check_labels`)."""
@@ -247,6 +254,7 @@ def single_label_metrics(scores: np.ndarray, labels: np.ndarray) -> dict[str, An
         "top1_ci95": wilson_interval(int(top1.sum()), len(labels)),
         "top5_ci95": wilson_interval(int(topk.sum()), len(labels)),
         "mean_class_accuracy": float(np.nanmean(per_class)),
+        "mean_class_accuracy_ci95": mean_class_accuracy_interval(top1, labels, num_classes),
         "per_class_accuracy": per_class.tolist(),
         "confusion_matrix": confusion.tolist(),
         **prf,
@@ -259,10 +267,12 @@ def single_label_metrics(scores: np.ndarray, labels: np.ndarray) -> dict[str, An
 def multi_label_metrics(scores: np.ndarray, labels: np.ndarray) -> dict[str, Any]:
     """Metrics of logits ``scores (N, K)`` against multi-hot ``labels (N, K)``: ``loss``
     (sigmoid binary cross-entropy), ``mAP`` and ``per_class_ap``
-    (:func:`mean_average_precision`), ``top1`` (the top class is a positive),
+    (:func:`mean_average_precision`), ``mAP_ci95`` (a bootstrap interval over videos,
+    :func:`~vjax.evaluate.uncertainty.map_interval`), ``top1`` (the top class is a positive),
     :func:`precision_recall_f1` of ``sigmoid > 0.5`` over every class (scikit-learn's
-    multi-label convention), :func:`calibration` of every entry's sigmoid, and
-    ``pr_curves``: micro-averaged and per-class precision at evenly spaced recalls. Refuses
+    multi-label convention), :func:`calibration` of every entry's sigmoid, ``per_video``
+    (the ``label`` and ``scores`` arrays, for paired comparisons) and ``pr_curves``:
+    micro-averaged and per-class precision at evenly spaced recalls. Refuses
     non-finite rows (:func:`check_scores`)."""
     check_scores(scores)
     labels = np.asarray(labels) > 0
@@ -277,10 +287,12 @@ def multi_label_metrics(scores: np.ndarray, labels: np.ndarray) -> dict[str, Any
         "num_videos": len(scores),
         "loss": binary_cross_entropy(scores, labels),
         "mAP": m_ap,
+        "mAP_ci95": map_interval(scores, labels),
         "per_class_ap": aps,
         "top1": float(labels[np.arange(len(top)), top].mean()),
         **prf,
         **calibration(sigmoid(scores), labels),
+        "per_video": {"label": labels, "scores": scores},  # arrays; written apart (report.py)
         "pr_curves": {
             "micro": interpolated_precision(scores.ravel(), labels.ravel(), PR_POINTS),
             "per_class": [

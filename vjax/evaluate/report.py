@@ -14,6 +14,8 @@ import os
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+import numpy as np
+
 from vjax.metric_writers import json_number
 from vjax.tasks import is_multitask
 
@@ -131,23 +133,31 @@ def _num(x: Any, width: int = 10) -> str:
 
 
 def _interval(bounds: Sequence[float] | None) -> str:
-    """`` (95% CI lo-hi)`` of a metric's interval; nothing for a result without one."""
-    return "" if bounds is None else f" (95% CI {bounds[0]:.3f}-{bounds[1]:.3f})"
+    """`` (95% CI lo-hi)`` of a metric's interval; nothing for a result without one (or with
+    an undefined one: an mAP without positives, stored as null)."""
+    if bounds is None or any(b is None or math.isnan(b) for b in bounds):
+        return ""
+    return f" (95% CI {bounds[0]:.3f}-{bounds[1]:.3f})"
 
 
 def _headline(metrics: Mapping[str, Any]) -> str:
-    """One line: the task's overall metrics."""
+    """One line: the task's overall metrics (an undefined one, null in a written result, as
+    nan)."""
+
+    def number(key: str) -> str:
+        return f"{_scalar(metrics[key]):.4f}{_interval(metrics.get(key + '_ci95'))}"
+
     if "mAP" in metrics:
-        parts = [f"mAP {metrics['mAP']:.4f}"]
+        parts = [f"mAP {number('mAP')}"]
         if "frame_mAP" in metrics:
-            parts.append(f"frame mAP {metrics['frame_mAP']:.4f}")
-        parts += [f"top1 {metrics['top1']:.4f}", f"loss {metrics['loss']:.4f}"]
+            parts.append(f"frame mAP {number('frame_mAP')}")
+        parts += [f"top1 {number('top1')}", f"loss {number('loss')}"]
     else:
         parts = [
-            f"loss {metrics['loss']:.4f}",
-            f"top1 {metrics['top1']:.4f}{_interval(metrics.get('top1_ci95'))}",
-            f"top5 {metrics['top5']:.4f}{_interval(metrics.get('top5_ci95'))}",
-            f"mean class acc {metrics['mean_class_accuracy']:.4f}",
+            f"loss {number('loss')}",
+            f"top1 {number('top1')}",
+            f"top5 {number('top5')}",
+            f"mean class acc {number('mean_class_accuracy')}",
         ]
     macro, weighted = metrics["macro"], metrics["weighted"]
     parts += [
@@ -223,22 +233,73 @@ def eval_path(workdir: str, split: str, step: Any) -> str:
     return os.path.join(workdir, f"eval_{split}_step{step}.json")
 
 
+def scores_path(path: str) -> str:
+    """Where the per-video arrays of the result at ``path`` (``..._step<N>.json``) are:
+    ``..._step<N>_per_video.npz`` beside it."""
+    return path.removesuffix(".json") + "_per_video.npz"
+
+
+def _arrays_apart(result: Mapping[str, Any], file: str) -> tuple[dict[str, Any], dict]:
+    """``result`` with every array ``per_video`` (a multi-label task's labels and scores, too
+    large for JSON) replaced by ``{"file": file}``, and those arrays by ``<task>/<name>``."""
+    arrays: dict[str, np.ndarray] = {}
+
+    def apart(metrics: Mapping[str, Any], prefix: str) -> dict[str, Any]:
+        videos = metrics.get("per_video")
+        if not isinstance(videos, Mapping) or not isinstance(videos.get("label"), np.ndarray):
+            return dict(metrics)
+        arrays.update({prefix + key: np.asarray(value) for key, value in videos.items()})
+        return {**metrics, "per_video": {"file": file}}
+
+    out = apart(result, "")
+    if "tasks" in result:
+        out["tasks"] = {t: apart(m, f"{t}/") for t, m in result["tasks"].items()}
+    return out, arrays
+
+
+def read_per_video(result: dict[str, Any], path: str) -> dict[str, Any]:
+    """``result`` (read from ``path``) with its per-video arrays read back from the file its
+    ``per_video`` names; a file that is gone leaves ``{"missing": its path}``."""
+
+    def read(metrics: dict[str, Any], prefix: str) -> None:
+        videos = metrics.get("per_video")
+        if not (isinstance(videos, Mapping) and "file" in videos):
+            return
+        file = os.path.join(os.path.dirname(path), videos["file"])
+        if not os.path.exists(file):
+            metrics["per_video"] = {"missing": file}
+            return
+        with np.load(file) as saved:
+            names = [k.removeprefix(prefix) for k in saved.files if k.startswith(prefix)]
+            metrics["per_video"] = {name: saved[prefix + name] for name in names if "/" not in name}
+
+    read(result, "")
+    for task, metrics in result.get("tasks", {}).items():
+        read(metrics, f"{task}/")
+    return result
+
+
 def write_eval(result: Mapping[str, Any], workdir: str, plots: bool = True) -> list[str]:
-    """Writes ``result`` into ``workdir``: ``eval_<split>_step<N>.json``, its
-    :func:`scalars` to TensorBoard (``tensorboard/eval_<split>``) and ``metrics.jsonl``,
-    and (``plots``) the PNGs of :func:`vjax.evaluate.plots.write_plots`. Returns the paths.
-    The JSON is strict: a NaN or inf metric is written as null."""
+    """Writes ``result`` into ``workdir``: ``eval_<split>_step<N>.json`` (multi-label tasks'
+    per-video labels and scores in :func:`scores_path` beside it), its :func:`scalars` to
+    TensorBoard (``tensorboard/eval_<split>``) and ``metrics.jsonl``, and (``plots``) the
+    PNGs of :func:`vjax.evaluate.plots.write_plots`. Returns the paths. The JSON is strict:
+    a NaN or inf metric is written as null."""
     from vjax.metric_writers import MetricWriter
 
     split, step = result["split"], result.get("step", 0)
     path = eval_path(workdir, split, step)
     os.makedirs(workdir, exist_ok=True)
+    written, arrays = _arrays_apart(result, os.path.basename(scores_path(path)))
+    paths = [path]
+    if arrays:
+        np.savez_compressed(scores_path(path), **arrays)
+        paths.append(scores_path(path))
     with open(path, "w") as f:
-        json.dump(_json_ready(result), f, indent=1, allow_nan=False)
+        json.dump(_json_ready(written), f, indent=1, allow_nan=False)
     writer = MetricWriter(workdir)
     writer.write(step, f"eval_{split}", scalars(result))
     writer.flush()
-    paths = [path]
     if plots:
         from vjax.evaluate.plots import write_plots
 

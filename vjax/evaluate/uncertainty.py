@@ -1,14 +1,19 @@
-"""How far an accuracy can be trusted: the 95% interval of one run's top-1 on a test set, and
-whether two runs scored on the same videos really differ (the question after an ablation).
+"""How far a metric can be trusted: the 95% interval of one run's top-1, mean class accuracy
+or mAP on a test set, and whether two runs scored on the same videos really differ (the
+question after an ablation).
 
 A test split is a sample of videos, so a top-1 of 0.752 on 2,000 of them is 0.733-0.771 at
 95% (Wilson's score interval, which stays inside [0, 1] and is right for few videos too). Two
 runs on the same videos are compared pair by pair: only the videos one model gets right and
 the other wrong carry information, and McNemar's exact test says how likely so lopsided a
-split of them would be if the models were equally good.
+split of them would be if the models were equally good. Metrics without a formula (mAP, mean
+class accuracy) get a bootstrap over the videos: 1,000 resamples, each video weighted by how
+often it is drawn, and the basic interval; two runs are resampled alike for their difference.
 
 >>> lo, hi = wilson_interval(1504, 2000)            # (0.733, 0.771)
 >>> paired_top1(a["per_video"], b["per_video"])     # B - A, the discordant counts, p-value
+>>> lo, hi = map_interval(scores, positives)        # scores, positives (N, K)
+>>> paired_map(a["per_video"], b["per_video"])      # B - A of mAP and its interval
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
+from scipy import sparse
 
 Z95 = 1.959963984540054  # the standard normal's 97.5th percentile
 
@@ -53,14 +59,17 @@ def mcnemar_exact_p(only_a: int, only_b: int) -> float:
 
 def paired_top1(a: Mapping[str, Any], b: Mapping[str, Any]) -> dict[str, Any] | None:
     """Two runs' top-1 compared video by video, from their results' ``per_video`` (``label``
-    and ``predicted`` per video, in the split's order): ``videos``, ``difference`` (B - A),
+    and ``predicted`` per video, in the split's order; or one row per video of several tasks'
+    labels and predictions, right when every task is): ``videos``, ``difference`` (B - A),
     ``only_a`` / ``only_b`` (videos only A / only B got right) and McNemar's ``p_value``.
     None when the two did not score the same videos (other counts or labels)."""
     labels = np.asarray(a["label"])
     if labels.shape != np.shape(b["label"]) or not np.array_equal(labels, b["label"]):
         return None
-    right_a = np.asarray(a["predicted"]) == labels
-    right_b = np.asarray(b["predicted"]) == labels
+    right_a, right_b = (
+        (np.asarray(run["predicted"]) == labels).reshape(len(labels), -1).all(axis=1)
+        for run in (a, b)
+    )
     only_a, only_b = int((right_a & ~right_b).sum()), int((right_b & ~right_a).sum())
     return {
         "videos": len(labels),
@@ -69,3 +78,146 @@ def paired_top1(a: Mapping[str, Any], b: Mapping[str, Any]) -> dict[str, Any] | 
         "only_b": only_b,
         "p_value": mcnemar_exact_p(only_a, only_b),
     }
+
+
+BOOTSTRAP_RESAMPLES = 1000  # resamples of the test videos behind a bootstrap interval
+BOOTSTRAP_SEED = 0  # fixed: the same result always gets the same interval
+
+
+def resample_counts(
+    videos: int, resamples: int = BOOTSTRAP_RESAMPLES, seed: int = BOOTSTRAP_SEED
+) -> np.ndarray:
+    """``(videos, resamples)`` float32: how many times each video is drawn when ``videos`` of
+    them are drawn with replacement, once per bootstrap resample. A metric of a resample is the
+    metric with each video weighted by its count (a video drawn twice is two tied copies)."""
+    draws = np.random.default_rng(seed).integers(0, videos, size=(resamples, videos))
+    draws += np.arange(resamples)[:, None] * videos
+    counts = np.bincount(draws.ravel(), minlength=resamples * videos)
+    # (videos, resamples) in C order: a sparse product reads each video's row at once.
+    return np.ascontiguousarray(counts.reshape(resamples, videos).T, np.float32)
+
+
+def basic_interval(
+    estimate: float, replicates: np.ndarray, low: float = 0.0, high: float = 1.0
+) -> tuple[float, float]:
+    """The basic (reverse-percentile) 95% bootstrap interval ``2 * estimate - q97.5 ..
+    2 * estimate - q2.5`` of ``replicates`` (NaN ones, resamples where the metric is undefined,
+    left out), clipped to the metric's range ``[low, high]``. Unlike the percentile interval it
+    corrects for the metric's bias: average precision with few positives per class reads high
+    on a test set, and higher still on a resample (its duplicated positives), so percentiles
+    lie above the true mAP."""
+    replicates = replicates[~np.isnan(replicates)]
+    if replicates.size == 0 or math.isnan(estimate):
+        return math.nan, math.nan
+    lo, hi = np.percentile(replicates, [2.5, 97.5])
+    return max(low, 2 * estimate - float(hi)), min(high, 2 * estimate - float(lo))
+
+
+def weighted_average_precisions(
+    scores: np.ndarray, positives: np.ndarray, counts: np.ndarray
+) -> np.ndarray:
+    """One class's average precision (as ``metrics.average_precision``: tied scores are one
+    threshold) with video ``i`` counted ``counts[i, r]`` times, for every column ``r`` of
+    ``counts (N, R)``: ``(R,)``, NaN where no positive is counted. One sparse product sums the
+    counts of the videos ranked between consecutive thresholds that hold a positive."""
+    order = np.argsort(-scores, kind="stable")
+    ranked = scores[order]
+    hits = np.flatnonzero(np.asarray(positives, bool)[order])  # the positives' ranks
+    if hits.size == 0:
+        return np.full(counts.shape[1], np.nan)
+    new = ranked[1:] != ranked[:-1]  # not np.diff: inf - inf is NaN
+    group = np.r_[0, np.cumsum(new)]  # each rank's tie group
+    group_end = np.r_[np.flatnonzero(new), len(ranked) - 1]
+    hit_groups = group[hits]
+    closes = group_end[np.unique(hit_groups)]  # last rank of each threshold with a positive
+    thresholds = len(closes)
+    segment = np.searchsorted(closes, np.arange(closes[-1] + 1))  # ranks up to the last one
+    rows = np.r_[segment, thresholds + np.searchsorted(closes, group_end[hit_groups])]
+    columns = np.r_[order[: closes[-1] + 1], order[hits]]
+    pick = sparse.csr_matrix(
+        (np.ones(len(rows), np.float32), (rows, columns)),
+        shape=(2 * thresholds, len(scores)),
+    )
+    sums = np.asarray(pick @ counts, np.float64)  # (2 * thresholds, R)
+    seen = np.cumsum(sums[:thresholds], axis=0)  # videos at or above each threshold
+    found = sums[thresholds:]  # positives at each threshold
+    true_positives = np.cumsum(found, axis=0)
+    precision = np.divide(true_positives, seen, out=np.zeros_like(seen), where=seen > 0)
+    total = true_positives[-1]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(total > 0, (found * precision).sum(axis=0) / total, np.nan)
+
+
+def map_replicates(
+    scores: np.ndarray, positives: np.ndarray, counts: np.ndarray
+) -> tuple[float, np.ndarray]:
+    """``(mAP, its value on each resample of counts (N, R))`` of ``scores (N, K)`` against
+    multi-hot ``positives (N, K)``: a resample's mAP is the mean over the classes with a
+    positive in it, as ``metrics.mean_average_precision`` leaves out classes without one."""
+    estimate, sums, classes = [], np.zeros(counts.shape[1]), np.zeros(counts.shape[1])
+    whole = np.ones((len(scores), 1), np.float32)
+    for k in np.flatnonzero(np.any(positives, axis=0)):  # a class never positive is NaN always
+        estimate.append(weighted_average_precisions(scores[:, k], positives[:, k], whole)[0])
+        aps = weighted_average_precisions(scores[:, k], positives[:, k], counts)
+        valued = ~np.isnan(aps)
+        sums[valued] += aps[valued]
+        classes += valued
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return float(np.mean(estimate)) if estimate else math.nan, sums / classes
+
+
+def map_interval(
+    scores: np.ndarray, positives: np.ndarray, resamples: int = BOOTSTRAP_RESAMPLES
+) -> tuple[float, float]:
+    """95% bootstrap interval over videos (:func:`basic_interval`) of the mean average
+    precision of ``scores (N, K)`` against multi-hot ``positives (N, K)``
+    (:func:`map_replicates`)."""
+    return basic_interval(
+        *map_replicates(scores, positives, resample_counts(len(scores), resamples))
+    )
+
+
+def paired_map(
+    a: Mapping[str, Any], b: Mapping[str, Any], resamples: int = BOOTSTRAP_RESAMPLES
+) -> dict[str, Any] | None:
+    """Two runs' mAP compared on the same videos, from their results' per-video ``scores``
+    and multi-hot ``label`` arrays: ``videos``, ``difference`` (B - A) and ``ci95``, its 95%
+    interval from the same resamples of the videos for both (:func:`basic_interval`): an
+    interval that excludes 0 says B - A is more than the luck of which videos the test holds.
+    None when the two did not score the same videos (other counts or labels)."""
+    labels = np.asarray(a["label"], bool)
+    if labels.shape != np.shape(b["label"]) or not np.array_equal(labels, b["label"]):
+        return None
+    counts = resample_counts(len(labels), resamples)
+    (map_a, replicates_a), (map_b, replicates_b) = (
+        map_replicates(np.asarray(run["scores"], np.float32), labels, counts) for run in (a, b)
+    )
+    difference = map_b - map_a
+    return {
+        "videos": len(labels),
+        "difference": difference,
+        "ci95": basic_interval(difference, replicates_b - replicates_a, -1.0, 1.0),
+    }
+
+
+def mean_class_accuracy_interval(
+    correct: np.ndarray, labels: np.ndarray, num_classes: int,
+    resamples: int = BOOTSTRAP_RESAMPLES,
+) -> tuple[float, float]:  # fmt: skip
+    """95% bootstrap interval over videos (:func:`basic_interval`) of the mean class accuracy:
+    the mean, over the classes with a video (in the test set; in each resample), of the share
+    of its videos ``correct``."""
+    counts = resample_counts(len(labels), resamples)
+    pick = sparse.csr_matrix(
+        (np.ones(len(labels), np.float32), (labels, np.arange(len(labels)))),
+        shape=(num_classes, len(labels)),
+    )
+    videos = np.asarray(pick @ counts, np.float64)  # (K, R)
+    right = np.asarray(pick @ (counts * np.asarray(correct, np.float32)[:, None]), np.float64)
+    present = videos > 0
+    with np.errstate(invalid="ignore", divide="ignore"):
+        replicates = np.where(present, right / videos, 0.0).sum(axis=0) / present.sum(axis=0)
+    per_class = np.bincount(labels, weights=correct, minlength=num_classes)
+    sizes = np.bincount(labels, minlength=num_classes)
+    estimate = float(np.mean(per_class[sizes > 0] / sizes[sizes > 0]))
+    return basic_interval(estimate, replicates)
