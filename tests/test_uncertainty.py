@@ -298,3 +298,34 @@ def test_compare_pairs_multi_label_runs_by_mAP_from_the_scores_written_beside(tm
         "no paired test: " + str(tmp_path / "b" / "eval_test_step2_per_video.npz") + (" is gone")
         in capsys.readouterr().out
     )
+
+
+def test_frame_map_interval_draws_whole_videos():
+    """Charades' localisation mAP scores 25 frames per video; a resample draws videos, all of a
+    video's frames at once (written out: the views, times and frame labels of the videos
+    drawn), and its mAP is frame_level_map of that resampled test set."""
+    from vjax.evaluate.metrics import frame_level_map, frame_level_scores
+    from vjax.evaluate.scoring import localized_metrics
+
+    rng = np.random.default_rng(10)
+    videos, views, frames, classes = 40, 3, 6, 4
+    frame_labels = rng.random((videos, frames, classes)) < 0.2
+    view_times = np.sort(rng.uniform(0, 30, (videos, views)), axis=1)
+    frame_times = np.tile(np.linspace(0, 30, frames), (videos, 1))
+    view_scores = rng.normal(size=(videos, views, classes)) + frame_labels[:, ::2].astype(float)
+    counts = resample_counts(videos, 50)
+    replicates = [frame_level_map(*_resampled(counts, r, view_scores, view_times, frame_times,
+                                              frame_labels))[0] for r in range(50)]  # fmt: skip
+    estimate = frame_level_map(view_scores, view_times, frame_times, frame_labels)[0]
+    lo, hi = np.percentile(replicates, [2.5, 97.5])
+    scores = frame_level_scores(view_scores, view_times, frame_times)
+    owner = np.repeat(np.arange(videos), frames)
+    got = map_interval(scores, frame_labels.reshape(-1, classes), 50, owner)
+    np.testing.assert_allclose(got, (2 * estimate - hi, 2 * estimate - lo), rtol=1e-10)
+    targets = {"label": frame_labels.any(axis=1).astype(int), "view_times": view_times,
+               "frame_times": frame_times, "frame_labels": frame_labels.astype(int)}  # fmt: skip
+    metrics = localized_metrics(view_scores, targets, list("abcd"), "max")
+    assert metrics["frame_mAP"] == estimate
+    assert metrics["frame_mAP_ci95"] == map_interval(
+        scores, frame_labels.reshape(-1, 4), video=owner
+    )

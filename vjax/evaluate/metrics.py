@@ -367,6 +367,18 @@ def joint_topk_accuracy(
     return float(np.mean(hits))
 
 
+def frame_level_scores(
+    view_scores: np.ndarray, view_times: np.ndarray, frame_times: np.ndarray
+) -> np.ndarray:
+    """``(N * F, K)``: each of ``F`` frames of every video scored by the test view(s) whose
+    centre is nearest to it (the highest over the crops at that time), video by video.
+    ``view_scores (N, V, K)``, ``view_times (N, V)`` and ``frame_times (N, F)`` seconds."""
+    distance = np.abs(frame_times[:, :, None] - view_times[:, None, :])  # (N, F, V)
+    nearest = np.isclose(distance, distance.min(axis=2, keepdims=True))
+    scores = np.where(nearest[..., None], view_scores[:, None], -np.inf).max(axis=2)
+    return scores.reshape(-1, view_scores.shape[-1])
+
+
 def frame_level_map(
     view_scores: np.ndarray,
     view_times: np.ndarray,
@@ -374,14 +386,8 @@ def frame_level_map(
     frame_labels: np.ndarray,
 ) -> tuple[float, list]:
     """Charades' localisation mAP (``Charades_v1_localize``): every video is scored at
-    ``F`` evenly spaced frames, each frame taking the scores of the test view(s) whose
-    centre is nearest to it (the highest over the crops at that time), against the actions
-    under way at that frame; :func:`mean_average_precision` over all ``N * F`` frames.
-
-    ``view_scores (N, V, K)``, ``view_times (N, V)`` seconds, ``frame_times (N, F)``,
-    ``frame_labels (N, F, K)`` multi-hot."""
-    distance = np.abs(frame_times[:, :, None] - view_times[:, None, :])  # (N, F, V)
-    nearest = np.isclose(distance, distance.min(axis=2, keepdims=True))
-    scores = np.where(nearest[..., None], view_scores[:, None], -np.inf).max(axis=2)
-    k = view_scores.shape[-1]
-    return mean_average_precision(scores.reshape(-1, k), frame_labels.reshape(-1, k))
+    ``F`` evenly spaced frames (:func:`frame_level_scores`) against the actions under way at
+    that frame, ``frame_labels (N, F, K)`` multi-hot; :func:`mean_average_precision` over all
+    ``N * F`` frames."""
+    scores = frame_level_scores(view_scores, view_times, frame_times)
+    return mean_average_precision(scores, frame_labels.reshape(scores.shape))

@@ -25,7 +25,8 @@ from typing import Any
 import numpy as np
 
 from vjax.data.pipeline import stack, unstack
-from vjax.evaluate.metrics import frame_level_map, task_metrics
+from vjax.evaluate.metrics import frame_level_map, frame_level_scores, task_metrics
+from vjax.evaluate.uncertainty import map_interval
 from vjax.tasks import ClassNames
 
 ENSEMBLES = ("mean", "max")
@@ -132,12 +133,24 @@ def localized_metrics(
     """Video-level metrics of the pooled views (:func:`task_metrics`) and, beside them,
     ``frame_mAP`` / ``per_class_frame_ap`` (:func:`~vjax.evaluate.metrics.frame_level_map`)
     from the views' scores and ``labels``' localisation targets (``view_times``,
-    ``frame_times``, ``frame_labels``)."""
+    ``frame_times``, ``frame_labels``), with ``frame_mAP_ci95``, a bootstrap interval that
+    draws whole videos (:func:`~vjax.evaluate.uncertainty.map_interval`)."""
     metrics = task_metrics(pool_views(view_scores, ensemble), labels["label"], class_names)
+    frame_labels = labels["frame_labels"]
     frame_map, frame_aps = frame_level_map(
-        view_scores, labels["view_times"], labels["frame_times"], labels["frame_labels"]
+        view_scores, labels["view_times"], labels["frame_times"], frame_labels
     )
-    return {**metrics, "frame_mAP": frame_map, "per_class_frame_ap": frame_aps}
+    interval = map_interval(
+        frame_level_scores(view_scores, labels["view_times"], labels["frame_times"]),
+        frame_labels.reshape(-1, frame_labels.shape[-1]) > 0,
+        video=np.repeat(np.arange(len(frame_labels)), frame_labels.shape[1]),
+    )
+    return {
+        **metrics,
+        "frame_mAP": frame_map,
+        "frame_mAP_ci95": interval,
+        "per_class_frame_ap": frame_aps,
+    }
 
 
 class EvaluationInterrupted(Exception):

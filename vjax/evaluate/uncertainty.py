@@ -114,12 +114,17 @@ def basic_interval(
 
 
 def weighted_average_precisions(
-    scores: np.ndarray, positives: np.ndarray, counts: np.ndarray
+    scores: np.ndarray,
+    positives: np.ndarray,
+    counts: np.ndarray,
+    video: np.ndarray | None = None,
 ) -> np.ndarray:
     """One class's average precision (as ``metrics.average_precision``: tied scores are one
     threshold) with video ``i`` counted ``counts[i, r]`` times, for every column ``r`` of
-    ``counts (N, R)``: ``(R,)``, NaN where no positive is counted. One sparse product sums the
-    counts of the videos ranked between consecutive thresholds that hold a positive."""
+    ``counts (N, R)``: ``(R,)``, NaN where no positive is counted. Rows of ``scores`` are
+    videos, or with ``video`` (each row's video) several rows per video (Charades' frames),
+    all counted as often as their video. One sparse product sums the counts of the rows
+    ranked between consecutive thresholds that hold a positive."""
     order = np.argsort(-scores, kind="stable")
     ranked = scores[order]
     hits = np.flatnonzero(np.asarray(positives, bool)[order])  # the positives' ranks
@@ -133,10 +138,11 @@ def weighted_average_precisions(
     thresholds = len(closes)
     segment = np.searchsorted(closes, np.arange(closes[-1] + 1))  # ranks up to the last one
     rows = np.r_[segment, thresholds + np.searchsorted(closes, group_end[hit_groups])]
-    columns = np.r_[order[: closes[-1] + 1], order[hits]]
+    owner = order if video is None else np.asarray(video)[order]
+    columns = np.r_[owner[: closes[-1] + 1], owner[hits]]
     pick = sparse.csr_matrix(
         (np.ones(len(rows), np.float32), (rows, columns)),
-        shape=(2 * thresholds, len(scores)),
+        shape=(2 * thresholds, len(counts)),
     )
     sums = np.asarray(pick @ counts, np.float64)  # (2 * thresholds, R)
     seen = np.cumsum(sums[:thresholds], axis=0)  # videos at or above each threshold
@@ -149,16 +155,21 @@ def weighted_average_precisions(
 
 
 def map_replicates(
-    scores: np.ndarray, positives: np.ndarray, counts: np.ndarray
+    scores: np.ndarray,
+    positives: np.ndarray,
+    counts: np.ndarray,
+    video: np.ndarray | None = None,
 ) -> tuple[float, np.ndarray]:
     """``(mAP, its value on each resample of counts (N, R))`` of ``scores (N, K)`` against
-    multi-hot ``positives (N, K)``: a resample's mAP is the mean over the classes with a
-    positive in it, as ``metrics.mean_average_precision`` leaves out classes without one."""
+    multi-hot ``positives (N, K)`` (rows: videos, or each row's ``video`` given): a resample's
+    mAP is the mean over the classes with a positive in it, as
+    ``metrics.mean_average_precision`` leaves out classes without one."""
     estimate, sums, classes = [], np.zeros(counts.shape[1]), np.zeros(counts.shape[1])
-    whole = np.ones((len(scores), 1), np.float32)
+    whole = np.ones((len(counts), 1), np.float32)
     for k in np.flatnonzero(np.any(positives, axis=0)):  # a class never positive is NaN always
-        estimate.append(weighted_average_precisions(scores[:, k], positives[:, k], whole)[0])
-        aps = weighted_average_precisions(scores[:, k], positives[:, k], counts)
+        column, hit = scores[:, k], positives[:, k]
+        estimate.append(weighted_average_precisions(column, hit, whole, video)[0])
+        aps = weighted_average_precisions(column, hit, counts, video)
         valued = ~np.isnan(aps)
         sums[valued] += aps[valued]
         classes += valued
@@ -167,14 +178,18 @@ def map_replicates(
 
 
 def map_interval(
-    scores: np.ndarray, positives: np.ndarray, resamples: int = BOOTSTRAP_RESAMPLES
+    scores: np.ndarray,
+    positives: np.ndarray,
+    resamples: int = BOOTSTRAP_RESAMPLES,
+    video: np.ndarray | None = None,
 ) -> tuple[float, float]:
     """95% bootstrap interval over videos (:func:`basic_interval`) of the mean average
     precision of ``scores (N, K)`` against multi-hot ``positives (N, K)``
-    (:func:`map_replicates`)."""
-    return basic_interval(
-        *map_replicates(scores, positives, resample_counts(len(scores), resamples))
-    )
+    (:func:`map_replicates`). With ``video`` (each row's video index, e.g. the frames of
+    Charades' localisation mAP) a video's rows are drawn together: they are not independent."""
+    videos = len(scores) if video is None else int(np.max(video)) + 1
+    counts = resample_counts(videos, resamples)
+    return basic_interval(*map_replicates(scores, positives, counts, video))
 
 
 def paired_map(
