@@ -202,6 +202,10 @@ def test_eval_prints_the_bootstrap_intervals_and_an_undefined_one_as_nothing(tmp
     assert (lo, hi) == map_interval(scores.astype(np.float32), positives)
     assert lo < result["mAP"] < hi
     assert f"mAP {result['mAP']:.4f} (95% CI {lo:.3f}-{hi:.3f})" in format_eval(result)
+    hits = int(positives[np.arange(60), scores.argmax(axis=1)].sum())  # top class a positive
+    want = binomtest(hits, 60).proportion_ci(method="wilson")
+    np.testing.assert_allclose(result["top1_ci95"], (want.low, want.high), rtol=1e-12)
+    assert f"top1 {hits / 60:.4f} (95% CI {want.low:.3f}-{want.high:.3f})" in format_eval(result)
     labels = rng.integers(0, 3, size=60)
     single = _scored(labels, rng.normal(size=(60, 3)) + np.eye(3)[labels], 1)
     lo, hi = single["mean_class_accuracy_ci95"]

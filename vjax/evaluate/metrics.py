@@ -268,7 +268,8 @@ def multi_label_metrics(scores: np.ndarray, labels: np.ndarray) -> dict[str, Any
     """Metrics of logits ``scores (N, K)`` against multi-hot ``labels (N, K)``: ``loss``
     (sigmoid binary cross-entropy), ``mAP`` and ``per_class_ap``
     (:func:`mean_average_precision`), ``mAP_ci95`` (a bootstrap interval over videos,
-    :func:`~vjax.evaluate.uncertainty.map_interval`), ``top1`` (the top class is a positive),
+    :func:`~vjax.evaluate.uncertainty.map_interval`), ``top1`` (the top class is a positive)
+    and its Wilson interval ``top1_ci95``,
     :func:`precision_recall_f1` of ``sigmoid > 0.5`` over every class (scikit-learn's
     multi-label convention), :func:`calibration` of every entry's sigmoid, ``per_video``
     (the ``label`` and ``scores`` arrays, for paired comparisons) and ``pr_curves``:
@@ -282,14 +283,15 @@ def multi_label_metrics(scores: np.ndarray, labels: np.ndarray) -> dict[str, Any
     fp = (predicted & ~labels).sum(axis=0)
     fn = (~predicted & labels).sum(axis=0)
     prf = precision_recall_f1(tp, fp, fn, np.ones(scores.shape[1], bool))
-    top = np.argmax(scores, axis=1)
+    top_hits = labels[np.arange(len(scores)), np.argmax(scores, axis=1)]  # top class positive
     return {
         "num_videos": len(scores),
         "loss": binary_cross_entropy(scores, labels),
         "mAP": m_ap,
         "mAP_ci95": map_interval(scores, labels),
         "per_class_ap": aps,
-        "top1": float(labels[np.arange(len(top)), top].mean()),
+        "top1": float(top_hits.mean()),
+        "top1_ci95": wilson_interval(int(top_hits.sum()), len(top_hits)),
         **prf,
         **calibration(sigmoid(scores), labels),
         "per_video": {"label": labels, "scores": scores},  # arrays; written apart (report.py)
