@@ -298,10 +298,11 @@ def test_compare_pairs_multi_label_runs_by_mAP_from_the_scores_written_beside(tm
     ) in capsys.readouterr().out
     os.remove(tmp_path / "b" / "eval_test_step2_per_video.npz")
     assert vjax_main(["compare", str(tmp_path / "a"), str(tmp_path / "b")]) == 0
-    assert (
-        "no paired test: " + str(tmp_path / "b" / "eval_test_step2_per_video.npz") + (" is gone")
-        in capsys.readouterr().out
-    )
+    gone = tmp_path / "b" / "eval_test_step2_per_video.npz"
+    assert f"no paired test: {gone} is gone" in capsys.readouterr().out
+    gone.write_bytes(b"PK\x03\x04 cut short")  # a zip's magic, then nothing
+    assert vjax_main(["compare", str(tmp_path / "a"), str(tmp_path / "b")]) == 0
+    assert f"no paired test: {gone} cannot be read (" in capsys.readouterr().out
 
 
 def test_frame_map_interval_draws_whole_videos():

@@ -134,9 +134,9 @@ def paired_lines(a: Mapping[str, Any], b: Mapping[str, Any]) -> list[str]:
             lines.append(f"{title}no paired test: {old}'s result has no per-video predictions "
                          f"(evaluate it again with vjax eval)")  # fmt: skip
             continue
-        gone = [v["missing"] for v in videos if "missing" in v]
-        if gone:
-            lines.append(f"{title}no paired test: {gone[0]} is gone")
+        unavailable = [v["unavailable"] for v in videos if "unavailable" in v]
+        if unavailable:
+            lines.append(f"{title}no paired test: {unavailable[0]}")
         elif "scores" in videos[0]:
             lines.append(_paired_map_line(title, paired_map(*videos)))
         else:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import zipfile
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -259,19 +260,23 @@ def _arrays_apart(result: Mapping[str, Any], file: str) -> tuple[dict[str, Any],
 
 def read_per_video(result: dict[str, Any], path: str) -> dict[str, Any]:
     """``result`` (read from ``path``) with its per-video arrays read back from the file its
-    ``per_video`` names; a file that is gone leaves ``{"missing": its path}``."""
+    ``per_video`` names; a file that is gone or unreadable leaves ``{"unavailable": why}``."""
 
     def read(metrics: dict[str, Any], prefix: str) -> None:
         videos = metrics.get("per_video")
         if not (isinstance(videos, Mapping) and "file" in videos):
             return
         file = os.path.join(os.path.dirname(path), videos["file"])
-        if not os.path.exists(file):
-            metrics["per_video"] = {"missing": file}
-            return
-        with np.load(file) as saved:
-            names = [k.removeprefix(prefix) for k in saved.files if k.startswith(prefix)]
-            metrics["per_video"] = {name: saved[prefix + name] for name in names if "/" not in name}
+        try:
+            with np.load(file) as saved:
+                names = [k.removeprefix(prefix) for k in saved.files if k.startswith(prefix)]
+                arrays = {name: saved[prefix + name] for name in names if "/" not in name}
+        except FileNotFoundError:
+            metrics["per_video"] = {"unavailable": f"{file} is gone"}
+        except (OSError, ValueError, zipfile.BadZipFile) as e:  # cut short, not an npz
+            metrics["per_video"] = {"unavailable": f"{file} cannot be read ({e})"}
+        else:
+            metrics["per_video"] = arrays
 
     read(result, "")
     for task, metrics in result.get("tasks", {}).items():
