@@ -8,9 +8,9 @@ calibration error over equal-width confidence bins, and the bins for a reliabili
 Multi-label (multi-hot labels): mean average precision (PySlowFast's ``get_map``: classes
 without a positive are left out) with its 95% bootstrap interval, per-class AP,
 precision/recall/F1 at probability 0.5, calibration of every class's sigmoid, and
-precision-recall curves. Several tasks: each task's
-metrics plus the joint top-1/top-5 (:func:`task_metrics`). A row of scores with a NaN, a +inf or
-only -inf, and a label outside the classes, are refused (:class:`MetricInputError`), not scored.
+precision-recall curves. Several tasks: each task's metrics plus the joint top-1/top-5
+(:func:`task_metrics`). A row of scores with a NaN, a +inf or only -inf, and a label outside
+the classes, are refused (:class:`MetricInputError`), not scored.
 
 >>> m = classification_metrics(scores, labels)      # scores (N, K); labels (N,) or (N, K)
 >>> m["top1"], m["macro"]["f1"], m["ece"]           # or m["mAP"] for multi-hot labels

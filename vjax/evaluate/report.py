@@ -234,7 +234,7 @@ def eval_path(workdir: str, split: str, step: Any) -> str:
     return os.path.join(workdir, f"eval_{split}_step{step}.json")
 
 
-def scores_path(path: str) -> str:
+def per_video_path(path: str) -> str:
     """Where the per-video arrays of the result at ``path`` (``..._step<N>.json``) are:
     ``..._step<N>_per_video.npz`` beside it."""
     return path.removesuffix(".json") + "_per_video.npz"
@@ -286,7 +286,7 @@ def read_per_video(result: dict[str, Any], path: str) -> dict[str, Any]:
 
 def write_eval(result: Mapping[str, Any], workdir: str, plots: bool = True) -> list[str]:
     """Writes ``result`` into ``workdir``: ``eval_<split>_step<N>.json`` (multi-label tasks'
-    per-video labels and scores in :func:`scores_path` beside it), its :func:`scalars` to
+    per-video labels and scores in :func:`per_video_path` beside it), its :func:`scalars` to
     TensorBoard (``tensorboard/eval_<split>``) and ``metrics.jsonl``, and (``plots``) the
     PNGs of :func:`vjax.evaluate.plots.write_plots`. Returns the paths. The JSON is strict:
     a NaN or inf metric is written as null."""
@@ -295,11 +295,11 @@ def write_eval(result: Mapping[str, Any], workdir: str, plots: bool = True) -> l
     split, step = result["split"], result.get("step", 0)
     path = eval_path(workdir, split, step)
     os.makedirs(workdir, exist_ok=True)
-    written, arrays = _arrays_apart(result, os.path.basename(scores_path(path)))
+    written, arrays = _arrays_apart(result, os.path.basename(per_video_path(path)))
     paths = [path]
     if arrays:
-        np.savez_compressed(scores_path(path), **arrays)
-        paths.append(scores_path(path))
+        np.savez_compressed(per_video_path(path), **arrays)
+        paths.append(per_video_path(path))
     with open(path, "w") as f:
         json.dump(_json_ready(written), f, indent=1, allow_nan=False)
     writer = MetricWriter(workdir)
