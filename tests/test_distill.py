@@ -267,12 +267,18 @@ def test_distilled_training_run(data_dir, teachers, tmp_path):
 def test_bench_distill_table(tmp_path):
     """``vjax bench distill``'s section: one row per model, the FLOPs ratio, the gain over the
     student alone and the gap to the teacher, written beside the other sections."""
+    from scipy.stats import binomtest
+
     from vjax.bench import publish
     from vjax.bench_distill import table
+    from vjax.evaluate.uncertainty import wilson_interval
 
-    def row(params, gmacs, top1):
+    def row(params, gmacs, top1):  # right on the first top1 * 800 test clips
+        right = round(top1 * 800)
         return {"params": params, "gmacs": gmacs, "top1": top1, "steps": 400, "seconds": 60.0,
-                "num_examples": 800}  # fmt: skip
+                "num_examples": 800, "top1_ci95": wilson_interval(right, 800),
+                "per_video": {"label": [0] * 800,
+                              "predicted": [0] * right + [1] * (800 - right)}}  # fmt: skip
 
     result = {
         "models": {"teacher": row(528102, 0.0362, 0.90), "alone": row(96918, 0.0067, 0.70),
@@ -290,8 +296,15 @@ def test_bench_distill_table(tmp_path):
     assert "5.4x fewer GFLOPs" in text and "`vjax bench distill --tiny`" in text
     assert "400 of the 4000 training clips" in text and "mixup alpha 1.0 on every batch" in text
     assert "(the teacher scores the same mixed clips), seed 1." in text
-    assert "Distilled vs alone: +10.0 points of top-1; 10.0 points below the teacher" in text
-    assert "| student alone | 96,918 | 0.0067 | 400 | 0.700 | 60 |" in text
+    p = binomtest(80, 80, 0.5).pvalue  # distilled right on 80 clips alone missed, none back
+    assert (f"Distilled vs alone: +10.0 points of top-1 (only distilled right on 80 of the 800 "
+            f"test clips, only alone on 0; McNemar exact p = {p:.2g}); 10.0 points below the "
+            f"teacher") in text  # fmt: skip
+    ci = binomtest(560, 800).proportion_ci(method="wilson")
+    assert (
+        f"| student alone | 96,918 | 0.0067 | 400 | 0.700 ({ci.low:.3f}-{ci.high:.3f}) | 60 |"
+        in text
+    )
 
 
 def test_resample_clip_is_bilinear_like_torch():

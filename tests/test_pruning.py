@@ -341,15 +341,22 @@ def test_bench_prune_table(tmp_path, monkeypatch):
     names the cores the process may use (here pinned to one of two)."""
     import os
 
+    from scipy.stats import binomtest
+
     from vjax.bench import publish
     from vjax.bench_prune import table
+    from vjax.evaluate.uncertainty import wilson_interval
 
     monkeypatch.setattr(os, "cpu_count", lambda: 2)
     monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {1}, raising=False)
 
-    def row(params, gmacs, top1, steps, ms):
+    def row(params, gmacs, top1, steps, ms):  # right on the first top1 * 100 test clips
+        right = round(top1 * 100)
         return {"params": params, "gmacs": gmacs, "top1": top1, "steps": steps,
-                "latency_ms": ms, "p90_ms": ms * 1.2, "clips_per_s": 1000 / ms}  # fmt: skip
+                "latency_ms": ms, "p90_ms": ms * 1.2, "clips_per_s": 1000 / ms,
+                "top1_ci95": wilson_interval(right, 100),
+                "per_video": {"label": [0] * 100,
+                              "predicted": [0] * right + [1] * (100 - right)}}  # fmt: skip
 
     result = {
         "models": {"vivit": {
@@ -366,14 +373,18 @@ def test_bench_prune_table(tmp_path, monkeypatch):
     text = out.read_text()
     assert "## vjax bench distill\n\nkept" in text and "`vjax bench prune --models=vivit`" in text
     assert ", 1 of 2 cores, float32," in text
+    ci = binomtest(98, 100).proportion_ci(method="wilson")
     assert (
-        "| vivit | fine-tuned | heads 6/12, mlp 768/1536 | 300,000 | 0.0181 | 80 | 0.980 |" in text
+        "| vivit | fine-tuned | heads 6/12, mlp 768/1536 | 300,000 | 0.0181 | 80 | "
+        f"0.980 ({ci.low:.3f}-{ci.high:.3f}) |" in text
     )
     assert (
         "vivit (pruned --by=taylor --granularity=sublayer, fine-tuned at peak learning rate "
         "0.0003): 2.00x lower batch-1 latency, "
         "2.00x fewer GFLOPs, 1.76x fewer parameters, "
-        "+1.0 points of top-1 lost after fine-tuning (target: >= 1.6x at <= 2 points: met)" in text
+        "+1.0 points of top-1 lost after fine-tuning (only the fine-tuned one right on 0 of the "
+        "100 test clips, only the original on 1; McNemar exact p = 1; target: >= 1.6x at <= 2 "
+        "points: met)" in text
     )
 
 

@@ -417,3 +417,41 @@ def test_reconstruct_unnormalises_predictions_per_tubelet(monkeypatch):
     got = tokens(rebuilt)
     np.testing.assert_allclose(got[:, [0, 2]], want, rtol=1e-5, atol=1e-5)
     np.testing.assert_allclose(got[:, [1, 3]], blocks[:, [1, 3]], rtol=1e-6)
+
+
+def test_bench_ssl_table(tmp_path):
+    """``vjax bench ssl``'s section: both models' test top-1 with Wilson's interval, and the gain
+    from pre-training compared clip by clip (McNemar), written beside the other sections."""
+    from scipy.stats import binomtest
+
+    from vjax.bench import publish
+    from vjax.bench_ssl import table
+    from vjax.evaluate.uncertainty import wilson_interval
+
+    labels = [i % 10 for i in range(800)]
+
+    def tested(right, seconds):  # right: the test clips it gets right
+        predicted = [label if i in right else (label + 1) % 10 for i, label in enumerate(labels)]
+        return {"top1": len(right) / 800, "top1_ci95": wilson_interval(len(right), 800),
+                "num_examples": 800, "seconds": seconds,
+                "per_video": {"label": labels, "predicted": predicted}}  # fmt: skip
+
+    scratch = set(range(0, 500))  # 500 right; pre-trained: 80 of them lost, 120 more gained
+    finetuned = set(range(80, 620))
+    result = {"num_classes": 10, "pretrain_clips": 4000, "labelled_clips": 400,
+              "pretrain_steps": 2000, "finetune_steps": 400, "pretrain_seconds": 500.0,
+              "finetuned": tested(finetuned, 160.0), "scratch": tested(scratch, 150.0)}  # fmt: skip
+    out = tmp_path / "BENCHMARKS.md"
+    out.write_text("# Benchmarks\n\n## vjax bench distill\n\nkept\n")
+    assert publish("ssl", ["--tiny"], lambda c: table(result, 60.0, c), str(out)) == 0
+    text = out.read_text()
+    assert "## vjax bench distill\n\nkept" in text and "`vjax bench ssl --tiny`" in text
+    assert "400 labelled clips (10% of the labels); test split (800 clips)" in text
+    ci = binomtest(540, 800).proportion_ci(method="wilson")
+    assert (f"| VideoMAE pre-trained, fine-tuned | 2000 | 400 | 0.675 ({ci.low:.3f}-"
+            f"{ci.high:.3f}) | 500 | 160 |") in text  # fmt: skip
+    p = binomtest(120, 200, 0.5).pvalue
+    assert (
+        "Gain from pre-training: +5.0 points of top-1 (only pre-trained right on 120 of the 800 "
+        f"test clips, only scratch on 80; McNemar exact p = {p:.2g}; target: +10)." in text
+    )

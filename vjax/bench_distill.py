@@ -27,7 +27,14 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-from vjax.bench import publish, train_and_test, training_parser, vjax_recipe
+from vjax.bench import (
+    paired_top1_words,
+    publish,
+    top1_with_interval,
+    train_and_test,
+    training_parser,
+    vjax_recipe,
+)
 from vjax.errors import non_negative_float, number_in
 
 # The student's model section over the demo ViViT's (width 96, 4 layers, 3 heads, MLP 384).
@@ -134,20 +141,21 @@ def table(result: dict[str, Any], total_seconds: float, command: str) -> str:
         f"{load:.1f} at the end (a shared machine: wall times include other jobs' load). "
         f"Total {total_seconds / 60:.1f} min. Command: `{command}`",
         "",
-        "| model | params | GFLOPs | steps | test top-1 | train s |",
+        "| model | params | GFLOPs | steps | test top-1 (95% CI) | train s |",
         "|---|---|---|---|---|---|",
     ]
     for name in ("teacher", "alone", "distilled"):
         m = models[name]
         label = {"teacher": "teacher (demo ViViT)", "alone": "student alone"}.get(name, name)
         lines.append(
-            f"| {label} | {m['params']:,} | {m['gmacs']:.4f} | {m['steps']} | {m['top1']:.3f} | "
-            f"{m['seconds']:.0f} |"
+            f"| {label} | {m['params']:,} | {m['gmacs']:.4f} | {m['steps']} | "
+            f"{top1_with_interval(m)} | {m['seconds']:.0f} |"
         )
     lines += [
         "",
-        f"Distilled vs alone: {gain:+.1f} points of top-1; {gap:.1f} points below the teacher "
-        f"(target: +3 points, or within 1 point of the teacher).",
+        f"Distilled vs alone: {gain:+.1f} points of top-1 "
+        f"({paired_top1_words(alone, distilled, ('alone', 'distilled'))}); {gap:.1f} points "
+        f"below the teacher (target: +3 points, or within 1 point of the teacher).",
     ]
     return "\n".join(lines)
 

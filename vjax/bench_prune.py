@@ -26,7 +26,15 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-from vjax.bench import cpu_cores, publish, train_and_test, training_parser, vjax_recipe
+from vjax.bench import (
+    cpu_cores,
+    paired_top1_words,
+    publish,
+    top1_with_interval,
+    train_and_test,
+    training_parser,
+    vjax_recipe,
+)
 from vjax.errors import number_in
 from vjax.pruning.scores import CRITERIA
 from vjax.pruning.select import GRANULARITIES
@@ -181,7 +189,8 @@ def table(result: dict[str, Any], total_seconds: float, command: str) -> str:
         f"model's calls alternating; load average {load:.1f} at the end. "
         f"Total {total_seconds / 60:.1f} min. Command: `{command}`",
         "",
-        "| model | form | units kept | params | GFLOPs | steps | test top-1 | batch-1 ms (median) "
+        "| model | form | units kept | params | GFLOPs | steps | test top-1 (95% CI) | "
+        "batch-1 ms (median) "
         "| p90 ms | clips/s |",
         "|---|---|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
@@ -193,7 +202,7 @@ def table(result: dict[str, Any], total_seconds: float, command: str) -> str:
             r = rows[form]
             lines.append(
                 f"| {name} | {form} | {kept if form != 'original' else 'all'} | "
-                f"{r['params']:,} | {r['gmacs']:.4f} | {r['steps']} | {r['top1']:.3f} | "
+                f"{r['params']:,} | {r['gmacs']:.4f} | {r['steps']} | {top1_with_interval(r)} | "
                 f"{r['latency_ms']:.2f} | {r['p90_ms']:.2f} | {r['clips_per_s']:.1f} |"
             )
         original, tuned = rows["original"], rows["fine-tuned"]
@@ -208,7 +217,9 @@ def table(result: dict[str, Any], total_seconds: float, command: str) -> str:
             f"{speedup:.2f}x lower batch-1 latency, "
             f"{original['gmacs'] / tuned['gmacs']:.2f}x fewer GFLOPs, "
             f"{original['params'] / tuned['params']:.2f}x fewer parameters, {lost:+.1f} points of "
-            f"top-1 lost after fine-tuning (target: >= 1.6x at <= 2 points: {met})."
+            f"top-1 lost after fine-tuning ("
+            f"{paired_top1_words(original, tuned, ('the original', 'the fine-tuned one'))}; "
+            f"target: >= 1.6x at <= 2 points: {met})."
         )
     return "\n".join([*lines, "", *summary])
 

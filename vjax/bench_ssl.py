@@ -21,7 +21,15 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-from vjax.bench import publish, timed_training, train_and_test, training_parser, vjax_recipe
+from vjax.bench import (
+    paired_top1_words,
+    publish,
+    timed_training,
+    top1_with_interval,
+    train_and_test,
+    training_parser,
+    vjax_recipe,
+)
 from vjax.errors import number_in, positive_int
 
 
@@ -87,16 +95,17 @@ def table(result: dict[str, Any], total_seconds: float, command: str) -> str:
         f"times include other jobs' load). Total {total_seconds / 60:.1f} min. "
         f"Command: `{command}`",
         "",
-        "| model | pre-training steps | fine-tuning steps | test top-1 | pre-training s | "
+        "| model | pre-training steps | fine-tuning steps | test top-1 (95% CI) | pre-training s | "
         "fine-tuning s |",
         "|---|---|---|---|---|---|",
     ]
     for name, steps, metrics, pretrain_seconds in rows:
         lines.append(
-            f"| {name} | {steps} | {result['finetune_steps']} | {metrics['top1']:.3f} | "
+            f"| {name} | {steps} | {result['finetune_steps']} | {top1_with_interval(metrics)} | "
             f"{pretrain_seconds:.0f} | {metrics['seconds']:.0f} |"
         )
-    lines += ["", f"Gain from pre-training: {gain:+.1f} points of top-1 (target: +10)."]
+    paired = paired_top1_words(result["scratch"], result["finetuned"], ("scratch", "pre-trained"))
+    lines += ["", f"Gain from pre-training: {gain:+.1f} points of top-1 ({paired}; target: +10)."]
     return "\n".join(lines)
 
 
