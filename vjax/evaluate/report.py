@@ -241,55 +241,38 @@ def per_video_path(path: str) -> str:
 
 
 def _arrays_apart(result: Mapping[str, Any], file: str) -> tuple[dict[str, Any], dict]:
-    """``result`` with every array ``per_video`` (a multi-label task's labels and scores, too
-    large for JSON) replaced by ``{"file": file}``, and those arrays by ``<task>/<name>``."""
-    arrays: dict[str, np.ndarray] = {}
-
-    def apart(metrics: Mapping[str, Any], prefix: str) -> dict[str, Any]:
-        videos = metrics.get("per_video")
-        if not isinstance(videos, Mapping) or not isinstance(videos.get("label"), np.ndarray):
-            return dict(metrics)
-        arrays.update({prefix + key: np.asarray(value) for key, value in videos.items()})
-        return {**metrics, "per_video": {"file": file}}
-
-    out = apart(result, "")
-    if "tasks" in result:
-        out["tasks"] = {t: apart(m, f"{t}/") for t, m in result["tasks"].items()}
-    return out, arrays
+    """``result`` with its array ``per_video`` (a multi-label result's labels and scores, too
+    large for JSON) replaced by ``{"file": file}``, and those arrays (none for other results:
+    a multi-task model's tasks are single-label, their per-video lists stay in the JSON)."""
+    videos = result.get("per_video")
+    if not (isinstance(videos, Mapping) and isinstance(videos.get("label"), np.ndarray)):
+        return dict(result), {}
+    return {**result, "per_video": {"file": file}}, dict(videos)
 
 
 def read_per_video(result: dict[str, Any], path: str) -> dict[str, Any]:
     """``result`` (read from ``path``) with its per-video arrays read back from the file its
     ``per_video`` names; a file that is gone or unreadable leaves ``{"unavailable": why}``."""
-
-    def read(metrics: dict[str, Any], prefix: str) -> None:
-        videos = metrics.get("per_video")
-        if not (isinstance(videos, Mapping) and "file" in videos):
-            return
-        file = os.path.join(os.path.dirname(path), videos["file"])
-        try:
-            with np.load(file) as saved:
-                names = [k.removeprefix(prefix) for k in saved.files if k.startswith(prefix)]
-                arrays = {name: saved[prefix + name] for name in names if "/" not in name}
-        except FileNotFoundError:
-            metrics["per_video"] = {"unavailable": f"{file} is gone"}
-        except (OSError, ValueError, zipfile.BadZipFile) as e:  # cut short, not an npz
-            metrics["per_video"] = {"unavailable": f"{file} cannot be read ({e})"}
-        else:
-            metrics["per_video"] = arrays
-
-    read(result, "")
-    for task, metrics in result.get("tasks", {}).items():
-        read(metrics, f"{task}/")
+    videos = result.get("per_video")
+    if not (isinstance(videos, Mapping) and "file" in videos):
+        return result
+    file = os.path.join(os.path.dirname(path), videos["file"])
+    try:
+        with np.load(file) as saved:
+            result["per_video"] = {name: saved[name] for name in saved.files}
+    except FileNotFoundError:
+        result["per_video"] = {"unavailable": f"{file} is gone"}
+    except (OSError, ValueError, zipfile.BadZipFile) as e:  # cut short, not an npz
+        result["per_video"] = {"unavailable": f"{file} cannot be read ({e})"}
     return result
 
 
 def write_eval(result: Mapping[str, Any], workdir: str, plots: bool = True) -> list[str]:
-    """Writes ``result`` into ``workdir``: ``eval_<split>_step<N>.json`` (multi-label tasks'
-    per-video labels and scores in :func:`per_video_path` beside it), its :func:`scalars` to
-    TensorBoard (``tensorboard/eval_<split>``) and ``metrics.jsonl``, and (``plots``) the
-    PNGs of :func:`vjax.evaluate.plots.write_plots`. Returns the paths. The JSON is strict:
-    a NaN or inf metric is written as null."""
+    """Writes ``result`` into ``workdir``: ``eval_<split>_step<N>.json`` (a multi-label
+    result's per-video labels and scores in :func:`per_video_path` beside it), its
+    :func:`scalars` to TensorBoard (``tensorboard/eval_<split>``) and ``metrics.jsonl``, and
+    (``plots``) the PNGs of :func:`vjax.evaluate.plots.write_plots`. Returns the paths. The
+    JSON is strict: a NaN or inf metric is written as null."""
     from vjax.metric_writers import MetricWriter
 
     split, step = result["split"], result.get("step", 0)
