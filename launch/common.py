@@ -1,11 +1,36 @@
-"""What the launch scripts share: splitting ``-- COMMAND`` off the arguments and running (or,
-with ``--dry_run``, printing) a list of shell commands."""
+"""What the launch scripts share: splitting ``-- COMMAND`` off the arguments, running (or,
+with ``--dry_run``, printing) a list of shell commands, and the flags' count type."""
 
 from __future__ import annotations
 
+import argparse
 import shlex
 import subprocess
+import sys
 from collections.abc import Sequence
+
+NOT_FOUND = 127  # the shell's exit code for a program it cannot run
+
+
+def count(text: str) -> int:
+    """argparse ``type=``: a whole number of 1 or more (processes, nodes, slices): 0 would run
+    nothing and report success. (vjax.errors.positive_int's twin: the launchers import nothing
+    of vjax, they run where only gcloud or sbatch may be installed.)"""
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"takes a whole number of 1 or more, got {text!r}")
+    return value
+
+
+def cannot_start(program: str, error: OSError) -> str:
+    """One line for a program that could not be started (not installed, not on PATH)."""
+    return (
+        f"cannot start {program!r}: {error.strerror or error} (is it installed and on PATH? "
+        "vjax's own command needs its virtual environment activated)"
+    )
 
 
 def split_command(argv: Sequence[str]) -> tuple[list[str], list[str]]:
@@ -38,5 +63,13 @@ def execute(
 
 
 def _run(command: Sequence[str], dry_run: bool) -> int:
+    """Prints ``command``, then runs it (not in a dry run); a program that cannot be started is
+    one line on stderr and :data:`NOT_FOUND`, a failure like any other."""
     print(shlex.join(command), flush=True)
-    return 0 if dry_run else subprocess.run(list(command)).returncode
+    if dry_run:
+        return 0
+    try:
+        return subprocess.run(list(command)).returncode
+    except OSError as e:
+        print(cannot_start(command[0], e), file=sys.stderr, flush=True)
+        return NOT_FOUND

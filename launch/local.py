@@ -24,6 +24,8 @@ import sys
 import threading
 from collections.abc import Sequence
 
+from common import cannot_start, count
+
 
 def free_port() -> int:
     with socket.socket() as s:
@@ -71,14 +73,18 @@ def run(command: Sequence[str], envs: Sequence[dict[str, str]]) -> int:
     """Starts one process per env, relays their output, returns the first non-zero exit code."""
     procs = []
     for i, extra in enumerate(envs):
-        proc = subprocess.Popen(
-            list(command),
-            env={**os.environ, **extra},
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-            start_new_session=True,
-        )
+        try:
+            proc = subprocess.Popen(
+                list(command),
+                env={**os.environ, **extra},
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                text=True,
+                start_new_session=True,
+            )
+        except OSError as e:
+            _signal_all(procs, signal.SIGTERM)
+            raise SystemExit(f"local.py: {cannot_start(command[0], e)}") from None
         threading.Thread(target=_relay, args=(proc.stdout, f"[p{i}] "), daemon=True).start()
         procs.append(proc)
     code = 0
@@ -120,8 +126,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         raise SystemExit("usage: launch/local.py [options] -- COMMAND ...")
     split = argv.index("--")
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--num_processes", type=int, default=2)
-    parser.add_argument("--devices_per_process", type=int, default=2)
+    parser.add_argument("--num_processes", type=count, default=2)
+    parser.add_argument("--devices_per_process", type=count, default=2)
     parser.add_argument("--platform", choices=("cpu", "native"), default="cpu")
     parser.add_argument("--port", type=int, default=0, help="coordinator port (0: a free one)")
     parser.add_argument("--dry_run", action="store_true", help="print what would run")

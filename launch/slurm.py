@@ -21,7 +21,7 @@ import shlex
 import sys
 from collections.abc import Sequence
 
-from common import execute, split_command
+from common import count, execute, split_command
 
 
 def sbatch_script(args: argparse.Namespace, command: Sequence[str]) -> str:
@@ -56,10 +56,10 @@ def sbatch_script(args: argparse.Namespace, command: Sequence[str]) -> str:
 def main(argv: Sequence[str] | None = None) -> int:
     options, command = split_command(sys.argv[1:] if argv is None else argv)
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--nodes", type=int, required=True)
-    parser.add_argument("--gpus_per_node", type=int, default=8)
+    parser.add_argument("--nodes", type=count, required=True)
+    parser.add_argument("--gpus_per_node", type=count, default=8)
     parser.add_argument("--per", choices=("gpu", "node"), default="gpu", help="one process per")
-    parser.add_argument("--cpus_per_task", type=int, default=8)
+    parser.add_argument("--cpus_per_task", type=count, default=8)
     parser.add_argument("--time", default="24:00:00")
     parser.add_argument("--partition", default=None)
     parser.add_argument("--account", default=None)

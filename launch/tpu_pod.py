@@ -26,7 +26,7 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import NamedTuple
 
-from common import execute, split_command
+from common import count, execute, split_command
 
 # generation -> (TensorCores per chip as counted in the type name, chips per host, most chips
 # a single-host slice has: v5e and v6e come as 8-chip single hosts, the others 4 chips a host)
@@ -185,11 +185,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="TPU VM runtime (default: the one for the generation, e.g. v2-alpha-tpuv6e)",
     )
     parser.add_argument("--queued", action="store_true", help="create as a queued resource")
-    parser.add_argument("--num_slices", type=int, default=1)
+    parser.add_argument("--num_slices", type=count, default=1)
     parser.add_argument("--spot", action="store_true", help="preemptible capacity")
     parser.add_argument("--dry_run", action="store_true", help="print the commands only")
     args = parser.parse_args(options)
-    accel, chips, hosts = parse_accelerator(args.accelerator)
+    try:
+        accel, chips, hosts = parse_accelerator(args.accelerator)
+    except ValueError as e:
+        parser.error(f"--accelerator: {e}")
     print(
         f"# {accel}: {chips} chips on {hosts} host(s) per slice, {args.num_slices} slice(s): "
         f"{hosts * args.num_slices} processes",

@@ -156,13 +156,50 @@ def test_tpu_multislice_runs_every_slice_at_once_and_fails_when_one_does(tmp_pat
         assert subprocess.run(run, env=env).returncode == code
 
 
-def test_unknown_tpu_type_is_an_error():
-    result = subprocess.run(
-        [sys.executable, os.path.join(REPO, "launch", "tpu_pod.py"), "run", "--name=x",
-         "--zone=z", "--accelerator=v9-8", "--dry_run", *TRAIN],
-        capture_output=True, text=True,
-    )  # fmt: skip
-    assert result.returncode != 0 and "unknown TPU generation 'v9'" in result.stderr
+def _launch(script: str, *args: str, env: dict | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, os.path.join(REPO, "launch", script), *args],
+                          capture_output=True, text=True, env=env)  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    "accelerator, message",
+    [("v9-8", "unknown TPU generation 'v9'"), ("v4-8x", "is not of the form v4-64 or v5e-32")],
+)
+def test_unknown_tpu_type_is_one_line(accelerator, message):
+    result = _launch("tpu_pod.py", "run", "--name=x", "--zone=z", f"--accelerator={accelerator}",
+                     "--dry_run", *TRAIN)  # fmt: skip
+    assert result.returncode == 2 and message in result.stderr
+    assert "Traceback" not in result.stderr and result.stderr.splitlines()[-1].startswith(
+        "tpu_pod.py: error: --accelerator: "
+    )
+
+
+@pytest.mark.parametrize("script, flag", [
+    ("local.py", "--num_processes=0"), ("local.py", "--devices_per_process=-1"),
+    ("slurm.py", "--nodes=0"), ("slurm.py", "--gpus_per_node=0"), ("tpu_pod.py", "--num_slices=0"),
+])  # fmt: skip
+def test_a_count_below_one_is_refused_not_a_launch_of_nothing(script, flag):
+    """``local.py --num_processes=0`` ran nothing and exited 0, as if the run had succeeded."""
+    required = {"slurm.py": ["--nodes=1"],
+                "tpu_pod.py": ["run", "--name=x", "--zone=z", "--accelerator=v4-8"]}  # fmt: skip
+    result = _launch(script, *required.get(script, []), flag, "--dry_run", *TRAIN)
+    assert result.returncode == 2, result.stdout
+    assert f"{flag.split('=')[0]}: takes a whole number of 1 or more" in result.stderr
+
+
+def test_a_program_that_cannot_be_started_is_one_line(tmp_path):
+    """A launcher run where its program is not on PATH (the venv not activated: no ``vjax``; no
+    SLURM client: no ``sbatch``) printed a FileNotFoundError traceback."""
+    result = _launch("local.py", "--num_processes=2", "--", "vjaxx", "train")
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert result.stderr.strip() == (
+        "local.py: cannot start 'vjaxx': No such file or directory (is it installed and on "
+        "PATH? vjax's own command needs its virtual environment activated)")  # fmt: skip
+    no_slurm = {**os.environ, "PATH": str(tmp_path)}  # no sbatch anywhere on it
+    result = _launch("slurm.py", "--nodes=1", f"--script={tmp_path / 'job.sbatch'}", *TRAIN,
+                     env=no_slurm)  # fmt: skip
+    assert result.returncode == 127 and "Traceback" not in result.stderr
+    assert "cannot start 'sbatch': No such file or directory" in result.stderr
 
 
 @pytest.mark.parametrize("per, tasks", [("gpu", 8), ("node", 1)])
