@@ -101,6 +101,12 @@ def test_every_file_form_is_measured_and_its_files_removed(tmp_path, monkeypatch
             "--budget=0.01", "--threads=1", f"--out={out}"]  # fmt: skip
     assert vjax.bench_infer.main(argv) == 0
     written = out.read_text()
+    assert "(at least 3; each measurement stops after 0.01 s)" in written
+    import jax
+
+    from vjax.bench import device_name
+
+    assert f"\n{device_name(jax.devices()[0])} (cpu), " in f"\n{written}"  # not "CPU:" on a GPU
     rows = [line for line in written.splitlines() if line.startswith("| hf_vivit ")]
     assert [row.split(" | ")[2] for row in rows] == forms.split(",")
     assert not any("failed" in row for row in rows), written

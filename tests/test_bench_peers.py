@@ -78,6 +78,7 @@ def test_peers_run_in_their_processes_and_write_the_table(tmp_path, monkeypatch,
         assert float(vjax) > 0 and float(eager) > 0 and compiled == "-"  # not asked for
         assert float(ratio) == pytest.approx(float(vjax) / float(eager), rel=0.02, abs=0.01)
     assert f"(cpu), {os.cpu_count()} CPU cores" in text
+    assert "(no time limit, at least 2 steps)" in text  # --budget=0: it said "stops after 0 s"
     assert "--forms=torch" in text and "--deadline=600" in text
 
 

@@ -68,6 +68,7 @@ def test_writes_its_section_and_keeps_the_others(tmp_path, capsys):
     table = [line for line in text.splitlines() if line.startswith("| vivit")]
     assert len(table) == 1 and table[0].count("|") == 11 and "remat=block" in table[0]
     assert "float32 compute / bfloat16 params, remat block" in text
+    assert "Command: `vjax bench train --steps=1 --batch=8 --dtype=float32 --remat=block" in text
     assert "| model | clip | params (M)" in capsys.readouterr().out
 
 
@@ -165,4 +166,5 @@ def test_mfu_peaks_follow_the_part_and_the_compute_dtype():
 
     assert peak("NVIDIA H100 80GB HBM3") == 989.0 and peak("NVIDIA H100 PCIe") == 756.0
     assert peak("NVIDIA H200", "float32") == 494.0 and peak("TPU v5 lite") == 197.0
+    assert peak("TPU v5") == 459.0 == peak("TPU v5p")  # v5p: "TPU v5" on a TPU VM (audit 21)
     assert peak("cpu") is None

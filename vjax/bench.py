@@ -49,6 +49,15 @@ def update_benchmarks(path: str, section: str, body: str) -> None:
         f.write("\n".join(lines).rstrip("\n") + "\n")
 
 
+def device_name(device: Any) -> str:
+    """A ``jax.Device``'s kind, or on CPU the processor's model name (Linux) where known."""
+    if device.platform != "cpu" or not os.path.exists("/proc/cpuinfo"):
+        return device.device_kind
+    with open("/proc/cpuinfo") as f:
+        names = [line.split(":", 1)[1].strip() for line in f if line.startswith("model name")]
+    return f"CPU {names[0]}" if names else device.device_kind
+
+
 def cpu_cores() -> str:
     """The CPU cores this process may run on, as a table states them: ``"2 cores"``, or
     ``"1 of 2 cores"`` when it is pinned (``taskset``)."""
@@ -112,6 +121,12 @@ def train_and_test(config: Any, workdir: str) -> dict[str, Any]:
 
     seconds = timed_training(config, workdir)
     return {**train.evaluate_checkpoint(config, workdir, "test"), "seconds": seconds}
+
+
+def budget_words(seconds: float) -> str:
+    """A table's words for ``--budget``: ``each measurement stops after 30 s``, or for 0 (which
+    the measurements take as no limit) ``no time limit``."""
+    return f"each measurement stops after {seconds:g} s" if seconds else "no time limit"
 
 
 def top1_with_interval(metrics: Mapping[str, Any]) -> str:

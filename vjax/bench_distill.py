@@ -105,7 +105,7 @@ def run(
             "steps": config.train.num_steps,
         }
     student_model = {k: config.model[k] for k in ("hidden_size", "num_layers")}
-    models["teacher"]["steps"] = teacher_config.train.num_steps
+    models["teacher"]["steps"] = tested["step"]  # a given teacher's own, not the recipe's
     return {
         "models": models,
         "num_classes": teacher_config.dataset.num_classes,

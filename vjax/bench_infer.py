@@ -35,7 +35,7 @@ from typing import Any
 import jax
 import numpy as np
 
-from vjax.bench import cpu_cores, update_benchmarks
+from vjax.bench import budget_words, cpu_cores, device_name, update_benchmarks
 from vjax.bench_peers import MEAN, PEERS, STD, ModelSpec, build_pair, time_calls
 from vjax.compile_options import compiler_options
 
@@ -167,9 +167,9 @@ def bench_forms(
 ) -> dict[str, dict[str, Any]]:
     """Per runner in ``runs``: first-call seconds, batch-1 latency (median, p90 of up to
     ``repeats`` calls, at least 3) and ``batch``-clip throughput (median of up to
-    ``repeats // 4`` calls after a warm-up call, at least 1), each measurement stopping after
-    ``budget_s`` seconds. The runners' calls alternate (A, B, A, B, ...), so a drift in the
-    machine's speed hits each alike and their ratios compare like with like.
+    ``max(2, repeats // 4)`` calls after a warm-up call, at least 1), each measurement
+    stopping after ``budget_s`` seconds. The runners' calls alternate (A, B, A, B, ...), so a
+    drift in the machine's speed hits each alike and their ratios compare like with like.
 
     >>> rows = bench_forms({"original": run_a, "pruned": run_b}, (16, 32, 32), 8, 200)
     >>> rows["original"]["latency_ms"] / rows["pruned"]["latency_ms"]   # the speed-up
@@ -320,10 +320,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         import torch
 
         setup = (
-            f"CPU: {cpu_cores()} ({jax.default_backend()}), jax {jax.__version__}, torch "
+            f"{device_name(jax.devices()[0])} ({jax.default_backend()}), {cpu_cores()}, jax "
+            f"{jax.__version__}, torch "
             f"{torch.__version__}, {args.threads} threads per runtime, random weights, "
-            f"batch-1 latency over up to {args.repeats} calls (at least 3; each measurement "
-            f"stops after {args.budget:g} s), throughput at batch {args.batch}; whole run "
+            f"batch-1 latency over up to {args.repeats} calls (at least 3; "
+            f"{budget_words(args.budget)}), throughput at batch {args.batch}; whole run "
             f"{minutes:.1f} min. Command: `vjax bench infer --models {' '.join(args.models)} "
             f"--batch={args.batch} --repeats={args.repeats} --budget={args.budget:g} "
             f"--forms={args.forms}`"

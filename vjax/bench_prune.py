@@ -137,13 +137,13 @@ def run_model(
         tested = train.evaluate_checkpoint(config, original, "test")
     else:
         tested = train_and_test(config, original)
-    rows = {"original": {**tested, "steps": config.train.num_steps}}
+    rows = {"original": {**tested, "steps": tested["step"]}}  # a given run's own steps
     if units is None:
         units = prune_checkpoint(
             original, pruned, ratio, by, data_dir=data_dir, granularity=granularity
         )["units"]
     rows["pruned"] = {**train.evaluate_checkpoint(config, pruned, "test"), "steps": 0}
-    finetune_steps = max(1, config.train.num_steps // 10)
+    finetune_steps = max(1, tested["step"] // 10)
     overrides = {
         "train.init_from": pruned,
         "train.num_steps": str(finetune_steps),
@@ -228,7 +228,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = training_parser("prune", __doc__)
     for name in MODELS:
         parser.add_argument(f"--{name}", default="", help=f"a trained demo {name} run to reuse")
-        parser.add_argument(f"--{name}_steps", type=int, default=0, help="0: the demo's own")
+        parser.add_argument(
+            f"--{name}_steps", type=int, default=0,
+            help=f"steps to train {name} here (0: the demo's own); a --{name} run's are its own",
+        )  # fmt: skip
     parser.add_argument("--models", default=",".join(MODELS), help="which of " + ",".join(MODELS))
     parser.add_argument("--ratio", type=number_in(0, 1, high_open=True), default=0.5)
     parser.add_argument("--by", default="", choices=("", *CRITERIA), help=f"'': {CRITERION}")
@@ -252,6 +255,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     unknown = [m for m in models if m not in MODELS]
     if unknown:
         parser.error(f"unknown --models {unknown}; valid: {', '.join(MODELS)}")
+    for name in models:  # a given run is tested at its checkpoint's step, fine-tuned a tenth
+        if getattr(args, name) and getattr(args, f"{name}_steps"):
+            parser.error(f"--{name}_steps trains {name} here; --{name}={getattr(args, name)} "
+                         "is used at its own checkpoint's steps: give one of the two")  # fmt: skip
     settings = {  # per model: (criterion, granularity)
         name: (args.by or CRITERION[name], args.granularity or GRANULARITY[name]) for name in models
     }

@@ -36,7 +36,7 @@ import jax
 import jax.numpy as jnp
 
 from vjax import parallel
-from vjax.bench import update_benchmarks
+from vjax.bench import budget_words, device_name, update_benchmarks
 from vjax.bench_peers import (
     MEAN,
     OPTIMIZER,
@@ -95,6 +95,7 @@ PEAK_TFLOPS = {
     "TPU v5e": (197.0, 197.0),
     "TPU v5 lite": (197.0, 197.0),
     "TPU v5p": (459.0, 459.0),
+    "TPU v5": (459.0, 459.0),  # v5p as a TPU VM names it (after "TPU v5 lite": first match)
     "TPU v6e": (918.0, 918.0),
     "TPU v6 lite": (918.0, 918.0),
 }
@@ -106,15 +107,6 @@ VJAX_DEFAULTS = {"remat": "none", "param_dtype": "float32"}
 def with_remat(spec: ModelSpec, remat: str) -> ModelSpec:
     """``spec`` with ``model.remat`` set (unchanged for ``none``, so any model takes it)."""
     return spec if remat == "none" else ModelSpec({**spec.config, "remat": remat}, spec.clip)
-
-
-def device_name(device: jax.Device) -> str:
-    """The accelerator's kind, or on CPU the processor's model name (Linux) where known."""
-    if device.platform != "cpu" or not os.path.exists("/proc/cpuinfo"):
-        return device.device_kind
-    with open("/proc/cpuinfo") as f:
-        names = [line.split(":", 1)[1].strip() for line in f if line.startswith("model name")]
-    return f"CPU {names[0]}" if names else device.device_kind
 
 
 def peak_tflops(device: jax.Device, dtype: str = "bfloat16") -> float | None:
@@ -495,7 +487,7 @@ def run_peers(args: argparse.Namespace, parser: argparse.ArgumentParser) -> list
         f"(clipped at {OPTIMIZER['grad_clip_norm']}) on both sides, random weights, uint8 "
         f"clips normalised on the device; each runtime in its own process{in_turn}; median of "
         f"up to "
-        f"{o.steps} steps after a warm-up (each measurement stops after {args.budget:g} s, "
+        f"{o.steps} steps after a warm-up ({budget_words(args.budget)}, "
         f"at least 2 steps); TFLOP/s count a step as 3 forward passes of vjax's MACs; memory: "
         f"{'allocator peaks' if gpu else 'process RSS high-water (runtime included)'}; "
         f"whole run {minutes:.1f} min. Command: `vjax bench train --peers --models "
@@ -566,7 +558,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"{len(devices)} x {devices[0].device_kind} ({jax.default_backend()}), jax "
         f"{jax.__version__}, batch {args.batch}, {args.dtype} compute / {args.param_dtype} params, "
         f"remat {args.remat}, AdamW, "
-        f"median of {args.steps} steps. Command: `vjax bench train --batch={args.batch} "
+        f"median of {args.steps} steps. Command: `vjax bench train --steps={args.steps} "
+        f"--batch={args.batch} "
         f"--dtype={args.dtype} --remat={args.remat} --param_dtype={args.param_dtype} --models "
         f"{' '.join(args.models)}`"
     )
