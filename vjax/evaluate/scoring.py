@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 
 from vjax.data.pipeline import stack, unstack
-from vjax.evaluate.metrics import frame_level_map, frame_level_scores, task_metrics
+from vjax.evaluate.metrics import frame_level_scores, mean_average_precision, task_metrics
 from vjax.evaluate.uncertainty import map_interval
 from vjax.tasks import ClassNames
 
@@ -137,13 +137,12 @@ def localized_metrics(
     draws whole videos (:func:`~vjax.evaluate.uncertainty.map_interval`)."""
     metrics = task_metrics(pool_views(view_scores, ensemble), labels["label"], class_names)
     frame_labels = labels["frame_labels"]
-    frame_map, frame_aps = frame_level_map(
-        view_scores, labels["view_times"], labels["frame_times"], frame_labels
-    )
+    # frame_level_map's two steps, the frames scored once for the mAP and its interval
+    scores = frame_level_scores(view_scores, labels["view_times"], labels["frame_times"])
+    positives = frame_labels.reshape(scores.shape) > 0
+    frame_map, frame_aps = mean_average_precision(scores, positives)
     interval = map_interval(
-        frame_level_scores(view_scores, labels["view_times"], labels["frame_times"]),
-        frame_labels.reshape(-1, frame_labels.shape[-1]) > 0,
-        video=np.repeat(np.arange(len(frame_labels)), frame_labels.shape[1]),
+        scores, positives, video=np.repeat(np.arange(len(frame_labels)), frame_labels.shape[1])
     )
     return {
         **metrics,
