@@ -141,24 +141,25 @@ def _interval(bounds: Sequence[float] | None) -> str:
     return f" (95% CI {bounds[0]:.3f}-{bounds[1]:.3f})"
 
 
+def _value(metrics: Mapping[str, Any], key: str) -> str:
+    """A metric as the tables print it, with its interval where it has one: ``0.7520 (95% CI
+    0.733-0.771)`` (an undefined one, null in a written result, as nan)."""
+    return f"{_scalar(metrics[key]):.4f}{_interval(metrics.get(key + '_ci95'))}"
+
+
 def _headline(metrics: Mapping[str, Any]) -> str:
-    """One line: the task's overall metrics (an undefined one, null in a written result, as
-    nan)."""
-
-    def number(key: str) -> str:
-        return f"{_scalar(metrics[key]):.4f}{_interval(metrics.get(key + '_ci95'))}"
-
+    """One line: the task's overall metrics."""
     if "mAP" in metrics:
-        parts = [f"mAP {number('mAP')}"]
+        parts = [f"mAP {_value(metrics, 'mAP')}"]
         if "frame_mAP" in metrics:
-            parts.append(f"frame mAP {number('frame_mAP')}")
-        parts += [f"top1 {number('top1')}", f"loss {number('loss')}"]
+            parts.append(f"frame mAP {_value(metrics, 'frame_mAP')}")
+        parts += [f"top1 {_value(metrics, 'top1')}", f"loss {_value(metrics, 'loss')}"]
     else:
         parts = [
-            f"loss {number('loss')}",
-            f"top1 {number('top1')}",
-            f"top5 {number('top5')}",
-            f"mean class acc {number('mean_class_accuracy')}",
+            f"loss {_value(metrics, 'loss')}",
+            f"top1 {_value(metrics, 'top1')}",
+            f"top5 {_value(metrics, 'top5')}",
+            f"mean class acc {_value(metrics, 'mean_class_accuracy')}",
         ]
     macro, weighted = metrics["macro"], metrics["weighted"]
     parts += [
@@ -220,9 +221,8 @@ def format_eval(result: Mapping[str, Any]) -> str:
         lines = [f"{first} | {_headline(result)}", ""]
         return "\n".join(lines + _class_table(result, result["class_names"]))
     lines = [
-        f"{first} | loss {result['loss']:.4f} | top1 {result['top1']:.4f}"
-        f"{_interval(result.get('top1_ci95'))} | top5 {result['top5']:.4f}"
-        f"{_interval(result.get('top5_ci95'))} (a video counts when every task is right)"
+        f"{first} | loss {result['loss']:.4f} | top1 {_value(result, 'top1')} | top5 "
+        f"{_value(result, 'top5')} (a video counts when every task is right)"
     ]
     for task, (metrics, names) in task_results(result).items():
         lines += ["", f"{task}: {_headline(metrics)}"] + _class_table(metrics, names)
