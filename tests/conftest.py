@@ -97,6 +97,18 @@ def gpu_image_env(tmp_path) -> dict[str, str]:
     return {**os.environ, "PYTHONPATH": os.pathsep.join(path)}
 
 
+def tested_result(top1: float, clips: int, **fields) -> dict:
+    """A test result as ``train.evaluate_checkpoint`` hands it to the bench tables: right on the
+    first ``top1 * clips`` clips (one label), with Wilson's interval and the per-video
+    predictions the paired counts read; ``fields`` (params, steps, latency...) beside."""
+    from vjax.evaluate.uncertainty import wilson_interval
+
+    right = round(top1 * clips)
+    videos = {"label": [0] * clips, "predicted": [0] * right + [1] * (clips - right)}
+    return {"top1": top1, "top1_ci95": wilson_interval(right, clips), "num_examples": clips,
+            "per_video": videos, **fields}  # fmt: skip
+
+
 def env_with_host_devices(count: int) -> dict[str, str]:
     """This process's environment for a subprocess that sees ``count`` host CPU devices."""
     return {**os.environ, "XLA_FLAGS": host_device_flags(count)}

@@ -8,7 +8,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from conftest import REPO, tiny_config
+from conftest import REPO, tested_result, tiny_config
 
 from vjax import objectives, train
 from vjax.config_utils import ConfigError, load_config
@@ -271,14 +271,9 @@ def test_bench_distill_table(tmp_path):
 
     from vjax.bench import publish
     from vjax.bench_distill import table
-    from vjax.evaluate.uncertainty import wilson_interval
 
     def row(params, gmacs, top1):  # right on the first top1 * 800 test clips
-        right = round(top1 * 800)
-        return {"params": params, "gmacs": gmacs, "top1": top1, "steps": 400, "seconds": 60.0,
-                "num_examples": 800, "top1_ci95": wilson_interval(right, 800),
-                "per_video": {"label": [0] * 800,
-                              "predicted": [0] * right + [1] * (800 - right)}}  # fmt: skip
+        return tested_result(top1, 800, params=params, gmacs=gmacs, steps=400, seconds=60.0)
 
     result = {
         "models": {"teacher": row(528102, 0.0362, 0.90), "alone": row(96918, 0.0067, 0.70),

@@ -10,7 +10,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from conftest import tiny_config
+from conftest import tested_result, tiny_config
 
 import vjax
 from vjax import train
@@ -345,18 +345,13 @@ def test_bench_prune_table(tmp_path, monkeypatch):
 
     from vjax.bench import publish
     from vjax.bench_prune import table
-    from vjax.evaluate.uncertainty import wilson_interval
 
     monkeypatch.setattr(os, "cpu_count", lambda: 2)
     monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {1}, raising=False)
 
     def row(params, gmacs, top1, steps, ms):  # right on the first top1 * 100 test clips
-        right = round(top1 * 100)
-        return {"params": params, "gmacs": gmacs, "top1": top1, "steps": steps,
-                "latency_ms": ms, "p90_ms": ms * 1.2, "clips_per_s": 1000 / ms,
-                "top1_ci95": wilson_interval(right, 100),
-                "per_video": {"label": [0] * 100,
-                              "predicted": [0] * right + [1] * (100 - right)}}  # fmt: skip
+        return tested_result(top1, 100, params=params, gmacs=gmacs, steps=steps, latency_ms=ms,
+                             p90_ms=ms * 1.2, clips_per_s=1000 / ms)  # fmt: skip
 
     result = {
         "models": {"vivit": {
