@@ -97,7 +97,7 @@ def gpu_image_env(tmp_path) -> dict[str, str]:
     return {**os.environ, "PYTHONPATH": os.pathsep.join(path)}
 
 
-def tested_result(top1: float, clips: int, **fields) -> dict:
+def scored_result(top1: float, clips: int, **fields) -> dict:
     """A test result as ``train.evaluate_checkpoint`` hands it to the bench tables: right on the
     first ``top1 * clips`` clips (one label), with Wilson's interval and the per-video
     predictions the paired counts read; ``fields`` (params, steps, latency...) beside."""

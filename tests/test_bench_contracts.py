@@ -13,7 +13,7 @@ import types
 
 import numpy as np
 import pytest
-from conftest import tested_result
+from conftest import scored_result
 
 import vjax.bench_infer
 import vjax.bench_peers
@@ -656,8 +656,8 @@ def test_ssl_fine_tunes_and_trains_from_scratch_on_the_same_labelled_share(monke
 def test_the_ssl_table_rows_and_gain():
     result = {"num_classes": 10, "pretrain_clips": 4000, "labelled_clips": 400,
               "pretrain_steps": 2000, "finetune_steps": 400, "pretrain_seconds": 600.0,
-              "finetuned": tested_result(0.75, 800, seconds=60.0),
-              "scratch": tested_result(0.5, 800, seconds=50.0)}  # fmt: skip
+              "finetuned": scored_result(0.75, 800, seconds=60.0),
+              "scratch": scored_result(0.5, 800, seconds=50.0)}  # fmt: skip
     text = bench_ssl.table(result, 720.0, "vjax bench ssl")
     rows = {c["model"]: c for c in table_cells(text)}
     assert rows["VideoMAE pre-trained, fine-tuned"]["test top-1 (95% CI)"].startswith("0.750 (")
@@ -730,7 +730,7 @@ def test_bench_prune_refuses_steps_for_a_given_run(capsys):
 
 def test_the_distill_table_states_the_gflops_ratio_not_the_parameter_ratio():
     def row(params, gmacs, top1):
-        return tested_result(top1, 800, params=params, gmacs=gmacs, steps=400, seconds=60.0)
+        return scored_result(top1, 800, params=params, gmacs=gmacs, steps=400, seconds=60.0)
 
     result = {
         "models": {"teacher": row(600000, 0.0300, 0.90), "alone": row(100000, 0.0100, 0.70),
@@ -748,7 +748,7 @@ def test_the_distill_table_states_the_gflops_ratio_not_the_parameter_ratio():
 
 def prune_result(speedup, lost_points):
     def row(top1, ms):
-        return tested_result(top1, 800, params=1000, gmacs=1.0, steps=10, latency_ms=ms, p90_ms=ms,
+        return scored_result(top1, 800, params=1000, gmacs=1.0, steps=10, latency_ms=ms, p90_ms=ms,
                       clips_per_s=1.0)  # fmt: skip
 
     rows = {"original": row(0.9, 4.0), "pruned": row(0.5, 4.0 / speedup),

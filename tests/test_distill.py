@@ -8,7 +8,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from conftest import REPO, tested_result, tiny_config
+from conftest import REPO, scored_result, tiny_config
 
 from vjax import objectives, train
 from vjax.config_utils import ConfigError, load_config
@@ -273,7 +273,7 @@ def test_bench_distill_table(tmp_path):
     from vjax.bench_distill import table
 
     def row(params, gmacs, top1):  # right on the first top1 * 800 test clips
-        return tested_result(top1, 800, params=params, gmacs=gmacs, steps=400, seconds=60.0)
+        return scored_result(top1, 800, params=params, gmacs=gmacs, steps=400, seconds=60.0)
 
     result = {
         "models": {"teacher": row(528102, 0.0362, 0.90), "alone": row(96918, 0.0067, 0.70),

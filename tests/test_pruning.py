@@ -10,7 +10,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from conftest import tested_result, tiny_config
+from conftest import scored_result, tiny_config
 
 import vjax
 from vjax import train
@@ -350,7 +350,7 @@ def test_bench_prune_table(tmp_path, monkeypatch):
     monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {1}, raising=False)
 
     def row(params, gmacs, top1, steps, ms):  # right on the first top1 * 100 test clips
-        return tested_result(top1, 100, params=params, gmacs=gmacs, steps=steps, latency_ms=ms,
+        return scored_result(top1, 100, params=params, gmacs=gmacs, steps=steps, latency_ms=ms,
                              p90_ms=ms * 1.2, clips_per_s=1000 / ms)  # fmt: skip
 
     result = {
