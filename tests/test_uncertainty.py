@@ -149,6 +149,31 @@ def test_map_interval_is_the_basic_bootstrap_interval_of_the_resamples_written_o
     assert all(map(np.isnan, map_interval(scores, np.zeros_like(positives))))
 
 
+def test_map_replicates_are_the_same_on_one_thread_as_on_eight(monkeypatch):
+    """The classes run on one thread per usable core and are summed in class order: the same
+    estimate and replicates, bit for bit, from a pool of one worker as from eight."""
+    from vjax.evaluate import uncertainty
+
+    rng = np.random.default_rng(5)
+    positives = rng.random((300, 40)) < 0.05
+    scores = rng.normal(size=(300, 40)).astype(np.float32) + positives
+    counts = resample_counts(300, 50)
+    pools, real_pool = [], uncertainty.ThreadPoolExecutor
+
+    def pool(workers):
+        pools.append(workers)
+        return real_pool(workers)
+
+    monkeypatch.setattr(uncertainty, "ThreadPoolExecutor", pool)
+    monkeypatch.setattr(uncertainty, "usable_cores", lambda: 1)
+    one = uncertainty.map_replicates(scores, positives, counts)
+    monkeypatch.setattr(uncertainty, "usable_cores", lambda: 8)
+    eight = uncertainty.map_replicates(scores, positives, counts)
+    assert pools == [1, 8]
+    assert one[0] == eight[0]
+    np.testing.assert_array_equal(one[1], eight[1])
+
+
 def test_mean_class_accuracy_interval_is_sklearns_balanced_accuracy_resampled():
     import warnings
 

@@ -61,8 +61,9 @@ def device_name(device: Any) -> str:
 def cpu_cores() -> str:
     """The CPU cores this process may run on, as a table states them: ``"2 cores"``, or
     ``"1 of 2 cores"`` when it is pinned (``taskset``)."""
-    total = os.cpu_count() or 1
-    usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else total
+    from vjax.evaluate.uncertainty import usable_cores
+
+    total, usable = os.cpu_count() or 1, usable_cores()
     return f"{total} cores" if usable == total else f"{usable} of {total} cores"
 
 

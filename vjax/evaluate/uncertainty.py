@@ -19,7 +19,9 @@ often it is drawn, and the basic interval; two runs are resampled alike for thei
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Mapping
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
@@ -164,18 +166,33 @@ def map_replicates(
     """``(mAP, its value on each resample of counts (N, R))`` of ``scores (N, K)`` against
     multi-hot ``positives (N, K)`` (rows: videos, or each row's ``video`` given): a resample's
     mAP is the mean over the classes with a positive in it, as
-    ``metrics.mean_average_precision`` leaves out classes without one."""
-    estimate, sums, classes = [], np.zeros(counts.shape[1]), np.zeros(counts.shape[1])
+    ``metrics.mean_average_precision`` leaves out classes without one. The classes run on
+    threads, one per usable core (the sparse products release the GIL; AudioSet's 20,000 x 527
+    took ~22 s on one core), and are summed in class order: the same numbers on any machine."""
     whole = np.ones((len(counts), 1), np.float32)
-    for k in np.flatnonzero(np.any(positives, axis=0)):  # a class never positive is NaN always
+
+    def one_class(k: int) -> tuple[float, np.ndarray]:
         column, hit = scores[:, k], positives[:, k]
-        estimate.append(weighted_average_precisions(column, hit, whole, video)[0])
-        aps = weighted_average_precisions(column, hit, counts, video)
-        valued = ~np.isnan(aps)
-        sums[valued] += aps[valued]
-        classes += valued
+        estimate = weighted_average_precisions(column, hit, whole, video)[0]
+        return estimate, weighted_average_precisions(column, hit, counts, video)
+
+    classes = np.flatnonzero(np.any(positives, axis=0))  # a class never positive is NaN always
+    estimates, sums, valued_classes = [], np.zeros(counts.shape[1]), np.zeros(counts.shape[1])
+    with ThreadPoolExecutor(max(1, min(len(classes), usable_cores()))) as pool:
+        for estimate, aps in pool.map(one_class, classes):
+            estimates.append(estimate)
+            valued = ~np.isnan(aps)
+            sums[valued] += aps[valued]
+            valued_classes += valued
     with np.errstate(invalid="ignore", divide="ignore"):
-        return float(np.mean(estimate)) if estimate else math.nan, sums / classes
+        return float(np.mean(estimates)) if estimates else math.nan, sums / valued_classes
+
+
+def usable_cores() -> int:
+    """The CPU cores this process may run on (its affinity mask where the OS has one)."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
 
 
 def map_interval(
