@@ -626,14 +626,15 @@ def test_cpu_seconds_count_user_and_system_time():
 
 
 def test_ssl_fine_tunes_and_trains_from_scratch_on_the_same_labelled_share(monkeypatch, tmp_path):
-    """Pre-training runs its --pretrain_steps on all clips; the fine-tuned and the scratch
-    classifier both train --finetune_steps on the --label_fraction (16 of 64 tiny clips), and
-    only the fine-tuned one starts from the pre-trained weights."""
+    """For each of --seeds: pre-training runs its --pretrain_steps on all clips, then the
+    fine-tuned and the scratch classifier both train --finetune_steps on the --label_fraction
+    (16 of 64 tiny clips); all three with that seed, and only the fine-tuned one starts from
+    the seed's pre-trained weights."""
     trained = {}
 
     def fake_timed(config, workdir):
         trained[os.path.basename(workdir)] = config
-        return 30.0
+        return 30.0 + config.seed
 
     def fake_train_and_test(config, workdir):  # the checkpoint's step, as evaluate gives it
         trained[os.path.basename(workdir)] = config
@@ -642,37 +643,67 @@ def test_ssl_fine_tunes_and_trains_from_scratch_on_the_same_labelled_share(monke
     monkeypatch.setattr(bench_ssl, "timed_training", fake_timed)
     monkeypatch.setattr(bench_ssl, "train_and_test", fake_train_and_test)
     workdir = str(tmp_path)
-    result = bench_ssl.run(workdir, "data", 7, 5, label_fraction=0.25, tiny=True)
-    pretrain, finetune, scratch = trained["pretrain"], trained["finetune"], trained["scratch"]
-    assert pretrain.train.num_steps == 7 and pretrain.dataset.num_train == 64
-    for config in (finetune, scratch):
-        assert config.train.num_steps == 5 and config.dataset.num_train == 16
-        assert config.dataset.data_dir == "data"
-    assert finetune.train.init_from == os.path.join(workdir, "pretrain")
-    assert not scratch.train.init_from
-    assert result["labelled_clips"] == 16 and result["pretrain_seconds"] == 30.0
+    result = bench_ssl.run(workdir, "data", 7, 5, label_fraction=0.25, tiny=True, seeds=2)
+    assert sorted(trained) == ["finetune_seed0", "finetune_seed1", "pretrain_seed0",
+                               "pretrain_seed1", "scratch_seed0", "scratch_seed1"]  # fmt: skip
+    for seed in (0, 1):
+        pretrain = trained[f"pretrain_seed{seed}"]
+        assert pretrain.train.num_steps == 7 and pretrain.dataset.num_train == 64
+        assert pretrain.seed == seed and pretrain.dataset.data_dir == "data"
+        finetune, scratch = trained[f"finetune_seed{seed}"], trained[f"scratch_seed{seed}"]
+        for config in (finetune, scratch):
+            assert config.train.num_steps == 5 and config.dataset.num_train == 16
+            assert config.dataset.data_dir == "data" and config.seed == seed
+        assert finetune.train.init_from == os.path.join(workdir, f"pretrain_seed{seed}")
+        assert not scratch.train.init_from
+    assert [(run["seed"], run["pretrain_seconds"]) for run in result["runs"]] == [(0, 30), (1, 31)]
+    assert result["labelled_clips"] == 16
 
 
-def test_the_ssl_table_rows_and_gain():
+def test_the_ssl_table_has_a_row_per_seed_and_the_gain_over_them():
     result = {"num_classes": 10, "pretrain_clips": 4000, "labelled_clips": 400,
-              "pretrain_steps": 2000, "finetune_steps": 400, "pretrain_seconds": 600.0,
-              "finetuned": scored_result(0.75, 800, seconds=60.0),
-              "scratch": scored_result(0.5, 800, seconds=50.0)}  # fmt: skip
+              "pretrain_steps": 2000, "finetune_steps": 400,
+              "runs": [{"seed": 0, "finetuned": scored_result(0.75, 800, seconds=60.0),
+                        "scratch": scored_result(0.5, 800, seconds=50.0), "pretrain_seconds": 500},
+                       {"seed": 1, "pretrain_seconds": 700,
+                        "finetuned": scored_result(0.6, 800, seconds=61.0),
+                        "scratch": scored_result(0.55, 800, seconds=51.0)}]}  # fmt: skip
     text = bench_ssl.table(result, 720.0, "vjax bench ssl")
-    rows = {c["model"]: c for c in table_cells(text)}
-    assert rows["VideoMAE pre-trained, fine-tuned"]["test top-1 (95% CI)"].startswith("0.750 (")
-    assert rows["from scratch"]["test top-1 (95% CI)"].startswith("0.500 (")
-    assert rows["from scratch"]["fine-tuning s"] == "50"
-    assert "Gain from pre-training: +25.0 points of top-1" in text
-    assert "(10% of the labels)" in text
+    rows = {c["seed"]: c for c in table_cells(text)}
+    assert rows["0"]["VideoMAE pre-trained, fine-tuned: test top-1 (95% CI)"].startswith("0.750 (")
+    assert rows["0"]["from scratch: test top-1 (95% CI)"].startswith("0.500 (")
+    assert rows["0"]["gain (points)"] == "+25.0" and rows["1"]["gain (points)"] == "+5.0"
+    assert rows["1"]["train s"] == "61 / 51"
+    assert rows["1"]["clip by clip"].startswith("only pre-trained right on 40 of the 800 test")
+    assert "Gain from pre-training: +15.0 points on average over 2 seeds (+5.0 to +25.0; " in text
+    assert "pre-training (2000 steps, 600 s on average)" in text and "(10% of the labels)" in text
+
+
+def test_a_gain_over_seeds_is_tested_over_the_seeds():
+    """The words under the ssl (and any seeded) table: the mean, the range, how many seeds
+    favour B, and the paired t-test over the seeds, which scipy's ttest_rel gives too."""
+    from scipy.stats import ttest_rel
+
+    a, b = [0.50, 0.55, 0.60], [0.56, 0.55, 0.70]
+    p = ttest_rel(b, a).pvalue
+    assert bench.across_seeds_words(a, b, ("alone", "distilled")) == (
+        "+5.3 points on average over 3 seeds (+0.0 to +10.0; distilled better on 2 of 3; "
+        f"paired t-test over the seeds p = {p:.2g})"
+    )
+    assert bench.across_seeds_words([0.5], [0.6], ("a", "b")) == (
+        "+10.0 points on average over 1 seed (one seed: the spread over seeds is unknown)"
+    )
+    assert bench.across_seeds_words([0.5, 0.6], [0.6, 0.7], ("a", "b")) == (
+        "+10.0 points on average over 2 seeds (+10.0 to +10.0; b better on 2 of 2)"
+    )
 
 
 # --------------------------------------------------------------- vjax/bench_distill.py
 
 
 def test_distill_flags_reach_the_teacher_and_both_students(monkeypatch, tmp_path):
-    """Both students: the small model, the same share of clips, steps, mixup and seed; only
-    the distilled one has the teacher, at the temperature and alpha asked for."""
+    """Both students of each seed: the small model, the same share of clips, steps, mixup and
+    that seed; only the distilled one has the teacher, at the temperature and alpha asked for."""
     trained = {}
 
     def fake_train_and_test(config, workdir):  # the checkpoint's step, as evaluate gives it
@@ -682,21 +713,27 @@ def test_distill_flags_reach_the_teacher_and_both_students(monkeypatch, tmp_path
     monkeypatch.setattr(bench_distill, "train_and_test", fake_train_and_test)
     monkeypatch.setattr(bench_distill, "_size", lambda config: {"params": 1, "gmacs": 1.0})
     workdir = str(tmp_path)
-    bench_distill.run(
+    result = bench_distill.run(
         workdir, "data", teacher_steps=7, student_steps=None, temperature=3.0, alpha=0.25,
-        tiny=True, train_fraction=0.25, mixup_alpha=0.5, seed=3,
+        tiny=True, train_fraction=0.25, mixup_alpha=0.5, seeds=2,
     )  # fmt: skip
-    teacher, alone, distilled = trained["teacher"], trained["alone"], trained["distilled"]
+    assert sorted(trained) == ["alone_seed0", "alone_seed1", "distilled_seed0",
+                               "distilled_seed1", "teacher"]  # fmt: skip
+    teacher = trained["teacher"]
     assert teacher.train.num_steps == 7 and teacher.dataset.num_train == 64
     demo_steps = bench.vjax_recipe("demo.py:tiny", {}).train.num_steps
-    for config in (alone, distilled):
-        assert config.model.hidden_size == bench_distill.TINY_STUDENT["hidden_size"]
-        assert config.dataset.num_train == 16 and config.input.mixup_alpha == 0.5
-        assert config.seed == 3 and config.train.num_steps == 2 * demo_steps
-        assert config.dataset.data_dir == "data"
-    assert not alone.train.distill.teacher
-    assert distilled.train.distill.teacher == os.path.join(workdir, "teacher")
-    assert distilled.train.distill.temperature == 3.0 and distilled.train.distill.alpha == 0.25
+    for seed in (0, 1):
+        alone, distilled = trained[f"alone_seed{seed}"], trained[f"distilled_seed{seed}"]
+        for config in (alone, distilled):
+            assert config.model.hidden_size == bench_distill.TINY_STUDENT["hidden_size"]
+            assert config.dataset.num_train == 16 and config.input.mixup_alpha == 0.5
+            assert config.seed == seed and config.train.num_steps == 2 * demo_steps
+            assert config.dataset.data_dir == "data"
+        assert not alone.train.distill.teacher
+        assert distilled.train.distill.teacher == os.path.join(workdir, "teacher")
+        assert distilled.train.distill.temperature == 3.0 and distilled.train.distill.alpha == 0.25
+    assert [run["seed"] for run in result["runs"]] == [0, 1]
+    assert result["student"]["steps"] == 2 * demo_steps
 
 
 def test_a_given_teacher_is_tested_on_the_test_split(monkeypatch, tmp_path):
@@ -715,7 +752,7 @@ def test_a_given_teacher_is_tested_on_the_test_split(monkeypatch, tmp_path):
     monkeypatch.setattr(bench_distill, "_size", lambda config: {"params": 1, "gmacs": 1.0})
     result = bench_distill.run(str(tmp_path), "data", None, 3, teacher="runs/vivit", tiny=True)
     assert splits == [("runs/vivit", "test")]
-    assert result["models"]["teacher"]["steps"] == 123  # its checkpoint's, not the recipe's
+    assert result["teacher"]["steps"] == 123  # its checkpoint's, not the recipe's
 
 
 def test_bench_prune_refuses_steps_for_a_given_run(capsys):
@@ -728,19 +765,41 @@ def test_bench_prune_refuses_steps_for_a_given_run(capsys):
         capsys.readouterr().err)  # fmt: skip
 
 
-def test_the_distill_table_states_the_gflops_ratio_not_the_parameter_ratio():
-    def row(params, gmacs, top1):
-        return scored_result(top1, 800, params=params, gmacs=gmacs, steps=400, seconds=60.0)
-
-    result = {
-        "models": {"teacher": row(600000, 0.0300, 0.90), "alone": row(100000, 0.0100, 0.70),
-                   "distilled": row(100000, 0.0100, 0.80)},
-        "num_classes": 6, "temperature": 1.0, "alpha": 1.0,
-        "student_model": {"hidden_size": 48, "num_layers": 2}, "num_train": (400, 4000),
-        "mixup_alpha": 0.0, "seed": 0,
+def distill_result(teacher_top1, seeds):
+    """A bench distill result: the teacher's size and test, and per seed (alone, distilled)
+    test top-1 on 800 clips."""
+    return {
+        "teacher": scored_result(teacher_top1, 800, params=600000, gmacs=0.0300, steps=800),
+        "student": {"params": 100000, "gmacs": 0.0100, "steps": 1600, "hidden_size": 48,
+                    "num_layers": 2},
+        "runs": [{"seed": seed, "alone": scored_result(a, 800, seconds=60.0),
+                  "distilled": scored_result(d, 800, seconds=70.0)}
+                 for seed, (a, d) in enumerate(seeds)],
+        "num_classes": 6, "temperature": 1.0, "alpha": 1.0, "num_train": (400, 4000),
+        "mixup_alpha": 0.0,
     }  # fmt: skip
-    text = bench_distill.table(result, 60.0, "vjax bench distill")
+
+
+def test_the_distill_table_states_the_gflops_ratio_not_the_parameter_ratio():
+    text = bench_distill.table(distill_result(0.9, [(0.7, 0.8)]), 60.0, "vjax bench distill")
     assert "3.0x fewer GFLOPs than the teacher" in text
+
+
+def test_the_distill_table_has_a_row_per_seed_and_the_teacher_gap_over_them():
+    result = distill_result(0.95, [(0.80, 0.85), (0.85, 0.87), (0.82, 0.89)])
+    text = bench_distill.table(result, 60.0, "vjax bench distill")
+    rows = table_cells(text.split("\n\n| seed")[0])
+    assert rows[0]["model"] == "teacher (demo ViViT)" and rows[0]["steps"] == "800"
+    assert rows[0]["test top-1 (95% CI)"].startswith("0.950 (")
+    assert rows[1]["params"] == "100,000" and rows[1]["steps"] == "1600"
+    seeds = {c["seed"]: c for c in table_cells("| seed" + text.split("\n\n| seed")[1])}
+    assert seeds["2"]["gain (points)"] == "+7.0" and seeds["2"]["train s"] == "70 / 60"
+    assert seeds["1"]["distilled: test top-1 (95% CI)"].startswith("0.870 (")
+    assert seeds["1"]["alone: test top-1 (95% CI)"].startswith("0.850 (")
+    assert (
+        "Distilled vs alone: +4.7 points on average over 3 seeds (+2.0 to +7.0; distilled " in text
+    )
+    assert "the distilled students 8.0 points below the teacher on average" in text
 
 
 # ------------------------------------------------------------------ vjax/bench_prune.py

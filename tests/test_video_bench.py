@@ -78,11 +78,11 @@ def test_a_bench_run_folder_is_resumed_only_by_its_own_settings(tmp_path, capsys
                        r"there, 0.5 now; train.num_steps=2 there, 4 now\)"):  # fmt: skip
         check_same_run(config, str(tmp_path))
     workdir = tmp_path / "bench"
-    (workdir / "pretrain").mkdir(parents=True)
-    (workdir / "pretrain" / "config.json").write_text(config_to_json(config))
+    (workdir / "pretrain_seed0").mkdir(parents=True)
+    (workdir / "pretrain_seed0" / "config.json").write_text(config_to_json(config))
     argv = ["bench", "ssl", "--tiny", "--pretrain_steps=2", f"--workdir={workdir}", "--out="]
     assert main(argv) == 2
-    assert "pretrain holds a run of other settings" in capsys.readouterr().err
+    assert "pretrain_seed0 holds a run of other settings" in capsys.readouterr().err
 
 
 def test_generated_sources_have_the_keyframe_interval_asked_for(tmp_path):
