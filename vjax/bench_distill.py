@@ -132,7 +132,8 @@ def table(result: dict[str, Any], total_seconds: float, command: str) -> str:
     lines = [
         f"vjax_motion, {result['num_classes']} classes; test split "
         f"({runs[0]['alone']['num_examples']} clips). Student: the teacher's ViViT at width "
-        f"{student['hidden_size']} with {student['num_layers']} layers, "
+        f"{student['hidden_size']} with {student['num_layers']} layer"
+        f"{'s' * (student['num_layers'] != 1)}, "
         f"{teacher['gmacs'] / student['gmacs']:.1f}x fewer GFLOPs than the teacher; distilled "
         f"with temperature {result['temperature']}, alpha {result['alpha']}. Both students: the "
         f"same config apart from the teacher, {used} of the {total} training clips (the "
