@@ -451,6 +451,32 @@ def test_a_split_with_no_usable_video_fails_clearly_and_writes_nothing(tmp_path)
     assert not VideoFolder(config=config, data_dir=data_dir).is_prepared()
 
 
+def test_a_new_dataset_leaves_no_empty_folder_in_the_temporary_directory(
+    videos, tmp_path, monkeypatch
+):
+    """TFDS looks a dataset it has not prepared up on its GCS bucket from a temporary folder it
+    never removes (one empty ``tmpXXXXXXXXtfds`` per fresh ``vjax prepare``, ~150 per test
+    run); vjax's builders skip that look-up: their datasets are never there."""
+    import tempfile
+
+    from vjax.data.motion_builder import AvMotionConfig, MotionConfig, VjaxAvMotion, VjaxMotion
+    from vjax.data.video_builder import VideoFolder, VideoFolderConfig
+
+    scratch = tmp_path / "tmp"
+    scratch.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(scratch))
+    for name in ("c0", "c1"):
+        (tmp_path / "src" / name).mkdir(parents=True)
+        shutil.copy(videos[1]["mp4"], tmp_path / "src" / name / "0.mp4")
+    builders = [(VjaxMotion, MotionConfig(num_train=4)),
+                (VjaxAvMotion, AvMotionConfig(num_train=4)),
+                (VideoFolder, VideoFolderConfig(src=str(tmp_path / "src"), fps=5))]  # fmt: skip
+    for builder_class, config in builders:
+        builder = builder_class(config=config, data_dir=str(tmp_path / "data"))
+        assert not builder.is_prepared()
+    assert sorted(os.listdir(scratch)) == []
+
+
 def test_display_rotation_and_seeking(tmp_path):
     frames = np.zeros((4, 16, 32, 3), np.uint8)
     frames[:, :, :8] = 255  # a white band on the left

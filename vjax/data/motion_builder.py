@@ -22,6 +22,7 @@ import tensorflow_datasets as tfds
 from etils import epath
 
 from vjax.data.audio import audio_features, audio_record, to_int16
+from vjax.data.builder_info import local_only
 from vjax.data.motion import AV_CLASSES, MOTIONS, generate_av_example, generate_example
 from vjax.errors import UserError
 
@@ -113,7 +114,7 @@ class VjaxMotion(tfds.core.GeneratorBasedBuilder):
 
     def _info(self) -> tfds.core.DatasetInfo:
         cfg: MotionConfig = self.builder_config
-        return self.dataset_info_from_configs(
+        info = self.dataset_info_from_configs(
             description=(
                 "Procedurally generated videos in which MOTION decides the class. Each clip "
                 "shows one rotationally asymmetric, textured, bright object over a static "
@@ -138,6 +139,7 @@ class VjaxMotion(tfds.core.GeneratorBasedBuilder):
             # Shuffle in the input pipeline instead.
             disable_shuffling=True,
         )
+        return local_only(info)
 
     def _split_generators(self, dl_manager: tfds.download.DownloadManager):
         del dl_manager  # Nothing to download: everything is rendered.
@@ -244,7 +246,7 @@ class VjaxAvMotion(tfds.core.GeneratorBasedBuilder):
     def _info(self) -> tfds.core.DatasetInfo:
         cfg: AvMotionConfig = self.builder_config
         shape = (cfg.num_frames, cfg.height, cfg.width, 3)
-        return self.dataset_info_from_configs(
+        info = self.dataset_info_from_configs(
             description=(
                 f"{self.__doc__} Label = index % 6; video alone caps at 1/3, audio alone at 1/2."
             ),
@@ -262,6 +264,7 @@ class VjaxAvMotion(tfds.core.GeneratorBasedBuilder):
             supervised_keys=None,
             disable_shuffling=True,  # records in index order; the pipeline shuffles
         )
+        return local_only(info)
 
     def _split_generators(self, dl_manager: tfds.download.DownloadManager):
         del dl_manager  # Nothing to download: everything is rendered.

@@ -44,6 +44,7 @@ from etils import epath
 
 from vjax.data import annotations
 from vjax.data.audio import audio_features, audio_record
+from vjax.data.builder_info import local_only
 from vjax.data.manifests import (
     DEFAULT_SPLIT_FRACTIONS,
     VideoEntry,
@@ -210,7 +211,7 @@ class VideoFolder(tfds.core.GeneratorBasedBuilder):
             }  # fmt: skip
         ids = {"id": tfds.features.Text(doc="The dataset's own id of the video.")}
         sound = audio_features() if self.builder_config.audio_sample_rate else {}
-        return self.dataset_info_from_configs(
+        info = self.dataset_info_from_configs(
             description=f"{self.__doc__} Stored as JPEG frames, one record per video.",
             features=tfds.features.FeaturesDict(
                 {
@@ -231,6 +232,7 @@ class VideoFolder(tfds.core.GeneratorBasedBuilder):
             supervised_keys=None,
             disable_shuffling=True,  # records in listing order; the pipeline shuffles
         )
+        return local_only(info)
 
     def _split_generators(self, dl_manager: tfds.download.DownloadManager):
         del dl_manager  # The videos are local (the user's own files).
