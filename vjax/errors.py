@@ -113,18 +113,44 @@ def one_line(error: BaseException) -> str:
     return " ".join(str(error).split()) or type(error).__name__
 
 
+# What installs each top-level module of the optional extras (pyproject.toml); jax2onnx goes
+# in apart, without its pins, which would downgrade orbax-checkpoint (Makefile).
+EXTRA_INSTALLS = {
+    **dict.fromkeys(("qwix", "onnx", "onnx_ir", "onnxruntime"), "pip install 'vjax[deploy]'"),
+    "jax2onnx": "pip install --no-deps 'jax2onnx>=0.17,<0.18'",
+    **dict.fromkeys(
+        ("torch", "torchvision", "transformers", "safetensors", "pytorchvideo"),
+        "pip install 'vjax[torch]'",
+    ),
+    "apache_beam": "pip install 'vjax[beam]'",
+}
+
+
+def missing_extra(error: ModuleNotFoundError) -> str | None:
+    """What the user lacks, in words, when ``error`` is an optional extra's module not being
+    installed (``vjax quantize`` without qwix); None for any other module (a broken install
+    or our bug: its traceback stays)."""
+    module = (error.name or "").split(".")[0]
+    install = EXTRA_INSTALLS.get(module)
+    return f"this needs {module}, which is not installed: {install}" if install else None
+
+
 def run_guarded(main: Callable[[list[str]], int], argv: Sequence[str], prog: str = "vjax") -> int:
-    """Runs ``main(argv)`` (``--debug`` removed from ``argv``); a :class:`UserError` becomes
-    one line on stderr and exit code 2, with its traceback first under ``--debug``."""
+    """Runs ``main(argv)`` (``--debug`` removed from ``argv``); a :class:`UserError`, or an
+    optional extra not installed (:func:`missing_extra`), becomes one line on stderr and exit
+    code 2, with its traceback first under ``--debug``."""
     argv = list(argv)
     debug = DEBUG_FLAG in argv
     argv = [a for a in argv if a != DEBUG_FLAG]
     try:
         return main(argv)
-    except UserError as e:
+    except (UserError, ModuleNotFoundError) as e:
+        message = one_line(e) if isinstance(e, UserError) else missing_extra(e)
+        if message is None:
+            raise
         if debug:
             traceback.print_exc()
-        print(f"{prog}: error: {one_line(e)}", file=sys.stderr, flush=True)
+        print(f"{prog}: error: {message}", file=sys.stderr, flush=True)
         return EXIT_USER_ERROR
 
 
