@@ -27,6 +27,9 @@ def test_load_exported_runs_the_format_it_is_asked_for(tmp_path):
     """``load_exported(folder, "onnx")`` runs model.onnx (what onnxruntime itself gives for
     that file, bit for bit), not the StableHLO file beside it: the export test's loop over
     the formats checks each file only so."""
+    pytest.importorskip(
+        "onnxruntime", reason="onnxruntime is not installed (pip install -e .[deploy])"
+    )
     import onnxruntime as ort
 
     from vjax.deploy.export import export_model
@@ -115,6 +118,7 @@ def test_a_multi_task_export_has_each_tasks_columns_and_softmax(tmp_path):
 def test_the_onnx_check_refuses_a_file_whose_logits_are_not_jaxs(tmp_path):
     """The guard against a silently mis-converted graph: a file compared with a function
     whose logits differ (here by 1) is a ValueError naming the mismatch."""
+    pytest.importorskip("jax2onnx", reason="jax2onnx is not installed (pip install -e .[deploy])")
     from vjax.deploy.export import _check_onnx, inference_function, to_onnx
     from vjax.loaded import load
 

@@ -193,7 +193,9 @@ def test_videomae_default_has_videomaes_query_and_value_biases_only():
     import flax.linen as nn
     import jax
     import jax.numpy as jnp
-    import transformers
+
+    transformers = pytest.importorskip("transformers", reason="transformers is not installed "
+                                       "(pip install -e .[torch])")  # fmt: skip
     from flax import traverse_util
 
     from vjax.models import build_model

@@ -170,6 +170,7 @@ def test_predictions_exports_and_derived_models_name_the_checkpoint_step_they_ca
 ):
     """A workdir's newest step is not always the one read (an unreadable one is skipped), so
     predict's output, an export's signature and a quantized model's metadata say which."""
+    pytest.importorskip("qwix", reason="qwix is not installed (pip install -e .[deploy])")
     from vjax import checkpoint
     from vjax.cli import main
     from vjax.deploy.export import export_model

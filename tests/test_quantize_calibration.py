@@ -10,6 +10,8 @@ from test_predict_contracts import (
     write_model,
 )
 
+pytest.importorskip("qwix", reason="qwix is not installed (pip install -e .[deploy])")
+
 
 @pytest.fixture(scope="module")
 def float_run(data_dir, tmp_path_factory):
@@ -31,6 +33,8 @@ def test_int8_calibrates_on_the_batches_asked_for_and_so_does_its_onnx(
     calibrates on them normalised as training normalises them (numpy: ``(clip / 255 -
     mean) / std``), and the int8 ONNX export of that folder calibrates onnxruntime on the
     same 2 (counted as the data loader serves them)."""
+    pytest.importorskip("onnxruntime", reason="onnxruntime is not installed")
+    pytest.importorskip("jax2onnx", reason="jax2onnx is not installed")
     from vjax.data import loaders
     from vjax.deploy import quantize
     from vjax.deploy.export import export_model
@@ -102,6 +106,7 @@ def test_quantizing_a_derived_model_records_the_step_its_weights_come_from(tmp_p
 def test_the_int8_files_recorded_distance_is_its_largest_logit_difference(tmp_path):
     """signature.json's ``max_abs_logit_difference_from_jax`` is the largest difference over
     the check's clips and classes (not a mean, which hides the one clip that is far off)."""
+    pytest.importorskip("onnx", reason="onnx is not installed")
     import onnx
     from onnx import TensorProto, helper
 

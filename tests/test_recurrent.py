@@ -254,8 +254,9 @@ def test_lrcn_frame_features_are_resnet18s_average_pooled_layer4():
     import flax.linen as nn
     import jax
     import jax.numpy as jnp
-    import torch
-    import torchvision
+
+    torch = pytest.importorskip("torch", reason="torch is not installed (pip install -e .[torch])")
+    torchvision = pytest.importorskip("torchvision", reason="torchvision is not installed")
     from flax import traverse_util
 
     from vjax.models import build_model

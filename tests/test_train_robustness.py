@@ -200,6 +200,7 @@ def test_init_from_that_does_not_fit_is_one_line_and_leaves_no_workdir(
 def test_init_from_a_quantized_model_names_the_float_model(data_dir, finished, tmp_path, capsys):
     """Its int8 kernels match no float parameter name: the run would have kept every weight
     matrix at its random initialisation and trained on as if pretrained."""
+    pytest.importorskip("qwix", reason="qwix is not installed (pip install -e .[deploy])")
     from vjax.deploy import quantize
 
     int8 = str(tmp_path / "int8")
