@@ -22,6 +22,7 @@ import socket
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Sequence
 
 from common import cannot_start, count
@@ -71,7 +72,7 @@ def _relay(stream, prefix: str) -> None:
 
 def run(command: Sequence[str], envs: Sequence[dict[str, str]]) -> int:
     """Starts one process per env, relays their output, returns the first non-zero exit code."""
-    procs = []
+    procs, relays = [], []
     for i, extra in enumerate(envs):
         try:
             proc = subprocess.Popen(
@@ -85,7 +86,8 @@ def run(command: Sequence[str], envs: Sequence[dict[str, str]]) -> int:
         except OSError as e:
             _signal_all(procs, signal.SIGTERM)
             raise SystemExit(f"local.py: {cannot_start(command[0], e)}") from None
-        threading.Thread(target=_relay, args=(proc.stdout, f"[p{i}] "), daemon=True).start()
+        relays.append(threading.Thread(target=_relay, args=(proc.stdout, f"[p{i}] "), daemon=True))
+        relays[-1].start()
         procs.append(proc)
     code = 0
     try:
@@ -110,8 +112,18 @@ def run(command: Sequence[str], envs: Sequence[dict[str, str]]) -> int:
                 proc.wait()
         except KeyboardInterrupt:
             _signal_all(procs, signal.SIGKILL)
+        _drain(relays)
         return 130
+    _drain(relays)
     return code
+
+
+def _drain(relays: Sequence[threading.Thread], seconds: float = 5.0) -> None:
+    """Waits (up to ``seconds`` in all) for the relays to print what the processes wrote before
+    they exited: returning at once lost their last lines (a process's "saved" after Ctrl-C)."""
+    deadline = time.monotonic() + seconds
+    for relay in relays:
+        relay.join(max(0.0, deadline - time.monotonic()))
 
 
 def _signal_all(procs: Sequence[subprocess.Popen], signum: int) -> None:

@@ -365,3 +365,23 @@ def test_ctrl_c_on_the_local_launcher_lets_every_process_save_then_exits(tmp_pat
     assert launcher.returncode == 130, out
     assert "[p0] saved" in out and "[p1] saved" in out, out
     assert (tmp_path / "0").read_text() == (tmp_path / "1").read_text() == "saved"
+
+
+def test_the_local_launcher_relays_every_line_before_it_returns(monkeypatch, capsys):
+    """The launcher returned as soon as its processes had exited, while its relay threads could
+    still be printing what they wrote last (a process's "saved" after Ctrl-C went missing on a
+    loaded machine): with relays running half a second behind, every line still comes out."""
+    import time
+
+    import local
+
+    relay = local._relay
+
+    def behind(stream, prefix):
+        time.sleep(0.5)  # a relay thread behind its process, as on a loaded machine
+        relay(stream, prefix)
+
+    monkeypatch.setattr(local, "_relay", behind)
+    assert local.run([sys.executable, "-c", "print('saved')"], [{}, {}]) == 0
+    out = capsys.readouterr().out
+    assert "[p0] saved" in out and "[p1] saved" in out
