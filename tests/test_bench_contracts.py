@@ -684,16 +684,21 @@ def test_a_gain_over_seeds_is_tested_over_the_seeds():
     favour B, and the paired t-test over the seeds, which scipy's ttest_rel gives too."""
     from scipy.stats import ttest_rel
 
+    def seeded(a, b):  # (seed, A's result, B's) per seed, as the benches hand them over
+        return [
+            (seed, {"top1": x}, {"top1": y}) for seed, (x, y) in enumerate(zip(a, b, strict=True))
+        ]
+
     a, b = [0.50, 0.55, 0.60], [0.56, 0.55, 0.70]
     p = ttest_rel(b, a).pvalue
-    assert bench.across_seeds_words(a, b, ("alone", "distilled")) == (
+    assert bench.across_seeds_words(seeded(a, b), ("alone", "distilled")) == (
         "+5.3 points on average over 3 seeds (+0.0 to +10.0; distilled better on 2 of 3; "
         f"paired t-test over the seeds p = {p:.2g})"
     )
-    assert bench.across_seeds_words([0.5], [0.6], ("a", "b")) == (
+    assert bench.across_seeds_words(seeded([0.5], [0.6]), ("a", "b")) == (
         "+10.0 points on average over 1 seed (one seed: the spread over seeds is unknown)"
     )
-    assert bench.across_seeds_words([0.5, 0.6], [0.6, 0.7], ("a", "b")) == (
+    assert bench.across_seeds_words(seeded([0.5, 0.6], [0.6, 0.7]), ("a", "b")) == (
         "+10.0 points on average over 2 seeds (+10.0 to +10.0; b better on 2 of 2)"
     )
 

@@ -175,15 +175,18 @@ def seed_table(
     return lines
 
 
-def across_seeds_words(a: Sequence[float], b: Sequence[float], names: Sequence[str]) -> str:
-    """Two models' test top-1 over the same seeds, in words: ``+3.9 points on average over 3
-    seeds (+0.2 to +6.1; distilled better on 3 of 3; paired t-test over the seeds p = 0.17)``.
+def across_seeds_words(
+    runs: Sequence[tuple[int, Mapping[str, Any], Mapping[str, Any]]], names: Sequence[str]
+) -> str:
+    """Two models' test top-1 over the same seeds (``runs`` as :func:`seed_table` takes them),
+    in words: ``+3.9 points on average over 3 seeds (+0.2 to +6.1; distilled better on 3 of 3;
+    paired t-test over the seeds p = 0.17)``.
     One seed's McNemar test says whether the test clips could explain its gain; only the
     spread over seeds says whether training's own randomness could (the test is left out for
     one seed, whose spread is unknown)."""
     import numpy as np
 
-    gains = 100 * (np.asarray(b, float) - np.asarray(a, float))
+    gains = 100 * np.array([b["top1"] - a["top1"] for _, a, b in runs], float)
     seeds = f"{len(gains)} seed{'s' * (len(gains) > 1)}"
     words = f"{gains.mean():+.1f} points on average over {seeds}"
     if len(gains) < 2:

@@ -153,9 +153,7 @@ def table(result: dict[str, Any], total_seconds: float, command: str) -> str:
     names = ("alone", "distilled")
     pairs = [(run["seed"], run["alone"], run["distilled"]) for run in runs]
     lines += seed_table(pairs, names, ("distilled", "alone"))
-    gain = across_seeds_words(
-        [a["top1"] for _, a, _ in pairs], [b["top1"] for *_, b in pairs], names
-    )
+    gain = across_seeds_words(pairs, names)
     distilled = sum(b["top1"] for *_, b in pairs) / len(pairs)
     gap = 100 * (teacher["top1"] - distilled)
     lines += [

@@ -111,9 +111,7 @@ def table(result: dict[str, Any], total_seconds: float, command: str) -> str:
     ]
     pairs = [(run["seed"], run["scratch"], run["finetuned"]) for run in runs]
     lines += seed_table(pairs, names, ("VideoMAE pre-trained, fine-tuned", "from scratch"))
-    gain = across_seeds_words(
-        [a["top1"] for _, a, _ in pairs], [b["top1"] for *_, b in pairs], names
-    )
+    gain = across_seeds_words(pairs, names)
     lines += ["", f"Gain from pre-training: {gain}; target: +10 points."]
     return "\n".join(lines)
 
