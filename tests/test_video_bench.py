@@ -109,6 +109,8 @@ def test_generated_sources_have_the_keyframe_interval_asked_for(tmp_path):
         (["distill", "--temperature=0"], "--temperature: takes a number in (0, inf), got '0'"),
         (["distill", "--train_fraction=1.5"], "--train_fraction: takes a number in (0, 1]"),
         (["ssl", "--label_fraction=0"], "--label_fraction: takes a number in (0, 1], got '0'"),
+        (["ssl", "--seeds=0"], "argument --seeds: takes a whole number of 1 or more, got '0'"),
+        (["distill", "--seeds=-1"], "argument --seeds: takes a whole number of 1 or more"),
         (["prune", "--ratio=1"], "argument --ratio: takes a number in [0, 1), got '1'"),
         (["data", "--clips=0"], "argument --clips: takes a whole number of 1 or more"),
         (["data", "--keyframe_interval=0"], "--keyframe_interval: takes a whole number of 1 or"),
