@@ -640,8 +640,14 @@ def test_ssl_fine_tunes_and_trains_from_scratch_on_the_same_labelled_share(monke
         trained[os.path.basename(workdir)] = config
         return {"step": config.train.num_steps, "top1": 0.5, "seconds": 1.0, "num_examples": 8}
 
+    def fake_probes(config, pretrain_dir):  # probed where the two classifiers start
+        probed.append((config, pretrain_dir))
+        return {"pretrained": {"top1": 0.5, "l2": 1.0}, "scratch": {"top1": 0.25, "l2": 1.0}}
+
+    probed = []
     monkeypatch.setattr(bench_ssl, "timed_training", fake_timed)
     monkeypatch.setattr(bench_ssl, "train_and_test", fake_train_and_test)
+    monkeypatch.setattr(bench_ssl, "encoder_probes", fake_probes)
     workdir = str(tmp_path)
     result = bench_ssl.run(workdir, "data", 7, 5, label_fraction=0.25, tiny=True, seeds=2)
     assert sorted(trained) == ["finetune_seed0", "finetune_seed1", "pretrain_seed0",
@@ -656,6 +662,9 @@ def test_ssl_fine_tunes_and_trains_from_scratch_on_the_same_labelled_share(monke
             assert config.dataset.data_dir == "data" and config.seed == seed
         assert finetune.train.init_from == os.path.join(workdir, f"pretrain_seed{seed}")
         assert not scratch.train.init_from
+        config, pretrain_dir = probed[seed]  # the scratch run's config, the seed's pre-training
+        assert config.to_dict() == scratch.to_dict()
+        assert pretrain_dir == finetune.train.init_from
     assert [(run["seed"], run["pretrain_seconds"]) for run in result["runs"]] == [(0, 30), (1, 31)]
     assert result["labelled_clips"] == 16
 
@@ -668,8 +677,12 @@ def test_the_ssl_table_has_a_row_per_seed_and_the_gain_over_them():
                        {"seed": 1, "pretrain_seconds": 700,
                         "finetuned": scored_result(0.6, 800, seconds=61.0),
                         "scratch": scored_result(0.55, 800, seconds=51.0)}]}  # fmt: skip
+    result["runs"][0]["probes"] = {"pretrained": {"top1": 0.375, "l2": 0.01},
+                                   "scratch": {"top1": 0.29, "l2": 1.0}}  # fmt: skip
+    result["runs"][1]["probes"] = {"pretrained": {"top1": 0.25, "l2": 0.1},
+                                   "scratch": {"top1": 0.3, "l2": 0.001}}  # fmt: skip
     text = bench_ssl.table(result, 720.0, "vjax bench ssl")
-    rows = {c["seed"]: c for c in table_cells(text)}
+    rows = {c["seed"]: c for c in table_cells(text.split("Each encoder frozen")[0])}
     assert rows["0"]["VideoMAE pre-trained, fine-tuned: test top-1 (95% CI)"].startswith("0.750 (")
     assert rows["0"]["from scratch: test top-1 (95% CI)"].startswith("0.500 (")
     assert rows["0"]["gain (points)"] == "+25.0" and rows["1"]["gain (points)"] == "+5.0"
@@ -677,6 +690,12 @@ def test_the_ssl_table_has_a_row_per_seed_and_the_gain_over_them():
     assert rows["1"]["clip by clip"].startswith("only pre-trained right on 40 of the 800 test")
     assert "Gain from pre-training: +15.0 points on average over 2 seeds (+5.0 to +25.0; " in text
     assert "pre-training (2000 steps, 600 s on average)" in text and "(10% of the labels)" in text
+    probes = {c["seed"]: c for c in table_cells(text.split("tested on the test split:")[1])}
+    assert probes["0"] == {
+        "seed": "0", "linear probe of the pre-trained encoder: test top-1": "0.375 (L2 0.01)",
+        "of the random encoder": "0.290 (L2 1)", "gain (points)": "+8.5"}  # fmt: skip
+    assert probes["1"]["gain (points)"] == "-5.0"
+    assert text.endswith("Linear probe gain: +1.8 points on average.")
 
 
 def test_a_gain_over_seeds_is_tested_over_the_seeds():

@@ -443,6 +443,9 @@ def test_bench_ssl_table(tmp_path):
              "scratch": tested(set(range(500)), 150.0), "pretrain_seconds": 500.0},
             {"seed": 1, "pretrain_seconds": 500.0, "finetuned": tested(set(range(500)), 161.0),
              "scratch": tested(set(range(516)), 151.0)}]  # fmt: skip
+    for run in runs:
+        run["probes"] = {"pretrained": {"top1": 0.4, "l2": 0.01},
+                         "scratch": {"top1": 0.3, "l2": 1.0}}  # fmt: skip
     result = {"num_classes": 10, "pretrain_clips": 4000, "labelled_clips": 400,
               "pretrain_steps": 2000, "finetune_steps": 400, "runs": runs}  # fmt: skip
     out = tmp_path / "BENCHMARKS.md"
@@ -465,3 +468,4 @@ def test_bench_ssl_table(tmp_path):
         "Gain from pre-training: +1.5 points on average over 2 seeds (-2.0 to +5.0; pre-trained "
         f"better on 1 of 2; paired t-test over the seeds p = {t:.2g}); target: +10 points." in text
     )
+    assert "| 1 | 0.400 (L2 0.01) | 0.300 (L2 1) | +10.0 |" in text

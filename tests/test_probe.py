@@ -1,0 +1,170 @@
+"""The linear probe (vjax/evaluate/probe.py) against scikit-learn's logistic regression, and
+the features it reads: what each model's classifier head receives."""
+
+from __future__ import annotations
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from vjax.evaluate.probe import L2_GRID, choose_l2, fit_logistic, head_inputs, linear_probe
+
+sklearn = pytest.importorskip("sklearn.linear_model", reason="scikit-learn: the test extra")
+
+
+def _clusters(clips: int, signal: float, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Features whose first 10 dimensions carry a one-hot of the label times ``signal``."""
+    rng = np.random.default_rng(seed)
+    labels = rng.integers(0, 10, clips)
+    features = rng.normal(size=(clips, 24)).astype(np.float32)
+    features[:, :10] += signal * np.eye(10, dtype=np.float32)[labels]
+    return features, labels
+
+
+def _standardised(train, *others):
+    mean, std = train.mean(0), train.std(0) + 1e-6
+    return [(a - mean) / std for a in (train, *others)]
+
+
+def _reference(features, labels, l2):
+    """scikit-learn's fit of the same objective: C = 1 / (l2 * N)."""
+    model = sklearn.LogisticRegression(C=1 / (l2 * len(labels)), max_iter=10_000, tol=1e-10)
+    return model.fit(features, labels)
+
+
+@pytest.mark.parametrize("l2", [1e-3, 1e-1])
+def test_the_fit_is_scikit_learns_logistic_regression(l2):
+    features, labels = _clusters(300, 1.0)
+    weights, bias = fit_logistic(features, labels, 10, l2)
+    probabilities = np.asarray(jax.nn.softmax(features @ weights + bias))
+    want = _reference(features, labels, l2).predict_proba(features)
+    np.testing.assert_allclose(probabilities, want, atol=2e-3)
+
+
+def test_the_strength_is_chosen_by_cross_validation_on_the_training_clips_alone():
+    """The grid's strength with the best mean held-out top-1 over interleaved folds, as
+    scikit-learn's fits score it; the test clips play no part (the function never sees them)."""
+    features, labels = _clusters(200, 0.6, seed=1)
+    fold = np.arange(200) % 5
+    scores = []
+    for l2 in L2_GRID:
+        held_out = []
+        for k in range(5):
+            train, test = _standardised(features[fold != k], features[fold == k])
+            model = _reference(train, labels[fold != k], l2)
+            held_out.append(model.score(test, labels[fold == k]))
+        scores.append(np.mean(held_out))
+    want = max(l2 for l2, s in zip(L2_GRID, scores, strict=True) if s == max(scores))
+    assert choose_l2(features, labels, 10) == want
+
+
+def test_the_probe_scores_the_test_clips_with_the_chosen_strength():
+    features, labels = _clusters(500, 0.8, seed=2)
+    result = linear_probe(features[:300], labels[:300], features[300:], labels[300:], 10)
+    train, test = _standardised(features[:300], features[300:])
+    want = _reference(train, labels[:300], result["l2"]).score(test, labels[300:])
+    assert result["top1"] == pytest.approx(want, abs=1 / 200)  # one clip at most
+    assert result["l2"] == choose_l2(features[:300], labels[:300], 10)
+    separable, labels = _clusters(200, 8.0, seed=3)
+    assert (
+        linear_probe(separable[:100], labels[:100], separable[100:], labels[100:], 10)["top1"]
+        == 1.0
+    )
+
+
+@pytest.mark.parametrize(
+    "name, fields",
+    [("videomae", {}), ("vivit", {"variant": "factorised_encoder"}), ("r2plus1d_18", {})],
+)
+def test_head_inputs_are_what_the_classifier_head_receives(name, fields):
+    """The logits are the head's affine map of the captured features, for a transformer with
+    mean pooling, a factorised one and a 3D CNN (BatchNorm statistics passed as variables)."""
+    from vjax.models.registry import build_model
+
+    sizes = {"videomae": dict(size="Ti/8x2", hidden_size=32, num_layers=1, num_heads=2,
+                              mlp_dim=64),
+             "vivit": dict(size="Ti/8x2", hidden_size=32, num_layers=1, num_heads=2, mlp_dim=64,
+                           temporal_layers=1),
+             "r2plus1d_18": dict(layers=(1, 1, 1, 1), width=8)}  # fmt: skip
+    import ml_collections
+
+    model = build_model(ml_collections.ConfigDict({"name": name, **sizes[name], **fields}), 5)
+    video = jax.random.normal(jax.random.key(0), (3, 4, 16, 16, 3))
+    variables = nn.meta.unbox(model.init(jax.random.key(1), video, train=False))
+    # a head with weights (it starts at zero), so the logits depend on the features
+    head = variables["params"]["classifier"]["head"]
+    head["kernel"] = jax.random.normal(jax.random.key(2), head["kernel"].shape)
+    head["bias"] = jax.random.normal(jax.random.key(3), head["bias"].shape)
+    features = head_inputs(model, variables, video, batch_size=2)
+    logits = model.apply(variables, video, train=False)
+    assert features.shape[0] == 3
+    np.testing.assert_allclose(
+        features @ np.asarray(head["kernel"]) + np.asarray(head["bias"]), logits, atol=1e-4
+    )
+
+
+def test_a_model_without_a_classifier_head_cannot_be_probed():
+    from vjax.models.videomae_pretraining import VideoMAEPretraining
+
+    model = VideoMAEPretraining(num_classes=0, size="Ti/8x2", hidden_size=32, num_layers=1,
+                                num_heads=2, mlp_dim=64, decoder_hidden_size=16,
+                                decoder_num_layers=1, decoder_num_heads=2, decoder_mlp_dim=32,
+                                mask_ratio=0.5)  # fmt: skip
+    video = jnp.zeros((1, 4, 16, 16, 3))
+    variables = model.init(jax.random.key(0), video, train=False)
+    with pytest.raises(ValueError, match="VideoMAEPretraining has no single classifier head"):
+        head_inputs(model, variables, video)
+
+
+def test_bench_ssl_probes_the_encoders_both_classifiers_start_from(
+    pretrained_run, data_dir, monkeypatch
+):
+    """``vjax bench ssl``'s probes: the fine-tuning's start (the pre-training's encoder on the
+    classifier) and the scratch run's (its seed's initialisation), each on the labelled
+    training clips and the test split."""
+    import vjax.evaluate.probe as probe
+    from vjax import bench_ssl
+    from vjax.bench import vjax_recipe
+    from vjax.checkpoint import read_checkpoint
+    from vjax.data.motion import generate_arrays
+    from vjax.step import normalize_video
+    from vjax.train import create_state, setup
+
+    _, pretrain_dir, _ = pretrained_run
+    overrides = {"dataset.data_dir": data_dir, "dataset.num_train": "16", "seed": "3"}
+    config = vjax_recipe("videomae.py:finetune_motion,tiny", overrides)
+    seen = []
+
+    def recording_probe(train, train_labels, test, test_labels, num_classes):
+        seen.append((train, train_labels, test, test_labels, num_classes))
+        return {"top1": 0.5, "l2": 1.0}
+
+    monkeypatch.setattr(probe, "linear_probe", recording_probe)
+    probes = bench_ssl.encoder_probes(config, pretrain_dir)
+    assert probes == {"pretrained": {"top1": 0.5, "l2": 1.0}, "scratch": {"top1": 0.5, "l2": 1.0}}
+    (pre, pre_labels, pre_test, test_labels, k), (scratch, *_) = seen
+    data = config.dataset
+    shape = (data.num_classes, data.num_frames, data.height, data.width)
+    train_videos, train_labels = generate_arrays(0, "train", 16, *shape)
+    test_videos, want_test_labels = generate_arrays(0, "test", data.num_test, *shape)
+    assert list(pre_labels) == [i % 4 for i in range(16)] == list(train_labels) and k == 4
+    np.testing.assert_array_equal(test_labels, want_test_labels)
+
+    exp = setup(config)
+    start = create_state(exp, 3)  # the scratch run's start: its seed's initialisation
+    params = dict(start.params)
+    _, saved, _ = read_checkpoint(pretrain_dir)
+    shared = set(params) & set(saved["params"]) - {"classifier"}
+    assert "encoder" in shared
+    params.update({name: saved["params"][name] for name in shared})
+
+    def features(params, videos):
+        video = normalize_video(videos, config.input.mean, config.input.std, jnp.float32)
+        return head_inputs(exp.model, {"params": params, **start.model_state}, video)
+
+    np.testing.assert_allclose(scratch, features(start.params, train_videos), atol=1e-5)
+    np.testing.assert_allclose(pre, features(params, train_videos), atol=1e-5)
+    np.testing.assert_allclose(pre_test, features(params, test_videos), atol=1e-5)
+    assert not np.allclose(pre, scratch, atol=1e-3)
