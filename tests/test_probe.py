@@ -9,7 +9,14 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from vjax.evaluate.probe import L2_GRID, choose_l2, fit_logistic, head_inputs, linear_probe
+from vjax.evaluate.probe import (
+    L2_GRID,
+    choose_l2,
+    fit_logistic,
+    head_inputs,
+    linear_probe,
+    stratified_folds,
+)
 
 sklearn = pytest.importorskip("sklearn.linear_model", reason="scikit-learn: the test extra")
 
@@ -47,7 +54,7 @@ def test_the_strength_is_chosen_by_cross_validation_on_the_training_clips_alone(
     """The grid's strength with the best mean held-out top-1 over interleaved folds, as
     scikit-learn's fits score it; the test clips play no part (the function never sees them)."""
     features, labels = _clusters(200, 0.6, seed=1)
-    fold = np.arange(200) % 5
+    fold = stratified_folds(labels, 5)
     scores = []
     for l2 in L2_GRID:
         held_out = []
@@ -58,6 +65,22 @@ def test_the_strength_is_chosen_by_cross_validation_on_the_training_clips_alone(
         scores.append(np.mean(held_out))
     want = max(l2 for l2, s in zip(L2_GRID, scores, strict=True) if s == max(scores))
     assert choose_l2(features, labels, 10) == want
+
+
+def test_every_fold_holds_each_class_in_proportion():
+    """Labels that cycle with the index (vjax_motion's) once put whole classes into one fold
+    and none into its training part: every probe chose the strongest L2 and read chance."""
+    cycling = np.arange(400) % 10
+    for labels in (cycling, np.random.default_rng(0).integers(0, 7, 333)):
+        fold = stratified_folds(labels, 5)
+        counts = np.array([np.bincount(labels[fold == k], minlength=labels.max() + 1)
+                           for k in range(5)])  # fmt: skip
+        assert (counts.max(0) - counts.min(0) <= 1).all()
+    assert not (stratified_folds(cycling, 5) == np.arange(400) % 5).all()
+    features, labels = _clusters(400, 1.0, seed=4)
+    labels = np.arange(400) % 10  # cycling labels, features that carry them
+    features[:, :10] = np.eye(10, dtype=np.float32)[labels] * 2 + features[:, :10] * 0.5
+    assert choose_l2(features, labels, 10) < L2_GRID[-1]
 
 
 def test_the_probe_scores_the_test_clips_with_the_chosen_strength():

@@ -94,6 +94,17 @@ def _accuracy(weights, bias, features, labels) -> float:
     return float(np.mean(np.argmax(features @ weights + bias, axis=1) == labels))
 
 
+def stratified_folds(labels: np.ndarray, folds: int) -> np.ndarray:
+    """Each clip's fold ``0 .. folds - 1``, every class dealt out evenly (counts differ by at
+    most one) in a fixed shuffled order: folds by position alone would follow a dataset whose
+    labels cycle with the index (vjax_motion's ``index % classes``) and hold whole classes out."""
+    labels = np.asarray(labels)
+    order = np.lexsort((np.random.default_rng(0).permutation(len(labels)), labels))
+    fold = np.empty(len(labels), int)
+    fold[order] = np.arange(len(labels)) % folds
+    return fold
+
+
 def choose_l2(
     features: np.ndarray,
     labels: np.ndarray,
@@ -101,10 +112,9 @@ def choose_l2(
     grid: Sequence[float] = L2_GRID,
     folds: int = 5,
 ) -> float:
-    """The strength of ``grid`` with the best mean held-out top-1 over ``folds`` interleaved
+    """The strength of ``grid`` with the best mean held-out top-1 over ``folds`` stratified
     folds of the training clips (ties: the stronger), so the test split never picks it."""
-    folds = max(2, min(folds, len(labels)))
-    fold = np.arange(len(labels)) % folds
+    fold = stratified_folds(labels, max(2, min(folds, len(labels))))
     scores = []
     for l2 in grid:
         held_out = []
