@@ -172,7 +172,7 @@ def _motion(pretrain: bool, tiny: bool) -> ml_collections.ConfigDict:
         # fine-tuned vs 0.625 from scratch; normalised: 0.515, then 0.674 without layer decay;
         # one seed each, where seeds move the result by up to 12 points: BENCHMARKS.md).
         # Tube masking, as the paper: random masking gave features a linear probe reads better
-        # (0.38 test top-1 against tube's 0.22 and a random encoder's 0.29, 1000 steps) but
+        # (0.36 test top-1 against tube's 0.21 and a random encoder's 0.28; 3 seeds) but
         # fine-tuned worse (-7.2 points against scratch over 3 seeds, tube's -1.0; BENCHMARKS.md).
         masking = dict(_MASKING, mask_ratio=0.75)
         c.model = ml_collections.ConfigDict(
