@@ -18,8 +18,6 @@ from vjax.evaluate.probe import (
     stratified_folds,
 )
 
-sklearn = pytest.importorskip("sklearn.linear_model", reason="scikit-learn: the test extra")
-
 
 def _clusters(clips: int, signal: float, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """Features whose first 10 dimensions carry a one-hot of the label times ``signal``."""
@@ -37,6 +35,7 @@ def _standardised(train, *others):
 
 def _reference(features, labels, l2):
     """scikit-learn's fit of the same objective: C = 1 / (l2 * N)."""
+    sklearn = pytest.importorskip("sklearn.linear_model", reason="scikit-learn: the test extra")
     model = sklearn.LogisticRegression(C=1 / (l2 * len(labels)), max_iter=10_000, tol=1e-10)
     return model.fit(features, labels)
 

@@ -30,7 +30,7 @@ def head_inputs(module: nn.Module, variables: Any, inputs: Any, batch_size: int 
     """``(N, D)``: what ``module``'s :class:`ClassifierHead` receives for each of ``inputs``
     (the model's prepared input, batched by ``batch_size``), at evaluation (``train=False``)."""
 
-    def features(batch):
+    def features(variables, batch):
         captured = []
 
         def capture(next_fun, args, kwargs, context):
@@ -44,10 +44,10 @@ def head_inputs(module: nn.Module, variables: Any, inputs: Any, batch_size: int 
             raise ValueError(f"{type(module).__name__} has no single classifier head to probe")
         return captured[0].astype(jnp.float32)
 
-    apply = jax.jit(features)
+    apply = jax.jit(features)  # the weights an argument: not folded into the program
     starts = range(0, len(jax.tree.leaves(inputs)[0]), batch_size)
     batches = (jax.tree.map(lambda x, i=i: x[i : i + batch_size], inputs) for i in starts)
-    return np.concatenate([np.asarray(apply(batch)) for batch in batches])
+    return np.concatenate([np.asarray(apply(variables, batch)) for batch in batches])
 
 
 @jax.jit
