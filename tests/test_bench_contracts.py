@@ -644,7 +644,12 @@ def test_ssl_fine_tunes_and_trains_from_scratch_on_the_same_labelled_share(monke
         probed.append((config, pretrain_dir))
         return {"pretrained": {"top1": 0.5, "l2": 1.0}, "scratch": {"top1": 0.25, "l2": 1.0}}
 
+    def fake_loss(config, pretrain_dir):  # the seed's own pre-training, after it trained
+        assert trained[os.path.basename(pretrain_dir)] is config
+        return {"loss": 0.9 + config.seed, "mean_prediction": 0.99}
+
     probed = []
+    monkeypatch.setattr(bench_ssl, "pretraining_loss", fake_loss)
     monkeypatch.setattr(bench_ssl, "timed_training", fake_timed)
     monkeypatch.setattr(bench_ssl, "train_and_test", fake_train_and_test)
     monkeypatch.setattr(bench_ssl, "encoder_probes", fake_probes)
@@ -666,6 +671,7 @@ def test_ssl_fine_tunes_and_trains_from_scratch_on_the_same_labelled_share(monke
         assert config.to_dict() == scratch.to_dict()
         assert pretrain_dir == finetune.train.init_from
     assert [(run["seed"], run["pretrain_seconds"]) for run in result["runs"]] == [(0, 30), (1, 31)]
+    assert [run["pretraining"]["loss"] for run in result["runs"]] == [0.9, 1.9]
     assert result["labelled_clips"] == 16
 
 
@@ -681,7 +687,16 @@ def test_the_ssl_table_has_a_row_per_seed_and_the_gain_over_them():
                                    "scratch": {"top1": 0.29, "l2": 1.0}}  # fmt: skip
     result["runs"][1]["probes"] = {"pretrained": {"top1": 0.25, "l2": 0.1},
                                    "scratch": {"top1": 0.3, "l2": 0.001}}  # fmt: skip
+    for run, loss in zip(result["runs"], (0.98412, 0.99), strict=True):
+        run["pretraining"] = {"loss": loss, "mean_prediction": 127 / 128}
     text = bench_ssl.table(result, 720.0, "vjax bench ssl")
+    assert (
+        "Pre-training's validation loss: 0.9841 / 0.9900 (seeds 0 / 1); predicting each hidden "
+        "tubelet's own mean scores 0.9922, so only the loss below that is what" in text
+    )
+    result["runs"][0]["pretraining"]["mean_prediction"] = None  # raw-pixel targets
+    raw = bench_ssl.table(result, 720.0, "vjax bench ssl")
+    assert "Pre-training's validation loss: 0.9841 / 0.9900 (seeds 0 / 1).\n" in raw
     rows = {c["seed"]: c for c in table_cells(text.split("Each encoder frozen")[0])}
     assert rows["0"]["VideoMAE pre-trained, fine-tuned: test top-1 (95% CI)"].startswith("0.750 (")
     assert rows["0"]["from scratch: test top-1 (95% CI)"].startswith("0.500 (")

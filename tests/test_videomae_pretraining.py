@@ -22,6 +22,7 @@ from vjax.config_utils import ConfigError, apply_overrides, load_config
 from vjax.models import build_model
 from vjax.models.masking import (
     draw_mask,
+    mean_prediction_loss,
     num_masked,
     patch_pixels,
     pixel_targets,
@@ -85,6 +86,17 @@ def test_targets_are_per_tubelet_normalised_pixels():
     np.testing.assert_allclose(pixel_targets(video, tubelet), expected, rtol=1e-5, atol=1e-5)
     assert patch_pixels(video, tubelet).shape == (2, 12, 32, 3)
     np.testing.assert_array_equal(unpatchify(plain, tubelet, (2, 2, 3), 3), video)
+
+
+def test_predicting_each_tubelets_mean_scores_n_minus_1_over_n():
+    """The baseline a normalised-pixel loss is read against: zeros (each tubelet's own mean)
+    score the mean squared target, (n - 1) / n for n pixels per channel."""
+    rng = np.random.default_rng(1)
+    video = rng.uniform(size=(3, 4, 16, 8, 3)).astype(np.float32)
+    for tubelet in [(2, 4, 4), (2, 8, 8), (1, 2, 4)]:
+        zeros_loss = float(np.mean(np.asarray(pixel_targets(video, tubelet)) ** 2))
+        assert zeros_loss == pytest.approx(mean_prediction_loss(tubelet), rel=1e-4)
+    assert mean_prediction_loss((2, 8, 8)) == 127 / 128
 
 
 def test_bad_masking_is_named():
@@ -179,6 +191,22 @@ def test_validation_reports_the_reconstruction_loss_of_the_split(pretrained, cap
     for step in (50, 100):
         with open(os.path.join(workdir, f"reconstruction_step{step}.png"), "rb") as f:
             assert f.read(8) == b"\x89PNG\r\n\x1a\n"
+
+
+def test_bench_ssl_reads_the_pretrainings_validation_loss(pretrained):
+    """``vjax bench ssl``'s line on what the pre-training learnt: its checkpoint's loss on the
+    validation split (the loss its training last logged, with the same fixed masks), beside
+    the mean prediction's 127 / 128 for 2x8x8 tubelets; None for raw-pixel targets."""
+    from vjax.bench_ssl import pretraining_loss
+
+    config, workdir, last_eval = pretrained
+    learnt = pretraining_loss(config, workdir)
+    assert learnt["loss"] == pytest.approx(last_eval["loss"], rel=1e-6)
+    assert learnt["mean_prediction"] == 127 / 128
+    raw = load_config(PRETRAIN_CONFIG)
+    apply_overrides(raw, {"dataset.data_dir": config.dataset.data_dir,
+                          "model.norm_pix_loss": "False"})  # fmt: skip
+    assert pretraining_loss(raw, workdir)["mean_prediction"] is None
 
 
 def test_reconstruction_keeps_visible_tubelets_and_fills_hidden_ones(pretrained):
@@ -446,6 +474,7 @@ def test_bench_ssl_table(tmp_path):
     for run in runs:
         run["probes"] = {"pretrained": {"top1": 0.4, "l2": 0.01},
                          "scratch": {"top1": 0.3, "l2": 1.0}}  # fmt: skip
+        run["pretraining"] = {"loss": 0.98, "mean_prediction": 127 / 128}
     result = {"num_classes": 10, "pretrain_clips": 4000, "labelled_clips": 400,
               "pretrain_steps": 2000, "finetune_steps": 400, "runs": runs}  # fmt: skip
     out = tmp_path / "BENCHMARKS.md"

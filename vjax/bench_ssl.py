@@ -68,9 +68,9 @@ def run(
     runs = []
     for seed in range(seeds):
         pretrain_dir = os.path.join(workdir, f"pretrain_seed{seed}")
-        pretrain_seconds = timed_training(
-            vjax_recipe(pretrain_recipe, {**pretrain_overrides, "seed": str(seed)}), pretrain_dir
-        )
+        pretrain_config = vjax_recipe(pretrain_recipe, {**pretrain_overrides, "seed": str(seed)})
+        pretrain_seconds = timed_training(pretrain_config, pretrain_dir)
+        learnt = pretraining_loss(pretrain_config, pretrain_dir)
         seeded = {**tune, "seed": str(seed)}
         finetuned = train_and_test(
             vjax_recipe(finetune_recipe, {**seeded, "train.init_from": pretrain_dir}),
@@ -80,7 +80,7 @@ def run(
             vjax_recipe(finetune_recipe, seeded), os.path.join(workdir, f"scratch_seed{seed}")
         )
         probes = encoder_probes(vjax_recipe(finetune_recipe, seeded), pretrain_dir)
-        runs.append({"seed": seed, "pretrain_seconds": pretrain_seconds,
+        runs.append({"seed": seed, "pretrain_seconds": pretrain_seconds, "pretraining": learnt,
                      "finetuned": finetuned, "scratch": scratch, "probes": probes})  # fmt: skip
     return {
         "num_classes": pretrain.dataset.num_classes,
@@ -90,6 +90,21 @@ def run(
         "finetune_steps": finetune_steps,
         "runs": runs,
     }
+
+
+def pretraining_loss(config: Any, pretrain_dir: str) -> dict[str, float | None]:
+    """The pre-training's reconstruction loss on the validation split (its fixed masks), and
+    what predicting every hidden tubelet's own mean scores there
+    (:func:`~vjax.models.masking.mean_prediction_loss`; None for raw-pixel targets): the
+    loss's drop below it is what the pre-training learnt."""
+    from vjax.models.masking import mean_prediction_loss
+    from vjax.models.registry import build_model
+    from vjax.train import evaluate_checkpoint
+
+    model = build_model(config.model, config.dataset.num_classes)
+    loss = evaluate_checkpoint(config, pretrain_dir, "validation")["loss"]
+    baseline = mean_prediction_loss(model.tubelet) if model.norm_pix_loss else None
+    return {"loss": loss, "mean_prediction": baseline}
 
 
 def encoder_probes(config: Any, pretrain_dir: str) -> dict[str, dict[str, float]]:
@@ -142,6 +157,21 @@ def probe_lines(runs: Sequence[dict[str, Any]]) -> list[str]:
     return [*lines, "", f"Linear probe gain: {sum(gains) / len(gains):+.1f} points on average."]
 
 
+def pretraining_words(runs: Sequence[dict[str, Any]]) -> str:
+    """The line on what the pre-trainings learnt: each seed's validation loss beside the loss
+    of predicting each hidden tubelet's mean."""
+    losses = " / ".join(f"{run['pretraining']['loss']:.4f}" for run in runs)
+    seeds = " / ".join(str(run["seed"]) for run in runs)
+    words = f"Pre-training's validation loss: {losses} (seeds {seeds})"
+    baseline = runs[0]["pretraining"]["mean_prediction"]
+    if baseline is None:
+        return words + "."
+    return (
+        f"{words}; predicting each hidden tubelet's own mean scores {baseline:.4f}, so only "
+        f"the loss below that is what the encoder and decoder learnt from the visible tokens."
+    )
+
+
 def table(result: dict[str, Any], total_seconds: float, command: str) -> str:
     """The Markdown section: the setting, one row per seed (both models, the gain, McNemar's
     test of it), the gain over the seeds."""
@@ -166,6 +196,7 @@ def table(result: dict[str, Any], total_seconds: float, command: str) -> str:
     lines += seed_table(pairs, names, ("VideoMAE pre-trained, fine-tuned", "from scratch"))
     gain = across_seeds_words(pairs, names)
     lines += ["", f"Gain from pre-training: {gain}; target: +10 points.", ""]
+    lines += [pretraining_words(runs), ""]
     lines += [
         "Each encoder frozen at the fine-tuning's start, a logistic regression on the features "
         "its classifier head receives, trained on the same labelled clips (its L2 strength "

@@ -13,6 +13,8 @@ layout of Hugging Face's ``VideoMAEForPreTraining`` targets and decoder outputs.
 
 from __future__ import annotations
 
+import math
+
 import einops
 import jax
 import jax.numpy as jnp
@@ -113,6 +115,15 @@ def pixel_targets(
         mean, std = patch_statistics(video.astype(jnp.float32), tubelet)
         pixels = (pixels - mean) / std
     return einops.rearrange(pixels, "b n p c -> b n (p c)")
+
+
+def mean_prediction_loss(tubelet: tuple[int, int, int]) -> float:
+    """The normalised-pixel loss (:func:`pixel_targets` with ``normalize``) of predicting every
+    hidden tubelet's own mean, zeros: ``(n - 1) / n`` for ``n`` pixels per channel, as the
+    targets are standardised with the unbiased std (:data:`NORM_EPS` aside). A reconstruction
+    loss is read against it: only what lies below it was learnt from the visible tokens."""
+    pixels = math.prod(tubelet)
+    return (pixels - 1) / pixels
 
 
 def unpatchify(
