@@ -697,6 +697,8 @@ def test_the_ssl_table_has_a_row_per_seed_and_the_gain_over_them():
     result["runs"][0]["pretraining"]["mean_prediction"] = None  # raw-pixel targets
     raw = bench_ssl.table(result, 720.0, "vjax bench ssl")
     assert "Pre-training's validation loss: 0.9841 / 0.9900 (seeds 0 / 1).\n" in raw
+    result["runs"] = result["runs"][:1]
+    assert "validation loss: 0.9841 (seed 0).\n" in bench_ssl.table(result, 1.0, "vjax bench ssl")
     rows = {c["seed"]: c for c in table_cells(text.split("Each encoder frozen")[0])}
     assert rows["0"]["VideoMAE pre-trained, fine-tuned: test top-1 (95% CI)"].startswith("0.750 (")
     assert rows["0"]["from scratch: test top-1 (95% CI)"].startswith("0.500 (")

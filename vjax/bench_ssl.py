@@ -162,7 +162,7 @@ def pretraining_words(runs: Sequence[dict[str, Any]]) -> str:
     of predicting each hidden tubelet's mean."""
     losses = " / ".join(f"{run['pretraining']['loss']:.4f}" for run in runs)
     seeds = " / ".join(str(run["seed"]) for run in runs)
-    words = f"Pre-training's validation loss: {losses} (seeds {seeds})"
+    words = f"Pre-training's validation loss: {losses} (seed{'s' * (len(runs) > 1)} {seeds})"
     baseline = runs[0]["pretraining"]["mean_prediction"]
     if baseline is None:
         return words + "."
