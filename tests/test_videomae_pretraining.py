@@ -418,6 +418,14 @@ def test_training_masks_follow_the_step_key(monkeypatch):
             model, None, batch, jnp.zeros((2, 4, 16, 16, 3)), jax.random.key(key)
         )
     assert not np.array_equal(seen[0], seen[1])
+    # the model's masking kind: 'random' on a (2, 8) grid hides 12 of 16 tokens, not one
+    # spatial set at both time steps as a tube would (some of 8 clips differ between them)
+    model.masking, video = "random", np.zeros((8, 4, 8, 16, 3), np.uint8)
+    objectives.reconstruction(
+        model, None, {"video": video}, jnp.zeros(video.shape), jax.random.key(0)
+    )
+    mask = seen[-1].reshape(8, 2, 8)
+    assert (mask.sum((1, 2)) == 12).all() and not (mask[:, 0] == mask[:, 1]).all()
 
 
 def test_reconstruct_unnormalises_predictions_per_tubelet(monkeypatch):

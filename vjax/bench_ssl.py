@@ -37,7 +37,7 @@ from vjax.bench import (
     training_parser,
     vjax_recipe,
 )
-from vjax.errors import number_in, positive_int
+from vjax.errors import UserError, number_in, positive_int
 
 
 def run(
@@ -62,7 +62,13 @@ def run(
     finetune_recipe = f"videomae.py:finetune_motion{suffix}"
     pretrain_overrides = {**common, **steps, **(pretrain_extra or {})}
     pretrain = vjax_recipe(pretrain_recipe, pretrain_overrides)
-    labelled = max(int(round(pretrain.dataset.num_train * label_fraction)), 1)
+    labelled = int(round(pretrain.dataset.num_train * label_fraction))
+    if labelled < 2:
+        raise UserError(
+            f"--label_fraction={label_fraction:g} labels {labelled} of the "
+            f"{pretrain.dataset.num_train} training clips; the linear probes' cross-validation "
+            f"needs at least 2"
+        )
     tune = {**common, "train.num_steps": str(finetune_steps), "dataset.num_train": str(labelled)}
     tune.update(finetune_extra or {})
     runs = []

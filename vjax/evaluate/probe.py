@@ -113,8 +113,15 @@ def choose_l2(
     folds: int = 5,
 ) -> float:
     """The strength of ``grid`` with the best mean held-out top-1 over ``folds`` stratified
-    folds of the training clips (ties: the stronger), so the test split never picks it."""
-    fold = stratified_folds(labels, max(2, min(folds, len(labels))))
+    folds of the training clips (ties: the stronger), so the test split never picks it; fewer
+    clips than ``folds``: one fold per clip."""
+    folds = min(folds, len(labels))
+    if folds < 2:
+        raise ValueError(
+            f"choosing the L2 strength by cross-validation needs at least 2 training clips, got "
+            f"{len(labels)}"
+        )
+    fold = stratified_folds(labels, folds)
     scores = []
     for l2 in grid:
         held_out = []
