@@ -54,6 +54,11 @@ def test_train_then_multiview_eval_on_video_files(video_config, tmp_path):
 
     result = train.evaluate_checkpoint(video_config, workdir, "test")
     assert result["num_examples"] == 2 * SPLITS["test"]
+    # Every row of the per-video results named by its file, in the split's order.
+    assert result["videos"] == ["test/left/0.mp4", "test/left/1.mp4", "test/right/0.mp4",
+                                "test/right/1.mp4"]  # fmt: skip
+    assert result["per_video"]["label"] == [0, 0, 1, 1]
+    assert last["videos"] == ["validation/left/0.mp4", "validation/right/0.mp4"]
     assert np.asarray(result["confusion_matrix"]).sum() == 2 * SPLITS["test"]
 
     # The same test on one device, outside the trainer: the loaded model over the views.

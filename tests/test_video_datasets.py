@@ -70,6 +70,12 @@ def test_kinetics(clips, tmp_path):
     lengths = [len(train[i]["frames"]) for i in range(3)]
     assert lengths == [10, 10, 5]  # the whole video was cut to its 1 s segment (5 fps)
     assert [int(train[i]["label"]) for i in range(3)] == [0, 0, 1]
+    assert builder.video_names("train") == [  # each record's file under src, a cut's seconds
+        "train/abseiling/aaaaaaaaaaa_000010_000020.mp4",
+        "train/abseiling/bbbbbbbbbbb_000000_000010.webm",
+        "raw/ccccccccccc.mp4@0-1",
+    ]
+    assert builder.video_names("validation") == ["val/eeeeeeeeeee_000000_000010.mp4"]
     assert builder.source_changes() == ""
     # The missing video downloaded since: the prepared dataset lacks it, and says so.
     _put(clips["mp4"], root / "train" / "zumba" / "ddddddddddd_000005_000015.mp4")
@@ -200,6 +206,8 @@ def test_beam_build_matches_local_build(clips, tmp_path, capsys):
     for split in ("train", "validation"):
         records = _records(beam, split)
         assert records == _records(local, split) and len(records) == report[split]["kept"]
+        files = [os.path.relpath(r["path"].decode(), src) for r in records]  # skipped left out
+        assert beam.video_names(split) == local.video_names(split) == files
     assert not list((tmp_path / "beam").rglob("*.beam-*"))  # the pipeline's working files
 
     (src / "validation" / "dog" / "d.avi").write_bytes(b"")

@@ -304,7 +304,13 @@ def evaluate(
         metrics = scoring.evaluate_batches(
             apply, batches, number, exp.class_names, _gather, interrupted=interrupted
         )
-    return named_result(metrics, exp.class_names, split)
+    return named_result(metrics, exp.class_names, split, _video_names(exp, split))
+
+
+def _video_names(exp: Experiment, split: str) -> list[str] | None:
+    """The split's video names in record order, where the dataset has them (prepared videos:
+    :meth:`vjax.data.video_builder.VideoFolder.video_names`); None for rendered data."""
+    return getattr(exp.builder, "video_names", lambda _: None)(split)
 
 
 def evaluate_views(exp: Experiment, eval_step, variables: Any, split: str) -> dict[str, Any]:
@@ -325,7 +331,7 @@ def evaluate_views(exp: Experiment, eval_step, variables: Any, split: str) -> di
             exp.class_names,
             video_views,
         )
-    return named_result(metrics, exp.class_names, split)
+    return named_result(metrics, exp.class_names, split, _video_names(exp, split))
 
 
 RECONSTRUCTION_CLIPS = 4  # validation clips in each reconstruction picture

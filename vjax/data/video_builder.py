@@ -10,6 +10,7 @@ Usage (or ``vjax prepare video_folder --src=DIR_OR_MANIFEST --data_dir=DIR``)::
                      #  (Epic-Kitchens) have one label feature per task (``TASKS``:
                      #  "verb", "noun") instead of "label"
     report = read_report(builder)   # kept / skipped counts per split and the skipped files
+    names = builder.video_names("test")  # each record's video name, in record order
 
 A source without classes (a folder of videos, or a manifest without labels) makes a dataset
 with no label feature at all: that is how it records that it is unlabelled (for pre-training;
@@ -59,6 +60,7 @@ from vjax.errors import NotFoundError, UserError
 from vjax.tasks import SINGLE_TASK, ClassNames, task_class_names
 
 REPORT_FILE = "prepare_report.json"
+VIDEOS_FILE = "videos.json"  # {split: each record's video name (video_name), in record order}
 # A Beam build's working files per split, in TFDS's temporary folder (which the workers share):
 # the entries to encode (a file, not the job graph, which Dataflow caps at a few MB), and the
 # skipped ones, read back into the report once the pipeline has run.
@@ -146,6 +148,7 @@ class VideoFolder(tfds.core.GeneratorBasedBuilder):
         self._num_workers = num_workers
         self._progress_bar = progress_bar
         self._report: dict[str, dict] = {}
+        self._names: dict[str, list[str]] = {}  # per split, each kept video's video_name
         self._beam_splits: dict[str, list[VideoEntry]] = {}
         self._use_beam = False
         self._listed: tuple[list[VideoEntry], ClassNames] | None = None
@@ -243,7 +246,9 @@ class VideoFolder(tfds.core.GeneratorBasedBuilder):
             if any(os.path.isfile(e.path) for e in entries):
                 generators[split] = self._generate_examples(split, entries)
             else:  # TFDS cannot write an empty split: report it and leave it out
-                missing = [Skipped(e.path, "missing", "no such file") for e in entries]
+                missing = {
+                    i: Skipped(e.path, "missing", "no such file") for i, e in enumerate(entries)
+                }
                 self._record(split, entries, missing)
         if not generators:
             src = self.builder_config.src
@@ -270,7 +275,8 @@ class VideoFolder(tfds.core.GeneratorBasedBuilder):
 
     def _local_examples(self, split: str, entries: list[VideoEntry]):
         make_record = self._record_maker()
-        skipped, sound = [], []
+        skipped: dict[int, Skipped] = {}
+        sound = []
         progress = f"decoding {split}" if self._progress_bar else None
         settings = self.builder_config.settings
         for i, result in encode_entries(entries, settings, self._num_workers, progress):
@@ -278,15 +284,21 @@ class VideoFolder(tfds.core.GeneratorBasedBuilder):
                 sound.append(_sound_status(entries[i], result))
                 yield i, make_record(i, entries[i], result)
             else:
-                skipped.append(result)
+                skipped[i] = result
         self._record(split, entries, skipped)
         if settings.audio_sample_rate:
             self._report[split]["audio"] = _audio_counts(sound)
-        _check_kept(split, len(entries), skipped)
+        _check_kept(split, len(entries), list(skipped.values()))
 
-    def _record(self, split: str, entries, skipped: list[Skipped]) -> dict:
-        """Counts a split's kept and skipped videos into the preparation report."""
+    def _record(self, split: str, entries, skipped_at: dict[int, Skipped]) -> dict:
+        """Counts a split's kept and skipped videos (``skipped_at``: by listing index, in
+        listing order) into the preparation report, and names its kept ones."""
+        skipped = list(skipped_at.values())
         reasons = _count_reasons(skipped)
+        root = self.builder_config.src
+        kept = [video_name(e, root) for i, e in enumerate(entries) if i not in skipped_at]
+        if kept:  # records in listing order (disable_shuffling): the names in that order
+            self._names[split] = kept
         self._report[split] = {
             "listed": len(entries),
             "listing_sha1": _fingerprint(entries),
@@ -307,6 +319,12 @@ class VideoFolder(tfds.core.GeneratorBasedBuilder):
                 "listed_per_class": dict(sorted(per_class.items())),
             }
         return self._report[split]
+
+    def video_names(self, split: str) -> list[str] | None:
+        """Each of ``split``'s records' :func:`video_name`, in record order (what per-video
+        results call their videos); None for a dataset prepared before vjax wrote them."""
+        path = epath.Path(self.data_dir) / VIDEOS_FILE
+        return json.loads(path.read_text()).get(split) if path.exists() else None
 
     def source_changes(self) -> str:
         """What the source lists differently from when this dataset was prepared: other or
@@ -348,7 +366,7 @@ class VideoFolder(tfds.core.GeneratorBasedBuilder):
         folder = epath.Path(self.data_dir)
         for split, entries in self._beam_splits.items():  # the pipeline has run
             skipped_file = folder / _BEAM_SKIPPED.format(split=split)
-            skipped = [Skipped(**s) for s in json.loads(skipped_file.read_text())]
+            skipped = {i: Skipped(**s) for i, s in json.loads(skipped_file.read_text())}
             self._record(split, entries, skipped)
             skipped_file.unlink()
             (folder / _BEAM_ENTRIES.format(split=split)).unlink()
@@ -358,6 +376,7 @@ class VideoFolder(tfds.core.GeneratorBasedBuilder):
                 sound_file.unlink()
         # Still inside TFDS's temporary folder: the report appears with the records, atomically.
         (folder / REPORT_FILE).write_text(json.dumps(self._report, indent=1))
+        (folder / VIDEOS_FILE).write_text(json.dumps(self._names))
 
 
 def _fingerprint(entries: Sequence[VideoEntry]) -> str:
@@ -509,11 +528,12 @@ def _records_of(result, make_record: _RecordMaker, skipped_count: int) -> list[t
 
 
 def _write_skipped(indexed: list, path: epath.Path, split: str, listed: int) -> int:
-    """Writes a split's skipped videos (listing order) as JSON; raises if none was kept."""
-    skipped = [s for _, s in sorted(indexed, key=lambda pair: pair[0])]
-    _check_kept(split, listed, skipped)
-    path.write_text(json.dumps([dataclasses.asdict(s) for s in skipped]))
-    return len(skipped)
+    """Writes a split's skipped videos (listing order) as JSON ``[listing index, skipped]``
+    pairs; raises if none was kept."""
+    indexed = sorted(indexed, key=lambda pair: pair[0])
+    _check_kept(split, listed, [s for _, s in indexed])
+    path.write_text(json.dumps([(i, dataclasses.asdict(s)) for i, s in indexed]))
+    return len(indexed)
 
 
 def _count_reasons(skipped: list[Skipped]) -> dict[str, int]:
@@ -646,6 +666,21 @@ BUILDERS: dict[str, type[VideoFolder]] = {
     "audioset": AudioSet,
 }
 """Dataset names (as in ``config.dataset.name`` and ``vjax prepare NAME``) -> builders."""
+
+
+def video_name(entry: VideoEntry, root: str) -> str:
+    """What results call a video: the dataset's own id (Epic-Kitchens' narration id,
+    Charades' video id, VGGSound's and AudioSet's ``youtube_id_start``), else its file
+    relative to the source ``root`` (a folder, or a manifest's folder) with a segment's
+    ``@start-end`` seconds after it (a Kinetics video cut from a longer download)."""
+    if entry.id:
+        return entry.id
+    folder = root if os.path.isdir(root) else os.path.dirname(root)
+    inside = entry.path.startswith(os.path.join(folder, ""))
+    name = os.path.relpath(entry.path, folder) if inside else entry.path
+    if entry.start is not None or entry.end is not None:
+        name += f"@{entry.start or 0:g}-{'end' if entry.end is None else f'{entry.end:g}'}"
+    return name
 
 
 def read_report(builder: tfds.core.DatasetBuilder) -> dict[str, dict]:

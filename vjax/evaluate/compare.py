@@ -2,7 +2,8 @@
 
 Each RUN is a workdir (its newest ``eval_<split>_step<N>.json``, written by ``vjax eval``) or
 such a JSON file. Prints the overall metrics of both with B - A; top-1 compared video by video
-with McNemar's exact test (is B - A more than which videos the test holds?), per task and for
+(by the videos' names where both results carry them, else by position in the split) with
+McNemar's exact test (is B - A more than which videos the test holds?), per task and for
 a multi-task model's joint top-1 (every task right), or for multi-label data mAP with a paired
 bootstrap interval; then the classes that changed most (F1, or AP for multi-label data), and
 plots every class's delta sorted (``compare_<split>.png`` beside B's result, or ``--out``).
@@ -122,10 +123,14 @@ def paired_lines(a: Mapping[str, Any], b: Mapping[str, Any]) -> list[str]:
     A's on the same resamples of the videos (:func:`~vjax.evaluate.uncertainty.paired_map`):
     whether the difference is more than the luck of which videos the test holds. Said instead
     when the results cannot be paired."""
-    lines = []
+    rows, lines = paired_rows(a, b)
+    if rows is not None and not len(rows[0]):
+        return ["", "no paired test: A and B share no video (their results name the videos)"]
     tasks_b = task_results(b)
     for task, (metrics_a, _) in task_results(a).items():
         videos = metrics_a.get("per_video"), tasks_b[task][0].get("per_video")
+        if rows is not None and None not in videos:
+            videos = tuple(_rows_of(v, r) for v, r in zip(videos, rows, strict=True))
         title = f"{task}: " if task else ""
         if videos == (None, None):  # both evaluated before per-video results
             continue
@@ -143,8 +148,42 @@ def paired_lines(a: Mapping[str, Any], b: Mapping[str, Any]) -> list[str]:
             lines.append(_paired_line(title, paired_top1(*videos)))
     joint = [_every_task_videos(result) for result in (a, b)]
     if None not in joint:  # several tasks, each with per-video predictions in both
+        if rows is not None:
+            joint = [_rows_of(v, r) for v, r in zip(joint, rows, strict=True)]
         lines.append(_paired_line("joint (every task right): ", paired_top1(*joint)))
     return [""] + lines if lines else []
+
+
+def paired_rows(
+    a: Mapping[str, Any], b: Mapping[str, Any]
+) -> tuple[tuple[np.ndarray, np.ndarray] | None, list[str]]:
+    """Which of A's and B's per-video rows hold the same video, from the video names both
+    results carry (``videos``, from a prepared video dataset): ``((rows of A, rows of B),
+    lines)``, the videos both scored in A's order, with a line saying what is left out when
+    the two scored different videos. ``(None, [])`` when a result has no names (or repeats
+    one): rows are then paired by position, as the split's order."""
+    names = a.get("videos"), b.get("videos")
+    if None in names or any(len(set(n)) != len(n) for n in names):
+        return None, []
+    where_b = {name: row for row, name in enumerate(names[1])}
+    rows_a = [row for row, name in enumerate(names[0]) if name in where_b]
+    rows_b = [where_b[names[0][row]] for row in rows_a]
+    rows = np.asarray(rows_a, int), np.asarray(rows_b, int)
+    only_a, only_b = len(names[0]) - len(rows_a), len(names[1]) - len(rows_b)
+    if not (only_a or only_b):
+        return rows, []
+    return rows, [
+        f"paired on the {len(rows_a)} videos both scored, by name ({only_a} only in A, "
+        f"{only_b} only in B)"
+    ]
+
+
+def _rows_of(videos: Mapping[str, Any], rows: np.ndarray) -> Mapping[str, Any]:
+    """A ``per_video``'s arrays (``label``, ``predicted``, ``scores``) at ``rows``; an
+    ``unavailable`` one as it is."""
+    if "unavailable" in videos:
+        return videos
+    return {key: np.asarray(value)[rows] for key, value in videos.items()}
 
 
 def _paired_map_line(title: str, paired: Mapping[str, Any] | None) -> str:

@@ -9,6 +9,7 @@ table, the scalars TensorBoard gets, and everything written to a workdir.
 from __future__ import annotations
 
 import json
+import logging
 import math
 import os
 import zipfile
@@ -69,20 +70,31 @@ def _named(metrics: Mapping[str, Any], names: Sequence[str]) -> dict[str, Any]:
     return out
 
 
-def named_result(metrics: Mapping[str, Any], class_names: Any, split: str) -> dict[str, Any]:
+def named_result(
+    metrics: Mapping[str, Any],
+    class_names: Any,
+    split: str,
+    videos: Sequence[str] | None = None,
+) -> dict[str, Any]:
     """Metrics (:func:`vjax.evaluate.metrics.task_metrics`) with per-class values keyed by
-    class name (per task for multi-task data), the split, ``num_examples`` and the names."""
+    class name (per task for multi-task data), the split, ``num_examples`` and the names;
+    ``videos``, the split's video names in its order (a prepared video dataset's
+    ``video_names``), name the rows of every ``per_video`` (a list that is not one name per
+    scored video is left out, with a warning)."""
     if is_multitask(class_names):
         tasks = {t: _named(m, class_names[t]) for t, m in metrics["tasks"].items()}
         metrics = {**metrics, "tasks": tasks}
     else:
         metrics = _named(metrics, class_names)
-    return {
-        "split": split,
-        "num_examples": metrics["num_videos"],
-        **metrics,
-        "class_names": class_names,
-    }
+    result = {"split": split, "num_examples": metrics["num_videos"], **metrics}
+    if videos is not None and len(videos) != result["num_examples"]:
+        logging.warning(
+            "%s: %d video names for %d scored videos; the per-video results stay unnamed",
+            split, len(videos), result["num_examples"],
+        )  # fmt: skip
+    elif videos is not None:
+        result["videos"] = list(videos)
+    return {**result, "class_names": class_names}
 
 
 def task_results(result: Mapping[str, Any]) -> dict[str, tuple[Mapping[str, Any], list[str]]]:
