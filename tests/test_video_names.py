@@ -75,8 +75,16 @@ def test_compare_pairs_the_videos_by_name(tmp_path):
     order = rng.permutation(200)
     b = _write(tmp_path, "b", _top1_result([names[i] for i in order], labels[order],
                                            scores_b[order]))  # fmt: skip
-    text, _ = compare(a, b)
+    text, _ = compare(a, b, top=3)
     assert _mcnemar_line(right_a, right_b) in text and "by name" not in text
+    # The videos only one run got right, named in the split's order: the first 3, then a count.
+    only_a = [n for n in names if right_a[n] and not right_b[n]]
+    only_b = [n for n in names if right_b[n] and not right_a[n]]
+    assert len(only_a) > 3 and len(only_b) > 3
+    assert f"  only A right: {', '.join(only_a[:3])} and {len(only_a) - 3} more\n" in text
+    assert f"  only B right: {', '.join(only_b[:3])} and {len(only_b) - 3} more\n" in text
+    every = compare(a, b, top=200)[0]
+    assert f"  only A right: {', '.join(only_a)}\n" in every
     # ... which pairing by row would have got wrong.
     unnamed = {k: v for k, v in json.load(open(f"{b}/eval_test_step1.json")).items()
                if k != "videos"}  # fmt: skip
@@ -109,6 +117,11 @@ def test_repeated_names_pair_by_position(tmp_path):
     assert "top1 video by video (4 videos): B - A +0.0000" in compare(a, b)[0]
 
 
+def _joint_right(scores: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """A verb (2 classes) + noun (3) model's videos with both tasks right."""
+    return (scores[:, :2].argmax(1) == labels[:, 0]) & (scores[:, 2:].argmax(1) == labels[:, 1])
+
+
 def test_compare_pairs_a_multitask_and_a_multi_label_result_by_name(tmp_path):
     rng = np.random.default_rng(1)
     order = rng.permutation(60)
@@ -126,8 +139,12 @@ def test_compare_pairs_a_multitask_and_a_multi_label_result_by_name(tmp_path):
                                _write(tmp_path, "b", multitask(same, scores[1])))  # fmt: skip
     text_shuffled, _ = compare(str(tmp_path / "a"),
                                _write(tmp_path, "b2", multitask(order, scores[1])))  # fmt: skip
-    joint = [line for line in text_in_order.splitlines() if "video by video" in line]
-    assert len(joint) == 3 and all(line in text_shuffled for line in joint)
+    paired = [line for line in text_in_order.splitlines() if "video by video" in line
+              or " right: " in line]  # fmt: skip
+    assert len(paired) > 3 and all(line in text_shuffled for line in paired)
+    joint_a = [n for n, v in zip(names, _joint_right(scores[0], labels), strict=True)
+               if v and not _joint_right(scores[1], labels)[names.index(n)]]  # fmt: skip
+    assert f"  only A right: {', '.join(joint_a[:10])}" in text_in_order.split("joint")[1]
 
     positives = rng.random((60, 4)) < 0.3
     class_names = ["c0", "c1", "c2", "c3"]
@@ -151,4 +168,5 @@ def test_one_unnamed_result_pairs_by_position(tmp_path, missing):
     results = {side: _top1_result(["x", "y", "z"], labels, scores) for side in "ab"}
     del results[missing]["videos"]  # evaluated before vjax named videos
     a, b = (_write(tmp_path, side, results[side]) for side in "ab")
-    assert "top1 video by video (3 videos): B - A +0.0000" in compare(a, b)[0]
+    text = compare(a, b)[0]
+    assert "top1 video by video (3 videos): B - A +0.0000" in text and " right: " not in text

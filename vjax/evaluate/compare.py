@@ -3,10 +3,11 @@
 Each RUN is a workdir (its newest ``eval_<split>_step<N>.json``, written by ``vjax eval``) or
 such a JSON file. Prints the overall metrics of both with B - A; top-1 compared video by video
 (by the videos' names where both results carry them, else by position in the split) with
-McNemar's exact test (is B - A more than which videos the test holds?), per task and for
-a multi-task model's joint top-1 (every task right), or for multi-label data mAP with a paired
-bootstrap interval; then the classes that changed most (F1, or AP for multi-label data), and
-plots every class's delta sorted (``compare_<split>.png`` beside B's result, or ``--out``).
+McNemar's exact test (is B - A more than which videos the test holds?), per task and for a
+multi-task model's joint top-1 (every task right), naming the videos only A and only B got
+right, or for multi-label data mAP with a paired bootstrap interval; then the classes that
+changed most (F1, or AP for multi-label data), and plots every class's delta sorted
+(``compare_<split>.png`` beside B's result, or ``--out``).
 
     vjax compare runs/baseline runs/ablation --split=test --top=10
 """
@@ -25,7 +26,7 @@ import numpy as np
 
 from vjax.errors import ArgumentParser, NotFoundError, UserError, output_file, positive_int
 from vjax.evaluate.report import read_per_video, scalars, task_results
-from vjax.evaluate.uncertainty import paired_map, paired_top1
+from vjax.evaluate.uncertainty import discordant, paired_map, paired_top1
 
 # What matplotlib writes (--out names the plot; a .json there failed after the comparison).
 PLOT_SUFFIXES = (".png", ".pdf", ".svg", ".jpg", ".jpeg")
@@ -98,7 +99,7 @@ def format_compare(
     lines += ["", f"{'metric':<24}{'A':>10}{'B':>10}{'B - A':>10}"]
     for key in (k for k in sa if k in sb):
         lines.append(f"{key:<24}{sa[key]:>10.4f}{sb[key]:>10.4f}{sb[key] - sa[key]:>+10.4f}")
-    lines += paired_lines(a, b)
+    lines += paired_lines(a, b, top)
     for task, deltas in class_deltas(a, b).items():
         metric = class_metric(task_results(a)[task][0]).removeprefix("per_class_").upper()
         ranked = sorted(deltas.items(), key=lambda nd: nd[1])
@@ -117,15 +118,17 @@ def format_compare(
     return "\n".join(lines)
 
 
-def paired_lines(a: Mapping[str, Any], b: Mapping[str, Any]) -> list[str]:
+def paired_lines(a: Mapping[str, Any], b: Mapping[str, Any], top: int = 10) -> list[str]:
     """Per task, B's top-1 against A's video by video
     (:func:`~vjax.evaluate.uncertainty.paired_top1`), or for multi-label tasks B's mAP against
     A's on the same resamples of the videos (:func:`~vjax.evaluate.uncertainty.paired_map`):
     whether the difference is more than the luck of which videos the test holds. Said instead
-    when the results cannot be paired."""
+    when the results cannot be paired. Where both results name their videos, the first
+    ``top`` that only A and only B got right are named (:func:`_flipped_lines`)."""
     rows, lines = paired_rows(a, b)
     if rows is not None and not len(rows[0]):
         return ["", "no paired test: A and B share no video (their results name the videos)"]
+    names = None if rows is None else [a["videos"][row] for row in rows[0]]
     tasks_b = task_results(b)
     for task, (metrics_a, _) in task_results(a).items():
         videos = metrics_a.get("per_video"), tasks_b[task][0].get("per_video")
@@ -146,12 +149,32 @@ def paired_lines(a: Mapping[str, Any], b: Mapping[str, Any]) -> list[str]:
             lines.append(_paired_map_line(title, paired_map(*videos)))
         else:
             lines.append(_paired_line(title, paired_top1(*videos)))
+            lines += _flipped_lines(videos, names, top)
     joint = [_every_task_videos(result) for result in (a, b)]
     if None not in joint:  # several tasks, each with per-video predictions in both
         if rows is not None:
             joint = [_rows_of(v, r) for v, r in zip(joint, rows, strict=True)]
         lines.append(_paired_line("joint (every task right): ", paired_top1(*joint)))
+        lines += _flipped_lines(joint, names, top)
     return [""] + lines if lines else []
+
+
+def _flipped_lines(
+    videos: Sequence[Mapping[str, Any]], names: Sequence[str] | None, top: int
+) -> list[str]:
+    """The videos only A and only B got right (:func:`~vjax.evaluate.uncertainty.discordant`),
+    by name, the first ``top`` of each in the split's order: the clips to watch after an
+    ablation. Nothing without names, or when the two results' labels differ."""
+    split = None if names is None else discordant(*videos)
+    if split is None:
+        return []
+    lines = []
+    for side, flipped in zip("AB", split, strict=True):
+        picked = [names[row] for row in np.flatnonzero(flipped)]
+        if picked:
+            more = f" and {len(picked) - top} more" if len(picked) > top else ""
+            lines.append(f"  only {side} right: {', '.join(picked[:top])}{more}")
+    return lines
 
 
 def paired_rows(
@@ -258,7 +281,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--out", type=output_file, default=None, help="plot path (default: beside B's result)"
     )
-    parser.add_argument("--top", type=positive_int, default=10, help="classes per direction")
+    parser.add_argument(
+        "--top", type=positive_int, default=10,
+        help="classes per direction, and videos only one run got right (named results)",
+    )  # fmt: skip
     args = parser.parse_args(sys.argv[1:] if argv is None else argv)
     if args.out and os.path.splitext(args.out)[1].lower() not in PLOT_SUFFIXES:
         parser.error(f"--out {args.out!r} is the plot: end it with one of {PLOT_SUFFIXES}")

@@ -59,12 +59,9 @@ def mcnemar_exact_p(only_a: int, only_b: int) -> float:
     return min(1.0, 2 * math.exp(log_tail))
 
 
-def paired_top1(a: Mapping[str, Any], b: Mapping[str, Any]) -> dict[str, Any] | None:
-    """Two runs' top-1 compared video by video, from their results' ``per_video`` (``label``
-    and ``predicted`` per video, in the split's order; or one row per video of several tasks'
-    labels and predictions, right when every task is): ``videos``, ``difference`` (B - A),
-    ``only_a`` / ``only_b`` (videos only A / only B got right) and McNemar's ``p_value``.
-    None when the two did not score the same videos (other counts or labels)."""
+def discordant(a: Mapping[str, Any], b: Mapping[str, Any]) -> tuple[np.ndarray, np.ndarray] | None:
+    """Which videos only A and only B got right (two boolean rows), from two results'
+    ``per_video`` as :func:`paired_top1` reads them; None when the labels differ."""
     labels = np.asarray(a["label"])
     if labels.shape != np.shape(b["label"]) or not np.array_equal(labels, b["label"]):
         return None
@@ -72,10 +69,22 @@ def paired_top1(a: Mapping[str, Any], b: Mapping[str, Any]) -> dict[str, Any] | 
         (np.asarray(run["predicted"]) == labels).reshape(len(labels), -1).all(axis=1)
         for run in (a, b)
     )
-    only_a, only_b = int((right_a & ~right_b).sum()), int((right_b & ~right_a).sum())
+    return right_a & ~right_b, right_b & ~right_a
+
+
+def paired_top1(a: Mapping[str, Any], b: Mapping[str, Any]) -> dict[str, Any] | None:
+    """Two runs' top-1 compared video by video, from their results' ``per_video`` (``label``
+    and ``predicted`` per video, in the split's order; or one row per video of several tasks'
+    labels and predictions, right when every task is): ``videos``, ``difference`` (B - A),
+    ``only_a`` / ``only_b`` (videos only A / only B got right) and McNemar's ``p_value``.
+    None when the two did not score the same videos (other counts or labels)."""
+    split = discordant(a, b)
+    if split is None:
+        return None
+    only_a, only_b = (int(rows.sum()) for rows in split)
     return {
-        "videos": len(labels),
-        "difference": (only_b - only_a) / len(labels),
+        "videos": len(split[0]),
+        "difference": (only_b - only_a) / len(split[0]),
         "only_a": only_a,
         "only_b": only_b,
         "p_value": mcnemar_exact_p(only_a, only_b),
