@@ -73,10 +73,11 @@ def test_write_eval_and_compare(tmp_path, capsys):
     assert names == [
         "confusion_test.png",
         "eval_test_step3.json",
+        "eval_test_step3_videos.csv",
         "f1_test.png",
         "reliability_test.png",
     ]
-    for path in paths[1:]:
+    for path in (p for p in paths if p.endswith(".png")):
         with open(path, "rb") as f:
             assert f.read(8) == PNG
     saved = json.load(open(os.path.join(a, "eval_test_step3.json")))

@@ -9,6 +9,7 @@ TensorFlow is imported).
 """
 
 import contextlib
+import csv
 import io
 import json
 import os
@@ -123,6 +124,16 @@ def test_eval_then_predict_command_on_the_trained_folder(trained, commands):
     assert "test @ step 3: 2 clips" in trained["evaluated"]
     evaluated = json.loads((trained["workdir"] / "eval_test_step3.json").read_text())
     assert evaluated["num_examples"] == 2 and evaluated["split"] == "test"
+    # The table of videos: each named by its file under --src, whose folder is its class.
+    table = trained["workdir"] / "eval_test_step3_videos.csv"
+    assert str(table) in trained["evaluated"]  # in the "wrote ..." line
+    rows = list(csv.DictReader(table.open()))
+    assert [r["video"] for r in rows] == evaluated["videos"]
+    assert [r["label"] for r in rows] == [v.split("/")[0] for v in evaluated["videos"]]
+    assert sorted(r["label"] for r in rows) == ["left", "right"]
+    names = evaluated["class_names"]
+    assert [r["predicted"] for r in rows] == [names[i] for i in evaluated["per_video"]["predicted"]]
+    assert [r["right"] for r in rows] == [str(int(r["label"] == r["predicted"])) for r in rows]
 
     result = commands["predict"]
     assert result.returncode == 0, result.stderr[-3000:]

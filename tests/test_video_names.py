@@ -1,6 +1,7 @@
 """Per-video results name their videos (a prepared dataset's ``videos.json``), and ``vjax
 compare`` pairs two results by those names: the same video, whatever its row."""
 
+import csv
 import json
 import logging
 import os
@@ -13,7 +14,7 @@ from vjax.data.manifests import VideoEntry
 from vjax.data.video_builder import video_name
 from vjax.evaluate.compare import compare
 from vjax.evaluate.metrics import task_metrics
-from vjax.evaluate.report import named_result, write_eval
+from vjax.evaluate.report import named_result, write_eval, write_video_table
 from vjax.evaluate.uncertainty import paired_map
 
 
@@ -170,3 +171,37 @@ def test_one_unnamed_result_pairs_by_position(tmp_path, missing):
     a, b = (_write(tmp_path, side, results[side]) for side in "ab")
     text = compare(a, b)[0]
     assert "top1 video by video (3 videos): B - A +0.0000" in text and " right: " not in text
+
+
+def test_the_table_of_videos_has_each_videos_classes_and_whether_it_was_right(tmp_path):
+    rng = np.random.default_rng(3)
+    labels, scores = rng.integers(0, 3, 40), rng.normal(size=(40, 3))
+    names = [f"clips/{i}.mp4" for i in rng.permutation(40)]
+    paths = write_eval({**_top1_result(names, labels, scores), "step": 2}, str(tmp_path), False)
+    assert str(tmp_path / "eval_test_step2_videos.csv") in paths
+    rows = list(csv.reader(open(tmp_path / "eval_test_step2_videos.csv")))
+    classes, predicted = ["a", "b", "c"], scores.argmax(1)
+    assert rows[0] == ["video", "label", "predicted", "right"]
+    assert rows[1:] == [[n, classes[t], classes[p], str(int(t == p))]
+                        for n, t, p in zip(names, labels, predicted, strict=True)]  # fmt: skip
+
+    # A multi-task model: each task's classes, right when both are; unnamed: split positions.
+    tasks = {"verb": ["v0", "v1"], "noun": ["n0", "n1", "n2"]}
+    both = np.stack([rng.integers(0, 2, 30), rng.integers(0, 3, 30)], axis=1)
+    task_scores = rng.normal(size=(30, 5))
+    result = named_result(task_metrics(task_scores, both, tasks), tasks, "test")
+    assert write_video_table(result, str(tmp_path / "multi.csv"))
+    rows = list(csv.reader(open(tmp_path / "multi.csv")))
+    assert rows[0] == ["video", "verb_label", "verb_predicted", "noun_label", "noun_predicted",
+                       "right"]  # fmt: skip
+    right = _joint_right(task_scores, both)
+    verb, noun = task_scores[:, :2].argmax(1), task_scores[:, 2:].argmax(1)
+    assert rows[1:] == [[str(i), f"v{both[i, 0]}", f"v{verb[i]}", f"n{both[i, 1]}",
+                         f"n{noun[i]}", str(int(right[i]))] for i in range(30)]  # fmt: skip
+
+    # Multi-label results have no single prediction per video: no table.
+    positives = (rng.random((20, 3)) < 0.4).astype(int)
+    multi_label = named_result(task_metrics(rng.normal(size=(20, 3)), positives, classes), classes,
+                               "test")  # fmt: skip
+    assert not write_video_table(multi_label, str(tmp_path / "none.csv"))
+    assert not os.path.exists(tmp_path / "none.csv")

@@ -4,10 +4,12 @@ table, the scalars TensorBoard gets, and everything written to a workdir.
 >>> result = named_result(metrics, class_names, "test")
 >>> print(format_eval(result))
 >>> paths = write_eval(result, "runs/vivit")   # eval_test_stepN.json, TensorBoard, PNGs
+>>> write_video_table(result, "runs/vivit/eval_test_step9_videos.csv")   # one row per video
 """
 
 from __future__ import annotations
 
+import csv
 import json
 import logging
 import math
@@ -252,6 +254,33 @@ def per_video_path(path: str) -> str:
     return path.removesuffix(".json") + "_per_video.npz"
 
 
+def video_table_path(path: str) -> str:
+    """Where the per-video table of the result at ``path`` is: ``..._step<N>_videos.csv``."""
+    return path.removesuffix(".json") + "_videos.csv"
+
+
+def write_video_table(result: Mapping[str, Any], path: str) -> bool:
+    """Writes one CSV row per scored video: its name (``videos``; its place in the split where
+    the dataset names none), its true and predicted class (per task for a multi-task model)
+    and ``right`` (1 when every task is): the list to open after an evaluation. Nothing, and
+    False, for a result without per-video predictions (multi-label, loss-only)."""
+    tasks = task_results(result)
+    videos = {task: metrics.get("per_video") or {} for task, (metrics, _) in tasks.items()}
+    if not tasks or any("predicted" not in v for v in videos.values()):
+        return False
+    header, columns = ["video"], []
+    for task, (_, classes) in tasks.items():
+        header += [f"{task}_{key}" if task else key for key in ("label", "predicted")]
+        columns += [[classes[i] for i in videos[task][key]] for key in ("label", "predicted")]
+    right = np.all([np.equal(v["label"], v["predicted"]) for v in videos.values()], axis=0)
+    with open(path, "w", newline="", encoding="utf-8") as f:
+        writer = csv.writer(f)
+        writer.writerow([*header, "right"])
+        names = result.get("videos", range(len(right)))
+        writer.writerows(zip(names, *columns, right.astype(int), strict=True))
+    return True
+
+
 def _arrays_apart(result: Mapping[str, Any], file: str) -> tuple[dict[str, Any], dict]:
     """``result`` with its array ``per_video`` (a multi-label result's labels and scores, too
     large for JSON) replaced by ``{"file": file}``, and those arrays (none for other results:
@@ -281,7 +310,8 @@ def read_per_video(result: dict[str, Any], path: str) -> dict[str, Any]:
 
 def write_eval(result: Mapping[str, Any], workdir: str, plots: bool = True) -> list[str]:
     """Writes ``result`` into ``workdir``: ``eval_<split>_step<N>.json`` (a multi-label
-    result's per-video labels and scores in :func:`per_video_path` beside it), its
+    result's per-video labels and scores in :func:`per_video_path` beside it; a single-label
+    or multi-task one's table of videos in :func:`video_table_path`), its
     :func:`scalars` to TensorBoard (``tensorboard/eval_<split>``) and ``metrics.jsonl``, and
     (``plots``) the PNGs of :func:`vjax.evaluate.plots.write_plots`. Returns the paths. The
     JSON is strict: a NaN or inf metric is written as null."""
@@ -295,6 +325,8 @@ def write_eval(result: Mapping[str, Any], workdir: str, plots: bool = True) -> l
     if arrays:
         np.savez_compressed(per_video_path(path), **arrays)
         paths.append(per_video_path(path))
+    if write_video_table(result, video_table_path(path)):
+        paths.append(video_table_path(path))
     with open(path, "w") as f:
         json.dump(_json_ready(written), f, indent=1, allow_nan=False)
     writer = MetricWriter(workdir)
