@@ -270,12 +270,16 @@ def test_compare_pairs_a_multitask_models_joint_top1(tmp_path, capsys):
     assert "verb: top1 video by video (200 videos)" in out
 
 
-def test_paired_map_is_the_basic_interval_of_the_paired_resamples_written_out():
+@pytest.mark.parametrize("b_better", [True, False])
+def test_paired_map_is_the_basic_interval_of_the_paired_resamples_written_out(b_better):
+    """B - A of mAP and its interval, above 0 for a better B and below 0 for a worse one (the
+    interval of a difference lies in [-1, 1])."""
     from sklearn.metrics import average_precision_score
 
     rng = np.random.default_rng(8)
     positives = rng.random((90, 5)) < 0.15
-    runs = [rng.normal(size=(90, 5)) + strength * positives for strength in (0.5, 1.5)]
+    strengths = (0.5, 1.5) if b_better else (1.5, 0.5)
+    runs = [rng.normal(size=(90, 5)) + strength * positives for strength in strengths]
 
     def m_ap(scores, labels):
         return np.mean([average_precision_score(labels[:, k], scores[:, k])
@@ -293,7 +297,8 @@ def test_paired_map_is_the_basic_interval_of_the_paired_resamples_written_out():
     assert paired["difference"] == pytest.approx(difference, rel=1e-6)  # float32 scores
     np.testing.assert_allclose(paired["ci95"], (2 * difference - hi, 2 * difference - lo),
                                rtol=1e-5)  # fmt: skip
-    assert paired["ci95"][0] > 0  # the stronger run is better beyond the test set's luck
+    # the stronger run is better (or the weaker worse) beyond the test set's luck
+    assert paired["ci95"][0] > 0 if b_better else paired["ci95"][1] < 0
     other = {"label": np.roll(positives, 1, axis=0), "scores": runs[1]}
     assert paired_map({"label": positives, "scores": runs[0]}, other) is None
 

@@ -157,7 +157,7 @@ def _interval(bounds: Sequence[float] | None) -> str:
 
 def _value(metrics: Mapping[str, Any], key: str) -> str:
     """A metric as the tables print it, with its interval where it has one: ``0.7520 (95% CI
-    0.733-0.771)`` (an undefined one, null in a written result, as nan)."""
+    0.733-0.770)`` (an undefined one, null in a written result, as nan)."""
     return f"{_scalar(metrics[key]):.4f}{_interval(metrics.get(key + '_ci95'))}"
 
 

@@ -2,7 +2,7 @@
 or mAP on a test set, and whether two runs scored on the same videos really differ (the
 question after an ablation).
 
-A test split is a sample of videos, so a top-1 of 0.752 on 2,000 of them is 0.733-0.771 at
+A test split is a sample of videos, so a top-1 of 0.752 on 2,000 of them is 0.733-0.770 at
 95% (Wilson's score interval, which stays inside [0, 1] and is right for few videos too). Two
 runs on the same videos are compared pair by pair: only the videos one model gets right and
 the other wrong carry information, and McNemar's exact test says how likely so lopsided a
@@ -10,7 +10,7 @@ split of them would be if the models were equally good. Metrics without a formul
 class accuracy) get a bootstrap over the videos: 1,000 resamples, each video weighted by how
 often it is drawn, and the basic interval; two runs are resampled alike for their difference.
 
->>> lo, hi = wilson_interval(1504, 2000)            # (0.733, 0.771)
+>>> lo, hi = wilson_interval(1504, 2000)            # (0.733, 0.770)
 >>> paired_top1(a["per_video"], b["per_video"])     # B - A, the discordant counts, p-value
 >>> lo, hi = map_interval(scores, positives)        # scores, positives (N, K)
 >>> paired_map(a["per_video"], b["per_video"])      # B - A of mAP and its interval
