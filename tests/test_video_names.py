@@ -205,3 +205,17 @@ def test_the_table_of_videos_has_each_videos_classes_and_whether_it_was_right(tm
                                "test")  # fmt: skip
     assert not write_video_table(multi_label, str(tmp_path / "none.csv"))
     assert not os.path.exists(tmp_path / "none.csv")
+
+
+def test_a_result_naming_other_than_its_scored_videos_is_refused(tmp_path, capsys):
+    from vjax.cli import main as vjax_main
+
+    labels, scores = np.array([0, 1, 2]), np.eye(3)
+    a = _write(tmp_path, "a", _top1_result(["x", "y", "z"], labels, scores))
+    edited = json.load(open(f"{a}/eval_test_step1.json"))
+    edited["videos"] = ["x", "y"]  # cut by hand
+    (tmp_path / "edited.json").write_text(json.dumps(edited))
+    assert vjax_main(["compare", a, str(tmp_path / "edited.json")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [f"vjax compare: error: {tmp_path / 'edited.json'} names 2 videos but scored 3; "
+                   f"evaluate it again with vjax eval"]  # fmt: skip

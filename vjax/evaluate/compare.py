@@ -58,6 +58,12 @@ def read_result(path: str) -> dict[str, Any]:
         raise UserError(f"{path} is not an eval result: not one JSON object ({e}); {_GIVE}") from e
     if not (isinstance(result, dict) and {"split", "loss"} <= result.keys()):
         raise UserError(f"{path} is not an eval result (no split and loss); {_GIVE}")
+    videos = result.get("videos")
+    if videos is not None and len(videos) != result.get("num_examples"):
+        raise UserError(  # written by hand, or cut: its rows cannot be paired by name
+            f"{path} names {len(videos)} videos but scored {result.get('num_examples')}; "
+            f"evaluate it again with vjax eval"
+        )
     return read_per_video(result, path)
 
 
