@@ -146,8 +146,7 @@ def test_bench_ssl_probes_the_encoders_both_classifiers_start_from(
     """``vjax bench ssl``'s probes: the fine-tuning's start (the pre-training's encoder on the
     classifier) and the scratch run's (its seed's initialisation), each on the labelled
     training clips and the test split."""
-    import vjax.evaluate.probe as probe
-    from vjax import bench_ssl
+    from vjax import bench_ssl, probing
     from vjax.bench import vjax_recipe
     from vjax.checkpoint import read_checkpoint
     from vjax.data.motion import generate_arrays
@@ -163,9 +162,10 @@ def test_bench_ssl_probes_the_encoders_both_classifiers_start_from(
         seen.append((train, train_labels, test, test_labels, num_classes))
         return {"top1": 0.5, "l2": 1.0}
 
-    monkeypatch.setattr(probe, "linear_probe", recording_probe)
-    probes = bench_ssl.encoder_probes(config, pretrain_dir)
-    assert probes == {"pretrained": {"top1": 0.5, "l2": 1.0}, "scratch": {"top1": 0.5, "l2": 1.0}}
+    monkeypatch.setattr(probing, "linear_probe", recording_probe)
+    probes = bench_ssl.encoder_probes(config, pretrain_dir)  # vjax probe's, through the pipeline
+    assert probes["pretrained"] == probes["scratch"] == {"top1": 0.5, "l2": 1.0}
+    assert (probes["train_clips"], probes["test_clips"]) == (16, config.dataset.num_test)
     (pre, pre_labels, pre_test, test_labels, k), (scratch, *_) = seen
     data = config.dataset
     shape = (data.num_classes, data.num_frames, data.height, data.width)
@@ -190,3 +190,54 @@ def test_bench_ssl_probes_the_encoders_both_classifiers_start_from(
     np.testing.assert_allclose(pre, features(params, train_videos), atol=1e-5)
     np.testing.assert_allclose(pre_test, features(params, test_videos), atol=1e-5)
     assert not np.allclose(pre, scratch, atol=1e-3)
+
+
+def test_probe_command_probes_a_pretraining_run_and_writes_the_result(
+    pretrained_run, data_dir, tmp_path, capsys
+):
+    """``vjax probe``: the pre-training run's encoder on the fine-tuning recipe's classifier
+    and its random initialisation, printed and written as ``probe_<split>.json``; a config
+    that does not classify (the pre-training's own) is one line, exit 2."""
+    import json
+    import shutil
+
+    from conftest import REPO
+
+    from vjax.cli import main as vjax_main
+
+    workdir = str(tmp_path / "pretrained")
+    shutil.copytree(pretrained_run[1], workdir)  # the session's run stays as it is
+    flags = [f"--workdir={workdir}", f"--config.dataset.data_dir={data_dir}", "--split=test"]
+    config = f"--config={REPO}/configs/videomae.py:finetune_motion,tiny"
+    assert vjax_main(["probe", config, *flags, "--config.dataset.num_train=16"]) == 0
+    out = capsys.readouterr().out
+    saved = json.load(open(tmp_path / "pretrained" / "probe_test.json"))
+    assert (saved["train_clips"], saved["test_clips"], saved["split"]) == (16, 16, "test")
+    mine, random = saved["pretrained"], saved["scratch"]
+    assert f"top1 {mine['top1']:.4f} (L2 {mine['l2']:g})" in out
+    assert "random init (seed 0)" in out and f"top1 {random['top1']:.4f}" in out
+    assert f"gain {100 * (mine['top1'] - random['top1']):+.1f} points" in out
+    assert "linear probe: train (16 clips) -> test (16 clips)" in out
+    assert {mine["l2"], random["l2"]} <= set(L2_GRID)
+
+    pretraining = f"--config={REPO}/configs/videomae.py:pretrain_motion,tiny"
+    assert vjax_main(["probe", pretraining, *flags]) == 2
+    assert capsys.readouterr().err.strip() == (
+        "vjax probe: error: vjax probe fits one class per clip; train.objective="
+        "'reconstruction' (give the config of a single-label classifier on the dataset)"
+    )
+
+
+def test_a_multitask_model_is_probed_per_task():
+    """Feature 0 says the verb, feature 1 the noun: each task's probe reads its own column
+    of labels (a swapped or shared column would score at chance)."""
+    from vjax.probing import _probes
+
+    rng = np.random.default_rng(0)
+    labels = np.stack([rng.integers(0, 2, 120), rng.integers(0, 3, 120)], axis=1)
+    features = np.stack([4.0 * labels[:, 0], 4.0 * labels[:, 1], rng.normal(size=120)], axis=1)
+    features = features + 0.1 * rng.normal(size=features.shape)
+    train, test = (features[:80], labels[:80]), (features[80:], labels[80:])
+    probes = _probes(train, test, {"verb": ["a", "b"], "noun": ["x", "y", "z"]})
+    assert set(probes) == {"verb", "noun"}
+    assert probes["verb"]["top1"] == probes["noun"]["top1"] == 1.0

@@ -292,69 +292,6 @@ def test_a_model_with_a_head_per_modality_cannot_be_probed():
         head_inputs(model, variables, inputs)
 
 
-def test_encoder_probes_train_on_the_labelled_clips_and_test_on_the_test_split(monkeypatch):
-    """The probes read ``dataset.num_train`` training clips and
-    ``dataset.num_test`` test clips (different counts here), the pre-trained encoder's features
-    under "pretrained" and the seed's initialisation under "scratch"."""
-    import ml_collections
-
-    import vjax.data.motion as motion
-    import vjax.evaluate.probe as probe
-    import vjax.train as train
-
-    generated = []
-
-    def fake_generate(seed, split, count, classes, frames, height, width):
-        generated.append((split, count))
-        offset = {"train": 0.0, "test": 100.0}[split]
-        videos = np.full((count, frames, height, width, 3), offset, np.float32)
-        return videos + np.arange(count)[:, None, None, None, None], np.arange(count) % classes
-
-    states = {}
-
-    def fake_create_state(exp, seed):
-        states["seed"] = seed
-        return types.SimpleNamespace(params={"w": 1.0}, model_state={})
-
-    def fake_init_from_pretrained(exp, state, directory, verbose=True):
-        return types.SimpleNamespace(params={"w": 2.0}, model_state={}, directory=directory)
-
-    def fake_head_inputs(model, variables, video):  # a feature: the clip's first pixel x weight
-        return np.asarray(video)[:, 0, 0, 0, :1] * variables["params"]["w"]
-
-    def fake_linear_probe(train_x, train_y, test_x, test_y, classes):
-        return {"train": (train_x.copy(), list(train_y)), "test": (test_x.copy(), list(test_y)),
-                "classes": classes}  # fmt: skip
-
-    monkeypatch.setattr(motion, "generate_arrays", fake_generate)
-    monkeypatch.setattr(train, "setup", lambda config: types.SimpleNamespace(model=None))
-    monkeypatch.setattr(train, "create_state", fake_create_state)
-    monkeypatch.setattr(train, "init_from_pretrained", fake_init_from_pretrained)
-    monkeypatch.setattr(probe, "head_inputs", fake_head_inputs)
-    monkeypatch.setattr(probe, "linear_probe", fake_linear_probe)
-    config = ml_collections.ConfigDict({
-        "seed": 5,
-        "dataset": {"seed": 0, "num_classes": 3, "num_frames": 2, "height": 4, "width": 4,
-                    "num_train": 6, "num_test": 4},
-        "input": {"mean": [0.5] * 3, "std": [0.25] * 3},
-    })  # fmt: skip
-    probes = bench_ssl.encoder_probes(config, "/pre")
-    assert sorted(generated) == [("test", 4), ("train", 6)]
-    assert states["seed"] == 5
-    # normalize_video maps uint8-range values v to (v / 255 - 0.5) / 0.25
-    for name, weight in (("pretrained", 2.0), ("scratch", 1.0)):
-        train_x, train_y = probes[name]["train"]
-        test_x, test_y = probes[name]["test"]
-        np.testing.assert_allclose(
-            train_x[:, 0], weight * (np.arange(6) / 255 - 0.5) / 0.25, rtol=1e-5
-        )
-        np.testing.assert_allclose(
-            test_x[:, 0], weight * ((100 + np.arange(4)) / 255 - 0.5) / 0.25, rtol=1e-5
-        )
-        assert train_y == [0, 1, 2, 0, 1, 2] and test_y == [0, 1, 2, 0]
-        assert probes[name]["classes"] == 3
-
-
 def test_tied_strengths_go_to_the_stronger():
     """Two classes 10 standard deviations apart: every strength of the grid
     scores every held-out clip right, and the tie goes to the strongest, 1.0."""

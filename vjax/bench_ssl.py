@@ -38,6 +38,7 @@ from vjax.bench import (
     vjax_recipe,
 )
 from vjax.errors import UserError, number_in, positive_int
+from vjax.probing import encoder_probes
 
 
 def run(
@@ -85,7 +86,7 @@ def run(
         scratch = train_and_test(  # the same recipe, steps and seed, from a random start
             vjax_recipe(finetune_recipe, seeded), os.path.join(workdir, f"scratch_seed{seed}")
         )
-        probes = encoder_probes(vjax_recipe(finetune_recipe, seeded), pretrain_dir)
+        probes = encoder_probes(vjax_recipe(finetune_recipe, seeded), pretrain_dir)  # vjax probe
         runs.append({"seed": seed, "pretrain_seconds": pretrain_seconds, "pretraining": learnt,
                      "finetuned": finetuned, "scratch": scratch, "probes": probes})  # fmt: skip
     return {
@@ -111,38 +112,6 @@ def pretraining_loss(config: Any, pretrain_dir: str) -> dict[str, float | None]:
     loss = evaluate_checkpoint(config, pretrain_dir, "validation")["loss"]
     baseline = mean_prediction_loss(model.tubelet) if model.norm_pix_loss else None
     return {"loss": loss, "mean_prediction": baseline}
-
-
-def encoder_probes(config: Any, pretrain_dir: str) -> dict[str, dict[str, float]]:
-    """Linear probes (:func:`vjax.evaluate.probe.linear_probe`) of the encoder the fine-tuning
-    starts from (``pretrain_dir``'s, moved onto ``config``'s classifier) and of the one the
-    training from scratch starts from (``config.seed``'s initialisation): trained on
-    ``config``'s labelled clips, tested on the test split (vjax_motion's clips are a pure
-    function of their index, :func:`vjax.data.motion.generate_arrays`)."""
-    from vjax.data.motion import generate_arrays
-    from vjax.evaluate.probe import head_inputs, linear_probe
-    from vjax.step import normalize_video
-    from vjax.train import create_state, init_from_pretrained, setup
-
-    data = config.dataset
-    shape = (data.num_classes, data.num_frames, data.height, data.width)
-    train = generate_arrays(data.seed, "train", data.num_train, *shape)
-    test = generate_arrays(data.seed, "test", data.num_test, *shape)
-    exp = setup(config)
-    scratch = create_state(exp, config.seed)
-    pretrained = init_from_pretrained(exp, scratch, pretrain_dir, verbose=False)
-
-    def probe(state) -> dict[str, float]:
-        variables = {"params": state.params, **state.model_state}
-
-        def features(videos):
-            video = normalize_video(videos, config.input.mean, config.input.std, "float32")
-            return head_inputs(exp.model, variables, video)
-
-        return linear_probe(features(train[0]), train[1], features(test[0]), test[1],
-                            data.num_classes)  # fmt: skip
-
-    return {"pretrained": probe(pretrained), "scratch": probe(scratch)}
 
 
 def probe_lines(runs: Sequence[dict[str, Any]]) -> list[str]:

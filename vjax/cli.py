@@ -2,6 +2,7 @@
 
 vjax train  --config=configs/demo.py:vivit --workdir=runs/vivit --config.optimizer.lr=3e-4
 vjax eval   --config=configs/demo.py:vivit --workdir=runs/vivit --split=test
+vjax probe  --config=configs/videomae.py:finetune_motion --workdir=runs/mae  # linear probe
 vjax demo   --workdir=runs/demo
 vjax parity vivit            # params and GFLOPs next to the published tables
 vjax convert --from=SOURCE --src=FILE --out=DIR

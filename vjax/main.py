@@ -1,4 +1,5 @@
-"""``python -m vjax.main --mode=train|eval|demo --config=FILE[:ARG] --workdir=DIR [--config.K=V]``.
+"""``python -m vjax.main --mode=MODE --config=FILE[:ARG] --workdir=DIR [--config.K=V]``, MODE one
+of train, eval, probe, demo.
 
 The ``vjax`` command (``vjax train ...``) is the same entry point with the mode as a verb.
 """
@@ -10,10 +11,12 @@ import logging
 import sys
 from collections.abc import Sequence
 
-MODES = ("train", "eval", "demo")
+MODES = ("train", "eval", "probe", "demo")
 _PURPOSE = {
     "train": "Trains, resuming from the newest good checkpoint in --workdir.",
     "eval": "Evaluates the newest good checkpoint in --workdir on --split.",
+    "probe": "Linear probe of the encoder in --workdir (a pre-training run or a vjax convert "
+    "folder) on --config's classifier and dataset, beside its random initialisation.",
     "demo": "Trains and tests the demo models and writes the report into --workdir.",
 }
 _OVERRIDES_HELP = """\
@@ -54,8 +57,8 @@ def parse_args(
         help="config file, optionally with :ARG for get_config(ARG)",
     )
     parser.add_argument("--workdir", required=True, help="checkpoints, metrics and reports")
-    if mode in (None, "eval"):
-        parser.add_argument("--split", default="test", help="split to evaluate (mode=eval)")
+    if mode in (None, "eval", "probe"):
+        parser.add_argument("--split", default="test", help="split to evaluate (mode=eval|probe)")
     if mode in (None, "demo"):
         parser.add_argument(
             "--audio_visual",
@@ -92,7 +95,7 @@ def run(argv: Sequence[str], mode: str | None = None) -> int:
         return 0
     config = load_config(args.config)
     apply_overrides(config, overrides)
-    if args.mode == "eval":  # at once, before JAX and the dataset load
+    if args.mode in ("eval", "probe"):  # at once, before JAX and the dataset load
         from vjax.checkpoint_paths import require_trained
 
         require_trained(args.workdir)
@@ -107,6 +110,13 @@ def run(argv: Sequence[str], mode: str | None = None) -> int:
     distributed.initialize(args.coordinator_address, args.num_processes, args.process_id)
     if args.mode == "train":
         train.train(config, args.workdir)
+    elif args.mode == "probe":
+        from vjax.probing import encoder_probes, format_probes, write_probes
+
+        result = encoder_probes(config, args.workdir, args.split)
+        if jax.process_index() == 0:
+            print(format_probes(result))
+            print(f"wrote {write_probes(result, args.workdir)}")
     else:
         result = train.evaluate_checkpoint(config, args.workdir, args.split)
         if jax.process_index() != 0:  # every process evaluated its shard; one reports

@@ -307,6 +307,20 @@ def evaluate(
     return named_result(metrics, exp.class_names, split, _video_names(exp, split))
 
 
+def split_outputs(
+    exp: Experiment, step: Callable, variables: Any, split: str
+) -> tuple[np.ndarray, np.ndarray]:
+    """``(outputs, labels)`` of every example of ``split``, in its order, one view each (the
+    evaluation transform's centre clip): ``step(variables, batch)``'s per-example outputs
+    (e.g. :func:`vjax.probing.features_step`'s features), gathered from every process."""
+    number = num_eval_batches(_num_examples(exp, split), exp.config.input.global_batch_size)
+    with _data_map(exp, "eval", split, number) as batches:
+        return scoring.evaluate_batches(
+            _apply(exp, step, variables), batches, number, exp.class_names, _gather,
+            score=lambda outputs, labels, _: (outputs, labels),
+        )  # fmt: skip
+
+
 def _video_names(exp: Experiment, split: str) -> list[str] | None:
     """The split's video names in record order, where the dataset has them (prepared videos:
     :meth:`vjax.data.video_builder.VideoFolder.video_names`); None for rendered data."""

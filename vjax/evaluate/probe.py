@@ -10,7 +10,7 @@ head receives; nothing else trains, so no fine-tuning luck enters the number).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import flax.linen as nn
@@ -26,9 +26,10 @@ L2_GRID = (1e-4, 1e-3, 1e-2, 1e-1, 1.0)
 _ITERATIONS = 300  # L-BFGS steps: within 2e-3 of scikit-learn's probabilities in the tests
 
 
-def head_inputs(module: nn.Module, variables: Any, inputs: Any, batch_size: int = 64) -> np.ndarray:
-    """``(N, D)``: what ``module``'s :class:`ClassifierHead` receives for each of ``inputs``
-    (the model's prepared input, batched by ``batch_size``), at evaluation (``train=False``)."""
+def head_input_function(module: nn.Module) -> Callable[[Any, Any], jax.Array]:
+    """``features(variables, inputs) -> (B, D) float32``: what ``module``'s
+    :class:`ClassifierHead` receives for a batch of the model's prepared inputs, at evaluation
+    (``train=False``); to be jitted by the caller (alone, or inside a sharded step)."""
 
     def features(variables, batch):
         captured = []
@@ -44,7 +45,13 @@ def head_inputs(module: nn.Module, variables: Any, inputs: Any, batch_size: int 
             raise ValueError(f"{type(module).__name__} has no single classifier head to probe")
         return captured[0].astype(jnp.float32)
 
-    apply = jax.jit(features)  # the weights an argument: not folded into the program
+    return features
+
+
+def head_inputs(module: nn.Module, variables: Any, inputs: Any, batch_size: int = 64) -> np.ndarray:
+    """``(N, D)``: :func:`head_input_function` for each of ``inputs`` (the model's prepared
+    input, batched by ``batch_size``)."""
+    apply = jax.jit(head_input_function(module))  # the weights an argument, not constants
     starts = range(0, len(jax.tree.leaves(inputs)[0]), batch_size)
     batches = (jax.tree.map(lambda x, i=i: x[i : i + batch_size], inputs) for i in starts)
     return np.concatenate([np.asarray(apply(variables, batch)) for batch in batches])
