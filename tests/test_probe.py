@@ -220,6 +220,10 @@ def test_probe_command_probes_a_pretraining_run_and_writes_the_result(
     assert "linear probe: train (16 clips) -> test (16 clips)" in out
     assert {mine["l2"], random["l2"]} <= set(L2_GRID)
 
+    assert vjax_main(["probe", config, *flags, "--split=train"]) == 2
+    assert capsys.readouterr().err.strip() == (
+        "vjax probe: error: vjax probe fits the training split: test it on another (--split=test)"
+    )
     pretraining = f"--config={REPO}/configs/videomae.py:pretrain_motion,tiny"
     assert vjax_main(["probe", pretraining, *flags]) == 2
     assert capsys.readouterr().err.strip() == (

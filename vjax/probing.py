@@ -72,6 +72,8 @@ def encoder_probes(
             f"vjax probe fits one class per clip; train.objective={config.train.objective!r} "
             f"(give the config of a single-label classifier on the dataset)"
         )
+    if split == "train":
+        raise UserError("vjax probe fits the training split: test it on another (--split=test)")
     exp = train.setup(config, splits=("train", split), distill=False)
     scratch = train.create_state(exp, config.seed)
     pretrained = train.init_from_pretrained(exp, scratch, source, verbose=False)

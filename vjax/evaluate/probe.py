@@ -19,6 +19,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from vjax.errors import UserError
 from vjax.models.layers import ClassifierHead
 
 L2_GRID = (1e-4, 1e-3, 1e-2, 1e-1, 1.0)
@@ -42,7 +43,10 @@ def head_input_function(module: nn.Module) -> Callable[[Any, Any], jax.Array]:
         with nn.intercept_methods(capture):
             module.apply(variables, batch, train=False)
         if len(captured) != 1:
-            raise ValueError(f"{type(module).__name__} has no single classifier head to probe")
+            raise UserError(  # a ValueError too; one line from the command line
+                f"{type(module).__name__} has no single classifier head to probe (MBT has one "
+                f"per modality)"
+            )
         return captured[0].astype(jnp.float32)
 
     return features
