@@ -218,6 +218,7 @@ def test_probe_command_probes_a_pretraining_run_and_writes_the_result(
     assert "random init (seed 0)" in out and f"top1 {random['top1']:.4f}" in out
     assert f"gain {100 * (mine['top1'] - random['top1']):+.1f} points" in out
     assert "linear probe: train (16 clips) -> test (16 clips)" in out
+    assert f"Initialised from {workdir}: " in out and "dropped" in out  # the decoder
     assert {mine["l2"], random["l2"]} <= set(L2_GRID)
 
     assert vjax_main(["probe", config, *flags, "--split=train"]) == 2

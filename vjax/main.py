@@ -113,7 +113,7 @@ def run(argv: Sequence[str], mode: str | None = None) -> int:
     elif args.mode == "probe":
         from vjax.probing import encoder_probes, format_probes, write_probes
 
-        result = encoder_probes(config, args.workdir, args.split)
+        result = encoder_probes(config, args.workdir, args.split, jax.process_index() == 0)
         if jax.process_index() == 0:
             print(format_probes(result))
             print(f"wrote {write_probes(result, args.workdir)}")

@@ -58,12 +58,13 @@ def _probes(
 
 
 def encoder_probes(
-    config: ml_collections.ConfigDict, source: str, split: str = "test"
+    config: ml_collections.ConfigDict, source: str, split: str = "test", verbose: bool = False
 ) -> dict[str, Any]:
     """Linear probes of the encoder in ``source`` (on ``config``'s model, as
-    ``train.init_from``) and of ``config.seed``'s random initialisation, each trained on the
-    training split and tested on ``split``: ``{"pretrained", "scratch"}`` (``{"top1", "l2"}``,
-    per task for a multi-task model) and the clip counts."""
+    ``train.init_from``; ``verbose``: print what was copied and what kept its initial value)
+    and of ``config.seed``'s random initialisation, each trained on the training split and
+    tested on ``split``: ``{"pretrained", "scratch"}`` (``{"top1", "l2"}``, per task for a
+    multi-task model) and the clip counts."""
     from vjax import train
     from vjax.compile_options import compiler_options
 
@@ -76,7 +77,7 @@ def encoder_probes(
         raise UserError("vjax probe fits the training split: test it on another (--split=test)")
     exp = train.setup(config, splits=("train", split), distill=False)
     scratch = train.create_state(exp, config.seed)
-    pretrained = train.init_from_pretrained(exp, scratch, source, verbose=False)
+    pretrained = train.init_from_pretrained(exp, scratch, source, verbose=verbose)
     step = jax.jit(
         features_step(exp.model, tuple(config.input.mean), tuple(config.input.std)),
         in_shardings=(exp.state_shardings.variables, exp.batch_sharding),
