@@ -134,6 +134,7 @@ def test_eval_then_predict_command_on_the_trained_folder(trained, commands):
     names = evaluated["class_names"]
     assert [r["predicted"] for r in rows] == [names[i] for i in evaluated["per_video"]["predicted"]]
     assert [r["right"] for r in rows] == [str(int(r["label"] == r["predicted"])) for r in rows]
+    assert all(0.5 <= float(r["confidence"]) <= 1 for r in rows)  # two classes: the larger
 
     result = commands["predict"]
     assert result.returncode == 0, result.stderr[-3000:]

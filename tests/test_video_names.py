@@ -8,6 +8,7 @@ import os
 
 import numpy as np
 import pytest
+from scipy.special import softmax
 from scipy.stats import binomtest
 
 from vjax.data.manifests import VideoEntry
@@ -181,9 +182,13 @@ def test_the_table_of_videos_has_each_videos_classes_and_whether_it_was_right(tm
     assert str(tmp_path / "eval_test_step2_videos.csv") in paths
     rows = list(csv.reader(open(tmp_path / "eval_test_step2_videos.csv")))
     classes, predicted = ["a", "b", "c"], scores.argmax(1)
-    assert rows[0] == ["video", "label", "predicted", "right"]
-    assert rows[1:] == [[n, classes[t], classes[p], str(int(t == p))]
-                        for n, t, p in zip(names, labels, predicted, strict=True)]  # fmt: skip
+    confidence = softmax(scores, axis=1).max(axis=1)  # SciPy's
+    assert rows[0] == ["video", "label", "predicted", "confidence", "right"]
+    assert [r[:3] + r[4:] for r in rows[1:]] == [
+        [n, classes[t], classes[p], str(int(t == p))]
+        for n, t, p in zip(names, labels, predicted, strict=True)
+    ]
+    np.testing.assert_allclose([float(r[3]) for r in rows[1:]], confidence, atol=1e-6)
 
     # A multi-task model: each task's classes, right when both are; unnamed: split positions.
     tasks = {"verb": ["v0", "v1"], "noun": ["n0", "n1", "n2"]}
@@ -192,12 +197,16 @@ def test_the_table_of_videos_has_each_videos_classes_and_whether_it_was_right(tm
     result = named_result(task_metrics(task_scores, both, tasks), tasks, "test")
     assert write_video_table(result, str(tmp_path / "multi.csv"))
     rows = list(csv.reader(open(tmp_path / "multi.csv")))
-    assert rows[0] == ["video", "verb_label", "verb_predicted", "noun_label", "noun_predicted",
-                       "right"]  # fmt: skip
+    assert rows[0] == ["video", "verb_label", "verb_predicted", "verb_confidence", "noun_label",
+                       "noun_predicted", "noun_confidence", "right"]  # fmt: skip
     right = _joint_right(task_scores, both)
     verb, noun = task_scores[:, :2].argmax(1), task_scores[:, 2:].argmax(1)
-    assert rows[1:] == [[str(i), f"v{both[i, 0]}", f"v{verb[i]}", f"n{both[i, 1]}",
-                         f"n{noun[i]}", str(int(right[i]))] for i in range(30)]  # fmt: skip
+    assert [r[:3] + r[4:6] + r[7:] for r in rows[1:]] == [
+        [str(i), f"v{both[i, 0]}", f"v{verb[i]}", f"n{both[i, 1]}", f"n{noun[i]}",
+         str(int(right[i]))] for i in range(30)]  # fmt: skip
+    for column, block in ((3, task_scores[:, :2]), (6, task_scores[:, 2:])):
+        np.testing.assert_allclose([float(r[column]) for r in rows[1:]],
+                                   softmax(block, axis=1).max(axis=1), atol=1e-6)  # fmt: skip
 
     # Multi-label results have no single prediction per video: no table.
     positives = (rng.random((20, 3)) < 0.4).astype(int)

@@ -222,7 +222,9 @@ def single_label_metrics(scores: np.ndarray, labels: np.ndarray) -> dict[str, An
     """Metrics of ``scores (N, K)`` against integer ``labels (N,)``: ``loss`` (softmax
     cross-entropy), ``top1``, ``top5`` (top-min(5, K)) and their 95% intervals ``top1_ci95``,
     ``top5_ci95`` (:func:`~vjax.evaluate.uncertainty.wilson_interval`), ``per_video`` (each
-    row's ``label`` and ``predicted`` class, for paired comparisons), ``mean_class_accuracy``
+    row's ``label`` and ``predicted`` class, for paired comparisons, and the softmax
+    probability of the prediction, ``confidence``: confidently wrong videos are where to look
+    for label noise), ``mean_class_accuracy``
     with its bootstrap interval ``mean_class_accuracy_ci95``
     (:func:`~vjax.evaluate.uncertainty.mean_class_accuracy_interval`) and
     ``per_class_accuracy`` (NaN for absent classes), ``confusion_matrix`` (rows = truth),
@@ -243,6 +245,7 @@ def single_label_metrics(scores: np.ndarray, labels: np.ndarray) -> dict[str, An
     confusion = np.zeros((num_classes, num_classes), np.int64)
     np.add.at(confusion, (labels, predicted), 1)
     log_probs = log_softmax(scores)
+    confidence = np.exp(log_probs.max(axis=1))  # the predicted class's softmax probability
     tp = np.diag(confusion)
     counted = (confusion.sum(axis=0) + confusion.sum(axis=1)) > 0
     prf = precision_recall_f1(tp, confusion.sum(axis=0) - tp, confusion.sum(axis=1) - tp, counted)
@@ -259,8 +262,12 @@ def single_label_metrics(scores: np.ndarray, labels: np.ndarray) -> dict[str, An
         "confusion_matrix": confusion.tolist(),
         **prf,
         "most_confused": most_confused(confusion),
-        **calibration(np.exp(log_probs.max(axis=1)), top1),
-        "per_video": {"label": labels.tolist(), "predicted": predicted.tolist()},
+        **calibration(confidence, top1),
+        "per_video": {
+            "label": labels.tolist(),
+            "predicted": predicted.tolist(),
+            "confidence": np.round(confidence, 6).tolist(),
+        },
     }
 
 

@@ -261,17 +261,20 @@ def video_table_path(path: str) -> str:
 
 def write_video_table(result: Mapping[str, Any], path: str) -> bool:
     """Writes one CSV row per scored video: its name (``videos``; its place in the split where
-    the dataset names none), its true and predicted class (per task for a multi-task model)
-    and ``right`` (1 when every task is): the list to open after an evaluation. Nothing, and
-    False, for a result without per-video predictions (multi-label, loss-only)."""
+    the dataset names none), its true and predicted class and the prediction's softmax
+    probability (per task for a multi-task model) and ``right`` (1 when every task is): the
+    list to open after an evaluation, sorted by ``confidence`` to find the confidently wrong.
+    Nothing, and False, for a result without per-video predictions (multi-label, loss-only)."""
     tasks = task_results(result)
     videos = {task: metrics.get("per_video") or {} for task, (metrics, _) in tasks.items()}
     if not tasks or any("predicted" not in v for v in videos.values()):
         return False
     header, columns = ["video"], []
     for task, (_, classes) in tasks.items():
-        header += [f"{task}_{key}" if task else key for key in ("label", "predicted")]
+        keys = ("label", "predicted", "confidence")[: 3 if "confidence" in videos[task] else 2]
+        header += [f"{task}_{key}" if task else key for key in keys]
         columns += [[classes[i] for i in videos[task][key]] for key in ("label", "predicted")]
+        columns += [videos[task]["confidence"]] if len(keys) == 3 else []  # older results: none
     right = np.all([np.equal(v["label"], v["predicted"]) for v in videos.values()], axis=0)
     with open(path, "w", newline="", encoding="utf-8") as f:
         writer = csv.writer(f)
