@@ -271,10 +271,12 @@ def write_video_table(result: Mapping[str, Any], path: str) -> bool:
         return False
     header, columns = ["video"], []
     for task, (_, classes) in tasks.items():
-        keys = ("label", "predicted", "confidence")[: 3 if "confidence" in videos[task] else 2]
+        keys = [k for k in ("label", "predicted", "confidence") if k in videos[task]]
         header += [f"{task}_{key}" if task else key for key in keys]
-        columns += [[classes[i] for i in videos[task][key]] for key in ("label", "predicted")]
-        columns += [videos[task]["confidence"]] if len(keys) == 3 else []  # older results: none
+        columns += [
+            videos[task][key] if key == "confidence" else [classes[i] for i in videos[task][key]]
+            for key in keys
+        ]
     right = np.all([np.equal(v["label"], v["predicted"]) for v in videos.values()], axis=0)
     with open(path, "w", newline="", encoding="utf-8") as f:
         writer = csv.writer(f)
