@@ -57,7 +57,8 @@ def test_vjax_command_verbs(tmp_path):
         text=True,
         check=True,
     ).stdout
-    assert "vjax train" in help_text and "verbs: train, eval, demo" in help_text
+    assert "vjax train" in help_text and "verbs: train, eval, probe, demo" in help_text
+    assert "vjax probe  --config=" in help_text
     assert "vjax compare RUN_A RUN_B" in help_text
     bad = subprocess.run(
         [sys.executable, "-m", "vjax.cli", "fly"], cwd=REPO, capture_output=True, text=True
