@@ -344,7 +344,14 @@ class VideoFolder(tfds.core.GeneratorBasedBuilder):
                 was = then.get("listed", 0)
                 changes.append(f"{split}: {len(entries)} videos listed, {was} then")
                 continue
-            back = sum(os.path.isfile(e.path) for e in entries) - then.get("found", len(entries))
+            # Missing files there now at the same path (a deletion since cannot hide them), or
+            # more found than then (a listing that names a file only once it is there).
+            missing = [f["path"] for f in then.get("skipped_files", []) if f["reason"] == "missing"]
+            found = sum(os.path.isfile(e.path) for e in entries)
+            back = max(
+                sum(os.path.isfile(path) for path in missing),
+                found - then.get("found", len(entries)),
+            )
             if back > 0:  # fewer (deleted since) need nothing new
                 changes.append(f"{split}: {back} videos missing then are there now")
             elif then.get("listing_sha1") not in (None, _fingerprint(entries)):
