@@ -176,7 +176,7 @@ def test_one_unnamed_result_pairs_by_position(tmp_path, missing):
 
 def test_the_table_of_videos_has_each_videos_classes_and_whether_it_was_right(tmp_path):
     rng = np.random.default_rng(3)
-    labels, scores = rng.integers(0, 3, 40), rng.normal(size=(40, 3))
+    labels, scores = rng.integers(0, 3, 40), rng.normal(size=(40, 3)).astype(np.float32)  # logits
     names = [f"clips/{i}.mp4" for i in rng.permutation(40)]
     paths = write_eval({**_top1_result(names, labels, scores), "step": 2}, str(tmp_path), False)
     assert str(tmp_path / "eval_test_step2_videos.csv") in paths
@@ -189,6 +189,7 @@ def test_the_table_of_videos_has_each_videos_classes_and_whether_it_was_right(tm
         for n, t, p in zip(names, labels, predicted, strict=True)
     ]
     np.testing.assert_allclose([float(r[3]) for r in rows[1:]], confidence, atol=1e-6)
+    assert max(len(r[3]) for r in rows[1:]) <= 8  # 6 digits, not a float32's long repr
 
     # A multi-task model: each task's classes, right when both are; unnamed: split positions.
     tasks = {"verb": ["v0", "v1"], "noun": ["n0", "n1", "n2"]}

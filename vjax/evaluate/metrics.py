@@ -266,7 +266,7 @@ def single_label_metrics(scores: np.ndarray, labels: np.ndarray) -> dict[str, An
         "per_video": {
             "label": labels.tolist(),
             "predicted": predicted.tolist(),
-            "confidence": np.round(confidence, 6).tolist(),
+            "confidence": np.round(confidence.astype(np.float64), 6).tolist(),  # 0.916717
         },
     }
 
