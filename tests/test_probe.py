@@ -140,86 +140,79 @@ def test_a_model_without_a_classifier_head_cannot_be_probed():
         head_inputs(model, variables, video)
 
 
-def test_bench_ssl_probes_the_encoders_both_classifiers_start_from(
-    pretrained_run, data_dir, monkeypatch
+def test_probe_command_probes_a_pretraining_run_and_writes_the_result(
+    pretrained_run, data_dir, tmp_path, capsys, monkeypatch
 ):
-    """``vjax bench ssl``'s probes: the fine-tuning's start (the pre-training's encoder on the
-    classifier) and the scratch run's (its seed's initialisation), each on the labelled
-    training clips and the test split."""
+    """``vjax probe`` (and ``vjax bench ssl``'s probes, the same function): the pre-training
+    run's encoder on the fine-tuning recipe's classifier and its seed's random initialisation,
+    each on the training clips and the test split read through the data pipeline (their
+    features equal ``head_inputs`` on the clips generated directly), printed and written as
+    ``probe_<split>.json``; ``--split=train`` and a config that does not classify (the
+    pre-training's own) are one line, exit 2."""
+    import json
+    import shutil
+
+    from conftest import REPO
+
     from vjax import bench_ssl, probing
     from vjax.bench import vjax_recipe
     from vjax.checkpoint import read_checkpoint
+    from vjax.cli import main as vjax_main
     from vjax.data.motion import generate_arrays
     from vjax.step import normalize_video
     from vjax.train import create_state, setup
 
-    _, pretrain_dir, _ = pretrained_run
-    overrides = {"dataset.data_dir": data_dir, "dataset.num_train": "16", "seed": "3"}
-    config = vjax_recipe("videomae.py:finetune_motion,tiny", overrides)
-    seen = []
+    assert bench_ssl.encoder_probes is probing.encoder_probes
+    seen, real_probe = [], probing.linear_probe
 
-    def recording_probe(train, train_labels, test, test_labels, num_classes):
-        seen.append((train, train_labels, test, test_labels, num_classes))
-        return {"top1": 0.5, "l2": 1.0}
+    def recording_probe(*args):
+        seen.append(args)
+        return real_probe(*args)
 
     monkeypatch.setattr(probing, "linear_probe", recording_probe)
-    probes = bench_ssl.encoder_probes(config, pretrain_dir)  # vjax probe's, through the pipeline
-    assert probes["pretrained"] == probes["scratch"] == {"top1": 0.5, "l2": 1.0}
-    assert (probes["train_clips"], probes["test_clips"]) == (16, config.dataset.num_test)
+    workdir = str(tmp_path / "pretrained")
+    shutil.copytree(pretrained_run[1], workdir)  # the session's run stays as it is
+    flags = [f"--workdir={workdir}", f"--config.dataset.data_dir={data_dir}", "--split=test"]
+    config = f"--config={REPO}/configs/videomae.py:finetune_motion,tiny"
+    tuned = ["--config.dataset.num_train=16", "--config.seed=3"]
+    assert vjax_main(["probe", config, *flags, *tuned]) == 0
+    out = capsys.readouterr().out
+    saved = json.load(open(tmp_path / "pretrained" / "probe_test.json"))
+    assert (saved["train_clips"], saved["test_clips"], saved["split"]) == (16, 16, "test")
+    mine, random = saved["pretrained"], saved["scratch"]
+    assert f"top1 {mine['top1']:.4f} (L2 {mine['l2']:g})" in out
+    assert "random init (seed 3)" in out and f"top1 {random['top1']:.4f}" in out
+    assert f"gain {100 * (mine['top1'] - random['top1']):+.1f} points" in out
+    assert "linear probe: train (16 clips) -> test (16 clips)" in out
+    assert f"Initialised from {workdir}: " in out and "dropped" in out  # the decoder
+    assert {mine["l2"], random["l2"]} <= set(L2_GRID)
+
+    # What the probes were fitted on: the pipeline's features of the generated clips.
     (pre, pre_labels, pre_test, test_labels, k), (scratch, *_) = seen
-    data = config.dataset
+    overrides = {"dataset.data_dir": data_dir, "dataset.num_train": "16", "seed": "3"}
+    recipe = vjax_recipe("videomae.py:finetune_motion,tiny", overrides)
+    data = recipe.dataset
     shape = (data.num_classes, data.num_frames, data.height, data.width)
     train_videos, train_labels = generate_arrays(0, "train", 16, *shape)
     test_videos, want_test_labels = generate_arrays(0, "test", data.num_test, *shape)
     assert list(pre_labels) == [i % 4 for i in range(16)] == list(train_labels) and k == 4
     np.testing.assert_array_equal(test_labels, want_test_labels)
-
-    exp = setup(config)
-    start = create_state(exp, 3)  # the scratch run's start: its seed's initialisation
+    exp = setup(recipe)
+    start = create_state(exp, 3)  # the random encoder: the seed's initialisation
     params = dict(start.params)
-    _, saved, _ = read_checkpoint(pretrain_dir)
-    shared = set(params) & set(saved["params"]) - {"classifier"}
+    _, weights, _ = read_checkpoint(workdir)
+    shared = set(params) & set(weights["params"]) - {"classifier"}
     assert "encoder" in shared
-    params.update({name: saved["params"][name] for name in shared})
+    params.update({name: weights["params"][name] for name in shared})
 
     def features(params, videos):
-        video = normalize_video(videos, config.input.mean, config.input.std, jnp.float32)
+        video = normalize_video(videos, recipe.input.mean, recipe.input.std, jnp.float32)
         return head_inputs(exp.model, {"params": params, **start.model_state}, video)
 
     np.testing.assert_allclose(scratch, features(start.params, train_videos), atol=1e-5)
     np.testing.assert_allclose(pre, features(params, train_videos), atol=1e-5)
     np.testing.assert_allclose(pre_test, features(params, test_videos), atol=1e-5)
     assert not np.allclose(pre, scratch, atol=1e-3)
-
-
-def test_probe_command_probes_a_pretraining_run_and_writes_the_result(
-    pretrained_run, data_dir, tmp_path, capsys
-):
-    """``vjax probe``: the pre-training run's encoder on the fine-tuning recipe's classifier
-    and its random initialisation, printed and written as ``probe_<split>.json``; a config
-    that does not classify (the pre-training's own) is one line, exit 2."""
-    import json
-    import shutil
-
-    from conftest import REPO
-
-    from vjax.cli import main as vjax_main
-
-    workdir = str(tmp_path / "pretrained")
-    shutil.copytree(pretrained_run[1], workdir)  # the session's run stays as it is
-    flags = [f"--workdir={workdir}", f"--config.dataset.data_dir={data_dir}", "--split=test"]
-    config = f"--config={REPO}/configs/videomae.py:finetune_motion,tiny"
-    assert vjax_main(["probe", config, *flags, "--config.dataset.num_train=16"]) == 0
-    out = capsys.readouterr().out
-    saved = json.load(open(tmp_path / "pretrained" / "probe_test.json"))
-    assert (saved["train_clips"], saved["test_clips"], saved["split"]) == (16, 16, "test")
-    mine, random = saved["pretrained"], saved["scratch"]
-    assert f"top1 {mine['top1']:.4f} (L2 {mine['l2']:g})" in out
-    assert "random init (seed 0)" in out and f"top1 {random['top1']:.4f}" in out
-    assert f"gain {100 * (mine['top1'] - random['top1']):+.1f} points" in out
-    assert "linear probe: train (16 clips) -> test (16 clips)" in out
-    assert f"Initialised from {workdir}: " in out and "dropped" in out  # the decoder
-    assert {mine["l2"], random["l2"]} <= set(L2_GRID)
 
     assert vjax_main(["probe", config, *flags, "--split=train"]) == 2
     assert capsys.readouterr().err.strip() == (
