@@ -33,7 +33,7 @@ from vjax.data.pipeline import ProcessMap, num_eval_batches, prefetch
 from vjax.distributed import process_zero_first
 from vjax.errors import UserError
 from vjax.evaluate import scoring
-from vjax.evaluate.metrics import MetricInputError
+from vjax.evaluate.metrics import MetricInputError, task_metrics
 from vjax.evaluate.report import named_result, scalars, summary
 from vjax.metric_writers import MetricWriter, progress_line
 from vjax.models import build_model
@@ -292,32 +292,29 @@ def evaluate(
     centre clip and crop for stored whole videos); for an objective that does not classify
     (reconstruction), the mean of its per-example losses. ``interrupted()`` (asked before each
     batch) ends it early with :class:`~vjax.evaluate.scoring.EvaluationInterrupted`."""
-    number = num_eval_batches(_num_examples(exp, split), exp.config.input.global_batch_size)
-    apply = _apply(exp, eval_step, variables)
-    with _data_map(exp, "eval", split, number) as batches:
-        if not exp.objective.classifies:
-            losses = scoring.evaluate_batches(
-                apply, batches, number, gather=_gather, score=lambda outputs, *_: outputs,
-                interrupted=interrupted,
-            )  # fmt: skip
-            return {"split": split, "num_examples": len(losses), "loss": float(losses.mean())}
-        metrics = scoring.evaluate_batches(
-            apply, batches, number, exp.class_names, _gather, interrupted=interrupted
-        )
+    outputs, labels = split_outputs(exp, eval_step, variables, split, interrupted)
+    if not exp.objective.classifies:  # per-example losses
+        return {"split": split, "num_examples": len(outputs), "loss": float(outputs.mean())}
+    metrics = task_metrics(outputs, labels, exp.class_names)
     return named_result(metrics, exp.class_names, split, _video_names(exp, split))
 
 
 def split_outputs(
-    exp: Experiment, step: Callable, variables: Any, split: str
+    exp: Experiment,
+    step: Callable,
+    variables: Any,
+    split: str,
+    interrupted: Callable[[], bool] | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """``(outputs, labels)`` of every example of ``split``, in its order, one view each (the
     evaluation transform's centre clip): ``step(variables, batch)``'s per-example outputs
-    (e.g. :func:`vjax.probing.features_step`'s features), gathered from every process."""
+    (the eval step's logits or losses, :func:`vjax.probing.features_step`'s features),
+    gathered from every process. ``interrupted()``: as :func:`evaluate`'s."""
     number = num_eval_batches(_num_examples(exp, split), exp.config.input.global_batch_size)
     with _data_map(exp, "eval", split, number) as batches:
         return scoring.evaluate_batches(
             _apply(exp, step, variables), batches, number, exp.class_names, _gather,
-            score=lambda outputs, labels, _: (outputs, labels),
+            score=lambda outputs, labels, _: (outputs, labels), interrupted=interrupted,
         )  # fmt: skip
 
 
