@@ -323,8 +323,13 @@ class VideoFolder(tfds.core.GeneratorBasedBuilder):
     def video_names(self, split: str) -> list[str] | None:
         """Each of ``split``'s records' :func:`video_name`, in record order (what per-video
         results call their videos); None for a dataset prepared before vjax wrote them."""
+        return self._prepared_names.get(split)
+
+    @functools.cached_property
+    def _prepared_names(self) -> dict[str, list[str]]:
+        """:data:`VIDEOS_FILE` of the prepared dataset, read once (every validation asks)."""
         path = epath.Path(self.data_dir) / VIDEOS_FILE
-        return json.loads(path.read_text()).get(split) if path.exists() else None
+        return json.loads(path.read_text()) if path.exists() else {}
 
     def source_changes(self) -> str:
         """What the source lists differently from when this dataset was prepared: other or
