@@ -824,7 +824,7 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
                         history = save(step, state, history)  # never a state gone non-finite
         finally:  # an error mid-run still completes the saves already started
             manager.wait_until_finished()
-            writer.flush()
+            writer.close()
     if preempted_at is not None:
         if is_main:
             print(

@@ -127,7 +127,14 @@ class VjaxMotion(tfds.core.GeneratorBasedBuilder):
             ),
             features=tfds.features.FeaturesDict(
                 {
-                    "video": tfds.features.Video(shape=(cfg.num_frames, cfg.height, cfg.width, 3)),
+                    # What tfds.features.Video stores (one PNG per frame), without its
+                    # constructor's TensorFlow import: reading the data needs no TensorFlow.
+                    "video": tfds.features.Sequence(
+                        tfds.features.Image(
+                            shape=(cfg.height, cfg.width, 3), encoding_format="png"
+                        ),
+                        length=cfg.num_frames,
+                    ),
                     "label": tfds.features.ClassLabel(names=list(MOTIONS[: cfg.num_classes])),
                     "index": tfds.features.Scalar(
                         dtype=np.int64, doc="Index of the example within its split."

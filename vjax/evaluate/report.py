@@ -336,7 +336,7 @@ def write_eval(result: Mapping[str, Any], workdir: str, plots: bool = True) -> l
         json.dump(_json_ready(written), f, indent=1, allow_nan=False)
     writer = MetricWriter(workdir)
     writer.write(step, f"eval_{split}", scalars(result))
-    writer.flush()
+    writer.close()
     if plots:
         from vjax.evaluate.plots import write_plots
 
