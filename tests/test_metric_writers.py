@@ -39,7 +39,6 @@ def test_event_file_holds_what_tf_summary_scalar_writes(tmp_path):
     ours = EventFile(str(tmp_path / "ours"))
     for step, scalars in logged.items():
         ours.write_scalars(step, scalars)
-    ours.close()
     reference = tf.summary.create_file_writer(str(tmp_path / "tf"))
     for step, scalars in logged.items():
         with reference.as_default(step=step):

@@ -18,6 +18,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 from etils import epath
 
+from vjax import storage
 from vjax.checkpoint_paths import locate
 from vjax.errors import UserError
 from vjax.log_filters import drop_absl_warnings
@@ -57,7 +58,7 @@ def make_manager(
         cleanup_tmp_directories=True,
     )
     return ocp.CheckpointManager(
-        os.path.abspath(directory), options=options, item_handlers=_item_handlers()
+        storage.absolute(directory), options=options, item_handlers=_item_handlers()
     )
 
 

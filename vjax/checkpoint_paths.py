@@ -9,17 +9,16 @@ from __future__ import annotations
 
 import os
 
+from vjax import storage
 from vjax.errors import NotFoundError, UserError
 
 
 def saved_steps(directory: str) -> list[int]:
     """The step numbers saved under a checkpoints folder (none when it does not exist)."""
-    if not os.path.isdir(directory):
+    folder = storage.path(directory)
+    if not folder.is_dir():
         return []
-    return sorted(
-        int(name) for name in os.listdir(directory)
-        if name.isdigit() and os.path.isdir(os.path.join(directory, name))
-    )  # fmt: skip
+    return sorted(int(p.name) for p in folder.iterdir() if p.name.isdigit() and p.is_dir())
 
 
 def require_trained(workdir: str) -> None:
@@ -34,22 +33,22 @@ def require_new_output(out_dir: str, error: type[UserError] = UserError) -> None
     """Raises ``error`` unless ``out_dir`` may receive a new model folder (``checkpoints/0``):
     a file there, or a ``checkpoints`` folder already in it, would leave the old model in
     place (Orbax saves no step at or below one it already holds)."""
-    if os.path.exists(out_dir) and not os.path.isdir(out_dir):
+    if storage.path(out_dir).is_file():
         raise error(f"{out_dir!r} is a file; choose a new folder for --out")
-    if os.path.exists(os.path.join(out_dir, "checkpoints")):
+    if storage.path(out_dir, "checkpoints").exists():
         raise error(f"{out_dir!r} already holds a checkpoint; choose a new --out")
 
 
 def locate(path: str) -> tuple[str, int | None]:
     """``(checkpoints folder, step or None for the newest)`` of a workdir, its checkpoints
     folder, one step folder in it, or a ``vjax convert`` folder; NotFoundError otherwise."""
-    path = os.path.abspath(path)
-    if os.path.isdir(os.path.join(path, "checkpoints")):
+    path = storage.absolute(path).rstrip("/")
+    if storage.path(path, "checkpoints").is_dir():
         path = os.path.join(path, "checkpoints")
-    if os.path.basename(path).isdigit() and os.path.isdir(os.path.join(path, "state")):
+    if os.path.basename(path).isdigit() and storage.path(path, "state").is_dir():
         return os.path.dirname(path), int(os.path.basename(path))
     if not saved_steps(path):
-        what = "does not exist" if not os.path.exists(path) else "holds no checkpoint"
+        what = "does not exist" if not storage.path(path).exists() else "holds no checkpoint"
         raise NotFoundError(
             f"{path!r} {what}; give a training workdir, its checkpoints folder, one step in "
             f"it, or a folder `vjax convert` wrote"

@@ -5,6 +5,7 @@ Only process 0 writes; the others get a writer that drops everything.
 
 from __future__ import annotations
 
+import io
 import json
 import math
 import os
@@ -12,6 +13,8 @@ import socket
 import time
 from collections.abc import Mapping
 from typing import Any
+
+from vjax import storage
 
 
 class MetricWriter:
@@ -26,7 +29,7 @@ class MetricWriter:
         self.enabled = enabled
         self._event_files: dict[str, EventFile] = {}
         if enabled:
-            os.makedirs(workdir, exist_ok=True)
+            storage.path(workdir).mkdir(parents=True, exist_ok=True)
 
     def write(self, step: int, split: str, scalars: Mapping[str, float]) -> None:
         if not self.enabled:
@@ -37,39 +40,30 @@ class MetricWriter:
             "time": time.time(),
             **{k: json_number(float(v)) for k, v in scalars.items()},
         }
-        with open(os.path.join(self.workdir, "metrics.jsonl"), "a") as f:
-            f.write(json.dumps(record) + "\n")
+        storage.append(os.path.join(self.workdir, "metrics.jsonl"), json.dumps(record) + "\n")
         if split not in self._event_files:
             folder = os.path.join(self.workdir, "tensorboard", split)
             self._event_files[split] = EventFile(folder)
         self._event_files[split].write_scalars(step, scalars)
-
-    def close(self) -> None:
-        """Closes the event files (every write was flushed already)."""
-        for events in self._event_files.values():
-            events.close()
-        self._event_files.clear()
 
 
 class EventFile:
     """One TensorBoard event file, written as ``tf.summary.scalar`` writes one (TFRecord
     framing of ``Event`` protos, each scalar a float32 tensor for the scalars plugin) but
     without TensorFlow, whose import costs a training process ~5 s and ~700 MB. Each write is
-    flushed, so a killed run keeps every scalar logged before.
+    appended at once (:func:`vjax.storage.append`), so a killed run keeps every scalar logged
+    before, in a bucket too.
 
     >>> EventFile("/tmp/run/tensorboard/train").write_scalars(100, {"loss": 0.7})
     """
 
     def __init__(self, folder: str):
-        from etils import epath  # gs:// folders too (TensorFlow's file system, loaded then)
         from tensorboard.compat.proto import event_pb2
-        from tensorboard.summary.writer.record_writer import RecordWriter
 
-        epath.Path(folder).mkdir(parents=True, exist_ok=True)
+        storage.path(folder).mkdir(parents=True, exist_ok=True)
         now = time.time()
         name = f"events.out.tfevents.{int(now)}.{socket.gethostname()}.{os.getpid()}.v2"
         self.path = os.path.join(folder, name)
-        self._records = RecordWriter(epath.Path(self.path).open("wb"))
         self._write(event_pb2.Event(wall_time=now, file_version="brain.Event:2"))
 
     def write_scalars(self, step: int, scalars: Mapping[str, float]) -> None:
@@ -89,12 +83,13 @@ class EventFile:
         summary = summary_pb2.Summary(value=values)
         self._write(event_pb2.Event(wall_time=time.time(), step=int(step), summary=summary))
 
-    def close(self) -> None:
-        self._records.close()
-
     def _write(self, event: Any) -> None:
-        self._records.write(event.SerializeToString())
-        self._records.flush()
+        """Appends ``event`` as one TFRecord (tensorboard's framing: length, data, CRCs)."""
+        from tensorboard.summary.writer.record_writer import RecordWriter
+
+        framed = io.BytesIO()
+        RecordWriter(framed).write(event.SerializeToString())
+        storage.append(self.path, framed.getvalue())
 
 
 def json_number(value: Any) -> Any:
@@ -107,11 +102,10 @@ def json_number(value: Any) -> Any:
 def read_metrics(workdir: str) -> list[dict]:
     """All records of ``metrics.jsonl`` (empty if the run has not logged yet); a value written
     as null (a NaN or inf) is NaN."""
-    path = os.path.join(workdir, "metrics.jsonl")
-    if not os.path.exists(path):
+    path = storage.path(workdir, "metrics.jsonl")
+    if not path.exists():
         return []
-    with open(path) as f:
-        records = [json.loads(line) for line in f if line.strip()]
+    records = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
     return [{k: math.nan if v is None else v for k, v in r.items()} for r in records]
 
 

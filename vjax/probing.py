@@ -26,6 +26,7 @@ import jax
 import ml_collections
 import numpy as np
 
+from vjax import storage
 from vjax.errors import UserError
 from vjax.evaluate.probe import head_input_function, linear_probe
 from vjax.step import model_input
@@ -120,6 +121,5 @@ def format_probes(result: Mapping[str, Any]) -> str:
 def write_probes(result: Mapping[str, Any], workdir: str) -> str:
     """Writes ``result`` as ``WORKDIR/probe_<split>.json``; returns its path."""
     path = os.path.join(workdir, f"probe_{result['split']}.json")
-    with open(path, "w") as f:
-        json.dump(result, f, indent=1)
+    storage.path(path).write_text(json.dumps(result, indent=1))
     return path

@@ -24,7 +24,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from vjax import checkpoint, objectives, parallel
+from vjax import checkpoint, objectives, parallel, storage
 from vjax.checkpoint_paths import require_trained
 from vjax.compile_options import compiler_options
 from vjax.config_utils import ConfigError, config_to_json
@@ -649,7 +649,9 @@ def _check_restored(
 
 def _check_workdir(workdir: str) -> None:
     """Raises a UserError when ``workdir`` or a folder above it is a file (no run can be made
-    there); checked before any dataset is prepared."""
+    there); checked before any dataset is prepared. A bucket has no files above folders."""
+    if storage.is_remote(workdir):
+        return
     path = os.path.abspath(workdir)
     while not os.path.exists(path):
         path = os.path.dirname(path)
@@ -665,7 +667,7 @@ def _remove_if_empty(*folders: str) -> None:
     """Removes each folder that is empty, in order (a folder that holds anything stays)."""
     for folder in folders:
         with contextlib.suppress(OSError):
-            os.rmdir(folder)
+            storage.path(folder).rmdir()
 
 
 def _start_state(exp: Experiment, workdir: str, is_main: bool) -> tuple[Any, TrainState, int]:
@@ -675,9 +677,9 @@ def _start_state(exp: Experiment, workdir: str, is_main: bool) -> tuple[Any, Tra
     ``train.init_from`` that does not fit), so the mistake leaves no empty run behind."""
     tcfg = exp.config.train
     folder = os.path.join(workdir, "checkpoints")
-    created = [path for path in (folder, workdir) if not os.path.exists(path)]
+    created = [path for path in (folder, workdir) if not storage.path(path).exists()]
     try:
-        os.makedirs(workdir, exist_ok=True)
+        storage.path(workdir).mkdir(parents=True, exist_ok=True)
         manager = checkpoint.make_manager(folder, tcfg.keep_checkpoints)
         restored = restore_state(exp, manager, move_aside=True)
         if restored:
@@ -728,8 +730,7 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
     _check_restored(state, start, workdir, is_finite)
     config_json = config_to_json(config)
     if is_main:  # only now: a rejected resume or init_from leaves the run's config as it was
-        with open(os.path.join(workdir, "config.json"), "w") as f:
-            f.write(config_json)
+        storage.path(workdir, "config.json").write_text(config_json)
     save = _checked_saver(manager, checkpoint_metadata(exp, config_json), is_finite)
     num_params = sum(x.size for x in jax.tree.leaves(state.params))
     memory = parallel.memory_report(
@@ -824,7 +825,6 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
                         history = save(step, state, history)  # never a state gone non-finite
         finally:  # an error mid-run still completes the saves already started
             manager.wait_until_finished()
-            writer.close()
     if preempted_at is not None:
         if is_main:
             print(
@@ -868,11 +868,10 @@ _AS_TRAINED = ("input.mean", "input.std", "input.num_frames", "input.frame_strid
 def _changed_from_training(config: ml_collections.ConfigDict, workdir: str) -> str:
     """The input settings (normalisation, clip, dataset) where ``config`` differs from the
     run's saved ``config.json`` ("input.std=(0.5, 0.5, 0.5) (trained with ...)"), or ""."""
-    path = os.path.join(workdir, "config.json")
-    if not os.path.isfile(path):
+    path = storage.path(workdir, "config.json")
+    if not path.is_file():
         return ""
-    with open(path) as f:
-        trained = json.load(f)
+    trained = json.loads(path.read_text())
     changed = []
     for key in _AS_TRAINED:
         section, field = key.split(".")
@@ -889,7 +888,7 @@ def _plain(value: Any) -> Any:
 def _is_model_folder(workdir: str) -> bool:
     """True for a ``vjax quantize`` or ``vjax prune`` folder: a model without training state
     (its checkpoint's metadata says so)."""
-    if not os.path.isfile(os.path.join(workdir, "checkpoints", "0", "metadata", "metadata")):
+    if not storage.path(workdir, "checkpoints", "0", "metadata", "metadata").is_file():
         return False
     metadata = checkpoint.read_metadata(workdir)  # an unreadable one: one line, not a traceback
     return bool(metadata.get("quantization") or metadata.get("pruning"))

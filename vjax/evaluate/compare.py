@@ -14,7 +14,6 @@ changed most (F1, or AP for multi-label data), and plots every class's delta sor
 
 from __future__ import annotations
 
-import glob
 import json
 import os
 import re
@@ -24,6 +23,7 @@ from typing import Any
 
 import numpy as np
 
+from vjax import storage
 from vjax.errors import ArgumentParser, NotFoundError, UserError, output_file, positive_int
 from vjax.evaluate.report import read_per_video, scalars, task_results
 from vjax.evaluate.uncertainty import discordant, paired_map, paired_top1
@@ -37,9 +37,9 @@ _GIVE = "give a workdir or the eval_<split>_step<N>.json that vjax eval writes"
 
 def find_result(run: str, split: str = "test") -> str:
     """The JSON of ``run``: the file itself, or the workdir's newest ``eval_<split>_step*``."""
-    if os.path.isfile(run):
+    if storage.path(run).is_file():
         return run
-    found = glob.glob(os.path.join(run, f"eval_{split}_step*.json"))
+    found = [str(p) for p in storage.path(run).glob(f"eval_{split}_step*.json")]
     if not found:
         raise NotFoundError(
             f"no eval_{split}_step*.json in {run!r}: run `vjax eval --workdir={run} "
@@ -52,8 +52,7 @@ def read_result(path: str) -> dict[str, Any]:
     """The evaluation result in ``path``; a file that is not one (a run's ``config.json`` or
     ``metrics.jsonl``, not JSON at all) is a UserError naming it."""
     try:
-        with open(path, encoding="utf-8") as f:
-            result = json.load(f)
+        result = json.loads(storage.path(path).read_text(encoding="utf-8"))
     except (OSError, ValueError) as e:  # JSONDecodeError and UnicodeDecodeError included
         raise UserError(f"{path} is not an eval result: not one JSON object ({e}); {_GIVE}") from e
     if not (isinstance(result, dict) and {"split", "loss"} <= result.keys()):

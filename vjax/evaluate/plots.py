@@ -8,12 +8,14 @@ training curves of runs.
 
 from __future__ import annotations
 
+import io
 import os
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
 
+from vjax import storage
 from vjax.evaluate.report import task_results
 
 MAX_MATRIX_CLASSES = 100  # beyond this the confusion plot shows the most confused classes
@@ -33,7 +35,9 @@ def _figure(*grid: int, **options: Any):
 
 def _save(fig, path: str) -> str:
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    png = io.BytesIO()
+    fig.savefig(png, dpi=100, format="png")
+    storage.path(path).write_bytes(png.getvalue())
     return path
 
 
@@ -210,7 +214,7 @@ def write_plots(result: Mapping[str, Any], directory: str, suffix: str = "") -> 
     """Every plot that applies to ``result`` as ``<kind><suffix>[_<task>].png`` in
     ``directory``: ``confusion``, ``f1`` and ``reliability`` for single-label tasks;
     ``pr``, ``ap`` and ``reliability`` for multi-label data. Returns the paths."""
-    os.makedirs(directory, exist_ok=True)
+    storage.path(directory).mkdir(parents=True, exist_ok=True)
     paths = []
     for task, (metrics, names) in task_results(result).items():
         end = f"{suffix}_{task}" if task else suffix

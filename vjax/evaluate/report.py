@@ -10,6 +10,7 @@ table, the scalars TensorBoard gets, and everything written to a workdir.
 from __future__ import annotations
 
 import csv
+import io
 import json
 import logging
 import math
@@ -20,6 +21,7 @@ from typing import Any
 
 import numpy as np
 
+from vjax import storage
 from vjax.metric_writers import json_number
 from vjax.tasks import is_multitask
 
@@ -278,11 +280,12 @@ def write_video_table(result: Mapping[str, Any], path: str) -> bool:
             for key in keys
         ]
     right = np.all([np.equal(v["label"], v["predicted"]) for v in videos.values()], axis=0)
-    with open(path, "w", newline="", encoding="utf-8") as f:
-        writer = csv.writer(f)
-        writer.writerow([*header, "right"])
-        names = result.get("videos", range(len(right)))
-        writer.writerows(zip(names, *columns, right.astype(int), strict=True))
+    table = io.StringIO(newline="")
+    writer = csv.writer(table)
+    writer.writerow([*header, "right"])
+    names = result.get("videos", range(len(right)))
+    writer.writerows(zip(names, *columns, right.astype(int), strict=True))
+    storage.path(path).write_bytes(table.getvalue().encode("utf-8"))
     return True
 
 
@@ -304,7 +307,7 @@ def read_per_video(result: dict[str, Any], path: str) -> dict[str, Any]:
         return result
     file = os.path.join(os.path.dirname(path), videos["file"])
     try:
-        with np.load(file) as saved:
+        with np.load(io.BytesIO(storage.path(file).read_bytes())) as saved:
             result["per_video"] = {name: saved[name] for name in saved.files}
     except FileNotFoundError:
         result["per_video"] = {"unavailable": f"{file} is gone"}
@@ -324,19 +327,19 @@ def write_eval(result: Mapping[str, Any], workdir: str, plots: bool = True) -> l
 
     split, step = result["split"], result.get("step", 0)
     path = eval_path(workdir, split, step)
-    os.makedirs(workdir, exist_ok=True)
+    storage.path(workdir).mkdir(parents=True, exist_ok=True)
     written, arrays = _arrays_apart(result, os.path.basename(per_video_path(path)))
     paths = [path]
     if arrays:
-        np.savez_compressed(per_video_path(path), **arrays)
+        npz = io.BytesIO()
+        np.savez_compressed(npz, **arrays)
+        storage.path(per_video_path(path)).write_bytes(npz.getvalue())
         paths.append(per_video_path(path))
     if write_video_table(result, video_table_path(path)):
         paths.append(video_table_path(path))
-    with open(path, "w") as f:
-        json.dump(_json_ready(written), f, indent=1, allow_nan=False)
+    storage.path(path).write_text(json.dumps(_json_ready(written), indent=1, allow_nan=False))
     writer = MetricWriter(workdir)
     writer.write(step, f"eval_{split}", scalars(result))
-    writer.close()
     if plots:
         from vjax.evaluate.plots import write_plots
 

@@ -1,0 +1,117 @@
+"""A ``gs://`` workdir, as the README's TPU pod command gives: training, resuming, evaluating
+and comparing write every file into the bucket (a local server of Cloud Storage's API,
+tests/fake_gcs.py) and nothing on the local disk. Before, vjax made the workdir a local folder
+named ``gs:`` and the first checkpoint failed."""
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+
+import pytest
+from conftest import DEMO_CONFIG, REPO, tiny_config
+from fake_gcs import bucket_env
+
+from vjax import storage, train
+
+BUCKET = "vjax-tests"
+
+
+@pytest.fixture(scope="module")
+def bucket():
+    """``(port, environment)`` of a fresh in-memory bucket server, stopped after the module."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    server = subprocess.Popen(
+        [sys.executable, os.path.join(REPO, "tests", "fake_gcs.py"), str(port), BUCKET],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    deadline = time.time() + 60
+    while True:
+        try:
+            urllib.request.urlopen(f"http://127.0.0.1:{port}/storage/v1/b/{BUCKET}/o", timeout=2)
+            break
+        except (urllib.error.URLError, ConnectionError):
+            assert server.poll() is None and time.time() < deadline, "no bucket server"
+            time.sleep(0.2)
+    yield port, {**os.environ, **bucket_env(port)}
+    server.terminate()
+    server.wait()
+
+
+def _objects(port: int, prefix: str) -> dict[str, bytes]:
+    """Every object under ``prefix`` and its bytes, read over the server's HTTP API."""
+    server, objects = f"http://127.0.0.1:{port}", f"storage/v1/b/{BUCKET}/o"
+    with urllib.request.urlopen(f"{server}/{objects}?prefix={prefix}") as listing:
+        names = [item["name"] for item in json.load(listing).get("items", [])]
+    contents = {}
+    for name in names:
+        quoted = urllib.request.quote(name, safe="")
+        with urllib.request.urlopen(f"{server}/download/{objects}/{quoted}?alt=media") as f:
+            contents[name[len(prefix) :]] = f.read()
+    return contents
+
+
+def _vjax(env: dict, cwd: str, *args: str) -> str:
+    run = subprocess.run([sys.executable, "-m", "vjax.cli", *args], cwd=cwd, env=env,
+                         capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-3000:]
+    return run.stdout
+
+
+def test_train_resume_eval_and_compare_write_into_the_bucket(bucket, data_dir, tmp_path):
+    port, env = bucket
+    train.setup(tiny_config(data_dir))  # the dataset stays local (prepared here, read there)
+    workdir = f"gs://{BUCKET}/runs/demo"
+    flags = [f"--config={DEMO_CONFIG}:tiny", f"--config.dataset.data_dir={data_dir}"]
+    cwd = str(tmp_path)
+
+    _vjax(env, cwd, "train", f"--workdir={workdir}", *flags, "--config.train.num_steps=4")
+    resumed = _vjax(env, cwd, "train", f"--workdir={workdir}", *flags)  # on to 6
+    assert f"Restored checkpoint at step 4 from {workdir}" in resumed
+    evaluated = _vjax(env, cwd, "eval", f"--workdir={workdir}", *flags, "--split=test")
+    assert f"{workdir}/eval_test_step6.json" in evaluated
+    _vjax(env, cwd, "compare", workdir, workdir)
+
+    assert os.listdir(cwd) == []  # no local folder named gs: (or anything else)
+    files = _objects(port, "runs/demo/")
+    written = [
+        "config.json",
+        "eval_test_step6.json",
+        "eval_test_step6_videos.csv",
+        "confusion_test.png",
+        "compare_test.png",
+        "checkpoints/6/metadata/metadata",
+    ]
+    assert set(written) <= files.keys(), sorted(files)
+    assert json.loads(files["config.json"])["model"]["name"] == "vivit"
+    assert json.loads(files["eval_test_step6.json"])["step"] == 6
+    assert {name.split("/")[1] for name in files if name.startswith("tensorboard/")} == {
+        "train", "validation", "eval_test"
+    }  # fmt: skip
+    # Both training processes' records and the evaluation's, appended in turn.
+    records = [json.loads(line) for line in files["metrics.jsonl"].decode().splitlines()]
+    assert [(r["split"], r["step"]) for r in records] == [
+        ("train", 2), ("validation", 3), ("train", 4), ("validation", 4),
+        ("train", 6), ("validation", 6), ("eval_test", 6),
+    ]  # fmt: skip
+
+
+def test_a_bucket_url_stays_a_url_and_a_local_folder_becomes_absolute(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert storage.absolute("gs://b/runs/x") == "gs://b/runs/x"
+    assert storage.absolute("runs/x") == str(tmp_path / "runs" / "x")
+    assert storage.is_remote("s3://b/x") and not storage.is_remote("/tmp/gs/x")
+
+
+def test_append_adds_text_and_bytes_at_the_end_of_a_local_file(tmp_path):
+    log = str(tmp_path / "metrics.jsonl")
+    storage.append(log, "a\n")
+    storage.append(log, b"\x00b")
+    storage.append(log, "é\n")
+    assert open(log, "rb").read() == b"a\n\x00b" + "é\n".encode()
