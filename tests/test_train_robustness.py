@@ -197,6 +197,17 @@ def test_init_from_that_does_not_fit_is_one_line_and_leaves_no_workdir(
     assert not os.path.exists(workdir)
 
 
+def test_only_empty_folders_are_removed_and_a_full_one_raises_nothing(tmp_path):
+    """What a failed start leaves: its empty folders go, one that holds anything stays (the
+    start's own error is the one the user sees)."""
+    full, empty = tmp_path / "full", tmp_path / "empty"
+    full.mkdir()
+    empty.mkdir()
+    (full / "config.json").write_text("{}")
+    train._remove_if_empty(str(full), str(empty), str(tmp_path / "never_made"))
+    assert sorted(os.listdir(tmp_path)) == ["full"]
+
+
 def test_init_from_a_quantized_model_names_the_float_model(data_dir, finished, tmp_path, capsys):
     """Its int8 kernels match no float parameter name: the run would have kept every weight
     matrix at its random initialisation and trained on as if pretrained."""

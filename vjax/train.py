@@ -666,7 +666,7 @@ def _check_workdir(workdir: str) -> None:
 def _remove_if_empty(*folders: str) -> None:
     """Removes each folder that is empty, in order (a folder that holds anything stays)."""
     for folder in folders:
-        with contextlib.suppress(OSError):
+        with contextlib.suppress(OSError, ValueError):  # epath: ValueError when not empty
             storage.path(folder).rmdir()
 
 
