@@ -104,7 +104,7 @@ def test_train_resume_eval_and_compare_write_into_the_bucket(bucket, data_dir, t
 
 def test_a_bucket_url_stays_a_url_and_a_local_folder_becomes_absolute(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    assert storage.absolute("gs://b/runs/x") == "gs://b/runs/x"
+    assert storage.absolute("gs://b/runs/x/") == "gs://b/runs/x"
     assert storage.absolute("runs/x") == str(tmp_path / "runs" / "x")
     assert storage.is_remote("s3://b/x") and not storage.is_remote("/tmp/gs/x")
 

@@ -42,7 +42,7 @@ def require_new_output(out_dir: str, error: type[UserError] = UserError) -> None
 def locate(path: str) -> tuple[str, int | None]:
     """``(checkpoints folder, step or None for the newest)`` of a workdir, its checkpoints
     folder, one step folder in it, or a ``vjax convert`` folder; NotFoundError otherwise."""
-    path = storage.absolute(path).rstrip("/")
+    path = storage.absolute(path)
     if storage.path(path, "checkpoints").is_dir():
         path = os.path.join(path, "checkpoints")
     if os.path.basename(path).isdigit() and storage.path(path, "state").is_dir():

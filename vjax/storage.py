@@ -20,9 +20,9 @@ def is_remote(location: str) -> bool:
 
 def absolute(location: str) -> str:
     """``location`` made absolute when local (a relative folder stays the one meant when the
-    working directory changes); a bucket's URL as it is (``os.path.abspath`` would make it a
-    local folder named ``gs:``)."""
-    return str(location) if is_remote(location) else os.path.abspath(location)
+    working directory changes); a bucket's URL as it is but for a trailing slash, as abspath
+    drops one (``os.path.abspath`` would make it a local folder named ``gs:``)."""
+    return str(location).rstrip("/") if is_remote(location) else os.path.abspath(location)
 
 
 def path(location: str, *parts: str) -> epath.Path:
