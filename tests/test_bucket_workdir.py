@@ -89,6 +89,7 @@ def test_train_resume_eval_and_compare_write_into_the_bucket(bucket, data_dir, t
         "checkpoints/6/metadata/metadata",
     ]
     assert set(written) <= files.keys(), sorted(files)
+    assert not [name for name in files if ".vjax-write-check" in name]  # checked, then deleted
     assert json.loads(files["config.json"])["model"]["name"] == "vivit"
     assert json.loads(files["eval_test_step6.json"])["step"] == 6
     assert {name.split("/")[1] for name in files if name.startswith("tensorboard/")} == {
@@ -100,6 +101,24 @@ def test_train_resume_eval_and_compare_write_into_the_bucket(bucket, data_dir, t
         ("train", 2), ("validation", 3), ("train", 4), ("validation", 4),
         ("train", 6), ("validation", 6), ("eval_test", 6),
     ]  # fmt: skip
+
+
+def test_a_bucket_that_does_not_exist_is_one_line_before_any_work(bucket, tmp_path):
+    _, env = bucket
+    data_dir = str(tmp_path / "tfds")
+    run = subprocess.run(
+        [sys.executable, "-m", "vjax.cli", "train", "--workdir=gs://no-such-bucket/run",
+         f"--config={DEMO_CONFIG}:tiny", f"--config.dataset.data_dir={data_dir}"],
+        cwd=str(tmp_path), env=env, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert run.returncode == 2
+    errors = [line for line in run.stderr.splitlines() if line.startswith("vjax train: error")]
+    assert errors == [
+        "vjax train: error: cannot write to gs://no-such-bucket/run: FileNotFoundError: Bucket "
+        "does not exist: no-such-bucket"
+    ]
+    assert "Traceback" not in run.stderr
+    assert not os.path.exists(data_dir)  # checked before the dataset was prepared
 
 
 def test_a_bucket_url_stays_a_url_and_a_local_folder_becomes_absolute(tmp_path, monkeypatch):

@@ -64,9 +64,10 @@ def test_one_draw_for_every_frame_and_determinism():
 
 
 def test_randaugment_runs_in_a_process_that_loaded_tensorflow_first():
-    """The trainer loads TensorFlow (TFDS) before the first clip; importing torchvision after
-    it used to kill the process in Triton's library (vjax/torch_imports.py). A fresh process,
-    without the test session's own guard."""
+    """A trainer that prepares its dataset first loads TensorFlow (TFDS encodes the frames with
+    it) before the first clip; importing torchvision after it used to kill the process in
+    Triton's library (vjax/torch_imports.py). A fresh process, without the test session's own
+    guard."""
     import subprocess
     import sys
 

@@ -9,8 +9,11 @@ does not do alike for both (an absolute path, an append).
 from __future__ import annotations
 
 import os
+import socket
 
 from etils import epath
+
+from vjax.errors import UserError, one_line
 
 
 def is_remote(location: str) -> bool:
@@ -41,3 +44,16 @@ def append(location: str, data: str | bytes) -> None:
         return
     target = epath.Path(location)
     target.write_bytes((target.read_bytes() if target.exists() else b"") + raw)
+
+
+def require_writable(location: str) -> None:
+    """Raises a UserError naming the cause when no file can be written in the bucket folder
+    ``location`` (a bucket that does not exist, no credentials, no permission): checked with
+    a small file written and deleted, before any work whose results would be lost."""
+    check = path(location, f".vjax-write-check-{socket.gethostname()}-{os.getpid()}")
+    try:
+        path(location).mkdir(parents=True, exist_ok=True)
+        check.write_bytes(b"")
+        check.unlink()
+    except Exception as e:  # each file system raises its own kind (gcsfs, TensorFlow's, s3fs)
+        raise UserError(f"cannot write to {location}: {type(e).__name__}: {one_line(e)}") from e

@@ -649,8 +649,10 @@ def _check_restored(
 
 def _check_workdir(workdir: str) -> None:
     """Raises a UserError when ``workdir`` or a folder above it is a file (no run can be made
-    there); checked before any dataset is prepared. A bucket has no files above folders."""
+    there), or when it is in a bucket that cannot be written to; checked before any dataset is
+    prepared."""
     if storage.is_remote(workdir):
+        storage.require_writable(workdir)
         return
     path = os.path.abspath(workdir)
     while not os.path.exists(path):
