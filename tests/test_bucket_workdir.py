@@ -1,7 +1,7 @@
-"""A ``gs://`` workdir, as the README's TPU pod command gives: training, resuming, evaluating
-and comparing write every file into the bucket (a local server of Cloud Storage's API,
-tests/fake_gcs.py) and nothing on the local disk. Before, vjax made the workdir a local folder
-named ``gs:`` and the first checkpoint failed."""
+"""A ``gs://`` workdir, as the README's TPU pod command gives: training (two processes),
+resuming, evaluating and comparing write every file into the bucket (a local server of Cloud
+Storage's API, tests/fake_gcs.py) and nothing on the local disk. Before, vjax made the
+workdir a local folder named ``gs:`` and the first checkpoint failed."""
 
 import json
 import os
@@ -57,9 +57,14 @@ def _objects(port: int, prefix: str) -> dict[str, bytes]:
     return contents
 
 
-def _vjax(env: dict, cwd: str, *args: str) -> str:
-    run = subprocess.run([sys.executable, "-m", "vjax.cli", *args], cwd=cwd, env=env,
-                         capture_output=True, text=True, timeout=300)  # fmt: skip
+def _vjax(env: dict, cwd: str, *args: str, processes: int = 1) -> str:
+    """``vjax ARGS`` in ``processes`` processes (``launch/local.py``, 2 devices each) or one."""
+    command = [sys.executable, "-m", "vjax.cli", *args]
+    if processes > 1:
+        launcher = [sys.executable, os.path.join(REPO, "launch", "local.py"),
+                    f"--num_processes={processes}", "--devices_per_process=2", "--"]  # fmt: skip
+        command = [*launcher, *command]
+    run = subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
     assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-3000:]
     return run.stdout
 
@@ -71,8 +76,10 @@ def test_train_resume_eval_and_compare_write_into_the_bucket(bucket, data_dir, t
     flags = [f"--config={DEMO_CONFIG}:tiny", f"--config.dataset.data_dir={data_dir}"]
     cwd = str(tmp_path)
 
-    _vjax(env, cwd, "train", f"--workdir={workdir}", *flags, "--config.train.num_steps=4")
-    resumed = _vjax(env, cwd, "train", f"--workdir={workdir}", *flags)  # on to 6
+    # Two hosts, as on a pod: each writes its shards of the checkpoints into the bucket.
+    _vjax(env, cwd, "train", f"--workdir={workdir}", *flags, "--config.train.num_steps=4",
+          processes=2)  # fmt: skip
+    resumed = _vjax(env, cwd, "train", f"--workdir={workdir}", *flags)  # on to 6, one process
     assert f"Restored checkpoint at step 4 from {workdir}" in resumed
     evaluated = _vjax(env, cwd, "eval", f"--workdir={workdir}", *flags, "--split=test")
     assert f"{workdir}/eval_test_step6.json" in evaluated
