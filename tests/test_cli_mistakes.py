@@ -10,6 +10,7 @@ import shutil
 import jax
 import numpy as np
 import pytest
+from conftest import DEMO_CONFIG
 
 from vjax.cli import main as vjax_main
 from vjax.convert import pretrained_config, save_converted
@@ -209,6 +210,24 @@ def test_prepare_without_src_names_it(files, capsys):
     line = _one_line_error(argv, capsys)
     assert "video_folder needs --src=..." in line
     assert not data_dir.exists()
+
+
+@pytest.mark.parametrize("verb", ["prepare", "train"])
+def test_a_data_dir_in_a_bucket_says_to_mount_it(verb, tmp_path, capsys):
+    """ArrayRecord opens local paths only: before, "RuntimeError: open() failed" after set-up."""
+    if verb == "prepare":
+        argv = ["prepare", "vjax_motion", "--data_dir=gs://my-bucket/tfds"]
+    else:
+        argv = ["train", f"--workdir={tmp_path / 'run'}", f"--config={DEMO_CONFIG}:tiny",
+                "--config.dataset.data_dir=gs://my-bucket/tfds"]  # fmt: skip
+    line = _one_line_error(argv, capsys)
+    assert line.endswith(
+        "dataset.data_dir 'gs://my-bucket/tfds' is in a bucket, and ArrayRecord, the format "
+        "datasets are prepared in, opens local paths only: mount the bucket on every host "
+        "(gcsfuse --implicit-dirs my-bucket /mnt/my-bucket) and give its path instead, "
+        "/mnt/my-bucket/tfds"
+    )
+    assert not (tmp_path / "run").exists()
 
 
 def test_bench_help_exits_0(capsys):

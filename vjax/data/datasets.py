@@ -118,11 +118,32 @@ def load_dataset(dataset_config: Mapping[str, Any]):
         if key not in valid:
             raise unknown_key_error(f"dataset.{key}", [f"dataset.{k}" for k in valid])
     kwargs["data_dir"] = os.path.expanduser(kwargs.get("data_dir") or "~/tensorflow_datasets")
+    require_local_data_dir(kwargs["data_dir"])
     if os.path.isfile(kwargs["data_dir"]):  # TFDS's NotADirectoryError, after some set-up
         from vjax.errors import UserError
 
         raise UserError(f"dataset.data_dir {kwargs['data_dir']!r} is a file; name a folder")
     return prepare(**kwargs)
+
+
+def require_local_data_dir(data_dir: str) -> None:
+    """Raises a UserError for a bucket's URL: ArrayRecord, the format datasets are prepared in
+    (random access by index), opens local paths only (google/array_record#120: RuntimeError
+    "open() failed" after the set-up). A bucket is read through a FUSE mount instead."""
+    from vjax import storage
+    from vjax.errors import UserError
+
+    if not storage.is_remote(data_dir):
+        return
+    scheme, _, rest = data_dir.partition("://")
+    bucket, _, folder = rest.partition("/")
+    mounted = f"/mnt/{bucket}" + (f"/{folder}" if folder else "")
+    how = f"gcsfuse --implicit-dirs {bucket} /mnt/{bucket}" if scheme == "gs" else "a FUSE mount"
+    raise UserError(
+        f"dataset.data_dir {data_dir!r} is in a bucket, and ArrayRecord, the format datasets "
+        f"are prepared in, opens local paths only: mount the bucket on every host ({how}) and "
+        f"give its path instead, {mounted}"
+    )
 
 
 def stores_whole_videos(builder) -> bool:

@@ -46,6 +46,7 @@ from etils import epath
 from vjax.data import annotations
 from vjax.data.audio import audio_features, audio_record
 from vjax.data.builder_info import local_only
+from vjax.data.datasets import require_local_data_dir
 from vjax.data.manifests import (
     DEFAULT_SPLIT_FRACTIONS,
     VideoEntry,
@@ -762,10 +763,11 @@ def prepare_videos(
     without a sound track is kept with ``has_audio`` False, and the report counts both.
 
     >>> builder = prepare_videos("ucf101", "~/tfds", src="~/data/ucf101", fps=10, fold=2)
-    >>> builder = prepare_videos("kinetics", "gs://bucket/tfds", src="/mnt/k400",  # the
-    ...     beam_runner="DataflowRunner",           # workers mount the videos at this path too
-    ...     beam_options="--project=p --region=us-central1 --temp_location=gs://bucket/tmp")
+    >>> builder = prepare_videos("kinetics", "/mnt/bucket/tfds", src="/mnt/k400",  # the
+    ...     beam_runner="FlinkRunner",       # workers mount the videos and the bucket (gcsfuse)
+    ...     beam_options="--flink_master=host:8081")
     """
+    require_local_data_dir(data_dir)  # ArrayRecord: a bucket only through a FUSE mount
     if dataset not in BUILDERS:
         raise UserError(f"unknown video dataset {dataset!r}; valid: {sorted(BUILDERS)}")
     if not progress_bar:
