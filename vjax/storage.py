@@ -1,6 +1,6 @@
 """Run folders on local disk or in a bucket (``gs://...``, what a TPU pod's hosts all see):
-file operations through ``etils.epath``, which reads and writes both, plus the two things it
-does not do alike for both (an absolute path, an append).
+file operations through ``etils.epath``, which reads and writes both, plus what it does not
+do alike for both (an absolute path, an append) and a check that a bucket can be written.
 
 >>> path("gs://bucket/runs/demo", "config.json").write_text("{}")
 >>> append("gs://bucket/runs/demo/metrics.jsonl", '{"step": 1}\\n')
