@@ -8,7 +8,7 @@ import os
 
 import numpy as np
 import pytest
-from scipy.special import softmax
+from scipy.special import expit, softmax
 from scipy.stats import binomtest
 
 from vjax.data.manifests import VideoEntry
@@ -209,11 +209,27 @@ def test_the_table_of_videos_has_each_videos_classes_and_whether_it_was_right(tm
         np.testing.assert_allclose([float(r[column]) for r in rows[1:]],
                                    softmax(block, axis=1).max(axis=1), atol=1e-6)  # fmt: skip
 
-    # Multi-label results have no single prediction per video: no table.
+    # Multi-label: every true class, every class past sigmoid 0.5, the top class and its
+    # sigmoid (SciPy's expit), right when the top class is a true one (the result's top1).
     positives = (rng.random((20, 3)) < 0.4).astype(int)
-    multi_label = named_result(task_metrics(rng.normal(size=(20, 3)), positives, classes), classes,
-                               "test")  # fmt: skip
-    assert not write_video_table(multi_label, str(tmp_path / "none.csv"))
+    logits = rng.normal(size=(20, 3))
+    multi_label = named_result(task_metrics(logits, positives, classes), classes, "test")
+    assert write_video_table(multi_label, str(tmp_path / "multi_label.csv"))
+    rows = list(csv.reader(open(tmp_path / "multi_label.csv")))
+    assert rows[0] == ["video", "labels", "predicted", "top", "top_probability", "right"]
+    expected = []
+    for i in range(20):
+        top = int(np.argmax(logits[i]))
+        true = [c for c, p in zip(classes, positives[i], strict=True) if p]
+        past_half = [c for c, p in zip(classes, expit(logits[i]), strict=True) if p > 0.5]
+        expected.append([str(i), "; ".join(true), "; ".join(past_half), classes[top],
+                         str(int(positives[i, top]))])  # fmt: skip
+    assert [r[:4] + r[5:] for r in rows[1:]] == expected
+    np.testing.assert_allclose([float(r[4]) for r in rows[1:]], expit(logits.max(1)), atol=1e-6)
+    assert np.mean([int(r[5]) for r in rows[1:]]) == pytest.approx(multi_label["top1"])
+
+    # A loss-only result (pre-training) has no predictions: no table.
+    assert not write_video_table({"split": "test", "loss": 0.5}, str(tmp_path / "none.csv"))
     assert not os.path.exists(tmp_path / "none.csv")
 
 

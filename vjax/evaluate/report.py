@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 
 from vjax import storage
+from vjax.evaluate.metrics import sigmoid
 from vjax.metric_writers import json_number
 from vjax.tasks import is_multitask
 
@@ -266,20 +267,26 @@ def write_video_table(result: Mapping[str, Any], path: str) -> bool:
     the dataset names none), its true and predicted class and the prediction's softmax
     probability (per task for a multi-task model) and ``right`` (1 when every task is): the
     list to open after an evaluation, sorted by ``confidence`` to find the confidently wrong.
-    Nothing, and False, for a result without per-video predictions (multi-label, loss-only)."""
+    Multi-label data: :func:`_multi_label_columns`. Nothing, and False, for a result without
+    per-video predictions (loss-only)."""
     tasks = task_results(result)
     videos = {task: metrics.get("per_video") or {} for task, (metrics, _) in tasks.items()}
-    if not tasks or any("predicted" not in v for v in videos.values()):
+    if len(tasks) == 1 and isinstance(videos[""].get("scores"), np.ndarray):
+        header, columns, right = _multi_label_columns(videos[""], tasks[""][1])
+    elif not tasks or any("predicted" not in v for v in videos.values()):
         return False
-    header, columns = ["video"], []
-    for task, (_, classes) in tasks.items():
-        keys = [k for k in ("label", "predicted", "confidence") if k in videos[task]]
-        header += [f"{task}_{key}" if task else key for key in keys]
-        columns += [
-            videos[task][key] if key == "confidence" else [classes[i] for i in videos[task][key]]
-            for key in keys
-        ]
-    right = np.all([np.equal(v["label"], v["predicted"]) for v in videos.values()], axis=0)
+    else:
+        header, columns = ["video"], []
+        for task, (_, classes) in tasks.items():
+            keys = [k for k in ("label", "predicted", "confidence") if k in videos[task]]
+            header += [f"{task}_{key}" if task else key for key in keys]
+            columns += [
+                videos[task][key]
+                if key == "confidence"
+                else [classes[i] for i in videos[task][key]]
+                for key in keys
+            ]
+        right = np.all([np.equal(v["label"], v["predicted"]) for v in videos.values()], axis=0)
     table = io.StringIO(newline="")
     writer = csv.writer(table)
     writer.writerow([*header, "right"])
@@ -287,6 +294,25 @@ def write_video_table(result: Mapping[str, Any], path: str) -> bool:
     writer.writerows(zip(names, *columns, right.astype(int), strict=True))
     storage.path(path).write_bytes(table.getvalue().encode("utf-8"))
     return True
+
+
+def _multi_label_columns(
+    videos: Mapping[str, np.ndarray], classes: Sequence[str]
+) -> tuple[list[str], list[list], np.ndarray]:
+    """A multi-label result's table, in its metrics' conventions: ``labels`` (every true
+    class), ``predicted`` (every class whose sigmoid passes 0.5), ``top`` and its sigmoid
+    ``top_probability`` (6 digits), and ``right`` when the top class is a true one (``top1``):
+    sorted by ``top_probability``, the confidently wrong videos again."""
+    labels, scores = np.asarray(videos["label"]) > 0, np.asarray(videos["scores"], np.float64)
+    top = scores.argmax(axis=1)
+
+    def joined(rows: np.ndarray) -> list[str]:
+        return ["; ".join(classes[k] for k in np.flatnonzero(row)) for row in rows]
+
+    probability = np.round(sigmoid(scores[np.arange(len(top)), top]), 6)
+    header = ["video", "labels", "predicted", "top", "top_probability"]
+    columns = [joined(labels), joined(scores > 0), [classes[k] for k in top], probability.tolist()]
+    return header, columns, labels[np.arange(len(top)), top]
 
 
 def _arrays_apart(result: Mapping[str, Any], file: str) -> tuple[dict[str, Any], dict]:
