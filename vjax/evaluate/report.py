@@ -273,20 +273,10 @@ def write_video_table(result: Mapping[str, Any], path: str) -> bool:
     videos = {task: metrics.get("per_video") or {} for task, (metrics, _) in tasks.items()}
     if len(tasks) == 1 and isinstance(videos[""].get("scores"), np.ndarray):
         header, columns, right = _multi_label_columns(videos[""], tasks[""][1])
-    elif not tasks or any("predicted" not in v for v in videos.values()):
-        return False
+    elif tasks and all("predicted" in v for v in videos.values()):
+        header, columns, right = _class_columns(videos, {t: c for t, (_, c) in tasks.items()})
     else:
-        header, columns = ["video"], []
-        for task, (_, classes) in tasks.items():
-            keys = [k for k in ("label", "predicted", "confidence") if k in videos[task]]
-            header += [f"{task}_{key}" if task else key for key in keys]
-            columns += [
-                videos[task][key]
-                if key == "confidence"
-                else [classes[i] for i in videos[task][key]]
-                for key in keys
-            ]
-        right = np.all([np.equal(v["label"], v["predicted"]) for v in videos.values()], axis=0)
+        return False
     table = io.StringIO(newline="")
     writer = csv.writer(table)
     writer.writerow([*header, "right"])
@@ -294,6 +284,23 @@ def write_video_table(result: Mapping[str, Any], path: str) -> bool:
     writer.writerows(zip(names, *columns, right.astype(int), strict=True))
     storage.path(path).write_bytes(table.getvalue().encode("utf-8"))
     return True
+
+
+def _class_columns(
+    videos: Mapping[str, Mapping[str, list]], classes: Mapping[str, Sequence[str]]
+) -> tuple[list[str], list[list], np.ndarray]:
+    """A single-label or multi-task result's table: per task its ``label`` and ``predicted``
+    class names and the prediction's ``confidence``, and ``right`` when every task is."""
+    header, columns = ["video"], []
+    for task, names in classes.items():
+        keys = [k for k in ("label", "predicted", "confidence") if k in videos[task]]
+        header += [f"{task}_{key}" if task else key for key in keys]
+        columns += [
+            videos[task][key] if key == "confidence" else [names[i] for i in videos[task][key]]
+            for key in keys
+        ]
+    right = np.all([np.equal(v["label"], v["predicted"]) for v in videos.values()], axis=0)
+    return header, columns, right
 
 
 def _multi_label_columns(
@@ -304,15 +311,15 @@ def _multi_label_columns(
     ``top_probability`` (6 digits), and ``right`` when the top class is a true one (``top1``):
     sorted by ``top_probability``, the confidently wrong videos again."""
     labels, scores = np.asarray(videos["label"]) > 0, np.asarray(videos["scores"], np.float64)
-    top = scores.argmax(axis=1)
+    rows, top = np.arange(len(scores)), scores.argmax(axis=1)
 
-    def joined(rows: np.ndarray) -> list[str]:
-        return ["; ".join(classes[k] for k in np.flatnonzero(row)) for row in rows]
+    def joined(marked: np.ndarray) -> list[str]:
+        return ["; ".join(classes[k] for k in np.flatnonzero(row)) for row in marked]
 
-    probability = np.round(sigmoid(scores[np.arange(len(top)), top]), 6)
+    probability = np.round(sigmoid(scores[rows, top]), 6)
     header = ["video", "labels", "predicted", "top", "top_probability"]
     columns = [joined(labels), joined(scores > 0), [classes[k] for k in top], probability.tolist()]
-    return header, columns, labels[np.arange(len(top)), top]
+    return header, columns, labels[rows, top]
 
 
 def _arrays_apart(result: Mapping[str, Any], file: str) -> tuple[dict[str, Any], dict]:
