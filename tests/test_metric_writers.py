@@ -63,7 +63,7 @@ def test_event_file_holds_what_tf_summary_scalar_writes(tmp_path):
 
 
 def test_a_training_process_writes_tensorboard_without_importing_tensorflow(data_dir, tmp_path):
-    """``vjax train`` on a prepared dataset never loads TensorFlow (~5 s and ~700 MB a
+    """``vjax train`` on a prepared dataset never loads TensorFlow (~4.5 s and ~500 MB a
     process), and its event files hold the scalars of ``metrics.jsonl``."""
     train.setup(tiny_config(data_dir))  # prepared here: preparing does need TensorFlow
     workdir = str(tmp_path / "run")

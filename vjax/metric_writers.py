@@ -50,9 +50,9 @@ class MetricWriter:
 class EventFile:
     """One TensorBoard event file, written as ``tf.summary.scalar`` writes one (TFRecord
     framing of ``Event`` protos, each scalar a float32 tensor for the scalars plugin) but
-    without TensorFlow, whose import costs a training process ~5 s and ~700 MB. Each write is
-    appended at once (:func:`vjax.storage.append`), so a killed run keeps every scalar logged
-    before, in a bucket too.
+    without TensorFlow, whose import cost a tiny training run ~4.5 s and ~500 MB
+    (BENCHMARKS.md). Each write is appended at once (:func:`vjax.storage.append`), so a
+    killed run keeps every scalar logged before, in a bucket too.
 
     >>> EventFile("/tmp/run/tensorboard/train").write_scalars(100, {"loss": 0.7})
     """
