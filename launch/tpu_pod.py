@@ -10,7 +10,10 @@ its create call has succeeded, the teardown runs even when a later step fails or
 interrupted, so nothing it made is left allocated). Every
 worker runs the same command; ``vjax.distributed`` detects the TPU pod and starts
 ``jax.distributed``, so each host feeds its own data shard and process 0 writes the logs.
-Use a ``gs://`` workdir: checkpoints must be on storage every host sees. ``--num_slices=N``
+Use a ``gs://`` workdir: checkpoints must be on storage every host sees. ``--mount=BUCKET``
+mounts ``gs://BUCKET`` at ``/mnt/BUCKET`` on every worker (Cloud Storage FUSE, installed if
+missing) before the command, for a dataset prepared there (``--config.dataset.data_dir=
+/mnt/BUCKET/tfds``: the prepared format reads local paths only). ``--num_slices=N``
 asks for N slices (multi-slice over DCN; set ``--config.sharding.dcn_mesh=(('data', N),)``).
 The TPU VM runtime is the one Cloud TPU documents for the generation (``v2-alpha-tpuv6e``,
 ``v2-alpha-tpuv5``, ``v2-alpha-tpuv5-lite``, ``tpu-ubuntu2204-base`` for v4 and older) unless
@@ -153,11 +156,51 @@ def commands(args: argparse.Namespace, command: Sequence[str]) -> Plan:
         *on_all_nodes(lambda node: ssh(node, install)),
     ]  # fmt: skip
     remote = f"cd ~/vjax && VJAX_DISTRIBUTED=1 .venv/bin/{shlex.join(command)}"
+    if args.mount:
+        remote = f"{mount_buckets(args.mount)} && {remote}"
     steps["run"] = on_all_nodes(lambda node: ssh(node, remote))
     if args.step != "all":
         return Plan(steps[args.step], [], [])
     create, *wait = steps["create"]
     return Plan([create], [*wait, *steps["copy"], *steps["run"]], steps["teardown"])
+
+
+# Cloud Storage FUSE from Google's apt repository for the image's Ubuntu release (its documented
+# install); the lock timeout waits out the package updates a fresh TPU VM runs at boot.
+_INSTALL_GCSFUSE = (
+    "{ command -v gcsfuse >/dev/null || { "
+    'echo "deb [signed-by=/usr/share/keyrings/cloud.google.asc] '
+    'https://packages.cloud.google.com/apt gcsfuse-$(lsb_release -c -s) main" '
+    "| sudo tee /etc/apt/sources.list.d/gcsfuse.list >/dev/null && "
+    "curl -fsSL https://packages.cloud.google.com/apt/doc/apt-key.gpg "
+    "| sudo tee /usr/share/keyrings/cloud.google.asc >/dev/null && "
+    "sudo apt-get -o DPkg::Lock::Timeout=600 update -q && "
+    "sudo apt-get -o DPkg::Lock::Timeout=600 install -y -q gcsfuse; }; }"
+)
+
+
+def bucket_name(text: str) -> str:
+    """argparse ``type=``: a Cloud Storage bucket's name, bare or as ``gs://NAME``."""
+    name = text.removeprefix("gs://").rstrip("/")
+    if not re.fullmatch(r"[a-z0-9][a-z0-9._-]{1,220}[a-z0-9]", name):
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a bucket name (lowercase letters, digits, '-', '_' and '.'; "
+            "a whole bucket, e.g. my-bucket or gs://my-bucket, not a folder in it)"
+        )
+    return name
+
+
+def mount_buckets(buckets: Sequence[str]) -> str:
+    """A shell command that mounts each bucket at ``/mnt/BUCKET`` (installing Cloud Storage
+    FUSE where it is missing), leaving a mount already there as it is, so that a second
+    ``run`` on the same workers (a resume) mounts nothing twice."""
+    mounts = [
+        f"{{ mountpoint -q {path} || {{ sudo mkdir -p {path} && "
+        f'sudo chown "$(id -u):$(id -g)" {path} && gcsfuse --implicit-dirs {bucket} {path}; }}; }}'
+        for bucket in buckets
+        for path in [shlex.quote(f"/mnt/{bucket}")]
+    ]
+    return " && ".join([_INSTALL_GCSFUSE, *mounts])
 
 
 def working_tree_archive(path: str) -> str:
@@ -187,6 +230,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--queued", action="store_true", help="create as a queued resource")
     parser.add_argument("--num_slices", type=count, default=1)
     parser.add_argument("--spot", action="store_true", help="preemptible capacity")
+    parser.add_argument(
+        "--mount",
+        type=bucket_name,
+        action="append",
+        default=[],
+        metavar="BUCKET",
+        help="mount gs://BUCKET at /mnt/BUCKET on every worker before the command (repeatable)",
+    )
     parser.add_argument("--dry_run", action="store_true", help="print the commands only")
     args = parser.parse_args(options)
     try:

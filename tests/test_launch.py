@@ -385,3 +385,92 @@ def test_the_local_launcher_relays_every_line_before_it_returns(monkeypatch, cap
     assert local.run([sys.executable, "-c", "print('saved')"], [{}, {}]) == 0
     out = capsys.readouterr().out
     assert "[p0] saved" in out and "[p1] saved" in out
+
+
+# A TPU worker's programs for the ``--mount`` script: each logs its call; apt-get's install puts
+# a gcsfuse on PATH, which marks its mount point as mounted (what mountpoint checks).
+FAKE_WORKER = {
+    "sudo": 'exec "$@"',
+    "lsb_release": "echo jammy",
+    "curl": 'echo "curl $*" >> "$WORKER_LOG"; echo KEY',
+    "apt-get": """echo "apt-get $*" >> "$WORKER_LOG"
+here=$(dirname "$0")
+case "$*" in *"install -y -q gcsfuse"*) cp "$here/../gcsfuse.sh" "$here/gcsfuse";; esac""",
+    "mountpoint": 'test -e "$2/.mounted"',
+    "../gcsfuse.sh": """#!/bin/sh
+echo "gcsfuse $*" >> "$WORKER_LOG"
+[ "$FAKE_MOUNT_FAILS" = 1 ] && exit 1
+touch "$3/.mounted\"""",
+}
+
+
+def test_tpu_pod_mount_installs_cloud_storage_fuse_once_and_mounts_each_bucket_before_the_run(
+    tmp_path,
+):
+    """``--mount`` (a dataset prepared in a bucket is read through a FUSE mount): the run's
+    remote command, executed on a fake worker, installs gcsfuse from Google's apt repository
+    for the image's release, mounts each bucket at /mnt/BUCKET, then runs vjax; a second run
+    (a resume) installs and mounts nothing again; a failed mount runs no training."""
+    lines = _dry_run("tpu_pod.py", "run", "--name=pod", "--zone=z", "--accelerator=v4-16",
+                     "--mount=gs://my-data/", "--mount=runs.b")  # fmt: skip
+    (run,) = [_assert_valid_shell(line) for line in lines[1:]]
+    remote = next(a for a in run if a.startswith("--command="))[len("--command=") :]
+    # The worker's root folders, moved into tmp_path; the rest of the script as it is.
+    for root, here in (("/mnt/", "mnt/"), ("/etc/apt/sources.list.d/", "etc/"),
+                       ("/usr/share/keyrings/", "keyrings/")):  # fmt: skip
+        (tmp_path / here).mkdir()
+        remote = remote.replace(root, f"{tmp_path / here}/")
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    for name, body in FAKE_WORKER.items():
+        path = bin_dir / name
+        path.write_text(body if body.startswith("#!") else f"#!/bin/sh\n{body}\n")
+        path.chmod(0o755)
+    vjax = tmp_path / "home" / "vjax" / ".venv" / "bin" / "vjax"
+    vjax.parent.mkdir(parents=True)
+    mounted = f"$(find {tmp_path}/mnt -name .mounted | wc -l)"
+    vjax.write_text(
+        f'#!/bin/sh\necho "vjax $* $VJAX_DISTRIBUTED mounted: {mounted}" >> "$WORKER_LOG"\n'
+    )
+    vjax.chmod(0o755)
+    log = tmp_path / "worker.log"
+    env = {"PATH": f"{bin_dir}:/usr/bin:/bin", "HOME": str(tmp_path / "home"),
+           "WORKER_LOG": str(log)}  # fmt: skip
+
+    def on_worker(**extra: str) -> tuple[int, list[str]]:
+        log.unlink(missing_ok=True)
+        code = subprocess.run(["bash", "-c", remote], env={**env, **extra}).returncode
+        return code, log.read_text().splitlines() if log.exists() else []
+
+    code, calls = on_worker()
+    assert code == 0, calls
+    assert [c.split()[0] for c in calls] == ["curl", "apt-get", "apt-get", "gcsfuse", "gcsfuse",
+                                             "vjax"]  # fmt: skip
+    assert calls[2].endswith("install -y -q gcsfuse")
+    assert calls[3] == f"gcsfuse --implicit-dirs my-data {tmp_path}/mnt/my-data"
+    assert calls[4] == f"gcsfuse --implicit-dirs runs.b {tmp_path}/mnt/runs.b"
+    assert calls[5].startswith("vjax train --config=configs/demo.py --workdir=gs://bucket/runs/")
+    assert calls[5].endswith(" 1 mounted: 2")  # VJAX_DISTRIBUTED=1; both mounted before it
+    source = (tmp_path / "etc" / "gcsfuse.list").read_text()
+    keyring = f"[signed-by={tmp_path}/keyrings/cloud.google.asc]"
+    repository = ["https://packages.cloud.google.com/apt", "gcsfuse-jammy", "main"]
+    assert source.split() == ["deb", keyring, *repository]
+    assert (tmp_path / "keyrings" / "cloud.google.asc").read_text() == "KEY\n"
+
+    code, calls = on_worker()  # the same workers, run again
+    assert code == 0 and [c.split()[0] for c in calls] == ["vjax"]
+
+    (tmp_path / "mnt" / "runs.b" / ".mounted").unlink()
+    code, calls = on_worker(FAKE_MOUNT_FAILS="1")
+    assert code != 0 and [c.split()[0] for c in calls] == ["gcsfuse"]
+
+
+@pytest.mark.parametrize("bucket", ["gs://my-data/tfds", "My_Bucket", "b", "/mnt/my-data"])
+def test_tpu_pod_mount_takes_a_whole_bucket(bucket):
+    result = _launch("tpu_pod.py", "run", "--name=x", "--zone=z", "--accelerator=v4-8",
+                     f"--mount={bucket}", "--dry_run", *TRAIN)  # fmt: skip
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert result.stderr.splitlines()[-1] == (
+        f"tpu_pod.py: error: argument --mount: {bucket!r} is not a bucket name (lowercase "
+        "letters, digits, '-', '_' and '.'; a whole bucket, e.g. my-bucket or gs://my-bucket, "
+        "not a folder in it)")  # fmt: skip
