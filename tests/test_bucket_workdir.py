@@ -12,11 +12,13 @@ import time
 import urllib.error
 import urllib.request
 
+import numpy as np
 import pytest
 from conftest import DEMO_CONFIG, REPO, tiny_config
 from fake_gcs import bucket_env
 
 from vjax import storage, train
+from vjax.data.video_io import encode_video
 
 BUCKET = "vjax-tests"
 
@@ -109,22 +111,70 @@ def test_train_resume_eval_and_compare_write_into_the_bucket(bucket, data_dir, t
         ("train", 6), ("validation", 6), ("eval_test", 6),
     ]  # fmt: skip
 
+    # After training, the deployment steps into the bucket and back: an int8 model, its
+    # export (written locally by the converters, then uploaded), predictions from the export
+    # in the bucket (run from a downloaded copy) written there.
+    clip = str(tmp_path / "clip.mp4")
+    encode_video(clip, np.random.default_rng(0).integers(0, 256, (16, 32, 32, 3)), fps=8)
+    quantized, exported = f"gs://{BUCKET}/models/int8", f"gs://{BUCKET}/models/exported"
+    commands = [
+        ["quantize", f"--model={workdir}", f"--out={quantized}", "--mode=int8_weights"],
+        ["export", f"--model={quantized}", f"--out={exported}", "--format=stablehlo"],
+        ["predict", f"--model={exported}", clip, f"--json={exported}/clip.json"],
+        ["predict", f"--model={quantized}", clip, f"--json={quantized}/clip.json"],
+    ]
+    # The commands in one process (the CLI's own code, one start-up), each exiting 0.
+    driver = (
+        f"from vjax.cli import main\nfor argv in {commands!r}:\n    assert main(argv) == 0, argv"
+    )
+    run = subprocess.run([sys.executable, "-c", driver], cwd=cwd, env=env, capture_output=True,
+                         text=True, timeout=300)  # fmt: skip
+    assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-3000:]
+    assert os.listdir(cwd) == ["clip.mp4"]  # nothing else written here
+    int8 = _objects(port, "models/int8/")
+    on_disk = sum(len(data) for name, data in int8.items() if name.startswith("checkpoints/"))
+    assert f"checkpoint on disk {on_disk:,} bytes" in run.stdout  # was 0: a local os.walk
+    export = _objects(port, "models/exported/")
+    assert {"model.stablehlo", "signature.json", "clip.json"} <= export.keys(), sorted(export)
+    signature = json.loads(export["signature.json"])
+    assert signature["source"] == quantized and signature["files"] == {
+        "stablehlo": "model.stablehlo"
+    }
+    # The export, run from the bucket, predicts what the int8 checkpoint it came from does.
+    from_export = json.loads(export["clip.json"])["files"][clip]["top"]
+    from_checkpoint = json.loads(int8["clip.json"])["files"][clip]["top"]
+    assert [t["label"] for t in from_export] == [t["label"] for t in from_checkpoint]
+    np.testing.assert_allclose([t["score"] for t in from_export],
+                               [t["score"] for t in from_checkpoint], atol=1e-5)  # fmt: skip
 
-def test_a_bucket_that_does_not_exist_is_one_line_before_any_work(bucket, tmp_path):
+
+# Each command writing into a bucket, given one that does not exist (and a model that does
+# not either: the bucket is checked first, before any work), and the folder it names.
+NO_BUCKET = {
+    "train": (["--workdir=gs://no-such-bucket/run", f"--config={DEMO_CONFIG}:tiny"], "run"),
+    "quantize": (["--model=m", "--out=gs://no-such-bucket/int8", "--mode=int8_weights"], "int8"),
+    "prune": (["--model=m", "--out=gs://no-such-bucket/pruned", "--ratio=0.5"], "pruned"),
+    "export": (["--model=m", "--out=gs://no-such-bucket/exported"], "exported"),
+    "predict": (["--model=m", "clip.mp4", "--json=gs://no-such-bucket/clip.json"], ""),
+}
+
+
+@pytest.mark.parametrize("verb", NO_BUCKET)
+def test_a_bucket_that_does_not_exist_is_one_line_before_any_work(bucket, tmp_path, verb):
     _, env = bucket
     data_dir = str(tmp_path / "tfds")
-    run = subprocess.run(
-        [sys.executable, "-m", "vjax.cli", "train", "--workdir=gs://no-such-bucket/run",
-         f"--config={DEMO_CONFIG}:tiny", f"--config.dataset.data_dir={data_dir}"],
-        cwd=str(tmp_path), env=env, capture_output=True, text=True, timeout=300,
-    )  # fmt: skip
-    assert run.returncode == 2
-    errors = [line for line in run.stderr.splitlines() if line.startswith("vjax train: error")]
-    assert errors == [
-        "vjax train: error: cannot write to gs://no-such-bucket/run: FileNotFoundError: Bucket "
-        "does not exist: no-such-bucket"
-    ]
-    assert "Traceback" not in run.stderr
+    flags, folder = NO_BUCKET[verb]
+    if verb == "train":
+        flags = [*flags, f"--config.dataset.data_dir={data_dir}"]
+    run = subprocess.run([sys.executable, "-m", "vjax.cli", verb, *flags], cwd=str(tmp_path),
+                         env=env, capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert run.returncode == 2 and "Traceback" not in run.stderr
+    errors = [line for line in run.stderr.splitlines() if "error" in line]
+    location = f"gs://no-such-bucket/{folder}".rstrip("/")
+    assert len(errors) == 1, run.stderr
+    assert errors[0].endswith(
+        f"cannot write to {location}: FileNotFoundError: Bucket does not exist: no-such-bucket"
+    ) or errors[0].startswith(f"vjax {verb}: error: argument --json: cannot write to {location}")
     assert not os.path.exists(data_dir)  # checked before the dataset was prepared
 
 
@@ -141,3 +191,43 @@ def test_append_adds_text_and_bytes_at_the_end_of_a_local_file(tmp_path):
     storage.append(log, b"\x00b")
     storage.append(log, "é\n")
     assert open(log, "rb").read() == b"a\n\x00b" + "é\n".encode()
+
+
+def test_a_local_folders_files_sizes_and_staging_are_the_folder_itself(tmp_path):
+    written = {"a.txt": b"12345", "sub/b.bin": b"\0" * 1000, "sub/deeper/c": b""}
+    for name, data in written.items():
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_bytes(data)
+    (tmp_path / "empty_folder").mkdir()
+    assert storage.files_under(str(tmp_path)) == sorted(written)
+    assert storage.folder_bytes(str(tmp_path)) == 1005
+    with storage.staged_folder(str(tmp_path / "out")) as staged:
+        assert staged == str(tmp_path / "out")  # written in place, nothing to upload
+    assert storage.local_copy(str(tmp_path / "a.txt")) == str(tmp_path / "a.txt")
+
+
+def test_a_staged_folder_is_uploaded_whole_after_success_and_not_at_all_after_a_failure(
+    bucket, tmp_path
+):
+    port, env = bucket
+    script = f"""
+import os
+from vjax import storage
+for name, fails in (("done", False), ("failed", True)):
+    try:
+        with storage.staged_folder("gs://{BUCKET}/staged/" + name) as local:
+            os.makedirs(os.path.join(local, "sub"))
+            open(os.path.join(local, "sub", "b.bin"), "wb").write(bytes(range(256)))
+            open(os.path.join(local, "a.txt"), "w").write(name)
+            if fails:
+                raise RuntimeError("a converter failed")
+    except RuntimeError:
+        pass
+copy = storage.local_copy("gs://{BUCKET}/staged/done")
+print(sorted(storage.files_under(copy)), open(os.path.join(copy, "a.txt")).read())
+"""
+    run = subprocess.run([sys.executable, "-c", script], cwd=str(tmp_path), env=env,
+                         capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert _objects(port, "staged/") == {"done/a.txt": b"done", "done/sub/b.bin": bytes(range(256))}
+    assert run.stdout.split("\n")[0] == "['a.txt', 'sub/b.bin'] done"  # downloaded back whole

@@ -97,7 +97,16 @@ def number_in(low: float, high: float, *, low_open: bool = False, high_open: boo
 def output_file(text: str) -> str:
     """argparse ``type=``: a file to write, in a folder that exists and is writable (checked
     when the flags are read, before any work whose result it would hold; no folder is made,
-    so a mistyped folder is named, not created)."""
+    so a mistyped folder is named, not created). In a bucket (``gs://...``), one that can be
+    written."""
+    from vjax import storage
+
+    if storage.is_remote(text):
+        try:
+            storage.require_writable(os.path.dirname(text))
+        except UserError as e:
+            raise argparse.ArgumentTypeError(str(e)) from e
+        return text
     folder = os.path.dirname(os.path.abspath(text))
     if os.path.isdir(text):
         raise argparse.ArgumentTypeError(f"{text!r} is a folder; give a file path in it")

@@ -27,6 +27,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
+from vjax import storage
 from vjax.errors import ArgumentParser, non_negative_float, output_file, positive_int
 from vjax.evaluate.metrics import log_softmax, sigmoid
 from vjax.tasks import ClassNames, concat_classes, head_sizes, is_multitask, split_classes
@@ -302,6 +303,5 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     print(format_result(result))
     if args.json:
-        with open(args.json, "w") as f:
-            json.dump(result, f, indent=1)
+        storage.path(args.json).write_text(json.dumps(result, indent=1))
     return 1 if result["skipped"] else 0

@@ -1,15 +1,25 @@
 """Run folders on local disk or in a bucket (``gs://...``, what a TPU pod's hosts all see):
 file operations through ``etils.epath``, which reads and writes both, plus what it does not
-do alike for both (an absolute path, an append) and a check that a bucket can be written.
+do alike for both (an absolute path, an append, a folder's files and their size), a check
+that a bucket can be written, and local copies for the tools that open local files only
+(ONNX Runtime, TensorFlow Lite, the exporters).
 
 >>> path("gs://bucket/runs/demo", "config.json").write_text("{}")
 >>> append("gs://bucket/runs/demo/metrics.jsonl", '{"step": 1}\\n')
+>>> with staged_folder("gs://bucket/exported") as local:    # files written here are uploaded
+...     open(os.path.join(local, "model.onnx"), "wb").write(onnx_bytes)
+>>> local_copy("gs://bucket/exported/model.onnx")           # a downloaded copy's local path
 """
 
 from __future__ import annotations
 
+import atexit
+import contextlib
 import os
+import shutil
 import socket
+import tempfile
+from collections.abc import Iterator
 
 from etils import epath
 
@@ -57,3 +67,60 @@ def require_writable(location: str) -> None:
         check.unlink()
     except Exception as e:  # each file system raises its own kind (gcsfs, TensorFlow's, s3fs)
         raise UserError(f"cannot write to {location}: {type(e).__name__}: {one_line(e)}") from e
+
+
+def files_under(location: str) -> list[str]:
+    """The paths, relative to the folder ``location`` and sorted, of every file under it."""
+    base = str(location).split("://")[-1].rstrip("/")
+    found = []
+    for root, _, names in path(location).walk():
+        # A bucket's walk gives roots without the scheme (gcsfs: "bucket/dir"); cut the base.
+        inner = str(root).split("://")[-1][len(base) :].strip("/")
+        found += [f"{inner}/{name}" if inner else name for name in names]
+    return sorted(found)
+
+
+def folder_bytes(location: str) -> int:
+    """Bytes of every file under the folder ``location``."""
+    sizes = [path(location, name).stat() for name in files_under(location)]
+    # A local file's stat is os.stat_result; a bucket object's epath's StatResult.
+    return sum(s.st_size if isinstance(s, os.stat_result) else s.length for s in sizes)
+
+
+def copy_file(source: str, target: str) -> None:
+    """Copies the file ``source`` to ``target`` (either local or in a bucket), streamed, its
+    folder made if missing."""
+    path(target).parent.mkdir(parents=True, exist_ok=True)
+    with path(source).open("rb") as reader, path(target).open("wb") as writer:
+        shutil.copyfileobj(reader, writer, length=16 << 20)
+
+
+@contextlib.contextmanager
+def staged_folder(location: str) -> Iterator[str]:
+    """A local folder whose files end up in the folder ``location``: that folder itself when
+    it is local; for a bucket, a temporary one uploaded file by file when the block succeeds
+    (after a failure nothing is uploaded), for writers that take local paths only."""
+    if not is_remote(location):
+        yield location
+        return
+    with tempfile.TemporaryDirectory(prefix="vjax-upload-") as local:
+        yield local
+        for name in files_under(local):
+            copy_file(os.path.join(local, name), f"{location}/{name}")
+
+
+def local_copy(location: str) -> str:
+    """A local path holding the file or folder ``location``: itself when local; for a bucket,
+    a copy downloaded into a temporary folder, removed when the process exits (a runtime that
+    maps the file keeps reading it until then)."""
+    if not is_remote(location):
+        return location
+    scratch = tempfile.mkdtemp(prefix="vjax-download-")
+    atexit.register(shutil.rmtree, scratch, ignore_errors=True)
+    local = os.path.join(scratch, path(location).name)
+    if path(location).is_dir():
+        for name in files_under(location):
+            copy_file(f"{location}/{name}", os.path.join(local, name))
+    else:
+        copy_file(location, local)
+    return local

@@ -37,6 +37,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
+from vjax import storage
 from vjax.deploy.signature import make_signature, write_signature
 from vjax.errors import ArgumentParser, UserError, positive_int
 
@@ -237,13 +238,14 @@ def check_formats(formats: Sequence[str]) -> list[str]:
 
 
 def check_out_dir(out_dir: str) -> None:
-    """Raises :class:`ExportError` unless ``out_dir`` is a new or empty folder: never a file,
-    a training workdir (its ``checkpoints/``; ``vjax predict`` would then pick the export over
-    the newer checkpoints) or a folder with other files, which an export would mix with or
-    overwrite."""
-    if os.path.exists(out_dir) and not os.path.isdir(out_dir):
+    """Raises :class:`ExportError` unless ``out_dir`` (local or in a bucket) is a new or empty
+    folder: never a file, a training workdir (its ``checkpoints/``; ``vjax predict`` would then
+    pick the export over the newer checkpoints) or a folder with other files, which an export
+    would mix with or overwrite; a bucket that cannot be written is named before the export."""
+    folder = storage.path(out_dir)
+    if folder.is_file():
         raise ExportError(f"--out={out_dir!r} is a file; give a new folder for the export")
-    held = sorted(os.listdir(out_dir)) if os.path.isdir(out_dir) else []
+    held = sorted(child.name for child in folder.iterdir()) if folder.is_dir() else []
     if "checkpoints" in held:
         raise ExportError(
             f"--out={out_dir!r} is a training workdir (it holds checkpoints/); export into a "
@@ -254,10 +256,13 @@ def check_out_dir(out_dir: str) -> None:
         raise ExportError(
             f"--out={out_dir!r} is not empty (it holds {shown}); export into a new or empty folder"
         )
+    if storage.is_remote(out_dir):
+        storage.require_writable(out_dir)
 
 
 def _make_out_dir(out_dir: str) -> None:
-    """Creates ``out_dir`` (and its parents); a path that cannot be one is an ExportError."""
+    """Creates the local folder ``out_dir`` (and its parents); a path that cannot be one is an
+    ExportError."""
     try:
         os.makedirs(out_dir, exist_ok=True)
     except OSError as e:
@@ -292,39 +297,41 @@ def export_model(
     fn = inference_function(config, model, variables, bool(metadata.get("multi_label", False)))
     name = config.model.name
     platforms = list(platforms or [jax.default_backend()])
-    _make_out_dir(out_dir)
-    files, extra = {}, {}
-    for fmt in formats:
-        path = os.path.join(out_dir, FILES[fmt])
-        try:
-            if fmt == "stablehlo":
-                to_stablehlo(fn, clip, path, platforms)
-            elif fmt == "onnx" and metadata.get("quantization"):
-                from vjax.deploy.onnx_int8 import to_onnx_int8
+    # A bucket's export is written locally (the converters take local paths), then uploaded.
+    with storage.staged_folder(out_dir) as folder:
+        _make_out_dir(folder)
+        files, extra = {}, {}
+        for fmt in formats:
+            path = os.path.join(folder, FILES[fmt])
+            try:
+                if fmt == "stablehlo":
+                    to_stablehlo(fn, clip, path, platforms)
+                elif fmt == "onnx" and metadata.get("quantization"):
+                    from vjax.deploy.onnx_int8 import to_onnx_int8
 
-                extra["onnx_quantization"] = to_onnx_int8(
-                    config, metadata, variables, clip, path, data_dir, reference=fn
-                )
-            elif fmt == "onnx":
-                to_onnx(fn, clip, path, name)
-            elif fmt == "savedmodel":
-                to_savedmodel(fn, clip, path)
-            else:
-                to_tflite(fn, clip, path, tflite_batch)
-        except UserError as e:  # already says what to do (e.g. no calibration data)
-            raise ExportError(f"cannot export model {name!r} to {fmt}: {e}") from e
-        except Exception as e:  # noqa: BLE001  (any converter failure: one clear message)
-            raise ExportError(describe_failure(name, fmt, e)) from e
-        files[fmt] = FILES[fmt]
-    extra.update(
-        source=os.path.abspath(model_dir), source_step=loaded.source_step, platforms=platforms
-    )
-    if "tflite" in files:
-        extra["tflite_batch"] = tflite_batch
-    if metadata.get("quantization"):
-        extra["quantization"] = metadata["quantization"]
-    signature = make_signature(config.to_dict(), metadata, files, **extra)
-    write_signature(out_dir, signature)
+                    extra["onnx_quantization"] = to_onnx_int8(
+                        config, metadata, variables, clip, path, data_dir, reference=fn
+                    )
+                elif fmt == "onnx":
+                    to_onnx(fn, clip, path, name)
+                elif fmt == "savedmodel":
+                    to_savedmodel(fn, clip, path)
+                else:
+                    to_tflite(fn, clip, path, tflite_batch)
+            except UserError as e:  # already says what to do (e.g. no calibration data)
+                raise ExportError(f"cannot export model {name!r} to {fmt}: {e}") from e
+            except Exception as e:  # noqa: BLE001  (any converter failure: one clear message)
+                raise ExportError(describe_failure(name, fmt, e)) from e
+            files[fmt] = FILES[fmt]
+        extra.update(
+            source=storage.absolute(model_dir), source_step=loaded.source_step, platforms=platforms
+        )
+        if "tflite" in files:
+            extra["tflite_batch"] = tflite_batch
+        if metadata.get("quantization"):
+            extra["quantization"] = metadata["quantization"]
+        signature = make_signature(config.to_dict(), metadata, files, **extra)
+        write_signature(folder, signature)
     return signature
 
 

@@ -36,6 +36,7 @@ import numpy as np
 import qwix
 from qwix._src.utils import flax_util
 
+from vjax import storage
 from vjax.errors import UserError
 from vjax.models.conv import DIMS_3D, cheapest_conv
 
@@ -300,17 +301,8 @@ def quantize_checkpoint(
     return {
         "float_bytes": weight_bytes(variables["params"]),
         "quantized_bytes": weight_bytes(params),
-        "checkpoint_bytes": folder_bytes(out_dir),
+        "checkpoint_bytes": storage.folder_bytes(out_dir),
     }
-
-
-def folder_bytes(path: str) -> int:
-    """Bytes of every file under ``path``."""
-    return sum(
-        os.path.getsize(os.path.join(root, name))
-        for root, _, names in os.walk(path)
-        for name in names
-    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -122,14 +122,17 @@ def load_exported(folder: str, fmt: str | None = None) -> ExportedModel:
 def _open_runner(folder: str, fmt: str, file: str, signature: dict) -> Runner:
     """The runner of ``fmt``'s file; a missing or unreadable (truncated, not a model) file is
     a UserError naming it. A runtime that is not installed keeps its ImportError."""
+    from vjax import storage
+
     path = os.path.join(folder, file)
-    if not os.path.exists(path):
+    if not storage.path(path).exists():
         raise NotFoundError(
             f"{path} is missing ({SIGNATURE_FILE} lists it as the {fmt} export); re-export "
             f"with vjax export --format={fmt}"
         )
     try:
-        return RUNNERS[fmt](path, signature)
+        # The runtimes open local files: an export in a bucket is run from a downloaded copy.
+        return RUNNERS[fmt](storage.local_copy(path), signature)
     except ImportError:
         raise
     except Exception as e:  # noqa: BLE001  (the runtimes raise anything on a bad file)

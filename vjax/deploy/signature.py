@@ -116,19 +116,23 @@ def write_signature(folder: str, signature: dict[str, Any]) -> str:
 
 
 def is_exported(folder: str) -> bool:
-    """True for a folder ``vjax export`` wrote (it has a ``signature.json``)."""
-    return os.path.isfile(os.path.join(folder, SIGNATURE_FILE))
+    """True for a folder ``vjax export`` wrote (it has a ``signature.json``), local or in a
+    bucket."""
+    from vjax import storage
+
+    return storage.path(folder, SIGNATURE_FILE).is_file()
 
 
 def read_signature(folder: str) -> dict[str, Any]:
     """The folder's signature; a missing, unreadable or incomplete file is a UserError
     naming it (re-export the model)."""
+    from vjax import storage
+
     path = os.path.join(folder, SIGNATURE_FILE)
-    if not os.path.isfile(path):
+    if not storage.path(path).is_file():
         raise NotFoundError(f"{folder!r} has no {SIGNATURE_FILE}: export it with vjax export")
     try:
-        with open(path, encoding="utf-8") as f:
-            signature = json.load(f)
+        signature = json.loads(storage.path(path).read_text(encoding="utf-8"))
     except (OSError, ValueError) as e:  # JSONDecodeError and UnicodeDecodeError included
         raise UserError(f"{path} is not readable JSON ({e}); re-export with vjax export") from e
     missing = [k for k in REQUIRED if k not in signature] if isinstance(signature, dict) else []
