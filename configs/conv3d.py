@@ -72,7 +72,7 @@ as 24 fps JPEG frames (``Charades_v1_rgb``) where vjax decodes the videos at 24 
 Command (after ``vjax prepare kinetics|ucf101 --src=... --data_dir=...``):
   vjax train --config=configs/conv3d.py:slowfast_r50_k400 --workdir=runs/slowfast \\
     --config.dataset.src=~/data/kinetics400
-  vjax eval  --config=configs/conv3d.py:slowfast_r50_k400 --workdir=runs/slowfast --split=test
+  vjax eval  --workdir=runs/slowfast --split=test   # with the config it trained with
 """
 
 import os

@@ -46,8 +46,7 @@ Commands (after ``vjax prepare kinetics --src=... --data_dir=...``):
     --config.dataset.src=~/data/kinetics400
   vjax train --config=configs/videomae.py:finetune_k400_1600 --workdir=runs/mae_k400_ft \\
     --config.dataset.src=~/data/kinetics400 --config.train.init_from=runs/mae_k400
-  vjax eval --config=configs/videomae.py:finetune_k400_1600 --workdir=runs/mae_k400_ft \\
-    --config.dataset.src=~/data/kinetics400 --split=validation
+  vjax eval --workdir=runs/mae_k400_ft --split=validation   # with the config it trained with
 Public weights: ``vjax convert --from=hf --src=videomae-base --out=weights/mae`` (a Hugging
 Face ``VideoMAEForPreTraining`` folder) gives the pre-training model; pass the folder as
 ``--config.train.init_from`` of a fine-tuning recipe.

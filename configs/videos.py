@@ -18,7 +18,7 @@ Command:
   vjax prepare video_folder --src=~/videos --data_dir=~/tfds       # optional: prepare first
   vjax train --config=configs/videos.py:~/videos --workdir=runs/videos \\
       --config.dataset.data_dir=~/tfds
-  vjax eval  --config=configs/videos.py:~/videos --workdir=runs/videos --split=test
+  vjax eval  --workdir=runs/videos --split=test    # with the config it trained with
 """
 
 import os

@@ -16,11 +16,14 @@ import shlex
 import pytest
 from conftest import REPO
 
+import vjax.checkpoint_paths
 import vjax.config_utils
 import vjax.data.datasets
 import vjax.demo
 import vjax.main
 from vjax import cli
+from vjax.config_utils import load_config
+from vjax.main import DEFAULT_CONFIG
 
 LAUNCHERS = ("launch/local.py", "launch/slurm.py", "launch/tpu_pod.py")
 # The parsers of the training modes: these commands go on to load their config.
@@ -105,6 +108,9 @@ def stop_once_parsed(monkeypatch):
     monkeypatch.setattr(argparse.ArgumentParser, "parse_args", parse_then_stop)
     monkeypatch.setattr(vjax.config_utils, "apply_overrides", apply_then_stop)
     monkeypatch.setattr(vjax.demo, "run_demo", demo_stops)
+    # `vjax eval` without --config evaluates with the run's own: here no run exists.
+    monkeypatch.setattr(vjax.checkpoint_paths, "require_trained", lambda workdir: None)
+    monkeypatch.setattr(vjax.main, "trained_config", lambda workdir: load_config(DEFAULT_CONFIG))
     monkeypatch.setattr(vjax.data.datasets, "load_dataset", prepare_stops)
     monkeypatch.chdir(REPO)
 

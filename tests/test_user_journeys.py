@@ -86,7 +86,8 @@ def trained(tmp_path_factory):
          "--config.train.eval_every=3", "--config.train.checkpoint_every=3",
          "--config.optimizer.warmup_steps=100"]
     )  # fmt: skip
-    evaluated = _in_process(["eval", *config, f"--workdir={workdir}", "--split=test"])
+    # No --config: evaluation takes the run's own (its folder of videos, data_dir, input).
+    evaluated = _in_process(["eval", f"--workdir={workdir}", "--split=test"])
     return {
         "root": root, "src": src, "data_dir": data_dir, "workdir": workdir, "config": config,
         "prepared": prepared, "trained": trained_out, "evaluated": evaluated,

@@ -1,7 +1,7 @@
 """The ``vjax`` command: ``vjax VERB [flags]``.
 
 vjax train  --config=configs/demo.py:vivit --workdir=runs/vivit --config.optimizer.lr=3e-4
-vjax eval   --config=configs/demo.py:vivit --workdir=runs/vivit --split=test
+vjax eval   --workdir=runs/vivit --split=test   # with the config it trained with
 vjax probe  --config=configs/videomae.py:finetune_motion --workdir=runs/mae  # linear probe
 vjax demo   --workdir=runs/demo
 vjax parity vivit            # params and GFLOPs next to the published tables

@@ -10,6 +10,7 @@ import argparse
 import logging
 import sys
 from collections.abc import Sequence
+from typing import Any
 
 MODES = ("train", "eval", "probe", "demo")
 _PURPOSE = {
@@ -25,6 +26,24 @@ config overrides (any number):
                         --config.optimizer.lr=3e-4 --config.train.num_steps=200
                         (an unknown key is an error naming the closest valid keys)
   --debug               show the traceback of an error in the config or input"""
+
+
+# What train, probe and demo run without --config; eval takes the run's own (trained_config).
+DEFAULT_CONFIG = "configs/demo.py"
+
+
+def trained_config(workdir: str) -> Any:
+    """The config the newest checkpoint in ``workdir`` was trained with (its metadata, as
+    :func:`vjax.load` builds the model from): what ``vjax eval`` evaluates with when no
+    ``--config`` is given, so that a run's model, dataset and input need not be repeated."""
+    from vjax import checkpoint
+    from vjax.config_utils import config_from_json
+    from vjax.errors import UserError
+
+    metadata = checkpoint.read_metadata(workdir)
+    if not isinstance(metadata.get("config"), dict):
+        raise UserError(f"the checkpoint in {workdir!r} does not record its config; give --config")
+    return config_from_json(metadata["config"])
 
 
 def parse_args(
@@ -53,8 +72,9 @@ def parse_args(
         parser.add_argument("--mode", choices=MODES, required=True)
     parser.add_argument(
         "--config",
-        default="configs/demo.py",
-        help="config file, optionally with :ARG for get_config(ARG)",
+        default=None,
+        help="config file, optionally with :ARG for get_config(ARG) (default: "
+        + ("the one the run was trained with)" if mode == "eval" else f"{DEFAULT_CONFIG})"),
     )
     parser.add_argument("--workdir", required=True, help="checkpoints, metrics and reports")
     if mode in (None, "eval", "probe"):
@@ -91,13 +111,17 @@ def run(argv: Sequence[str], mode: str | None = None) -> int:
     if args.mode == "demo":
         from vjax.demo import run_demo
 
-        run_demo(args.workdir, args.config, overrides, args.audio_visual)
+        run_demo(args.workdir, args.config or DEFAULT_CONFIG, overrides, args.audio_visual)
         return 0
-    config = load_config(args.config)
+    from vjax.checkpoint_paths import require_trained
+
+    if args.mode == "eval" and args.config is None:  # the run's own model, data and input
+        require_trained(args.workdir)
+        config = trained_config(args.workdir)
+    else:
+        config = load_config(args.config or DEFAULT_CONFIG)
     apply_overrides(config, overrides)
     if args.mode in ("eval", "probe"):  # at once, before JAX and the dataset load
-        from vjax.checkpoint_paths import require_trained
-
         require_trained(args.workdir)
 
     import jax
