@@ -36,6 +36,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
+from einops import rearrange
 from jax.sharding import PartitionSpec
 
 IMPLEMENTATIONS = ("auto", "xla", "cudnn", "pallas")
@@ -205,9 +206,9 @@ def _splash_attention(q: jax.Array, k: jax.Array, v: jax.Array, *, kernel) -> ja
 
     # splash does not scale the logits: fold 1/sqrt(head_dim) into the queries.
     q = q * jnp.asarray(1.0 / math.sqrt(head_dim), q.dtype)
-    q, k, v = (_pad_length(x, padded).transpose(0, 2, 1, 3) for x in (q, k, v))
+    q, k, v = (rearrange(_pad_length(x, padded), "b l h d -> b h l d") for x in (q, k, v))
     out = jax.vmap(one)(q, k, v)
-    return out.transpose(0, 2, 1, 3)[:, :length]
+    return rearrange(out, "b h l d -> b l h d")[:, :length]
 
 
 def dot_product_attention(

@@ -24,6 +24,7 @@ from typing import Any
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+from einops import rearrange
 
 from vjax.models.attention import IMPLEMENTATIONS, attention_weights, grid_attention
 from vjax.models.conv import Conv
@@ -379,7 +380,7 @@ class EncoderBlock(nn.Module):
             raise ValueError(
                 f"{length} tokens do not fit the grid {self.grid} for {kind!r} attention"
             )
-        head, grid = y[:, :prefix], y[:, prefix:].reshape(batch, time, space, embed)
+        head, grid = y[:, :prefix], rearrange(y[:, prefix:], "b (t s) d -> b t s d", t=time)
         if kind == "time":
             out = self._attention("attention_time", ((1,),))(grid)
             if self.time_projection:
@@ -398,7 +399,7 @@ class EncoderBlock(nn.Module):
             head_out = head
         out = constrain(out, token_names(4))
         return jnp.concatenate(
-            [head_out.astype(out.dtype), out.reshape(batch, time * space, embed)], axis=1
+            [head_out.astype(out.dtype), rearrange(out, "b t s d -> b (t s) d")], axis=1
         )
 
     @nn.compact
@@ -497,8 +498,7 @@ class TubeletEmbed(nn.Module):
             bias_init=_logical(nn.initializers.zeros, ("embed",)),
             name="conv",
         )(video)
-        batch, t, h, w, d = x.shape
-        return constrain(x.reshape(batch, t * h * w, d), ("batch", "tokens", "embed"))
+        return constrain(rearrange(x, "b t h w d -> b (t h w) d"), ("batch", "tokens", "embed"))
 
 
 NumClasses = int | Mapping[str, int]

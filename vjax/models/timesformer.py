@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import flax.linen as nn
 import jax
+from einops import rearrange
 from flax.linen.initializers import zeros
 
 from vjax.models.layers import (
@@ -72,18 +73,18 @@ class TimeSformer(VideoTransformer):
     def __call__(self, video: jax.Array, *, train: bool) -> jax.Array:
         self.check_input(video.shape)
         x, (time, space) = self.embed(video)
-        batch, _, dim = x.shape
-        x = x.reshape(batch, time, space, dim)
+        dim = x.shape[-1]
+        x = rearrange(x, "b (t s) d -> b t s d", t=time)
         x = x + learned_embedding(self, "pos_embedding", (1, space, dim), (None, "tokens", "embed"))
         cls = learned_embedding(self, "cls", (1, 1, dim), (None, None, "embed"))
         space_only = self.attention_type == "space_only"
         if space_only:
-            x = prepend(cls, x.reshape(batch * time, space, dim))
+            x = prepend(cls, rearrange(x, "b t s d -> (b t) s d"))  # one sequence per frame
         else:
             times = learned_embedding(  # zeros, TimeSformer's: frames start alike
                 self, "time_embedding", (1, time, dim), (None, "time", "embed"), zeros
             )
-            x = prepend(cls, (x + times[:, :, None]).reshape(batch, time * space, dim))
+            x = prepend(cls, rearrange(x + times[:, :, None], "b t s d -> b (t s) d"))
         x = nn.Dropout(self.dropout_rate)(x.astype(self.dtype), deterministic=not train)
         x = self.encoder(
             "encoder",
@@ -93,5 +94,5 @@ class TimeSformer(VideoTransformer):
         )(x, train=train)
         pooled = x[:, 0]
         if space_only:
-            pooled = pooled.reshape(batch, time, dim).mean(axis=1)
+            pooled = rearrange(pooled, "(b t) d -> b t d", t=time).mean(axis=1)
         return ClassifierHead(self.num_classes, name="classifier")(pooled)

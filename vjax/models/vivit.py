@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import flax.linen as nn
 import jax
+from einops import rearrange
 
 from vjax.models.layers import ClassifierHead, divisible_heads
 from vjax.models.registry import register
@@ -104,9 +105,9 @@ class ViViT(VideoTransformer):
         depth = (size.num_layers, size.num_heads, size.mlp_dim)
         x, (time, space) = self.embed(video)
         if self.variant in ("factorised_encoder", "average_pool"):
-            frames = x.reshape(x.shape[0] * time, space, x.shape[-1])
+            frames = rearrange(x, "b (t s) d -> (b t) s d", t=time)  # each frame on its own
             pooled = self._stage(frames, "", depth, train=train)
-            pooled = pooled.reshape(x.shape[0], time, x.shape[-1])
+            pooled = rearrange(pooled, "(b t) d -> b t d", t=time)
             if self.variant == "average_pool":
                 pooled = pooled.mean(axis=1)
             else:
