@@ -236,10 +236,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         action="append",
         default=[],
         metavar="BUCKET",
-        help="mount gs://BUCKET at /mnt/BUCKET on every worker before the command (repeatable)",
+        help="mount gs://BUCKET at /mnt/BUCKET on every worker before run's command (steps "
+        "run and all; repeatable)",
     )
     parser.add_argument("--dry_run", action="store_true", help="print the commands only")
     args = parser.parse_args(options)
+    if args.mount and args.step not in ("run", "all"):
+        parser.error(f"--mount mounts before run's command: give it to run or all, not {args.step}")
     try:
         accel, chips, hosts = parse_accelerator(args.accelerator)
     except ValueError as e:

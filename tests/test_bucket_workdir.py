@@ -12,13 +12,16 @@ import time
 import urllib.error
 import urllib.request
 
+import jax
 import numpy as np
 import pytest
 from conftest import DEMO_CONFIG, REPO, tiny_config
 from fake_gcs import bucket_env
 
 from vjax import storage, train
+from vjax.convert import pretrained_config, save_converted
 from vjax.data.video_io import encode_video
+from vjax.models import build_model
 
 BUCKET = "vjax-tests"
 
@@ -111,26 +114,37 @@ def test_train_resume_eval_and_compare_write_into_the_bucket(bucket, data_dir, t
         ("train", 6), ("validation", 6), ("eval_test", 6),
     ]  # fmt: skip
 
-    # After training, the deployment steps into the bucket and back: an int8 model, its
-    # export (written locally by the converters, then uploaded), predictions from the export
-    # in the bucket (run from a downloaded copy) written there.
+    # After training, the deployment steps into the bucket and back: an int8 model and its
+    # export, the float model's ONNX export (written locally by the converters, then
+    # uploaded), predictions from each export in the bucket (run from a downloaded copy)
+    # written there; a --json naming no file, or a folder, refused.
     clip = str(tmp_path / "clip.mp4")
     encode_video(clip, np.random.default_rng(0).integers(0, 256, (16, 32, 32, 3)), fps=8)
-    quantized, exported = f"gs://{BUCKET}/models/int8", f"gs://{BUCKET}/models/exported"
+    wide = _wide_model(str(tmp_path / "wide"))
+    models = f"gs://{BUCKET}/models"
+    quantized, exported, onnx = f"{models}/int8", f"{models}/exported", f"{models}/onnx"
     commands = [
-        ["quantize", f"--model={workdir}", f"--out={quantized}", "--mode=int8_weights"],
-        ["export", f"--model={quantized}", f"--out={exported}", "--format=stablehlo"],
-        ["predict", f"--model={exported}", clip, f"--json={exported}/clip.json"],
-        ["predict", f"--model={quantized}", clip, f"--json={quantized}/clip.json"],
+        (["quantize", f"--model={workdir}", f"--out={quantized}", "--mode=int8_weights"], 0),
+        (["export", f"--model={quantized}", f"--out={exported}", "--format=stablehlo"], 0),
+        (["predict", f"--model={exported}", clip, f"--json={exported}/clip.json"], 0),
+        (["predict", f"--model={quantized}", clip, f"--json={quantized}/clip.json"], 0),
+        (["export", f"--model={wide}", f"--out={onnx}", "--format=onnx"], 0),
+        (["predict", f"--model={onnx}", clip, f"--json={onnx}/clip.json"], 0),
+        (["predict", f"--model={wide}", clip, f"--json={wide}/clip.json"], 0),
+        (["predict", f"--model={onnx}", clip, f"--json=gs://{BUCKET}"], 2),
+        (["predict", f"--model={onnx}", clip, f"--json={models}"], 2),
     ]
-    # The commands in one process (the CLI's own code, one start-up), each exiting 0.
+    # The commands in one process (the CLI's own code, one start-up), each exiting as said.
     driver = (
-        f"from vjax.cli import main\nfor argv in {commands!r}:\n    assert main(argv) == 0, argv"
+        "from vjax.cli import main\n"
+        f"for argv, code in {commands!r}:\n    assert main(argv) == code, argv"
     )
     run = subprocess.run([sys.executable, "-c", driver], cwd=cwd, env=env, capture_output=True,
                          text=True, timeout=300)  # fmt: skip
     assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-3000:]
-    assert os.listdir(cwd) == ["clip.mp4"]  # nothing else written here
+    assert f"argument --json: 'gs://{BUCKET}' names no file; give gs://BUCKET/FILE" in run.stderr
+    assert f"argument --json: '{models}' is a folder; give a file path in it" in run.stderr
+    assert sorted(os.listdir(cwd)) == ["clip.mp4", "wide"]  # nothing else written here
     int8 = _objects(port, "models/int8/")
     on_disk = sum(len(data) for name, data in int8.items() if name.startswith("checkpoints/"))
     assert f"checkpoint on disk {on_disk:,} bytes" in run.stdout  # was 0: a local os.walk
@@ -146,6 +160,16 @@ def test_train_resume_eval_and_compare_write_into_the_bucket(bucket, data_dir, t
     assert [t["label"] for t in from_export] == [t["label"] for t in from_checkpoint]
     np.testing.assert_allclose([t["score"] for t in from_export],
                                [t["score"] for t in from_checkpoint], atol=1e-5)  # fmt: skip
+    # The ONNX export keeps its large weights beside the graph; run from the bucket, with
+    # them, it predicts what its model does.
+    assert {"model.onnx", "model.onnx.data", "signature.json"} <= _objects(
+        port, "models/onnx/"
+    ).keys()
+    from_onnx = json.loads(_objects(port, "models/onnx/")["clip.json"])["files"][clip]["top"]
+    from_float = json.loads((tmp_path / "wide" / "clip.json").read_text())["files"][clip]["top"]
+    assert [t["label"] for t in from_onnx] == [t["label"] for t in from_float]
+    np.testing.assert_allclose([t["score"] for t in from_onnx],
+                               [t["score"] for t in from_float], atol=1e-5)  # fmt: skip
 
 
 # Each command writing into a bucket, given one that does not exist (and a model that does
@@ -160,6 +184,18 @@ NO_BUCKET = {
 
 
 @pytest.mark.parametrize("verb", NO_BUCKET)
+def _wide_model(folder: str) -> str:
+    """A one-block ViViT (random weights, as `vjax convert` writes a model) whose MLP kernel,
+    256 x 1280 float32, is over 1 MB: jax2onnx keeps such weights in ``model.onnx.data``."""
+    model_config = {"name": "vivit", "size": "Ti/8x2", "num_layers": 1, "hidden_size": 256,
+                    "num_heads": 2, "mlp_dim": 1280}  # fmt: skip
+    clip, names = (4, 16, 16, 3), ["up", "down", "left", "right"]
+    model = build_model(model_config, num_classes=len(names))
+    variables = jax.jit(lambda key: model.init(key, np.zeros((1, *clip)), train=False))
+    config = pretrained_config(model_config, clip, names, source="test")
+    return save_converted(folder, config, jax.device_get(variables(jax.random.key(0))))
+
+
 def test_a_bucket_that_does_not_exist_is_one_line_before_any_work(bucket, tmp_path, verb):
     _, env = bucket
     data_dir = str(tmp_path / "tfds")
@@ -193,14 +229,17 @@ def test_append_adds_text_and_bytes_at_the_end_of_a_local_file(tmp_path):
     assert open(log, "rb").read() == b"a\n\x00b" + "é\n".encode()
 
 
-def test_a_local_folders_files_sizes_and_staging_are_the_folder_itself(tmp_path):
+def test_a_local_folders_files_sizes_and_staging_are_the_folder_itself(tmp_path, monkeypatch):
     written = {"a.txt": b"12345", "sub/b.bin": b"\0" * 1000, "sub/deeper/c": b""}
     for name, data in written.items():
         (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / name).write_bytes(data)
     (tmp_path / "empty_folder").mkdir()
-    assert storage.files_under(str(tmp_path)) == sorted(written)
-    assert storage.folder_bytes(str(tmp_path)) == 1005
+    monkeypatch.chdir(tmp_path.parent)
+    # Any spelling of the folder (`vjax quantize --out=./q8` failed on "q8/heckpoints/...").
+    for spelling in (str(tmp_path), f"./{tmp_path.name}", f"{tmp_path.name}//", f"{tmp_path}/"):
+        assert storage.files_under(spelling) == sorted(written), spelling
+        assert storage.folder_bytes(spelling) == 1005
     with storage.staged_folder(str(tmp_path / "out")) as staged:
         assert staged == str(tmp_path / "out")  # written in place, nothing to upload
     assert storage.local_copy(str(tmp_path / "a.txt")) == str(tmp_path / "a.txt")

@@ -84,6 +84,34 @@ def test_predict_json_into_a_missing_folder_is_refused_before_inference(files, c
     assert not missing.exists()
 
 
+# URLs vjax cannot read or write (epath knows gs://, s3://, az://): one line each, not
+# epath's KeyError.
+OTHER_URLS = {
+    "export_out": (["export", "--model={model}", "--out=file:///tmp/vjax_export"], "file://"),
+    "predict_json": (["predict", "--model={export}", "{video}", "--json=http://host/p.json"],
+                     "http://"),
+    "eval_workdir": (["eval", "--workdir=ftp://host/run"], "ftp://"),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("case", OTHER_URLS)
+def test_a_url_vjax_cannot_reach_is_one_line(files, capsys, case):
+    argv, scheme = OTHER_URLS[case]
+    line = _one_line_error([a.format(**files) for a in argv], capsys)
+    assert line.endswith(
+        f"vjax reads and writes local paths and buckets (gs://, s3://, az://), not {scheme}"
+    ) or line.endswith(f"not {scheme} (vjax predict --help lists the flags)"), line
+
+
+def test_eval_without_config_of_a_convert_folder_asks_for_the_dataset(files, capsys):
+    """A `vjax convert` folder records a model, not a run: there is no dataset to take."""
+    line = _one_line_error(["eval", f"--workdir={files['model']}"], capsys)
+    assert line == (
+        f"vjax eval: error: {files['model']!r} holds a model without the dataset it was trained "
+        "on (a `vjax convert` folder): give --config for the data to evaluate it on"
+    )
+
+
 def _broken_export(files, name: str, damage) -> str:
     """A copy of the export with ``damage(folder)`` done to it."""
     folder = files["root"] / name

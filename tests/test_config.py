@@ -10,7 +10,15 @@ import pytest
 from conftest import DEMO_CONFIG, REPO
 
 from vjax.bench import vjax_recipe
-from vjax.config_utils import RECIPES, ConfigError, apply_overrides, config_file, load_config
+from vjax.config_utils import (
+    RECIPES,
+    ConfigError,
+    apply_overrides,
+    config_file,
+    load_config,
+    with_absolute_paths,
+    with_defaults,
+)
 from vjax.models import build_model
 
 
@@ -177,3 +185,36 @@ def test_the_wheel_carries_every_recipe(tmp_path):
     for name in recipes:
         with open(os.path.join(REPO, "configs", name), "rb") as f:
             assert packaged[name] == f.read(), name
+
+
+def test_a_recorded_config_takes_only_the_settings_it_lacks_from_the_defaults():
+    """How ``vjax eval`` reads a run saved before a setting existed: missing keys filled
+    section by section, recorded values kept, the model and dataset sections as recorded."""
+    recorded = {"model": {"name": "r2plus1d"}, "dataset": {"name": "ucf101"},
+                "train": {"num_steps": 7}, "input": {"audio": None}}  # fmt: skip
+    defaults = {"model": {"name": "vivit", "size": "B/16x2"}, "dataset": {"name": "vjax_motion",
+                "fps": 8}, "train": {"num_steps": 800, "dtype": "float32"},
+                "input": {"audio": {"sample_rate": 16000}, "mean": [0.5]},
+                "sharding": {"rules": [["batch", "data"]]}}  # fmt: skip
+    assert with_defaults(recorded, defaults, whole=("model", "dataset")) == {
+        "model": {"name": "r2plus1d"}, "dataset": {"name": "ucf101"},
+        "train": {"num_steps": 7, "dtype": "float32"}, "input": {"audio": None, "mean": [0.5]},
+        "sharding": {"rules": [["batch", "data"]]},
+    }  # fmt: skip
+    assert recorded["train"] == {"num_steps": 7}  # not changed in place
+
+
+def test_a_run_records_its_local_data_paths_absolute(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    config = load_config(f"{DEMO_CONFIG}:tiny")
+    for data_dir, src, expected in (
+        ("tfds", "videos/", (str(tmp_path / "tfds"), str(tmp_path / "videos"))),
+        ("~/tfds", "../v", (str(tmp_path / "home" / "tfds"), str(tmp_path.parent / "v"))),
+        ("gs://b/tfds", "", ("gs://b/tfds", "")),  # a bucket's URL and "no src" as they are
+    ):
+        with config.dataset.unlocked():  # src: a video dataset's (the demo's has none)
+            config.dataset.data_dir, config.dataset.src = data_dir, src
+        recorded = with_absolute_paths(config)
+        assert (recorded.dataset.data_dir, recorded.dataset.src) == expected
+        assert (config.dataset.data_dir, config.dataset.src) == (data_dir, src)  # a copy

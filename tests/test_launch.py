@@ -474,3 +474,12 @@ def test_tpu_pod_mount_takes_a_whole_bucket(bucket):
         f"tpu_pod.py: error: argument --mount: {bucket!r} is not a bucket name (lowercase "
         "letters, digits, '-', '_' and '.'; a whole bucket, e.g. my-bucket or gs://my-bucket, "
         "not a folder in it)")  # fmt: skip
+
+
+def test_tpu_pod_mount_is_refused_for_a_step_that_runs_no_command():
+    result = _launch("tpu_pod.py", "copy", "--name=x", "--zone=z", "--accelerator=v4-8",
+                     "--mount=my-data", "--dry_run", *TRAIN)  # fmt: skip
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert result.stderr.splitlines()[-1] == (
+        "tpu_pod.py: error: --mount mounts before run's command: give it to run or all, not copy"
+    )

@@ -81,12 +81,17 @@ def trained(tmp_path_factory):
          "--short_side=16", "--num_workers=1"]
     )  # fmt: skip
     config = [f"--config={VIDEOS_CONFIG}:{src},tiny", f"--config.dataset.data_dir={data_dir}"]
-    trained_out = _in_process(
-        ["train", *config, f"--workdir={workdir}", "--config.train.num_steps=3",
-         "--config.train.eval_every=3", "--config.train.checkpoint_every=3",
-         "--config.optimizer.warmup_steps=100"]
-    )  # fmt: skip
-    # No --config: evaluation takes the run's own (its folder of videos, data_dir, input).
+    here = os.getcwd()
+    try:  # trained with the paths relative to its folder, as typed there
+        os.chdir(root)
+        trained_out = _in_process(
+            ["train", f"--config={VIDEOS_CONFIG}:videos,tiny", "--config.dataset.data_dir=tfds",
+             "--workdir=run", "--config.train.num_steps=3", "--config.train.eval_every=3",
+             "--config.train.checkpoint_every=3", "--config.optimizer.warmup_steps=100"]
+        )  # fmt: skip
+    finally:
+        os.chdir(here)
+    # Elsewhere, no --config: evaluation takes the run's own (its videos, data_dir, input).
     evaluated = _in_process(["eval", f"--workdir={workdir}", "--split=test"])
     return {
         "root": root, "src": src, "data_dir": data_dir, "workdir": workdir, "config": config,

@@ -7,6 +7,7 @@ with the closest valid keys instead of being silently ignored.
 from __future__ import annotations
 
 import ast
+import copy
 import dataclasses
 import importlib.util
 import inspect
@@ -197,6 +198,38 @@ def config_to_json(config: ml_collections.ConfigDict) -> str:
 def config_from_json(text: str | dict) -> ml_collections.ConfigDict:
     data = json.loads(text) if isinstance(text, str) else text
     return ml_collections.ConfigDict(data)
+
+
+def with_defaults(
+    recorded: Mapping[str, Any], defaults: Mapping[str, Any], whole: Iterable[str] = ()
+) -> dict[str, Any]:
+    """``recorded`` (a config as a run saved it) with every setting it lacks taken from
+    ``defaults``, section by section; the sections named in ``whole`` as recorded (a model's
+    or dataset's fields depend on which one it is). What a run saved by an older vjax, before
+    a setting existed, is read with."""
+    filled = dict(recorded)
+    for key, default in defaults.items():
+        if key not in filled:
+            filled[key] = default
+        elif isinstance(default, Mapping) and isinstance(filled[key], Mapping) and key not in whole:
+            filled[key] = with_defaults(filled[key], default)
+    return filled
+
+
+def with_absolute_paths(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+    """A copy of ``config`` whose local ``dataset.data_dir`` and ``dataset.src`` are absolute
+    (``~`` expanded): what a run records, so that its config reads the same data from any
+    working directory (``vjax eval`` without ``--config``)."""
+    from vjax import storage
+
+    config = copy.deepcopy(config)
+    dataset = config.get("dataset")
+    for key in ("data_dir", "src"):
+        value = dataset.get(key) if isinstance(dataset, ml_collections.ConfigDict) else None
+        if isinstance(value, str) and value and not storage.is_remote(value):
+            with dataset.unlocked():
+                dataset[key] = os.path.abspath(os.path.expanduser(value))
+    return config
 
 
 def recipe_config(

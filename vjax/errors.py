@@ -102,8 +102,13 @@ def output_file(text: str) -> str:
     from vjax import storage
 
     if storage.is_remote(text):
+        folder, _, name = text.partition("://")[2].rpartition("/")
+        if not folder or not name:
+            raise argparse.ArgumentTypeError(f"{text!r} names no file; give gs://BUCKET/FILE")
         try:
-            storage.require_writable(os.path.dirname(text))
+            if storage.path(text).is_dir():
+                raise argparse.ArgumentTypeError(f"{text!r} is a folder; give a file path in it")
+            storage.require_writable(text.rpartition("/")[0])
         except UserError as e:
             raise argparse.ArgumentTypeError(str(e)) from e
         return text

@@ -35,15 +35,22 @@ DEFAULT_CONFIG = "configs/demo.py"
 def trained_config(workdir: str) -> Any:
     """The config the newest checkpoint in ``workdir`` was trained with (its metadata, as
     :func:`vjax.load` builds the model from): what ``vjax eval`` evaluates with when no
-    ``--config`` is given, so that a run's model, dataset and input need not be repeated."""
+    ``--config`` is given, so that a run's model, dataset and input need not be repeated.
+    Settings a run saved by an older vjax lacks take the defaults'."""
     from vjax import checkpoint
-    from vjax.config_utils import config_from_json
+    from vjax.config_utils import config_from_json, load_config, with_defaults
     from vjax.errors import UserError
 
-    metadata = checkpoint.read_metadata(workdir)
-    if not isinstance(metadata.get("config"), dict):
+    recorded = checkpoint.read_metadata(workdir).get("config")
+    if not isinstance(recorded, dict):
         raise UserError(f"the checkpoint in {workdir!r} does not record its config; give --config")
-    return config_from_json(metadata["config"])
+    if not isinstance(recorded.get("dataset"), dict):
+        raise UserError(
+            f"{workdir!r} holds a model without the dataset it was trained on (a `vjax "
+            "convert` folder): give --config for the data to evaluate it on"
+        )
+    defaults = load_config(DEFAULT_CONFIG).to_dict()
+    return config_from_json(with_defaults(recorded, defaults, whole=("model", "dataset")))
 
 
 def parse_args(
@@ -74,7 +81,10 @@ def parse_args(
         "--config",
         default=None,
         help="config file, optionally with :ARG for get_config(ARG) (default: "
-        + ("the one the run was trained with)" if mode == "eval" else f"{DEFAULT_CONFIG})"),
+        + {
+            "eval": "the one the run was trained with)",
+            None: f"{DEFAULT_CONFIG}; for eval, the one the run was trained with)",
+        }.get(mode, f"{DEFAULT_CONFIG})"),
     )
     parser.add_argument("--workdir", required=True, help="checkpoints, metrics and reports")
     if mode in (None, "eval", "probe"):
@@ -113,16 +123,19 @@ def run(argv: Sequence[str], mode: str | None = None) -> int:
 
         run_demo(args.workdir, args.config or DEFAULT_CONFIG, overrides, args.audio_visual)
         return 0
-    from vjax.checkpoint_paths import require_trained
-
     if args.mode == "eval" and args.config is None:  # the run's own model, data and input
+        from vjax.checkpoint_paths import require_trained
+
         require_trained(args.workdir)
         config = trained_config(args.workdir)
+        apply_overrides(config, overrides)
     else:
         config = load_config(args.config or DEFAULT_CONFIG)
-    apply_overrides(config, overrides)
-    if args.mode in ("eval", "probe"):  # at once, before JAX and the dataset load
-        require_trained(args.workdir)
+        apply_overrides(config, overrides)
+        if args.mode in ("eval", "probe"):  # at once, before JAX and the dataset load
+            from vjax.checkpoint_paths import require_trained
+
+            require_trained(args.workdir)
 
     import jax
 

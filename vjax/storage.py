@@ -19,7 +19,7 @@ import os
 import shutil
 import socket
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 from etils import epath
 
@@ -38,8 +38,19 @@ def absolute(location: str) -> str:
     return str(location).rstrip("/") if is_remote(location) else os.path.abspath(location)
 
 
+# The storage systems epath reaches (Cloud Storage; S3 and Azure with their fsspec packages).
+SCHEMES = ("gs", "s3", "az")
+
+
 def path(location: str, *parts: str) -> epath.Path:
-    """``location`` joined with ``parts``, local or in a bucket."""
+    """``location`` joined with ``parts``, local or in a bucket; a URL of another kind
+    (``file://``, ``http://``) is a UserError."""
+    scheme = str(location).partition("://")[0] if is_remote(location) else None
+    if scheme is not None and scheme not in SCHEMES:
+        raise UserError(
+            f"{location!r}: vjax reads and writes local paths and buckets "
+            f"({', '.join(f'{s}://' for s in SCHEMES)}), not {scheme}://"
+        )
     return epath.Path(location).joinpath(*parts)
 
 
@@ -52,7 +63,7 @@ def append(location: str, data: str | bytes) -> None:
         with open(location, "ab") as f:
             f.write(raw)
         return
-    target = epath.Path(location)
+    target = path(location)
     target.write_bytes((target.read_bytes() if target.exists() else b"") + raw)
 
 
@@ -71,10 +82,11 @@ def require_writable(location: str) -> None:
 
 def files_under(location: str) -> list[str]:
     """The paths, relative to the folder ``location`` and sorted, of every file under it."""
-    base = str(location).split("://")[-1].rstrip("/")
+    # The walk's roots are normalised ("./out//" -> "out"), and a bucket's come without the
+    # scheme under gcsfs ("bucket/dir"): cut the base spelt the same way.
+    base = str(path(location)).split("://")[-1].rstrip("/")
     found = []
     for root, _, names in path(location).walk():
-        # A bucket's walk gives roots without the scheme (gcsfs: "bucket/dir"); cut the base.
         inner = str(root).split("://")[-1][len(base) :].strip("/")
         found += [f"{inner}/{name}" if inner else name for name in names]
     return sorted(found)
@@ -82,9 +94,7 @@ def files_under(location: str) -> list[str]:
 
 def folder_bytes(location: str) -> int:
     """Bytes of every file under the folder ``location``."""
-    sizes = [path(location, name).stat() for name in files_under(location)]
-    # A local file's stat is os.stat_result; a bucket object's epath's StatResult.
-    return sum(s.st_size if isinstance(s, os.stat_result) else s.length for s in sizes)
+    return sum(path(location, name).stat().length for name in files_under(location))
 
 
 def copy_file(source: str, target: str) -> None:
@@ -106,21 +116,22 @@ def staged_folder(location: str) -> Iterator[str]:
     with tempfile.TemporaryDirectory(prefix="vjax-upload-") as local:
         yield local
         for name in files_under(local):
-            copy_file(os.path.join(local, name), f"{location}/{name}")
+            copy_file(os.path.join(local, name), f"{location.rstrip('/')}/{name}")
 
 
-def local_copy(location: str) -> str:
+def local_copy(location: str, only: Callable[[str], bool] = lambda name: True) -> str:
     """A local path holding the file or folder ``location``: itself when local; for a bucket,
-    a copy downloaded into a temporary folder, removed when the process exits (a runtime that
-    maps the file keeps reading it until then)."""
+    a copy downloaded into a temporary folder (of a folder, the files whose relative path
+    ``only`` accepts), removed when the process exits: a runtime that maps a file keeps
+    reading it until then, and each call downloads anew."""
     if not is_remote(location):
         return location
     scratch = tempfile.mkdtemp(prefix="vjax-download-")
     atexit.register(shutil.rmtree, scratch, ignore_errors=True)
     local = os.path.join(scratch, path(location).name)
     if path(location).is_dir():
-        for name in files_under(location):
-            copy_file(f"{location}/{name}", os.path.join(local, name))
+        for name in filter(only, files_under(location)):
+            copy_file(f"{location.rstrip('/')}/{name}", os.path.join(local, name))
     else:
         copy_file(location, local)
     return local

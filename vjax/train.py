@@ -27,7 +27,7 @@ import numpy as np
 from vjax import checkpoint, objectives, parallel, storage
 from vjax.checkpoint_paths import require_trained
 from vjax.compile_options import compiler_options
-from vjax.config_utils import ConfigError, config_to_json
+from vjax.config_utils import ConfigError, config_to_json, with_absolute_paths
 from vjax.data.loaders import data_function, worker_data_function
 from vjax.data.pipeline import ProcessMap, num_eval_batches, prefetch
 from vjax.distributed import process_zero_first
@@ -702,7 +702,7 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
     validation metrics."""
     _check_workdir(workdir)
     exp = setup(
-        config,
+        with_absolute_paths(config),  # as recorded: the same data from any working directory
         splits=("train", "validation"),
         why="training needs train and validation (videos given no split are split by "
         "dataset.split_fractions when the dataset is prepared: delete it to prepare it again)",

@@ -297,7 +297,8 @@ def export_model(
     fn = inference_function(config, model, variables, bool(metadata.get("multi_label", False)))
     name = config.model.name
     platforms = list(platforms or [jax.default_backend()])
-    # A bucket's export is written locally (the converters take local paths), then uploaded.
+    # A bucket's export is written locally (the converters take local paths), then uploaded;
+    # the signature last, once every file it lists is there.
     with storage.staged_folder(out_dir) as folder:
         _make_out_dir(folder)
         files, extra = {}, {}
@@ -323,15 +324,15 @@ def export_model(
             except Exception as e:  # noqa: BLE001  (any converter failure: one clear message)
                 raise ExportError(describe_failure(name, fmt, e)) from e
             files[fmt] = FILES[fmt]
-        extra.update(
-            source=storage.absolute(model_dir), source_step=loaded.source_step, platforms=platforms
-        )
-        if "tflite" in files:
-            extra["tflite_batch"] = tflite_batch
-        if metadata.get("quantization"):
-            extra["quantization"] = metadata["quantization"]
-        signature = make_signature(config.to_dict(), metadata, files, **extra)
-        write_signature(folder, signature)
+    extra.update(
+        source=storage.absolute(model_dir), source_step=loaded.source_step, platforms=platforms
+    )
+    if "tflite" in files:
+        extra["tflite_batch"] = tflite_batch
+    if metadata.get("quantization"):
+        extra["quantization"] = metadata["quantization"]
+    signature = make_signature(config.to_dict(), metadata, files, **extra)
+    write_signature(out_dir, signature)
     return signature
 
 

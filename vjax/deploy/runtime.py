@@ -130,9 +130,12 @@ def _open_runner(folder: str, fmt: str, file: str, signature: dict) -> Runner:
             f"{path} is missing ({SIGNATURE_FILE} lists it as the {fmt} export); re-export "
             f"with vjax export --format={fmt}"
         )
+    # The runtimes open local files: an export in a bucket runs from a downloaded copy of
+    # the format's file or folder and its sidecars (ONNX keeps weights over 1 MB in
+    # model.onnx.data), not of the other formats.
+    here = storage.local_copy(folder, only=lambda name: name.split("/")[0].startswith(file))
     try:
-        # The runtimes open local files: an export in a bucket is run from a downloaded copy.
-        return RUNNERS[fmt](storage.local_copy(path), signature)
+        return RUNNERS[fmt](os.path.join(here, file), signature)
     except ImportError:
         raise
     except Exception as e:  # noqa: BLE001  (the runtimes raise anything on a bad file)

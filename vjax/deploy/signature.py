@@ -109,9 +109,12 @@ def make_signature(
 
 
 def write_signature(folder: str, signature: dict[str, Any]) -> str:
+    """Writes ``folder``'s ``signature.json`` (local or in a bucket): written last, it is what
+    makes a folder an export (:func:`is_exported`)."""
+    from vjax import storage
+
     path = os.path.join(folder, SIGNATURE_FILE)
-    with open(path, "w") as f:
-        json.dump(signature, f, indent=1)
+    storage.path(path).write_text(json.dumps(signature, indent=1))
     return path
 
 
