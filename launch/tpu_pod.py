@@ -166,7 +166,8 @@ def commands(args: argparse.Namespace, command: Sequence[str]) -> Plan:
 
 
 # Cloud Storage FUSE from Google's apt repository for the image's Ubuntu release (its documented
-# install); the lock timeout waits out the package updates a fresh TPU VM runs at boot.
+# install). A fresh TPU VM updates its packages at boot: the install waits for dpkg's lock, and
+# the update, whose package-lists lock that option may not cover, is tried again for 5 minutes.
 _INSTALL_GCSFUSE = (
     "{ command -v gcsfuse >/dev/null || { "
     'echo "deb [signed-by=/usr/share/keyrings/cloud.google.asc] '
@@ -174,7 +175,8 @@ _INSTALL_GCSFUSE = (
     "| sudo tee /etc/apt/sources.list.d/gcsfuse.list >/dev/null && "
     "curl -fsSL https://packages.cloud.google.com/apt/doc/apt-key.gpg "
     "| sudo tee /usr/share/keyrings/cloud.google.asc >/dev/null && "
-    "sudo apt-get -o DPkg::Lock::Timeout=600 update -q && "
+    "{ tries=0; until sudo apt-get -o DPkg::Lock::Timeout=600 update -q; do "
+    'tries=$((tries + 1)); [ "$tries" -lt 10 ] || exit 1; sleep 30; done; } && '
     "sudo apt-get -o DPkg::Lock::Timeout=600 install -y -q gcsfuse; }; }"
 )
 

@@ -88,10 +88,29 @@ NOT_ON_GPU_IMAGE = ("ml_collections", "tensorflow", "tensorflow_datasets", "grai
 def gpu_image_env(tmp_path) -> dict[str, str]:
     """This process's environment for subprocesses (and theirs) in which the packages
     :data:`NOT_ON_GPU_IMAGE` cannot be imported, as on the GPU machine: a ``sitecustomize``
-    first on ``PYTHONPATH`` marks them missing in ``sys.modules``."""
+    first on ``PYTHONPATH`` makes every import finder pass over them, so that they are not
+    found (ModuleNotFoundError; ``importlib.util.find_spec`` None, which torch asks) and not
+    in ``sys.modules`` (a ``None`` there einops takes for a loaded framework)."""
     site = tmp_path / "gpu_image_site"
     site.mkdir()
-    blocked = f"import sys\n\nsys.modules.update(dict.fromkeys({NOT_ON_GPU_IMAGE!r}))\n"
+    blocked = f"""import sys
+
+
+class PassOver:
+    def __init__(self, finder):
+        self.finder = finder
+
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in {NOT_ON_GPU_IMAGE!r}:
+            return None
+        return self.finder.find_spec(name, path, target)
+
+    def __getattr__(self, attribute):
+        return getattr(self.finder, attribute)
+
+
+sys.meta_path[:] = [PassOver(finder) for finder in sys.meta_path]
+"""
     (site / "sitecustomize.py").write_text(blocked)
     path = [str(site), REPO, *filter(None, [os.environ.get("PYTHONPATH")])]
     return {**os.environ, "PYTHONPATH": os.pathsep.join(path)}

@@ -9,6 +9,7 @@ import sys
 import gpu_bench_train
 import numpy as np
 import pytest
+from conftest import NOT_ON_GPU_IMAGE
 from local import host_device_flags
 
 from vjax.bench_peers import ModelSpec, build_pair, synthetic_batch, torch_train_step
@@ -124,6 +125,9 @@ def test_imports_without_the_packages_the_gpu_image_lacks(gpu_image_env):
         "import vjax.bench_train\n"
         "from vjax.bench_peers import ModelSpec, build_pair\n"
         f"print(build_pair(ModelSpec.parse('hf_timesformer:{TINY}@2x32x32'))[2]['name'])\n"
+        "import importlib.util, sys\n"  # and those packages are missing, as there
+        f"print([importlib.util.find_spec(n) for n in {NOT_ON_GPU_IMAGE!r}], "
+        f"set(sys.modules) & set({NOT_ON_GPU_IMAGE!r}))\n"
         "vjax.bench_train.main(['--peers', '--help'])\n"
     )
     done = subprocess.run(
@@ -131,6 +135,7 @@ def test_imports_without_the_packages_the_gpu_image_lacks(gpu_image_env):
     )
     assert done.returncode == 0, done.stderr
     assert done.stdout.startswith("timesformer\n") and "--budget" in done.stdout
+    assert done.stdout.splitlines()[1] == f"{[None] * len(NOT_ON_GPU_IMAGE)} set()"
 
 
 def test_a_wrong_form_is_one_error_line_and_exit_code_2():

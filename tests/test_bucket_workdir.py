@@ -74,6 +74,18 @@ def _vjax(env: dict, cwd: str, *args: str, processes: int = 1) -> str:
     return run.stdout
 
 
+def _wide_model(folder: str) -> str:
+    """A one-block ViViT (random weights, as `vjax convert` writes a model) whose MLP kernel,
+    256 x 1280 float32, is over 1 MB: jax2onnx keeps such weights in ``model.onnx.data``."""
+    model_config = {"name": "vivit", "size": "Ti/8x2", "num_layers": 1, "hidden_size": 256,
+                    "num_heads": 2, "mlp_dim": 1280}  # fmt: skip
+    clip, names = (4, 16, 16, 3), ["up", "down", "left", "right"]
+    model = build_model(model_config, num_classes=len(names))
+    variables = jax.jit(lambda key: model.init(key, np.zeros((1, *clip)), train=False))
+    config = pretrained_config(model_config, clip, names, source="test")
+    return save_converted(folder, config, jax.device_get(variables(jax.random.key(0))))
+
+
 def test_train_resume_eval_and_compare_write_into_the_bucket(bucket, data_dir, tmp_path):
     port, env = bucket
     train.setup(tiny_config(data_dir))  # the dataset stays local (prepared here, read there)
@@ -184,18 +196,6 @@ NO_BUCKET = {
 
 
 @pytest.mark.parametrize("verb", NO_BUCKET)
-def _wide_model(folder: str) -> str:
-    """A one-block ViViT (random weights, as `vjax convert` writes a model) whose MLP kernel,
-    256 x 1280 float32, is over 1 MB: jax2onnx keeps such weights in ``model.onnx.data``."""
-    model_config = {"name": "vivit", "size": "Ti/8x2", "num_layers": 1, "hidden_size": 256,
-                    "num_heads": 2, "mlp_dim": 1280}  # fmt: skip
-    clip, names = (4, 16, 16, 3), ["up", "down", "left", "right"]
-    model = build_model(model_config, num_classes=len(names))
-    variables = jax.jit(lambda key: model.init(key, np.zeros((1, *clip)), train=False))
-    config = pretrained_config(model_config, clip, names, source="test")
-    return save_converted(folder, config, jax.device_get(variables(jax.random.key(0))))
-
-
 def test_a_bucket_that_does_not_exist_is_one_line_before_any_work(bucket, tmp_path, verb):
     _, env = bucket
     data_dir = str(tmp_path / "tfds")

@@ -395,7 +395,12 @@ FAKE_WORKER = {
     "curl": 'echo "curl $*" >> "$WORKER_LOG"; echo KEY',
     "apt-get": """echo "apt-get $*" >> "$WORKER_LOG"
 here=$(dirname "$0")
-case "$*" in *"install -y -q gcsfuse"*) cp "$here/../gcsfuse.sh" "$here/gcsfuse";; esac""",
+case "$*" in *"install -y -q gcsfuse"*) cp "$here/../gcsfuse.sh" "$here/gcsfuse";; esac
+once="$here/../updated_once"  # the first update fails, as while the boot-time one runs
+case "$*" in
+  *update*) [ -e "$once" ] && [ -z "$FAKE_UPDATE_FAILS" ] || { touch "$once"; exit 100; };;
+esac""",
+    "sleep": 'echo "sleep $*" >> "$WORKER_LOG"',
     "mountpoint": 'test -e "$2/.mounted"',
     "../gcsfuse.sh": """#!/bin/sh
 echo "gcsfuse $*" >> "$WORKER_LOG"
@@ -444,13 +449,15 @@ def test_tpu_pod_mount_installs_cloud_storage_fuse_once_and_mounts_each_bucket_b
 
     code, calls = on_worker()
     assert code == 0, calls
-    assert [c.split()[0] for c in calls] == ["curl", "apt-get", "apt-get", "gcsfuse", "gcsfuse",
-                                             "vjax"]  # fmt: skip
-    assert calls[2].endswith("install -y -q gcsfuse")
-    assert calls[3] == f"gcsfuse --implicit-dirs my-data {tmp_path}/mnt/my-data"
-    assert calls[4] == f"gcsfuse --implicit-dirs runs.b {tmp_path}/mnt/runs.b"
-    assert calls[5].startswith("vjax train --config=configs/demo.py --workdir=gs://bucket/runs/")
-    assert calls[5].endswith(" 1 mounted: 2")  # VJAX_DISTRIBUTED=1; both mounted before it
+    # The package lists' update failed once (the boot-time update's lock), and was retried.
+    assert [c.split()[0] for c in calls] == ["curl", "apt-get", "sleep", "apt-get", "apt-get",
+                                             "gcsfuse", "gcsfuse", "vjax"]  # fmt: skip
+    assert calls[1].endswith("update -q") and calls[3] == calls[1] and calls[2] == "sleep 30"
+    assert calls[4].endswith("install -y -q gcsfuse")
+    assert calls[5] == f"gcsfuse --implicit-dirs my-data {tmp_path}/mnt/my-data"
+    assert calls[6] == f"gcsfuse --implicit-dirs runs.b {tmp_path}/mnt/runs.b"
+    assert calls[7].startswith("vjax train --config=configs/demo.py --workdir=gs://bucket/runs/")
+    assert calls[7].endswith(" 1 mounted: 2")  # VJAX_DISTRIBUTED=1; both mounted before it
     source = (tmp_path / "etc" / "gcsfuse.list").read_text()
     keyring = f"[signed-by={tmp_path}/keyrings/cloud.google.asc]"
     repository = ["https://packages.cloud.google.com/apt", "gcsfuse-jammy", "main"]
@@ -463,6 +470,11 @@ def test_tpu_pod_mount_installs_cloud_storage_fuse_once_and_mounts_each_bucket_b
     (tmp_path / "mnt" / "runs.b" / ".mounted").unlink()
     code, calls = on_worker(FAKE_MOUNT_FAILS="1")
     assert code != 0 and [c.split()[0] for c in calls] == ["gcsfuse"]
+
+    (bin_dir / "gcsfuse").unlink()  # a worker where the package lists never update
+    code, calls = on_worker(FAKE_UPDATE_FAILS="1")
+    assert code != 0 and [c.split()[0] for c in calls] == ["curl", *["apt-get", "sleep"] * 9,
+                                                           "apt-get"]  # fmt: skip
 
 
 @pytest.mark.parametrize("bucket", ["gs://my-data/tfds", "My_Bucket", "b", "/mnt/my-data"])
