@@ -218,3 +218,8 @@ def test_a_run_records_its_local_data_paths_absolute(tmp_path, monkeypatch):
         recorded = with_absolute_paths(config)
         assert (recorded.dataset.data_dir, recorded.dataset.src) == expected
         assert (config.dataset.data_dir, config.dataset.src) == (data_dir, src)  # a copy
+    # The models a run starts from and learns from, likewise.
+    apply_overrides(config, {"train.init_from": "runs/mae", "train.distill.teacher": "t/"})
+    recorded = with_absolute_paths(config).train
+    assert recorded.init_from == str(tmp_path / "runs" / "mae")
+    assert recorded.distill.teacher == str(tmp_path / "t")

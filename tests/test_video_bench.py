@@ -61,16 +61,20 @@ def test_the_pyav_baseline_seeks_to_the_clip_and_reads_its_frames(tmp_path):
     assert decoded == 43 - 30  # from the keyframe at 30 to the clip's last frame, 42
 
 
-def test_a_bench_run_folder_is_resumed_only_by_its_own_settings(tmp_path, capsys):
+def test_a_bench_run_folder_is_resumed_only_by_its_own_settings(tmp_path, capsys, monkeypatch):
     """Re-running ``vjax bench ssl`` (or distill, prune) with other settings in the same
     workdir used to skip training ("already at step N") and report the old model under the
-    new settings: a run folder whose config.json differs is refused, naming the keys."""
+    new settings: a run folder whose config.json differs is refused, naming the keys. The
+    same settings resume, a relative data_dir included (training records it absolute)."""
     from vjax.bench import check_same_run, vjax_recipe
-    from vjax.config_utils import config_to_json
+    from vjax.config_utils import config_to_json, with_absolute_paths
 
-    config = vjax_recipe("videomae.py:pretrain_motion,tiny", {"train.num_steps": "2"})
+    monkeypatch.chdir(tmp_path)
+    config = vjax_recipe(
+        "videomae.py:pretrain_motion,tiny", {"train.num_steps": "2", "dataset.data_dir": "tfds"}
+    )
     check_same_run(config, str(tmp_path / "new"))  # nothing there yet: a fresh run
-    (tmp_path / "config.json").write_text(config_to_json(config))
+    (tmp_path / "config.json").write_text(config_to_json(with_absolute_paths(config)))
     check_same_run(config, str(tmp_path))  # the same settings: resume (an interrupted run)
     config.train.num_steps = 4
     config.model.mask_ratio = 0.5

@@ -85,14 +85,15 @@ def check_same_run(config: Any, workdir: str) -> None:
 
     from flax.traverse_util import flatten_dict
 
-    from vjax.config_utils import config_to_json
+    from vjax.config_utils import config_to_json, with_absolute_paths
 
     path = os.path.join(workdir, "config.json")
     if not os.path.isfile(path):
         return
     with open(path) as f:
         saved = flatten_dict(json.load(f), sep=".")
-    wanted = flatten_dict(json.loads(config_to_json(config)), sep=".")
+    # As training records it (its local data paths absolute).
+    wanted = flatten_dict(json.loads(config_to_json(with_absolute_paths(config))), sep=".")
     differ = [
         f"{k}={saved.get(k)!r} there, {v!r} now" for k, v in wanted.items() if saved.get(k) != v
     ]

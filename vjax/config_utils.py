@@ -216,19 +216,26 @@ def with_defaults(
     return filled
 
 
+# The config's local paths: the data a run reads and the models it starts from or learns from.
+PATH_KEYS = ("dataset.data_dir", "dataset.src", "train.init_from", "train.distill.teacher")
+
+
 def with_absolute_paths(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
-    """A copy of ``config`` whose local ``dataset.data_dir`` and ``dataset.src`` are absolute
-    (``~`` expanded): what a run records, so that its config reads the same data from any
+    """A copy of ``config`` whose local paths (:data:`PATH_KEYS`) are absolute (``~``
+    expanded): what a run records, so that its config reads the same data and models from any
     working directory (``vjax eval`` without ``--config``)."""
     from vjax import storage
 
     config = copy.deepcopy(config)
-    dataset = config.get("dataset")
-    for key in ("data_dir", "src"):
-        value = dataset.get(key) if isinstance(dataset, ml_collections.ConfigDict) else None
+    for key in PATH_KEYS:
+        *sections, leaf = key.split(".")
+        node = config
+        for section in sections:
+            node = node.get(section) if isinstance(node, ml_collections.ConfigDict) else None
+        value = node.get(leaf) if isinstance(node, ml_collections.ConfigDict) else None
         if isinstance(value, str) and value and not storage.is_remote(value):
-            with dataset.unlocked():
-                dataset[key] = os.path.abspath(os.path.expanduser(value))
+            with node.unlocked():
+                node[leaf] = os.path.abspath(os.path.expanduser(value))
     return config
 
 
