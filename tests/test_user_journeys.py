@@ -163,6 +163,21 @@ def test_a_flat_folder_split_without_validation_stops_before_training(trained, t
     assert not (tmp_path / "run").exists()
 
 
+def test_train_without_config_goes_on_with_the_runs_own(trained, tmp_path):
+    """What `vjax train` says when a run is done ("raise --config.train.num_steps to
+    continue"), typed as said: no --config, so the run's own (its videos, tiny model), not the
+    demo's, whose model would not fit the checkpoint."""
+    import shutil
+
+    run = tmp_path / "run"
+    shutil.copytree(trained["workdir"], run)
+    done = _in_process(["train", f"--workdir={run}"])
+    assert f"{run} is already at step 3 of train.num_steps=3: nothing to train; raise " in done
+    out = _in_process(["train", f"--workdir={run}", "--config.train.num_steps=4"])
+    assert f"Restored checkpoint at step 3 from {run}" in out and "step 4/4" in out
+    assert sorted(os.listdir(run / "checkpoints")) == ["3", "4"]
+
+
 def test_readme_python_snippet_runs_as_written(trained):
     readme = open(os.path.join(REPO, "README.md")).read()
     snippet = re.search(r"In Python:\n\n```python\n(.*?)```", readme, re.S).group(1)

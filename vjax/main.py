@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from collections.abc import Sequence
 from typing import Any
@@ -28,7 +29,8 @@ config overrides (any number):
   --debug               show the traceback of an error in the config or input"""
 
 
-# What train, probe and demo run without --config; eval takes the run's own (trained_config).
+# What probe, demo and a new training run without --config; eval and a training that goes on
+# take the run's own (trained_config).
 DEFAULT_CONFIG = "configs/demo.py"
 
 
@@ -51,6 +53,13 @@ def trained_config(workdir: str) -> Any:
         )
     defaults = load_config(DEFAULT_CONFIG).to_dict()
     return config_from_json(with_defaults(recorded, defaults, whole=("model", "dataset")))
+
+
+def _has_checkpoint(workdir: str) -> bool:
+    """Whether ``workdir`` holds a saved checkpoint (a run ``vjax train`` goes on with)."""
+    from vjax.checkpoint_paths import saved_steps
+
+    return bool(saved_steps(os.path.join(workdir, "checkpoints")))
 
 
 def parse_args(
@@ -83,7 +92,9 @@ def parse_args(
         help="config file, optionally with :ARG for get_config(ARG) (default: "
         + {
             "eval": "the one the run was trained with)",
-            None: f"{DEFAULT_CONFIG}; for eval, the one the run was trained with)",
+            "train": f"the one the run in --workdir was trained with, else {DEFAULT_CONFIG})",
+            None: f"{DEFAULT_CONFIG}; for eval and a run in --workdir, the one it was trained "
+            "with)",
         }.get(mode, f"{DEFAULT_CONFIG})"),
     )
     parser.add_argument("--workdir", required=True, help="checkpoints, metrics and reports")
@@ -123,7 +134,9 @@ def run(argv: Sequence[str], mode: str | None = None) -> int:
 
         run_demo(args.workdir, args.config or DEFAULT_CONFIG, overrides, args.audio_visual)
         return 0
-    if args.mode == "eval" and args.config is None:  # the run's own model, data and input
+    if args.config is None and (args.mode == "eval" or _has_checkpoint(args.workdir)):
+        # The run's own model, data and input: evaluating it, or training it on (a resume,
+        # --config.train.num_steps raised).
         from vjax.checkpoint_paths import require_trained
 
         require_trained(args.workdir)
