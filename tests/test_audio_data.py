@@ -8,6 +8,8 @@ clip starts at is read off its pixels and where its spectrogram must turn loud f
 
 import fractions
 import os
+import subprocess
+import sys
 from types import SimpleNamespace
 
 import av
@@ -235,6 +237,33 @@ def test_spectrogram_against_a_dft_matrix_and_the_htk_mel_formula():
     np.testing.assert_allclose(got, want, atol=2e-3)
     normalized = audio.normalized_log_mel(samples, options)
     np.testing.assert_allclose(normalized, (want - options.mean) / (2 * options.std), atol=1e-3)
+
+
+@pytest.mark.parametrize("rate, fft_size, mel_bins", [(16000, 512, 128), (8000, 256, 40),
+                                                     (44100, 2048, 64)])  # fmt: skip
+def test_the_mel_filterbank_is_tensorflows(rate, fft_size, mel_bins):
+    tf = pytest.importorskip("tensorflow")
+    want = tf.signal.linear_to_mel_weight_matrix(
+        num_mel_bins=mel_bins, num_spectrogram_bins=fft_size // 2 + 1, sample_rate=rate,
+        lower_edge_hertz=20.0, upper_edge_hertz=rate / 2,
+    ).numpy()  # fmt: skip
+    got = audio.mel_matrix(rate, fft_size, mel_bins)
+    assert got.dtype == np.float32 and got.shape == want.shape
+    np.testing.assert_allclose(got, want, atol=3e-5)
+
+
+def test_a_spectrogram_is_computed_without_tensorflow():
+    """Each loader process computes spectrograms: importing TensorFlow for the filterbank cost
+    it 5 s, and the GPU image has no TensorFlow."""
+    script = (
+        "import sys, numpy as np\n"
+        "from vjax.data import audio\n"
+        f"spec = audio.log_mel(np.zeros(8000, np.float32), audio.AudioOptions(**{AUDIO!r}))\n"
+        "assert np.isfinite(spec).all()\n"
+        "assert 'tensorflow' not in sys.modules, 'TensorFlow was imported'\n"
+    )
+    run = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr[-2000:]
 
 
 def test_train_batches_with_audio_resume_exactly_and_mix_like_the_video(prepared):
