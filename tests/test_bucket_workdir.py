@@ -243,6 +243,8 @@ def test_a_local_folders_files_sizes_and_staging_are_the_folder_itself(tmp_path,
     with storage.staged_folder(str(tmp_path / "out")) as staged:
         assert staged == str(tmp_path / "out")  # written in place, nothing to upload
     assert storage.local_copy(str(tmp_path / "a.txt")) == str(tmp_path / "a.txt")
+    storage.require_writable(str(tmp_path / "new" / "run"))  # checked where it is made
+    assert not (tmp_path / "new").exists()
 
 
 def test_a_staged_folder_is_uploaded_whole_after_success_and_not_at_all_after_a_failure(

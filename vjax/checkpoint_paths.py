@@ -34,8 +34,7 @@ def require_new_output(out_dir: str, error: type[UserError] = UserError) -> None
     a file there, or a ``checkpoints`` folder already in it, would leave the old model in
     place (Orbax saves no step at or below one it already holds). A bucket that cannot be
     written is named here too, before the work whose result it would hold."""
-    if storage.is_remote(out_dir):
-        storage.require_writable(out_dir)
+    storage.require_writable(out_dir)
     if storage.path(out_dir).is_file():
         raise error(f"{out_dir!r} is a file; choose a new folder for --out")
     if storage.path(out_dir, "checkpoints").exists():

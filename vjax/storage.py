@@ -70,7 +70,10 @@ def append(location: str, data: str | bytes) -> None:
 def require_writable(location: str) -> None:
     """Raises a UserError naming the cause when no file can be written in the bucket folder
     ``location`` (a bucket that does not exist, no credentials, no permission): checked with
-    a small file written and deleted, before any work whose results would be lost."""
+    a small file written and deleted, before any work whose results would be lost. A local
+    folder passes: the operating system names its problems when the folder is made."""
+    if not is_remote(location):
+        return
     check = path(location, f".vjax-write-check-{socket.gethostname()}-{os.getpid()}")
     try:
         path(location).mkdir(parents=True, exist_ok=True)

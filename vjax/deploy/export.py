@@ -256,8 +256,7 @@ def check_out_dir(out_dir: str) -> None:
         raise ExportError(
             f"--out={out_dir!r} is not empty (it holds {shown}); export into a new or empty folder"
         )
-    if storage.is_remote(out_dir):
-        storage.require_writable(out_dir)
+    storage.require_writable(out_dir)
 
 
 def _make_out_dir(out_dir: str) -> None:
