@@ -123,3 +123,23 @@ def test_parameter_count_leaves_out_batchnorm_statistics():
             return nn.BatchNorm(use_running_average=not train)(x)
 
     assert count_params(ConvBN(), (1, 4, 8, 8, 3)) == (27 * 3 * 8 + 8) + (8 + 8)
+
+
+@pytest.mark.parametrize(
+    "model_config",
+    [
+        {"name": "lrcn", "frame_layers": (1, 1, 1, 1), "frame_width": 8, "hidden_size": 16},
+        {"name": "vivit", "size": "Ti/8x2", "num_layers": 1, "hidden_size": 32, "num_heads": 2,
+         "mlp_dim": 64, "variant": "factorised_encoder"},
+    ],
+)  # fmt: skip
+def test_one_init_trace_counts_what_the_forward_pass_does(model_config):
+    """params_and_macs counts ``init``'s trace: its initialisers (an LSTM's orthogonal
+    kernels, truncated normals) must add no matmul to the forward pass's."""
+    from vjax.flops import abstract_variables, params_and_macs
+    from vjax.models import build_model
+
+    model, shape = build_model(model_config, 7), (1, 4, 16, 16, 3)
+    variables = abstract_variables(model, shape)
+    forward = (count_params(model, shape, variables), count_macs(model, shape, variables))
+    assert forward[1] > 0 and params_and_macs(model, shape) == forward

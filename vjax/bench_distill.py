@@ -49,12 +49,13 @@ STUDENT_STEPS_FACTOR = 2
 
 def _size(config) -> dict[str, float]:
     """Parameters and GMACs per clip (the papers' "GFLOPs") of a config's model."""
-    from vjax.flops import count_macs, count_params
+    from vjax.flops import params_and_macs
     from vjax.models import build_model
 
     model = build_model(config.model, config.dataset.num_classes)
     shape = (1, config.dataset.num_frames, config.dataset.height, config.dataset.width, 3)
-    return {"params": count_params(model, shape), "gmacs": count_macs(model, shape) / 1e9}
+    params, macs = params_and_macs(model, shape)
+    return {"params": params, "gmacs": macs / 1e9}
 
 
 def run(

@@ -8,8 +8,7 @@ multiply-accumulates), so ``gmacs`` compares directly with ViViT's, torchvision'
 pytorchvideo's GFLOPs columns.
 
 >>> model = ViViT(num_classes=400, size="B/16x2")
->>> count_params(model, (1, 32, 224, 224, 3))     # 88.9e6
->>> count_macs(model, (1, 32, 224, 224, 3)) / 1e9  # ~455
+>>> params, macs = params_and_macs(model, (1, 32, 224, 224, 3))  # 88.9e6, ~451.5e9
 """
 
 from __future__ import annotations
@@ -97,20 +96,37 @@ def count_macs(model: nn.Module, input_shape: Any, variables: Any = None) -> int
     Nothing is run or allocated: the forward pass is traced on abstract values only, with
     XLA's attention (:func:`~vjax.models.attention.force_implementation`), so attention counts
     the same whichever kernel the model runs on (cuDNN's or Pallas's is one opaque call).
-    ``variables`` (e.g. from :func:`abstract_variables`) saves tracing ``init`` again.
+    Counted on ``variables`` where given (a loaded model's), else on ``init``'s trace
+    (:func:`params_and_macs`).
     """
     from vjax.models.attention import force_implementation
 
-    video = abstract_input(input_shape)
     if variables is None:
-        variables = abstract_variables(model, input_shape)
+        return params_and_macs(model, input_shape)[1]
+    video = abstract_input(input_shape)
     with force_implementation("xla"):
         jaxpr = jax.make_jaxpr(lambda v, x: model.apply(v, x, train=False))(variables, video)
     return jaxpr_macs(jaxpr.jaxpr)
 
 
+def params_and_macs(model: nn.Module, input_shape: Any) -> tuple[int, int]:
+    """``(trainable parameters, MACs of one inference forward pass)`` from a single trace of
+    ``model.init``, which runs the forward pass (its initialisers add no matmul or
+    convolution): half the tracing of :func:`count_params` then :func:`count_macs`."""
+    from vjax.models.attention import force_implementation
+
+    def init(inputs):
+        return model.init(jax.random.key(0), inputs, train=False)
+
+    with force_implementation("xla"):
+        jaxpr, shapes = jax.make_jaxpr(init, return_shape=True)(abstract_input(input_shape))
+    params = sum(math.prod(x.shape) for x in jax.tree.leaves(shapes["params"]))
+    return params, jaxpr_macs(jaxpr.jaxpr)
+
+
 def count_params(model: nn.Module, input_shape: Any, variables: Any = None) -> int:
-    """Number of trainable parameters (the ``params`` collection), from shapes only."""
+    """Number of trainable parameters (the ``params`` collection) of ``variables`` where
+    given, else of ``init``'s trace (:func:`params_and_macs`); from shapes only."""
     if variables is None:
-        variables = abstract_variables(model, input_shape)
+        return params_and_macs(model, input_shape)[0]
     return sum(math.prod(x.shape) for x in jax.tree.leaves(variables["params"]))

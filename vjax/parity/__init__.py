@@ -68,14 +68,13 @@ def _relative(ours: float, theirs: float) -> float:
 
 def measure(row: PublishedSize, params_tolerance: float, gmacs_tolerance: float) -> Measured:
     """Counts one row's parameters and MACs and compares them with the published figures."""
-    from vjax.flops import abstract_variables, count_macs, count_params
+    from vjax.flops import params_and_macs
     from vjax.models import build_model
 
     model = build_model(row.model, row.num_classes)
     shape = row.input_shape
-    variables = abstract_variables(model, shape)  # traced once for both counts
-    params = count_params(model, shape, variables)
-    gmacs = count_macs(model, shape, variables) / 1e9
+    params, macs = params_and_macs(model, shape)
+    gmacs = macs / 1e9
     params_ok = abs(_relative(params, row.params)) <= params_tolerance
     gmacs_ok = row.gmacs is None or abs(_relative(gmacs, row.gmacs)) <= gmacs_tolerance
     return Measured(row, params, gmacs, params_ok, gmacs_ok)
