@@ -195,9 +195,11 @@ def bucket_name(text: str) -> str:
 def mount_buckets(buckets: Sequence[str]) -> str:
     """A shell command that mounts each bucket at ``/mnt/BUCKET`` (installing Cloud Storage
     FUSE where it is missing), leaving a mount already there as it is, so that a second
-    ``run`` on the same workers (a resume) mounts nothing twice."""
+    ``run`` on the same workers (a resume) mounts nothing twice. A mount whose gcsfuse has
+    died (still listed, "Transport endpoint is not connected") is detached and mounted again."""
     mounts = [
-        f"{{ mountpoint -q {path} || {{ sudo mkdir -p {path} && "
+        f"{{ mountpoint -q {path} || {{ {{ ! findmnt -rn {path} >/dev/null || "
+        f"sudo umount -l {path}; }} && sudo mkdir -p {path} && "
         f'sudo chown "$(id -u):$(id -g)" {path} && gcsfuse --implicit-dirs {bucket} {path}; }}; }}'
         for bucket in buckets
         for path in [shlex.quote(f"/mnt/{bucket}")]

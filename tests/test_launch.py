@@ -401,7 +401,12 @@ case "$*" in
   *update*) [ -e "$once" ] && [ -z "$FAKE_UPDATE_FAILS" ] || { touch "$once"; exit 100; };;
 esac""",
     "sleep": 'echo "sleep $*" >> "$WORKER_LOG"',
-    "mountpoint": 'test -e "$2/.mounted"',
+    "mountpoint": 'test -e "$2/.mounted" && ! test -e "$2/.dead"',
+    # A dead FUSE mount: still listed, and its folder can be neither made nor mounted on
+    # until it is detached.
+    "findmnt": 'test -e "$2/.dead"',
+    "mkdir": 'for p; do ! test -e "$p/.dead" || exit 1; done; exec /bin/mkdir "$@"',
+    "umount": 'echo "umount $*" >> "$WORKER_LOG"; rm -f "$2/.dead" "$2/.mounted"',
     "../gcsfuse.sh": """#!/bin/sh
 echo "gcsfuse $*" >> "$WORKER_LOG"
 [ "$FAKE_MOUNT_FAILS" = 1 ] && exit 1
@@ -466,6 +471,11 @@ def test_tpu_pod_mount_installs_cloud_storage_fuse_once_and_mounts_each_bucket_b
 
     code, calls = on_worker()  # the same workers, run again
     assert code == 0 and [c.split()[0] for c in calls] == ["vjax"]
+
+    (tmp_path / "mnt" / "runs.b" / ".dead").touch()  # its gcsfuse died: detached, mounted
+    code, calls = on_worker()
+    assert code == 0 and [c.split()[0] for c in calls] == ["umount", "gcsfuse", "vjax"]
+    assert calls[0] == f"umount -l {tmp_path}/mnt/runs.b" and calls[2].endswith("mounted: 2")
 
     (tmp_path / "mnt" / "runs.b" / ".mounted").unlink()
     code, calls = on_worker(FAKE_MOUNT_FAILS="1")
