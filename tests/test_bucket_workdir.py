@@ -18,8 +18,9 @@ import pytest
 from conftest import DEMO_CONFIG, REPO, tiny_config
 from fake_gcs import bucket_env
 
-from vjax import storage, train
+from vjax import storage
 from vjax.convert import pretrained_config, save_converted
+from vjax.data.datasets import load_dataset
 from vjax.data.video_io import encode_video
 from vjax.models import build_model
 
@@ -88,7 +89,7 @@ def _wide_model(folder: str) -> str:
 
 def test_train_resume_eval_and_compare_write_into_the_bucket(bucket, data_dir, tmp_path):
     port, env = bucket
-    train.setup(tiny_config(data_dir))  # the dataset stays local (prepared here, read there)
+    load_dataset(tiny_config(data_dir).dataset)  # the dataset stays local: prepared here
     workdir = f"gs://{BUCKET}/runs/demo"
     flags = [f"--config={DEMO_CONFIG}:tiny", f"--config.dataset.data_dir={data_dir}"]
     cwd = str(tmp_path)
