@@ -21,9 +21,14 @@ def saved_steps(directory: str) -> list[int]:
     return sorted(int(p.name) for p in folder.iterdir() if p.name.isdigit() and p.is_dir())
 
 
+def has_checkpoint(workdir: str) -> bool:
+    """Whether the run folder ``workdir`` holds a saved checkpoint."""
+    return bool(saved_steps(os.path.join(workdir, "checkpoints")))
+
+
 def require_trained(workdir: str) -> None:
     """Raises NotFoundError unless ``workdir`` holds a saved checkpoint (a run to evaluate)."""
-    if not saved_steps(os.path.join(workdir, "checkpoints")):
+    if not has_checkpoint(workdir):
         raise NotFoundError(
             f"no checkpoint to evaluate in {workdir!r}; train first (vjax train --workdir=...)"
         )

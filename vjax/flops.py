@@ -120,8 +120,7 @@ def params_and_macs(model: nn.Module, input_shape: Any) -> tuple[int, int]:
 
     with force_implementation("xla"):
         jaxpr, shapes = jax.make_jaxpr(init, return_shape=True)(abstract_input(input_shape))
-    params = sum(math.prod(x.shape) for x in jax.tree.leaves(shapes["params"]))
-    return params, jaxpr_macs(jaxpr.jaxpr)
+    return _count_params(shapes), jaxpr_macs(jaxpr.jaxpr)
 
 
 def count_params(model: nn.Module, input_shape: Any, variables: Any = None) -> int:
@@ -129,4 +128,9 @@ def count_params(model: nn.Module, input_shape: Any, variables: Any = None) -> i
     given, else of ``init``'s trace (:func:`params_and_macs`); from shapes only."""
     if variables is None:
         return params_and_macs(model, input_shape)[0]
+    return _count_params(variables)
+
+
+def _count_params(variables: Any) -> int:
+    """Elements of the ``params`` collection of ``variables`` (arrays or shapes)."""
     return sum(math.prod(x.shape) for x in jax.tree.leaves(variables["params"]))

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 import sys
 from collections.abc import Sequence
 from typing import Any
@@ -53,13 +52,6 @@ def trained_config(workdir: str) -> Any:
         )
     defaults = load_config(DEFAULT_CONFIG).to_dict()
     return config_from_json(with_defaults(recorded, defaults, whole=("model", "dataset")))
-
-
-def _has_checkpoint(workdir: str) -> bool:
-    """Whether ``workdir`` holds a saved checkpoint (a run ``vjax train`` goes on with)."""
-    from vjax.checkpoint_paths import saved_steps
-
-    return bool(saved_steps(os.path.join(workdir, "checkpoints")))
 
 
 def parse_args(
@@ -134,11 +126,11 @@ def run(argv: Sequence[str], mode: str | None = None) -> int:
 
         run_demo(args.workdir, args.config or DEFAULT_CONFIG, overrides, args.audio_visual)
         return 0
-    if args.config is None and (args.mode == "eval" or _has_checkpoint(args.workdir)):
+    from vjax.checkpoint_paths import has_checkpoint, require_trained
+
+    if args.config is None and (args.mode == "eval" or has_checkpoint(args.workdir)):
         # The run's own model, data and input: evaluating it, or training it on (a resume,
         # --config.train.num_steps raised).
-        from vjax.checkpoint_paths import require_trained
-
         require_trained(args.workdir)
         config = trained_config(args.workdir)
         apply_overrides(config, overrides)
@@ -146,8 +138,6 @@ def run(argv: Sequence[str], mode: str | None = None) -> int:
         config = load_config(args.config or DEFAULT_CONFIG)
         apply_overrides(config, overrides)
         if args.mode in ("eval", "probe"):  # at once, before JAX and the dataset load
-            from vjax.checkpoint_paths import require_trained
-
             require_trained(args.workdir)
 
     import jax
