@@ -67,6 +67,11 @@ def test_clip_frames_follow_the_stride_and_target_fps():
         np.testing.assert_array_equal(t, np.tile(np.arange(4) * step, (4, 1)))
 
 
+def _flipped(clip: np.ndarray) -> bool:
+    row = clip[0, 0, :, 0].astype(int)
+    return bool(row[0] > row[-1])  # FrameSource's ramp rises to the right
+
+
 def test_flip_remaps_direction_sensitive_labels():
     names = ["left", "right", "wave"]
     options = InputOptions(**OPTIONS, flip_label_map=(("left", "right"),))
@@ -76,12 +81,26 @@ def test_flip_remaps_direction_sensitive_labels():
     for seed in range(12):
         for i in range(6):
             clip, label = transform(source[i], np.random.default_rng([seed, i]))
-            row = clip[0, 0, :, 0].astype(int)
-            flipped = row[0] > row[-1]  # the source ramp rises to the right
+            flipped = _flipped(clip)
             expected = {0: 1, 1: 0, 2: 2}[i % 3] if flipped else i % 3
             assert label == expected
             seen.add((i % 3, flipped))
     assert len(seen) == 6  # every class seen both ways
+
+
+def test_flip_swaps_the_paired_columns_of_a_multi_hot_label():
+    # Several classes per clip (Charades-like): a mirror swaps "turn left" and "turn right"'s
+    # columns and keeps the rest (the transform raised a TypeError on int(multi-hot) before).
+    names = ["turn left", "turn right", "sit"]
+    transform = make_train_transform(InputOptions(**OPTIONS, flip_label_map="left_right"), names)
+    example = {**FrameSource(1, width=8)[0], "label": np.array([0, 2])}
+    seen = set()
+    for seed in range(8):
+        clip, label = transform(example, np.random.default_rng(seed))
+        expected = [0, 1, 1] if _flipped(clip) else [1, 0, 1]
+        np.testing.assert_array_equal(label, expected)
+        seen.add(_flipped(clip))
+    assert seen == {False, True}
 
 
 def test_batch_mixing_and_eval_views():

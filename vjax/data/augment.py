@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -115,9 +116,14 @@ def decode_crop_resize(
     return out
 
 
-def flip_label(label: int, flip_map: Mapping[int, int]) -> int:
+def flip_label(label: Any, flip_map: Mapping[int, int]) -> Any:
     """The label of a mirrored clip: ``flip_map[label]`` for direction-sensitive classes
-    (e.g. "pushing left to right" <-> "pushing right to left"), else unchanged."""
+    (e.g. "pushing left to right" <-> "pushing right to left"), else unchanged; a multi-hot
+    label (several classes per clip) has each such pair of columns swapped."""
+    if np.ndim(label):
+        columns = np.arange(len(label))
+        columns[list(flip_map)] = list(flip_map.values())
+        return np.asarray(label)[columns]
     return int(flip_map.get(int(label), label))
 
 
