@@ -96,7 +96,9 @@ def test_charades_listing(charades_root, tmp_path):
     (bad / "Charades_v1_classes.txt").write_text("c000 Holding some clothes\n")
     _csv(bad / "Charades_v1_train.csv", {"X": "c000 0.0 1.0;c009 1 2"})
     _csv(bad / "Charades_v1_test.csv", {})
-    with pytest.raises(ValueError, match=r"Charades_v1_train.csv:2: action 'c009 1 2'"):
+    header, rest = (bad / "Charades_v1_train.csv").read_text().split("\n", 1)
+    (bad / "Charades_v1_train.csv").write_text(f"{header}\n\n{rest}")  # a blank line 2
+    with pytest.raises(ValueError, match=r"Charades_v1_train.csv:3: action 'c009 1 2'"):
         charades_entries(str(bad))
 
 

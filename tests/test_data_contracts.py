@@ -136,6 +136,10 @@ def test_manifest_rows_with_an_empty_segment_or_extra_columns_are_refused(tmp_pa
     (tmp_path / "wide.csv").write_text("path,label\nx.mp4,a,extra\n")
     with pytest.raises(UserError, match=r"wide.csv:2: 3 columns, expected <= 2"):
         read_entries(str(tmp_path / "wide.csv"))
+    # Lines as an editor numbers them: blank lines before the bad row counted.
+    (tmp_path / "gaps.csv").write_text("path,label,start,end\n\na.mp4,x\n\n\nb.mp4,y,5,2\n")
+    with pytest.raises(UserError, match=r"gaps.csv:6: end \(2.0\) must be after start"):
+        read_entries(str(tmp_path / "gaps.csv"))
 
 
 def test_rows_of_empty_cells_are_skipped_as_blank_lines(tmp_path):

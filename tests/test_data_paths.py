@@ -380,8 +380,10 @@ def test_vggsound_finds_clips_named_with_their_end_second(tmp_path):
 def test_vggsound_split_other_than_train_or_test_is_refused(tmp_path):
     from vjax.data.annotations import vggsound_entries
 
-    (tmp_path / "vggsound.csv").write_text("aaaaaaaaaaa,30,dog barking,val\n")
-    with pytest.raises(UserError, match=r"row 1 is not youtube_id,start_seconds,label,train\|test"):
+    # The error names the file's line, the comment and blank lines counted.
+    rows = "# comment\naaaaaaaaaaa,30,dog barking,train\n\nbbbbbbbbbbb,30,dog barking,val\n"
+    (tmp_path / "vggsound.csv").write_text(rows)
+    with pytest.raises(UserError, match=r"csv:4: not youtube_id,start_seconds,label,train\|test"):
         vggsound_entries(str(tmp_path))
 
 

@@ -177,13 +177,14 @@ def vggsound_entries(root: str) -> tuple[list[VideoEntry], list[str]]:
     root, index = _open(root, "VGGSound")
     path = _find(root, ["vggsound.csv", "annotations/vggsound.csv"])
     with open(path, newline="") as f:
-        rows = [row for row in csv.reader(f) if row and not row[0].startswith("#")]
-    if rows and rows[0][0].strip().lower() in ("youtube_id", "ytid", "youtube id"):
+        reader = csv.reader(f)
+        rows = [(reader.line_num, r) for r in reader if r and not r[0].startswith("#")]
+    if rows and rows[0][1][0].strip().lower() in ("youtube_id", "ytid", "youtube id"):
         rows = rows[1:]  # a header someone added
     entries: list[VideoEntry] = []
-    for line, row in enumerate(rows, 1):
+    for line, row in rows:
         if len(row) != 4 or row[3].strip() not in ("train", "test"):
-            raise UserError(f"{path}: row {line} is not youtube_id,start_seconds,label,train|test")
+            raise UserError(f"{path}:{line}: not youtube_id,start_seconds,label,train|test")
         video_id, start, label, split = (x.strip() for x in row)
         start_s = int(float(start))
         end_s = start_s + VGGSOUND_SECONDS
@@ -322,7 +323,9 @@ def epic_kitchens_entries(root: str) -> tuple[list[VideoEntry], dict[str, list[s
                 raise
             continue
         with open(path, newline="") as f:
-            for line, row in enumerate(csv.DictReader(f), start=2):
+            reader = csv.DictReader(f)  # its line_num: the file's line, blank lines counted
+            for row in reader:
+                line = reader.line_num
                 label = tuple(
                     _class_name(names[task], row[f"{task}_class"], f"{path}:{line}")
                     for task in ("verb", "noun")
@@ -388,7 +391,9 @@ def charades_entries(root: str) -> tuple[list[VideoEntry], list[str]]:
     for csv_name, split in (("train", "train"), ("test", "validation")):
         path = find(f"Charades_v1_{csv_name}.csv")
         with open(path, newline="") as f:
-            for line, row in enumerate(csv.DictReader(f), start=2):
+            reader = csv.DictReader(f)  # its line_num: the file's line, blank lines counted
+            for row in reader:
+                line = reader.line_num
                 actions = []
                 for item in filter(None, (row.get("actions") or "").split(";")):
                     parts = item.split()

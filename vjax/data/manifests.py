@@ -230,16 +230,17 @@ def _entry(row: Mapping[str, object], base: str, where: str) -> VideoEntry:
 def _csv_entries(manifest: str) -> list[VideoEntry]:
     base = os.path.dirname(manifest)
     with open(manifest, newline="", encoding="utf-8-sig") as f:  # as Excel saves "CSV UTF-8"
-        rows = [r for r in csv.reader(f) if r and any(c.strip() for c in r)]
+        reader = csv.reader(f)  # its line_num: the file's line, blank lines counted
+        rows = [(reader.line_num, r) for r in reader if r and any(c.strip() for c in r)]
     if not rows:
         return []
-    header = [c.strip().lower() for c in rows[0]]
+    header = [c.strip().lower() for c in rows[0][1]]
     if "path" in header:
         names, rows = header, rows[1:]
     else:
         names = list(_COLUMNS)
     entries = []
-    for line, row in enumerate(rows, start=2 if names is header else 1):
+    for line, row in rows:
         if len(row) > len(names):
             raise UserError(f"{manifest}:{line}: {len(row)} columns, expected <= {len(names)}")
         cells = {k: v.strip() for k, v in zip(names, row, strict=False)}
