@@ -495,3 +495,16 @@ def test_display_rotation_and_seeking(tmp_path):
     long = _write(tmp_path, "long.mp4", "libx264", counter_frames(30), fps=5)  # 6 s
     clip = decode_video(long, fps=5, start=4.0, end=5.0)  # seeks past the start
     np.testing.assert_array_equal(frame_ids(clip.frames), [20, 21, 22, 23, 24])
+
+
+def test_generated_datasets_refuse_a_frame_too_small_to_render():
+    """A 3x3 frame was accepted and named, then failed inside the TFDS generation with 'bad
+    clip shape'; now the config itself says which sizes it needs."""
+    from vjax.data.motion_builder import AvMotionConfig, MotionConfig
+
+    for config in (MotionConfig, AvMotionConfig):
+        with pytest.raises(UserError, match=r"height, width >= 4; got \d+ frames of 3x8"):
+            config(height=3, width=8)
+        with pytest.raises(UserError, match=r"num_frames must be >= 1"):
+            config(num_frames=0)
+    assert MotionConfig(height=4, width=4).name.startswith("c8_f16_4x4_")

@@ -55,6 +55,9 @@ MOTIONS: tuple[str, ...] = (
 )
 """Class catalogue, in label order. A dataset with ``num_classes=K`` uses ``MOTIONS[:K]``."""
 
+MIN_SIDE = 4
+"""The smallest frame height and width a clip is rendered at."""
+
 SHAPES: tuple[str, ...] = ("triangle", "ell", "half_disc", "notched_rect")
 """Object shapes (none has a rotational symmetry)."""
 
@@ -208,7 +211,7 @@ def render_clip(
     """
     if motion not in MOTIONS:
         raise ValueError(f"unknown motion {motion!r}; expected one of {MOTIONS}")
-    if num_frames < 1 or height < 4 or width < 4:
+    if num_frames < 1 or min(height, width) < MIN_SIDE:
         raise ValueError(f"bad clip shape {(num_frames, height, width)}")
     side = float(min(height, width))
     px = side / REF_SIDE

@@ -23,10 +23,26 @@ from etils import epath
 
 from vjax.data.audio import audio_features, audio_record, to_int16
 from vjax.data.builder_info import local_only
-from vjax.data.motion import AV_CLASSES, MOTIONS, generate_av_example, generate_example
+from vjax.data.motion import (
+    AV_CLASSES,
+    MIN_SIDE,
+    MOTIONS,
+    generate_av_example,
+    generate_example,
+)
 from vjax.errors import UserError
 
 _SPLITS = ("train", "validation", "test")
+
+
+def _check_clip_shape(num_frames: int, height: int, width: int) -> None:
+    """Refuses, naming the sizes, a clip the renderer cannot draw (before a dataset name and
+    folder are made for it)."""
+    if num_frames < 1 or min(height, width) < MIN_SIDE:
+        raise UserError(
+            f"num_frames must be >= 1 and height, width >= {MIN_SIDE}; got {num_frames} "
+            f"frames of {height}x{width}"
+        )
 
 
 def _split_sizes(config: tfds.core.BuilderConfig) -> dict[str, int]:
@@ -74,8 +90,9 @@ class MotionConfig(tfds.core.BuilderConfig):
     def __post_init__(self) -> None:
         if not 2 <= self.num_classes <= len(MOTIONS):
             raise UserError(f"num_classes must be in [2, {len(MOTIONS)}], got {self.num_classes}")
-        if min(self.num_frames, self.height, self.width) < 1 or self.seed < 0:
-            raise UserError("num_frames, height, width must be positive and seed >= 0")
+        _check_clip_shape(self.num_frames, self.height, self.width)
+        if self.seed < 0:
+            raise UserError(f"seed must be >= 0, got {self.seed}")
         if self.num_train < 1 or min(self.num_validation, self.num_test) < 0:
             raise UserError("need num_train >= 1 and num_validation, num_test >= 0")
         derived = (
@@ -214,8 +231,9 @@ class AvMotionConfig(tfds.core.BuilderConfig):
     seed: int = 0
 
     def __post_init__(self) -> None:
-        if min(self.num_frames, self.height, self.width, self.sample_rate) < 1 or self.fps <= 0:
-            raise UserError("num_frames, height, width, sample_rate and fps must be positive")
+        _check_clip_shape(self.num_frames, self.height, self.width)
+        if self.sample_rate < 1 or self.fps <= 0:
+            raise UserError("sample_rate and fps must be positive")
         if self.seed < 0 or self.num_train < 1 or min(self.num_validation, self.num_test) < 0:
             raise UserError("need seed >= 0, num_train >= 1 and num_validation, num_test >= 0")
         derived = (
