@@ -186,8 +186,12 @@ def test_classification_logits_concatenate_in_task_order():
     from vjax.objectives import classification_logits
     from vjax.tasks import split_classes
 
+    # The heads' dict in a-z order, as a jax.jit returns it: the columns follow the model's
+    # num_classes (the run's class_names order), not the dict's.
     verb, noun = jnp.arange(6.0).reshape(2, 3), 10 + jnp.arange(8.0).reshape(2, 4)
-    model = types.SimpleNamespace(apply=lambda v, x, train: {"verb": verb, "noun": noun})
+    model = types.SimpleNamespace(
+        apply=lambda v, x, train: {"noun": noun, "verb": verb}, num_classes={"verb": 3, "noun": 4}
+    )
     out = np.asarray(classification_logits(model, None, None, None))
     np.testing.assert_array_equal(out, np.concatenate([verb, noun], 1))
     parts = split_classes(out, {"verb": 3, "noun": 4})

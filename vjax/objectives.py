@@ -188,7 +188,8 @@ def supervised(losses: Callable[..., tuple[jax.Array, dict[str, jax.Array]]]) ->
 def classification_logits(model: nn.Module, variables: Any, batch: Batch, inputs: Any):
     """float32 logits ``(B, sum K)`` (concatenated over tasks), scored on the host."""
     del batch  # the labels are gathered beside the logits
-    return concat_classes(model.apply(variables, inputs, train=False)).astype(jnp.float32)
+    logits = model.apply(variables, inputs, train=False)
+    return concat_classes(logits, model.num_classes).astype(jnp.float32)
 
 
 def masked_pixel_losses(

@@ -45,7 +45,7 @@ def make_apply(config: Any, model: Any, variables: dict) -> Callable[[Any], np.n
 
     def run(views: Any) -> np.ndarray:
         batch = dict(views) if isinstance(views, Mapping) else {"video": views}
-        return np.asarray(concat_classes(apply(batch)))
+        return np.asarray(concat_classes(apply(batch), model.num_classes))
 
     return run
 

@@ -64,16 +64,24 @@ def label_columns(labels: Any, sizes: Mapping[str, int]) -> dict[str, Any]:
     return {task: labels[:, i] for i, task in enumerate(sizes)}
 
 
-def task_outputs(logits: Any) -> dict[str, Any]:
-    """A model's output as ``{task: logits}``: multi-task heads return that dict already."""
-    return dict(logits) if isinstance(logits, Mapping) else {SINGLE_TASK: logits}
+def task_outputs(logits: Any, num_classes: int | Mapping[str, int] | None = None) -> dict[str, Any]:
+    """A model's output as ``{task: logits}`` (multi-task heads return that dict already), in
+    the order of the model's ``num_classes`` tasks when given: a dict returned through a
+    ``jax.jit`` comes back with its keys sorted, not in the tasks' (``class_names``) order."""
+    if not isinstance(logits, Mapping):
+        return {SINGLE_TASK: logits}
+    if isinstance(num_classes, Mapping):
+        return {task: logits[task] for task in num_classes}
+    return dict(logits)
 
 
-def concat_classes(logits: Any) -> Any:
-    """A model's logits as one array ``(B, sum K)`` (concatenated in task order)."""
+def concat_classes(logits: Any, num_classes: int | Mapping[str, int]) -> Any:
+    """A model's logits as one array ``(B, sum K)``, its tasks' concatenated in the order of
+    the model's ``num_classes`` (:func:`task_outputs`), the columns :func:`split_classes` of
+    ``head_sizes(class_names)`` reads."""
     import jax.numpy as jnp
 
-    outputs = task_outputs(logits)
+    outputs = task_outputs(logits, num_classes)
     if len(outputs) == 1:
         return next(iter(outputs.values()))
     return jnp.concatenate(list(outputs.values()), axis=-1)

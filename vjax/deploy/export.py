@@ -71,7 +71,7 @@ def inference_function(
 
     def infer(video: jax.Array) -> tuple[jax.Array, jax.Array]:
         out = apply(video)
-        logits = [v.astype(jnp.float32) for v in task_outputs(out).values()]
+        logits = [v.astype(jnp.float32) for v in task_outputs(out, model.num_classes).values()]
         score = jax.nn.sigmoid if multi_label else partial(jax.nn.softmax, axis=-1)
         probs = [score(v) for v in logits]
         return jnp.concatenate(logits, axis=-1), jnp.concatenate(probs, axis=-1)
