@@ -110,7 +110,8 @@ _TORCHVISION_SGD = dict(_ZOO_SGD, nesterov=False)
 _TORCHVISION_CLIPS_PER_VIDEO = 5
 _PRECISE_BN = dict(precise_bn_batches=200)
 _TORCHVISION_INPUT = dict(
-    num_frames=16,
+    num_frames=16,  # consecutive frames at 15 fps (--clip-len 16 --frame-rate 15)
+    frame_stride=1,
     fps=15.0,
     crop_size=112,
     train_crop="random_resized",

@@ -98,6 +98,9 @@ HYPERPARAMETERS = [
     # --val-crop-size (112, 112): a random 112 crop of the 128 short side, and the centre one
     ("r2plus1d_18_k400", "input.num_frames", 16),
     ("r2plus1d_18_k400", "input.fps", 15.0),
+    ("r2plus1d_18_k400", "input.frame_stride", 1),  # consecutive frames at 15 fps
+    ("r2plus1d_18_ucf101", "input.frame_stride", 1),
+    ("lrcn_ucf101", "input.frame_stride", 1),
     ("r2plus1d_18_k400", "dataset.short_side", 128),
     ("r2plus1d_18_k400", "input.crop_size", 112),
     ("r2plus1d_18_k400", "input.train_crop", "scale_jitter"),

@@ -266,3 +266,26 @@ def test_a_file_whose_frames_start_late_is_heard_at_its_frames_seconds(tmp_path)
     # AAC's priming shifts the decoded track by a few ms: 1e-3, where silence is far off
     assert np.abs(expected - early).max() > 5e-3
     np.testing.assert_allclose(got, expected, atol=1e-3)
+
+
+def test_every_recipe_is_predicted_with_the_clips_its_evaluation_cuts():
+    """The signature's sampling (what vjax predict and an export cut clips by) equals the
+    evaluation's InputOptions for every recipe, its defaults included: a recipe without
+    input.frame_stride was predicted 1 frame apart where vjax eval takes InputOptions' 2."""
+    import importlib
+
+    from vjax.data.transforms import InputOptions
+    from vjax.deploy.signature import sampling
+
+    checked = []
+    for family in ("conv3d", "video_transformers", "videomae", "mbt", "demo"):
+        module = importlib.import_module(f"vjax.configs.{family}")
+        for name in getattr(module, "RECIPES", {"vivit": None}):
+            config = module.get_config(name)
+            options = InputOptions.from_config(config.input)
+            cut = sampling(config.to_dict(), list(options.clip_shape))
+            for key in ("frame_stride", "sampling", "pad_mode", "test_ensemble"):
+                assert cut[key] == getattr(options, key), (family, name, key)
+            assert cut["test_crop_fraction"] == options.test_crop_fraction, (family, name)
+            checked.append(name)
+    assert {"r2plus1d_18_k400", "lrcn_ucf101"} <= set(checked) and len(checked) > 20

@@ -84,9 +84,11 @@ def pretrained_config(
     mean: Sequence[float] = IMAGENET_MEAN,
     std: Sequence[float] = IMAGENET_STD,
     source: str = "",
+    frame_stride: float = 1,
 ) -> ml_collections.ConfigDict:
     """The config a converter returns: the model section, the clip ``(T, H, W, C)`` the weights
-    were trained on, normalisation, class names and where the weights came from."""
+    were trained on and its frames' stride (what ``vjax predict`` cuts a file by), normalisation,
+    class names and where the weights came from."""
     import ml_collections
 
     return ml_collections.ConfigDict(
@@ -94,6 +96,7 @@ def pretrained_config(
             "model": dict(model),
             "input": {
                 "clip": list(clip),
+                "frame_stride": frame_stride,
                 "mean": list(mean),
                 "std": list(std),
             },

@@ -42,19 +42,25 @@ def sampling(config: Mapping[str, Any], clip_shape: list[int]) -> dict[str, Any]
     ``resize_short_side``, centre square of ``test_crop_fraction`` of it resized to ``crop``,
     and the views' logits pooled by ``test_ensemble`` (``config.input``'s test settings, so
     ``vjax predict`` scores a file as ``vjax eval`` does)."""
+    from vjax.data.transforms import InputOptions
+
     frames, height, width, _ = clip_shape
-    test = (config.get("input") or {}).get
-    fraction = float(test("test_crop_fraction", 1.0))
+    given, default = config.get("input") or {}, InputOptions()  # evaluation's own defaults
+
+    def test(key: str) -> Any:
+        return given.get(key, getattr(default, key))
+
+    fraction = float(test("test_crop_fraction"))
     return {
         "num_frames": int(frames),
-        "frame_stride": float(test("frame_stride", 1)),
+        "frame_stride": float(test("frame_stride")),
         "fps": trained_fps(config) or None,
-        "sampling": str(test("sampling", "random")),
-        "pad_mode": str(test("pad_mode", "loop")),
+        "sampling": str(test("sampling")),
+        "pad_mode": str(test("pad_mode")),
         "resize_short_side": round(int(height) / fraction),
         "test_crop_fraction": fraction,
         "crop": [int(height), int(width)],
-        "test_ensemble": str(test("test_ensemble", "mean")),
+        "test_ensemble": str(test("test_ensemble")),
     }
 
 
