@@ -85,7 +85,8 @@ def _savedmodel(path: str, signature: dict) -> Runner:
 
 
 def _tflite(path: str, signature: dict) -> Runner:
-    """The TFLite model has a fixed batch (``tflite_batch``): larger batches run in pieces."""
+    """The TFLite model has a fixed batch (``tflite_batch``): other batches run in pieces of
+    it, the last one filled up with copies of its last clip whose outputs are dropped."""
     import tensorflow as tf
 
     interpreter = tf.lite.Interpreter(model_path=path)
@@ -93,10 +94,11 @@ def _tflite(path: str, signature: dict) -> Runner:
     batch = signature["tflite_batch"]
 
     def run(video: np.ndarray):
-        if len(video) % batch:
-            raise UserError(f"this TFLite model takes batches of {batch} clips")
-        parts = [serve(video=video[i : i + batch]) for i in range(0, len(video), batch)]
-        return tuple(np.concatenate([p[name] for p in parts]) for name in OUTPUTS)
+        count = len(video)
+        filler = np.repeat(video[-1:], -count % batch, axis=0)
+        padded = np.concatenate([video, filler]) if len(filler) else video
+        parts = [serve(video=padded[i : i + batch]) for i in range(0, len(padded), batch)]
+        return tuple(np.concatenate([p[name] for p in parts])[:count] for name in OUTPUTS)
 
     return run
 
