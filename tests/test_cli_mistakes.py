@@ -84,6 +84,24 @@ def test_predict_json_into_a_missing_folder_is_refused_before_inference(files, c
     assert not missing.exists()
 
 
+def test_predict_json_naming_a_video_is_refused_and_the_video_kept(files, capsys):
+    """``--json a.mp4 b.mp4``, typed as if --json were a switch: argparse takes a.mp4 as the
+    JSON file, which predict then wrote its result over; now refused, the video unchanged.
+    A JSON file from an earlier run is still overwritten."""
+    video = files["root"] / "a.mp4"
+    shutil.copy(files["video"], video)
+    before = video.read_bytes()
+    argv = ["predict", f"--model={files['export']}", "--json", str(video), files["video"]]
+    line = _one_line_error(argv, capsys)
+    assert f"argument --json: '{video}' exists and does not hold JSON" in line
+    assert video.read_bytes() == before
+    earlier = files["root"] / "earlier.json"
+    earlier.write_text('{"model": "old"}')
+    assert vjax_main(["predict", f"--model={files['export']}", f"--json={earlier}",
+                      files["video"]]) == 0  # fmt: skip
+    assert json.loads(earlier.read_text())["model"] == files["export"]
+
+
 # URLs vjax cannot read or write (epath knows gs://, s3://, az://): one line each, not
 # epath's KeyError.
 OTHER_URLS = {

@@ -122,6 +122,22 @@ def output_file(text: str) -> str:
     return text
 
 
+def json_output_file(text: str) -> str:
+    """argparse ``type=``: :func:`output_file` for a JSON result, refusing an existing local file
+    that does not hold JSON: ``--json a.mp4 b.mp4``, typed as if ``--json`` were a switch, would
+    otherwise write the result over the video ``a.mp4``."""
+    text = output_file(text)
+    if os.path.isfile(text):
+        with open(text, "rb") as f:
+            start = f.read(64).lstrip()
+        if start and start[:1] not in (b"{", b"["):
+            raise argparse.ArgumentTypeError(
+                f"{text!r} exists and does not hold JSON; --json takes the file to write the "
+                f"result to (e.g. --json=result.json), and would overwrite it"
+            )
+    return text
+
+
 def one_line(error: BaseException) -> str:
     """The error's message on one line (whitespace, newlines included, collapsed)."""
     return " ".join(str(error).split()) or type(error).__name__

@@ -28,7 +28,7 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from vjax import storage
-from vjax.errors import ArgumentParser, non_negative_float, output_file, positive_int
+from vjax.errors import ArgumentParser, json_output_file, non_negative_float, positive_int
 from vjax.evaluate.metrics import log_softmax, sigmoid
 from vjax.tasks import ClassNames, concat_classes, head_sizes, is_multitask, split_classes
 
@@ -295,7 +295,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument("--chunk_size", type=positive_int, default=8, help="views per model call")
     parser.add_argument(
-        "--json", type=output_file, default=None, help="also write the result to this file"
+        "--json", type=json_output_file, default=None, help="also write the result to this file"
     )
     args = parser.parse_args(sys.argv[1:] if argv is None else argv)
     result = predict_files(
