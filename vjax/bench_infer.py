@@ -5,15 +5,15 @@ Per model and form (``float32``, ``bfloat16``, ``int8_weights``, ``int8`` in JAX
 int8, :mod:`vjax.deploy.onnx_int8`) in onnxruntime; ``savedmodel`` in TensorFlow) and per
 PyTorch peer (``torch`` eager, ``torch.compile``): load + compile seconds (first call), batch-1
 latency median and p90, throughput at ``--batch`` clips, and peak memory where the runtime
-reports it (XLA's static estimate for JAX forms). Each measurement repeats up to ``--repeats``
-calls but stops after ``--budget`` seconds (at least 3 batch-1 calls and 1 batch call), so slow
-forms (XLA's int8 convolutions) do not stretch the run; a form that fails (no C++ compiler
-for torch.compile, an op an exporter cannot express) becomes a row saying why. Peers at
-equal configs: torchvision's R(2+1)D-18 for ``r2plus1d_18``; Hugging Face ViViT / VideoMAE
-for ``hf_vivit`` / ``hf_videomae``, whose vjax twins are converted from the very same random
-HF model. Every runtime gets the same number of threads (``--threads``; XLA:CPU uses all
-cores of the process, so pin the process with ``taskset`` for fewer). Random weights, uint8
-inputs.
+reports it (JAX forms: the weights and XLA's static plan of the rest). Each measurement
+repeats up to ``--repeats`` calls but stops after ``--budget`` seconds (at least 3 batch-1
+calls and 1 batch call), so slow forms (XLA's int8 convolutions) do not stretch the run; a
+form that fails (no C++ compiler for torch.compile, an op an exporter cannot express) becomes
+a row saying why. Peers at equal configs: torchvision's R(2+1)D-18 for ``r2plus1d_18``;
+Hugging Face ViViT / VideoMAE for ``hf_vivit`` / ``hf_videomae``, whose vjax twins are
+converted from the very same random HF model. Every runtime gets the same number of threads
+(``--threads``; XLA:CPU uses all cores of the process, so pin the process with ``taskset`` for
+fewer). Random weights, uint8 inputs.
 
     vjax bench infer            # defaults: the three pairs at 8x112x112, every form, batch 4
     vjax bench infer --models r2plus1d_18@4x32x32 --forms=float32,onnx,torch --out=
@@ -74,7 +74,8 @@ def _jax_runner(form: str, model: Any, variables: dict, model_config: dict, clip
         )
     fn = inference_function(config, model, variables)
     if form in ("float32", "bfloat16", "int8_weights", "int8"):
-        return compiled_runner(fn, clip)
+        weights = sum(np.asarray(x).nbytes for x in jax.tree.leaves(variables))
+        return compiled_runner(fn, clip, weights)
     from vjax.deploy.runtime import RUNNERS
 
     fmt = "onnx" if form == "onnx_int8" else form
@@ -92,9 +93,13 @@ def _jax_runner(form: str, model: Any, variables: dict, model_config: dict, clip
     return lambda video: run(video)[0], None
 
 
-def compiled_runner(fn: Callable, clip) -> tuple[Callable, Callable[[], float]]:
-    """``fn`` compiled once per batch size; the memory XLA plans for the batch-1 executable
-    (arguments + outputs + temporaries, MiB), read from that very compilation."""
+def compiled_runner(
+    fn: Callable, clip, weight_bytes: int = 0
+) -> tuple[Callable, Callable[[], float]]:
+    """``fn`` compiled once per batch size; the memory of the batch-1 executable (MiB): what
+    XLA plans for it (arguments + outputs + temporaries, read from that very compilation) and
+    ``weight_bytes``, the weights ``fn`` closes over, which XLA's plan leaves out (they are
+    constants of the executable)."""
     jitted, compiled = jax.jit(fn, compiler_options=compiler_options()), {}
 
     def run(video: np.ndarray) -> jax.Array:
@@ -105,7 +110,8 @@ def compiled_runner(fn: Callable, clip) -> tuple[Callable, Callable[[], float]]:
 
     def memory() -> float:
         m = compiled[(1, *clip, 3)].memory_analysis()
-        return (m.argument_size_in_bytes + m.output_size_in_bytes + m.temp_size_in_bytes) / 2**20
+        planned = m.argument_size_in_bytes + m.output_size_in_bytes + m.temp_size_in_bytes
+        return (planned + weight_bytes) / 2**20
 
     return run, memory
 
@@ -272,7 +278,7 @@ def _onnx_threads(threads: int):
 def format_table(rows: Sequence[dict[str, Any]]) -> str:
     lines = [
         "| model | clip | form | load + compile (s) | batch-1 median (ms) | p90 (ms) "
-        "| clips/s at batch | XLA memory, batch 1 (MiB) | batch-1 calls |",
+        "| clips/s at batch | memory, batch 1 (MiB): weights + XLA's plan | batch-1 calls |",
         "|---|---|---|---:|---:|---:|---:|---:|---:|",
     ]
     for r in rows:
