@@ -188,15 +188,22 @@ def test_given_weights_start_the_step_stored_as_the_param_dtype():
 def test_peak_memory_is_the_allocators_peak_or_xlas_whole_estimate():
     from types import SimpleNamespace
 
+    import jax.numpy as jnp
+
     from vjax.bench_train import peak_memory_bytes
 
     gpu = SimpleNamespace(memory_stats=lambda: {"bytes_in_use": 10, "peak_bytes_in_use": 70})
     assert peak_memory_bytes(gpu, None) == (70.0, "allocator peak")
     analysis = SimpleNamespace(argument_size_in_bytes=1, output_size_in_bytes=20,
-                               temp_size_in_bytes=300)  # fmt: skip
+                               alias_size_in_bytes=0, temp_size_in_bytes=300)  # fmt: skip
     compiled = SimpleNamespace(memory_analysis=lambda: analysis)
     cpu = SimpleNamespace(memory_stats=lambda: None)
     assert peak_memory_bytes(cpu, compiled) == (321.0, "XLA estimate")
+    # A donated 64 MiB state written over by the new one: counted once, not twice.
+    state = jnp.ones((4096, 4096), jnp.float32)
+    step = jax.jit(lambda s, x: (s * 0.9 + x.sum(), x.sum()), donate_argnums=0)
+    donated = step.lower(state, jnp.ones(8)).compile()
+    assert 64 * 2**20 <= peak_memory_bytes(cpu, donated)[0] < 65 * 2**20
 
 
 def test_the_train_table_puts_each_number_under_its_header():
