@@ -116,6 +116,17 @@ def test_rounds_past_the_deadline_keep_the_rounds_measured(monkeypatch):
     assert row["torch"]["clips_per_s"] == 1.0
 
 
+def test_a_side_a_round_short_is_paired_on_the_rounds_both_measured():
+    """--rounds with a --deadline can leave torch.compile a round short of vjax: each ratio pairs
+    the rounds both sides ran (the table stopped on zip(strict=True) before)."""
+    from vjax import bench_train
+
+    vjax = {"clips_per_s": 2.0, "round_clips_per_s": [1.0, 2.0, 4.0]}
+    compiled = {"clips_per_s": 2.0, "round_clips_per_s": [2.0, 1.0]}
+    assert bench_train.per_round_ratios(vjax, compiled) == [0.5, 2.0]
+    assert bench_train.speed_ratio(vjax, compiled) == 1.25
+
+
 def test_a_round_that_fails_fails_the_side():
     """A side that fails in any round is a failed side (its error), not a median of the rest."""
     from vjax.bench_train import merge_rounds

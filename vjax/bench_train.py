@@ -266,9 +266,10 @@ def _cell(values: Sequence[float | None], fmt: str) -> str:
 
 def per_round_ratios(vjax: dict[str, Any], peer: dict[str, Any]) -> list[float]:
     """vjax's clips/s over the peer's in each round (``--rounds``; the two sides of a round ran
-    one after another); empty without rounds."""
+    one after another) that both sides measured (a ``--deadline`` can stop one side a round
+    early); empty without rounds."""
     rounds = vjax.get("round_clips_per_s"), peer.get("round_clips_per_s")
-    return [a / b for a, b in zip(*rounds, strict=True)] if rounds[0] and rounds[1] else []
+    return [a / b for a, b in zip(*rounds, strict=False)] if rounds[0] and rounds[1] else []
 
 
 def speed_ratio(vjax: dict[str, Any], peer: dict[str, Any]) -> float:
@@ -283,9 +284,9 @@ def format_peer_table(rows: Sequence[dict[str, Any]], peak: float | None) -> str
     side that failed shows ``failed [n]`` and the reasons follow the table."""
     lines = [
         "| model | clip | batch | vjax clips/s | torch eager clips/s | torch.compile clips/s "
-        "| vjax / eager | vjax / compiled | TFLOP/s vjax / eager / compiled | MFU vjax / eager "
-        "/ compiled | peak memory GiB vjax / eager / compiled | compile s vjax / eager / "
-        "compiled |",
+        "| vjax / eager | vjax / compiled | TFLOP/s vjax / eager / compiled | MFU % vjax / "
+        "eager / compiled | peak memory GiB vjax / eager / compiled | vjax compile s / torch "
+        "first step s: vjax / eager / compiled |",
         "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     notes: list[str] = []
