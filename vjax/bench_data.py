@@ -251,7 +251,7 @@ def run(args: argparse.Namespace) -> str:
     )
     cpu = platform.processor() or platform.machine()
     setup = (
-        f"{len(paths)} source videos ({num_frames} frames, {source}) stored as "
+        f"{len(paths)} source videos ({num_frames} frames in all, {source}) stored as "
         f"{args.short_side}-short-side JPEG frames;"
         f" clips of {args.num_frames} frames, stride {args.stride}, random resized crop to "
         f"{args.crop}, flip; {args.clips} clips per measurement; CPU: {cpu}, {os.cpu_count()} "
