@@ -216,6 +216,41 @@ def test_sigterm_during_validation_saves_that_step_without_finishing_it(
         assert not [line for line in f if '"validation"' in line]
 
 
+def test_a_validation_cut_short_by_preemption_runs_when_the_run_resumes(
+    prepared, tmp_path, monkeypatch
+):
+    """A preemption notice during the final validation: the step is saved owing it, the same
+    command again validates that step (as the uninterrupted run did: the same loss) instead of
+    saying "nothing to train", and a third submission does not validate it again. Before, the
+    run never got its final validation."""
+    from vjax.metric_writers import read_metrics
+
+    config = tiny_config(prepared, **{"train.num_steps": "3"})  # its validation at 3 is final
+    whole = train.train(config, str(tmp_path / "whole"))
+    make_apply, applied = train._apply, []
+
+    def signalling_apply(*args):
+        apply = make_apply(*args)
+
+        def first_batch_signals(batch):
+            if not applied:
+                os.kill(os.getpid(), signal.SIGTERM)  # handled by the training loop
+            applied.append(1)
+            return apply(batch)
+
+        return first_batch_signals
+
+    workdir = str(tmp_path / "cut")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(train, "_apply", signalling_apply)
+        assert train.train(config, workdir) == {"preempted_at": 3}
+    resumed = train.train(config, workdir)
+    assert resumed["loss"] == pytest.approx(whole["loss"], rel=1e-6) and _steps(workdir) == [3]
+    assert train.train(config, workdir) == {}  # validated: a finished run
+    validations = [r["step"] for r in read_metrics(workdir) if r["split"] == "validation"]
+    assert validations == [3]
+
+
 def test_sigterm_while_the_last_checkpoint_is_written_keeps_it(prepared, tmp_path, monkeypatch):
     """A SIGTERM that arrives while the last checkpoint is still being written (it is saved
     asynchronously) waits for the save: the training loop's handler was removed first, so

@@ -137,8 +137,11 @@ def test_a_finished_run_submitted_again_at_its_length_says_so(odd_run, capsys):
 
 
 def test_sigterm_between_steps_saves_that_step_at_once(data_dir, tmp_path, monkeypatch):
-    """A preemption notice during step 2 saves step 2 and stops there, not at the next validation or
-    checkpoint."""
+    """A preemption notice during step 3 saves step 3 and stops there, not at the next validation or
+    checkpoint, and logs the metrics of the steps since the last log (step 3's: they were
+    dropped)."""
+    from vjax.metric_writers import read_metrics
+
     compile_steps = train.compile_steps
     calls = []
 
@@ -147,7 +150,7 @@ def test_sigterm_between_steps_saves_that_step_at_once(data_dir, tmp_path, monke
 
         def step(state, batch, key):
             calls.append(1)
-            if len(calls) == 2:
+            if len(calls) == 3:
                 os.kill(os.getpid(), signal.SIGTERM)  # handled by the training loop's watcher
             return train_step(state, batch, key)
 
@@ -156,8 +159,9 @@ def test_sigterm_between_steps_saves_that_step_at_once(data_dir, tmp_path, monke
     monkeypatch.setattr(train, "compile_steps", signalling_compile)
     workdir = str(tmp_path)
     config = tiny_config(data_dir, **{"train.num_steps": "6", "train.checkpoint_every": "6"})
-    assert train.train(config, workdir) == {"preempted_at": 2}
-    assert len(calls) == 2 and _steps(workdir) == ["2"]
+    assert train.train(config, workdir) == {"preempted_at": 3}
+    assert len(calls) == 3 and _steps(workdir) == ["3"]
+    assert [r["step"] for r in read_metrics(workdir) if r["split"] == "train"] == [2, 3]
 
 
 def test_resume_past_an_unreadable_newest_step_moves_it_aside_and_trains_on(odd_run, tmp_path):

@@ -417,7 +417,7 @@ def _read_step(manager: ocp.CheckpointManager, step: int) -> tuple[dict, dict]:
     return dict(restored["metadata"]), {"params": state["params"], **state.get("model_state", {})}
 
 
-def _read_metadata_step(manager: ocp.CheckpointManager, step: int) -> dict:
+def step_metadata(manager: ocp.CheckpointManager, step: int) -> dict:
     """The JSON metadata of one step, without reading any array."""
     restored = manager.restore(step, args=ocp.args.Composite(metadata=ocp.args.JsonRestore()))
     return dict(restored["metadata"])
@@ -437,4 +437,4 @@ def read_metadata(path: str) -> dict:
     """The run metadata (config, class names, clip shape) of the newest checkpoint under
     ``path`` whose metadata reads (a newer one that does not is logged, as in
     :func:`read_checkpoint`), without reading any array."""
-    return _read_newest_logged(path, _read_metadata_step)[0]
+    return _read_newest_logged(path, step_metadata)[0]

@@ -35,7 +35,7 @@ from vjax.errors import UserError
 from vjax.evaluate import scoring
 from vjax.evaluate.metrics import MetricInputError, task_metrics
 from vjax.evaluate.report import named_result, scalars, summary
-from vjax.metric_writers import MetricWriter, progress_line
+from vjax.metric_writers import MetricWriter, progress_line, read_metrics
 from vjax.models import build_model
 from vjax.models.precise_bn import precise_batch_stats
 from vjax.models.widths import check_widths
@@ -623,14 +623,30 @@ def _checked_saver(
     saving it would make it the step every resume, eval and ``vjax.load`` picks, and let
     keep-N delete a good one."""
 
-    def save(step: int, state: TrainState, history: list[tuple[int, dict]]):
+    def save(step: int, state: TrainState, history: list[tuple[int, dict]], owed: bool = False):
         history = _check_finite(history, manager)
         if not is_finite(state):
             raise _non_finite("parameters or optimiser state", step, "not saved", manager)
-        checkpoint.save(manager, step, state, metadata)
+        checkpoint.save(
+            manager, step, state, {**metadata, VALIDATION_OWED: True} if owed else metadata
+        )
         return history
 
     return save
+
+
+VALIDATION_OWED = "validation_owed"  # checkpoint metadata: saved before its validation ran
+
+
+def _validation_owed(manager, workdir: str, step: int) -> bool:
+    """True when the checkpoint of ``step`` was saved on a preemption notice before the
+    validation scheduled at that step ran, and none of that step has been logged since: the
+    resumed run validates it first, so a preemption loses no validation (the final one
+    included)."""
+    if not step or not checkpoint.step_metadata(manager, step).get(VALIDATION_OWED):
+        return False
+    logged = read_metrics(workdir)
+    return not any(r["step"] == step and r["split"] == "validation" for r in logged)
 
 
 def _check_restored(
@@ -720,7 +736,8 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
         )
     # State: restore the newest checkpoint that loads, else initialise.
     manager, state, start = _start_state(exp, workdir, is_main)
-    if start >= tcfg.num_steps:  # a finished run submitted again, or num_steps lowered
+    owed = _validation_owed(manager, workdir, start)
+    if start >= tcfg.num_steps and not owed:  # a finished run again, or num_steps lowered
         if is_main:
             print(
                 f"{workdir} is already at step {start} of train.num_steps={tcfg.num_steps}: "
@@ -777,51 +794,69 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
                 batches_ahead = stack.enter_context(
                     contextlib.closing(prefetch(make_batch, range(start, tcfg.num_steps)))
                 )
+
+                def log(step: int) -> None:
+                    """Writes the mean of the steps' metrics since the last log."""
+                    nonlocal history, tick, tick_step
+                    fetched = _check_finite(history, manager)
+                    history = []
+                    means = {k: float(np.mean([m[k] for _, m in fetched])) for k in fetched[0][1]}
+                    rate = (step - tick_step) / (time.perf_counter() - tick)
+                    tick, tick_step = time.perf_counter(), step
+                    writer.write(step, "train", {**means, "steps_per_sec": rate})
+                    if is_main:
+                        print(progress_line(step, tcfg.num_steps, means, rate), flush=True)
+
+                def validate(step: int, state: TrainState) -> tuple[TrainState, bool]:
+                    """``(state, done)``: the validation of ``step`` logged (``last_eval``);
+                    not done when a preemption notice stopped it."""
+                    nonlocal last_eval
+                    if not is_finite(state):  # name the step, not the evaluation's NaN logits
+                        raise _non_finite("parameters or optimiser state", step, "", manager)
+                    try:  # a long validation must not outlast the preemption's grace time
+                        state = _precise_batch_stats(exp, state, make_batch, step, stop)
+                        last_eval = evaluate(exp, eval_step, state.variables, "validation", stop)
+                    except scoring.EvaluationInterrupted as e:
+                        if is_main:
+                            print(f"  validation @ {step}: preempted, {e}", flush=True)
+                        return state, False
+                    except MetricInputError as e:  # e.g. float16 overflow on validation clips
+                        if is_main:  # the state is finite: log it, save, train on
+                            print(f"  validation @ {step}: not scored: {e}", flush=True)
+                    else:
+                        writer.write(step, "validation", scalars(last_eval))
+                        if is_main:
+                            print(f"  validation @ {step}: {summary(last_eval)}", flush=True)
+                    if picture is not None:
+                        picture(state.variables, step)
+                    return state, True
+
+                if owed:  # the restored step's validation, which a preemption cut short
+                    state, done = validate(start, state)
+                    if not done:
+                        preempted_at = start  # its checkpoint is saved, still owing it
+                        batches_ahead = iter(())
                 for step, batch in enumerate(batches_ahead, start=start + 1):  # step = updates done
                     state, metrics = train_step(state, batch, step_key)
                     history.append((step, metrics))
+                    is_last = step == tcfg.num_steps
+                    validates = step % tcfg.eval_every == 0 or is_last
 
-                    if stop():  # preemption notice: save this step and leave cleanly
-                        history = save(step, state, history)
+                    if stop():  # preemption notice: log, save this step and leave cleanly
+                        log(step)
+                        history = save(step, state, history, owed=validates)
                         preempted_at = step
                         break
 
-                    is_last = step == tcfg.num_steps
                     if step % tcfg.log_every == 0 or is_last:
-                        fetched = _check_finite(history, manager)
-                        history = []
-                        means = {
-                            k: float(np.mean([m[k] for _, m in fetched])) for k in fetched[0][1]
-                        }
-                        rate = (step - tick_step) / (time.perf_counter() - tick)
-                        tick, tick_step = time.perf_counter(), step
-                        writer.write(step, "train", {**means, "steps_per_sec": rate})
-                        if is_main:
-                            print(progress_line(step, tcfg.num_steps, means, rate), flush=True)
+                        log(step)
 
-                    if step % tcfg.eval_every == 0 or is_last:
-                        if not is_finite(state):  # name the step, not the evaluation's NaN logits
-                            raise _non_finite("parameters or optimiser state", step, "", manager)
-                        try:  # a long validation must not outlast the preemption's grace time
-                            state = _precise_batch_stats(exp, state, make_batch, step, stop)
-                            last_eval = evaluate(
-                                exp, eval_step, state.variables, "validation", stop
-                            )
-                        except scoring.EvaluationInterrupted as e:
-                            if is_main:
-                                print(f"  validation @ {step}: preempted, {e}", flush=True)
-                            history = save(step, state, history)
+                    if validates:
+                        state, done = validate(step, state)
+                        if not done:
+                            history = save(step, state, history, owed=True)
                             preempted_at = step
                             break
-                        except MetricInputError as e:  # e.g. float16 overflow on validation clips
-                            if is_main:  # the state is finite: log it, save, train on
-                                print(f"  validation @ {step}: not scored: {e}", flush=True)
-                        else:
-                            writer.write(step, "validation", scalars(last_eval))
-                            if is_main:
-                                print(f"  validation @ {step}: {summary(last_eval)}", flush=True)
-                        if picture is not None:
-                            picture(state.variables, step)
 
                     if step % tcfg.checkpoint_every == 0 or is_last:
                         history = save(step, state, history)  # never a state gone non-finite
