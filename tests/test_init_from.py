@@ -45,3 +45,29 @@ def test_video_model_starts_from_an_inflated_image_model(data_dir, tmp_path, cap
 
     config.train.update(num_steps=3, eval_every=3, checkpoint_every=3)
     assert np.isfinite(train.train(config, str(tmp_path / "run"))["loss"])
+
+
+def test_batchnorm_statistics_are_copied_where_the_source_has_them(data_dir, tmp_path):
+    """A BatchNorm model onto one with another block in its first stage: the statistics of the
+    blocks both have are the source's, the new block keeps its initial ones (as its
+    parameters do). Before, copying the statistics stopped with a pytree-structure error."""
+    source_config = tiny_config(data_dir, "r2plus1d")
+    source_model = build_model(source_config.model, num_classes=4)
+    variables = source_model.init(jax.random.key(3), np.zeros((1, 4, 16, 16, 3)), train=False)
+    variables = jax.tree.map(lambda x: x + 0.5, jax.device_get(nn.meta.unbox(variables)))
+    path = str(tmp_path / "r2plus1d")
+    save_converted(path, pretrained_config(dict(source_config.model), (4, 16, 16, 3), list("abcd")),
+                   variables)  # fmt: skip
+    config = tiny_config(data_dir, "r2plus1d", **{"model.layers": "(2, 1, 1, 1)",
+                                                  "train.init_from": path})  # fmt: skip
+    exp = train.setup(config)
+    initial = train.create_state(exp, seed=0)
+    state = train.init_from_pretrained(exp, initial, path)
+    stats = jax.device_get(state.model_state["batch_stats"])
+    first, added = stats["layer1"]["block0"], stats["layer1"]["block1"]
+    source_first = variables["batch_stats"]["layer1"]["block0"]
+    for got, want in zip(jax.tree.leaves(first), jax.tree.leaves(source_first), strict=True):
+        np.testing.assert_array_equal(got, want)
+    kept = jax.device_get(initial.model_state["batch_stats"])["layer1"]["block1"]
+    for got, want in zip(jax.tree.leaves(added), jax.tree.leaves(kept), strict=True):
+        np.testing.assert_array_equal(got, want)

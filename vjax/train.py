@@ -462,18 +462,29 @@ def init_from_pretrained(
     except SurgeryError as e:
         raise SurgeryError(f"train.init_from {path!r} does not fit this model: {e}") from e
     model_state = dict(state.model_state)
-    for name, tree in variables.items():
-        same = name in model_state and jax.tree.map(
-            lambda a, b: np.shape(a) == b.shape, tree, model_state[name]
-        )
-        if same and all(jax.tree.leaves(same)):
-            model_state[name] = jax.device_put(tree, exp.state_shardings.model_state[name])
+    for name in model_state.keys() & variables.keys():  # e.g. batch_stats
+        copied = _matching_leaves(variables[name], model_state[name])
+        model_state[name] = jax.device_put(copied, exp.state_shardings.model_state[name])
     if verbose:
         notes = _group_dropped(notes, initial)
         print(f"Initialised from {path}: " + "; ".join(notes or ["every parameter copied"]))
     params = jax.tree.map(lambda p, i: np.asarray(p, i.dtype), params, initial)  # param_dtype
     params = jax.device_put(params, exp.state_shardings.params)
     return state.replace(params=params, model_state=model_state)
+
+
+def _matching_leaves(source: Any, initial: Any) -> Any:
+    """``initial``'s tree with each leaf that ``source`` has at the same path and shape taken
+    from ``source`` (a model state such as BatchNorm statistics, copied as the parameter
+    surgery copies parameters: a block the source lacks keeps its initial statistics)."""
+    from flax import traverse_util
+
+    found = traverse_util.flatten_dict(dict(source))
+    out = {
+        path: found[path] if path in found and np.shape(found[path]) == np.shape(value) else value
+        for path, value in traverse_util.flatten_dict(dict(initial)).items()
+    }
+    return traverse_util.unflatten_dict(out)
 
 
 def _adapt_per_modality(
