@@ -1,5 +1,7 @@
 """``train.init_from``: a run starts from a pretrained image model through checkpoint surgery."""
 
+import shutil
+
 import flax.linen as nn
 import jax
 import numpy as np
@@ -45,6 +47,13 @@ def test_video_model_starts_from_an_inflated_image_model(data_dir, tmp_path, cap
 
     config.train.update(num_steps=3, eval_every=3, checkpoint_every=3)
     assert np.isfinite(train.train(config, str(tmp_path / "run"))["loss"])
+    # The pretrained folder deleted (a temporary vjax convert output): the run resumes and
+    # evaluates from its own checkpoint, which never reads train.init_from (it stopped with
+    # "'.../image_vit' does not exist" before).
+    shutil.rmtree(path)
+    config.train.update(num_steps=4, eval_every=4, checkpoint_every=4)
+    assert np.isfinite(train.train(config, str(tmp_path / "run"))["loss"])
+    assert train.evaluate_checkpoint(config, str(tmp_path / "run"), "validation")["step"] == 4
 
 
 def test_batchnorm_statistics_are_copied_where_the_source_has_them(data_dir, tmp_path):

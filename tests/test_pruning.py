@@ -288,7 +288,7 @@ def test_prune_finetune_export_and_evaluate(data_dir, tmp_path, capsys):
     with conflicting.unlocked():
         conflicting.model.widths = {"encoder/block00/mlp": 16}
     with pytest.raises(ConfigError, match="differ from those of the pruned model"):
-        train.setup(conflicting)
+        train.train(conflicting, str(tmp_path / "conflicting"))  # before any data or model
 
 
 def test_prune_refuses_bad_requests(data_dir, tmp_path, capsys):

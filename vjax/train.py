@@ -25,7 +25,7 @@ import ml_collections
 import numpy as np
 
 from vjax import checkpoint, objectives, parallel, storage
-from vjax.checkpoint_paths import require_trained
+from vjax.checkpoint_paths import has_checkpoint, require_trained
 from vjax.compile_options import compiler_options
 from vjax.config_utils import ConfigError, config_to_json, with_absolute_paths
 from vjax.data.loaders import data_function, worker_data_function
@@ -104,7 +104,6 @@ def setup(
     ``distill``: load and check ``train.distill.teacher`` (evaluation does not need it)."""
     from vjax.data.datasets import clip_spec, is_multilabel, load_dataset, require_splits
 
-    config = widths_from(config, config.train.get("init_from"))
     mesh = check_config(config, devices)
 
     builder = process_zero_first(lambda: load_dataset(config.dataset), "preparing the dataset")
@@ -728,13 +727,18 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
     """Trains (resuming from the newest good checkpoint in ``workdir``) and returns the last
     validation metrics."""
     _check_workdir(workdir)
+    # A pruned model's widths: the run's own once it has a checkpoint (its train.init_from is
+    # not read again, and may since have been deleted), else those of train.init_from.
+    resuming = has_checkpoint(workdir)
+    source = workdir if resuming else config.train.get("init_from")
+    config = widths_from(config, source, "--workdir" if resuming else "train.init_from")
     exp = setup(
         with_absolute_paths(config),  # as recorded: the same data from any working directory
         splits=("train", "validation"),
         why="training needs train and validation (videos given no split are split by "
         "dataset.split_fractions when the dataset is prepared: delete it to prepare it again)",
     )
-    config = exp.config  # with what setup adds (a pruned train.init_from's widths)
+    config = exp.config
     cfg, tcfg = config, config.train
     is_main = jax.process_index() == 0
     warmup = warmup_steps(cfg.optimizer, tcfg.num_steps)
