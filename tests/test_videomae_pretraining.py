@@ -28,6 +28,7 @@ from vjax.models.masking import (
     pixel_targets,
     split_tokens,
     take_tokens,
+    target_clip,
     unpatchify,
 )
 from vjax.optim import layer_decay_scales, make_optimizer
@@ -97,6 +98,54 @@ def test_predicting_each_tubelets_mean_scores_n_minus_1_over_n():
         zeros_loss = float(np.mean(np.asarray(pixel_targets(video, tubelet)) ** 2))
         assert zeros_loss == pytest.approx(mean_prediction_loss(tubelet), rel=1e-4)
     assert mean_prediction_loss((2, 8, 8)) == 127 / 128
+
+
+def test_frame_difference_targets_are_what_moves():
+    """``target="frame_difference"``: each frame's change to the next (0.5 + d / 2, the last
+    frame 0.5), so a static background is 0.5 everywhere and only a moving square is left;
+    normalised per tubelet like pixels (NumPy reference on the differences themselves: the
+    per-tubelet normalisation does not see the 0.5 + d / 2 encoding)."""
+    rng = np.random.default_rng(2)
+    video = np.repeat(rng.uniform(0.0, 0.4, (1, 1, 8, 8, 3)), 4, axis=1).astype(np.float32)
+    for t in range(4):  # a bright 2x2 square one pixel further right each frame
+        video[0, t, 3:5, t : t + 2] = 0.9
+    clip = np.asarray(target_clip(video, "frame_difference"))
+    difference = np.concatenate([np.diff(video, axis=1), np.zeros_like(video[:, :1])], 1)
+    np.testing.assert_allclose(clip, 0.5 + difference / 2, atol=1e-7)
+    moved = np.abs(difference).max(axis=(0, 1, 4)) > 0
+    assert moved.sum() == 2 * 5 and np.all(clip[0, :, ~moved] == 0.5)  # rows 3-4, columns 0-4
+    assert np.all(clip[0, -1] == 0.5)
+    tubelet = (2, 4, 4)
+    blocks = difference.reshape(1, 2, 2, 2, 4, 2, 4, 3).transpose(0, 1, 3, 5, 2, 4, 6, 7)
+    blocks = blocks.reshape(1, 8, 32, 3)
+    mean, std = blocks.mean(2, keepdims=True), blocks.std(2, ddof=1, keepdims=True)
+    expected = ((blocks - mean) / (std / 2 + 1e-6) / 2).reshape(1, 8, 96)  # std of d / 2
+    np.testing.assert_allclose(pixel_targets(clip, tubelet), expected, rtol=1e-4, atol=1e-4)
+    assert target_clip(video, "pixels") is video
+    with pytest.raises(ValueError, match="target must be one of"):
+        target_clip(video, "flow")
+
+
+def test_the_objective_reconstructs_the_chosen_target():
+    """The reconstruction loss of a ``frame_difference`` model is the mean squared error of its
+    predictions against the hidden tubelets' normalised frame differences (NumPy), not their
+    pixels."""
+    model = build_model({"name": "videomae_pretraining", **TINY, **DECODER,
+                         "target": "frame_difference"}, 0)  # fmt: skip
+    video = np.random.default_rng(3).uniform(size=(2, 4, 16, 16, 3)).astype(np.float32)
+    variables = model.init(jax.random.key(0), video, train=False)
+    mask = draw_mask(jax.random.key(1), 2, (2, 4), model.mask_ratio, model.masking)
+    losses, predicted, _ = objectives.masked_pixel_losses(model, variables, video, video, mask)
+    difference = np.concatenate([np.diff(video, axis=1), np.zeros_like(video[:, :1])], 1)
+    targets = np.asarray(pixel_targets(difference, model.tubelet))
+    _, hidden = split_tokens(mask, model.num_masked(video.shape))
+    picked = np.take_along_axis(targets, np.asarray(hidden)[..., None], axis=1)
+    want = ((np.asarray(predicted) - picked) ** 2).mean(axis=(1, 2))
+    np.testing.assert_allclose(losses, want, rtol=1e-4)
+    with pytest.raises(ValueError, match="target must be one of"):
+        build_model({"name": "videomae_pretraining", **TINY, "target": "x"}, 0).check_input(
+            (1, 4, 16, 16, 3)
+        )
 
 
 def test_bad_masking_is_named():
@@ -439,7 +488,9 @@ def test_reconstruct_unnormalises_predictions_per_tubelet(monkeypatch):
     monkeypatch.setattr(
         objectives, "masked_pixel_losses", lambda *a, **k: (None, jnp.asarray(predicted), None)
     )
-    model = types.SimpleNamespace(tubelet=(2, 4, 4), norm_pix_loss=True, num_masked=lambda s: 2)
+    model = types.SimpleNamespace(
+        tubelet=(2, 4, 4), norm_pix_loss=True, num_masked=lambda s: 2, target="pixels"
+    )
     _, _, rebuilt = objectives.reconstruct(model, None, {"video": video}, jnp.zeros(video.shape))
     pixels = video / 255.0
 

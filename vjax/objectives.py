@@ -12,8 +12,9 @@ scheduling are shared).
 * ``reconstruction``: VideoMAE's masked-video objective for a masked autoencoder
   (``model.name="videomae_pretraining"``): a tube or random mask drawn from the step's key
   (so a resumed run sees the same masks), mean squared error between the predicted and the
-  true pixels of the hidden tubelets (normalised per tubelet with ``norm_pix_loss``). Labels
-  are not read; validation reports this loss on the validation split with fixed masks.
+  true pixels of the hidden tubelets (normalised per tubelet with ``norm_pix_loss``), or of
+  their frame-to-frame change with ``model.target="frame_difference"``. Labels are not read;
+  validation reports this loss on the validation split with fixed masks.
 
 Any labelled objective can be distilled from a teacher (``train.distill.teacher``,
 :mod:`vjax.distill`), which wraps its loss.
@@ -44,6 +45,7 @@ from vjax.models.masking import (
     pixel_targets,
     split_tokens,
     take_tokens,
+    target_clip,
     unpatchify,
 )
 from vjax.models.video_transformer import token_grid
@@ -212,7 +214,7 @@ def masked_pixel_losses(
     predicted, model_state = model.apply(
         variables, video, mask, train=train, hidden=count, rngs=rngs, mutable=list(mutable)
     )
-    targets = pixel_targets(pixels, model.tubelet, model.norm_pix_loss)
+    targets = pixel_targets(target_clip(pixels, model.target), model.tubelet, model.norm_pix_loss)
     _, masked = split_tokens(mask, count)
     error = (predicted.astype(jnp.float32) - take_tokens(targets, masked)) ** 2
     return error.mean(axis=(1, 2)), predicted, model_state
@@ -255,11 +257,13 @@ def reconstruct(
     """``(original, masked input, reconstruction)`` clips in [0, 1] for a picture of the
     validation masks: hidden tubelets grey in the input; in the reconstruction the visible
     tubelets are the input's and the hidden ones the predictions, un-normalised with each
-    tubelet's own mean and std under ``norm_pix_loss`` (the paper's visualisation)."""
+    tubelet's own mean and std under ``norm_pix_loss`` (the paper's visualisation). With
+    ``target="frame_difference"`` all three show the frames' changes (grey: none)."""
     pixels = _pixels(batch)
     mask = _mask(model, video, jax.random.key(_EVAL_MASK_SEED))
     count = model.num_masked(video.shape)
     _, predicted, _ = masked_pixel_losses(model, variables, video, pixels, mask)
+    pixels = target_clip(pixels, model.target)  # what was reconstructed
     tokens = pixel_targets(pixels, model.tubelet, normalize=False)
     _, masked = split_tokens(mask, count)
     if model.norm_pix_loss:

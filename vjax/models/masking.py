@@ -9,6 +9,7 @@ layout of Hugging Face's ``VideoMAEForPreTraining`` targets and decoder outputs.
 >>> mask = draw_mask(key, batch=8, grid=(8, 196), ratio=0.9, kind="tube")   # bool (8, 1568)
 >>> visible, masked = split_tokens(mask, num_masked(grid, 0.9, "tube"))
 >>> targets = pixel_targets(video01, (2, 16, 16), normalize=True)            # (8, 1568, 1536)
+>>> motion = pixel_targets(target_clip(video01, "frame_difference"), (2, 16, 16))
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ import jax.numpy as jnp
 from vjax.models.layers import constrain
 
 MASKINGS = ("tube", "random")
+TARGETS = ("pixels", "frame_difference")
 NORM_EPS = 1e-6  # added to each tubelet's pixel std (VideoMAE and Hugging Face)
 _PATCH = "b (t pt) (h ph) (w pw) c -> b (t h w) (pt ph pw) c"
 
@@ -115,6 +117,21 @@ def pixel_targets(
         mean, std = patch_statistics(video.astype(jnp.float32), tubelet)
         pixels = (pixels - mean) / std
     return einops.rearrange(pixels, "b n p c -> b n (p c)")
+
+
+def target_clip(video: jax.Array, kind: str = "pixels") -> jax.Array:
+    """The clip whose tubelets a masked autoencoder reconstructs, in [0, 1], from ``video``
+    (pixels in [0, 1], ``(B, T, H, W, C)``): ``"pixels"``, the clip itself (VideoMAE);
+    ``"frame_difference"``, each frame's change to the next, ``0.5 + (x[t + 1] - x[t]) / 2``
+    (the last frame's 0.5: no change), as MotionMAE's motion targets. A static background
+    cancels out of a difference, so what is left to predict is what moves."""
+    if kind not in TARGETS:
+        raise ValueError(f"target must be one of {TARGETS}, got {kind!r}")
+    if kind == "pixels":
+        return video
+    video = video.astype(jnp.float32)
+    change = jnp.concatenate([video[:, 1:] - video[:, :-1], jnp.zeros_like(video[:, :1])], 1)
+    return 0.5 + 0.5 * change
 
 
 def mean_prediction_loss(tubelet: tuple[int, int, int]) -> float:

@@ -11,7 +11,8 @@ projects those to its width (``encoder_to_decoder``, no bias), appends a learned
 tubelet's ``pt * ph * pw * C`` pixels (:mod:`vjax.models.masking` layout). Which tokens are
 hidden is an input (the ``reconstruction`` objective draws tube or random masks at
 ``mask_ratio`` from the step's key); ``norm_pix_loss`` says whether the targets are
-normalised per tubelet.
+normalised per tubelet, ``target`` whether they are the pixels (VideoMAE) or each frame's
+change to the next (``"frame_difference"``, :func:`~vjax.models.masking.target_clip`).
 
 >>> model = VideoMAEPretraining(num_classes=0)        # ViT-B/16x2, decoder 4 x 384
 >>> mask = draw_mask(key, 1, (8, 196), 0.9, "tube")
@@ -37,6 +38,7 @@ from vjax.models.layers import (
 )
 from vjax.models.masking import (
     MASKINGS,
+    TARGETS,
     check_masking,
     draw_mask,
     num_masked,
@@ -63,12 +65,15 @@ class VideoMAEPretraining(VideoTransformer):
     mask_ratio: float = 0.9
     masking: str = "tube"
     norm_pix_loss: bool = True
+    target: str = "pixels"  # or "frame_difference": what is reconstructed (masking.target_clip)
 
     def check_input(self, input_shape: tuple[int, ...]) -> None:
         """Validates the clip, the masking and the decoder's width before any compilation."""
         super().check_input(input_shape)
         if self.masking not in MASKINGS:
             raise ValueError(f"masking must be one of {MASKINGS}, got {self.masking!r}")
+        if self.target not in TARGETS:
+            raise ValueError(f"target must be one of {TARGETS}, got {self.target!r}")
         check_masking(token_grid(input_shape, self.tubelet), self.mask_ratio, self.masking)
         if self.decoder_hidden_size % self.decoder_num_heads:
             raise ValueError(
