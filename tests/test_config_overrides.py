@@ -27,6 +27,9 @@ def test_boolean_overrides_and_no_boolean_into_a_number():
         apply_overrides(config, {"optimizer.nesterov": "maybe"})
     with pytest.raises(ConfigError, match="optimizer.lr"):
         apply_overrides(config, {"optimizer.lr": "True"})
+    for key in ("train.keep_checkpoints", "train.num_steps", "input.global_batch_size"):
+        with pytest.raises(ConfigError, match=rf"--config.{key}: expected a int, got 'True'"):
+            apply_overrides(config, {key: "True"})  # True is an int to Python: was kept 1
 
 
 # kills cu02, cu03, cu04
@@ -42,6 +45,29 @@ def test_numeric_overrides_are_coerced_to_the_fields_type_and_checked():
     for key, text in (("train.num_steps", "7.5"), ("input.std", "0.5")):
         with pytest.raises(ConfigError, match=key):
             apply_overrides(config, {key: text})
+
+
+def test_a_field_takes_what_its_code_declares_where_the_recipe_wrote_a_narrower_value():
+    """``input.frame_stride`` is a float (fractional strides resample): 2.5 is taken where a
+    recipe writes 2, as where it names no stride; ``None`` where the field takes it
+    (``model.hidden_size: int | None``, ``model.pooling``) is None, not an error or 'None'.
+    A field that takes no None still refuses it."""
+    from vjax.config_utils import RECIPES, ConfigError, apply_overrides, load_config
+
+    for spec in ("video_transformers.py:vivit_b_k400", "conv3d.py:slowfast_r50_k400", "demo.py"):
+        config = load_config(os.path.join(RECIPES, spec))
+        apply_overrides(config, {"input.frame_stride": "2.5"})
+        assert config.input.frame_stride == 2.5, spec
+    config = load_config(os.path.join(RECIPES, "videomae.py:finetune_motion"))
+    assert isinstance(config.model.hidden_size, int)
+    apply_overrides(config, {"model.hidden_size": "None"})
+    assert config.model.hidden_size is None
+    config = load_config(os.path.join(RECIPES, "video_transformers.py:vivit_b_k400"))
+    assert config.model.pooling == "cls"
+    apply_overrides(config, {"model.pooling": "None"})
+    assert config.model.pooling is None
+    with pytest.raises(ConfigError, match="--config.input.num_frames: expected a int"):
+        apply_overrides(config, {"input.num_frames": "None"})
 
 
 # kills cu05, cu06

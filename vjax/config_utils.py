@@ -116,6 +116,8 @@ def _parse_value(text: str, current: Any, *, top_level: bool = False) -> Any:
         kind = type(current).__name__
         article = "an" if kind[0] in "aeiou" else "a"
         raise ConfigError(f"cannot parse {text!r} as {article} {kind}") from None
+    if isinstance(value, bool) and current is not None and not isinstance(current, bool):
+        raise ConfigError(f"expected a {type(current).__name__}, got {text!r}")  # True is an int
     if isinstance(current, float) and isinstance(value, int) and not isinstance(value, bool):
         value = float(value)
     if current is not None and not isinstance(value, type(current)):
@@ -140,29 +142,53 @@ def apply_overrides(config: ml_collections.ConfigDict, overrides: Mapping[str, s
             section = ".".join(parents)
             raise unknown_key_error(key, [*valid, *(f"{section}.{k}" for k in optional)])
         try:
-            current = node[leaf] if leaf in node else optional[leaf]
-            value = _parse_value(text, current, top_level=not parents)
+            declared = optional.get(leaf)
+            current = node[leaf] if leaf in node else declared.parse_as
+            if declared and text == "None" and declared.takes_none:
+                value = None  # e.g. model.hidden_size=None: the size string's value
+            else:  # a float field the recipe writes as an int still takes 2.5
+                as_float = declared and isinstance(declared.parse_as, float)
+                value = _parse_value(text, declared.parse_as if as_float else current,
+                                     top_level=not parents)  # fmt: skip
         except ConfigError as e:
             raise ConfigError(f"--config.{key}: {e}") from None
         with node.unlocked():  # a model, input or dataset field the recipe left at its default
+            if isinstance(value, float) and type(node.get(leaf)) is int:
+                del node[leaf]  # ConfigDict keeps a field's first type: 2 -> 2.5 is refused
             node[leaf] = value
 
 
-def _optional_fields(config: ml_collections.ConfigDict, section: list[str]) -> dict[str, Any]:
-    """``{field: default}`` a section may set beyond its own keys: the fields of
-    ``config.model``'s model (``--config.model.remat=block`` on a config that does not name
-    ``remat``), every clip option of ``input`` (``--config.input.test_num_clips=4``) and every
-    preparation setting of ``config.dataset``'s dataset (``--config.dataset.fps=25``)."""
+@dataclasses.dataclass(frozen=True)
+class _Declared:
+    """What a section's field is declared as: ``parse_as``, the value an override is parsed
+    to the type of (:func:`_parsed_against`), and whether the field takes None."""
+
+    parse_as: Any
+    takes_none: bool
+
+
+def _declared(default: Any, annotation: Any) -> _Declared:
+    return _Declared(
+        _parsed_against(default, annotation), default is None or "None" in str(annotation)
+    )
+
+
+def _optional_fields(config: ml_collections.ConfigDict, section: list[str]) -> dict[str, _Declared]:
+    """``{field: declared}`` of the fields a section's code declares, which a config may set
+    beyond its own keys: the fields of ``config.model``'s model (``--config.model.remat=block``
+    on a config that does not name ``remat``), every clip option of ``input``
+    (``--config.input.test_num_clips=4``) and every preparation setting of
+    ``config.dataset``'s dataset (``--config.dataset.fps=25``)."""
     if section == ["model"]:
-        from vjax.models.registry import field_defaults
+        from vjax.models.registry import config_fields
 
         name = config.get("model", {}).get("name")
-        return field_defaults(name) if isinstance(name, str) else {}
+        fields = config_fields(name).values() if isinstance(name, str) else ()
+        return {f.name: _declared(f.default, f.type) for f in fields}
     if section == ["input"]:
         from vjax.data.transforms import InputOptions
 
-        fields = dataclasses.fields(InputOptions)
-        return {f.name: _parsed_against(f.default, f.type) for f in fields}
+        return {f.name: _declared(f.default, f.type) for f in dataclasses.fields(InputOptions)}
     name = config.get("dataset", {}).get("name") if section == ["dataset"] else None
     if isinstance(name, str):
         from vjax.data.datasets import check_dataset_name, preparer
@@ -173,7 +199,7 @@ def _optional_fields(config: ml_collections.ConfigDict, section: list[str]) -> d
             return {}
         parameters = inspect.signature(preparer(name)).parameters.values()
         return {
-            p.name: _parsed_against(p.default, p.annotation)
+            p.name: _declared(p.default, p.annotation)
             for p in parameters
             if p.default is not inspect.Parameter.empty
         }

@@ -59,16 +59,16 @@ def model_fields(cls: type[nn.Module]) -> list[str]:
     return [f.name for f in dataclasses.fields(cls) if f.init and f.name not in ("parent", "name")]
 
 
-def field_defaults(name: str) -> dict[str, Any]:
-    """``{field: default}`` of the registered model ``name`` (empty for an unknown name): the
-    optional fields a config may add to its ``model`` section (e.g. ``remat``)."""
+def config_fields(name: str) -> dict[str, dataclasses.Field]:
+    """``{field: dataclass field}`` (default and type) of the registered model ``name`` (empty
+    for an unknown name): the fields a config's ``model`` section may set (e.g. ``remat``)."""
     import vjax.models  # noqa: F401  (registers the built-in families)
 
     cls = _MODELS.get(name)
     if cls is None:
         return {}
     fields = {f.name: f for f in dataclasses.fields(cls)}
-    return {k: fields[k].default for k in model_fields(cls)}
+    return {k: fields[k] for k in model_fields(cls)}
 
 
 def build_model(
