@@ -239,3 +239,27 @@ def test_a_multitask_model_is_probed_per_task():
     probes = _probes(train, test, {"verb": ["a", "b"], "noun": ["x", "y", "z"]})
     assert set(probes) == {"verb", "noun"}
     assert probes["verb"]["top1"] == probes["noun"]["top1"] == 1.0
+
+
+def test_probe_without_config_uses_the_demo_config_as_its_help_says(pretrained_run, monkeypatch):
+    """``vjax probe --workdir=PRETRAINING`` without --config probes with configs/demo.py's
+    classifier, as documented; it took the pre-training run's own config (a reconstruction
+    model), which probe then refused."""
+    from conftest import DEMO_CONFIG
+
+    from vjax import probing
+    from vjax.cli import main as vjax_main
+    from vjax.config_utils import load_config
+
+    seen = []
+
+    def capture(config, workdir, split, verbose):
+        seen.append(config)
+        raise SystemExit(0)
+
+    monkeypatch.setattr(probing, "encoder_probes", capture)
+    with pytest.raises(SystemExit):
+        vjax_main(["probe", f"--workdir={pretrained_run[1]}"])
+    demo = load_config(DEMO_CONFIG)
+    assert seen[0].model.to_dict() == demo.model.to_dict()
+    assert seen[0].train.objective == "classification"

@@ -128,9 +128,11 @@ def run(argv: Sequence[str], mode: str | None = None) -> int:
         return 0
     from vjax.checkpoint_paths import has_checkpoint, require_trained
 
-    if args.config is None and (args.mode == "eval" or has_checkpoint(args.workdir)):
+    going_on = args.mode == "train" and has_checkpoint(args.workdir)
+    if args.config is None and (args.mode == "eval" or going_on):
         # The run's own model, data and input: evaluating it, or training it on (a resume,
-        # --config.train.num_steps raised).
+        # --config.train.num_steps raised). vjax probe's --workdir is the encoder to probe
+        # (a pre-training run): its classifier's config is --config's, by default the demo's.
         require_trained(args.workdir)
         config = trained_config(args.workdir)
         apply_overrides(config, overrides)
