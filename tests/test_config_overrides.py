@@ -42,7 +42,12 @@ def test_numeric_overrides_are_coerced_to_the_fields_type_and_checked():
     apply_overrides(config, {"optimizer.lr": "1", "input.mean": "[0.1, 0.2, 0.3]"})
     assert config.optimizer.lr == 1.0 and isinstance(config.optimizer.lr, float)
     assert config.input.mean == (0.1, 0.2, 0.3) and isinstance(config.input.mean, tuple)
-    for key, text in (("train.num_steps", "7.5"), ("input.std", "0.5")):
+    for key, text in (
+        ("train.num_steps", "7.5"),
+        ("input.std", "0.5"),
+        ("input.mean", "('a', 'b', 'c')"),
+        ("input.std", "[0.5, None, 0.5]"),
+    ):
         with pytest.raises(ConfigError, match=key):
             apply_overrides(config, {key: text})
 

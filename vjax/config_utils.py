@@ -13,7 +13,7 @@ import importlib.util
 import inspect
 import json
 import os
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import ml_collections
@@ -122,8 +122,22 @@ def _parse_value(text: str, current: Any, *, top_level: bool = False) -> Any:
         value = float(value)
     if current is not None and not isinstance(value, type(current)):
         if isinstance(current, (tuple, list)) and isinstance(value, (tuple, list)):
-            return type(current)(value)
+            return type(current)(_numbers_if(current, value, text))
         raise ConfigError(f"expected a {type(current).__name__}, got {text!r}")
+    if isinstance(current, (tuple, list)):
+        return _numbers_if(current, value, text)
+    return value
+
+
+def _numbers_if(current: Sequence[Any], value: Any, text: str) -> Any:
+    """``value``, refused unless it holds numbers where the sequence it replaces does
+    (``input.mean=('a', 'b', 'c')`` stopped inside JAX before)."""
+
+    def numbers(items: Any) -> bool:
+        return all(isinstance(x, int | float) and not isinstance(x, bool) for x in items)
+
+    if current and numbers(current) and not numbers(value):
+        raise ConfigError(f"expected numbers, got {text!r}")
     return value
 
 
