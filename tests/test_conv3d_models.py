@@ -199,9 +199,12 @@ def test_small_r3d_trains_through_the_same_loop_with_precise_bn(data_dir, tmp_pa
 def test_sigterm_during_precise_bn_saves_that_step(data_dir, tmp_path, monkeypatch):
     """Precise BN before a validation (200 batches in the SlowFast recipes) stops at the next
     batch on a preemption notice, and the step is saved with its running statistics, nothing
-    validated: the notice waited for precise BN, the validation and one more step."""
+    validated: the notice waited for precise BN, the validation and one more step. The same
+    command then validates that step, the run's last, with precise BN, and saves its
+    statistics: the checkpoint and the validation are the uninterrupted run's."""
     import signal
 
+    import vjax
     from vjax import train
 
     seen, made = [], train.normalize_video
@@ -212,16 +215,23 @@ def test_sigterm_during_precise_bn_saves_that_step(data_dir, tmp_path, monkeypat
         seen.append(1)
         return made(*args)
 
-    monkeypatch.setattr(train, "normalize_video", signalling_normalize)
-    monkeypatch.setattr(train, "_apply", lambda *args: pytest.fail("validation ran"))
-    steps = {"train.num_steps": "8", "train.eval_every": "4", "train.checkpoint_every": "8",
+    steps = {"train.num_steps": "4", "train.eval_every": "4", "train.checkpoint_every": "4",
              "train.precise_bn_batches": "3"}  # fmt: skip
     config = tiny_config(data_dir, **steps)
     with config.unlocked():
         config.model = ml_collections.ConfigDict(SMALL_R3D)
-    assert train.train(config, str(tmp_path)) == {"preempted_at": 4}
+    whole = train.train(config, str(tmp_path / "whole"))
+    cut = tmp_path / "cut"
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(train, "normalize_video", signalling_normalize)
+        patch.setattr(train, "_apply", lambda *args: pytest.fail("validation ran"))
+        assert train.train(config, str(cut)) == {"preempted_at": 4}
     assert len(seen) == 1  # of precise BN's 3 batches
-    assert [e for e in os.listdir(tmp_path / "checkpoints") if e.isdigit()] == ["4"]
+    assert [e for e in os.listdir(cut / "checkpoints") if e.isdigit()] == ["4"]
+    assert train.train(config, str(cut))["loss"] == pytest.approx(whole["loss"], rel=1e-6)
+    assert [e for e in os.listdir(cut / "checkpoints") if e.isdigit()] == ["4"]
+    saved, wanted = (vjax.load(str(path))[2]["batch_stats"] for path in (cut, tmp_path / "whole"))
+    jax.tree.map(functools.partial(np.testing.assert_allclose, rtol=1e-6), saved, wanted)
 
 
 def test_precise_bn_on_frozen_batchnorm_is_a_config_error(data_dir):

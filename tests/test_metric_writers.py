@@ -95,3 +95,15 @@ def test_a_training_process_writes_tensorboard_without_importing_tensorflow(data
                 np.float32([scalars[k] for k in scalars]),
                 rtol=0,
             )
+
+
+def test_a_line_cut_short_by_a_killed_writer_is_skipped(tmp_path):
+    """A process killed while appending leaves half a line: the records before it still read
+    (a resume reads them to know whether a validation is owed)."""
+    from vjax.metric_writers import MetricWriter
+
+    writer = MetricWriter(str(tmp_path))
+    writer.write(2, "train", {"loss": 0.5})
+    with open(tmp_path / "metrics.jsonl", "a") as f:
+        f.write('{"step": 3, "split": "valid')
+    assert [(r["step"], r["loss"]) for r in read_metrics(str(tmp_path))] == [(2, 0.5)]

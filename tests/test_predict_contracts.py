@@ -289,3 +289,6 @@ def test_every_recipe_is_predicted_with_the_clips_its_evaluation_cuts():
             assert cut["test_crop_fraction"] == options.test_crop_fraction, (family, name)
             checked.append(name)
     assert {"r2plus1d_18_k400", "lrcn_ucf101"} <= set(checked) and len(checked) > 20
+    # A vjax convert folder's config (no dataset) from before it recorded a stride: 1, as
+    # it was predicted before.
+    assert sampling({"input": {"clip": [4, 8, 8, 3]}}, [4, 8, 8, 3])["frame_stride"] == 1

@@ -51,6 +51,7 @@ class _StubModel:
         self.calls = []
         self.mask_ratio = 0.5
         self.masking = "random"
+        self.target = "pixels"
 
     def num_masked(self, shape):
         return self.own_count
@@ -140,7 +141,9 @@ def test_reconstruct_with_raw_pixel_targets_puts_the_predictions_back_unchanged(
     monkeypatch.setattr(
         objectives, "masked_pixel_losses", lambda *a, **k: (None, jnp.asarray(predicted), None)
     )
-    model = types.SimpleNamespace(tubelet=(2, 4, 4), norm_pix_loss=False, num_masked=lambda s: 2)
+    model = types.SimpleNamespace(
+        tubelet=(2, 4, 4), norm_pix_loss=False, num_masked=lambda s: 2, target="pixels"
+    )
     _, masked_input, rebuilt = objectives.reconstruct(
         model, None, {"video": video}, jnp.zeros(video.shape)
     )

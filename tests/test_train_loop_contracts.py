@@ -162,6 +162,10 @@ def test_sigterm_between_steps_saves_that_step_at_once(data_dir, tmp_path, monke
     assert train.train(config, workdir) == {"preempted_at": 3}
     assert len(calls) == 3 and _steps(workdir) == ["3"]
     assert [r["step"] for r in read_metrics(workdir) if r["split"] == "train"] == [2, 3]
+    # Step 3 was to be validated: the same command validates it first, then trains on.
+    monkeypatch.setattr(train, "compile_steps", compile_steps)
+    train.train(config, workdir)
+    assert [r["step"] for r in read_metrics(workdir) if r["split"] == "validation"] == [3, 6]
 
 
 def test_resume_past_an_unreadable_newest_step_moves_it_aside_and_trains_on(odd_run, tmp_path):

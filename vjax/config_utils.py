@@ -188,11 +188,11 @@ def _declared(default: Any, annotation: Any) -> _Declared:
 
 
 def _optional_fields(config: ml_collections.ConfigDict, section: list[str]) -> dict[str, _Declared]:
-    """``{field: declared}`` of the fields a section's code declares, which a config may set
-    beyond its own keys: the fields of ``config.model``'s model (``--config.model.remat=block``
-    on a config that does not name ``remat``), every clip option of ``input``
-    (``--config.input.test_num_clips=4``) and every preparation setting of
-    ``config.dataset``'s dataset (``--config.dataset.fps=25``)."""
+    """``{field: declared}`` of the fields a section's code declares (which a config may set
+    beyond its own keys, and what an override of one it names is parsed as): the fields of
+    ``config.model``'s model (``--config.model.remat=block`` on a config that does not name
+    ``remat``), every clip option of ``input`` (``--config.input.test_num_clips=4``) and every
+    preparation setting of ``config.dataset``'s dataset (``--config.dataset.fps=25``)."""
     if section == ["model"]:
         from vjax.models.registry import config_fields
 

@@ -5,6 +5,7 @@ Only process 0 writes; the others get a writer that drops everything.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import math
@@ -101,11 +102,15 @@ def json_number(value: Any) -> Any:
 
 def read_metrics(workdir: str) -> list[dict]:
     """All records of ``metrics.jsonl`` (empty if the run has not logged yet); a value written
-    as null (a NaN or inf) is NaN."""
+    as null (a NaN or inf) is NaN. A line that does not read (cut short by a killed writer) is
+    skipped."""
     path = storage.path(workdir, "metrics.jsonl")
     if not path.exists():
         return []
-    records = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    records = []
+    for line in path.read_text().splitlines():
+        with contextlib.suppress(json.JSONDecodeError):
+            records.append(json.loads(line))
     return [{k: math.nan if v is None else v for k, v in r.items()} for r in records]
 
 

@@ -76,7 +76,7 @@ def encoder_probes(
         )
     if split == "train":
         raise UserError("vjax probe fits the training split: test it on another (--split=test)")
-    config = train.widths_from(config, source, "the probed model")  # a pruned one's widths
+    config = train.widths_from(config, source, "--workdir")  # a pruned one's widths
     exp = train.setup(config, splits=("train", split), distill=False)
     scratch = train.create_state(exp, config.seed)
     pretrained = train.init_from_pretrained(exp, scratch, source, verbose=verbose)

@@ -480,7 +480,9 @@ def _matching_leaves(source: Any, initial: Any) -> Any:
 
     found = traverse_util.flatten_dict(dict(source))
     out = {
-        path: found[path] if path in found and np.shape(found[path]) == np.shape(value) else value
+        path: np.asarray(found[path], value.dtype)
+        if path in found and np.shape(found[path]) == value.shape
+        else value
         for path, value in traverse_util.flatten_dict(dict(initial)).items()
     }
     return traverse_util.unflatten_dict(out)
@@ -653,10 +655,16 @@ def _validation_owed(manager, workdir: str, step: int) -> bool:
     validation scheduled at that step ran, and none of that step has been logged since: the
     resumed run validates it first, so a preemption loses no validation (the final one
     included)."""
-    if not step or not checkpoint.step_metadata(manager, step).get(VALIDATION_OWED):
-        return False
-    logged = read_metrics(workdir)
-    return not any(r["step"] == step and r["split"] == "validation" for r in logged)
+    from jax.experimental import multihost_utils
+
+    owed = False
+    if step and checkpoint.step_metadata(manager, step).get(VALIDATION_OWED):
+        if jax.process_index() == 0:  # a validation that could not be scored logs none: owed
+            logged = read_metrics(workdir)
+            owed = not any(r["step"] == step and r["split"] == "validation" for r in logged)
+        # Every process takes the branch process 0 read (it alone writes metrics.jsonl).
+        owed = bool(multihost_utils.broadcast_one_to_all(np.int32(owed)))
+    return owed
 
 
 def _check_restored(
@@ -810,7 +818,7 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
                     contextlib.closing(prefetch(make_batch, range(start, tcfg.num_steps)))
                 )
 
-                def log(step: int) -> None:
+                def log_train(step: int) -> None:
                     """Writes the mean of the steps' metrics since the last log."""
                     nonlocal history, tick, tick_step
                     fetched = _check_finite(history, manager)
@@ -850,25 +858,33 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
                     state, done = validate(start, state)
                     if not done:
                         preempted_at = start  # its checkpoint is saved, still owing it
-                        batches_ahead = iter(())
-                for step, batch in enumerate(batches_ahead, start=start + 1):  # step = updates done
+                    elif tcfg.get("precise_bn_batches") and "batch_stats" in state.model_state:
+                        # Precise BN's statistics, which it validated with, saved as the
+                        # uninterrupted run saves them (Orbax writes a step once).
+                        manager.wait_until_finished()
+                        manager.delete(start)
+                        history = save(start, state, history)
+                ahead = batches_ahead if preempted_at is None else ()
+                for step, batch in enumerate(ahead, start=start + 1):  # step = updates done
                     state, metrics = train_step(state, batch, step_key)
                     history.append((step, metrics))
                     is_last = step == tcfg.num_steps
                     validates = step % tcfg.eval_every == 0 or is_last
 
                     if stop():  # preemption notice: log, save this step and leave cleanly
-                        log(step)
+                        log_train(step)
                         history = save(step, state, history, owed=validates)
                         preempted_at = step
                         break
 
                     if step % tcfg.log_every == 0 or is_last:
-                        log(step)
+                        log_train(step)
 
                     if validates:
                         state, done = validate(step, state)
                         if not done:
+                            if history:  # the steps since the last log, as on a notice above
+                                log_train(step)
                             history = save(step, state, history, owed=True)
                             preempted_at = step
                             break

@@ -13,6 +13,7 @@ exported function already applies. Reads and writes plain JSON; imports nothing 
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 from collections.abc import Mapping
@@ -46,6 +47,8 @@ def sampling(config: Mapping[str, Any], clip_shape: list[int]) -> dict[str, Any]
 
     frames, height, width, _ = clip_shape
     given, default = config.get("input") or {}, InputOptions()  # evaluation's own defaults
+    if "dataset" not in config:  # a vjax convert folder from before it recorded its stride
+        default = dataclasses.replace(default, frame_stride=1)
 
     def test(key: str) -> Any:
         return given.get(key, getattr(default, key))
