@@ -74,7 +74,7 @@ def _jax_runner(form: str, model: Any, variables: dict, model_config: dict, clip
         )
     fn = inference_function(config, model, variables)
     if form in ("float32", "bfloat16", "int8_weights", "int8"):
-        weights = sum(np.asarray(x).nbytes for x in jax.tree.leaves(variables))
+        weights = sum(x.nbytes for x in jax.tree.leaves(variables))  # no copy to the host
         return compiled_runner(fn, clip, weights)
     from vjax.deploy.runtime import RUNNERS
 

@@ -128,8 +128,8 @@ def run(argv: Sequence[str], mode: str | None = None) -> int:
         return 0
     from vjax.checkpoint_paths import has_checkpoint, require_trained
 
-    going_on = args.mode == "train" and has_checkpoint(args.workdir)
-    if args.config is None and (args.mode == "eval" or going_on):
+    resumes = args.mode == "train" and args.config is None and has_checkpoint(args.workdir)
+    if resumes or (args.mode == "eval" and args.config is None):
         # The run's own model, data and input: evaluating it, or training it on (a resume,
         # --config.train.num_steps raised). vjax probe's --workdir is the encoder to probe
         # (a pre-training run): its classifier's config is --config's, by default the demo's.
