@@ -557,3 +557,19 @@ def test_bench_ssl_table(tmp_path):
         f"better on 1 of 2; paired t-test over the seeds p = {t:.2g}); target: +10 points." in text
     )
     assert "| 1 | 0.400 (L2 0.01) | 0.300 (L2 1) | +10.0 |" in text
+
+
+def test_an_unknown_target_on_the_command_line_is_one_line(tmp_path, capsys):
+    """``--config.model.target=flow``: one line naming the valid targets, exit 2, no
+    traceback and no run folder (checked before any data or compilation)."""
+    from vjax.cli import main as vjax_main
+
+    workdir = tmp_path / "run"
+    argv = ["train", f"--config={CONFIG}:pretrain_motion,tiny", "--config.model.target=flow",
+            f"--workdir={workdir}"]  # fmt: skip
+    assert vjax_main(argv) == 2
+    err = capsys.readouterr().err
+    lines = [line for line in err.splitlines() if line.strip() and "WARNING" not in line]
+    assert "Traceback" not in err and len(lines) == 1, err
+    assert "target must be one of ('pixels', 'frame_difference'), got 'flow'" in lines[0]
+    assert not workdir.exists()
