@@ -105,6 +105,35 @@ def test_soft_targets_are_split_per_task_and_smoothing_applies_to_each():
     np.testing.assert_allclose(loss, expected, rtol=1e-5)
 
 
+class _NounFirstHeads(nn.Module):
+    """Two heads returned noun first, as a dict that crossed a jit or remat comes back (keys
+    sorted), while ``num_classes`` and the label columns are verb first."""
+
+    num_classes: dict
+
+    @nn.compact
+    def __call__(self, video, train=False):
+        features = video.reshape(video.shape[0], -1)
+        return {t: nn.Dense(self.num_classes[t], name=t)(features) for t in ("noun", "verb")}
+
+
+def test_the_training_loss_pairs_each_head_with_its_own_label_column():
+    from vjax.objectives import OBJECTIVES
+
+    model = _NounFirstHeads(TASKS)
+    video = jnp.asarray(np.random.default_rng(3).normal(size=(4, 2, 2, 2, 3)), jnp.float32)
+    variables = model.init(jax.random.key(0), video)
+    logits = model.apply(variables, video)
+    labels = np.asarray([[0, 4], [1, 3], [2, 2], [0, 1]])  # verb column, then noun
+    loss, metrics, _ = OBJECTIVES["classification"].loss(
+        model, variables, {"label": jnp.asarray(labels)}, video, jax.random.key(1)
+    )
+    onehot = {t: np.eye(k)[labels[:, i]] for i, (t, k) in enumerate(TASKS.items())}
+    per_task = {t: _np_cross_entropy(np.asarray(logits[t]), onehot[t]).mean() for t in TASKS}
+    np.testing.assert_allclose(metrics["loss_verb"], per_task["verb"], rtol=1e-5)
+    np.testing.assert_allclose(loss, sum(per_task.values()), rtol=1e-5)
+
+
 def test_one_task_keeps_the_single_label_metrics():
     logits = jnp.asarray(np.random.default_rng(2).normal(size=(4, 3)), jnp.float32)
     labels = np.asarray([0, 1, 2, 0])

@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import einops
@@ -145,6 +145,15 @@ def train_logits(
     return model.apply(variables, inputs, train=True, rngs={"dropout": key}, mutable=list(mutable))
 
 
+def in_task_order(logits: Any, model: nn.Module) -> Any:
+    """A multi-task model's ``{task: logits}`` in the order of its ``num_classes`` (that of
+    the label columns); a dict that crossed a transform (``jit``, ``remat``) is key-sorted."""
+    num_classes = getattr(model, "num_classes", None)
+    if isinstance(logits, Mapping) and isinstance(num_classes, Mapping):
+        return task_outputs(logits, num_classes)
+    return logits
+
+
 def scored_logits(
     losses: Callable[..., tuple[jax.Array, dict[str, jax.Array]]],
     model: nn.Module,
@@ -164,10 +173,11 @@ def scored_logits(
     logits, state = train_logits(model, variables, inputs, key, (*mutable, MODALITY_LOGITS))
     state = dict(state)
     sown = traverse_util.flatten_dict(dict(state.pop(MODALITY_LOGITS, None) or {}))
+    logits = in_task_order(logits, model)
     value, metrics = losses(logits, batch, **options)
     if sown:
         [(per_modality,)] = sown.values()
-        scored = [losses(x, batch, **options) for x in per_modality]
+        scored = [losses(in_task_order(x, model), batch, **options) for x in per_modality]
         value = sum(v for v, _ in scored) / len(scored)
         for name in (k for k in metrics if k.startswith("loss")):
             metrics[name] = sum(m[name] for _, m in scored) / len(scored)
