@@ -73,6 +73,14 @@ def test_a_field_takes_what_its_code_declares_where_the_recipe_wrote_a_narrower_
     assert config.model.pooling is None
     with pytest.raises(ConfigError, match="--config.input.num_frames: expected a int"):
         apply_overrides(config, {"input.num_frames": "None"})
+    # input.mixup_rate is float | None: written as an int, it still takes 0.5, not text
+    apply_overrides(config, {"input.mixup_rate": "1"})
+    apply_overrides(config, {"input.mixup_rate": "0.5"})
+    assert config.input.mixup_rate == 0.5
+    apply_overrides(config, {"input.mixup_rate": "None"})
+    assert config.input.mixup_rate is None
+    with pytest.raises(ConfigError, match="--config.input.mixup_rate: cannot parse 'half'"):
+        apply_overrides(config, {"input.mixup_rate": "half"})
 
 
 # kills cu05, cu06

@@ -223,8 +223,12 @@ def _optional_fields(config: ml_collections.ConfigDict, section: list[str]) -> d
 def _parsed_against(default: Any, annotation: Any) -> Any:
     """What an override of a field the config leaves out is parsed to the type of: its default,
     a float for a float field whose default is written as an int, and None (any literal or
-    text) for a field of several types (``int | None``, ``tuple | str``)."""
-    if "|" in str(annotation):
+    text) for a field of several types (``int | None``, ``tuple | str``); a ``float | None``
+    field is a float's (``input.mixup_rate=1`` then ``=0.5``)."""
+    kinds = [kind.strip() for kind in str(annotation).split("|")]
+    if kinds in (["float", "None"], ["None", "float"]):
+        return 0.0 if default is None else float(default)
+    if len(kinds) > 1:
         return None
     if str(annotation) == "float" and isinstance(default, int) and not isinstance(default, bool):
         return float(default)
