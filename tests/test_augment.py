@@ -80,6 +80,24 @@ def test_crop_of_the_output_size_is_an_exact_slice_and_flip_mirrors_it():
     np.testing.assert_array_equal(flipped, frames[:, 1:5, 2:6][:, :, ::-1])
 
 
+def test_an_odd_sided_centre_square_stays_square_in_whole_pixels():
+    """The centre square of a 239 x 320 frame is 239 x 239 pixels (rounding both of its
+    edges, 40.5 and 279.5, made it 240 wide), and a box that rounding pushes past the frame's
+    edge is moved back inside, not cut."""
+    for height, width in ((239, 320), (320, 239), (241, 241), (9, 16)):
+        x0, y0, x1, y1 = augment.pixel_box(augment.centre_box(height, width), height, width)
+        side = min(height, width)
+        assert (x1 - x0, y1 - y0) == (side, side), (height, width)
+        assert abs(x0 - (width - side) / 2) <= 0.5 and abs(y0 - (height - side) / 2) <= 0.5
+    frames = _frames(1, 239, 320)
+    x0 = augment.pixel_box(augment.centre_box(239, 320), 239, 320)[0]
+    out = augment.decode_crop_resize(frames, augment.centre_box(239, 320), 239)
+    np.testing.assert_array_equal(out, frames[:, :, x0 : x0 + 239])  # a slice: no resampling
+    assert augment.pixel_box((10.6, 0.0, 20.6, 10.0), 10, 20) == (10, 0, 20, 10)
+    with pytest.raises(ValueError, match="outside the"):
+        augment.pixel_box((20.0, 0.0, 30.0, 10.0), 10, 20)
+
+
 def test_resize_keeps_a_linear_ramp_linear():
     ramp = np.broadcast_to((np.arange(64) * 2)[None, None, :, None], (1, 64, 64, 3))
     out = augment.decode_crop_resize(np.ascontiguousarray(ramp, np.uint8), (0, 0, 64, 64), 32)

@@ -89,6 +89,19 @@ def three_crop_boxes(height: int, width: int) -> list[Box]:
     return [(0.0, y, float(side), y + side) for y in (0.0, (height - side) / 2, height - side)]
 
 
+def pixel_box(box: Box, height: int, width: int) -> tuple[int, int, int, int]:
+    """``box`` in whole pixels of a ``height x width`` frame: its width and height rounded
+    as sizes (a square box stays square where rounding both edges could make it 1 px
+    wider than tall) and its corner moved inside the frame where rounding pushed it out."""
+    x0, y0, x1, y1 = box
+    if not (x0 < width and y0 < height and x1 > 0 and y1 > 0):
+        raise ValueError(f"crop box {box} is outside the {(height, width)} frame")
+    w, h = min(max(1, round(x1 - x0)), width), min(max(1, round(y1 - y0)), height)
+    left = min(max(round(x0), 0), max(width - w, 0))
+    top = min(max(round(y0), 0), max(height - h, 0))
+    return left, top, left + w, top + h
+
+
 def decode_crop_resize(
     frames: Sequence[bytes] | np.ndarray, box: Box, size: int, flip: bool = False
 ) -> np.ndarray:
@@ -101,14 +114,15 @@ def decode_crop_resize(
     import cv2
 
     out = np.empty((len(frames), size, size, 3), np.uint8)
-    x0, y0, x1, y1 = (int(round(v)) for v in box)
-    interpolation = cv2.INTER_AREA if min(x1 - x0, y1 - y0) > size else cv2.INTER_LINEAR
+    pixels = None
     for i, frame in enumerate(frames):
         if not isinstance(frame, np.ndarray):
             frame = cv2.imdecode(np.frombuffer(frame, np.uint8), cv2.IMREAD_COLOR_RGB)
-        crop = frame[max(y0, 0) : y1, max(x0, 0) : x1]
-        if crop.size == 0:
-            raise ValueError(f"crop box {box} is outside the {frame.shape[:2]} frame")
+        if pixels is None:
+            pixels = pixel_box(box, *frame.shape[:2])
+            x0, y0, x1, y1 = pixels
+            interpolation = cv2.INTER_AREA if min(x1 - x0, y1 - y0) > size else cv2.INTER_LINEAR
+        crop = frame[y0:y1, x0:x1]
         if flip:
             cv2.flip(cv2.resize(crop, (size, size), interpolation=interpolation), 1, dst=out[i])
         else:
