@@ -854,6 +854,15 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
                         picture(state.variables, step)
                     return state, True
 
+                def leave(step: int, state: TrainState, owes_validation: bool) -> None:
+                    """Before a preemption ends the run: logs the steps since the last log
+                    and saves ``step``, recording whether its validation is still owed."""
+                    nonlocal history, preempted_at
+                    if history:
+                        log_train(step)
+                    history = save(step, state, history, owed=owes_validation)
+                    preempted_at = step
+
                 if owed:  # the restored step's validation, which a preemption cut short
                     state, done = validate(start, state)
                     if not done:
@@ -872,9 +881,7 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
                     validates = step % tcfg.eval_every == 0 or is_last
 
                     if stop():  # preemption notice: log, save this step and leave cleanly
-                        log_train(step)
-                        history = save(step, state, history, owed=validates)
-                        preempted_at = step
+                        leave(step, state, owes_validation=validates)
                         break
 
                     if step % tcfg.log_every == 0 or is_last:
@@ -883,10 +890,7 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
                     if validates:
                         state, done = validate(step, state)
                         if not done:
-                            if history:  # the steps since the last log, as on a notice above
-                                log_train(step)
-                            history = save(step, state, history, owed=True)
-                            preempted_at = step
+                            leave(step, state, owes_validation=True)
                             break
 
                     if step % tcfg.checkpoint_every == 0 or is_last:
