@@ -32,10 +32,15 @@ AUDIO = dict(sample_rate=SR, mel_bins=32, window_ms=25.0, hop_ms=HOP_MS, frames=
 
 
 def write_tone_video(
-    path: str, with_audio: bool = True, codec: str = "aac", audio_delay: float = 0.0
+    path: str,
+    with_audio: bool = True,
+    codec: str = "aac",
+    audio_delay: float = 0.0,
+    channels: int = 1,
 ) -> str:
     """H.264 frames of grey level 8 * i; silence, then a tone from frame ONSET's time on; the
-    sound track starts ``audio_delay`` seconds after the frames."""
+    sound track starts ``audio_delay`` seconds after the frames (the same in each channel)."""
+    layout = {1: "mono", 2: "stereo"}[channels]
     rate = 44100  # a source rate other than SR: decoding resamples
     with av.open(path, "w") as container:
         video = container.add_stream("libx264", rate=fractions.Fraction(FPS))
@@ -43,7 +48,7 @@ def write_tone_video(
         video.pix_fmt = "yuv420p"
         sound = container.add_stream(codec, rate=rate) if with_audio else None
         if sound is not None:
-            sound.layout = "mono"
+            sound.layout = layout
         for i in range(N):
             image = np.full((32, 32, 3), 8 * i, np.uint8)
             container.mux(video.encode(av.VideoFrame.from_ndarray(image, format="rgb24")))
@@ -53,9 +58,8 @@ def write_tone_video(
             t = np.arange(first, N * rate // FPS) / rate
             wave = np.where(t >= ONSET / FPS, 0.5 * np.sin(2 * np.pi * TONE_HZ * t), 0.0)
             for k in range(0, len(wave), 1024):
-                frame = av.AudioFrame.from_ndarray(
-                    wave[None, k : k + 1024].astype(np.float32), format="flt", layout="mono"
-                )
+                chunk = np.repeat(wave[k : k + 1024], channels)[None]  # interleaved
+                frame = av.AudioFrame.from_ndarray(chunk.astype(np.float32), "flt", layout)
                 frame.sample_rate, frame.pts = rate, first + k
                 container.mux(sound.encode(frame))
             container.mux(sound.encode(None))
@@ -205,6 +209,18 @@ def test_a_sound_track_that_starts_late_keeps_its_time(tmp_path):
     assert abs(onset - ONSET / FPS * SR) < 0.003 * SR  # still at frame ONSET's time
     later = audio.decode_audio(path, SR, 1.0, 2.0)  # a segment: sample 0 at 1 s
     assert len(later) == SR and abs(np.flatnonzero(np.abs(later) > 0.05)[0] - 0.2 * SR) < 50
+
+
+def test_a_stereo_track_decodes_as_loud_as_the_same_sound_in_mono(tmp_path):
+    """The channels are averaged: swresample's own float downmix summed them at 1/sqrt(2)
+    each, so the stereo copy of a 0.5 tone decoded at 0.71 (and a loud one clipped)."""
+    peaks = {}
+    for channels in (1, 2):
+        path = write_tone_video(str(tmp_path / f"{channels}.mp4"), channels=channels)
+        samples = audio.decode_audio(path, SR, 0.0, N / FPS)
+        peaks[channels] = np.abs(samples[round((ONSET / FPS + 0.2) * SR) :]).max()
+    np.testing.assert_allclose(peaks[1], 0.5, atol=0.02)
+    np.testing.assert_allclose(peaks[2], peaks[1], rtol=0.05)  # AAC codes each differently
 
 
 def test_spectrogram_against_a_dft_matrix_and_the_htk_mel_formula():

@@ -136,7 +136,10 @@ def decode_audio(
                 container.seek(int(start / stream.time_base), stream=stream, backward=True)
             except av.FFmpegError:
                 container.seek(0, stream=stream)
-        resampler = av.AudioResampler(format="flt", layout="mono", rate=sample_rate)
+        # Planar, the source's channels kept and averaged here: swresample's float downmix to
+        # mono sums them at 1/sqrt(2) each, a stereo track 1.41x louder than the same mono one
+        # (and clipped where it is stored as int16).
+        resampler = av.AudioResampler(format="fltp", rate=sample_rate)
         chunks: list[np.ndarray] = []
         first: float | None = None
         count = 0
@@ -145,11 +148,11 @@ def decode_audio(
                 if first is None:
                     first = float(frame.time) if frame.time is not None else 0.0
                 for out in resampler.resample(frame):
-                    chunks.append(out.to_ndarray().reshape(-1))
+                    chunks.append(out.to_ndarray().mean(axis=0))
                     count += len(chunks[-1])
                 if end is not None and first + count / sample_rate >= end + 1.0:
                     break  # a second past the end: the resampler's delay is covered
-            chunks += [out.to_ndarray().reshape(-1) for out in resampler.resample(None)]
+            chunks += [out.to_ndarray().mean(axis=0) for out in resampler.resample(None)]
         except (av.FFmpegError, OSError, ValueError) as e:
             raise AudioDecodeError(path, f"{type(e).__name__}: {e}") from e
     if first is None:
