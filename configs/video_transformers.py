@@ -46,7 +46,7 @@ two-headed dataset, so it needs ``dataset.src``):
                     (VideoMAE model zoo); 87M params, 180 GFLOPs per view (paper); ours
                     86.53M, 180.3. The recipe is ``configs/videomae.py:finetune_k400_1600``,
                     taken from that file: the authors' script for that checkpoint (batch 384,
-                    lr 5e-4 per 256, 75 epochs, RandAugment 4 ops at magnitude 7), with the
+                    lr 5e-4 per 256, 75 epochs, RandAugment 4 ops at timm's magnitude 7), with the
                     paper's 240k Kinetics-400 training videos for the step counts.
 
 Initialisation: ViViT and TimeSformer start from an ImageNet-21k ViT and VideoMAE from its

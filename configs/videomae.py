@@ -19,9 +19,10 @@ AdamW betas (0.9, 0.95), lr 1.5e-4 per 256 cosine to 1e-5 per 256 (the scripts' 
 
 Fine-tuning (``model.name="videomae"``, mean pooling; layer decay 0.75, drop path 0.1,
 mixup 0.8 / cutmix 1.0, label smoothing 0.1, random erasing 0.25, RandAugment 4 ops at
-magnitude 7, AdamW (0.9, 0.999) weight decay 0.05, 5 warm-up epochs, cosine to 1e-6 per
-256), one recipe per
-pre-training above (the authors' scripts differ in batch, lr and epochs):
+timm's magnitude 7 of 10 (torchvision's bin 21 of 31: the same rotation, shear, translation,
+enhancement and solarize strengths), AdamW (0.9, 0.999) weight decay 0.05, 5 warm-up
+epochs, cosine to 1e-6 per 256), one recipe per pre-training above (the authors' scripts
+differ in batch, lr and epochs):
 
   finetune_k400_800    batch 512, lr 1e-3 per 256, 100 epochs   (80.0, 5x3 views)
   finetune_k400_1600   batch 384, lr 5e-4 per 256, 75 epochs    (81.5, 5x3 views)
@@ -31,7 +32,10 @@ pre-training above (the authors' scripts differ in batch, lr and epochs):
 Differences from the authors' code: their multi-scale crop is a random resized crop over
 44-100% of the frame here; their repeated augmentation (2 clips of each video per batch, in
 the 1600- and 2400-epoch fine-tuning) and weight-decay schedule are not reproduced; Kinetics
-copies differ in size (about 240k training videos in the paper).
+copies differ in size (about 240k training videos in the paper). Their RandAugment
+(``rand-m7-n4-mstd0.5-inc1``) is timm's: here torchvision's op set (Identity where timm has
+Invert and SolarizeAdd), a fixed magnitude (timm draws each op's from N(7, 0.5)), and
+posterize keeps 5 bits where timm's increasing posterize keeps 2.
 
 On the embedded dataset (``vjax bench ssl``, the label-efficiency benchmark on 2 CPU cores):
 
@@ -119,7 +123,7 @@ def _finetune(dataset: dict, batch: int, lr_per_256: float, epochs: int, views: 
             train_crop="random_resized",
             flip=not ssv2,
             randaugment_ops=4,
-            randaugment_magnitude=7,
+            randaugment_magnitude=21,  # timm's m7 (levels of 10): torchvision's bin 21 of 31
             mixup_alpha=0.8,
             cutmix_alpha=1.0,
             erase_prob=0.25,

@@ -113,8 +113,24 @@ HYPERPARAMETERS = [
     ("videomae_b_k400", "input.global_batch_size", 384),
     ("videomae_b_k400", "optimizer.lr", 5e-4 * 384 / 256),
     ("videomae_b_k400", "input.randaugment_ops", 4),
-    ("videomae_b_k400", "input.randaugment_magnitude", 7),
 ]
+
+
+def test_videomae_randaugment_is_as_strong_as_timms_magnitude_7():
+    """VideoMAE's ``--aa rand-m7-n4-mstd0.5-inc1`` is timm's RandAugment, whose levels are out
+    of 10 (timm/data/auto_augment.py: _LEVEL_DENOM; rotate 30 degrees, shear 0.3, translate
+    0.45 of the side, enhance 0.9 and solarize 256 at level 10): torchvision's bin 7 of 31
+    was a third of that."""
+    from vjax.data.randaugment import op_value
+
+    magnitude = load_config(f"{CONFIG}:videomae_b_k400").input.randaugment_magnitude
+    level = 7 / 10
+    expected = {"rotate": 30 * level, "shear_x": 0.3 * level, "brightness": 0.9 * level,
+                "contrast": 0.9 * level, "translate_x": 0.45 * level * 224}  # fmt: skip
+    for op, value in expected.items():
+        assert op_value(op, magnitude, 31, 224, 224) == pytest.approx(value, rel=0.01), op
+    # timm's increasing solarize: pixels from 256 - level * 256 up are inverted
+    assert op_value("solarize", magnitude, 31, 224, 224) == pytest.approx(256 * (1 - level), abs=1)
 
 
 @pytest.mark.parametrize("recipe,key,value", HYPERPARAMETERS)
