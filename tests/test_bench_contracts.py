@@ -834,10 +834,10 @@ def test_a_given_teacher_is_tested_on_the_test_split(monkeypatch, tmp_path):
 
 def test_bench_prune_refuses_steps_for_a_given_run(capsys):
     """``--vivit_steps`` trains the model here; beside ``--vivit=DIR`` it did nothing."""
-    from vjax.bench_prune import main
+    from vjax.cli import main
 
-    with pytest.raises(SystemExit):
-        main(["--vivit=runs/vivit", "--vivit_steps=400", "--models=vivit", "--out="])
+    assert main(["bench", "prune", "--vivit=runs/vivit", "--vivit_steps=400", "--models=vivit",
+                 "--out="]) == 2  # fmt: skip
     assert "--vivit_steps trains vivit here; --vivit=runs/vivit is used at its own" in (
         capsys.readouterr().err)  # fmt: skip
 

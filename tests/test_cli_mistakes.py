@@ -276,6 +276,50 @@ def test_a_data_dir_in_a_bucket_says_to_mount_it(verb, tmp_path, capsys):
     assert not (tmp_path / "run").exists()
 
 
+# Flag mistakes of the verbs whose parsers printed argparse's usage block before its line.
+FLAG_MISTAKES = [
+    (["train", "--foo", "--workdir=x"], "unrecognized arguments: --foo"),
+    (["train"], "the following arguments are required: --workdir"),
+    (["eval", "--workdir=x", "--split"], "argument --split: expected one argument"),
+    (["train", "--workdir=x", "--num_processes=abc"], "argument --num_processes: invalid int"),
+    (["parity", "bogus"], "invalid choice: 'bogus'"),
+    (["convert", "--from=caffe", "--src=x", "--out=y"], "invalid choice: 'caffe'"),
+    (["quantize", "--model=x", "--out=y", "--mode=bogus"], "invalid choice: 'bogus'"),
+    (["bench", "train", "--foo"], "unrecognized arguments: --foo"),
+    (["bench", "infer", "--foo"], "unrecognized arguments: --foo"),
+    (["bench", "data", "--foo"], "unrecognized arguments: --foo"),
+    (["bench", "ssl", "--foo"], "unrecognized arguments: --foo"),
+]
+
+
+@pytest.mark.parametrize(("argv", "text"), FLAG_MISTAKES, ids=lambda v: "_".join(v)[:40])
+def test_a_flag_mistake_is_one_line_naming_it_and_where_the_flags_are_listed(
+    capsys, tmp_path, monkeypatch, argv, text
+):
+    monkeypatch.chdir(tmp_path)
+    prog = " ".join(argv[:2] if argv[0] == "bench" else argv[:1])
+    line = _one_line_error(argv, capsys, prefix=f"vjax {prog}: error: "
+                           if argv[0] != "bench" else "vjax bench: error: ")  # fmt: skip
+    assert text in line and line.endswith(f"(vjax {prog} --help lists the flags)"), line
+    assert not list(tmp_path.iterdir())  # nothing written
+
+
+@pytest.mark.parametrize(
+    ("flags", "text"),
+    [(["--coordinator_address=localhost:45677", "--num_processes=2", "--process_id=2"],
+      "process id 2 of 2 processes"),
+     (["--coordinator_address=localhost:45677", "--num_processes=0", "--process_id=0"],
+      "process id 0 of 0 processes"),
+     (["--coordinator_address=nohost", "--num_processes=1", "--process_id=0"],
+      "coordinator address 'nohost' is not HOST:PORT")],
+)  # fmt: skip
+def test_a_multi_process_flag_out_of_range_is_one_line(capsys, tmp_path, flags, text):
+    """JAX refused these with a traceback (an IndexError for an address without a port)."""
+    argv = ["train", f"--workdir={tmp_path / 'run'}", f"--config={DEMO_CONFIG}", *flags]
+    assert text in _one_line_error(argv, capsys)
+    assert not (tmp_path / "run").exists()
+
+
 def test_bench_help_exits_0(capsys):
     assert vjax_main(["bench", "--help"]) == 0
     out = capsys.readouterr()

@@ -323,15 +323,14 @@ def test_prune_refuses_bad_requests(data_dir, tmp_path, capsys):
 
 def test_bench_prune_refuses_sublayers_where_vjax_prune_would_at_once(capsys):
     """Before any training: a conv net, or magnitude scores, with --granularity=sublayer."""
-    from vjax.bench_prune import main as bench_prune_main
+    from vjax.cli import main as vjax_main
 
     cases = [
         (["--granularity=sublayer"], "not r2plus1d --by=magnitude"),
         (["--models=vivit", "--by=magnitude"], "not vivit --by=magnitude"),
     ]
     for argv, bad in cases:
-        with pytest.raises(SystemExit):
-            bench_prune_main([*argv, "--out=", "--workdir=/nonexistent"])
+        assert vjax_main(["bench", "prune", *argv, "--out=", "--workdir=/nonexistent"]) == 2
         assert bad in capsys.readouterr().err
 
 

@@ -21,7 +21,7 @@ import sys
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from vjax.errors import UserError
+from vjax.errors import ArgumentParser, UserError
 
 KINDS = {
     "data": "vjax.bench_data",
@@ -205,7 +205,7 @@ def across_seeds_words(
 def training_parser(kind: str, doc: str) -> argparse.ArgumentParser:
     """The flags of a benchmark that trains on the embedded data: ``--workdir`` (default
     ``runs/bench_KIND``), ``--data_dir``, ``--out`` (the Markdown file, '' none)."""
-    parser = argparse.ArgumentParser(prog=f"vjax bench {kind}", description=doc.split("\n\n")[0])
+    parser = ArgumentParser(prog=f"vjax bench {kind}", description=doc.split("\n\n")[0])
     parser.add_argument("--workdir", default=f"runs/bench_{kind}")
     parser.add_argument("--data_dir", default="~/tensorflow_datasets")
     parser.add_argument("--out", default="BENCHMARKS.md", help="Markdown file to update ('' none)")

@@ -39,7 +39,7 @@ from typing import Any
 import numpy as np
 
 from vjax.bench import update_benchmarks
-from vjax.errors import positive_int
+from vjax.errors import ArgumentParser, positive_int
 
 SECTION = "vjax bench data"
 BATCH = 8  # clips per batch of the measured loader
@@ -265,7 +265,7 @@ def run(args: argparse.Namespace) -> str:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``vjax bench data``; returns the exit code."""
     argv = list(sys.argv[1:] if argv is None else argv)
-    parser = argparse.ArgumentParser(prog="vjax bench data", description=__doc__.split("\n\n")[0])
+    parser = ArgumentParser(prog="vjax bench data", description=__doc__.split("\n\n")[0])
     parser.add_argument("--src", default=None, help="folder of videos (default: generated)")
     parser.add_argument("--videos", type=positive_int, default=8)
     parser.add_argument("--seconds", type=float, default=10.0)

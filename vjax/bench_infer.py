@@ -21,7 +21,6 @@ fewer). Random weights, uint8 inputs.
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import math
 import os
@@ -38,6 +37,7 @@ import numpy as np
 from vjax.bench import budget_words, cpu_cores, device_name, update_benchmarks
 from vjax.bench_peers import MEAN, PEERS, STD, ModelSpec, build_pair, time_calls
 from vjax.compile_options import compiler_options
+from vjax.errors import ArgumentParser
 
 JAX_FORMS = ("float32", "bfloat16", "int8_weights", "int8", "stablehlo", "onnx", "onnx_int8",
              "savedmodel")  # fmt: skip
@@ -296,7 +296,7 @@ def format_table(rows: Sequence[dict[str, Any]]) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="vjax bench infer", description=__doc__.split("\n\n")[0])
+    parser = ArgumentParser(prog="vjax bench infer", description=__doc__.split("\n\n")[0])
     parser.add_argument("--models", nargs="+", default=list(DEFAULT_MODELS))
     parser.add_argument("--forms", default=",".join((*JAX_FORMS, *TORCH_FORMS)))
     parser.add_argument("--batch", type=int, default=DEFAULT_BATCH, help="clips per call for "

@@ -49,6 +49,7 @@ from vjax.bench_peers import (
     time_calls,
 )
 from vjax.compile_options import compiler_options
+from vjax.errors import ArgumentParser
 from vjax.flops import count_macs
 from vjax.huge_pages import ENV, tunable_value
 from vjax.models import available_models, build_model
@@ -508,7 +509,7 @@ def run_peers(args: argparse.Namespace, parser: argparse.ArgumentParser) -> list
 
 def parse_args(argv: Sequence[str] | None = None) -> tuple[argparse.Namespace, Any]:
     """``vjax bench train``'s flags: ``(args, parser)``."""
-    parser = argparse.ArgumentParser(prog="vjax bench train", description=__doc__.split("\n\n")[0])
+    parser = ArgumentParser(prog="vjax bench train", description=__doc__.split("\n\n")[0])
     parser.add_argument("--models", nargs="+", default=None)
     parser.add_argument("--batch", type=int, default=None, help="global batch (clips per step); "
                         "default 8, with --peers 4 on CPU and 16 on GPU")  # fmt: skip

@@ -78,6 +78,28 @@ def _local_ids() -> list[int] | None:
     return [int(i) for i in ids.split(",")] if ids else None
 
 
+def _process_count_and_id(address: str, num: int | str, pid: int | str) -> tuple[int, int]:
+    """The process count and id, checked with the coordinator's ``HOST:PORT`` before JAX sees
+    them (it fails on them with a traceback, or an IndexError for an address without a port)."""
+    host, _, port = address.rpartition(":")
+    if not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise UserError(
+            f"coordinator address {address!r} is not HOST:PORT (e.g. 10.0.0.1:12345, the same "
+            "on every process)"
+        )
+    try:
+        num, pid = int(num), int(pid)
+    except ValueError:
+        raise UserError(f"the process count and id must be whole numbers, got {num!r} and "
+                        f"{pid!r}") from None  # fmt: skip
+    if num < 1 or not 0 <= pid < num:
+        raise UserError(
+            f"process id {pid} of {num} processes: the count must be 1 or more and the id "
+            f"in 0..count-1 (--num_processes, --process_id or VJAX_NUM_PROCESSES, VJAX_PROCESS_ID)"
+        )
+    return num, pid
+
+
 def initialize(
     coordinator_address: str | None = None,
     num_processes: int | None = None,
@@ -109,7 +131,8 @@ def initialize(
                 f"coordinator address {address!r} given without the process count and id: set "
                 "--num_processes and --process_id (or VJAX_NUM_PROCESSES and VJAX_PROCESS_ID)"
             )
-        jax.distributed.initialize(address, int(num), int(pid), local_device_ids=_local_ids())
+        num, pid = _process_count_and_id(address, num, pid)
+        jax.distributed.initialize(address, num, pid, local_device_ids=_local_ids())
     else:
         jax.distributed.initialize(local_device_ids=_local_ids())
     log.info(

@@ -60,6 +60,7 @@ def parse_args(
     """Splits ``--config.x.y=v`` overrides from the ordinary flags. With ``mode`` (the verb of
     ``vjax MODE``) there is no ``--mode`` flag and the usage is that mode's."""
     from vjax.config_utils import ConfigError
+    from vjax.errors import ArgumentParser
 
     overrides, rest = {}, []
     for arg in argv:
@@ -70,7 +71,7 @@ def parse_args(
             overrides[key] = value
         else:
             rest.append(arg)
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         prog=f"vjax {mode}" if mode else "python -m vjax.main",
         description=_PURPOSE[mode] if mode else __doc__.strip().splitlines()[0],
         epilog=_OVERRIDES_HELP,

@@ -7,18 +7,18 @@ Each source is a module ``vjax/convert/<source>.py`` with a function
 
 from __future__ import annotations
 
-import argparse
 import importlib
 import sys
 from collections.abc import Sequence
 
+from vjax.errors import ArgumentParser
 from vjax.tasks import head_sizes
 
 SOURCES = ("hf", "scenic", "vit", "torchvision", "pytorchvideo")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="vjax convert", description=__doc__.split("\n\n")[0])
+    parser = ArgumentParser(prog="vjax convert", description=__doc__.split("\n\n")[0])
     parser.add_argument("--from", dest="source", required=True, choices=SOURCES)
     parser.add_argument("--src", required=True, help="checkpoint file or folder to convert")
     parser.add_argument("--out", required=True, help="folder to write (vjax.load opens it)")

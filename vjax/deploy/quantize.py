@@ -21,7 +21,6 @@ and its last release (2025) predates the jax this project runs on.
 
 from __future__ import annotations
 
-import argparse
 import functools
 import os
 import sys
@@ -37,7 +36,7 @@ import qwix
 from qwix._src.utils import flax_util
 
 from vjax import storage
-from vjax.errors import UserError
+from vjax.errors import ArgumentParser, UserError
 from vjax.models.conv import DIMS_3D, cheapest_conv
 
 MODES = ("int8_weights", "int8")
@@ -307,7 +306,7 @@ def quantize_checkpoint(
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``vjax quantize``."""
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         prog="vjax quantize", description="int8 post-training quantization (qwix)"
     )
     parser.add_argument("--model", required=True, help="workdir or vjax convert folder")

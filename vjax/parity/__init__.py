@@ -11,14 +11,13 @@ out of tolerance. Each family lives in ``vjax/parity/<family>.py`` as a list of 
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import importlib
 import sys
 from collections.abc import Sequence
 from typing import Any
 
-from vjax.errors import UserError
+from vjax.errors import ArgumentParser, UserError
 from vjax.suggest import closest_hint
 
 FAMILIES = ("vivit", "video_transformers", "conv3d", "mbt")
@@ -126,7 +125,7 @@ def run(family: str, names: Sequence[str] = ()) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="vjax parity", description=__doc__.split("\n\n")[1])
+    parser = ArgumentParser(prog="vjax parity", description=__doc__.split("\n\n")[1])
     parser.add_argument("family", choices=FAMILIES)
     parser.add_argument("--only", nargs="*", default=(), help="row names to check")
     args = parser.parse_args(sys.argv[1:] if argv is None else argv)
