@@ -320,6 +320,22 @@ def test_a_multi_process_flag_out_of_range_is_one_line(capsys, tmp_path, flags, 
     assert not (tmp_path / "run").exists()
 
 
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [("def get_config(:\n", "config file 'mine.py' does not run: SyntaxError: invalid syntax"),
+     ("def get_config(arg):\n    return {}['lr']\n",
+      "--config=mine.py: get_config failed: KeyError: 'lr'")],
+)  # fmt: skip
+def test_a_config_file_of_the_users_that_fails_is_one_line(capsys, tmp_path, monkeypatch,
+                                                           text, message):  # fmt: skip
+    """A user's own config file with a syntax error, or whose get_config raises, is their
+    mistake: one line naming the file and the error, not a traceback (--debug has it)."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "mine.py").write_text(text)
+    line = _one_line_error(["train", "--workdir=run", "--config=mine.py"], capsys)
+    assert message in line and not (tmp_path / "run").exists(), line
+
+
 def test_bench_help_exits_0(capsys):
     assert vjax_main(["bench", "--help"]) == 0
     out = capsys.readouterr()

@@ -60,7 +60,16 @@ def load_config(spec: str) -> ml_collections.ConfigDict:
     >>> config = load_config("configs/demo.py:vivit")
     """
     path, _, arg = spec.partition(":")
-    module = config_module(config_file(path))
+    file = config_file(path)
+    # A user's own config file that fails is their mistake, named in one line (--debug shows
+    # its traceback); vjax's recipes keep theirs (a failure there is our bug).
+    users = os.path.dirname(os.path.realpath(file)) != os.path.realpath(RECIPES)
+    try:
+        module = config_module(file)
+    except Exception as e:
+        if not users:
+            raise
+        raise ConfigError(f"config file {path!r} does not run: {type(e).__name__}: {e}") from e
     if not hasattr(module, "get_config"):
         raise ConfigError(f"config file {path!r} defines no get_config(arg)")
     try:
@@ -69,6 +78,10 @@ def load_config(spec: str) -> ml_collections.ConfigDict:
         raise
     except ValueError as e:  # a config file's own check of its argument (e.g. a variant name)
         raise ConfigError(f"--config={spec}: {e}") from e
+    except Exception as e:
+        if not users:
+            raise
+        raise ConfigError(f"--config={spec}: get_config failed: {type(e).__name__}: {e}") from e
 
 
 def flat_keys(config: ml_collections.ConfigDict, prefix: str = "") -> list[str]:
