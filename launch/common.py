@@ -4,6 +4,7 @@ with ``--dry_run``, printing) a list of shell commands, and the flags' count typ
 from __future__ import annotations
 
 import argparse
+import os
 import shlex
 import subprocess
 import sys
@@ -34,10 +35,16 @@ def cannot_start(program: str, error: OSError) -> str:
 
 
 def split_command(argv: Sequence[str]) -> tuple[list[str], list[str]]:
-    """``[opts..., "--", cmd...]`` -> ``(opts, cmd)``; the command must not be empty."""
+    """``[opts..., "--", cmd...]`` -> ``(opts, cmd)``; the command must not be empty (one line
+    and exit 2). ``--help`` without a command is left to argparse (the help, exit 0)."""
     argv = list(argv)
+    if "--" not in argv and {"-h", "--help"} & set(argv):
+        return argv, []
     if "--" not in argv or argv.index("--") == len(argv) - 1:
-        raise SystemExit("usage: ... [options] -- COMMAND (e.g. vjax train --config=...)")
+        program = os.path.basename(sys.argv[0])
+        print(f"{program}: error: no command: [options] -- COMMAND (e.g. -- vjax train "
+              "--config=...)", file=sys.stderr)  # fmt: skip
+        raise SystemExit(2)
     split = argv.index("--")
     return argv[:split], argv[split + 1 :]
 

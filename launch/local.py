@@ -25,7 +25,7 @@ import threading
 import time
 from collections.abc import Sequence
 
-from common import cannot_start, count
+from common import cannot_start, count, split_command
 
 
 def free_port() -> int:
@@ -100,8 +100,11 @@ def run(command: Sequence[str], envs: Sequence[dict[str, str]]) -> int:
                     continue
                 remaining.remove(proc)
                 if rc and not code:
-                    code = rc
-                    print(f"process {procs.index(proc)} exited with {rc}; stopping the others")
+                    code = 128 - rc if rc < 0 else rc  # killed by a signal: the shell's code
+                    how = f"exited with {rc}"
+                    if rc < 0:
+                        how = f"was killed by {signal.Signals(-rc).name}"
+                    print(f"process {procs.index(proc)} {how}; stopping the others")
                     for other in remaining:
                         os.killpg(other.pid, signal.SIGTERM)
     except KeyboardInterrupt:  # as a preemption: each process saves its step, then exits
@@ -133,20 +136,14 @@ def _signal_all(procs: Sequence[subprocess.Popen], signum: int) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    argv = list(sys.argv[1:] if argv is None else argv)
-    if "--" not in argv:
-        raise SystemExit("usage: launch/local.py [options] -- COMMAND ...")
-    split = argv.index("--")
+    options, command = split_command(sys.argv[1:] if argv is None else argv)
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--num_processes", type=count, default=2)
     parser.add_argument("--devices_per_process", type=count, default=2)
     parser.add_argument("--platform", choices=("cpu", "native"), default="cpu")
     parser.add_argument("--port", type=int, default=0, help="coordinator port (0: a free one)")
     parser.add_argument("--dry_run", action="store_true", help="print what would run")
-    args = parser.parse_args(argv[:split])
-    command = argv[split + 1 :]
-    if not command:
-        raise SystemExit("no command after --")
+    args = parser.parse_args(options)
     port = args.port or free_port()
     envs = [
         process_env(i, args.num_processes, port, args.platform, args.devices_per_process)

@@ -23,6 +23,8 @@ from collections.abc import Sequence
 
 from common import count, execute, split_command
 
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
 
 def sbatch_script(args: argparse.Namespace, command: Sequence[str]) -> str:
     """The batch script: SLURM resources, the environment, and the srun line."""
@@ -43,14 +45,15 @@ def sbatch_script(args: argparse.Namespace, command: Sequence[str]) -> str:
     ]
     lines += [f"#SBATCH --partition={args.partition}"] if args.partition else []
     lines += [f"#SBATCH --account={args.account}"] if args.account else []
-    env = ["export VJAX_DISTRIBUTED=1"]
+    # The venv's programs first on PATH (srun passes the environment on): the command runs as
+    # typed (``env KEY=VALUE vjax ...``, ``bash -c ...``), its vjax and python the venv's.
+    venv_bin = os.path.join(args.repo, ".venv", "bin")
+    env = [f'export PATH={shlex.quote(venv_bin)}:"$PATH"', "export VJAX_DISTRIBUTED=1"]
     if not per_gpu:
         ids = ",".join(str(i) for i in range(args.gpus_per_node))
         env.append(f"export VJAX_LOCAL_DEVICE_IDS={ids}")
     srun = ["srun", "--kill-on-bad-exit=1", f"--chdir={args.repo}"]
-    venv_bin = os.path.join(args.repo, ".venv", "bin")
-    program = [os.path.join(venv_bin, command[0]), *command[1:]]
-    return "\n".join([*lines, "", "set -euo pipefail", *env, shlex.join([*srun, *program]), ""])
+    return "\n".join([*lines, "", "set -euo pipefail", *env, shlex.join([*srun, *command]), ""])
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -64,11 +67,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--partition", default=None)
     parser.add_argument("--account", default=None)
     parser.add_argument("--job_name", default="vjax")
-    parser.add_argument("--repo", default=os.getcwd(), help="this checkout, as the nodes see it")
+    parser.add_argument("--repo", default=REPO, help="this checkout, as the nodes see it "
+                        "(default: the one this script is in)")  # fmt: skip
     parser.add_argument("--log_dir", default="slurm_logs")
     parser.add_argument("--script", default="vjax.sbatch", help="where to write the script")
     parser.add_argument("--dry_run", action="store_true", help="print, do not submit")
     args = parser.parse_args(options)
+    if not os.path.isdir(os.path.join(args.repo, ".venv", "bin")):
+        print(f"# warning: {args.repo} has no .venv (make install there; --repo names the "
+              "checkout as the nodes see it)", file=sys.stderr)  # fmt: skip
     script = sbatch_script(args, command)
     processes = args.nodes * (args.gpus_per_node if args.per == "gpu" else 1)
     print(f"# {args.nodes} nodes x {args.gpus_per_node} GPUs, {processes} processes")

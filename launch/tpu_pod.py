@@ -155,7 +155,12 @@ def commands(args: argparse.Namespace, command: Sequence[str]) -> Plan:
            "--worker=all"] for node in nodes],
         *on_all_nodes(lambda node: ssh(node, install)),
     ]  # fmt: skip
-    remote = f"cd ~/vjax && VJAX_DISTRIBUTED=1 .venv/bin/{shlex.join(command)}"
+    # The venv's programs first on PATH: the command runs as typed (``env KEY=VALUE vjax ...``,
+    # ``KEY=VALUE vjax ...``, ``bash -c ...``), its vjax and python the venv's.
+    remote = (
+        'cd ~/vjax && export PATH="$HOME/vjax/.venv/bin:$PATH" VJAX_DISTRIBUTED=1 && '
+        + shlex.join(command)
+    )
     if args.mount:
         remote = f"{mount_buckets(args.mount)} && {remote}"
     steps["run"] = on_all_nodes(lambda node: ssh(node, remote))

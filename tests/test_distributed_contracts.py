@@ -204,8 +204,8 @@ def test_a_launch_without_a_command_is_one_usage_line():
     slurm = os.path.join(REPO, "launch", "slurm.py")
     argv = [sys.executable, slurm, "--nodes=2", "--dry_run", "--"]
     result = subprocess.run(argv, capture_output=True, text=True)
-    assert result.returncode != 0 and "Traceback" not in result.stderr, result.stderr
-    assert "usage: ... [options] -- COMMAND" in result.stderr
+    assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr
+    assert "slurm.py: error: no command: [options] -- COMMAND" in result.stderr
 
 
 FAKE_GCLOUD_INTERRUPTED = """#!/bin/sh
@@ -278,6 +278,19 @@ def test_one_failed_process_stops_the_others_and_is_the_exit_code(tmp_path):
     assert "[p0] terminated" in result.stdout, result.stdout
 
 
+def test_a_process_killed_by_a_signal_is_the_shells_exit_code(tmp_path):
+    """A process killed by SIGKILL is exit code 137, as a shell reports it (Popen's -9 became
+    sys.exit(-9): 247), and the line names the signal."""
+    kill_one = 'if [ "$VJAX_PROCESS_ID" = 1 ]; then kill -9 $$; fi; sleep 15'
+    result = subprocess.run(
+        [sys.executable, os.path.join(REPO, "launch", "local.py"), "--num_processes=2", "--",
+         "bash", "-c", kill_one],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert result.returncode == 137, result.stdout
+    assert "process 1 was killed by SIGKILL; stopping the others" in result.stdout
+
+
 def test_local_processes_are_told_the_process_count():
     from local import process_env
 
@@ -311,8 +324,9 @@ def test_slurm_script_carries_every_resource_flag():
     (srun,) = [shlex.split(line) for line in script if line.startswith("srun ")]
     # One task failing ends the step (the others would wait in a collective until --time).
     assert srun[:2] == ["srun", "--kill-on-bad-exit=1"]
-    assert srun[-4:] == ["/r/.venv/bin/vjax", "train", "--config=configs/demo.py",
+    assert srun[-4:] == ["vjax", "train", "--config=configs/demo.py",
                          "--workdir=gs://bucket/runs/demo"]  # fmt: skip
+    assert 'export PATH=/r/.venv/bin:"$PATH"' in script  # the venv's vjax
 
 
 def test_slurm_submits_the_script_it_writes_with_its_log_folder(tmp_path):

@@ -62,7 +62,10 @@ def test_tpu_pod_dry_run(accelerator, accel_type, hosts, runtime):
     assert run[3:6] == ["tpu-vm", "ssh", "pod"] and "--worker=all" in run
     remote = next(a for a in run if a.startswith("--command="))[len("--command=") :]
     _assert_valid_shell(remote)
-    assert "VJAX_DISTRIBUTED=1 .venv/bin/vjax train --config=configs/demo.py" in remote
+    assert remote.endswith(
+        'export PATH="$HOME/vjax/.venv/bin:$PATH" VJAX_DISTRIBUTED=1 && '
+        "vjax train --config=configs/demo.py --workdir=gs://bucket/runs/demo"
+    )
     assert teardown[3:5] == ["queued-resources", "delete"]
 
 
@@ -187,6 +190,43 @@ def test_a_count_below_one_is_refused_not_a_launch_of_nothing(script, flag):
     assert f"{flag.split('=')[0]}: takes a whole number of 1 or more" in result.stderr
 
 
+@pytest.mark.parametrize("script", ["local.py", "slurm.py", "tpu_pod.py"])
+def test_launcher_help_exits_0_and_a_missing_command_is_one_line_exit_2(script):
+    """``--help`` printed the missing-command usage and exited 1 (nothing after ``--``)."""
+    result = _launch(script, "--help")
+    assert result.returncode == 0 and "--dry_run" in result.stdout, result.stderr
+    result = _launch(script, "--dry_run")
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert result.stderr == f"{script}: error: no command: [options] -- COMMAND (e.g. -- vjax " \
+                            "train --config=...)\n"  # fmt: skip
+
+
+@pytest.mark.parametrize("launcher", ["slurm.py", "tpu_pod.py"])
+def test_a_command_with_its_own_environment_runs_as_typed_with_the_venvs_vjax(tmp_path, launcher):
+    """``-- env KEY=VALUE vjax ...`` ran ``.venv/bin/env`` (a path to nothing); the command now
+    runs as typed, with the venv's programs first on PATH. Run here as a node would: the
+    script's lines (SLURM: srun replaced by running its command) on a fake checkout."""
+    repo = tmp_path / "home" / "vjax"
+    vjax = repo / ".venv" / "bin" / "vjax"
+    vjax.parent.mkdir(parents=True)
+    vjax.write_text('#!/bin/sh\necho "venv vjax $* key=$WANDB_KEY $VJAX_DISTRIBUTED"\n')
+    vjax.chmod(0o755)
+    command = ["--", "env", "WANDB_KEY=k1", "vjax", "train", "--workdir=w"]
+    if launcher == "slurm.py":
+        args = ["--nodes=1", f"--repo={repo}", "--dry_run", *command]
+        lines = [line for line in _launch(launcher, *args).stdout.splitlines()[1:-1] if line]
+        srun = shlex.split(lines[-1])
+        script = "\n".join([*lines[:-1], shlex.join(srun[3:])])
+    else:
+        args = ["run", "--name=pod", "--zone=z", "--accelerator=v4-8", "--dry_run", *command]
+        (run,) = [shlex.split(line) for line in _launch(launcher, *args).stdout.splitlines()[1:]]
+        script = next(a for a in run if a.startswith("--command="))[len("--command=") :]
+    env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path / "home")}
+    result = subprocess.run(["bash", "-c", script], env=env, cwd=repo, capture_output=True,
+                            text=True)  # fmt: skip
+    assert result.stdout == "venv vjax train --workdir=w key=k1 1\n", result.stderr
+
+
 def test_a_program_that_cannot_be_started_is_one_line(tmp_path):
     """A launcher run where its program is not on PATH (the venv not activated: no ``vjax``; no
     SLURM client: no ``sbatch``) printed a FileNotFoundError traceback."""
@@ -216,7 +256,8 @@ def test_slurm_dry_run_two_nodes_of_eight_gpus(tmp_path, per, tasks):
                       "--signal=TERM@120", "--requeue", "--partition=gpu"):  # fmt: skip
         assert f"#SBATCH {directive}" in script
     srun = shlex.split(script.strip().splitlines()[-1])
-    assert srun[0] == "srun" and srun[3:5] == ["/shared/vjax/.venv/bin/vjax", "train"]
+    assert srun[0] == "srun" and srun[3:5] == ["vjax", "train"]
+    assert 'export PATH=/shared/vjax/.venv/bin:"$PATH"' in script.splitlines()
     assert ("VJAX_LOCAL_DEVICE_IDS=0,1,2,3,4,5,6,7" in script) == (per == "node")
 
 
