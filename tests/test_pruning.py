@@ -108,6 +108,37 @@ def test_kept_widths_round_to_multiples_of_8():
             assert b % 8 == 0 and abs(b - a) <= 4 and 8 <= b <= group.size
 
 
+def test_heads_in_two_groups_are_removed_in_pairs_to_the_ratio_asked():
+    """ViViT model 4's heads come in two parts (time, space) that keep as many heads each:
+    the ranking counted single heads, and rounding each layer down to a pair dropped the odd
+    ones (kept 2 of 8 at --ratio=0.5). Blocks of each part's k-th best compete by their mean."""
+    groups = [UnitGroup(f"block{i}/attention", "heads", 4, (), 2) for i in range(2)]
+    scores = [np.array([10.0, 9, 8, 1]), np.array([7.0, 1, 1, 1])]
+    # blocks: layer 0 (10, 8) then (9, 1); layer 1 (7, 1) then (1, 1)
+    assert keep_counts(groups, scores, 0.5, per_layer=False) == [4, 0]
+    assert keep_counts(groups, scores, 0.25, per_layer=False) == [4, 2]
+    scores = [np.array([4.0, 3, 2, 1]), np.array([4.0, 1, 1, 1])]  # each over its own mean
+    assert keep_counts(groups, scores, 0.5) == [2, 2]
+    model = build_model(
+        {
+            "name": "vivit",
+            "variant": "factorised_dot_product",
+            "size": "Ti/4x2",
+            "hidden_size": 32,
+            "num_layers": 3,
+            "num_heads": 4,
+            "mlp_dim": 16,
+        },
+        5,
+    )
+    init = model.init(jax.random.key(0), jnp.zeros((1, 4, 8, 8, 3)), train=False)
+    rng = np.random.default_rng(18)  # a draw whose heads were pruned to 4 of 12, not 6
+    noisy = jax.tree.map(lambda p: np.asarray(p) * (1 + rng.standard_normal(p.shape)),
+                         nn.meta.unbox(init))  # fmt: skip
+    _, _, units = prune_variables(model, noisy, 0.5, "magnitude")
+    assert units["heads"] == (12, 6)
+
+
 def test_sublayer_granularity_removes_whole_sublayers_lowest_summed_score_first():
     """--granularity=sublayer: attention and MLP sublayers keep all their units or none, the
     lowest summed scores go first while that brings the share removed closer to the ratio;

@@ -84,13 +84,20 @@ def keep_counts(
         budget = total - round(ratio * total) - sum(counts[i] for i in members)
         ranked = []
         for i in members:
+            parts = groups[i].parts
             mean = scores[i].mean() if per_layer else 1.0
             normalised = scores[i] / mean if mean > 0 else np.zeros_like(scores[i])
+            # A group of several parts (ViViT model 4's two head groups) keeps as many units
+            # of each (kept_units): its candidates are blocks of the k-th best of every part,
+            # scored by their mean, so rounding never drops units the ranking counted.
+            best = np.sort(normalised.reshape(parts, -1), axis=1)[:, ::-1].mean(axis=0)
             # Every group's best ``counts[i]`` units are kept already; the rest compete.
-            for unit_score in np.sort(normalised)[::-1][counts[i] :]:
-                ranked.append((-unit_score, i))
-        for _, i in sorted(ranked)[: max(budget, 0)]:
-            counts[i] += 1
+            for block_score in best[counts[i] // parts :]:
+                ranked.append((-block_score, i))
+        for _, i in sorted(ranked):
+            if budget >= groups[i].parts:
+                counts[i] += groups[i].parts
+                budget -= groups[i].parts
     whole = granularity == "sublayer"  # kept whole: no rounding narrows them afterwards
     counts = [
         c if whole and g.kind in REMOVABLE else round_to_multiple(c, g, multiple)
