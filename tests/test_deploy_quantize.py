@@ -194,6 +194,35 @@ def test_int8_activation_scales_average_the_calibration_batches():
         np.testing.assert_allclose(both[i], (each[0][i] + each[1][i]) / 2, rtol=1e-6)
 
 
+def test_int8_activation_scales_are_per_token_for_einsums_and_per_tensor_for_convs():
+    """What the module doc says of --mode=int8's static scales: a transformer's dense and
+    einsum inputs get one per token position, a conv's input one per tensor."""
+    import flax.linen as nn
+    import jax
+    import jax.numpy as jnp
+
+    from vjax.deploy.quantize import quantize_variables
+    from vjax.models import build_model
+
+    clip = (4, 16, 16, 3)
+    vivit = {"name": "vivit", "size": "Ti/8x2", "hidden_size": 32, "num_layers": 1,
+             "num_heads": 2, "mlp_dim": 16}  # fmt: skip
+    shapes = {}
+    for name, config in (("vivit", vivit), ("r2plus1d", {"name": "r2plus1d_18", "width": 8})):
+        model = build_model({**config, "layers": (1, 1, 1, 1)} if name != "vivit" else config, 5)
+        init = model.init(jax.random.key(0), jnp.zeros((1, *clip)), train=False)
+        batches = [np.random.default_rng(0).standard_normal((2, *clip)).astype(np.float32)]
+        _, qvariables = quantize_variables(model, nn.meta.unbox(init), "int8", clip, batches)
+        leaves = jax.tree_util.tree_flatten_with_path(qvariables)[0]
+        shapes[name] = {jax.tree_util.keystr(path): np.shape(leaf) for path, leaf in leaves
+                        if "lhs" in jax.tree_util.keystr(path)
+                        and "scale" in jax.tree_util.keystr(path)}  # fmt: skip
+    conv = [shape for path, shape in shapes["r2plus1d"].items() if "classifier" not in path]
+    assert conv and all(np.prod(shape) == 1 for shape in conv)
+    einsum = [shape for path, shape in shapes["vivit"].items() if "attention" in path]
+    assert einsum and all(shape[1] == 9 and np.prod(shape) == 9 for shape in einsum)  # 8 + cls
+
+
 def test_int8_quantizes_a_recurrent_head_with_its_kernels_only():
     """LRCN to int8: the per-frame convs get int8 kernels and a calibrated activation scale;
     the LSTM cells, which run inside a scan where a static scale cannot live, int8 kernels

@@ -1,9 +1,12 @@
 """int8 ONNX of a ``vjax quantize`` folder, run by onnxruntime's quantized kernels.
 
 jax2onnx cannot express qwix's int8 kernels, so the plain model is exported with the float
-kernels the int8 model computes with (each int8 kernel times its scales: re-quantizing them
-per channel gives the same int8 values back), then onnxruntime's quantizer rewrites the ops
-that carry a weight (Conv, MatMul with a weight, Gemm), as vjax's qwix rules do:
+kernels the int8 model computes with (each int8 kernel times its scales), then onnxruntime's
+quantizer rewrites the ops that carry a weight (Conv, MatMul with a weight, Gemm), as vjax's
+qwix rules do. It quantizes those kernels again on its own uint8 grid (per channel; zero
+points other than qwix's 0, steps about absmax/127 against qwix's absmax/127.5), so the
+file's integers are not the JAX model's: each weight moves by up to half a step, a second
+rounding (``signature.json``'s ``onnx_quantization`` measures the logits' distance).
 
 * ``int8``: static QDQ (QuantizeLinear/DequantizeLinear pairs, which onnxruntime fuses into
   QLinearConv, QLinearMatMul, QGemm), per-channel 8-bit weights, uint8 activations whose

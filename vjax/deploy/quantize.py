@@ -4,8 +4,8 @@ training (``train.quantization=int8``), through the same rules.
 Modes: ``int8_weights`` stores every conv / dense / attention-projection kernel as int8 with
 one float scale per output channel (activations stay float; the kernel is scaled back on the
 fly); ``int8`` also quantizes those ops' input activations to int8 with static scales
-calibrated on training batches (qwix reduces over the batch axis only, so a transformer's
-activations get one scale per token position, a conv's per position too), and the matmuls
+calibrated on training batches (a dense or einsum input gets one scale per token position,
+qwix reducing over the batch and feature axes; a conv input one per tensor), and the matmuls
 and convs run int8 x int8 -> int32.
 Ops between two activations (attention scores) stay float.
 
@@ -55,8 +55,9 @@ def check_mode(mode: str) -> str:
 
 def rules(mode: str, static: bool = True) -> list[qwix.QtRule]:
     """One rule for every op with a weight: per-channel int8 kernels, plus int8 activations
-    for ``int8`` (``static``: one calibrated scale per tensor; else computed per example,
-    as quantization-aware training uses)."""
+    for ``int8`` (``static``: calibrated scales, one per token for dense and einsum inputs,
+    one per tensor for convs; else computed per example, as quantization-aware training
+    uses)."""
     act = jnp.int8 if check_mode(mode) == "int8" else None
     static = static if act else None
     everything = qwix.QtRule(
