@@ -98,7 +98,9 @@ Differences from the cited configurations:
                      vjax mixes a random half too (``input.mixup_rate=0.5``), each with its own
                      Beta(10, 10) weight, with the example at the other end of the batch, on
                      the spectrograms. AST masks the log fbank with 0 before normalising; here
-                     the normalised spectrogram is set to 0.
+                     the normalised spectrogram is set to 0. AST pads a 10 s track's 998
+                     frames to 1024 with log fbank 0 (0.47 once normalised); here the
+                     waveform is padded with silence (log of the floor: -1.04 normalised).
 
 Command (after ``vjax prepare`` of the dataset with audio into ``dataset.data_dir``):
   vjax train --config=configs/mbt.py:mbt_vggsound --workdir=runs/mbt_vggsound \\
