@@ -204,10 +204,15 @@ def across_seeds_words(
 
 def training_parser(kind: str, doc: str) -> argparse.ArgumentParser:
     """The flags of a benchmark that trains on the embedded data: ``--workdir`` (default
-    ``runs/bench_KIND``), ``--data_dir``, ``--out`` (the Markdown file, '' none)."""
-    parser = ArgumentParser(prog=f"vjax bench {kind}", description=doc.split("\n\n")[0])
-    parser.add_argument("--workdir", default=f"runs/bench_{kind}")
-    parser.add_argument("--data_dir", default="~/tensorflow_datasets")
+    ``runs/bench_KIND``), ``--data_dir``, ``--out`` (the Markdown file, '' none). ``--help``
+    shows every flag's default."""
+    parser = ArgumentParser(
+        prog=f"vjax bench {kind}",
+        description=doc.split("\n\n")[0],
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    parser.add_argument("--workdir", default=f"runs/bench_{kind}", help="runs it trains")
+    parser.add_argument("--data_dir", default="~/tensorflow_datasets", help="TFDS folder")
     parser.add_argument("--out", default="BENCHMARKS.md", help="Markdown file to update ('' none)")
     return parser
 

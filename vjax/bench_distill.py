@@ -173,7 +173,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--student_steps", type=int, default=0, help="0: twice the demo's own (1600)"
     )
     parser.add_argument(
-        "--temperature", type=number_in(0, math.inf, low_open=True, high_open=True), default=1.0
+        "--temperature",
+        type=number_in(0, math.inf, low_open=True, high_open=True),
+        default=1.0,
+        help="of the teacher's and student's softmax",
     )
     parser.add_argument(
         "--alpha", type=number_in(0, 1), default=1.0, help="1: the teacher's outputs only"

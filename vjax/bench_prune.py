@@ -234,7 +234,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             help=f"steps to train {name} here (0: the demo's own); a --{name} run's are its own",
         )  # fmt: skip
     parser.add_argument("--models", default=",".join(MODELS), help="which of " + ",".join(MODELS))
-    parser.add_argument("--ratio", type=number_in(0, 1, high_open=True), default=0.5)
+    parser.add_argument("--ratio", type=number_in(0, 1, high_open=True), default=0.5,
+                        help="share of each kind of unit removed")  # fmt: skip
     parser.add_argument("--by", default="", choices=("", *CRITERIA), help=f"'': {CRITERION}")
     parser.add_argument(
         "--granularity", default="", choices=("", *GRANULARITIES), help=f"'': {GRANULARITY}"

@@ -184,9 +184,10 @@ def table(result: dict[str, Any], total_seconds: float, command: str) -> str:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = training_parser("ssl", __doc__)
-    parser.add_argument("--pretrain_steps", type=positive_int, default=2000)
-    parser.add_argument("--finetune_steps", type=positive_int, default=400)
-    parser.add_argument("--label_fraction", type=number_in(0, 1, low_open=True), default=0.1)
+    parser.add_argument("--pretrain_steps", type=positive_int, default=2000, help="masked")
+    parser.add_argument("--finetune_steps", type=positive_int, default=400, help="each run")
+    parser.add_argument("--label_fraction", type=number_in(0, 1, low_open=True), default=0.1,
+                        help="of the training clips with labels")  # fmt: skip
     parser.add_argument("--tiny", action="store_true", help="the recipes' tiny variants")
     parser.add_argument(
         "--seeds", type=positive_int, default=3, help="all three runs with seeds 0..N-1"

@@ -73,7 +73,7 @@ def parse_args(
             rest.append(arg)
     parser = ArgumentParser(
         prog=f"vjax {mode}" if mode else "python -m vjax.main",
-        description=_PURPOSE[mode] if mode else __doc__.strip().splitlines()[0],
+        description=_PURPOSE[mode] if mode else " ".join(__doc__.split("\n\n")[0].split()),
         epilog=_OVERRIDES_HELP,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )

@@ -279,5 +279,5 @@ def memory_report(tree: Any, mesh: Mesh, max_replicated_bytes: int) -> str:
     return (
         f"parameters + optimiser state: {total / 2**20:.1f} MiB in all, "
         f"{max(held.values()) / 2**20:.1f} MiB max per device over {len(held)} local devices "
-        f"({sum(b for _, b in whole) / 2**20:.2f} MiB replicated)"
+        f"({sum(b for _, b in whole) / 2**20:.1f} MiB replicated)"
     )

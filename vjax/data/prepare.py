@@ -5,7 +5,7 @@
     vjax prepare vjax_motion --data_dir=~/tfds --num_classes=6
     vjax prepare video_folder --src=~/videos --data_dir=~/tfds --audio_sample_rate=16000  # + sound
     vjax prepare vggsound --src=~/data/vggsound --data_dir=~/tfds --fps=10   # sound by default
-    vjax prepare kinetics --src=/mnt/k400 --data_dir=/mnt/b/tfds --beam_runner=FlinkRunner \
+    vjax prepare kinetics --src=/mnt/k400 --data_dir=/mnt/b/tfds --beam_runner=FlinkRunner \\
         --beam_options="--flink_master=HOST:8081"   # workers mount the videos and bucket b
 
 The flags are the dataset's preparation arguments (``vjax.data.datasets``); each value is

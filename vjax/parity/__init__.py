@@ -1,9 +1,10 @@
 """Size parity: our parameter and MAC counts next to the published ones.
 
-``vjax parity vivit`` (or ``conv3d``) builds each published model at its published input
-size (abstractly: nothing is allocated), counts parameters and multiply-accumulates with
-:mod:`vjax.flops`, prints both next to the paper's numbers and exits non-zero when any row is
-out of tolerance. Each family lives in ``vjax/parity/<family>.py`` as a list of rows.
+``vjax parity FAMILY`` (vivit, video_transformers, conv3d or mbt) builds each published model
+at its published input size (abstractly: nothing is allocated), counts parameters and
+multiply-accumulates with vjax.flops, prints both next to the paper's numbers and exits
+non-zero when any row is out of tolerance. Each family lives in ``vjax/parity/<family>.py``
+as a list of rows.
 
 >>> from vjax.parity import run
 >>> exit_code = run("vivit")
