@@ -336,6 +336,22 @@ def test_a_config_file_of_the_users_that_fails_is_one_line(capsys, tmp_path, mon
     assert message in line and not (tmp_path / "run").exists(), line
 
 
+@pytest.mark.parametrize(
+    ("argv", "text"),
+    [(["prepare", "video_folder", "--srcc=/x"], "unknown flag --srcc; did you mean --src"),
+     (["demo", "--workdir=run", "--config=configs/demo.py:bogus"],
+      "--config=configs/demo.py:bogus: unknown demo variant(s) ['bogus']"),
+     (["train", "--workdir=run", "--config=configs/videos.py:/nonexistent"],
+      "the videos' src '/nonexistent' does not exist")],
+)  # fmt: skip
+def test_a_mistake_is_named_as_the_user_typed_it(capsys, tmp_path, monkeypatch, argv, text):
+    """The lines named what the user never typed: 'dataset.srcc' for prepare's --srcc, the
+    demo's joined spec 'demo.py:vivit,bogus', and --src for a config's dataset.src."""
+    monkeypatch.chdir(tmp_path)
+    assert text in _one_line_error(argv, capsys)
+    assert not (tmp_path / "run").exists()
+
+
 def test_bench_help_exits_0(capsys):
     assert vjax_main(["bench", "--help"]) == 0
     out = capsys.readouterr()

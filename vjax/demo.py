@@ -43,6 +43,8 @@ def run_demo(
     from vjax.preflight import check_config
 
     path, _, extra = config_path.partition(":")
+    if extra:  # a mistake in it named as typed, not in the spec each model's is joined into
+        load_config(config_path)
     models = AUDIO_VISUAL_MODELS if audio_visual else DEMO_MODELS
     configs = {}
     for name, variant in models.items():  # every config checked before anything is written

@@ -77,11 +77,11 @@ def read_entries(src: str) -> list[VideoEntry]:
     elif src.lower().endswith(".json"):
         entries = _json_entries(src)
     elif not os.path.exists(src):
-        raise NotFoundError(f"--src={src!r} does not exist")
+        raise NotFoundError(f"the videos' src {src!r} does not exist")
     else:
-        raise UserError(f"--src={src!r} is neither a folder nor a .csv/.json manifest")
+        raise UserError(f"the videos' src {src!r} is neither a folder nor a .csv/.json manifest")
     if not entries:
-        raise UserError(f"--src={src!r} lists no videos")
+        raise UserError(f"the videos' src {src!r} lists no videos")
     unlabelled = [e.path for e in entries if e.label is None]
     if unlabelled and len(unlabelled) < len(entries):
         raise UserError(

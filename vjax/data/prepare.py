@@ -77,6 +77,12 @@ def main(argv: Sequence[str]) -> int:
         key, sep, value = flag.removeprefix("--").partition("=")
         if not flag.startswith("--") or not sep:
             raise ConfigError(f"expected --key=value, got {flag!r}")
+        if key not in signature and key != "name":
+            from vjax.suggest import closest_hint
+
+            hint = closest_hint(f"--{key}", [f"--{k}" for k in signature])
+            raise ConfigError(f"unknown flag --{key}{hint} "
+                              f"(vjax prepare {name} --help lists its flags)")  # fmt: skip
         default = signature[key].default if key in signature else None
         default = None if default is inspect.Parameter.empty else default
         try:
