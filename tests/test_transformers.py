@@ -292,6 +292,50 @@ def test_divided_block_with_class_token_equals_hand_made_timesformer_rule():
     np.testing.assert_allclose(got, tokens, rtol=1e-4, atol=1e-4)
 
 
+def test_divided_block_drops_paths_as_timesformer_per_patch_over_time_per_frame_over_space():
+    """TimeSformer's code drops the temporal branch per clip and patch position and the
+    spatial one per clip and frame (its attention batches are the folded sequences), before
+    the temporal fc (whose bias survives) and the class token's mean over frames; the MLP per
+    clip. vjax dropped each whole branch per clip. Checked against the hand-made rule with
+    the masks the block drew."""
+    from flax import traverse_util
+
+    b, t, s, rate = 2, 4, 8, 0.5
+    x = np.random.default_rng(3).normal(size=(b, 1 + t * s, D)).astype(np.float32)
+    block = EncoderBlock(HEADS, MLP, drop_path_rate=rate, sublayers=("time", "space"),
+                         grid=(t, s), time_projection=True)  # fmt: skip
+    p = _random_params(block, x, seed=5, scale=0.3, train=False)
+    p["time_dense"]["bias"] = np.full(D, 0.5, np.float32)
+    got, state = block.apply(
+        {"params": p}, x, train=True, rngs={"dropout": jax.random.key(7)},
+        capture_intermediates=lambda module, _: isinstance(module, nn.Dropout) and module.rate,
+        mutable=["intermediates"],
+    )  # fmt: skip
+    captured = traverse_util.flatten_dict(state["intermediates"]).values()
+    by_shape = {np.shape(v[0]): np.asarray(v[0]) != 0 for v in captured}
+    time_keep, space_keep = by_shape[(b, t, s, D)], by_shape[(b, t, 1 + s, D)]
+    mlp_keep = by_shape[(b, 1 + t * s, D)]
+    assert (time_keep == time_keep[:, :1, :, :1]).all()  # one decision per clip and patch
+    assert (space_keep == space_keep[:, :, :1, :1]).all()  # per clip and frame
+    assert (mlp_keep == mlp_keep[:, :1, :1]).all()  # per clip
+    assert len(np.unique(time_keep[:, 0, :, 0])) == len(np.unique(space_keep[:, :, 0, 0])) == 2
+
+    cls, g = x[:, :1], x[:, 1:].reshape(b, t, s, D)
+    out = _along_time(_np_ln(g, p["norm_time"]), lambda q: _np_attention(q, p["attention_time"]))
+    out = out * time_keep / (1 - rate)
+    g = g + out @ p["time_dense"]["kernel"] + p["time_dense"]["bias"]
+    cls_y, g_y = _np_ln(cls, p["norm1"]), _np_ln(g, p["norm1"])
+    cls_update, g_update = np.zeros_like(cls), np.zeros_like(g)
+    for frame in range(t):
+        out = _np_attention(np.concatenate([cls_y, g_y[:, frame]], axis=1), p["attention"])
+        out = out * space_keep[:, frame] / (1 - rate)
+        cls_update += out[:, :1] / t
+        g_update[:, frame] = out[:, 1:]
+    tokens = np.concatenate([cls + cls_update, (g + g_update).reshape(b, t * s, D)], axis=1)
+    tokens = tokens + _np_mlp_exact(_np_ln(tokens, p["norm2"]), p["mlp"]) * mlp_keep / (1 - rate)
+    np.testing.assert_allclose(got, tokens, rtol=1e-4, atol=1e-4)
+
+
 def _np_patches(video, tubelet):
     """(B, T, H, W, C) -> (B, tokens, pt*ph*pw*C) tubelets in (time, row, column) order."""
     b, t, h, w, c = video.shape

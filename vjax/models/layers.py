@@ -368,7 +368,11 @@ class EncoderBlock(nn.Module):
             name=name,
         )
 
-    def _attend(self, kind: str, y: jax.Array) -> jax.Array:
+    def _attend(self, kind: str, y: jax.Array, train: bool) -> jax.Array:
+        """The attention sublayer ``kind``'s residual branch; ``"time"`` and ``"space"`` apply
+        their own drop path, on the folded sequences as TimeSformer's code does (one decision
+        per clip and patch position over time, per clip and frame over space), before the
+        temporal fc (whose bias survives a drop) and the class token's mean over frames."""
         if kind == "joint":
             return self._attention("attention", (None,))(y)
         if self.grid is None:
@@ -381,8 +385,13 @@ class EncoderBlock(nn.Module):
                 f"{length} tokens do not fit the grid {self.grid} for {kind!r} attention"
             )
         head, grid = y[:, :prefix], rearrange(y[:, prefix:], "b (t s) d -> b t s d", t=time)
+
+        def drop_path(out: jax.Array, shared: tuple[int, ...]) -> jax.Array:
+            dropout = nn.Dropout(self.drop_path_rate, broadcast_dims=shared)
+            return dropout(out, deterministic=not train)
+
         if kind == "time":
-            out = self._attention("attention_time", ((1,),))(grid)
+            out = drop_path(self._attention("attention_time", ((1,),))(grid), (1, 3))
             if self.time_projection:
                 # (None, "embed"): an array may not repeat a logical name.
                 zero = nn.initializers.zeros
@@ -393,6 +402,7 @@ class EncoderBlock(nn.Module):
             out = self._attention("attention", ((2,),))(
                 jnp.concatenate([head_per_frame, grid], axis=2)
             )
+            out = drop_path(out, (2, 3))
             head_out, out = out[:, :, :prefix].mean(axis=1), out[:, :, prefix:]
         else:  # split
             out = self._attention("attention", ((1,), (2,)))(grid)
@@ -409,15 +419,21 @@ class EncoderBlock(nn.Module):
         eps = self.options.layer_norm_eps
         for kind in self.sublayers:
             norm = "norm_time" if kind == "time" else "norm1"
-            y = self._attend(kind, layer_norm(norm, self.dtype, eps)(x))
+            y = self._attend(kind, layer_norm(norm, self.dtype, eps)(x), train)
             y = nn.Dropout(self.dropout_rate)(y, deterministic=not train)
-            x = x + drop_path(y, deterministic=not train)
+            if kind not in FOLDED_DROP_PATH:  # those drop their folded sequences themselves
+                y = drop_path(y, deterministic=not train)
+            x = x + y
         y = layer_norm("norm2", self.dtype, eps)(x)
         y = Mlp(self.mlp_dim, self.dropout_rate, self.dtype, self.options.activation, name="mlp")(
             y, train=train
         )
         x = x + drop_path(y, deterministic=not train)
         return constrain(x, token_names(3))
+
+
+# Attention sublayers whose drop path acts on the folded sequences (EncoderBlock._attend).
+FOLDED_DROP_PATH = ("time", "space")
 
 
 def check_sublayers(sublayers: tuple[str, ...]) -> None:
