@@ -20,6 +20,12 @@ CASES = [
     (8, 9, (3, 1), (2, 1), ((1, 1), (0, 0))),  # (2+1)D's temporal conv over (T, H * W)
     (10, 10, (4, 5), (3, 2), ((1, 2), (2, 0))),  # stride 3, uneven padding
     (5, 6, (2, 2), (2, 2), ((0, 0), (0, 0))),  # patches that do not overlap
+    # Padding as wide as the kernel: phases whose padding is negative at one end and positive
+    # at the other, which XLA:CPU miscomputed for 3+ taps (errors up to 1e38 before the crop).
+    (8, 10, (2, 1), (1, 3), ((3, 0), (3, 3))),
+    (5, 6, (3, 3), (1, 2), ((2, 2), (3, 1))),
+    (2, 8, (2, 3), (1, 3), ((2, 0), (3, 1))),
+    (9, 9, (3, 3), (2, 2), ((3, 3), (1, 1))),
 ]
 
 

@@ -53,6 +53,17 @@ def _lax_conv(x, kernel, strides, padding, groups=1, preferred=None) -> jax.Arra
     )  # fmt: skip
 
 
+def _crop_negative_padding(x: jax.Array, pads: Pairs) -> tuple[jax.Array, list]:
+    """``(x, pads)`` with each negative padding of the two spatial axes turned into a slice
+    of ``x``: XLA:CPU (jaxlib 0.10) miscomputes a conv of 3 or more taps whose padding is
+    negative at one end and positive at the other (errors up to 1e38)."""
+    starts, stops, kept = [0, 0, 0, 0], list(x.shape), []
+    for axis, (low, high) in enumerate(pads, start=1):
+        starts[axis], stops[axis] = max(-low, 0), x.shape[axis] - max(-high, 0)
+        kept.append((max(low, 0), max(high, 0)))
+    return jax.lax.slice(x, starts, stops), kept
+
+
 @functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3, 4))
 def _phase_split_conv(x, kernel, strides: tuple, padding: Pairs, preferred) -> jax.Array:
     return _lax_conv(x, kernel, strides, padding, 1, preferred)
@@ -110,7 +121,8 @@ def phase_split_input_grad(
                     (n - 1 - c, m - 1 + c - (dy.shape[1 + a] - 1))
                     for a, (_, n, c, m) in enumerate(axes)
                 ]
-                phase = _lax_conv(dy, sub, (1, 1), pads)
+                cropped, pads = _crop_negative_padding(dy, pads)
+                phase = _lax_conv(cropped, sub, (1, 1), pads)
             row.append(jnp.pad(phase, ((0, 0), (0, counts[0] - mh), (0, counts[1] - mw), (0, 0))))
         rows.append(jnp.stack(row, 3))  # (N, Mh, Mw, sw, C)
     full = jnp.stack(rows, 2)  # (N, Mh, sh, Mw, sw, C): position (m, r) is s * m + r
