@@ -107,3 +107,24 @@ def test_a_line_cut_short_by_a_killed_writer_is_skipped(tmp_path):
     with open(tmp_path / "metrics.jsonl", "a") as f:
         f.write('{"step": 3, "split": "valid')
     assert [(r["step"], r["loss"]) for r in read_metrics(str(tmp_path))] == [(2, 0.5)]
+    # The resumed run's first record starts a line of its own (it was glued onto the half
+    # line and skipped with it), locally and in a bucket (whose file is written whole).
+    MetricWriter(str(tmp_path)).write(3, "validation", {"loss": 0.25})
+    assert [(r["step"], r["loss"]) for r in read_metrics(str(tmp_path))] == [(2, 0.5), (3, 0.25)]
+
+
+def test_a_bucket_metrics_file_cut_mid_line_gets_the_next_record_on_a_line_of_its_own(
+    tmp_path, monkeypatch
+):
+    from etils import epath
+
+    from vjax import storage
+
+    monkeypatch.setattr(storage, "is_remote", lambda location: True)
+    monkeypatch.setattr(storage, "path", lambda location, *parts: epath.Path(location, *parts))
+    location = str(tmp_path / "metrics.jsonl")
+    storage.append_line(location, "a\n")
+    with open(location, "a") as f:
+        f.write("half")
+    storage.append_line(location, "b\n")
+    assert (tmp_path / "metrics.jsonl").read_text() == "a\nhalf\nb\n"

@@ -41,7 +41,7 @@ class MetricWriter:
             "time": time.time(),
             **{k: json_number(float(v)) for k, v in scalars.items()},
         }
-        storage.append(os.path.join(self.workdir, "metrics.jsonl"), json.dumps(record) + "\n")
+        storage.append_line(os.path.join(self.workdir, "metrics.jsonl"), json.dumps(record) + "\n")
         if split not in self._event_files:
             folder = os.path.join(self.workdir, "tensorboard", split)
             self._event_files[split] = EventFile(folder)

@@ -67,6 +67,25 @@ def append(location: str, data: str | bytes) -> None:
     target.write_bytes((target.read_bytes() if target.exists() else b"") + raw)
 
 
+def append_line(location: str, line: str) -> None:
+    """Adds ``line`` (text ending in a newline) at the end of the text file ``location``,
+    created if missing; after a newline where the file ends mid-line (a killed writer's half
+    line), which would otherwise swallow this one when the file is read back."""
+    raw = line.encode("utf-8")
+    if not is_remote(location):
+        with open(location, "a+b") as f:
+            size = f.seek(0, os.SEEK_END)
+            if size:
+                f.seek(size - 1)
+                if f.read(1) != b"\n":
+                    raw = b"\n" + raw
+            f.write(raw)
+        return
+    target = path(location)
+    before = target.read_bytes() if target.exists() else b""
+    target.write_bytes(before + (b"\n" if before and not before.endswith(b"\n") else b"") + raw)
+
+
 def require_writable(location: str) -> None:
     """Raises a UserError naming the cause when no file can be written in the bucket folder
     ``location`` (a bucket that does not exist, no credentials, no permission): checked with
