@@ -173,6 +173,50 @@ def _records(builder, split):
     return [{k: source[i][k] for k in keys} for i in range(len(source))]
 
 
+def test_kinetics_as_the_cvdf_mirror_lays_it_out_with_thumbnails_beside_the_videos(clips, tmp_path):
+    """The CVDF download (today's Kinetics source) names its validation CSV ``val.csv``: that
+    split was silently left out. yt-dlp's ``<id>.jpg`` thumbnail and ``<id>.description``
+    beside ``<id>.mp4`` sort first and took the video's place (a 1-frame "video", or a
+    skipped one), as a VGGSound ``audio/<id>.wav`` beside ``video/<id>.mp4`` did."""
+    from PIL import Image
+
+    root = tmp_path / "k400"
+    header = "label,youtube_id,time_start,time_end,split\n"
+    (root / "annotations").mkdir(parents=True)
+    (root / "annotations" / "train.csv").write_text(
+        header + "abseiling,aaaaaaaaaaa,0,10,train\nzumba,bbbbbbbbbbb,0,10,train\n"
+    )
+    (root / "annotations" / "val.csv").write_text(header + "zumba,ccccccccccc,0,10,val\n")
+    for split, name in (("train", "aaaaaaaaaaa"), ("train", "bbbbbbbbbbb"), ("val", "ccccccccccc")):
+        _put(clips["mp4"], root / split / f"{name}_000000_000010.mp4")
+    Image.new("RGB", (32, 24)).save(root / "train" / "aaaaaaaaaaa_000000_000010.jpg")
+    (root / "train" / "bbbbbbbbbbb_000000_000010.description").write_text("a video")
+    builder, _, counts = _prepare("kinetics", tmp_path, root)
+    assert counts == {"train": {"listed": 2, "found": 2, "kept": 2},
+                      "validation": {"listed": 1, "found": 1, "kept": 1}}  # fmt: skip
+    assert builder.video_names("train") == ["train/aaaaaaaaaaa_000000_000010.mp4",
+                                            "train/bbbbbbbbbbb_000000_000010.mp4"]  # fmt: skip
+    train = builder.as_data_source("train")
+    assert [len(train[i]["frames"]) for i in range(2)] == [10, 10]
+
+
+def test_a_listing_of_unlabelled_videos_reads_back_for_beam(tmp_path):
+    """Beam's workers read each split's listing back from JSON: an unlabelled entry (videos
+    for pre-training) was a TypeError there, while the local build took it."""
+    import dataclasses
+
+    from etils import epath
+
+    from vjax.data.manifests import VideoEntry
+    from vjax.data.video_builder import _read_entries
+
+    entries = [VideoEntry("a.mp4", None), VideoEntry("b.mp4", "cat"),
+               VideoEntry("c.mp4", ("cut", "onion"), actions=(("c1", 0.0, 1.5),))]  # fmt: skip
+    listing = epath.Path(tmp_path / "listing.json")
+    listing.write_text(json.dumps([dataclasses.asdict(e) for e in entries]))
+    assert _read_entries(listing) == list(enumerate(entries))
+
+
 def test_beam_build_matches_local_build(clips, tmp_path, capsys):
     """``vjax prepare ... --beam_runner=DirectRunner`` writes the local build's records and
     report; a split with nothing usable fails on Beam too, leaving nothing prepared."""

@@ -6,9 +6,10 @@ annotations list but the folder lacks gets an entry whose path does not exist; p
 counts it as ``missing`` (Kinetics copies are always incomplete). Splits without labels (the
 Kinetics-700 and SSv2 test sets) are left out.
 
-* Kinetics-400/600/700: ``{train,validate,test}.csv`` (``label,youtube_id,time_start,time_end,
-  split``) in the folder or its ``annotations/``; videos named ``<id>_<start:06>_<end:06>.*``
-  (the official downloader's trimmed clips) or ``<id>.*`` (whole videos, cut to the segment).
+* Kinetics-400/600/700: ``{train,validate,test}.csv`` (``val.csv`` in the CVDF mirror;
+  ``label,youtube_id,time_start,time_end,split``) in the folder or its ``annotations/``;
+  videos named ``<id>_<start:06>_<end:06>.*`` (the official downloader's trimmed clips) or
+  ``<id>.*`` (whole videos, cut to the segment).
 * Something-Something v2: ``something-something-v2-{labels,train,validation}.json`` in the
   folder or its ``labels/``; videos ``<id>.webm``.
 * UCF101: ``ucfTrainTestlist/{classInd,trainlist0F,testlist0F}.txt`` for fold F; videos
@@ -50,21 +51,21 @@ import json
 import os
 from collections.abc import Callable, Iterable
 
-from vjax.data.manifests import VideoEntry
+from vjax.data.manifests import NOT_VIDEO_SUFFIXES, VideoEntry
 from vjax.errors import NotFoundError, UserError
 from vjax.tasks import ClassNames
 
-_ANNOTATION_SUFFIXES = (".csv", ".json", ".txt", ".md", ".rar", ".zip", ".tar", ".gz")
-
 
 def _index_videos(root: str) -> dict[str, str]:
-    """``relative key -> path`` for every non-annotation file below ``root``: keyed by file
-    stem and by ``parent/basename``, so both naming schemes can be looked up."""
+    """``relative key -> path`` for every file below ``root`` that may be a video: keyed by
+    file stem and by ``parent/basename``, so both naming schemes can be looked up. Files that
+    are not (annotations, thumbnails, sound, yt-dlp's descriptions: ``NOT_VIDEO_SUFFIXES``)
+    are left out: sharing a video's stem, they took its place."""
     index: dict[str, str] = {}
     for folder, dirs, files in os.walk(root):
         dirs[:] = sorted(d for d in dirs if not d.startswith("."))
         for name in sorted(files):
-            if name.startswith(".") or name.lower().endswith(_ANNOTATION_SUFFIXES):
+            if name.startswith(".") or os.path.splitext(name)[1].lower() in NOT_VIDEO_SUFFIXES:
                 continue
             path = os.path.join(folder, name)
             index.setdefault(os.path.splitext(name)[0], path)
@@ -119,9 +120,12 @@ def kinetics_entries(root: str) -> tuple[list[VideoEntry], list[str]]:
     root, index = _open(root, "Kinetics")
     entries: list[VideoEntry] = []
     labels: set[str] = set()
-    for csv_name, split in (("train", "train"), ("validate", "validation"), ("test", "test")):
+    # validate.csv in DeepMind's releases, val.csv in the CVDF mirror's (today's download)
+    for names, split in ((["train"], "train"), (["validate", "val"], "validation"),
+                         (["test"], "test")):  # fmt: skip
         try:
-            path = _find(root, [f"{csv_name}.csv", f"annotations/{csv_name}.csv"])
+            path = _find(root, [f"{folder}{name}.csv" for name in names
+                                for folder in ("", "annotations/")])  # fmt: skip
         except FileNotFoundError:
             if split == "train":
                 raise

@@ -508,7 +508,8 @@ def _read_entries(path: epath.Path) -> list[tuple[int, VideoEntry]]:
     """The ``(index, entry)`` pairs of a split's listing file (JSON; labels back to tuples)."""
     entries = []
     for i, row in enumerate(json.loads(path.read_text())):
-        label = row["label"] if isinstance(row["label"], str) else tuple(row["label"])
+        label = row["label"]  # None (unlabelled), a name, or a tuple (several, or per task)
+        label = label if label is None or isinstance(label, str) else tuple(label)
         actions = tuple(tuple(a) for a in row.get("actions", ()))
         entries.append((i, VideoEntry(**{**row, "label": label, "actions": actions})))
     return entries
