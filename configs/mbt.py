@@ -68,6 +68,11 @@ Differences from the cited configurations:
                      Stochastic depth rescales kept branches by 1 / (1 - p) (timm); scenic's
                      ``EncoderBlock`` drops without rescaling (``x * (1.0 - drop_pattern) +
                      inputs``); both grow linearly from 0 to 0.3 over the layers.
+                     ``num_bottlenecks=4`` is 4 shared tokens, the paper's B = 4; scenic's
+                     ``model.py`` adds one to ``n_bottlenecks`` with the token classifier
+                     (5). Each modality has its own final LayerNorm (scenic: one shared
+                     ``encoder_norm``). Checked against scenic's code with the same weights:
+                     equal logits for bottleneck, early, late and cross fusion.
                      SpecAugment as scenic's runs: the config lists 4 time masks of <= 48
                      frames but sets ``time_mask_max_ratio = 0``, which lingvo's
                      ``SpectrumAugmenter`` (``lingvo==0.11.0``, the project's
