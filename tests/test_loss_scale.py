@@ -97,7 +97,8 @@ def test_overflow_is_skipped_and_halves_the_scale_then_finite_steps_grow_it(setu
             np.testing.assert_array_equal(a, b, err_msg=name)
     assert int(after.step) == 1  # the step count (dropout keys) still advances
 
-    # From scale 1: two finite steps count up, the third doubles the scale (flax's rule).
+    # From scale 1: the second finite step doubles the scale (growth_interval=2), as
+    # PyTorch's GradScaler and jmp count (flax's own rule doubled on the third).
     state = _with_scale(state, 1.0)
     scales = []
     for _ in range(4):
@@ -106,7 +107,7 @@ def test_overflow_is_skipped_and_halves_the_scale_then_finite_steps_grow_it(setu
         assert float(metrics["skipped"]) == 0.0
         assert not np.array_equal(jax.tree.leaves(state.params)[0], jax.tree.leaves(before)[0])
         scales.append(_scale(state))
-    assert scales == [(1.0, 1), (1.0, 2), (2.0, 0), (2.0, 1)]
+    assert scales == [(1.0, 1), (2.0, 0), (2.0, 1), (4.0, 0)]
 
     # The scale is part of the checkpoint: a restored state continues exactly.
     manager = checkpoint.make_manager(str(tmp_path), max_to_keep=1)
@@ -114,11 +115,11 @@ def test_overflow_is_skipped_and_halves_the_scale_then_finite_steps_grow_it(setu
     manager.wait_until_finished()
     abstract = checkpoint.abstract_like(state, jax.tree.map(lambda x: x.sharding, state))
     restored, saved_step = checkpoint.restore_latest(manager, abstract)
-    assert saved_step == 4 and _scale(restored) == (2.0, 1)
+    assert saved_step == 4 and _scale(restored) == (4.0, 0)
     continued, resumed = step(state, batch, key)[0], step(restored, batch, key)[0]
     for a, b in zip(jax.tree.leaves(continued), jax.tree.leaves(resumed), strict=True):
         np.testing.assert_array_equal(a, b)
-    assert _scale(resumed) == (2.0, 2)
+    assert _scale(resumed) == (4.0, 1)
 
 
 def test_bfloat16_params_keep_the_state_dtypes_so_the_step_compiles_once(setup):

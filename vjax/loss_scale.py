@@ -31,7 +31,9 @@ def initial_loss_scale(dtype: Any, growth_interval: int = GROWTH_INTERVAL) -> Dy
     if jnp.dtype(dtype) != jnp.dtype(jnp.float16):
         return None
     return DynamicScale(
-        growth_interval=growth_interval,
+        # flax doubles on the finite step after growth_interval of them (fin_steps ==
+        # growth_interval), PyTorch's GradScaler and jmp on the growth_interval-th
+        growth_interval=growth_interval - 1,
         fin_steps=jnp.zeros((), jnp.int32),
         scale=jnp.asarray(INITIAL_SCALE, jnp.float32),
     )
