@@ -174,6 +174,30 @@ def test_converted_config_normalises_as_pytorchvideos_video_transform():
     np.testing.assert_allclose(config.input.std, std)
 
 
+def test_converted_folders_sample_frames_as_the_zoo_trained_them():
+    """The zoo's frame length x sample rate (model_zoo.md; the hub's SLOW_8x8_R50,
+    CSN_32x2_R101, R2PLUS1D_16x4_R50): vjax predict cut 8 consecutive frames for SLOW 8x8."""
+    from vjax.convert.pytorchvideo import from_pytorchvideo
+    from vjax.deploy.signature import sampling
+
+    for arch, (frames, stride) in {"x3d_m": (16, 5), "i3d_r50": (8, 8), "r2plus1d_r50": (16, 4),
+                                   "slowfast_r50": (32, 2)}.items():  # fmt: skip
+        config, _ = from_pytorchvideo(REFERENCES[arch]().state_dict(), arch)
+        cut = sampling(config, list(config.input.clip))
+        assert (cut["num_frames"], cut["frame_stride"]) == (frames, stride), arch
+
+
+def test_a_checkpoint_of_another_library_is_one_clear_error():
+    """A torchvision video ResNet's state dict (no blocks.N.* layers) was a ValueError from
+    unpacking, a traceback at the command line."""
+    from torchvision.models.video import r3d_18
+
+    from vjax.convert.pytorchvideo import from_pytorchvideo
+
+    with pytest.raises(ConversionError, match="not a pytorchvideo zoo checkpoint.*--from=torch"):
+        from_pytorchvideo(r3d_18(num_classes=4).state_dict(), "x3d_m")
+
+
 def test_x3d_width_and_depth_rounding_are_pytorchvideos():
     """vjax's round_width / round_repeats equal pytorchvideo.models.x3d's on a grid of widths
     and multipliers (X3D-M's own widths are all exact multiples of 8, so its logits test

@@ -255,6 +255,20 @@ def test_a_checkpoint_folder_scenic_saves_with_orbax_converts(tmp_path):
         from_scenic(str(tmp_path), config)
 
 
+def test_the_converted_folder_samples_frames_at_the_configs_stride(tmp_path):
+    """``dataset_configs.stride`` (scenic's ViViT-B: 2) is what ``vjax predict`` cuts a file
+    by; the folder recorded stride 1. Without it, 1."""
+    from vjax.deploy.signature import sampling
+
+    attention, classifier, fields = CASES["factorised_encoder"]
+    config = scenic_config(attention, classifier, spatial_temporal=True)
+    config["dataset_configs"]["stride"] = 2
+    out = roundtrip(tmp_path, fields, config)
+    assert sampling(out, list(out.input.clip))["frame_stride"] == 2
+    del config["dataset_configs"]["stride"]
+    assert roundtrip(tmp_path, fields, config).input.frame_stride == 1
+
+
 def test_clip_is_inferred_from_the_tables_when_the_data_config_is_absent(tmp_path):
     attention, classifier, fields = CASES["factorised_encoder"]
     config = scenic_config(attention, classifier, spatial_temporal=True)

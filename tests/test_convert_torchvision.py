@@ -178,3 +178,11 @@ def test_converted_config_normalises_as_torchvisions_weights_transforms():
     np.testing.assert_allclose(config.input.mean, transforms.mean)
     np.testing.assert_allclose(config.input.std, transforms.std)
     assert list(config.input.clip[1:3]) == list(transforms.crop_size)
+    # vjax predict cuts clips as the weights' meta says: 16 frames at 15 fps, one apart,
+    # short side resized to 128 (transforms' resize_size 128 x 171), 112 cropped
+    from vjax.deploy.signature import sampling
+
+    meta, cut = R3D_18_Weights.DEFAULT.meta, sampling(config, list(config.input.clip))
+    assert (cut["fps"], cut["frame_stride"], cut["num_frames"]) == (15.0, 1.0, 16)
+    assert "`frame_rate=15`" in meta["_docs"] and "`clip_len=16`" in meta["_docs"]
+    assert cut["resize_short_side"] == transforms.resize_size[0] == 128

@@ -85,10 +85,12 @@ def pretrained_config(
     std: Sequence[float] = IMAGENET_STD,
     source: str = "",
     frame_stride: float = 1,
+    **sampling: float,
 ) -> ml_collections.ConfigDict:
     """The config a converter returns: the model section, the clip ``(T, H, W, C)`` the weights
-    were trained on and its frames' stride (what ``vjax predict`` cuts a file by), normalisation,
-    class names and where the weights came from."""
+    were trained on, how its frames were sampled (``frame_stride``; ``sampling``: e.g. ``fps``,
+    ``test_crop_fraction``: what ``vjax predict`` cuts a file by), normalisation, class names
+    and where the weights came from."""
     import ml_collections
 
     return ml_collections.ConfigDict(
@@ -97,6 +99,7 @@ def pretrained_config(
             "input": {
                 "clip": list(clip),
                 "frame_stride": frame_stride,
+                **sampling,
                 "mean": list(mean),
                 "std": list(std),
             },

@@ -53,6 +53,14 @@ CLIPS = {
     "r2plus1d_r50": (16, 224, 224, 3),
     "csn_r101": (32, 224, 224, 3),
 }
+# Their frames' stride, the zoo's "frame length x sample rate" (model_zoo.md; the hub's names:
+# SLOW_8x8_R50, SLOWFAST_8x8_R101, CSN_32x2_R101, R2PLUS1D_16x4_R50); SlowFast's is the fast
+# pathway's, the clip vjax takes.
+FRAME_STRIDES = {
+    "x3d_xs": 12, "x3d_s": 6, "x3d_m": 5, "x3d_l": 5,
+    "slowfast_r50": 2, "slowfast_r50_4x16": 2, "slowfast_r101": 2,
+    "slow_r50": 8, "c2d_r50": 8, "i3d_r50": 8, "r2plus1d_r50": 4, "csn_r101": 2,
+}  # fmt: skip
 
 
 def _block_indices(w: TorchWeights, prefix: str = "blocks") -> list[int]:
@@ -160,6 +168,12 @@ def from_pytorchvideo(state_dict: Mapping[str, Any], arch: str):
     if arch not in CLIPS:
         raise ConversionError(f"unknown pytorchvideo arch {arch!r}; valid: {', '.join(CLIPS)}")
     w = TorchWeights(state_dict)
+    if not _block_indices(w) or not any(k.endswith(".proj.weight") for k in w.tensors):
+        some = ", ".join(list(w.tensors)[:3])
+        raise ConversionError(
+            f"not a pytorchvideo zoo checkpoint: no blocks.N.* layers and .proj head (it has "
+            f"e.g. {some}); --from=torchvision reads torchvision's video ResNets"
+        )
     model: dict[str, Any] = {"name": arch}
     if arch.startswith("x3d"):
         _x3d(w)
@@ -179,6 +193,7 @@ def from_pytorchvideo(state_dict: Mapping[str, Any], arch: str):
         mean=MEAN,
         std=STD,
         source=f"pytorchvideo {arch}",
+        frame_stride=FRAME_STRIDES[arch],
     )
     return config, variables
 

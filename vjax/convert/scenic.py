@@ -285,6 +285,7 @@ def from_scenic(
         mean=(0.5,) * clip[-1],  # scenic's video pipelines scale pixels to [-1, 1]
         std=(0.5,) * clip[-1],
         source=f"scenic ViViT ({kind})",
+        frame_stride=_field(config, "dataset_configs.stride", 1),
     ), variables
 
 

@@ -229,6 +229,9 @@ def from_torchvision(state_dict: Mapping[str, Any], arch: str | None = None):
         mean=KINETICS_MEAN,
         std=KINETICS_STD,
         source=f"torchvision {model['name']}",
+        # the weights' transforms(): 16 frames at 15 fps, resized to 128 x 171, 112 cropped
+        fps=15.0,
+        test_crop_fraction=112 / 128,
     )
     return config, variables
 
