@@ -5,6 +5,8 @@ The same train step runs on one CPU and on many devices; only the mesh and the r
 
 from __future__ import annotations
 
+import functools
+import math
 from collections.abc import Sequence
 from typing import Any
 
@@ -133,10 +135,32 @@ def replicated(mesh: Mesh) -> NamedSharding:
     return NamedSharding(mesh, PartitionSpec())
 
 
+@functools.cache
+def data_shard(sharding: NamedSharding) -> tuple[int, int]:
+    """``(index, count)``: which of the batch's ``count`` distinct row blocks this process's
+    devices hold, the share of the data it loads. Processes whose devices hold the same rows
+    (a mesh axis outside the batch's, e.g. ``tensor``, spanning processes) load the same
+    examples; by process index they loaded different ones into rows meant to be replicas (a
+    tensor-parallel layer then summed parts of two examples)."""
+    spec = sharding.spec[0] if len(sharding.spec) else None
+    axes = () if spec is None else (spec if isinstance(spec, tuple) else (spec,))
+    shards = math.prod(sharding.mesh.shape[axis] for axis in axes)
+    rows: dict[int, set[int]] = {}
+    for device, index in sharding.devices_indices_map((shards,)).items():
+        rows.setdefault(device.process_index, set()).update(range(*index[0].indices(shards)))
+    blocks = sorted({tuple(sorted(held)) for held in rows.values()})
+    return blocks.index(tuple(sorted(rows[jax.process_index()]))), len(blocks)
+
+
 def global_batch(local: dict[str, np.ndarray], sharding: NamedSharding) -> dict[str, jax.Array]:
-    """Assembles each process's local rows into global arrays sharded along the batch axis."""
+    """Assembles each process's local rows (its :func:`data_shard` of the batch) into global
+    arrays sharded along the batch axis."""
+    _, count = data_shard(sharding)
     return {
-        key: jax.make_array_from_process_local_data(sharding, value) for key, value in local.items()
+        key: jax.make_array_from_process_local_data(
+            sharding, value, (len(value) * count, *np.shape(value)[1:])
+        )
+        for key, value in local.items()
     }
 
 

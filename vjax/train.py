@@ -326,7 +326,7 @@ def _video_names(exp: Experiment, split: str) -> list[str] | None:
 def evaluate_views(exp: Experiment, eval_step, variables: Any, split: str) -> dict[str, Any]:
     """The multi-view test (``input.test_num_clips`` x ``input.test_num_crops`` views per
     video, logits pooled per video) of a dataset of stored whole videos."""
-    index, count = jax.process_index(), jax.process_count()
+    index, count = parallel.data_shard(exp.batch_sharding)
     chunk = exp.config.input.global_batch_size // count  # views per process per call
     per_process = -(-_num_examples(exp, split) // count)
     with _data_map(exp, "views", split, per_process) as video_views:
@@ -570,7 +570,7 @@ def _data_map(exp: Experiment, kind: str, split: str, stop: int):
     """:func:`data_function` of this process, computed here (``input.num_workers = 0``) or by
     that many loader processes (``-1``: one per core) reading ahead, which give the same
     results. The multi-view test keeps only a few videos' views ahead (they are large)."""
-    index, count = jax.process_index(), jax.process_count()
+    index, count = parallel.data_shard(exp.batch_sharding)
     workers = _num_workers(exp.config)
     if not workers:
         yield data_function(exp.builder, exp.config, kind, split, index, count)

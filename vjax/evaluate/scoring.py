@@ -202,9 +202,12 @@ def evaluate_batches(
 def _in_split_order(index: np.ndarray, keep: np.ndarray) -> np.ndarray:
     """The kept rows, ordered by their example's place in the split: the same order with any
     number of processes (gathered, process 0's rows come first), so that two results can be
-    compared video by video (:func:`vjax.evaluate.uncertainty.paired_top1`)."""
+    compared video by video (:func:`vjax.evaluate.uncertainty.paired_top1`). An example
+    gathered from several processes (replicas of one share of the batch,
+    :func:`vjax.parallel.data_shard`) counts once."""
     rows = np.flatnonzero(keep)
-    return rows[np.argsort(index[rows], kind="stable")]
+    _, first = np.unique(index[rows], return_index=True)  # sorted by example, first copy
+    return rows[first]
 
 
 def evaluate_views(
