@@ -12,7 +12,7 @@ import sys
 import jax
 import jax.numpy as jnp
 import pytest
-from conftest import REPO
+from conftest import REPO, tiny_config
 
 import vjax
 from vjax import checkpoint
@@ -199,3 +199,18 @@ def test_fallback_past_a_truncated_step_prints_one_line_not_orbax_tracebacks(tmp
     assert done.returncode == 0 and "restored 1" in done.stdout, done.stderr[-3000:]
     lines = [line for line in done.stderr.splitlines() if "overriding jax.Array" not in line]
     assert len(lines) == 1 and "cannot be read (ValueError: OUT_OF_RANGE" in lines[0], lines[:20]
+
+
+def test_evaluating_a_run_that_is_saving_leaves_its_step_in_flight(data_dir, tmp_path):
+    """``vjax eval`` of a workdir whose training is writing a step: its manager removed every
+    ``*.orbax-checkpoint-tmp`` folder when it opened (a writing manager's clean-up), and the
+    training's save then failed. Evaluation only reads."""
+    from vjax import train
+
+    config = tiny_config(data_dir, **{"train.num_steps": "2", "train.eval_every": "2",
+                                      "train.checkpoint_every": "2"})  # fmt: skip
+    train.train(config, str(tmp_path))
+    in_flight = tmp_path / "checkpoints" / "4.orbax-checkpoint-tmp"
+    (in_flight / "state").mkdir(parents=True)
+    result = train.evaluate_checkpoint(config, str(tmp_path), "validation")
+    assert result["step"] == 2 and in_flight.is_dir()

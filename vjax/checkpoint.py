@@ -62,6 +62,17 @@ def make_manager(
     )
 
 
+def reading_manager(directory: str) -> ocp.CheckpointManager:
+    """A manager that only reads (``vjax eval``, ``vjax.load``): it writes, deletes and cleans
+    up nothing, so a training run saving into the same folder keeps its step in flight (a
+    writing manager removes every ``*.orbax-checkpoint-tmp`` folder when it opens)."""
+    return ocp.CheckpointManager(
+        storage.absolute(directory),
+        options=ocp.CheckpointManagerOptions(read_only=True),
+        item_handlers=_item_handlers(),
+    )
+
+
 def _item_handlers() -> dict:
     """Handlers for a checkpoint's two items; new instances for every manager."""
     return {"state": ocp.StandardCheckpointHandler(), "metadata": ocp.JsonCheckpointHandler()}
@@ -389,11 +400,7 @@ def _read_newest_logged(
     checkpoints folder or step folder: then only that step) that reads, through a read-only
     manager; each newer step that does not is logged as one line naming it and why."""
     directory, step = locate(path)
-    manager = ocp.CheckpointManager(
-        directory,
-        options=ocp.CheckpointManagerOptions(read_only=True),
-        item_handlers=_item_handlers(),
-    )
+    manager = reading_manager(directory)
     steps = [step] if step is not None else manager.all_steps()
     result, used, reasons = _read_newest(steps, functools.partial(read, manager), directory)
     _log_skipped(reasons, directory, used)

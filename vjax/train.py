@@ -917,9 +917,7 @@ def evaluate_checkpoint(config: ml_collections.ConfigDict, workdir: str, split: 
     exp = setup(widths_from(config, workdir, "--workdir"), splits=(split,), distill=False)
     if _is_model_folder(workdir):
         return _evaluate_model_folder(exp, workdir, split)
-    manager = checkpoint.make_manager(
-        os.path.join(workdir, "checkpoints"), config.train.keep_checkpoints
-    )
+    manager = checkpoint.reading_manager(os.path.join(workdir, "checkpoints"))
     restored = restore_state(exp, manager)
     if restored is None:  # every saved step failed to restore (each one is logged)
         raise UserError(f"no checkpoint in {workdir!r} restores (see the warnings above)")
