@@ -228,6 +228,17 @@ def test_sigterm_during_precise_bn_saves_that_step(data_dir, tmp_path, monkeypat
         assert train.train(config, str(cut)) == {"preempted_at": 4}
     assert len(seen) == 1  # of precise BN's 3 batches
     assert [e for e in os.listdir(cut / "checkpoints") if e.isdigit()] == ["4"]
+    # A resume killed while it writes step 4 again with precise BN's statistics: the old
+    # copy waits aside (it was deleted first: the run's only checkpoint lost) and comes back.
+    from vjax import checkpoint
+
+    def killed(*args, **kwargs):
+        raise KeyboardInterrupt("killed while saving")
+
+    with pytest.MonkeyPatch.context() as patch, pytest.raises(KeyboardInterrupt):
+        patch.setattr(checkpoint, "save", killed)
+        train.train(config, str(cut))
+    assert sorted(os.listdir(cut / "checkpoints")) == ["4.replaced"]
     assert train.train(config, str(cut))["loss"] == pytest.approx(whole["loss"], rel=1e-6)
     assert [e for e in os.listdir(cut / "checkpoints") if e.isdigit()] == ["4"]
     saved, wanted = (vjax.load(str(path))[2]["batch_stats"] for path in (cut, tmp_path / "whole"))

@@ -160,6 +160,55 @@ MAX_REASON_CHARS = 300
 # What an unrestorable step's folder is renamed to (``6`` -> ``6.unreadable``): out of Orbax's
 # list of steps, kept on disk for the user.
 UNREADABLE_SUFFIX = ".unreadable"
+REPLACED_SUFFIX = ".replaced"
+
+
+def replace_step(manager: ocp.CheckpointManager, step: int, save_again: Callable[[], T]) -> T:
+    """Writes ``step`` again with ``save_again()`` (which saves it through ``manager``) with a
+    complete copy of it in the folder all along: the old one is renamed ``N.replaced`` first
+    and removed once the new one is written, and a run killed in between gets the old one
+    back (:func:`recover_replaced`). Deleting it first lost the step, the run's only one with
+    ``keep_checkpoints=1``, to a kill during the write."""
+    directory = epath.Path(manager.directory)
+    aside = directory / f"{step}{REPLACED_SUFFIX}"
+    manager.wait_until_finished()
+    if jax.process_index() == 0:
+        (directory / str(step)).rename(aside)
+    _every_process_here("vjax_replace_step")
+    manager.reload()
+    result = save_again()
+    manager.wait_until_finished()
+    if jax.process_index() == 0:
+        aside.rmtree()
+    return result
+
+
+def recover_replaced(directory: str) -> list[int]:
+    """Each step :func:`replace_step` set aside as ``N.replaced``: removed where the new ``N``
+    is complete, else renamed back to ``N`` (the new copy never finished). Run before a
+    manager opens ``directory``. Returns the steps put back (on process 0; [] elsewhere)."""
+    folder, restored = storage.path(directory), []
+    if jax.process_index() == 0 and folder.exists():
+        for aside in folder.glob(f"*{REPLACED_SUFFIX}"):
+            step = folder / aside.name.removesuffix(REPLACED_SUFFIX)
+            if step.exists() and ocp.step.is_checkpoint_finalized(step):
+                aside.rmtree()
+            else:
+                if step.exists():
+                    step.rmtree()  # a new copy cut short
+                aside.rename(step)
+                restored.append(int(step.name))
+                log.warning("step %s: its rewrite was cut short; its old copy is back", step.name)
+    _every_process_here("vjax_recover_replaced")
+    return restored
+
+
+def _every_process_here(name: str) -> None:
+    """Waits until every process reaches this point (one process: returns at once)."""
+    if jax.process_count() > 1:
+        from jax.experimental import multihost_utils
+
+        multihost_utils.sync_global_devices(name)
 
 
 def failure_reason(error: BaseException) -> str:

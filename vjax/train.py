@@ -650,9 +650,10 @@ def _checked_saver(
 VALIDATION_OWED = "validation_owed"  # checkpoint metadata: saved before its validation ran
 
 
-def _validation_owed(manager, workdir: str, step: int) -> bool:
+def _validation_owed(manager, workdir: str, step: int, rewrite_cut_short: bool = False) -> bool:
     """True when the checkpoint of ``step`` was saved on a preemption notice before the
-    validation scheduled at that step ran, and none of that step has been logged since: the
+    validation scheduled at that step ran, and none of that step has been logged since (or
+    it was, but the rewrite with precise BN's statistics that follows it was cut short): the
     resumed run validates it first, so a preemption loses no validation (the final one
     included)."""
     from jax.experimental import multihost_utils
@@ -661,7 +662,9 @@ def _validation_owed(manager, workdir: str, step: int) -> bool:
     if step and checkpoint.step_metadata(manager, step).get(VALIDATION_OWED):
         if jax.process_index() == 0:  # a validation that could not be scored logs none: owed
             logged = read_metrics(workdir)
-            owed = not any(r["step"] == step and r["split"] == "validation" for r in logged)
+            owed = rewrite_cut_short or not any(
+                r["step"] == step and r["split"] == "validation" for r in logged
+            )
         # Every process takes the branch process 0 read (it alone writes metrics.jsonl).
         owed = bool(multihost_utils.broadcast_one_to_all(np.int32(owed)))
     return owed
@@ -735,6 +738,9 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
     """Trains (resuming from the newest good checkpoint in ``workdir``) and returns the last
     validation metrics."""
     _check_workdir(workdir)
+    # A step whose rewrite with precise BN's statistics a kill cut short: its old copy back,
+    # before anything reads the folder, and its validation owed again.
+    rewrite_cut_short = checkpoint.recover_replaced(os.path.join(workdir, "checkpoints"))
     # A pruned model's widths: the run's own once it has a checkpoint (its train.init_from is
     # not read again, and may since have been deleted), else those of train.init_from.
     resuming = has_checkpoint(workdir)
@@ -759,7 +765,7 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
         )
     # State: restore the newest checkpoint that loads, else initialise.
     manager, state, start = _start_state(exp, workdir, is_main)
-    owed = _validation_owed(manager, workdir, start)
+    owed = _validation_owed(manager, workdir, start, start in rewrite_cut_short)
     if start >= tcfg.num_steps and not owed:  # a finished run again, or num_steps lowered
         if is_main:
             print(
@@ -870,9 +876,9 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
                     elif tcfg.get("precise_bn_batches") and "batch_stats" in state.model_state:
                         # Precise BN's statistics, which it validated with, saved as the
                         # uninterrupted run saves them (Orbax writes a step once).
-                        manager.wait_until_finished()
-                        manager.delete(start)
-                        history = save(start, state, history)
+                        history = checkpoint.replace_step(
+                            manager, start, lambda: save(start, state, history)
+                        )
                 ahead = batches_ahead if preempted_at is None else ()
                 for step, batch in enumerate(ahead, start=start + 1):  # step = updates done
                     state, metrics = train_step(state, batch, step_key)
