@@ -124,7 +124,10 @@ def target_clip(video: jax.Array, kind: str = "pixels") -> jax.Array:
     (pixels in [0, 1], ``(B, T, H, W, C)``): ``"pixels"``, the clip itself (VideoMAE);
     ``"frame_difference"``, each frame's change to the next, ``0.5 + (x[t + 1] - x[t]) / 2``
     (the last frame's 0.5: no change), as MotionMAE's motion targets. A static background
-    cancels out of a difference, so what is left to predict is what moves."""
+    cancels out of a difference, leaving what moves and the pixel noise (which per-tubelet
+    normalisation scales up). A tubelet's last frame differs from the next tubelet's first:
+    with random masking that one may be visible, part of the target then in the input
+    (BENCHMARKS.md, vjax bench ssl)."""
     if kind not in TARGETS:
         raise ValueError(f"target must be one of {TARGETS}, got {kind!r}")
     if kind == "pixels":
