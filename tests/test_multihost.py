@@ -38,9 +38,26 @@ def _train_command(data_dir: str, workdir: str, mesh: list[str]) -> list[str]:
     ]  # fmt: skip
 
 
-def _losses(workdir: str) -> list[float]:
+def _records(workdir: str, split: str) -> list[dict]:
     with open(os.path.join(workdir, "metrics.jsonl")) as f:
-        return [r["loss"] for r in map(json.loads, f) if r.get("split") == "train"]
+        return [r for r in map(json.loads, f) if r.get("split") == split]
+
+
+def _losses(workdir: str) -> list[float]:
+    return [r["loss"] for r in _records(workdir, "train")]
+
+
+def _launch_two(devices_per_process: int, command: list[str]) -> str:
+    """Runs ``command`` as 2 local processes (launch/local.py) of ``devices_per_process`` CPU
+    devices each; returns their output after checking that they succeeded."""
+    launcher = [sys.executable, os.path.join(REPO, "launch", "local.py")]
+    result = subprocess.run(
+        [*launcher, "--num_processes=2", f"--devices_per_process={devices_per_process}", "--",
+         *command],
+        cwd=REPO, capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stdout[-4000:]
+    return result.stdout
 
 
 @pytest.fixture(scope="module")
@@ -60,16 +77,10 @@ def test_two_processes_match_one_process(prepared, tmp_path):
     # The processes prepare the dataset themselves, into a new folder: process 0 first, the
     # other then reads it (both at once wrote over each other and one failed).
     fresh = str(tmp_path / "tfds")
-    launcher = [sys.executable, os.path.join(REPO, "launch", "local.py")]
-    result = subprocess.run(
-        [*launcher, "--num_processes=2", "--devices_per_process=2", "--",
-         *_train_command(fresh, two, TWO_SLICES)],
-        cwd=REPO, capture_output=True, text=True, timeout=600,
-    )  # fmt: skip
-    assert result.returncode == 0, result.stdout[-4000:]
+    output = _launch_two(2, _train_command(fresh, two, TWO_SLICES))
     # Both processes ran; only process 0 reported progress.
-    assert "[p1]" in result.stdout and "[p0]" in result.stdout
-    assert not any(line.startswith("[p1] step") for line in result.stdout.splitlines())
+    assert "[p1]" in output and "[p0]" in output
+    assert not any(line.startswith("[p1] step") for line in output.splitlines())
 
     meta_one, vars_one, step_one = read_checkpoint(one)
     meta_two, vars_two, step_two = read_checkpoint(two)
@@ -94,20 +105,10 @@ def test_tensor_parallel_across_processes_trains_on_the_batch_one_process_sees(p
     mesh = "(('data', 1), ('fsdp', 1), ('tensor', 2))"
     here = "(('data', 4), ('fsdp', 1), ('tensor', 2))"  # this process's 8 devices
     train.train(tiny_config(prepared, **OVERRIDES, **{"sharding.mesh": here}), one)
-    launcher = [sys.executable, os.path.join(REPO, "launch", "local.py")]
-    result = subprocess.run(
-        [*launcher, "--num_processes=2", "--devices_per_process=1", "--",
-         *_train_command(prepared, two, [f"--config.sharding.mesh={mesh}"])],
-        cwd=REPO, capture_output=True, text=True, timeout=600,
-    )  # fmt: skip
-    assert result.returncode == 0, result.stdout[-4000:]
-    assert "input (8, 4, 16, 16, 3)" in result.stdout, result.stdout[-4000:]
+    output = _launch_two(1, _train_command(prepared, two, [f"--config.sharding.mesh={mesh}"]))
+    assert "input (8, 4, 16, 16, 3)" in output, output[-4000:]
     np.testing.assert_allclose(_losses(two), _losses(one), rtol=1e-5)
-    validation = [
-        [r for r in map(json.loads, open(os.path.join(w, "metrics.jsonl")))
-         if r["split"] == "validation"][-1]
-        for w in (one, two)
-    ]  # fmt: skip
+    validation = [_records(workdir, "validation")[-1] for workdir in (one, two)]
     for key in ("loss", "top1"):  # every validation clip once: none doubled by the replicas
         np.testing.assert_allclose(validation[1][key], validation[0][key], rtol=1e-5)
 
