@@ -100,30 +100,66 @@ def test_predicting_each_tubelets_mean_scores_n_minus_1_over_n():
     assert mean_prediction_loss((2, 8, 8)) == 127 / 128
 
 
+def _changes_inside_tubelets(video: np.ndarray, frames: int) -> np.ndarray:
+    """NumPy reference: frame t's change to frame t + 1 where both lie in one tubelet of
+    ``frames`` frames, else 0 (a tubelet's last frame)."""
+    change = np.zeros_like(video)
+    for t in range(video.shape[1]):
+        if (t + 1) % frames:
+            change[:, t] = video[:, t + 1] - video[:, t]
+    return change
+
+
 def test_frame_difference_targets_are_what_moves():
-    """``target="frame_difference"``: each frame's change to the next (0.5 + d / 2, the last
-    frame 0.5), so a static background is 0.5 everywhere and only a moving square is left;
-    normalised per tubelet like pixels (NumPy reference on the differences themselves: the
-    per-tubelet normalisation does not see the 0.5 + d / 2 encoding)."""
+    """``target="frame_difference"``: each frame's change to the next inside its tubelet
+    (0.5 + d / 2, a tubelet's last frame 0.5), so a static background is 0.5 everywhere and
+    only a moving square is left; normalised per tubelet like pixels (NumPy reference on the
+    differences themselves: the per-tubelet normalisation does not see the 0.5 + d / 2
+    encoding)."""
     rng = np.random.default_rng(2)
     video = np.repeat(rng.uniform(0.0, 0.4, (1, 1, 8, 8, 3)), 4, axis=1).astype(np.float32)
     for t in range(4):  # a bright 2x2 square one pixel further right each frame
         video[0, t, 3:5, t : t + 2] = 0.9
-    clip = np.asarray(target_clip(video, "frame_difference"))
-    difference = np.concatenate([np.diff(video, axis=1), np.zeros_like(video[:, :1])], 1)
+    tubelet = (2, 4, 4)
+    clip = np.asarray(target_clip(video, "frame_difference", tubelet))
+    difference = _changes_inside_tubelets(video, 2)
     np.testing.assert_allclose(clip, 0.5 + difference / 2, atol=1e-7)
     moved = np.abs(difference).max(axis=(0, 1, 4)) > 0
-    assert moved.sum() == 2 * 5 and np.all(clip[0, :, ~moved] == 0.5)  # rows 3-4, columns 0-4
-    assert np.all(clip[0, -1] == 0.5)
-    tubelet = (2, 4, 4)
+    assert np.argwhere(moved).tolist() == [[r, c] for r in (3, 4) for c in (0, 2, 4)]
+    assert np.all(clip[0, :, ~moved] == 0.5)
+    assert np.all(clip[0, 1] == 0.5) and np.all(clip[0, 3] == 0.5)  # each tubelet's last
     blocks = difference.reshape(1, 2, 2, 2, 4, 2, 4, 3).transpose(0, 1, 3, 5, 2, 4, 6, 7)
     blocks = blocks.reshape(1, 8, 32, 3)
     mean, std = blocks.mean(2, keepdims=True), blocks.std(2, ddof=1, keepdims=True)
     expected = ((blocks - mean) / (std / 2 + 1e-6) / 2).reshape(1, 8, 96)  # std of d / 2
     np.testing.assert_allclose(pixel_targets(clip, tubelet), expected, rtol=1e-4, atol=1e-4)
-    assert target_clip(video, "pixels") is video
+    four = _changes_inside_tubelets(video, 4)
+    np.testing.assert_allclose(
+        target_clip(video, "frame_difference", (4, 4, 4)), 0.5 + four / 2, atol=1e-7
+    )
+    assert target_clip(video, "pixels", tubelet) is video
     with pytest.raises(ValueError, match="target must be one of"):
-        target_clip(video, "flow")
+        target_clip(video, "flow", tubelet)
+    with pytest.raises(ValueError, match="needs tubelets of 2 or more frames"):
+        target_clip(video, "frame_difference", (1, 4, 4))
+
+
+def test_a_tubelets_frame_difference_target_reads_only_its_own_frames():
+    """No hidden tubelet's target depends on another tubelet's pixels: changing the frames of
+    one time step of tubelets changes the normalised targets of those tokens and of no other.
+    (A change taken across the boundary put part of a hidden tubelet's target in the next
+    tubelet's first frame, which random masking often leaves visible.)"""
+    tubelet = (2, 4, 4)
+    video = np.random.default_rng(4).uniform(size=(2, 6, 8, 8, 3)).astype(np.float32)
+    targets = np.asarray(pixel_targets(target_clip(video, "frame_difference", tubelet), tubelet))
+    for step in range(3):
+        changed = video.copy()
+        changed[:, 2 * step : 2 * step + 2] = np.random.default_rng(step).uniform(
+            size=changed[:, :2].shape
+        )
+        after = pixel_targets(target_clip(changed, "frame_difference", tubelet), tubelet)
+        moved = np.abs(np.asarray(after) - targets).max(axis=2).reshape(2, 3, 4) > 1e-6
+        assert moved[:, step].all() and not np.delete(moved, step, axis=1).any(), step
 
 
 def test_the_objective_reconstructs_the_chosen_target():
@@ -136,8 +172,7 @@ def test_the_objective_reconstructs_the_chosen_target():
     variables = model.init(jax.random.key(0), video, train=False)
     mask = draw_mask(jax.random.key(1), 2, (2, 4), model.mask_ratio, model.masking)
     losses, predicted, _ = objectives.masked_pixel_losses(model, variables, video, video, mask)
-    difference = np.concatenate([np.diff(video, axis=1), np.zeros_like(video[:, :1])], 1)
-    targets = np.asarray(pixel_targets(difference, model.tubelet))
+    targets = np.asarray(pixel_targets(_changes_inside_tubelets(video, 2), model.tubelet))
     _, hidden = split_tokens(mask, model.num_masked(video.shape))
     picked = np.take_along_axis(targets, np.asarray(hidden)[..., None], axis=1)
     want = ((np.asarray(predicted) - picked) ** 2).mean(axis=(1, 2))
@@ -146,6 +181,9 @@ def test_the_objective_reconstructs_the_chosen_target():
         build_model({"name": "videomae_pretraining", **TINY, "target": "x"}, 0).check_input(
             (1, 4, 16, 16, 3)
         )
+    one_frame = {**TINY, "size": "Ti/8x1", "target": "frame_difference"}
+    with pytest.raises(ValueError, match="needs tubelets of 2 or more frames"):
+        build_model({"name": "videomae_pretraining", **one_frame}, 0).check_input((1, 4, 16, 16, 3))
 
 
 def test_bad_masking_is_named():

@@ -224,7 +224,9 @@ def masked_pixel_losses(
     predicted, model_state = model.apply(
         variables, video, mask, train=train, hidden=count, rngs=rngs, mutable=list(mutable)
     )
-    targets = pixel_targets(target_clip(pixels, model.target), model.tubelet, model.norm_pix_loss)
+    targets = pixel_targets(
+        target_clip(pixels, model.target, model.tubelet), model.tubelet, model.norm_pix_loss
+    )
     _, masked = split_tokens(mask, count)
     error = (predicted.astype(jnp.float32) - take_tokens(targets, masked)) ** 2
     return error.mean(axis=(1, 2)), predicted, model_state
@@ -273,7 +275,7 @@ def reconstruct(
     mask = _mask(model, video, jax.random.key(_EVAL_MASK_SEED))
     count = model.num_masked(video.shape)
     _, predicted, _ = masked_pixel_losses(model, variables, video, pixels, mask)
-    pixels = target_clip(pixels, model.target)  # what was reconstructed
+    pixels = target_clip(pixels, model.target, model.tubelet)  # what was reconstructed
     tokens = pixel_targets(pixels, model.tubelet, normalize=False)
     _, masked = split_tokens(mask, count)
     if model.norm_pix_loss:

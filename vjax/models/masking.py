@@ -9,7 +9,7 @@ layout of Hugging Face's ``VideoMAEForPreTraining`` targets and decoder outputs.
 >>> mask = draw_mask(key, batch=8, grid=(8, 196), ratio=0.9, kind="tube")   # bool (8, 1568)
 >>> visible, masked = split_tokens(mask, num_masked(grid, 0.9, "tube"))
 >>> targets = pixel_targets(video01, (2, 16, 16), normalize=True)            # (8, 1568, 1536)
->>> motion = pixel_targets(target_clip(video01, "frame_difference"), (2, 16, 16))
+>>> motion = pixel_targets(target_clip(video01, "frame_difference", (2, 16, 16)), (2, 16, 16))
 """
 
 from __future__ import annotations
@@ -119,22 +119,35 @@ def pixel_targets(
     return einops.rearrange(pixels, "b n p c -> b n (p c)")
 
 
-def target_clip(video: jax.Array, kind: str = "pixels") -> jax.Array:
+def target_clip(video: jax.Array, kind: str, tubelet: tuple[int, int, int]) -> jax.Array:
     """The clip whose tubelets a masked autoencoder reconstructs, in [0, 1], from ``video``
     (pixels in [0, 1], ``(B, T, H, W, C)``): ``"pixels"``, the clip itself (VideoMAE);
-    ``"frame_difference"``, each frame's change to the next, ``0.5 + (x[t + 1] - x[t]) / 2``
-    (the last frame's 0.5: no change), as MotionMAE's motion targets. A static background
-    cancels out of a difference, leaving what moves and the pixel noise (which per-tubelet
-    normalisation scales up). A tubelet's last frame differs from the next tubelet's first:
-    with random masking that one may be visible, part of the target then in the input
-    (BENCHMARKS.md, vjax bench ssl)."""
+    ``"frame_difference"``, each frame's change to the next within its ``tubelet``'s frames,
+    ``0.5 + (x[t + 1] - x[t]) / 2``, a tubelet's last frame 0.5 (no change), as MotionMAE's
+    motion targets. A static background cancels out, leaving what moves and the pixel noise
+    (which per-tubelet normalisation scales up). The change stays inside the tubelet: one
+    reaching into the next tubelet's first frame, which random masking may leave visible,
+    would put part of a hidden tubelet's target in the input (BENCHMARKS.md, vjax bench ssl)."""
     if kind not in TARGETS:
         raise ValueError(f"target must be one of {TARGETS}, got {kind!r}")
     if kind == "pixels":
         return video
-    video = video.astype(jnp.float32)
-    change = jnp.concatenate([video[:, 1:] - video[:, :-1], jnp.zeros_like(video[:, :1])], 1)
-    return 0.5 + 0.5 * change
+    check_frame_difference(tubelet)
+    frames = tubelet[0]
+    grouped = einops.rearrange(video.astype(jnp.float32), "b (n f) ... -> b n f ...", f=frames)
+    change = grouped[:, :, 1:] - grouped[:, :, :-1]
+    change = jnp.concatenate([change, jnp.zeros_like(grouped[:, :, :1])], axis=2)
+    return 0.5 + 0.5 * einops.rearrange(change, "b n f ... -> b (n f) ...")
+
+
+def check_frame_difference(tubelet: tuple[int, ...]) -> None:
+    """Frame-difference targets need two or more frames per tubelet: a change is only taken
+    between frames of one tubelet, so a one-frame tubelet would have nothing to predict."""
+    if tubelet[0] < 2:
+        raise ValueError(
+            "target 'frame_difference' needs tubelets of 2 or more frames (each change is "
+            f"taken inside a tubelet), got tubelet {tuple(tubelet)}"
+        )
 
 
 def mean_prediction_loss(tubelet: tuple[int, int, int]) -> float:

@@ -12,7 +12,8 @@ tubelet's ``pt * ph * pw * C`` pixels (:mod:`vjax.models.masking` layout). Which
 hidden is an input (the ``reconstruction`` objective draws tube or random masks at
 ``mask_ratio`` from the step's key); ``norm_pix_loss`` says whether the targets are
 normalised per tubelet, ``target`` whether they are the pixels (VideoMAE) or each frame's
-change to the next (``"frame_difference"``, :func:`~vjax.models.masking.target_clip`).
+change to the next inside its tubelet (``"frame_difference"``,
+:func:`~vjax.models.masking.target_clip`).
 
 >>> model = VideoMAEPretraining(num_classes=0)        # ViT-B/16x2, decoder 4 x 384
 >>> mask = draw_mask(key, 1, (8, 196), 0.9, "tube")
@@ -39,6 +40,7 @@ from vjax.models.layers import (
 from vjax.models.masking import (
     MASKINGS,
     TARGETS,
+    check_frame_difference,
     check_masking,
     draw_mask,
     num_masked,
@@ -74,6 +76,8 @@ class VideoMAEPretraining(VideoTransformer):
             raise ValueError(f"masking must be one of {MASKINGS}, got {self.masking!r}")
         if self.target not in TARGETS:
             raise ValueError(f"target must be one of {TARGETS}, got {self.target!r}")
+        if self.target == "frame_difference":
+            check_frame_difference(self.tubelet)
         check_masking(token_grid(input_shape, self.tubelet), self.mask_ratio, self.masking)
         if self.decoder_hidden_size % self.decoder_num_heads:
             raise ValueError(
