@@ -100,6 +100,54 @@ def test_predicting_each_tubelets_mean_scores_n_minus_1_over_n():
     assert mean_prediction_loss((2, 8, 8)) == 127 / 128
 
 
+def test_pretraining_starts_as_videomaes_official_code():
+    """From scratch the pre-training model draws its weights as VideoMAE's official
+    ``PretrainVisionTransformer`` does (by the distributions' own bounds and stds): q/k/v
+    Xavier over the fused (D, 3D) matrix, torch's default Conv3d (kernel and bias U(+-1 /
+    sqrt(fan_in))) and Linear for encoder_to_decoder, the mask token N(0, 0.02) cut at +-1
+    std; other Linear layers Xavier. ViViT keeps scenic's per-projection Xavier."""
+    width, decoder = 768, 384
+    model = build_model({"name": "videomae_pretraining", "size": "B/16x2", "num_layers": 1,
+                         "decoder_num_layers": 1}, 0)  # fmt: skip
+    params = nn.meta.unbox(model.init(jax.random.key(0), jnp.zeros((1, 4, 32, 32, 3)),
+                                      train=False)["params"])  # fmt: skip
+
+    def uniform(array, bound):
+        values = np.asarray(array)
+        assert 0.99 * bound < np.abs(values).max() <= bound * (1 + 1e-6)
+        assert values.std() == pytest.approx(bound / np.sqrt(3), rel=0.03)
+
+    for stack, dim in [("encoder", width), ("decoder", decoder)]:
+        attention = params[stack]["block00"]["attention"]
+        for name in ("query", "key", "value"):
+            uniform(attention[f"{name}_kernel"], np.sqrt(6 / (dim + 3 * dim)))
+        uniform(attention["out_kernel"], np.sqrt(6 / (2 * dim)))
+        uniform(params[stack]["block00"]["mlp"]["fc1"]["kernel"], np.sqrt(6 / (5 * dim)))
+    fan_in = 2 * 16 * 16 * 3
+    uniform(params["embedding"]["conv"]["kernel"], 1 / np.sqrt(fan_in))
+    uniform(params["embedding"]["conv"]["bias"], 1 / np.sqrt(fan_in))
+    uniform(params["encoder_to_decoder"]["kernel"], 1 / np.sqrt(width))
+    uniform(params["decoder_head"]["kernel"], np.sqrt(6 / (decoder + 1536)))
+    token = np.asarray(params["mask_token"])
+    assert np.abs(token).max() <= 0.02 and token.std() == pytest.approx(0.02 * 0.5395, rel=0.1)
+    vivit = build_model({"name": "vivit", "size": "B/16x2", "num_layers": 1}, 3)
+    vivit_params = nn.meta.unbox(vivit.init(jax.random.key(0), jnp.zeros((1, 4, 32, 32, 3)),
+                                            train=False)["params"])  # fmt: skip
+    query = next(v for k, v in _flat(vivit_params).items() if k.endswith("query_kernel"))
+    uniform(query, np.sqrt(6 / (2 * width)))
+    assert np.asarray(vivit_params["embedding"]["conv"]["bias"]).max() == 0.0  # LeCun, zero bias
+
+
+def _flat(tree: dict, prefix: str = "") -> dict:
+    out = {}
+    for key, value in tree.items():
+        if isinstance(value, dict):
+            out.update(_flat(value, f"{prefix}{key}/"))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
 def _changes_inside_tubelets(video: np.ndarray, frames: int) -> np.ndarray:
     """NumPy reference: frame t's change to frame t + 1 where both lie in one tubelet of
     ``frames`` frames, else 0 (a tubelet's last frame)."""

@@ -18,6 +18,7 @@ never names a mesh axis.
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -40,6 +41,24 @@ _xavier_heads = nn.initializers.variance_scaling(
 _xavier_heads_out = nn.initializers.variance_scaling(
     1.0, "fan_avg", "uniform", in_axis=(0, 1), out_axis=2
 )
+# Xavier over the fused (embed) x (3 * embed) q/k/v matrix of VideoMAE's official code.
+_xavier_fused_qkv = nn.initializers.variance_scaling(
+    0.5, "fan_avg", "uniform", in_axis=0, out_axis=(1, 2)
+)
+QKV_INITS = {"per_projection": _xavier_heads, "fused": _xavier_fused_qkv}
+PATCH_INITS = ("lecun", "torch")
+# torch's default for nn.Linear / nn.Conv weights: U(+-1 / sqrt(fan_in)).
+torch_default_kernel = nn.initializers.variance_scaling(1 / 3, "fan_in", "uniform")
+
+
+def torch_default_bias(fan_in: int) -> nn.initializers.Initializer:
+    """torch's default nn.Linear / nn.Conv bias: U(+-1 / sqrt(fan_in)) of its kernel's fan-in."""
+    bound = 1 / math.sqrt(fan_in)
+
+    def init(key: jax.Array, shape: tuple[int, ...], dtype: Any = jnp.float32) -> jax.Array:
+        return jax.random.uniform(key, shape, dtype, -bound, bound)
+
+    return init
 
 
 def _gelu_exact(x: jax.Array) -> jax.Array:
@@ -102,13 +121,16 @@ class TransformerOptions:
     """Per-layer options that differ between published checkpoints.
 
     ``qkv_bias`` names the projections that carry a bias: ``"qkv"`` (ViT, ViViT,
-    TimeSformer), ``"qv"`` (VideoMAE: no key bias), ``""`` (none).
+    TimeSformer), ``"qv"`` (VideoMAE: no key bias), ``""`` (none). ``qkv_init``: Xavier
+    over each projection (``"per_projection"``, scenic's ViT) or over the fused q/k/v matrix
+    (``"fused"``, VideoMAE's official code: 1/sqrt(2) of the former's scale).
     """
 
     layer_norm_eps: float = 1e-6
     activation: str = "gelu"
     qkv_bias: str = "qkv"
     attention_impl: str = "auto"
+    qkv_init: str = "per_projection"
 
     def validate(self) -> None:
         """Raises a ValueError naming the bad option (called before any compilation)."""
@@ -125,6 +147,8 @@ class TransformerOptions:
             raise ValueError(
                 f"attention_impl must be one of {IMPLEMENTATIONS}, got {self.attention_impl!r}"
             )
+        if self.qkv_init not in QKV_INITS:
+            raise ValueError(f"qkv_init must be one of {tuple(QKV_INITS)}, got {self.qkv_init!r}")
 
 
 def _logical(init, names: tuple[str | None, ...]):
@@ -216,6 +240,7 @@ class Attention(nn.Module):
     qkv_bias: str = "qkv"
     head_groups: tuple[tuple[int, ...] | None, ...] = (None,)
     implementation: str = "auto"
+    qkv_init: str = "per_projection"  # TransformerOptions.qkv_init
 
     def _param(self, name: str, init, shape: tuple[int, ...], names: tuple[str, ...]):
         value = self.param(name, _logical(init, names), shape)
@@ -245,7 +270,10 @@ class Attention(nn.Module):
 
         def project(name: str) -> jax.Array:
             kernel = self._param(
-                f"{name}_kernel", _xavier_heads, (embed, heads, head_dim), ("embed", "heads", "kv")
+                f"{name}_kernel",
+                QKV_INITS[self.qkv_init],
+                (embed, heads, head_dim),
+                ("embed", "heads", "kv"),
             )
             y = jnp.einsum("...d,dhk->...hk", x, kernel)
             if name[0] in self.qkv_bias:
@@ -365,6 +393,7 @@ class EncoderBlock(nn.Module):
             qkv_bias=self.options.qkv_bias,
             head_groups=head_groups,
             implementation=self.options.attention_impl,
+            qkv_init=self.options.qkv_init,
             name=name,
         )
 
@@ -496,22 +525,32 @@ class TubeletEmbed(nn.Module):
     Returns ``(batch, tokens, hidden)`` with tokens in (time, height, width) order; the token
     grid is ``(frames // t, (height // h) * (width // w))``. ``strides`` smaller than the
     tubelet make overlapping patches (AST's spectrogram patches); None: the tubelet itself.
+    ``conv_init``: the conv's initialisation, ``"lecun"`` (LeCun normal kernel, zero bias: scenic's
+    ViT) or ``"torch"`` (torch's default nn.Conv3d: VideoMAE's official code).
     """
 
     hidden_size: int
     tubelet: tuple[int, int, int]
     dtype: Dtype = jnp.float32
     strides: tuple[int, int, int] | None = None
+    conv_init: str = "lecun"
 
     @nn.compact
     def __call__(self, video: jax.Array) -> jax.Array:
+        if self.conv_init not in PATCH_INITS:
+            raise ValueError(f"conv_init must be one of {PATCH_INITS}, got {self.conv_init!r}")
+        if self.conv_init == "torch":
+            kernel_init = torch_default_kernel
+            bias_init = torch_default_bias(math.prod(self.tubelet) * video.shape[-1])
+        else:
+            kernel_init, bias_init = nn.initializers.lecun_normal(), nn.initializers.zeros
         x = Conv(
             self.hidden_size,
             tuple(self.tubelet),
             tuple(self.strides or self.tubelet),
             dtype=self.dtype,
-            kernel_init=_logical(nn.initializers.lecun_normal(), (None, None, None, None, "embed")),
-            bias_init=_logical(nn.initializers.zeros, ("embed",)),
+            kernel_init=_logical(kernel_init, (None, None, None, None, "embed")),
+            bias_init=_logical(bias_init, ("embed",)),
             name="conv",
         )(video)
         return constrain(rearrange(x, "b t h w d -> b (t h w) d"), ("batch", "tokens", "embed"))

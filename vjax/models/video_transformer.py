@@ -7,7 +7,7 @@ with optional width/depth overrides, regularisation, and the per-layer options
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
 import flax.linen as nn
 import jax
@@ -78,6 +78,10 @@ class VideoTransformer(nn.Module):
     # Rematerialisation of each encoder block (layers.REMAT_POLICIES): "none", "block", "dots".
     remat: str = "none"
     dtype: Any = jnp.float32
+    # How a model trained from scratch starts (converted weights replace it): the q/k/v kernels
+    # (TransformerOptions.qkv_init) and the patch conv (TubeletEmbed.conv_init): scenic's ViT's.
+    qkv_init: ClassVar[str] = "per_projection"
+    patch_init: ClassVar[str] = "lecun"
 
     def resolved_size(self) -> TransformerSize:
         """The size string with any explicit width/depth overrides applied."""
@@ -97,7 +101,7 @@ class VideoTransformer(nn.Module):
     @property
     def options(self) -> TransformerOptions:
         return TransformerOptions(
-            self.layer_norm_eps, self.activation, self.qkv_bias, self.attention_impl
+            self.layer_norm_eps, self.activation, self.qkv_bias, self.attention_impl, self.qkv_init
         )
 
     def check_input(self, input_shape: tuple[int, ...]) -> None:
@@ -120,7 +124,9 @@ class VideoTransformer(nn.Module):
         """Tubelet tokens ``(batch, time * space, hidden)`` and their ``(time, space)`` grid."""
         video = constrain(video.astype(self.dtype), ("batch", "time", None, None, None))
         size = self.resolved_size()
-        x = TubeletEmbed(size.hidden_size, self.tubelet, dtype=self.dtype, name=name)(video)
+        x = TubeletEmbed(
+            size.hidden_size, self.tubelet, dtype=self.dtype, conv_init=self.patch_init, name=name
+        )(video)
         return x, token_grid(video.shape, self.tubelet)
 
     def stage(

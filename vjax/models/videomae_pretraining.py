@@ -36,6 +36,7 @@ from vjax.models.layers import (
     layer_norm,
     learned_embedding,
     sinusoidal_table,
+    torch_default_kernel,
 )
 from vjax.models.masking import (
     MASKINGS,
@@ -49,6 +50,9 @@ from vjax.models.masking import (
 )
 from vjax.models.registry import register
 from vjax.models.video_transformer import VideoTransformer, token_grid
+
+# VideoMAE's trunc_normal_(std=0.02) cuts at +-1 std (a = -std, b = std), not timm's +-2.
+_MASK_TOKEN_INIT = nn.initializers.truncated_normal(0.02, lower=-1.0, upper=1.0)
 
 
 @register("videomae_pretraining")
@@ -68,6 +72,11 @@ class VideoMAEPretraining(VideoTransformer):
     masking: str = "tube"
     norm_pix_loss: bool = True
     target: str = "pixels"  # or "frame_difference": what is reconstructed (masking.target_clip)
+    # VideoMAE's official code trains from scratch with q/k/v initialised as one fused Linear
+    # and torch's default patch conv, encoder_to_decoder (torch's default Linear) and a mask
+    # token N(0, 0.02) truncated at one std (its own trunc_normal_); Hugging Face differs.
+    qkv_init: ClassVar[str] = "fused"
+    patch_init: ClassVar[str] = "torch"
 
     def check_input(self, input_shape: tuple[int, ...]) -> None:
         """Validates the clip, the masking and the decoder's width before any compilation."""
@@ -116,10 +125,19 @@ class VideoMAEPretraining(VideoTransformer):
         x = self.encoder("encoder", final_norm=self.encoder_norm)(x, train=train)
 
         width = self.decoder_hidden_size
-        x = dense(width, (None, "embed"), self.dtype, "encoder_to_decoder", use_bias=False)(x)
+        x = dense(
+            width,
+            (None, "embed"),
+            self.dtype,
+            "encoder_to_decoder",
+            use_bias=False,
+            kernel_init=torch_default_kernel,
+        )(x)
         positions = sinusoidal_table(mask.shape[1], width).astype(self.dtype)
         positions = jnp.broadcast_to(positions, (x.shape[0], *positions.shape[1:]))
-        token = learned_embedding(self, "mask_token", (1, 1, width), (None, None, "embed"))
+        token = learned_embedding(
+            self, "mask_token", (1, 1, width), (None, None, "embed"), _MASK_TOKEN_INIT
+        )
         x = jnp.concatenate(
             [
                 x + take_tokens(positions, visible),
