@@ -137,14 +137,33 @@ def test_inflated_2d_resnet50_sees_a_static_video_as_the_image():
     assert i3d["params"]["stem"]["conv"]["kernel"].shape == (5, 7, 7, 3, 64)
 
 
-@pytest.mark.parametrize("suffix", [".pth", ".safetensors"])
+def reference_script_checkpoint(model: "torch.nn.Module") -> dict:
+    """What torchvision's references/video_classification/train.py saves each epoch: the
+    weights under "model" beside the optimiser, the schedule, the epoch and its argparse
+    ``args`` (a Namespace, which ``weights_only`` loading refuses unless allowed)."""
+    import argparse
+
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.64, momentum=0.9, weight_decay=1e-4)
+    warmup = torch.optim.lr_scheduler.LinearLR(optimizer, start_factor=0.001, total_iters=10)
+    steps = torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones=[20, 30], gamma=0.1)
+    schedule = torch.optim.lr_scheduler.SequentialLR(optimizer, [warmup, steps], milestones=[10])
+    args = argparse.Namespace(model="r3d_18", lr=0.64, epochs=45, clip_len=16, amp=False)
+    return {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
+            "lr_scheduler": schedule.state_dict(), "epoch": 3, "args": args}  # fmt: skip
+
+
+@pytest.mark.parametrize("suffix", [".pth", ".safetensors", "reference_script.pth"])
 def test_convert_command_round_trip(tmp_path, suffix):
+    """A state dict, a safetensors file and a torchvision reference-script checkpoint each
+    convert to a folder whose logits equal torchvision's."""
     import vjax
     from vjax.cli import main
 
     reference = randomized(video_models.r3d_18(num_classes=NUM_CLASSES), seed=3)
     src = str(tmp_path / f"r3d{suffix}")
-    if suffix == ".pth":
+    if suffix == "reference_script.pth":
+        torch.save(reference_script_checkpoint(reference), src)
+    elif suffix == ".pth":
         torch.save(reference.state_dict(), src)
     else:
         from safetensors.torch import save_file

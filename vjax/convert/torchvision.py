@@ -15,6 +15,7 @@ Command: ``vjax convert --from=torchvision --arch=r3d_18 --src=r3d_18.pth --out=
 
 from __future__ import annotations
 
+import argparse
 import os
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -310,8 +311,9 @@ def from_torchvision_resnet50(state_dict: Mapping[str, Any], arch: str = "i3d_r5
 
 def load_state_dict(path: str) -> dict[str, Any]:
     """A state dict from a ``.safetensors`` file or a ``torch.save`` file (read with
-    ``weights_only=True``); a ``{"state_dict": ...}`` / ``{"model_state": ...}`` wrapper
-    (pytorchvideo's zoo files) is unwrapped."""
+    ``weights_only=True``); a ``{"state_dict": ...}`` / ``{"model_state": ...}`` /
+    ``{"model": ...}`` wrapper (pytorchvideo's zoo files, torchvision's reference scripts,
+    whose argparse ``args`` beside the weights are allowed through) is unwrapped."""
     if not os.path.exists(path):
         raise NotFoundError(f"checkpoint {path} does not exist")
     try:
@@ -321,7 +323,8 @@ def load_state_dict(path: str) -> dict[str, Any]:
             return dict(load_file(path))
         import torch
 
-        loaded = torch.load(path, map_location="cpu", weights_only=True)
+        with torch.serialization.safe_globals([argparse.Namespace]):
+            loaded = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # noqa: BLE001  (any failure to parse the user's file)
         kind = "safetensors" if path.endswith(".safetensors") else "torch.save"
         raise ConversionError(
