@@ -40,6 +40,25 @@ def test_each_epoch_visits_every_example_once_across_step_boundaries():
     assert list(seen[:10]) != list(seen[10:])  # reshuffled per epoch
 
 
+class _ClearedByAnotherThread(dict):
+    """A permutation cache another thread clears right after each insertion (its cache was
+    full: the interleaving that raised KeyError when a prefetch thread and precise BN's
+    statistics pass read batches of one TrainBatches at once)."""
+
+    def __setitem__(self, key, value):
+        super().__setitem__(key, value)
+        self.clear()
+
+
+def test_batch_indices_survive_another_thread_clearing_the_permutation_cache():
+    batches = TrainBatches(FakeSource(10), 4, seed=3)
+    expected = [batches.indices(s) for s in range(5)]
+    racing = TrainBatches(FakeSource(10), 4, seed=3)
+    racing._permutations = _ClearedByAnotherThread()
+    for step in range(5):
+        np.testing.assert_array_equal(racing.indices(step), expected[step])
+
+
 def test_processes_get_disjoint_slices_of_the_same_global_batch():
     whole = TrainBatches(FakeSource(10), 4, seed=0).indices(3)
     parts = [TrainBatches(FakeSource(10), 4, 0, p, 2).indices(3) for p in range(2)]

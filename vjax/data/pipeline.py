@@ -118,12 +118,17 @@ class TrainBatches:
         self._permutations: dict[int, np.ndarray] = {}
 
     def _permutation(self, epoch: int) -> np.ndarray:
-        if epoch not in self._permutations:
+        """Epoch ``epoch``'s order, cached for a few epochs. The prefetch thread and precise
+        BN's pass read batches at once, so the result is never read back from the cache,
+        which the other thread may have just cleared."""
+        permutation = self._permutations.get(epoch)
+        if permutation is None:
+            rng = np.random.default_rng([self.seed, epoch])
+            permutation = rng.permutation(len(self.source))
             if len(self._permutations) > 4:
                 self._permutations.clear()
-            rng = np.random.default_rng([self.seed, epoch])
-            self._permutations[epoch] = rng.permutation(len(self.source))
-        return self._permutations[epoch]
+            self._permutations[epoch] = permutation
+        return permutation
 
     def indices(self, step: int) -> np.ndarray:
         """Example indices of this process's rows of the global batch at ``step``."""
