@@ -214,3 +214,23 @@ def test_evaluating_a_run_that_is_saving_leaves_its_step_in_flight(data_dir, tmp
     (in_flight / "state").mkdir(parents=True)
     result = train.evaluate_checkpoint(config, str(tmp_path), "validation")
     assert result["step"] == 2 and in_flight.is_dir()
+
+
+def test_a_resume_into_other_dtypes_says_what_it_casts(tmp_path, caplog):
+    """A float32 checkpoint resumed into bfloat16 parameters (``train.param_dtype`` changed)
+    restores cast, with one warning naming the dtypes and how many arrays; the same dtypes
+    restore without one."""
+    directory = _saved(str(tmp_path / "checkpoints"), (1, 1.0))
+    as_bf16 = jax.tree.map(
+        lambda x: x.astype(jnp.bfloat16) if x.dtype == jnp.float32 else x, _state(0.0)
+    )
+    manager = checkpoint.make_manager(directory, 5, async_save=False)
+    with caplog.at_level(logging.WARNING, logger="vjax.checkpoint"):
+        same, _ = checkpoint.restore_latest(manager, _target(_state(0.0)))
+        assert _warnings(caplog) == []
+        cast, step = checkpoint.restore_latest(manager, _target(as_bf16))
+    manager.close()
+    assert step == 1 and cast["params"]["w0"].dtype == jnp.bfloat16
+    assert float(cast["params"]["w0"][3]) == float(same["params"]["w0"][3]) == 4.0
+    (line,) = _warnings(caplog)
+    assert "stores 4 arrays as float32 that this run keeps as bfloat16 (e.g. params/w0)" in line

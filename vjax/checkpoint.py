@@ -112,6 +112,27 @@ def check_compatible(saved: Any, expected: Any, where: str) -> None:
         )
 
 
+def _log_dtype_changes(saved: Any, expected: Any, where: str) -> None:
+    """One warning per (saved, restored) dtype pair that differs: a run resumed with another
+    ``train.param_dtype`` (float32 parameters and optimiser state read into bfloat16 ones
+    lose their low bits at the next save), cast by Orbax without a word otherwise."""
+    saved_flat, expected_flat = ocp.tree.to_flat_dict(saved), ocp.tree.to_flat_dict(expected)
+    changes: dict[tuple[str, str], list[str]] = {}
+    for key in sorted(saved_flat.keys() & expected_flat.keys()):
+        old, new = (
+            getattr(saved_flat[key], "dtype", None),
+            getattr(expected_flat[key], "dtype", None),
+        )
+        if old is not None and new is not None and np.dtype(old) != np.dtype(new):
+            changes.setdefault((str(np.dtype(old)), str(np.dtype(new))), []).append("/".join(key))
+    for (old, new), keys in changes.items():
+        log.warning(
+            "checkpoint %s stores %d arrays as %s that this run keeps as %s (e.g. %s): they are "
+            "cast on restore (train.param_dtype changed since it was saved?)",
+            where, len(keys), old, new, keys[0],
+        )  # fmt: skip
+
+
 class CheckpointNotSavedError(UserError):
     """A save that did not happen: the folder already holds this step or a newer one."""
 
@@ -349,6 +370,7 @@ def _restore_state(manager: ocp.CheckpointManager, abstract_state: Any, step: in
     if saved is None:
         raise ValueError("the saved state has no readable array metadata")
     check_compatible(saved, abstract_state, f"step {step} in {manager.directory}")
+    _log_dtype_changes(saved, abstract_state, f"step {step} in {manager.directory}")
     restored = manager.restore(
         step,
         args=ocp.args.Composite(
