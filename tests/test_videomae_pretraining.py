@@ -105,7 +105,8 @@ def test_pretraining_starts_as_videomaes_official_code():
     ``PretrainVisionTransformer`` does (by the distributions' own bounds and stds): q/k/v
     Xavier over the fused (D, 3D) matrix, torch's default Conv3d (kernel and bias U(+-1 /
     sqrt(fan_in))) and Linear for encoder_to_decoder, the mask token N(0, 0.02) cut at +-1
-    std; other Linear layers Xavier. ViViT keeps scenic's per-projection Xavier."""
+    std; other Linear layers Xavier. ViViT, and ``weight_init="scenic"``, keep scenic's
+    ViT's: Xavier per projection, LeCun patch conv with zero bias, N(0, 0.02)."""
     width, decoder = 768, 384
     model = build_model({"name": "videomae_pretraining", "size": "B/16x2", "num_layers": 1,
                          "decoder_num_layers": 1}, 0)  # fmt: skip
@@ -136,6 +137,21 @@ def test_pretraining_starts_as_videomaes_official_code():
     query = next(v for k, v in _flat(vivit_params).items() if k.endswith("query_kernel"))
     uniform(query, np.sqrt(6 / (2 * width)))
     assert np.asarray(vivit_params["embedding"]["conv"]["bias"]).max() == 0.0  # LeCun, zero bias
+    # model.weight_init="scenic": the pre-training model starts as the other transformers
+    scenic = build_model({"name": "videomae_pretraining", "size": "B/16x2", "num_layers": 1,
+                          "decoder_num_layers": 1, "weight_init": "scenic"}, 0)  # fmt: skip
+    params = nn.meta.unbox(scenic.init(jax.random.key(0), jnp.zeros((1, 4, 32, 32, 3)),
+                                       train=False)["params"])  # fmt: skip
+    uniform(params["encoder"]["block00"]["attention"]["query_kernel"], np.sqrt(6 / (2 * width)))
+    conv = np.asarray(params["embedding"]["conv"]["kernel"])
+    assert conv.std() == pytest.approx(1 / np.sqrt(fan_in), rel=0.05)  # LeCun normal
+    assert np.asarray(params["embedding"]["conv"]["bias"]).max() == 0.0
+    uniform(params["encoder_to_decoder"]["kernel"], np.sqrt(6 / (width + decoder)))
+    token = np.asarray(params["mask_token"])
+    assert np.abs(token).max() > 0.02 and token.std() == pytest.approx(0.02, rel=0.15)
+    with pytest.raises(ValueError, match="weight_init must be one of"):
+        wrong = {"name": "videomae_pretraining", **TINY, "weight_init": "torch"}
+        build_model(wrong, 0).check_input((1, 4, 16, 16, 3))
 
 
 def _flat(tree: dict, prefix: str = "") -> dict:
@@ -645,17 +661,25 @@ def test_bench_ssl_table(tmp_path):
     assert "| 1 | 0.400 (L2 0.01) | 0.300 (L2 1) | +10.0 |" in text
 
 
-def test_an_unknown_target_on_the_command_line_is_one_line(tmp_path, capsys):
+@pytest.mark.parametrize(
+    "override, message",
+    [("model.target=flow", "target must be one of ('pixels', 'frame_difference'), got 'flow'"),
+     ("model.weight_init=torch", "weight_init must be one of ('scenic', 'videomae'), got 'torch'")],
+)  # fmt: skip
+def test_an_unknown_target_or_init_on_the_command_line_is_one_line(
+    tmp_path, capsys, override, message
+):
     """``--config.model.target=flow``: one line naming the valid targets, exit 2, no
-    traceback and no run folder (checked before any data or compilation)."""
+    traceback and no run folder (checked before any data or compilation); the same for the
+    initialisation."""
     from vjax.cli import main as vjax_main
 
     workdir = tmp_path / "run"
-    argv = ["train", f"--config={CONFIG}:pretrain_motion,tiny", "--config.model.target=flow",
+    argv = ["train", f"--config={CONFIG}:pretrain_motion,tiny", f"--config.{override}",
             f"--workdir={workdir}"]  # fmt: skip
     assert vjax_main(argv) == 2
     err = capsys.readouterr().err
     lines = [line for line in err.splitlines() if line.strip() and "WARNING" not in line]
     assert "Traceback" not in err and len(lines) == 1, err
-    assert "target must be one of ('pixels', 'frame_difference'), got 'flow'" in lines[0]
+    assert message in lines[0]
     assert not workdir.exists()

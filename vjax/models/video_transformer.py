@@ -7,7 +7,7 @@ with optional width/depth overrides, regularisation, and the per-layer options
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from typing import Any
 
 import flax.linen as nn
 import jax
@@ -56,6 +56,9 @@ def class_token(module: nn.Module, name: str, width: int) -> jax.Array:
     return module.param(name, init, (1, 1, width))
 
 
+WEIGHT_INITS = ("scenic", "videomae")
+
+
 class VideoTransformer(nn.Module):
     """Base of the video transformers: size, regularisation and layer options (no __call__)."""
 
@@ -78,10 +81,10 @@ class VideoTransformer(nn.Module):
     # Rematerialisation of each encoder block (layers.REMAT_POLICIES): "none", "block", "dots".
     remat: str = "none"
     dtype: Any = jnp.float32
-    # How a model trained from scratch starts (converted weights replace it): the q/k/v kernels
-    # (TransformerOptions.qkv_init) and the patch conv (TubeletEmbed.conv_init): scenic's ViT's.
-    qkv_init: ClassVar[str] = "per_projection"
-    patch_init: ClassVar[str] = "lecun"
+    # How a model trained from scratch starts (converted weights replace it): "scenic" (its
+    # ViT: Xavier per q/k/v projection, LeCun patch conv) or "videomae" (VideoMAE's official
+    # code: Xavier over the fused q/k/v matrix, torch's default patch conv; WEIGHT_INITS).
+    weight_init: str = "scenic"
 
     def resolved_size(self) -> TransformerSize:
         """The size string with any explicit width/depth overrides applied."""
@@ -101,7 +104,11 @@ class VideoTransformer(nn.Module):
     @property
     def options(self) -> TransformerOptions:
         return TransformerOptions(
-            self.layer_norm_eps, self.activation, self.qkv_bias, self.attention_impl, self.qkv_init
+            self.layer_norm_eps,
+            self.activation,
+            self.qkv_bias,
+            self.attention_impl,
+            "fused" if self.weight_init == "videomae" else "per_projection",
         )
 
     def check_input(self, input_shape: tuple[int, ...]) -> None:
@@ -112,6 +119,8 @@ class VideoTransformer(nn.Module):
     def check_options(self) -> None:
         """Validates the layer options and that the width splits into the heads."""
         self.options.validate()
+        if self.weight_init not in WEIGHT_INITS:
+            raise ValueError(f"weight_init must be one of {WEIGHT_INITS}, got {self.weight_init!r}")
         check_remat(self.remat)
         size = self.resolved_size()
         if size.hidden_size % size.num_heads:
@@ -124,8 +133,9 @@ class VideoTransformer(nn.Module):
         """Tubelet tokens ``(batch, time * space, hidden)`` and their ``(time, space)`` grid."""
         video = constrain(video.astype(self.dtype), ("batch", "time", None, None, None))
         size = self.resolved_size()
+        conv_init = "torch" if self.weight_init == "videomae" else "lecun"
         x = TubeletEmbed(
-            size.hidden_size, self.tubelet, dtype=self.dtype, conv_init=self.patch_init, name=name
+            size.hidden_size, self.tubelet, dtype=self.dtype, conv_init=conv_init, name=name
         )(video)
         return x, token_grid(video.shape, self.tubelet)
 

@@ -72,11 +72,10 @@ class VideoMAEPretraining(VideoTransformer):
     masking: str = "tube"
     norm_pix_loss: bool = True
     target: str = "pixels"  # or "frame_difference": what is reconstructed (masking.target_clip)
-    # VideoMAE's official code trains from scratch with q/k/v initialised as one fused Linear
-    # and torch's default patch conv, encoder_to_decoder (torch's default Linear) and a mask
-    # token N(0, 0.02) truncated at one std (its own trunc_normal_); Hugging Face differs.
-    qkv_init: ClassVar[str] = "fused"
-    patch_init: ClassVar[str] = "torch"
+    # From scratch as VideoMAE's official code (Hugging Face's differs): also torch's default
+    # Linear for encoder_to_decoder and the mask token N(0, 0.02) cut at +-1 std (its own
+    # trunc_normal_); "scenic": Xavier and N(0, 0.02), as the other video transformers.
+    weight_init: str = "videomae"
 
     def check_input(self, input_shape: tuple[int, ...]) -> None:
         """Validates the clip, the masking and the decoder's width before any compilation."""
@@ -125,19 +124,20 @@ class VideoMAEPretraining(VideoTransformer):
         x = self.encoder("encoder", final_norm=self.encoder_norm)(x, train=train)
 
         width = self.decoder_hidden_size
+        official = self.weight_init == "videomae"
         x = dense(
             width,
             (None, "embed"),
             self.dtype,
             "encoder_to_decoder",
             use_bias=False,
-            kernel_init=torch_default_kernel,
+            kernel_init=torch_default_kernel if official else nn.initializers.xavier_uniform(),
         )(x)
         positions = sinusoidal_table(mask.shape[1], width).astype(self.dtype)
         positions = jnp.broadcast_to(positions, (x.shape[0], *positions.shape[1:]))
-        token = learned_embedding(
-            self, "mask_token", (1, 1, width), (None, None, "embed"), _MASK_TOKEN_INIT
-        )
+        token_init = _MASK_TOKEN_INIT if official else nn.initializers.normal(0.02)
+        names = (None, None, "embed")
+        token = learned_embedding(self, "mask_token", (1, 1, width), names, token_init)
         x = jnp.concatenate(
             [
                 x + take_tokens(positions, visible),
