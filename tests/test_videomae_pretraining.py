@@ -15,6 +15,7 @@ import numpy as np
 import optax
 import pytest
 from conftest import PRETRAIN_CONFIG, REPO
+from flax.traverse_util import flatten_dict
 
 import vjax
 from vjax import objectives, train
@@ -134,7 +135,9 @@ def test_pretraining_starts_as_videomaes_official_code():
     vivit = build_model({"name": "vivit", "size": "B/16x2", "num_layers": 1}, 3)
     vivit_params = nn.meta.unbox(vivit.init(jax.random.key(0), jnp.zeros((1, 4, 32, 32, 3)),
                                             train=False)["params"])  # fmt: skip
-    query = next(v for k, v in _flat(vivit_params).items() if k.endswith("query_kernel"))
+    query = next(
+        v for k, v in flatten_dict(vivit_params, sep="/").items() if k.endswith("query_kernel")
+    )
     uniform(query, np.sqrt(6 / (2 * width)))
     assert np.asarray(vivit_params["embedding"]["conv"]["bias"]).max() == 0.0  # LeCun, zero bias
     # model.weight_init="scenic": the pre-training model starts as the other transformers
@@ -152,16 +155,6 @@ def test_pretraining_starts_as_videomaes_official_code():
     with pytest.raises(ValueError, match="weight_init must be one of"):
         wrong = {"name": "videomae_pretraining", **TINY, "weight_init": "torch"}
         build_model(wrong, 0).check_input((1, 4, 16, 16, 3))
-
-
-def _flat(tree: dict, prefix: str = "") -> dict:
-    out = {}
-    for key, value in tree.items():
-        if isinstance(value, dict):
-            out.update(_flat(value, f"{prefix}{key}/"))
-        else:
-            out[f"{prefix}{key}"] = value
-    return out
 
 
 def _changes_inside_tubelets(video: np.ndarray, frames: int) -> np.ndarray:
