@@ -40,7 +40,8 @@ posterize keeps 5 bits where timm's increasing posterize keeps 2.
 On the embedded dataset (``vjax bench ssl``, the label-efficiency benchmark on 2 CPU cores):
 
   pretrain_motion      vjax_motion's 10 classes, labels unused, CPU-sized model; each frame's
-                       change to the next as the target (model.target), random masking
+                       change to the next inside its tubelet as the target (model.target),
+                       random masking, scenic's initialisation (model.weight_init)
   finetune_motion      the same encoder fine-tuned on 10% of the training labels
 
 Add ``,tiny`` to any recipe for a seconds-long CPU run of the same objective and model family

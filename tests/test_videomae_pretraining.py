@@ -155,6 +155,10 @@ def test_pretraining_starts_as_videomaes_official_code():
     with pytest.raises(ValueError, match="weight_init must be one of"):
         wrong = {"name": "videomae_pretraining", **TINY, "weight_init": "torch"}
         build_model(wrong, 0).check_input((1, 4, 16, 16, 3))
+    # VideoMAE's official initialisation is its pre-training model's: refused elsewhere
+    for name in ("vivit", "videomae", "ast"):
+        with pytest.raises(ValueError, match=r"one of \('scenic',\) for"):
+            build_model({"name": name, **TINY, "weight_init": "videomae"}, 3).check_options()
 
 
 def _changes_inside_tubelets(video: np.ndarray, frames: int) -> np.ndarray:
@@ -657,7 +661,8 @@ def test_bench_ssl_table(tmp_path):
 @pytest.mark.parametrize(
     "override, message",
     [("model.target=flow", "target must be one of ('pixels', 'frame_difference'), got 'flow'"),
-     ("model.weight_init=torch", "weight_init must be one of ('scenic', 'videomae'), got 'torch'")],
+     ("model.weight_init=torch",
+      "weight_init must be one of ('scenic', 'videomae') for VideoMAEPretraining, got 'torch'")],
 )  # fmt: skip
 def test_an_unknown_target_or_init_on_the_command_line_is_one_line(
     tmp_path, capsys, override, message

@@ -13,8 +13,8 @@ scheduling are shared).
   (``model.name="videomae_pretraining"``): a tube or random mask drawn from the step's key
   (so a resumed run sees the same masks), mean squared error between the predicted and the
   true pixels of the hidden tubelets (normalised per tubelet with ``norm_pix_loss``), or of
-  their frame-to-frame change with ``model.target="frame_difference"``. Labels are not read;
-  validation reports this loss on the validation split with fixed masks.
+  their frame-to-frame change inside each tubelet with ``model.target="frame_difference"``.
+  Labels are not read; validation reports this loss on the validation split with fixed masks.
 
 Any labelled objective can be distilled from a teacher (``train.distill.teacher``,
 :mod:`vjax.distill`), which wraps its loss.
@@ -270,7 +270,8 @@ def reconstruct(
     validation masks: hidden tubelets grey in the input; in the reconstruction the visible
     tubelets are the input's and the hidden ones the predictions, un-normalised with each
     tubelet's own mean and std under ``norm_pix_loss`` (the paper's visualisation). With
-    ``target="frame_difference"`` all three show the frames' changes (grey: none)."""
+    ``target="frame_difference"`` all three show the frames' changes (grey: none; a
+    tubelet's last frame is grey by construction, its change is not a target)."""
     pixels = _pixels(batch)
     mask = _mask(model, video, jax.random.key(_EVAL_MASK_SEED))
     count = model.num_masked(video.shape)

@@ -7,7 +7,7 @@ with optional width/depth overrides, regularisation, and the per-layer options
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
 import flax.linen as nn
 import jax
@@ -56,9 +56,6 @@ def class_token(module: nn.Module, name: str, width: int) -> jax.Array:
     return module.param(name, init, (1, 1, width))
 
 
-WEIGHT_INITS = ("scenic", "videomae")
-
-
 class VideoTransformer(nn.Module):
     """Base of the video transformers: size, regularisation and layer options (no __call__)."""
 
@@ -82,9 +79,10 @@ class VideoTransformer(nn.Module):
     remat: str = "none"
     dtype: Any = jnp.float32
     # How a model trained from scratch starts (converted weights replace it): "scenic" (its
-    # ViT: Xavier per q/k/v projection, LeCun patch conv) or "videomae" (VideoMAE's official
-    # code: Xavier over the fused q/k/v matrix, torch's default patch conv; WEIGHT_INITS).
+    # ViT: Xavier per q/k/v projection, LeCun patch conv); the pre-training model also takes
+    # "videomae" (WEIGHT_INITS).
     weight_init: str = "scenic"
+    WEIGHT_INITS: ClassVar[tuple[str, ...]] = ("scenic",)
 
     def resolved_size(self) -> TransformerSize:
         """The size string with any explicit width/depth overrides applied."""
@@ -119,8 +117,11 @@ class VideoTransformer(nn.Module):
     def check_options(self) -> None:
         """Validates the layer options and that the width splits into the heads."""
         self.options.validate()
-        if self.weight_init not in WEIGHT_INITS:
-            raise ValueError(f"weight_init must be one of {WEIGHT_INITS}, got {self.weight_init!r}")
+        if self.weight_init not in self.WEIGHT_INITS:
+            raise ValueError(
+                f"weight_init must be one of {self.WEIGHT_INITS} for {type(self).__name__}, "
+                f"got {self.weight_init!r}"
+            )
         check_remat(self.remat)
         size = self.resolved_size()
         if size.hidden_size % size.num_heads:

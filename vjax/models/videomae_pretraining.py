@@ -72,10 +72,13 @@ class VideoMAEPretraining(VideoTransformer):
     masking: str = "tube"
     norm_pix_loss: bool = True
     target: str = "pixels"  # or "frame_difference": what is reconstructed (masking.target_clip)
-    # From scratch as VideoMAE's official code (Hugging Face's differs): also torch's default
-    # Linear for encoder_to_decoder and the mask token N(0, 0.02) cut at +-1 std (its own
-    # trunc_normal_); "scenic": Xavier and N(0, 0.02), as the other video transformers.
+    # "videomae": from scratch as VideoMAE's official PretrainVisionTransformer (Hugging
+    # Face's differs): Xavier over the fused q/k/v matrix, torch's default patch Conv3d and
+    # encoder_to_decoder Linear, the mask token N(0, 0.02) cut at +-1 std (its own
+    # trunc_normal_); the MLP biases stay N(0, 1e-6), not its zeros. "scenic": Xavier per
+    # projection, LeCun patch conv, N(0, 0.02), as the other video transformers.
     weight_init: str = "videomae"
+    WEIGHT_INITS: ClassVar[tuple[str, ...]] = ("scenic", "videomae")
 
     def check_input(self, input_shape: tuple[int, ...]) -> None:
         """Validates the clip, the masking and the decoder's width before any compilation."""
