@@ -108,9 +108,11 @@ def test_pretraining_starts_as_videomaes_official_code():
     sqrt(fan_in))) and Linear for encoder_to_decoder, the mask token N(0, 0.02) cut at +-1
     std; other Linear layers Xavier. ViViT, and ``weight_init="scenic"``, keep scenic's
     ViT's: Xavier per projection, LeCun patch conv with zero bias, N(0, 0.02)."""
-    width, decoder = 768, 384
-    model = build_model({"name": "videomae_pretraining", "size": "B/16x2", "num_layers": 1,
-                         "decoder_num_layers": 1}, 0)  # fmt: skip
+    width, decoder = 192, 96  # ViT-B's patches, narrower (the bounds are functions of width)
+    narrow = dict(size="B/16x2", hidden_size=width, num_heads=3, mlp_dim=4 * width, num_layers=1,
+                  decoder_hidden_size=decoder, decoder_num_heads=3, decoder_mlp_dim=4 * decoder,
+                  decoder_num_layers=1)  # fmt: skip
+    model = build_model({"name": "videomae_pretraining", **narrow}, 0)
     params = nn.meta.unbox(model.init(jax.random.key(0), jnp.zeros((1, 4, 32, 32, 3)),
                                       train=False)["params"])  # fmt: skip
 
@@ -132,7 +134,8 @@ def test_pretraining_starts_as_videomaes_official_code():
     uniform(params["decoder_head"]["kernel"], np.sqrt(6 / (decoder + 1536)))
     token = np.asarray(params["mask_token"])
     assert np.abs(token).max() <= 0.02 and token.std() == pytest.approx(0.02 * 0.5395, rel=0.1)
-    vivit = build_model({"name": "vivit", "size": "B/16x2", "num_layers": 1}, 3)
+    encoder = {k: v for k, v in narrow.items() if not k.startswith("decoder")}
+    vivit = build_model({"name": "vivit", **encoder}, 3)
     vivit_params = nn.meta.unbox(vivit.init(jax.random.key(0), jnp.zeros((1, 4, 32, 32, 3)),
                                             train=False)["params"])  # fmt: skip
     query = next(
@@ -141,8 +144,7 @@ def test_pretraining_starts_as_videomaes_official_code():
     uniform(query, np.sqrt(6 / (2 * width)))
     assert np.asarray(vivit_params["embedding"]["conv"]["bias"]).max() == 0.0  # LeCun, zero bias
     # model.weight_init="scenic": the pre-training model starts as the other transformers
-    scenic = build_model({"name": "videomae_pretraining", "size": "B/16x2", "num_layers": 1,
-                          "decoder_num_layers": 1, "weight_init": "scenic"}, 0)  # fmt: skip
+    scenic = build_model({"name": "videomae_pretraining", **narrow, "weight_init": "scenic"}, 0)
     params = nn.meta.unbox(scenic.init(jax.random.key(0), jnp.zeros((1, 4, 32, 32, 3)),
                                        train=False)["params"])  # fmt: skip
     uniform(params["encoder"]["block00"]["attention"]["query_kernel"], np.sqrt(6 / (2 * width)))
