@@ -102,6 +102,11 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
             # Layer-wise learning-rate decay of a ViT-style encoder (encoder/blockNN): block i
             # of L trains at lr * layer_decay ** (L - i); 1.0 = off (VideoMAE fine-tunes at 0.75).
             layer_decay=1.0,
+            # Parameters not trained: a regular expression searched in each parameter's path
+            # ("encoder/block00/mlp/fc1/kernel"); "" trains all. "^(?!classifier/)" trains only
+            # the classifier head (a linear probe through the training loop). BatchNorm
+            # statistics are not parameters: they still follow the batches.
+            freeze="",
         )
     )
     c.train = ml_collections.ConfigDict(

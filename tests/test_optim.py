@@ -161,6 +161,40 @@ def test_adamw_three_steps_match_numpy_and_layer_decay_scales_the_whole_update()
             np.testing.assert_allclose(got["kernel"], want, rtol=1e-5, err_msg=str(path))
 
 
+def test_frozen_parameters_keep_their_values_and_the_rest_train_as_if_alone():
+    """optimizer.freeze: the frozen block gets no update (not even weight decay) and no
+    optimiser state, its gradient (100, which would dominate) takes no part in the clipping
+    norm, and layer decay scales the other blocks as it does without freezing."""
+    from vjax.optim import make_optimizer
+
+    params = {
+        "encoder": {
+            "block00": {"kernel": jnp.full((2,), 1.0)},
+            "block01": {"kernel": jnp.full((2,), 1.0)},
+        },
+        "head": {"kernel": jnp.full((2,), 1.0)},
+    }
+    opt = {**CONSTANT_LR, "name": "adamw", "weight_decay": 0.05, "layer_decay": 0.5,
+           "grad_clip_norm": 1.0, "freeze": "block00"}  # fmt: skip
+    tx = make_optimizer(opt, num_steps=100)
+    grads = [0.3, -1.0, 0.5]
+    state, p = tx.init(params), params
+    for g in grads:
+        gradient = jax.tree.map(lambda x, g=g: jnp.full_like(x, g), p)
+        gradient["encoder"]["block00"]["kernel"] = jnp.full((2,), 100.0)
+        updates, state = tx.update(gradient, state, p)
+        p = optax.apply_updates(p, updates)
+    np.testing.assert_array_equal(p["encoder"]["block00"]["kernel"], 1.0)
+    clipped = [g * min(1.0, 1.0 / np.sqrt(4 * g * g)) for g in grads]  # 4 trained numbers
+    for path, scale in ((("encoder", "block01"), 0.5), (("head",), 1.0)):
+        got = p
+        for k in path:
+            got = got[k]
+        want = _numpy_adamw(1.0, clipped, 0.1, 0.9, 0.999, 0.05, scale=scale)
+        np.testing.assert_allclose(got["kernel"], want, rtol=1e-5, err_msg=str(path))
+    assert sum(x.size for x in jax.tree.leaves(state) if x.ndim) == 2 * 4  # Adam's m and v
+
+
 def test_sgd_weight_decay_spares_biases_and_norms():
     from vjax.optim import make_optimizer
 

@@ -88,6 +88,8 @@ BAD_SETTINGS = [
     ({"optimizer.label_smoothing": "1.5"}, r"config.optimizer: optimizer.label_smoothing must"),
     ({"optimizer.b2": "1.0"}, r"config.optimizer: optimizer.b2 must be in \[0, 1\), got 1.0"),
     ({"optimizer.name": "adam"}, r"config.optimizer: unknown optimizer.name 'adam'; valid: adamw"),
+    ({"optimizer.freeze": "encoder/(block"},
+     r"config.optimizer: optimizer.freeze='encoder/\(block' is not a regular expression"),
     ({"model.dropout_rate": "1.5"}, r"config.model: model.dropout_rate must be in \[0, 1\)"),
     ({"train.init_inflation": "centre"}, r"config.train: train.init_inflation must be one of"),
     ({"seed": "-1"}, r"seed must be >= 0"),

@@ -1,5 +1,5 @@
 """Optax optimiser from the config: AdamW or SGD+momentum, warmup + cosine, clipping, decay mask,
-layer-wise learning-rate decay."""
+layer-wise learning-rate decay, frozen parameters."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from typing import Any
 
 import jax
 import optax
+from flax.core import meta
 
 # A warmup as long as the run or longer (a short first run of a long recipe) is clipped to
 # this fraction of the run.
@@ -32,6 +33,12 @@ def check_optimizer(opt: Mapping[str, Any]) -> None:
     for key in ("b1", "b2", "momentum", "label_smoothing"):
         if key in opt and not 0 <= float(opt[key]) < 1:
             raise ValueError(f"optimizer.{key} must be in [0, 1), got {opt[key]!r}")
+    try:
+        re.compile(opt.get("freeze", ""))
+    except (re.error, TypeError) as e:
+        raise ValueError(
+            f"optimizer.freeze={opt['freeze']!r} is not a regular expression: {e}"
+        ) from None
 
 
 def learning_rate_schedule(opt: Mapping[str, Any], num_steps: int) -> optax.Schedule:
@@ -77,6 +84,60 @@ def _keys(path) -> list[str]:
     return [str(p.key) for p in path if hasattr(p, "key")]
 
 
+def parameter_name(path) -> str:
+    """A parameter's tree path as ``optimizer.freeze`` matches it: its dictionary keys joined
+    by ``/`` (``encoder/block00/attention/query_kernel``, ``classifier/head/bias``)."""
+    return "/".join(_keys(path))
+
+
+def _boxed(x: Any) -> bool:
+    """A logical-axis box: one parameter (its state goes with it)."""
+    return isinstance(x, meta.AxisMetadata)
+
+
+def frozen_mask(params: Any, pattern: str) -> Any:
+    """True where ``optimizer.freeze`` (a regular expression, searched in each
+    :func:`parameter_name`) matches: those parameters are not trained. Matching none or all of
+    them is a ConfigError, as a misspelt pattern would freeze nothing (or everything)."""
+    from vjax.config_utils import ConfigError  # ml_collections: not on the GPU image's path
+
+    regex = re.compile(pattern)
+    paths = [path for path, _ in jax.tree_util.tree_flatten_with_path(params, is_leaf=_boxed)[0]]
+    names = [parameter_name(path) for path in paths]
+    frozen = [bool(regex.search(name)) for name in names]
+    if not any(frozen) or all(frozen):
+        what = "no parameter" if not any(frozen) else "every parameter (nothing would train)"
+        raise ConfigError(
+            f"optimizer.freeze={pattern!r} matches {what} of this model; its parameters are "
+            f"named like {names[0]!r} ... {names[-1]!r}"
+        )
+    treedef = jax.tree_util.tree_structure(params, is_leaf=_boxed)
+    return jax.tree_util.tree_unflatten(treedef, frozen)
+
+
+def frozen_summary(params: Any, pattern: str) -> str:
+    """One start-up line: how many parameters ``optimizer.freeze`` freezes and trains."""
+    mask = jax.tree.leaves(frozen_mask(params, pattern))
+    sizes = [
+        sum(x.size for x in jax.tree.leaves(p)) for p in jax.tree.leaves(params, is_leaf=_boxed)
+    ]
+    frozen = sum(size for size, m in zip(sizes, mask, strict=True) if m)
+    return (
+        f"optimizer.freeze={pattern!r}: {frozen:,} parameters frozen ({sum(mask)} tensors), "
+        f"{sum(sizes) - frozen:,} trained ({len(mask) - sum(mask)} tensors)"
+    )
+
+
+def stop_frozen_gradients(params: Any, pattern: str) -> Any:
+    """``params`` with :func:`jax.lax.stop_gradient` on those :func:`frozen_mask` freezes
+    (``pattern`` empty: unchanged): their gradients are zeros, so the logged gradient norm is
+    the trained parameters' and XLA drops the backward pass below the last trained layer."""
+    if not pattern:
+        return params
+    mask = frozen_mask(params, pattern)
+    return jax.tree.map(lambda p, m: jax.lax.stop_gradient(p) if m else p, params, mask)
+
+
 def _layer(path) -> int | None:
     """Layer of a parameter: 0 for the input embeddings, ``i + 1`` for ``encoder/block<i>``,
     None for what sits above the encoder (final norms, the head)."""
@@ -91,20 +152,25 @@ def _layer(path) -> int | None:
 def layer_decay_scales(params: Any, decay: float) -> Any:
     """Per-parameter learning-rate factors of layer-wise decay (BEiT, VideoMAE): with ``L``
     blocks ``encoder/block<i>``, block ``i`` gets ``decay ** (L - i)``, the embeddings
-    ``decay ** (L + 1)`` and everything above the encoder (final norms, head) 1."""
-    layers = [_layer(path) for path, _ in jax.tree_util.tree_flatten_with_path(params)[0]]
-    depth = max((layer for layer in layers if layer), default=0)
+    ``decay ** (L + 1)`` and everything above the encoder (final norms, head) 1. Parameters
+    that ``optimizer.freeze`` hides from the optimiser (optax's ``MaskedNode``) still count
+    in ``L``: freezing some blocks leaves the others' factors as they were."""
+    masked = lambda x: isinstance(x, optax.MaskedNode)  # noqa: E731
+    leaves = jax.tree_util.tree_flatten_with_path(params, is_leaf=masked)[0]
+    depth = max((layer for path, _ in leaves if (layer := _layer(path))), default=0)
     if not depth:
         raise ValueError(
             "optimizer.layer_decay needs a transformer whose blocks are named encoder/block<i> "
             "(ViT, VideoMAE); set optimizer.layer_decay=1.0 for this model"
         )
 
-    def scale(path, _) -> float:
+    def scale(path, x) -> Any:
+        if masked(x):
+            return x
         layer = _layer(path)
         return 1.0 if layer is None else float(decay ** (depth + 1 - layer))
 
-    return jax.tree_util.tree_map_with_path(scale, params)
+    return jax.tree_util.tree_map_with_path(scale, params, is_leaf=masked)
 
 
 def scale_by_layer_decay(decay: float) -> optax.GradientTransformation:
@@ -121,7 +187,8 @@ def scale_by_layer_decay(decay: float) -> optax.GradientTransformation:
 
 
 def make_optimizer(opt: Mapping[str, Any], num_steps: int) -> optax.GradientTransformation:
-    """The optimiser the config names; gradient clipping by global norm comes first. A setting
+    """The optimiser the config names; gradient clipping by global norm comes first;
+    ``optimizer.freeze`` leaves the parameters it matches out (:func:`frozen_mask`). A setting
     out of its range is a ValueError (:func:`check_optimizer`).
 
     >>> tx = make_optimizer(config.optimizer, config.train.num_steps)
@@ -146,4 +213,13 @@ def make_optimizer(opt: Mapping[str, Any], num_steps: int) -> optax.GradientTran
     if layer_decay != 1.0:
         core = optax.chain(core, scale_by_layer_decay(layer_decay))
     clip = opt["grad_clip_norm"]
-    return optax.chain(optax.clip_by_global_norm(clip), core) if clip else core
+    tx = optax.chain(optax.clip_by_global_norm(clip), core) if clip else core
+    pattern = opt.get("freeze", "")
+    if not pattern:
+        return tx
+    # Frozen parameters get no update, no weight decay, no optimiser state, and no part in
+    # the clipping norm: the optimiser sees only the trained ones.
+    labels = lambda params: jax.tree.map(  # noqa: E731
+        lambda frozen: "frozen" if frozen else "trained", frozen_mask(params, pattern)
+    )  # one label per parameter, boxed or not: a box's state is dropped with it
+    return optax.multi_transform({"trained": tx, "frozen": optax.set_to_zero()}, labels)

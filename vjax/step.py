@@ -15,6 +15,7 @@ from vjax import objectives
 from vjax.loss_scale import initial_loss_scale, keep_if_finite, scaled_value_and_grad
 from vjax.models.registry import model_modalities
 from vjax.objectives import cross_entropy, task_losses, topk_correct  # noqa: F401 (re-exported)
+from vjax.optim import stop_frozen_gradients
 
 Batch = Mapping[str, Any]
 
@@ -207,11 +208,14 @@ def make_train_step(
     std: Sequence[float],
     label_smoothing: float = 0.0,
     objective: str | objectives.Objective = "classification",
+    freeze: str = "",
 ) -> Callable[..., tuple[TrainState, dict]]:
     """Returns ``step(state, batch, key, frozen=None) -> (state, metrics)`` minimising
     ``objective`` (a name or an :class:`~vjax.objectives.Objective`, e.g. a distilled one);
     dropout (and mask) keys fold in the step. ``frozen``: variables the objective reads but
-    never trains (a distillation teacher's), passed to its loss as ``frozen=``."""
+    never trains (a distillation teacher's), passed to its loss as ``frozen=``. ``freeze``:
+    ``optimizer.freeze``, the parameters ``tx`` does not train (their gradients are not
+    computed, :func:`~vjax.optim.stop_frozen_gradients`)."""
     spec = objectives.get(objective)
     given = {"label_smoothing": label_smoothing}
     options = {name: given[name] for name in spec.options}
@@ -224,6 +228,7 @@ def make_train_step(
         extra = {} if frozen is None else {"frozen": jax.lax.stop_gradient(frozen)}
 
         def loss_fn(params):
+            params = stop_frozen_gradients(params, freeze)
             variables = {"params": params, **state.model_state}
             loss, metrics, model_state = spec.loss(
                 model, variables, batch, inputs, dropout_key, list(state.model_state),

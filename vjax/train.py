@@ -39,7 +39,7 @@ from vjax.metric_writers import MetricWriter, progress_line, read_metrics
 from vjax.models import build_model
 from vjax.models.precise_bn import precise_batch_stats
 from vjax.models.widths import check_widths
-from vjax.optim import CLIPPED_WARMUP_FRACTION, make_optimizer, warmup_steps
+from vjax.optim import CLIPPED_WARMUP_FRACTION, frozen_summary, make_optimizer, warmup_steps
 from vjax.preemption import PreemptionWatcher
 from vjax.preflight import check_config, model_input_shapes
 from vjax.step import (
@@ -226,9 +226,12 @@ def compile_steps(exp: Experiment):
     norm = {"mean": tuple(cfg.input.mean), "std": tuple(cfg.input.std)}
     replicated = parallel.replicated(exp.mesh)
     smoothing, objective = cfg.optimizer.label_smoothing, exp.objective
+    freeze = cfg.optimizer.get("freeze", "")
     frozen_shardings = () if exp.teacher is None else (exp.teacher.shardings(exp.mesh, exp.rules),)
     train_step = jax.jit(
-        make_train_step(exp.model, exp.tx, label_smoothing=smoothing, objective=objective, **norm),
+        make_train_step(
+            exp.model, exp.tx, label_smoothing=smoothing, objective=objective, freeze=freeze, **norm
+        ),
         in_shardings=(exp.state_shardings, exp.batch_sharding, replicated, *frozen_shardings),
         out_shardings=(exp.state_shardings, replicated),
         donate_argnums=0,
@@ -792,6 +795,8 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
             f"input {exp.input_shapes}\n{memory}",
             flush=True,
         )
+        if cfg.optimizer.get("freeze"):
+            print(frozen_summary(state.params, cfg.optimizer.freeze), flush=True)
         if exp.teacher is not None:
             distill = tcfg.distill
             print(
