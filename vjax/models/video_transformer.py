@@ -100,13 +100,19 @@ class VideoTransformer(nn.Module):
         return (size.tubelet_time, size.patch, size.patch)
 
     @property
+    def videomae_init(self) -> bool:
+        """Whether the weights start as VideoMAE's official code starts them (``weight_init``
+        "videomae": fused q/k/v Xavier, torch's default patch conv), not as scenic's ViT."""
+        return self.weight_init == "videomae"
+
+    @property
     def options(self) -> TransformerOptions:
         return TransformerOptions(
             self.layer_norm_eps,
             self.activation,
             self.qkv_bias,
             self.attention_impl,
-            "fused" if self.weight_init == "videomae" else "per_projection",
+            "fused" if self.videomae_init else "per_projection",
         )
 
     def check_input(self, input_shape: tuple[int, ...]) -> None:
@@ -134,7 +140,7 @@ class VideoTransformer(nn.Module):
         """Tubelet tokens ``(batch, time * space, hidden)`` and their ``(time, space)`` grid."""
         video = constrain(video.astype(self.dtype), ("batch", "time", None, None, None))
         size = self.resolved_size()
-        conv_init = "torch" if self.weight_init == "videomae" else "lecun"
+        conv_init = "torch" if self.videomae_init else "lecun"
         x = TubeletEmbed(
             size.hidden_size, self.tubelet, dtype=self.dtype, conv_init=conv_init, name=name
         )(video)

@@ -127,7 +127,7 @@ class VideoMAEPretraining(VideoTransformer):
         x = self.encoder("encoder", final_norm=self.encoder_norm)(x, train=train)
 
         width = self.decoder_hidden_size
-        official = self.weight_init == "videomae"
+        official = self.videomae_init
         x = dense(
             width,
             (None, "embed"),
