@@ -275,6 +275,29 @@ def test_each_setting_that_changes_the_records_gets_its_own_dataset_folder(tmp_p
     assert VideoFolderConfig(src=src, split_fractions=(0.8, 0.1, 0.1), split_seed=0).name == base
 
 
+def test_a_clip_listed_in_two_splits_is_a_warning_naming_it(tmp_path, caplog):
+    """A manifest that lists a clip in train and in test (or one row twice before the listing
+    is split) trains on what it tests; each such clip is named once. Two segments of one file
+    are two clips (Epic-Kitchens lists many of one video)."""
+    from vjax.data.video_builder import VideoFolder, VideoFolderConfig
+
+    manifest = tmp_path / "m.csv"
+    manifest.write_text(
+        "path,label,start,end,split\n"
+        "a.mp4,x,,,train\nb.mp4,y,,,train\na.mp4,x,,,test\n"
+        "long.mp4,x,0,5,train\nlong.mp4,x,5,10,validation\n"
+        "c.mp4,y,1,2,validation\nc.mp4,y,1,2,train\nc.mp4,y,1,2,test\n"
+    )
+    config = VideoFolderConfig(src=str(manifest))
+    with caplog.at_level("WARNING", logger="vjax.data.manifests"):
+        VideoFolder(config=config, data_dir=str(tmp_path / "d"))._listing()
+    [warning] = [r.getMessage() for r in caplog.records if "more than one split" in r.getMessage()]
+    a, c = str(tmp_path / "a.mp4"), str(tmp_path / "c.mp4")
+    assert warning.startswith("video_folder: 2 clip(s) are listed in more than one split")
+    assert f"{a} in train and test; {c} [1.0, 2.0) in train and validation and test" in warning
+    assert "long.mp4" not in warning
+
+
 def test_a_source_relabelled_since_it_was_prepared_is_a_change(tmp_path):
     """The same two files, their labels swapped in the manifest, is a changed
     source ("other videos, labels or segments listed"), as a new or missing video is."""

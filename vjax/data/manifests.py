@@ -160,6 +160,37 @@ def split_by_class(
     )
 
 
+def shared_clips(entries: Iterable[VideoEntry]) -> dict[tuple, list[str]]:
+    """``{(path, start, end): splits}`` of each clip (a file, or the same segment of it) that
+    the listing puts in more than one split, its splits in listing order."""
+    splits: dict[tuple, list[str]] = {}
+    for entry in entries:
+        listed = splits.setdefault((entry.path, entry.start, entry.end), [])
+        if entry.split not in listed:
+            listed.append(entry.split)
+    return {clip: names for clip, names in splits.items() if len(names) > 1}
+
+
+def warn_shared_clips(entries: Iterable[VideoEntry], dataset: str) -> None:
+    """Logs one warning naming the clips listed in more than one split (a manifest listing a
+    clip twice, or a row repeated before the listing was split): a validation or test clip
+    that is also trained on scores what the model memorised, not what it learnt."""
+    shared = shared_clips(entries)
+    if not shared:
+        return
+    examples = [
+        f"{path}" + ("" if start is None and end is None else f" [{start}, {end})")
+        + f" in {' and '.join(names)}"
+        for (path, start, end), names in list(shared.items())[:3]
+    ]  # fmt: skip
+    more = f" and {len(shared) - 3} more" if len(shared) > 3 else ""
+    log.warning(
+        "%s: %d clip(s) are listed in more than one split, so their evaluation scores clips "
+        "the model trained on: %s%s. List each clip in one split.",
+        dataset, len(shared), "; ".join(examples), more,
+    )  # fmt: skip
+
+
 def by_split(entries: Sequence[VideoEntry]) -> dict[str, list[VideoEntry]]:
     """Entries grouped by split, keeping their order."""
     out: dict[str, list[VideoEntry]] = {}

@@ -55,6 +55,7 @@ from vjax.data.manifests import (
     class_names,
     read_entries,
     split_by_class,
+    warn_shared_clips,
 )
 from vjax.data.video_prepare import Encoded, Skipped, VideoSettings, encode_entries, encode_entry
 from vjax.errors import NotFoundError, UserError
@@ -175,6 +176,7 @@ class VideoFolder(tfds.core.GeneratorBasedBuilder):
                 self._listed = entries, class_names(entries)
             else:
                 self._listed = listing(cfg.src, **({"fold": cfg.fold} if takes_fold else {}))
+            warn_shared_clips(self._listed[0], self.name)
         return self._listed
 
     def _class_names(self) -> dict[str, list[str]]:
