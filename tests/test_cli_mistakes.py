@@ -284,6 +284,10 @@ FLAG_MISTAKES = [
     (["train", "--workdir=x", "--num_processes=abc"], "argument --num_processes: invalid int"),
     (["parity", "bogus"], "invalid choice: 'bogus'"),
     (["convert", "--from=caffe", "--src=x", "--out=y"], "invalid choice: 'caffe'"),
+    (
+        ["convert", "--from=hf", "--src=x", "--out=y", "--frame_stride=0"],
+        "argument --frame_stride: takes a number in (0, inf], got '0'",
+    ),
     (["quantize", "--model=x", "--out=y", "--mode=bogus"], "invalid choice: 'bogus'"),
     (["bench", "train", "--foo"], "unrecognized arguments: --foo"),
     (["bench", "infer", "--foo"], "unrecognized arguments: --foo"),

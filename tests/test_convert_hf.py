@@ -264,15 +264,27 @@ def test_unsupported_hf_options_are_named():
         from_hf({}, {"model_type": "bert"})
 
 
-def test_convert_command_round_trips_a_saved_model(tmp_path):
+def test_convert_command_round_trips_a_saved_model(tmp_path, capsys):
     from vjax.convert.cli import main
+    from vjax.deploy.signature import sampling
 
     hf = build("TimesformerForVideoClassification", "TimesformerConfig", TIMESFORMER["divided"])
     hf.config.id2label = {i: f"action_{i}" for i in range(5)}
     hf.save_pretrained(str(tmp_path / "hf"))
     out = str(tmp_path / "vjax")
     assert main(["--from=hf", f"--src={tmp_path / 'hf'}", f"--out={out}"]) == 0
+    assert "does not say how the model's frames were sampled" in capsys.readouterr().out
     config, model, variables = vjax.load(out)
+    assert sampling(config, [4, 16, 16, 3])["frame_stride"] == 1  # what HF's config implies
+    # How the weights were trained, given: what vjax predict and eval then cut clips by.
+    flags = ["--frame_stride=4", "--fps=30", "--sampling=random"]
+    assert main(["--from=hf", f"--src={tmp_path / 'hf'}", f"--out={out}_4", *flags]) == 0
+    assert "4 frames at stride 4, 30 fps" in capsys.readouterr().out
+    recorded = sampling(vjax.load(f"{out}_4")[0], [2, 16, 16, 3])
+    assert (recorded["frame_stride"], recorded["fps"], recorded["sampling"]) == (4, 30, "random")
+    main(["--from=hf", f"--src={tmp_path / 'hf'}", f"--out={out}_tsn", "--sampling=tsn"])
+    assert "one per equal part of the video" in capsys.readouterr().out
+    assert sampling(vjax.load(f"{out}_tsn")[0], [2, 16, 16, 3])["sampling"] == "tsn"
     assert list(config.class_names) == [f"action_{i}" for i in range(5)]
     video = random_video(hf.config)
     logits = model.apply(variables, jax.numpy.asarray(video), train=False)
