@@ -20,6 +20,7 @@ import vjax.bench_infer
 import vjax.bench_peers
 from vjax import bench, bench_data, bench_distill, bench_prune, bench_ssl, bench_train
 from vjax.bench_peers import ModelSpec
+from vjax.optim import HEAD_ONLY
 
 TINY = "vivit:size=Ti/8x2,num_layers=1,hidden_size=32,num_heads=2,mlp_dim=64@4x16x16"
 TINY_HF = "num_hidden_layers=1,hidden_size=32,num_attention_heads=2,intermediate_size=64"
@@ -690,7 +691,8 @@ def test_ssl_fine_tunes_and_trains_from_scratch_on_the_same_labelled_share(monke
     monkeypatch.setattr(bench_ssl, "train_and_test", fake_train_and_test)
     monkeypatch.setattr(bench_ssl, "encoder_probes", fake_probes)
     workdir = str(tmp_path)
-    result = bench_ssl.run(workdir, "data", 7, 5, label_fraction=0.25, tiny=True, seeds=2)
+    result = bench_ssl.run(workdir, "data", 7, 5, label_fraction=0.25, tiny=True, seeds=2,
+                           head_steps=0)  # fmt: skip
     assert sorted(trained) == ["finetune_seed0", "finetune_seed1", "pretrain_seed0",
                                "pretrain_seed1", "scratch_seed0", "scratch_seed1"]  # fmt: skip
     for seed in (0, 1):
@@ -710,6 +712,18 @@ def test_ssl_fine_tunes_and_trains_from_scratch_on_the_same_labelled_share(monke
     assert [run["pretraining"]["loss"] for run in result["runs"]] == [0.9, 1.9]
     assert result["labelled_clips"] == 16
 
+    # LP-FT: the head alone on the frozen pre-trained encoder first, then fine-tuning from it;
+    # the probes still read the pre-training itself.
+    trained.clear(), probed.clear()
+    bench_ssl.run(workdir, "data", 7, 5, label_fraction=0.25, tiny=True, seeds=1, head_steps=3)
+    head, finetune = trained["head_seed0"], trained["finetune_seed0"]
+    assert head.train.init_from == os.path.join(workdir, "pretrain_seed0")
+    assert head.optimizer.freeze == HEAD_ONLY and head.optimizer.lr == bench_ssl.HEAD_LR
+    assert head.train.num_steps == 3 and head.dataset.num_train == 16 and head.seed == 0
+    assert finetune.train.init_from == os.path.join(workdir, "head_seed0")
+    assert finetune.optimizer.freeze == "" and finetune.train.num_steps == 5
+    assert probed[0][1] == os.path.join(workdir, "pretrain_seed0")
+
 
 def test_the_ssl_table_has_a_row_per_seed_and_the_gain_over_them():
     result = {"num_classes": 10, "pretrain_clips": 4000, "labelled_clips": 400,
@@ -726,6 +740,10 @@ def test_the_ssl_table_has_a_row_per_seed_and_the_gain_over_them():
     for run, loss in zip(result["runs"], (0.98412, 0.99), strict=True):
         run["pretraining"] = {"loss": loss, "mean_prediction": 127 / 128}
     text = bench_ssl.table(result, 720.0, "vjax bench ssl")
+    assert "fine-tuned from it and from scratch" in text  # no head-only stage
+    result["head_steps"] = 200
+    text = bench_ssl.table(result, 720.0, "vjax bench ssl")
+    assert "fine-tuned from it (LP-FT: first 200 steps of the head alone on the frozen " in text
     assert (
         "Pre-training's validation loss: 0.9841 / 0.9900 (seeds 0 / 1); predicting each hidden "
         "tubelet's own mean scores 0.9922, so only the loss below that is what" in text

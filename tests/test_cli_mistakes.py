@@ -293,6 +293,7 @@ FLAG_MISTAKES = [
     (["bench", "infer", "--foo"], "unrecognized arguments: --foo"),
     (["bench", "data", "--foo"], "unrecognized arguments: --foo"),
     (["bench", "ssl", "--foo"], "unrecognized arguments: --foo"),
+    (["bench", "ssl", "--head_steps=-1"], "argument --head_steps: takes a whole number of 0 or"),
 ]
 
 

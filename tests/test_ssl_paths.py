@@ -248,10 +248,11 @@ def test_ssl_command_line_reaches_the_run(monkeypatch, tmp_path):
     seen = {}
 
     def fake_run(workdir, data_dir, pretrain_steps, finetune_steps, label_fraction=0.1,
-                 tiny=False, pretrain_extra=None, finetune_extra=None, seeds=3):  # fmt: skip
+                 tiny=False, pretrain_extra=None, finetune_extra=None, seeds=3,
+                 head_steps=200):  # fmt: skip
         seen.update(workdir=workdir, data_dir=data_dir, pretrain_steps=pretrain_steps,
                     finetune_steps=finetune_steps, label_fraction=label_fraction, tiny=tiny,
-                    seeds=seeds)  # fmt: skip
+                    seeds=seeds, head_steps=head_steps)  # fmt: skip
         return {}
 
     monkeypatch.setattr(bench_ssl, "run", fake_run)
@@ -264,6 +265,7 @@ def test_ssl_command_line_reaches_the_run(monkeypatch, tmp_path):
         "--label_fraction=0.25",
         "--tiny",
         "--seeds=2",
+        "--head_steps=0",
         "--out=",
     ]
     assert bench_ssl.main(argv) == 0
@@ -275,6 +277,7 @@ def test_ssl_command_line_reaches_the_run(monkeypatch, tmp_path):
         "label_fraction": 0.25,
         "tiny": True,
         "seeds": 2,
+        "head_steps": 0,
     }
 
 

@@ -50,12 +50,21 @@ class ArgumentParser(argparse.ArgumentParser):
 
 def positive_int(text: str) -> int:
     """argparse ``type=``: a whole number of 1 or more (a count: clips, chunk size, top k)."""
+    return _whole_number(text, 1)
+
+
+def non_negative_int(text: str) -> int:
+    """argparse ``type=``: a whole number of 0 or more (a count where 0 turns a stage off)."""
+    return _whole_number(text, 0)
+
+
+def _whole_number(text: str, low: int) -> int:
     try:
         value = int(text)
     except ValueError:
-        value = 0
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"takes a whole number of 1 or more, got {text!r}")
+        value = low - 1
+    if value < low:
+        raise argparse.ArgumentTypeError(f"takes a whole number of {low} or more, got {text!r}")
     return value
 
 

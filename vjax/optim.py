@@ -90,6 +90,11 @@ def parameter_name(path) -> str:
     return "/".join(_keys(path))
 
 
+# optimizer.freeze that trains the classifier head alone (a linear probe through the training
+# loop; the first stage of LP-FT): every model names its head(s) classifier/.
+HEAD_ONLY = "^(?!classifier/)"
+
+
 def _boxed(x: Any) -> bool:
     """A logical-axis box: one parameter (its state goes with it)."""
     return isinstance(x, meta.AxisMetadata)
