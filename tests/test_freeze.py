@@ -16,14 +16,14 @@ from flax.traverse_util import flatten_dict
 
 import vjax
 from vjax import train
+from vjax.checkpoint import CheckpointMismatchError
 from vjax.config_utils import ConfigError, apply_overrides, load_config
 from vjax.evaluate.probe import head_input_function
 from vjax.main import main
 from vjax.models import build_model
-from vjax.optim import make_optimizer
+from vjax.optim import HEAD_ONLY, make_optimizer
 from vjax.step import make_init_state, make_train_step, model_input
 
-HEAD_ONLY = "^(?!classifier/)"
 OPT = dict(name="adamw", lr=0.05, end_lr=0.05, warmup_steps=0, b1=0.9, b2=0.999,
            weight_decay=0.1, grad_clip_norm=0.5, label_smoothing=0.1)  # fmt: skip
 MEAN, STD = (0.5, 0.5, 0.5), (0.25, 0.25, 0.25)
@@ -139,6 +139,9 @@ def test_linear_probe_of_a_pretraining_through_the_training_loop(
     apply_overrides(config, {"train.num_steps": "6"})
     train.train(config, workdir)  # resumes at 4
     out = capsys.readouterr().out
+    apply_overrides(config, {"train.num_steps": "8", "optimizer.freeze": ""})  # LP-FT's mistake
+    with pytest.raises(CheckpointMismatchError, match="Only the optimiser's state differs"):
+        train.train(config, workdir)
     assert "Restored checkpoint at step 4" in out
     assert re.search(r"optimizer.freeze='\^\(\?!classifier/\)': [\d,]+ parameters frozen", out)
     _, _, pretrained = vjax.load(source)
@@ -152,8 +155,8 @@ def test_linear_probe_of_a_pretraining_through_the_training_loop(
     assert np.abs(after["classifier/head/kernel"]).max() > 0  # zero at the start
 
 
-def test_a_freeze_pattern_naming_no_parameter_is_one_line(data_dir, tmp_path, capsys):
-    workdir = tmp_path / "run"
+def test_a_freeze_pattern_naming_no_parameter_is_one_line_before_any_data(tmp_path, capsys):
+    workdir, data_dir = tmp_path / "run", tmp_path / "tfds"
     code = main(["--mode=train", f"--config={DEMO_CONFIG}:tiny", f"--workdir={workdir}",
                  f"--config.dataset.data_dir={data_dir}",
                  "--config.optimizer.freeze=^backbone/"])  # fmt: skip
@@ -162,3 +165,4 @@ def test_a_freeze_pattern_naming_no_parameter_is_one_line(data_dir, tmp_path, ca
     assert code == 2 and "Traceback" not in err and len(lines) == 1, err
     assert "optimizer.freeze='^backbone/' matches no parameter of this model" in lines[0]
     assert not workdir.exists() or not any(workdir.iterdir())  # no empty run left behind
+    assert not data_dir.exists() or not any(data_dir.iterdir())  # nothing prepared first

@@ -193,6 +193,15 @@ def test_frozen_parameters_keep_their_values_and_the_rest_train_as_if_alone():
         want = _numpy_adamw(1.0, clipped, 0.1, 0.9, 0.999, 0.05, scale=scale)
         np.testing.assert_allclose(got["kernel"], want, rtol=1e-5, err_msg=str(path))
     assert sum(x.size for x in jax.tree.leaves(state) if x.ndim) == 2 * 4  # Adam's m and v
+    # The top block frozen: the depth still counts it (block00 at decay ** 2, as unfrozen).
+    tx = make_optimizer({**opt, "freeze": "block01", "grad_clip_norm": 0.0}, num_steps=100)
+    state, p = tx.init(params), params
+    for g in grads:
+        updates, state = tx.update(jax.tree.map(lambda x, g=g: jnp.full_like(x, g), p), state, p)
+        p = optax.apply_updates(p, updates)
+    np.testing.assert_array_equal(p["encoder"]["block01"]["kernel"], 1.0)
+    want = _numpy_adamw(1.0, grads, 0.1, 0.9, 0.999, 0.05, scale=0.25)
+    np.testing.assert_allclose(p["encoder"]["block00"]["kernel"], want, rtol=1e-5)
 
 
 def test_sgd_weight_decay_spares_biases_and_norms():

@@ -6,8 +6,9 @@ speed changes, approach / recede), fine-tunes ``finetune_motion`` from it on 10%
 training clips with their labels, trains the same classifier from scratch on the same clips
 for the same number of steps, and tests both on the test split. The fine-tuning is LP-FT
 (Kumar et al., "Fine-Tuning can Distort Pretrained Features", 2022): the head alone first
-(``--head_steps``, the encoder frozen, :data:`~vjax.optim.HEAD_ONLY`), then the whole model
-from there; ``--head_steps=0`` fine-tunes the whole model from the start. The labelled 10% are the
+(``--head_steps`` more steps, the encoder frozen, :data:`~vjax.optim.HEAD_ONLY`; a forward
+pass each), then the whole model from there; ``--head_steps=0`` fine-tunes the whole model
+from the start, for exactly the scratch run's steps. The labelled 10% are the
 first clips of the same training split (vjax_motion's clips are a pure function of their
 index, so ``num_train=400`` holds exactly the first 400 of the 4000), balanced over classes.
 All three runs are repeated for each seed (``--seeds``, 3 by default: initialisation, masks

@@ -104,11 +104,19 @@ def check_compatible(saved: Any, expected: Any, where: str) -> None:
     if problems:
         problems.sort(key=lambda p: (not p.startswith("params/"), p))  # parameters first
         more = f" (and {len(problems) - 8} more)" if len(problems) > 8 else ""
+        fix = "Use a new workdir, or the config that wrote this checkpoint."
+        if all(p.startswith("opt_state/") for p in problems):
+            fix = (
+                "Only the optimiser's state differs: an optimiser setting changed since it was "
+                "saved (optimizer.freeze, name or layer_decay). Continue with the config that "
+                "wrote it, or start a new workdir with --config.train.init_from=<this run>."
+            )
         raise CheckpointMismatchError(
             f"checkpoint {where} does not fit this model/optimiser: "
             + "; ".join(problems[:8])
             + more
-            + ". Use a new workdir, or the config that wrote this checkpoint."
+            + ". "
+            + fix
         )
 
 

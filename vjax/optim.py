@@ -91,7 +91,9 @@ def parameter_name(path) -> str:
 
 
 # optimizer.freeze that trains the classifier head alone (a linear probe through the training
-# loop; the first stage of LP-FT): every model names its head(s) classifier/.
+# loop; the first stage of LP-FT): every model names its linear head(s) classifier/. A
+# recurrent model's LSTM (its "head") is frozen with the rest: "^backbone_model/" trains the
+# LSTM and the classifier on a frozen backbone instead.
 HEAD_ONLY = "^(?!classifier/)"
 
 
@@ -136,7 +138,8 @@ def frozen_summary(params: Any, pattern: str) -> str:
 def stop_frozen_gradients(params: Any, pattern: str) -> Any:
     """``params`` with :func:`jax.lax.stop_gradient` on those :func:`frozen_mask` freezes
     (``pattern`` empty: unchanged): their gradients are zeros, so the logged gradient norm is
-    the trained parameters' and XLA drops the backward pass below the last trained layer."""
+    the trained parameters', no weight gradient of a frozen layer is computed, and nothing of
+    the backward pass below the lowest trained parameter (all of it below a trained head)."""
     if not pattern:
         return params
     mask = frozen_mask(params, pattern)

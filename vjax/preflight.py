@@ -97,7 +97,7 @@ def check_config(
                              f"std's above 0; got {tuple(mean)} and {tuple(std)}")  # fmt: skip
         clip = planned_clip_shape(config.dataset, config.input)
     with _section("optimizer"):
-        make_optimizer(config.optimizer, config.train.num_steps)
+        tx = make_optimizer(config.optimizer, config.train.num_steps)
     with _section("train"):
         compute_dtype(config.train.dtype)
         check_param_dtype(config.train.get("param_dtype", "float32"))
@@ -109,6 +109,7 @@ def check_config(
         if clip is not None:
             shapes = model_input_shapes(model, config.model.name, clip, config.input)
             model.check_input(batched(shapes, batch_size))
+            _check_freeze(config.optimizer.get("freeze", ""), model, tx, shapes)
     if has_frozen_bn(model) and config.train.get("precise_bn_batches", 0):
         raise ConfigError(
             "train.precise_bn_batches recomputes the BatchNorm statistics that model.frozen_bn "
@@ -117,6 +118,17 @@ def check_config(
             "recurrent_over backbone's: model.backbone's frozen_bn)"
         )
     return mesh
+
+
+def _check_freeze(pattern: str, model: Any, tx: Any, shapes: Any) -> None:
+    """``optimizer.freeze`` against the model's parameter names (:func:`~vjax.optim.frozen_mask`
+    raises when it matches none or all), before a dataset is prepared: from an abstract
+    initialisation, no array made. A pattern naming the classifier waits for the build: the
+    heads are named by the dataset's tasks, unknown here (the check's model has one head)."""
+    from vjax.step import make_init_state
+
+    if pattern and "classifier" not in pattern:
+        jax.eval_shape(make_init_state(model, tx, shapes), jax.random.key(0))
 
 
 def check_counts(config: ml_collections.ConfigDict) -> None:

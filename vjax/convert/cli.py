@@ -33,7 +33,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "how the weights' frames were sampled, where the source does not say (recorded in the "
         "folder; vjax predict and vjax eval cut clips by it)"
     )
-    stride = number_in(0, math.inf, low_open=True)
+    stride = number_in(0, math.inf, low_open=True, high_open=True)
     sampled.add_argument("--frame_stride", type=stride, help="VideoMAE on Kinetics: 4")
     sampled.add_argument("--fps", type=non_negative_float, help="decoding rate; 0: the file's")
     sampled.add_argument("--sampling", choices=("random", "tsn"), help="tsn: one frame per part")
