@@ -286,7 +286,7 @@ FLAG_MISTAKES = [
     (["convert", "--from=caffe", "--src=x", "--out=y"], "invalid choice: 'caffe'"),
     (
         ["convert", "--from=hf", "--src=x", "--out=y", "--frame_stride=0"],
-        "argument --frame_stride: takes a number in (0, inf], got '0'",
+        "argument --frame_stride: takes a number in (0, inf), got '0'",
     ),
     (["quantize", "--model=x", "--out=y", "--mode=bogus"], "invalid choice: 'bogus'"),
     (["bench", "train", "--foo"], "unrecognized arguments: --foo"),
