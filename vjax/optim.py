@@ -109,8 +109,8 @@ def frozen_mask(params: Any, pattern: str) -> Any:
     from vjax.config_utils import ConfigError  # ml_collections: not on the GPU image's path
 
     regex = re.compile(pattern)
-    paths = [path for path, _ in jax.tree_util.tree_flatten_with_path(params, is_leaf=_boxed)[0]]
-    names = [parameter_name(path) for path in paths]
+    leaves, treedef = jax.tree_util.tree_flatten_with_path(params, is_leaf=_boxed)
+    names = [parameter_name(path) for path, _ in leaves]
     frozen = [bool(regex.search(name)) for name in names]
     if not any(frozen) or all(frozen):
         what = "no parameter" if not any(frozen) else "every parameter (nothing would train)"
@@ -118,7 +118,6 @@ def frozen_mask(params: Any, pattern: str) -> Any:
             f"optimizer.freeze={pattern!r} matches {what} of this model; its parameters are "
             f"named like {names[0]!r} ... {names[-1]!r}"
         )
-    treedef = jax.tree_util.tree_structure(params, is_leaf=_boxed)
     return jax.tree_util.tree_unflatten(treedef, frozen)
 
 
