@@ -137,11 +137,16 @@ def test_linear_probe_of_a_pretraining_through_the_training_loop(
     workdir = str(tmp_path / "probe")
     train.train(config, workdir)
     apply_overrides(config, {"train.num_steps": "6"})
-    train.train(config, workdir)  # resumes at 4
+    validated = train.train(config, workdir)  # resumes at 4
     out = capsys.readouterr().out
     apply_overrides(config, {"train.num_steps": "8", "optimizer.freeze": ""})  # LP-FT's mistake
     with pytest.raises(CheckpointMismatchError, match="Only the optimiser's state differs"):
         train.train(config, workdir)
+    # Evaluation reads the parameters alone: with that config too it scores the run's model.
+    evaluated = train.evaluate_checkpoint(config, workdir, "validation")
+    assert evaluated["step"] == 6
+    assert evaluated["top1"] == validated["top1"]
+    np.testing.assert_allclose(evaluated["loss"], validated["loss"], rtol=1e-6)
     assert "Restored checkpoint at step 4" in out
     assert re.search(r"optimizer.freeze='\^\(\?!classifier/\)': [\d,]+ parameters frozen", out)
     _, _, pretrained = vjax.load(source)
@@ -166,3 +171,30 @@ def test_a_freeze_pattern_naming_no_parameter_is_one_line_before_any_data(tmp_pa
     assert "optimizer.freeze='^backbone/' matches no parameter of this model" in lines[0]
     assert not workdir.exists() or not any(workdir.iterdir())  # no empty run left behind
     assert not data_dir.exists() or not any(data_dir.iterdir())  # nothing prepared first
+
+
+def test_a_frozen_batchnorm_backbone_keeps_its_statistics_only_with_frozen_bn():
+    """As the README says: freezing a CNN's parameters leaves its BatchNorm statistics following
+    the batches; ``model.frozen_bn`` keeps them too, so the head learns on the features the
+    backbone gives in evaluation."""
+    small_r3d = {"name": "r3d_18", "layers": (1, 1, 1, 1), "width": 8}
+    batch = _batches(1)[0]
+    for frozen_bn in (False, True):
+        model = build_model({**small_r3d, "frozen_bn": frozen_bn}, num_classes=3)
+        tx = make_optimizer({**OPT, "freeze": HEAD_ONLY}, num_steps=100)
+        state = nn.meta.unbox(make_init_state(model, tx, CLIP)(jax.random.key(0)))
+        step = jax.jit(make_train_step(model, tx, mean=MEAN, std=STD, freeze=HEAD_ONLY))
+        trained, _ = step(state, batch, jax.random.key(1))
+        before, after = (flatten_dict(s.params, sep="/") for s in (state, trained))
+        assert all(np.array_equal(after[n], before[n]) for n in before if "classifier" not in n)
+        assert not np.array_equal(after["classifier/head/bias"], before["classifier/head/bias"])
+        stats = [
+            np.array_equal(a, b)
+            for a, b in zip(
+                jax.tree.leaves(state.model_state),
+                jax.tree.leaves(trained.model_state),
+                strict=True,
+            )
+        ]
+        assert len(stats) > 10
+        assert all(stats) if frozen_bn else not any(stats), stats

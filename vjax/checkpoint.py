@@ -65,17 +65,44 @@ def make_manager(
 def reading_manager(directory: str) -> ocp.CheckpointManager:
     """A manager that only reads (``vjax eval``, ``vjax.load``): it writes, deletes and cleans
     up nothing, so a training run saving into the same folder keeps its step in flight (a
-    writing manager removes every ``*.orbax-checkpoint-tmp`` folder when it opens)."""
+    writing manager removes every ``*.orbax-checkpoint-tmp`` folder when it opens). It reads
+    the state with Orbax's PyTree handler (the files the standard handler writes), which can
+    restore a part of it: the model's variables without the optimiser's state."""
     return ocp.CheckpointManager(
         storage.absolute(directory),
         options=ocp.CheckpointManagerOptions(read_only=True),
-        item_handlers=_item_handlers(),
+        item_handlers=_item_handlers(ocp.PyTreeCheckpointHandler()),
     )
 
 
-def _item_handlers() -> dict:
+def _item_handlers(state_handler: ocp.CheckpointHandler | None = None) -> dict:
     """Handlers for a checkpoint's two items; new instances for every manager."""
-    return {"state": ocp.StandardCheckpointHandler(), "metadata": ocp.JsonCheckpointHandler()}
+    state = state_handler or ocp.StandardCheckpointHandler()
+    return {"state": state, "metadata": ocp.JsonCheckpointHandler()}
+
+
+# The parts of a saved state that evaluation and inference read: what ``model.apply`` takes.
+# The optimiser's state (twice the parameters' bytes under Adam) is left on disk.
+VARIABLES = ("params", "model_state")
+
+
+def _part(tree: Any, names: Sequence[str]) -> dict:
+    """The entries ``names`` of a saved state or its target (a dict, tree metadata or a
+    TrainState) that it has, as a dict."""
+    get = tree.get if hasattr(tree, "get") else lambda name: getattr(tree, name, None)
+    return {name: get(name) for name in names if get(name) is not None}
+
+
+def _restore_args(names: Sequence[str] | None, target: Any) -> Any:
+    """The restore arguments of the whole state (``names`` None; a writing manager's standard
+    handler) or of its entries ``names`` alone (a reading manager's PyTree handler)."""
+    if names is None:
+        return ocp.args.StandardRestore(target)
+    return ocp.args.PyTreeRestore(
+        item=target,
+        restore_args=ocp.checkpoint_utils.construct_restore_args(target),
+        partial_restore=True,
+    )
 
 
 class CheckpointMismatchError(UserError):
@@ -369,20 +396,25 @@ def _log_skipped(reasons: dict[int, str], where: str, used: int) -> None:
         log.warning("%s; using step %d", _skipped(step, where, reason), used)
 
 
-def _restore_state(manager: ocp.CheckpointManager, abstract_state: Any, step: int) -> Any:
-    """The state saved at ``step``, checked against ``abstract_state`` first (a mismatch
-    raises CheckpointMismatchError) and restored onto its shardings. Its JSON metadata is read
-    too: a step that :func:`read_checkpoint` (``vjax.load``, predict, export) cannot read is
-    not one to resume or evaluate either."""
+def _restore_state(
+    manager: ocp.CheckpointManager, abstract_state: Any, step: int, names: Sequence[str] | None
+) -> Any:
+    """The state saved at ``step`` (its entries ``names`` alone, as a dict, unless None),
+    checked against ``abstract_state`` first (a mismatch raises CheckpointMismatchError) and
+    restored onto its shardings. Its JSON metadata is read too: a step that
+    :func:`read_checkpoint` (``vjax.load``, predict, export) cannot read is not one to resume
+    or evaluate either."""
     saved = manager.item_metadata(step)["state"]
     if saved is None:
         raise ValueError("the saved state has no readable array metadata")
+    if names is not None:
+        saved, abstract_state = _part(saved, names), _part(abstract_state, names)
     check_compatible(saved, abstract_state, f"step {step} in {manager.directory}")
     _log_dtype_changes(saved, abstract_state, f"step {step} in {manager.directory}")
     restored = manager.restore(
         step,
         args=ocp.args.Composite(
-            state=ocp.args.StandardRestore(abstract_state), metadata=ocp.args.JsonRestore()
+            state=_restore_args(names, abstract_state), metadata=ocp.args.JsonRestore()
         ),
     )
     return restored["state"]
@@ -436,10 +468,14 @@ def _rename_unreadable(directory: epath.Path, reasons: dict[int, str], used: int
 
 
 def restore_latest(
-    manager: ocp.CheckpointManager, abstract_state: Any, move_aside: bool = False
+    manager: ocp.CheckpointManager,
+    abstract_state: Any,
+    move_aside: bool = False,
+    names: Sequence[str] | None = None,
 ) -> tuple[Any, int] | None:
     """Restores the newest checkpoint that loads, onto the shardings in ``abstract_state``
-    (every process the same step).
+    (every process the same step): the whole state, or with ``names`` (a reading manager's;
+    e.g. :data:`VARIABLES`) a dict of those entries alone, whatever the rest holds.
 
     A step that fails to restore (a crash mid-write, a truncated file) is skipped with one
     line naming it and why; with ``move_aside`` (a run resuming, which will save again) it is
@@ -451,7 +487,7 @@ def restore_latest(
     steps = manager.all_steps()
     if not steps:
         return None
-    read = functools.partial(_restore_state, manager, abstract_state)
+    read = functools.partial(_restore_state, manager, abstract_state, names=names)
     where = str(manager.directory)
     state, step, reasons = _read_newest(steps, read, where, _every_process_read)
     if move_aside:
@@ -488,15 +524,15 @@ def _read_newest_logged(
 
 def _read_step(manager: ocp.CheckpointManager, step: int) -> tuple[dict, dict]:
     """``(metadata, variables)`` of one step, its arrays on one local device (whatever mesh or
-    process count wrote it) then on the host."""
+    process count wrote it) then on the host; the optimiser's state is not read."""
     target = jax.tree.map(
         lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=_one_local_device()),
-        manager.item_metadata(step)["state"],
+        _part(manager.item_metadata(step)["state"], VARIABLES),
     )
     restored = manager.restore(
         step,
         args=ocp.args.Composite(
-            metadata=ocp.args.JsonRestore(), state=ocp.args.StandardRestore(target)
+            metadata=ocp.args.JsonRestore(), state=_restore_args(VARIABLES, target)
         ),
     )
     state = jax.device_get(restored["state"])

@@ -212,9 +212,24 @@ def restore_state(
 ) -> tuple[TrainState, int] | None:
     """The newest good checkpoint of ``manager`` restored straight into the state shardings
     (``move_aside``: newer unreadable steps renamed, for a run that will save again)."""
+    return checkpoint.restore_latest(manager, _restore_target(exp), move_aside)
+
+
+def _restore_target(exp: Experiment) -> TrainState:
+    """The state's abstract arrays on their shardings: what a restore reads into."""
     abstract = jax.eval_shape(lambda k: nn.meta.unbox(exp.init_state(k)), jax.random.key(0))
-    target = checkpoint.abstract_like(abstract, exp.state_shardings)
-    return checkpoint.restore_latest(manager, target, move_aside)
+    return checkpoint.abstract_like(abstract, exp.state_shardings)
+
+
+def restore_variables(exp: Experiment, manager) -> tuple[dict, int] | None:
+    """``(variables, step)`` of the newest good checkpoint of a reading ``manager``: the
+    model's parameters and state on their shardings, without the optimiser's state (neither
+    read nor checked, so a config whose optimiser differs evaluates the run)."""
+    restored = checkpoint.restore_latest(manager, _restore_target(exp), names=checkpoint.VARIABLES)
+    if restored is None:
+        return None
+    state, step = restored
+    return {"params": state["params"], **state.get("model_state", {})}, step
 
 
 def compile_steps(exp: Experiment):
@@ -929,16 +944,16 @@ def evaluate_checkpoint(config: ml_collections.ConfigDict, workdir: str, split: 
     if _is_model_folder(workdir):
         return _evaluate_model_folder(exp, workdir, split)
     manager = checkpoint.reading_manager(os.path.join(workdir, "checkpoints"))
-    restored = restore_state(exp, manager)
+    restored = restore_variables(exp, manager)
     if restored is None:  # every saved step failed to restore (each one is logged)
         raise UserError(f"no checkpoint in {workdir!r} restores (see the warnings above)")
-    state, step = restored
+    variables, step = restored
     _, eval_step = compile_steps(exp)
     from vjax.data.datasets import stores_whole_videos
 
     views = stores_whole_videos(exp.builder) and exp.objective.classifies
     run = evaluate_views if views else evaluate
-    return {"step": step, **run(exp, eval_step, state.variables, split)}
+    return {"step": step, **run(exp, eval_step, variables, split)}
 
 
 # What the model saw in training: evaluating with other values scores another input.
