@@ -173,28 +173,17 @@ def test_a_freeze_pattern_naming_no_parameter_is_one_line_before_any_data(tmp_pa
     assert not data_dir.exists() or not any(data_dir.iterdir())  # nothing prepared first
 
 
-def test_a_frozen_batchnorm_backbone_keeps_its_statistics_only_with_frozen_bn():
+def test_a_frozen_batchnorm_backbone_still_updates_its_statistics():
     """As the README says: freezing a CNN's parameters leaves its BatchNorm statistics following
-    the batches; ``model.frozen_bn`` keeps them too, so the head learns on the features the
-    backbone gives in evaluation."""
-    small_r3d = {"name": "r3d_18", "layers": (1, 1, 1, 1), "width": 8}
-    batch = _batches(1)[0]
-    for frozen_bn in (False, True):
-        model = build_model({**small_r3d, "frozen_bn": frozen_bn}, num_classes=3)
-        tx = make_optimizer({**OPT, "freeze": HEAD_ONLY}, num_steps=100)
-        state = nn.meta.unbox(make_init_state(model, tx, CLIP)(jax.random.key(0)))
-        step = jax.jit(make_train_step(model, tx, mean=MEAN, std=STD, freeze=HEAD_ONLY))
-        trained, _ = step(state, batch, jax.random.key(1))
-        before, after = (flatten_dict(s.params, sep="/") for s in (state, trained))
-        assert all(np.array_equal(after[n], before[n]) for n in before if "classifier" not in n)
-        assert not np.array_equal(after["classifier/head/bias"], before["classifier/head/bias"])
-        stats = [
-            np.array_equal(a, b)
-            for a, b in zip(
-                jax.tree.leaves(state.model_state),
-                jax.tree.leaves(trained.model_state),
-                strict=True,
-            )
-        ]
-        assert len(stats) > 10
-        assert all(stats) if frozen_bn else not any(stats), stats
+    the batches (``model.frozen_bn``, tested in test_conv3d_models.py, keeps them)."""
+    model = build_model({"name": "r3d_18", "layers": (1, 1, 1, 1), "width": 8}, num_classes=3)
+    tx = make_optimizer({**OPT, "freeze": HEAD_ONLY}, num_steps=100)
+    state = nn.meta.unbox(make_init_state(model, tx, CLIP)(jax.random.key(0)))
+    step = jax.jit(make_train_step(model, tx, mean=MEAN, std=STD, freeze=HEAD_ONLY))
+    trained, _ = step(state, _batches(1)[0], jax.random.key(1))
+    before, after = (flatten_dict(s.params, sep="/") for s in (state, trained))
+    assert all(np.array_equal(after[n], before[n]) for n in before if "classifier" not in n)
+    assert not np.array_equal(after["classifier/head/bias"], before["classifier/head/bias"])
+    differs = lambda old, new: not np.array_equal(old, new)  # noqa: E731
+    changed = jax.tree.leaves(jax.tree.map(differs, state.model_state, trained.model_state))
+    assert len(changed) > 10 and all(changed)
