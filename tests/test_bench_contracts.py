@@ -174,7 +174,9 @@ def test_given_weights_start_the_step_stored_as_the_param_dtype():
     spec = ModelSpec.parse(TINY)
     model = build_model(spec.config, 400)
     variables = nn.meta.unbox(
-        model.init(jax.random.key(7), jnp.zeros((1, 4, 16, 16, 3)), train=False)
+        jax.jit(lambda k: model.init(k, jnp.zeros((1, 4, 16, 16, 3)), train=False))(
+            jax.random.key(7)
+        )
     )
     step = bench_train.compile_step(spec.config, spec.clip, 8, "float32", variables=variables,
                                     param_dtype="bfloat16")  # fmt: skip

@@ -164,9 +164,24 @@ def test_inflated_2d_kernels_see_a_static_video_as_the_image():
         inflate_resnet50(bad, shapes)
 
 
-def test_small_r3d_trains_through_the_same_loop_with_precise_bn(data_dir, tmp_path):
-    """The conv net trains through train.py unchanged; with ``train.precise_bn_batches=2`` the
-    saved statistics are precise BN's over the 2 train batches after the last step."""
+@pytest.fixture(scope="module")
+def precise_bn_run(data_dir, tmp_path_factory):
+    """``(config, workdir, last validation)``: SMALL_R3D trained 4 steps with precise BN over
+    3 train batches before its validation at step 4."""
+    from vjax import train
+
+    steps = {"train.num_steps": "4", "train.eval_every": "4", "train.checkpoint_every": "4",
+             "train.precise_bn_batches": "3"}  # fmt: skip
+    config = tiny_config(data_dir, **steps)
+    with config.unlocked():
+        config.model = ml_collections.ConfigDict(SMALL_R3D)
+    workdir = tmp_path_factory.mktemp("precise_bn")
+    return config, workdir, train.train(config, str(workdir))
+
+
+def test_small_r3d_trains_through_the_same_loop_with_precise_bn(precise_bn_run):
+    """The conv net trains through train.py unchanged; with ``train.precise_bn_batches=3`` the
+    saved statistics are precise BN's over the 3 train batches after the last step."""
     import vjax
     from vjax import train
     from vjax.data.pipeline import TrainBatches
@@ -174,12 +189,7 @@ def test_small_r3d_trains_through_the_same_loop_with_precise_bn(data_dir, tmp_pa
     from vjax.models.precise_bn import precise_batch_stats
     from vjax.step import normalize_video
 
-    steps = {"train.num_steps": "4", "train.eval_every": "4", "train.checkpoint_every": "4",
-             "train.precise_bn_batches": "2"}  # fmt: skip
-    config = tiny_config(data_dir, **steps)
-    with config.unlocked():
-        config.model = ml_collections.ConfigDict(SMALL_R3D)
-    train.train(config, str(tmp_path))
+    config, tmp_path, _ = precise_bn_run
     records = read_metrics(str(tmp_path))
     assert records and all(np.isfinite(r["loss"]) for r in records)
     _, model, variables = vjax.load(str(tmp_path))
@@ -190,13 +200,13 @@ def test_small_r3d_trains_through_the_same_loop_with_precise_bn(data_dir, tmp_pa
     exp = train.setup(config)
     batches = TrainBatches(exp.builder.as_data_source("train"), 8, config.seed)
     mean, std = config.input.mean, config.input.std
-    videos = [normalize_video(batches(4 + i)["video"], mean, std, jnp.float32) for i in range(2)]
+    videos = [normalize_video(batches(4 + i)["video"], mean, std, jnp.float32) for i in range(3)]
     expected = precise_batch_stats(model, variables, videos)["batch_stats"]
     close = functools.partial(np.testing.assert_allclose, rtol=1e-4, atol=1e-6)
     jax.tree.map(close, variables["batch_stats"], jax.device_get(expected))
 
 
-def test_sigterm_during_precise_bn_saves_that_step(data_dir, tmp_path, monkeypatch):
+def test_sigterm_during_precise_bn_saves_that_step(precise_bn_run, tmp_path, monkeypatch):
     """Precise BN before a validation (200 batches in the SlowFast recipes) stops at the next
     batch on a preemption notice, and the step is saved with its running statistics, nothing
     validated: the notice waited for precise BN, the validation and one more step. The same
@@ -215,12 +225,7 @@ def test_sigterm_during_precise_bn_saves_that_step(data_dir, tmp_path, monkeypat
         seen.append(1)
         return made(*args)
 
-    steps = {"train.num_steps": "4", "train.eval_every": "4", "train.checkpoint_every": "4",
-             "train.precise_bn_batches": "3"}  # fmt: skip
-    config = tiny_config(data_dir, **steps)
-    with config.unlocked():
-        config.model = ml_collections.ConfigDict(SMALL_R3D)
-    whole = train.train(config, str(tmp_path / "whole"))
+    config, whole_dir, whole = precise_bn_run
     cut = tmp_path / "cut"
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(train, "normalize_video", signalling_normalize)
@@ -241,7 +246,7 @@ def test_sigterm_during_precise_bn_saves_that_step(data_dir, tmp_path, monkeypat
     assert sorted(os.listdir(cut / "checkpoints")) == ["4.replaced"]
     assert train.train(config, str(cut))["loss"] == pytest.approx(whole["loss"], rel=1e-6)
     assert [e for e in os.listdir(cut / "checkpoints") if e.isdigit()] == ["4"]
-    saved, wanted = (vjax.load(str(path))[2]["batch_stats"] for path in (cut, tmp_path / "whole"))
+    saved, wanted = (vjax.load(str(path))[2]["batch_stats"] for path in (cut, whole_dir))
     jax.tree.map(functools.partial(np.testing.assert_allclose, rtol=1e-6), saved, wanted)
 
 

@@ -393,7 +393,9 @@ def test_videomae_pretraining_loss_and_pixels_match(name, tmp_path):
             bool_masked_pos=torch.from_numpy(mask),
         )
     pixels = video * np.float32(IMAGENET_STD) + np.float32(IMAGENET_MEAN)
-    losses, predicted, _ = masked_pixel_losses(model, variables, video, pixels, mask, hidden=hidden)
+    losses, predicted, _ = jax.jit(
+        lambda v, x, p, m: masked_pixel_losses(model, v, x, p, m, hidden=hidden)
+    )(variables, video, pixels, mask)
     np.testing.assert_allclose(predicted, out.logits.numpy(), atol=TOL, rtol=0)
     np.testing.assert_allclose(losses.mean(), out.loss.item(), atol=TOL, rtol=0)
 

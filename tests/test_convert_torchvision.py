@@ -83,9 +83,11 @@ def test_training_mode_batchnorm_matches_torch():
     reference.train()
     with torch.no_grad():
         expected = reference(video).numpy()
-    logits, state = build_model(config.model, NUM_CLASSES).apply(
-        variables, to_ours(video), train=True, mutable=["batch_stats"]
-    )
+    logits, state = jax.jit(
+        lambda v, x: build_model(config.model, NUM_CLASSES).apply(
+            v, x, train=True, mutable=["batch_stats"]
+        )
+    )(variables, to_ours(video))
     np.testing.assert_allclose(np.asarray(logits), expected, atol=1e-4, rtol=0)
     stats = state["batch_stats"]["layer2"]["block0"]["conv_1"]["norm"]
     torch_bn = reference.layer2[0].conv1[1]

@@ -210,7 +210,9 @@ def test_int8_activation_scales_are_per_token_for_einsums_and_per_tensor_for_con
     shapes = {}
     for name, config in (("vivit", vivit), ("r2plus1d", {"name": "r2plus1d_18", "width": 8})):
         model = build_model({**config, "layers": (1, 1, 1, 1)} if name != "vivit" else config, 5)
-        init = model.init(jax.random.key(0), jnp.zeros((1, *clip)), train=False)
+        init = jax.jit(lambda k, model=model: model.init(k, jnp.zeros((1, *clip)), train=False))(
+            jax.random.key(0)
+        )
         batches = [np.random.default_rng(0).standard_normal((2, *clip)).astype(np.float32)]
         _, qvariables = quantize_variables(model, nn.meta.unbox(init), "int8", clip, batches)
         leaves = jax.tree_util.tree_flatten_with_path(qvariables)[0]
@@ -232,7 +234,9 @@ def test_int8_quantizes_a_recurrent_head_with_its_kernels_only():
     lrcn = {"name": "lrcn", "frame_layers": (1, 1, 1, 1), "frame_width": 8, "hidden_size": 8,
             "num_layers": 2}  # fmt: skip
     model = vjax.models.build_model(lrcn, 5)
-    variables = jax.device_get(model.init(jax.random.key(0), np.zeros((1, *CLIP)), train=False))
+    variables = jax.device_get(
+        jax.jit(lambda k: model.init(k, np.zeros((1, *CLIP)), train=False))(jax.random.key(0))
+    )
     rng = np.random.default_rng(0)
     params = jax.tree.map(lambda p: p + 0.05 * rng.standard_normal(p.shape), variables["params"])
     variables = {**variables, "params": jax.tree.map(np.float32, params)}
@@ -247,6 +251,6 @@ def test_int8_quantizes_a_recurrent_head_with_its_kernels_only():
     assert any("'kernel'].array.qvalue" in n for n in cells)
     assert scales and not any("'cell'" in n for n in scales)
     assert any("'stem'" in n for n in scales) and any("'classifier'" in n for n in scales)
-    expected = model.apply(variables, batches[0], train=False)
-    got = qmodel.apply(qvariables, batches[0], train=False)
+    expected = jax.jit(lambda v, x: model.apply(v, x, train=False))(variables, batches[0])
+    got = jax.jit(lambda v, x: qmodel.apply(v, x, train=False))(qvariables, batches[0])
     assert np.abs(got - expected).max() <= 0.05 * np.abs(expected).max()

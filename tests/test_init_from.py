@@ -62,7 +62,9 @@ def test_batchnorm_statistics_are_copied_where_the_source_has_them(data_dir, tmp
     parameters do). Before, copying the statistics stopped with a pytree-structure error."""
     source_config = tiny_config(data_dir, "r2plus1d")
     source_model = build_model(source_config.model, num_classes=4)
-    variables = source_model.init(jax.random.key(3), np.zeros((1, 4, 16, 16, 3)), train=False)
+    variables = jax.jit(lambda k: source_model.init(k, np.zeros((1, 4, 16, 16, 3)), train=False))(
+        jax.random.key(3)
+    )
     variables = jax.tree.map(lambda x: x + 0.5, jax.device_get(nn.meta.unbox(variables)))
     path = str(tmp_path / "r2plus1d")
     save_converted(path, pretrained_config(dict(source_config.model), (4, 16, 16, 3), list("abcd")),

@@ -140,6 +140,8 @@ def test_an_audio_visual_model_hears_each_clips_seconds_and_says_when_a_file_is_
                  f"--json={timeline}"]) == 0  # fmt: skip
     windows = json.load(open(timeline))["files"][loud]["windows"]
 
+    apply = jax.jit(lambda v, b: model.apply(v, b, train=False))
+
     def probs_at(path: str, start: int, has_audio: bool) -> np.ndarray:
         """By hand: frames [start, start + 4) (32x32 scaled to 16x16) and their seconds."""
         frames = decode_video(path, short_side=16).frames[start : start + 4][None]
@@ -149,7 +151,7 @@ def test_an_audio_visual_model_hears_each_clips_seconds_and_says_when_a_file_is_
             spec = normalized_log_mel(sound, AudioOptions(**audio))[None]
         video = normalize_video(frames, MEAN, STD, np.float32)
         batch = {"video": video, "audio": spec, "has_audio": np.full(1, has_audio)}
-        return np.asarray(jax.nn.softmax(model.apply(variables, batch, train=False)[0]))
+        return np.asarray(jax.nn.softmax(apply(variables, batch)[0]))
 
     centre = (N - 4) // 2
     for top, probs in (

@@ -82,13 +82,25 @@ def test_every_fold_holds_each_class_in_proportion():
     assert choose_l2(features, labels, 10) < L2_GRID[-1]
 
 
-def test_the_probe_scores_the_test_clips_with_the_chosen_strength():
+def test_the_probe_scores_the_test_clips_with_the_chosen_strength(monkeypatch):
+    from vjax.evaluate import probe
+
+    chosen, real_choose = [], probe.choose_l2
+
+    def recording_choose(*args):
+        chosen.append((args, real_choose(*args)))
+        return chosen[-1][1]
+
+    monkeypatch.setattr(probe, "choose_l2", recording_choose)
     features, labels = _clusters(500, 0.8, seed=2)
     result = linear_probe(features[:300], labels[:300], features[300:], labels[300:], 10)
     train, test = _standardised(features[:300], features[300:])
     want = _reference(train, labels[:300], result["l2"]).score(test, labels[300:])
     assert result["top1"] == pytest.approx(want, abs=1 / 200)  # one clip at most
-    assert result["l2"] == choose_l2(features[:300], labels[:300], 10)
+    (args, l2), *_ = chosen
+    assert result["l2"] == l2  # the strength cross-validation chose on the training clips
+    np.testing.assert_array_equal(args[0], features[:300])
+    np.testing.assert_array_equal(args[1], labels[:300])
     separable, labels = _clusters(200, 8.0, seed=3)
     assert (
         linear_probe(separable[:100], labels[:100], separable[100:], labels[100:], 10)["top1"]
@@ -114,13 +126,15 @@ def test_head_inputs_are_what_the_classifier_head_receives(name, fields):
 
     model = build_model(ml_collections.ConfigDict({"name": name, **sizes[name], **fields}), 5)
     video = jax.random.normal(jax.random.key(0), (3, 4, 16, 16, 3))
-    variables = nn.meta.unbox(model.init(jax.random.key(1), video, train=False))
+    variables = nn.meta.unbox(
+        jax.jit(lambda k: model.init(k, video, train=False))(jax.random.key(1))
+    )
     # a head with weights (it starts at zero), so the logits depend on the features
     head = variables["params"]["classifier"]["head"]
     head["kernel"] = jax.random.normal(jax.random.key(2), head["kernel"].shape)
     head["bias"] = jax.random.normal(jax.random.key(3), head["bias"].shape)
     features = head_inputs(model, variables, video, batch_size=2)
-    logits = model.apply(variables, video, train=False)
+    logits = jax.jit(lambda v: model.apply(v, video, train=False))(variables)
     assert features.shape[0] == 3
     np.testing.assert_allclose(
         features @ np.asarray(head["kernel"]) + np.asarray(head["bias"]), logits, atol=1e-4
@@ -135,7 +149,7 @@ def test_a_model_without_a_classifier_head_cannot_be_probed():
                                 decoder_num_layers=1, decoder_num_heads=2, decoder_mlp_dim=32,
                                 mask_ratio=0.5)  # fmt: skip
     video = jnp.zeros((1, 4, 16, 16, 3))
-    variables = model.init(jax.random.key(0), video, train=False)
+    variables = jax.jit(lambda k: model.init(k, video, train=False))(jax.random.key(0))
     with pytest.raises(ValueError, match="VideoMAEPretraining has no single classifier head"):
         head_inputs(model, variables, video)
 

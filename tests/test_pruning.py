@@ -40,7 +40,9 @@ MODELS = {
 
 def _random_variables(model, clip=CLIP, seed=0, noise_std=0.2):
     """Initialised variables plus noise (zero-initialised heads would make every logit 0)."""
-    variables = model.init(jax.random.key(seed), jnp.zeros((1, *clip)), train=False)
+    variables = jax.jit(lambda k: model.init(k, jnp.zeros((1, *clip)), train=False))(
+        jax.random.key(seed)
+    )
     noise = np.random.default_rng(seed)
     return jax.tree.map(
         lambda p: np.asarray(p) + noise_std * noise.standard_normal(p.shape).astype(np.float32),

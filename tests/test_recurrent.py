@@ -94,8 +94,9 @@ def test_lrcn_frame_cnn_never_mixes_frames():
         num_classes=3,
     )
     video = jax.random.normal(jax.random.key(0), (2, 4, 32, 32, 3))
-    variables = model.init(jax.random.key(1), video, train=False)
+    variables = jax.jit(lambda k: model.init(k, video, train=False))(jax.random.key(1))
 
+    @jax.jit
     def frame_features(clip):
         _, state = model.apply(
             variables, clip, train=False, mutable=["intermediates"],

@@ -370,7 +370,7 @@ def test_logged_grad_norm_is_the_gradients_global_norm():
         logits = model.apply({"params": params}, video, train=False)
         return optax.softmax_cross_entropy_with_integer_labels(logits, batch["label"]).mean()
 
-    grads = jax.grad(loss)(state.params)
+    grads = jax.jit(jax.grad(loss))(state.params)
     expected = np.sqrt(sum(float(np.sum(np.square(g))) for g in jax.tree.leaves(grads)))
     step = jax.jit(make_train_step(model, tx, mean=(0.5,) * 3, std=(0.25,) * 3))
     _, metrics = step(state, batch, jax.random.key(1))

@@ -61,7 +61,7 @@ def test_epic_recipe_tiny_variant_trains_evaluates_and_predicts(epic_root, tmp_p
     assert "verb: loss" in printed and "noun: loss" in printed and "knife" in printed
 
     _, model, variables = vjax.load(workdir)
-    logits = model.apply(variables, jnp.zeros((1, 4, 16, 16, 3)), train=False)
+    logits = jax.jit(lambda v: model.apply(v, jnp.zeros((1, 4, 16, 16, 3)), train=False))(variables)
     assert {t: x.shape for t, x in logits.items()} == {"verb": (1, 3), "noun": (1, 4)}
 
     video = os.path.join(epic_root, "P01", "videos", "P01_01.MP4")

@@ -113,8 +113,8 @@ def test_pretraining_starts_as_videomaes_official_code():
                   decoder_hidden_size=decoder, decoder_num_heads=3, decoder_mlp_dim=4 * decoder,
                   decoder_num_layers=1)  # fmt: skip
     model = build_model({"name": "videomae_pretraining", **narrow}, 0)
-    params = nn.meta.unbox(model.init(jax.random.key(0), jnp.zeros((1, 4, 32, 32, 3)),
-                                      train=False)["params"])  # fmt: skip
+    params = nn.meta.unbox(jax.jit(lambda k: model.init(k, jnp.zeros((1, 4, 32, 32, 3)),
+                                      train=False))(jax.random.key(0))["params"])  # fmt: skip
 
     def uniform(array, bound):
         values = np.asarray(array)
@@ -136,8 +136,8 @@ def test_pretraining_starts_as_videomaes_official_code():
     assert np.abs(token).max() <= 0.02 and token.std() == pytest.approx(0.02 * 0.5395, rel=0.1)
     encoder = {k: v for k, v in narrow.items() if not k.startswith("decoder")}
     vivit = build_model({"name": "vivit", **encoder}, 3)
-    vivit_params = nn.meta.unbox(vivit.init(jax.random.key(0), jnp.zeros((1, 4, 32, 32, 3)),
-                                            train=False)["params"])  # fmt: skip
+    vivit_params = nn.meta.unbox(jax.jit(lambda k: vivit.init(k, jnp.zeros((1, 4, 32, 32, 3)),
+                                            train=False))(jax.random.key(0))["params"])  # fmt: skip
     query = next(
         v for k, v in flatten_dict(vivit_params, sep="/").items() if k.endswith("query_kernel")
     )
@@ -145,8 +145,8 @@ def test_pretraining_starts_as_videomaes_official_code():
     assert np.asarray(vivit_params["embedding"]["conv"]["bias"]).max() == 0.0  # LeCun, zero bias
     # model.weight_init="scenic": the pre-training model starts as the other transformers
     scenic = build_model({"name": "videomae_pretraining", **narrow, "weight_init": "scenic"}, 0)
-    params = nn.meta.unbox(scenic.init(jax.random.key(0), jnp.zeros((1, 4, 32, 32, 3)),
-                                       train=False)["params"])  # fmt: skip
+    params = nn.meta.unbox(jax.jit(lambda k: scenic.init(k, jnp.zeros((1, 4, 32, 32, 3)),
+                                       train=False))(jax.random.key(0))["params"])  # fmt: skip
     uniform(params["encoder"]["block00"]["attention"]["query_kernel"], np.sqrt(6 / (2 * width)))
     conv = np.asarray(params["embedding"]["conv"]["kernel"])
     assert conv.std() == pytest.approx(1 / np.sqrt(fan_in), rel=0.05)  # LeCun normal
@@ -232,9 +232,11 @@ def test_the_objective_reconstructs_the_chosen_target():
     model = build_model({"name": "videomae_pretraining", **TINY, **DECODER,
                          "target": "frame_difference"}, 0)  # fmt: skip
     video = np.random.default_rng(3).uniform(size=(2, 4, 16, 16, 3)).astype(np.float32)
-    variables = model.init(jax.random.key(0), video, train=False)
+    variables = jax.jit(lambda k: model.init(k, video, train=False))(jax.random.key(0))
     mask = draw_mask(jax.random.key(1), 2, (2, 4), model.mask_ratio, model.masking)
-    losses, predicted, _ = objectives.masked_pixel_losses(model, variables, video, video, mask)
+    losses, predicted, _ = jax.jit(
+        lambda v, m: objectives.masked_pixel_losses(model, v, video, video, m)
+    )(variables, mask)
     targets = np.asarray(pixel_targets(_changes_inside_tubelets(video, 2), model.tubelet))
     _, hidden = split_tokens(mask, model.num_masked(video.shape))
     picked = np.take_along_axis(targets, np.asarray(hidden)[..., None], axis=1)
