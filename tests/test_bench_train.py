@@ -142,7 +142,7 @@ def test_rounds_below_one_is_one_error_line(capsys):
 
     assert vjax_main(["bench", "train", "--peers", "--rounds=0", "--out="]) == 2
     assert capsys.readouterr().err == (
-        "vjax bench: error: --rounds takes a count of 1 or more, got 0 "
+        "vjax bench: error: argument --rounds: takes a whole number of 1 or more, got '0' "
         "(vjax bench train --help lists the flags)\n"
     )
 

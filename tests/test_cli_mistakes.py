@@ -294,6 +294,16 @@ FLAG_MISTAKES = [
     (["bench", "data", "--foo"], "unrecognized arguments: --foo"),
     (["bench", "ssl", "--foo"], "unrecognized arguments: --foo"),
     (["bench", "ssl", "--head_steps=-1"], "argument --head_steps: takes a whole number of 0 or"),
+    # bench numbers that ran with a default (--batch=0: 8), ended in a StatisticsError, or
+    # wrote a table of zeros / a failed row into BENCHMARKS.md
+    (["bench", "train", "--batch=0"], "argument --batch: takes a whole number of 1 or more"),
+    (["bench", "train", "--steps=0"], "argument --steps: takes a whole number of 1 or more"),
+    (["bench", "infer", "--batch=0"], "argument --batch: takes a whole number of 1 or more"),
+    (["bench", "infer", "--repeats=0"], "argument --repeats: takes a whole number of 1 or more"),
+    (["bench", "data", "--seconds=0"], "argument --seconds: takes a number in (0, inf), got '0'"),
+    (["bench", "data", "--fps=0"], "argument --fps: takes a whole number of 1 or more"),
+    # the table's file, checked before the benchmark runs (it failed after)
+    (["bench", "infer", "--out=no_folder/B.md"], "argument --out: folder '"),
 ]
 
 
@@ -329,7 +339,16 @@ def test_a_multi_process_flag_out_of_range_is_one_line(capsys, tmp_path, flags, 
     ("text", "message"),
     [("def get_config(:\n", "config file 'mine.py' does not run: SyntaxError: invalid syntax"),
      ("def get_config(arg):\n    return {}['lr']\n",
-      "--config=mine.py: get_config failed: KeyError: 'lr'")],
+      "--config=mine.py: get_config failed: KeyError: 'lr'"),
+     # these were tracebacks (AttributeError) from wherever the run first read the config
+     ("def get_config(arg):\n    return None\n",
+      "--config=mine.py: get_config returned NoneType, not an ml_collections.ConfigDict"),
+     ("import ml_collections\nfrom vjax.config_utils import load_config\n"
+      "def get_config(arg):\n    c = load_config('configs/demo.py:tiny').to_dict()\n"
+      "    del c['seed'], c['sharding']\n    return ml_collections.ConfigDict(c)\n",
+      "--config=mine.py lacks 'seed', 'sharding': every config has seed, dataset, input, model"),
+     ("def get_config():\n    return None\n",  # ml_collections' usual signature: called
+      "--config=mine.py: get_config returned NoneType")],
 )  # fmt: skip
 def test_a_config_file_of_the_users_that_fails_is_one_line(capsys, tmp_path, monkeypatch,
                                                            text, message):  # fmt: skip
@@ -347,7 +366,15 @@ def test_a_config_file_of_the_users_that_fails_is_one_line(capsys, tmp_path, mon
      (["demo", "--workdir=run", "--config=configs/demo.py:bogus"],
       "--config=configs/demo.py:bogus: unknown demo variant(s) ['bogus']"),
      (["train", "--workdir=run", "--config=configs/videos.py:/nonexistent"],
-      "the videos' src '/nonexistent' does not exist")],
+      "the videos' src '/nonexistent' does not exist"),
+     # a recipe of videos on disk named the builder's own field ("video_folder needs src=")
+     (["train", "--workdir=run", "--config=configs/conv3d.py:r2plus1d_18_ucf101"],
+      "dataset 'ucf101' is prepared from its videos on disk: give their folder (or a manifest) "
+      "with --config.dataset.src=PATH"),
+     # the demo joined its variant to another recipe's: "unknown recipe 'vivit,r2plus1d_18_k400'"
+     (["demo", "--workdir=run", "--config=configs/conv3d.py:r2plus1d_18_k400"],
+      "vjax demo trains configs/demo.py's variant 'vivit' (--config only adds variants to it, "
+      "e.g. configs/demo.py:tiny), which configs/conv3d.py lacks")],
 )  # fmt: skip
 def test_a_mistake_is_named_as_the_user_typed_it(capsys, tmp_path, monkeypatch, argv, text):
     """The lines named what the user never typed: 'dataset.srcc' for prepare's --srcc, the
@@ -446,3 +473,138 @@ def test_a_missing_module_is_one_line_only_for_an_optional_extra(capsys, monkeyp
     assert capsys.readouterr().err == (
         f"vjax x: error: this needs {module}, which is not installed: {install}\n"
     )
+
+
+def test_a_get_config_without_an_argument_is_called_without_one(tmp_path, monkeypatch, capsys):
+    """ml_collections' usual ``def get_config():`` was called with None (a TypeError); with
+    an ``:ARG`` it cannot take, that is one line."""
+    from vjax.config_utils import load_config
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "mine.py").write_text(
+        "from vjax.config_utils import load_config\n"
+        "def get_config():\n    return load_config('configs/demo.py:tiny')\n"
+    )
+    assert (
+        load_config("mine.py").train.num_steps == load_config(f"{DEMO_CONFIG}:tiny").train.num_steps
+    )
+    line = _one_line_error(["train", "--workdir=run", "--config=mine.py:big"], capsys)
+    assert line.endswith("--config=mine.py:big: its get_config() takes no argument; drop ':big'")
+
+
+def test_a_home_folder_after_an_equals_sign_is_expanded(files, tmp_path, monkeypatch, capsys):
+    """The shell leaves ``--workdir=~/x`` as it is: vjax made a folder named ``~`` in the
+    working directory (and looked for ``~/run`` there)."""
+    from vjax.errors import home_expanded
+
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    home = str(tmp_path / "home")
+    assert home_expanded("--workdir=~/runs/a") == f"--workdir={home}/runs/a"
+    assert home_expanded("--config.train.init_from=~") == f"--config.train.init_from={home}"
+    for unchanged in ("--split=test", "~/clip.mp4", "--config.optimizer.freeze=^(?!c)", "-x=~"):
+        assert home_expanded(unchanged) == unchanged
+    monkeypatch.chdir(tmp_path)
+    line = _one_line_error(["eval", "--workdir=~/run"], capsys)
+    assert line.endswith(f"no checkpoint to evaluate in '{home}/run'; train first (vjax train "
+                         "--workdir=...)")  # fmt: skip
+    shutil.copytree(files["model"], tmp_path / "home" / "model")  # a converted model at ~/model
+    assert vjax_main(["predict", "--model=~/model", files["video"], "--top_k=1"]) == 0
+    assert not (tmp_path / "~").exists()
+
+
+def test_eval_of_a_runs_checkpoints_folder_names_the_run(files, capsys):
+    for inner in ("checkpoints", "checkpoints/0"):
+        line = _one_line_error(["eval", f"--workdir={files['model']}/{inner}"], capsys)
+        assert line.endswith(f"is a run's checkpoints; give the run's folder: "
+                             f"--workdir={files['model']}")  # fmt: skip
+
+
+@pytest.mark.parametrize("with_config", [False, True])
+def test_training_on_in_a_converted_models_folder_says_to_fine_tune_from_it(
+    files, capsys, with_config
+):
+    """Before: "opt_state missing ... an optimiser setting changed" (a pruned or converted
+    model has no optimiser state), or a list of qvalue mismatches for an int8 one."""
+    config = [f"--config={DEMO_CONFIG}:tiny"] if with_config else []
+    line = _one_line_error(["train", f"--workdir={files['model']}", *config], capsys)
+    assert line.endswith(
+        f"{files['model']!r} holds a model that vjax convert wrote, not a training run to go on "
+        f"with: fine-tune it into a new workdir with --config.train.init_from={files['model']}"
+    )
+    assert os.listdir(files["model"]) == ["checkpoints"]
+
+
+# Where nothing can be written, even as root: a folder in /proc.
+NOT_WRITABLE = "/proc/vjax-test"
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [["train", f"--workdir={NOT_WRITABLE}/run", f"--config={DEMO_CONFIG}:tiny"],
+     ["demo", f"--workdir={NOT_WRITABLE}/run", f"--config={DEMO_CONFIG}:tiny"],
+     ["prepare", "vjax_motion", f"--data_dir={NOT_WRITABLE}/tfds", "--num_train=8"],
+     ["train", "--workdir={tmp}/run", f"--config={DEMO_CONFIG}:tiny",
+      f"--config.dataset.data_dir={NOT_WRITABLE}/tfds"]],
+    ids=["train", "demo", "prepare", "train_data_dir"],
+)  # fmt: skip
+def test_a_folder_that_cannot_be_written_is_one_line_before_any_work(tmp_path, capsys, argv):
+    """These were tracebacks (PermissionError), train's after its data and model were built."""
+    line = _one_line_error([a.format(tmp=tmp_path) for a in argv], capsys)
+    assert f"cannot write to '{NOT_WRITABLE}/" in line and "(to be made in '/proc')" in line
+    assert not list(tmp_path.iterdir())
+
+
+def test_eval_into_a_run_it_cannot_write_to_is_one_line_before_evaluating(
+    files, tmp_path, monkeypatch, capsys
+):
+    """eval evaluated, then failed writing its result (a read-only copy of a run)."""
+    import tempfile
+
+    from vjax import storage
+
+    run = tmp_path / "read_only_run"
+    shutil.copytree(files["model"], run)
+
+    def read_only(*args, dir=None, **kwargs):
+        if dir == str(run):
+            raise PermissionError(30, "Read-only file system")
+        return tempfile.TemporaryFile(*args, dir=dir, **kwargs)
+
+    monkeypatch.setattr(storage.tempfile, "TemporaryFile", read_only)
+    argv = ["eval", f"--workdir={run}", f"--config={DEMO_CONFIG}:tiny",
+            f"--config.dataset.data_dir={tmp_path / 'tfds'}"]  # fmt: skip
+    assert _one_line_error(argv, capsys).endswith(f"cannot write to '{run}': Read-only file system")
+    assert not (tmp_path / "tfds").exists()  # refused before the dataset was prepared
+
+
+def test_compare_names_a_missing_run_and_a_split_it_has_not(runs, capsys):
+    a, b = runs
+    line = _one_line_error(["compare", str(a), str(b) + "_typo"], capsys)
+    assert f"'{b}_typo' does not exist; give a workdir or the eval_<split>_step<N>.json" in line
+    line = _one_line_error(["compare", str(a), str(b), "--split=tset"], capsys)
+    assert line.endswith(
+        f"no eval_tset_step*.json in '{a}': it holds the results of --split=test; did you mean "
+        "--split=test?"
+    )
+
+
+@pytest.mark.parametrize("which", ["missing", "folder"])
+def test_predict_names_a_missing_file_or_a_folder_before_loading_the_model(files, capsys, which):
+    """Both were "skipped (unreadable: FileNotFoundError: [Errno 2] ...)" after the model
+    loaded, exit 1."""
+    path = files["root"] / "no_such.mp4" if which == "missing" else files["root"]
+    line = _one_line_error(["predict", f"--model={files['model']}", files["video"], str(path)],
+                           capsys)  # fmt: skip
+    what = "does not exist" if which == "missing" else "is a folder; give the files in it"
+    assert f"argument videos: '{path}' {what}" in line
+
+
+def test_a_workdir_whose_config_json_is_damaged_still_evaluates(tmp_path, caplog):
+    """eval compared the run's config.json with its config: a damaged copy was a traceback."""
+    from vjax import train
+    from vjax.config_utils import load_config
+
+    (tmp_path / "config.json").write_text("{bad")
+    config = load_config(f"{DEMO_CONFIG}:tiny")
+    assert train._changed_from_training(config, str(tmp_path)) == ""
+    assert "config.json is not readable JSON" in caplog.text

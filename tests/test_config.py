@@ -147,7 +147,11 @@ def test_configs_path_falls_back_to_the_recipes_installed_with_vjax(tmp_path, mo
     os.makedirs("configs")
     with open("configs/demo.py", "w") as f:
         f.write("import ml_collections\n\ndef get_config(arg):\n")
-        f.write("    return ml_collections.ConfigDict({'mine': arg})\n")
+        f.write(
+            "    sections = dict.fromkeys(('dataset', 'input', 'model', 'optimizer', 'train',"
+            " 'sharding'), {})\n"
+        )
+        f.write("    return ml_collections.ConfigDict({'mine': arg, 'seed': 0, **sections})\n")
     assert load_config("configs/demo.py:x").mine == "x"
     assert vjax_recipe("demo.py:tiny", {"train.num_steps": "3"}).train.num_steps == 3  # vjax's
     with pytest.raises(ConfigError, match=r"'configs/demoo.py' does not exist .*configs/demo.py"):

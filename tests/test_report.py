@@ -102,6 +102,11 @@ def test_write_eval_and_compare(tmp_path, capsys):
     with open(os.path.join(b, "compare_test.png"), "rb") as f:
         assert f.read(8) == PNG
     assert vjax_main(["compare", a, str(tmp_path / "missing")]) == 2  # one line, no traceback
+    assert capsys.readouterr().err.startswith(
+        f"vjax compare: error: '{tmp_path / 'missing'}' does not exist; give a workdir"
+    )
+    os.mkdir(tmp_path / "empty")  # a folder without results: run vjax eval first
+    assert vjax_main(["compare", a, str(tmp_path / "empty")]) == 2
     assert capsys.readouterr().err.startswith("vjax compare: error: no eval_test_step*.json")
 
 

@@ -7,7 +7,7 @@ import os
 import jax
 import numpy as np
 import pytest
-from conftest import tiny_config
+from conftest import DEMO_CONFIG, tiny_config
 
 import vjax
 from vjax import train
@@ -21,6 +21,20 @@ def trained(data_dir, tmp_path_factory):
     config = tiny_config(data_dir)
     last_eval = train.train(config, workdir)
     return config, workdir, last_eval
+
+
+def test_eval_with_a_model_that_does_not_fit_is_refused_before_its_data(trained, tmp_path):
+    """vjax eval --config=OTHER prepared OTHER's dataset (for Kinetics, hours) before the
+    restore found that the model does not fit; a fitting config still evaluates."""
+    from vjax.checkpoint import CheckpointMismatchError
+    from vjax.config_utils import apply_overrides, load_config
+
+    config, workdir, _ = trained
+    other = load_config(f"{DEMO_CONFIG}:vivit")  # the full-size demo ViViT, another dataset
+    apply_overrides(other, {"dataset.data_dir": str(tmp_path / "tfds")})
+    with pytest.raises(CheckpointMismatchError, match=r"params/.*checkpoint has shape"):
+        train.evaluate_checkpoint(other, workdir, "test")
+    assert not (tmp_path / "tfds").exists()
 
 
 def test_train_writes_metrics_tensorboard_and_checkpoints(trained):
@@ -83,12 +97,12 @@ def test_load_returns_a_model_ready_to_apply(trained):
     source = load_dataset(config.dataset).as_data_source("test")
     video = np.stack([np.stack(source[i]["video"]) for i in range(4)])
     inputs = normalize_video(video, config.input.mean, config.input.std, np.float32)
-    logits = model.apply(variables, inputs, train=False)
+    logits = jax.jit(lambda v, x: model.apply(v, x, train=False))(variables, inputs)
     assert logits.shape == (4, config.dataset.num_classes)
     # The same predictions as the eval path of the trainer (checkpoint 3 loaded last).
     result = train.evaluate_checkpoint(config, workdir, "test")
     _, model6, variables6 = vjax.load(workdir)
-    preds = np.argmax(model6.apply(variables6, inputs, train=False), -1)
+    preds = np.argmax(jax.jit(lambda v, x: model6.apply(v, x, train=False))(variables6, inputs), -1)
     labels = np.asarray([source[i]["label"] for i in range(4)])
     assert result["num_examples"] >= 4 and preds.shape == labels.shape
 

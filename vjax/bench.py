@@ -21,7 +21,7 @@ import sys
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from vjax.errors import ArgumentParser, UserError
+from vjax.errors import ArgumentParser, UserError, optional_output_file
 
 KINDS = {
     "data": "vjax.bench_data",
@@ -213,7 +213,10 @@ def training_parser(kind: str, doc: str) -> argparse.ArgumentParser:
     )
     parser.add_argument("--workdir", default=f"runs/bench_{kind}", help="runs it trains")
     parser.add_argument("--data_dir", default="~/tensorflow_datasets", help="TFDS folder")
-    parser.add_argument("--out", default="BENCHMARKS.md", help="Markdown file to update ('' none)")
+    parser.add_argument(
+        "--out", type=optional_output_file, default="BENCHMARKS.md",
+        help="Markdown file to update ('' none)",
+    )  # fmt: skip
     return parser
 
 

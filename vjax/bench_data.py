@@ -39,7 +39,7 @@ from typing import Any
 import numpy as np
 
 from vjax.bench import update_benchmarks
-from vjax.errors import ArgumentParser, positive_int
+from vjax.errors import ArgumentParser, optional_output_file, positive_float, positive_int
 
 SECTION = "vjax bench data"
 BATCH = 8  # clips per batch of the measured loader
@@ -268,11 +268,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = ArgumentParser(prog="vjax bench data", description=__doc__.split("\n\n")[0])
     parser.add_argument("--src", default=None, help="folder of videos (default: generated)")
     parser.add_argument("--videos", type=positive_int, default=8)
-    parser.add_argument("--seconds", type=float, default=10.0)
-    parser.add_argument("--fps", type=int, default=25)
-    parser.add_argument("--short_side", type=int, default=256, help="stored frames' short side")
-    parser.add_argument("--height", type=int, default=360, help="generated videos' height")
-    parser.add_argument("--width", type=int, default=480, help="generated videos' width")
+    parser.add_argument("--seconds", type=positive_float, default=10.0)
+    parser.add_argument("--fps", type=positive_int, default=25)
+    parser.add_argument(
+        "--short_side", type=positive_int, default=256, help="stored frames' short side"
+    )
+    parser.add_argument("--height", type=positive_int, default=360, help="generated videos' height")
+    parser.add_argument("--width", type=positive_int, default=480, help="generated videos' width")
     parser.add_argument("--keyframe_interval", type=positive_int, default=None, help="generated "
                         "videos' frames per keyframe (default: libx264's 250)")  # fmt: skip
     parser.add_argument("--num_frames", type=positive_int, default=16)
@@ -280,7 +282,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--crop", type=positive_int, default=224)
     parser.add_argument("--clips", type=positive_int, default=200)
     parser.add_argument("--workers", default="1,2")
-    parser.add_argument("--out", default="BENCHMARKS.md", help="'' to write nothing")
+    parser.add_argument("--out", type=optional_output_file, default="BENCHMARKS.md",
+                        help="'' to write nothing")  # fmt: skip
     parser.add_argument("--tiny", action="store_true", help="seconds-long run (tests): small "
                         "defaults for the size flags")  # fmt: skip
     args = parser.parse_args(argv)

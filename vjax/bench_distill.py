@@ -37,7 +37,7 @@ from vjax.bench import (
     training_parser,
     vjax_recipe,
 )
-from vjax.errors import non_negative_float, number_in, positive_int
+from vjax.errors import non_negative_float, non_negative_int, number_in, positive_int
 
 # The student's model section over the demo ViViT's (width 96, 4 layers, 3 heads, MLP 384).
 STUDENT = {"hidden_size": 48, "num_layers": 2, "num_heads": 2, "mlp_dim": 192}
@@ -168,7 +168,9 @@ def table(result: dict[str, Any], total_seconds: float, command: str) -> str:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = training_parser("distill", __doc__)
     parser.add_argument("--teacher", default="", help="a trained demo ViViT workdir to reuse")
-    parser.add_argument("--teacher_steps", type=int, default=0, help="0: the demo's own")
+    parser.add_argument(
+        "--teacher_steps", type=non_negative_int, default=0, help="0: the demo's own"
+    )
     parser.add_argument(
         "--student_steps", type=int, default=0, help="0: twice the demo's own (1600)"
     )

@@ -37,7 +37,12 @@ import numpy as np
 from vjax.bench import budget_words, cpu_cores, device_name, update_benchmarks
 from vjax.bench_peers import MEAN, PEERS, STD, ModelSpec, build_pair, time_calls
 from vjax.compile_options import compiler_options
-from vjax.errors import ArgumentParser
+from vjax.errors import (
+    ArgumentParser,
+    non_negative_float,
+    optional_output_file,
+    positive_int,
+)
 
 JAX_FORMS = ("float32", "bfloat16", "int8_weights", "int8", "stablehlo", "onnx", "onnx_int8",
              "savedmodel")  # fmt: skip
@@ -299,14 +304,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = ArgumentParser(prog="vjax bench infer", description=__doc__.split("\n\n")[0])
     parser.add_argument("--models", nargs="+", default=list(DEFAULT_MODELS))
     parser.add_argument("--forms", default=",".join((*JAX_FORMS, *TORCH_FORMS)))
-    parser.add_argument("--batch", type=int, default=DEFAULT_BATCH, help="clips per call for "
-                        "throughput")  # fmt: skip
-    parser.add_argument("--repeats", type=int, default=20, help="most timed batch-1 calls")
-    parser.add_argument("--budget", type=float, default=DEFAULT_BUDGET_S,
+    parser.add_argument(
+        "--batch", type=positive_int, default=DEFAULT_BATCH, help="clips per call for throughput"
+    )
+    parser.add_argument("--repeats", type=positive_int, default=20, help="most timed batch-1 calls")
+    parser.add_argument("--budget", type=non_negative_float, default=DEFAULT_BUDGET_S,
                         help="seconds per measurement before it stops repeating (at least 3 "
                         "batch-1 calls and 1 batch call); 0: no limit")  # fmt: skip
-    parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
-    parser.add_argument("--out", default="BENCHMARKS.md", help="'' to write nothing")
+    parser.add_argument("--threads", type=positive_int, default=os.cpu_count() or 1)
+    parser.add_argument("--out", type=optional_output_file, default="BENCHMARKS.md",
+                        help="'' to write nothing")  # fmt: skip
     args = parser.parse_args(sys.argv[1:] if argv is None else argv)
     forms = [f for f in args.forms.split(",") if f]
     unknown = [f for f in forms if f not in (*JAX_FORMS, *TORCH_FORMS)]

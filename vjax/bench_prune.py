@@ -35,7 +35,7 @@ from vjax.bench import (
     training_parser,
     vjax_recipe,
 )
-from vjax.errors import number_in
+from vjax.errors import number_in, positive_int
 from vjax.pruning.scores import CRITERIA
 from vjax.pruning.select import GRANULARITIES
 
@@ -249,8 +249,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         default=True,
         help="fine-tune with the original model as teacher (train.distill)",
     )
-    parser.add_argument("--batch", type=int, default=8, help="throughput batch")
-    parser.add_argument("--repeats", type=int, default=200, help="latency calls per model")
+    parser.add_argument("--batch", type=positive_int, default=8, help="throughput batch")
+    parser.add_argument("--repeats", type=positive_int, default=200, help="latency calls per model")
     parser.add_argument("--tiny", action="store_true", help="the demo's tiny variants (seconds)")
     args = parser.parse_args(sys.argv[1:] if argv is None else argv)
     models = [m for m in args.models.split(",") if m]

@@ -49,7 +49,13 @@ from vjax.bench_peers import (
     time_calls,
 )
 from vjax.compile_options import compiler_options
-from vjax.errors import ArgumentParser
+from vjax.errors import (
+    ArgumentParser,
+    non_negative_float,
+    non_negative_int,
+    optional_output_file,
+    positive_int,
+)
 from vjax.flops import count_macs
 from vjax.huge_pages import ENV, tunable_value
 from vjax.models import available_models, build_model
@@ -438,8 +444,6 @@ def run_peers(args: argparse.Namespace, parser: argparse.ArgumentParser) -> list
     forms = [f for f in args.forms.split(",") if f]
     if set(forms) - {"torch", "torch.compile"}:
         parser.error(f"--forms takes torch and/or torch.compile, got {args.forms!r}")
-    if args.rounds < 1:
-        parser.error(f"--rounds takes a count of 1 or more, got {args.rounds}")
     options = PeerOptions(
         batch=args.batch or (DEFAULT_GPU_BATCH if gpu else DEFAULT_CPU_BATCH),
         dtype=args.dtype or ("bfloat16" if gpu else "float32"),
@@ -511,29 +515,70 @@ def parse_args(argv: Sequence[str] | None = None) -> tuple[argparse.Namespace, A
     """``vjax bench train``'s flags: ``(args, parser)``."""
     parser = ArgumentParser(prog="vjax bench train", description=__doc__.split("\n\n")[0])
     parser.add_argument("--models", nargs="+", default=None)
-    parser.add_argument("--batch", type=int, default=None, help="global batch (clips per step); "
-                        "default 8, with --peers 4 on CPU and 16 on GPU")  # fmt: skip
-    parser.add_argument("--steps", type=int, default=10, help="timed steps after a warm-up")
-    parser.add_argument("--dtype", default=None, choices=("float32", "bfloat16"),
-                        help="default bfloat16; with --peers float32 on CPU")  # fmt: skip
-    parser.add_argument("--out", default="BENCHMARKS.md", help="'' to write nothing")
-    parser.add_argument("--remat", default="none", choices=tuple(REMAT_POLICIES),
-                        help="model.remat of vjax's transformers")  # fmt: skip
-    parser.add_argument("--param_dtype", default="float32", choices=tuple(PARAM_DTYPES),
-                        help="train.param_dtype of vjax's step")  # fmt: skip
+    parser.add_argument(
+        "--batch",
+        type=positive_int,
+        default=None,
+        help="global batch (clips per step); default 8, with --peers 4 on CPU and 16 on GPU",
+    )
+    parser.add_argument(
+        "--steps", type=positive_int, default=10, help="timed steps after a warm-up"
+    )
+    parser.add_argument(
+        "--dtype",
+        default=None,
+        choices=("float32", "bfloat16"),
+        help="default bfloat16; with --peers float32 on CPU",
+    )
+    parser.add_argument(
+        "--out", type=optional_output_file, default="BENCHMARKS.md", help="'' to write nothing"
+    )
+    parser.add_argument(
+        "--remat",
+        default="none",
+        choices=tuple(REMAT_POLICIES),
+        help="model.remat of vjax's transformers",
+    )
+    parser.add_argument(
+        "--param_dtype",
+        default="float32",
+        choices=tuple(PARAM_DTYPES),
+        help="train.param_dtype of vjax's step",
+    )
     peers = parser.add_argument_group("--peers: PyTorch beside vjax, each in its own process")
     peers.add_argument("--peers", action="store_true")
     peers.add_argument("--forms", default="torch,torch.compile", help="PyTorch forms")
-    peers.add_argument("--budget", type=float, default=DEFAULT_BUDGET_S, help="seconds of timed "
-                       "steps per measurement (at least 2 steps); 0: no limit")  # fmt: skip
-    peers.add_argument("--timeout", type=float, default=0, help="seconds one process may take "
-                       "(its row then says so); 0: no limit")  # fmt: skip
-    peers.add_argument("--deadline", type=float, default=0, help="seconds for the whole run: "
-                       "processes due after it are rows saying so; 0: no limit")  # fmt: skip
-    peers.add_argument("--cores", type=int, default=0, help="pin every measuring process to "
-                       "cores 0..N-1 (taskset; torch gets N threads); 0: all cores")  # fmt: skip
-    peers.add_argument("--rounds", type=int, default=1, help="measure every runtime N times, "
-                       "in turn, each in a fresh process; clips/s the median")  # fmt: skip
+    peers.add_argument(
+        "--budget",
+        type=non_negative_float,
+        default=DEFAULT_BUDGET_S,
+        help="seconds of timed steps per measurement (at least 2 steps); 0: no limit",
+    )
+    peers.add_argument(
+        "--timeout",
+        type=non_negative_float,
+        default=0,
+        help="seconds one process may take (its row then says so); 0: no limit",
+    )
+    peers.add_argument(
+        "--deadline",
+        type=non_negative_float,
+        default=0,
+        help="seconds for the whole run: processes due after it are rows saying so; 0: no limit",
+    )
+    peers.add_argument(
+        "--cores",
+        type=non_negative_int,
+        default=0,
+        help="pin every measuring process to "
+        "cores 0..N-1 (taskset; torch gets N threads); 0: all cores",
+    )
+    peers.add_argument(
+        "--rounds",
+        type=positive_int,
+        default=1,
+        help="measure every runtime N times, in turn, each in a fresh process; clips/s the median",
+    )
     peers.add_argument("--compile_models", default="", help="comma-separated names (e.g. "
                        "hf_videomae,r2plus1d_18) torch.compile runs for; '': all")  # fmt: skip
     args = parser.parse_args(sys.argv[1:] if argv is None else argv)

@@ -28,10 +28,19 @@ def has_checkpoint(workdir: str) -> bool:
 
 def require_trained(workdir: str) -> None:
     """Raises NotFoundError unless ``workdir`` holds a saved checkpoint (a run to evaluate)."""
-    if not has_checkpoint(workdir):
+    if has_checkpoint(workdir):
+        return
+    folder = os.path.normpath(workdir)
+    if os.path.basename(folder).isdigit():  # one step: checkpoints/6
+        folder = os.path.dirname(folder)
+    if os.path.basename(folder) == "checkpoints" and saved_steps(folder):
         raise NotFoundError(
-            f"no checkpoint to evaluate in {workdir!r}; train first (vjax train --workdir=...)"
+            f"{workdir!r} is a run's checkpoints; give the run's folder: "
+            f"--workdir={os.path.dirname(folder) or '.'}"
         )
+    raise NotFoundError(
+        f"no checkpoint to evaluate in {workdir!r}; train first (vjax train --workdir=...)"
+    )
 
 
 def require_new_output(out_dir: str, error: type[UserError] = UserError) -> None:

@@ -73,7 +73,7 @@ def load_config(spec: str) -> ml_collections.ConfigDict:
     if not hasattr(module, "get_config"):
         raise ConfigError(f"config file {path!r} defines no get_config(arg)")
     try:
-        return module.get_config(arg or None)
+        return _config_dict(_call_get_config(module.get_config, spec, arg), spec)
     except ConfigError:
         raise
     except ValueError as e:  # a config file's own check of its argument (e.g. a variant name)
@@ -82,6 +82,48 @@ def load_config(spec: str) -> ml_collections.ConfigDict:
         if not users:
             raise
         raise ConfigError(f"--config={spec}: get_config failed: {type(e).__name__}: {e}") from e
+
+
+# The sections every run reads (each recipe's get_config returns them all; a converter's
+# config file may hold only its model and input).
+SECTIONS = ("seed", "dataset", "input", "model", "optimizer", "train", "sharding")
+
+
+def _call_get_config(get_config: Any, spec: str, arg: str) -> Any:
+    """``get_config(arg)``; ``get_config()`` for one that takes no argument (ml_collections'
+    usual form) when ``spec`` gives none."""
+    try:
+        takes_arg = bool(inspect.signature(get_config).parameters)
+    except (TypeError, ValueError):  # no signature to read (a builtin): call it as documented
+        takes_arg = True
+    if takes_arg:
+        return get_config(arg or None)
+    if arg:
+        raise ConfigError(f"--config={spec}: its get_config() takes no argument; drop ':{arg}'")
+    return get_config()
+
+
+def _config_dict(config: Any, spec: str) -> ml_collections.ConfigDict:
+    """``config`` if it is a ConfigDict; else a ConfigError naming what get_config returned."""
+    if not isinstance(config, ml_collections.ConfigDict):
+        raise ConfigError(
+            f"--config={spec}: get_config returned {type(config).__name__}, not an "
+            f"ml_collections.ConfigDict (start from a recipe, e.g. configs/demo.py)"
+        )
+    return config
+
+
+def require_sections(config: ml_collections.ConfigDict, spec: str) -> None:
+    """Raises a ConfigError naming the :data:`SECTIONS` a run's ``config`` (from ``--config=
+    spec``) lacks: a user's config without ``seed`` failed with an AttributeError wherever the
+    run first read it, some after its data was prepared."""
+    missing = [name for name in SECTIONS if name not in config]
+    if missing:
+        raise ConfigError(
+            f"--config={spec} lacks {', '.join(repr(m) for m in missing)}: every config has "
+            f"{', '.join(SECTIONS)} (start from a recipe, e.g. configs/demo.py, and change what "
+            f"differs)"
+        )
 
 
 def flat_keys(config: ml_collections.ConfigDict, prefix: str = "") -> list[str]:

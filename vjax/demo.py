@@ -15,7 +15,8 @@ import os
 import time
 from collections.abc import Mapping
 
-from vjax.config_utils import apply_overrides, load_config
+from vjax.config_utils import ConfigError, apply_overrides, load_config
+from vjax.errors import one_line
 from vjax.evaluate.plots import plot_curves, write_plots
 from vjax.evaluate.report import format_eval, write_eval
 from vjax.evaluate.uncertainty import paired_top1
@@ -42,12 +43,21 @@ def run_demo(
     from vjax import train
     from vjax.preflight import check_config
 
+    train.check_workdir(workdir)  # a file, a read-only folder: one line before any work
     path, _, extra = config_path.partition(":")
     if extra:  # a mistake in it named as typed, not in the spec each model's is joined into
         load_config(config_path)
     models = AUDIO_VISUAL_MODELS if audio_visual else DEMO_MODELS
     configs = {}
     for name, variant in models.items():  # every config checked before anything is written
+        try:
+            load_config(f"{path}:{variant}")
+        except ConfigError as e:
+            raise ConfigError(
+                f"vjax demo trains configs/demo.py's variant {variant!r} (--config only adds "
+                f"variants to it, e.g. configs/demo.py:tiny), which {path} lacks: "
+                f"{one_line(e)}. For another recipe use vjax train"
+            ) from e
         configs[name] = load_config(f"{path}:{','.join(filter(None, [variant, extra]))}")
         apply_overrides(configs[name], overrides or {})
         check_config(configs[name])  # the model, mesh and input, as training will check them

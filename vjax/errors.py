@@ -103,6 +103,11 @@ def number_in(low: float, high: float, *, low_open: bool = False, high_open: boo
     return parse
 
 
+def positive_float(text: str) -> float:
+    """argparse ``type=``: a finite number above 0 (a duration, a rate)."""
+    return number_in(0, math.inf, low_open=True, high_open=True)(text)
+
+
 def output_file(text: str) -> str:
     """argparse ``type=``: a file to write, in a folder that exists and is writable (checked
     when the flags are read, before any work whose result it would hold; no folder is made,
@@ -129,6 +134,27 @@ def output_file(text: str) -> str:
     if not os.access(folder, os.W_OK):
         raise argparse.ArgumentTypeError(f"folder {folder!r} is not writable")
     return text
+
+
+def input_file(text: str) -> str:
+    """argparse ``type=``: a file that exists, locally or in a bucket (a typo or a folder is
+    named when the flags are read, before a model loads)."""
+    from vjax import storage
+
+    try:
+        found = storage.path(text)
+        if found.is_dir():
+            raise argparse.ArgumentTypeError(f"{text!r} is a folder; give the files in it")
+        if not found.exists():
+            raise argparse.ArgumentTypeError(f"{text!r} does not exist")
+    except UserError as e:  # a URL scheme vjax does not read
+        raise argparse.ArgumentTypeError(str(e)) from e
+    return text
+
+
+def optional_output_file(text: str) -> str:
+    """argparse ``type=``: :func:`output_file`, or ``""`` for none (``--out=''``: print only)."""
+    return text and output_file(text)
 
 
 def json_output_file(text: str) -> str:
@@ -174,11 +200,22 @@ def missing_extra(error: ModuleNotFoundError) -> str | None:
     return f"this needs {module}, which is not installed: {install}" if install else None
 
 
+def home_expanded(argument: str) -> str:
+    """``--flag=~/x`` as ``--flag=/home/me/x``: the shell expands a ``~`` that starts a word,
+    not one after ``=``, so ``--workdir=~/runs/a`` would otherwise make a folder named ``~``
+    in the working directory (and ``--config.train.init_from=~/run`` look for one)."""
+    flag, equals, value = argument.partition("=")
+    if flag.startswith("--") and equals and value.startswith("~"):
+        return f"{flag}={os.path.expanduser(value)}"
+    return argument
+
+
 def run_guarded(main: Callable[[list[str]], int], argv: Sequence[str], prog: str = "vjax") -> int:
-    """Runs ``main(argv)`` (``--debug`` removed from ``argv``); a :class:`UserError`, or an
-    optional extra not installed (:func:`missing_extra`), becomes one line on stderr and exit
-    code 2, with its traceback first under ``--debug``."""
-    argv = list(argv)
+    """Runs ``main(argv)`` (``--debug`` removed from ``argv``, a ``~`` starting a flag's value
+    expanded: :func:`home_expanded`); a :class:`UserError`, or an optional extra not installed
+    (:func:`missing_extra`), becomes one line on stderr and exit code 2, with its traceback
+    first under ``--debug``."""
+    argv = [home_expanded(a) for a in argv]
     debug = DEBUG_FLAG in argv
     argv = [a for a in argv if a != DEBUG_FLAG]
     try:

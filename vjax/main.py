@@ -120,7 +120,7 @@ def run(argv: Sequence[str], mode: str | None = None) -> int:
 
         raise UserError("--workdir is empty; name the folder for checkpoints and reports")
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    from vjax.config_utils import apply_overrides, load_config
+    from vjax.config_utils import apply_overrides, load_config, require_sections
 
     if args.mode == "demo":
         from vjax.demo import run_demo
@@ -130,6 +130,10 @@ def run(argv: Sequence[str], mode: str | None = None) -> int:
     from vjax.checkpoint_paths import has_checkpoint, require_trained
 
     resumes = args.mode == "train" and args.config is None and has_checkpoint(args.workdir)
+    if resumes:
+        from vjax.train import require_training_run
+
+        require_training_run(args.workdir)  # not a converted model (no dataset to resume on)
     if resumes or (args.mode == "eval" and args.config is None):
         # The run's own model, data and input: evaluating it, or training it on (a resume,
         # --config.train.num_steps raised). vjax probe's --workdir is the encoder to probe
@@ -139,10 +143,15 @@ def run(argv: Sequence[str], mode: str | None = None) -> int:
         apply_overrides(config, overrides)
     else:
         config = load_config(args.config or DEFAULT_CONFIG)
+        require_sections(config, args.config or DEFAULT_CONFIG)
         apply_overrides(config, overrides)
         if args.mode in ("eval", "probe"):  # at once, before JAX and the dataset load
             require_trained(args.workdir)
 
+    if args.mode in ("eval", "probe"):  # they write their results there, after the work
+        from vjax import storage
+
+        storage.require_writable(args.workdir)
     import jax
 
     from vjax import distributed, train

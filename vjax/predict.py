@@ -18,6 +18,7 @@ not be decoded and why.
 
 from __future__ import annotations
 
+import argparse
 import json
 import logging
 import os
@@ -28,7 +29,13 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from vjax import storage
-from vjax.errors import ArgumentParser, json_output_file, non_negative_float, positive_int
+from vjax.errors import (
+    ArgumentParser,
+    input_file,
+    json_output_file,
+    non_negative_float,
+    positive_int,
+)
 from vjax.evaluate.metrics import log_softmax, sigmoid
 from vjax.tasks import ClassNames, concat_classes, head_sizes, is_multitask, split_classes
 
@@ -298,6 +305,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--json", type=json_output_file, default=None, help="also write the result to this file"
     )
     args = parser.parse_args(sys.argv[1:] if argv is None else argv)
+    for video in args.videos:  # a typo or a folder, named before the model loads
+        try:
+            input_file(video)
+        except argparse.ArgumentTypeError as e:
+            parser.error(f"argument videos: {e}")
     result = predict_files(
         args.model, args.videos, args.top_k, args.clips, args.crops, args.window, args.chunk_size
     )

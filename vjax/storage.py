@@ -87,11 +87,13 @@ def append_line(location: str, line: str) -> None:
 
 
 def require_writable(location: str) -> None:
-    """Raises a UserError naming the cause when no file can be written in the bucket folder
-    ``location`` (a bucket that does not exist, no credentials, no permission): checked with
-    a small file written and deleted, before any work whose results would be lost. A local
-    folder passes: the operating system names its problems when the folder is made."""
+    """Raises a UserError naming the cause when no file can be written in the folder
+    ``location``, checked before any work whose results would be lost. Locally: the folder,
+    or the nearest one above it that exists (the one it would be made in), must be writable
+    (a read-only mount, another user's folder). In a bucket (one that does not exist, no
+    credentials, no permission): with a small file written and deleted."""
     if not is_remote(location):
+        _require_local_writable(location)
         return
     check = path(location, f".vjax-write-check-{socket.gethostname()}-{os.getpid()}")
     try:
@@ -100,6 +102,22 @@ def require_writable(location: str) -> None:
         check.unlink()
     except Exception as e:  # each file system raises its own kind (gcsfs, TensorFlow's, s3fs)
         raise UserError(f"cannot write to {location}: {type(e).__name__}: {one_line(e)}") from e
+
+
+def _require_local_writable(location: str) -> None:
+    """A file made and removed in ``location`` or the nearest folder above it that exists
+    (permissions alone miss a read-only mount for root, and /sys or /proc)."""
+    existing = os.path.abspath(location)
+    while not os.path.exists(existing):
+        existing = os.path.dirname(existing)
+    if not os.path.isdir(existing):
+        return  # a file in the way: the callers name that mistake themselves
+    try:
+        with tempfile.TemporaryFile(dir=existing, prefix=".vjax-write-check-"):
+            pass
+    except OSError as e:
+        within = "" if existing == os.path.abspath(location) else f" (to be made in {existing!r})"
+        raise UserError(f"cannot write to {location!r}{within}: {e.strerror or one_line(e)}") from e
 
 
 def files_under(location: str) -> list[str]:

@@ -23,6 +23,7 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
+import optax
 
 from vjax import checkpoint, objectives, parallel, storage
 from vjax.checkpoint_paths import has_checkpoint, require_trained
@@ -702,21 +703,42 @@ def _check_restored(
         )
 
 
-def _check_workdir(workdir: str) -> None:
+def check_workdir(workdir: str) -> None:
     """Raises a UserError when ``workdir`` or a folder above it is a file (no run can be made
-    there), or when it is in a bucket that cannot be written to; checked before any dataset is
-    prepared."""
-    if storage.is_remote(workdir):
-        storage.require_writable(workdir)
-        return
-    path = os.path.abspath(workdir)
-    while not os.path.exists(path):
-        path = os.path.dirname(path)
-    if not os.path.isdir(path):
-        where = "is a file" if path == os.path.abspath(workdir) else f"is inside a file, {path!r}"
+    there), or when it cannot be written to (a read-only folder, a bucket without access);
+    checked before any dataset is prepared."""
+    if not storage.is_remote(workdir):
+        path = os.path.abspath(workdir)
+        while not os.path.exists(path):
+            path = os.path.dirname(path)
+        if not os.path.isdir(path):
+            where = (
+                "is a file" if path == os.path.abspath(workdir) else f"is inside a file, {path!r}"
+            )
+            raise UserError(
+                f"workdir {workdir!r} {where}: give --workdir a folder (a new one, or a run's "
+                f"to resume)"
+            )
+    storage.require_writable(workdir)
+
+
+# What wrote a checkpoint that holds a model but no run: the metadata key it leaves -> verb.
+MODEL_FOLDER_VERBS = {"quantization": "vjax quantize", "pruning": "vjax prune"}
+
+
+def require_training_run(workdir: str) -> None:
+    """Raises a UserError when the checkpoint in ``workdir`` is a model that ``vjax convert``,
+    ``quantize`` or ``prune`` wrote (no optimiser state, no run to go on with): it is
+    fine-tuned from, with ``train.init_from``, into a new workdir."""
+    metadata = checkpoint.read_metadata(workdir)
+    config = metadata.get("config")
+    verbs = [verb for key, verb in MODEL_FOLDER_VERBS.items() if metadata.get(key)]
+    if not (isinstance(config, dict) and isinstance(config.get("dataset"), dict)):
+        verbs.append("vjax convert")  # a converted model records no dataset
+    if verbs:
         raise UserError(
-            f"workdir {workdir!r} {where}: give --workdir a folder (a new one, or a run's to "
-            f"resume)"
+            f"{workdir!r} holds a model that {verbs[0]} wrote, not a training run to go on "
+            f"with: fine-tune it into a new workdir with --config.train.init_from={workdir}"
         )
 
 
@@ -755,13 +777,15 @@ def _start_state(exp: Experiment, workdir: str, is_main: bool) -> tuple[Any, Tra
 def train(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
     """Trains (resuming from the newest good checkpoint in ``workdir``) and returns the last
     validation metrics."""
-    _check_workdir(workdir)
+    check_workdir(workdir)
     # A step whose rewrite with precise BN's statistics a kill cut short: its old copy back,
     # before anything reads the folder, and its validation owed again.
     rewrite_cut_short = checkpoint.recover_replaced(os.path.join(workdir, "checkpoints"))
     # A pruned model's widths: the run's own once it has a checkpoint (its train.init_from is
     # not read again, and may since have been deleted), else those of train.init_from.
     resuming = has_checkpoint(workdir)
+    if resuming:
+        require_training_run(workdir)
     source = workdir if resuming else config.train.get("init_from")
     config = widths_from(config, source, "--workdir" if resuming else "train.init_from")
     exp = setup(
@@ -940,8 +964,12 @@ def evaluate_checkpoint(config: ml_collections.ConfigDict, workdir: str, split: 
     if jax.process_index() == 0 and (changed := _changed_from_training(config, workdir)):
         print(f"Note: evaluating with {changed}; the numbers are not those of the run as it "
               f"was trained", flush=True)  # fmt: skip
-    exp = setup(widths_from(config, workdir, "--workdir"), splits=(split,), distill=False)
-    if _is_model_folder(workdir):
+    config = widths_from(config, workdir, "--workdir")
+    model_folder = _is_model_folder(workdir)
+    if not model_folder:
+        _check_model_fits(config, workdir)  # before setup prepares the dataset
+    exp = setup(config, splits=(split,), distill=False)
+    if model_folder:
         return _evaluate_model_folder(exp, workdir, split)
     manager = checkpoint.reading_manager(os.path.join(workdir, "checkpoints"))
     restored = restore_variables(exp, manager)
@@ -956,6 +984,36 @@ def evaluate_checkpoint(config: ml_collections.ConfigDict, workdir: str, split: 
     return {"step": step, **run(exp, eval_step, variables, split)}
 
 
+def _check_model_fits(config: ml_collections.ConfigDict, workdir: str) -> None:
+    """Raises CheckpointMismatchError when ``config``'s model does not fit the newest step of
+    ``workdir``, before any dataset is prepared (for Kinetics, hours): its parameters, built
+    with the checkpoint's heads and input shapes, from an abstract initialisation against
+    the saved shapes. Heads of another dataset are found at the restore (the classes are
+    known once the data is); a step that cannot be read is left to the restore's fallback."""
+    from vjax.loaded import plain_module
+
+    manager = checkpoint.reading_manager(os.path.join(workdir, "checkpoints"))
+    step = manager.latest_step()
+    try:
+        metadata = checkpoint.step_metadata(manager, step)
+        saved = manager.item_metadata(step)["state"]["params"]
+    except Exception:  # noqa: BLE001 (an unreadable newest step: the restore names it)
+        return
+    recorded = metadata.get("input_shapes") or metadata.get("clip_shape")
+    if recorded is None or not metadata.get("class_names"):
+        return
+    shapes = (
+        {name: tuple(shape) for name, shape in recorded.items()}
+        if isinstance(recorded, dict)
+        else tuple(recorded)
+    )
+    init = make_init_state(plain_module(config, metadata), optax.identity(), shapes)
+    params = nn.meta.unbox(jax.eval_shape(init, jax.random.key(0)).params)
+    checkpoint.check_compatible(
+        {"params": saved}, {"params": params}, f"step {step} in {manager.directory}"
+    )
+
+
 # What the model saw in training: evaluating with other values scores another input.
 _AS_TRAINED = ("input.mean", "input.std", "input.num_frames", "input.frame_stride", "input.fps",
                "input.crop_size", "dataset.name")  # fmt: skip
@@ -967,7 +1025,13 @@ def _changed_from_training(config: ml_collections.ConfigDict, workdir: str) -> s
     path = storage.path(workdir, "config.json")
     if not path.is_file():
         return ""
-    trained = json.loads(path.read_text())
+    try:
+        trained = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:  # a copy of the checkpoint's record
+        log.warning("%s is not readable JSON (%s); not compared with this config", path, e)
+        return ""
+    if not isinstance(trained, dict):
+        return ""
     changed = []
     for key in _AS_TRAINED:
         section, field = key.split(".")

@@ -110,20 +110,36 @@ def load_dataset(dataset_config: Mapping[str, Any]):
     >>> source = builder.as_data_source("train")
     """
     from vjax.config_utils import unknown_key_error
+    from vjax.errors import UserError
 
     kwargs = dict(dataset_config)
-    prepare = preparer(kwargs.pop("name"))
+    name = kwargs.pop("name")
+    prepare = preparer(name)
     valid = list(inspect.signature(prepare).parameters)
     for key in kwargs:
         if key not in valid:
             raise unknown_key_error(f"dataset.{key}", [f"dataset.{k}" for k in valid])
+    if "src" in valid and not kwargs.get("src"):  # a recipe's dataset of videos on disk
+        raise UserError(
+            f"dataset {name!r} is prepared from its videos on disk: give their folder (or a "
+            f"manifest) with --config.dataset.src=PATH"
+        )
     kwargs["data_dir"] = os.path.expanduser(kwargs.get("data_dir") or "~/tensorflow_datasets")
     require_local_data_dir(kwargs["data_dir"])
     if os.path.isfile(kwargs["data_dir"]):  # TFDS's NotADirectoryError, after some set-up
-        from vjax.errors import UserError
-
         raise UserError(f"dataset.data_dir {kwargs['data_dir']!r} is a file; name a folder")
     return prepare(**kwargs)
+
+
+def prepare_builder(builder: Any, data_dir: str, **download: Any) -> None:
+    """``builder.download_and_prepare(**download)``, after checking that ``data_dir`` can be
+    written when the dataset is not prepared yet (one line, not TFDS's PermissionError from a
+    folder it makes); a prepared dataset is read from a read-only folder as it is."""
+    from vjax import storage
+
+    if not builder.is_prepared():
+        storage.require_writable(data_dir)
+    builder.download_and_prepare(**download)
 
 
 def require_local_data_dir(data_dir: str) -> None:

@@ -23,6 +23,7 @@ from etils import epath
 
 from vjax.data.audio import audio_features, audio_record, to_int16
 from vjax.data.builder_info import local_only
+from vjax.data.datasets import prepare_builder
 from vjax.data.motion import (
     AV_CLASSES,
     MIN_SIDE,
@@ -65,7 +66,7 @@ def _prepared(
         tfds.disable_progress_bar()
     config = builder_class.builder_configs.get(config.name, config)
     builder = builder_class(config=config, data_dir=data_dir, file_format="array_record")
-    builder.download_and_prepare()
+    prepare_builder(builder, data_dir)
     return builder
 
 

@@ -46,7 +46,7 @@ from etils import epath
 from vjax.data import annotations
 from vjax.data.audio import audio_features, audio_record
 from vjax.data.builder_info import local_only
-from vjax.data.datasets import require_local_data_dir
+from vjax.data.datasets import prepare_builder, require_local_data_dir
 from vjax.data.manifests import (
     DEFAULT_SPLIT_FRACTIONS,
     VideoEntry,
@@ -795,7 +795,7 @@ def prepare_videos(
         num_workers=num_workers,
         progress_bar=progress_bar,
     )
-    builder.download_and_prepare(download_config=_beam_config(beam_runner, beam_options))
+    prepare_builder(builder, data_dir, download_config=_beam_config(beam_runner, beam_options))
     return builder
 
 

@@ -14,6 +14,7 @@ changed most (F1, or AP for multi-label data), and plots every class's delta sor
 
 from __future__ import annotations
 
+import difflib
 import json
 import os
 import re
@@ -39,8 +40,20 @@ def find_result(run: str, split: str = "test") -> str:
     """The JSON of ``run``: the file itself, or the workdir's newest ``eval_<split>_step*``."""
     if storage.path(run).is_file():
         return run
+    if not storage.path(run).is_dir():
+        raise NotFoundError(f"{run!r} does not exist; {_GIVE}")
     found = [str(p) for p in storage.path(run).glob(f"eval_{split}_step*.json")]
     if not found:
+        evaluated = sorted(
+            {p.name.split("_step")[0][5:] for p in storage.path(run).glob("eval_*_step*.json")}
+        )
+        if evaluated:
+            close = difflib.get_close_matches(split, evaluated, n=1, cutoff=0.5)
+            hint = f"; did you mean --split={close[0]}?" if close else ""
+            raise NotFoundError(
+                f"no eval_{split}_step*.json in {run!r}: it holds the results of --split="
+                f"{', '.join(evaluated)}{hint}"
+            )
         raise NotFoundError(
             f"no eval_{split}_step*.json in {run!r}: run `vjax eval --workdir={run} "
             f"--split={split} ...` first, or pass the JSON file"
@@ -275,6 +288,7 @@ def compare(
     a, b = (read_result(p) for p in paths)
     text = format_compare(a, b, paths, top)
     out = out or os.path.join(os.path.dirname(paths[1]), f"compare_{split}.png")
+    storage.require_writable(os.path.dirname(out) or ".")
     return text, plot_compare(a, b, out)
 
 
