@@ -304,6 +304,7 @@ FLAG_MISTAKES = [
     (["bench", "data", "--fps=0"], "argument --fps: takes a whole number of 1 or more"),
     # the table's file, checked before the benchmark runs (it failed after)
     (["bench", "infer", "--out=no_folder/B.md"], "argument --out: folder '"),
+    (["bench", "train", "--out=gs://b/B.md"], "argument --out: 'gs://b/B.md': give a local file"),
 ]
 
 
@@ -608,3 +609,40 @@ def test_a_workdir_whose_config_json_is_damaged_still_evaluates(tmp_path, caplog
     config = load_config(f"{DEMO_CONFIG}:tiny")
     assert train._changed_from_training(config, str(tmp_path)) == ""
     assert "config.json is not readable JSON" in caplog.text
+
+
+def test_a_config_mistake_in_eval_is_still_one_line_from_the_preflight(files, tmp_path, capsys):
+    """The model-fits check before the dataset builds the config's model: a mistake there is
+    left to the preflight's one line (it was a ValueError traceback)."""
+    argv = ["eval", f"--workdir={files['model']}", f"--config={DEMO_CONFIG}:tiny",
+            "--config.train.dtype=fp16",
+            f"--config.dataset.data_dir={tmp_path / 'tfds'}"]  # fmt: skip
+    line = _one_line_error(argv, capsys)
+    assert "fp16" in line, line
+    assert not (tmp_path / "tfds").exists()
+
+
+def test_demo_with_a_config_file_that_does_not_exist_says_so(tmp_path, capsys):
+    line = _one_line_error(["demo", f"--workdir={tmp_path / 'run'}", "--config=configs/demoo.py"],
+                           capsys)  # fmt: skip
+    assert "config file 'configs/demoo.py' does not exist" in line, line
+
+
+def test_preparation_checks_the_folder_tfds_would_write(monkeypatch, tmp_path):
+    """``~`` and the default are TFDS's to expand: unexpanded, ``~/tfds`` was checked in the
+    working directory."""
+    from vjax.data.datasets import prepare_builder
+    from vjax.errors import UserError
+
+    class Unprepared:
+        def is_prepared(self):
+            return False
+
+        def download_and_prepare(self, **kwargs):
+            raise AssertionError("prepared after the check failed")
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("HOME", "/proc")  # where nothing can be written
+    for data_dir in ("~/tfds", ""):
+        with pytest.raises(UserError, match=r"cannot write to '/proc/"):
+            prepare_builder(Unprepared(), data_dir)

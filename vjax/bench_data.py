@@ -39,7 +39,13 @@ from typing import Any
 import numpy as np
 
 from vjax.bench import update_benchmarks
-from vjax.errors import ArgumentParser, optional_output_file, positive_float, positive_int
+from vjax.errors import (
+    ArgumentParser,
+    non_negative_int,
+    optional_output_file,
+    positive_float,
+    positive_int,
+)
 
 SECTION = "vjax bench data"
 BATCH = 8  # clips per batch of the measured loader
@@ -252,7 +258,7 @@ def run(args: argparse.Namespace) -> str:
     cpu = platform.processor() or platform.machine()
     setup = (
         f"{len(paths)} source videos ({num_frames} frames in all, {source}) stored as "
-        f"{args.short_side}-short-side JPEG frames;"
+        f"{f'{args.short_side}-short-side' if args.short_side else 'full-size'} JPEG frames;"
         f" clips of {args.num_frames} frames, stride {args.stride}, random resized crop to "
         f"{args.crop}, flip; {args.clips} clips per measurement; CPU: {cpu}, {os.cpu_count()} "
         f"cores, load average {os.getloadavg()[0]:.1f} at the end (per core = per CPU-second "
@@ -271,7 +277,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--seconds", type=positive_float, default=10.0)
     parser.add_argument("--fps", type=positive_int, default=25)
     parser.add_argument(
-        "--short_side", type=positive_int, default=256, help="stored frames' short side"
+        "--short_side",
+        type=non_negative_int,
+        default=256,
+        help="stored frames' short side (0: as decoded)",
     )
     parser.add_argument("--height", type=positive_int, default=360, help="generated videos' height")
     parser.add_argument("--width", type=positive_int, default=480, help="generated videos' width")

@@ -30,7 +30,7 @@ def require_trained(workdir: str) -> None:
     """Raises NotFoundError unless ``workdir`` holds a saved checkpoint (a run to evaluate)."""
     if has_checkpoint(workdir):
         return
-    folder = os.path.normpath(workdir)
+    folder = os.path.normpath(workdir) if not storage.is_remote(workdir) else ""
     if os.path.basename(folder).isdigit():  # one step: checkpoints/6
         folder = os.path.dirname(folder)
     if os.path.basename(folder) == "checkpoints" and saved_steps(folder):

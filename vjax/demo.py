@@ -15,7 +15,7 @@ import os
 import time
 from collections.abc import Mapping
 
-from vjax.config_utils import ConfigError, apply_overrides, load_config
+from vjax.config_utils import ConfigError, apply_overrides, config_file, load_config
 from vjax.errors import one_line
 from vjax.evaluate.plots import plot_curves, write_plots
 from vjax.evaluate.report import format_eval, write_eval
@@ -49,6 +49,7 @@ def run_demo(
         load_config(config_path)
     models = AUDIO_VISUAL_MODELS if audio_visual else DEMO_MODELS
     configs = {}
+    config_file(path)  # a mistyped file is named as such, not as a lacking variant
     for name, variant in models.items():  # every config checked before anything is written
         try:
             load_config(f"{path}:{variant}")

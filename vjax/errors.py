@@ -153,7 +153,10 @@ def input_file(text: str) -> str:
 
 
 def optional_output_file(text: str) -> str:
-    """argparse ``type=``: :func:`output_file`, or ``""`` for none (``--out=''``: print only)."""
+    """argparse ``type=``: a local :func:`output_file`, or ``""`` for none (``--out=''``: print
+    only); the benchmarks' tables are local Markdown files."""
+    if "://" in text:
+        raise argparse.ArgumentTypeError(f"{text!r}: give a local file (the table is Markdown)")
     return text and output_file(text)
 
 

@@ -148,10 +148,6 @@ def run(argv: Sequence[str], mode: str | None = None) -> int:
         if args.mode in ("eval", "probe"):  # at once, before JAX and the dataset load
             require_trained(args.workdir)
 
-    if args.mode in ("eval", "probe"):  # they write their results there, after the work
-        from vjax import storage
-
-        storage.require_writable(args.workdir)
     import jax
 
     from vjax import distributed, train
@@ -160,6 +156,10 @@ def run(argv: Sequence[str], mode: str | None = None) -> int:
     # service would otherwise keep SIGTERM from ending an evaluation of several processes.
     jax.config.update("jax_enable_preemption_service", args.mode == "train")
     distributed.initialize(args.coordinator_address, args.num_processes, args.process_id)
+    if args.mode in ("eval", "probe") and jax.process_index() == 0:  # it writes the results
+        from vjax import storage
+
+        storage.require_writable(args.workdir)  # before the work, not after it
     if args.mode == "train":
         train.train(config, args.workdir)
     elif args.mode == "probe":

@@ -305,9 +305,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--json", type=json_output_file, default=None, help="also write the result to this file"
     )
     args = parser.parse_args(sys.argv[1:] if argv is None else argv)
-    for video in args.videos:  # a typo or a folder, named before the model loads
+    for video in args.videos:  # a local typo or folder, named before the model loads
         try:
-            input_file(video)
+            if "://" not in video:  # a URL is av's to open (an rtsp:// stream, an http:// file)
+                input_file(video)
         except argparse.ArgumentTypeError as e:
             parser.error(f"argument videos: {e}")
     result = predict_files(

@@ -1007,8 +1007,13 @@ def _check_model_fits(config: ml_collections.ConfigDict, workdir: str) -> None:
         if isinstance(recorded, dict)
         else tuple(recorded)
     )
-    init = make_init_state(plain_module(config, metadata), optax.identity(), shapes)
-    params = nn.meta.unbox(jax.eval_shape(init, jax.random.key(0)).params)
+    try:
+        init = make_init_state(plain_module(config, metadata), optax.identity(), shapes)
+        params = nn.meta.unbox(jax.eval_shape(init, jax.random.key(0)).params)
+    except UserError:
+        raise
+    except Exception:  # noqa: BLE001 (a config mistake: setup's check_config names it)
+        return
     checkpoint.check_compatible(
         {"params": saved}, {"params": params}, f"step {step} in {manager.directory}"
     )

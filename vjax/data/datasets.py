@@ -137,8 +137,8 @@ def prepare_builder(builder: Any, data_dir: str, **download: Any) -> None:
     folder it makes); a prepared dataset is read from a read-only folder as it is."""
     from vjax import storage
 
-    if not builder.is_prepared():
-        storage.require_writable(data_dir)
+    if not builder.is_prepared():  # TFDS's own reading of the folder: ~ and its default
+        storage.require_writable(os.path.expanduser(data_dir or "~/tensorflow_datasets"))
     builder.download_and_prepare(**download)
 
 
