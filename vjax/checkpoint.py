@@ -86,6 +86,12 @@ def _item_handlers(state_handler: ocp.CheckpointHandler | None = None) -> dict:
 VARIABLES = ("params", "model_state")
 
 
+def variables_of(part: Any) -> dict:
+    """What ``model.apply`` takes, ``{"params": ..., **model_state}``, from a restored
+    :data:`VARIABLES` part of a state."""
+    return {"params": part["params"], **part.get("model_state", {})}
+
+
 def _part(tree: Any, names: Sequence[str]) -> dict:
     """The entries ``names`` of a saved state or its target (a dict, tree metadata or a
     TrainState) that it has, as a dict."""
@@ -536,7 +542,7 @@ def _read_step(manager: ocp.CheckpointManager, step: int) -> tuple[dict, dict]:
         ),
     )
     state = jax.device_get(restored["state"])
-    return dict(restored["metadata"]), {"params": state["params"], **state.get("model_state", {})}
+    return dict(restored["metadata"]), variables_of(state)
 
 
 def step_metadata(manager: ocp.CheckpointManager, step: int) -> dict:

@@ -137,18 +137,13 @@ def output_file(text: str) -> str:
 
 
 def input_file(text: str) -> str:
-    """argparse ``type=``: a file that exists, locally or in a bucket (a typo or a folder is
-    named when the flags are read, before a model loads)."""
-    from vjax import storage
-
-    try:
-        found = storage.path(text)
-        if found.is_dir():
+    """argparse ``type=``: a local file that exists (a typo or a folder is named before a model
+    loads); a URL passes as it is, for its reader to open (av reads rtsp:// and http://)."""
+    if "://" not in text:
+        if os.path.isdir(text):
             raise argparse.ArgumentTypeError(f"{text!r} is a folder; give the files in it")
-        if not found.exists():
+        if not os.path.exists(text):
             raise argparse.ArgumentTypeError(f"{text!r} does not exist")
-    except UserError as e:  # a URL scheme vjax does not read
-        raise argparse.ArgumentTypeError(str(e)) from e
     return text
 
 

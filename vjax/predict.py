@@ -307,8 +307,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(sys.argv[1:] if argv is None else argv)
     for video in args.videos:  # a local typo or folder, named before the model loads
         try:
-            if "://" not in video:  # a URL is av's to open (an rtsp:// stream, an http:// file)
-                input_file(video)
+            input_file(video)
         except argparse.ArgumentTypeError as e:
             parser.error(f"argument videos: {e}")
     result = predict_files(

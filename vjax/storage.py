@@ -104,12 +104,19 @@ def require_writable(location: str) -> None:
         raise UserError(f"cannot write to {location}: {type(e).__name__}: {one_line(e)}") from e
 
 
-def _require_local_writable(location: str) -> None:
-    """A file made and removed in ``location`` or the nearest folder above it that exists
-    (permissions alone miss a read-only mount for root, and /sys or /proc)."""
+def nearest_existing(location: str) -> str:
+    """The absolute local path ``location``, or the nearest path above it that exists: the
+    folder it would be made in, or a file in the way."""
     existing = os.path.abspath(location)
     while not os.path.exists(existing):
         existing = os.path.dirname(existing)
+    return existing
+
+
+def _require_local_writable(location: str) -> None:
+    """A file made and removed in ``location`` or the nearest folder above it that exists
+    (permissions alone miss a read-only mount for root, and /sys or /proc)."""
+    existing = nearest_existing(location)
     if not os.path.isdir(existing):
         return  # a file in the way: the callers name that mistake themselves
     try:

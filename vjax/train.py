@@ -229,8 +229,8 @@ def restore_variables(exp: Experiment, manager) -> tuple[dict, int] | None:
     restored = checkpoint.restore_latest(manager, _restore_target(exp), names=checkpoint.VARIABLES)
     if restored is None:
         return None
-    state, step = restored
-    return {"params": state["params"], **state.get("model_state", {})}, step
+    part, step = restored
+    return checkpoint.variables_of(part), step
 
 
 def compile_steps(exp: Experiment):
@@ -708,9 +708,7 @@ def check_workdir(workdir: str) -> None:
     there), or when it cannot be written to (a read-only folder, a bucket without access);
     checked before any dataset is prepared."""
     if not storage.is_remote(workdir):
-        path = os.path.abspath(workdir)
-        while not os.path.exists(path):
-            path = os.path.dirname(path)
+        path = storage.nearest_existing(workdir)
         if not os.path.isdir(path):
             where = (
                 "is a file" if path == os.path.abspath(workdir) else f"is inside a file, {path!r}"
