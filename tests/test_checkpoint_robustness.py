@@ -157,6 +157,23 @@ def test_newest_metadata_json_corrupt_falls_back_with_a_warning(tmp_path, caplog
         checkpoint.read_metadata(directory)
 
 
+def test_a_step_every_read_skips_is_named_once(tmp_path, caplog):
+    """``vjax eval`` reads the newest step's metadata, then its arrays: an empty step folder
+    (a save cut short before it wrote anything) was named three times, with Orbax's own
+    "Metadata file does not exist" lines between."""
+    directory = _saved(str(tmp_path / "checkpoints"), (1, 1.0), (2, 2.0))
+    os.makedirs(os.path.join(directory, "3"))
+    with caplog.at_level(logging.WARNING):
+        assert checkpoint.read_metadata(directory) == {"value": 2.0}
+        manager = checkpoint.make_manager(directory, 5, async_save=False)
+        assert checkpoint.restore_latest(manager, _target(_state(0.0)))[1] == 2
+        assert checkpoint.read_metadata(str(tmp_path)) == {"value": 2.0}
+    [line] = _warnings(caplog)
+    assert "step 3" in line and "using step 2" in line, line
+    assert not [r for r in caplog.records if "Metadata file does not exist" in r.getMessage()]
+    assert sorted(os.listdir(directory)) == ["1", "2", "3"]  # reading moves nothing
+
+
 def test_convert_into_a_folder_that_holds_a_checkpoint_is_refused(tmp_path, capsys):
     from vjax.cli import main
 

@@ -305,10 +305,20 @@ FLAG_MISTAKES = [
     # the table's file, checked before the benchmark runs (it failed after)
     (["bench", "infer", "--out=no_folder/B.md"], "argument --out: folder '"),
     (["bench", "train", "--out=gs://b/B.md"], "argument --out: 'gs://b/B.md': give a local file"),
+    # an empty path (a shell variable unset) named the working directory, or wrote into it
+    (["predict", "--model=", "clip.mp4"], "argument --model: is empty; give a path"),
+    (["export", "--model=m", "--out="], "argument --out: is empty; give a path"),
+    (["quantize", "--model=", "--out=q", "--mode=int8_weights"], "argument --model: is empty"),
+    (["prune", "--model=m", "--out= ", "--ratio=0.5"], "argument --out: is empty"),
+    (["convert", "--from=hf", "--src=", "--out=y"], "argument --src: is empty"),
+    (["compare", "", "b"], "argument run_a: is empty"),
+    (["predict", "--model=m", "clip.mp4", "--json="], "argument --json: is empty"),
 ]
 
 
-@pytest.mark.parametrize(("argv", "text"), FLAG_MISTAKES, ids=lambda v: "_".join(v)[:40])
+@pytest.mark.parametrize(
+    ("argv", "text"), FLAG_MISTAKES, ids=lambda v: "_".join(v)[:40] if isinstance(v, list) else ""
+)
 def test_a_flag_mistake_is_one_line_naming_it_and_where_the_flags_are_listed(
     capsys, tmp_path, monkeypatch, argv, text
 ):
@@ -533,6 +543,27 @@ def test_training_on_in_a_converted_models_folder_says_to_fine_tune_from_it(
         f"with: fine-tune it into a new workdir with --config.train.init_from={files['model']}"
     )
     assert os.listdir(files["model"]) == ["checkpoints"]
+
+
+def test_export_with_no_format_says_to_name_one(files, tmp_path, capsys):
+    line = _one_line_error(
+        ["export", f"--model={files['model']}", f"--out={tmp_path / 'e'}", "--format=,"], capsys,
+        prefix="export error: ",
+    )  # fmt: skip
+    assert line.endswith("--format names no format; give one or more of "
+                         "stablehlo,onnx,savedmodel,tflite"), line  # fmt: skip
+    assert not (tmp_path / "e").exists()
+
+
+def test_training_into_an_export_folder_is_refused(files, capsys):
+    """It trained there, beside the export, which `vjax predict` then ran instead of the run."""
+    before = sorted(os.listdir(files["export"]))
+    line = _one_line_error(["train", f"--workdir={files['export']}",
+                            f"--config={DEMO_CONFIG}:tiny"], capsys)  # fmt: skip
+    assert f"workdir {files['export']!r} holds a model `vjax export` wrote: train into a new " in (
+        line
+    )
+    assert sorted(os.listdir(files["export"])) == before
 
 
 # Where nothing can be written, even as root: a folder in /proc.

@@ -25,8 +25,17 @@ from vjax.log_filters import drop_absl_warnings
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
-# Logged by every read-only manager, i.e. whenever a checkpoint is merely read.
-drop_absl_warnings("Given directory is read only", "CheckpointManagerOptions.read_only=True")
+# Logged by every read-only manager, i.e. whenever a checkpoint is merely read; and for a
+# step folder without Orbax's metadata file (an empty or cut-short step), which vjax's own
+# line names with the step it uses instead.
+drop_absl_warnings(
+    "Given directory is read only",
+    "CheckpointManagerOptions.read_only=True",
+    "Metadata file does not exist",
+)
+# (folder, step skipped, step used) already named in this process: a command reads a run's
+# newest step in several places (its metadata, its shapes, its arrays).
+_SKIPS_LOGGED: set[tuple[str, int, int]] = set()
 
 
 # Replica-parallel saving splits every replicated array into one slice per replica, each
@@ -397,9 +406,12 @@ def _skipped(step: int, where: str, reason: str) -> str:
 
 
 def _log_skipped(reasons: dict[int, str], where: str, used: int) -> None:
-    """One warning per step of ``reasons`` left in place: what failed, and the step used."""
+    """One warning per step of ``reasons`` left in place: what failed, and the step used;
+    once per process (the first read's reason), however many reads skip it."""
     for step, reason in reasons.items():
-        log.warning("%s; using step %d", _skipped(step, where, reason), used)
+        if (str(where), step, used) not in _SKIPS_LOGGED:
+            _SKIPS_LOGGED.add((str(where), step, used))
+            log.warning("%s; using step %d", _skipped(step, where, reason), used)
 
 
 def _restore_state(

@@ -108,6 +108,14 @@ def positive_float(text: str) -> float:
     return number_in(0, math.inf, low_open=True, high_open=True)(text)
 
 
+def path_given(text: str) -> str:
+    """argparse ``type=``: a path that is not empty: ``--model=$RUN`` with ``RUN`` unset would
+    otherwise name the working directory (and ``--out=`` write into it)."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError("is empty; give a path (is a shell variable unset?)")
+    return text
+
+
 def output_file(text: str) -> str:
     """argparse ``type=``: a file to write, in a folder that exists and is writable (checked
     when the flags are read, before any work whose result it would hold; no folder is made,
@@ -115,6 +123,7 @@ def output_file(text: str) -> str:
     written."""
     from vjax import storage
 
+    path_given(text)
     if storage.is_remote(text):
         folder, _, name = text.partition("://")[2].rpartition("/")
         if not folder or not name:

@@ -34,6 +34,7 @@ from vjax.errors import (
     input_file,
     json_output_file,
     non_negative_float,
+    path_given,
     positive_int,
 )
 from vjax.evaluate.metrics import log_softmax, sigmoid
@@ -291,7 +292,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``vjax predict``; returns the exit code (1 when any file was skipped)."""
     parser = ArgumentParser(prog="vjax predict", description=__doc__.split("\n\n")[0])
     parser.add_argument(
-        "--model", required=True, help="checkpoint folder (vjax.load opens it) or exported folder"
+        "--model",
+        type=path_given,
+        required=True,
+        help="checkpoint folder (vjax.load opens it) or exported folder",
     )
     parser.add_argument("videos", nargs="+", help="video files (any container ffmpeg reads)")
     parser.add_argument("--top_k", type=positive_int, default=5, help="labels shown per file")

@@ -705,8 +705,11 @@ def _check_restored(
 
 def check_workdir(workdir: str) -> None:
     """Raises a UserError when ``workdir`` or a folder above it is a file (no run can be made
-    there), or when it cannot be written to (a read-only folder, a bucket without access);
-    checked before any dataset is prepared."""
+    there), when it holds an export (``vjax predict`` would then run the export, not the run),
+    or when it cannot be written to (a read-only folder, a bucket without access); checked
+    before any dataset is prepared."""
+    from vjax.deploy.signature import is_exported
+
     if not storage.is_remote(workdir):
         path = storage.nearest_existing(workdir)
         if not os.path.isdir(path):
@@ -717,6 +720,11 @@ def check_workdir(workdir: str) -> None:
                 f"workdir {workdir!r} {where}: give --workdir a folder (a new one, or a run's "
                 f"to resume)"
             )
+    if is_exported(workdir):
+        raise UserError(
+            f"workdir {workdir!r} holds a model `vjax export` wrote: train into a new folder "
+            f"(--config.train.init_from= takes the run or model it came from)"
+        )
     storage.require_writable(workdir)
 
 

@@ -16,7 +16,7 @@ import math
 import sys
 from collections.abc import Sequence
 
-from vjax.errors import ArgumentParser, non_negative_float, number_in
+from vjax.errors import ArgumentParser, non_negative_float, number_in, path_given
 from vjax.tasks import head_sizes
 
 SOURCES = ("hf", "scenic", "vit", "torchvision", "pytorchvideo")
@@ -25,8 +25,12 @@ SOURCES = ("hf", "scenic", "vit", "torchvision", "pytorchvideo")
 def main(argv: Sequence[str] | None = None) -> int:
     parser = ArgumentParser(prog="vjax convert", description=__doc__.split("\n\n")[0])
     parser.add_argument("--from", dest="source", required=True, choices=SOURCES)
-    parser.add_argument("--src", required=True, help="checkpoint file or folder to convert")
-    parser.add_argument("--out", required=True, help="folder to write (vjax.load opens it)")
+    parser.add_argument(
+        "--src", type=path_given, required=True, help="checkpoint file or folder to convert"
+    )
+    parser.add_argument(
+        "--out", type=path_given, required=True, help="folder to write (vjax.load opens it)"
+    )
     parser.add_argument("--arch", default=None, help="architecture name, where the source needs it")
     parser.add_argument("--config", default=None, help="source model config, where it needs one")
     sampled = parser.add_argument_group(

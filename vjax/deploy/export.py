@@ -39,7 +39,7 @@ import jax.numpy as jnp
 
 from vjax import storage
 from vjax.deploy.signature import make_signature, write_signature
-from vjax.errors import ArgumentParser, UserError, positive_int
+from vjax.errors import ArgumentParser, UserError, path_given, positive_int
 
 FORMATS = ("stablehlo", "onnx", "savedmodel", "tflite")
 FILES = {
@@ -231,8 +231,10 @@ def describe_failure(model_name: str, fmt: str, error: BaseException) -> str:
 
 
 def check_formats(formats: Sequence[str]) -> list[str]:
+    if not formats:
+        raise ExportError(f"--format names no format; give one or more of {','.join(FORMATS)}")
     unknown = [f for f in formats if f not in FORMATS]
-    if unknown or not formats:
+    if unknown:
         raise ExportError(f"unknown export format(s) {unknown}; valid: {', '.join(FORMATS)}")
     return list(dict.fromkeys(formats))
 
@@ -338,8 +340,12 @@ def export_model(
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``vjax export``; a model a format cannot express exits 2 with one line."""
     parser = ArgumentParser(prog="vjax export", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--model", required=True, help="workdir, convert or quantize folder")
-    parser.add_argument("--out", required=True, help="new folder for the files + signature.json")
+    parser.add_argument(
+        "--model", type=path_given, required=True, help="workdir, convert or quantize folder"
+    )
+    parser.add_argument(
+        "--out", type=path_given, required=True, help="new folder for the files + signature.json"
+    )
     parser.add_argument("--format", default="stablehlo,onnx", help=f"any of {','.join(FORMATS)}")
     parser.add_argument("--tflite_batch", type=positive_int, default=1, help="TFLite's batch")
     parser.add_argument("--platforms", default="", help="StableHLO platforms (default: this one)")

@@ -36,7 +36,7 @@ import qwix
 from qwix._src.utils import flax_util
 
 from vjax import storage
-from vjax.errors import ArgumentParser, UserError
+from vjax.errors import ArgumentParser, UserError, path_given
 from vjax.models.conv import DIMS_3D, cheapest_conv
 
 MODES = ("int8_weights", "int8")
@@ -310,8 +310,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = ArgumentParser(
         prog="vjax quantize", description="int8 post-training quantization (qwix)"
     )
-    parser.add_argument("--model", required=True, help="workdir or vjax convert folder")
-    parser.add_argument("--out", required=True, help="new folder for the int8 model")
+    parser.add_argument(
+        "--model", type=path_given, required=True, help="workdir or vjax convert folder"
+    )
+    parser.add_argument(
+        "--out", type=path_given, required=True, help="new folder for the int8 model"
+    )
     parser.add_argument("--mode", default="int8_weights", choices=MODES)
     parser.add_argument("--calibration_batches", type=int, default=8, help="int8 only")
     parser.add_argument("--data_dir", default=None, help="dataset location, if it moved")

@@ -25,7 +25,14 @@ from typing import Any
 import numpy as np
 
 from vjax import storage
-from vjax.errors import ArgumentParser, NotFoundError, UserError, output_file, positive_int
+from vjax.errors import (
+    ArgumentParser,
+    NotFoundError,
+    UserError,
+    output_file,
+    path_given,
+    positive_int,
+)
 from vjax.evaluate.report import read_per_video, scalars, task_results
 from vjax.evaluate.uncertainty import discordant, paired_map, paired_top1
 
@@ -294,8 +301,8 @@ def compare(
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = ArgumentParser(prog="vjax compare", description=__doc__.split("\n")[0])
-    parser.add_argument("run_a", help="baseline: a workdir or an eval_*.json")
-    parser.add_argument("run_b", help="the run compared with it")
+    parser.add_argument("run_a", type=path_given, help="baseline: a workdir or an eval_*.json")
+    parser.add_argument("run_b", type=path_given, help="the run compared with it")
     parser.add_argument("--split", default="test", help="which eval_<split>_step*.json")
     parser.add_argument(
         "--out", type=output_file, default=None, help="plot path (default: beside B's result)"

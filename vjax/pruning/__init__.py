@@ -25,7 +25,7 @@ import flax.linen as nn
 import jax
 import numpy as np
 
-from vjax.errors import ArgumentParser, UserError, positive_int
+from vjax.errors import ArgumentParser, UserError, path_given, positive_int
 from vjax.pruning.refit import consumer_grams, refit_consumers
 from vjax.pruning.scores import CRITERIA, magnitude, taylor
 from vjax.pruning.select import (
@@ -258,8 +258,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = ArgumentParser(
         prog="vjax prune", description="structured pruning: a smaller dense model"
     )
-    parser.add_argument("--model", required=True, help="workdir or vjax convert folder")
-    parser.add_argument("--out", required=True, help="new folder for the pruned model")
+    parser.add_argument(
+        "--model", type=path_given, required=True, help="workdir or vjax convert folder"
+    )
+    parser.add_argument(
+        "--out", type=path_given, required=True, help="new folder for the pruned model"
+    )
     parser.add_argument(
         "--ratio", type=float, default=0.5, help="share of each kind of unit removed"
     )
