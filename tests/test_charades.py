@@ -3,6 +3,7 @@ and the SlowFast recipe's tiny variant training end to end with the sigmoid loss
 and the multi-view test report video-level and frame-level mAP equal to scikit-learn's on the
 model's own view scores, with labels taken from the CSVs here."""
 
+import dataclasses
 import os
 
 import numpy as np
@@ -103,7 +104,7 @@ def test_charades_listing(charades_root, tmp_path):
 
 
 def test_slowfast_recipe_and_its_tiny_variant_end_to_end(charades_root, tmp_path):
-    from vjax import checkpoint, train
+    from vjax import checkpoint, objectives, train
     from vjax.config_utils import apply_overrides, load_config
     from vjax.data.transforms import InputOptions, make_view_iterator
     from vjax.evaluate.scoring import video_scores
@@ -165,6 +166,17 @@ def test_slowfast_recipe_and_its_tiny_variant_end_to_end(charades_root, tmp_path
     keep = frame_labels.any(axis=0)
     frame_ap = average_precision_score(frame_labels[:, keep], frame_scores[:, keep], average=None)
     assert test["frame_mAP"] == pytest.approx(frame_ap.mean(), rel=1e-5)
+    # The loss of the pooled scores: the training objective's. multi_label averages the binary
+    # cross-entropy over every (video, class); multi_label_sum (scenic's) sums it over the
+    # classes, and its validation loss was the average, 4 (AudioSet: 527) times too small.
+    pooled = scores.max(axis=1).astype(np.float64)
+    entries = np.logaddexp(0, -pooled) * labels + np.logaddexp(0, pooled) * (1 - labels)
+    assert test["loss"] == pytest.approx(entries.mean(), rel=1e-5)
+    summed = dataclasses.replace(exp, objective=objectives.get("multi_label_sum"))
+    test = train.evaluate_views(summed, eval_step, state.variables, "validation")
+    assert test["loss"] == pytest.approx(entries.sum(axis=1).mean(), rel=1e-5)
+    one_view = [train.evaluate(e, eval_step, state.variables, "validation") for e in (exp, summed)]
+    assert one_view[1]["loss"] == pytest.approx(4 * one_view[0]["loss"], rel=1e-6)
 
     from vjax.predict import _top
 

@@ -313,8 +313,18 @@ def evaluate(
     outputs, labels = split_outputs(exp, eval_step, variables, split, interrupted)
     if not exp.objective.classifies:  # per-example losses
         return {"split": split, "num_examples": len(outputs), "loss": float(outputs.mean())}
-    metrics = task_metrics(outputs, labels, exp.class_names)
+    metrics = _loss_as_trained(exp, task_metrics(outputs, labels, exp.class_names))
     return named_result(metrics, exp.class_names, split, _video_names(exp, split))
+
+
+def _loss_as_trained(exp: Experiment, metrics: dict[str, Any]) -> dict[str, Any]:
+    """``metrics`` with the ``loss`` the objective trains: ``multi_label_sum`` sums the binary
+    cross-entropy over the classes, where the metrics average it over every (video, class)
+    (:func:`~vjax.evaluate.metrics.binary_cross_entropy`): K times it, else its validation
+    loss would read K times (AudioSet: 527) smaller than its training loss."""
+    if not exp.objective.sum_classes:
+        return metrics
+    return {**metrics, "loss": metrics["loss"] * len(exp.class_names)}
 
 
 def split_outputs(
@@ -360,6 +370,7 @@ def evaluate_views(exp: Experiment, eval_step, variables: Any, split: str) -> di
             exp.class_names,
             video_views,
         )
+    metrics = _loss_as_trained(exp, metrics)
     return named_result(metrics, exp.class_names, split, _video_names(exp, split))
 
 
