@@ -97,13 +97,46 @@ def test_train_resume_eval_and_compare_write_into_the_bucket(bucket, data_dir, t
     # Two hosts, as on a pod: each writes its shards of the checkpoints into the bucket.
     _vjax(env, cwd, "train", f"--workdir={workdir}", *flags, "--config.train.num_steps=4",
           processes=2)  # fmt: skip
-    resumed = _vjax(env, cwd, "train", f"--workdir={workdir}", *flags)  # on to 6, one process
-    assert f"Restored checkpoint at step 4 from {workdir}" in resumed
-    evaluated = _vjax(env, cwd, "eval", f"--workdir={workdir}", *flags, "--split=test")
-    assert f"{workdir}/eval_test_step6.json" in evaluated
-    _vjax(env, cwd, "compare", workdir, workdir)
 
-    assert os.listdir(cwd) == []  # no local folder named gs: (or anything else)
+    # Then, in one process (the CLI's own code, one start-up), each command exiting as said:
+    # training on to step 6, evaluating and comparing the run in the bucket; the deployment
+    # steps into the bucket and back: an int8 model and its export, the float model's ONNX
+    # export (written locally by the converters, then uploaded), predictions from each export
+    # in the bucket (run from a downloaded copy) written there; a --json naming no file, or a
+    # folder, refused.
+    clip = str(tmp_path / "clip.mp4")
+    encode_video(clip, np.random.default_rng(0).integers(0, 256, (16, 32, 32, 3)), fps=8)
+    wide = _wide_model(str(tmp_path / "wide"))
+    models = f"gs://{BUCKET}/models"
+    quantized, exported, onnx = f"{models}/int8", f"{models}/exported", f"{models}/onnx"
+    commands = [
+        (["train", f"--workdir={workdir}", *flags], 0),  # resumes at 4, on to 6
+        (["eval", f"--workdir={workdir}", *flags, "--split=test"], 0),
+        (["compare", workdir, workdir], 0),
+        (["quantize", f"--model={workdir}", f"--out={quantized}", "--mode=int8_weights"], 0),
+        (["export", f"--model={quantized}", f"--out={exported}", "--format=stablehlo"], 0),
+        (["predict", f"--model={exported}", clip, f"--json={exported}/clip.json"], 0),
+        (["predict", f"--model={quantized}", clip, f"--json={quantized}/clip.json"], 0),
+        (["export", f"--model={wide}", f"--out={onnx}", "--format=onnx"], 0),
+        (["predict", f"--model={onnx}", clip, f"--json={onnx}/clip.json"], 0),
+        (["predict", f"--model={wide}", clip, f"--json={wide}/clip.json"], 0),
+        (["predict", f"--model={onnx}", clip, f"--json=gs://{BUCKET}"], 2),
+        (["predict", f"--model={onnx}", clip, f"--json={models}"], 2),
+    ]
+    driver = (
+        "from vjax.cli import main\n"
+        f"for argv, code in {commands!r}:\n    assert main(argv) == code, argv"
+    )
+    run = subprocess.run([sys.executable, "-c", driver], cwd=cwd, env=env, capture_output=True,
+                         text=True, timeout=300)  # fmt: skip
+    assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-3000:]
+    assert f"Restored checkpoint at step 4 from {workdir}" in run.stdout
+    assert f"{workdir}/eval_test_step6.json" in run.stdout
+    assert f"argument --json: 'gs://{BUCKET}' names no file; give gs://BUCKET/FILE" in run.stderr
+    assert f"argument --json: '{models}' is a folder; give a file path in it" in run.stderr
+    # Nothing else written here (no local folder named gs:, no copy of a download).
+    assert sorted(os.listdir(cwd)) == ["clip.mp4", "wide"]
+
     files = _objects(port, "runs/demo/")
     written = [
         "config.json",
@@ -127,37 +160,6 @@ def test_train_resume_eval_and_compare_write_into_the_bucket(bucket, data_dir, t
         ("train", 6), ("validation", 6), ("eval_test", 6),
     ]  # fmt: skip
 
-    # After training, the deployment steps into the bucket and back: an int8 model and its
-    # export, the float model's ONNX export (written locally by the converters, then
-    # uploaded), predictions from each export in the bucket (run from a downloaded copy)
-    # written there; a --json naming no file, or a folder, refused.
-    clip = str(tmp_path / "clip.mp4")
-    encode_video(clip, np.random.default_rng(0).integers(0, 256, (16, 32, 32, 3)), fps=8)
-    wide = _wide_model(str(tmp_path / "wide"))
-    models = f"gs://{BUCKET}/models"
-    quantized, exported, onnx = f"{models}/int8", f"{models}/exported", f"{models}/onnx"
-    commands = [
-        (["quantize", f"--model={workdir}", f"--out={quantized}", "--mode=int8_weights"], 0),
-        (["export", f"--model={quantized}", f"--out={exported}", "--format=stablehlo"], 0),
-        (["predict", f"--model={exported}", clip, f"--json={exported}/clip.json"], 0),
-        (["predict", f"--model={quantized}", clip, f"--json={quantized}/clip.json"], 0),
-        (["export", f"--model={wide}", f"--out={onnx}", "--format=onnx"], 0),
-        (["predict", f"--model={onnx}", clip, f"--json={onnx}/clip.json"], 0),
-        (["predict", f"--model={wide}", clip, f"--json={wide}/clip.json"], 0),
-        (["predict", f"--model={onnx}", clip, f"--json=gs://{BUCKET}"], 2),
-        (["predict", f"--model={onnx}", clip, f"--json={models}"], 2),
-    ]
-    # The commands in one process (the CLI's own code, one start-up), each exiting as said.
-    driver = (
-        "from vjax.cli import main\n"
-        f"for argv, code in {commands!r}:\n    assert main(argv) == code, argv"
-    )
-    run = subprocess.run([sys.executable, "-c", driver], cwd=cwd, env=env, capture_output=True,
-                         text=True, timeout=300)  # fmt: skip
-    assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-3000:]
-    assert f"argument --json: 'gs://{BUCKET}' names no file; give gs://BUCKET/FILE" in run.stderr
-    assert f"argument --json: '{models}' is a folder; give a file path in it" in run.stderr
-    assert sorted(os.listdir(cwd)) == ["clip.mp4", "wide"]  # nothing else written here
     int8 = _objects(port, "models/int8/")
     on_disk = sum(len(data) for name, data in int8.items() if name.startswith("checkpoints/"))
     assert f"checkpoint on disk {on_disk:,} bytes" in run.stdout  # was 0: a local os.walk
