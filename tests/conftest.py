@@ -128,6 +128,21 @@ def scored_result(top1: float, clips: int, **fields) -> dict:
             "per_video": videos, **fields}  # fmt: skip
 
 
+def randomized(variables: dict, seed: int = 0, scale: float = 0.05) -> dict:
+    """``variables`` with Gaussian noise of ``scale`` added to every parameter: a new classifier
+    head is zero, so a fresh model's scores are equal for any input and a check of its logits
+    or predictions against another computation could not fail; BatchNorm statistics kept."""
+    import jax
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    params = jax.tree.map(
+        lambda p: np.asarray(p) + scale * rng.standard_normal(p.shape).astype(np.float32),
+        variables["params"],
+    )
+    return {**variables, "params": params}
+
+
 def env_with_host_devices(count: int) -> dict[str, str]:
     """This process's environment for a subprocess that sees ``count`` host CPU devices."""
     return {**os.environ, "XLA_FLAGS": host_device_flags(count)}

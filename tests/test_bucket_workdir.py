@@ -15,7 +15,7 @@ import urllib.request
 import jax
 import numpy as np
 import pytest
-from conftest import DEMO_CONFIG, REPO, tiny_config
+from conftest import DEMO_CONFIG, REPO, randomized, tiny_config
 from fake_gcs import bucket_env
 
 from vjax import storage
@@ -82,9 +82,9 @@ def _wide_model(folder: str) -> str:
                     "num_heads": 2, "mlp_dim": 1280}  # fmt: skip
     clip, names = (4, 16, 16, 3), ["up", "down", "left", "right"]
     model = build_model(model_config, num_classes=len(names))
-    variables = jax.jit(lambda key: model.init(key, np.zeros((1, *clip)), train=False))
+    init = jax.jit(lambda key: model.init(key, np.zeros((1, *clip)), train=False))
     config = pretrained_config(model_config, clip, names, source="test")
-    return save_converted(folder, config, jax.device_get(variables(jax.random.key(0))))
+    return save_converted(folder, config, randomized(jax.device_get(init(jax.random.key(0)))))
 
 
 def test_train_resume_eval_and_compare_write_into_the_bucket(bucket, data_dir, tmp_path):

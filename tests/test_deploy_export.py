@@ -12,6 +12,7 @@ import sys
 import jax
 import numpy as np
 import pytest
+from conftest import randomized
 
 pytest.importorskip("jax2onnx", reason="jax2onnx is not installed (pip install -e .[deploy])")
 pytest.importorskip("onnxruntime", reason="onnxruntime is not installed (pip install -e .[deploy])")
@@ -40,17 +41,6 @@ FORMATS = ["stablehlo", "onnx", "savedmodel"]
 # Each model's formats (default FORMATS; ViViT adds TFLite, the full-depth R(2+1)D-18 is an
 # ONNX-only check).
 MODEL_FORMATS = {"vivit": [*FORMATS, "tflite"], "r2plus1d_18": ["onnx"]}
-
-
-def randomized(variables, seed: int = 0):
-    """Every parameter perturbed (zero-initialised heads would give all-zero logits and hide
-    a mix-up); BatchNorm statistics kept valid."""
-    rng = np.random.default_rng(seed)
-    params = jax.tree.map(
-        lambda p: np.asarray(p) + 0.05 * rng.standard_normal(p.shape).astype(np.float32),
-        variables["params"],
-    )
-    return {**variables, "params": params}
 
 
 def save_model(root, name: str, model_config: dict) -> str:

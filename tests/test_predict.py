@@ -6,6 +6,7 @@ import flax.linen as nn
 import jax
 import numpy as np
 import pytest
+from conftest import randomized
 
 from vjax.convert import pretrained_config, save_converted
 from vjax.data.video_io import decode_video, encode_video
@@ -22,7 +23,7 @@ def saved(tmp_path_factory):
     root = tmp_path_factory.mktemp("predict")
     model = build_model(MODEL, num_classes=5)
     init = jax.jit(lambda key: model.init(key, np.zeros((1, 4, 16, 16, 3)), train=False))
-    variables = init(jax.random.key(0))
+    variables = randomized(jax.device_get(init(jax.random.key(0))))
     config = pretrained_config(MODEL, (4, 16, 16, 3), NAMES, mean=MEAN, std=STD, source="test")
     save_converted(str(root / "model"), config, jax.device_get(variables))
     rng = np.random.default_rng(0)
@@ -219,7 +220,7 @@ def test_predict_cuts_and_pools_views_as_the_evaluation_of_its_config(saved, tmp
     from vjax.predict import make_apply, predict_files
 
     _, model, variables, video, _ = saved
-    noise = np.random.default_rng(4)  # the classifier starts at zero: uniform scores
+    noise = np.random.default_rng(4)  # larger weights: the settings' views differ more
     variables = jax.tree.map(lambda p: p + 0.3 * noise.standard_normal(p.shape),
                              jax.device_get(nn.meta.unbox(variables)))  # fmt: skip
     config = pretrained_config(MODEL, (4, 16, 16, 3), NAMES, mean=MEAN, std=STD, source="test")
@@ -239,3 +240,35 @@ def test_predict_cuts_and_pools_views_as_the_evaluation_of_its_config(saved, tmp
         np.testing.assert_allclose([got[n] for n in NAMES], expected, atol=1e-5, err_msg=folder)
     plain = predict_files(str(tmp_path / "exported"), [video], clips=1)["files"][video]["top"]
     assert abs(plain[0]["score"] - expected.max()) > 1e-3  # the settings change the scores
+
+
+def test_a_file_shorter_than_a_clip_is_predicted_with_a_note(saved, tmp_path, capsys):
+    """A still image or a video of fewer frames than a clip spans is predicted (the clip loops
+    its frames, or holds the one) with a line that says so; it was predicted without a word."""
+    from PIL import Image
+
+    from vjax.cli import main
+
+    root, model, variables, video, _ = saved
+    frame = np.random.default_rng(3).integers(0, 256, (32, 40, 3), np.uint8)
+    still = str(tmp_path / "still.png")
+    Image.fromarray(frame).save(still)
+    short = encode_video(str(tmp_path / "short.mp4"), np.stack([frame] * 2), 10)
+    out_json = str(tmp_path / "out.json")
+    argv = ["predict", f"--model={root}/model", video, still, short, f"--json={out_json}"]
+    assert main(argv) == 0
+    printed = capsys.readouterr().out
+    files = json.load(open(out_json))["files"]
+    assert "note" not in files[video]
+    notes = {
+        still: "1 frame, fewer than the 4 a clip spans: a still image to the model: its one "
+        "frame throughout",
+        short: "2 frames, fewer than the 4 a clip spans: looped",
+    }
+    for path, note in notes.items():
+        assert files[path]["note"] == note and f"{path}\n  ({note})\n" in printed + "\n"
+    # The still image is the clip of its one frame, 4 times (lossless PNG: checked by hand).
+    frames = decode_video(still, short_side=16).frames
+    probs = _expected_probs(model, variables, np.repeat(frames, 4, axis=0))
+    got = {t["label"]: t["score"] for t in files[still]["top"]}
+    np.testing.assert_allclose([got[n] for n in NAMES], probs, atol=1e-5)

@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import math
 import os
 import sys
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -181,7 +182,9 @@ def predict_files(
             if window > 0:
                 segments = _windows(frames, window, info, bounds)
             else:  # the whole file: its views need all its frames
-                segments = iter([{"frames": list(frames), "label": 0}])
+                decoded = list(frames)
+                bounds.append((0, len(decoded)))
+                segments = iter([{"frames": decoded, "label": 0}])
             if audio is not None:  # decoded once the frames are (a bad file is named so)
                 segments = _with_sound(segments, path, audio.sample_rate, info, bounds, heard)
             scores, _ = video_scores(
@@ -207,8 +210,26 @@ def predict_files(
             entry = {"top": _top(scores[0], names, top_k, multi_label)}
         if audio is not None:  # the model hears: say whether this file let it
             entry["has_audio"] = heard["sound"] is not None
-        result["files"][path] = {**entry, "fps": info["fps"]}
+        short = _fewer_frames_than_a_clip(bounds[-1][1] if bounds else 0, options)
+        result["files"][path] = {**entry, "fps": info["fps"], **short}
     return result
+
+
+def _fewer_frames_than_a_clip(frames: int, options: Any) -> dict[str, str]:
+    """``{"note": ...}`` for a file of fewer frames (at the model's frame rate) than one clip
+    spans, which the clip completes by looping them or repeating the last (a still image: its
+    one frame throughout); ``{}`` otherwise."""
+    from vjax.data.sampling import clip_span
+
+    span = math.ceil(clip_span(options.num_frames, options.frame_stride))
+    if frames >= span:
+        return {}
+    how = "looped" if options.pad_mode == "loop" and frames > 1 else "the last repeated"
+    if frames == 1:
+        how = "a still image to the model: its one frame throughout"
+    return {
+        "note": f"{frames} frame{'s' * (frames != 1)}, fewer than the {span} a clip spans: {how}"
+    }
 
 
 def _with_sound(
@@ -275,6 +296,8 @@ def format_result(result: dict[str, Any]) -> str:
         lines.append(path)
         if entry.get("has_audio") is False:
             lines.append("  (no audio track: an audio-visual model predicts from the frames alone)")
+        if "note" in entry:
+            lines.append(f"  ({entry['note']})")
         for task, top in _by_task(entry["top"]):
             lines += [f"  {t['score']:.3f}  {task}{t['label']}" for t in top]
         for w in entry.get("windows", []):
