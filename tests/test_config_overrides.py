@@ -52,6 +52,22 @@ def test_numeric_overrides_are_coerced_to_the_fields_type_and_checked():
             apply_overrides(config, {key: text})
 
 
+def test_python_values_are_taken_as_the_command_line_would_write_them():
+    """From Python, ``{"optimizer.lr": 1e-3}`` said "cannot parse 0.001 as a float" and a bool
+    was an AttributeError; a value is read as its repr, with the same checks."""
+    from vjax.config_utils import ConfigError, apply_overrides
+
+    config = _demo()
+    apply_overrides(config, {"optimizer.lr": 1e-3, "train.num_steps": 10, "model.name": "vivit",
+                             "optimizer.nesterov": True, "input.mean": (0.5,) * 3})  # fmt: skip
+    assert (config.optimizer.lr, config.train.num_steps, config.optimizer.nesterov) == (
+        1e-3, 10, True
+    )  # fmt: skip
+    assert config.input.mean == (0.5, 0.5, 0.5) and config.model.name == "vivit"
+    with pytest.raises(ConfigError, match="--config.train.num_steps: "):
+        apply_overrides(config, {"train.num_steps": 7.5})
+
+
 def test_a_field_takes_what_its_code_declares_where_the_recipe_wrote_a_narrower_value():
     """``input.frame_stride`` is a float (fractional strides resample): 2.5 is taken where a
     recipe writes 2, as where it names no stride; ``None`` where the field takes it

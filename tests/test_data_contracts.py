@@ -104,6 +104,22 @@ def test_info_start_is_the_time_output_frame_0_stands_for(tmp_path):
 
 
 # vjax/data/manifests.py: listings
+def test_frames_of_floats_are_refused_where_uint8_is_read(tmp_path):
+    """0..1 float frames were cast to uint8, so encode_video wrote a black video and the test
+    views of an example cut black clips (a top-1 that halved, no word); integer arrays, as
+    ``rng.integers`` gives them, stay accepted."""
+    from vjax.data.transforms import InputOptions, make_view_iterator
+
+    frames = _counter(8)
+    with pytest.raises(ValueError, match="frames must be uint8 \\(0..255\\), got float64"):
+        encode_video(str(tmp_path / "f.mp4"), frames / 255.0, 8)
+    encode_video(str(tmp_path / "i.mp4"), frames.astype(np.int64), 8)
+    views = make_view_iterator(InputOptions(num_frames=4, crop_size=16))
+    with pytest.raises(ValueError, match="frames are uint8 .*got float32; for 0..1 floats"):
+        next(views({"frames": list(frames.astype(np.float32) / 255), "label": 0}))
+    assert next(views({"frames": list(frames), "label": 0})).shape == (4, 16, 16, 3)
+
+
 def test_class_names_sort_negative_integer_labels_as_numbers():
     """Integer labels, negative ones too, sort as numbers (not as text)."""
     entries = [VideoEntry(f"{i}.mp4", label) for i, label in enumerate(["10", "-1", "2", "0"])]

@@ -84,6 +84,22 @@ def test_unknown_optimizer_is_an_error():
         make_optimizer({**OPT, "name": "adam"}, num_steps=100)
 
 
+@pytest.mark.parametrize(
+    ("setting", "message"),
+    [
+        ({"lr": float("nan")}, "optimizer.lr must be finite, got nan"),  # trained to NaN
+        ({"grad_clip_norm": float("inf")}, "optimizer.grad_clip_norm must be finite"),
+        ({"b1": "0.9"}, "optimizer.b1 must be a number, got '0.9'"),  # failed in optax's update
+        ({"weight_decay": None}, "optimizer.weight_decay must be a number, got None"),
+        ({"end_lr": ...}, r"optimizer.end_lr is missing \(the recipes in configs/ set it\)"),
+    ],
+)
+def test_a_setting_that_is_not_a_finite_number_is_named(setting, message):
+    opt = {k: v for k, v in {**OPT, **setting}.items() if v is not ...}
+    with pytest.raises(ValueError, match=message):
+        make_optimizer(opt, num_steps=10)
+
+
 def test_label_smoothed_cross_entropy_matches_numpy():
     logits = np.array([[2.0, 0.5, -1.0], [0.1, 0.2, 0.3]], np.float32)
     labels = np.array([0, 2])

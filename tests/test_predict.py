@@ -272,3 +272,7 @@ def test_a_file_shorter_than_a_clip_is_predicted_with_a_note(saved, tmp_path, ca
     probs = _expected_probs(model, variables, np.repeat(frames, 4, axis=0))
     got = {t["label"]: t["score"] for t in files[still]["top"]}
     np.testing.assert_allclose([got[n] for n in NAMES], probs, atol=1e-5)
+    # One file given as a string (a pathlib.Path too): that file, not each of its characters.
+    from vjax.predict import predict_files
+
+    assert list(predict_files(f"{root}/model", tmp_path / "still.png")["files"]) == [still]

@@ -7,6 +7,7 @@ import os
 
 import jax
 import numpy as np
+import pytest
 
 MODEL = {"name": "vivit", "size": "Ti/8x2", "num_layers": 1, "hidden_size": 32, "num_heads": 2}
 NAMES = [f"c{i}" for i in range(5)]
@@ -188,6 +189,34 @@ def test_a_loaded_models_normalize_is_the_training_normalisation(tmp_path):
     np.testing.assert_allclose(np.asarray(model.normalize(video)), by_hand, rtol=1e-6, atol=1e-6)
     logits = model.module.apply(model.variables, model.normalize(video), train=False)
     np.testing.assert_allclose(np.asarray(logits), model(video), atol=1e-5)
+
+
+def test_a_loaded_model_names_a_clip_in_the_wrong_layout_or_size(tmp_path):
+    """PyTorch's layouts, (B, C, T, H, W) and (B, T, C, H, W), failed deep in JAX (a broadcast
+    of the mean), a clip of other frames or pixels in Flax's parameter-shape check, nested
+    lists with an AttributeError; the vjax.load folder of an export said it held no
+    checkpoint."""
+    from vjax.deploy.export import export_model
+    from vjax.errors import UserError
+    from vjax.loaded import load
+
+    _, variables = random_vivit(20)
+    folder = write_model(str(tmp_path / "model"), variables)
+    model = load(folder)
+    video = np.random.default_rng(21).integers(0, 256, (2, *CLIP), np.uint8)  # (2, 4, 16, 16, 3)
+    for layout, order in (((0, 4, 1, 2, 3), "0, 2, 3, 4, 1"), ((0, 1, 4, 2, 3), "0, 1, 3, 4, 2")):
+        with pytest.raises(
+            UserError, match=rf"C = 3 last .*channels-first\? video.transpose\({order}\)"
+        ):
+            model(video.transpose(layout))
+    with pytest.raises(
+        UserError, match=r"takes inputs of \[4, 16, 16, 3\] .*got \(8, 16, 16, 3\): "
+    ):
+        model(np.concatenate([video, video], axis=1))
+    np.testing.assert_array_equal(model(list(video)), model(video))
+    export_model(folder, str(tmp_path / "exported"), ["stablehlo"])
+    with pytest.raises(UserError, match=r"holds a model `vjax export` wrote.*load_exported"):
+        load(str(tmp_path / "exported"))
 
 
 # ============================================================ tests/test_predict.py (sound)

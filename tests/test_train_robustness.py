@@ -106,6 +106,14 @@ BAD_SETTINGS = [
      r"config.input: input.test_crop_fraction applies to one centre crop"),
     ({"sharding.mesh": "(('data', -1),)"},
      r"config.sharding: rules map to mesh axes \['fsdp', 'tensor'\] that the mesh \('data',\)"),
+    # mmaction's / PyTorchVideo's 0..255 statistics: every normalised frame nearly constant
+    ({"input.mean": "(123.675, 116.28, 103.53)", "input.std": "(58.395, 57.12, 57.375)"},
+     r"config.input: input.mean and input.std are in 0..1 units \(frames are divided by 255"),
+    ({"input.std": "(0.229, 0.224, 57.375)"}, r"config.input: input.mean and input.std are in 0"),
+    # a one-pair tuple without its comma: Python reads it as the pair
+    ({"sharding.mesh": "(('data', -1))"},
+     r"config.sharding.mesh: mesh is a tuple of \(name, size\) pairs; got the pair \('data', -1\) "
+     r"alone: write \(\('data', -1\),\)"),
 ]  # fmt: skip
 
 

@@ -64,6 +64,13 @@ def locate(path: str) -> tuple[str, int | None]:
     if os.path.basename(path).isdigit() and storage.path(path, "state").is_dir():
         return os.path.dirname(path), int(os.path.basename(path))
     if not saved_steps(path):
+        from vjax.deploy.signature import is_exported
+
+        if is_exported(path):
+            raise NotFoundError(
+                f"{path!r} holds a model `vjax export` wrote, not a checkpoint: open it with "
+                f"vjax.deploy.runtime.load_exported({path!r}), or give the folder it came from"
+            )
         what = "does not exist" if not storage.path(path).exists() else "holds no checkpoint"
         raise NotFoundError(
             f"{path!r} {what}; give a training workdir, its checkpoints folder, one step in "

@@ -110,11 +110,20 @@ class LoadedModel:
         return self.metadata.get("input_shapes", list(self.clip_shape))
 
     def _check(self, video: Any) -> None:
+        shape, channels = tuple(np.shape(video)), self.clip_shape[-1]
         if np.ndim(video) != 5 or np.dtype(video.dtype) != np.uint8:
             raise UserError(
                 f"a loaded model takes uint8 frames (0..255) of shape (B, T, H, W, C), got "
-                f"{np.dtype(video.dtype)} of shape {tuple(np.shape(video))}; for input already "
+                f"{np.dtype(video.dtype)} of shape {shape}; for input already "
                 f"normalised use model.module.apply(model.variables, video, train=False)"
+            )
+        if shape[-1] != channels:  # (B, C, T, H, W) or (B, T, C, H, W): PyTorch's layouts
+            axis = shape.index(channels) if channels in shape[1:4] else None
+            order = {1: "0, 2, 3, 4, 1", 2: "0, 1, 3, 4, 2"}.get(axis)
+            raise UserError(
+                f"a loaded model takes clips (B, T, H, W, C) with C = {channels} last (it was "
+                f"trained on {self.clip_shape}), got shape {shape}"
+                + (f": channels-first? video.transpose({order})" if order else "")
             )
 
     def normalize(self, video: Any) -> Any:
@@ -134,6 +143,7 @@ class LoadedModel:
         for a model of several modalities a dict of them), prepared as in training (jitted;
         host arrays)."""
         import jax
+        from flax.errors import ScopeParamShapeError
 
         modalities = self.modalities
         batch = dict(inputs) if isinstance(inputs, Mapping) else {modalities[0]: inputs}
@@ -144,9 +154,20 @@ class LoadedModel:
                 f"normalised log-mel spectrogram (B, frames, mel_bins) of config.input.audio)"
             )
         if "video" in modalities:
+            if isinstance(batch["video"], list | tuple):  # nested lists of frames
+                batch["video"] = np.asarray(batch["video"])
             self._check(batch["video"])
         keep = (*modalities, "has_audio") if len(modalities) > 1 else modalities
-        return jax.device_get(self._apply({k: v for k, v in batch.items() if k in keep}))
+        inputs = {k: v for k, v in batch.items() if k in keep}
+        try:
+            return jax.device_get(self._apply(inputs))
+        except ScopeParamShapeError as e:  # a clip size its position table does not fit
+            given = {k: tuple(np.shape(v))[1:] for k, v in inputs.items()}
+            raise UserError(
+                f"this model takes inputs of {self.input_shapes} (without the batch axis), got "
+                f"{given if len(given) > 1 else next(iter(given.values()))}: "
+                f"{str(e).split(' (https')[0]}"
+            ) from None
 
     def __iter__(self) -> Iterator[Any]:
         return iter((self.config, self.module, self.variables))

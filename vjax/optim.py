@@ -3,6 +3,8 @@ layer-wise learning-rate decay, frozen parameters."""
 
 from __future__ import annotations
 
+import math
+import numbers
 import re
 from collections.abc import Mapping
 from typing import Any
@@ -28,10 +30,12 @@ def check_optimizer(opt: Mapping[str, Any]) -> None:
     norm (0: no clipping; below 0 optax's clipping turns each update around, ascending the
     loss), a momentum or Adam beta outside [0, 1), label smoothing outside [0, 1)."""
     for key in ("lr", "end_lr", "weight_decay", "warmup_steps", "grad_clip_norm"):
-        if float(opt[key]) < 0:
+        if key not in opt:
+            raise ValueError(f"optimizer.{key} is missing (the recipes in configs/ set it)")
+        if _number(opt, key) < 0:
             raise ValueError(f"optimizer.{key} must be >= 0, got {opt[key]!r}")
     for key in ("b1", "b2", "momentum", "label_smoothing"):
-        if key in opt and not 0 <= float(opt[key]) < 1:
+        if key in opt and not 0 <= _number(opt, key) < 1:
             raise ValueError(f"optimizer.{key} must be in [0, 1), got {opt[key]!r}")
     try:
         re.compile(opt.get("freeze", ""))
@@ -39,6 +43,17 @@ def check_optimizer(opt: Mapping[str, Any]) -> None:
         raise ValueError(
             f"optimizer.freeze={opt['freeze']!r} is not a regular expression: {e}"
         ) from None
+
+
+def _number(opt: Mapping[str, Any], key: str) -> float:
+    """``opt[key]`` as a finite float; a string, NaN or infinity is a ValueError naming it (they
+    passed the range checks and failed in optax's first update, or trained to NaN)."""
+    value = opt[key]
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise ValueError(f"optimizer.{key} must be a number, got {value!r}")
+    if not math.isfinite(value):
+        raise ValueError(f"optimizer.{key} must be finite, got {value!r}")
+    return float(value)
 
 
 def learning_rate_schedule(opt: Mapping[str, Any], num_steps: int) -> optax.Schedule:

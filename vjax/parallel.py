@@ -39,6 +39,28 @@ def _fill(names: Sequence[str], sizes: list[int], num_devices: int, what: str) -
     return sizes
 
 
+def _axis_pairs(axes: Any, what: str) -> list[tuple[str, int]]:
+    """``axes`` as ``(name, size)`` pairs; a ValueError that shows the form otherwise, e.g. for
+    ``(("data", -1))``, which Python reads as the pair itself (a one-pair tuple needs a
+    comma)."""
+    pairs = list(axes)
+    if len(pairs) == 2 and isinstance(pairs[0], str):
+        raise ValueError(
+            f"{what} is a tuple of (name, size) pairs; got the pair {tuple(pairs)!r} alone: "
+            f"write ({tuple(pairs)!r},) (a tuple of one pair needs its comma)"
+        )
+    for pair in pairs:
+        if not (
+            isinstance(pair, Sequence)
+            and len(pair) == 2
+            and isinstance(pair[0], str)
+            and isinstance(pair[1], int)
+        ):
+            raise ValueError(f"{what} is a tuple of (name, size) pairs, e.g. (('data', -1),); "
+                             f"got {tuple(pairs)!r}")  # fmt: skip
+    return [tuple(pair) for pair in pairs]
+
+
 def make_mesh(
     axes: Sequence[tuple[str, int]],
     devices: Sequence[jax.Device] | None = None,
@@ -57,6 +79,7 @@ def make_mesh(
     >>> pod = make_mesh([("data", 1), ("fsdp", -1)], dcn_axes=[("data", 2)])  # 2 slices
     """
     devices = list(devices if devices is not None else jax.devices())
+    axes, dcn_axes = _axis_pairs(axes, "mesh"), _axis_pairs(dcn_axes, "dcn_mesh")
     names = [name for name, _ in axes]
     sizes = [int(size) for _, size in axes]
     dcn = {name: int(size) for name, size in dcn_axes}

@@ -136,14 +136,15 @@ def _top(
 
 def predict_files(
     model_dir: str,
-    paths: Sequence[str],
+    paths: Sequence[str] | str,
     top_k: int = 5,
     clips: int = 1,
     crops: int = 1,
     window: float = 0.0,
     chunk_size: int = 8,
 ) -> dict[str, Any]:
-    """``{"files": {path: {"top": [...], "windows": [...]}}, "skipped": {path: reason}}``.
+    """``{"files": {path: {"top": [...], "windows": [...]}}, "skipped": {path: reason}}`` of
+    the files ``paths`` (or the one file).
 
     >>> result = predict_files("runs/vivit", ["a.mp4"], top_k=3, clips=4, crops=3)
     >>> result["files"]["a.mp4"]["top"][0]     # {"label": "walking", "score": 0.91}
@@ -153,6 +154,9 @@ def predict_files(
     from vjax.data.video_io import VideoDecodeError, iter_video
     from vjax.evaluate.scoring import video_scores
 
+    if isinstance(paths, str | os.PathLike):  # one file: not a sequence of its characters
+        paths = [paths]
+    paths = [os.fspath(p) for p in paths]
     apply, names, clip, multi_label, step = open_model(model_dir)
     height, width = clip["crop"]
     if height != width:

@@ -95,6 +95,12 @@ def check_config(
         if len(mean) != 3 or len(std) != 3 or min(std) <= 0:
             raise ValueError(f"input.mean and input.std are one value per RGB channel, the "
                              f"std's above 0; got {tuple(mean)} and {tuple(std)}")  # fmt: skip
+        if not (0 <= min(mean) <= max(mean) <= 1 and max(std) <= 1):  # e.g. mmaction's 123.675
+            raise ValueError(
+                f"input.mean and input.std are in 0..1 units (frames are divided by 255 first), "
+                f"got {tuple(mean)} and {tuple(std)}: divide 0..255 values by 255 (ImageNet's: "
+                f"(0.485, 0.456, 0.406) and (0.229, 0.224, 0.225))"
+            )
         clip = planned_clip_shape(config.dataset, config.input)
     with _section("optimizer"):
         tx = make_optimizer(config.optimizer, config.train.num_steps)

@@ -190,6 +190,11 @@ def _frames_and_size(example: Mapping[str, Any]) -> tuple[Sequence, int, int]:
         from vjax.data.video_io import decode_jpegs
 
         return frames, *decode_jpegs([first]).shape[1:3]
+    if np.issubdtype(np.asarray(first).dtype, np.floating):  # 0..1 would be cast to black
+        raise ValueError(
+            f"a video's frames are uint8 (0..255) as decoded, got {np.asarray(first).dtype}; "
+            f"for 0..1 floats: (frames * 255).round().astype(np.uint8)"
+        )
     return frames, *np.shape(first)[:2]
 
 

@@ -252,6 +252,8 @@ def encode_video(
 
     import av
 
+    if np.issubdtype(np.asarray(frames).dtype, np.floating):  # cast, 0..1 floats are black
+        raise ValueError(f"frames must be uint8 (0..255), got {np.asarray(frames).dtype}")
     frames = np.asarray(frames, np.uint8)
     if frames.ndim != 4 or frames.shape[-1] != 3:
         raise ValueError(f"frames must be (T, H, W, 3) uint8, got shape {frames.shape}")
