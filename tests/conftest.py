@@ -6,6 +6,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+from typing import Any
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(REPO, "launch"))
@@ -136,11 +137,32 @@ def randomized(variables: dict, seed: int = 0, scale: float = 0.05) -> dict:
     import numpy as np
 
     rng = np.random.default_rng(seed)
-    params = jax.tree.map(
-        lambda p: np.asarray(p) + scale * rng.standard_normal(p.shape).astype(np.float32),
-        variables["params"],
-    )
-    return {**variables, "params": params}
+
+    def perturbed(p):
+        p = np.asarray(p)
+        return (p + scale * rng.standard_normal(p.shape).astype(np.float32)).astype(p.dtype)
+
+    return {**variables, "params": jax.tree.map(perturbed, variables["params"])}
+
+
+def moved_below_the_head(before: Any, after: Any) -> list[str]:
+    """The parameters outside the classifier that no weight decay moves (biases, norms,
+    position tables: not :func:`vjax.optim.is_weight`) and that differ between two parameter
+    trees: a step's gradient reached them. From a fresh init the zero head passes no gradient
+    below it, and a test of the step would compare nothing but the head."""
+    import jax
+    import numpy as np
+
+    from vjax.optim import is_weight
+
+    leaves = jax.tree_util.tree_flatten_with_path(before)[0]
+    return [
+        jax.tree_util.keystr(path)
+        for (path, a), b in zip(leaves, jax.tree.leaves(after), strict=True)
+        if "classifier" not in jax.tree_util.keystr(path)
+        and not is_weight(path)
+        and not np.allclose(np.float32(a), np.float32(b))
+    ]
 
 
 def env_with_host_devices(count: int) -> dict[str, str]:

@@ -54,10 +54,12 @@ def test_qat_checkpoint_quantizes_to_int8_and_eval_export_accept_it(qat_run, tmp
     float_config, float_model, float_vars = load(workdir, float_model=True)
     expected = make_apply(float_config, float_model, float_vars)(video)
     got = make_apply(config, model, qvariables)(video)
-    assert np.abs(got - expected).max() <= 0.1 * np.abs(expected).max() + 1e-3
+    # Within a tenth of the logits' scale (4e-3 after 6 steps; measured errors 1.5e-4, 1e-4):
+    # with "+ 1e-3" a zero or a 30%-off output passed too.
+    assert np.abs(got - expected).max() <= 0.1 * np.abs(expected).max()
     # The loaded QAT run itself can be called (it raised qwix's bare AssertionError: its host
     # kernels were copied on the way in, and qwix finds kernels by identity).
-    assert np.abs(fake(video) - expected).max() <= 0.1 * np.abs(expected).max() + 1e-3
+    assert np.abs(fake(video) - expected).max() <= 0.1 * np.abs(expected).max()
     # vjax eval on the quantized folder: the same number of test videos, a real accuracy.
     result = train.evaluate_checkpoint(config, out, "test")
     assert result["num_examples"] == 16 and 0 <= result["top1"] <= 1

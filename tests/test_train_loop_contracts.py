@@ -12,7 +12,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from conftest import tiny_config
+from conftest import randomized, tiny_config
 
 from vjax import train
 from vjax.metric_writers import read_metrics
@@ -335,6 +335,9 @@ def test_each_step_draws_new_dropout_from_the_same_key():
     tx = optax.sgd(0.0)  # the parameters stay put: only the dropout can differ
     init = make_init_state(model, tx, (4, 16, 16, 3))
     state = jax.jit(lambda key: nn.meta.unbox(init(key)))(jax.random.key(0))
+    # Random parameters: from a fresh init only the (zero) head has a gradient, and a norm over
+    # the head alone would pass.
+    state = state.replace(params=randomized({"params": state.params})["params"])
     rng = np.random.default_rng(0)
     batch = {"video": rng.integers(0, 256, (2, 4, 16, 16, 3), np.uint8), "label": np.arange(2)}
     step = jax.jit(make_train_step(model, tx, mean=(0.5,) * 3, std=(0.25,) * 3))
@@ -362,6 +365,9 @@ def test_logged_grad_norm_is_the_gradients_global_norm():
     tx = optax.adam(0.1)
     init = make_init_state(model, tx, (4, 16, 16, 3))
     state = jax.jit(lambda key: nn.meta.unbox(init(key)))(jax.random.key(0))
+    # Random parameters: from a fresh init only the (zero) head has a gradient, and a norm over
+    # the head alone would pass.
+    state = state.replace(params=randomized({"params": state.params})["params"])
     rng = np.random.default_rng(0)
     batch = {"video": rng.integers(0, 256, (2, 4, 16, 16, 3), np.uint8), "label": np.arange(2)}
     video = (batch["video"] / 255.0 - 0.5) / 0.25
@@ -372,6 +378,8 @@ def test_logged_grad_norm_is_the_gradients_global_norm():
 
     grads = jax.jit(jax.grad(loss))(state.params)
     expected = np.sqrt(sum(float(np.sum(np.square(g))) for g in jax.tree.leaves(grads)))
+    head = np.sqrt(sum(float(np.sum(np.square(g))) for g in jax.tree.leaves(grads["classifier"])))
+    assert expected > 1.01 * head
     step = jax.jit(make_train_step(model, tx, mean=(0.5,) * 3, std=(0.25,) * 3))
     _, metrics = step(state, batch, jax.random.key(1))
     assert float(metrics["grad_norm"]) == pytest.approx(expected, rel=1e-4)
