@@ -1,6 +1,7 @@
 """Configs: variants, typed command-line overrides, and errors that name the bad key."""
 
 import os
+import pathlib
 import shutil
 import subprocess
 import sys
@@ -29,6 +30,7 @@ def test_variants_select_model_and_size():
     assert tiny.train.num_steps < 20 and tiny.model.hidden_size == 32
     with pytest.raises(ValueError, match="unknown demo variant"):
         load_config(f"{DEMO_CONFIG}:vivitt")
+    assert load_config(pathlib.Path(DEMO_CONFIG)).model.name == "vivit"  # was an AttributeError
 
 
 def test_overrides_are_parsed_to_the_field_type():

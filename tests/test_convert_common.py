@@ -1,5 +1,7 @@
 """The converters' shared parts: checked assignment, tree comparison, the folder vjax.load opens."""
 
+import re
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -79,3 +81,29 @@ def test_check_tree_matches_refuses_a_transposed_array_of_the_same_size():
         ConversionError, match=r"dense/kernel: source has shape \(2, 4\), model expects \(4, 2\)"
     ):
         check_tree_matches({"dense": {"kernel": np.zeros((2, 4))}}, expected)
+
+
+def test_a_conversion_that_does_not_fit_its_config_is_refused_before_writing(tmp_path):
+    """Variables of another width, head or clip size were saved, and failed at the first call
+    of the loaded model in Flax's parameter-shape check; a config without class names was an
+    AttributeError."""
+    model = build_model(MODEL, num_classes=5)
+    init = jax.jit(lambda key: model.init(key, np.zeros((1, 4, 16, 16, 3)), train=False))
+    variables = jax.device_get(init(jax.random.key(0)))
+    names = [f"c{i}" for i in range(5)]
+    cases = {
+        "three classes": (pretrained_config(MODEL, (4, 16, 16, 3), names[:3]),
+                          "classifier/head/bias: source has shape (5,), model expects (3,)"),
+        "another clip": (pretrained_config(MODEL, (8, 16, 16, 3), names),
+                         "pos_embedding: source has shape (1, 8, 32), model expects (1, 16, 32)"),
+        "another width": (pretrained_config({**MODEL, "hidden_size": 64}, (4, 16, 16, 3), names),
+                          "model expects"),
+    }  # fmt: skip
+    for case, (config, message) in cases.items():
+        with pytest.raises(ConversionError, match=re.escape(message)):
+            save_converted(str(tmp_path / case), config, variables)
+        assert not (tmp_path / case).exists(), case
+    config = pretrained_config(MODEL, (4, 16, 16, 3), names)
+    del config["class_names"]
+    with pytest.raises(ConversionError, match=r"the config lacks class_names: build it with"):
+        save_converted(str(tmp_path / "no names"), config, variables)

@@ -120,6 +120,21 @@ def test_frames_of_floats_are_refused_where_uint8_is_read(tmp_path):
     assert next(views({"frames": list(frames), "label": 0})).shape == (4, 16, 16, 3)
 
 
+def test_decode_arguments_out_of_range_are_named_not_blamed_on_the_file(tmp_path):
+    """An empty segment said the file was corrupt; a negative or fractional short side gave
+    1-pixel or 2-pixel frames; a string fps a TypeError."""
+    path = encode_video(str(tmp_path / "a.mp4"), _counter(8), 8)
+    for kwargs, message in (
+        ({"start": 1.5, "end": 0.5}, r"the segment is empty: end \(0.5\) <= start \(1.5\)"),
+        ({"short_side": -16}, "short_side must be a whole number of pixels >= 1, got -16"),
+        ({"short_side": 1.5}, "short_side must be a whole number of pixels >= 1, got 1.5"),
+        ({"fps": "8"}, "fps must be a positive number, got '8'"),
+    ):
+        with pytest.raises(ValueError, match=message):
+            decode_video(path, **kwargs)
+    assert decode_video(path, fps=np.float32(4.0), short_side=8.0).frames.shape == (4, 8, 12, 3)
+
+
 def test_class_names_sort_negative_integer_labels_as_numbers():
     """Integer labels, negative ones too, sort as numbers (not as text)."""
     entries = [VideoEntry(f"{i}.mp4", label) for i, label in enumerate(["10", "-1", "2", "0"])]

@@ -146,6 +146,17 @@ def test_the_onnx_check_refuses_a_file_whose_logits_are_not_jaxs(tmp_path):
 
 
 # kills sg01, sg06
+def test_formats_are_a_list_or_the_flags_comma_separated_text():
+    """``export_model(model, out, "stablehlo")`` listed its letters as unknown formats."""
+    from vjax.deploy.export import ExportError, check_formats
+
+    assert check_formats("stablehlo") == ["stablehlo"]
+    assert check_formats("onnx, stablehlo,onnx") == ["onnx", "stablehlo"]
+    assert check_formats(["tflite"]) == ["tflite"]
+    with pytest.raises(ExportError, match=r"unknown export format\(s\) \['pdf'\]"):
+        check_formats("pdf")
+
+
 def test_signature_records_the_trained_rate_and_the_normalisation():
     """``input.fps`` is the rate clips were cut at (``dataset.fps`` the stored one, which
     ``stride_for`` resamples from), so the signature's fps is input.fps when both are set;

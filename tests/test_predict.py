@@ -276,3 +276,6 @@ def test_a_file_shorter_than_a_clip_is_predicted_with_a_note(saved, tmp_path, ca
     from vjax.predict import predict_files
 
     assert list(predict_files(f"{root}/model", tmp_path / "still.png")["files"]) == [still]
+    for kwargs in ({"top_k": 0}, {"top_k": "3"}, {"window": -1.0}):  # K - 1 labels, no window
+        with pytest.raises(ValueError, match="top_k takes a whole number >= 1 and window"):
+            predict_files(f"{root}/model", [still], **kwargs)

@@ -53,13 +53,13 @@ def config_module(path: str) -> Any:
     return module
 
 
-def load_config(spec: str) -> ml_collections.ConfigDict:
+def load_config(spec: str | os.PathLike) -> ml_collections.ConfigDict:
     """Loads ``path/to/config.py[:arg]`` by calling its ``get_config(arg)``; ``configs/NAME.py``
     is vjax's own recipe where no such file is in the working directory (``config_file``).
 
     >>> config = load_config("configs/demo.py:vivit")
     """
-    path, _, arg = spec.partition(":")
+    path, _, arg = os.fspath(spec).partition(":")
     file = config_file(path)
     # A user's own config file that fails is their mistake, named in one line (--debug shows
     # its traceback); vjax's recipes keep theirs (a failure there is our bug).

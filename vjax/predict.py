@@ -156,6 +156,9 @@ def predict_files(
 
     if isinstance(paths, str | os.PathLike):  # one file: not a sequence of its characters
         paths = [paths]
+    if not (isinstance(top_k, int) and top_k >= 1) or window < 0:
+        raise ValueError(f"top_k takes a whole number >= 1 and window seconds >= 0 (0: the whole "
+                         f"file), got top_k={top_k!r}, window={window!r}")  # fmt: skip
     paths = [os.fspath(p) for p in paths]
     apply, names, clip, multi_label, step = open_model(model_dir)
     height, width = clip["crop"]

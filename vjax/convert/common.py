@@ -117,6 +117,35 @@ def _plain(class_names: Any) -> list[str] | dict[str, list[str]]:
     return task_class_names(class_names) if is_multitask(class_names) else list(class_names)
 
 
+def _has(config: Any, dotted: str) -> bool:
+    """Whether ``config`` (a ConfigDict or a dict) holds the dotted key."""
+    node = config
+    for part in dotted.split("."):
+        try:
+            node = node[part]
+        except (KeyError, TypeError, AttributeError, IndexError):
+            return False
+    return True
+
+
+def expected_params(config: ml_collections.ConfigDict) -> dict:
+    """The parameter shapes (``jax.ShapeDtypeStruct``) of the model ``config`` (a
+    :func:`pretrained_config`) builds for its classes and ``input.clip``, from an abstract
+    initialisation: the tree :func:`save_converted` checks converted parameters against."""
+    import flax.linen as nn
+    import jax
+    import optax
+
+    from vjax.loaded import plain_module
+    from vjax.preflight import model_input_shapes
+    from vjax.step import make_init_state
+
+    module = plain_module(config, {"class_names": _plain(config.class_names)})
+    shapes = model_input_shapes(module, config.model.name, tuple(config.input.clip), config.input)
+    init = make_init_state(module, optax.identity(), shapes)
+    return nn.meta.unbox(jax.eval_shape(init, jax.random.key(0)).params)
+
+
 def save_converted(out_dir: str, config: ml_collections.ConfigDict, variables: Mapping) -> str:
     """Writes converted ``variables`` as step 0 of an Orbax checkpoint under ``out_dir`` (with
     the config as metadata), so ``vjax.load(out_dir)`` opens it. Returns the folder. A folder
@@ -128,8 +157,18 @@ def save_converted(out_dir: str, config: ml_collections.ConfigDict, variables: M
     from vjax.config_utils import config_to_json
 
     require_new_output(out_dir, ConversionError)
+    missing = [name for name in ("class_names", "input.clip", "model.name", "train.dtype")
+               if not _has(config, name)]  # fmt: skip
+    if missing:
+        raise ConversionError(
+            f"the config lacks {', '.join(missing)}: build it with pretrained_config(model "
+            f"config, clip, class names)"
+        )
     variables = dict(nn.meta.unbox(variables))  # plain arrays, not logical-axis boxes
     params = variables.pop("params")
+    # Checked before anything is written: a tree of another width, head or clip size loaded
+    # and then failed at the first call, in Flax's parameter-shape check.
+    check_tree_matches(params, expected_params(config), f"{config.model.name}: ")
     metadata = {
         "config": json.loads(config_to_json(config)),
         "class_names": _plain(config.class_names),

@@ -20,6 +20,7 @@ This module must stay free of tensorflow imports.
 from __future__ import annotations
 
 import dataclasses
+import numbers
 import os
 from collections.abc import Iterator, Sequence
 
@@ -83,8 +84,12 @@ def iter_video(
     """
     import av
 
-    if fps is not None and fps <= 0:
-        raise ValueError(f"fps must be positive, got {fps}")
+    if fps is not None and not (isinstance(fps, numbers.Real) and fps > 0):
+        raise ValueError(f"fps must be a positive number, got {fps!r}")
+    if short_side is not None and not (short_side >= 1 and int(short_side) == short_side):
+        raise ValueError(f"short_side must be a whole number of pixels >= 1, got {short_side!r}")
+    if start is not None and end is not None and end <= start:  # not the file's fault
+        raise ValueError(f"the segment is empty: end ({end}) <= start ({start})")
     if os.path.isfile(path) and os.path.getsize(path) == 0:
         raise VideoDecodeError(path, "unreadable", "zero-length file")
     try:

@@ -230,7 +230,11 @@ def describe_failure(model_name: str, fmt: str, error: BaseException) -> str:
     )
 
 
-def check_formats(formats: Sequence[str]) -> list[str]:
+def check_formats(formats: Sequence[str] | str) -> list[str]:
+    """The formats asked for, each once (``"onnx,stablehlo"`` or a list of them); an unknown
+    one or none is an ExportError listing the valid ones."""
+    if isinstance(formats, str):  # one or several, as --format takes them; not its letters
+        formats = [f.strip() for f in formats.split(",") if f.strip()]
     if not formats:
         raise ExportError(f"--format names no format; give one or more of {','.join(FORMATS)}")
     unknown = [f for f in formats if f not in FORMATS]
@@ -273,7 +277,7 @@ def _make_out_dir(out_dir: str) -> None:
 def export_model(
     model_dir: str,
     out_dir: str,
-    formats: Sequence[str] = ("stablehlo", "onnx"),
+    formats: Sequence[str] | str = ("stablehlo", "onnx"),
     *,
     tflite_batch: int = 1,
     platforms: Sequence[str] | None = None,
