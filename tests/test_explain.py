@@ -238,3 +238,27 @@ def test_videomae_rollout_follows_the_token_its_head_reads(pooling):
     row = rolled[:, 0] if pooling == "first" else rolled.mean(axis=1)
     expected = (row / row.sum(-1, keepdims=True)).reshape(2, 2, 2, 2)
     np.testing.assert_allclose(explain.spacetime_rollout(model, variables, video), expected)
+
+
+def test_a_loaded_model_is_rolled_out_on_its_uint8_clip_and_a_cnn_is_named(tmp_path):
+    """vjax.load's model (the object a user holds) was an AttributeError ('LoadedModel' has no
+    'tubelet'), a CNN one deep in Flax; uint8 frames to a module were rolled out unnormalised,
+    and float frames to overlay drawn over black."""
+    from test_predict_contracts import CLIP, random_vivit, write_model
+
+    from vjax.loaded import load
+
+    _, variables = random_vivit(22)
+    loaded = load(write_model(str(tmp_path / "model"), variables))
+    video = np.random.default_rng(23).integers(0, 256, (2, *CLIP), np.uint8)
+    by_module = explain.spacetime_rollout(loaded.module, loaded.variables, loaded.normalize(video))
+    np.testing.assert_allclose(
+        explain.spacetime_rollout(loaded, loaded.variables, video), by_module, rtol=1e-6
+    )
+    with pytest.raises(ValueError, match=r"the video is uint8 frames: give the module its"):
+        explain.spacetime_rollout(loaded.module, loaded.variables, video)
+    cnn = build_model({"name": "r2plus1d_18", "layers": (1, 1, 1, 1), "width": 8}, 3)
+    with pytest.raises(ValueError, match="needs a video transformer .* has no attention"):
+        explain.spacetime_rollout(cnn, {}, video.astype(np.float32))
+    with pytest.raises(ValueError, match="overlay draws over uint8 frames"):
+        explain.overlay(video[0] / 255.0, by_module[0], loaded.module.tubelet)

@@ -143,6 +143,24 @@ def _stage_row(
     return row
 
 
+def _transformer_and_input(model: Any, video: Any) -> tuple[Any, Any]:
+    """``(module, normalised video)``: a model ``vjax.load`` gave is unwrapped and its uint8
+    clip normalised as in training; raw uint8 for a module, or a model without tubelets (a
+    CNN), is a ValueError naming it (it was an AttributeError deep in Flax, or a map of the
+    wrong input)."""
+    if hasattr(model, "module") and hasattr(model, "normalize"):  # vjax.load's LoadedModel
+        model, video = model.module, model.normalize(np.asarray(video))
+    elif np.issubdtype(np.asarray(video).dtype, np.integer):
+        raise ValueError(
+            "the video is uint8 frames: give the module its normalised input "
+            "(model.normalize(video) of vjax.load's model), as model.apply takes"
+        )
+    if not hasattr(model, "tubelet"):
+        raise ValueError(f"attention rollout needs a video transformer (vivit, timesformer, "
+                         f"videomae); {type(model).__name__} has no attention")  # fmt: skip
+    return model, video
+
+
 def spacetime_rollout(model: Any, variables: Any, video: Any) -> np.ndarray:
     """``(batch, t, h, w)``: how much the output draws on each tubelet, rolled out exactly
     through every attention layer in call order: joint attention (ViViT model 1, VideoMAE,
@@ -150,7 +168,9 @@ def spacetime_rollout(model: Any, variables: Any, video: Any) -> np.ndarray:
     whose class token joins every frame's spatial attention and takes the mean over frames, as
     the model computes it); per-frame encoders under a temporal encoder or a mean over frames
     (ViViT model 2 and average pool, space-only TimeSformer). Class tokens' own shares are left
-    out; the tubelets' sum to 1."""
+    out; the tubelets' sum to 1. ``model`` may be ``vjax.load``'s (``variables`` its own, a
+    uint8 clip normalised as in training)."""
+    model, video = _transformer_and_input(model, video)
     batch = np.shape(video)[0]
     t, h, w = _grid(model, video)
     stages = _stages(attention_maps(model, variables, video), model)
@@ -183,6 +203,8 @@ def overlay(
     time step ``(t,)``) drawn over them as a heat map, scaled to the clip's maximum."""
     from matplotlib import colormaps
 
+    if np.issubdtype(np.asarray(frames).dtype, np.floating):  # 0..1 would draw over black
+        raise ValueError(f"overlay draws over uint8 frames (0..255), got {frames.dtype}")
     grid = np.asarray(relevance, np.float64)
     if grid.ndim == 1:
         grid = grid[:, None, None]
