@@ -11,6 +11,7 @@ import sys
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import pytest
 from conftest import REPO, tiny_config
 
@@ -18,6 +19,7 @@ import vjax
 from vjax import checkpoint
 from vjax.checkpoint import CheckpointNotSavedError, UnreadableCheckpointError
 from vjax.convert import ConversionError, pretrained_config, save_converted
+from vjax.convert.common import expected_params
 
 MODEL = {"name": "vivit", "size": "Ti/8x2", "num_layers": 1, "hidden_size": 32, "num_heads": 2}
 # Arrays above OCDBT's 1 KiB inline limit even compressed, so their bytes live in the data
@@ -116,10 +118,10 @@ def test_failure_reason_is_the_innermost_cause_on_one_short_line():
 
 
 def _model_folder(path: str, classes: int) -> str:
-    """A ``vjax convert`` folder (step 0) of a tiny ViViT; the arrays are placeholders (vjax.load
-    builds the module without applying it)."""
+    """A ``vjax convert`` folder (step 0) of a tiny ViViT, its parameters zeros."""
     config = pretrained_config(MODEL, (4, 16, 16, 3), [f"c{i}" for i in range(classes)])
-    save_converted(path, config, {"params": jax.device_get(_state(0.0)["params"])})
+    zeros = jax.tree.map(lambda s: np.zeros(s.shape, s.dtype), expected_params(config))
+    save_converted(path, config, {"params": zeros})
     return path
 
 
