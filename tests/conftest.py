@@ -173,13 +173,30 @@ def env_with_host_devices(count: int) -> dict[str, str]:
 @pytest.fixture(scope="session")
 def pretrained_run(data_dir, tmp_path_factory):
     """``(config, workdir, last validation)`` of the tiny VideoMAE pre-training run (100 steps,
-    checkpoints every 20, validation at 50 and 100), trained once for the tests of exact
-    resume, validation, pictures and fine-tuning."""
+    checkpoints every 20, validation at 50 and 100), trained once per test run for the tests
+    of exact resume, validation, pictures and fine-tuning: the first pytest-xdist worker to
+    ask trains it, under a file lock, and the others read it (and the dataset it trained on)."""
+    import fcntl
+    import json
+
     from vjax import train
     from vjax.config_utils import apply_overrides, load_config
 
-    config = load_config(PRETRAIN_CONFIG)
+    shared = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        shared = shared.parent  # the run's folder, above each worker's own
+    workdir, record = shared / "pretrain", shared / "pretrain.json"
     steps = {"train.num_steps": "100", "train.checkpoint_every": "20", "train.eval_every": "50"}
-    apply_overrides(config, {"dataset.data_dir": data_dir, "train.log_every": "10", **steps})
-    workdir = str(tmp_path_factory.mktemp("pretrain"))
-    return config, workdir, train.train(config, workdir)
+
+    def config(data: str):
+        c = load_config(PRETRAIN_CONFIG)
+        apply_overrides(c, {"dataset.data_dir": data, "train.log_every": "10", **steps})
+        return c
+
+    with open(shared / "pretrain.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not record.exists():
+            last = train.train(config(data_dir), str(workdir))
+            record.write_text(json.dumps({"data_dir": data_dir, "last": last}))
+    trained = json.loads(record.read_text())
+    return config(trained["data_dir"]), str(workdir), trained["last"]
