@@ -66,6 +66,17 @@ def test_python_values_are_taken_as_the_command_line_would_write_them():
     assert config.input.mean == (0.5, 0.5, 0.5) and config.model.name == "vivit"
     with pytest.raises(ConfigError, match="--config.train.num_steps: "):
         apply_overrides(config, {"train.num_steps": 7.5})
+    # NumPy's values as their Python ones, a path as its text, None as None (not "None").
+    import pathlib
+
+    import numpy as np
+
+    apply_overrides(config, {"optimizer.lr": np.float32(0.5), "train.num_steps": np.int64(7),
+                             "input.std": np.array([0.25] * 3),
+                             "dataset.data_dir": pathlib.Path("/data/tfds"),
+                             "train.init_from": None})  # fmt: skip
+    assert (config.optimizer.lr, config.train.num_steps, config.input.std) == (0.5, 7, (0.25,) * 3)
+    assert config.dataset.data_dir == "/data/tfds" and config.train.init_from is None
 
 
 def test_a_field_takes_what_its_code_declares_where_the_recipe_wrote_a_narrower_value():

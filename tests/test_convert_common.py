@@ -107,3 +107,17 @@ def test_a_conversion_that_does_not_fit_its_config_is_refused_before_writing(tmp
     del config["class_names"]
     with pytest.raises(ConversionError, match=r"the config lacks class_names: build it with"):
         save_converted(str(tmp_path / "no names"), config, variables)
+
+
+def test_a_model_that_hears_saves_without_a_recorded_spectrogram_size(tmp_path):
+    """An MBT config without input.audio (the spectrogram is given at the call) saved and
+    loaded before the parameter check; it still does (its tree is not checked)."""
+    mbt = {"name": "mbt", "size": "Ti/8x2", "hidden_size": 16, "num_layers": 2, "num_heads": 2,
+           "mlp_dim": 32, "fusion_layer": 1}  # fmt: skip
+    model = build_model(mbt, num_classes=3)
+    inputs = {"video": np.zeros((1, 4, 16, 16, 3), np.float32), "audio": np.zeros((1, 16, 16))}
+    variables = jax.device_get(jax.jit(lambda k: model.init(k, inputs, train=False))(
+        jax.random.key(0)))  # fmt: skip
+    config = pretrained_config(mbt, (4, 16, 16, 3), ["a", "b", "c"])
+    save_converted(str(tmp_path / "mbt"), config, variables)
+    assert vjax.load(str(tmp_path / "mbt")).modalities == ("video", "audio")

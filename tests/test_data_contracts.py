@@ -133,6 +133,7 @@ def test_decode_arguments_out_of_range_are_named_not_blamed_on_the_file(tmp_path
         with pytest.raises(ValueError, match=message):
             decode_video(path, **kwargs)
     assert decode_video(path, fps=np.float32(4.0), short_side=8.0).frames.shape == (4, 8, 12, 3)
+    assert decode_video(path, short_side=0).frames.shape == (8, 16, 24, 3)  # 0: as stored
 
 
 def test_class_names_sort_negative_integer_labels_as_numbers():

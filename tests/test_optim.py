@@ -98,6 +98,7 @@ def test_a_setting_that_is_not_a_finite_number_is_named(setting, message):
     opt = {k: v for k, v in {**OPT, **setting}.items() if v is not ...}
     with pytest.raises(ValueError, match=message):
         make_optimizer(opt, num_steps=10)
+    make_optimizer({**OPT, "lr": jnp.float32(1e-3), "b1": np.float32(0.9)}, num_steps=10)
 
 
 def test_label_smoothed_cross_entropy_matches_numpy():

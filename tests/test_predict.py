@@ -279,3 +279,13 @@ def test_a_file_shorter_than_a_clip_is_predicted_with_a_note(saved, tmp_path, ca
     for kwargs in ({"top_k": 0}, {"top_k": "3"}, {"window": -1.0}):  # K - 1 labels, no window
         with pytest.raises(ValueError, match="top_k takes a whole number >= 1 and window"):
             predict_files(f"{root}/model", [still], **kwargs)
+    assert len(predict_files(f"{root}/model", still, top_k=np.int64(2))["files"][still]["top"]) == 2
+    # TSN (VideoMAE's SSv2) takes one frame of each of its segments: no stride to span.
+    from vjax.data.transforms import InputOptions
+    from vjax.predict import _fewer_frames_than_a_clip
+
+    tsn = InputOptions(num_frames=16, frame_stride=4, sampling="tsn")
+    assert _fewer_frames_than_a_clip(48, tsn) == {}
+    assert _fewer_frames_than_a_clip(10, tsn)["note"].endswith(
+        "the 16 a clip spans: frames repeated"
+    )

@@ -204,11 +204,16 @@ def test_a_loaded_model_names_a_clip_in_the_wrong_layout_or_size(tmp_path):
     folder = write_model(str(tmp_path / "model"), variables)
     model = load(folder)
     video = np.random.default_rng(21).integers(0, 256, (2, *CLIP), np.uint8)  # (2, 4, 16, 16, 3)
-    for layout, order in (((0, 4, 1, 2, 3), "0, 2, 3, 4, 1"), ((0, 1, 4, 2, 3), "0, 1, 3, 4, 2")):
+    three = np.concatenate([video, video[:1]])  # a batch of 3, as many as the channels
+    for clips, layout, order in (
+        (video, (0, 4, 1, 2, 3), "0, 2, 3, 4, 1"),
+        (video, (0, 1, 4, 2, 3), "0, 1, 3, 4, 2"),
+        (three, (0, 4, 1, 2, 3), "0, 2, 3, 4, 1"),
+    ):
         with pytest.raises(
             UserError, match=rf"C = 3 last .*channels-first\? video.transpose\({order}\)"
         ):
-            model(video.transpose(layout))
+            model(clips.transpose(layout))
     with pytest.raises(
         UserError, match=r"takes inputs of \[4, 16, 16, 3\] .*got \(8, 16, 16, 3\): "
     ):

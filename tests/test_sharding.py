@@ -219,3 +219,10 @@ def test_a_dimension_split_over_two_mesh_axes_must_divide_by_their_product():
     tree = {"w": nn.Partitioned(jax.ShapeDtypeStruct((12, 4), np.float32), ("embed", None))}
     with pytest.raises(ValueError, match=r"w \(12, 4\): 12 \('embed'\) over fsdpxdata=8"):
         check_divisible(tree, mesh, [("embed", ("fsdp", "data"))])
+
+
+def test_mesh_axes_are_name_size_pairs_numpy_sizes_too():
+    mesh = parallel.make_mesh([("data", np.int64(2)), ("fsdp", -1)])
+    assert dict(mesh.shape) == {"data": 2, "fsdp": 4}
+    with pytest.raises(ValueError, match=r"got the pair \('data', -1\) alone: write"):
+        parallel.make_mesh(("data", -1))  # (("data", -1)) without its comma

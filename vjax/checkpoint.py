@@ -408,9 +408,10 @@ def _skipped(step: int, where: str, reason: str) -> str:
 def _log_skipped(reasons: dict[int, str], where: str, used: int) -> None:
     """One warning per step of ``reasons`` left in place: what failed, and the step used;
     once per process (the first read's reason), however many reads skip it."""
+    folder = storage.absolute(str(where))  # the same folder, however a caller named it
     for step, reason in reasons.items():
-        if (str(where), step, used) not in _SKIPS_LOGGED:
-            _SKIPS_LOGGED.add((str(where), step, used))
+        if (folder, step, used) not in _SKIPS_LOGGED:
+            _SKIPS_LOGGED.add((folder, step, used))
             log.warning("%s; using step %d", _skipped(step, where, reason), used)
 
 

@@ -199,13 +199,13 @@ def _numbers_if(current: Sequence[Any], value: Any, text: str) -> Any:
 def apply_overrides(config: ml_collections.ConfigDict, overrides: Mapping[str, Any]) -> None:
     """Sets each dotted key to its parsed value, in place; unknown keys raise ConfigError.
     Values are the command line's strings (``"1e-3"``, ``"True"``); a Python value (``1e-3``,
-    ``True``, ``(0.5,) * 3``) is read as its ``repr``, checked the same way.
+    ``True``, ``(0.5,) * 3``, NumPy's) is read as its ``repr``, checked the same way; a path
+    as its string; None as None.
 
     >>> apply_overrides(config, {"optimizer.lr": 1e-3, "train.num_steps": "100"})
     """
-    for key, text in overrides.items():
-        if not isinstance(text, str):
-            text = repr(text)
+    for key, given in overrides.items():
+        text = _override_text(given)
         valid = flat_keys(config)  # as the overrides before left it (a section set to None)
         *parents, leaf = key.split(".")
         node = config
@@ -222,6 +222,8 @@ def apply_overrides(config: ml_collections.ConfigDict, overrides: Mapping[str, A
             current = node[leaf] if leaf in node else declared.parse_as
             if declared and text == "None" and declared.takes_none:
                 value = None  # e.g. model.hidden_size=None: the size string's value
+            elif given is None and isinstance(current, str):
+                value = None  # from Python, e.g. train.init_from=None (text fields keep "None")
             else:  # a float field the recipe writes as an int still takes 2.5
                 as_float = declared and isinstance(declared.parse_as, float)
                 value = _parse_value(text, declared.parse_as if as_float else current,
@@ -232,6 +234,16 @@ def apply_overrides(config: ml_collections.ConfigDict, overrides: Mapping[str, A
             if isinstance(value, float) and type(node.get(leaf)) is int:
                 del node[leaf]  # ConfigDict keeps a field's first type: 2 -> 2.5 is refused
             node[leaf] = value
+
+
+def _override_text(value: Any) -> str:
+    """An override's text: a string as given, a path as its string, any other Python value (a
+    number, a bool, a tuple, None; NumPy's as their Python values) as its ``repr``."""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, os.PathLike):
+        return os.fspath(value)
+    return repr(value.tolist() if hasattr(value, "tolist") else value)
 
 
 @dataclasses.dataclass(frozen=True)

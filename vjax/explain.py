@@ -204,7 +204,9 @@ def overlay(
     from matplotlib import colormaps
 
     if np.issubdtype(np.asarray(frames).dtype, np.floating):  # 0..1 would draw over black
-        raise ValueError(f"overlay draws over uint8 frames (0..255), got {frames.dtype}")
+        raise ValueError(
+            f"overlay draws over uint8 frames (0..255), got {np.asarray(frames).dtype}"
+        )
     grid = np.asarray(relevance, np.float64)
     if grid.ndim == 1:
         grid = grid[:, None, None]

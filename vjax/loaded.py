@@ -118,7 +118,7 @@ class LoadedModel:
                 f"normalised use model.module.apply(model.variables, video, train=False)"
             )
         if shape[-1] != channels:  # (B, C, T, H, W) or (B, T, C, H, W): PyTorch's layouts
-            axis = shape.index(channels) if channels in shape[1:4] else None
+            axis = shape.index(channels, 1) if channels in shape[1:4] else None
             order = {1: "0, 2, 3, 4, 1", 2: "0, 1, 3, 4, 2"}.get(axis)
             raise UserError(
                 f"a loaded model takes clips (B, T, H, W, C) with C = {channels} last (it was "

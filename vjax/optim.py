@@ -4,7 +4,6 @@ layer-wise learning-rate decay, frozen parameters."""
 from __future__ import annotations
 
 import math
-import numbers
 import re
 from collections.abc import Mapping
 from typing import Any
@@ -49,11 +48,15 @@ def _number(opt: Mapping[str, Any], key: str) -> float:
     """``opt[key]`` as a finite float; a string, NaN or infinity is a ValueError naming it (they
     passed the range checks and failed in optax's first update, or trained to NaN)."""
     value = opt[key]
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+    try:  # a Python, NumPy or JAX scalar; not text, a bool or None
+        number = float(value) if not isinstance(value, str | bool) else None
+    except (TypeError, ValueError):
+        number = None
+    if number is None:
         raise ValueError(f"optimizer.{key} must be a number, got {value!r}")
-    if not math.isfinite(value):
+    if not math.isfinite(number):
         raise ValueError(f"optimizer.{key} must be finite, got {value!r}")
-    return float(value)
+    return number
 
 
 def learning_rate_schedule(opt: Mapping[str, Any], num_steps: int) -> optax.Schedule:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import functools
 import math
+import numbers
 from collections.abc import Sequence
 from typing import Any
 
@@ -54,11 +55,12 @@ def _axis_pairs(axes: Any, what: str) -> list[tuple[str, int]]:
             isinstance(pair, Sequence)
             and len(pair) == 2
             and isinstance(pair[0], str)
-            and isinstance(pair[1], int)
+            and isinstance(pair[1], numbers.Integral)
+            and not isinstance(pair[1], bool)
         ):
             raise ValueError(f"{what} is a tuple of (name, size) pairs, e.g. (('data', -1),); "
                              f"got {tuple(pairs)!r}")  # fmt: skip
-    return [tuple(pair) for pair in pairs]
+    return [(pair[0], int(pair[1])) for pair in pairs]
 
 
 def make_mesh(

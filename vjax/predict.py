@@ -22,6 +22,7 @@ import argparse
 import json
 import logging
 import math
+import numbers
 import os
 import sys
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -156,7 +157,7 @@ def predict_files(
 
     if isinstance(paths, str | os.PathLike):  # one file: not a sequence of its characters
         paths = [paths]
-    if not (isinstance(top_k, int) and top_k >= 1) or window < 0:
+    if not (isinstance(top_k, numbers.Integral) and top_k >= 1) or window < 0:
         raise ValueError(f"top_k takes a whole number >= 1 and window seconds >= 0 (0: the whole "
                          f"file), got top_k={top_k!r}, window={window!r}")  # fmt: skip
     paths = [os.fspath(p) for p in paths]
@@ -228,10 +229,18 @@ def _fewer_frames_than_a_clip(frames: int, options: Any) -> dict[str, str]:
     one frame throughout); ``{}`` otherwise."""
     from vjax.data.sampling import clip_span
 
-    span = math.ceil(clip_span(options.num_frames, options.frame_stride))
+    tsn = options.sampling == "tsn"  # one frame from each of num_frames segments: no stride
+    span = (
+        options.num_frames
+        if tsn
+        else math.ceil(clip_span(options.num_frames, options.frame_stride))
+    )
     if frames >= span:
         return {}
-    how = "looped" if options.pad_mode == "loop" and frames > 1 else "the last repeated"
+    if tsn:
+        how = "frames repeated"
+    else:
+        how = "looped" if options.pad_mode == "loop" and frames > 1 else "the last repeated"
     if frames == 1:
         how = "a still image to the model: its one frame throughout"
     return {

@@ -731,7 +731,7 @@ def check_workdir(workdir: str) -> None:
                 f"workdir {workdir!r} {where}: give --workdir a folder (a new one, or a run's "
                 f"to resume)"
             )
-    if is_exported(workdir):
+    if is_exported(workdir) and not has_checkpoint(workdir):  # (a run with one kept resumes)
         raise UserError(
             f"workdir {workdir!r} holds a model `vjax export` wrote: train into a new folder "
             f"(--config.train.init_from= takes the run or model it came from)"

@@ -86,7 +86,7 @@ def iter_video(
 
     if fps is not None and not (isinstance(fps, numbers.Real) and fps > 0):
         raise ValueError(f"fps must be a positive number, got {fps!r}")
-    if short_side is not None and not (short_side >= 1 and int(short_side) == short_side):
+    if short_side and not (short_side >= 1 and int(short_side) == short_side):  # 0: as stored
         raise ValueError(f"short_side must be a whole number of pixels >= 1, got {short_side!r}")
     if start is not None and end is not None and end <= start:  # not the file's fault
         raise ValueError(f"the segment is empty: end ({end}) <= start ({start})")
