@@ -23,14 +23,20 @@ CLIP = (4, 16, 16, 3)
 NORM = {"mean": (0.45,) * 3, "std": (0.225,) * 3}
 
 
-def _steps(model_config, tx, steps=1, param_dtype="float32"):
-    """``(state, [loss per step], gradient jaxpr text)`` of ``steps`` jitted train steps from
-    random parameters (from a fresh init the zero head passes no gradient below it, and only
-    the head would show what the options change)."""
+def _start(model_config, tx, param_dtype="float32"):
+    """``(model, state)``: the initial train state with random parameters (from a fresh init
+    the zero head passes no gradient below it, and only the head would show what the options
+    change)."""
     model = build_model(model_config, 10)
     init = make_init_state(model, tx, CLIP, param_dtype)
     state = jax.jit(lambda key: nn.meta.unbox(init(key)))(jax.random.key(0))
-    state = state.replace(params=randomized({"params": state.params})["params"])
+    return model, state.replace(params=randomized({"params": state.params})["params"])
+
+
+def _steps(model_config, tx, steps=1, param_dtype="float32"):
+    """``(state, [loss per step], gradient jaxpr text)`` of ``steps`` jitted train steps from
+    :func:`_start`'s state."""
+    model, state = _start(model_config, tx, param_dtype)
     batch = synthetic_batch(2, CLIP[:3])
     batch["label"] = batch["label"] % 10
     step = make_train_step(model, tx, **NORM)
@@ -53,7 +59,7 @@ def _steps(model_config, tx, steps=1, param_dtype="float32"):
 def test_remat_computes_the_default_step(model_config, policies):
     sgd = optax.sgd(1.0)  # new params = params - gradients: the update shows the gradients
     base, base_loss, base_jaxpr = _steps(model_config, sgd)
-    assert moved_below_the_head(_steps(model_config, optax.sgd(0.0))[0].params, base.params)
+    assert moved_below_the_head(_start(model_config, sgd)[1].params, base.params)
     assert "remat" not in base_jaxpr and "checkpoint" not in base_jaxpr
     for policy in policies:
         state, loss, jaxpr = _steps({**model_config, "remat": policy}, sgd)
@@ -77,7 +83,7 @@ def test_bf16_params_follow_the_float32_run(tmp_path):
     # What the steps changed, not the values (which the tolerances of bf16 would pass from the
     # start): the losses' steps, and the parameters' drift along the float32 run's.
     np.testing.assert_allclose(np.diff(losses), np.diff(base_losses), rtol=5e-2)
-    start = _steps(config, optax.sgd(0.0))[0].params
+    start = _start(config, tx)[1].params
     assert 0.9 < _drift_along({"float32": base, "bfloat16": state}, start) < 1.1
     manager = checkpoint.make_manager(str(tmp_path), 1, async_save=False)
     checkpoint.save(manager, 3, state, {})
@@ -94,7 +100,7 @@ def test_bf16_params_keep_small_updates_on_average():
     stochastically, the bf16 run drifts as the float32 one does."""
     tx = optax.adamw(1e-5, weight_decay=0.05)
     config = {"name": "vivit", **TINY}
-    start = _steps(config, optax.sgd(0.0))[0].params
+    start = _start(config, tx)[1].params
     ends = {dtype: _steps(config, tx, steps=20, param_dtype=dtype)[0] for dtype in PARAM_DTYPES}
     assert 0.9 < _drift_along(ends, start) < 1.1
 
