@@ -15,19 +15,23 @@ WORKDIR ?= runs/demo
 
 install: $(STAMP)
 
-$(STAMP): pyproject.toml
-	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+NEW_VENV = test -x $(BIN)/python || $(PYTHON) -m venv $(VENV); \
 	$(BIN)/python -m pip install --quiet --upgrade pip
+
+$(STAMP): pyproject.toml
+	$(NEW_VENV)
 	$(BIN)/python -m pip install --quiet --no-compile -e '.[test]'
 	touch $(STAMP)
 
 # The tests also need the reference packages the weight converters are checked against,
 # Apache Beam (preparation on Beam's DirectRunner) and the deployment tools (jax2onnx without
-# its pins, which would downgrade orbax-checkpoint and add equinox).
-$(TEST_STAMP): $(STAMP)
+# its pins, which would downgrade orbax-checkpoint and add equinox). One pip run installs
+# everything, the demo's packages too (a second run resolved them all again: 15 s).
+$(TEST_STAMP): pyproject.toml
+	$(NEW_VENV)
 	$(BIN)/python -m pip install --quiet --no-compile -e '.[test,torch,beam,deploy]'
 	$(BIN)/python -m pip install --quiet --no-compile --no-deps 'jax2onnx>=0.17,<0.18'
-	touch $(TEST_STAMP)
+	touch $(STAMP) $(TEST_STAMP)
 
 demo: $(STAMP)
 	PYTHONDONTWRITEBYTECODE= $(BIN)/vjax demo --workdir=$(WORKDIR)
