@@ -295,6 +295,12 @@ def test_labels_outside_the_classes_are_refused():
     scores = np.array([[0.0, 0.0, 5.0], [5.0, 0.0, 0.0], [0.0, 5.0, 0.0]], np.float32)
     with pytest.raises(MetricInputError, match=r"^label\(s\) -1, 3 outside the 3 classes 0..2"):
         classification_metrics(scores, np.array([-1, 0, 3]))  # -1: an unlabelled video
+    # A column of ids, (N, 1), was taken as multi-hot (an IndexError); fractional ids too.
+    with pytest.raises(MetricInputError, match=r"labels of shape \(3, 1\) for scores \(3, 3\)"):
+        classification_metrics(scores, np.array([[2], [0], [1]]))
+    with pytest.raises(MetricInputError, match="single-label labels are class ids"):
+        classification_metrics(scores, np.array([2.0, 0.5, 1.0]))
+    assert classification_metrics(scores, np.array([2.0, 0.0, 1.0]))["top1"] == 1.0
     names = {"verb": ["a", "b", "c"], "noun": ["x", "y"]}
     both = np.concatenate([scores, np.zeros((3, 2))], axis=1)
     with pytest.raises(MetricInputError, match="^task 'noun': label\\(s\\) 2 outside the 2"):

@@ -319,9 +319,16 @@ def classification_metrics(scores: np.ndarray, labels: np.ndarray) -> dict[str, 
     ``0 .. K - 1`` (:func:`check_labels`)."""
     scores = np.asarray(scores, np.float32)
     labels = np.asarray(labels)
+    if labels.ndim == 2 and labels.shape != scores.shape:  # e.g. a (N, 1) column of ids
+        raise MetricInputError(
+            f"labels of shape {labels.shape} for scores {scores.shape}: give class ids (N,) or "
+            f"multi-hot labels of the scores' shape"
+        )
+    if labels.ndim == 1 and not np.array_equal(labels, np.round(labels)):
+        raise MetricInputError(f"single-label labels are class ids, got {labels[:5]}...")
     if labels.ndim == 2:
         return multi_label_metrics(scores, labels)
-    return single_label_metrics(scores, labels)
+    return single_label_metrics(scores, labels.astype(np.int64))
 
 
 def task_metrics(scores: np.ndarray, labels: np.ndarray, class_names: ClassNames) -> dict:
