@@ -187,6 +187,20 @@ def plain_module(config: Any, metadata: dict) -> Any:
     return build_model(config.model, head_sizes(metadata["class_names"]), config.train.dtype)
 
 
+def abstract_params(config: Any, metadata: dict, shapes: Any) -> dict:
+    """The parameter shapes (``jax.ShapeDtypeStruct``) of :func:`plain_module` on inputs of
+    ``shapes`` (without the batch axis; ``{modality: shape}`` for several), from an abstract
+    initialisation: what a checkpoint of that model holds."""
+    import flax.linen as nn
+    import jax
+    import optax
+
+    from vjax.step import make_init_state
+
+    init = make_init_state(plain_module(config, metadata), optax.identity(), shapes)
+    return nn.meta.unbox(jax.eval_shape(init, jax.random.key(0)).params)
+
+
 def load(path: str, float_model: bool = False) -> LoadedModel:
     """The newest checkpoint under ``path`` that restores (host arrays), with its model and
     step (a newer step that does not restore is logged as a warning naming it and why). A

@@ -23,7 +23,6 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
-import optax
 
 from vjax import checkpoint, objectives, parallel, storage
 from vjax.checkpoint_paths import has_checkpoint, require_trained
@@ -1007,7 +1006,7 @@ def _check_model_fits(config: ml_collections.ConfigDict, workdir: str) -> None:
     with the checkpoint's heads and input shapes, from an abstract initialisation against
     the saved shapes. Heads of another dataset are found at the restore (the classes are
     known once the data is); a step that cannot be read is left to the restore's fallback."""
-    from vjax.loaded import plain_module
+    from vjax.loaded import abstract_params
 
     manager = checkpoint.reading_manager(os.path.join(workdir, "checkpoints"))
     step = manager.latest_step()
@@ -1025,8 +1024,7 @@ def _check_model_fits(config: ml_collections.ConfigDict, workdir: str) -> None:
         else tuple(recorded)
     )
     try:
-        init = make_init_state(plain_module(config, metadata), optax.identity(), shapes)
-        params = nn.meta.unbox(jax.eval_shape(init, jax.random.key(0)).params)
+        params = abstract_params(config, metadata, shapes)
     except UserError:
         raise
     except Exception:  # noqa: BLE001 (a config mistake: setup's check_config names it)

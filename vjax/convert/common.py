@@ -133,21 +133,16 @@ def expected_params(config: ml_collections.ConfigDict) -> dict | None:
     :func:`pretrained_config`) builds for its classes and ``input.clip``, from an abstract
     initialisation: the tree :func:`save_converted` checks converted parameters against. None
     for a model that hears, where the config records no ``input.audio``."""
-    import flax.linen as nn
-    import jax
-    import optax
-
-    from vjax.loaded import plain_module
+    from vjax.loaded import abstract_params, plain_module
     from vjax.models import model_modalities
     from vjax.preflight import model_input_shapes
-    from vjax.step import make_init_state
 
-    module = plain_module(config, {"class_names": _plain(config.class_names)})
+    metadata = {"class_names": _plain(config.class_names)}
+    module = plain_module(config, metadata)
     if "audio" in model_modalities(module) and not config.input.get("audio"):
         return None  # the spectrogram's size is not recorded: given at the call
     shapes = model_input_shapes(module, config.model.name, tuple(config.input.clip), config.input)
-    init = make_init_state(module, optax.identity(), shapes)
-    return nn.meta.unbox(jax.eval_shape(init, jax.random.key(0)).params)
+    return abstract_params(config, metadata, shapes)
 
 
 def save_converted(out_dir: str, config: ml_collections.ConfigDict, variables: Mapping) -> str:
