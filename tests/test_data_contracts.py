@@ -115,7 +115,8 @@ def test_frames_of_floats_are_refused_where_uint8_is_read(tmp_path):
         encode_video(str(tmp_path / "f.mp4"), frames / 255.0, 8)
     encode_video(str(tmp_path / "i.mp4"), frames.astype(np.int64), 8)
     views = make_view_iterator(InputOptions(num_frames=4, crop_size=16))
-    with pytest.raises(ValueError, match="frames are uint8 .*got float32; for 0..1 floats"):
+    refused = r"a video's frames must be uint8 \(0..255\), got float32; for 0..1 floats"
+    with pytest.raises(ValueError, match=refused):
         next(views({"frames": list(frames.astype(np.float32) / 255), "label": 0}))
     assert next(views({"frames": list(frames), "label": 0})).shape == (4, 16, 16, 3)
 

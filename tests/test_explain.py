@@ -260,5 +260,5 @@ def test_a_loaded_model_is_rolled_out_on_its_uint8_clip_and_a_cnn_is_named(tmp_p
     cnn = build_model({"name": "r2plus1d_18", "layers": (1, 1, 1, 1), "width": 8}, 3)
     with pytest.raises(ValueError, match="needs a video transformer .* has no attention"):
         explain.spacetime_rollout(cnn, {}, video.astype(np.float32))
-    with pytest.raises(ValueError, match="overlay draws over uint8 frames"):
+    with pytest.raises(ValueError, match=r"overlay's frames must be uint8 \(0..255\), got float64"):
         explain.overlay(video[0] / 255.0, by_module[0], loaded.module.tubelet)

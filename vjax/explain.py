@@ -203,10 +203,9 @@ def overlay(
     time step ``(t,)``) drawn over them as a heat map, scaled to the clip's maximum."""
     from matplotlib import colormaps
 
-    if np.issubdtype(np.asarray(frames).dtype, np.floating):  # 0..1 would draw over black
-        raise ValueError(
-            f"overlay draws over uint8 frames (0..255), got {np.asarray(frames).dtype}"
-        )
+    from vjax.data.video_io import require_uint8_frames
+
+    require_uint8_frames(frames, "overlay's frames")  # 0..1 would draw over black
     grid = np.asarray(relevance, np.float64)
     if grid.ndim == 1:
         grid = grid[:, None, None]

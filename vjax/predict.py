@@ -230,19 +230,15 @@ def _fewer_frames_than_a_clip(frames: int, options: Any) -> dict[str, str]:
     from vjax.data.sampling import clip_span
 
     tsn = options.sampling == "tsn"  # one frame from each of num_frames segments: no stride
-    span = (
-        options.num_frames
-        if tsn
-        else math.ceil(clip_span(options.num_frames, options.frame_stride))
-    )
+    span = math.ceil(clip_span(options.num_frames, 1 if tsn else options.frame_stride))
     if frames >= span:
         return {}
-    if tsn:
-        how = "frames repeated"
-    else:
-        how = "looped" if options.pad_mode == "loop" and frames > 1 else "the last repeated"
     if frames == 1:
         how = "a still image to the model: its one frame throughout"
+    elif tsn:
+        how = "frames repeated"
+    else:
+        how = "looped" if options.pad_mode == "loop" else "the last repeated"
     return {
         "note": f"{frames} frame{'s' * (frames != 1)}, fewer than the {span} a clip spans: {how}"
     }

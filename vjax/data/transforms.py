@@ -57,6 +57,7 @@ import numpy as np
 from vjax.data import augment, sampling
 from vjax.data.audio import AudioOptions, clip_audio
 from vjax.data.pipeline import stack
+from vjax.data.video_io import require_uint8_frames
 from vjax.errors import UserError
 from vjax.tasks import ClassNames, is_multitask, task_class_names
 
@@ -190,11 +191,7 @@ def _frames_and_size(example: Mapping[str, Any]) -> tuple[Sequence, int, int]:
         from vjax.data.video_io import decode_jpegs
 
         return frames, *decode_jpegs([first]).shape[1:3]
-    if np.issubdtype(np.asarray(first).dtype, np.floating):  # 0..1 would be cast to black
-        raise ValueError(
-            f"a video's frames are uint8 (0..255) as decoded, got {np.asarray(first).dtype}; "
-            f"for 0..1 floats: (frames * 255).round().astype(np.uint8)"
-        )
+    require_uint8_frames(first, "a video's frames")  # as decoded
     return frames, *np.shape(first)[:2]
 
 

@@ -23,6 +23,7 @@ import dataclasses
 import numbers
 import os
 from collections.abc import Iterator, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -239,6 +240,17 @@ def _declared_duration(container, stream) -> float | None:
     return None
 
 
+def require_uint8_frames(frames: Any, what: str = "frames") -> None:
+    """Raises a ValueError for floating-point frames: cast to uint8, 0..1 values are black
+    (integer arrays, as ``rng.integers`` makes them, pass)."""
+    dtype = np.asarray(frames).dtype
+    if np.issubdtype(dtype, np.floating):
+        raise ValueError(
+            f"{what} must be uint8 (0..255), got {dtype}; for 0..1 floats: "
+            f"(frames * 255).round().astype(np.uint8)"
+        )
+
+
 def encode_video(
     path: str,
     frames: np.ndarray,
@@ -257,8 +269,7 @@ def encode_video(
 
     import av
 
-    if np.issubdtype(np.asarray(frames).dtype, np.floating):  # cast, 0..1 floats are black
-        raise ValueError(f"frames must be uint8 (0..255), got {np.asarray(frames).dtype}")
+    require_uint8_frames(frames)
     frames = np.asarray(frames, np.uint8)
     if frames.ndim != 4 or frames.shape[-1] != 3:
         raise ValueError(f"frames must be (T, H, W, 3) uint8, got shape {frames.shape}")
