@@ -106,7 +106,7 @@ def test_sigkill_then_resume_is_bitwise_identical(prepared, tmp_path, objective,
 def test_kill_during_frequent_saves_never_leaves_a_checkpoint_that_fails(prepared, tmp_path, delay):
     workdir = str(tmp_path)
     args = [
-        "--config.train.num_steps=3000",
+        "--config.train.num_steps=5000",  # as the SIGTERM test's run: one compile for both
         "--config.train.checkpoint_every=1",
         "--config.train.keep_checkpoints=3",
     ]
