@@ -62,10 +62,47 @@ REFERENCES = {
 }
 
 
+# The zoo's frame length x sample rate (model_zoo.md; the hub's SLOW_8x8_R50, CSN_32x2_R101,
+# R2PLUS1D_16x4_R50): vjax predict cut 8 consecutive frames for SLOW 8x8.
+ZOO_SAMPLING = {"x3d_m": (16, 5), "i3d_r50": (8, 8), "r2plus1d_r50": (16, 4),
+                "slowfast_r50": (32, 2)}  # fmt: skip
+
+
+def _video_transform_normalisation():
+    """pytorchvideo's create_video_transform (transforms/transforms_factory.py) normalises
+    with video_mean / video_std defaults, which its zoo nets were trained with. That module
+    does not import with the installed torchvision, so its defaults are read from its source."""
+    import ast
+    import importlib.util
+
+    root = importlib.util.find_spec("pytorchvideo").submodule_search_locations[0]
+    tree = ast.parse(open(f"{root}/transforms/transforms_factory.py").read())
+    fn = next(
+        n
+        for n in ast.walk(tree)
+        if isinstance(n, ast.FunctionDef) and n.name == "create_video_transform"
+    )
+    positional = fn.args.args[len(fn.args.args) - len(fn.args.defaults) :]
+    defaults = dict(zip([a.arg for a in positional], fn.args.defaults, strict=True))
+    defaults.update(zip([a.arg for a in fn.args.kwonlyargs], fn.args.kw_defaults, strict=True))
+    return tuple(ast.literal_eval(defaults[k]) for k in ("video_mean", "video_std"))
+
+
 @pytest.mark.parametrize("arch", sorted(REFERENCES))
 def test_logits_match_pytorchvideo(arch):
+    """Logits equal the zoo net's; the converted config also normalises as pytorchvideo's
+    video transform (:func:`_video_transform_normalisation`) and, for the archs of
+    :data:`ZOO_SAMPLING`, samples frames as the zoo trained them."""
+    from vjax.deploy.signature import sampling
+
     reference = randomized(REFERENCES[arch]())
     config, variables = from_pytorchvideo(reference.state_dict(), arch)
+    mean, std = _video_transform_normalisation()
+    np.testing.assert_allclose(config.input.mean, mean)
+    np.testing.assert_allclose(config.input.std, std)
+    if arch in ZOO_SAMPLING:
+        cut = sampling(config, list(config.input.clip))
+        assert (cut["num_frames"], cut["frame_stride"]) == ZOO_SAMPLING[arch], arch
     video = torch.randn(1, 3, T, S, S, generator=torch.Generator().manual_seed(1))
     model_config = dict(config.model)
     inputs = video
@@ -147,44 +184,6 @@ def test_x3d_zoo_clips_and_depths_are_the_hubs(monkeypatch):
             assert tuple(CLIPS[arch]) == (seen["input_clip_length"], crop, crop, 3), arch
     config, _ = from_pytorchvideo(hub.x3d_l(model_num_class=5).state_dict(), "x3d_l")
     assert list(config.input.clip) == [16, 312, 312, 3]
-
-
-def test_converted_config_normalises_as_pytorchvideos_video_transform():
-    """pytorchvideo's create_video_transform (transforms/transforms_factory.py) normalises
-    with video_mean / video_std defaults, which its zoo nets were trained with. That module
-    does not import with the installed torchvision, so its defaults are read from its source."""
-    import ast
-    import importlib.util
-
-    from vjax.convert.pytorchvideo import from_pytorchvideo
-
-    root = importlib.util.find_spec("pytorchvideo").submodule_search_locations[0]
-    tree = ast.parse(open(f"{root}/transforms/transforms_factory.py").read())
-    fn = next(
-        n
-        for n in ast.walk(tree)
-        if isinstance(n, ast.FunctionDef) and n.name == "create_video_transform"
-    )
-    positional = fn.args.args[len(fn.args.args) - len(fn.args.defaults) :]
-    defaults = dict(zip([a.arg for a in positional], fn.args.defaults, strict=True))
-    defaults.update(zip([a.arg for a in fn.args.kwonlyargs], fn.args.kw_defaults, strict=True))
-    mean, std = (ast.literal_eval(defaults[k]) for k in ("video_mean", "video_std"))
-    config, _ = from_pytorchvideo(REFERENCES["x3d_m"]().state_dict(), "x3d_m")
-    np.testing.assert_allclose(config.input.mean, mean)
-    np.testing.assert_allclose(config.input.std, std)
-
-
-def test_converted_folders_sample_frames_as_the_zoo_trained_them():
-    """The zoo's frame length x sample rate (model_zoo.md; the hub's SLOW_8x8_R50,
-    CSN_32x2_R101, R2PLUS1D_16x4_R50): vjax predict cut 8 consecutive frames for SLOW 8x8."""
-    from vjax.convert.pytorchvideo import from_pytorchvideo
-    from vjax.deploy.signature import sampling
-
-    for arch, (frames, stride) in {"x3d_m": (16, 5), "i3d_r50": (8, 8), "r2plus1d_r50": (16, 4),
-                                   "slowfast_r50": (32, 2)}.items():  # fmt: skip
-        config, _ = from_pytorchvideo(REFERENCES[arch]().state_dict(), arch)
-        cut = sampling(config, list(config.input.clip))
-        assert (cut["num_frames"], cut["frame_stride"]) == (frames, stride), arch
 
 
 def test_a_checkpoint_of_another_library_is_one_clear_error():

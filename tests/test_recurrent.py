@@ -115,24 +115,28 @@ def test_recurrent_over_stops_its_backbone_before_its_classifier_and_names_what_
     small_r3d = {"name": "r3d_18", "layers": (1, 1, 1, 1), "width": 8}
     config = {"name": "recurrent_over", "backbone": small_r3d, "hidden_size": 8}
     model = build_model(config, num_classes=4)
-    video = jax.random.normal(jax.random.key(0), (2, 8, 32, 32, 3))
-    variables = model.init(jax.random.key(1), video, train=False)
+    video = jax.ShapeDtypeStruct((2, 8, 32, 32, 3), jnp.float32)
+
+    def init_shapes(model):  # traced only: the tree's names and the trace-time errors
+        init = lambda key, x: model.init(key, x, train=False)  # noqa: E731
+        return jax.eval_shape(init, jax.random.key(1), video)
+
+    variables = init_shapes(model)
     assert set(variables["params"]) == {"backbone_model", "head", "classifier"}
     assert "classifier" not in variables["params"]["backbone_model"]  # stopped before it
 
     with pytest.raises(ValueError, match="has no sub-module named 'layer9'"):
-        bad = build_model({**config, "feature_module": "layer9"}, num_classes=4)
-        bad.init(jax.random.key(0), video, train=False)
+        init_shapes(build_model({**config, "feature_module": "layer9"}, num_classes=4))
     # A rematerialised backbone hid the capture (UnexpectedTracerError); a per-frame stage's
     # (B*T', ...) output gave (B*T') logits.
     remat = {**config, "backbone": {**small_r3d, "remat": "block"}}
     with pytest.raises(ValueError, match="model.backbone.remat"):
-        build_model(remat, num_classes=4).init(jax.random.key(0), video, train=False)
+        init_shapes(build_model(remat, num_classes=4))
     frames = {"name": "vivit", "variant": "factorised_encoder", "size": "Ti/8x2", "num_layers": 1,
               "hidden_size": 16, "num_heads": 2, "mlp_dim": 32, "temporal_layers": 1}  # fmt: skip
     per_frame = {**config, "backbone": frames, "feature_module": "encoder"}
     with pytest.raises(ValueError, match="rows for 2 clips"):
-        build_model(per_frame, num_classes=4).init(jax.random.key(0), video, train=False)
+        init_shapes(build_model(per_frame, num_classes=4))
 
 
 def test_precise_bn_measures_a_frozen_backbone_inside_recurrent_over():
