@@ -1,5 +1,6 @@
 """``train.init_from``: a run starts from a pretrained image model through checkpoint surgery."""
 
+import os
 import shutil
 
 import flax.linen as nn
@@ -45,15 +46,19 @@ def test_video_model_starts_from_an_inflated_image_model(data_dir, tmp_path, cap
     assert head.shape == (32, 4) and not head.any()
     assert "Initialised from" in capsys.readouterr().out
 
-    config.train.update(num_steps=3, eval_every=3, checkpoint_every=3)
-    assert np.isfinite(train.train(config, str(tmp_path / "run"))["loss"])
+    config.train.update(num_steps=4, eval_every=4, checkpoint_every=3)  # checkpoints 3 and 4
+    run = str(tmp_path / "run")
+    assert np.isfinite(train.train(config, run)["loss"])
     # The pretrained folder deleted (a temporary vjax convert output): the run resumes and
     # evaluates from its own checkpoint, which never reads train.init_from (it stopped with
-    # "'.../image_vit' does not exist" before).
+    # "'.../image_vit' does not exist" before). Step 4's checkpoint deleted too, so that the
+    # same command (the same compiled train step) has a step to train after resuming.
     shutil.rmtree(path)
-    config.train.update(num_steps=4, eval_every=4, checkpoint_every=4)
-    assert np.isfinite(train.train(config, str(tmp_path / "run"))["loss"])
-    assert train.evaluate_checkpoint(config, str(tmp_path / "run"), "validation")["step"] == 4
+    shutil.rmtree(os.path.join(run, "checkpoints", "4"))
+    capsys.readouterr()
+    assert np.isfinite(train.train(config, run)["loss"])
+    assert f"Restored checkpoint at step 3 from {run}" in capsys.readouterr().out
+    assert train.evaluate_checkpoint(config, run, "validation")["step"] == 4
 
 
 def test_batchnorm_statistics_are_copied_where_the_source_has_them(data_dir, tmp_path):

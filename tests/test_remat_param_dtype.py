@@ -33,10 +33,12 @@ def _start(model_config, tx, param_dtype="float32"):
     return model, state.replace(params=randomized({"params": state.params})["params"])
 
 
-def _steps(model_config, tx, steps=1, param_dtype="float32"):
-    """``(state, [loss per step], gradient jaxpr text)`` of ``steps`` jitted train steps from
-    :func:`_start`'s state."""
-    model, state = _start(model_config, tx, param_dtype)
+def _steps(model_config, tx, steps=1, param_dtype="float32", trace=False):
+    """``(start, state, [loss per step], gradient jaxpr text)``: :func:`_start`'s state and
+    the state after ``steps`` jitted train steps from it; the step's jaxpr only when
+    ``trace`` (else None)."""
+    model, start = _start(model_config, tx, param_dtype)
+    state = start
     batch = synthetic_batch(2, CLIP[:3])
     batch["label"] = batch["label"] % 10
     step = make_train_step(model, tx, **NORM)
@@ -45,8 +47,8 @@ def _steps(model_config, tx, steps=1, param_dtype="float32"):
     for _ in range(steps):
         state, metrics = jitted(state, batch, jax.random.key(1))
         losses.append(float(metrics["loss"]))
-    jaxpr = str(jax.make_jaxpr(step)(state, batch, jax.random.key(1)))
-    return state, losses, jaxpr
+    jaxpr = str(jax.make_jaxpr(step)(state, batch, jax.random.key(1))) if trace else None
+    return start, state, losses, jaxpr
 
 
 @pytest.mark.parametrize(
@@ -58,11 +60,11 @@ def _steps(model_config, tx, steps=1, param_dtype="float32"):
 )  # fmt: skip
 def test_remat_computes_the_default_step(model_config, policies):
     sgd = optax.sgd(1.0)  # new params = params - gradients: the update shows the gradients
-    base, base_loss, base_jaxpr = _steps(model_config, sgd)
-    assert moved_below_the_head(_start(model_config, sgd)[1].params, base.params)
+    start, base, base_loss, base_jaxpr = _steps(model_config, sgd, trace=True)
+    assert moved_below_the_head(start.params, base.params)
     assert "remat" not in base_jaxpr and "checkpoint" not in base_jaxpr
     for policy in policies:
-        state, loss, jaxpr = _steps({**model_config, "remat": policy}, sgd)
+        _, state, loss, jaxpr = _steps({**model_config, "remat": policy}, sgd, trace=True)
         assert "checkpoint" in jaxpr or "remat" in jaxpr, policy
         assert loss == pytest.approx(base_loss, rel=1e-6)
         jax.tree.map(
@@ -75,16 +77,15 @@ def test_remat_computes_the_default_step(model_config, policies):
 def test_bf16_params_follow_the_float32_run(tmp_path):
     tx = optax.adamw(1e-3)
     config = {"name": "vivit", **TINY}
-    base, base_losses, _ = _steps(config, tx, steps=3)
-    state, losses, _ = _steps(config, tx, steps=3, param_dtype="bfloat16")
+    start, base, base_losses, _ = _steps(config, tx, steps=3)
+    _, state, losses, _ = _steps(config, tx, steps=3, param_dtype="bfloat16")
     assert {x.dtype for x in jax.tree.leaves(state.params)} == {jnp.dtype(jnp.bfloat16)}
     mu = state.opt_state[0].mu
     assert {x.dtype for x in jax.tree.leaves(mu)} == {jnp.dtype(jnp.bfloat16)}
     # What the steps changed, not the values (which the tolerances of bf16 would pass from the
     # start): the losses' steps, and the parameters' drift along the float32 run's.
     np.testing.assert_allclose(np.diff(losses), np.diff(base_losses), rtol=5e-2)
-    start = _start(config, tx)[1].params
-    assert 0.9 < _drift_along({"float32": base, "bfloat16": state}, start) < 1.1
+    assert 0.9 < _drift_along({"float32": base, "bfloat16": state}, start.params) < 1.1
     manager = checkpoint.make_manager(str(tmp_path), 1, async_save=False)
     checkpoint.save(manager, 3, state, {})
     manager.wait_until_finished()
@@ -100,9 +101,9 @@ def test_bf16_params_keep_small_updates_on_average():
     stochastically, the bf16 run drifts as the float32 one does."""
     tx = optax.adamw(1e-5, weight_decay=0.05)
     config = {"name": "vivit", **TINY}
-    start = _start(config, tx)[1].params
-    ends = {dtype: _steps(config, tx, steps=20, param_dtype=dtype)[0] for dtype in PARAM_DTYPES}
-    assert 0.9 < _drift_along(ends, start) < 1.1
+    runs = {dtype: _steps(config, tx, steps=20, param_dtype=dtype) for dtype in PARAM_DTYPES}
+    start = runs["float32"][0].params  # the float32 run's start
+    assert 0.9 < _drift_along({dtype: run[1] for dtype, run in runs.items()}, start) < 1.1
 
 
 def _drift_along(ends: dict, start) -> float:

@@ -195,7 +195,8 @@ def test_config_seed_reaches_the_initial_parameters_and_the_step_keys(
     masks)."""
     params, keys = {}, {}
     for seed in (0, 1):
-        config = tiny_config(data_dir, **{"seed": str(seed), "train.num_steps": "1"})
+        # 2 steps: the train step other tests compile (num_steps is compiled into it)
+        config = tiny_config(data_dir, **{"seed": str(seed), "train.num_steps": "2"})
         exp = train.setup(config)
         _, state, _ = train._start_state(exp, str(tmp_path / f"init{seed}"), True)
         params[seed] = jax.tree.leaves(jax.device_get(state.params))
