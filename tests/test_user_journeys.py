@@ -173,8 +173,10 @@ def test_train_without_config_goes_on_with_the_runs_own(trained, tmp_path):
     shutil.copytree(trained["workdir"], run)
     done = _in_process(["train", f"--workdir={run}"])
     assert f"{run} is already at step 3 of train.num_steps=3: nothing to train; raise " in done
+    assert "warmup" not in done  # the run's warmup of 100 steps: noted only when it trains
     out = _in_process(["train", f"--workdir={run}", "--config.train.num_steps=4"])
     assert f"Restored checkpoint at step 3 from {run}" in out and "step 4/4" in out
+    assert "warming up over 0 steps" in out
     assert sorted(os.listdir(run / "checkpoints")) == ["3", "4"]
 
 

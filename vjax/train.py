@@ -813,14 +813,6 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
     config = exp.config
     cfg, tcfg = config, config.train
     is_main = jax.process_index() == 0
-    warmup = warmup_steps(cfg.optimizer, tcfg.num_steps)
-    if is_main and warmup != cfg.optimizer.warmup_steps:
-        print(
-            f"Note: optimizer.warmup_steps ({cfg.optimizer.warmup_steps}) is not shorter than "
-            f"train.num_steps ({tcfg.num_steps}); warming up over {warmup} steps "
-            f"({CLIPPED_WARMUP_FRACTION:.0%} of the run) instead",
-            flush=True,
-        )
     # State: restore the newest checkpoint that loads, else initialise.
     manager, state, start = _start_state(exp, workdir, is_main)
     owed = _validation_owed(manager, workdir, start, start in rewrite_cut_short)
@@ -832,6 +824,15 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
                 flush=True,
             )
         return {}
+    # Only for a run that trains: not before a refused resume, nor a finished run's no-op.
+    warmup = warmup_steps(cfg.optimizer, tcfg.num_steps)
+    if is_main and warmup != cfg.optimizer.warmup_steps:
+        print(
+            f"Note: optimizer.warmup_steps ({cfg.optimizer.warmup_steps}) is not shorter than "
+            f"train.num_steps ({tcfg.num_steps}); warming up over {warmup} steps "
+            f"({CLIPPED_WARMUP_FRACTION:.0%} of the run) instead",
+            flush=True,
+        )
     is_finite = _finite_check(exp)
     _check_restored(state, start, workdir, is_finite)
     config_json = config_to_json(config)
