@@ -276,8 +276,9 @@ def test_a_file_shorter_than_a_clip_is_predicted_with_a_note(saved, tmp_path, ca
     from vjax.predict import predict_files
 
     assert list(predict_files(f"{root}/model", tmp_path / "still.png")["files"]) == [still]
-    for kwargs in ({"top_k": 0}, {"top_k": "3"}, {"window": -1.0}):  # K - 1 labels, no window
-        with pytest.raises(ValueError, match="top_k takes a whole number >= 1 and window"):
+    for kwargs in ({"top_k": 0}, {"top_k": "3"}, {"window": -1.0}, {"clips": 0}, {"crops": 1.5}):
+        name, value = next(iter(kwargs.items()))  # K - 1 labels, no window, no view
+        with pytest.raises(ValueError, match=rf"whole numbers >= 1 .*{name}={value!r}"):
             predict_files(f"{root}/model", [still], **kwargs)
     assert len(predict_files(f"{root}/model", still, top_k=np.int64(2))["files"][still]["top"]) == 2
     # TSN (VideoMAE's SSv2) takes one frame of each of its segments: no stride to span.

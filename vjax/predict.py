@@ -157,9 +157,11 @@ def predict_files(
 
     if isinstance(paths, str | os.PathLike):  # one file: not a sequence of its characters
         paths = [paths]
-    if not (isinstance(top_k, numbers.Integral) and top_k >= 1) or window < 0:
-        raise ValueError(f"top_k takes a whole number >= 1 and window seconds >= 0 (0: the whole "
-                         f"file), got top_k={top_k!r}, window={window!r}")  # fmt: skip
+    counts = {"top_k": top_k, "clips": clips, "crops": crops}
+    if not all(isinstance(n, numbers.Integral) and n >= 1 for n in counts.values()) or window < 0:
+        given = ", ".join(f"{k}={v!r}" for k, v in {**counts, "window": window}.items())
+        raise ValueError(f"top_k, clips and crops take whole numbers >= 1 and window seconds >= 0 "
+                         f"(0: the whole file), got {given}")  # fmt: skip
     paths = [os.fspath(p) for p in paths]
     apply, names, clip, multi_label, step = open_model(model_dir)
     height, width = clip["crop"]
