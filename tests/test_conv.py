@@ -60,14 +60,8 @@ def test_each_form_equals_the_3d_conv_and_is_the_one_compiled(case, backend, mon
     rng = np.random.default_rng(0)
     x = jnp.asarray(rng.standard_normal((2, 5, 10, 9, 8)), jnp.float32)
     conv = Conv(16, kernel_size, strides, padding, groups)
-    variables = conv.init(jax.random.key(0), x)
+    variables = jax.jit(conv.init)(jax.random.key(0), x)
     variables = {"params": {**variables["params"], "bias": jnp.arange(16.0) / 16}}
-    kernel, bias = variables["params"]["kernel"], variables["params"]["bias"]
-
-    got = jax.jit(conv.apply)(variables, x)
-    want = _reference(x, kernel, bias, strides, padding, groups)
-    assert got.shape == want.shape
-    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
 
     # Gradients (training) of both the input and the parameters.
     def loss(fn):
@@ -76,8 +70,16 @@ def test_each_form_equals_the_3d_conv_and_is_the_one_compiled(case, backend, mon
     def ref(v, x):
         return _reference(x, v["params"]["kernel"], v["params"]["bias"], strides, padding, groups)
 
+    @jax.jit  # the reference's values and gradients as one program, not op by op
+    def reference(v, x):
+        return ref(v, x), jax.grad(loss(ref), argnums=(0, 1))(v, x)
+
+    want, want_grads = reference(variables, x)
+    got = jax.jit(conv.apply)(variables, x)
+    assert got.shape == want.shape
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+
     got_grads = jax.jit(jax.grad(loss(conv.apply), argnums=(0, 1)))(variables, x)
-    want_grads = jax.grad(loss(ref), argnums=(0, 1))(variables, x)
     for g, w in zip(jax.tree.leaves(got_grads), jax.tree.leaves(want_grads), strict=True):
         np.testing.assert_allclose(g, w, rtol=1e-4, atol=1e-4)
 
@@ -108,7 +110,7 @@ def test_under_a_quantizer_convs_run_as_declared_and_quantization_aware_training
     model = _ThreeConvs()
     qat = qat_model(model, "int8")
     x = jnp.asarray(np.random.default_rng(2).standard_normal((2, 4, 8, 8, 3)), jnp.float32)
-    variables = qat.init(jax.random.key(0), x)
+    variables = jax.jit(qat.init)(jax.random.key(0), x)
 
     def loss(params, x):
         return jnp.sum(qat.apply({**variables, "params": params}, x) ** 2)
@@ -124,8 +126,11 @@ def test_under_a_quantizer_convs_run_as_declared_and_quantization_aware_training
 def test_short_clips_and_bfloat16():
     """A clip shorter than a full kernel gives lax's empty output; bfloat16 stays bfloat16."""
     x = jnp.ones((1, 2, 6, 6, 4), jnp.float32)
+
+    def output(conv):  # shapes and dtypes only: traced, not compiled
+        return jax.eval_shape(lambda: conv.apply(conv.init(jax.random.key(0), x), x))
+
     conv = Conv(8, (3, 3, 3), padding=((0, 0), (1, 1), (1, 1)))
-    variables = conv.init(jax.random.key(0), x)
-    assert conv.apply(variables, x).shape == (1, 0, 6, 6, 8)
+    assert output(conv).shape == (1, 0, 6, 6, 8)
     half = Conv(8, (3, 3, 3), padding=((1, 1),) * 3, dtype=jnp.bfloat16)
-    assert half.apply(half.init(jax.random.key(0), x), x).dtype == jnp.bfloat16
+    assert output(half).dtype == jnp.bfloat16

@@ -155,8 +155,8 @@ def test_inflated_2d_kernels_see_a_static_video_as_the_image():
     video = np.repeat(image[:, None], 9, axis=1)
     conv3 = nn.Conv(64, (5, 7, 7), padding=[(2, 2), (3, 3), (3, 3)], use_bias=False)
     conv2 = nn.Conv(64, (7, 7), padding=[(3, 3), (3, 3)], use_bias=False)
-    out3 = conv3.apply({"params": {"kernel": stem_3d}}, video)
-    out2 = conv2.apply({"params": {"kernel": stem_2d}}, image)
+    out3 = jax.jit(conv3.apply)({"params": {"kernel": stem_3d}}, video)
+    out2 = jax.jit(conv2.apply)({"params": {"kernel": stem_2d}}, image)
     np.testing.assert_allclose(out3[:, 2:-2], np.repeat(out2[:, None], 5, axis=1), atol=1e-4)
     with pytest.raises(ValueError, match="does not inflate"):
         bad = jax.tree.map(lambda x: x, params_2d)
@@ -324,7 +324,7 @@ def test_c3d_pool5_pads_height_and_width_by_one_on_both_sides(monkeypatch):
     monkeypatch.setattr(c3d, "BLOCKS", tuple((n, tuple(4 for _ in w)) for n, w in c3d.BLOCKS))
     model = build_model({"name": "c3d", "hidden": 8, "dropout_rate": 0.0}, 3)
     video = jnp.asarray(np.random.default_rng(1).normal(size=(1, 16, 48, 48, 3)), jnp.float32)
-    variables = model.init(jax.random.key(0), video, train=False)
+    variables = jax.jit(lambda key: model.init(key, video, train=False))(jax.random.key(0))
     capture = lambda m, method: m.name in ("conv5b", "fc6")  # noqa: E731
     _, state = jax.jit(
         functools.partial(

@@ -287,7 +287,7 @@ def test_convert_command_round_trips_a_saved_model(tmp_path, capsys):
     assert sampling(vjax.load(f"{out}_tsn")[0], [2, 16, 16, 3])["sampling"] == "tsn"
     assert list(config.class_names) == [f"action_{i}" for i in range(5)]
     video = random_video(hf.config)
-    logits = model.apply(variables, jax.numpy.asarray(video), train=False)
+    logits = jax.jit(partial(model.apply, train=False))(variables, video)
     np.testing.assert_allclose(logits, hf_forward(hf, video).logits.numpy(), atol=TOL, rtol=0)
     with pytest.raises(ConversionError, match="--arch=VivitModel but the checkpoint"):
         main(["--from=hf", "--arch=VivitModel", f"--src={tmp_path / 'hf'}", f"--out={out}2"])

@@ -246,10 +246,11 @@ def test_a_checkpoint_folder_scenic_saves_with_orbax_converts(tmp_path):
     state = {"global_step": 3, "optimizer": {"target": to_scenic(params, "spacetime", True)}}
     folder = checkpoints.save_checkpoint(str(tmp_path / "run"), state, step=3)
     config = scenic_config({"type": "spacetime"}, "token")
-    expected = model.apply({"params": params}, video, train=False)
+    expected = jax.jit(partial(model.apply, train=False))({"params": params}, video)
     for path in (folder, str(tmp_path / "run")):  # the step's folder, or the run's
         config_out, variables = from_scenic(path, config)
-        logits = build_model(config_out.model, CLASSES).apply(variables, video, train=False)
+        converted = build_model(config_out.model, CLASSES)
+        logits = jax.jit(partial(converted.apply, train=False))(variables, video)
         np.testing.assert_array_equal(logits, expected)
     with pytest.raises(NotFoundError, match="holds no checkpoint_N"):
         from_scenic(str(tmp_path), config)
@@ -345,15 +346,17 @@ def test_multihead_checkpoint_becomes_one_head_per_split(tmp_path):
     tree = to_scenic(single, "factorised_encoder", cls=True)
     converted, variables = from_scenic(tree, config)
     assert dict(converted.class_names)["verb"] == ["verb_0", "verb_1", "verb_2"]
-    got = build_model(converted.model, {"noun": 4, "verb": 3}).apply(variables, video, train=False)
-    want = model.apply({"params": params}, video, train=False)
+    multihead = build_model(converted.model, {"noun": 4, "verb": 3})
+    got = jax.jit(partial(multihead.apply, train=False))(variables, video)
+    want = jax.jit(partial(model.apply, train=False))({"params": params}, video)
     for task in ("noun", "verb"):
         np.testing.assert_array_equal(got[task], want[task])
 
     _, loaded, loaded_variables = vjax.load(
         save_converted(str(tmp_path / "out"), converted, variables)
     )
-    assert set(loaded.apply(loaded_variables, video, train=False)) == {"noun", "verb"}
+    heads = jax.eval_shape(partial(loaded.apply, train=False), loaded_variables, video)
+    assert set(heads) == {"noun", "verb"}
     config["dataset_configs"]["class_splits"] = [4, 4]
     with pytest.raises(ConversionError, match=r"class_splits \[4, 4\].*7 outputs"):
         from_scenic(tree, config)

@@ -1,6 +1,7 @@
 """Knowledge distillation (vjax/distill.py): the loss against NumPy, the start-up checks, and a
 tiny distilled run whose teacher takes more frames and a larger frame than the student."""
 
+import functools
 import os
 
 import flax.linen as nn
@@ -70,9 +71,10 @@ def test_distilled_loss_matches_numpy(kind):
         labels = rng.integers(0, 5, batch_size)
     student, teacher_module = Heads(sizes), Heads(sizes)
     dummy = jnp.zeros((1, *CLIP))
-    scale = lambda t: jax.tree.map(lambda p: p * 40.0, t)  # noqa: E731 (logits of a few units)
-    student_vars = scale(student.init(jax.random.key(1), dummy))
-    teacher_vars = scale(teacher_module.init(jax.random.key(2), dummy))
+    # One compiled init for both (the same module); * 40: logits of a few units.
+    init = jax.jit(lambda key: jax.tree.map(lambda p: p * 40.0, student.init(key, dummy)))
+    student_vars = init(jax.random.key(1))
+    teacher_vars = init(jax.random.key(2))
     teacher = Teacher("t", teacher_module, teacher_vars, MEAN, STD, CLIP)
     base = objectives.get(kind if kind.startswith("multi_label") else "classification")
     objective = distilled(base, teacher, temperature, alpha)
@@ -80,10 +82,23 @@ def test_distilled_loss_matches_numpy(kind):
     x_student = (video / 255.0 - 0.5) / 0.25
     x_teacher = (video / 255.0 - np.asarray(MEAN)) / np.asarray(STD)
     batch = {"video": jnp.asarray(video), "label": jnp.asarray(labels)}
-    loss, metrics, _ = objective.loss(
-        student, student_vars, batch, jnp.asarray(x_student, jnp.float32), jax.random.key(0),
-        frozen=teacher_vars, label_smoothing=0.0,
-    )  # fmt: skip
+
+    def loss_of(params, frozen, batch, x):
+        return objective.loss(
+            student, {"params": params}, batch, x, jax.random.key(0), frozen=frozen,
+            label_smoothing=0.0,
+        )  # fmt: skip
+
+    # The loss and its gradients in one compiled program (as the train step runs them).
+    @jax.jit
+    def loss_and_grads(params, frozen, batch, x):
+        return loss_of(params, frozen, batch, x), jax.grad(
+            lambda p: loss_of(p, frozen, batch, x)[0]
+        )(params)
+
+    (loss, metrics, _), grads = loss_and_grads(
+        student_vars["params"], teacher_vars, batch, jnp.asarray(x_student, jnp.float32)
+    )
 
     s = _numpy_logits(student_vars["params"], x_student)
     t = _numpy_logits(teacher_vars["params"], x_teacher)
@@ -121,12 +136,6 @@ def test_distilled_loss_matches_numpy(kind):
                 float(metrics[f"loss_distill_{head}"]), distill[head], rtol=1e-5
             )
     # Gradients reach the student only; the teacher is an input, not a parameter.
-    grads = jax.grad(
-        lambda p: objective.loss(
-            student, {"params": p}, batch, jnp.asarray(x_student, jnp.float32),
-            jax.random.key(0), frozen=teacher_vars, label_smoothing=0.0,
-        )[0]
-    )(student_vars["params"])  # fmt: skip
     assert all(float(jnp.abs(g).max()) > 0 for g in jax.tree.leaves(grads))
 
 
@@ -142,11 +151,17 @@ def test_resample_clip():
     assert larger.shape == (1, 2, 6, 6, 3) and np.allclose(larger, 77.0)
 
 
+@functools.partial(jax.jit, static_argnums=0)
+def _init_teacher(model, key):
+    """``model.init`` on the teacher's clip, compiled once per model (modules compare by
+    their fields): eagerly, XLA compiles every op on its own."""
+    return model.init(key, jnp.zeros((1, *TEACHER_CLIP)), train=False)
+
+
 def _save_teacher(root, name: str, class_names, model_config=TEACHER_MODEL, **inputs) -> str:
     """A random-weight ViViT teacher on 8 frames of 24x24 saved as a `vjax convert` folder
     (``inputs``: its config's input fields, as training would record them)."""
-    model = build_model(model_config, len(class_names))
-    variables = model.init(jax.random.key(3), np.zeros((1, *TEACHER_CLIP)), train=False)
+    variables = _init_teacher(build_model(model_config, len(class_names)), jax.random.key(3))
     noise = np.random.default_rng(0)  # a zero-initialised head would teach only uniform odds
     variables = jax.tree.map(lambda p: p + 0.3 * noise.standard_normal(p.shape), variables)
     config = pretrained_config(model_config, TEACHER_CLIP, class_names, mean=MEAN, std=STD)

@@ -111,7 +111,7 @@ def test_a_multi_task_export_has_each_tasks_columns_and_softmax(tmp_path):
     }
     video = np.random.default_rng(13).integers(0, 256, (2, *CLIP), np.uint8)
     x = normalised(video)
-    heads = model.apply(variables, x, train=False)
+    heads = jax.jit(lambda v, x: model.apply(v, x, train=False))(variables, x)
     logits, probs = load_exported(out)(video)
     predicted = open_model(folder).apply(video)  # vjax predict on the checkpoint
     for task, (a, b) in (("verb", (0, 3)), ("noun", (3, 5))):

@@ -3,6 +3,7 @@ bottleneck property, the paper's logit averaging, missing audio, the sharded tra
 against one device, checkpoints and ``vjax.load`` of an MBT, AST's surgery from an image ViT,
 and the start-up error of an audio model on data without audio."""
 
+import functools
 import os
 
 import flax.linen as nn
@@ -47,8 +48,10 @@ def _inputs(seed: int, batch: int = 2) -> dict:
     }
 
 
-def _run(model, variables, inputs, train_mode=False, key=0):
-    """``(logits, {module path: output})`` with every module's output captured (jitted)."""
+@functools.lru_cache
+def _runner(model, train_mode, key):
+    """The jitted apply of ``_run``, one per model (modules compare by their fields) and mode:
+    calls of the same shapes reuse its compiled program."""
 
     @jax.jit
     def run(variables, inputs):
@@ -57,13 +60,27 @@ def _run(model, variables, inputs, train_mode=False, key=0):
             rngs={"dropout": jax.random.key(key)},
         )  # fmt: skip
 
-    out, state = run(variables, inputs)
+    return run
+
+
+def _run(model, variables, inputs, train_mode=False, key=0):
+    """``(logits, {module path: output})`` with every module's output captured (jitted)."""
+    out, state = _runner(model, train_mode, key)(variables, inputs)
     flat = traverse_util.flatten_dict(state["intermediates"], sep="/")
     return out, {k.rsplit("/", 1)[0]: v[0] for k, v in flat.items()}
 
 
 def _init(model, inputs):
     return jax.jit(lambda x: model.init(jax.random.key(0), x, train=False))(inputs)
+
+
+def _random_params(model, inputs, seed=0):
+    """Random parameters of init's shapes (test_transformers': N(0, 0.2), 1 + N(0, 0.2) for
+    norm scales), for checks that need values of no particular kind: no init to compile, whose
+    random number generation is most of an MBT's compile time."""
+    import test_transformers as tt
+
+    return tt._random_params(model, inputs, seed=seed, train=False)
 
 
 @pytest.fixture(scope="module")
@@ -75,25 +92,25 @@ def pair():
 
 
 def _video_cls_pair(model, first, second):
-    """The video cls token (after the final norm) and every module's output on two inputs,
-    from one initialisation (one compiled function)."""
+    """The variables' shapes, and the video cls token (after the final norm) and every
+    module's output on two inputs, from random parameters, in one compiled function."""
+    shapes = jax.eval_shape(lambda: model.init(jax.random.key(0), first, train=False))
+    params = _random_params(model, first)
 
     @jax.jit
-    def run(first, second):
-        variables = model.init(jax.random.key(0), first, train=False)
-        outs = [
-            model.apply(variables, x, train=False, capture_intermediates=True)[1]
+    def run(params, first, second):
+        return [
+            model.apply({"params": params}, x, train=False, capture_intermediates=True)[1]
             for x in (first, second)
         ]
-        return variables, outs
 
-    variables, states = run(first, second)
+    states = run(params, first, second)
     outs = [
         {k.rsplit("/", 1)[0]: v[0] for k, v in traverse_util.flatten_dict(
             state["intermediates"], sep="/").items()}
         for state in states
     ]  # fmt: skip
-    return variables, [o["video_encoder_norm"][:, 0] for o in outs], outs
+    return shapes, [o["video_encoder_norm"][:, 0] for o in outs], outs
 
 
 @pytest.mark.parametrize(
@@ -113,7 +130,7 @@ def test_audio_reaches_the_video_only_through_fusion(pair, fields, reaches):
     (jaxlib 0.10.0 rounded 3 of 288 values 1 ulp apart; 0.10.2 gives equal bits); reached
     ones move by more than 1e-4."""
     model = _mbt(**fields)
-    variables, (before, after), (outs, outs2) = _video_cls_pair(model, *pair)
+    shapes, (before, after), (outs, outs2) = _video_cls_pair(model, *pair)
     assert not np.allclose(outs["audio_block00"], outs2["audio_block00"])
     for layer in range(model.num_layers):
         name = f"video_block{layer:02d}"
@@ -125,7 +142,7 @@ def test_audio_reaches_the_video_only_through_fusion(pair, fields, reaches):
         np.testing.assert_allclose(before, after, rtol=0, atol=1e-6)
     else:
         assert np.abs(np.asarray(before - after)).max() > 1e-4
-    bottleneck = variables["params"].get("bottleneck")
+    bottleneck = shapes["params"].get("bottleneck")
     if fields.get("fusion") == "cross" or fields["fusion_layer"] == model.num_layers:
         assert bottleneck is None
     else:
@@ -135,9 +152,8 @@ def test_audio_reaches_the_video_only_through_fusion(pair, fields, reaches):
 def test_logits_average_one_classifier_over_both_cls_tokens():
     model = _mbt(fusion_layer=1, num_bottlenecks=2)
     inputs = _inputs(1)
-    variables = _init(model, inputs)
+    params = _random_params(model, inputs)
     # A non-zero classifier (it is zero-initialised), so the check has something to compare.
-    params = jax.tree.map(lambda x: x, nn.meta.unbox(variables["params"]))
     rng = np.random.default_rng(2)
     params["classifier"]["head"]["kernel"] = jnp.asarray(rng.normal(size=(16, 4)), jnp.float32)
     logits, outs = _run(model, {"params": params}, inputs)
@@ -168,7 +184,7 @@ def test_training_loss_averages_one_loss_per_modality_as_scenic():
 
     model = _mbt(fusion_layer=1, num_bottlenecks=2)
     inputs = _inputs(4)
-    params = jax.tree.map(lambda x: x, nn.meta.unbox(_init(model, inputs)["params"]))
+    params = _random_params(model, inputs)
     rng = np.random.default_rng(5)
     params["classifier"]["head"]["kernel"] = jnp.asarray(rng.normal(size=(16, 4)), jnp.float32)
     head = params["classifier"]["head"]
@@ -206,7 +222,7 @@ def test_multi_task_mbt_logs_per_task_losses_that_add_up_to_its_loss():
     rng = np.random.default_rng(7)
     variables = jax.tree.map(
         lambda p: p + 0.5 * rng.standard_normal(p.shape).astype(np.float32),
-        nn.meta.unbox(_init(model, inputs)),
+        {"params": _random_params(model, inputs)},
     )
     batch = {"label": jnp.array([[1, 4], [2, 0]])}
     loss_fn = objectives.get("classification").loss  # (the model's dict field is unhashable)
@@ -219,8 +235,7 @@ def test_multi_task_mbt_logs_per_task_losses_that_add_up_to_its_loss():
 
 def test_audio_dropout_drops_audio_in_training_only(pair):
     model = _mbt(fusion_layer=1, num_bottlenecks=2, audio_dropout=0.999)
-    variables = _init(model, pair[0])
-    params = nn.meta.unbox(variables["params"])
+    params = _random_params(model, pair[0])
     params["classifier"]["head"]["kernel"] = jnp.ones((16, 4)) * 0.1
     train_out = [_run(model, {"params": params}, x, train_mode=True)[0] for x in pair]
     eval_out = [_run(model, {"params": params}, x)[0] for x in pair]
@@ -233,12 +248,15 @@ def test_single_modality_baselines_take_one_array():
     for modality, other in (("video", "audio"), ("audio", "video")):
         model = _mbt(modalities=(modality,), fusion_layer=1)
         assert model_modalities(model) == (modality,)
-        variables = _init(model, inputs[modality])
+        # Tree keys and shapes only: traced, not compiled.
+        init = functools.partial(model.init, train=False)
+        variables = jax.eval_shape(init, jax.random.key(0), inputs[modality])
         names = set(variables["params"])
         assert not any(n.startswith(other) for n in names) and "bottleneck" not in names
-        assert _run(model, variables, inputs[modality])[0].shape == (2, 4)
+        apply = functools.partial(model.apply, train=False)
+        assert jax.eval_shape(apply, variables, inputs[modality]).shape == (2, 4)
     with pytest.raises(ValueError, match="fusion_layer"):
-        _mbt(fusion_layer=3).init(jax.random.key(0), inputs, train=False)
+        jax.eval_shape(lambda: _mbt(fusion_layer=3).init(jax.random.key(0), inputs, train=False))
 
 
 def test_ast_and_mbt_start_from_an_image_vit(tmp_path, capsys):
@@ -246,7 +264,7 @@ def test_ast_and_mbt_start_from_an_image_vit(tmp_path, capsys):
     (the single-frame model on one 16x16 RGB frame, 4x4 patches) saved as a convert folder."""
     fields = {"size": "Ti/4", "hidden_size": 32, "num_layers": 2, "num_heads": 2, "mlp_dim": 64}
     vit = build_model({"name": "single_frame", **fields, "pooling": "cls"}, 10)
-    variables = jax.device_get(_init(vit, jnp.zeros((1, 1, 16, 16, 3))))
+    variables = {"params": _random_params(vit, jnp.zeros((1, 1, 16, 16, 3)))}
     variables = jax.tree.map(lambda x: x + 0.5, variables)  # not an initial value
     path = str(tmp_path / "vit")
     config = pretrained_config(
@@ -276,8 +294,12 @@ def test_ast_and_mbt_start_from_an_image_vit(tmp_path, capsys):
     # The summed kernel embeds a spectrogram as the ViT embeds it repeated on 3 channels.
     image = jnp.asarray(np.random.default_rng(5).normal(size=(1, 1, 12, 16, 1)), jnp.float32)
     embed = TubeletEmbed(32, (1, 4, 4))
-    one = embed.apply({"params": params["embedding"]}, image)
-    three = embed.apply({"params": source["embedding"]}, jnp.repeat(image, 3, axis=-1))
+    one, three = jax.jit(
+        lambda summed, rgb, x: (
+            embed.apply({"params": summed}, x),
+            embed.apply({"params": rgb}, jnp.repeat(x, 3, axis=-1)),
+        )
+    )(params["embedding"], source["embedding"], image)
     np.testing.assert_allclose(one, three, rtol=1e-5, atol=1e-5)
     audio = np.random.default_rng(6).normal(size=(2, 16, 16)).astype(np.float32)
     logits = _run(exp.model, {"params": params}, audio)[0]
@@ -518,7 +540,13 @@ def test_mbt_bottleneck_tokens_start_as_scenics():
     import flax.linen as nn
 
     model = _mbt(fusion_layer=1, num_bottlenecks=64)
-    bottleneck = np.asarray(nn.meta.unbox(_init(model, _inputs(0))["params"])["bottleneck"])
+    # Only the bottleneck leaves the compiled init: XLA drops the other parameters' draws.
+    init = jax.jit(
+        lambda x: nn.meta.unbox(model.init(jax.random.key(0), x, train=False))["params"][
+            "bottleneck"
+        ]
+    )
+    bottleneck = np.asarray(init(_inputs(0)))
     assert bottleneck.shape == (1, 64, 16)  # 1024 draws: std within 0.003 of 0.02
     assert abs(bottleneck.std() - 0.02) < 0.003 and abs(bottleneck.mean()) < 0.003
 

@@ -15,7 +15,13 @@ SMALL = {"size": "Ti/4x2", "hidden_size": 32, "num_layers": 2, "num_heads": 4, "
 
 
 def _init(model, shape, seed=0):
-    return model.init(jax.random.key(seed), jnp.zeros(shape), train=False)
+    """``model.init`` compiled as one program (eagerly, XLA compiles every op on its own)."""
+    return jax.jit(lambda key: model.init(key, jnp.zeros(shape), train=False))(jax.random.key(seed))
+
+
+def _eval(model):
+    """``model.apply(variables, video, train=False)``, compiled once for all its calls."""
+    return jax.jit(lambda variables, video: model.apply(variables, video, train=False))
 
 
 def _perturb(variables, seed=0, scale=0.1):
@@ -44,8 +50,9 @@ def test_size_strings():
 @pytest.mark.parametrize("pooling", ["cls", "gap"])
 def test_vivit_output_shape_and_token_count(pooling):
     model = build_model({"name": "vivit", "pooling": pooling, **SMALL}, num_classes=5)
-    variables = _init(model, (2, 4, 8, 8, 3))
-    logits = model.apply(variables, jnp.ones((2, 4, 8, 8, 3)), train=False)
+    # Shapes only: traced, never compiled.
+    variables = jax.eval_shape(lambda: _init(model, (2, 4, 8, 8, 3)))
+    logits = jax.eval_shape(_eval(model), variables, jnp.ones((2, 4, 8, 8, 3)))
     assert logits.shape == (2, 5)
     # (4/2) * (8/4) * (8/4) = 8 tubelet tokens.
     assert nn.meta.unbox(variables)["params"]["pos_embedding"].shape == (1, 8, 32)
@@ -85,29 +92,31 @@ def test_single_frame_sees_only_the_middle_frame():
     other = rng.normal(size=video.shape).astype(np.float32)
     other[:, 3] = video[:, 3]  # same middle frame (6 // 2 = 3), every other frame different
     variables = _perturb(variables)
-    a = model.apply(variables, video, train=False)
-    b = model.apply(variables, other, train=False)
+    apply = _eval(model)
+    a = apply(variables, video)
+    b = apply(variables, other)
     np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-6)
     changed = video.copy()
     changed[:, 3] += 1.0
-    assert not np.allclose(a, model.apply(variables, changed, train=False))
+    assert not np.allclose(a, apply(variables, changed))
 
 
 def test_vivit_uses_time_order():
     model = build_model({"name": "vivit", **SMALL}, num_classes=3)
     variables = _perturb(_init(model, (1, 4, 8, 8, 3)))
     video = np.random.default_rng(1).normal(size=(1, 4, 8, 8, 3)).astype(np.float32)
-    forward = model.apply(variables, video, train=False)
-    backward = model.apply(variables, video[:, ::-1], train=False)
+    apply = _eval(model)
+    forward = apply(variables, video)
+    backward = apply(variables, video[:, ::-1])
     assert not np.allclose(forward, backward, atol=1e-4)
 
 
 def test_attention_matches_numpy_reference():
     x = np.random.default_rng(0).normal(size=(2, 5, 12)).astype(np.float32)
     module = Attention(num_heads=3)
-    params = nn.meta.unbox(module.init(jax.random.key(0), x))["params"]
+    params = nn.meta.unbox(jax.jit(module.init)(jax.random.key(0), x))["params"]
     params = _perturb(params, seed=1)
-    got = module.apply({"params": params}, x)
+    got = jax.jit(module.apply)({"params": params}, x)
 
     p = jax.tree.map(np.asarray, params)
     q, k, v = (
@@ -124,8 +133,8 @@ def test_attention_matches_numpy_reference():
 def test_tubelet_embedding_matches_numpy_patch_projection():
     video = np.random.default_rng(0).normal(size=(1, 4, 8, 8, 3)).astype(np.float32)
     module = TubeletEmbed(hidden_size=6, tubelet=(2, 4, 4))
-    params = nn.meta.unbox(module.init(jax.random.key(0), video))["params"]
-    got = module.apply({"params": params}, video)
+    params = nn.meta.unbox(jax.jit(module.init)(jax.random.key(0), video))["params"]
+    got = jax.jit(module.apply)({"params": params}, video)
     kernel = np.asarray(params["conv"]["kernel"]).reshape(-1, 6)  # (2*4*4*3, 6)
     bias = np.asarray(params["conv"]["bias"])
     # Cut into (t, h, w) tubelets in time-major, then row-major order, and project each one.
@@ -138,7 +147,7 @@ def test_bfloat16_compute_keeps_float32_parameters():
     model = build_model({"name": "vivit", **SMALL}, num_classes=3, dtype="bfloat16")
     variables = nn.meta.unbox(_init(model, (1, 4, 8, 8, 3)))
     assert {x.dtype for x in jax.tree.leaves(variables)} == {jnp.dtype(jnp.float32)}
-    logits = model.apply(variables, jnp.ones((1, 4, 8, 8, 3)), train=False)
+    logits = _eval(model)(variables, jnp.ones((1, 4, 8, 8, 3)))
     assert logits.dtype == jnp.float32 and bool(jnp.isfinite(logits).all())
 
 
@@ -148,10 +157,12 @@ def test_drop_path_and_dropout_are_active_only_in_training():
     )
     variables = _perturb(_init(model, (2, 4, 8, 8, 3)))
     video = jnp.ones((2, 4, 8, 8, 3))
-    eval_a = model.apply(variables, video, train=False)
-    np.testing.assert_array_equal(eval_a, model.apply(variables, video, train=False))
-    train_a = model.apply(variables, video, train=True, rngs={"dropout": jax.random.key(1)})
-    train_b = model.apply(variables, video, train=True, rngs={"dropout": jax.random.key(2)})
+    apply = _eval(model)
+    eval_a = apply(variables, video)
+    np.testing.assert_array_equal(eval_a, apply(variables, video))
+    train = jax.jit(lambda v, x, key: model.apply(v, x, train=True, rngs={"dropout": key}))
+    train_a = train(variables, video, jax.random.key(1))
+    train_b = train(variables, video, jax.random.key(2))
     assert not np.allclose(train_a, train_b)
 
 
@@ -159,7 +170,14 @@ def test_new_transformer_parameters_start_as_vit_does():
     """ViT / scenic initialisation: zero classifier (uniform logits at step 0), zero class
     token, position tables N(0, 0.02)."""
     model = build_model({"name": "vivit", **SMALL, "hidden_size": 64}, num_classes=5)
-    params = nn.meta.unbox(_init(model, (1, 8, 32, 32, 3)))["params"]
+
+    @jax.jit  # only these leave the compiled init: XLA drops the other parameters' draws
+    def init(key):
+        params = nn.meta.unbox(model.init(key, jnp.zeros((1, 8, 32, 32, 3)), train=False))
+        params = params["params"]
+        return {k: params[k] for k in ("classifier", "cls", "pos_embedding")}
+
+    params = init(jax.random.key(0))
     np.testing.assert_array_equal(params["classifier"]["head"]["kernel"], 0)
     np.testing.assert_array_equal(params["cls"], 0)
     pos = np.asarray(params["pos_embedding"])  # 4 x 64 tokens x 64 = 16384 draws
@@ -171,7 +189,7 @@ def test_drop_path_grows_linearly_over_depth_and_drops_whole_examples():
     drops its residual branches with probability rate * i / (L - 1), a whole example at once."""
     model = build_model({"name": "vivit", **SMALL, "num_layers": 3, "drop_path_rate": 0.4}, 3)
     video = jnp.zeros((2, 4, 8, 8, 3))
-    variables = model.init(jax.random.key(0), video, train=False)
+    variables = jax.eval_shape(lambda: model.init(jax.random.key(0), video, train=False))
     seen = {}
 
     def record(next_fun, args, kwargs, context):
@@ -182,8 +200,11 @@ def test_drop_path_grows_linearly_over_depth_and_drops_whole_examples():
             )
         return next_fun(*args, **kwargs)
 
-    with nn.intercept_methods(record):
-        model.apply(variables, video, train=True, rngs={"dropout": jax.random.key(1)})
+    with nn.intercept_methods(record):  # traced only: the rates are set at trace time
+        jax.eval_shape(
+            lambda v: model.apply(v, video, train=True, rngs={"dropout": jax.random.key(1)}),
+            variables,
+        )
     assert seen == {f"block{i:02d}": {(0.4 * i / 2, (1, 2))} for i in range(3)}
 
 
@@ -249,25 +270,34 @@ def test_recurrent_over_logits_with_a_non_zero_classifier_equal_head_on_captured
     small_r3d = {"name": "r3d_18", "layers": (1, 1, 1, 1), "width": 8}
     model = build_model({"name": "recurrent_over", "backbone": small_r3d, "hidden_size": 8}, 4)
     video = jax.random.normal(jax.random.key(0), (2, 8, 32, 32, 3))
-    variables = nn.meta.unbox(model.init(jax.random.key(1), video, train=False))
+    variables = nn.meta.unbox(
+        jax.jit(lambda key: model.init(key, video, train=False))(jax.random.key(1))
+    )
     kernel = np.random.default_rng(0).normal(size=(8, 4)).astype(np.float32)
     variables["params"]["classifier"]["head"]["kernel"] = kernel
     backbone = build_model(small_r3d, num_classes=1)
     bb_vars = {k: v["backbone_model"] for k, v in variables.items()}
-    full = nn.meta.unbox(backbone.init(jax.random.key(2), video, train=False))
+    # The standalone backbone's own head (absent from the recurrent model) never reaches
+    # layer4: zeros of its shapes, not an init to compile.
+    shapes = jax.eval_shape(lambda: backbone.init(jax.random.key(2), video, train=False))
+    full = jax.tree.map(lambda s: np.zeros(s.shape, s.dtype), nn.meta.unbox(shapes))
     bb_vars["params"] = {**full["params"], **bb_vars["params"]}
-    _, state = backbone.apply(
-        bb_vars,
-        video,
-        train=False,
-        mutable=["intermediates"],
-        capture_intermediates=lambda m, _: m.name == "layer4",
+    capture = jax.jit(
+        lambda v, x: backbone.apply(
+            v,
+            x,
+            train=False,
+            mutable=["intermediates"],
+            capture_intermediates=lambda m, _: m.name == "layer4",
+        )
     )
+    _, state = capture(bb_vars, video)
     features = np.asarray(state["intermediates"]["layer4"]["__call__"][0]).mean(axis=(2, 3))
-    hidden = RecurrentHead("lstm", 8).apply({"params": variables["params"]["head"]}, features)
+    head = RecurrentHead("lstm", 8)
+    hidden = jax.jit(head.apply)({"params": variables["params"]["head"]}, features)
     want = np.asarray(hidden) @ kernel + np.asarray(
         variables["params"]["classifier"]["head"]["bias"]
     )
-    got = model.apply(variables, video, train=False)
+    got = _eval(model)(variables, video)
     assert np.abs(want).max() > 1e-3
     np.testing.assert_allclose(np.asarray(got), want, atol=1e-5)

@@ -50,6 +50,15 @@ def _random_variables(model, clip=CLIP, seed=0, noise_std=0.2):
     )
 
 
+def _zero_variables(model, clip=CLIP):
+    """Zeros of the variables' shapes, for requests refused before any value is read (no init
+    to compile)."""
+    shapes = jax.eval_shape(
+        lambda: model.init(jax.random.key(0), jnp.zeros((1, *clip)), train=False)
+    )
+    return jax.tree.map(lambda s: np.zeros(s.shape, s.dtype), nn.meta.unbox(shapes))
+
+
 def _silence(variables, group, units):
     """Zeroes what reads ``units`` of ``group``: afterwards nothing depends on them."""
     for s in group.slices:
@@ -133,7 +142,9 @@ def test_heads_in_two_groups_are_removed_in_pairs_to_the_ratio_asked():
         },
         5,
     )
-    init = model.init(jax.random.key(0), jnp.zeros((1, 4, 8, 8, 3)), train=False)
+    init = jax.jit(lambda k: model.init(k, jnp.zeros((1, 4, 8, 8, 3)), train=False))(
+        jax.random.key(0)
+    )
     rng = np.random.default_rng(18)  # a draw whose heads were pruned to 4 of 12, not 6
     noisy = jax.tree.map(lambda p: np.asarray(p) * (1 + rng.standard_normal(p.shape)),
                          nn.meta.unbox(init))  # fmt: skip
@@ -165,12 +176,12 @@ def test_sublayer_granularity_removes_whole_sublayers_lowest_summed_score_first(
     assert kept == [0, 20]
     model = build_model(MODELS["vivit_split"], 3)
     with pytest.raises(PruningError, match="--granularity must be one of unit, sublayer"):
-        prune_variables(model, _random_variables(model), 0.5, granularity="layer")
+        prune_variables(model, _zero_variables(model), 0.5, granularity="layer")
     with pytest.raises(PruningError, match="use --by=taylor, not --by=magnitude"):
-        prune_variables(model, _random_variables(model), 0.5, granularity="sublayer")
+        prune_variables(model, _zero_variables(model), 0.5, granularity="sublayer")
     model = build_model(MODELS["r2plus1d"], 3)
     with pytest.raises(PruningError, match="VideoResNet_r2plus1d_18 has none; use --granularity"):
-        prune_variables(model, _random_variables(model), 0.5, granularity="sublayer")
+        prune_variables(model, _zero_variables(model), 0.5, granularity="sublayer")
 
 
 def _gated_loss(model, variables, module: tuple[str, ...]):
@@ -331,9 +342,9 @@ def test_prune_refuses_bad_requests(data_dir, tmp_path, capsys):
 
     model = {"name": "conv_lstm", "stem_features": 4, "hidden_features": (4,)}
     clip = (2, 8, 8, 3)
-    init = build_model(model, 3).init(jax.random.key(0), jnp.zeros((1, *clip)), train=False)
+    init = _zero_variables(build_model(model, 3), clip)  # refused before any value is read
     config = pretrained_config(model, clip, ["a", "b", "c"])
-    folder = save_converted(str(tmp_path / "conv_lstm"), config, jax.device_get(init))
+    folder = save_converted(str(tmp_path / "conv_lstm"), config, init)
     cases = [
         (["--ratio=1.0"], "--ratio must be in [0, 1)"),
         ([], "cannot be pruned: it has no per-layer widths"),
