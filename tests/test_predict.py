@@ -85,7 +85,7 @@ def test_predict_matches_a_hand_made_view_and_lists_bad_files(saved, capsys):
 
 
 def test_multi_view_and_window_timeline(saved):
-    from vjax.predict import predict_files
+    from vjax.predict import format_result, predict_files
 
     root, model, variables, video, _ = saved
     result = predict_files(f"{root}/model", [video], top_k=5, clips=3, crops=3, window=1.0)
@@ -106,6 +106,14 @@ def test_multi_view_and_window_timeline(saved):
     probs = _expected_probs(model, variables, frames)
     got = {t["label"]: t["score"] for t in single["windows"][0]["top"]}
     np.testing.assert_allclose([got[n] for n in NAMES], probs, atol=1e-5)
+    assert not any("note" in w for w in single["windows"])  # 10 frames: a clip's worth
+    # Windows of 2 frames, shorter than the clip: each one says so, in JSON and printed.
+    short = predict_files(f"{root}/model", [video], window=0.2)
+    windows = short["files"][video]["windows"]
+    assert len(windows) == 15 and "note" not in short["files"][video]  # the file is long
+    note = "2 frames, fewer than the 4 a clip spans: looped"  # 4 frames, stride 1
+    assert all(w["note"] == note for w in windows)
+    assert format_result(short).count(f"\n    ({note})") == 15
 
 
 def test_an_audio_visual_model_hears_each_clips_seconds_and_says_when_a_file_is_silent(

@@ -212,6 +212,7 @@ def predict_files(
                     "start": a / info["fps"],
                     "end": b / info["fps"],
                     "top": _top(s, names, top_k, multi_label),
+                    **_fewer_frames_than_a_clip(b - a, options),
                 }
                 for (a, b), s in zip(bounds, scores, strict=True)
             ]
@@ -301,7 +302,7 @@ def _by_task(top: list | dict) -> list[tuple[str, list[dict[str, Any]]]]:
 
 def format_result(result: dict[str, Any]) -> str:
     """The printed form: the model (and its checkpoint step), then per file its top-k and one
-    line per window."""
+    line per window (and a window's note, if it is shorter than a clip)."""
     lines = []
     if "model" in result:
         step = result.get("step")
@@ -320,6 +321,8 @@ def format_result(result: dict[str, Any]) -> str:
                 for task, top in _by_task(w["top"])
             )
             lines.append(f"  [{w['start']:7.2f}s - {w['end']:7.2f}s]  {best}")
+            if "note" in w:
+                lines.append(f"    ({w['note']})")
     for path, why in result["skipped"].items():
         lines.append(f"{path}: skipped ({why})")
     return "\n".join(lines)
