@@ -284,10 +284,16 @@ def test_a_file_shorter_than_a_clip_is_predicted_with_a_note(saved, tmp_path, ca
     from vjax.predict import predict_files
 
     assert list(predict_files(f"{root}/model", tmp_path / "still.png")["files"]) == [still]
-    for kwargs in ({"top_k": 0}, {"top_k": "3"}, {"window": -1.0}, {"clips": 0}, {"crops": 1.5}):
+    for kwargs in ({"top_k": 0}, {"top_k": "3"}, {"window": -1.0}, {"clips": 0}):
         name, value = next(iter(kwargs.items()))  # K - 1 labels, no window, no view
         with pytest.raises(ValueError, match=rf"whole numbers >= 1 .*{name}={value!r}"):
             predict_files(f"{root}/model", [still], **kwargs)
+    for crops in (2, 1.5):  # the centre, or three along the long side
+        with pytest.raises(ValueError, match=rf"crops takes 1 .* or 3 .*, got {crops}"):
+            predict_files(f"{root}/model", [still], crops=crops)
+    # One window holding the whole still image: its note once, the file's.
+    windowed = predict_files(f"{root}/model", still, window=1.0)["files"][still]
+    assert windowed["note"] == notes[still] and "note" not in windowed["windows"][0]
     assert len(predict_files(f"{root}/model", still, top_k=np.int64(2))["files"][still]["top"]) == 2
     # TSN (VideoMAE's SSv2) takes one frame of each of its segments: no stride to span.
     from vjax.data.transforms import InputOptions

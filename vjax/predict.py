@@ -145,7 +145,8 @@ def predict_files(
     chunk_size: int = 8,
 ) -> dict[str, Any]:
     """``{"files": {path: {"top": [...], "windows": [...]}}, "skipped": {path: reason}}`` of
-    the files ``paths`` (or the one file).
+    the files ``paths`` (or the one file); a file, or a window of several, shorter than a clip
+    carries a ``note`` saying how its frames were completed.
 
     >>> result = predict_files("runs/vivit", ["a.mp4"], top_k=3, clips=4, crops=3)
     >>> result["files"]["a.mp4"]["top"][0]     # {"label": "walking", "score": 0.91}
@@ -157,11 +158,13 @@ def predict_files(
 
     if isinstance(paths, str | os.PathLike):  # one file: not a sequence of its characters
         paths = [paths]
-    counts = {"top_k": top_k, "clips": clips, "crops": crops}
+    counts = {"top_k": top_k, "clips": clips}
     if not all(isinstance(n, numbers.Integral) and n >= 1 for n in counts.values()) or window < 0:
         given = ", ".join(f"{k}={v!r}" for k, v in {**counts, "window": window}.items())
-        raise ValueError(f"top_k, clips and crops take whole numbers >= 1 and window seconds >= 0 "
+        raise ValueError(f"top_k and clips take whole numbers >= 1 and window seconds >= 0 "
                          f"(0: the whole file), got {given}")  # fmt: skip
+    if crops not in (1, 3) or isinstance(crops, bool):
+        raise ValueError(f"crops takes 1 (the centre) or 3 (along the long side), got {crops!r}")
     paths = [os.fspath(p) for p in paths]
     apply, names, clip, multi_label, step = open_model(model_dir)
     height, width = clip["crop"]
@@ -212,10 +215,10 @@ def predict_files(
                     "start": a / info["fps"],
                     "end": b / info["fps"],
                     "top": _top(s, names, top_k, multi_label),
-                    **_fewer_frames_than_a_clip(b - a, options),
+                    **(_fewer_frames_than_a_clip(b - a, options) if len(bounds) > 1 else {}),
                 }
                 for (a, b), s in zip(bounds, scores, strict=True)
-            ]
+            ]  # one window is the whole file: the file's own note says it once
             entry = {"top": _top(overall, names, top_k, multi_label), "windows": windows}
         else:
             entry = {"top": _top(scores[0], names, top_k, multi_label)}
@@ -227,9 +230,9 @@ def predict_files(
 
 
 def _fewer_frames_than_a_clip(frames: int, options: Any) -> dict[str, str]:
-    """``{"note": ...}`` for a file of fewer frames (at the model's frame rate) than one clip
-    spans, which the clip completes by looping them or repeating the last (a still image: its
-    one frame throughout); ``{}`` otherwise."""
+    """``{"note": ...}`` for a file (or a window of one) of fewer frames (at the model's frame
+    rate) than one clip spans, which the clip completes by looping them or repeating the last
+    (a still image: its one frame throughout); ``{}`` otherwise."""
     from vjax.data.sampling import clip_span
 
     tsn = options.sampling == "tsn"  # one frame from each of num_frames segments: no stride

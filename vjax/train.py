@@ -824,17 +824,18 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
                 flush=True,
             )
         return {}
-    # Only for a run that trains: not before a refused resume, nor a finished run's no-op.
+    is_finite = _finite_check(exp)
+    _check_restored(state, start, workdir, is_finite)
+    # Only for a run that trains: not before a refused resume or checkpoint, nor for a
+    # finished run's no-op or its owed validation alone.
     warmup = warmup_steps(cfg.optimizer, tcfg.num_steps)
-    if is_main and warmup != cfg.optimizer.warmup_steps:
+    if is_main and warmup != cfg.optimizer.warmup_steps and start < tcfg.num_steps:
         print(
             f"Note: optimizer.warmup_steps ({cfg.optimizer.warmup_steps}) is not shorter than "
             f"train.num_steps ({tcfg.num_steps}); warming up over {warmup} steps "
             f"({CLIPPED_WARMUP_FRACTION:.0%} of the run) instead",
             flush=True,
         )
-    is_finite = _finite_check(exp)
-    _check_restored(state, start, workdir, is_finite)
     config_json = config_to_json(config)
     if is_main:  # only now: a rejected resume or init_from leaves the run's config as it was
         storage.path(workdir, "config.json").write_text(config_json)
