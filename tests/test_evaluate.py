@@ -313,3 +313,14 @@ def test_confidence_on_a_bin_edge_falls_in_the_lower_bin():
     edges = np.linspace(0, 1, 16)
     out = calibration(np.array([edges[5], edges[10]]), np.array([1.0, 0.0]))
     assert out["calibration"]["count"][4] == 1 and out["calibration"]["count"][9] == 1
+
+
+def test_ties_go_to_the_lower_class_and_a_video_without_positives_is_a_multi_label_miss():
+    """The two conventions the metrics' docstrings state: tied scores rank the lower class id
+    first (an untrained zero head predicts class 0 for every video); multi-label top-1 counts
+    a video with no positive class as a miss, not as left out."""
+    tied = classification_metrics(np.zeros((3, 4)), np.array([0, 1, 3]))
+    assert tied["per_video"]["predicted"] == [0, 0, 0] and tied["top1"] == pytest.approx(1 / 3)
+    scores = np.array([[2.0, 0.0], [0.0, 1.0], [1.0, 1.0]])
+    labels = np.array([[0, 0], [0, 1], [1, 0]])  # no positive; the top class; a tie at 0
+    assert classification_metrics(scores, labels)["top1"] == pytest.approx(2 / 3)

@@ -220,7 +220,8 @@ def calibration(
 
 def single_label_metrics(scores: np.ndarray, labels: np.ndarray) -> dict[str, Any]:
     """Metrics of ``scores (N, K)`` against integer ``labels (N,)``: ``loss`` (softmax
-    cross-entropy), ``top1``, ``top5`` (top-min(5, K)) and their 95% intervals ``top1_ci95``,
+    cross-entropy), ``top1``, ``top5`` (top-min(5, K); tied scores rank the lower class id
+    first, as ``np.argmax``) and their 95% intervals ``top1_ci95``,
     ``top5_ci95`` (:func:`~vjax.evaluate.uncertainty.wilson_interval`), ``per_video`` (each
     row's ``label`` and ``predicted`` class, for paired comparisons, and the softmax
     probability of the prediction, ``confidence``: confidently wrong videos are where to look
@@ -275,8 +276,9 @@ def multi_label_metrics(scores: np.ndarray, labels: np.ndarray) -> dict[str, Any
     """Metrics of logits ``scores (N, K)`` against multi-hot ``labels (N, K)``: ``loss``
     (sigmoid binary cross-entropy), ``mAP`` and ``per_class_ap``
     (:func:`mean_average_precision`), ``mAP_ci95`` (a bootstrap interval over videos,
-    :func:`~vjax.evaluate.uncertainty.map_interval`), ``top1`` (the top class is a positive)
-    and its Wilson interval ``top1_ci95``,
+    :func:`~vjax.evaluate.uncertainty.map_interval`), ``top1`` (the top class is a positive;
+    a video with no positive counts as a miss, ties go to the lower class id) and its Wilson
+    interval ``top1_ci95``,
     :func:`precision_recall_f1` of ``sigmoid > 0.5`` over every class (scikit-learn's
     multi-label convention), :func:`calibration` of every entry's sigmoid, ``per_video``
     (the ``label`` and ``scores`` arrays, for paired comparisons) and ``pr_curves``:
