@@ -141,6 +141,32 @@ def scored_result(top1: float, clips: int, **fields) -> dict:
             "per_video": videos, **fields}  # fmt: skip
 
 
+def eval_apply(model: Any):
+    """``model.apply(variables, video, train=False)`` as one jitted function, to reuse for calls
+    of the same shapes: run eagerly, XLA:CPU compiles every op on its own."""
+    import jax
+
+    return jax.jit(lambda variables, video: model.apply(variables, video, train=False))
+
+
+def jit_logits(model: Any, variables: Any, video: Any):
+    """Eval-mode outputs of ``model`` on ``video`` as a NumPy array, compiled once."""
+    import numpy as np
+
+    return np.asarray(eval_apply(model)(variables, video))
+
+
+def zero_variables(model: Any, *inputs: Any) -> dict:
+    """Zeros of the shapes ``model.init(key, *inputs, train=False)`` gives (unboxed), traced
+    rather than compiled: for checks that read no value (refusals, tree keys, shapes)."""
+    import flax.linen as nn
+    import jax
+    import numpy as np
+
+    shapes = jax.eval_shape(lambda: model.init(jax.random.key(0), *inputs, train=False))
+    return jax.tree.map(lambda s: np.zeros(s.shape, s.dtype), nn.meta.unbox(shapes))
+
+
 def randomized(variables: dict, seed: int = 0, scale: float = 0.05) -> dict:
     """``variables`` with Gaussian noise of ``scale`` added to every parameter: a new classifier
     head is zero, so a fresh model's scores are equal for any input and a check of its logits

@@ -7,11 +7,12 @@ import pytest
 torch = pytest.importorskip("torch", reason="torch is needed to compare with pytorchvideo")
 pytest.importorskip("pytorchvideo", reason="pytorchvideo is needed for the reference models")
 
+from conftest import jit_logits  # noqa: E402
 from pytorchvideo.models.r2plus1d import create_r2plus1d  # noqa: E402
 from pytorchvideo.models.resnet import create_resnet  # noqa: E402
 from pytorchvideo.models.slowfast import create_slowfast  # noqa: E402
 from pytorchvideo.models.x3d import create_x3d  # noqa: E402
-from test_convert_torchvision import jit_logits, randomized, to_ours  # noqa: E402
+from test_convert_torchvision import randomized, to_ours  # noqa: E402
 
 from vjax.convert import ConversionError  # noqa: E402
 from vjax.convert.pytorchvideo import from_pytorchvideo  # noqa: E402

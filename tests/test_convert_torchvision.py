@@ -4,6 +4,7 @@ bad checkpoints name the parameter and both shapes, and the convert command roun
 import jax
 import numpy as np
 import pytest
+from conftest import jit_logits
 
 torch = pytest.importorskip("torch", reason="torch is needed to compare with torchvision")
 video_models = pytest.importorskip(
@@ -44,11 +45,6 @@ def torch_video(seed: int = 1, batch: int = 1) -> "torch.Tensor":
 
 def to_ours(video: "torch.Tensor") -> np.ndarray:
     return video.permute(0, 2, 3, 4, 1).numpy()  # NCTHW -> NTHWC
-
-
-def jit_logits(model, variables, video: np.ndarray) -> np.ndarray:
-    """Eval-mode logits, compiled once (faster on CPU than dispatching op by op)."""
-    return np.asarray(jax.jit(lambda v, x: model.apply(v, x, train=False))(variables, video))
 
 
 def custom_video_resnet() -> "torch.nn.Module":

@@ -14,9 +14,10 @@ from vjax.models import build_model
 torch = pytest.importorskip("torch", reason="torch is needed to compare with pytorchvideo")
 pytest.importorskip("pytorchvideo", reason="pytorchvideo is needed for the reference models")
 
+from conftest import jit_logits  # noqa: E402
 from pytorchvideo.models.csn import create_csn  # noqa: E402
 from pytorchvideo.models.hub.csn import csn_r101  # noqa: E402
-from test_convert_torchvision import jit_logits, randomized, to_ours  # noqa: E402
+from test_convert_torchvision import randomized, to_ours  # noqa: E402
 
 from vjax.convert import ConversionError  # noqa: E402
 from vjax.convert.pytorchvideo import from_pytorchvideo  # noqa: E402

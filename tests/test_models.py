@@ -6,6 +6,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from conftest import eval_apply, zero_variables
 
 from vjax.models import build_model
 from vjax.models.layers import Attention, TubeletEmbed
@@ -17,11 +18,6 @@ SMALL = {"size": "Ti/4x2", "hidden_size": 32, "num_layers": 2, "num_heads": 4, "
 def _init(model, shape, seed=0):
     """``model.init`` compiled as one program (eagerly, XLA compiles every op on its own)."""
     return jax.jit(lambda key: model.init(key, jnp.zeros(shape), train=False))(jax.random.key(seed))
-
-
-def _eval(model):
-    """``model.apply(variables, video, train=False)``, compiled once for all its calls."""
-    return jax.jit(lambda variables, video: model.apply(variables, video, train=False))
 
 
 def _perturb(variables, seed=0, scale=0.1):
@@ -52,7 +48,7 @@ def test_vivit_output_shape_and_token_count(pooling):
     model = build_model({"name": "vivit", "pooling": pooling, **SMALL}, num_classes=5)
     # Shapes only: traced, never compiled.
     variables = jax.eval_shape(lambda: _init(model, (2, 4, 8, 8, 3)))
-    logits = jax.eval_shape(_eval(model), variables, jnp.ones((2, 4, 8, 8, 3)))
+    logits = jax.eval_shape(eval_apply(model), variables, jnp.ones((2, 4, 8, 8, 3)))
     assert logits.shape == (2, 5)
     # (4/2) * (8/4) * (8/4) = 8 tubelet tokens.
     assert nn.meta.unbox(variables)["params"]["pos_embedding"].shape == (1, 8, 32)
@@ -92,7 +88,7 @@ def test_single_frame_sees_only_the_middle_frame():
     other = rng.normal(size=video.shape).astype(np.float32)
     other[:, 3] = video[:, 3]  # same middle frame (6 // 2 = 3), every other frame different
     variables = _perturb(variables)
-    apply = _eval(model)
+    apply = eval_apply(model)
     a = apply(variables, video)
     b = apply(variables, other)
     np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-6)
@@ -105,7 +101,7 @@ def test_vivit_uses_time_order():
     model = build_model({"name": "vivit", **SMALL}, num_classes=3)
     variables = _perturb(_init(model, (1, 4, 8, 8, 3)))
     video = np.random.default_rng(1).normal(size=(1, 4, 8, 8, 3)).astype(np.float32)
-    apply = _eval(model)
+    apply = eval_apply(model)
     forward = apply(variables, video)
     backward = apply(variables, video[:, ::-1])
     assert not np.allclose(forward, backward, atol=1e-4)
@@ -147,7 +143,7 @@ def test_bfloat16_compute_keeps_float32_parameters():
     model = build_model({"name": "vivit", **SMALL}, num_classes=3, dtype="bfloat16")
     variables = nn.meta.unbox(_init(model, (1, 4, 8, 8, 3)))
     assert {x.dtype for x in jax.tree.leaves(variables)} == {jnp.dtype(jnp.float32)}
-    logits = _eval(model)(variables, jnp.ones((1, 4, 8, 8, 3)))
+    logits = eval_apply(model)(variables, jnp.ones((1, 4, 8, 8, 3)))
     assert logits.dtype == jnp.float32 and bool(jnp.isfinite(logits).all())
 
 
@@ -157,7 +153,7 @@ def test_drop_path_and_dropout_are_active_only_in_training():
     )
     variables = _perturb(_init(model, (2, 4, 8, 8, 3)))
     video = jnp.ones((2, 4, 8, 8, 3))
-    apply = _eval(model)
+    apply = eval_apply(model)
     eval_a = apply(variables, video)
     np.testing.assert_array_equal(eval_a, apply(variables, video))
     train = jax.jit(lambda v, x, key: model.apply(v, x, train=True, rngs={"dropout": key}))
@@ -279,8 +275,7 @@ def test_recurrent_over_logits_with_a_non_zero_classifier_equal_head_on_captured
     bb_vars = {k: v["backbone_model"] for k, v in variables.items()}
     # The standalone backbone's own head (absent from the recurrent model) never reaches
     # layer4: zeros of its shapes, not an init to compile.
-    shapes = jax.eval_shape(lambda: backbone.init(jax.random.key(2), video, train=False))
-    full = jax.tree.map(lambda s: np.zeros(s.shape, s.dtype), nn.meta.unbox(shapes))
+    full = zero_variables(backbone, video)
     bb_vars["params"] = {**full["params"], **bb_vars["params"]}
     capture = jax.jit(
         lambda v, x: backbone.apply(
@@ -298,6 +293,6 @@ def test_recurrent_over_logits_with_a_non_zero_classifier_equal_head_on_captured
     want = np.asarray(hidden) @ kernel + np.asarray(
         variables["params"]["classifier"]["head"]["bias"]
     )
-    got = _eval(model)(variables, video)
+    got = eval_apply(model)(variables, video)
     assert np.abs(want).max() > 1e-3
     np.testing.assert_allclose(np.asarray(got), want, atol=1e-5)

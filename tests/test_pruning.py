@@ -10,7 +10,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from conftest import scored_result, tiny_config
+from conftest import scored_result, tiny_config, zero_variables
 
 import vjax
 from vjax import train
@@ -48,15 +48,6 @@ def _random_variables(model, clip=CLIP, seed=0, noise_std=0.2):
         lambda p: np.asarray(p) + noise_std * noise.standard_normal(p.shape).astype(np.float32),
         jax.device_get(nn.meta.unbox(variables)),
     )
-
-
-def _zero_variables(model, clip=CLIP):
-    """Zeros of the variables' shapes, for requests refused before any value is read (no init
-    to compile)."""
-    shapes = jax.eval_shape(
-        lambda: model.init(jax.random.key(0), jnp.zeros((1, *clip)), train=False)
-    )
-    return jax.tree.map(lambda s: np.zeros(s.shape, s.dtype), nn.meta.unbox(shapes))
 
 
 def _silence(variables, group, units):
@@ -176,12 +167,18 @@ def test_sublayer_granularity_removes_whole_sublayers_lowest_summed_score_first(
     assert kept == [0, 20]
     model = build_model(MODELS["vivit_split"], 3)
     with pytest.raises(PruningError, match="--granularity must be one of unit, sublayer"):
-        prune_variables(model, _zero_variables(model), 0.5, granularity="layer")
+        prune_variables(
+            model, zero_variables(model, np.zeros((1, *CLIP))), 0.5, granularity="layer"
+        )
     with pytest.raises(PruningError, match="use --by=taylor, not --by=magnitude"):
-        prune_variables(model, _zero_variables(model), 0.5, granularity="sublayer")
+        prune_variables(
+            model, zero_variables(model, np.zeros((1, *CLIP))), 0.5, granularity="sublayer"
+        )
     model = build_model(MODELS["r2plus1d"], 3)
     with pytest.raises(PruningError, match="VideoResNet_r2plus1d_18 has none; use --granularity"):
-        prune_variables(model, _zero_variables(model), 0.5, granularity="sublayer")
+        prune_variables(
+            model, zero_variables(model, np.zeros((1, *CLIP))), 0.5, granularity="sublayer"
+        )
 
 
 def _gated_loss(model, variables, module: tuple[str, ...]):
@@ -342,7 +339,9 @@ def test_prune_refuses_bad_requests(data_dir, tmp_path, capsys):
 
     model = {"name": "conv_lstm", "stem_features": 4, "hidden_features": (4,)}
     clip = (2, 8, 8, 3)
-    init = _zero_variables(build_model(model, 3), clip)  # refused before any value is read
+    init = zero_variables(
+        build_model(model, 3), np.zeros((1, *clip))
+    )  # refused before any value is read
     config = pretrained_config(model, clip, ["a", "b", "c"])
     folder = save_converted(str(tmp_path / "conv_lstm"), config, init)
     cases = [

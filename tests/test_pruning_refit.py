@@ -5,7 +5,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from conftest import tiny_config
+from conftest import jit_logits, tiny_config
 
 from vjax.models import build_model
 from vjax.pruning import prunable_groups
@@ -46,12 +46,7 @@ def _videos(count, seed=1, batch=3):
 def _pruned_logits(model, variables, kept, video):
     widths = {g.key: len(units) for g, units in kept.items()}
     smaller = build_model({**CONFIG, "widths": widths}, 5)
-    return np.asarray(_logits(smaller, remove_units(variables, kept), video))
-
-
-def _logits(model, variables, video):
-    """Eval-mode logits, jitted (faster than eager op-by-op dispatch)."""
-    return jax.jit(lambda v, x: model.apply(v, x, train=False))(variables, video)
+    return jit_logits(smaller, remove_units(variables, kept), video)
 
 
 def test_removed_copies_of_kept_units_are_folded_back_exactly():
@@ -73,7 +68,7 @@ def test_removed_copies_of_kept_units_are_folded_back_exactly():
     grams = consumer_grams(_apply(model), variables, _videos(2))
     assert sorted(grams) == sorted(g.key for g in kept)
     video = _videos(1, seed=5)[0]
-    want = np.asarray(_logits(model, variables, video))
+    want = jit_logits(model, variables, video)
     plain = _pruned_logits(model, variables, kept, video)
     refit = _pruned_logits(model, refit_consumers(variables, kept, kept, grams), kept, video)
     assert np.abs(plain - want).max() > 0.1  # the removed units mattered
@@ -127,7 +122,7 @@ def test_refit_is_the_least_squares_fit_of_the_layer_output():
         np.testing.assert_allclose(got["kernel"][kept[group]], solution[:-1], atol=2e-3)
         np.testing.assert_allclose(got["bias"], solution[-1], atol=2e-3)
     video = _videos(1, seed=5, batch=16)[0]
-    want = np.asarray(_logits(model, variables, video))
+    want = jit_logits(model, variables, video)
     plain_error = np.abs(_pruned_logits(model, variables, kept, video) - want).mean()
     refit_error = np.abs(_pruned_logits(model, refit, kept, video) - want).mean()
     assert refit_error < 0.9 * plain_error, (refit_error, plain_error)
@@ -181,6 +176,8 @@ def test_a_sublayer_can_be_removed_whole_and_the_folder_reloads(data_dir, tmp_pa
     removed = pruned.variables["params"]["encoder"]["block01"]
     assert removed["attention"].keys() == {"out_bias"} and removed["mlp"].keys() == {"fc2"}
     video = np.random.default_rng(4).standard_normal((2, *CLIP)).astype(np.float32)
-    want = _logits(model, variables, video)
-    got = _logits(build_model({**CONFIG, "widths": summary["widths"]}, 5), pruned.variables, video)
+    want = jit_logits(model, variables, video)
+    got = jit_logits(
+        build_model({**CONFIG, "widths": summary["widths"]}, 5), pruned.variables, video
+    )
     np.testing.assert_allclose(np.asarray(got), np.asarray(want), rtol=1e-3, atol=1e-3)

@@ -13,6 +13,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from conftest import zero_variables
 
 from vjax import bench_ssl, objectives
 from vjax.errors import UserError
@@ -294,8 +295,7 @@ def test_a_model_with_a_head_per_modality_cannot_be_probed():
     inputs = {"video": jnp.asarray(rng.normal(size=(2, 4, 16, 16, 3)), jnp.float32),
               "audio": jnp.asarray(rng.normal(size=(2, 16, 16)), jnp.float32)}  # fmt: skip
     # Zeros of the parameters' shapes: the refusal comes while tracing, nothing needs to run.
-    shapes = jax.eval_shape(lambda: model.init(jax.random.key(0), inputs, train=False))
-    variables = jax.tree.map(lambda s: np.zeros(s.shape, s.dtype), shapes)
+    variables = zero_variables(model, inputs)
     with pytest.raises(ValueError, match="no single classifier head"):
         head_inputs(model, variables, inputs)
 

@@ -5,6 +5,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from conftest import jit_logits
 
 from vjax.convert.surgery import (
     SurgeryError,
@@ -35,11 +36,6 @@ def _params(model, shape, seed=0, scale=0.2):
     return jax.tree_util.tree_map_with_path(fill, _shapes(model, shape))
 
 
-def _logits(model, params, video):
-    """Eval-mode logits, compiled once (eager dispatch compiles every op on its own)."""
-    return jax.jit(lambda p, x: model.apply({"params": p}, x, train=False))(params, video)
-
-
 @pytest.mark.parametrize("inflation", ["average", "central"])
 def test_inflated_video_model_on_a_static_clip_equals_the_image_model(inflation):
     # An image ViT (single frame, 4x4 patches) and ViViT model 1 with 2x4x4 tubelets. On a clip
@@ -60,8 +56,8 @@ def test_inflated_video_model_on_a_static_clip_equals_the_image_model(inflation)
     )
     image = np.random.default_rng(2).normal(size=(2, 1, 8, 8, 3)).astype(np.float32)
     static = np.repeat(image, 4, axis=1)
-    expected = _logits(image_model, image_params, image)
-    got = _logits(video_model, params, static)
+    expected = jit_logits(image_model, {"params": image_params}, image)
+    got = jit_logits(video_model, {"params": params}, static)
     np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-5)
 
 
@@ -178,8 +174,8 @@ def test_timesformer_from_an_image_vit_starts_as_the_image_model_on_every_frame(
         block["attention_time"]["key_kernel"], src_block["attention"]["key_kernel"]
     )
     image = np.random.default_rng(2).normal(size=(2, 1, 8, 8, 3)).astype(np.float32)
-    expected = _logits(image_model, image_params, image)
-    got = _logits(video_model, params, np.repeat(image, 4, axis=1))
+    expected = jit_logits(image_model, {"params": image_params}, image)
+    got = jit_logits(video_model, {"params": params}, np.repeat(image, 4, axis=1))
     np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-6)
 
 
