@@ -94,6 +94,40 @@ def tiny_config(data_dir: str, *variants: str, **overrides: str):
 
 # What the GPU machine's image lacks (the device tool's KINDS.md lists what it has): the code
 # that must run there (models, train step, `vjax bench`, tests/gpu_*.py) is tested without them.
+# The smallest model each family builds, with a clip (T, H, W) it takes: for checks that run
+# over every family (weight decay, input refusals).
+_VIT = {"size": "Ti/4x2", "hidden_size": 8, "num_layers": 1, "num_heads": 2, "mlp_dim": 8}
+_RESNET = {"depth": 14, "width": 8}
+_R3D = {"layers": (1, 1, 1, 1), "width": 8}
+_CLIP, _CONV_CLIP = (4, 8, 8), (4, 32, 32)
+MODEL_FAMILIES = {
+    "vivit_model1": ({"name": "vivit", **_VIT}, _CLIP),
+    "vivit_model2": ({"name": "vivit", **_VIT, "variant": "factorised_encoder"}, _CLIP),
+    "vivit_model3": ({"name": "vivit", **_VIT, "variant": "factorised_self_attention"}, _CLIP),
+    "vivit_model4": ({"name": "vivit", **_VIT, "variant": "factorised_dot_product"}, _CLIP),
+    "vivit_average_pool": ({"name": "vivit", **_VIT, "variant": "average_pool"}, _CLIP),
+    "single_frame": ({"name": "single_frame", **_VIT}, _CLIP),
+    "timesformer": ({"name": "timesformer", **_VIT, "size": "Ti/4"}, (2, 8, 8)),
+    "videomae": ({"name": "videomae", **_VIT}, _CLIP),
+    "c3d": ({"name": "c3d", "hidden": 8}, (16, 112, 112)),
+    "r3d": ({"name": "r3d_18", **_R3D}, (4, 16, 16)),
+    "mc3": ({"name": "mc3_18", **_R3D}, (4, 16, 16)),
+    "r2plus1d": ({"name": "r2plus1d_18", **_R3D}, (4, 16, 16)),
+    "i3d": ({"name": "i3d_r50", **_RESNET}, _CONV_CLIP),
+    "csn": ({"name": "csn_r101", **_RESNET}, _CONV_CLIP),
+    "slowfast": ({"name": "slowfast", **_RESNET, "alpha": 2}, _CONV_CLIP),
+    "x3d": ({"name": "x3d_xs", "depth_factor": 0.4, "head_width": 8}, _CONV_CLIP),
+    "lrcn": ({"name": "lrcn", "frame_layers": (1, 1, 1, 1), "frame_width": 8}, (4, 16, 16)),
+    "conv_lstm": ({"name": "conv_lstm", "stem_features": 4, "hidden_features": (4,)}, _CLIP),
+    "recurrent_over": (
+        {"name": "recurrent_over", "backbone": {"name": "r3d_18", **_R3D}},
+        (4, 16, 16),
+    ),
+}
+MODEL_FAMILIES["vivit_model2"][0]["temporal_layers"] = 1
+MODEL_FAMILIES["lrcn"][0]["hidden_size"] = MODEL_FAMILIES["recurrent_over"][0]["hidden_size"] = 8
+
+
 NOT_ON_GPU_IMAGE = ("ml_collections", "tensorflow", "tensorflow_datasets", "grain", "av")
 
 

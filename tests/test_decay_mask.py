@@ -12,40 +12,10 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
+from conftest import MODEL_FAMILIES as FAMILIES
 
 from vjax.models import build_model
 from vjax.optim import decay_mask, make_optimizer
-
-T = {"size": "Ti/4x2", "hidden_size": 8, "num_layers": 1, "num_heads": 2, "mlp_dim": 8}
-RESNET = {"depth": 14, "width": 8}
-R3D = {"layers": (1, 1, 1, 1), "width": 8}
-CLIP, CONV_CLIP = (4, 8, 8), (4, 32, 32)
-FAMILIES = {  # name: (model config, clip (T, H, W)), the smallest each family builds
-    "vivit_model1": ({"name": "vivit", **T}, CLIP),
-    "vivit_model2": ({"name": "vivit", **T, "variant": "factorised_encoder"}, CLIP),
-    "vivit_model3": ({"name": "vivit", **T, "variant": "factorised_self_attention"}, CLIP),
-    "vivit_model4": ({"name": "vivit", **T, "variant": "factorised_dot_product"}, CLIP),
-    "vivit_average_pool": ({"name": "vivit", **T, "variant": "average_pool"}, CLIP),
-    "single_frame": ({"name": "single_frame", **T}, CLIP),
-    "timesformer": ({"name": "timesformer", **T, "size": "Ti/4"}, (2, 8, 8)),
-    "videomae": ({"name": "videomae", **T}, CLIP),
-    "c3d": ({"name": "c3d", "hidden": 8}, (16, 112, 112)),
-    "r3d": ({"name": "r3d_18", **R3D}, (4, 16, 16)),
-    "mc3": ({"name": "mc3_18", **R3D}, (4, 16, 16)),
-    "r2plus1d": ({"name": "r2plus1d_18", **R3D}, (4, 16, 16)),
-    "i3d": ({"name": "i3d_r50", **RESNET}, CONV_CLIP),
-    "csn": ({"name": "csn_r101", **RESNET}, CONV_CLIP),
-    "slowfast": ({"name": "slowfast", **RESNET, "alpha": 2}, CONV_CLIP),
-    "x3d": ({"name": "x3d_xs", "depth_factor": 0.4, "head_width": 8}, CONV_CLIP),
-    "lrcn": ({"name": "lrcn", "frame_layers": (1, 1, 1, 1), "frame_width": 8}, (4, 16, 16)),
-    "conv_lstm": ({"name": "conv_lstm", "stem_features": 4, "hidden_features": (4,)}, CLIP),
-    "recurrent_over": (
-        {"name": "recurrent_over", "backbone": {"name": "r3d_18", **R3D}},
-        (4, 16, 16),
-    ),
-}
-FAMILIES["vivit_model2"][0]["temporal_layers"] = 1
-FAMILIES["lrcn"][0]["hidden_size"] = FAMILIES["recurrent_over"][0]["hidden_size"] = 8
 
 # Primitives that only move, cast or reshape a value: a weight stays a weight through them.
 _MOVES = {

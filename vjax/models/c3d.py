@@ -16,7 +16,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from vjax.models.conv_blocks import ConvUnit, check_video_shape, max_pool3d, start
+from vjax.models.clip_input import check_video_shape
+from vjax.models.conv_blocks import ConvUnit, max_pool3d, start
 from vjax.models.layers import ClassifierHead, NumClasses, constrain
 from vjax.models.registry import register
 

@@ -33,6 +33,7 @@ import jax
 import jax.numpy as jnp
 
 from vjax.models.batch_norm import BatchNorm
+from vjax.models.clip_input import check_video_dtype
 from vjax.models.conv import Conv
 from vjax.models.layers import ClassifierHead, NumClasses, constrain
 from vjax.models.widths import layer_width
@@ -371,23 +372,6 @@ class ResStage(nn.Module):
         return x
 
 
-def check_video_shape(input_shape: Sequence[int], min_size: Triple, channels: int = 3) -> None:
-    """Raises a ValueError naming the problem unless ``input_shape`` is
-    ``(batch, time, height, width, channels)`` with at least ``min_size`` frames/pixels."""
-    shape = tuple(input_shape)
-    if len(shape) != 5:
-        raise ValueError(
-            f"expected video of shape (batch, time, height, width, channels), got {shape}"
-        )
-    if shape[-1] != channels:
-        raise ValueError(f"expected {channels} input channels, got {shape[-1]} (shape {shape})")
-    for axis, size, least in zip(("frames", "height", "width"), shape[1:4], min_size, strict=True):
-        if size < least:
-            raise ValueError(
-                f"{axis} ({size}) is below this model's minimum ({least}); clip shape {shape}"
-            )
-
-
 def classify(
     x: jax.Array,
     num_classes: NumClasses,
@@ -409,10 +393,11 @@ def prepare(video: jax.Array, dtype: Any) -> jax.Array:
 
 
 def start(model: nn.Module, video: jax.Array, train: bool) -> tuple[jax.Array, bool]:
-    """What every conv net does first: validate the clip (``model.check_input``), cast it to
-    the model's dtype with logical names, and pick the BatchNorm mode: batch statistics only
-    when training and not ``frozen_bn``. Call inside a compact ``__call__``."""
+    """What every conv net does first: validate the clip (``model.check_input``, a float
+    dtype), cast it to the model's dtype with logical names, and pick the BatchNorm mode: batch
+    statistics only when training and not ``frozen_bn``. Call inside a compact ``__call__``."""
     model.check_input(video.shape)
+    check_video_dtype(video)
     return prepare(video, model.dtype), train and not getattr(model, "frozen_bn", False)
 
 

@@ -28,11 +28,11 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from vjax.models.clip_input import check_video_shape
 from vjax.models.conv_blocks import (
     BasicBlock,
     ConvUnit,
     ResStage,
-    check_video_shape,
     classify,
     max_pool3d,
     start,

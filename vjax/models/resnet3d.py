@@ -31,13 +31,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from vjax.models.clip_input import check_video_shape
 from vjax.models.conv_blocks import (
     ACTIVATION_AXES,
     BasicBlock,
     BottleneckBlock,
     ConvUnit,
     ResStage,
-    check_video_shape,
     classify,
     max_pool3d,
     register_preset,

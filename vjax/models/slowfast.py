@@ -30,9 +30,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from vjax.models.clip_input import check_video_shape
 from vjax.models.conv_blocks import (
     ConvUnit,
-    check_video_shape,
     classify,
     global_average,
     register_preset,

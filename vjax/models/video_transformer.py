@@ -13,6 +13,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from vjax.models.clip_input import check_video_dtype, check_video_shape
 from vjax.models.layers import (
     Encoder,
     NumClasses,
@@ -27,12 +28,9 @@ from vjax.models.sizes import TransformerSize, parse_size
 
 
 def check_divisible(input_shape: tuple[int, ...], tubelet: tuple[int, int, int]) -> None:
-    """Raises a ValueError naming the numbers when a clip cannot be cut into whole tubelets."""
-    if len(input_shape) != 5:
-        raise ValueError(
-            f"expected video of shape (batch, time, height, width, channels), got "
-            f"{tuple(input_shape)}"
-        )
+    """Raises a ValueError naming the numbers unless a clip ``(batch, time, height, width,
+    channels)`` (any count: a converted model keeps its own) can be cut into whole tubelets."""
+    check_video_shape(input_shape, (1, 1, 1), channels=None)
     for axis, size, step in zip(
         ("frames", "height", "width"), input_shape[1:4], tubelet, strict=True
     ):
@@ -138,6 +136,7 @@ class VideoTransformer(nn.Module):
 
     def embed(self, video: jax.Array, name: str = "embedding") -> tuple[jax.Array, tuple[int, int]]:
         """Tubelet tokens ``(batch, time * space, hidden)`` and their ``(time, space)`` grid."""
+        check_video_dtype(video)
         video = constrain(video.astype(self.dtype), ("batch", "time", None, None, None))
         size = self.resolved_size()
         conv_init = "torch" if self.videomae_init else "lecun"

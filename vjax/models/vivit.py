@@ -141,5 +141,6 @@ class SingleFrame(ViViT):
         return (1, patch, patch)
 
     def __call__(self, video: jax.Array, *, train: bool) -> jax.Array:
+        self.check_input(video.shape)  # the whole clip's layout, before cutting its middle out
         middle = video.shape[1] // 2
         return super().__call__(video[:, middle : middle + 1], train=train)

@@ -20,11 +20,11 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from vjax.models.clip_input import check_video_shape
 from vjax.models.conv_blocks import (
     BottleneckBlock,
     ConvUnit,
     ResStage,
-    check_video_shape,
     classify,
     global_average,
     register_preset,
