@@ -12,11 +12,14 @@ from conftest import DEMO_CONFIG, REPO
 
 from vjax.bench import vjax_recipe
 from vjax.config_utils import (
+    DEFAULT_CONFIG,
     RECIPES,
     ConfigError,
     apply_overrides,
     config_file,
+    config_module,
     load_config,
+    unknown_keys,
     with_absolute_paths,
     with_defaults,
 )
@@ -124,6 +127,80 @@ def test_main_reports_config_errors_with_exit_code_2(capsys, tmp_path):
     )
     assert code == 2
     assert "train.num_steps" in capsys.readouterr().err
+
+
+def test_a_config_file_of_ones_own_with_a_misspelt_key_fails_naming_it(capsys, tmp_path):
+    """A key set in the file itself (not an override) reached no check: the run trained with
+    the default. Every section is checked before the dataset is prepared."""
+    from vjax.main import main
+
+    for line, named in (
+        ("c.train.num_step = 5", "'train.num_step'; did you mean train.num_steps"),
+        ("c.optimizer.weight_decy = 0.1", "'optimizer.weight_decy'; did you mean "
+         "optimizer.weight_decay"),
+        ("c.sharding.meshh = (('data', 1),)", "'sharding.meshh'; did you mean sharding.mesh"),
+        ("c.train.distill.temprature = 2.0", "'train.distill.temprature'; did you mean "
+         "train.distill.temperature"),
+        ("c.trian = ml_collections.ConfigDict()", "'trian'; did you mean train"),
+        ("c.input.crop_szie = 8", "'input.crop_szie'; did you mean input.crop_size"),
+    ):  # fmt: skip
+        config = tmp_path / "mine.py"
+        config.write_text(
+            "import ml_collections\n"
+            "from vjax.config_utils import load_config\n\n\n"
+            "def get_config():\n"
+            f"    c = load_config({DEMO_CONFIG + ':tiny'!r})\n"
+            "    c.unlock()\n"
+            f"    {line}\n"
+            "    return c\n"
+        )
+        data = tmp_path / "never_prepared"
+        argv = ["--mode=train", f"--config={config}", f"--workdir={tmp_path / 'run'}",
+                f"--config.dataset.data_dir={data}"]  # fmt: skip
+        assert main(argv) == 2, line
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and f"unknown config key {named}" in err[0], (line, err)
+        assert not data.exists()  # refused before the dataset was prepared
+
+
+def test_every_recipe_sets_only_keys_the_default_config_holds():
+    """What makes the default config the list of every setting (the check above, and what an
+    older run's config is completed from): no recipe adds a key."""
+    defaults = load_config(DEFAULT_CONFIG).to_dict()
+    specs = [f"{DEMO_CONFIG}:{v}" for v in ("vivit", "tiny", "single_frame,tiny",
+                                            "r2plus1d,tiny", "lrcn", "av", "av,tiny")]  # fmt: skip
+    for family in ("conv3d", "mbt", "video_transformers", "videomae"):
+        path = os.path.join(REPO, "configs", f"{family}.py")
+        for recipe in config_module(path).RECIPES:
+            specs += [f"{path}:{recipe}", f"{path}:{recipe},tiny"]
+    specs += [os.path.join(REPO, "configs", f"videomae.py:{v}") for v in
+              ("pretrain_motion", "finetune_motion")]  # fmt: skip
+    for spec in specs:
+        assert unknown_keys(load_config(spec).to_dict(), defaults) == [], spec
+    assert len(specs) > 50
+    # The sections checked where their code reads them are left to it; anything under a key
+    # whose default is a value, not a section, is not a key of ours to check.
+    extra = {"model": {"anything": 1}, "train": {"quantization": {"mode": "int8"}, "x": 1},
+             "sharding": {"rules": [["batch", "data"]]}, "seed": 0, "trian": {}}  # fmt: skip
+    assert unknown_keys(extra, defaults) == ["train.x", "trian"]
+
+
+def test_an_older_runs_config_drops_the_settings_this_vjax_no_longer_reads(monkeypatch, caplog):
+    from vjax import checkpoint
+    from vjax.main import trained_config
+
+    recorded = load_config(f"{DEMO_CONFIG}:tiny").to_dict()
+    recorded["train"]["retired_setting"] = 3
+    del recorded["train"]["log_every"]  # and one it did not have yet
+    monkeypatch.setattr(checkpoint, "read_metadata", lambda workdir: {"config": recorded})
+    config = trained_config("runs/old")
+    assert "retired_setting" not in config.train
+    assert config.train.log_every == load_config(DEFAULT_CONFIG).train.log_every
+    assert (
+        "runs/old records settings this vjax no longer reads; ignoring train.retired_setting"
+        in caplog.text
+    )
+    assert recorded["train"]["retired_setting"] == 3  # the metadata read is not changed
 
 
 @pytest.mark.parametrize("variant", ["vivit", "single_frame", "r2plus1d", "lrcn"])

@@ -334,6 +334,55 @@ def with_defaults(
     return filled
 
 
+# Every setting vjax reads, at its default: the demo config holds them all (a recipe changes
+# values, never adds keys). What a run saved by an older vjax lacks is read from it, and a key
+# it lacks in the sections checked nowhere else is a mistake (:func:`check_known_keys`).
+DEFAULT_CONFIG = "configs/demo.py"
+# Sections whose keys are checked where their code reads them: a model's fields
+# (``build_model``), a dataset's preparation (``load_dataset``), the clip options and audio.
+_CHECKED_WHERE_READ = ("model", "dataset", "input")
+
+
+def unknown_keys(config: Mapping[str, Any], defaults: Mapping[str, Any]) -> list[str]:
+    """The dotted keys of ``config`` that ``defaults`` lacks, below the top level's
+    :data:`_CHECKED_WHERE_READ` sections; under a key whose default is not a section (e.g.
+    ``train.quantization=None``) anything goes."""
+
+    def walk(node: Mapping[str, Any], known: Mapping[str, Any], prefix: str) -> Iterable[str]:
+        for key, value in node.items():
+            if not prefix and key in _CHECKED_WHERE_READ:
+                continue
+            if key not in known:
+                yield prefix + key
+            elif isinstance(value, Mapping) and isinstance(known[key], Mapping):
+                yield from walk(value, known[key], f"{prefix}{key}.")
+
+    return list(walk(config, defaults, ""))
+
+
+def check_known_keys(config: ml_collections.ConfigDict) -> None:
+    """Raises a ConfigError naming a key of ``config`` that vjax does not read, with the
+    closest ones it does: a misspelt ``train.num_step`` in a config file of one's own (or set
+    on an unlocked ConfigDict) was silently ignored, and the run trained with the default."""
+    defaults = load_config(DEFAULT_CONFIG).to_dict()
+    unknown = unknown_keys(config.to_dict(), defaults)
+    if unknown:
+        valid = flat_keys(ml_collections.ConfigDict(defaults))
+        raise unknown_key_error(unknown[0], valid)
+
+
+def without_keys(config: dict[str, Any], keys: Iterable[str]) -> dict[str, Any]:
+    """A copy of the nested dict ``config`` without the dotted ``keys``."""
+    config = copy.deepcopy(config)
+    for key in keys:
+        *parents, leaf = key.split(".")
+        node = config
+        for part in parents:
+            node = node[part]
+        del node[leaf]
+    return config
+
+
 # The config's local paths: the data a run reads and the models it starts from or learns from.
 PATH_KEYS = ("dataset.data_dir", "dataset.src", "train.init_from", "train.distill.teacher")
 

@@ -12,6 +12,10 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
+# What probe, demo and a new training run read without --config; eval and a training that goes
+# on take the run's own (trained_config).
+from vjax.config_utils import DEFAULT_CONFIG
+
 MODES = ("train", "eval", "probe", "demo")
 _PURPOSE = {
     "train": "Trains, resuming from the newest good checkpoint in --workdir.",
@@ -28,18 +32,20 @@ config overrides (any number):
   --debug               show the traceback of an error in the config or input"""
 
 
-# What probe, demo and a new training run without --config; eval and a training that goes on
-# take the run's own (trained_config).
-DEFAULT_CONFIG = "configs/demo.py"
-
-
 def trained_config(workdir: str) -> Any:
     """The config the newest checkpoint in ``workdir`` was trained with (its metadata, as
     :func:`vjax.load` builds the model from): what ``vjax eval`` evaluates with when no
     ``--config`` is given, so that a run's model, dataset and input need not be repeated.
-    Settings a run saved by an older vjax lacks take the defaults'."""
+    Settings a run saved by an older vjax lacks take the defaults'; the ones it has that this
+    vjax no longer reads are dropped, with a warning that names them."""
     from vjax import checkpoint
-    from vjax.config_utils import config_from_json, load_config, with_defaults
+    from vjax.config_utils import (
+        config_from_json,
+        load_config,
+        unknown_keys,
+        with_defaults,
+        without_keys,
+    )
     from vjax.errors import UserError
 
     recorded = checkpoint.read_metadata(workdir).get("config")
@@ -51,6 +57,11 @@ def trained_config(workdir: str) -> Any:
             "convert` folder): give --config for the data to evaluate it on"
         )
     defaults = load_config(DEFAULT_CONFIG).to_dict()
+    if stale := unknown_keys(recorded, defaults):
+        logging.getLogger(__name__).warning(
+            "%s records settings this vjax no longer reads; ignoring %s", workdir, ", ".join(stale)
+        )
+        recorded = without_keys(recorded, stale)
     return config_from_json(with_defaults(recorded, defaults, whole=("model", "dataset")))
 
 

@@ -1,8 +1,9 @@
-"""What a config must satisfy before any dataset is prepared or anything compiles: counts of at
-least one (steps, intervals, batch size, checkpoints kept), a mesh that fits the devices, a
-batch that splits over them, valid input options, an optimiser that can be built (a known
-name, rates and decays not negative, a layer decay in (0, 1]), and a model that can take the
-clip (and, for an audio model, the spectrogram of ``config.input.audio``). Each failure is a
+"""What a config must satisfy before any dataset is prepared or anything compiles: only keys vjax
+reads (a misspelt one is named, not ignored), counts of at least one (steps, intervals, batch
+size, checkpoints kept), a mesh that fits the devices, a batch that splits over them, valid
+input options, an optimiser that can be built (a known name, rates and decays not negative, a
+layer decay in (0, 1]), and a model that can take the clip (and, for an audio model, the
+spectrogram of ``config.input.audio``). Each failure is a
 :class:`~vjax.config_utils.ConfigError` naming the config section (the commands print it as
 one line).
 
@@ -19,7 +20,7 @@ import jax
 import ml_collections
 
 from vjax import parallel
-from vjax.config_utils import ConfigError
+from vjax.config_utils import ConfigError, check_known_keys
 from vjax.errors import UserError, one_line
 from vjax.models.registry import compute_dtype, model_modalities
 from vjax.optim import make_optimizer
@@ -64,6 +65,7 @@ def check_config(
     from vjax.models.precise_bn import has_frozen_bn
     from vjax.step import batched, check_param_dtype
 
+    check_known_keys(config)
     check_counts(config)
     devices = list(devices if devices is not None else jax.devices())
     with _section(
