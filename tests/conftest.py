@@ -92,8 +92,6 @@ def tiny_config(data_dir: str, *variants: str, **overrides: str):
     return config
 
 
-# What the GPU machine's image lacks (the device tool's KINDS.md lists what it has): the code
-# that must run there (models, train step, `vjax bench`, tests/gpu_*.py) is tested without them.
 # The smallest model each family builds, with a clip (T, H, W) it takes: for checks that run
 # over every family (weight decay, input refusals).
 _VIT = {"size": "Ti/4x2", "hidden_size": 8, "num_layers": 1, "num_heads": 2, "mlp_dim": 8}
@@ -128,6 +126,8 @@ MODEL_FAMILIES["vivit_model2"][0]["temporal_layers"] = 1
 MODEL_FAMILIES["lrcn"][0]["hidden_size"] = MODEL_FAMILIES["recurrent_over"][0]["hidden_size"] = 8
 
 
+# What the GPU machine's image lacks (the device tool's KINDS.md lists what it has): the code
+# that must run there (models, train step, `vjax bench`, tests/gpu_*.py) is tested without them.
 NOT_ON_GPU_IMAGE = ("ml_collections", "tensorflow", "tensorflow_datasets", "grain", "av")
 
 

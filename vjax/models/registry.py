@@ -17,15 +17,58 @@ _DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.floa
 
 
 def register(name: str) -> Callable[[type[nn.Module]], type[nn.Module]]:
-    """Class decorator that makes a model buildable as ``config.model.name = name``."""
+    """Class decorator that makes a model buildable as ``config.model.name = name``.
+
+    A model is a Flax module with the fields ``num_classes`` (the head's size, or ``{task:
+    size}``) and ``dtype`` (the compute dtype ``train.dtype`` builds it with), a
+    ``check_input(input_shape)`` that raises a ValueError for a clip it cannot take (vjax calls
+    it before compiling anything) and ``__call__(video, *, train)``. Registering the same class
+    again (a notebook cell or a config file run twice) replaces it.
+
+    >>> @register("mean_mlp")
+    ... class MeanMLP(nn.Module):
+    ...     num_classes: int
+    ...     dtype: Any = jnp.float32
+    ...     def check_input(self, input_shape): ...   # any clip
+    ...     @nn.compact
+    ...     def __call__(self, video, *, train):
+    ...         return nn.Dense(self.num_classes, dtype=self.dtype)(video.mean((1, 2, 3)))
+    """
 
     def add(cls: type[nn.Module]) -> type[nn.Module]:
-        if name in _MODELS:
-            raise ValueError(f"model {name!r} is registered twice")
+        lacks = _lacks(cls)
+        if lacks:
+            raise TypeError(f"model {name!r} ({cls.__qualname__}) lacks {'; '.join(lacks)}")
+        held = _MODELS.get(name)
+        if held is not None and _origin(held) != _origin(cls):
+            raise ValueError(
+                f"model name {name!r} is taken by {'.'.join(_origin(held))}; register "
+                f"{cls.__qualname__} under another name"
+            )
         _MODELS[name] = cls
         return cls
 
     return add
+
+
+def _origin(cls: type) -> tuple[str, str]:
+    return cls.__module__, cls.__qualname__
+
+
+def _lacks(cls: type[nn.Module]) -> list[str]:
+    """What of the model interface (:func:`register`) ``cls`` lacks, each with why vjax needs it."""
+    fields = {f.name for f in dataclasses.fields(cls)} if dataclasses.is_dataclass(cls) else set()
+    needs = {
+        "num_classes": "a field num_classes (vjax builds the head for the dataset's classes)",
+        "dtype": "a field dtype, e.g. `dtype: Any = jnp.float32` (train.dtype's compute dtype)",
+    }
+    lacks = [why for field, why in needs.items() if field not in fields]
+    if not callable(getattr(cls, "check_input", None)):
+        lacks.append(
+            "a method check_input(self, input_shape) that raises a ValueError for a clip the "
+            "model cannot take (vjax calls it before compiling; `pass` takes any)"
+        )
+    return lacks
 
 
 def compute_dtype(name: str) -> Any:
@@ -83,7 +126,11 @@ def build_model(
     kwargs = dict(model_config)
     name = kwargs.pop("name")
     if name not in _MODELS:
-        raise ValueError(f"unknown model {name!r}{closest_hint(name, available_models())}")
+        hint = closest_hint(name, available_models()) or (
+            "; a model of your own is known once the file that registers it has run: give it "
+            "as --config (vjax train, eval, probe) or import it before vjax.load"
+        )
+        raise ValueError(f"unknown model {name!r}{hint}")
     cls = _MODELS[name]
     fields = model_fields(cls)
     for key in kwargs:
