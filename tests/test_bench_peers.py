@@ -128,7 +128,8 @@ def test_imports_without_the_packages_the_gpu_image_lacks(gpu_image_env):
         "import importlib.util, sys\n"  # and those packages are missing, as there
         f"print([importlib.util.find_spec(n) for n in {NOT_ON_GPU_IMAGE!r}], "
         f"set(sys.modules) & set({NOT_ON_GPU_IMAGE!r}))\n"
-        "vjax.bench_train.main(['--peers', '--help'])\n"
+        "import vjax.cli\n"  # the command as typed there: `vjax bench train --peers --help`
+        "vjax.cli.main(['bench', 'train', '--peers', '--help'])\n"
     )
     done = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, env=gpu_image_env

@@ -16,8 +16,10 @@ from vjax.config_utils import (
     RECIPES,
     ConfigError,
     apply_overrides,
+    check_known_keys,
     config_file,
     config_module,
+    default_settings,
     load_config,
     unknown_keys,
     with_absolute_paths,
@@ -183,6 +185,20 @@ def test_every_recipe_sets_only_keys_the_default_config_holds():
     extra = {"model": {"anything": 1}, "train": {"quantization": {"mode": "int8"}, "x": 1},
              "sharding": {"rules": [["batch", "data"]]}, "seed": 0, "trian": {}}  # fmt: skip
     assert unknown_keys(extra, defaults) == ["train.x", "trian"]
+
+
+def test_the_known_keys_are_vjaxs_own_whatever_the_working_directory_holds(tmp_path, monkeypatch):
+    """A project's own (or older) configs/demo.py is what `vjax train` reads by default, but
+    not the list of settings vjax reads: that is vjax's own demo config."""
+    (tmp_path / "configs").mkdir()
+    (tmp_path / "configs" / "demo.py").write_text(
+        "import ml_collections\n\n\ndef get_config(arg=None):\n"
+        "    return ml_collections.ConfigDict({'seed': 0, 'train': {'num_steps': 1}})\n"
+    )
+    monkeypatch.chdir(tmp_path)
+    assert "optimizer" not in load_config(DEFAULT_CONFIG)  # the project's own is the default
+    assert "optimizer" in default_settings()
+    check_known_keys(load_config(f"{DEMO_CONFIG}:tiny"))  # not refused: sharding.mesh etc.
 
 
 def test_an_older_runs_config_drops_the_settings_this_vjax_no_longer_reads(monkeypatch, caplog):

@@ -22,8 +22,7 @@ import vjax.data.datasets
 import vjax.demo
 import vjax.main
 from vjax import cli
-from vjax.config_utils import load_config
-from vjax.main import DEFAULT_CONFIG
+from vjax.config_utils import DEFAULT_CONFIG, load_config
 
 LAUNCHERS = ("launch/local.py", "launch/slurm.py", "launch/tpu_pod.py")
 # The parsers of the training modes: these commands go on to load their config.

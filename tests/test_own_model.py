@@ -2,6 +2,7 @@
 and evaluates through the commands like vjax's own; what the interface needs is named when a
 class lacks it (before: a TypeError, then an AttributeError traceback from the trainer)."""
 
+import importlib
 import os
 import re
 from typing import Any
@@ -13,6 +14,7 @@ import pytest
 from conftest import DEMO_CONFIG, REPO
 
 import vjax
+from vjax.config_utils import load_config
 from vjax.main import main
 from vjax.models import available_models, build_model, register
 
@@ -34,7 +36,18 @@ def own_config() -> str:
     )
 
 
-def test_a_model_registered_in_a_config_file_trains_and_evaluates(data_dir, tmp_path, capsys):
+def own_registry(monkeypatch) -> dict:
+    """The test's own copy of the model registry: what it registers goes with it."""
+    from vjax.models import registry
+
+    monkeypatch.setattr(registry, "_MODELS", dict(registry._MODELS))
+    return registry._MODELS
+
+
+def test_a_model_registered_in_a_config_file_trains_and_evaluates(
+    data_dir, tmp_path, capsys, monkeypatch
+):
+    models = own_registry(monkeypatch)
     config, run = tmp_path / "mine.py", tmp_path / "run"
     config.write_text(own_config())
     common = [f"--config={config}", f"--workdir={run}", f"--config.dataset.data_dir={data_dir}"]
@@ -46,11 +59,8 @@ def test_a_model_registered_in_a_config_file_trains_and_evaluates(data_dir, tmp_
     model = vjax.load(str(run))  # in Python, once the file has run
     assert model(np.zeros((2, *model.clip_shape), np.uint8)).shape == (2, 4)
     # Without the file the name is unknown, and the one line says how it becomes known.
-    with pytest.MonkeyPatch.context() as patch:
-        from vjax.models import registry
-
-        patch.delitem(registry._MODELS, "mean_mlp")
-        assert main(["--mode=eval", f"--workdir={run}"]) == 2
+    del models["mean_mlp"]
+    assert main(["--mode=eval", f"--workdir={run}"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "unknown model 'mean_mlp'; a model of your own is known once" in err[0]
 
@@ -70,7 +80,7 @@ def test_what_a_model_class_lacks_is_named_at_registration():
     assert "bare" not in available_models()
 
 
-def test_a_taken_name_is_refused_and_the_same_class_replaces_itself():
+def test_a_taken_name_is_refused_and_the_same_class_replaces_itself(tmp_path, monkeypatch):
     def define(width: int) -> type:
         class Tiny(nn.Module):
             num_classes: int
@@ -83,12 +93,18 @@ def test_a_taken_name_is_refused_and_the_same_class_replaces_itself():
         Tiny.default_width = width
         return Tiny
 
-    with pytest.raises(ValueError, match=r"'vivit' is taken by vjax.models.vivit.ViViT"):
+    models = own_registry(monkeypatch)
+    vivit = os.path.join(REPO, "vjax", "models", "vivit.py")
+    with pytest.raises(ValueError, match=rf"'vivit' is taken by {re.escape(vivit)}:ViViT; "):
         register("vivit")(define(1))
-    with pytest.MonkeyPatch.context() as patch:
-        from vjax.models import registry
-
-        patch.setattr(registry, "_MODELS", dict(registry._MODELS))
-        register("tiny_test_model")(define(1))
-        register("tiny_test_model")(define(2))  # a re-run of the same definition
-        assert build_model({"name": "tiny_test_model"}, 3).default_width == 2
+    register("tiny_test_model")(define(1))
+    register("tiny_test_model")(define(2))  # a re-run of the same definition
+    assert build_model({"name": "tiny_test_model"}, 3).default_width == 2
+    # One file, however it runs: as a config by any path, or imported.
+    (tmp_path / "mine_model.py").write_text(own_config())
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    for spec in ("mine_model.py", "./mine_model.py", str(tmp_path / "mine_model.py")):
+        load_config(spec)
+    mine = importlib.import_module("mine_model")
+    assert models["mean_mlp"] is mine.MeanMLP

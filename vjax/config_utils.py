@@ -13,6 +13,7 @@ import importlib.util
 import inspect
 import json
 import os
+import sys
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
@@ -46,9 +47,13 @@ def config_file(path: str) -> str:
 
 
 def config_module(path: str) -> Any:
-    """The Python module of the config file ``path``, run afresh (configs are code)."""
-    module_spec = importlib.util.spec_from_file_location(f"vjax_config_{abs(hash(path))}", path)
+    """The Python module of the config file ``path``, run afresh (configs are code). It is in
+    ``sys.modules`` while it runs and after, as an imported module is, so that what it defines
+    knows its file (a model it registers: :func:`vjax.models.register`)."""
+    name = f"vjax_config_{abs(hash(os.path.realpath(path)))}"  # one file, one name, however given
+    module_spec = importlib.util.spec_from_file_location(name, path)
     module = importlib.util.module_from_spec(module_spec)
+    sys.modules[name] = module
     module_spec.loader.exec_module(module)
     return module
 
@@ -334,18 +339,26 @@ def with_defaults(
     return filled
 
 
-# Every setting vjax reads, at its default: the demo config holds them all (a recipe changes
-# values, never adds keys). What a run saved by an older vjax lacks is read from it, and a key
-# it lacks in the sections checked nowhere else is a mistake (:func:`check_known_keys`).
+# What probe, demo and a new training run read without --config (a checkout's own
+# ``configs/demo.py`` first, :func:`config_file`).
 DEFAULT_CONFIG = "configs/demo.py"
 # Sections whose keys are checked where their code reads them: a model's fields
 # (``build_model``), a dataset's preparation (``load_dataset``), the clip options and audio.
 _CHECKED_WHERE_READ = ("model", "dataset", "input")
 
 
+def default_settings() -> dict[str, Any]:
+    """Every setting vjax reads, at its default: vjax's own demo config (never one in the
+    working directory), which holds every key of train, optimizer and sharding and the top
+    level (a recipe changes their values, never adds one; model, dataset and input keys
+    depend on the model and dataset named). What a run saved by an older vjax lacks is read
+    from it, and a key it lacks in those sections is a mistake (:func:`check_known_keys`)."""
+    return load_config(os.path.join(RECIPES, "demo.py")).to_dict()
+
+
 def unknown_keys(config: Mapping[str, Any], defaults: Mapping[str, Any]) -> list[str]:
-    """The dotted keys of ``config`` that ``defaults`` lacks, below the top level's
-    :data:`_CHECKED_WHERE_READ` sections; under a key whose default is not a section (e.g.
+    """The dotted keys of ``config`` that ``defaults`` lacks, except in the top-level
+    sections :data:`_CHECKED_WHERE_READ`; under a key whose default is not a section (e.g.
     ``train.quantization=None``) anything goes."""
 
     def walk(node: Mapping[str, Any], known: Mapping[str, Any], prefix: str) -> Iterable[str]:
@@ -364,7 +377,7 @@ def check_known_keys(config: ml_collections.ConfigDict) -> None:
     """Raises a ConfigError naming a key of ``config`` that vjax does not read, with the
     closest ones it does: a misspelt ``train.num_step`` in a config file of one's own (or set
     on an unlocked ConfigDict) was silently ignored, and the run trained with the default."""
-    defaults = load_config(DEFAULT_CONFIG).to_dict()
+    defaults = default_settings()
     unknown = unknown_keys(config.to_dict(), defaults)
     if unknown:
         valid = flat_keys(ml_collections.ConfigDict(defaults))

@@ -12,10 +12,6 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-# What probe, demo and a new training run read without --config; eval and a training that goes
-# on take the run's own (trained_config).
-from vjax.config_utils import DEFAULT_CONFIG
-
 MODES = ("train", "eval", "probe", "demo")
 _PURPOSE = {
     "train": "Trains, resuming from the newest good checkpoint in --workdir.",
@@ -36,12 +32,13 @@ def trained_config(workdir: str) -> Any:
     """The config the newest checkpoint in ``workdir`` was trained with (its metadata, as
     :func:`vjax.load` builds the model from): what ``vjax eval`` evaluates with when no
     ``--config`` is given, so that a run's model, dataset and input need not be repeated.
-    Settings a run saved by an older vjax lacks take the defaults'; the ones it has that this
-    vjax no longer reads are dropped, with a warning that names them."""
+    Settings a run saved by an older vjax lacks take the defaults'; those of train, optimizer,
+    sharding and the top level that this vjax no longer reads are dropped, with a warning that
+    names them."""
     from vjax import checkpoint
     from vjax.config_utils import (
         config_from_json,
-        load_config,
+        default_settings,
         unknown_keys,
         with_defaults,
         without_keys,
@@ -56,7 +53,7 @@ def trained_config(workdir: str) -> Any:
             f"{workdir!r} holds a model without the dataset it was trained on (a `vjax "
             "convert` folder): give --config for the data to evaluate it on"
         )
-    defaults = load_config(DEFAULT_CONFIG).to_dict()
+    defaults = default_settings()
     if stale := unknown_keys(recorded, defaults):
         logging.getLogger(__name__).warning(
             "%s records settings this vjax no longer reads; ignoring %s", workdir, ", ".join(stale)
@@ -70,7 +67,7 @@ def parse_args(
 ) -> tuple[argparse.Namespace, dict[str, str]]:
     """Splits ``--config.x.y=v`` overrides from the ordinary flags. With ``mode`` (the verb of
     ``vjax MODE``) there is no ``--mode`` flag and the usage is that mode's."""
-    from vjax.config_utils import ConfigError
+    from vjax.config_utils import DEFAULT_CONFIG, ConfigError
     from vjax.errors import ArgumentParser
 
     overrides, rest = {}, []
@@ -131,7 +128,7 @@ def run(argv: Sequence[str], mode: str | None = None) -> int:
 
         raise UserError("--workdir is empty; name the folder for checkpoints and reports")
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    from vjax.config_utils import apply_overrides, load_config, require_sections
+    from vjax.config_utils import DEFAULT_CONFIG, apply_overrides, load_config, require_sections
 
     if args.mode == "demo":
         from vjax.demo import run_demo

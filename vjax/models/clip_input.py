@@ -1,5 +1,6 @@
-"""What every vjax video model checks of its input clip before tracing: the layout
-``(batch, time, height, width, 3)`` and a float dtype.
+"""What every vjax video model checks of its input clip before anything compiles: the layout
+``(batch, time, height, width, channels)`` (3 channels for a conv net; a transformer takes the
+count it was converted with) and a float dtype.
 
 Both mistakes otherwise fail late or not at all: a PyTorch-layout clip ``(B, C, T, H, W)``
 or Hugging Face's ``(B, T, C, H, W)`` trained a conv net with 112 "channels", and uint8

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import dataclasses
+import os
+import sys
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -42,7 +44,7 @@ def register(name: str) -> Callable[[type[nn.Module]], type[nn.Module]]:
         held = _MODELS.get(name)
         if held is not None and _origin(held) != _origin(cls):
             raise ValueError(
-                f"model name {name!r} is taken by {'.'.join(_origin(held))}; register "
+                f"model name {name!r} is taken by {_origin(held)}; register "
                 f"{cls.__qualname__} under another name"
             )
         _MODELS[name] = cls
@@ -51,8 +53,11 @@ def register(name: str) -> Callable[[type[nn.Module]], type[nn.Module]]:
     return add
 
 
-def _origin(cls: type) -> tuple[str, str]:
-    return cls.__module__, cls.__qualname__
+def _origin(cls: type) -> str:
+    """Where ``cls`` is defined: its file's real path (however the file was run: as a config,
+    imported, by another path) or, without one (a notebook), its module; then its name."""
+    file = getattr(sys.modules.get(cls.__module__), "__file__", None)
+    return f"{os.path.realpath(file) if file else cls.__module__}:{cls.__qualname__}"
 
 
 def _lacks(cls: type[nn.Module]) -> list[str]:
