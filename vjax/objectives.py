@@ -342,6 +342,34 @@ OBJECTIVES = {
 }
 
 
+BUILT_IN = tuple(OBJECTIVES)
+
+
+def register(objective: Objective) -> Objective:
+    """Makes ``objective`` trainable as ``train.objective = objective.name``, beside the
+    built-in ones (whose names it may not take); registering a name again replaces it (a
+    notebook cell or config file run twice). A loss of labelled data is one function of the
+    logits (:func:`labelled`); validation then reports the classification metrics and the
+    cross-entropy of the logits, as for ``classification``.
+
+    >>> def focal_losses(logits, batch, label_smoothing):  # (B, K) logits, batch["label"]
+    ...     loss = ...
+    ...     return loss, {"loss": loss}
+    >>> register(labelled("focal", focal_losses))
+    """
+    if not isinstance(objective, Objective):
+        raise TypeError(
+            f"register takes an Objective (e.g. labelled(name, losses)), got "
+            f"{type(objective).__name__}"
+        )
+    if objective.name in BUILT_IN:
+        raise ValueError(
+            f"train.objective {objective.name!r} is vjax's own; register yours under another name"
+        )
+    OBJECTIVES[objective.name] = objective
+    return objective
+
+
 def get(name: str | Objective) -> Objective:
     """The objective ``train.objective`` names (an :class:`Objective` is returned as it is);
     an unknown name lists the valid ones."""
@@ -350,7 +378,11 @@ def get(name: str | Objective) -> Objective:
     if name not in OBJECTIVES:
         from vjax.config_utils import ConfigError
 
-        raise ConfigError(f"unknown train.objective {name!r}; valid: {', '.join(OBJECTIVES)}")
+        raise ConfigError(
+            f"unknown train.objective {name!r}; valid: {', '.join(OBJECTIVES)} (one of your "
+            f"own is known once the file that registers it has run: give it as --config, or "
+            f"import it)"
+        )
     return OBJECTIVES[name]
 
 

@@ -1,6 +1,7 @@
-"""A researcher's own model (the README's snippet): registered in their config file, it trains
-and evaluates through the commands like vjax's own; what the interface needs is named when a
-class lacks it (before: a TypeError, then an AttributeError traceback from the trainer)."""
+"""A researcher's own model and objective (the README's snippets): registered in their config
+file, they train and evaluate through the commands like vjax's own; what a model class lacks
+is named at registration (before: a TypeError, then an AttributeError traceback from the
+trainer), and objectives could not be added without editing vjax."""
 
 import importlib
 import os
@@ -14,37 +15,44 @@ import pytest
 from conftest import DEMO_CONFIG, REPO
 
 import vjax
-from vjax.config_utils import load_config
+from vjax import objectives
+from vjax.config_utils import ConfigError, load_config
 from vjax.main import main
 from vjax.models import available_models, build_model, register
 
 
-def own_config() -> str:
-    """A config file of one's own: the README's "Your own model" snippet, with its imports, and
-    a get_config that names the model."""
+def readme_snippet(title: str) -> str:
+    """The Python block under the README's paragraph ``title``."""
     with open(os.path.join(REPO, "README.md")) as f:
         readme = f.read()
-    snippet = re.search(r"\*\*Your own model\.\*\*.*?```python\n(.*?)```", readme, re.S).group(1)
+    return re.search(rf"\*\*{title}\.\*\*.*?```python\n(.*?)```", readme, re.S).group(1)
+
+
+def own_config() -> str:
+    """A config file of one's own: the README's "Your own model" and "Your own objective"
+    snippets, and a get_config that names them."""
     return (
-        "from typing import Any\n\nimport flax.linen as nn\nimport jax.numpy as jnp\n\n"
-        "import vjax.models\nfrom vjax.config_utils import load_config\n\n\n"
-        f"{snippet}\n\n"
+        f"{readme_snippet('Your own model')}\n\n{readme_snippet('Your own objective')}\n\n"
         "def get_config():\n"
+        "    from vjax.config_utils import load_config\n\n"
         f"    config = load_config({DEMO_CONFIG + ':tiny'!r})\n"
         "    config.model = {'name': 'mean_mlp', 'width': 16}\n"
+        "    config.train.objective = 'focal'\n"
         "    return config\n"
     )
 
 
 def own_registry(monkeypatch) -> dict:
-    """The test's own copy of the model registry: what it registers goes with it."""
+    """The test's own copies of the model and objective registries (what it registers goes
+    with them); the models'."""
     from vjax.models import registry
 
+    monkeypatch.setattr(objectives, "OBJECTIVES", dict(objectives.OBJECTIVES))
     monkeypatch.setattr(registry, "_MODELS", dict(registry._MODELS))
     return registry._MODELS
 
 
-def test_a_model_registered_in_a_config_file_trains_and_evaluates(
+def test_a_model_and_objective_registered_in_a_config_file_train_and_evaluate(
     data_dir, tmp_path, capsys, monkeypatch
 ):
     models = own_registry(monkeypatch)
@@ -53,6 +61,8 @@ def test_a_model_registered_in_a_config_file_trains_and_evaluates(
     common = [f"--config={config}", f"--workdir={run}", f"--config.dataset.data_dir={data_dir}"]
     assert main(["--mode=train", *common, "--config.train.num_steps=2"]) == 0
     assert "mean_mlp: 132 parameters" in capsys.readouterr().out  # (3 + 1) * 16 + (16 + 1) * 4
+    assert objectives.OBJECTIVES["focal"].losses.__name__ == "focal_losses"  # what it trained
+    assert vjax.load(str(run)).config.train.objective == "focal"
     # The file runs again (its class registers again, replacing itself) for the evaluation.
     assert main(["--mode=eval", *common]) == 0
     assert "top1" in capsys.readouterr().out
@@ -108,3 +118,41 @@ def test_a_taken_name_is_refused_and_the_same_class_replaces_itself(tmp_path, mo
         load_config(spec)
     mine = importlib.import_module("mine_model")
     assert models["mean_mlp"] is mine.MeanMLP
+
+
+def _focal_losses(monkeypatch):
+    """The README's focal loss, its registration run in the test's own registry."""
+    own_registry(monkeypatch)
+    namespace = {}
+    exec(readme_snippet("Your own objective"), namespace)  # noqa: S102
+    assert objectives.get("focal").losses is namespace["focal_losses"]
+    return namespace["focal_losses"]
+
+
+def test_the_readme_focal_loss_against_numpy_and_at_gamma_0_the_cross_entropy(monkeypatch):
+    focal_losses = _focal_losses(monkeypatch)
+    rng = np.random.default_rng(0)
+    logits = rng.normal(size=(6, 5)).astype(np.float32) * 3
+    batch = {"label": rng.integers(0, 5, 6)}
+    p = np.exp(logits - logits.max(-1, keepdims=True))
+    p_label = (p / p.sum(-1, keepdims=True))[np.arange(6), batch["label"]]
+    for gamma in (2.0, 0.5):
+        loss, metrics = focal_losses(jnp.asarray(logits), batch, 0.0, gamma=gamma)
+        expected = np.mean(-((1 - p_label) ** gamma) * np.log(p_label))
+        np.testing.assert_allclose(float(loss), expected, rtol=1e-5)
+    cross_entropy, _ = objectives.task_losses(jnp.asarray(logits), batch)
+    loss, _ = focal_losses(jnp.asarray(logits), batch, 0.0, gamma=0.0)
+    np.testing.assert_allclose(float(loss), float(cross_entropy), rtol=1e-6)
+    assert float(metrics["top1"]) == np.mean(logits.argmax(-1) == batch["label"])
+
+
+def test_an_objective_may_not_take_a_built_in_name_and_must_be_an_objective(monkeypatch):
+    focal_losses = _focal_losses(monkeypatch)
+    with pytest.raises(ValueError, match="'classification' is vjax's own"):
+        objectives.register(objectives.labelled("classification", focal_losses))
+    with pytest.raises(TypeError, match="register takes an Objective"):
+        objectives.register(focal_losses)
+    assert objectives.get("classification").losses is objectives.task_losses
+    del objectives.OBJECTIVES["focal"]
+    with pytest.raises(ConfigError, match=r"'focal'; valid: .* \(one of your own is known once"):
+        objectives.get("focal")
