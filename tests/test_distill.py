@@ -139,6 +139,33 @@ def test_distilled_loss_matches_numpy(kind):
     assert all(float(jnp.abs(g).max()) > 0 for g in jax.tree.leaves(grads))
 
 
+def test_an_objective_without_top1_distils_without_the_teachers_top1():
+    """A user's objective need not log top-1 (the distilled loss read the teacher's from it:
+    a KeyError); the other parts are still logged."""
+
+    def plain_losses(logits, batch, label_smoothing):
+        loss = objectives.cross_entropy(logits, batch["label"], label_smoothing).mean()
+        return loss, {"loss": loss}
+
+    student = Heads(5)
+    variables = jax.jit(student.init)(jax.random.key(0), jnp.zeros((1, *CLIP)))
+    teacher = Teacher("t", student, variables, MEAN, STD, CLIP)
+    objective = distilled(objectives.labelled("plain", plain_losses), teacher, 2.0, 0.5)
+    batch = {"video": jnp.zeros((2, *CLIP), jnp.uint8), "label": jnp.array([0, 3])}
+    _, metrics, _ = jax.jit(
+        lambda v: objective.loss(
+            student,
+            v,
+            batch,
+            jnp.zeros((2, *CLIP)),
+            jax.random.key(1),
+            frozen=variables,
+            label_smoothing=0.0,
+        )  # fmt: skip
+    )(variables)
+    assert set(metrics) == {"loss", "loss_task", "loss_distill"}
+
+
 def test_resample_clip():
     """More frames repeat the nearest ones (evenly spaced), fewer stride; space is resized."""
     video = np.arange(2 * 4 * 2 * 2 * 1, dtype=np.uint8).reshape(2, 4, 2, 2, 1)

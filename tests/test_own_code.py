@@ -17,6 +17,7 @@ from conftest import DEMO_CONFIG, REPO
 import vjax
 from vjax import objectives
 from vjax.config_utils import ConfigError, load_config
+from vjax.errors import UserError
 from vjax.main import main
 from vjax.models import available_models, build_model, register
 
@@ -47,8 +48,8 @@ def own_registry(monkeypatch) -> dict:
     with them); the models'."""
     from vjax.models import registry
 
-    monkeypatch.setattr(objectives, "OBJECTIVES", dict(objectives.OBJECTIVES))
-    monkeypatch.setattr(registry, "_MODELS", dict(registry._MODELS))
+    monkeypatch.setattr(objectives, "OBJECTIVES", objectives.OBJECTIVES.copy())
+    monkeypatch.setattr(registry, "_MODELS", registry._MODELS.copy())
     return registry._MODELS
 
 
@@ -68,6 +69,20 @@ def test_a_model_and_objective_registered_in_a_config_file_train_and_evaluate(
     assert "top1" in capsys.readouterr().out
     model = vjax.load(str(run))  # in Python, once the file has run
     assert model(np.zeros((2, *model.clip_shape), np.uint8)).shape == (2, 4)
+    # A student of this teacher whose own config does not register the teacher's objective.
+    del objectives.OBJECTIVES["focal"]
+    student = [f"--config={DEMO_CONFIG}:tiny", f"--workdir={tmp_path / 'student'}",
+               f"--config.dataset.data_dir={data_dir}",
+               f"--config.train.distill.teacher={run}"]  # fmt: skip
+    assert main(["--mode=train", *student]) == 2
+    assert (
+        capsys.readouterr()
+        .err.strip()
+        .endswith(
+            f"{str(run)!r} was trained by train.objective='focal', which this run does not know: "
+            f"register it in this run's config file too"
+        )
+    )
     # Without the file the name is unknown, and the one line says how it becomes known.
     del models["mean_mlp"]
     assert main(["--mode=eval", f"--workdir={run}"]) == 2
@@ -123,7 +138,7 @@ def test_a_taken_name_is_refused_and_the_same_class_replaces_itself(tmp_path, mo
 def _focal_losses(monkeypatch):
     """The README's focal loss, its registration run in the test's own registry."""
     own_registry(monkeypatch)
-    namespace = {}
+    namespace = {"__name__": "readme"}
     exec(readme_snippet("Your own objective"), namespace)  # noqa: S102
     assert objectives.get("focal").losses is namespace["focal_losses"]
     return namespace["focal_losses"]
@@ -146,13 +161,40 @@ def test_the_readme_focal_loss_against_numpy_and_at_gamma_0_the_cross_entropy(mo
     assert float(metrics["top1"]) == np.mean(logits.argmax(-1) == batch["label"])
 
 
-def test_an_objective_may_not_take_a_built_in_name_and_must_be_an_objective(monkeypatch):
+def test_an_objective_takes_no_name_held_by_another_and_only_the_steps_options(
+    monkeypatch, tmp_path
+):
     focal_losses = _focal_losses(monkeypatch)
-    with pytest.raises(ValueError, match="'classification' is vjax's own"):
+    task_losses = os.path.join(REPO, "vjax", "objectives.py") + ":task_losses"
+    with pytest.raises(ValueError, match=rf"'classification' is taken by {re.escape(task_losses)}"):
         objectives.register(objectives.labelled("classification", focal_losses))
+    # Another file's "focal" is refused (it silently replaced the first one), naming the first.
+    (tmp_path / "other.py").write_text(
+        "import vjax.objectives\n\n\ndef focal_losses(logits, batch, label_smoothing):\n"
+        "    return logits.sum(), {}\n\n\n"
+        "vjax.objectives.register(vjax.objectives.labelled('focal', focal_losses))\n"
+        "def get_config():\n    pass\n"
+    )
+    with pytest.raises(ConfigError, match=r"'focal' is taken by readme:focal_losses; register"):
+        load_config(str(tmp_path / "other.py"))
+    with pytest.raises(ValueError, match=r"options \['gamma'\] that the train step does not"):
+        objectives.register(objectives.Objective("g", focal_losses, focal_losses, ("gamma",)))
     with pytest.raises(TypeError, match="register takes an Objective"):
         objectives.register(focal_losses)
     assert objectives.get("classification").losses is objectives.task_losses
     del objectives.OBJECTIVES["focal"]
     with pytest.raises(ConfigError, match=r"'focal'; valid: .* \(one of your own is known once"):
         objectives.get("focal")
+
+
+def test_probe_takes_a_registered_single_label_objective(monkeypatch):
+    from vjax.probing import encoder_probes
+
+    _focal_losses(monkeypatch)
+    config = load_config(f"{DEMO_CONFIG}:tiny")
+    config.train.objective = "focal"
+    with pytest.raises(UserError, match="fits the training split"):  # past the objective's check
+        encoder_probes(config, "unused", split="train")
+    config.train.objective = "multi_label"
+    with pytest.raises(UserError, match="fits one class per clip; train.objective='multi_label'"):
+        encoder_probes(config, "unused", split="train")

@@ -48,13 +48,17 @@ def config_file(path: str) -> str:
 
 def config_module(path: str) -> Any:
     """The Python module of the config file ``path``, run afresh (configs are code). It is in
-    ``sys.modules`` while it runs and after, as an imported module is, so that what it defines
-    knows its file (a model it registers: :func:`vjax.models.register`)."""
+    ``sys.modules`` while it runs, so that what it registers knows its file
+    (:func:`vjax.registration.defined_at`), and not after: pickle then refuses its functions
+    in this process, and cloudpickle sends them by value, as for any unimported file."""
     name = f"vjax_config_{abs(hash(os.path.realpath(path)))}"  # one file, one name, however given
     module_spec = importlib.util.spec_from_file_location(name, path)
     module = importlib.util.module_from_spec(module_spec)
     sys.modules[name] = module
-    module_spec.loader.exec_module(module)
+    try:
+        module_spec.loader.exec_module(module)
+    finally:
+        del sys.modules[name]
     return module
 
 

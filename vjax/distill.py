@@ -28,7 +28,7 @@ from vjax import parallel
 from vjax.config_utils import ConfigError
 from vjax.flops import abstract_variables
 from vjax.models.registry import model_modalities
-from vjax.objectives import Objective, scored_logits
+from vjax.objectives import OBJECTIVES, Objective, scored_logits
 from vjax.objectives import get as objective_named
 from vjax.step import batched, model_input
 from vjax.tasks import task_outputs
@@ -176,6 +176,11 @@ def load_teacher(
     trained_by = getattr(loaded.module, "OBJECTIVE", None) or loaded.config.train.get(
         "objective", "classification"
     )
+    if trained_by not in OBJECTIVES:  # one of the teacher's run's own
+        raise ConfigError(
+            f"train.distill.teacher {path!r} was trained by train.objective={trained_by!r}, "
+            f"which this run does not know: register it in this run's config file too"
+        )
     if not objective_named(trained_by).classifies:
         raise ConfigError(
             f"train.distill.teacher {path!r} was trained by train.objective={trained_by!r} "
@@ -268,8 +273,9 @@ def distilled(
             logits, targets, temperature, objective.multi_label, objective.sum_classes
         )
         total = alpha * kd_loss + (1.0 - alpha) * task_loss
-        teacher_top1 = objective.losses(targets, batch, **options)[1]["top1"]
-        metrics = {**metrics, **kd_metrics, "loss_task": task_loss, "top1_teacher": teacher_top1}
+        scored = objective.losses(targets, batch, **options)[1]  # the teacher's top-1, if any
+        teacher_top1 = {"top1_teacher": scored["top1"]} if "top1" in scored else {}
+        metrics = {**metrics, **kd_metrics, "loss_task": task_loss, **teacher_top1}
         return total, {**metrics, "loss": total}, model_state
 
     return dataclasses.replace(objective, loss=loss)

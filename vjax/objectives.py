@@ -49,6 +49,7 @@ from vjax.models.masking import (
     unpatchify,
 )
 from vjax.models.video_transformer import token_grid
+from vjax.registration import Registry
 from vjax.tasks import concat_classes, label_columns, split_classes, task_outputs
 
 Batch = dict[str, jax.Array]
@@ -313,6 +314,10 @@ class Objective:
     losses: Callable[..., tuple[jax.Array, dict[str, jax.Array]]] | None = None
 
 
+# The options the train step gives an objective's loss (vjax.step.make_train_step's).
+STEP_OPTIONS = ("label_smoothing",)
+
+
 def labelled(name: str, losses: Callable[..., Any], **extra: Any) -> Objective:
     """An objective that scores the model's logits against ``batch["label"]`` with
     ``losses(logits, batch, label_smoothing)``: its training loss is :func:`supervised`
@@ -329,32 +334,35 @@ def labelled(name: str, losses: Callable[..., Any], **extra: Any) -> Objective:
     )
 
 
-OBJECTIVES = {
-    "classification": labelled("classification", task_losses),
-    "multi_label": labelled("multi_label", multilabel_losses, multi_label=True),
-    "multi_label_sum": labelled(
-        "multi_label_sum",
-        functools.partial(multilabel_losses, sum_classes=True),
-        multi_label=True,
-        sum_classes=True,
-    ),
-    "reconstruction": Objective("reconstruction", reconstruction, reconstruction_losses),
-}
-
-
-BUILT_IN = tuple(OBJECTIVES)
+OBJECTIVES = Registry(
+    "train.objective",
+    lambda objective: objective.losses or objective.loss,
+    {
+        "classification": labelled("classification", task_losses),
+        "multi_label": labelled("multi_label", multilabel_losses, multi_label=True),
+        "multi_label_sum": labelled(
+            "multi_label_sum",
+            functools.partial(multilabel_losses, sum_classes=True),
+            multi_label=True,
+            sum_classes=True,
+        ),
+        "reconstruction": Objective("reconstruction", reconstruction, reconstruction_losses),
+    },
+)
 
 
 def register(objective: Objective) -> Objective:
-    """Makes ``objective`` trainable as ``train.objective = objective.name``, beside the
-    built-in ones (whose names it may not take); registering a name again replaces it (a
-    notebook cell or config file run twice). A loss of labelled data is one function of the
-    logits (:func:`labelled`); validation then reports the classification metrics and the
-    cross-entropy of the logits, as for ``classification``.
+    """Makes ``objective`` trainable as ``train.objective = objective.name``. A loss of
+    labelled data is one function of the logits and the batch (:func:`labelled`: ``(B, K)``
+    logits, or ``{task: (B, K)}`` for several heads, as :func:`task_losses` takes them; pass
+    ``multi_label=True`` for multi-hot labels); its metrics hold ``loss`` and ``top1``.
+    Validation reports the classification metrics and the logits' cross-entropy, as for
+    ``classification``. The same definition registered again replaces itself (a notebook
+    cell, a config file run twice); another under a taken name is refused.
 
-    >>> def focal_losses(logits, batch, label_smoothing):  # (B, K) logits, batch["label"]
+    >>> def focal_losses(logits, batch, label_smoothing):  # batch["label"]: (B,)
     ...     loss = ...
-    ...     return loss, {"loss": loss}
+    ...     return loss, {"loss": loss, "top1": (logits.argmax(-1) == batch["label"]).mean()}
     >>> register(labelled("focal", focal_losses))
     """
     if not isinstance(objective, Objective):
@@ -362,11 +370,14 @@ def register(objective: Objective) -> Objective:
             f"register takes an Objective (e.g. labelled(name, losses)), got "
             f"{type(objective).__name__}"
         )
-    if objective.name in BUILT_IN:
+    unknown = set(objective.options) - set(STEP_OPTIONS)
+    if unknown:
         raise ValueError(
-            f"train.objective {objective.name!r} is vjax's own; register yours under another name"
+            f"objective {objective.name!r} takes options {sorted(unknown)} that the train step "
+            f"does not give (it gives {', '.join(STEP_OPTIONS)}); bind your own with "
+            f"functools.partial"
         )
-    OBJECTIVES[objective.name] = objective
+    OBJECTIVES.claim(objective.name, objective)
     return objective
 
 
@@ -380,8 +391,8 @@ def get(name: str | Objective) -> Objective:
 
         raise ConfigError(
             f"unknown train.objective {name!r}; valid: {', '.join(OBJECTIVES)} (one of your "
-            f"own is known once the file that registers it has run: give it as --config, or "
-            f"import it)"
+            f"own is known once the file that registers it has run: the --config of vjax "
+            f"train, eval or probe, or in Python an import)"
         )
     return OBJECTIVES[name]
 

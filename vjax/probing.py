@@ -26,7 +26,7 @@ import jax
 import ml_collections
 import numpy as np
 
-from vjax import storage
+from vjax import objectives, storage
 from vjax.errors import UserError
 from vjax.evaluate.probe import head_input_function, linear_probe
 from vjax.step import model_input
@@ -69,7 +69,8 @@ def encoder_probes(
     from vjax import train
     from vjax.compile_options import compiler_options
 
-    if config.train.objective != "classification":
+    objective = objectives.get(config.train.objective)  # a user's own once registered
+    if not objective.classifies or objective.multi_label:
         raise UserError(
             f"vjax probe fits one class per clip; train.objective={config.train.objective!r} "
             f"(give the config of a single-label classifier on the dataset)"

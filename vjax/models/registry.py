@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import os
-import sys
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -12,9 +10,10 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 from vjax.models.layers import NumClasses
+from vjax.registration import Registry
 from vjax.suggest import closest_hint
 
-_MODELS: dict[str, type[nn.Module]] = {}
+_MODELS = Registry("model name", lambda cls: cls)
 _DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16}
 
 
@@ -41,23 +40,10 @@ def register(name: str) -> Callable[[type[nn.Module]], type[nn.Module]]:
         lacks = _lacks(cls)
         if lacks:
             raise TypeError(f"model {name!r} ({cls.__qualname__}) lacks {'; '.join(lacks)}")
-        held = _MODELS.get(name)
-        if held is not None and _origin(held) != _origin(cls):
-            raise ValueError(
-                f"model name {name!r} is taken by {_origin(held)}; register "
-                f"{cls.__qualname__} under another name"
-            )
-        _MODELS[name] = cls
+        _MODELS.claim(name, cls)
         return cls
 
     return add
-
-
-def _origin(cls: type) -> str:
-    """Where ``cls`` is defined: its file's real path (however the file was run: as a config,
-    imported, by another path) or, without one (a notebook), its module; then its name."""
-    file = getattr(sys.modules.get(cls.__module__), "__file__", None)
-    return f"{os.path.realpath(file) if file else cls.__module__}:{cls.__qualname__}"
 
 
 def _lacks(cls: type[nn.Module]) -> list[str]:
