@@ -16,7 +16,9 @@ from conftest import DEMO_CONFIG, REPO
 
 import vjax
 from vjax import objectives
+from vjax.cli import main as vjax_command
 from vjax.config_utils import ConfigError, load_config
+from vjax.data.video_io import encode_video
 from vjax.errors import UserError
 from vjax.main import main
 from vjax.models import available_models, build_model, register
@@ -69,6 +71,14 @@ def test_a_model_and_objective_registered_in_a_config_file_train_and_evaluate(
     assert "top1" in capsys.readouterr().out
     model = vjax.load(str(run))  # in Python, once the file has run
     assert model(np.zeros((2, *model.clip_shape), np.uint8)).shape == (2, 4)
+    # Any command runs the file first with --import, predict among those without --config.
+    clip = encode_video(str(tmp_path / "clip.mp4"), np.zeros((8, 16, 16, 3), np.uint8), 10)
+    assert vjax_command(["predict", f"--import={config}", f"--model={run}", clip]) == 0
+    assert "clip.mp4" in capsys.readouterr().out
+    assert vjax_command(["predict", "--import=nothing.py", f"--model={run}", clip]) == 2
+    assert capsys.readouterr().err.strip() == (
+        "vjax predict: error: --import=nothing.py does not exist"
+    )
     # A student of this teacher whose own config does not register the teacher's objective.
     del objectives.OBJECTIVES["focal"]
     student = [f"--config={DEMO_CONFIG}:tiny", f"--workdir={tmp_path / 'student'}",
@@ -88,6 +98,7 @@ def test_a_model_and_objective_registered_in_a_config_file_train_and_evaluate(
     assert main(["--mode=eval", f"--workdir={run}"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "unknown model 'mean_mlp'; a model of your own is known once" in err[0]
+    assert "--import=FILE (any vjax command)" in err[0]
 
 
 def test_what_a_model_class_lacks_is_named_at_registration():

@@ -15,6 +15,8 @@ vjax compare RUN_A RUN_B     # two evaluations side by side: per-class deltas, p
 vjax bench data|train|infer|ssl|distill|prune  # input pipeline, train step, inference
                                  # speed, label efficiency of pre-training, distillation,
                                  # pruning -> BENCHMARKS.md
+vjax VERB --import=mine.py ...   # any verb: run a file that registers your own model or
+                                 # objective first (train, eval and probe run --config's)
 """
 
 from __future__ import annotations
@@ -47,7 +49,24 @@ def _verbs() -> tuple[str, ...]:
     return (*MODES, *COMMANDS)
 
 
+IMPORT_FLAG = "--import="
+
+
+def _imported(argv: list[str]) -> list[str]:
+    """``argv`` without its ``--import=FILE`` flags, each FILE run first, so that a model or
+    objective it registers is known to any verb (predict, export, quantize, prune take no
+    ``--config``)."""
+    files = [a[len(IMPORT_FLAG) :] for a in argv if a.startswith(IMPORT_FLAG)]
+    if files:
+        from vjax.config_utils import users_module
+
+        for file in files:
+            users_module(file, f"{IMPORT_FLAG}{file}")
+    return [a for a in argv if not a.startswith(IMPORT_FLAG)]
+
+
 def _dispatch(argv: list[str]) -> int:
+    argv = _imported(argv)
     if not argv or argv[0] in ("-h", "--help"):
         print(__doc__.strip())
         print(f"\nverbs: {', '.join(_verbs())}  (vjax VERB --help for one; {DEBUG_FLAG} shows "
@@ -69,7 +88,7 @@ def _dispatch(argv: list[str]) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     """Runs ``vjax ARGV`` (default: this process's arguments) in this process."""
     argv = list(sys.argv[1:] if argv is None else argv)
-    verb = next((a for a in argv if a != DEBUG_FLAG), "")
+    verb = next((a for a in argv if a != DEBUG_FLAG and not a.startswith(IMPORT_FLAG)), "")
     return run_guarded(_dispatch, argv, f"vjax {verb}" if verb in _verbs() else "vjax")
 
 

@@ -62,6 +62,17 @@ def config_module(path: str) -> Any:
     return module
 
 
+def users_module(path: str, named: str) -> Any:
+    """:func:`config_module` of a user's own file (``named`` as the user gave it): its failure
+    is their mistake, a ConfigError of one line (``--debug`` shows the traceback)."""
+    if not os.path.isfile(path):
+        raise ConfigError(f"{named} does not exist")
+    try:
+        return config_module(path)
+    except Exception as e:
+        raise ConfigError(f"{named} does not run: {type(e).__name__}: {e}") from e
+
+
 def load_config(spec: str | os.PathLike) -> ml_collections.ConfigDict:
     """Loads ``path/to/config.py[:arg]`` by calling its ``get_config(arg)``; ``configs/NAME.py``
     is vjax's own recipe where no such file is in the working directory (``config_file``).
@@ -73,12 +84,7 @@ def load_config(spec: str | os.PathLike) -> ml_collections.ConfigDict:
     # A user's own config file that fails is their mistake, named in one line (--debug shows
     # its traceback); vjax's recipes keep theirs (a failure there is our bug).
     users = os.path.dirname(os.path.realpath(file)) != os.path.realpath(RECIPES)
-    try:
-        module = config_module(file)
-    except Exception as e:
-        if not users:
-            raise
-        raise ConfigError(f"config file {path!r} does not run: {type(e).__name__}: {e}") from e
+    module = users_module(file, f"config file {path!r}") if users else config_module(file)
     if not hasattr(module, "get_config"):
         raise ConfigError(f"config file {path!r} defines no get_config(arg)")
     try:

@@ -391,8 +391,8 @@ def get(name: str | Objective) -> Objective:
 
         raise ConfigError(
             f"unknown train.objective {name!r}; valid: {', '.join(OBJECTIVES)} (one of your "
-            f"own is known once the file that registers it has run: the --config of vjax "
-            f"train, eval or probe, or in Python an import)"
+            f"own is known once the file that registers it has run: --config=FILE (vjax "
+            f"train, eval, probe) or --import=FILE (any vjax command); in Python, an import)"
         )
     return OBJECTIVES[name]
 

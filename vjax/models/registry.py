@@ -118,8 +118,9 @@ def build_model(
     name = kwargs.pop("name")
     if name not in _MODELS:
         hint = closest_hint(name, available_models()) or (
-            "; a model of your own is known once the file that registers it has run: give it "
-            "as --config (vjax train, eval, probe) or import it before vjax.load"
+            "; a model of your own is known once the file that registers it has run: "
+            "--config=FILE (vjax train, eval, probe) or --import=FILE (any vjax command); in "
+            "Python, import it before vjax.load"
         )
         raise ValueError(f"unknown model {name!r}{hint}")
     cls = _MODELS[name]
