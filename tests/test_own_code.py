@@ -75,7 +75,7 @@ def test_a_model_and_objective_registered_in_a_config_file_train_and_evaluate(
     clip = encode_video(str(tmp_path / "clip.mp4"), np.zeros((8, 16, 16, 3), np.uint8), 10)
     assert vjax_command(["predict", f"--import={config}", f"--model={run}", clip]) == 0
     assert "clip.mp4" in capsys.readouterr().out
-    assert vjax_command(["predict", "--import=nothing.py", f"--model={run}", clip]) == 2
+    assert vjax_command(["--import", "nothing.py", "predict", f"--model={run}", clip]) == 2
     assert capsys.readouterr().err.strip() == (
         "vjax predict: error: --import=nothing.py does not exist"
     )

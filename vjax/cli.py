@@ -49,20 +49,34 @@ def _verbs() -> tuple[str, ...]:
     return (*MODES, *COMMANDS)
 
 
-IMPORT_FLAG = "--import="
+IMPORT_FLAG = "--import"
+
+
+def _split_imports(argv: list[str]) -> tuple[list[str], list[str]]:
+    """``(files, rest)``: the files of ``argv``'s ``--import=FILE`` (or ``--import FILE``)
+    flags, and the other arguments."""
+    files, rest, args = [], [], iter(argv)
+    for arg in args:
+        if arg.startswith(f"{IMPORT_FLAG}="):
+            files.append(arg.partition("=")[2])
+        elif arg == IMPORT_FLAG:
+            files.append(next(args, ""))
+        else:
+            rest.append(arg)
+    return files, rest
 
 
 def _imported(argv: list[str]) -> list[str]:
-    """``argv`` without its ``--import=FILE`` flags, each FILE run first, so that a model or
+    """``argv`` without its ``--import`` flags, each file run first, so that a model or
     objective it registers is known to any verb (predict, export, quantize, prune take no
     ``--config``)."""
-    files = [a[len(IMPORT_FLAG) :] for a in argv if a.startswith(IMPORT_FLAG)]
+    files, rest = _split_imports(argv)
     if files:
         from vjax.config_utils import users_module
 
         for file in files:
-            users_module(file, f"{IMPORT_FLAG}{file}")
-    return [a for a in argv if not a.startswith(IMPORT_FLAG)]
+            users_module(file, f"{IMPORT_FLAG}={file}")
+    return rest
 
 
 def _dispatch(argv: list[str]) -> int:
@@ -88,7 +102,7 @@ def _dispatch(argv: list[str]) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     """Runs ``vjax ARGV`` (default: this process's arguments) in this process."""
     argv = list(sys.argv[1:] if argv is None else argv)
-    verb = next((a for a in argv if a != DEBUG_FLAG and not a.startswith(IMPORT_FLAG)), "")
+    verb = next((a for a in _split_imports(argv)[1] if a != DEBUG_FLAG), "")
     return run_guarded(_dispatch, argv, f"vjax {verb}" if verb in _verbs() else "vjax")
 
 
