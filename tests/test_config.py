@@ -207,14 +207,16 @@ def test_an_older_runs_config_drops_the_settings_this_vjax_no_longer_reads(monke
 
     recorded = load_config(f"{DEMO_CONFIG}:tiny").to_dict()
     recorded["train"]["retired_setting"] = 3
+    recorded["input"]["retired_option"] = True
     del recorded["train"]["log_every"]  # and one it did not have yet
     monkeypatch.setattr(checkpoint, "read_metadata", lambda workdir: {"config": recorded})
     config = trained_config("runs/old")
-    assert "retired_setting" not in config.train
+    assert "retired_setting" not in config.train and "retired_option" not in config.input
+    assert config.input.global_batch_size == recorded["input"]["global_batch_size"]
     assert config.train.log_every == load_config(DEFAULT_CONFIG).train.log_every
     assert (
-        "runs/old records settings this vjax no longer reads; ignoring train.retired_setting"
-        in caplog.text
+        "runs/old records settings this vjax no longer reads; ignoring train.retired_setting, "
+        "input.retired_option" in caplog.text
     )
     assert recorded["train"]["retired_setting"] == 3  # the metadata read is not changed
 

@@ -33,8 +33,8 @@ def trained_config(workdir: str) -> Any:
     :func:`vjax.load` builds the model from): what ``vjax eval`` evaluates with when no
     ``--config`` is given, so that a run's model, dataset and input need not be repeated.
     Settings a run saved by an older vjax lacks take the defaults'; those of train, optimizer,
-    sharding and the top level that this vjax no longer reads are dropped, with a warning that
-    names them."""
+    sharding, input and the top level that this vjax no longer reads are dropped, with a
+    warning that names them (a model's or dataset's fields are the checkpoint's)."""
     from vjax import checkpoint
     from vjax.config_utils import (
         config_from_json,
@@ -53,8 +53,13 @@ def trained_config(workdir: str) -> Any:
             f"{workdir!r} holds a model without the dataset it was trained on (a `vjax "
             "convert` folder): give --config for the data to evaluate it on"
         )
+    from vjax.data.transforms import input_keys
+
     defaults = default_settings()
-    if stale := unknown_keys(recorded, defaults):
+    inputs = recorded.get("input") or {}
+    stale = unknown_keys(recorded, defaults)
+    stale += [f"input.{key}" for key in inputs if key not in input_keys()]
+    if stale:
         logging.getLogger(__name__).warning(
             "%s records settings this vjax no longer reads; ignoring %s", workdir, ", ".join(stale)
         )

@@ -65,6 +65,11 @@ from vjax.tasks import ClassNames, is_multitask, task_class_names
 TRAINER_KEYS = ("global_batch_size", "mean", "std", "clip", "num_workers")
 
 
+def input_keys() -> list[str]:
+    """Every key ``config.input`` may hold: the trainer's and the clip options."""
+    return sorted({*TRAINER_KEYS, *(f.name for f in dataclasses.fields(InputOptions))})
+
+
 @dataclasses.dataclass(frozen=True)
 class InputOptions:
     """How clips are cut from stored videos (see the module docstring for each field)."""
@@ -162,7 +167,7 @@ class InputOptions:
             if key in TRAINER_KEYS:
                 continue
             if key not in fields:
-                raise unknown_key_error(f"input.{key}", [f"input.{k}" for k in sorted(fields)])
+                raise unknown_key_error(f"input.{key}", [f"input.{k}" for k in input_keys()])
             if key == "audio":
                 values[key] = AudioOptions.from_config(value) if value else None
                 continue
