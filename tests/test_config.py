@@ -215,8 +215,8 @@ def test_an_older_runs_config_drops_the_settings_this_vjax_no_longer_reads(monke
     assert config.input.global_batch_size == recorded["input"]["global_batch_size"]
     assert config.train.log_every == load_config(DEFAULT_CONFIG).train.log_every
     assert (
-        "runs/old records settings this vjax no longer reads; ignoring train.retired_setting, "
-        "input.retired_option" in caplog.text
+        "runs/old records settings this vjax no longer reads; ignoring input.retired_option, "
+        "train.retired_setting" in caplog.text
     )
     assert recorded["train"]["retired_setting"] == 3  # the metadata read is not changed
 

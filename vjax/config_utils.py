@@ -353,8 +353,8 @@ def with_defaults(
 # ``configs/demo.py`` first, :func:`config_file`).
 DEFAULT_CONFIG = "configs/demo.py"
 # Sections whose keys are checked where their code reads them: a model's fields
-# (``build_model``), a dataset's preparation (``load_dataset``), the clip options and audio.
-_CHECKED_WHERE_READ = ("model", "dataset", "input")
+# (``build_model``), a dataset's preparation (``load_dataset``).
+_CHECKED_WHERE_READ = ("model", "dataset")
 
 
 def default_settings() -> dict[str, Any]:
@@ -366,10 +366,19 @@ def default_settings() -> dict[str, Any]:
     return load_config(os.path.join(RECIPES, "demo.py")).to_dict()
 
 
+def _known(defaults: Mapping[str, Any]) -> dict[str, Any]:
+    """``defaults`` with every key ``config.input`` may hold (the clip options a recipe leaves
+    out too): the keys vjax reads outside :data:`_CHECKED_WHERE_READ`."""
+    from vjax.data.transforms import input_keys
+
+    return {**defaults, "input": {**dict.fromkeys(input_keys()), **defaults.get("input", {})}}
+
+
 def unknown_keys(config: Mapping[str, Any], defaults: Mapping[str, Any]) -> list[str]:
-    """The dotted keys of ``config`` that ``defaults`` lacks, except in the top-level
-    sections :data:`_CHECKED_WHERE_READ`; under a key whose default is not a section (e.g.
-    ``train.quantization=None``) anything goes."""
+    """The dotted keys of ``config`` that vjax does not read: that ``defaults`` (and, in
+    ``input``, the clip options) lacks, except in the top-level sections
+    :data:`_CHECKED_WHERE_READ`; under a key whose default is not a section (e.g.
+    ``train.quantization=None``, ``input.audio``) anything goes."""
 
     def walk(node: Mapping[str, Any], known: Mapping[str, Any], prefix: str) -> Iterable[str]:
         for key, value in node.items():
@@ -380,7 +389,7 @@ def unknown_keys(config: Mapping[str, Any], defaults: Mapping[str, Any]) -> list
             elif isinstance(value, Mapping) and isinstance(known[key], Mapping):
                 yield from walk(value, known[key], f"{prefix}{key}.")
 
-    return list(walk(config, defaults, ""))
+    return list(walk(config, _known(defaults), ""))
 
 
 def check_known_keys(config: ml_collections.ConfigDict) -> None:
@@ -390,7 +399,7 @@ def check_known_keys(config: ml_collections.ConfigDict) -> None:
     defaults = default_settings()
     unknown = unknown_keys(config.to_dict(), defaults)
     if unknown:
-        valid = flat_keys(ml_collections.ConfigDict(defaults))
+        valid = flat_keys(ml_collections.ConfigDict(_known(defaults)))
         raise unknown_key_error(unknown[0], valid)
 
 

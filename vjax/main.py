@@ -53,13 +53,8 @@ def trained_config(workdir: str) -> Any:
             f"{workdir!r} holds a model without the dataset it was trained on (a `vjax "
             "convert` folder): give --config for the data to evaluate it on"
         )
-    from vjax.data.transforms import input_keys
-
     defaults = default_settings()
-    inputs = recorded.get("input") or {}
-    stale = unknown_keys(recorded, defaults)
-    stale += [f"input.{key}" for key in inputs if key not in input_keys()]
-    if stale:
+    if stale := unknown_keys(recorded, defaults):
         logging.getLogger(__name__).warning(
             "%s records settings this vjax no longer reads; ignoring %s", workdir, ", ".join(stale)
         )

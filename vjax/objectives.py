@@ -49,7 +49,7 @@ from vjax.models.masking import (
     unpatchify,
 )
 from vjax.models.video_transformer import token_grid
-from vjax.registration import Registry
+from vjax.registration import KNOWN_ONCE_RUN, Registry
 from vjax.tasks import concat_classes, label_columns, split_classes, task_outputs
 
 Batch = dict[str, jax.Array]
@@ -391,8 +391,7 @@ def get(name: str | Objective) -> Objective:
 
         raise ConfigError(
             f"unknown train.objective {name!r}; valid: {', '.join(OBJECTIVES)} (one of your "
-            f"own is known once the file that registers it has run: --config=FILE (vjax "
-            f"train, eval, probe) or --import=FILE (any vjax command); in Python, an import)"
+            f"own {KNOWN_ONCE_RUN}; in Python, an import)"
         )
     return OBJECTIVES[name]
 

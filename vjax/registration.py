@@ -15,6 +15,12 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
+# How a model or objective of one's own becomes known, for the errors that meet an unknown one.
+KNOWN_ONCE_RUN = (
+    "is known once the file that registers it has run: --config=FILE (vjax train, eval, "
+    "probe) or --import=FILE (any vjax command)"
+)
+
 
 def defined_at(definition: Any) -> str:
     """``FILE:QUALNAME`` of a class or function (a partial's function): its module's file by

@@ -10,7 +10,7 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 from vjax.models.layers import NumClasses
-from vjax.registration import Registry
+from vjax.registration import KNOWN_ONCE_RUN, Registry
 from vjax.suggest import closest_hint
 
 _MODELS = Registry("model name", lambda cls: cls)
@@ -48,7 +48,7 @@ def register(name: str) -> Callable[[type[nn.Module]], type[nn.Module]]:
 
 def _lacks(cls: type[nn.Module]) -> list[str]:
     """What of the model interface (:func:`register`) ``cls`` lacks, each with why vjax needs it."""
-    fields = {f.name for f in dataclasses.fields(cls)} if dataclasses.is_dataclass(cls) else set()
+    fields = set(model_fields(cls)) if dataclasses.is_dataclass(cls) else set()
     needs = {
         "num_classes": "a field num_classes (vjax builds the head for the dataset's classes)",
         "dtype": "a field dtype, e.g. `dtype: Any = jnp.float32` (train.dtype's compute dtype)",
@@ -118,9 +118,7 @@ def build_model(
     name = kwargs.pop("name")
     if name not in _MODELS:
         hint = closest_hint(name, available_models()) or (
-            "; a model of your own is known once the file that registers it has run: "
-            "--config=FILE (vjax train, eval, probe) or --import=FILE (any vjax command); in "
-            "Python, import it before vjax.load"
+            f"; a model of your own {KNOWN_ONCE_RUN}; in Python, import it before vjax.load"
         )
         raise ValueError(f"unknown model {name!r}{hint}")
     cls = _MODELS[name]
